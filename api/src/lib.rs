@@ -1,1 +1,20 @@
-//! placeholder
+//! The control plane of `livekit-server`.
+//!
+//! One HTTP port carries the health check (`GET /`), Twirp `livekit.RoomService` and, with
+//! the media plane, the signalling WebSocket. Requests are authenticated with LiveKit access
+//! tokens and act on the node's [`lkr_room::Rooms`].
+//!
+//! - [`config`]: LiveKit's YAML configuration, strict, with flag overrides.
+//! - [`auth`]: where a request's token is and whether it holds.
+//! - [`twirp`]: Twirp framing and errors; [`room_service`]: the RoomService methods.
+//! - [`node`]: state shared by handlers; [`http`]: the listener; [`cmd`]: the binary.
+
+pub mod auth;
+pub mod cmd;
+pub mod config;
+pub mod http;
+pub mod node;
+pub mod room_service;
+pub mod twirp;
+
+pub use cmd::server_main;

@@ -1,0 +1,193 @@
+//! The `livekit-server` command line: flags, `generate-keys`, logging, start and shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Overrides, Settings};
+use crate::node::Node;
+
+/// A LiveKit-compatible media server.
+#[derive(Debug, Parser)]
+#[command(name = "livekit-server", version, about)]
+pub struct Args {
+    /// YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// YAML configuration body (instead of a file).
+    #[arg(long, env = "LIVEKIT_CONFIG", value_name = "YAML", hide_env_values = true)]
+    pub config_body: Option<String>,
+    /// File of API keys, YAML lines "key: secret"; must not be readable by others.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// API keys, YAML "key: secret" (several on separate lines).
+    #[arg(long, env = "LIVEKIT_KEYS", hide_env_values = true)]
+    pub keys: Option<String>,
+    /// Region of this node.
+    #[arg(long, env = "LIVEKIT_REGION")]
+    pub region: Option<String>,
+    /// IP address advertised to clients for media.
+    #[arg(long, env = "NODE_IP")]
+    pub node_ip: Option<String>,
+    /// UDP port for media (one port for every participant).
+    #[arg(long, env = "UDP_PORT")]
+    pub udp_port: Option<String>,
+    /// Address to listen on (repeatable).
+    #[arg(long)]
+    pub bind: Vec<String>,
+    /// HTTP port for the API and signalling.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Development mode: devkey/secret, loopback only, debug logs.
+    #[arg(long)]
+    pub dev: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new API key and secret.
+    GenerateKeys,
+    /// Print the ports the server would use.
+    Ports,
+}
+
+fn init_logging(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=info")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let (config, unsupported) = match (&args.config, &args.config_body) {
+        (Some(file), _) => Config::load_file(file)?,
+        (None, Some(body)) => Config::load(body)?,
+        (None, None) => (Config::default(), Vec::new()),
+    };
+    let overrides = Overrides {
+        dev: args.dev,
+        bind: args.bind.clone(),
+        port: args.port,
+        udp_port: args.udp_port.clone(),
+        node_ip: args.node_ip.clone(),
+        region: args.region.clone(),
+        keys: args.keys.clone(),
+        key_file: args.key_file.clone(),
+    };
+    let settings = Settings::resolve(&config, &overrides)?;
+    init_logging(&settings.log_level, settings.log_json);
+    for key in unsupported {
+        tracing::warn!(key = %key, "config key accepted but not yet supported; it has no effect");
+    }
+    Ok(settings)
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for ip in &settings.bind {
+        let addr = SocketAddr::new(*ip, settings.http_port);
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(l);
+    }
+    let node = Arc::new(Node::new(settings));
+    let s = &node.settings;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        bind = ?s.bind,
+        port = s.http_port,
+        rtc_udp_port = s.udp_port.start,
+        keys = s.keys.len(),
+        dev = s.development,
+        "starting livekit-server"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners {
+        tasks.spawn(crate::http::serve(node.clone(), l));
+    }
+    let closer = node.clone();
+    tasks.spawn(async move { closer.run_room_closer().await });
+    let sig = shutdown_signal().await;
+    tracing::info!(signal = sig, "shutting down");
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// The whole `livekit-server` program.
+pub fn server_main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Some(Command::GenerateKeys) => {
+            println!("API Key:  {}", lkr_proto::id::new_api_key());
+            println!("API Secret:  {}", lkr_proto::id::new_api_secret());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Ports) => {}
+        None => {}
+    }
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("livekit-server: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if matches!(args.command, Some(Command::Ports)) {
+        println!("HTTP (API and signalling): TCP {}", settings.http_port);
+        println!("RTC (media): UDP {}", settings.udp_port.start);
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("livekit-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("livekit-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

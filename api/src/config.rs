@@ -1,0 +1,759 @@
+//! Server configuration: LiveKit's YAML field names, strict parsing, flag overrides.
+//!
+//! Parsing is strict as LiveKit's is: a key we do not know is an error that names it. Keys
+//! LiveKit knows but this server does not act on yet are accepted, and [`Config::load`]
+//! returns their paths so the caller can log them as not yet supported rather than drop
+//! them silently.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// Why the configuration cannot be used. Every message names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {path}: {msg}")]
+    Invalid { path: String, msg: String },
+    #[error("config: cannot read {file}: {err}")]
+    Read { file: PathBuf, err: std::io::Error },
+    #[error("key file {file}: {msg}")]
+    KeyFile { file: PathBuf, msg: String },
+    #[error("keys: {0}")]
+    Keys(String),
+    #[error(
+        "no API keys configured: give --keys \"key: secret\", --key-file FILE, LIVEKIT_KEYS, \
+         keys:/key_file: in the config file, or --dev for devkey/secret \
+         (`livekit-server generate-keys` makes a key and secret)"
+    )]
+    NoKeys,
+}
+
+fn invalid(path: &str, msg: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_string(),
+        msg: msg.to_string(),
+    }
+}
+
+/// A UDP port or a `start-end` range, as LiveKit writes `rtc.udp_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Parses `7882` or `50000-60000`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let port = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u32>() {
+                Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+                _ => Err(format!("{p:?} is not a port number (1-65535)")),
+            }
+        };
+        match s.split_once('-') {
+            Some((a, b)) => {
+                let (start, end) = (port(a)?, port(b)?);
+                if start > end {
+                    return Err(format!("range {s:?} ends before it starts"));
+                }
+                Ok(Self { start, end })
+            }
+            None => {
+                let p = port(s)?;
+                Ok(Self { start: p, end: p })
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        let s = match Raw::deserialize(d)? {
+            Raw::N(n) => n.to_string(),
+            Raw::S(s) => s,
+        };
+        PortRange::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Keys every config section may carry that we keep as raw YAML (never acted on).
+type Opaque = Option<Value>;
+
+/// `rtc:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    pub udp_port: Option<PortRange>,
+    pub tcp_port: Option<u16>,
+    pub port_range_start: Option<u16>,
+    pub port_range_end: Option<u16>,
+    pub node_ip: Option<String>,
+    pub use_external_ip: bool,
+    pub stun_servers: Opaque,
+    pub use_ice_lite: Opaque,
+    pub interfaces: Opaque,
+    pub ips: Opaque,
+    pub enable_loopback_candidate: Opaque,
+    pub use_mdns: Opaque,
+    pub external_ip_only: Opaque,
+    pub batch_io: Opaque,
+    pub force_tcp: Opaque,
+    pub turn_servers: Opaque,
+    pub strict_acks: Opaque,
+    pub packet_buffer_size: Opaque,
+    pub packet_buffer_size_video: Opaque,
+    pub packet_buffer_size_audio: Opaque,
+    pub pli_throttle: Opaque,
+    pub congestion_control: Opaque,
+    pub allow_tcp_fallback: Opaque,
+    pub reconnect_on_publication_error: Opaque,
+    pub reconnect_on_subscription_error: Opaque,
+    pub reconnect_on_data_channel_error: Opaque,
+    pub data_channel_max_buffered_amount: Opaque,
+    pub datachannel_slow_threshold: Opaque,
+    pub forward_stats: Opaque,
+}
+
+/// One entry of `room.enabled_codecs`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodecSpec {
+    pub mime: String,
+    pub fmtp_line: String,
+}
+
+/// `room:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomConfig {
+    pub auto_create: bool,
+    pub enabled_codecs: Vec<CodecSpec>,
+    pub max_participants: u32,
+    pub empty_timeout: u32,
+    pub departure_timeout: u32,
+    pub enable_remote_unmute: Opaque,
+    pub max_metadata_size: Option<u32>,
+    pub playout_delay: Opaque,
+    pub sync_streams: Opaque,
+    pub max_room_name_length: Option<u32>,
+    pub max_participant_identity_length: Option<u32>,
+    pub room_configurations: Opaque,
+    pub create_room_enabled: Opaque,
+    pub create_room_timeout: Opaque,
+    pub create_room_attempts: Opaque,
+    pub update_batch_target_size: Opaque,
+    pub participant_disconnect_timeout: Opaque,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            auto_create: true,
+            enabled_codecs: Vec::new(),
+            max_participants: 0,
+            empty_timeout: 300,
+            departure_timeout: 20,
+            enable_remote_unmute: None,
+            max_metadata_size: None,
+            playout_delay: None,
+            sync_streams: None,
+            max_room_name_length: None,
+            max_participant_identity_length: None,
+            room_configurations: None,
+            create_room_enabled: None,
+            create_room_timeout: None,
+            create_room_attempts: None,
+            update_batch_target_size: None,
+            participant_disconnect_timeout: None,
+        }
+    }
+}
+
+/// `logging:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub level: Option<String>,
+    pub json: bool,
+    pub sample: Opaque,
+    pub component_levels: Opaque,
+    pub pion_level: Opaque,
+    pub item_sample_seconds: Opaque,
+    pub item_sample_initial: Opaque,
+    pub item_sample_interval: Opaque,
+}
+
+/// `limit:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitConfig {
+    pub num_tracks: Opaque,
+    pub bytes_per_sec: Opaque,
+    pub subscription_limit_video: Opaque,
+    pub subscription_limit_audio: Opaque,
+    pub max_metadata_size: Option<u32>,
+    pub max_attributes_size: Option<u32>,
+    pub max_room_name_length: Option<u32>,
+    pub max_participant_identity_length: Option<u32>,
+    pub max_participant_name_length: Option<u32>,
+    pub signal_message_size_limit: Option<u64>,
+    pub max_api_request_body_size: Option<u64>,
+    pub max_cpu_utilization: Opaque,
+    pub max_data_packet_size: Opaque,
+}
+
+/// `webhook:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub urls: Opaque,
+    pub api_key: Opaque,
+}
+
+/// `redis:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub address: Opaque,
+    pub username: Opaque,
+    pub password: Opaque,
+    pub db: Opaque,
+    pub use_tls: Opaque,
+    pub tls: Opaque,
+    pub sentinel_master_name: Opaque,
+    pub sentinel_username: Opaque,
+    pub sentinel_password: Opaque,
+    pub sentinel_addresses: Opaque,
+    pub cluster_addresses: Opaque,
+    pub dial_timeout: Opaque,
+    pub read_timeout: Opaque,
+    pub write_timeout: Opaque,
+    pub cluster_max_redirects: Opaque,
+}
+
+/// `turn:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    pub enabled: Opaque,
+    pub domain: Opaque,
+    pub cert_file: Opaque,
+    pub key_file: Opaque,
+    pub tls_port: Opaque,
+    pub udp_port: Opaque,
+    pub relay_range_start: Opaque,
+    pub relay_range_end: Opaque,
+    pub external_tls: Opaque,
+}
+
+/// `audio:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioConfig {
+    pub active_level: Opaque,
+    pub min_percentile: Opaque,
+    pub update_interval: Opaque,
+    pub smooth_intervals: Opaque,
+    pub active_red_encoding: Opaque,
+}
+
+/// `prometheus:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    pub port: Opaque,
+    pub username: Opaque,
+    pub password: Opaque,
+}
+
+/// `ingress:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngressConfig {
+    pub rtmp_base_url: Opaque,
+    pub whip_base_url: Opaque,
+}
+
+/// The whole YAML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub port: u16,
+    pub bind_addresses: Vec<String>,
+    pub prometheus_port: Opaque,
+    pub prometheus: PrometheusConfig,
+    pub environment: Opaque,
+    pub rtc: RtcConfig,
+    pub redis: RedisConfig,
+    pub audio: AudioConfig,
+    pub video: Opaque,
+    pub room: RoomConfig,
+    pub turn: TurnConfig,
+    pub ingress: IngressConfig,
+    pub webhook: WebhookConfig,
+    pub node_selector: Opaque,
+    pub signal_relay: Opaque,
+    pub psrpc: Opaque,
+    pub key_file: Option<PathBuf>,
+    pub keys: BTreeMap<String, String>,
+    pub region: Option<String>,
+    pub log_level: Option<String>,
+    pub logging: LoggingConfig,
+    pub limit: LimitConfig,
+    pub development: bool,
+    pub enable_data_tracks: Opaque,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            port: 7880,
+            bind_addresses: Vec::new(),
+            prometheus_port: None,
+            prometheus: PrometheusConfig::default(),
+            environment: None,
+            rtc: RtcConfig::default(),
+            redis: RedisConfig::default(),
+            audio: AudioConfig::default(),
+            video: None,
+            room: RoomConfig::default(),
+            turn: TurnConfig::default(),
+            ingress: IngressConfig::default(),
+            webhook: WebhookConfig::default(),
+            node_selector: None,
+            signal_relay: None,
+            psrpc: None,
+            key_file: None,
+            keys: BTreeMap::new(),
+            region: None,
+            log_level: None,
+            logging: LoggingConfig::default(),
+            limit: LimitConfig::default(),
+            development: false,
+            enable_data_tracks: None,
+        }
+    }
+}
+
+/// Config paths this server acts on; any other key present in a file is logged as not yet
+/// supported. A path covers everything below it.
+const SUPPORTED: &[&str] = &[
+    "port",
+    "bind_addresses",
+    "rtc.udp_port",
+    "rtc.node_ip",
+    "keys",
+    "key_file",
+    "region",
+    "development",
+    "log_level",
+    "logging.level",
+    "logging.json",
+    "room.auto_create",
+    "room.enabled_codecs",
+    "room.max_participants",
+    "room.empty_timeout",
+    "room.departure_timeout",
+    "room.max_metadata_size",
+    "room.max_room_name_length",
+    "limit.max_metadata_size",
+    "limit.max_room_name_length",
+    "limit.max_api_request_body_size",
+];
+
+fn unsupported_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    let Value::Mapping(m) = v else { return };
+    for (k, v) in m {
+        let key = match k {
+            Value::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+        if SUPPORTED.contains(&path.as_str()) {
+            continue;
+        }
+        if SUPPORTED.iter().any(|s| s.starts_with(&format!("{path}."))) {
+            unsupported_paths(&path, v, out);
+        } else if !v.is_null() {
+            out.push(path);
+        }
+    }
+}
+
+impl Config {
+    /// Parses a YAML body strictly. Returns the config and the paths of keys that are
+    /// accepted but not acted on yet.
+    pub fn load(yaml: &str) -> Result<(Config, Vec<String>), ConfigError> {
+        if yaml.trim().is_empty() {
+            return Ok((Config::default(), Vec::new()));
+        }
+        let value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| invalid("<yaml>", e))?;
+        if value.is_null() {
+            return Ok((Config::default(), Vec::new()));
+        }
+        if !value.is_mapping() {
+            return Err(invalid("<root>", "the configuration must be a YAML mapping"));
+        }
+        let config: Config = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.to_string();
+            // The path already ends at the unknown key itself.
+            if msg.starts_with("unknown field") {
+                return invalid(&path, format!("unknown key {path:?}"));
+            }
+            invalid(&path, msg)
+        })?;
+        let mut unsupported = Vec::new();
+        unsupported_paths("", &value, &mut unsupported);
+        Ok((config, unsupported))
+    }
+
+    /// Reads and parses a config file.
+    pub fn load_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let body = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            file: path.to_path_buf(),
+            err,
+        })?;
+        Config::load(&body)
+    }
+}
+
+/// Parses `key: secret` YAML (a `--keys` value, `LIVEKIT_KEYS` or a key file).
+pub fn parse_keys(yaml: &str, origin: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let keys: BTreeMap<String, String> = serde_yaml_ng::from_str(yaml).map_err(|e| {
+        ConfigError::Keys(format!(
+            "{origin}: expected YAML lines of the form \"key: secret\" (the space after the colon is required): {e}"
+        ))
+    })?;
+    if let Some((k, _)) = keys.iter().find(|(k, v)| k.is_empty() || v.is_empty()) {
+        return Err(ConfigError::Keys(format!("{origin}: key {k:?} has an empty key or secret")));
+    }
+    Ok(keys)
+}
+
+/// Reads a key file, refusing one that users other than its owner's group may read, as
+/// LiveKit does.
+pub fn read_key_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let kf = |msg: String| ConfigError::KeyFile {
+        file: path.to_path_buf(),
+        msg,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| kf(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o007 != 0 {
+            return Err(kf(format!(
+                "permissions are {:o}: others must have no access (chmod 600 {})",
+                mode & 0o777,
+                path.display()
+            )));
+        }
+    }
+    let body = std::fs::read_to_string(path).map_err(|e| kf(e.to_string()))?;
+    parse_keys(&body, &path.display().to_string())
+}
+
+/// Overrides from the command line and environment, applied over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub dev: bool,
+    pub bind: Vec<String>,
+    pub port: Option<u16>,
+    pub udp_port: Option<String>,
+    pub node_ip: Option<String>,
+    pub region: Option<String>,
+    pub keys: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The settings the server runs with, after every source was applied and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: Vec<IpAddr>,
+    pub http_port: u16,
+    pub udp_port: PortRange,
+    pub node_ip: Option<IpAddr>,
+    pub region: String,
+    pub keys: BTreeMap<String, String>,
+    pub development: bool,
+    pub log_level: String,
+    pub log_json: bool,
+    pub room: lkr_room::RoomDefaults,
+    pub auto_create: bool,
+    pub max_api_request_body_size: u64,
+}
+
+impl Settings {
+    /// Resolves the file config and the overrides into runnable settings.
+    pub fn resolve(config: &Config, o: &Overrides) -> Result<Settings, ConfigError> {
+        let development = config.development || o.dev;
+        let port = o.port.unwrap_or(config.port);
+        if port == 0 {
+            return Err(invalid("port", "must be a port number (1-65535)"));
+        }
+        let bind_src: Vec<String> = if !o.bind.is_empty() {
+            o.bind.clone()
+        } else if !config.bind_addresses.is_empty() {
+            config.bind_addresses.clone()
+        } else if development {
+            vec!["127.0.0.1".into()]
+        } else {
+            vec!["0.0.0.0".into()]
+        };
+        let bind = bind_src
+            .iter()
+            .map(|b| {
+                b.parse::<IpAddr>()
+                    .map_err(|_| invalid("bind_addresses", format!("{b:?} is not an IP address")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let udp_port = match &o.udp_port {
+            Some(s) => PortRange::parse(s).map_err(|m| invalid("udp-port", m))?,
+            None => config.rtc.udp_port.unwrap_or(PortRange {
+                start: 7882,
+                end: 7882,
+            }),
+        };
+        let node_ip = match o.node_ip.as_ref().or(config.rtc.node_ip.as_ref()) {
+            Some(s) if !s.is_empty() => Some(
+                s.parse::<IpAddr>()
+                    .map_err(|_| invalid("rtc.node_ip", format!("{s:?} is not an IP address")))?,
+            ),
+            _ => None,
+        };
+
+        let mut keys = BTreeMap::new();
+        if let Some(file) = o.key_file.as_ref().or(config.key_file.as_ref()) {
+            keys.extend(read_key_file(file)?);
+        }
+        keys.extend(config.keys.clone());
+        if let Some(k) = &o.keys {
+            keys.extend(parse_keys(k, "--keys/LIVEKIT_KEYS")?);
+        }
+        if keys.is_empty() {
+            if development {
+                keys.insert("devkey".into(), "secret".into());
+            } else {
+                return Err(ConfigError::NoKeys);
+            }
+        }
+
+        let log_level = config
+            .logging
+            .level
+            .clone()
+            .or_else(|| config.log_level.clone())
+            .unwrap_or_else(|| if development { "debug" } else { "info" }.into());
+        if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+            return Err(invalid(
+                "logging.level",
+                format!("{log_level:?} is not one of trace, debug, info, warn, error"),
+            ));
+        }
+
+        let mut room = lkr_room::RoomDefaults {
+            empty_timeout: config.room.empty_timeout,
+            departure_timeout: config.room.departure_timeout,
+            max_participants: config.room.max_participants,
+            ..Default::default()
+        };
+        if !config.room.enabled_codecs.is_empty() {
+            room.enabled_codecs = config
+                .room
+                .enabled_codecs
+                .iter()
+                .map(|c| lkr_proto::pb::Codec {
+                    mime: c.mime.clone(),
+                    fmtp_line: c.fmtp_line.clone(),
+                })
+                .collect();
+        }
+        if let Some(n) = config.limit.max_room_name_length.or(config.room.max_room_name_length) {
+            room.max_room_name_length = n as usize;
+        }
+        if let Some(n) = config.limit.max_metadata_size.or(config.room.max_metadata_size) {
+            room.max_metadata_size = n as usize;
+        }
+        Ok(Settings {
+            bind,
+            http_port: port,
+            udp_port,
+            node_ip,
+            region: o.region.clone().or_else(|| config.region.clone()).unwrap_or_default(),
+            keys,
+            development,
+            log_level,
+            log_json: config.logging.json,
+            room,
+            auto_create: config.room.auto_create,
+            max_api_request_body_size: config.limit.max_api_request_body_size.unwrap_or(10 << 20),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        Config::load(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn livekit_sample_fields_parse() {
+        let yaml = r#"
+port: 7890
+bind_addresses: ["127.0.0.1"]
+rtc:
+  udp_port: 7882
+  tcp_port: 7881
+  node_ip: 10.0.0.1
+  use_external_ip: false
+  congestion_control:
+    enabled: true
+room:
+  auto_create: false
+  empty_timeout: 60
+  departure_timeout: 5
+  max_participants: 10
+  enabled_codecs:
+    - mime: audio/opus
+    - mime: video/vp8
+keys:
+  k1: s1
+logging:
+  level: warn
+  json: true
+  pion_level: error
+limit:
+  num_tracks: -1
+  max_metadata_size: 100
+webhook:
+  api_key: k1
+  urls: ["http://127.0.0.1:9/"]
+redis:
+  address: 127.0.0.1:6379
+prometheus:
+  port: 6789
+region: us-west
+"#;
+        let (c, unsupported) = Config::load(yaml).unwrap();
+        assert_eq!(c.port, 7890);
+        assert_eq!(c.rtc.udp_port, Some(PortRange { start: 7882, end: 7882 }));
+        assert!(!c.room.auto_create);
+        for p in [
+            "rtc.tcp_port",
+            "rtc.congestion_control",
+            "logging.pion_level",
+            "limit.num_tracks",
+            "webhook",
+            "redis",
+            "prometheus",
+        ] {
+            assert!(unsupported.iter().any(|u| u == p), "{p} not reported: {unsupported:?}");
+        }
+        assert!(!unsupported.iter().any(|u| u == "port" || u.starts_with("room.empty")));
+        let s = Settings::resolve(&c, &Overrides::default()).unwrap();
+        assert_eq!(s.http_port, 7890);
+        assert_eq!(s.log_level, "warn");
+        assert!(s.log_json);
+        assert_eq!(s.room.empty_timeout, 60);
+        assert_eq!(s.room.max_metadata_size, 100);
+        assert_eq!(s.room.enabled_codecs.len(), 2);
+        assert_eq!(s.keys.get("k1").map(String::as_str), Some("s1"));
+        assert_eq!(s.node_ip, Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err("port: 7880\nbogus: 1\n");
+        assert!(e.contains("\"bogus\""), "{e}");
+        let e = err("rtc:\n  udp_port: 7882\n  nope: true\n");
+        assert!(e.contains("rtc.nope"), "{e}");
+        let e = err("room:\n  empty_timout: 3\n");
+        assert!(e.contains("room.empty_timout"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = err("port: 99999\n");
+        assert!(e.contains("port"), "{e}");
+        let e = err("rtc:\n  udp_port: \"9-1\"\n");
+        assert!(e.contains("rtc.udp_port"), "{e}");
+        let e = err("room:\n  empty_timeout: soon\n");
+        assert!(e.contains("room.empty_timeout"), "{e}");
+        let e = err("- a\n- b\n");
+        assert!(e.contains("mapping"), "{e}");
+        let (c, _) = Config::load("logging:\n  level: loud\nkeys: {a: b}\n").unwrap();
+        let e = Settings::resolve(&c, &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("logging.level"), "{e}");
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(PortRange::parse("50000-60000"), Ok(PortRange { start: 50000, end: 60000 }));
+        assert!(PortRange::parse("0").is_err());
+        assert!(PortRange::parse("abc").is_err());
+    }
+
+    #[test]
+    fn no_keys_refused_dev_adds_devkey() {
+        let c = Config::default();
+        let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("generate-keys"), "{e}");
+        let s = Settings::resolve(&c, &Overrides { dev: true, ..Default::default() }).unwrap();
+        assert_eq!(s.keys.get("devkey").map(String::as_str), Some("secret"));
+        assert_eq!(s.bind, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(s.udp_port.start, 7882);
+        assert_eq!(s.log_level, "debug");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let (c, _) = Config::load("port: 1000\nkeys: {a: b}\nregion: x\n").unwrap();
+        let o = Overrides {
+            port: Some(2000),
+            bind: vec!["::1".into()],
+            udp_port: Some("9000".into()),
+            region: Some("y".into()),
+            keys: Some("c: d".into()),
+            node_ip: Some("10.77.0.1".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&c, &o).unwrap();
+        assert_eq!((s.http_port, s.udp_port.start, s.region.as_str()), (2000, 9000, "y"));
+        assert_eq!(s.keys.len(), 2);
+        assert_eq!(s.bind, vec!["::1".parse::<IpAddr>().unwrap()]);
+        let bad = Overrides { keys: Some("nocolon".into()), ..Default::default() };
+        assert!(Settings::resolve(&c, &bad).unwrap_err().to_string().contains("key: secret"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_readable_key_file_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keys.yaml");
+        std::fs::write(&f, "APIabc: s3cr3t\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_key_file(&f).unwrap_err().to_string();
+        assert!(e.contains("keys.yaml") && e.contains("others"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let k = read_key_file(&f).unwrap();
+        assert_eq!(k.get("APIabc").map(String::as_str), Some("s3cr3t"));
+    }
+}
