@@ -16,7 +16,10 @@ pub enum AuthError {
 }
 
 /// The token of a request, if it carries one.
-pub fn request_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, AuthError> {
+pub fn request_token(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<String>, AuthError> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
         let v = v.to_str().map_err(|_| AuthError::NotBearer)?;
         let t = v.strip_prefix("Bearer ").ok_or(AuthError::NotBearer)?;
@@ -48,10 +51,20 @@ mod tests {
     #[test]
     fn header_wins_and_must_be_bearer() {
         let mut h = HeaderMap::new();
-        assert_eq!(request_token(&h, Some("a=1&access_token=q")).unwrap().as_deref(), Some("q"));
+        assert_eq!(
+            request_token(&h, Some("a=1&access_token=q"))
+                .unwrap()
+                .as_deref(),
+            Some("q")
+        );
         assert_eq!(request_token(&h, Some("&&a=1")).unwrap(), None);
         h.insert("authorization", "Bearer hdr".parse().unwrap());
-        assert_eq!(request_token(&h, Some("access_token=q")).unwrap().as_deref(), Some("hdr"));
+        assert_eq!(
+            request_token(&h, Some("access_token=q"))
+                .unwrap()
+                .as_deref(),
+            Some("hdr")
+        );
         h.insert("authorization", "Basic x".parse().unwrap());
         assert_eq!(request_token(&h, None), Err(AuthError::NotBearer));
     }

@@ -20,7 +20,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// YAML configuration body (instead of a file).
-    #[arg(long, env = "LIVEKIT_CONFIG", value_name = "YAML", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LIVEKIT_CONFIG",
+        value_name = "YAML",
+        hide_env_values = true
+    )]
     pub config_body: Option<String>,
     /// File of API keys, YAML lines "key: secret"; must not be readable by others.
     #[arg(long, value_name = "FILE")]
@@ -175,7 +180,10 @@ pub fn server_main() -> ExitCode {
         println!("RTC (media): UDP {}", settings.udp_port.start);
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("livekit-server: cannot start the runtime: {e}");

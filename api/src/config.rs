@@ -379,7 +379,11 @@ fn unsupported_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
             Value::String(s) => s.clone(),
             other => format!("{other:?}"),
         };
-        let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
         if SUPPORTED.contains(&path.as_str()) {
             continue;
         }
@@ -403,7 +407,10 @@ impl Config {
             return Ok((Config::default(), Vec::new()));
         }
         if !value.is_mapping() {
-            return Err(invalid("<root>", "the configuration must be a YAML mapping"));
+            return Err(invalid(
+                "<root>",
+                "the configuration must be a YAML mapping",
+            ));
         }
         let config: Config = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let path = e.path().to_string();
@@ -438,7 +445,9 @@ pub fn parse_keys(yaml: &str, origin: &str) -> Result<BTreeMap<String, String>, 
         ))
     })?;
     if let Some((k, _)) = keys.iter().find(|(k, v)| k.is_empty() || v.is_empty()) {
-        return Err(ConfigError::Keys(format!("{origin}: key {k:?} has an empty key or secret")));
+        return Err(ConfigError::Keys(format!(
+            "{origin}: key {k:?} has an empty key or secret"
+        )));
     }
     Ok(keys)
 }
@@ -582,10 +591,18 @@ impl Settings {
                 })
                 .collect();
         }
-        if let Some(n) = config.limit.max_room_name_length.or(config.room.max_room_name_length) {
+        if let Some(n) = config
+            .limit
+            .max_room_name_length
+            .or(config.room.max_room_name_length)
+        {
             room.max_room_name_length = n as usize;
         }
-        if let Some(n) = config.limit.max_metadata_size.or(config.room.max_metadata_size) {
+        if let Some(n) = config
+            .limit
+            .max_metadata_size
+            .or(config.room.max_metadata_size)
+        {
             room.max_metadata_size = n as usize;
         }
         Ok(Settings {
@@ -593,7 +610,11 @@ impl Settings {
             http_port: port,
             udp_port,
             node_ip,
-            region: o.region.clone().or_else(|| config.region.clone()).unwrap_or_default(),
+            region: o
+                .region
+                .clone()
+                .or_else(|| config.region.clone())
+                .unwrap_or_default(),
             keys,
             development,
             log_level,
@@ -653,7 +674,13 @@ region: us-west
 "#;
         let (c, unsupported) = Config::load(yaml).unwrap();
         assert_eq!(c.port, 7890);
-        assert_eq!(c.rtc.udp_port, Some(PortRange { start: 7882, end: 7882 }));
+        assert_eq!(
+            c.rtc.udp_port,
+            Some(PortRange {
+                start: 7882,
+                end: 7882
+            })
+        );
         assert!(!c.room.auto_create);
         for p in [
             "rtc.tcp_port",
@@ -664,9 +691,16 @@ region: us-west
             "redis",
             "prometheus",
         ] {
-            assert!(unsupported.iter().any(|u| u == p), "{p} not reported: {unsupported:?}");
+            assert!(
+                unsupported.iter().any(|u| u == p),
+                "{p} not reported: {unsupported:?}"
+            );
         }
-        assert!(!unsupported.iter().any(|u| u == "port" || u.starts_with("room.empty")));
+        assert!(
+            !unsupported
+                .iter()
+                .any(|u| u == "port" || u.starts_with("room.empty"))
+        );
         let s = Settings::resolve(&c, &Overrides::default()).unwrap();
         assert_eq!(s.http_port, 7890);
         assert_eq!(s.log_level, "warn");
@@ -699,13 +733,21 @@ region: us-west
         let e = err("- a\n- b\n");
         assert!(e.contains("mapping"), "{e}");
         let (c, _) = Config::load("logging:\n  level: loud\nkeys: {a: b}\n").unwrap();
-        let e = Settings::resolve(&c, &Overrides::default()).unwrap_err().to_string();
+        let e = Settings::resolve(&c, &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("logging.level"), "{e}");
     }
 
     #[test]
     fn port_ranges() {
-        assert_eq!(PortRange::parse("50000-60000"), Ok(PortRange { start: 50000, end: 60000 }));
+        assert_eq!(
+            PortRange::parse("50000-60000"),
+            Ok(PortRange {
+                start: 50000,
+                end: 60000
+            })
+        );
         assert!(PortRange::parse("0").is_err());
         assert!(PortRange::parse("abc").is_err());
     }
@@ -715,7 +757,14 @@ region: us-west
         let c = Config::default();
         let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("generate-keys"), "{e}");
-        let s = Settings::resolve(&c, &Overrides { dev: true, ..Default::default() }).unwrap();
+        let s = Settings::resolve(
+            &c,
+            &Overrides {
+                dev: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.keys.get("devkey").map(String::as_str), Some("secret"));
         assert_eq!(s.bind, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.udp_port.start, 7882);
@@ -735,11 +784,22 @@ region: us-west
             ..Default::default()
         };
         let s = Settings::resolve(&c, &o).unwrap();
-        assert_eq!((s.http_port, s.udp_port.start, s.region.as_str()), (2000, 9000, "y"));
+        assert_eq!(
+            (s.http_port, s.udp_port.start, s.region.as_str()),
+            (2000, 9000, "y")
+        );
         assert_eq!(s.keys.len(), 2);
         assert_eq!(s.bind, vec!["::1".parse::<IpAddr>().unwrap()]);
-        let bad = Overrides { keys: Some("nocolon".into()), ..Default::default() };
-        assert!(Settings::resolve(&c, &bad).unwrap_err().to_string().contains("key: secret"));
+        let bad = Overrides {
+            keys: Some("nocolon".into()),
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(&c, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("key: secret")
+        );
     }
 
     #[cfg(unix)]

@@ -22,15 +22,20 @@ type Resp = Response<Full<Bytes>>;
 fn text(status: StatusCode, body: &'static str) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 /// Every origin, method and header is allowed, as LiveKit's CORS middleware does.
 fn with_cors(mut r: Resp) -> Resp {
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     r
 }
 
@@ -41,8 +46,14 @@ fn preflight() -> Resp {
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, OPTIONS"),
     );
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     r
 }
 
@@ -111,9 +122,7 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
     let body = Limited::new(req.into_body(), limit)
         .collect()
         .await
-        .map_err(|e| {
-            TwirpError::new(Code::Malformed, format!("failed to read request body: {e}"))
-        })?
+        .map_err(|e| TwirpError::new(Code::Malformed, format!("failed to read request body: {e}")))?
         .to_bytes();
     room_service::dispatch(node, rpc, format, claims.as_ref(), &body)
 }

@@ -52,7 +52,10 @@ fn ensure_admin(claims: Option<&Claims>, room: &str) -> Result<(), TwirpError> {
     } else if !g.room_admin {
         Err(denied("the roomAdmin grant is required"))
     } else {
-        Err(denied(&format!("the token administers room {:?}, not {room:?}", g.room)))
+        Err(denied(&format!(
+            "the token administers room {:?}, not {room:?}",
+            g.room
+        )))
     }
 }
 
@@ -103,7 +106,11 @@ pub fn dispatch(
         "ListParticipants" => call(format, body, |r: pb::ListParticipantsRequest| {
             ensure_admin(claims, &r.room)?;
             let rooms = node.rooms();
-            let participants = rooms.get(&r.room)?.participants().map(|p| p.info.clone()).collect();
+            let participants = rooms
+                .get(&r.room)?
+                .participants()
+                .map(|p| p.info.clone())
+                .collect();
             Ok(pb::ListParticipantsResponse { participants })
         }),
         "GetParticipant" => call(format, body, |r: pb::RoomParticipantIdentity| {
@@ -144,7 +151,10 @@ pub fn dispatch(
             if !r.nonce.is_empty() && r.nonce.len() != 16 {
                 return Err(TwirpError::new(
                     Code::InvalidArgument,
-                    format!("nonce should be 16-bytes or not present, got: {} bytes", r.nonce.len()),
+                    format!(
+                        "nonce should be 16-bytes or not present, got: {} bytes",
+                        r.nonce.len()
+                    ),
                 ));
             }
             node.rooms().get(&r.room)?;

@@ -96,8 +96,10 @@ impl TwirpError {
         }
         let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
         *resp.status_mut() = self.code.status();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 }
@@ -145,7 +147,11 @@ impl Format {
                 )
             }),
             Format::Json => {
-                let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+                let body = if body.iter().all(u8::is_ascii_whitespace) {
+                    b"{}"
+                } else {
+                    body
+                };
                 serde_json::from_slice(body).map_err(|e| {
                     TwirpError::new(
                         Code::Malformed,
@@ -182,8 +188,14 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(Format::from_content_type("application/json;charset=UTF-8"), Some(Format::Json));
-        assert_eq!(Format::from_content_type("application/protobuf"), Some(Format::Protobuf));
+        assert_eq!(
+            Format::from_content_type("application/json;charset=UTF-8"),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            Format::from_content_type("application/protobuf"),
+            Some(Format::Protobuf)
+        );
         assert_eq!(Format::from_content_type("text/plain"), None);
     }
 
@@ -197,7 +209,9 @@ mod tests {
             .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.empty_timeout, 600);
-        let e = Format::Json.decode::<pb::CreateRoomRequest>(b"{nope").unwrap_err();
+        let e = Format::Json
+            .decode::<pb::CreateRoomRequest>(b"{nope")
+            .unwrap_err();
         assert_eq!(e.code, Code::Malformed);
     }
 
@@ -208,7 +222,10 @@ mod tests {
             0x0a, 0x02, 0x72, 0x31, 0x10, 0xd8, 0x04, 0x18, 0x14, 0x2a, 0x01, 0x6d,
         ];
         let r: pb::CreateRoomRequest = Format::Protobuf.decode(&body).unwrap();
-        assert_eq!((r.name.as_str(), r.empty_timeout, r.max_participants), ("r1", 600, 20));
+        assert_eq!(
+            (r.name.as_str(), r.empty_timeout, r.max_participants),
+            ("r1", 600, 20)
+        );
         assert_eq!(r.metadata, "m");
     }
 

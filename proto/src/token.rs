@@ -71,9 +71,15 @@ pub struct VideoGrant {
     pub room_admin: bool,
     #[serde(deserialize_with = "null_default", skip_serializing_if = "is_false")]
     pub room_join: bool,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub room: String,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub destination_room: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub can_publish: Option<bool>,
@@ -81,7 +87,10 @@ pub struct VideoGrant {
     pub can_subscribe: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub can_publish_data: Option<bool>,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub can_publish_sources: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub can_update_own_metadata: Option<bool>,
@@ -141,9 +150,15 @@ pub struct SipGrant {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Claims {
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub iss: String,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub sub: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
@@ -151,17 +166,35 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub jti: String,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub name: String,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub metadata: String,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub attributes: BTreeMap<String, String>,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub kind: String,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub kind_details: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoGrant>,
@@ -170,9 +203,15 @@ pub struct Claims {
     /// RoomConfiguration in protobuf-JSON; see [`Claims::room_configuration`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub room_config: Option<serde_json::Value>,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub room_preset: String,
-    #[serde(deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub sha256: String,
     /// Claims we do not interpret (agent, inference, observability, ...), kept as they came.
     #[serde(flatten)]
@@ -182,7 +221,11 @@ pub struct Claims {
 impl Claims {
     /// The participant identity: `sub`, or `jti` for legacy tokens that put it there.
     pub fn identity(&self) -> &str {
-        if self.sub.is_empty() { &self.jti } else { &self.sub }
+        if self.sub.is_empty() {
+            &self.jti
+        } else {
+            &self.sub
+        }
     }
 
     /// The video grant, or an empty one (which still carries the publish/subscribe defaults).
@@ -225,7 +268,9 @@ fn unverified_claims(token: &str) -> Result<Claims, TokenError> {
     let (Some(_), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(TokenError::Malformed("expected three dot-separated parts".into()));
+        return Err(TokenError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
     };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
@@ -236,22 +281,19 @@ fn unverified_claims(token: &str) -> Result<Claims, TokenError> {
 
 /// Verifies `token` against the keys in `keys` and returns its claims.
 pub fn verify(token: &str, keys: &impl KeyProvider) -> Result<Claims, TokenError> {
-    let header = jsonwebtoken::decode_header(token)
-        .map_err(|e| TokenError::Malformed(e.to_string()))
-        .or_else(|e| {
-            // jsonwebtoken cannot represent `alg: none`; name it rather than "malformed".
-            let head = token.split('.').next().unwrap_or_default();
-            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(head.trim_end_matches('='))
-                .ok();
-            let alg = raw
-                .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
-                .and_then(|v| v.get("alg").and_then(|a| a.as_str()).map(str::to_owned));
-            match alg {
-                Some(a) if a != "HS256" => Err(TokenError::BadAlgorithm(a)),
-                _ => Err(e),
-            }
-        })?;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| {
+        // jsonwebtoken cannot represent `alg: none`; name it rather than "malformed".
+        let head = token.split('.').next().unwrap_or_default();
+        let alg = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(head.trim_end_matches('='))
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
+            .and_then(|v| v.get("alg").and_then(|a| a.as_str()).map(str::to_owned));
+        match alg {
+            Some(a) if a != "HS256" => TokenError::BadAlgorithm(a),
+            _ => TokenError::Malformed(e.to_string()),
+        }
+    })?;
     if header.alg != Algorithm::HS256 {
         return Err(TokenError::BadAlgorithm(format!("{:?}", header.alg)));
     }
@@ -437,12 +479,20 @@ mod tests {
     #[test]
     fn future_nbf() {
         let now = unix_now();
-        let p = format!(r#"{{"iss":"devkey","exp":{},"nbf":{}}}"#, now + 1000, now + 300);
+        let p = format!(
+            r#"{{"iss":"devkey","exp":{},"nbf":{}}}"#,
+            now + 1000,
+            now + 300
+        );
         assert_eq!(
             verify(&raw_token(r#"{"alg":"HS256"}"#, &p, "secret"), &keys()),
             Err(TokenError::NotYetValid)
         );
-        let p = format!(r#"{{"iss":"devkey","exp":{},"nbf":{}}}"#, now + 1000, now + 30);
+        let p = format!(
+            r#"{{"iss":"devkey","exp":{},"nbf":{}}}"#,
+            now + 1000,
+            now + 30
+        );
         assert!(verify(&raw_token(r#"{"alg":"HS256"}"#, &p, "secret"), &keys()).is_ok());
     }
 
@@ -465,7 +515,10 @@ mod tests {
             Err(TokenError::MissingExpiry)
         );
         assert_eq!(
-            verify(&raw_token(r#"{"alg":"HS256"}"#, r#"{"exp":9999999999}"#, "secret"), &keys()),
+            verify(
+                &raw_token(r#"{"alg":"HS256"}"#, r#"{"exp":9999999999}"#, "secret"),
+                &keys()
+            ),
             Err(TokenError::MissingIssuer)
         );
     }
@@ -480,8 +533,14 @@ mod tests {
             Err(TokenError::BadAlgorithm(a)) if a == "none"
         ));
         let hs512 = raw_token(r#"{"alg":"HS512"}"#, &p, "secret");
-        assert!(matches!(verify(&hs512, &keys()), Err(TokenError::BadAlgorithm(_))));
-        assert!(matches!(verify("abc", &keys()), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            verify(&hs512, &keys()),
+            Err(TokenError::BadAlgorithm(_))
+        ));
+        assert!(matches!(
+            verify("abc", &keys()),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -498,7 +557,11 @@ mod tests {
             now + 100,
             now
         );
-        let c = verify(&raw_token(r#"{"typ":"JWT","alg":"HS256"}"#, &p, "secret"), &keys()).unwrap();
+        let c = verify(
+            &raw_token(r#"{"typ":"JWT","alg":"HS256"}"#, &p, "secret"),
+            &keys(),
+        )
+        .unwrap();
         assert_eq!(c.identity(), "legacy");
         assert!(c.room_configuration().unwrap().is_none());
         assert!(c.video().room_join);
@@ -507,7 +570,9 @@ mod tests {
     #[test]
     fn room_config_claim_parses() {
         let c = Claims {
-            room_config: Some(serde_json::json!({"name":"x","emptyTimeout":7,"max_participants":3})),
+            room_config: Some(
+                serde_json::json!({"name":"x","emptyTimeout":7,"max_participants":3}),
+            ),
             ..Default::default()
         };
         let rc = c.room_configuration().unwrap().unwrap();

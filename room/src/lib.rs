@@ -202,9 +202,15 @@ impl Rooms {
 
     /// Creates a room, or updates the non-zero settings of the existing one with that name,
     /// as LiveKit's CreateRoom does. Returns the room record and whether it is new.
-    pub fn create(&mut self, now: Instant, req: &CreateRoom) -> Result<(pb::Room, bool), RoomError> {
+    pub fn create(
+        &mut self,
+        now: Instant,
+        req: &CreateRoom,
+    ) -> Result<(pb::Room, bool), RoomError> {
         if req.name.is_empty() {
-            return Err(RoomError::InvalidArgument("room name cannot be empty".into()));
+            return Err(RoomError::InvalidArgument(
+                "room name cannot be empty".into(),
+            ));
         }
         if req.name.len() > self.defaults.max_room_name_length {
             return Err(RoomError::InvalidArgument(format!(
@@ -305,7 +311,12 @@ impl Rooms {
     }
 
     /// Removes a participant; the room's departure clock starts when it becomes empty.
-    pub fn leave(&mut self, now: Instant, name: &str, identity: &str) -> Result<Participant, RoomError> {
+    pub fn leave(
+        &mut self,
+        now: Instant,
+        name: &str,
+        identity: &str,
+    ) -> Result<Participant, RoomError> {
         let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
         let p = room
             .participants
@@ -385,12 +396,24 @@ mod tests {
             ..Default::default()
         });
         let now = Instant::now();
-        assert!(matches!(rooms.create(now, &req("")), Err(RoomError::InvalidArgument(_))));
+        assert!(matches!(
+            rooms.create(now, &req("")),
+            Err(RoomError::InvalidArgument(_))
+        ));
         let long = "x".repeat(257);
-        assert!(matches!(rooms.create(now, &req(&long)), Err(RoomError::InvalidArgument(_))));
+        assert!(matches!(
+            rooms.create(now, &req(&long)),
+            Err(RoomError::InvalidArgument(_))
+        ));
         rooms.create(now, &req("a")).unwrap();
-        assert!(matches!(rooms.update_metadata("a", "12345"), Err(RoomError::InvalidArgument(_))));
-        assert_eq!(rooms.update_metadata("b", "1"), Err(RoomError::RoomNotFound));
+        assert!(matches!(
+            rooms.update_metadata("a", "12345"),
+            Err(RoomError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            rooms.update_metadata("b", "1"),
+            Err(RoomError::RoomNotFound)
+        );
     }
 
     #[test]
@@ -398,7 +421,14 @@ mod tests {
         let t0 = Instant::now();
         let mut rooms = Rooms::new(RoomDefaults::default());
         rooms
-            .create(t0, &CreateRoom { name: "a".into(), empty_timeout: 10, ..Default::default() })
+            .create(
+                t0,
+                &CreateRoom {
+                    name: "a".into(),
+                    empty_timeout: 10,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(rooms.next_deadline(), Some(t0 + Duration::from_secs(10)));
         assert!(rooms.close_expired(t0 + Duration::from_secs(9)).is_empty());
@@ -424,7 +454,11 @@ mod tests {
             .unwrap();
         rooms.join(t0, "a", person("p")).unwrap();
         assert_eq!(rooms.next_deadline(), None);
-        assert!(rooms.close_expired(t0 + Duration::from_secs(100)).is_empty());
+        assert!(
+            rooms
+                .close_expired(t0 + Duration::from_secs(100))
+                .is_empty()
+        );
         let t1 = t0 + Duration::from_secs(100);
         rooms.leave(t1, "a", "p").unwrap();
         assert_eq!(rooms.next_deadline(), Some(t1 + Duration::from_secs(5)));
@@ -436,14 +470,27 @@ mod tests {
         let now = Instant::now();
         let mut rooms = Rooms::new(RoomDefaults::default());
         rooms
-            .create(now, &CreateRoom { name: "a".into(), max_participants: 1, ..Default::default() })
+            .create(
+                now,
+                &CreateRoom {
+                    name: "a".into(),
+                    max_participants: 1,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(rooms.join(now, "a", person("p")).unwrap(), None);
-        assert_eq!(rooms.join(now, "a", person("q")), Err(RoomError::RoomFull(1)));
+        assert_eq!(
+            rooms.join(now, "a", person("q")),
+            Err(RoomError::RoomFull(1))
+        );
         let old = rooms.join(now, "a", person("p")).unwrap();
         assert!(old.is_some(), "same identity replaces the old session");
         assert_eq!(rooms.get("a").unwrap().info().num_participants, 1);
-        assert_eq!(rooms.participant("a", "zz"), Err(RoomError::ParticipantNotFound));
+        assert_eq!(
+            rooms.participant("a", "zz"),
+            Err(RoomError::ParticipantNotFound)
+        );
         assert_eq!(rooms.participant("b", "p"), Err(RoomError::RoomNotFound));
     }
 }
