@@ -333,6 +333,25 @@ impl Rooms {
         self.get(name)?.participant(identity)
     }
 
+    /// Changes a participant's record with `f` and bumps its version, as clients drop
+    /// updates whose version is not newer than the one they hold. Returns `f`'s result and
+    /// the new record.
+    pub fn update_participant<R>(
+        &mut self,
+        name: &str,
+        identity: &str,
+        f: impl FnOnce(&mut pb::ParticipantInfo) -> R,
+    ) -> Result<(R, pb::ParticipantInfo), RoomError> {
+        let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
+        let p = room
+            .participants
+            .get_mut(identity)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        let r = f(&mut p.info);
+        p.info.version += 1;
+        Ok((r, p.info.clone()))
+    }
+
     /// The earliest instant at which an empty room is due to close.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.rooms.values().filter_map(Room::deadline).min()

@@ -1,0 +1,155 @@
+//! What the control plane says to the media core, and what it hears back.
+//!
+//! Identifiers are plain numbers chosen by the control plane; the core never sees protobuf,
+//! SDP text or HTTP. Every command is applied in order on the media thread.
+
+use bytes::Bytes;
+
+/// One ICE/DTLS transport (one RTCPeerConnection of a participant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// One published track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackId(pub u64);
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// The codec families the core knows how to inspect (keyframes, descriptors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodecKind {
+    Opus,
+    Vp8,
+    Vp9,
+    H264,
+    Av1,
+    Other,
+}
+
+impl CodecKind {
+    /// The family of an SDP encoding name.
+    pub fn from_name(name: &str) -> CodecKind {
+        match name.to_ascii_lowercase().as_str() {
+            "opus" => CodecKind::Opus,
+            "vp8" => CodecKind::Vp8,
+            "vp9" => CodecKind::Vp9,
+            "h264" => CodecKind::H264,
+            "av1" | "av1x" => CodecKind::Av1,
+            _ => CodecKind::Other,
+        }
+    }
+}
+
+/// A remote DTLS certificate fingerprint from SDP (`a=fingerprint:sha-256 AB:CD:…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFingerprint {
+    pub algorithm: String,
+    pub value: String,
+}
+
+/// What the core needs to run one transport.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub local_ufrag: String,
+    pub local_pwd: String,
+    pub remote_ufrag: String,
+    pub remote_pwd: String,
+    pub remote_fingerprint: RemoteFingerprint,
+    /// Data channels the server opens itself once SCTP is up (dual-PC subscriber side).
+    pub open_channels: Vec<ChannelSpec>,
+}
+
+/// A data channel the server opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSpec {
+    pub label: String,
+    pub ordered: bool,
+    pub max_retransmits: Option<u16>,
+}
+
+/// Header extension ids negotiated on a transport (0: not negotiated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtIds {
+    pub mid: u8,
+    pub rid: u8,
+    pub repaired_rid: u8,
+    pub audio_level: u8,
+    pub transport_cc: u8,
+    pub abs_send_time: u8,
+}
+
+/// A payload type of a published track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadType {
+    pub pt: u8,
+    pub codec: CodecKind,
+    pub clock_rate: u32,
+}
+
+/// An incoming track: where its RTP comes from and how to recognise it.
+#[derive(Debug, Clone)]
+pub struct PublishSpec {
+    pub peer: PeerId,
+    pub track: TrackId,
+    pub kind: MediaKind,
+    /// The m-section's mid (matched against the mid header extension).
+    pub mid: String,
+    /// Simulcast rids, lowest quality first (`q`, `h`, `f`); empty for a single stream.
+    pub rids: Vec<String>,
+    /// SSRCs announced in SDP (non-simulcast), primary first.
+    pub ssrcs: Vec<u32>,
+    pub payload_types: Vec<PayloadType>,
+    pub ext: ExtIds,
+}
+
+/// How one subscriber receives one track.
+#[derive(Debug, Clone)]
+pub struct SubscribeSpec {
+    pub peer: PeerId,
+    pub track: TrackId,
+    pub ssrc: u32,
+    /// The subscriber's payload type for each codec family of the track.
+    pub payload_types: Vec<(CodecKind, u8)>,
+}
+
+/// Control plane → core.
+#[derive(Debug, Clone)]
+pub enum Command {
+    AddPeer { peer: PeerId, config: PeerConfig },
+    RemovePeer { peer: PeerId },
+    Publish(PublishSpec),
+    Unpublish { track: TrackId },
+    Subscribe(SubscribeSpec),
+    Unsubscribe { peer: PeerId, track: TrackId },
+    /// Pause or resume forwarding of one subscription.
+    SetPaused { peer: PeerId, track: TrackId, paused: bool },
+    /// Send one message on the peer's `_reliable` or `_lossy` channel.
+    SendData { peer: PeerId, reliable: bool, data: Bytes },
+    /// Ask the publisher of `track` for a keyframe.
+    RequestKeyframe { track: TrackId },
+}
+
+/// Core → control plane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// ICE and DTLS are up: media can flow.
+    PeerConnected { peer: PeerId },
+    /// The transport failed or went silent past consent freshness.
+    PeerDisconnected { peer: PeerId, reason: String },
+    /// The remote opened (or acknowledged) a data channel.
+    ChannelOpen { peer: PeerId, label: String },
+    /// A data channel message.
+    Data {
+        peer: PeerId,
+        label: String,
+        binary: bool,
+        data: Vec<u8>,
+    },
+    /// The first RTP packet of a track arrived.
+    TrackStarted { track: TrackId },
+}

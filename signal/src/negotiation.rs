@@ -1,0 +1,468 @@
+//! Offer/answer policy: what this server accepts from a client's offer, and the
+//! descriptions it writes (answers to publisher or single-PC offers, subscriber offers).
+//!
+//! The server is ICE-lite and always the DTLS server (`a=setup:passive` in answers,
+//! `actpass` in its own offers, which libwebrtc answers `active`). Downstream media carries
+//! no header extensions and no RTX: the forwarder writes a fresh RTP header, and lost
+//! packets are resent on the media SSRC.
+
+use std::collections::HashMap;
+
+use lkr_sdp::{
+    Attribute, Codec, Direction, MediaKind as SdpKind, MediaSection, Msid, Rid, RidDirection,
+    SessionDescription, Setup, Simulcast, SimulcastId, SsrcLine,
+};
+use lkr_sfu::{CodecKind, ExtIds, MediaKind};
+
+use crate::hub::TrackCodec;
+
+/// RFC 8843 mid header extension.
+pub const EXT_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// RFC 8852 rid header extension.
+pub const EXT_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// RFC 8852 repaired rid header extension.
+pub const EXT_RRID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
+/// RFC 6464 client-to-mixer audio level.
+pub const EXT_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// Transport-wide sequence numbers.
+pub const EXT_TWCC: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// Absolute send time.
+pub const EXT_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+
+/// Extensions accepted from publishers.
+const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_AUDIO_LEVEL];
+
+/// This side of one transport, as written into every m-section.
+#[derive(Debug, Clone)]
+pub struct LocalTransport {
+    pub ufrag: String,
+    pub pwd: String,
+    /// (`sha-256`, `AB:CD:…`)
+    pub fingerprint: (String, String),
+    /// Candidate attribute values without `a=` (`candidate:1 1 udp …`).
+    pub candidates: Vec<String>,
+}
+
+/// The remote side of a transport, read from its description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTransport {
+    pub ufrag: String,
+    pub pwd: String,
+    pub fingerprint: (String, String),
+}
+
+/// Reads the remote ICE credentials and fingerprint (session level or first section).
+pub fn remote_transport(sd: &SessionDescription) -> Option<RemoteTransport> {
+    let m = sd.media.iter().find(|m| !m.is_rejected()).or(sd.media.first())?;
+    let fp = sd.fingerprint_for(m)?;
+    Some(RemoteTransport {
+        ufrag: sd.ice_ufrag_for(m)?.to_string(),
+        pwd: sd.ice_pwd_for(m)?.to_string(),
+        fingerprint: (fp.algorithm.clone(), fp.value.clone()),
+    })
+}
+
+fn supported(kind: &SdpKind, c: &Codec) -> bool {
+    let n = c.name.to_ascii_lowercase();
+    match kind {
+        SdpKind::Audio => n == "opus",
+        SdpKind::Video => match n.as_str() {
+            "vp8" | "vp9" | "av1" => true,
+            "h264" => c.fmtp_param("packetization-mode") == Some("1"),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn answer_codec(kind: &SdpKind, c: &Codec) -> Codec {
+    let rtcp_fb = match kind {
+        SdpKind::Video => ["nack", "nack pli", "ccm fir"]
+            .iter()
+            .filter(|f| c.has_rtcp_fb(f))
+            .map(|f| (*f).to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Codec {
+        rtcp_fb,
+        ..c.clone()
+    }
+}
+
+/// A published m-section of a client offer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishSection {
+    pub mid: String,
+    pub kind: MediaKind,
+    /// The `a=msid` track id: the client's track id (AddTrackRequest.cid).
+    pub msid_track: Option<String>,
+    pub rids: Vec<String>,
+    pub ssrcs: Vec<u32>,
+    pub codecs: Vec<TrackCodec>,
+    pub ext: ExtIds,
+}
+
+/// A receive slot of a client offer (single PC): a recvonly section the server may fill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecvSlot {
+    pub mid: String,
+    pub kind: MediaKind,
+}
+
+/// A downstream track placed in a section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownTrack {
+    pub kind: MediaKind,
+    /// `PA_…|TR_…`
+    pub stream_id: String,
+    pub track_sid: String,
+    pub ssrc: u32,
+    pub cname: String,
+    pub codecs: Vec<TrackCodec>,
+}
+
+/// What answering an offer produced.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub sdp: SessionDescription,
+    pub publish: Vec<PublishSection>,
+    pub recv_slots: Vec<RecvSlot>,
+    /// For each filled slot: the payload types the client will decode, by codec family.
+    pub down_payload_types: HashMap<String, Vec<(CodecKind, u8)>>,
+}
+
+fn ext_ids(m: &MediaSection) -> ExtIds {
+    let id = |u: &str| m.extmap_id(u).unwrap_or(0);
+    ExtIds {
+        mid: id(EXT_MID),
+        rid: id(EXT_RID),
+        repaired_rid: 0,
+        audio_level: id(EXT_AUDIO_LEVEL),
+        transport_cc: 0,
+        abs_send_time: 0,
+    }
+}
+
+fn media_kind(k: &SdpKind) -> Option<MediaKind> {
+    match k {
+        SdpKind::Audio => Some(MediaKind::Audio),
+        SdpKind::Video => Some(MediaKind::Video),
+        _ => None,
+    }
+}
+
+fn to_track_codec(c: &Codec) -> TrackCodec {
+    TrackCodec {
+        pt: c.pt,
+        name: c.name.clone(),
+        clock_rate: c.clock_rate,
+        channels: c.channels,
+        fmtp: c.fmtp.clone(),
+    }
+}
+
+fn transport_lines(m: &mut MediaSection, local: &LocalTransport, setup: Setup) {
+    m.ice_ufrag = Some(local.ufrag.clone());
+    m.ice_pwd = Some(local.pwd.clone());
+    m.fingerprint = Some(lkr_sdp::Fingerprint {
+        algorithm: local.fingerprint.0.clone(),
+        value: local.fingerprint.1.clone(),
+    });
+    m.setup = Some(setup);
+    m.candidates = local.candidates.clone();
+    m.end_of_candidates = true;
+    m.connection = Some("IN IP4 0.0.0.0".into());
+}
+
+fn data_section(mid: &str) -> MediaSection {
+    let mut m = MediaSection::new(SdpKind::Application, "UDP/DTLS/SCTP");
+    m.formats = vec!["webrtc-datachannel".into()];
+    m.mid = Some(mid.to_string());
+    m.sctp_port = Some(5000);
+    m.max_message_size = Some(262_144);
+    m
+}
+
+fn add_down(m: &mut MediaSection, d: &DownTrack) {
+    m.direction = Some(Direction::SendOnly);
+    m.msid = Some(Msid {
+        stream: d.stream_id.clone(),
+        track: d.track_sid.clone(),
+    });
+    m.ssrcs = vec![
+        SsrcLine {
+            ssrc: d.ssrc,
+            attribute: "cname".into(),
+            value: Some(d.cname.clone()),
+        },
+        SsrcLine {
+            ssrc: d.ssrc,
+            attribute: "msid".into(),
+            value: Some(format!("{} {}", d.stream_id, d.track_sid)),
+        },
+    ];
+}
+
+fn session(version: u64, session_id: u64) -> SessionDescription {
+    let mut sd = SessionDescription::default();
+    sd.origin.session_id = session_id;
+    sd.origin.session_version = version;
+    sd.ice_lite = true;
+    sd.msid_semantic = Some("WMS *".into());
+    sd
+}
+
+/// Answers a client offer (publisher PC, or the single PC). `downs` assigns downstream
+/// tracks to the offer's receive slots by mid.
+pub fn answer_offer(
+    offer: &SessionDescription,
+    local: &LocalTransport,
+    version: u64,
+    session_id: u64,
+    downs: &HashMap<String, DownTrack>,
+) -> Answer {
+    let mut sd = session(version, session_id);
+    let mut publish = Vec::new();
+    let mut recv_slots = Vec::new();
+    let mut down_payload_types = HashMap::new();
+    for om in &offer.media {
+        let mid = om.mid.clone().unwrap_or_default();
+        let mut m = MediaSection::new(om.kind.clone(), om.protocol.clone());
+        m.mid = om.mid.clone();
+        let rejected = om.is_rejected() || mid.is_empty();
+        match (&om.kind, media_kind(&om.kind)) {
+            (SdpKind::Application, _) if !rejected => {
+                m = data_section(&mid);
+                m.protocol = om.protocol.clone();
+            }
+            (_, Some(kind)) if !rejected => {
+                let codecs: Vec<&Codec> =
+                    om.codecs.iter().filter(|c| supported(&om.kind, c)).collect();
+                let dir = om.direction_or_default();
+                if codecs.is_empty() {
+                    m.port = 0;
+                    m.formats = om.formats.iter().take(1).cloned().collect();
+                    m.direction = Some(Direction::Inactive);
+                } else if dir.sends() {
+                    for c in &codecs {
+                        m.add_codec(answer_codec(&om.kind, c));
+                    }
+                    m.extmaps = om
+                        .extmaps
+                        .iter()
+                        .filter(|e| ACCEPTED_EXTS.contains(&e.uri.as_str()))
+                        .cloned()
+                        .collect();
+                    m.direction = Some(if dir == Direction::SendRecv {
+                        // Nothing is sent back on a publishing section.
+                        Direction::RecvOnly
+                    } else {
+                        dir.reversed()
+                    });
+                    let rids: Vec<String> = om
+                        .rids
+                        .iter()
+                        .filter(|r| r.direction == RidDirection::Send)
+                        .map(|r| r.id.clone())
+                        .collect();
+                    if !rids.is_empty() {
+                        m.rids = rids
+                            .iter()
+                            .map(|r| Rid {
+                                id: r.clone(),
+                                direction: RidDirection::Recv,
+                                params: None,
+                            })
+                            .collect();
+                        m.simulcast = Some(Simulcast {
+                            send: Vec::new(),
+                            recv: rids
+                                .iter()
+                                .map(|r| {
+                                    vec![SimulcastId {
+                                        rid: r.clone(),
+                                        paused: false,
+                                    }]
+                                })
+                                .collect(),
+                        });
+                    }
+                    publish.push(PublishSection {
+                        mid: mid.clone(),
+                        kind,
+                        msid_track: om.msid.as_ref().map(|x| x.track.clone()),
+                        rids,
+                        ssrcs: om.primary_ssrcs(),
+                        codecs: codecs.iter().map(|c| to_track_codec(c)).collect(),
+                        ext: ext_ids(&m),
+                    });
+                } else if dir.receives() {
+                    recv_slots.push(RecvSlot {
+                        mid: mid.clone(),
+                        kind,
+                    });
+                    match downs.get(&mid).filter(|d| d.kind == kind) {
+                        Some(d) => {
+                            let mut pts = Vec::new();
+                            for tc in &d.codecs {
+                                if let Some(c) =
+                                    codecs.iter().find(|c| c.name.eq_ignore_ascii_case(&tc.name))
+                                {
+                                    if !m.codecs.iter().any(|x| x.pt == c.pt) {
+                                        m.add_codec(answer_codec(&om.kind, c));
+                                    }
+                                    pts.push((CodecKind::from_name(&c.name), c.pt));
+                                }
+                            }
+                            if m.codecs.is_empty() {
+                                m.add_codec(answer_codec(&om.kind, codecs[0]));
+                                m.direction = Some(Direction::Inactive);
+                            } else {
+                                add_down(&mut m, d);
+                                down_payload_types.insert(mid.clone(), pts);
+                            }
+                        }
+                        None => {
+                            for c in &codecs {
+                                m.add_codec(answer_codec(&om.kind, c));
+                            }
+                            m.direction = Some(Direction::Inactive);
+                        }
+                    }
+                } else {
+                    for c in &codecs {
+                        m.add_codec(answer_codec(&om.kind, c));
+                    }
+                    m.direction = Some(Direction::Inactive);
+                }
+            }
+            _ => {
+                m.port = 0;
+                m.formats = om.formats.clone();
+                m.direction = Some(Direction::Inactive);
+            }
+        }
+        if m.port != 0 {
+            m.rtcp_mux = true;
+            if m.kind != SdpKind::Application {
+                m.rtcp_rsize = true;
+            }
+            transport_lines(&mut m, local, Setup::Passive);
+            sd.bundle_mids.push(mid);
+        }
+        sd.media.push(m);
+    }
+    Answer {
+        sdp: sd,
+        publish,
+        recv_slots,
+        down_payload_types,
+    }
+}
+
+/// One section of a server offer on the subscriber PC.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OfferSection {
+    Data { mid: String },
+    /// A media section; `None` once its track is gone (written inactive).
+    Media {
+        mid: String,
+        kind: MediaKind,
+        track: Option<DownTrack>,
+    },
+}
+
+/// Writes a subscriber-PC offer.
+pub fn subscriber_offer(
+    local: &LocalTransport,
+    version: u64,
+    session_id: u64,
+    sections: &[OfferSection],
+) -> SessionDescription {
+    let mut sd = session(version, session_id);
+    for s in sections {
+        let (mid, mut m) = match s {
+            OfferSection::Data { mid } => (mid.clone(), data_section(mid)),
+            OfferSection::Media { mid, kind, track } => {
+                let sk = match kind {
+                    MediaKind::Audio => SdpKind::Audio,
+                    MediaKind::Video => SdpKind::Video,
+                };
+                let mut m = MediaSection::new(sk, "UDP/TLS/RTP/SAVPF");
+                m.mid = Some(mid.clone());
+                m.rtcp_mux = true;
+                m.rtcp_rsize = true;
+                match track {
+                    Some(d) => {
+                        for c in &d.codecs {
+                            let rtcp_fb = match kind {
+                                MediaKind::Video => vec!["nack".into(), "nack pli".into(), "ccm fir".into()],
+                                MediaKind::Audio => Vec::new(),
+                            };
+                            m.add_codec(Codec {
+                                pt: c.pt,
+                                name: c.name.clone(),
+                                clock_rate: c.clock_rate,
+                                channels: c.channels,
+                                fmtp: c.fmtp.clone(),
+                                rtcp_fb,
+                            });
+                        }
+                        add_down(&mut m, d);
+                    }
+                    None => {
+                        let c = match kind {
+                            MediaKind::Audio => Codec {
+                                pt: 111,
+                                name: "opus".into(),
+                                clock_rate: 48000,
+                                channels: Some(2),
+                                ..Default::default()
+                            },
+                            MediaKind::Video => Codec {
+                                pt: 96,
+                                name: "VP8".into(),
+                                clock_rate: 90000,
+                                ..Default::default()
+                            },
+                        };
+                        m.add_codec(c);
+                        m.direction = Some(Direction::Inactive);
+                    }
+                }
+                (mid.clone(), m)
+            }
+        };
+        transport_lines(&mut m, local, Setup::ActPass);
+        m.rtcp_mux = true;
+        sd.bundle_mids.push(mid);
+        sd.media.push(m);
+    }
+    sd
+}
+
+/// From a subscriber answer: for each mid, the payload types the client accepted.
+pub fn accepted_payload_types(answer: &SessionDescription) -> HashMap<String, Vec<(CodecKind, u8)>> {
+    answer
+        .media
+        .iter()
+        .filter(|m| !m.is_rejected())
+        .filter_map(|m| {
+            let mid = m.mid.clone()?;
+            let pts = m
+                .codecs
+                .iter()
+                .map(|c| (CodecKind::from_name(&c.name), c.pt))
+                .filter(|(k, _)| *k != CodecKind::Other)
+                .collect();
+            Some((mid, pts))
+        })
+        .collect()
+}
+
+/// An `a=` attribute list entry, for callers adding their own lines.
+pub fn attribute(key: &str, value: &str) -> Attribute {
+    Attribute::new(key, value)
+}
