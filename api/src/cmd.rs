@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, Overrides, Settings};
 use crate::node::Node;
+use lkr_signal::{Hub, HubConfig};
 
 /// A LiveKit-compatible media server.
 #[derive(Debug, Parser)]
@@ -133,13 +134,40 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         listeners.push(l);
     }
-    let node = Arc::new(Node::new(settings));
+    let node_ip = settings
+        .node_ip
+        .or_else(|| settings.bind.iter().copied().find(|ip| !ip.is_unspecified()))
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let udp_ip = match settings.bind.as_slice() {
+        [one] => *one,
+        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    };
+    let media = lkr_sfu::driver::spawn(SocketAddr::new(udp_ip, settings.udp_port.start))
+        .with_context(|| format!("cannot open the media UDP port {udp_ip}:{}", settings.udp_port.start))?;
+    let hub_config = HubConfig {
+        keys: settings.keys.clone(),
+        auto_create: settings.auto_create,
+        node_ip,
+        udp_port: settings.udp_port.start,
+        region: settings.region.clone(),
+        node_id: lkr_proto::id::new_id("ND_"),
+        fingerprint: media.fingerprint.clone(),
+    };
+    let hub = Arc::new(Hub::new(
+        hub_config,
+        lkr_room::Rooms::new(settings.room.clone()),
+        Some(lkr_signal::MediaHandle {
+            commands: media.commands.clone(),
+        }),
+    ));
+    let node = Arc::new(Node::new(settings, hub.clone()));
     let s = &node.settings;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         bind = ?s.bind,
         port = s.http_port,
-        rtc_udp_port = s.udp_port.start,
+        rtc_udp = %media.local_addr,
+        node_ip = %node_ip,
         keys = s.keys.len(),
         dev = s.development,
         "starting livekit-server"
@@ -148,8 +176,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     for l in listeners {
         tasks.spawn(crate::http::serve(node.clone(), l));
     }
-    let closer = node.clone();
-    tasks.spawn(async move { closer.run_room_closer().await });
+    tasks.spawn(hub.clone().run_media_events(media.events));
+    tasks.spawn(async move { hub.run_room_closer().await });
     let sig = shutdown_signal().await;
     tracing::info!(signal = sig, "shutting down");
     tasks.shutdown().await;

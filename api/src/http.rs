@@ -12,7 +12,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use lkr_signal::join::http_headers::HeaderView;
+use lkr_signal::join::{JoinError, SignalPath, parse_join};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
 use crate::auth;
+
+/// Largest signalling message accepted, as LiveKit's `signal_message_size_limit`.
+const SIGNAL_MESSAGE_LIMIT: usize = 2 << 20;
 use crate::node::Node;
 use crate::room_service;
 use crate::twirp::{Code, Format, TwirpError};
@@ -64,6 +74,8 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         preflight()
     } else if path == "/" && req.method() == Method::GET {
         text(StatusCode::OK, "OK")
+    } else if let Some(sig) = signal_path(&path) {
+        signal(node, req, sig)
     } else if let Some(rest) = path.strip_prefix("/twirp/") {
         let rest = rest.to_string();
         match twirp(&node, req, &rest).await {
@@ -77,6 +89,98 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         text(StatusCode::NOT_FOUND, "404 page not found")
     };
     with_cors(resp)
+}
+
+/// Which signalling route a path is, and whether it is the `/validate` twin.
+fn signal_path(path: &str) -> Option<(SignalPath, bool)> {
+    match path {
+        "/rtc" => Some((SignalPath::V0, false)),
+        "/rtc/validate" => Some((SignalPath::V0, true)),
+        "/rtc/v1" => Some((SignalPath::V1, false)),
+        "/rtc/v1/validate" => Some((SignalPath::V1, true)),
+        _ => None,
+    }
+}
+
+fn join_error(e: &JoinError) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(e.message.clone())));
+    *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// `/rtc`, `/rtc/v1` (WebSocket upgrade) and their `/validate` twins.
+fn signal(node: Arc<Node>, mut req: Request<Incoming>, (path, validate): (SignalPath, bool)) -> Resp {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let headers = HeaderView {
+        authorization: auth.as_deref(),
+    };
+    let params = match parse_join(path, &headers, req.uri().query(), &node.settings.keys) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(path = %req.uri().path(), status = e.status, msg = %e.message, "join refused");
+            return join_error(&e);
+        }
+    };
+    if validate {
+        let missing = !node.settings.auto_create
+            && node.hub.with_rooms(|r| r.get(&params.room).is_err());
+        if missing {
+            return join_error(&JoinError::new(404, "requested room does not exist"));
+        }
+        return text(StatusCode::OK, "success");
+    }
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    };
+    if !is_upgrade {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    }
+    let joined = match node.hub.join(&params) {
+        Ok(j) => j,
+        Err(e) => return join_error(&e),
+    };
+    let hub = node.hub.clone();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(SIGNAL_MESSAGE_LIMIT))
+                    .max_frame_size(Some(SIGNAL_MESSAGE_LIMIT));
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tungstenite::protocol::Role::Server,
+                    Some(config),
+                )
+                .await;
+                lkr_signal::session::run(ws, hub, params, joined).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "websocket upgrade failed");
+                hub.leave(&joined.participant_sid);
+            }
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
 }
 
 async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, TwirpError> {

@@ -83,67 +83,62 @@ pub fn dispatch(
     match method {
         "CreateRoom" => call(format, body, |r: pb::CreateRoomRequest| {
             ensure_create(claims)?;
-            let (room, created) = node.rooms().create(Instant::now(), &(&r).into())?;
+            let (room, created) = node
+                .hub
+                .with_rooms(|rooms| rooms.create(Instant::now(), &(&r).into()))?;
             if created {
                 tracing::info!(room = %room.name, sid = %room.sid, "room created");
             }
-            node.rooms_changed();
             Ok(room)
         }),
         "ListRooms" => call(format, body, |r: pb::ListRoomsRequest| {
             ensure_list(claims)?;
             Ok(pb::ListRoomsResponse {
-                rooms: node.rooms().list(&r.names),
+                rooms: node.hub.with_rooms(|rooms| rooms.list(&r.names)),
             })
         }),
         "DeleteRoom" => call(format, body, |r: pb::DeleteRoomRequest| {
             ensure_create(claims)?;
-            let room = node.rooms().delete(&r.room)?;
+            node.hub.with_rooms(|rooms| rooms.get(&r.room).map(|_| ()))?;
+            node.hub.close_room_sessions(&r.room);
+            let room = node.hub.with_rooms(|rooms| rooms.delete(&r.room))?;
             tracing::info!(room = %r.room, sid = %room.sid(), "room deleted");
-            node.rooms_changed();
             Ok(pb::DeleteRoomResponse {})
         }),
         "ListParticipants" => call(format, body, |r: pb::ListParticipantsRequest| {
             ensure_admin(claims, &r.room)?;
-            let rooms = node.rooms();
-            let participants = rooms
-                .get(&r.room)?
-                .participants()
-                .map(|p| p.info.clone())
-                .collect();
+            let participants = node.hub.with_rooms(|rooms| {
+                rooms
+                    .get(&r.room)
+                    .map(|room| room.participants().map(|p| p.info.clone()).collect())
+            })?;
             Ok(pb::ListParticipantsResponse { participants })
         }),
         "GetParticipant" => call(format, body, |r: pb::RoomParticipantIdentity| {
             ensure_admin(claims, &r.room)?;
-            Ok(node.rooms().participant(&r.room, &r.identity)?.info.clone())
+            Ok(node
+                .hub
+                .with_rooms(|rooms| rooms.participant(&r.room, &r.identity).map(|p| p.info.clone()))?)
         }),
         "RemoveParticipant" => call(format, body, |r: pb::RoomParticipantIdentity| {
             ensure_admin(claims, &r.room)?;
-            node.rooms().leave(Instant::now(), &r.room, &r.identity)?;
-            node.rooms_changed();
+            node.hub.remove_participant(&r.room, &r.identity)?;
             Ok(pb::RemoveParticipantResponse {})
         }),
         "MutePublishedTrack" => call(format, body, |r: pb::MuteRoomTrackRequest| {
             ensure_admin(claims, &r.room)?;
-            let rooms = node.rooms();
-            let p = rooms.participant(&r.room, &r.identity)?;
-            let track = p
-                .info
-                .tracks
-                .iter()
-                .find(|t| t.sid == r.track_sid)
-                .ok_or(lkr_room::RoomError::TrackNotFound)?;
-            Ok(pb::MuteRoomTrackResponse {
-                track: Some(track.clone()),
-            })
+            let track = node
+                .hub
+                .mute_published_track(&r.room, &r.identity, &r.track_sid, r.muted)?;
+            Ok(pb::MuteRoomTrackResponse { track: Some(track) })
         }),
         "UpdateParticipant" => call(format, body, |r: pb::UpdateParticipantRequest| {
             ensure_admin(claims, &r.room)?;
-            Ok(node.rooms().participant(&r.room, &r.identity)?.info.clone())
+            Ok(node.hub.admin_update_participant(&r)?)
         }),
         "UpdateSubscriptions" => call(format, body, |r: pb::UpdateSubscriptionsRequest| {
             ensure_admin(claims, &r.room)?;
-            node.rooms().participant(&r.room, &r.identity)?;
+            node.hub.admin_update_subscriptions(&r)?;
             Ok(pb::UpdateSubscriptionsResponse {})
         }),
         "SendData" => call(format, body, |r: pb::SendDataRequest| {
@@ -157,12 +152,14 @@ pub fn dispatch(
                     ),
                 ));
             }
-            node.rooms().get(&r.room)?;
+            node.hub.with_rooms(|rooms| rooms.get(&r.room).map(|_| ()))?;
             Ok(pb::SendDataResponse {})
         }),
         "UpdateRoomMetadata" => call(format, body, |r: pb::UpdateRoomMetadataRequest| {
             ensure_admin(claims, &r.room)?;
-            Ok(node.rooms().update_metadata(&r.room, &r.metadata)?)
+            Ok(node
+                .hub
+                .with_rooms(|rooms| rooms.update_metadata(&r.room, &r.metadata))?)
         }),
         _ => Err(TwirpError::bad_route(
             format!("no handler for path \"/twirp/{SERVICE}/{method}\""),

@@ -1,7 +1,52 @@
-//! ICE for both roles.
+//! ICE for both roles: STUN binding messages, the server's ICE-lite responder, and the
+//! candidate lines written into SDP and trickled over signalling.
 //!
-//! This crate will hold the ICE-lite responder the server runs on its one UDP port (STUN
-//! binding requests checked against short-term credentials, USE-CANDIDATE nomination,
-//! consent freshness) and the controlling full-ICE agent our own client uses, plus the
-//! candidate lines written into SDP and trickled over signalling. Sans-IO: datagrams and time
-//! in, datagrams and events out.
+//! # Data flow
+//!
+//! The media plane shares one UDP port among all peers. The driver demultiplexes by the first
+//! byte (RFC 7983); a datagram for which [`is_stun`] holds comes here:
+//!
+//! 1. From an address not yet bound to a peer, [`stun_username`] yields the `local:remote`
+//!    ufrag pair of a binding request, which names the peer (our ufrag is unique per peer).
+//! 2. That peer's [`IceLite`] verifies the check (MESSAGE-INTEGRITY with our short-term
+//!    password, FINGERPRINT, the ufrags), appends the success response to the caller's buffer,
+//!    and reports whether the source address just became valid and whether it was nominated.
+//! 3. Only addresses that passed a check ([`IceLite::is_valid_source`]) may reach DTLS and
+//!    SRTP; media goes to [`IceLite::selected`]. Chromium starts DTLS right after its first
+//!    successful check, before nominating, so `selected` falls back to the most recent valid
+//!    address until USE-CANDIDATE arrives.
+//! 4. Consent freshness (RFC 7675): the driver calls [`IceLite::handle_timeout`] at
+//!    [`IceLite::poll_timeout`]; without a check for 30 s an address loses consent, and with
+//!    none left the state is [`IceState::Disconnected`].
+//!
+//! Our own client, a controlling full agent, builds checks with [`write_binding_request`] and
+//! reads answers with [`parse_binding_response`].
+//!
+//! # Driver contract
+//!
+//! Sans-IO: nothing here reads a clock or touches a socket. Time comes in as `now`, datagrams
+//! as byte slices, responses go out appended to a `Vec<u8>` the driver owns. Nothing a peer
+//! sends can panic this crate; bad input comes back as a [`StunError`] naming the reason, for
+//! the driver to count and drop.
+
+mod candidate;
+mod credentials;
+mod error;
+mod lite;
+mod stun;
+
+pub use candidate::{
+    HOST_TYPE_PREFERENCE, PEER_REFLEXIVE_TYPE_PREFERENCE, RELAYED_TYPE_PREFERENCE,
+    SERVER_REFLEXIVE_TYPE_PREFERENCE, candidate_priority, host_candidate_line,
+};
+pub use credentials::{PWD_LEN, UFRAG_LEN, new_transaction_id, random_pwd, random_ufrag};
+pub use error::StunError;
+pub use lite::{CONSENT_TIMEOUT, IceInput, IceLite, IceState, MAX_VALID_SOURCES};
+pub use stun::{
+    BindingRequest, BindingResponse, MAX_MESSAGE_LEN, is_stun, parse_binding_request,
+    parse_binding_response, stun_username, stun_username_str, write_binding_error,
+    write_binding_request, write_binding_success,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,14 +1,19 @@
 //! The sans-IO media core.
 //!
 //! This crate routes media: demultiplexing the shared UDP port (RFC 7983 first-byte rules,
-//! then peer address), per-peer transports, published tracks, per-subscriber forwarders
-//! (SSRC, sequence and timestamp rewriting, simulcast layer choice), RTCP feedback (NACK with
-//! a retransmission cache, PLI) and data fan-out.
+//! then peer address), per-peer transports (ICE-lite, DTLS, SRTP, SCTP), published tracks,
+//! per-subscriber forwarders (SSRC, sequence and timestamp rewriting, simulcast layer
+//! choice), RTCP feedback (NACK with a retransmission cache, PLI) and data channels.
 //!
-//! Driver contract: `handle_receive(now, source, &mut [u8])`, `handle_command(now, cmd)` and
-//! `handle_timeout(now)` in; `poll_transmit`, `poll_event` and `poll_timeout` out. The core
-//! never reads a clock, takes a lock or touches a socket.
+//! Driver contract ([`Engine`]): `handle_receive(now, source, &mut [u8])`,
+//! `handle_command(now, cmd)` and `handle_timeout(now)` in; `poll_transmit`, `poll_event`
+//! and `poll_timeout` out. The engine never reads a clock, takes a lock or touches a socket;
+//! [`driver`] is the thin thread that does.
 
 mod api;
+pub mod driver;
+pub mod engine;
+pub mod forward;
 
 pub use api::*;
+pub use engine::{Drops, Engine, Transmit};

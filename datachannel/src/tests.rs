@@ -1,0 +1,456 @@
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::*;
+
+/// A client and a server transport wired back to back, with a virtual clock.
+struct Pair {
+    client: SctpTransport,
+    server: SctpTransport,
+    now: Instant,
+    client_events: Vec<DataChannelEvent>,
+    server_events: Vec<DataChannelEvent>,
+    /// Every packet delivered client → server and server → client.
+    to_server: Vec<Vec<u8>>,
+    to_client: Vec<Vec<u8>>,
+    /// Decides, per client → server packet (by index), whether the network loses it.
+    drop_to_server: Box<dyn FnMut(usize) -> bool>,
+    sent_to_server: usize,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            client: SctpTransport::new(true, now),
+            server: SctpTransport::new(false, now),
+            now,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            drop_to_server: Box::new(|_| false),
+            sent_to_server: 0,
+        }
+    }
+
+    fn established() -> Self {
+        let mut pair = Self::new();
+        assert!(pair.run_until(|p| p.client.is_established() && p.server.is_established()));
+        assert_eq!(pair.take_client_events(), [DataChannelEvent::Established]);
+        assert_eq!(pair.take_server_events(), [DataChannelEvent::Established]);
+        pair
+    }
+
+    /// Delivers packets both ways until neither side has anything to send.
+    fn flush(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            while let Some(packet) = self.client.poll_transmit(self.now) {
+                moved = true;
+                let index = self.sent_to_server;
+                self.sent_to_server += 1;
+                if (self.drop_to_server)(index) {
+                    continue;
+                }
+                self.server.handle_receive(self.now, &packet);
+                self.to_server.push(packet);
+            }
+            while let Some(packet) = self.server.poll_transmit(self.now) {
+                moved = true;
+                self.client.handle_receive(self.now, &packet);
+                self.to_client.push(packet);
+            }
+            while let Some(event) = self.client.poll_event() {
+                self.client_events.push(event);
+            }
+            while let Some(event) = self.server.poll_event() {
+                self.server_events.push(event);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the two sides never went quiet");
+    }
+
+    /// Flushes, then moves the clock to the next timer and fires it on both sides.
+    fn tick(&mut self) {
+        self.flush();
+        let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        self.now = match next {
+            Some(at) if at > self.now => at,
+            _ => self.now + Duration::from_millis(1),
+        };
+        self.client.handle_timeout(self.now);
+        self.server.handle_timeout(self.now);
+        self.flush();
+    }
+
+    /// Runs until `done` holds, for at most two virtual minutes.
+    fn run_until(&mut self, done: impl Fn(&Self) -> bool) -> bool {
+        let deadline = self.now + Duration::from_secs(120);
+        self.flush();
+        while self.now < deadline {
+            if done(self) {
+                return true;
+            }
+            self.tick();
+        }
+        done(self)
+    }
+
+    fn take_client_events(&mut self) -> Vec<DataChannelEvent> {
+        std::mem::take(&mut self.client_events)
+    }
+
+    fn take_server_events(&mut self) -> Vec<DataChannelEvent> {
+        std::mem::take(&mut self.server_events)
+    }
+}
+
+fn opened(stream_id: u16, label: &str) -> DataChannelEvent {
+    DataChannelEvent::ChannelOpen {
+        stream_id,
+        label: label.to_owned(),
+    }
+}
+
+fn message(stream_id: u16, binary: bool, data: &[u8]) -> DataChannelEvent {
+    DataChannelEvent::Message {
+        stream_id,
+        binary,
+        data: data.to_vec(),
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn on_stream(events: &[DataChannelEvent], id: u16) -> Vec<DataChannelEvent> {
+    events
+        .iter()
+        .filter(|event| matches!(event, DataChannelEvent::Message { stream_id, .. } if *stream_id == id))
+        .cloned()
+        .collect()
+}
+
+fn count_messages(events: &[DataChannelEvent]) -> usize {
+    events
+        .iter()
+        .filter(|event| matches!(event, DataChannelEvent::Message { .. }))
+        .count()
+}
+
+#[test]
+fn association_comes_up() {
+    let pair = Pair::established();
+    assert!(pair.client.is_established());
+    assert!(pair.server.is_established());
+}
+
+#[test]
+fn livekit_channels_open_and_carry_messages_both_ways() {
+    let mut pair = Pair::new();
+
+    // The client creates `_reliable` before the association is up, as browsers do.
+    let reliable = pair.client.open_channel("_reliable", true, None, "").unwrap();
+    assert_eq!(reliable, 0);
+    assert_eq!(
+        pair.client.send(reliable, false, b"too early"),
+        Err(DataChannelError::NotEstablished)
+    );
+    assert!(pair.run_until(|p| p.client.is_established() && p.server.is_established()));
+
+    let lossy = pair.client.open_channel("_lossy", false, Some(0), "").unwrap();
+    let data_track = pair.client.open_channel("_data_track", false, Some(0), "").unwrap();
+    assert_eq!((lossy, data_track), (2, 4), "the DTLS client uses even stream ids");
+    pair.flush();
+
+    assert_eq!(
+        pair.take_server_events(),
+        [
+            DataChannelEvent::Established,
+            opened(0, "_reliable"),
+            opened(2, "_lossy"),
+            opened(4, "_data_track"),
+        ]
+    );
+    assert_eq!(
+        pair.take_client_events(),
+        [
+            DataChannelEvent::Established,
+            opened(0, "_reliable"),
+            opened(2, "_lossy"),
+            opened(4, "_data_track"),
+        ]
+    );
+    assert_eq!(
+        pair.server.channel(reliable),
+        Some(&ChannelInfo {
+            label: "_reliable".to_owned(),
+            ordered: true,
+            max_retransmits: None,
+            max_packet_life_time: None,
+            protocol: String::new(),
+            open: true,
+        })
+    );
+    assert_eq!(
+        pair.server.channel(lossy),
+        Some(&ChannelInfo {
+            label: "_lossy".to_owned(),
+            ordered: false,
+            max_retransmits: Some(0),
+            max_packet_life_time: None,
+            protocol: String::new(),
+            open: true,
+        })
+    );
+    assert!(pair.client.channel(lossy).unwrap().open);
+    assert_eq!(pair.client.channel(lossy).unwrap().max_retransmits, Some(0));
+
+    // Client → server: strings, binaries, empties, a 64 KiB message.
+    let big = pattern(65_536);
+    pair.client.send(reliable, false, "héllo".as_bytes()).unwrap();
+    pair.client.send(reliable, true, &[0, 1, 2, 255]).unwrap();
+    pair.client.send(reliable, false, b"").unwrap();
+    pair.client.send(reliable, true, b"").unwrap();
+    pair.client.send(reliable, true, &big).unwrap();
+    pair.client.send(lossy, true, b"lossy").unwrap();
+    pair.client.send(data_track, true, b"frame").unwrap();
+    assert!(pair.run_until(|p| count_messages(&p.server_events) == 7));
+    // Channels are independent streams: order holds within each, not across them.
+    let events = pair.take_server_events();
+    assert_eq!(
+        on_stream(&events, reliable),
+        [
+            message(0, false, "héllo".as_bytes()),
+            message(0, true, &[0, 1, 2, 255]),
+            message(0, false, b""),
+            message(0, true, b""),
+            message(0, true, &big),
+        ]
+    );
+    assert_eq!(on_stream(&events, lossy), [message(lossy, true, b"lossy")]);
+    assert_eq!(
+        on_stream(&events, data_track),
+        [message(data_track, true, b"frame")]
+    );
+
+    // Server → client, on the client's channels, including a message larger than 64 KiB.
+    let bigger = pattern(200_000);
+    pair.server.send(reliable, false, b"welcome").unwrap();
+    pair.server.send(reliable, true, &bigger).unwrap();
+    pair.server.send(lossy, false, b"").unwrap();
+    assert!(pair.run_until(|p| count_messages(&p.client_events) == 3));
+    let events = pair.take_client_events();
+    assert_eq!(
+        on_stream(&events, reliable),
+        [
+            message(reliable, false, b"welcome"),
+            message(reliable, true, &bigger),
+        ]
+    );
+    assert_eq!(on_stream(&events, lossy), [message(lossy, false, b"")]);
+}
+
+#[test]
+fn server_opens_a_channel_toward_the_client() {
+    let mut pair = Pair::established();
+    let id = pair
+        .server
+        .open_channel("_reliable", true, None, "lk")
+        .unwrap();
+    assert_eq!(id % 2, 1, "the DTLS server uses odd stream ids");
+    assert!(!pair.server.channel(id).unwrap().open);
+    pair.flush();
+
+    assert_eq!(pair.take_client_events(), [opened(id, "_reliable")]);
+    assert_eq!(pair.take_server_events(), [opened(id, "_reliable")]);
+    let info = pair.client.channel(id).unwrap();
+    assert!(info.open && info.ordered);
+    assert_eq!(info.protocol, "lk");
+    assert!(pair.server.channel(id).unwrap().open);
+
+    pair.server.send(id, false, b"down").unwrap();
+    pair.client.send(id, true, b"up").unwrap();
+    pair.flush();
+    assert_eq!(pair.take_client_events(), [message(id, false, b"down")]);
+    assert_eq!(pair.take_server_events(), [message(id, true, b"up")]);
+
+    // A second server channel takes the next odd id.
+    let next = pair.server.open_channel("_lossy", false, Some(0), "").unwrap();
+    assert_eq!(next, id + 2);
+}
+
+#[test]
+fn closing_a_channel_reaches_both_sides() {
+    let mut pair = Pair::established();
+    let keep = pair.client.open_channel("_reliable", true, None, "").unwrap();
+    let gone = pair.client.open_channel("_lossy", false, Some(0), "").unwrap();
+    pair.flush();
+    pair.take_client_events();
+    pair.take_server_events();
+
+    pair.client.close_channel(gone).unwrap();
+    assert_eq!(
+        pair.client.send(gone, true, b"x"),
+        Err(DataChannelError::ChannelClosing(gone))
+    );
+    assert!(pair.run_until(|p| !p.client_events.is_empty() && !p.server_events.is_empty()));
+    assert_eq!(
+        pair.take_server_events(),
+        [DataChannelEvent::ChannelClosed { stream_id: gone }]
+    );
+    assert_eq!(
+        pair.take_client_events(),
+        [DataChannelEvent::ChannelClosed { stream_id: gone }]
+    );
+    assert_eq!(pair.server.channel(gone), None);
+    assert_eq!(
+        pair.server.send(gone, true, b"x"),
+        Err(DataChannelError::UnknownChannel(gone))
+    );
+
+    // The other channel is untouched.
+    pair.server.send(keep, false, b"still here").unwrap();
+    pair.flush();
+    assert_eq!(
+        pair.take_client_events(),
+        [message(keep, false, b"still here")]
+    );
+}
+
+#[test]
+fn refused_calls() {
+    let mut pair = Pair::established();
+    let id = pair.client.open_channel("_reliable", true, None, "").unwrap();
+    pair.flush();
+    assert_eq!(
+        pair.client.send(99, false, b"x"),
+        Err(DataChannelError::UnknownChannel(99))
+    );
+    let too_big = vec![0u8; MAX_MESSAGE_SIZE as usize + 1];
+    assert!(matches!(
+        pair.client.send(id, true, &too_big),
+        Err(DataChannelError::MessageTooLarge { .. })
+    ));
+    pair.client.set_remote_max_message_size(1000);
+    assert!(matches!(
+        pair.client.send(id, true, &[0; 1001]),
+        Err(DataChannelError::MessageTooLarge { len: 1001, max: 1000 })
+    ));
+    pair.client.send(id, true, &[0; 1000]).unwrap();
+    let long = "x".repeat(70_000);
+    assert_eq!(
+        pair.client.open_channel(&long, true, None, ""),
+        Err(DataChannelError::LabelTooLong)
+    );
+}
+
+#[test]
+fn reliable_messages_survive_packet_loss() {
+    let mut pair = Pair::established();
+    let id = pair.client.open_channel("_reliable", true, None, "").unwrap();
+    pair.flush();
+    pair.take_server_events();
+
+    // Lose every third client → server packet from here on.
+    pair.drop_to_server = Box::new(|index| index % 3 == 2);
+    let messages: Vec<Vec<u8>> = (0..40).map(|i| pattern(1000 + i * 700)).collect();
+    for data in &messages {
+        pair.client.send(id, true, data).unwrap();
+    }
+    assert!(pair.run_until(|p| count_messages(&p.server_events) == messages.len()));
+    let expected: Vec<_> = messages.iter().map(|data| message(id, true, data)).collect();
+    assert_eq!(pair.take_server_events(), expected);
+}
+
+/// Replaces the CRC32c of an SCTP packet (RFC 4960 §6.8; little-endian on the wire, as
+/// sctp-proto writes it) so that a mutated packet gets past the checksum.
+fn fix_checksum(packet: &mut [u8]) {
+    if packet.len() < 12 {
+        return;
+    }
+    packet[8..12].fill(0);
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(packet);
+    packet[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn random_and_mutated_packets_never_panic() {
+    let mut rng = StdRng::seed_from_u64(0x5c7b);
+    let now = Instant::now();
+
+    // Noise into fresh transports on both sides.
+    let mut client = SctpTransport::new(true, now);
+    let mut server = SctpTransport::new(false, now);
+    for _ in 0..200_000 {
+        let len = rng.random_range(0..300);
+        let mut packet: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        client.handle_receive(now, &packet);
+        server.handle_receive(now, &packet);
+        fix_checksum(&mut packet);
+        client.handle_receive(now, &packet);
+        server.handle_receive(now, &packet);
+        while client.poll_transmit(now).is_some() {}
+        while server.poll_transmit(now).is_some() {}
+        while client.poll_event().is_some() {}
+        while server.poll_event().is_some() {}
+    }
+
+    // Record a real session, then replay truncated and mutated copies of its own packets
+    // into it (with valid checksums and verification tags, so they reach the chunk parsers
+    // and the association).
+    for round in 0..3000 {
+        let mut pair = Pair::established();
+        let id = pair.client.open_channel("_reliable", true, None, "").unwrap();
+        pair.server.open_channel("_lossy", false, Some(0), "").unwrap();
+        pair.flush();
+        pair.client.send(id, true, &pattern(5000)).unwrap();
+        pair.server.send(id, false, b"hi").unwrap();
+        pair.flush();
+        if round % 2 == 0 {
+            pair.client.close_channel(id).unwrap();
+            pair.run_until(|p| p.server.channel(id).is_none());
+        }
+        let to_server = pair.to_server.clone();
+        let to_client = pair.to_client.clone();
+        assert!(!to_server.is_empty() && !to_client.is_empty());
+
+        for _ in 0..200 {
+            let (source, to_client_side) = if rng.random() {
+                (&to_server, false)
+            } else {
+                (&to_client, true)
+            };
+            let mut packet = source[rng.random_range(0..source.len())].clone();
+            if round % 3 == 0 {
+                let end = rng.random_range(0..=packet.len());
+                packet.truncate(end);
+            } else {
+                for _ in 0..rng.random_range(1..6) {
+                    let at = rng.random_range(12..packet.len());
+                    packet[at] = rng.random();
+                }
+            }
+            fix_checksum(&mut packet);
+            if to_client_side {
+                pair.client.handle_receive(pair.now, &packet);
+            } else {
+                pair.server.handle_receive(pair.now, &packet);
+            }
+            pair.tick();
+            pair.take_client_events();
+            pair.take_server_events();
+            let _ = pair.client.send(id, false, b"still talking?");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The server's ICE-lite responder (RFC 8445 §2.5, §7.3): one per peer.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::StunError;
+use crate::stun::{
+    BINDING_INDICATION, BINDING_REQUEST, parse_binding_request, scan, stun_username_str,
+    write_binding_error, write_binding_success,
+};
+
+/// Consent expires when no check arrived for this long (RFC 7675 §5.1).
+pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many source addresses one peer may hold validated at once. A peer with several
+/// interfaces checks from each; the least recently checked one is forgotten beyond this.
+pub const MAX_VALID_SOURCES: usize = 8;
+
+/// Where the responder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceState {
+    /// Nothing heard yet and no remote credentials.
+    New,
+    /// Remote credentials known or checks arriving, none answered with success yet.
+    Checking,
+    /// At least one source address has consent (a check within [`CONSENT_TIMEOUT`]).
+    Connected,
+    /// Was connected; consent has expired on every address.
+    Disconnected,
+}
+
+/// What one STUN datagram did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IceInput {
+    /// A response was appended to `out`; send it back to the source address.
+    pub response_written: bool,
+    /// This was the first successful check from this source address: it may now reach
+    /// DTLS and SRTP.
+    pub became_valid: bool,
+    /// The check carried USE-CANDIDATE: this address is now the selected one.
+    pub nominated: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    addr: SocketAddr,
+    last_check: Instant,
+}
+
+/// Sans-IO ICE-lite responder for one peer: answers its connectivity checks, remembers which
+/// source addresses passed one, and tracks consent freshness.
+///
+/// Data flow: the driver hands every STUN datagram from the peer to
+/// [`handle_stun`](Self::handle_stun) with the time and the source address, and sends what
+/// was written to `out` back to that address. Only addresses for which
+/// [`is_valid_source`](Self::is_valid_source) holds may reach DTLS/SRTP; media goes to
+/// [`selected`](Self::selected). The driver calls [`handle_timeout`](Self::handle_timeout) at
+/// [`poll_timeout`](Self::poll_timeout).
+///
+/// A lite agent is always controlled (RFC 8445 §6.1.1) and sends no checks of its own.
+#[derive(Debug)]
+pub struct IceLite {
+    local_ufrag: String,
+    local_pwd: String,
+    remote_ufrag: Option<String>,
+    remote_pwd: Option<String>,
+    sources: Vec<Source>,
+    nominated: Option<SocketAddr>,
+    state: IceState,
+}
+
+impl IceLite {
+    /// A responder with our own credentials (the ones in our SDP).
+    pub fn new(local_ufrag: String, local_pwd: String) -> Self {
+        Self {
+            local_ufrag,
+            local_pwd,
+            remote_ufrag: None,
+            remote_pwd: None,
+            sources: Vec::new(),
+            nominated: None,
+            state: IceState::New,
+        }
+    }
+
+    /// The remote credentials from the peer's SDP. Once known, the second half of every
+    /// check's USERNAME (`local:remote`) must match the remote ufrag. The password is kept
+    /// for completeness; a lite agent never signs with it.
+    pub fn set_remote_credentials(&mut self, ufrag: String, pwd: String) {
+        self.remote_ufrag = Some(ufrag);
+        self.remote_pwd = Some(pwd);
+        if self.state == IceState::New {
+            self.state = IceState::Checking;
+        }
+    }
+
+    /// Our ufrag.
+    pub fn local_ufrag(&self) -> &str {
+        &self.local_ufrag
+    }
+
+    /// Our password.
+    pub fn local_pwd(&self) -> &str {
+        &self.local_pwd
+    }
+
+    /// The peer's ufrag, once its SDP is known.
+    pub fn remote_ufrag(&self) -> Option<&str> {
+        self.remote_ufrag.as_deref()
+    }
+
+    /// The peer's password, once its SDP is known.
+    pub fn remote_pwd(&self) -> Option<&str> {
+        self.remote_pwd.as_deref()
+    }
+
+    /// A STUN datagram from `from`: answers a binding request (appending the response to
+    /// `out`) and reports what happened.
+    ///
+    /// Requests that fail authentication (unknown USERNAME, bad MESSAGE-INTEGRITY or
+    /// FINGERPRINT) return an error and write nothing: a peer that cannot prove it knows our
+    /// password learns nothing and gets no reflected traffic. A check that claims the
+    /// controlled role is answered with 487 Role Conflict (RFC 8445 §7.3.1.1), since a lite
+    /// agent can never take the controlling role. Binding indications (keepalives) are
+    /// accepted and ignored.
+    pub fn handle_stun(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<IceInput, StunError> {
+        let layout = scan(buf)?;
+        match layout.message_type {
+            BINDING_REQUEST => {}
+            BINDING_INDICATION => return Ok(IceInput::default()),
+            _ => return Err(StunError::UnexpectedMessage),
+        }
+        let username = stun_username_str(buf).ok_or(StunError::MissingUsername)?;
+        self.check_username(username)?;
+        let request = parse_binding_request(buf, &self.local_pwd)?;
+        if self.state == IceState::New {
+            self.state = IceState::Checking;
+        }
+
+        if request.ice_controlled.is_some() {
+            write_binding_error(out, request.transaction_id, 487, Some(&self.local_pwd))?;
+            return Ok(IceInput {
+                response_written: true,
+                ..IceInput::default()
+            });
+        }
+
+        write_binding_success(out, request.transaction_id, from, &self.local_pwd)?;
+        let became_valid = self.record_check(now, from);
+        if request.use_candidate {
+            self.nominated = Some(from);
+        }
+        self.state = IceState::Connected;
+        Ok(IceInput {
+            response_written: true,
+            became_valid,
+            nominated: request.use_candidate,
+        })
+    }
+
+    /// Where media goes: the nominated address or, before nomination, the address with the
+    /// most recent successful check (Chromium starts DTLS before it nominates).
+    pub fn selected(&self) -> Option<SocketAddr> {
+        self.nominated.or_else(|| {
+            self.sources
+                .iter()
+                .max_by_key(|source| source.last_check)
+                .map(|source| source.addr)
+        })
+    }
+
+    /// Whether `addr` passed a check and still has consent: only such addresses may reach
+    /// DTLS and SRTP.
+    pub fn is_valid_source(&self, addr: SocketAddr) -> bool {
+        self.sources.iter().any(|source| source.addr == addr)
+    }
+
+    /// Consent freshness (RFC 7675): an address without a check for [`CONSENT_TIMEOUT`]
+    /// loses its consent (and its nomination). When no address keeps consent the state
+    /// becomes [`IceState::Disconnected`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.sources
+            .retain(|source| now < source.last_check + CONSENT_TIMEOUT);
+        if let Some(nominated) = self.nominated
+            && !self.is_valid_source(nominated)
+        {
+            self.nominated = None;
+        }
+        if self.state == IceState::Connected && self.sources.is_empty() {
+            self.state = IceState::Disconnected;
+        }
+    }
+
+    /// When consent next expires on some address.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sources
+            .iter()
+            .map(|source| source.last_check + CONSENT_TIMEOUT)
+            .min()
+    }
+
+    /// Where the responder stands.
+    pub fn state(&self) -> IceState {
+        self.state
+    }
+
+    /// USERNAME of a check sent to us is `our-ufrag:their-ufrag` (RFC 8445 §7.2.2).
+    fn check_username(&self, username: &str) -> Result<(), StunError> {
+        let (local, remote) = username.split_once(':').ok_or(StunError::UnknownUsername)?;
+        if local != self.local_ufrag {
+            return Err(StunError::UnknownUsername);
+        }
+        if let Some(expected) = &self.remote_ufrag
+            && remote != expected
+        {
+            return Err(StunError::UnknownUsername);
+        }
+        Ok(())
+    }
+
+    /// Records a successful check; true when `addr` was not valid before.
+    fn record_check(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if let Some(source) = self.sources.iter_mut().find(|source| source.addr == addr) {
+            source.last_check = source.last_check.max(now);
+            return false;
+        }
+        if self.sources.len() >= MAX_VALID_SOURCES {
+            let nominated = self.nominated;
+            let stalest = self
+                .sources
+                .iter()
+                .enumerate()
+                .filter(|(_, source)| Some(source.addr) != nominated)
+                .min_by_key(|(_, source)| source.last_check)
+                .map(|(index, _)| index);
+            if let Some(index) = stalest {
+                self.sources.swap_remove(index);
+            }
+        }
+        self.sources.push(Source {
+            addr,
+            last_check: now,
+        });
+        true
+    }
+}

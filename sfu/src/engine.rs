@@ -1,0 +1,838 @@
+//! The engine: every peer and track of one media shard, driven by datagrams, commands and
+//! time, with no I/O of its own.
+//!
+//! Demultiplexing follows RFC 7983 on the first byte: 0–3 STUN, 20–63 DTLS, 128–191
+//! RTP/RTCP. STUN finds its peer by the USERNAME's local ufrag; everything else by source
+//! address, and only from addresses that passed an ICE check.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lkr_datachannel::{DataChannelEvent, SctpTransport};
+use lkr_dtls_glue::cert::{Certificate, Fingerprint};
+use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
+use lkr_dtls_glue::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
+use lkr_ice::{IceLite, IceState};
+use lkr_rtp::{RtcpPacket, RtpView};
+use rustc_hash::FxHashMap;
+
+use crate::api::{Command, Event, MediaKind, PeerConfig, PeerId, TrackId};
+use crate::forward::{Subscription, Track, is_keyframe};
+
+/// Our SSRC as the sender of RTCP feedback.
+const FEEDBACK_SSRC: u32 = 1;
+/// Housekeeping period: NACKs, consent, DTLS and SCTP timers.
+const TICK: Duration = Duration::from_millis(20);
+/// Minimum time between keyframe requests for one layer.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// Time between NACKs for the same lost packet.
+const NACK_RETRY: Duration = Duration::from_millis(40);
+/// A lost packet is given up after this many NACKs or this long.
+const NACK_MAX_TRIES: u8 = 8;
+const NACK_GIVE_UP: Duration = Duration::from_millis(1000);
+/// Room for the SRTP tag behind a packet.
+const SRTP_ROOM: usize = 32;
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    pub dest: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Why packets were dropped, counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    pub unknown_source: u64,
+    pub bad_stun: u64,
+    pub dtls_error: u64,
+    pub srtp_error: u64,
+    pub malformed_rtp: u64,
+    pub unknown_ssrc: u64,
+    pub unknown_first_byte: u64,
+}
+
+struct Peer {
+    config: PeerConfig,
+    ice: IceLite,
+    dtls: Option<DtlsEndpoint>,
+    remote_fp: Option<Fingerprint>,
+    srtp_in: Option<SrtpContext>,
+    srtp_out: Option<SrtpContext>,
+    sctp: Option<SctpTransport>,
+    channels: Vec<(u16, String)>,
+    connected: bool,
+    disconnected: bool,
+    /// Incoming SSRC → (track, layer).
+    ssrc_routes: FxHashMap<u32, (TrackId, usize)>,
+    /// Our downstream SSRC → track.
+    down_ssrcs: FxHashMap<u32, TrackId>,
+    published: Vec<TrackId>,
+    subscribed: Vec<TrackId>,
+}
+
+impl Peer {
+    fn dest(&self) -> Option<SocketAddr> {
+        self.ice.selected()
+    }
+}
+
+/// The media core.
+pub struct Engine {
+    cert: Certificate,
+    peers: FxHashMap<PeerId, Peer>,
+    by_addr: FxHashMap<SocketAddr, PeerId>,
+    by_ufrag: FxHashMap<String, PeerId>,
+    tracks: FxHashMap<TrackId, Track>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    pool: Vec<Vec<u8>>,
+    next_tick: Option<Instant>,
+    pub drops: Drops,
+}
+
+fn take_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut b = pool.pop().unwrap_or_else(|| Vec::with_capacity(1500 + SRTP_ROOM));
+    b.clear();
+    b
+}
+
+impl Engine {
+    /// An engine whose DTLS identity is `cert`.
+    pub fn new(cert: Certificate) -> Self {
+        Self {
+            cert,
+            peers: FxHashMap::default(),
+            by_addr: FxHashMap::default(),
+            by_ufrag: FxHashMap::default(),
+            tracks: FxHashMap::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            pool: Vec::new(),
+            next_tick: None,
+            drops: Drops::default(),
+        }
+    }
+
+    /// The fingerprint of our certificate, as `(algorithm, value)` for SDP.
+    pub fn fingerprint(&self) -> (String, String) {
+        let fp = self.cert.fingerprint();
+        (fp.algorithm.clone(), fp.to_sdp_value())
+    }
+
+    /// Gives a sent datagram's buffer back for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < 1024 {
+            self.pool.push(buf);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the control plane.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.peers.is_empty() { None } else { self.next_tick }
+    }
+
+    /// Applies one command.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::AddPeer { peer, config } => self.add_peer(now, peer, config),
+            Command::RemovePeer { peer } => self.remove_peer(peer),
+            Command::Publish(spec) => {
+                if let Some(p) = self.peers.get_mut(&spec.peer) {
+                    p.published.push(spec.track);
+                    for (i, ssrc) in spec.ssrcs.iter().enumerate().take(1) {
+                        p.ssrc_routes.insert(*ssrc, (spec.track, i));
+                    }
+                }
+                let mut t = Track::new(&spec);
+                if let (Some(ssrc), 1) = (spec.ssrcs.first(), t.layers.len()) {
+                    t.layers[0].ssrc = Some(*ssrc);
+                }
+                self.tracks.insert(spec.track, t);
+            }
+            Command::Unpublish { track } => {
+                if let Some(t) = self.tracks.remove(&track) {
+                    if let Some(p) = self.peers.get_mut(&t.publisher) {
+                        p.published.retain(|x| *x != track);
+                        p.ssrc_routes.retain(|_, (tid, _)| *tid != track);
+                    }
+                    for s in &t.subs {
+                        if let Some(p) = self.peers.get_mut(&s.peer) {
+                            p.down_ssrcs.remove(&s.ssrc);
+                            p.subscribed.retain(|x| *x != track);
+                        }
+                    }
+                }
+            }
+            Command::Subscribe(spec) => {
+                let Some(t) = self.tracks.get_mut(&spec.track) else { return };
+                t.subs.retain(|s| s.peer != spec.peer);
+                let clock = t.clock_rate();
+                t.subs.push(Subscription::new(spec.peer, spec.ssrc, spec.payload_types, clock));
+                if let Some(p) = self.peers.get_mut(&spec.peer) {
+                    p.down_ssrcs.insert(spec.ssrc, spec.track);
+                    p.subscribed.push(spec.track);
+                }
+                self.request_keyframe(now, spec.track, None);
+            }
+            Command::Unsubscribe { peer, track } => self.unsubscribe(peer, track),
+            Command::SetPaused { peer, track, paused } => {
+                if let Some(t) = self.tracks.get_mut(&track)
+                    && let Some(s) = t.subs.iter_mut().find(|s| s.peer == peer)
+                {
+                    let resumed = s.paused && !paused;
+                    s.paused = paused;
+                    if resumed {
+                        // Restart on a keyframe so the decoder recovers.
+                        s.pending_layer = Some(s.munger.layer);
+                        self.request_keyframe(now, track, None);
+                    }
+                }
+            }
+            Command::SendData { peer, reliable, data } => {
+                let label = if reliable { "_reliable" } else { "_lossy" };
+                if let Some(p) = self.peers.get_mut(&peer)
+                    && let Some(sctp) = p.sctp.as_mut()
+                    && let Some((sid, _)) = p.channels.iter().find(|(_, l)| l == label)
+                {
+                    if let Err(e) = sctp.send(*sid, true, &data) {
+                        tracing::debug!(?peer, "data channel send failed: {e}");
+                    }
+                }
+                self.pump(now, peer);
+            }
+            Command::RequestKeyframe { track } => self.request_keyframe(now, track, None),
+        }
+        if self.next_tick.is_none() && !self.peers.is_empty() {
+            self.next_tick = Some(now + TICK);
+        }
+    }
+
+    fn add_peer(&mut self, now: Instant, id: PeerId, config: PeerConfig) {
+        let mut ice = IceLite::new(config.local_ufrag.clone(), config.local_pwd.clone());
+        ice.set_remote_credentials(config.remote_ufrag.clone(), config.remote_pwd.clone());
+        let remote_fp = Fingerprint::parse(
+            &config.remote_fingerprint.algorithm,
+            &config.remote_fingerprint.value,
+        )
+        .map_err(|e| tracing::warn!(?id, "unusable remote fingerprint: {e}"))
+        .ok();
+        self.by_ufrag.insert(config.local_ufrag.clone(), id);
+        self.peers.insert(
+            id,
+            Peer {
+                config,
+                ice,
+                dtls: None,
+                remote_fp,
+                srtp_in: None,
+                srtp_out: None,
+                sctp: None,
+                channels: Vec::new(),
+                connected: false,
+                disconnected: false,
+                ssrc_routes: FxHashMap::default(),
+                down_ssrcs: FxHashMap::default(),
+                published: Vec::new(),
+                subscribed: Vec::new(),
+            },
+        );
+        self.next_tick.get_or_insert(now + TICK);
+    }
+
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(p) = self.peers.remove(&id) else { return };
+        self.by_ufrag.remove(&p.config.local_ufrag);
+        self.by_addr.retain(|_, v| *v != id);
+        for t in p.published {
+            if let Some(track) = self.tracks.remove(&t) {
+                for s in &track.subs {
+                    if let Some(sp) = self.peers.get_mut(&s.peer) {
+                        sp.down_ssrcs.remove(&s.ssrc);
+                        sp.subscribed.retain(|x| *x != t);
+                    }
+                }
+            }
+        }
+        for t in p.subscribed {
+            if let Some(track) = self.tracks.get_mut(&t) {
+                track.subs.retain(|s| s.peer != id);
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, peer: PeerId, track: TrackId) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.subs.retain(|s| {
+                if s.peer == peer {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.down_ssrcs.remove(&s.ssrc);
+                    }
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.subscribed.retain(|x| *x != track);
+        }
+    }
+
+    /// Handles one datagram from `from`. The buffer is decrypted in place.
+    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+        let Some(&first) = buf.first() else { return };
+        match first {
+            0..=3 => self.handle_stun(now, from, buf),
+            20..=63 => self.handle_dtls(now, from, buf),
+            128..=191 => self.handle_srtp(now, from, buf),
+            _ => self.drops.unknown_first_byte += 1,
+        }
+    }
+
+    fn handle_stun(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
+        let id = match self.by_addr.get(&from) {
+            Some(id) => Some(*id),
+            None => lkr_ice::stun_username_str(buf)
+                .and_then(|u| u.split(':').next())
+                .and_then(|local| self.by_ufrag.get(local).copied()),
+        };
+        let Some(id) = id else {
+            self.drops.unknown_source += 1;
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        let mut out = take_buf(&mut self.pool);
+        match p.ice.handle_stun(now, from, buf, &mut out) {
+            Ok(input) => {
+                if input.became_valid {
+                    self.by_addr.insert(from, id);
+                }
+                if input.response_written {
+                    self.transmits.push_back(Transmit {
+                        dest: from,
+                        data: out,
+                    });
+                } else {
+                    self.pool.push(out);
+                }
+            }
+            Err(e) => {
+                self.drops.bad_stun += 1;
+                tracing::trace!(?id, %from, "STUN dropped: {e}");
+                self.pool.push(out);
+            }
+        }
+    }
+
+    fn handle_dtls(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
+        let Some(&id) = self.by_addr.get(&from) else {
+            self.drops.unknown_source += 1;
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        if !p.ice.is_valid_source(from) {
+            self.drops.unknown_source += 1;
+            return;
+        }
+        if p.dtls.is_none() {
+            let Some(fp) = p.remote_fp.clone() else { return };
+            match DtlsEndpoint::new(Role::Server, &self.cert, fp, from, now) {
+                Ok(d) => p.dtls = Some(d),
+                Err(e) => {
+                    tracing::warn!(?id, "DTLS endpoint: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(d) = p.dtls.as_mut()
+            && let Err(e) = d.handle_receive(now, buf)
+        {
+            self.drops.dtls_error += 1;
+            tracing::debug!(?id, "DTLS: {e}");
+        }
+        self.pump(now, id);
+    }
+
+    /// Moves data between a peer's DTLS and SCTP and out to the network.
+    fn pump(&mut self, now: Instant, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(dest) = p.dest() else { return };
+        for _ in 0..64 {
+            let Some(dtls) = p.dtls.as_mut() else { return };
+            let mut progressed = false;
+            while let Some(d) = dtls.poll_transmit() {
+                self.transmits.push_back(Transmit { dest, data: d });
+                progressed = true;
+            }
+            while let Some(ev) = dtls.poll_event() {
+                progressed = true;
+                match ev {
+                    DtlsEvent::Connected {
+                        profile_id,
+                        keying_material,
+                        we_are_client,
+                    } => {
+                        let setup = SrtpProfile::from_dtls_id(profile_id)
+                            .ok_or_else(|| format!("unknown SRTP profile {profile_id:#06x}"))
+                            .and_then(|profile| {
+                                let k = SrtpKeys::from_exporter(profile, &keying_material, we_are_client)
+                                    .map_err(|e| e.to_string())?;
+                                let inbound = SrtpContext::new(profile, &k.remote_key, &k.remote_salt)
+                                    .map_err(|e| e.to_string())?;
+                                let outbound = SrtpContext::new(profile, &k.local_key, &k.local_salt)
+                                    .map_err(|e| e.to_string())?;
+                                Ok((inbound, outbound))
+                            });
+                        match setup {
+                            Ok((i, o)) => {
+                                p.srtp_in = Some(i);
+                                p.srtp_out = Some(o);
+                                p.connected = true;
+                                p.sctp = Some(SctpTransport::new(we_are_client, now));
+                                tracing::debug!(?id, profile_id, "DTLS connected");
+                                self.events.push_back(Event::PeerConnected { peer: id });
+                            }
+                            Err(e) => {
+                                tracing::warn!(?id, "SRTP setup failed: {e}");
+                                self.events.push_back(Event::PeerDisconnected {
+                                    peer: id,
+                                    reason: e,
+                                });
+                            }
+                        }
+                    }
+                    DtlsEvent::ApplicationData(data) => {
+                        if let Some(s) = p.sctp.as_mut() {
+                            s.handle_receive(now, &data);
+                        }
+                    }
+                    DtlsEvent::Closed => {
+                        tracing::debug!(?id, "DTLS closed by the peer");
+                    }
+                    DtlsEvent::Failed(reason) => {
+                        tracing::info!(?id, %reason, "DTLS failed");
+                        if !p.disconnected {
+                            p.disconnected = true;
+                            self.events.push_back(Event::PeerDisconnected { peer: id, reason });
+                        }
+                    }
+                }
+            }
+            if let Some(s) = p.sctp.as_mut() {
+                while let Some(ev) = s.poll_event() {
+                    progressed = true;
+                    match ev {
+                        DataChannelEvent::Established => {
+                            for c in &p.config.open_channels {
+                                match s.open_channel(&c.label, c.ordered, c.max_retransmits, "") {
+                                    Ok(sid) => p.channels.push((sid, c.label.clone())),
+                                    Err(e) => tracing::debug!(?id, "open {}: {e}", c.label),
+                                }
+                            }
+                        }
+                        DataChannelEvent::ChannelOpen { stream_id, label } => {
+                            if !p.channels.iter().any(|(_, l)| *l == label) {
+                                p.channels.push((stream_id, label.clone()));
+                            }
+                            self.events.push_back(Event::ChannelOpen { peer: id, label });
+                        }
+                        DataChannelEvent::Message {
+                            stream_id,
+                            binary,
+                            data,
+                        } => {
+                            let label = p
+                                .channels
+                                .iter()
+                                .find(|(s, _)| *s == stream_id)
+                                .map(|(_, l)| l.clone())
+                                .unwrap_or_default();
+                            self.events.push_back(Event::Data {
+                                peer: id,
+                                label,
+                                binary,
+                                data,
+                            });
+                        }
+                        DataChannelEvent::ChannelClosed { stream_id } => {
+                            p.channels.retain(|(s, _)| *s != stream_id);
+                        }
+                        DataChannelEvent::Closed => {}
+                    }
+                }
+                while let Some(pkt) = s.poll_transmit(now) {
+                    progressed = true;
+                    if let Some(d) = p.dtls.as_mut()
+                        && let Err(e) = d.send_application_data(&pkt)
+                    {
+                        tracing::debug!(?id, "SCTP over DTLS: {e}");
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn handle_srtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+        let Some(&id) = self.by_addr.get(&from) else {
+            self.drops.unknown_source += 1;
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(srtp) = p.srtp_in.as_mut() else {
+            self.drops.srtp_error += 1;
+            return;
+        };
+        if lkr_rtp::is_rtcp(buf) {
+            match srtp.unprotect_rtcp(buf) {
+                Ok(n) => self.handle_rtcp(now, id, n, buf),
+                Err(_) => self.drops.srtp_error += 1,
+            }
+        } else {
+            match srtp.unprotect_rtp(buf) {
+                Ok(n) => self.handle_rtp(now, id, &buf[..n]),
+                Err(_) => self.drops.srtp_error += 1,
+            }
+        }
+    }
+
+    /// Finds the track and layer of an incoming SSRC, learning it from the mid/rid header
+    /// extensions the first time.
+    fn route(&mut self, id: PeerId, view: &RtpView<'_>) -> Option<(TrackId, usize)> {
+        let p = self.peers.get_mut(&id)?;
+        let ssrc = view.ssrc();
+        if let Some(r) = p.ssrc_routes.get(&ssrc) {
+            return Some(*r);
+        }
+        // Learn: the mid names the track, the rid the layer.
+        let mut found = None;
+        for tid in &p.published {
+            let Some(t) = self.tracks.get(tid) else { continue };
+            let spec_ext = (t.ext.mid, t.ext.rid);
+            let mid = (spec_ext.0 != 0)
+                .then(|| view.extension(spec_ext.0))
+                .flatten()
+                .and_then(lkr_rtp::parse_str_ext);
+            if mid.is_some_and(|m| m != t.mid) {
+                continue;
+            }
+            if mid.is_none() && !t.announced_ssrcs.contains(&ssrc) {
+                continue;
+            }
+            let layer = if t.layers.len() > 1 {
+                let rid = (spec_ext.1 != 0)
+                    .then(|| view.extension(spec_ext.1))
+                    .flatten()
+                    .and_then(lkr_rtp::parse_str_ext);
+                match rid.and_then(|r| t.rids.iter().position(|x| x == r)) {
+                    Some(l) => l,
+                    None => continue,
+                }
+            } else {
+                0
+            };
+            found = Some((*tid, layer));
+            break;
+        }
+        let (tid, layer) = found?;
+        p.ssrc_routes.insert(ssrc, (tid, layer));
+        if let Some(t) = self.tracks.get_mut(&tid) {
+            t.layers[layer].ssrc = Some(ssrc);
+            if !t.started {
+                t.started = true;
+                self.events.push_back(Event::TrackStarted { track: tid });
+            }
+        }
+        Some((tid, layer))
+    }
+
+    fn handle_rtp(&mut self, now: Instant, id: PeerId, pkt: &[u8]) {
+        let Ok(view) = RtpView::parse(pkt) else {
+            self.drops.malformed_rtp += 1;
+            return;
+        };
+        let Some((tid, layer)) = self.route(id, &view) else {
+            self.drops.unknown_ssrc += 1;
+            return;
+        };
+        let Engine {
+            tracks,
+            peers,
+            transmits,
+            pool,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(&tid) else { return };
+        let Some(codec) = t.codec_of(view.payload_type()) else {
+            self.drops.malformed_rtp += 1;
+            return;
+        };
+        let seq = view.sequence();
+        let ext = t.layers[layer].on_packet(seq, now);
+        t.layers[layer].cache.store(seq, pkt);
+        let keyframe = t.kind == MediaKind::Video && is_keyframe(codec.codec, view.payload());
+        if keyframe {
+            t.layers[layer].last_keyframe = Some(now);
+        }
+        let best = t.best_layer(now).unwrap_or(layer);
+        let mut want_keyframe = false;
+        let payload = view.payload();
+        for s in t.subs.iter_mut() {
+            if s.paused {
+                continue;
+            }
+            // Layer choice: follow the best live layer, switching on its keyframes.
+            if t.layers.len() > 1 {
+                let current = s.munger.is_started().then_some(s.munger.layer);
+                let target = best;
+                if current != Some(target) {
+                    s.pending_layer = Some(target);
+                }
+            } else if !s.munger.is_started() && s.pending_layer.is_none() {
+                s.pending_layer = Some(0);
+            }
+            if let Some(pl) = s.pending_layer {
+                if pl == layer && (keyframe || t.kind == MediaKind::Audio) {
+                    s.munger.start_segment(layer, ext, view.timestamp(), now);
+                    s.pending_layer = None;
+                } else if pl == layer || !s.munger.is_started() || s.munger.layer != layer {
+                    want_keyframe |= pl == layer;
+                    if !s.munger.is_started() || s.munger.layer != layer {
+                        continue;
+                    }
+                }
+            }
+            if s.munger.layer != layer {
+                continue;
+            }
+            let Some((out_seq, out_ts)) = s.munger.map(ext, view.timestamp(), now) else { continue };
+            let Some(pt) = s.payload_type(codec.codec) else { continue };
+            let Some(sp) = peers.get_mut(&s.peer) else { continue };
+            let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { continue };
+            let mut buf = take_buf(pool);
+            buf.resize(12, 0);
+            if lkr_rtp::RtpWriter::write_header(&mut buf, view.marker(), pt, out_seq, out_ts, s.ssrc, &[]).is_err() {
+                pool.push(buf);
+                continue;
+            }
+            buf.extend_from_slice(payload);
+            let len = buf.len();
+            buf.resize(len + SRTP_ROOM, 0);
+            match srtp.protect_rtp(&mut buf, len) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    s.remember(out_seq, seq, layer, out_ts);
+                    s.packets_sent += 1;
+                    transmits.push_back(Transmit { dest, data: buf });
+                }
+                Err(_) => pool.push(buf),
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(now, tid, Some(best));
+        }
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, id: PeerId, len: usize, buf: &[u8]) {
+        let mut nacks: Vec<(TrackId, u32, u16)> = Vec::new();
+        let mut plis: Vec<TrackId> = Vec::new();
+        {
+            let Some(p) = self.peers.get(&id) else { return };
+            for pkt in lkr_rtp::rtcp_packets(&buf[..len]) {
+                let Ok(pkt) = pkt else { break };
+                match pkt {
+                    RtcpPacket::Nack { media_ssrc, pairs, .. } => {
+                        if let Some(t) = p.down_ssrcs.get(&media_ssrc) {
+                            for seq in pairs.take(256) {
+                                nacks.push((*t, media_ssrc, seq));
+                            }
+                        }
+                    }
+                    RtcpPacket::Pli { media_ssrc, .. } => {
+                        if let Some(t) = p.down_ssrcs.get(&media_ssrc) {
+                            plis.push(*t);
+                        }
+                    }
+                    RtcpPacket::Fir { entries, .. } => {
+                        for (ssrc, _) in entries.iter() {
+                            if let Some(t) = p.down_ssrcs.get(&ssrc) {
+                                plis.push(*t);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for t in plis {
+            self.request_keyframe(now, t, None);
+        }
+        for (t, _ssrc, seq) in nacks {
+            self.retransmit(id, t, seq);
+        }
+    }
+
+    /// Resends a packet a subscriber reported lost, with the header it had.
+    fn retransmit(&mut self, peer: PeerId, tid: TrackId, out_seq: u16) {
+        let Engine {
+            tracks,
+            peers,
+            transmits,
+            pool,
+            ..
+        } = self;
+        let Some(t) = tracks.get(&tid) else { return };
+        let Some(s) = t.subs.iter().find(|s| s.peer == peer) else { return };
+        let Some((layer, in_seq, out_ts)) = s.lookup(out_seq) else { return };
+        let Some(cached) = t.layers.get(layer).and_then(|l| l.cache.get(in_seq)) else { return };
+        let Ok(view) = RtpView::parse(cached) else { return };
+        let Some(codec) = t.codec_of(view.payload_type()) else { return };
+        let Some(pt) = s.payload_type(codec.codec) else { return };
+        let Some(sp) = peers.get_mut(&peer) else { return };
+        let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { return };
+        let mut buf = take_buf(pool);
+        buf.resize(12, 0);
+        if lkr_rtp::RtpWriter::write_header(&mut buf, view.marker(), pt, out_seq, out_ts, s.ssrc, &[]).is_err() {
+            pool.push(buf);
+            return;
+        }
+        buf.extend_from_slice(view.payload());
+        let len = buf.len();
+        buf.resize(len + SRTP_ROOM, 0);
+        match srtp.protect_rtp(&mut buf, len) {
+            Ok(n) => {
+                buf.truncate(n);
+                transmits.push_back(Transmit { dest, data: buf });
+            }
+            Err(_) => pool.push(buf),
+        }
+    }
+
+    /// Sends a PLI for `layer` (or every live layer) of a track, throttled per layer.
+    fn request_keyframe(&mut self, now: Instant, tid: TrackId, layer: Option<usize>) {
+        let Some(t) = self.tracks.get_mut(&tid) else { return };
+        if t.kind != MediaKind::Video {
+            return;
+        }
+        let publisher = t.publisher;
+        let mut ssrcs: [Option<u32>; 4] = [None; 4];
+        for (i, l) in t.layers.iter_mut().enumerate().take(4) {
+            if layer.is_some_and(|x| x != i) {
+                continue;
+            }
+            let due = l
+                .last_pli
+                .is_none_or(|at| now.saturating_duration_since(at) >= PLI_INTERVAL);
+            if let (Some(ssrc), true) = (l.ssrc, due) {
+                l.last_pli = Some(now);
+                ssrcs[i] = Some(ssrc);
+            }
+        }
+        for ssrc in ssrcs.into_iter().flatten() {
+            self.send_feedback(publisher, |out| lkr_rtp::write_pli(out, FEEDBACK_SSRC, ssrc));
+        }
+    }
+
+    /// Writes one RTCP packet with `write`, protects it and queues it to `peer`.
+    fn send_feedback(
+        &mut self,
+        peer: PeerId,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, lkr_rtp::RtcpError>,
+    ) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let (Some(dest), Some(srtp)) = (p.dest(), p.srtp_out.as_mut()) else { return };
+        let mut buf = take_buf(&mut self.pool);
+        buf.resize(1200, 0);
+        let Ok(n) = write(&mut buf) else {
+            self.pool.push(buf);
+            return;
+        };
+        match srtp.protect_rtcp(&mut buf, n) {
+            Ok(m) => {
+                buf.truncate(m);
+                self.transmits.push_back(Transmit { dest, data: buf });
+            }
+            Err(_) => self.pool.push(buf),
+        }
+    }
+
+    /// Timers: ICE consent, DTLS and SCTP retransmissions, NACKs for upstream loss.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_tick.is_some_and(|t| t > now) {
+            return;
+        }
+        self.next_tick = Some(now + TICK);
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.peers.get_mut(&id) else { continue };
+            p.ice.handle_timeout(now);
+            if p.ice.state() == IceState::Disconnected && !p.disconnected {
+                p.disconnected = true;
+                self.events.push_back(Event::PeerDisconnected {
+                    peer: id,
+                    reason: "ICE consent expired".into(),
+                });
+            }
+            if let Some(d) = p.dtls.as_mut()
+                && d.poll_timeout().is_some_and(|t| t <= now)
+            {
+                d.handle_timeout(now);
+            }
+            if let Some(s) = p.sctp.as_mut()
+                && s.poll_timeout().is_some_and(|t| t <= now)
+            {
+                s.handle_timeout(now);
+            }
+            self.pump(now, id);
+        }
+        self.send_nacks(now);
+    }
+
+    fn send_nacks(&mut self, now: Instant) {
+        let mut due: Vec<(PeerId, u32, Vec<u16>)> = Vec::new();
+        for t in self.tracks.values_mut() {
+            for l in t.layers.iter_mut() {
+                let Some(ssrc) = l.ssrc else { continue };
+                l.missing.retain(|m| {
+                    m.tries < NACK_MAX_TRIES && now.saturating_duration_since(m.since) < NACK_GIVE_UP
+                });
+                let mut lost = Vec::new();
+                for m in l.missing.iter_mut() {
+                    if m.last_sent.is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY) {
+                        m.last_sent = Some(now);
+                        m.tries += 1;
+                        lost.push(m.ext as u16);
+                        if lost.len() == 64 {
+                            break;
+                        }
+                    }
+                }
+                if !lost.is_empty() {
+                    due.push((t.publisher, ssrc, lost));
+                }
+            }
+        }
+        for (publisher, ssrc, lost) in due {
+            self.send_feedback(publisher, |out| lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost));
+        }
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+}

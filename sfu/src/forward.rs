@@ -1,0 +1,399 @@
+//! Published tracks and their forwarding state: per-layer retransmission caches and loss
+//! tracking, per-subscriber sequence/timestamp rewriting and layer choice.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use lkr_rtp::SeqUnwrapper;
+
+use crate::api::{CodecKind, ExtIds, MediaKind, PayloadType, PeerId, TrackId};
+
+/// Packets kept per layer for answering NACKs.
+const CACHE_SLOTS: usize = 512;
+/// Outgoing sequence numbers remembered per subscription for answering NACKs.
+const HISTORY_SLOTS: usize = 1024;
+/// Loss entries tracked per layer.
+const MAX_MISSING: usize = 128;
+/// A layer silent for this long is not chosen for new switches.
+const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+/// One cached packet.
+#[derive(Debug, Default)]
+struct Slot {
+    seq: u16,
+    valid: bool,
+    data: Vec<u8>,
+}
+
+/// The last packets of one layer, by sequence number. Slots keep their buffers, so steady
+/// state stores without allocating.
+#[derive(Debug)]
+pub struct RtxCache {
+    slots: Vec<Slot>,
+}
+
+impl RtxCache {
+    fn new() -> Self {
+        Self {
+            slots: (0..CACHE_SLOTS).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    /// Keeps a copy of a plain RTP packet.
+    pub fn store(&mut self, seq: u16, packet: &[u8]) {
+        let s = &mut self.slots[usize::from(seq) % CACHE_SLOTS];
+        s.seq = seq;
+        s.valid = true;
+        s.data.clear();
+        s.data.extend_from_slice(packet);
+    }
+
+    /// The cached packet with `seq`, if still there.
+    pub fn get(&self, seq: u16) -> Option<&[u8]> {
+        let s = &self.slots[usize::from(seq) % CACHE_SLOTS];
+        (s.valid && s.seq == seq).then_some(s.data.as_slice())
+    }
+}
+
+/// A lost upstream packet waiting to be NACKed.
+#[derive(Debug, Clone, Copy)]
+pub struct Missing {
+    pub ext: u64,
+    pub since: Instant,
+    pub last_sent: Option<Instant>,
+    pub tries: u8,
+}
+
+/// One simulcast layer (or the only stream) of a track.
+#[derive(Debug)]
+pub struct Layer {
+    pub rid: String,
+    pub ssrc: Option<u32>,
+    pub unwrapper: SeqUnwrapper,
+    pub highest: Option<u64>,
+    pub cache: RtxCache,
+    pub missing: VecDeque<Missing>,
+    pub last_packet: Option<Instant>,
+    pub last_keyframe: Option<Instant>,
+    pub last_pli: Option<Instant>,
+    pub packets: u64,
+}
+
+impl Layer {
+    fn new(rid: String) -> Self {
+        Self {
+            rid,
+            ssrc: None,
+            unwrapper: SeqUnwrapper::new(),
+            highest: None,
+            cache: RtxCache::new(),
+            missing: VecDeque::with_capacity(MAX_MISSING),
+            last_packet: None,
+            last_keyframe: None,
+            last_pli: None,
+            packets: 0,
+        }
+    }
+
+    /// Notes an arriving packet for loss tracking; returns its extended sequence number.
+    pub fn on_packet(&mut self, seq: u16, now: Instant) -> u64 {
+        let ext = self.unwrapper.unwrap(seq);
+        self.packets += 1;
+        self.last_packet = Some(now);
+        match self.highest {
+            None => self.highest = Some(ext),
+            Some(h) if ext > h => {
+                // Everything between the old highest and this one is missing for now.
+                let gap = ext - h - 1;
+                if gap > 0 && gap < 1000 {
+                    for e in (h + 1)..ext {
+                        if self.missing.len() == MAX_MISSING {
+                            self.missing.pop_front();
+                        }
+                        self.missing.push_back(Missing {
+                            ext: e,
+                            since: now,
+                            last_sent: None,
+                            tries: 0,
+                        });
+                    }
+                }
+                self.highest = Some(ext);
+            }
+            Some(_) => {
+                if let Some(i) = self.missing.iter().position(|m| m.ext == ext) {
+                    self.missing.remove(i);
+                }
+            }
+        }
+        ext
+    }
+
+    /// Whether the layer carried media lately.
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+}
+
+/// One outgoing packet remembered for NACKs: where it came from and its rewritten timestamp.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    out_seq: u16,
+    in_seq: u16,
+    layer: u8,
+    out_ts: u32,
+    valid: bool,
+}
+
+/// Rewrites sequence numbers and timestamps so that a subscriber sees one contiguous stream
+/// across pauses and layer switches.
+#[derive(Debug)]
+pub struct Munger {
+    started: bool,
+    pub layer: usize,
+    in_base: u64,
+    out_base: u16,
+    in_ts_base: u32,
+    out_ts_base: u32,
+    last_out_seq: u16,
+    last_out_ts: u32,
+    last_out_at: Option<Instant>,
+    clock_rate: u32,
+}
+
+impl Munger {
+    pub fn new(clock_rate: u32) -> Self {
+        Self {
+            started: false,
+            layer: 0,
+            in_base: 0,
+            out_base: rand::random::<u16>() & 0x7fff,
+            in_ts_base: 0,
+            out_ts_base: rand::random(),
+            last_out_seq: 0,
+            last_out_ts: 0,
+            last_out_at: None,
+            clock_rate,
+        }
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Starts a new segment at this packet: the first packet, or the first after a layer
+    /// switch or a pause. The output continues right after the last packet sent.
+    pub fn start_segment(&mut self, layer: usize, ext: u64, ts: u32, now: Instant) {
+        if self.started {
+            let elapsed = self
+                .last_out_at
+                .map(|t| now.saturating_duration_since(t))
+                .unwrap_or_default();
+            let ticks = (elapsed.as_micros() as u64 * u64::from(self.clock_rate) / 1_000_000).max(1);
+            self.out_base = self.last_out_seq.wrapping_add(1);
+            self.out_ts_base = self.last_out_ts.wrapping_add(ticks as u32);
+        }
+        self.started = true;
+        self.layer = layer;
+        self.in_base = ext;
+        self.in_ts_base = ts;
+        self.last_out_seq = self.out_base.wrapping_sub(1);
+        self.last_out_ts = self.out_ts_base;
+        self.last_out_at = Some(now);
+    }
+
+    /// The rewritten (sequence, timestamp) of a packet of the current segment, or `None` for
+    /// a packet from before it.
+    pub fn map(&mut self, ext: u64, ts: u32, now: Instant) -> Option<(u16, u32)> {
+        if !self.started || ext < self.in_base {
+            return None;
+        }
+        let out_seq = self.out_base.wrapping_add((ext - self.in_base) as u16);
+        let out_ts = self.out_ts_base.wrapping_add(ts.wrapping_sub(self.in_ts_base));
+        if lkr_rtp::seq_newer(out_seq, self.last_out_seq) {
+            self.last_out_seq = out_seq;
+            self.last_out_ts = out_ts;
+            self.last_out_at = Some(now);
+        }
+        Some((out_seq, out_ts))
+    }
+}
+
+/// One subscriber of a track.
+#[derive(Debug)]
+pub struct Subscription {
+    pub peer: PeerId,
+    pub ssrc: u32,
+    pub payload_types: Vec<(CodecKind, u8)>,
+    pub munger: Munger,
+    pub paused: bool,
+    /// Waiting for a keyframe on this layer before switching to it.
+    pub pending_layer: Option<usize>,
+    history: Vec<Sent>,
+    pub packets_sent: u64,
+}
+
+impl Subscription {
+    pub fn new(
+        peer: PeerId,
+        ssrc: u32,
+        payload_types: Vec<(CodecKind, u8)>,
+        clock_rate: u32,
+    ) -> Self {
+        Self {
+            peer,
+            ssrc,
+            payload_types,
+            munger: Munger::new(clock_rate),
+            paused: false,
+            pending_layer: None,
+            history: vec![Sent::default(); HISTORY_SLOTS],
+            packets_sent: 0,
+        }
+    }
+
+    /// The subscriber's payload type for a codec family.
+    pub fn payload_type(&self, codec: CodecKind) -> Option<u8> {
+        self.payload_types
+            .iter()
+            .find(|(c, _)| *c == codec)
+            .map(|(_, pt)| *pt)
+    }
+
+    pub fn remember(&mut self, out_seq: u16, in_seq: u16, layer: usize, out_ts: u32) {
+        self.history[usize::from(out_seq) % HISTORY_SLOTS] = Sent {
+            out_seq,
+            in_seq,
+            layer: layer as u8,
+            out_ts,
+            valid: true,
+        };
+    }
+
+    /// Where an outgoing sequence number came from: (layer, incoming seq, outgoing ts).
+    pub fn lookup(&self, out_seq: u16) -> Option<(usize, u16, u32)> {
+        let s = self.history[usize::from(out_seq) % HISTORY_SLOTS];
+        (s.valid && s.out_seq == out_seq).then_some((usize::from(s.layer), s.in_seq, s.out_ts))
+    }
+}
+
+/// A published track.
+#[derive(Debug)]
+pub struct Track {
+    pub id: TrackId,
+    pub publisher: PeerId,
+    pub kind: MediaKind,
+    pub mid: String,
+    pub rids: Vec<String>,
+    pub announced_ssrcs: Vec<u32>,
+    pub payload_types: Vec<PayloadType>,
+    pub ext: ExtIds,
+    pub layers: Vec<Layer>,
+    pub subs: Vec<Subscription>,
+    pub started: bool,
+}
+
+impl Track {
+    pub fn new(spec: &crate::api::PublishSpec) -> Self {
+        let layers = if spec.rids.is_empty() {
+            vec![Layer::new(String::new())]
+        } else {
+            spec.rids.iter().map(|r| Layer::new(r.clone())).collect()
+        };
+        Self {
+            id: spec.track,
+            publisher: spec.peer,
+            kind: spec.kind,
+            mid: spec.mid.clone(),
+            rids: spec.rids.clone(),
+            announced_ssrcs: spec.ssrcs.clone(),
+            payload_types: spec.payload_types.clone(),
+            ext: spec.ext,
+            layers,
+            subs: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// The codec of a payload type.
+    pub fn codec_of(&self, pt: u8) -> Option<PayloadType> {
+        self.payload_types.iter().copied().find(|p| p.pt == pt)
+    }
+
+    /// The clock rate of the track's media.
+    pub fn clock_rate(&self) -> u32 {
+        self.payload_types
+            .first()
+            .map(|p| p.clock_rate)
+            .unwrap_or(if self.kind == MediaKind::Audio { 48_000 } else { 90_000 })
+    }
+
+    /// The layer a subscriber should receive: the highest one carrying media.
+    pub fn best_layer(&self, now: Instant) -> Option<usize> {
+        (0..self.layers.len()).rev().find(|&l| self.layers[l].is_live(now))
+    }
+
+    /// The layer whose SSRC is `ssrc`.
+    pub fn layer_of_ssrc(&self, ssrc: u32) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == Some(ssrc))
+    }
+}
+
+/// Whether a payload starts a keyframe in its codec.
+pub fn is_keyframe(codec: CodecKind, payload: &[u8]) -> bool {
+    match codec {
+        CodecKind::Vp8 => lkr_rtp::vp8::is_keyframe(payload),
+        CodecKind::Vp9 => lkr_rtp::vp9::is_keyframe(payload),
+        CodecKind::H264 => lkr_rtp::h264::is_keyframe(payload),
+        CodecKind::Av1 => lkr_rtp::av1::is_keyframe(payload),
+        CodecKind::Opus | CodecKind::Other => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn munger_contiguous_across_switch() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(90_000);
+        m.start_segment(0, 1000, 5000, t0);
+        let (s0, ts0) = m.map(1000, 5000, t0).unwrap();
+        let (s1, _) = m.map(1001, 8000, t0).unwrap();
+        assert_eq!(s1, s0.wrapping_add(1));
+        assert!(m.map(999, 4000, t0).is_none(), "older than the segment");
+        // switch to a layer with unrelated numbers
+        let t1 = t0 + Duration::from_millis(33);
+        m.start_segment(2, 70_000, 123_456, t1);
+        let (s2, ts2) = m.map(70_000, 123_456, t1).unwrap();
+        assert_eq!(s2, s1.wrapping_add(1));
+        assert!(ts2.wrapping_sub(ts0) >= 3000, "timestamp moves forward");
+        let (s3, ts3) = m.map(70_001, 126_456, t1).unwrap();
+        assert_eq!((s3, ts3), (s2.wrapping_add(1), ts2.wrapping_add(3000)));
+    }
+
+    #[test]
+    fn loss_tracking() {
+        let now = Instant::now();
+        let mut l = Layer::new(String::new());
+        l.on_packet(10, now);
+        l.on_packet(13, now);
+        assert_eq!(l.missing.iter().map(|m| m.ext).collect::<Vec<_>>(), vec![11, 12]);
+        l.on_packet(11, now);
+        assert_eq!(l.missing.iter().map(|m| m.ext).collect::<Vec<_>>(), vec![12]);
+    }
+
+    #[test]
+    fn cache_and_history() {
+        let mut c = RtxCache::new();
+        c.store(5, &[1, 2, 3]);
+        assert_eq!(c.get(5), Some(&[1u8, 2, 3][..]));
+        assert_eq!(c.get(5 + CACHE_SLOTS as u16), None);
+        let mut s = Subscription::new(PeerId(1), 1, vec![], 90_000);
+        s.remember(77, 7, 2, 900);
+        assert_eq!(s.lookup(77), Some((2, 7, 900)));
+        assert_eq!(s.lookup(78), None);
+    }
+}
