@@ -140,8 +140,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                0x03, 0x81, 0x01, 0x00, 0, 0, 0, 0, 0, 6, 0, 0, b'_', b'l', b'o', b's', b's',
-                b'y'
+                0x03, 0x81, 0x01, 0x00, 0, 0, 0, 0, 0, 6, 0, 0, b'_', b'l', b'o', b's', b's', b'y'
             ]
         );
         assert_eq!(parse(&bytes), Some(Message::Open(open)));

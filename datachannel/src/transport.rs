@@ -200,6 +200,8 @@ impl SctpTransport {
         } else {
             None
         };
+        // sctp-proto reads the clock itself when it arms the INIT timer; `now` keeps this
+        // call shaped like every other input.
         let _ = now;
         let mut transport = Self {
             endpoint,
@@ -246,14 +248,19 @@ impl SctpTransport {
                     // One association per DTLS connection: keep the one we have.
                     let _ = self.endpoint.handle_event(handle, EndpointEvent::drained());
                 } else {
-                    if let Some(old) = self.live.take()
-                        && !old.drained
-                    {
-                        let _ = self
-                            .endpoint
-                            .handle_event(old.handle, EndpointEvent::drained());
+                    if let Some(old) = self.live.take() {
+                        // The peer restarted after our association died: start from nothing.
+                        // (Without an old association, channels opened while waiting for
+                        // the INIT stay pending and go out once this one is up.)
+                        if !old.drained {
+                            let _ = self
+                                .endpoint
+                                .handle_event(old.handle, EndpointEvent::drained());
+                        }
+                        self.channels.reset();
                     }
-                    self.channels.reset();
+                    let mut association = association;
+                    association.set_max_send_message_size(self.channels.max_send_message_size);
                     self.live = Some(Live {
                         handle,
                         association,
@@ -359,7 +366,12 @@ impl SctpTransport {
     /// Sends one message on a channel: binary (PPID 53) or string (PPID 51); an empty
     /// message goes as PPID 57/56 with one padding byte (RFC 8831 §6.6). SCTP fragments
     /// large messages; ordering and retransmission follow the channel's options.
-    pub fn send(&mut self, stream_id: u16, binary: bool, data: &[u8]) -> Result<(), DataChannelError> {
+    pub fn send(
+        &mut self,
+        stream_id: u16,
+        binary: bool,
+        data: &[u8],
+    ) -> Result<(), DataChannelError> {
         if self.channels.closed {
             return Err(DataChannelError::Closed);
         }
@@ -429,7 +441,10 @@ impl SctpTransport {
 
     /// A channel's options and state.
     pub fn channel(&self, stream_id: u16) -> Option<&ChannelInfo> {
-        self.channels.map.get(&stream_id).map(|channel| &channel.info)
+        self.channels
+            .map
+            .get(&stream_id)
+            .map(|channel| &channel.info)
     }
 
     /// The stream ids of all channels, in order.
@@ -520,7 +535,9 @@ impl Channels {
         if association.stream(stream_id).is_err() {
             association.open_stream(stream_id, PayloadProtocolIdentifier::Binary)?;
         }
-        channel.apply_reliability(association, stream_id, false);
+        // Ordered until the peer acknowledges (RFC 8832 §6): an unordered message could
+        // overtake the OPEN and reach a stream the peer knows nothing about.
+        channel.apply_reliability(association, stream_id, true);
         association
             .stream(stream_id)?
             .write_with_ppi(&open, PayloadProtocolIdentifier::Dcep)?;
@@ -540,28 +557,35 @@ impl Channels {
                     }
                 }
             }
-            Event::HandshakeFailed { .. } | Event::AssociationLost { .. } => {
-                if !self.closed {
-                    self.closed = true;
-                    self.established = false;
-                    self.map.clear();
-                    self.pending_open.clear();
-                    self.events.push_back(DataChannelEvent::Closed);
-                }
-            }
+            Event::HandshakeFailed { .. } | Event::AssociationLost { .. } => self.on_lost(),
             Event::Stream(StreamEvent::Opened { .. }) => {
                 // Streams are created by the peer's first DATA; the channel exists once its
                 // DATA_CHANNEL_OPEN is read. Empty the accept queue so it cannot grow.
                 while association.accept_stream().is_some() {}
             }
             Event::Stream(StreamEvent::Readable { id }) => self.read_stream(association, id),
-            Event::Stream(StreamEvent::Finished { id }) => {
-                if self.map.remove(&id).is_some() {
-                    self.events
-                        .push_back(DataChannelEvent::ChannelClosed { stream_id: id });
-                }
-            }
+            Event::Stream(StreamEvent::Finished { id }) => self.on_finished(id),
             _ => {}
+        }
+    }
+
+    /// The association is gone: every channel with it. Reported once.
+    fn on_lost(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.established = false;
+        self.map.clear();
+        self.pending_open.clear();
+        self.events.push_back(DataChannelEvent::Closed);
+    }
+
+    /// The stream was reset, by us or by the peer; the channel on it is closed.
+    fn on_finished(&mut self, stream_id: u16) {
+        if self.map.remove(&stream_id).is_some() {
+            self.events
+                .push_back(DataChannelEvent::ChannelClosed { stream_id });
         }
     }
 
@@ -644,9 +668,9 @@ impl Channels {
             closing: false,
         };
         channel.apply_reliability(association, stream_id, open.ordered);
-        let acked = association
-            .stream(stream_id)
-            .and_then(|mut stream| stream.write_with_ppi(&dcep::ACK, PayloadProtocolIdentifier::Dcep));
+        let acked = association.stream(stream_id).and_then(|mut stream| {
+            stream.write_with_ppi(&dcep::ACK, PayloadProtocolIdentifier::Dcep)
+        });
         if acked.is_err() {
             return;
         }

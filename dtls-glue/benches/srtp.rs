@@ -14,7 +14,9 @@ const PACKET_LEN: usize = 1200;
 
 fn keys(profile: SrtpProfile) -> (Vec<u8>, Vec<u8>) {
     let key = (0..profile.key_len() as u8).map(|i| i ^ 0x3c).collect();
-    let salt = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(17)).collect();
+    let salt = (0..profile.salt_len() as u8)
+        .map(|i| i.wrapping_mul(17))
+        .collect();
     (key, salt)
 }
 
@@ -28,7 +30,11 @@ fn pairs(c: &mut Criterion) {
     let mut group = c.benchmark_group("srtp_pair_1200");
     group.throughput(Throughput::Elements(1));
     for (name, profile, theirs) in [
-        ("gcm", SrtpProfile::AeadAes128Gcm, TheirProfile::AeadAes128Gcm),
+        (
+            "gcm",
+            SrtpProfile::AeadAes128Gcm,
+            TheirProfile::AeadAes128Gcm,
+        ),
         (
             "cm80",
             SrtpProfile::Aes128CmHmacSha1_80,
@@ -68,33 +74,4 @@ fn pairs(c: &mut Criterion) {
 }
 
 criterion_group!(benches, pairs);
-criterion_main!(benches, parts_group);
-
-fn parts(c: &mut Criterion) {
-    use aes::cipher::{KeyInit, KeyIvInit, StreamCipher};
-    use hmac::Mac;
-    let mut data = vec![7u8; 1200];
-    let key = [1u8; 16];
-    let cipher = aes::Aes128Enc::new(&key.into());
-    let _ = cipher;
-    c.bench_function("parts/aes-ctr-1200", |b| {
-        b.iter(|| {
-            let mut c = ctr::Ctr128BE::<aes::Aes128>::new(&key.into(), &[0u8; 16].into());
-            c.apply_keystream(&mut data);
-            black_box(data[0])
-        })
-    });
-    let mac = <hmac::Hmac<sha1::Sha1> as Mac>::new_from_slice(&[3u8; 20]).unwrap();
-    c.bench_function("parts/hmac-sha1-1200", |b| {
-        b.iter(|| {
-            let mut m = mac.clone();
-            m.update(&data);
-            black_box(m.finalize().into_bytes()[0])
-        })
-    });
-    let d = ring::digest::SHA1_FOR_LEGACY_USE_ONLY;
-    c.bench_function("parts/ring-sha1-1200", |b| {
-        b.iter(|| black_box(ring::digest::digest(&d, &data).as_ref()[0]))
-    });
-}
-criterion_group!(parts_group, parts);
+criterion_main!(benches);

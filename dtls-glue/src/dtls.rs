@@ -20,10 +20,14 @@
 //!   transcript (RFC 6347 §4.2.1), and the bytes are passed on untouched.
 //! - **Lost-flight recovery.** When a flight of ours is lost, the peer repeats its previous
 //!   flight; RFC 6347 §4.2.4 says we must then resend ours. `rtc-dtls` 0.21 does not while the
-//!   handshake is in progress: the repeated flight disarms its retransmit timer and it answers
-//!   nothing. The endpoint keeps the datagrams of the last flight it sent and resends them when
-//!   the peer's datagram repeats only handshake fragments already seen and the stack had nothing
-//!   to say (bounded by [`MAX_FLIGHT_RESENDS`]).
+//!   handshake is in progress: it takes the repeated flight for the one it awaits, fails to
+//!   parse it, disarms its own retransmission timer and answers nothing, so the handshake
+//!   hangs. The endpoint keeps the datagrams of the last flight it sent; a datagram holding
+//!   only handshake messages it already has whole (however the peer re-fragmented them) is
+//!   answered with that flight, as sent (at most [`MAX_FLIGHT_RESENDS`] times), and is not
+//!   passed to the stack, whose own timer thus keeps running and retransmits with fresh record
+//!   sequence numbers. After the handshake the stack answers repeats of the final flight
+//!   itself.
 //! - **No panics from peer input.** Datagrams are screened before the stack sees them, and
 //!   every call into the stack runs under `catch_unwind`; a panic there fails the association.
 //!
@@ -573,6 +577,9 @@ impl DtlsEndpoint {
         match guard(|| srtp_keys(stack, self.remote, verified)) {
             Ok(Ok((profile_id, keying_material))) => {
                 self.phase = Phase::Connected;
+                // Only needed during the handshake: repeats are the stack's business from now.
+                self.last_flight = Vec::new();
+                self.peer_messages = wire::PeerMessages::default();
                 self.events.push_back(DtlsEvent::Connected {
                     profile_id,
                     keying_material,

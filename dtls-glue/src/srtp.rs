@@ -264,7 +264,9 @@ fn parse_rtcp_header(packet: &[u8]) -> Result<u32, SrtpError> {
     if packet[0] >> 6 != 2 {
         return Err(SrtpError::BadVersion);
     }
-    Ok(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]))
+    Ok(u32::from_be_bytes([
+        packet[4], packet[5], packet[6], packet[7],
+    ]))
 }
 
 /// Fails unless `buf` can hold `len + overhead` bytes.

@@ -261,12 +261,20 @@ pub fn answer_offer(
                     } else {
                         dir.reversed()
                     });
-                    let rids: Vec<String> = om
+                    let mut rids: Vec<String> = om
                         .rids
                         .iter()
                         .filter(|r| r.direction == RidDirection::Send)
                         .map(|r| r.id.clone())
                         .collect();
+                    // Lowest quality first: LiveKit's q/h/f, or the numeric 0/1/2 space.
+                    let rank = |r: &String| match r.as_str() {
+                        "q" | "0" => 0,
+                        "h" | "1" => 1,
+                        "f" | "2" => 2,
+                        _ => 3,
+                    };
+                    rids.sort_by_key(rank);
                     if !rids.is_empty() {
                         m.rids = rids
                             .iter()
@@ -348,6 +356,14 @@ pub fn answer_offer(
             m.rtcp_mux = true;
             if m.kind != SdpKind::Application {
                 m.rtcp_rsize = true;
+                // Echo the accepted extensions on every section: libwebrtc keeps later offers
+                // of a BUNDLE group within what the answers negotiated.
+                m.extmaps = om
+                    .extmaps
+                    .iter()
+                    .filter(|e| ACCEPTED_EXTS.contains(&e.uri.as_str()))
+                    .cloned()
+                    .collect();
             }
             transport_lines(&mut m, local, Setup::Passive);
             sd.bundle_mids.push(mid);

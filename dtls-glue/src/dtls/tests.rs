@@ -815,3 +815,12 @@ fn server_profile_choice_follows_our_preference() {
     assert_eq!(keying_material_len(SRTP_AEAD_AES_128_GCM), Some(56));
     assert_eq!(keying_material_len(0x0008), None);
 }
+
+#[test]
+fn endpoints_and_certificates_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<DtlsEndpoint>();
+    assert_send_sync::<Certificate>();
+    assert_send_sync::<Fingerprint>();
+}

@@ -2,8 +2,9 @@
 //! recognise a peer repeating its previous flight, and to read the SRTP profiles a ClientHello
 //! offers (RFC 5764 §4.1.1) before the handshake proper starts.
 //!
-//! Everything here reads through bounds-checked slice accessors: it never indexes, so a
-//! datagram of any shape gets an error, not a panic.
+//! Everything here reads through bounds-checked slice accessors (`get`, `split_at_checked`)
+//! and indexes only into slices those returned, so a datagram of any shape gets an error, not
+//! a panic.
 
 /// `ChangeCipherSpec` content type.
 pub(super) const CHANGE_CIPHER_SPEC: u8 = 20;

@@ -95,7 +95,11 @@ impl GcmTransform {
         let plain = self
             .rtp
             .key
-            .open_in_place(self.rtp.nonce(rtp_iv(ssrc, index)), Aad::from(&*header), rest)
+            .open_in_place(
+                self.rtp.nonce(rtp_iv(ssrc, index)),
+                Aad::from(&*header),
+                rest,
+            )
             .map_err(|_| SrtpError::AuthFailed)?;
         Ok(header_len + plain.len())
     }

@@ -58,6 +58,7 @@ impl Kdf {
 /// (the 128-bit counter is incremented big-endian per block, RFC 3711 §4.1.1). Borrows the
 /// expanded key: nothing is copied or allocated.
 pub(super) fn apply_ctr_keystream(cipher: &Aes128Enc, iv: [u8; 16], data: &mut [u8]) {
-    let core = ctr::CtrCore::<&Aes128Enc, ctr::flavors::Ctr128BE>::inner_iv_init(cipher, &iv.into());
+    let core =
+        ctr::CtrCore::<&Aes128Enc, ctr::flavors::Ctr128BE>::inner_iv_init(cipher, &iv.into());
     StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
 }

@@ -63,7 +63,11 @@ impl Streams {
 
     /// The position of `ssrc` given the result of [`find`](Self::find) (with no change to
     /// the table in between), inserting a fresh entry when it was missing.
-    pub(super) fn slot(&mut self, found: Result<usize, usize>, ssrc: u32) -> Result<usize, SrtpError> {
+    pub(super) fn slot(
+        &mut self,
+        found: Result<usize, usize>,
+        ssrc: u32,
+    ) -> Result<usize, SrtpError> {
         match found {
             Ok(i) => Ok(i),
             Err(i) => {

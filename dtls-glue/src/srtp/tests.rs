@@ -140,7 +140,9 @@ fn rfc3711_b3_key_derivation() {
 
 #[test]
 fn rfc3711_b2_aes_cm_keystream() {
-    let key: [u8; 16] = unhex("2B7E151628AED2A6ABF7158809CF4F3C").try_into().unwrap();
+    let key: [u8; 16] = unhex("2B7E151628AED2A6ABF7158809CF4F3C")
+        .try_into()
+        .unwrap();
     let salt: [u8; 14] = unhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().unwrap();
     let t = CmTransform::from_session_keys(&key, salt, &[0; 20]);
     // SSRC 0 and index 0: a zero payload encrypts to the keystream itself.
@@ -163,9 +165,8 @@ fn rfc3711_b2_aes_cm_keystream() {
 #[test]
 fn libsrtp_driver_cm80_packet() {
     let plain = unhex("800f1234decafbadcafebabe abababababababababababababababab");
-    let wire = unhex(
-        "800f1234decafbadcafebabe 4e55dc4ce79978d88ca4d215949d2402 b78d6acc99ea179b8dbb",
-    );
+    let wire =
+        unhex("800f1234decafbadcafebabe 4e55dc4ce79978d88ca4d215949d2402 b78d6acc99ea179b8dbb");
     let new = || {
         SrtpContext::new(
             SrtpProfile::Aes128CmHmacSha1_80,
@@ -258,7 +259,10 @@ fn rfc7714_17_srtcp_encrypt_and_decrypt() {
 fn rfc7714_17_srtcp_authenticated_only() {
     let plain = unhex(RFC7714_RTCP);
     let wire = unhex(RFC7714_SRTCP_AUTH_ONLY);
-    assert_eq!(unprotect_rtcp(&mut rfc7714_context(), &wire).unwrap(), plain);
+    assert_eq!(
+        unprotect_rtcp(&mut rfc7714_context(), &wire).unwrap(),
+        plain
+    );
     let mut bad = wire.clone();
     bad[20] ^= 0x01;
     assert_eq!(
@@ -420,7 +424,10 @@ fn tampering_is_detected_and_does_not_consume_the_index() {
         for i in 0..wire.len() {
             let mut bad = wire.clone();
             bad[i] ^= 0x04;
-            assert!(unprotect_rtcp(&mut rx, &bad).is_err(), "{profile:?}: rtcp byte {i}");
+            assert!(
+                unprotect_rtcp(&mut rx, &bad).is_err(),
+                "{profile:?}: rtcp byte {i}"
+            );
         }
         assert_eq!(unprotect_rtcp(&mut rx, &wire).unwrap(), plain);
     }
@@ -434,13 +441,22 @@ fn truncated_packets_are_errors() {
         let rtcp = protect_rtcp(&mut tx, &rtcp_packet(5, 0)).unwrap();
         let mut rx = context(profile, 14);
         for n in 0..wire.len() {
-            assert!(unprotect_rtp(&mut rx, &wire[..n]).is_err(), "rtp prefix {n}");
+            assert!(
+                unprotect_rtp(&mut rx, &wire[..n]).is_err(),
+                "rtp prefix {n}"
+            );
         }
         for n in 0..rtcp.len() {
-            assert!(unprotect_rtcp(&mut rx, &rtcp[..n]).is_err(), "rtcp prefix {n}");
+            assert!(
+                unprotect_rtcp(&mut rx, &rtcp[..n]).is_err(),
+                "rtcp prefix {n}"
+            );
         }
         assert_eq!(unprotect_rtp(&mut rx, &wire[..5]), Err(SrtpError::TooShort));
-        assert_eq!(unprotect_rtcp(&mut rx, &rtcp[..7]), Err(SrtpError::TooShort));
+        assert_eq!(
+            unprotect_rtcp(&mut rx, &rtcp[..7]),
+            Err(SrtpError::TooShort)
+        );
         assert_eq!(
             unprotect_rtcp(&mut rx, &rtcp[..8 + profile.rtcp_overhead() - 1]),
             Err(SrtpError::TooShort)
@@ -626,10 +642,16 @@ fn profiles_and_key_lengths() {
         assert_eq!(SrtpProfile::from_dtls_id(p.dtls_id()), Some(p));
     }
     assert_eq!(
-        (Aes128CmHmacSha1_80.key_len(), Aes128CmHmacSha1_80.salt_len()),
+        (
+            Aes128CmHmacSha1_80.key_len(),
+            Aes128CmHmacSha1_80.salt_len()
+        ),
         (16, 14)
     );
-    assert_eq!((AeadAes128Gcm.key_len(), AeadAes128Gcm.salt_len()), (16, 12));
+    assert_eq!(
+        (AeadAes128Gcm.key_len(), AeadAes128Gcm.salt_len()),
+        (16, 12)
+    );
     assert_eq!(Aes128CmHmacSha1_80.rtp_overhead(), 10);
     assert_eq!(Aes128CmHmacSha1_80.rtcp_overhead(), 14);
     assert_eq!(AeadAes128Gcm.rtp_overhead(), 16);

@@ -1,0 +1,77 @@
+//! Protecting and unprotecting SRTP/SRTCP allocates nothing once an SSRC is known.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use lkr_dtls_glue::srtp::{SrtpContext, SrtpProfile};
+
+/// Counts allocations made by the current thread.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above, which is the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: `ptr` came from the system allocator with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn steady_state_protect_and_unprotect_do_not_allocate() {
+    for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
+        let key = [0x11u8; 16];
+        let salt = vec![0x22u8; profile.salt_len()];
+        let mut tx = SrtpContext::new(profile, &key, &salt).unwrap();
+        let mut rx = SrtpContext::new(profile, &key, &salt).unwrap();
+        let ssrcs = [0x0102_0304u32, 0x0506_0708, 0x090a_0b0c];
+        let mut rtp = [0u8; 1500];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        let mut rtcp = [0u8; 200];
+        rtcp[..4].copy_from_slice(&[0x81, 201, 0x00, 0x07]);
+
+        // Sequence numbers start near the top so that every SSRC wraps from 65535 to 0.
+        let mut sent = 63_000u32;
+        let mut run = |count: u32| {
+            for n in sent..sent + count {
+                let ssrc = ssrcs[n as usize % ssrcs.len()];
+                rtp[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                rtp[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                let len = tx.protect_rtp(&mut rtp, 1200).unwrap();
+                assert_eq!(rx.unprotect_rtp(&mut rtp[..len]).unwrap(), 1200);
+
+                rtcp[4..8].copy_from_slice(&ssrc.to_be_bytes());
+                let len = tx.protect_rtcp(&mut rtcp, 32).unwrap();
+                assert_eq!(rx.unprotect_rtcp(&mut rtcp[..len]).unwrap(), 32);
+            }
+            sent += count;
+        };
+        // The first packet of each SSRC may grow the per-SSRC table.
+        run(3);
+        let before = allocations();
+        run(6_000);
+        assert_eq!(allocations() - before, 0, "{profile:?}");
+    }
+}
