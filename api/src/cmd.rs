@@ -67,7 +67,10 @@ pub enum Command {
 
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=info,{}", lkr_dtls_glue::dtls::QUIET_LOG_DIRECTIVE)));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!(
+            "{level},hyper=info,sctp_proto=warn,{}",
+            lkr_dtls_glue::dtls::QUIET_LOG_DIRECTIVE
+        )));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

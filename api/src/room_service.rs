@@ -152,7 +152,7 @@ pub fn dispatch(
                     ),
                 ));
             }
-            node.hub.with_rooms(|rooms| rooms.get(&r.room).map(|_| ()))?;
+            node.hub.api_send_data(&r)?;
             Ok(pb::SendDataResponse {})
         }),
         "UpdateRoomMetadata" => call(format, body, |r: pb::UpdateRoomMetadataRequest| {

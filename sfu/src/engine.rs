@@ -205,10 +205,9 @@ impl Engine {
                 if let Some(p) = self.peers.get_mut(&peer)
                     && let Some(sctp) = p.sctp.as_mut()
                     && let Some((sid, _)) = p.channels.iter().find(|(_, l)| l == label)
+                    && let Err(e) = sctp.send(*sid, true, &data)
                 {
-                    if let Err(e) = sctp.send(*sid, true, &data) {
-                        tracing::debug!(?peer, "data channel send failed: {e}");
-                    }
+                    tracing::debug!(?peer, "data channel send failed: {e}");
                 }
                 self.pump(now, peer);
             }

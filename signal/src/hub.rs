@@ -66,7 +66,7 @@ pub struct TrackOffer {
 #[derive(Debug)]
 pub enum ToSession {
     /// Send this signal message as it is.
-    Signal(pb::signal_response::Message),
+    Signal(Box<pb::signal_response::Message>),
     /// Subscribe to a track (its ParticipantUpdate was queued before).
     Subscribe(TrackOffer),
     /// Stop receiving a track.
@@ -78,6 +78,8 @@ pub enum ToSession {
     },
     /// An event of one of the session's peers.
     Media(Event),
+    /// A data packet (already stamped) to send on the session's data channels.
+    Data { reliable: bool, data: bytes::Bytes },
 }
 
 /// The channel the media core listens on.
@@ -405,7 +407,7 @@ impl Hub {
         });
         for (sid, s) in &st.sessions {
             if s.room == room && Some(sid.as_str()) != except {
-                let _ = s.tx.send(ToSession::Signal(msg.clone()));
+                let _ = s.tx.send(ToSession::Signal(Box::new(msg.clone())));
             }
         }
     }
@@ -510,11 +512,11 @@ impl Hub {
         t.subscribers.insert(subscriber.to_string());
         let publisher = t.publisher_sid.clone();
         if first && let Some(p) = st.sessions.get(&publisher) {
-            let _ = p.tx.send(ToSession::Signal(
+            let _ = p.tx.send(ToSession::Signal(Box::new(
                 pb::signal_response::Message::TrackSubscribed(pb::TrackSubscribed {
                     track_sid: track_sid.to_string(),
                 }),
-            ));
+            )));
         }
     }
 
@@ -640,11 +642,11 @@ impl Hub {
                 return Err(RoomError::TrackNotFound);
             }
             if let Some(s) = st.sessions.get(&p.info.sid) {
-                let _ = s.tx.send(ToSession::Signal(pb::signal_response::Message::Mute(
-                    pb::MuteTrackRequest {
+                let _ = s.tx.send(ToSession::Signal(Box::new(
+                    pb::signal_response::Message::Mute(pb::MuteTrackRequest {
                         sid: track_sid.to_string(),
                         muted,
-                    },
+                    }),
                 )));
             }
             p.info.sid.clone()
@@ -686,10 +688,10 @@ impl Hub {
         if !hidden {
             self.broadcast(&st, &req.room, &info, None);
         } else if let Some(s) = st.sessions.get(&info.sid) {
-            let _ = s.tx.send(ToSession::Signal(pb::signal_response::Message::Update(
-                pb::ParticipantUpdate {
+            let _ = s.tx.send(ToSession::Signal(Box::new(
+                pb::signal_response::Message::Update(pb::ParticipantUpdate {
                     participants: vec![info.clone()],
-                },
+                }),
             )));
         }
         Ok(info)
@@ -716,6 +718,63 @@ impl Hub {
                 let _ = s.tx.send(ToSession::Unsubscribe { track_sid: sid });
             }
         }
+        Ok(())
+    }
+
+    /// Sends a data packet to every session of the sender's room (or of `room` for the API)
+    /// but the sender, limited to `destinations` when any are named.
+    pub fn broadcast_data(
+        &self,
+        from: Option<&str>,
+        room: Option<&str>,
+        reliable: bool,
+        data: bytes::Bytes,
+        destinations: &[String],
+    ) {
+        let st = self.lock();
+        let room = match (from, room) {
+            (_, Some(r)) => r.to_string(),
+            (Some(f), None) => match st.sessions.get(f) {
+                Some(s) => s.room.clone(),
+                None => return,
+            },
+            (None, None) => return,
+        };
+        for (sid, s) in &st.sessions {
+            if s.room != room || Some(sid.as_str()) == from {
+                continue;
+            }
+            if !destinations.is_empty() && !destinations.iter().any(|d| *d == s.identity) {
+                continue;
+            }
+            let _ = s.tx.send(ToSession::Data {
+                reliable,
+                data: data.clone(),
+            });
+        }
+    }
+
+    #[allow(deprecated)] // kind and the inner destination fields are still read by clients
+    /// SendData from the API: a user packet with no sender, to the room or the named
+    /// identities.
+    pub fn api_send_data(&self, req: &pb::SendDataRequest) -> Result<(), RoomError> {
+        self.lock().rooms.get(&req.room)?;
+        let reliable = req.kind != pb::data_packet::Kind::Lossy as i32;
+        let packet = pb::DataPacket {
+            kind: req.kind,
+            destination_identities: req.destination_identities.clone(),
+            value: Some(pb::data_packet::Value::User(pb::UserPacket {
+                payload: req.data.clone(),
+                topic: req.topic.clone(),
+                nonce: req.nonce.clone(),
+                destination_identities: req.destination_identities.clone(),
+                destination_sids: req.destination_sids.clone(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let data = bytes::Bytes::from(prost::Message::encode_to_vec(&packet));
+        self.broadcast_data(None, Some(&req.room), reliable, data, &req.destination_identities);
         Ok(())
     }
 

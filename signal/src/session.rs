@@ -124,6 +124,10 @@ where
         next_offer_id: 1,
         slots: Vec::new(),
         active_sent: false,
+        identity: params.identity.clone(),
+        kind: response.participant.as_ref().map(|p| p.kind).unwrap_or_default(),
+        last_data_sequence: 0,
+        seen_nonces: std::collections::VecDeque::new(),
     };
     tracing::info!(participant = %participant_sid, identity = %params.identity, room = %params.room, single_pc = params.single_pc, "participant joined");
     let subscriber_primary = response.subscriber_primary;
@@ -169,6 +173,10 @@ struct Session<S> {
     /// Single PC: the receive slots of the client's last offer.
     slots: Vec<negotiation::RecvSlot>,
     active_sent: bool,
+    identity: String,
+    kind: i32,
+    last_data_sequence: u32,
+    seen_nonces: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -511,6 +519,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             track: Some(info),
         }))
         .await
+    }
+
+    /// The peer whose data channels carry downstream data: the subscriber PC when the server
+    /// opened channels there, else the PC the client offers on.
+    fn data_peer(&self) -> Option<PeerId> {
+        match (&self.sub_t, &self.pub_t) {
+            (Some(s), _) if !self.single_pc => Some(s.peer),
+            (_, Some(p)) => Some(p.peer),
+            _ => None,
+        }
+    }
+
+    /// A DataPacket from the client: checked, stamped with the sender and forwarded
+    /// (LiveKit's rules: canPublishData, reliable sequence and nonce dedupe, destinations,
+    /// never back to the sender, same kind of channel out as in).
+    fn handle_data(&mut self, label: &str, data: &[u8]) {
+        let reliable = match label {
+            "_reliable" => true,
+            "_lossy" => false,
+            _ => return,
+        };
+        if !self.permission.can_publish_data {
+            tracing::debug!(participant = %self.psid, "data dropped: no canPublishData");
+            return;
+        }
+        let Ok(mut pkt) = pb::DataPacket::decode(data) else {
+            tracing::debug!(participant = %self.psid, "undecodable data packet dropped");
+            return;
+        };
+        if reliable && pkt.sequence > 0 {
+            if pkt.sequence <= self.last_data_sequence {
+                return;
+            }
+            self.last_data_sequence = pkt.sequence;
+        }
+        use pb::data_packet::Value;
+        let hidden = self.permission.hidden;
+        let identity = if hidden { String::new() } else { self.identity.clone() };
+        let sid = if hidden { String::new() } else { self.psid.clone() };
+        match &mut pkt.value {
+            Some(Value::User(u)) => {
+                if !u.nonce.is_empty() {
+                    if self.seen_nonces.contains(&u.nonce) {
+                        return;
+                    }
+                    if self.seen_nonces.len() == 64 {
+                        self.seen_nonces.pop_front();
+                    }
+                    self.seen_nonces.push_back(u.nonce.clone());
+                }
+                #[allow(deprecated)] // the SDKs still read the inner sender fields
+                {
+                    u.participant_identity = identity.clone();
+                    u.participant_sid = sid.clone();
+                    if pkt.destination_identities.is_empty() {
+                        pkt.destination_identities = u.destination_identities.clone();
+                    } else {
+                        u.destination_identities = pkt.destination_identities.clone();
+                    }
+                }
+            }
+            Some(Value::Metrics(_)) => return,
+            Some(Value::Transcription(_)) if self.kind != pb::participant_info::Kind::Agent as i32 => {
+                return;
+            }
+            _ => {}
+        }
+        pkt.participant_identity = identity;
+        pkt.participant_sid = sid;
+        #[allow(deprecated)] // clients still read the kind
+        {
+            pkt.kind = if reliable {
+                pb::data_packet::Kind::Reliable as i32
+            } else {
+                pb::data_packet::Kind::Lossy as i32
+            };
+        }
+        let dests = pkt.destination_identities.clone();
+        let bytes = bytes::Bytes::from(pkt.encode_to_vec());
+        self.hub.broadcast_data(Some(&self.psid), None, reliable, bytes, &dests);
     }
 
     /// The peer that carries downstream media.
@@ -875,11 +963,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn handle_hub(&mut self, msg: ToSession) -> Result<Option<End>, String> {
         match msg {
-            ToSession::Signal(m) => self.send(m).await?,
+            ToSession::Signal(m) => self.send(*m).await?,
             ToSession::Subscribe(offer) => self.subscribe(offer).await?,
             ToSession::Unsubscribe { track_sid } => self.unsubscribe(&track_sid).await?,
             ToSession::Close { reason, action } => return Ok(Some(End::Server(reason, action))),
             ToSession::Media(ev) => self.handle_media(ev).await?,
+            ToSession::Data { reliable, data } => {
+                if let Some(peer) = self.data_peer() {
+                    self.hub.media(Command::SendData {
+                        peer,
+                        reliable,
+                        data,
+                    });
+                }
+            }
         }
         Ok(None)
     }
@@ -906,7 +1003,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Event::PeerDisconnected { peer, reason } => {
                 tracing::info!(participant = %self.psid, ?peer, %reason, "transport lost");
             }
-            Event::ChannelOpen { .. } | Event::Data { .. } | Event::TrackStarted { .. } => {}
+            Event::Data { label, data, .. } => self.handle_data(&label, &data),
+            Event::ChannelOpen { .. } | Event::TrackStarted { .. } => {}
         }
         Ok(())
     }
