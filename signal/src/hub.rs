@@ -744,7 +744,7 @@ impl Hub {
             if s.room != room || Some(sid.as_str()) == from {
                 continue;
             }
-            if !destinations.is_empty() && !destinations.iter().any(|d| *d == s.identity) {
+            if !destinations.is_empty() && !destinations.contains(&s.identity) {
                 continue;
             }
             let _ = s.tx.send(ToSession::Data {
