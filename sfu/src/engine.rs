@@ -31,6 +31,8 @@ const NACK_RETRY: Duration = Duration::from_millis(40);
 /// A lost packet is given up after this many NACKs or this long.
 const NACK_MAX_TRIES: u8 = 8;
 const NACK_GIVE_UP: Duration = Duration::from_millis(1000);
+/// Time between receiver reports to publishers.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Room for the SRTP tag behind a packet.
 const SRTP_ROOM: usize = 32;
 
@@ -89,6 +91,7 @@ pub struct Engine {
     events: VecDeque<Event>,
     pool: Vec<Vec<u8>>,
     next_tick: Option<Instant>,
+    next_report: Option<Instant>,
     pub drops: Drops,
 }
 
@@ -111,6 +114,7 @@ impl Engine {
             events: VecDeque::new(),
             pool: Vec::new(),
             next_tick: None,
+            next_report: None,
             drops: Drops::default(),
         }
     }
@@ -636,6 +640,7 @@ impl Engine {
                     buf.truncate(n);
                     s.remember(out_seq, seq, layer, out_ts);
                     s.packets_sent += 1;
+                    s.octets_sent += payload.len() as u64;
                     transmits.push_back(Transmit { dest, data: buf });
                 }
                 Err(_) => pool.push(buf),
@@ -649,6 +654,7 @@ impl Engine {
     fn handle_rtcp(&mut self, now: Instant, id: PeerId, len: usize, buf: &[u8]) {
         let mut nacks: Vec<(TrackId, u32, u16)> = Vec::new();
         let mut plis: Vec<TrackId> = Vec::new();
+        let mut srs: Vec<(TrackId, usize, u64, u32)> = Vec::new();
         {
             let Some(p) = self.peers.get(&id) else { return };
             for pkt in lkr_rtp::rtcp_packets(&buf[..len]) {
@@ -659,6 +665,11 @@ impl Engine {
                             for seq in pairs.take(256) {
                                 nacks.push((*t, media_ssrc, seq));
                             }
+                        }
+                    }
+                    RtcpPacket::SenderReport { ssrc, ntp, rtp_ts, .. } => {
+                        if let Some((t, layer)) = p.ssrc_routes.get(&ssrc) {
+                            srs.push((*t, *layer, ntp, rtp_ts));
                         }
                     }
                     RtcpPacket::Pli { media_ssrc, .. } => {
@@ -680,8 +691,54 @@ impl Engine {
         for t in plis {
             self.request_keyframe(now, t, None);
         }
+        for (tid, layer, ntp, rtp_ts) in srs {
+            self.forward_sender_report(now, tid, layer, ntp, rtp_ts);
+        }
         for (t, _ssrc, seq) in nacks {
             self.retransmit(id, t, seq);
+        }
+    }
+
+    /// Notes a publisher's sender report and sends each subscriber of that layer one with
+    /// its own SSRC and rewritten timestamp, so receivers can keep audio and video in sync.
+    fn forward_sender_report(&mut self, now: Instant, tid: TrackId, layer: usize, ntp: u64, rtp_ts: u32) {
+        let Some(t) = self.tracks.get_mut(&tid) else { return };
+        let Some(l) = t.layers.get_mut(layer) else { return };
+        l.last_sr = Some((ntp, now));
+        let reports: Vec<(PeerId, u32, u32, u32, u32)> = t
+            .subs
+            .iter()
+            .filter(|s| !s.paused && s.munger.is_started() && s.munger.layer == layer)
+            .filter_map(|s| {
+                let ts = s.munger.map_timestamp(rtp_ts)?;
+                Some((s.peer, s.ssrc, ts, s.packets_sent as u32, s.octets_sent as u32))
+            })
+            .collect();
+        for (peer, ssrc, ts, packets, octets) in reports {
+            self.send_feedback(peer, |out| {
+                lkr_rtp::write_sender_report(out, ssrc, ntp, ts, packets, octets, &[])
+            });
+        }
+    }
+
+    /// Sends each publisher a receiver report on every layer it sends.
+    fn send_receiver_reports(&mut self, now: Instant) {
+        let mut due: Vec<(PeerId, Vec<lkr_rtp::ReportBlock>)> = Vec::new();
+        for t in self.tracks.values_mut() {
+            let blocks: Vec<lkr_rtp::ReportBlock> =
+                t.layers.iter_mut().filter_map(|l| l.report(now)).collect();
+            if blocks.is_empty() {
+                continue;
+            }
+            match due.iter_mut().find(|(p, _)| *p == t.publisher) {
+                Some((_, b)) => b.extend(blocks),
+                None => due.push((t.publisher, blocks)),
+            }
+        }
+        for (peer, blocks) in due {
+            for chunk in blocks.chunks(31) {
+                self.send_feedback(peer, |out| lkr_rtp::write_receiver_report(out, FEEDBACK_SSRC, chunk));
+            }
         }
     }
 
@@ -799,6 +856,10 @@ impl Engine {
             self.pump(now, id);
         }
         self.send_nacks(now);
+        if self.next_report.is_none_or(|t| t <= now) {
+            self.next_report = Some(now + REPORT_INTERVAL);
+            self.send_receiver_reports(now);
+        }
     }
 
     fn send_nacks(&mut self, now: Instant) {

@@ -77,6 +77,13 @@ pub struct Layer {
     pub last_keyframe: Option<Instant>,
     pub last_pli: Option<Instant>,
     pub packets: u64,
+    /// The first extended sequence number seen, for loss accounting.
+    pub first_ext: Option<u64>,
+    /// Expected and received counts at the previous receiver report.
+    pub expected_prior: u64,
+    pub received_prior: u64,
+    /// The publisher's last sender report: NTP time and when it arrived.
+    pub last_sr: Option<(u64, Instant)>,
 }
 
 impl Layer {
@@ -92,6 +99,10 @@ impl Layer {
             last_keyframe: None,
             last_pli: None,
             packets: 0,
+            first_ext: None,
+            expected_prior: 0,
+            received_prior: 0,
+            last_sr: None,
         }
     }
 
@@ -99,6 +110,7 @@ impl Layer {
     pub fn on_packet(&mut self, seq: u16, now: Instant) -> u64 {
         let ext = self.unwrapper.unwrap(seq);
         self.packets += 1;
+        self.first_ext.get_or_insert(ext);
         self.last_packet = Some(now);
         match self.highest {
             None => self.highest = Some(ext),
@@ -127,6 +139,42 @@ impl Layer {
             }
         }
         ext
+    }
+
+    /// A reception report block for this layer (RFC 3550 §6.4.1, A.3), and the counters
+    /// moved on to this report.
+    pub fn report(&mut self, now: Instant) -> Option<lkr_rtp::ReportBlock> {
+        let ssrc = self.ssrc?;
+        let (first, highest) = (self.first_ext?, self.highest?);
+        let expected = highest - first + 1;
+        let lost = expected.saturating_sub(self.packets);
+        let expected_interval = expected - self.expected_prior;
+        let received_interval = self.packets.saturating_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.packets;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
+        let (lsr, dlsr) = match self.last_sr {
+            Some((ntp, at)) => {
+                let delay = now.saturating_duration_since(at);
+                (
+                    ((ntp >> 16) & 0xffff_ffff) as u32,
+                    (delay.as_micros() as u64 * 65_536 / 1_000_000) as u32,
+                )
+            }
+            None => (0, 0),
+        };
+        Some(lkr_rtp::ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: lost.min(0x7f_ffff) as i32,
+            highest_seq: highest as u32,
+            jitter: 0,
+            lsr,
+            dlsr,
+        })
     }
 
     /// Whether the layer carried media lately.
@@ -203,6 +251,12 @@ impl Munger {
         self.last_out_at = Some(now);
     }
 
+    /// The rewritten form of an incoming timestamp of the current segment.
+    pub fn map_timestamp(&self, ts: u32) -> Option<u32> {
+        self.started
+            .then(|| self.out_ts_base.wrapping_add(ts.wrapping_sub(self.in_ts_base)))
+    }
+
     /// The rewritten (sequence, timestamp) of a packet of the current segment, or `None` for
     /// a packet from before it.
     pub fn map(&mut self, ext: u64, ts: u32, now: Instant) -> Option<(u16, u32)> {
@@ -232,6 +286,7 @@ pub struct Subscription {
     pub pending_layer: Option<usize>,
     history: Vec<Sent>,
     pub packets_sent: u64,
+    pub octets_sent: u64,
 }
 
 impl Subscription {
@@ -250,6 +305,7 @@ impl Subscription {
             pending_layer: None,
             history: vec![Sent::default(); HISTORY_SLOTS],
             packets_sent: 0,
+            octets_sent: 0,
         }
     }
 
