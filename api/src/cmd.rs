@@ -155,6 +155,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         region: settings.region.clone(),
         node_id: lkr_proto::id::new_id("ND_"),
         fingerprint: media.fingerprint.clone(),
+        max_metadata_size: settings.room.max_metadata_size,
+        max_attributes_size: settings.max_attributes_size,
     };
     let hub = Arc::new(Hub::new(
         hub_config,

@@ -368,6 +368,7 @@ const SUPPORTED: &[&str] = &[
     "room.max_metadata_size",
     "room.max_room_name_length",
     "limit.max_metadata_size",
+    "limit.max_attributes_size",
     "limit.max_room_name_length",
     "limit.max_api_request_body_size",
 ];
@@ -504,6 +505,8 @@ pub struct Settings {
     pub room: lkr_room::RoomDefaults,
     pub auto_create: bool,
     pub max_api_request_body_size: u64,
+    /// Largest total size of a participant's attributes, in bytes (0: no limit).
+    pub max_attributes_size: usize,
 }
 
 impl Settings {
@@ -622,6 +625,7 @@ impl Settings {
             room,
             auto_create: config.room.auto_create,
             max_api_request_body_size: config.limit.max_api_request_body_size.unwrap_or(10 << 20),
+            max_attributes_size: config.limit.max_attributes_size.unwrap_or(64 * 1024) as usize,
         })
     }
 }

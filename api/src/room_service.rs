@@ -157,9 +157,11 @@ pub fn dispatch(
         }),
         "UpdateRoomMetadata" => call(format, body, |r: pb::UpdateRoomMetadataRequest| {
             ensure_admin(claims, &r.room)?;
-            Ok(node
+            let room = node
                 .hub
-                .with_rooms(|rooms| rooms.update_metadata(&r.room, &r.metadata))?)
+                .with_rooms(|rooms| rooms.update_metadata(&r.room, &r.metadata))?;
+            node.hub.broadcast_room_update(&room);
+            Ok(room)
         }),
         _ => Err(TwirpError::bad_route(
             format!("no handler for path \"/twirp/{SERVICE}/{method}\""),

@@ -40,6 +40,35 @@ pub struct HubConfig {
     pub node_id: String,
     /// This server's DTLS fingerprint, `sha-256 AB:…` split into algorithm and value.
     pub fingerprint: (String, String),
+    /// Largest participant metadata, in bytes (0: no limit).
+    pub max_metadata_size: usize,
+    /// Largest total size of a participant's attributes, in bytes (0: no limit).
+    pub max_attributes_size: usize,
+}
+
+impl HubConfig {
+    /// Checks participant metadata and attributes against the configured limits.
+    pub fn check_limits<'a>(
+        &self,
+        metadata: &str,
+        attributes: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<(), String> {
+        if self.max_metadata_size > 0 && metadata.len() > self.max_metadata_size {
+            return Err(format!(
+                "metadata is {} bytes, larger than the limit of {}",
+                metadata.len(),
+                self.max_metadata_size
+            ));
+        }
+        let size: usize = attributes.into_iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.max_attributes_size > 0 && size > self.max_attributes_size {
+            return Err(format!(
+                "attributes are {size} bytes, larger than the limit of {}",
+                self.max_attributes_size
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A codec as a publisher negotiated it, offered again to subscribers.
@@ -660,6 +689,9 @@ impl Hub {
         &self,
         req: &pb::UpdateParticipantRequest,
     ) -> Result<pb::ParticipantInfo, RoomError> {
+        self.config
+            .check_limits(&req.metadata, &req.attributes)
+            .map_err(RoomError::InvalidArgument)?;
         let mut st = self.lock();
         let (_, info) = st.rooms.update_participant(&req.room, &req.identity, |p| {
             if !req.metadata.is_empty() {
@@ -677,8 +709,33 @@ impl Hub {
             }
             if let Some(perm) = &req.permission {
                 p.permission = Some(perm.clone());
+                if !perm.can_publish {
+                    p.tracks.clear();
+                }
             }
         })?;
+        if req.permission.as_ref().is_some_and(|p| !p.can_publish) {
+            let gone: Vec<String> = st
+                .tracks
+                .iter()
+                .filter(|(_, t)| t.publisher_sid == info.sid)
+                .map(|(sid, _)| sid.clone())
+                .collect();
+            for sid in gone {
+                if let Some(t) = st.tracks.remove(&sid) {
+                    for sub in &t.subscribers {
+                        if let Some(s) = st.sessions.get(sub) {
+                            let _ = s.tx.send(ToSession::Unsubscribe {
+                                track_sid: sid.clone(),
+                            });
+                        }
+                    }
+                    self.media(Command::Unpublish {
+                        track: t.offer.track_id,
+                    });
+                }
+            }
+        }
         let hidden = info.permission.as_ref().is_some_and(|p| p.hidden);
         if let Some(s) = st.sessions.get_mut(&info.sid)
             && let Some(perm) = &info.permission
@@ -776,6 +833,17 @@ impl Hub {
         let data = bytes::Bytes::from(prost::Message::encode_to_vec(&packet));
         self.broadcast_data(None, Some(&req.room), reliable, data, &req.destination_identities);
         Ok(())
+    }
+
+    /// Tells every participant of `room` its new record (RoomUpdate).
+    pub fn broadcast_room_update(&self, room: &pb::Room) {
+        let st = self.lock();
+        let msg = pb::signal_response::Message::RoomUpdate(pb::RoomUpdate {
+            room: Some(room.clone()),
+        });
+        for s in st.sessions.values().filter(|s| s.room == room.name) {
+            let _ = s.tx.send(ToSession::Signal(Box::new(msg.clone())));
+        }
     }
 
     /// Closes every session of a deleted room with ROOM_DELETED.

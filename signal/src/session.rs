@@ -419,6 +419,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }))
                 .await;
         }
+        if let Err(msg) = self.hub.config.check_limits(&u.metadata, &u.attributes) {
+            return self
+                .send(Resp::RequestResponse(pb::RequestResponse {
+                    request_id: u.request_id,
+                    reason: pb::request_response::Reason::LimitExceeded as i32,
+                    message: msg,
+                    request: None,
+                }))
+                .await;
+        }
         self.hub.update_participant(&self.psid, |p| {
             if !u.name.is_empty() {
                 p.name = u.name.clone();
@@ -963,7 +973,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn handle_hub(&mut self, msg: ToSession) -> Result<Option<End>, String> {
         match msg {
-            ToSession::Signal(m) => self.send(*m).await?,
+            ToSession::Signal(m) => {
+                // Our own record may carry a new permission (UpdateParticipant).
+                if let Resp::Update(u) = m.as_ref()
+                    && let Some(me) = u.participants.iter().find(|p| p.sid == self.psid)
+                    && let Some(perm) = &me.permission
+                {
+                    self.permission = perm.clone();
+                }
+                self.send(*m).await?
+            }
             ToSession::Subscribe(offer) => self.subscribe(offer).await?,
             ToSession::Unsubscribe { track_sid } => self.unsubscribe(&track_sid).await?,
             ToSession::Close { reason, action } => return Ok(Some(End::Server(reason, action))),
