@@ -72,6 +72,12 @@ struct Peer {
     down_ssrcs: FxHashMap<u32, TrackId>,
     published: Vec<TrackId>,
     subscribed: Vec<TrackId>,
+    /// Transport-wide sequence numbers received, for congestion feedback to the sender.
+    twcc: lkr_rtp::TwccBuilder,
+    /// The transport-cc header extension id the peer sends with (0: none).
+    twcc_ext: u8,
+    /// An SSRC the peer sends, named as the media source of its feedback.
+    twcc_media_ssrc: u32,
 }
 
 impl Peer {
@@ -92,6 +98,8 @@ pub struct Engine {
     pool: Vec<Vec<u8>>,
     next_tick: Option<Instant>,
     next_report: Option<Instant>,
+    /// The first instant the engine saw; arrival times are counted from it.
+    epoch: Option<Instant>,
     pub drops: Drops,
 }
 
@@ -115,6 +123,7 @@ impl Engine {
             pool: Vec::new(),
             next_tick: None,
             next_report: None,
+            epoch: None,
             drops: Drops::default(),
         }
     }
@@ -155,6 +164,9 @@ impl Engine {
             Command::Publish(spec) => {
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
                     p.published.push(spec.track);
+                    if spec.ext.transport_cc != 0 {
+                        p.twcc_ext = spec.ext.transport_cc;
+                    }
                     for (i, ssrc) in spec.ssrcs.iter().enumerate().take(1) {
                         p.ssrc_routes.insert(*ssrc, (spec.track, i));
                     }
@@ -249,6 +261,9 @@ impl Engine {
                 down_ssrcs: FxHashMap::default(),
                 published: Vec::new(),
                 subscribed: Vec::new(),
+                twcc: lkr_rtp::TwccBuilder::new(),
+                twcc_ext: 0,
+                twcc_media_ssrc: 0,
             },
         );
         self.next_tick.get_or_insert(now + TICK);
@@ -568,6 +583,14 @@ impl Engine {
             self.drops.malformed_rtp += 1;
             return;
         };
+        let epoch = *self.epoch.get_or_insert(now);
+        if let Some(p) = self.peers.get_mut(&id)
+            && p.twcc_ext != 0
+            && let Some(seq) = view.extension(p.twcc_ext).and_then(lkr_rtp::parse_transport_cc)
+        {
+            p.twcc.push(seq, now.saturating_duration_since(epoch).as_micros() as i64);
+            p.twcc_media_ssrc = view.ssrc();
+        }
         let Some((tid, layer)) = self.route(id, &view) else {
             self.drops.unknown_ssrc += 1;
             return;
@@ -721,6 +744,40 @@ impl Engine {
         }
     }
 
+    /// Sends transport-wide congestion feedback to every peer that sent media since the last
+    /// tick, so its bandwidth estimator can grow (and enable higher simulcast layers).
+    fn send_twcc(&mut self) {
+        let Engine {
+            peers,
+            transmits,
+            pool,
+            ..
+        } = self;
+        for p in peers.values_mut() {
+            if p.twcc.pending() == 0 {
+                continue;
+            }
+            let (Some(dest), Some(srtp)) = (p.ice.selected(), p.srtp_out.as_mut()) else { continue };
+            for _ in 0..8 {
+                let mut buf = take_buf(pool);
+                buf.resize(1200, 0);
+                match p.twcc.write(&mut buf, FEEDBACK_SSRC, p.twcc_media_ssrc) {
+                    Ok(Some(n)) => match srtp.protect_rtcp(&mut buf, n) {
+                        Ok(m) => {
+                            buf.truncate(m);
+                            transmits.push_back(Transmit { dest, data: buf });
+                        }
+                        Err(_) => pool.push(buf),
+                    },
+                    _ => {
+                        pool.push(buf);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends each publisher a receiver report on every layer it sends.
     fn send_receiver_reports(&mut self, now: Instant) {
         let mut due: Vec<(PeerId, Vec<lkr_rtp::ReportBlock>)> = Vec::new();
@@ -856,6 +913,7 @@ impl Engine {
             self.pump(now, id);
         }
         self.send_nacks(now);
+        self.send_twcc();
         if self.next_report.is_none_or(|t| t <= now) {
             self.next_report = Some(now + REPORT_INTERVAL);
             self.send_receiver_reports(now);

@@ -31,7 +31,7 @@ pub const EXT_TWCC: &str =
 pub const EXT_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 
 /// Extensions accepted from publishers.
-const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_AUDIO_LEVEL];
+const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_AUDIO_LEVEL, EXT_TWCC];
 
 /// This side of one transport, as written into every m-section.
 #[derive(Debug, Clone)]
@@ -77,14 +77,15 @@ fn supported(kind: &SdpKind, c: &Codec) -> bool {
 }
 
 fn answer_codec(kind: &SdpKind, c: &Codec) -> Codec {
-    let rtcp_fb = match kind {
-        SdpKind::Video => ["nack", "nack pli", "ccm fir"]
-            .iter()
-            .filter(|f| c.has_rtcp_fb(f))
-            .map(|f| (*f).to_string())
-            .collect(),
-        _ => Vec::new(),
+    let wanted: &[&str] = match kind {
+        SdpKind::Video => &["nack", "nack pli", "ccm fir", "transport-cc"],
+        _ => &["transport-cc"],
     };
+    let rtcp_fb = wanted
+        .iter()
+        .filter(|f| c.has_rtcp_fb(f))
+        .map(|f| (*f).to_string())
+        .collect();
     Codec {
         rtcp_fb,
         ..c.clone()
@@ -140,7 +141,7 @@ fn ext_ids(m: &MediaSection) -> ExtIds {
         rid: id(EXT_RID),
         repaired_rid: 0,
         audio_level: id(EXT_AUDIO_LEVEL),
-        transport_cc: 0,
+        transport_cc: id(EXT_TWCC),
         abs_send_time: 0,
     }
 }
