@@ -128,6 +128,12 @@ pub enum Command {
     Unsubscribe { peer: PeerId, track: TrackId },
     /// Pause or resume forwarding of one subscription.
     SetPaused { peer: PeerId, track: TrackId, paused: bool },
+    /// Caps the simulcast layer one subscriber receives (0 = lowest).
+    SetMaxLayer {
+        peer: PeerId,
+        track: TrackId,
+        max_layer: u8,
+    },
     /// Send one message on the peer's `_reliable` or `_lossy` channel.
     SendData { peer: PeerId, reliable: bool, data: Bytes },
     /// Ask the publisher of `track` for a keyframe.

@@ -18,7 +18,7 @@ use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
 
 use crate::api::{Command, Event, MediaKind, PeerConfig, PeerId, TrackId};
-use crate::forward::{Subscription, Track, is_keyframe};
+use crate::forward::{Subscription, Track, is_keyframe, pick_layer};
 
 /// Our SSRC as the sender of RTCP feedback.
 const FEEDBACK_SSRC: u32 = 1;
@@ -228,6 +228,17 @@ impl Engine {
                 self.pump(now, peer);
             }
             Command::RequestKeyframe { track } => self.request_keyframe(now, track, None),
+            Command::SetMaxLayer {
+                peer,
+                track,
+                max_layer,
+            } => {
+                if let Some(t) = self.tracks.get_mut(&track)
+                    && let Some(s) = t.subs.iter_mut().find(|s| s.peer == peer)
+                {
+                    s.max_layer = usize::from(max_layer);
+                }
+            }
         }
         if self.next_tick.is_none() && !self.peers.is_empty() {
             self.next_tick = Some(now + TICK);
@@ -614,8 +625,9 @@ impl Engine {
         if keyframe {
             t.layers[layer].last_keyframe = Some(now);
         }
-        let best = t.best_layer(now).unwrap_or(layer);
-        let mut want_keyframe = false;
+        let mut want_keyframe: Option<usize> = None;
+        let live = t.liveness(now);
+        let n_layers = t.layers.len();
         let payload = view.payload();
         for s in t.subs.iter_mut() {
             if s.paused {
@@ -624,9 +636,11 @@ impl Engine {
             // Layer choice: follow the best live layer, switching on its keyframes.
             if t.layers.len() > 1 {
                 let current = s.munger.is_started().then_some(s.munger.layer);
-                let target = best;
+                let target = pick_layer(&live, n_layers, s.max_layer).unwrap_or(layer);
                 if current != Some(target) {
                     s.pending_layer = Some(target);
+                } else {
+                    s.pending_layer = None;
                 }
             } else if !s.munger.is_started() && s.pending_layer.is_none() {
                 s.pending_layer = Some(0);
@@ -636,7 +650,9 @@ impl Engine {
                     s.munger.start_segment(layer, ext, view.timestamp(), now);
                     s.pending_layer = None;
                 } else if pl == layer || !s.munger.is_started() || s.munger.layer != layer {
-                    want_keyframe |= pl == layer;
+                    if pl == layer {
+                        want_keyframe = Some(layer);
+                    }
                     if !s.munger.is_started() || s.munger.layer != layer {
                         continue;
                     }
@@ -669,8 +685,8 @@ impl Engine {
                 Err(_) => pool.push(buf),
             }
         }
-        if want_keyframe {
-            self.request_keyframe(now, tid, Some(best));
+        if want_keyframe.is_some() {
+            self.request_keyframe(now, tid, want_keyframe);
         }
     }
 

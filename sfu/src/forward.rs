@@ -284,6 +284,8 @@ pub struct Subscription {
     pub paused: bool,
     /// Waiting for a keyframe on this layer before switching to it.
     pub pending_layer: Option<usize>,
+    /// The highest layer this subscriber wants (adaptive stream, track settings).
+    pub max_layer: usize,
     history: Vec<Sent>,
     pub packets_sent: u64,
     pub octets_sent: u64,
@@ -303,6 +305,7 @@ impl Subscription {
             munger: Munger::new(clock_rate),
             paused: false,
             pending_layer: None,
+            max_layer: usize::MAX,
             history: vec![Sent::default(); HISTORY_SLOTS],
             packets_sent: 0,
             octets_sent: 0,
@@ -385,15 +388,34 @@ impl Track {
             .unwrap_or(if self.kind == MediaKind::Audio { 48_000 } else { 90_000 })
     }
 
-    /// The layer a subscriber should receive: the highest one carrying media.
-    pub fn best_layer(&self, now: Instant) -> Option<usize> {
-        (0..self.layers.len()).rev().find(|&l| self.layers[l].is_live(now))
+    /// The layer a subscriber capped at `max` should receive: the highest live layer not
+    /// above the cap, else the lowest live one.
+    pub fn best_layer(&self, now: Instant, max: usize) -> Option<usize> {
+        pick_layer(&self.liveness(now), self.layers.len(), max)
+    }
+
+    /// Which of the first four layers carried media lately.
+    pub fn liveness(&self, now: Instant) -> [bool; 4] {
+        let mut live = [false; 4];
+        for (l, slot) in self.layers.iter().zip(live.iter_mut()) {
+            *slot = l.is_live(now);
+        }
+        live
     }
 
     /// The layer whose SSRC is `ssrc`.
     pub fn layer_of_ssrc(&self, ssrc: u32) -> Option<usize> {
         self.layers.iter().position(|l| l.ssrc == Some(ssrc))
     }
+}
+
+/// The highest live layer not above `max`, else the lowest live one.
+pub fn pick_layer(live: &[bool; 4], n: usize, max: usize) -> Option<usize> {
+    let n = n.min(live.len());
+    (0..n.min(max.saturating_add(1)))
+        .rev()
+        .find(|&l| live[l])
+        .or_else(|| (0..n).find(|&l| live[l]))
 }
 
 /// Whether a payload starts a keyframe in its codec.

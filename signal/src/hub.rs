@@ -89,6 +89,10 @@ pub struct TrackOffer {
     pub publisher_sid: String,
     pub kind: MediaKind,
     pub codecs: Vec<TrackCodec>,
+    /// The publisher's simulcast layers (quality and size), for choosing a subscriber's layer.
+    pub layers: Vec<pb::VideoLayer>,
+    /// Number of layers the core sees (simulcast rids, or 1).
+    pub layer_count: usize,
 }
 
 /// Messages to one session.
@@ -132,6 +136,10 @@ struct TrackEntry {
     publisher_sid: String,
     offer: TrackOffer,
     subscribers: BTreeSet<String>,
+    /// Dynacast: the quality each subscriber wants (absent: paused).
+    wanted: BTreeMap<String, i32>,
+    /// The highest wanted quality last told to the publisher.
+    told: Option<i32>,
 }
 
 #[derive(Default)]
@@ -498,6 +506,8 @@ impl Hub {
                 publisher_sid: psid.to_string(),
                 offer,
                 subscribers: BTreeSet::new(),
+                wanted: BTreeMap::new(),
+                told: None,
             },
         );
     }
@@ -539,7 +549,9 @@ impl Hub {
         let Some(t) = st.tracks.get_mut(track_sid) else { return };
         let first = t.subscribers.is_empty();
         t.subscribers.insert(subscriber.to_string());
+        t.wanted.insert(subscriber.to_string(), pb::VideoQuality::High as i32);
         let publisher = t.publisher_sid.clone();
+        self.tell_qualities(&mut st, track_sid);
         if first && let Some(p) = st.sessions.get(&publisher) {
             let _ = p.tx.send(ToSession::Signal(Box::new(
                 pb::signal_response::Message::TrackSubscribed(pb::TrackSubscribed {
@@ -551,8 +563,67 @@ impl Hub {
 
     /// Notes that `subscriber` no longer receives `track_sid`.
     pub fn track_unsubscribed(&self, subscriber: &str, track_sid: &str) {
-        if let Some(t) = self.lock().tracks.get_mut(track_sid) {
+        let mut st = self.lock();
+        if let Some(t) = st.tracks.get_mut(track_sid) {
             t.subscribers.remove(subscriber);
+            t.wanted.remove(subscriber);
+        }
+        self.tell_qualities(&mut st, track_sid);
+    }
+
+    /// Dynacast: notes the quality one subscriber wants (`None`: paused) and tells the
+    /// publisher when the highest wanted quality changes.
+    pub fn set_subscriber_quality(&self, subscriber: &str, track_sid: &str, quality: Option<i32>) {
+        let mut st = self.lock();
+        if let Some(t) = st.tracks.get_mut(track_sid) {
+            match quality {
+                Some(q) => t.wanted.insert(subscriber.to_string(), q),
+                None => t.wanted.remove(subscriber),
+            };
+        }
+        self.tell_qualities(&mut st, track_sid);
+    }
+
+    #[allow(deprecated)] // subscribed_qualities is still read by older clients
+    fn tell_qualities(&self, st: &mut State, track_sid: &str) {
+        let Some(t) = st.tracks.get_mut(track_sid) else { return };
+        if t.offer.kind != MediaKind::Video || t.offer.layer_count < 2 {
+            return;
+        }
+        // With nobody watching, the publisher keeps its lowest layer rather than stopping,
+        // so a new subscriber starts at once.
+        let max = t.wanted.values().copied().max().unwrap_or(pb::VideoQuality::Low as i32);
+        if t.told == Some(max) {
+            return;
+        }
+        t.told = Some(max);
+        let qualities: Vec<pb::SubscribedQuality> = [
+            pb::VideoQuality::Low,
+            pb::VideoQuality::Medium,
+            pb::VideoQuality::High,
+        ]
+        .iter()
+        .map(|q| pb::SubscribedQuality {
+            quality: *q as i32,
+            enabled: (*q as i32) <= max,
+        })
+        .collect();
+        let codec = t
+            .offer
+            .codecs
+            .first()
+            .map(|c| c.name.to_ascii_lowercase())
+            .unwrap_or_default();
+        let msg = pb::signal_response::Message::SubscribedQualityUpdate(pb::SubscribedQualityUpdate {
+            track_sid: track_sid.to_string(),
+            subscribed_qualities: qualities.clone(),
+            subscribed_codecs: vec![pb::SubscribedCodec {
+                codec,
+                qualities,
+            }],
+        });
+        if let Some(p) = st.sessions.get(&t.publisher_sid) {
+            let _ = p.tx.send(ToSession::Signal(Box::new(msg)));
         }
     }
 

@@ -46,6 +46,23 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// The quality (LOW 0, MEDIUM 1, HIGH 2) a track setting asks for: from the requested size
+/// when given (the smallest layer at least that large), else from `quality`.
+#[allow(deprecated)] // `quality` is deprecated upstream but still sent by clients
+fn wanted_quality(ts: &pb::UpdateTrackSettings, layers: &[pb::VideoLayer]) -> i32 {
+    let high = pb::VideoQuality::High as i32;
+    if ts.width == 0 && ts.height == 0 {
+        return if ts.quality == pb::VideoQuality::Off as i32 { high } else { ts.quality.clamp(0, high) };
+    }
+    let mut sorted: Vec<&pb::VideoLayer> = layers.iter().collect();
+    sorted.sort_by_key(|l| l.quality);
+    sorted
+        .iter()
+        .find(|l| l.width >= ts.width && l.height >= ts.height)
+        .map(|l| l.quality.clamp(0, high))
+        .unwrap_or(high)
+}
+
 /// One RTCPeerConnection as the server sees it.
 struct Transport {
     peer: PeerId,
@@ -381,18 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
             }
-            Req::TrackSetting(ts) => {
-                let peer = self.down_peer();
-                for sid in &ts.track_sids {
-                    if let (Some(d), Some(peer)) = (self.downs.get(sid), peer) {
-                        self.hub.media(Command::SetPaused {
-                            peer,
-                            track: d.offer.track_id,
-                            paused: ts.disabled,
-                        });
-                    }
-                }
-            }
+            Req::TrackSetting(ts) => self.handle_track_setting(&ts),
             Req::Leave(_) => return Ok(Some(End::Client)),
             Req::Ping(_) => self.send(Resp::Pong(now_ms())).await?,
             Req::PingReq(p) => {
@@ -406,6 +412,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => {}
         }
         Ok(None)
+    }
+
+    /// UpdateTrackSettings: pause or resume, and the simulcast layer this subscriber gets
+    /// (from the requested size, or the quality), which also feeds dynacast.
+    #[allow(deprecated)] // `quality` is deprecated upstream but still sent by clients
+    fn handle_track_setting(&mut self, ts: &pb::UpdateTrackSettings) {
+        let Some(peer) = self.down_peer() else { return };
+        for sid in &ts.track_sids {
+            let Some(d) = self.downs.get(sid) else { continue };
+            let off = ts.disabled || ts.quality == pb::VideoQuality::Off as i32 && ts.width == 0;
+            self.hub.media(Command::SetPaused {
+                peer,
+                track: d.offer.track_id,
+                paused: off,
+            });
+            if d.offer.kind != MediaKind::Video {
+                continue;
+            }
+            if off {
+                self.hub.set_subscriber_quality(&self.psid, sid, None);
+                continue;
+            }
+            let quality = wanted_quality(ts, &d.offer.layers);
+            if d.offer.layer_count > 1 {
+                let max_layer = (quality as usize).min(d.offer.layer_count - 1) as u8;
+                self.hub.media(Command::SetMaxLayer {
+                    peer,
+                    track: d.offer.track_id,
+                    max_layer,
+                });
+            }
+            self.hub.set_subscriber_quality(&self.psid, sid, Some(quality));
+        }
     }
 
     async fn handle_update_metadata(&mut self, u: pb::UpdateParticipantMetadata) -> Result<(), String> {
@@ -802,12 +841,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }));
         self.published.insert(ps.mid.clone(), info.sid.clone());
         tracing::info!(participant = %self.psid, track = %info.sid, mid = %ps.mid, mime = %info.mime_type, rids = ?ps.rids, "track published");
+        let layers = if info.layers.is_empty() {
+            info.codecs.first().map(|c| c.layers.clone()).unwrap_or_default()
+        } else {
+            info.layers.clone()
+        };
         let offer = TrackOffer {
             track_sid: info.sid.clone(),
             track_id: track,
             publisher_sid: self.psid.clone(),
             kind: ps.kind,
             codecs: ps.codecs.clone(),
+            layers,
+            layer_count: ps.rids.len().max(1),
         };
         self.hub.publish_track(&self.psid, info, offer);
     }
