@@ -158,4 +158,7 @@ pub enum Event {
     },
     /// The first RTP packet of a track arrived.
     TrackStarted { track: TrackId },
+    /// Audio levels of the last interval (RFC 6464 audio-level extension), for every audio
+    /// track that sent levels: linear level 0..1 and whether it counted as speaking.
+    AudioLevels { levels: Vec<(TrackId, f32, bool)> },
 }

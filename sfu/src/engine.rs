@@ -31,6 +31,8 @@ const NACK_RETRY: Duration = Duration::from_millis(40);
 /// A lost packet is given up after this many NACKs or this long.
 const NACK_MAX_TRIES: u8 = 8;
 const NACK_GIVE_UP: Duration = Duration::from_millis(1000);
+/// Time between audio level reports (LiveKit's `audio.update_interval`).
+const LEVELS_INTERVAL: Duration = Duration::from_millis(400);
 /// Time between receiver reports to publishers.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Room for the SRTP tag behind a packet.
@@ -98,6 +100,7 @@ pub struct Engine {
     pool: Vec<Vec<u8>>,
     next_tick: Option<Instant>,
     next_report: Option<Instant>,
+    next_levels: Option<Instant>,
     /// The first instant the engine saw; arrival times are counted from it.
     epoch: Option<Instant>,
     pub drops: Drops,
@@ -123,6 +126,7 @@ impl Engine {
             pool: Vec::new(),
             next_tick: None,
             next_report: None,
+            next_levels: None,
             epoch: None,
             drops: Drops::default(),
         }
@@ -619,6 +623,12 @@ impl Engine {
             return;
         };
         let seq = view.sequence();
+        if t.kind == MediaKind::Audio
+            && t.ext.audio_level != 0
+            && let Some((_, level)) = view.extension(t.ext.audio_level).and_then(lkr_rtp::parse_audio_level)
+        {
+            t.audio.observe(level);
+        }
         let ext = t.layers[layer].on_packet(seq, now);
         t.layers[layer].cache.store(seq, pkt);
         let keyframe = t.kind == MediaKind::Video && is_keyframe(codec.codec, view.payload());
@@ -930,6 +940,18 @@ impl Engine {
         }
         self.send_nacks(now);
         self.send_twcc();
+        if self.next_levels.is_none_or(|t| t <= now) {
+            self.next_levels = Some(now + LEVELS_INTERVAL);
+            let levels: Vec<(TrackId, f32, bool)> = self
+                .tracks
+                .values_mut()
+                .filter(|t| t.kind == MediaKind::Audio)
+                .filter_map(|t| t.audio.take().map(|(l, a)| (t.id, l, a)))
+                .collect();
+            if !levels.is_empty() {
+                self.events.push_back(Event::AudioLevels { levels });
+            }
+        }
         if self.next_report.is_none_or(|t| t <= now) {
             self.next_report = Some(now + REPORT_INTERVAL);
             self.send_receiver_reports(now);

@@ -351,6 +351,52 @@ pub struct Track {
     pub layers: Vec<Layer>,
     pub subs: Vec<Subscription>,
     pub started: bool,
+    pub audio: AudioLevels,
+}
+
+/// Audio levels of one track over the current interval (LiveKit's rule: speaking when louder
+/// than -35 dBov in at least 40% of the packets).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AudioLevels {
+    packets: u32,
+    loud: u32,
+    loud_linear: f32,
+    /// Whether the previous interval reported this track.
+    pub reported: bool,
+}
+
+/// dBov at or above which (i.e. -35 dBov or louder) a packet counts as speech.
+const ACTIVE_LEVEL: u8 = 35;
+/// Share of loud packets (percent) that makes an interval speech.
+const MIN_PERCENTILE: u32 = 40;
+
+impl AudioLevels {
+    /// Notes one packet's level (`-dBov`, 0 loudest).
+    pub fn observe(&mut self, level: u8) {
+        self.packets += 1;
+        if level <= ACTIVE_LEVEL {
+            self.loud += 1;
+            self.loud_linear += 10f32.powf(-f32::from(level) / 20.0);
+        }
+    }
+
+    /// The interval's (linear level, speaking), and a fresh interval.
+    pub fn take(&mut self) -> Option<(f32, bool)> {
+        if self.packets == 0 {
+            return None;
+        }
+        let active = self.loud * 100 >= self.packets * MIN_PERCENTILE;
+        let level = if active && self.loud > 0 {
+            self.loud_linear / self.loud as f32
+        } else {
+            0.0
+        };
+        *self = AudioLevels {
+            reported: true,
+            ..Default::default()
+        };
+        Some((level, active))
+    }
 }
 
 impl Track {
@@ -372,6 +418,7 @@ impl Track {
             layers,
             subs: Vec::new(),
             started: false,
+            audio: AudioLevels::default(),
         }
     }
 

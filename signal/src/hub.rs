@@ -148,6 +148,8 @@ struct State {
     sessions: HashMap<String, SessionEntry>,
     peer_owner: HashMap<PeerId, String>,
     tracks: BTreeMap<String, TrackEntry>,
+    /// Per room, the speaking participants last announced: sid → level.
+    speakers: HashMap<String, BTreeMap<String, f32>>,
 }
 
 /// What a successful join gives the session.
@@ -272,18 +274,86 @@ impl Hub {
 
     /// Routes one media event to the session owning its peer.
     pub fn dispatch_media_event(&self, ev: Event) {
+        if let Event::AudioLevels { levels } = &ev {
+            self.update_speakers(levels);
+            return;
+        }
         let peer = match &ev {
             Event::PeerConnected { peer }
             | Event::PeerDisconnected { peer, .. }
             | Event::ChannelOpen { peer, .. }
             | Event::Data { peer, .. } => Some(*peer),
             Event::TrackStarted { .. } => None,
+            Event::AudioLevels { .. } => None,
         };
         let st = self.lock();
         if let Some(psid) = peer.and_then(|p| st.peer_owner.get(&p))
             && let Some(s) = st.sessions.get(psid)
         {
             let _ = s.tx.send(ToSession::Media(ev));
+        }
+    }
+
+    /// Turns audio levels into `speakers_changed` deltas for each room: participants who
+    /// started speaking or whose level moved, and those who stopped (level 0, inactive).
+    fn update_speakers(&self, levels: &[(TrackId, f32, bool)]) {
+        let mut st = self.lock();
+        // Loudest speaking track per participant, grouped by room.
+        let mut now: HashMap<String, BTreeMap<String, f32>> = HashMap::new();
+        let mut rooms: Vec<String> = Vec::new();
+        for (tid, level, active) in levels {
+            let Some(t) = st.tracks.values().find(|t| t.offer.track_id == *tid) else { continue };
+            if !rooms.contains(&t.room) {
+                rooms.push(t.room.clone());
+            }
+            if *active {
+                let e = now
+                    .entry(t.room.clone())
+                    .or_default()
+                    .entry(t.publisher_sid.clone())
+                    .or_insert(0.0);
+                *e = e.max(*level);
+            }
+        }
+        for room in rooms {
+            let new = now.remove(&room).unwrap_or_default();
+            let old = st.speakers.remove(&room).unwrap_or_default();
+            let mut changes: Vec<pb::SpeakerInfo> = Vec::new();
+            for (sid, level) in &new {
+                if old.get(sid).is_none_or(|o| (o - level).abs() > 0.05) {
+                    changes.push(pb::SpeakerInfo {
+                        sid: sid.clone(),
+                        level: *level,
+                        active: true,
+                    });
+                }
+            }
+            for sid in old.keys().filter(|s| !new.contains_key(*s)) {
+                changes.push(pb::SpeakerInfo {
+                    sid: sid.clone(),
+                    level: 0.0,
+                    active: false,
+                });
+            }
+            // Keep what was announced, so small moves do not drift unannounced.
+            let mut kept = new.clone();
+            for (sid, level) in kept.iter_mut() {
+                if let Some(o) = old.get(sid)
+                    && (*o - *level).abs() <= 0.05
+                {
+                    *level = *o;
+                }
+            }
+            st.speakers.insert(room.clone(), kept);
+            if changes.is_empty() {
+                continue;
+            }
+            let msg = pb::signal_response::Message::SpeakersChanged(pb::SpeakersChanged {
+                speakers: changes,
+            });
+            for s in st.sessions.values().filter(|s| s.room == room) {
+                let _ = s.tx.send(ToSession::Signal(Box::new(msg.clone())));
+            }
         }
     }
 

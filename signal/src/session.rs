@@ -1069,7 +1069,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tracing::info!(participant = %self.psid, ?peer, %reason, "transport lost");
             }
             Event::Data { label, data, .. } => self.handle_data(&label, &data),
-            Event::ChannelOpen { .. } | Event::TrackStarted { .. } => {}
+            Event::ChannelOpen { .. } | Event::TrackStarted { .. } | Event::AudioLevels { .. } => {}
         }
         Ok(())
     }
