@@ -161,4 +161,7 @@ pub enum Event {
     /// Audio levels of the last interval (RFC 6464 audio-level extension), for every audio
     /// track that sent levels: linear level 0..1 and whether it counted as speaking.
     AudioLevels { levels: Vec<(TrackId, f32, bool)> },
+    /// Upstream packet loss of every peer that published media in the last interval
+    /// (fraction 0..1), for connection quality.
+    Loss { peers: Vec<(PeerId, f32)> },
 }

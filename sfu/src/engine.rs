@@ -101,6 +101,9 @@ pub struct Engine {
     next_tick: Option<Instant>,
     next_report: Option<Instant>,
     next_levels: Option<Instant>,
+    /// Highest upstream loss per publishing peer since the last `Loss` event.
+    loss: Vec<(PeerId, f32)>,
+    reports_since_loss: u32,
     /// The first instant the engine saw; arrival times are counted from it.
     epoch: Option<Instant>,
     pub drops: Drops,
@@ -127,6 +130,8 @@ impl Engine {
             next_tick: None,
             next_report: None,
             next_levels: None,
+            loss: Vec::new(),
+            reports_since_loss: 0,
             epoch: None,
             drops: Drops::default(),
         }
@@ -810,6 +815,13 @@ impl Engine {
         for t in self.tracks.values_mut() {
             let blocks: Vec<lkr_rtp::ReportBlock> =
                 t.layers.iter_mut().filter_map(|l| l.report(now)).collect();
+            for b in &blocks {
+                let loss = f32::from(b.fraction_lost) / 256.0;
+                match self.loss.iter_mut().find(|(p, _)| *p == t.publisher) {
+                    Some((_, l)) => *l = l.max(loss),
+                    None => self.loss.push((t.publisher, loss)),
+                }
+            }
             if blocks.is_empty() {
                 continue;
             }
@@ -955,6 +967,14 @@ impl Engine {
         if self.next_report.is_none_or(|t| t <= now) {
             self.next_report = Some(now + REPORT_INTERVAL);
             self.send_receiver_reports(now);
+            self.reports_since_loss += 1;
+            if self.reports_since_loss >= 5 {
+                self.reports_since_loss = 0;
+                let peers = std::mem::take(&mut self.loss);
+                if !peers.is_empty() {
+                    self.events.push_back(Event::Loss { peers });
+                }
+            }
         }
     }
 

@@ -274,9 +274,10 @@ impl Hub {
 
     /// Routes one media event to the session owning its peer.
     pub fn dispatch_media_event(&self, ev: Event) {
-        if let Event::AudioLevels { levels } = &ev {
-            self.update_speakers(levels);
-            return;
+        match &ev {
+            Event::AudioLevels { levels } => return self.update_speakers(levels),
+            Event::Loss { peers } => return self.update_quality(peers),
+            _ => {}
         }
         let peer = match &ev {
             Event::PeerConnected { peer }
@@ -284,7 +285,7 @@ impl Hub {
             | Event::ChannelOpen { peer, .. }
             | Event::Data { peer, .. } => Some(*peer),
             Event::TrackStarted { .. } => None,
-            Event::AudioLevels { .. } => None,
+            Event::AudioLevels { .. } | Event::Loss { .. } => None,
         };
         let st = self.lock();
         if let Some(psid) = peer.and_then(|p| st.peer_owner.get(&p))
@@ -350,6 +351,44 @@ impl Hub {
             }
             let msg = pb::signal_response::Message::SpeakersChanged(pb::SpeakersChanged {
                 speakers: changes,
+            });
+            for s in st.sessions.values().filter(|s| s.room == room) {
+                let _ = s.tx.send(ToSession::Signal(Box::new(msg.clone())));
+            }
+        }
+    }
+
+    /// Sends every room a connection quality update: each participant rated from the packet
+    /// loss of what it publishes (EXCELLENT under 2%, GOOD under 10%, else POOR).
+    fn update_quality(&self, peers: &[(PeerId, f32)]) {
+        use pb::ConnectionQuality as Q;
+        let st = self.lock();
+        let mut by_room: HashMap<&str, Vec<pb::ConnectionQualityInfo>> = HashMap::new();
+        for (psid, s) in &st.sessions {
+            if s.hidden {
+                continue;
+            }
+            let loss = peers
+                .iter()
+                .filter(|(p, _)| s.peers.contains(p))
+                .map(|(_, l)| *l)
+                .fold(0.0f32, f32::max);
+            let (quality, score) = if loss < 0.02 {
+                (Q::Excellent, 5.0 - loss * 25.0)
+            } else if loss < 0.10 {
+                (Q::Good, 4.0 - loss * 10.0)
+            } else {
+                (Q::Poor, (2.0 - loss * 2.0).max(1.0))
+            };
+            by_room.entry(&s.room).or_default().push(pb::ConnectionQualityInfo {
+                participant_sid: psid.clone(),
+                quality: quality as i32,
+                score,
+            });
+        }
+        for (room, updates) in by_room {
+            let msg = pb::signal_response::Message::ConnectionQuality(pb::ConnectionQualityUpdate {
+                updates,
             });
             for s in st.sessions.values().filter(|s| s.room == room) {
                 let _ = s.tx.send(ToSession::Signal(Box::new(msg.clone())));

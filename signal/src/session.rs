@@ -1069,7 +1069,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tracing::info!(participant = %self.psid, ?peer, %reason, "transport lost");
             }
             Event::Data { label, data, .. } => self.handle_data(&label, &data),
-            Event::ChannelOpen { .. } | Event::TrackStarted { .. } | Event::AudioLevels { .. } => {}
+            Event::ChannelOpen { .. }
+            | Event::TrackStarted { .. }
+            | Event::AudioLevels { .. }
+            | Event::Loss { .. } => {}
         }
         Ok(())
     }
