@@ -164,4 +164,10 @@ pub enum Event {
     /// Upstream packet loss of every peer that published media in the last interval
     /// (fraction 0..1), for connection quality.
     Loss { peers: Vec<(PeerId, f32)> },
+    /// Congestion control paused (or resumed) one subscription.
+    StreamState {
+        peer: PeerId,
+        track: TrackId,
+        paused: bool,
+    },
 }

@@ -645,13 +645,13 @@ impl Engine {
         let n_layers = t.layers.len();
         let payload = view.payload();
         for s in t.subs.iter_mut() {
-            if s.paused {
+            if s.paused || s.cc_paused {
                 continue;
             }
             // Layer choice: follow the best live layer, switching on its keyframes.
             if t.layers.len() > 1 {
                 let current = s.munger.is_started().then_some(s.munger.layer);
-                let target = pick_layer(&live, n_layers, s.max_layer).unwrap_or(layer);
+                let target = pick_layer(&live, n_layers, s.layer_cap()).unwrap_or(layer);
                 if current != Some(target) {
                     s.pending_layer = Some(target);
                 } else {
@@ -709,6 +709,7 @@ impl Engine {
         let mut nacks: Vec<(TrackId, u32, u16)> = Vec::new();
         let mut plis: Vec<TrackId> = Vec::new();
         let mut srs: Vec<(TrackId, usize, u64, u32)> = Vec::new();
+        let mut losses: Vec<(TrackId, f32)> = Vec::new();
         {
             let Some(p) = self.peers.get(&id) else { return };
             for pkt in lkr_rtp::rtcp_packets(&buf[..len]) {
@@ -721,9 +722,27 @@ impl Engine {
                             }
                         }
                     }
-                    RtcpPacket::SenderReport { ssrc, ntp, rtp_ts, .. } => {
+                    RtcpPacket::ReceiverReport { reports, .. } => {
+                        for b in reports.iter() {
+                            if let Some(t) = p.down_ssrcs.get(&b.ssrc) {
+                                losses.push((*t, f32::from(b.fraction_lost) / 256.0));
+                            }
+                        }
+                    }
+                    RtcpPacket::SenderReport {
+                        ssrc,
+                        ntp,
+                        rtp_ts,
+                        reports,
+                        ..
+                    } => {
                         if let Some((t, layer)) = p.ssrc_routes.get(&ssrc) {
                             srs.push((*t, *layer, ntp, rtp_ts));
+                        }
+                        for b in reports.iter() {
+                            if let Some(t) = p.down_ssrcs.get(&b.ssrc) {
+                                losses.push((*t, f32::from(b.fraction_lost) / 256.0));
+                            }
                         }
                     }
                     RtcpPacket::Pli { media_ssrc, .. } => {
@@ -744,6 +763,25 @@ impl Engine {
         }
         for t in plis {
             self.request_keyframe(now, t, None);
+        }
+        for (tid, loss) in losses {
+            let Some(t) = self.tracks.get_mut(&tid) else { continue };
+            if t.kind != MediaKind::Video {
+                continue;
+            }
+            let layers = t.layers.len();
+            let Some(s) = t.subs.iter_mut().find(|s| s.peer == id) else { continue };
+            if let Some(paused) = s.on_loss_report(loss, layers) {
+                tracing::debug!(peer = ?id, track = ?tid, paused, loss, "congestion control");
+                self.events.push_back(Event::StreamState {
+                    peer: id,
+                    track: tid,
+                    paused,
+                });
+                if !paused {
+                    self.request_keyframe(now, tid, Some(0));
+                }
+            }
         }
         for (tid, layer, ntp, rtp_ts) in srs {
             self.forward_sender_report(now, tid, layer, ntp, rtp_ts);

@@ -286,6 +286,12 @@ pub struct Subscription {
     pub pending_layer: Option<usize>,
     /// The highest layer this subscriber wants (adaptive stream, track settings).
     pub max_layer: usize,
+    /// The highest layer its link carries, from its loss reports (congestion control).
+    pub cc_cap: usize,
+    /// Paused by congestion control at the lowest layer.
+    pub cc_paused: bool,
+    /// Consecutive receiver reports with little loss.
+    pub good_reports: u32,
     history: Vec<Sent>,
     pub packets_sent: u64,
     pub octets_sent: u64,
@@ -306,10 +312,60 @@ impl Subscription {
             paused: false,
             pending_layer: None,
             max_layer: usize::MAX,
+            cc_cap: usize::MAX,
+            cc_paused: false,
+            good_reports: 0,
             history: vec![Sent::default(); HISTORY_SLOTS],
             packets_sent: 0,
             octets_sent: 0,
         }
+    }
+
+    /// The layer cap in force: the subscriber's wish and its link's limit.
+    pub fn layer_cap(&self) -> usize {
+        self.max_layer.min(self.cc_cap)
+    }
+
+    /// Applies a receiver report's loss (fraction 0..1) for a video subscription of a track
+    /// with `layers` layers. Returns `Some(paused)` when the subscription is paused or
+    /// resumed. Heavy loss steps the cap down a layer (pausing below the lowest); a run of
+    /// clean reports steps it back up.
+    pub fn on_loss_report(&mut self, loss: f32, layers: usize) -> Option<bool> {
+        const BAD: f32 = 0.10;
+        const GOOD: f32 = 0.02;
+        const CLEAN_RUN: u32 = 3;
+        if loss > BAD {
+            self.good_reports = 0;
+            if self.cc_paused {
+                return None;
+            }
+            let current = if self.munger.is_started() { self.munger.layer } else { 0 };
+            let cap = self.layer_cap().min(current);
+            if cap == 0 {
+                if layers > 1 || loss > 0.25 {
+                    self.cc_paused = true;
+                    return Some(true);
+                }
+            } else {
+                self.cc_cap = cap - 1;
+            }
+        } else if loss < GOOD {
+            self.good_reports += 1;
+            if self.good_reports >= CLEAN_RUN {
+                self.good_reports = 0;
+                if self.cc_paused {
+                    self.cc_paused = false;
+                    self.pending_layer = Some(0);
+                    return Some(false);
+                }
+                if self.cc_cap < layers.saturating_sub(1) {
+                    self.cc_cap += 1;
+                } else {
+                    self.cc_cap = usize::MAX;
+                }
+            }
+        }
+        None
     }
 
     /// The subscriber's payload type for a codec family.
@@ -497,6 +553,40 @@ mod tests {
         assert!(ts2.wrapping_sub(ts0) >= 3000, "timestamp moves forward");
         let (s3, ts3) = m.map(70_001, 126_456, t1).unwrap();
         assert_eq!((s3, ts3), (s2.wrapping_add(1), ts2.wrapping_add(3000)));
+    }
+
+    #[test]
+    fn congestion_steps_down_pauses_and_recovers() {
+        let t0 = Instant::now();
+        let mut s = Subscription::new(PeerId(1), 1, vec![], 90_000);
+        s.munger.start_segment(2, 0, 0, t0);
+        assert_eq!(s.on_loss_report(0.2, 3), None);
+        assert_eq!(s.layer_cap(), 1, "heavy loss on layer 2 caps at 1");
+        s.munger.start_segment(1, 10, 0, t0);
+        assert_eq!(s.on_loss_report(0.2, 3), None);
+        assert_eq!(s.layer_cap(), 0);
+        s.munger.start_segment(0, 20, 0, t0);
+        assert_eq!(s.on_loss_report(0.2, 3), Some(true), "paused at the floor");
+        assert_eq!(s.on_loss_report(0.2, 3), None);
+        for _ in 0..2 {
+            assert_eq!(s.on_loss_report(0.0, 3), None);
+        }
+        assert_eq!(s.on_loss_report(0.0, 3), Some(false), "resumes after clean reports");
+        for _ in 0..6 {
+            s.on_loss_report(0.0, 3);
+        }
+        assert_eq!(s.layer_cap(), 2, "climbs back to the top layer");
+        s.max_layer = 1;
+        assert_eq!(s.layer_cap(), 1, "the subscriber's own wish still caps");
+    }
+
+    #[test]
+    fn layer_choice() {
+        let live = [true, false, true, false];
+        assert_eq!(pick_layer(&live, 3, usize::MAX), Some(2));
+        assert_eq!(pick_layer(&live, 3, 1), Some(0));
+        assert_eq!(pick_layer(&[false, true, false, false], 3, 0), Some(1), "lowest live above the cap");
+        assert_eq!(pick_layer(&[false; 4], 3, 2), None);
     }
 
     #[test]

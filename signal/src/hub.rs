@@ -281,6 +281,7 @@ impl Hub {
         }
         let peer = match &ev {
             Event::PeerConnected { peer }
+            | Event::StreamState { peer, .. }
             | Event::PeerDisconnected { peer, .. }
             | Event::ChannelOpen { peer, .. }
             | Event::Data { peer, .. } => Some(*peer),

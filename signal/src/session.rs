@@ -1069,6 +1069,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tracing::info!(participant = %self.psid, ?peer, %reason, "transport lost");
             }
             Event::Data { label, data, .. } => self.handle_data(&label, &data),
+            Event::StreamState { track, paused, .. } => {
+                if let Some(d) = self.downs.values().find(|d| d.offer.track_id == track) {
+                    let state = if paused {
+                        pb::StreamState::Paused
+                    } else {
+                        pb::StreamState::Active
+                    };
+                    let info = pb::StreamStateInfo {
+                        participant_sid: d.offer.publisher_sid.clone(),
+                        track_sid: d.offer.track_sid.clone(),
+                        state: state as i32,
+                    };
+                    self.send(Resp::StreamStateUpdate(pb::StreamStateUpdate {
+                        stream_states: vec![info],
+                    }))
+                    .await?;
+                }
+            }
             Event::ChannelOpen { .. }
             | Event::TrackStarted { .. }
             | Event::AudioLevels { .. }
