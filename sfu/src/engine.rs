@@ -17,7 +17,7 @@ use lkr_ice::{IceLite, IceState};
 use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
 
-use crate::api::{Command, Event, MediaKind, PeerConfig, PeerId, TrackId};
+use crate::api::{CodecKind, Command, Event, MediaKind, PeerConfig, PeerId, TrackId};
 use crate::forward::{Subscription, Track, is_keyframe, pick_layer};
 
 /// Our SSRC as the sender of RTCP feedback.
@@ -663,6 +663,7 @@ impl Engine {
             if let Some(pl) = s.pending_layer {
                 if pl == layer && (keyframe || t.kind == MediaKind::Audio) {
                     s.munger.start_segment(layer, ext, view.timestamp(), now);
+                    s.vp8.restart();
                     s.pending_layer = None;
                 } else if pl == layer || !s.munger.is_started() || s.munger.layer != layer {
                     if pl == layer {
@@ -687,6 +688,9 @@ impl Engine {
                 continue;
             }
             buf.extend_from_slice(payload);
+            if codec.codec == CodecKind::Vp8 {
+                s.vp8.rewrite(&mut buf[12..]);
+            }
             let len = buf.len();
             buf.resize(len + SRTP_ROOM, 0);
             match srtp.protect_rtp(&mut buf, len) {
@@ -884,12 +888,15 @@ impl Engine {
             pool,
             ..
         } = self;
-        let Some(t) = tracks.get(&tid) else { return };
-        let Some(s) = t.subs.iter().find(|s| s.peer == peer) else { return };
+        let Some(t) = tracks.get_mut(&tid) else { return };
+        let Track { subs, layers, payload_types, .. } = t;
+        let Some(s) = subs.iter_mut().find(|s| s.peer == peer) else { return };
         let Some((layer, in_seq, out_ts)) = s.lookup(out_seq) else { return };
-        let Some(cached) = t.layers.get(layer).and_then(|l| l.cache.get(in_seq)) else { return };
+        let Some(cached) = layers.get(layer).and_then(|l| l.cache.get(in_seq)) else { return };
         let Ok(view) = RtpView::parse(cached) else { return };
-        let Some(codec) = t.codec_of(view.payload_type()) else { return };
+        let Some(codec) = payload_types.iter().find(|p| p.pt == view.payload_type()).copied() else {
+            return;
+        };
         let Some(pt) = s.payload_type(codec.codec) else { return };
         let Some(sp) = peers.get_mut(&peer) else { return };
         let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { return };
@@ -900,6 +907,9 @@ impl Engine {
             return;
         }
         buf.extend_from_slice(view.payload());
+        if codec.codec == CodecKind::Vp8 {
+            s.vp8.rewrite(&mut buf[12..]);
+        }
         let len = buf.len();
         buf.resize(len + SRTP_ROOM, 0);
         match srtp.protect_rtp(&mut buf, len) {

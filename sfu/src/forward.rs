@@ -274,6 +274,62 @@ impl Munger {
     }
 }
 
+/// Rewrites VP8 picture ids and TL0PICIDX so that decoders see them continue across layer
+/// switches and pauses (each layer of a simulcast track counts its own).
+#[derive(Debug, Default)]
+pub struct Vp8Munger {
+    started: bool,
+    in_pid: u16,
+    out_pid: u16,
+    last_pid: u16,
+    in_tl0: u8,
+    out_tl0: u8,
+    last_tl0: u8,
+    /// Set when the next packet starts a new segment.
+    restart: bool,
+}
+
+impl Vp8Munger {
+    /// The next packet begins a new segment (first packet, layer switch, resume).
+    pub fn restart(&mut self) {
+        self.restart = true;
+    }
+
+    /// Rewrites the descriptor of a VP8 payload in place.
+    pub fn rewrite(&mut self, payload: &mut [u8]) {
+        let Ok(d) = lkr_rtp::vp8::parse(payload) else { return };
+        let mask: u16 = if d.picture_id_15bit { 0x7fff } else { 0x7f };
+        if self.restart || !self.started {
+            if let Some(pid) = d.picture_id {
+                self.in_pid = pid;
+                self.out_pid = if self.started { self.last_pid.wrapping_add(1) & mask } else { pid };
+                self.last_pid = self.out_pid;
+            }
+            if let Some(t) = d.tl0picidx {
+                self.in_tl0 = t;
+                self.out_tl0 = if self.started { self.last_tl0.wrapping_add(1) } else { t };
+                self.last_tl0 = self.out_tl0;
+            }
+            self.started = true;
+            self.restart = false;
+        }
+        if let Some(pid) = d.picture_id {
+            let out = self.out_pid.wrapping_add(pid.wrapping_sub(self.in_pid)) & mask;
+            lkr_rtp::vp8::write_picture_id(payload, &d, out);
+            if (out.wrapping_sub(self.last_pid) & mask) < mask / 2 {
+                self.last_pid = out;
+            }
+        }
+        if let Some(t) = d.tl0picidx {
+            let out = self.out_tl0.wrapping_add(t.wrapping_sub(self.in_tl0));
+            lkr_rtp::vp8::write_tl0picidx(payload, &d, out);
+            if out.wrapping_sub(self.last_tl0) < 128 {
+                self.last_tl0 = out;
+            }
+        }
+    }
+}
+
 /// One subscriber of a track.
 #[derive(Debug)]
 pub struct Subscription {
@@ -295,6 +351,7 @@ pub struct Subscription {
     history: Vec<Sent>,
     pub packets_sent: u64,
     pub octets_sent: u64,
+    pub vp8: Vp8Munger,
 }
 
 impl Subscription {
@@ -318,6 +375,7 @@ impl Subscription {
             history: vec![Sent::default(); HISTORY_SLOTS],
             packets_sent: 0,
             octets_sent: 0,
+            vp8: Vp8Munger::default(),
         }
     }
 
@@ -587,6 +645,32 @@ mod tests {
         assert_eq!(pick_layer(&live, 3, 1), Some(0));
         assert_eq!(pick_layer(&[false, true, false, false], 3, 0), Some(1), "lowest live above the cap");
         assert_eq!(pick_layer(&[false; 4], 3, 2), None);
+    }
+
+    /// A VP8 payload descriptor with a 15-bit picture id and TL0PICIDX, then a byte.
+    fn vp8(pid: u16, tl0: u8) -> Vec<u8> {
+        vec![0x90, 0xc0, 0x80 | (pid >> 8) as u8, pid as u8, tl0, 0x00]
+    }
+
+    #[test]
+    fn vp8_ids_continue_across_switch() {
+        let mut m = Vp8Munger::default();
+        let mut p = vp8(100, 7);
+        m.rewrite(&mut p);
+        let d = lkr_rtp::vp8::parse(&p).unwrap();
+        assert_eq!((d.picture_id, d.tl0picidx), (Some(100), Some(7)));
+        let mut p = vp8(101, 8);
+        m.rewrite(&mut p);
+        // Switch to a layer counting from elsewhere.
+        m.restart();
+        let mut p = vp8(30_000, 200);
+        m.rewrite(&mut p);
+        let d = lkr_rtp::vp8::parse(&p).unwrap();
+        assert_eq!((d.picture_id, d.tl0picidx), (Some(102), Some(9)));
+        let mut p = vp8(30_001, 201);
+        m.rewrite(&mut p);
+        let d = lkr_rtp::vp8::parse(&p).unwrap();
+        assert_eq!((d.picture_id, d.tl0picidx), (Some(103), Some(10)));
     }
 
     #[test]
