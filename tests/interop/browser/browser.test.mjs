@@ -1,0 +1,271 @@
+// livekit-client (npm, dist/livekit-client.umd.js) in headless Debian Chromium, driven by
+// playwright-core, against our livekit-server. Server, page server and Chromium all run inside a
+// private network namespace (see harness.mjs). Run: node --test tests/interop/browser/
+//
+// For both signalling modes (livekit-client's default single peer connection on /rtc/v1, and
+// `new Room({singlePeerConnection: false})` on /rtc):
+//   1. page A publishes camera + microphone (default simulcast); page B decodes video frames
+//      (the <video> element's counters, inbound-rtp framesDecoded, changing pictures) and audio
+//      (inbound-rtp samples and energy);
+//   2. a Python `livekit` SDK subscriber decodes the browser's video frames and audio;
+//   3. page A publishData (reliable, with topic) -> page B receives it with identity and topic.
+// Every wait has a deadline; a test fails with the server log, the browser console and the
+// clients' output when media or data does not arrive.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { BrowserEnv, WS_URL, prerequisites, unique } from './harness.mjs';
+
+const MODES = [
+  { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {}, singlePC: true },
+  { name: 'dual PC (singlePeerConnection: false)', roomOptions: { singlePeerConnection: false }, singlePC: false },
+];
+
+const VIDEO_FRAMES = 40; // decoded frames the subscriber must see arrive (the fake camera sends 20-30 fps)
+const AUDIO_SAMPLES = 48000; // one second at 48 kHz
+
+const why = prerequisites();
+let env = null;
+let browser = null;
+
+/** Runs a test body; on failure adds the server log, browser console and clients' output. */
+async function withDiagnostics(fn) {
+  mark = browser ? browser.events.length : 0;
+  if (env) env.restoreMedia();
+  try {
+    await fn();
+  } catch (e) {
+    const diag = env ? env.diagnostics() : '';
+    if (e && typeof e === 'object') {
+      e.message = `${e.message}\n\n${diag}`;
+      throw e;
+    }
+    throw new Error(`${e}\n\n${diag}`);
+  }
+}
+
+// LK_BROWSER_BREAK_MEDIA=1 checks the checks: once the pages are connected, every UDP packet
+// of the server's media port is dropped, and every test must fail.
+function maybeBreakMedia() {
+  if (process.env.LK_BROWSER_BREAK_MEDIA === '1') env.breakMedia();
+}
+
+async function connectPage(page, identity, room, mode) {
+  await browser.open(page);
+  const tok = await env.token(identity, room);
+  const info = await browser.call(page, 'connect', [WS_URL, tok, mode.roomOptions], 30000);
+  assert.equal(info.identity, identity, `page ${page} connected as ${JSON.stringify(info)}`);
+  assert.match(info.sid, /^PA_/, `page ${page}: participant sid ${info.sid}`);
+  assert.equal(info.room, room);
+  return info;
+}
+
+async function closePages(...pages) {
+  for (const p of pages) {
+    try {
+      await browser.call(p, 'disconnect', [], 10000);
+    } catch {
+      /* the page may be broken already; closing its context is enough */
+    }
+    await browser.command('close', { page: p }, 15000);
+  }
+}
+
+async function publishCamMic(page) {
+  const tracks = await browser.call(page, 'publishCameraAndMicrophone', [], 30000);
+  const video = tracks.find((t) => t.kind === 'video');
+  const audio = tracks.find((t) => t.kind === 'audio');
+  assert.ok(video && audio, `page ${page} published ${JSON.stringify(tracks)}`);
+  assert.match(video.sid, /^TR_/);
+  assert.match(audio.sid, /^TR_/);
+  assert.equal(video.source, 'camera');
+  assert.equal(audio.source, 'microphone');
+  return { video, audio };
+}
+
+// index of the first browser event of the running test: earlier tests' events never match
+let mark = 0;
+
+function waitPageEvent(page, event, match, timeout = 20000) {
+  return browser.waitFor(
+    (e) => e.page === page && e.event === event && Object.entries(match).every(([k, v]) => e[k] === v),
+    { timeout, after: mark, what: `${event} ${JSON.stringify(match)} on page ${page}`, failOn: ['fatal', 'page_crash'] },
+  );
+}
+
+describe('livekit-client in headless Chromium', { skip: why || false }, () => {
+  before(async () => {
+    env = new BrowserEnv();
+    await env.start();
+    browser = await env.browser('chromium');
+  });
+
+  after(async () => {
+    if (env) await env.cleanup();
+  });
+
+  for (const mode of MODES) {
+    describe(mode.name, () => {
+      it('page B decodes the camera video and microphone audio that page A publishes', { timeout: 120000 }, () =>
+        withDiagnostics(async () => {
+          const room = unique('lkb-av');
+          await connectPage('A', 'alice', room, mode);
+          await connectPage('B', 'bob', room, mode);
+          maybeBreakMedia();
+          const { video, audio } = await publishCamMic('A');
+
+          const sv = await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video' });
+          const sa = await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'audio' });
+          assert.equal(sv.sid, video.sid);
+          assert.equal(sa.sid, audio.sid);
+          assert.equal(sv.source, 'camera');
+          assert.equal(sa.source, 'microphone');
+          assert.equal(sv.simulcasted, true, `the camera track should be announced as simulcast: ${JSON.stringify(sv)}`);
+
+          // video: the decoder and the <video> element must both count new frames
+          const vs = await browser.pollUntil('B', 'videoStats', ['alice'], (v, h) => {
+            const first = h.find((x) => !x.error) || {};
+            return (
+              !v.error &&
+              (v.framesDecoded || 0) - (first.framesDecoded || 0) >= VIDEO_FRAMES &&
+              (v.totalVideoFrames || 0) - (first.totalVideoFrames || 0) >= VIDEO_FRAMES &&
+              v.videoWidth > 0
+            );
+          }, { timeout: 25000 });
+          const outbound = await browser.call('A', 'outboundStats', []).catch((e) => String(e));
+          assert.ok(
+            vs.ok,
+            `page B did not decode ${VIDEO_FRAMES} new video frames within 25 s; last videoStats ` +
+              `${JSON.stringify(vs.value)}; first ${JSON.stringify(vs.history[0])}; publisher outbound-rtp ${JSON.stringify(outbound)}`,
+          );
+          assert.ok(vs.value.frameWidth >= 160 && vs.value.frameHeight >= 90, `decoded size ${vs.value.frameWidth}x${vs.value.frameHeight}`);
+
+          // the decoded pictures are not black and they change (the fake camera animates)
+          const snaps = await browser.pollUntil('B', 'videoSnapshot', ['alice'], (s, h) => {
+            const keys = new Set(h.filter((x) => !x.error).map((x) => x.key));
+            return !s.error && s.mean > 8 && keys.size >= 3;
+          }, { timeout: 10000, interval: 300 });
+          assert.ok(snaps.ok, `page B's <video> does not show changing pictures: ${JSON.stringify(snaps.history.slice(-5))}`);
+
+          // audio: samples decoded from received packets (not concealment) and real sound energy
+          const as = await browser.pollUntil('B', 'audioStats', ['alice'], (a, h) => {
+            const first = h.find((x) => !x.error) || {};
+            const real = (x) => (x.totalSamplesReceived || 0) - (x.concealedSamples || 0);
+            return (
+              !a.error &&
+              (a.packetsReceived || 0) - (first.packetsReceived || 0) >= 40 &&
+              real(a) - real(first) >= AUDIO_SAMPLES &&
+              (a.totalAudioEnergy || 0) - (first.totalAudioEnergy || 0) > 0.01 &&
+              h.some((x) => (x.audioLevel || 0) > 0.05)
+            );
+          }, { timeout: 20000 });
+          assert.ok(
+            as.ok,
+            `page B did not receive ${AUDIO_SAMPLES} audio samples with sound within 20 s; last audioStats ` +
+              `${JSON.stringify(as.value)}; first ${JSON.stringify(as.history[0])}`,
+          );
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A', 'B');
+        }));
+
+      it('a Python SDK subscriber decodes the video and audio the browser publishes', { timeout: 120000 }, () =>
+        withDiagnostics(async () => {
+          const room = unique('lkb-py');
+          await connectPage('A', 'alice', room, mode);
+          maybeBreakMedia();
+          const { video, audio } = await publishCamMic('A');
+          // let the browser's media reach the server before the Python client joins
+          const out = await browser.pollUntil('A', 'outboundStats', [], (o) => o.some((s) => s.kind === 'video' && s.packetsSent > 0), {
+            timeout: 15000,
+          });
+          assert.ok(out.ok, `page A sends no video: ${JSON.stringify(out.value)}`);
+
+          const py = env.pythonSubscriber(`py:${mode.singlePC ? 'single' : 'dual'}`, [
+            '--url',
+            WS_URL,
+            '--token',
+            await env.token('pysub', room),
+            '--publisher',
+            'alice',
+            '--single-pc',
+            mode.singlePC ? '1' : '0',
+            '--video-frames',
+            String(VIDEO_FRAMES),
+            '--audio-seconds',
+            '2',
+            '--timeout',
+            '40',
+          ]);
+          const connected = await py.waitFor((e) => e.event === 'connected', {
+            timeout: 30000,
+            what: 'connected',
+            failOn: ['fatal', 'connect_error'],
+          });
+          assert.ok(connected.remote.includes('alice'), `python client does not see alice: ${JSON.stringify(connected)}`);
+          const tv = await py.waitFor((e) => e.event === 'track_subscribed' && e.participant === 'alice' && e.kind === 'video', {
+            timeout: 20000,
+            what: 'video track_subscribed',
+            failOn: ['fatal'],
+          });
+          const ta = await py.waitFor((e) => e.event === 'track_subscribed' && e.participant === 'alice' && e.kind === 'audio', {
+            timeout: 20000,
+            what: 'audio track_subscribed',
+            failOn: ['fatal'],
+          });
+          assert.equal(tv.sid, video.sid);
+          assert.equal(ta.sid, audio.sid);
+          assert.match(tv.mime, /video\/vp8/i);
+          assert.match(ta.mime, /audio\/opus/i);
+
+          const res = await py.waitFor((e) => e.event === 'result', { timeout: 60000, what: 'result', failOn: ['fatal'] });
+          const v = res.video;
+          const a = res.audio;
+          assert.ok(v.frames >= VIDEO_FRAMES, `python decoded only ${v.frames} video frames: ${JSON.stringify(res)}`);
+          assert.ok(v.distinct >= VIDEO_FRAMES / 2, `python's decoded frames do not change (frozen or repeated): ${JSON.stringify(res)}`);
+          assert.ok(v.sizes.length > 0 && v.sizes.every(([w, h]) => w >= 160 && h >= 90), `decoded frame sizes ${JSON.stringify(v.sizes)}`);
+          assert.ok(a.samples >= 2 * 48000, `python decoded only ${a.samples} audio samples: ${JSON.stringify(res)}`);
+          assert.ok(a.loud_chunks > 0 && a.peak >= 1000, `python's decoded audio is silent (the fake microphone beeps): ${JSON.stringify(res)}`);
+          assert.equal(res.complete, true, JSON.stringify(res));
+          await py.close(10000);
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A');
+        }));
+
+      it('page B receives page A\'s reliable publishData with sender identity and topic', { timeout: 90000 }, () =>
+        withDiagnostics(async () => {
+          const room = unique('lkb-data');
+          await connectPage('A', 'alice', room, mode);
+          await connectPage('B', 'bob', room, mode);
+          await waitPageEvent('A', 'participant_connected', { participant: 'bob' });
+          maybeBreakMedia();
+          const tag = unique('msg');
+          const sent = [];
+          for (let i = 0; i < 5; i++) {
+            const text = `${tag} #${i} ${'x'.repeat(i * 300)}`;
+            sent.push({ text, topic: i === 4 ? 'lkb-other' : 'lkb-chat' });
+          }
+          for (const m of sent) await browser.call('A', 'publishData', [m.text, m.topic, true], 20000);
+
+          const got = await browser.pollUntil('B', 'receivedData', [], (d) => d.filter((m) => m.text.startsWith(tag)).length >= sent.length, {
+            timeout: 15000,
+            interval: 250,
+          });
+          const mine = got.value.filter((m) => m.text.startsWith(tag));
+          assert.ok(got.ok, `page B received ${mine.length} of ${sent.length} messages: ${JSON.stringify(got.value).slice(0, 2000)}`);
+          assert.deepEqual(
+            mine.map((m) => ({ text: m.text, topic: m.topic, participant: m.participant, senderIdentity: m.senderIdentity })),
+            sent.map((m) => ({ text: m.text, topic: m.topic, participant: 'alice', senderIdentity: 'alice' })),
+            'messages, in order, with sender identity and topic',
+          );
+          // reliable: DataPacket_Kind.RELIABLE is 0 in livekit-client
+          assert.ok(mine.every((m) => m.kind === 0), `kinds ${JSON.stringify(mine.map((m) => m.kind))}`);
+          // nothing is echoed back to the sender
+          const echoed = (await browser.call('A', 'receivedData', [])).filter((m) => m.text.startsWith(tag));
+          assert.deepEqual(echoed, [], 'the sender must not receive its own data');
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A', 'B');
+        }));
+    });
+  }
+});
