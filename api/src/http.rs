@@ -146,6 +146,21 @@ fn signal(node: Arc<Node>, mut req: Request<Incoming>, (path, validate): (Signal
     if !is_upgrade {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     }
+    if params.reconnect {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                lkr_signal::session::refuse_resume(ws).await;
+            }
+        });
+        return switching_protocols(&key);
+    }
     let joined = match node.hub.join(&params) {
         Ok(j) => j,
         Err(e) => return join_error(&e),
@@ -172,6 +187,11 @@ fn signal(node: Arc<Node>, mut req: Request<Incoming>, (path, validate): (Signal
             }
         }
     });
+    switching_protocols(&key)
+}
+
+/// The 101 answer to a WebSocket upgrade with `key`.
+fn switching_protocols(key: &HeaderValue) -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();

@@ -92,8 +92,10 @@ struct Down {
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// The client closed or left.
+    /// The client left (a `leave` request).
     Client,
+    /// The signalling connection dropped without a `leave`.
+    Gone,
     /// The server asked it to leave.
     Server(pb::DisconnectReason, pb::leave_request::Action),
     /// No message within the ping timeout.
@@ -160,8 +162,37 @@ where
             .await;
     }
     let _ = s.ws.close(None).await;
-    hub.leave(&participant_sid);
     tracing::debug!(participant = %participant_sid, ?end, "session ended");
+    if end == End::Gone {
+        // A connection that died without `leave` keeps its place for the room's departure
+        // timeout, as LiveKit does; a new join with the same identity replaces it earlier.
+        let grace = hub.with_rooms(|r| {
+            r.get(&params.room)
+                .map(|room| room.info().departure_timeout)
+                .unwrap_or(0)
+        });
+        tracing::info!(participant = %participant_sid, grace_s = grace, "signal connection lost");
+        tokio::time::sleep(Duration::from_secs(u64::from(grace))).await;
+    }
+    hub.leave(&participant_sid);
+}
+
+/// Answers a resume attempt (`reconnect=1`), which this server does not support, with a
+/// `leave` asking for a full reconnect, as LiveKit does for a session it no longer knows.
+pub async fn refuse_resume<S>(mut ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let msg = pb::SignalResponse {
+        message: Some(Resp::Leave(pb::LeaveRequest {
+            can_reconnect: true,
+            reason: pb::DisconnectReason::StateMismatch as i32,
+            action: pb::leave_request::Action::Reconnect as i32,
+            regions: None,
+        })),
+    };
+    let _ = ws.send(WsMessage::Binary(msg.encode_to_vec().into())).await;
+    let _ = ws.close(None).await;
 }
 
 struct Session<S> {
@@ -224,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             tokio::select! {
                 frame = self.ws.next() => {
-                    let Some(Ok(frame)) = frame else { return End::Client };
+                    let Some(Ok(frame)) = frame else { return End::Gone };
                     deadline = Instant::now() + timeout;
                     let req = match frame {
                         WsMessage::Binary(b) => {
@@ -235,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             self.json = true;
                             serde_json::from_str::<pb::SignalRequest>(t.as_str()).map_err(|e| e.to_string())
                         }
-                        WsMessage::Close(_) => return End::Client,
+                        WsMessage::Close(_) => return End::Gone,
                         _ => continue,
                     };
                     match req {
@@ -1032,7 +1063,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ToSession::Subscribe(offer) => self.subscribe(offer).await?,
             ToSession::Unsubscribe { track_sid } => self.unsubscribe(&track_sid).await?,
             ToSession::Close { reason, action } => return Ok(Some(End::Server(reason, action))),
-            ToSession::Media(ev) => self.handle_media(ev).await?,
+            ToSession::Media(ev) => return self.handle_media(ev).await,
             ToSession::Data { reliable, data } => {
                 if let Some(peer) = self.data_peer() {
                     self.hub.media(Command::SendData {
@@ -1046,7 +1077,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(None)
     }
 
-    async fn handle_media(&mut self, ev: Event) -> Result<(), String> {
+    async fn handle_media(&mut self, ev: Event) -> Result<Option<End>, String> {
         match ev {
             Event::PeerConnected { peer } => {
                 for t in [self.pub_t.as_mut(), self.sub_t.as_mut()].into_iter().flatten() {
@@ -1067,6 +1098,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Event::PeerDisconnected { peer, reason } => {
                 tracing::info!(participant = %self.psid, ?peer, %reason, "transport lost");
+                let primary = if self.single_pc || self.sub_t.is_none() {
+                    self.pub_t.as_ref()
+                } else {
+                    self.sub_t.as_ref()
+                };
+                if primary.is_some_and(|t| t.peer == peer) {
+                    return Ok(Some(End::Server(
+                        pb::DisconnectReason::ConnectionTimeout,
+                        pb::leave_request::Action::Reconnect,
+                    )));
+                }
             }
             Event::Data { label, data, .. } => self.handle_data(&label, &data),
             Event::StreamState { track, paused, .. } => {
@@ -1092,6 +1134,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             | Event::AudioLevels { .. }
             | Event::Loss { .. } => {}
         }
-        Ok(())
+        Ok(None)
     }
 }
