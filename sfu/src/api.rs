@@ -24,6 +24,8 @@ pub enum MediaKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodecKind {
     Opus,
+    /// RFC 2198 redundant audio wrapping Opus.
+    Red,
     Vp8,
     Vp9,
     H264,
@@ -36,6 +38,7 @@ impl CodecKind {
     pub fn from_name(name: &str) -> CodecKind {
         match name.to_ascii_lowercase().as_str() {
             "opus" => CodecKind::Opus,
+            "red" => CodecKind::Red,
             "vp8" => CodecKind::Vp8,
             "vp9" => CodecKind::Vp9,
             "h264" => CodecKind::H264,

@@ -18,7 +18,7 @@ use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
 
 use crate::api::{CodecKind, Command, Event, MediaKind, PeerConfig, PeerId, TrackId};
-use crate::forward::{Subscription, Track, is_keyframe, pick_layer};
+use crate::forward::{Subscription, Track, is_keyframe, pick_layer, red_primary};
 
 /// Our SSRC as the sender of RTCP feedback.
 const FEEDBACK_SSRC: u32 = 1;
@@ -678,7 +678,15 @@ impl Engine {
                 continue;
             }
             let Some((out_seq, out_ts)) = s.munger.map(ext, view.timestamp(), now) else { continue };
-            let Some(pt) = s.payload_type(codec.codec) else { continue };
+            // RED goes out as RED where the subscriber took it, else as its primary Opus.
+            let (pt, body) = match (codec.codec, s.payload_type(codec.codec)) {
+                (_, Some(pt)) => (pt, payload),
+                (CodecKind::Red, None) => match (s.payload_type(CodecKind::Opus), red_primary(payload)) {
+                    (Some(pt), Some(primary)) => (pt, primary),
+                    _ => continue,
+                },
+                _ => continue,
+            };
             let Some(sp) = peers.get_mut(&s.peer) else { continue };
             let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { continue };
             let mut buf = take_buf(pool);
@@ -687,7 +695,7 @@ impl Engine {
                 pool.push(buf);
                 continue;
             }
-            buf.extend_from_slice(payload);
+            buf.extend_from_slice(body);
             if codec.codec == CodecKind::Vp8 {
                 s.vp8.rewrite(&mut buf[12..]);
             }
@@ -698,7 +706,7 @@ impl Engine {
                     buf.truncate(n);
                     s.remember(out_seq, seq, layer, out_ts);
                     s.packets_sent += 1;
-                    s.octets_sent += payload.len() as u64;
+                    s.octets_sent += body.len() as u64;
                     transmits.push_back(Transmit { dest, data: buf });
                 }
                 Err(_) => pool.push(buf),
@@ -897,7 +905,16 @@ impl Engine {
         let Some(codec) = payload_types.iter().find(|p| p.pt == view.payload_type()).copied() else {
             return;
         };
-        let Some(pt) = s.payload_type(codec.codec) else { return };
+        let (pt, body) = match (codec.codec, s.payload_type(codec.codec)) {
+            (_, Some(pt)) => (pt, view.payload()),
+            (CodecKind::Red, None) => {
+                match (s.payload_type(CodecKind::Opus), red_primary(view.payload())) {
+                    (Some(pt), Some(primary)) => (pt, primary),
+                    _ => return,
+                }
+            }
+            _ => return,
+        };
         let Some(sp) = peers.get_mut(&peer) else { return };
         let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { return };
         let mut buf = take_buf(pool);
@@ -906,7 +923,7 @@ impl Engine {
             pool.push(buf);
             return;
         }
-        buf.extend_from_slice(view.payload());
+        buf.extend_from_slice(body);
         if codec.codec == CodecKind::Vp8 {
             s.vp8.rewrite(&mut buf[12..]);
         }

@@ -570,6 +570,24 @@ impl Track {
     }
 }
 
+/// The primary encoding of an RFC 2198 RED payload: the last block, after the headers of the
+/// redundant blocks (4 bytes each, F bit set) and the 1-byte primary header.
+pub fn red_primary(payload: &[u8]) -> Option<&[u8]> {
+    let mut pos = 0;
+    let mut redundant = 0usize;
+    loop {
+        let b = *payload.get(pos)?;
+        if b & 0x80 == 0 {
+            pos += 1;
+            break;
+        }
+        let hdr = payload.get(pos..pos + 4)?;
+        redundant += usize::from(u16::from_be_bytes([hdr[2], hdr[3]]) & 0x03ff);
+        pos += 4;
+    }
+    payload.get(pos + redundant..)
+}
+
 /// The highest live layer not above `max`, else the lowest live one.
 pub fn pick_layer(live: &[bool; 4], n: usize, max: usize) -> Option<usize> {
     let n = n.min(live.len());
@@ -586,7 +604,7 @@ pub fn is_keyframe(codec: CodecKind, payload: &[u8]) -> bool {
         CodecKind::Vp9 => lkr_rtp::vp9::is_keyframe(payload),
         CodecKind::H264 => lkr_rtp::h264::is_keyframe(payload),
         CodecKind::Av1 => lkr_rtp::av1::is_keyframe(payload),
-        CodecKind::Opus | CodecKind::Other => true,
+        CodecKind::Opus | CodecKind::Red | CodecKind::Other => true,
     }
 }
 
@@ -636,6 +654,18 @@ mod tests {
         assert_eq!(s.layer_cap(), 2, "climbs back to the top layer");
         s.max_layer = 1;
         assert_eq!(s.layer_cap(), 1, "the subscriber's own wish still caps");
+    }
+
+    #[test]
+    fn red_primary_block() {
+        // One redundant block of 3 bytes (PT 111, offset 960), then the primary (PT 111).
+        let p = [0x80 | 111, 0x0f, 0x00, 0x03, 111, 1, 2, 3, 9, 9];
+        assert_eq!(red_primary(&p), Some(&[9u8, 9][..]));
+        // Only a primary.
+        assert_eq!(red_primary(&[111, 5, 6]), Some(&[5u8, 6][..]));
+        // Truncated: a redundant header that claims more than there is.
+        assert_eq!(red_primary(&[0x80 | 111, 0, 0, 50, 111]), None);
+        assert_eq!(red_primary(&[]), None);
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn remote_transport(sd: &SessionDescription) -> Option<RemoteTransport> {
 fn supported(kind: &SdpKind, c: &Codec) -> bool {
     let n = c.name.to_ascii_lowercase();
     match kind {
-        SdpKind::Audio => n == "opus",
+        SdpKind::Audio => n == "opus" || n == "red",
         SdpKind::Video => match n.as_str() {
             "vp8" | "vp9" | "av1" => true,
             "h264" => c.fmtp_param("packetization-mode") == Some("1"),

@@ -838,7 +838,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let kind_name = if ps.kind == MediaKind::Video { "video" } else { "audio" };
         let mime = ps
             .codecs
-            .first()
+            .iter()
+            .find(|c| !c.name.eq_ignore_ascii_case("red"))
+            .or(ps.codecs.first())
             .map(|c| format!("{kind_name}/{}", c.name))
             .unwrap_or_default();
         info.mid = ps.mid.clone();
