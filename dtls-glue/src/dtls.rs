@@ -502,6 +502,11 @@ impl DtlsEndpoint {
                 self.fail(format!("DTLS stack panicked: {panic}"));
                 Err(DtlsError::Internal(panic))
             }
+            Ok(Err(_)) if self.phase == Phase::Connected && scan.alert.is_none() => {
+                // RFC 6347 §4.1.2.7: invalid records are discarded, not fatal; otherwise one
+                // forged datagram from the peer's address would end its session.
+                Err(DtlsError::Malformed("record rejected after the handshake"))
+            }
             Ok(Err(error)) => {
                 // The stack may have queued an alert for the peer: send it before giving up.
                 self.take_output(output);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use lkr_datachannel::{DataChannelEvent, SctpTransport};
 use lkr_dtls_glue::cert::{Certificate, Fingerprint};
 use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
-use lkr_dtls_glue::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
+use lkr_dtls_glue::srtp::{SrtpContext, SrtpError, SrtpKeys, SrtpProfile};
 use lkr_ice::{IceLite, IceState};
 use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
@@ -26,8 +26,9 @@ const FEEDBACK_SSRC: u32 = 1;
 const TICK: Duration = Duration::from_millis(20);
 /// Minimum time between keyframe requests for one layer.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
-/// Time between NACKs for the same lost packet.
-const NACK_RETRY: Duration = Duration::from_millis(40);
+/// Time between NACKs for the same lost packet: about a round trip, so that a resent packet
+/// still in flight is not asked for again.
+const NACK_RETRY: Duration = Duration::from_millis(100);
 /// A lost packet is given up after this many NACKs or this long.
 const NACK_MAX_TRIES: u8 = 8;
 const NACK_GIVE_UP: Duration = Duration::from_millis(1000);
@@ -52,6 +53,8 @@ pub struct Drops {
     pub bad_stun: u64,
     pub dtls_error: u64,
     pub srtp_error: u64,
+    /// Packets seen before (SRTP replay check): duplicates and repeated retransmissions.
+    pub replayed: u64,
     pub malformed_rtp: u64,
     pub unknown_ssrc: u64,
     pub unknown_first_byte: u64,
@@ -220,7 +223,7 @@ impl Engine {
                     s.paused = paused;
                     if resumed {
                         // Restart on a keyframe so the decoder recovers.
-                        s.pending_layer = Some(s.munger.layer);
+                        s.resync = true;
                         self.request_keyframe(now, track, None);
                     }
                 }
@@ -538,11 +541,13 @@ impl Engine {
         if lkr_rtp::is_rtcp(buf) {
             match srtp.unprotect_rtcp(buf) {
                 Ok(n) => self.handle_rtcp(now, id, n, buf),
+                Err(SrtpError::Replay) => self.drops.replayed += 1,
                 Err(_) => self.drops.srtp_error += 1,
             }
         } else {
             match srtp.unprotect_rtp(buf) {
                 Ok(n) => self.handle_rtp(now, id, &buf[..n]),
+                Err(SrtpError::Replay) => self.drops.replayed += 1,
                 Err(_) => self.drops.srtp_error += 1,
             }
         }
@@ -620,9 +625,14 @@ impl Engine {
             peers,
             transmits,
             pool,
+            events,
             ..
         } = self;
         let Some(t) = tracks.get_mut(&tid) else { return };
+        if !t.started {
+            t.started = true;
+            events.push_back(Event::TrackStarted { track: tid });
+        }
         let Some(codec) = t.codec_of(view.payload_type()) else {
             self.drops.malformed_rtp += 1;
             return;
@@ -648,16 +658,13 @@ impl Engine {
             if s.paused || s.cc_paused {
                 continue;
             }
-            // Layer choice: follow the best live layer, switching on its keyframes.
+            // Layer choice: follow the best live layer, switching on its keyframes. After a
+            // pause (`resync`) the stream restarts on a keyframe of the layer it wants.
             if t.layers.len() > 1 {
                 let current = s.munger.is_started().then_some(s.munger.layer);
                 let target = pick_layer(&live, n_layers, s.layer_cap()).unwrap_or(layer);
-                if current != Some(target) {
-                    s.pending_layer = Some(target);
-                } else {
-                    s.pending_layer = None;
-                }
-            } else if !s.munger.is_started() && s.pending_layer.is_none() {
+                s.pending_layer = (current != Some(target) || s.resync).then_some(target);
+            } else if (!s.munger.is_started() || s.resync) && s.pending_layer.is_none() {
                 s.pending_layer = Some(0);
             }
             if let Some(pl) = s.pending_layer {
@@ -665,11 +672,13 @@ impl Engine {
                     s.munger.start_segment(layer, ext, view.timestamp(), now);
                     s.vp8.restart();
                     s.pending_layer = None;
-                } else if pl == layer || !s.munger.is_started() || s.munger.layer != layer {
+                    s.resync = false;
+                } else {
                     if pl == layer {
                         want_keyframe = Some(layer);
                     }
-                    if !s.munger.is_started() || s.munger.layer != layer {
+                    // Keep sending the current layer until the switch, unless resyncing.
+                    if pl == layer || s.resync || !s.munger.is_started() || s.munger.layer != layer {
                         continue;
                     }
                 }
@@ -899,7 +908,17 @@ impl Engine {
         let Some(t) = tracks.get_mut(&tid) else { return };
         let Track { subs, layers, payload_types, .. } = t;
         let Some(s) = subs.iter_mut().find(|s| s.peer == peer) else { return };
-        let Some((layer, in_seq, out_ts)) = s.lookup(out_seq) else { return };
+        // Packets sent are remembered; a packet of the current segment that was never sent
+        // (it passed before the segment began on a late keyframe) is found through the
+        // munger's mapping.
+        let Some((layer, in_seq, out_ts)) = s.lookup(out_seq).or_else(|| {
+            let ext = s.munger.unmap(out_seq)?;
+            let cached = layers.get(s.munger.layer)?.cache.get(ext as u16)?;
+            let ts = RtpView::parse(cached).ok()?.timestamp();
+            Some((s.munger.layer, ext as u16, s.munger.map_timestamp(ts)?))
+        }) else {
+            return;
+        };
         let Some(cached) = layers.get(layer).and_then(|l| l.cache.get(in_seq)) else { return };
         let Ok(view) = RtpView::parse(cached) else { return };
         let Some(codec) = payload_types.iter().find(|p| p.pt == view.payload_type()).copied() else {

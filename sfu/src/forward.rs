@@ -251,6 +251,20 @@ impl Munger {
         self.last_out_at = Some(now);
     }
 
+    /// The incoming extended sequence number of an outgoing one of the current segment,
+    /// if it is not newer than what was sent.
+    pub fn unmap(&self, out_seq: u16) -> Option<u64> {
+        if !self.started || lkr_rtp::seq_newer(out_seq, self.last_out_seq) {
+            return None;
+        }
+        let delta = out_seq.wrapping_sub(self.out_base);
+        // Before the segment: wrapping put it far ahead.
+        if delta > self.last_out_seq.wrapping_sub(self.out_base) {
+            return None;
+        }
+        Some(self.in_base + u64::from(delta))
+    }
+
     /// The rewritten form of an incoming timestamp of the current segment.
     pub fn map_timestamp(&self, ts: u32) -> Option<u32> {
         self.started
@@ -346,6 +360,8 @@ pub struct Subscription {
     pub cc_cap: usize,
     /// Paused by congestion control at the lowest layer.
     pub cc_paused: bool,
+    /// After a pause: restart on the next keyframe rather than leave a gap.
+    pub resync: bool,
     /// Consecutive receiver reports with little loss.
     pub good_reports: u32,
     history: Vec<Sent>,
@@ -371,6 +387,7 @@ impl Subscription {
             max_layer: usize::MAX,
             cc_cap: usize::MAX,
             cc_paused: false,
+            resync: false,
             good_reports: 0,
             history: vec![Sent::default(); HISTORY_SLOTS],
             packets_sent: 0,
@@ -413,7 +430,7 @@ impl Subscription {
                 self.good_reports = 0;
                 if self.cc_paused {
                     self.cc_paused = false;
-                    self.pending_layer = Some(0);
+                    self.resync = true;
                     return Some(false);
                 }
                 if self.cc_cap < layers.saturating_sub(1) {

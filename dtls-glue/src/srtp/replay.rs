@@ -3,8 +3,11 @@
 
 use super::SrtpError;
 
-/// Packets behind the highest index that the window still remembers.
-const WINDOW: u64 = 64;
+/// Packets behind the highest index that the window still remembers. libwebrtc uses 1024:
+/// at high packet rates retransmissions arrive well over 64 packets late (RFC 3711 §3.3.2
+/// lets the receiver choose the size).
+const WINDOW: u64 = 1024;
+const WORDS: usize = (WINDOW / 64) as usize;
 
 /// Half the sequence number space: the RFC 3711 Appendix A decision point.
 const HALF_SEQ: u64 = 0x8000;
@@ -34,27 +37,42 @@ pub(super) fn estimate_index(highest: u64, seq: u16) -> u64 {
     ((v << 16) | seq) & INDEX_MASK
 }
 
-/// Highest index received on a stream and which of the `WINDOW` indexes below it were.
+/// Highest index received on a stream and which of the `WINDOW` indexes below it were: a
+/// ring of bits where index `i` lives at bit `i % WINDOW`.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct ReplayWindow {
-    highest: u64,
-    /// Bit `d` set: index `highest - d` was received. Zero: nothing received yet.
-    seen: u64,
+    highest: Option<u64>,
+    bits: [u64; WORDS],
 }
 
 impl ReplayWindow {
+    fn bit(&self, index: u64) -> bool {
+        let b = index % WINDOW;
+        self.bits[(b / 64) as usize] >> (b % 64) & 1 == 1
+    }
+
+    fn set(&mut self, index: u64, on: bool) {
+        let b = index % WINDOW;
+        let word = &mut self.bits[(b / 64) as usize];
+        if on {
+            *word |= 1 << (b % 64);
+        } else {
+            *word &= !(1 << (b % 64));
+        }
+    }
+
     /// The highest index accepted so far.
     pub(super) fn highest(&self) -> Option<u64> {
-        (self.seen != 0).then_some(self.highest)
+        self.highest
     }
 
     /// Fails if `index` was accepted before or is too old to tell.
     pub(super) fn check(&self, index: u64) -> Result<(), SrtpError> {
-        if self.seen == 0 || index > self.highest {
+        let Some(highest) = self.highest else { return Ok(()) };
+        if index > highest {
             return Ok(());
         }
-        let behind = self.highest - index;
-        if behind >= WINDOW || self.seen >> behind & 1 == 1 {
+        if highest - index >= WINDOW || self.bit(index) {
             return Err(SrtpError::Replay);
         }
         Ok(())
@@ -63,21 +81,28 @@ impl ReplayWindow {
     /// Records `index` as received (after [`check`](Self::check) passed and the packet
     /// authenticated).
     pub(super) fn accept(&mut self, index: u64) {
-        if self.seen == 0 {
-            self.highest = index;
-            self.seen = 1;
-        } else if index > self.highest {
-            let ahead = index - self.highest;
-            self.seen = if ahead >= WINDOW {
-                1
-            } else {
-                self.seen << ahead | 1
-            };
-            self.highest = index;
-        } else {
-            let behind = self.highest - index;
-            if behind < WINDOW {
-                self.seen |= 1 << behind;
+        match self.highest {
+            None => {
+                self.highest = Some(index);
+                self.set(index, true);
+            }
+            Some(h) if index > h => {
+                let ahead = index - h;
+                if ahead >= WINDOW {
+                    self.bits = [0; WORDS];
+                } else {
+                    // The slots of the skipped indexes held indexes a window older.
+                    for i in (h + 1)..index {
+                        self.set(i, false);
+                    }
+                }
+                self.set(index, true);
+                self.highest = Some(index);
+            }
+            Some(h) => {
+                if h - index < WINDOW {
+                    self.set(index, true);
+                }
             }
         }
     }
@@ -157,14 +182,21 @@ mod tests {
         assert_eq!(w.check(990), Err(SrtpError::Replay));
         assert_eq!(w.check(1000), Err(SrtpError::Replay));
         assert!(w.check(1005).is_ok());
-        // The window edge: 63 behind is still tracked, 64 behind is too old.
-        assert!(w.check(1010 - 63).is_ok());
-        assert_eq!(w.check(1010 - 64), Err(SrtpError::Replay));
+        // The window edge: WINDOW-1 behind is still tracked, WINDOW behind is too old.
+        assert!(w.check(1010 + WINDOW - 1 - (WINDOW - 1)).is_err());
+        w.accept(1010 + WINDOW - 1);
+        assert!(w.check(1011).is_ok(), "{} behind is still tracked", WINDOW - 1 - 1);
+        assert_eq!(w.check(1010), Err(SrtpError::Replay), "WINDOW-1 behind and seen");
+        assert_eq!(w.check(1009), Err(SrtpError::Replay), "WINDOW behind is too old");
+        // Slots reused by newer indexes are not mistaken for the old ones.
+        w.accept(1010 + WINDOW + 5);
+        assert!(w.check(1010 + WINDOW + 4).is_ok());
+        assert!(w.check(1010 + WINDOW + 1).is_ok());
         // A big jump forgets everything below.
-        w.accept(5000);
-        assert_eq!(w.check(1010), Err(SrtpError::Replay));
-        assert!(w.check(4999).is_ok());
-        assert_eq!(w.highest(), Some(5000));
+        w.accept(50_000);
+        assert_eq!(w.check(1010 + WINDOW + 4), Err(SrtpError::Replay));
+        assert!(w.check(49_999).is_ok());
+        assert_eq!(w.highest(), Some(50_000));
     }
 
     #[test]

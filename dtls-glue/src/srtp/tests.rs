@@ -386,16 +386,16 @@ fn rtcp_replays_are_rejected() {
     for profile in PROFILES {
         let mut tx = context(profile, 11);
         let mut rx = context(profile, 11);
-        let wires: Vec<Vec<u8>> = (0..70u8)
-            .map(|n| protect_rtcp(&mut tx, &rtcp_packet(5, n)).unwrap())
+        let wires: Vec<Vec<u8>> = (0..1100u32)
+            .map(|n| protect_rtcp(&mut tx, &rtcp_packet(5, (n % 251) as u8)).unwrap())
             .collect();
-        unprotect_rtcp(&mut rx, &wires[69]).unwrap();
-        assert_eq!(unprotect_rtcp(&mut rx, &wires[69]), Err(SrtpError::Replay));
-        // Index 6 is 64 behind index 70.
-        assert_eq!(unprotect_rtcp(&mut rx, &wires[5]), Err(SrtpError::Replay));
-        assert!(unprotect_rtcp(&mut rx, &wires[6]).is_ok());
-        assert!(unprotect_rtcp(&mut rx, &wires[40]).is_ok());
-        assert_eq!(unprotect_rtcp(&mut rx, &wires[40]), Err(SrtpError::Replay));
+        unprotect_rtcp(&mut rx, &wires[1099]).unwrap();
+        assert_eq!(unprotect_rtcp(&mut rx, &wires[1099]), Err(SrtpError::Replay));
+        // Index 76 is 1024 behind index 1100: too old; index 77 is still in the window.
+        assert_eq!(unprotect_rtcp(&mut rx, &wires[75]), Err(SrtpError::Replay));
+        assert!(unprotect_rtcp(&mut rx, &wires[76]).is_ok());
+        assert!(unprotect_rtcp(&mut rx, &wires[400]).is_ok());
+        assert_eq!(unprotect_rtcp(&mut rx, &wires[400]), Err(SrtpError::Replay));
     }
 }
 

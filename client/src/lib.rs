@@ -1,0 +1,40 @@
+//! Our own LiveKit client, used by `livekit-cli` for `room join` and the load tester.
+//!
+//! Layers, from the wire up:
+//!
+//! - [`signal`]: the signalling WebSocket: `/rtc/v1` with a base64url `join_request` (single
+//!   peer connection, the default) or `/rtc` with query parameters (dual), the token as an
+//!   `Authorization: Bearer` header, binary protobuf frames.
+//! - [`ice`], [`peer`]: a sans-IO client peer connection over one local UDP socket: a
+//!   controlling full ICE agent with USE-CANDIDATE toward the server's host candidate, the
+//!   DTLS client, SRTP/SRTCP, and SCTP data channels (`_reliable`, `_lossy`).
+//! - [`sdp`]: the offers and answers we write and what we read from the server's.
+//! - [`rtp_out`] / [`rtp_in`]: one RTP stream each way, sans-IO: headers with the mid/rid
+//!   extensions and a retransmission cache; reordering, NACK and in-order delivery.
+//! - [`room`]: the tokio driver that owns sockets and signalling: [`Room`] takes commands
+//!   (publish a track, send media or data, subscribe, request keyframes) and yields
+//!   [`RoomEvent`]s (participants, subscribed tracks, media packets, data, keyframe
+//!   requests).
+//!
+//! Driver contract of the sans-IO parts: time comes in as `now`, datagrams as byte slices;
+//! `poll_transmit`, `poll_event` and `poll_timeout` tell the driver what to do next.
+
+mod error;
+
+pub mod codec;
+pub mod ice;
+pub mod peer;
+pub mod room;
+pub mod rtp_in;
+pub mod rtp_out;
+pub mod sdp;
+pub mod signal;
+
+pub use codec::{Codec, MediaKind};
+pub use error::ClientError;
+pub use room::{
+    LayerSpec, LocalTrack, LocalTrackId, MediaSender, RemoteTrack, Room, RoomEvent, RoomOptions,
+    TrackSpec, TrackStats,
+};
+pub use rtp_in::{MediaPacket, ReceiveStats};
+pub use signal::JoinSettings;

@@ -1,0 +1,469 @@
+//! One client peer connection, sans-IO: controlling ICE, the DTLS client, SRTP/SRTCP and the
+//! SCTP data channels, over one local UDP socket.
+//!
+//! Driver contract: pass every datagram the socket receives to
+//! [`PeerConnection::handle_receive`], call [`PeerConnection::handle_timeout`] at
+//! [`PeerConnection::poll_timeout`], and after each call send everything
+//! [`PeerConnection::poll_transmit`] yields and handle every [`PeerEvent`]. Nothing here reads
+//! a clock or touches a socket.
+//!
+//! Datagrams are told apart by their first byte (RFC 7983): 0..=3 STUN, 20..=63 DTLS,
+//! 128..=191 SRTP or SRTCP (RFC 5761 §4 by payload type). DTLS starts once a check has
+//! succeeded, to the selected address only; we are always the DTLS client (the server answers
+//! `a=setup:passive`, and we answer its `actpass` offers with `active`).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use lkr_datachannel::{DataChannelEvent, SctpTransport};
+use lkr_dtls_glue::cert::{Certificate, Fingerprint};
+use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
+use lkr_dtls_glue::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
+
+use crate::ClientError;
+use crate::ice::{IceAgent, IceState};
+
+/// What a peer connection reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// DTLS completed and SRTP keys are in place: media may flow.
+    Connected,
+    /// A data channel is open in both directions.
+    ChannelOpen {
+        /// Its label, e.g. `_reliable`.
+        label: String,
+    },
+    /// A data channel message.
+    Data {
+        /// The channel's label.
+        label: String,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// A decrypted RTP packet.
+    Rtp(Vec<u8>),
+    /// A decrypted compound RTCP packet.
+    Rtcp(Vec<u8>),
+    /// ICE or DTLS failed; the connection is dead.
+    Failed(String),
+}
+
+/// The remote side's transport parameters, from its description.
+#[derive(Debug, Clone)]
+pub struct RemoteParams {
+    /// `a=ice-ufrag`.
+    pub ufrag: String,
+    /// `a=ice-pwd`.
+    pub pwd: String,
+    /// `a=fingerprint`.
+    pub fingerprint: Fingerprint,
+}
+
+#[derive(Debug, Clone)]
+struct ChannelWanted {
+    label: String,
+    ordered: bool,
+    max_retransmits: Option<u16>,
+}
+
+/// A client peer connection. See the module documentation for the driver contract.
+pub struct PeerConnection {
+    ice: IceAgent,
+    cert: Certificate,
+    remote_fingerprint: Option<Fingerprint>,
+    dtls: Option<DtlsEndpoint>,
+    srtp_out: Option<SrtpContext>,
+    srtp_in: Option<SrtpContext>,
+    sctp: Option<SctpTransport>,
+    sctp_wanted: bool,
+    wanted_channels: Vec<ChannelWanted>,
+    channels: HashMap<u16, String>,
+    connected: bool,
+    failed: bool,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<PeerEvent>,
+}
+
+impl std::fmt::Debug for PeerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConnection")
+            .field("ice", &self.ice.state())
+            .field("connected", &self.connected)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerConnection {
+    /// A peer connection that will present `cert` in DTLS.
+    pub fn new(cert: Certificate) -> Self {
+        Self {
+            ice: IceAgent::new(),
+            cert,
+            remote_fingerprint: None,
+            dtls: None,
+            srtp_out: None,
+            srtp_in: None,
+            sctp: None,
+            sctp_wanted: false,
+            wanted_channels: Vec::new(),
+            channels: HashMap::new(),
+            connected: false,
+            failed: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Our ICE ufrag and password, for SDP.
+    pub fn ice_credentials(&self) -> (&str, &str) {
+        (self.ice.local_ufrag(), self.ice.local_pwd())
+    }
+
+    /// Our certificate's fingerprint, for SDP.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.cert.fingerprint()
+    }
+
+    /// Whether DTLS is done and media may flow.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Whether the connection has failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The address of the selected pair.
+    pub fn remote_address(&self) -> Option<SocketAddr> {
+        self.ice.selected()
+    }
+
+    /// Applies the remote description's transport: ICE credentials and the DTLS fingerprint.
+    pub fn set_remote(&mut self, now: Instant, params: &RemoteParams) {
+        self.remote_fingerprint = Some(params.fingerprint.clone());
+        self.ice
+            .set_remote_credentials(now, &params.ufrag, &params.pwd);
+        self.poll_ice();
+    }
+
+    /// Adds a remote candidate address.
+    pub fn add_remote_candidate(&mut self, now: Instant, addr: SocketAddr) {
+        self.ice.add_remote_candidate(now, addr);
+        self.ice.handle_timeout(now);
+        self.poll_ice();
+    }
+
+    /// Asks for SCTP (the description has an `application` section). Channels are opened with
+    /// [`Self::open_channel`].
+    pub fn enable_sctp(&mut self, now: Instant) {
+        if self.sctp_wanted {
+            return;
+        }
+        self.sctp_wanted = true;
+        if self.connected {
+            self.start_sctp(now);
+        }
+    }
+
+    /// Opens a data channel as soon as SCTP is up: `_reliable` (ordered, reliable) or
+    /// `_lossy` (unordered, no retransmissions).
+    pub fn open_channel(&mut self, label: &str, ordered: bool, max_retransmits: Option<u16>) {
+        let wanted = ChannelWanted {
+            label: label.to_owned(),
+            ordered,
+            max_retransmits,
+        };
+        if let Some(sctp) = self.sctp.as_mut() {
+            match sctp.open_channel(label, ordered, max_retransmits, "") {
+                Ok(id) => {
+                    self.channels.insert(id, label.to_owned());
+                }
+                Err(e) => tracing::warn!(label, "data channel not opened: {e}"),
+            }
+        } else {
+            self.wanted_channels.push(wanted);
+        }
+    }
+
+    /// Sends one binary message on the channel labelled `label`.
+    pub fn send_data(&mut self, now: Instant, label: &str, data: &[u8]) -> Result<(), ClientError> {
+        let sctp = self.sctp.as_mut().ok_or(ClientError::DataChannel(
+            "the data channels are not up yet".into(),
+        ))?;
+        let id = self
+            .channels
+            .iter()
+            .find(|(_, l)| l.as_str() == label)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| ClientError::DataChannel(format!("no {label} channel")))?;
+        sctp.send(id, true, data)
+            .map_err(|e| ClientError::DataChannel(e.to_string()))?;
+        self.pump_sctp(now);
+        Ok(())
+    }
+
+    /// Protects an RTP packet and queues it to the selected address. Dropped silently before
+    /// the connection is up.
+    pub fn send_rtp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
+        let (Some(srtp), Some(dest)) = (self.srtp_out.as_mut(), self.ice.selected()) else {
+            return Ok(());
+        };
+        let len = packet.len();
+        let mut buf = Vec::with_capacity(len + srtp.profile().rtp_overhead());
+        buf.extend_from_slice(packet);
+        buf.resize(len + srtp.profile().rtp_overhead(), 0);
+        let n = srtp
+            .protect_rtp(&mut buf, len)
+            .map_err(|e| ClientError::Dtls(e.to_string()))?;
+        buf.truncate(n);
+        self.transmits.push_back((dest, buf));
+        Ok(())
+    }
+
+    /// Protects a compound RTCP packet and queues it.
+    pub fn send_rtcp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
+        let (Some(srtp), Some(dest)) = (self.srtp_out.as_mut(), self.ice.selected()) else {
+            return Ok(());
+        };
+        let len = packet.len();
+        let mut buf = Vec::with_capacity(len + srtp.profile().rtcp_overhead());
+        buf.extend_from_slice(packet);
+        buf.resize(len + srtp.profile().rtcp_overhead(), 0);
+        let n = srtp
+            .protect_rtcp(&mut buf, len)
+            .map_err(|e| ClientError::Dtls(e.to_string()))?;
+        buf.truncate(n);
+        self.transmits.push_back((dest, buf));
+        Ok(())
+    }
+
+    /// One datagram from the socket. Malformed or unexpected datagrams are dropped.
+    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+        let Some(&first) = buf.first() else { return };
+        match first {
+            0..=3 => {
+                if self.ice.handle_receive(now, from, buf) {
+                    self.start_dtls(now);
+                }
+                self.poll_ice();
+            }
+            20..=63 => {
+                if Some(from) != self.ice.selected() {
+                    return;
+                }
+                if let Some(dtls) = self.dtls.as_mut() {
+                    if let Err(e) = dtls.handle_receive(now, buf) {
+                        tracing::trace!("DTLS datagram dropped: {e}");
+                    }
+                    self.pump_dtls(now);
+                }
+            }
+            128..=191 => {
+                let Some(srtp) = self.srtp_in.as_mut() else {
+                    return;
+                };
+                if lkr_rtp::is_rtcp(buf) {
+                    if let Ok(n) = srtp.unprotect_rtcp(buf) {
+                        self.events.push_back(PeerEvent::Rtcp(buf[..n].to_vec()));
+                    }
+                } else if let Ok(n) = srtp.unprotect_rtp(buf) {
+                    self.events.push_back(PeerEvent::Rtp(buf[..n].to_vec()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs the timers of ICE, DTLS and SCTP.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ice.handle_timeout(now);
+        self.poll_ice();
+        if let Some(dtls) = self.dtls.as_mut() {
+            if dtls.poll_timeout().is_some_and(|at| at <= now) {
+                dtls.handle_timeout(now);
+            }
+            self.pump_dtls(now);
+        }
+        if let Some(sctp) = self.sctp.as_mut()
+            && sctp.poll_timeout().is_some_and(|at| at <= now)
+        {
+            sctp.handle_timeout(now);
+            self.pump_sctp(now);
+        }
+    }
+
+    /// The earliest time [`Self::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.ice.poll_timeout(),
+            self.dtls.as_ref().and_then(DtlsEndpoint::poll_timeout),
+            self.sctp.as_ref().and_then(SctpTransport::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next datagram to send, and where.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    fn fail(&mut self, reason: String) {
+        if !self.failed {
+            self.failed = true;
+            self.events.push_back(PeerEvent::Failed(reason));
+        }
+    }
+
+    fn poll_ice(&mut self) {
+        while let Some(t) = self.ice.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        if self.ice.state() == IceState::Failed {
+            self.fail("ICE failed: no answer to connectivity checks".into());
+        }
+    }
+
+    fn start_dtls(&mut self, now: Instant) {
+        if self.dtls.is_some() {
+            return;
+        }
+        let (Some(fp), Some(remote)) = (self.remote_fingerprint.clone(), self.ice.selected())
+        else {
+            return;
+        };
+        match DtlsEndpoint::new(Role::Client, &self.cert, fp, remote, now) {
+            Ok(dtls) => {
+                self.dtls = Some(dtls);
+                self.pump_dtls(now);
+            }
+            Err(e) => self.fail(format!("DTLS could not start: {e}")),
+        }
+    }
+
+    fn pump_dtls(&mut self, now: Instant) {
+        let Some(dtls) = self.dtls.as_mut() else {
+            return;
+        };
+        let dest = self.ice.selected();
+        let mut events = Vec::new();
+        while let Some(d) = dtls.poll_transmit() {
+            if let Some(dest) = dest {
+                self.transmits.push_back((dest, d));
+            }
+        }
+        while let Some(e) = dtls.poll_event() {
+            events.push(e);
+        }
+        for e in events {
+            match e {
+                DtlsEvent::Connected {
+                    profile_id,
+                    keying_material,
+                    we_are_client,
+                } => {
+                    if let Err(e) = self.on_dtls_connected(profile_id, &keying_material, we_are_client)
+                    {
+                        self.fail(e);
+                        continue;
+                    }
+                    self.connected = true;
+                    self.events.push_back(PeerEvent::Connected);
+                    if self.sctp_wanted {
+                        self.start_sctp(now);
+                    }
+                }
+                DtlsEvent::ApplicationData(data) => {
+                    if let Some(sctp) = self.sctp.as_mut() {
+                        sctp.handle_receive(now, &data);
+                        self.pump_sctp(now);
+                    }
+                }
+                DtlsEvent::Closed => self.fail("DTLS closed by the peer".into()),
+                DtlsEvent::Failed(reason) => self.fail(format!("DTLS failed: {reason}")),
+            }
+        }
+    }
+
+    fn on_dtls_connected(
+        &mut self,
+        profile_id: u16,
+        material: &[u8],
+        we_are_client: bool,
+    ) -> Result<(), String> {
+        let profile = SrtpProfile::from_dtls_id(profile_id)
+            .ok_or_else(|| format!("unsupported SRTP profile {profile_id:#06x}"))?;
+        let keys = SrtpKeys::from_exporter(profile, material, we_are_client)
+            .map_err(|e| e.to_string())?;
+        self.srtp_out = Some(
+            SrtpContext::new(profile, &keys.local_key, &keys.local_salt)
+                .map_err(|e| e.to_string())?,
+        );
+        self.srtp_in = Some(
+            SrtpContext::new(profile, &keys.remote_key, &keys.remote_salt)
+                .map_err(|e| e.to_string())?,
+        );
+        Ok(())
+    }
+
+    fn start_sctp(&mut self, now: Instant) {
+        if self.sctp.is_some() {
+            return;
+        }
+        let mut sctp = SctpTransport::new(true, now);
+        for w in std::mem::take(&mut self.wanted_channels) {
+            match sctp.open_channel(&w.label, w.ordered, w.max_retransmits, "") {
+                Ok(id) => {
+                    self.channels.insert(id, w.label);
+                }
+                Err(e) => tracing::warn!(label = %w.label, "data channel not opened: {e}"),
+            }
+        }
+        self.sctp = Some(sctp);
+        self.pump_sctp(now);
+    }
+
+    fn pump_sctp(&mut self, now: Instant) {
+        let (Some(sctp), Some(dtls)) = (self.sctp.as_mut(), self.dtls.as_mut()) else {
+            return;
+        };
+        while let Some(packet) = sctp.poll_transmit(now) {
+            if let Err(e) = dtls.send_application_data(&packet) {
+                tracing::debug!("SCTP packet not sent: {e}");
+            }
+        }
+        while let Some(e) = sctp.poll_event() {
+            match e {
+                DataChannelEvent::ChannelOpen { stream_id, label } => {
+                    self.channels.insert(stream_id, label.clone());
+                    self.events.push_back(PeerEvent::ChannelOpen { label });
+                }
+                DataChannelEvent::Message {
+                    stream_id, data, ..
+                } => {
+                    let label = self.channels.get(&stream_id).cloned().unwrap_or_default();
+                    self.events.push_back(PeerEvent::Data { label, data });
+                }
+                DataChannelEvent::ChannelClosed { stream_id } => {
+                    self.channels.remove(&stream_id);
+                }
+                DataChannelEvent::Established | DataChannelEvent::Closed => {}
+            }
+        }
+        let dest = self.ice.selected();
+        while let Some(d) = dtls.poll_transmit() {
+            if let Some(dest) = dest {
+                self.transmits.push_back((dest, d));
+            }
+        }
+    }
+}
