@@ -118,6 +118,55 @@ fn take_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
     b
 }
 
+/// One downstream packet before it is written.
+struct OutPacket<'a> {
+    marker: bool,
+    seq: u16,
+    ts: u32,
+    codec: CodecKind,
+    payload: &'a [u8],
+}
+
+/// Writes a downstream packet for subscription `s` into a pooled buffer and protects it:
+/// a fresh header with the subscriber's SSRC and payload type, the payload (a RED payload
+/// reduced to its primary Opus where the subscriber did not take RED), VP8 ids rewritten.
+/// Returns the datagram and the payload length, or `None` when the subscriber cannot take
+/// this packet.
+fn write_down(
+    pool: &mut Vec<Vec<u8>>,
+    srtp: &mut SrtpContext,
+    s: &mut Subscription,
+    p: &OutPacket<'_>,
+) -> Option<(Vec<u8>, usize)> {
+    let (pt, body) = match (p.codec, s.payload_type(p.codec)) {
+        (_, Some(pt)) => (pt, p.payload),
+        (CodecKind::Red, None) => (s.payload_type(CodecKind::Opus)?, red_primary(p.payload)?),
+        _ => return None,
+    };
+    let mut buf = take_buf(pool);
+    buf.resize(12, 0);
+    if lkr_rtp::RtpWriter::write_header(&mut buf, p.marker, pt, p.seq, p.ts, s.ssrc, &[]).is_err() {
+        pool.push(buf);
+        return None;
+    }
+    buf.extend_from_slice(body);
+    if p.codec == CodecKind::Vp8 {
+        s.vp8.rewrite(&mut buf[12..]);
+    }
+    let len = buf.len();
+    buf.resize(len + SRTP_ROOM, 0);
+    match srtp.protect_rtp(&mut buf, len) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some((buf, body.len()))
+        }
+        Err(_) => {
+            pool.push(buf);
+            None
+        }
+    }
+}
+
 impl Engine {
     /// An engine whose DTLS identity is `cert`.
     pub fn new(cert: Certificate) -> Self {
@@ -687,38 +736,20 @@ impl Engine {
                 continue;
             }
             let Some((out_seq, out_ts)) = s.munger.map(ext, view.timestamp(), now) else { continue };
-            // RED goes out as RED where the subscriber took it, else as its primary Opus.
-            let (pt, body) = match (codec.codec, s.payload_type(codec.codec)) {
-                (_, Some(pt)) => (pt, payload),
-                (CodecKind::Red, None) => match (s.payload_type(CodecKind::Opus), red_primary(payload)) {
-                    (Some(pt), Some(primary)) => (pt, primary),
-                    _ => continue,
-                },
-                _ => continue,
-            };
             let Some(sp) = peers.get_mut(&s.peer) else { continue };
             let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { continue };
-            let mut buf = take_buf(pool);
-            buf.resize(12, 0);
-            if lkr_rtp::RtpWriter::write_header(&mut buf, view.marker(), pt, out_seq, out_ts, s.ssrc, &[]).is_err() {
-                pool.push(buf);
-                continue;
-            }
-            buf.extend_from_slice(body);
-            if codec.codec == CodecKind::Vp8 {
-                s.vp8.rewrite(&mut buf[12..]);
-            }
-            let len = buf.len();
-            buf.resize(len + SRTP_ROOM, 0);
-            match srtp.protect_rtp(&mut buf, len) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    s.remember(out_seq, seq, layer, out_ts);
-                    s.packets_sent += 1;
-                    s.octets_sent += body.len() as u64;
-                    transmits.push_back(Transmit { dest, data: buf });
-                }
-                Err(_) => pool.push(buf),
+            let out = OutPacket {
+                marker: view.marker(),
+                seq: out_seq,
+                ts: out_ts,
+                codec: codec.codec,
+                payload,
+            };
+            if let Some((data, body_len)) = write_down(pool, srtp, s, &out) {
+                s.remember(out_seq, seq, layer, out_ts);
+                s.packets_sent += 1;
+                s.octets_sent += body_len as u64;
+                transmits.push_back(Transmit { dest, data });
             }
         }
         if want_keyframe.is_some() {
@@ -924,36 +955,17 @@ impl Engine {
         let Some(codec) = payload_types.iter().find(|p| p.pt == view.payload_type()).copied() else {
             return;
         };
-        let (pt, body) = match (codec.codec, s.payload_type(codec.codec)) {
-            (_, Some(pt)) => (pt, view.payload()),
-            (CodecKind::Red, None) => {
-                match (s.payload_type(CodecKind::Opus), red_primary(view.payload())) {
-                    (Some(pt), Some(primary)) => (pt, primary),
-                    _ => return,
-                }
-            }
-            _ => return,
-        };
         let Some(sp) = peers.get_mut(&peer) else { return };
         let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { return };
-        let mut buf = take_buf(pool);
-        buf.resize(12, 0);
-        if lkr_rtp::RtpWriter::write_header(&mut buf, view.marker(), pt, out_seq, out_ts, s.ssrc, &[]).is_err() {
-            pool.push(buf);
-            return;
-        }
-        buf.extend_from_slice(body);
-        if codec.codec == CodecKind::Vp8 {
-            s.vp8.rewrite(&mut buf[12..]);
-        }
-        let len = buf.len();
-        buf.resize(len + SRTP_ROOM, 0);
-        match srtp.protect_rtp(&mut buf, len) {
-            Ok(n) => {
-                buf.truncate(n);
-                transmits.push_back(Transmit { dest, data: buf });
-            }
-            Err(_) => pool.push(buf),
+        let out = OutPacket {
+            marker: view.marker(),
+            seq: out_seq,
+            ts: out_ts,
+            codec: codec.codec,
+            payload: view.payload(),
+        };
+        if let Some((data, _)) = write_down(pool, srtp, s, &out) {
+            transmits.push_back(Transmit { dest, data });
         }
     }
 
