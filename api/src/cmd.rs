@@ -106,6 +106,16 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// The first non-loopback IPv4 address of this host's interfaces: the address advertised
+/// when the server listens on all addresses and no `node_ip` is configured.
+fn first_interface_ip() -> Option<std::net::IpAddr> {
+    let ifaces = if_addrs::get_if_addrs().ok()?;
+    ifaces
+        .iter()
+        .map(|i| i.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
+}
+
 async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
@@ -140,6 +150,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let node_ip = settings
         .node_ip
         .or_else(|| settings.bind.iter().copied().find(|ip| !ip.is_unspecified()))
+        .or_else(first_interface_ip)
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     let udp_ip = match settings.bind.as_slice() {
         [one] => *one,
