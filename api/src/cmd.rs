@@ -66,11 +66,20 @@ pub enum Command {
 }
 
 fn init_logging(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!(
-            "{level},hyper=info,sctp_proto=warn,{}",
-            lkr_dtls_glue::dtls::QUIET_LOG_DIRECTIVE
-        )));
+    // RUST_LOG, when set, replaces the configured level; the DTLS and SCTP stacks stay quiet
+    // either way (their warnings about extensions they skip are harmless and frequent).
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},hyper=info"));
+    let mut filter = tracing_subscriber::EnvFilter::new(base);
+    for quiet in [
+        lkr_dtls_glue::dtls::QUIET_LOG_DIRECTIVE,
+        "sctp_proto=warn",
+        "tungstenite=info",
+        "tokio_tungstenite=info",
+    ] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -149,7 +158,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let node_ip = settings
         .node_ip
-        .or_else(|| settings.bind.iter().copied().find(|ip| !ip.is_unspecified()))
+        .or_else(|| {
+            settings
+                .bind
+                .iter()
+                .copied()
+                .find(|ip| !ip.is_unspecified())
+        })
         .or_else(first_interface_ip)
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     let udp_ip = match settings.bind.as_slice() {
@@ -157,7 +172,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     };
     let media = lkr_sfu::driver::spawn(SocketAddr::new(udp_ip, settings.udp_port.start))
-        .with_context(|| format!("cannot open the media UDP port {udp_ip}:{}", settings.udp_port.start))?;
+        .with_context(|| {
+            format!(
+                "cannot open the media UDP port {udp_ip}:{}",
+                settings.udp_port.start
+            )
+        })?;
     let hub_config = HubConfig {
         keys: settings.keys.clone(),
         auto_create: settings.auto_create,

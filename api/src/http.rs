@@ -105,13 +105,19 @@ fn signal_path(path: &str) -> Option<(SignalPath, bool)> {
 fn join_error(e: &JoinError) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(e.message.clone())));
     *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 /// `/rtc`, `/rtc/v1` (WebSocket upgrade) and their `/validate` twins.
-fn signal(node: Arc<Node>, mut req: Request<Incoming>, (path, validate): (SignalPath, bool)) -> Resp {
+fn signal(
+    node: Arc<Node>,
+    mut req: Request<Incoming>,
+    (path, validate): (SignalPath, bool),
+) -> Resp {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -128,8 +134,8 @@ fn signal(node: Arc<Node>, mut req: Request<Incoming>, (path, validate): (Signal
         }
     };
     if validate {
-        let missing = !node.settings.auto_create
-            && node.hub.with_rooms(|r| r.get(&params.room).is_err());
+        let missing =
+            !node.settings.auto_create && node.hub.with_rooms(|r| r.get(&params.room).is_err());
         if missing {
             return join_error(&JoinError::new(404, "requested room does not exist"));
         }

@@ -99,7 +99,8 @@ pub fn dispatch(
         }),
         "DeleteRoom" => call(format, body, |r: pb::DeleteRoomRequest| {
             ensure_create(claims)?;
-            node.hub.with_rooms(|rooms| rooms.get(&r.room).map(|_| ()))?;
+            node.hub
+                .with_rooms(|rooms| rooms.get(&r.room).map(|_| ()))?;
             node.hub.close_room_sessions(&r.room);
             let room = node.hub.with_rooms(|rooms| rooms.delete(&r.room))?;
             tracing::info!(room = %r.room, sid = %room.sid(), "room deleted");
@@ -116,9 +117,11 @@ pub fn dispatch(
         }),
         "GetParticipant" => call(format, body, |r: pb::RoomParticipantIdentity| {
             ensure_admin(claims, &r.room)?;
-            Ok(node
-                .hub
-                .with_rooms(|rooms| rooms.participant(&r.room, &r.identity).map(|p| p.info.clone()))?)
+            Ok(node.hub.with_rooms(|rooms| {
+                rooms
+                    .participant(&r.room, &r.identity)
+                    .map(|p| p.info.clone())
+            })?)
         }),
         "RemoveParticipant" => call(format, body, |r: pb::RoomParticipantIdentity| {
             ensure_admin(claims, &r.room)?;
@@ -127,9 +130,9 @@ pub fn dispatch(
         }),
         "MutePublishedTrack" => call(format, body, |r: pb::MuteRoomTrackRequest| {
             ensure_admin(claims, &r.room)?;
-            let track = node
-                .hub
-                .mute_published_track(&r.room, &r.identity, &r.track_sid, r.muted)?;
+            let track =
+                node.hub
+                    .mute_published_track(&r.room, &r.identity, &r.track_sid, r.muted)?;
             Ok(pb::MuteRoomTrackResponse { track: Some(track) })
         }),
         "UpdateParticipant" => call(format, body, |r: pb::UpdateParticipantRequest| {

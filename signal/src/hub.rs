@@ -304,7 +304,9 @@ impl Hub {
         let mut now: HashMap<String, BTreeMap<String, f32>> = HashMap::new();
         let mut rooms: Vec<String> = Vec::new();
         for (tid, level, active) in levels {
-            let Some(t) = st.tracks.values().find(|t| t.offer.track_id == *tid) else { continue };
+            let Some(t) = st.tracks.values().find(|t| t.offer.track_id == *tid) else {
+                continue;
+            };
             if !rooms.contains(&t.room) {
                 rooms.push(t.room.clone());
             }
@@ -381,16 +383,20 @@ impl Hub {
             } else {
                 (Q::Poor, (2.0 - loss * 2.0).max(1.0))
             };
-            by_room.entry(&s.room).or_default().push(pb::ConnectionQualityInfo {
-                participant_sid: psid.clone(),
-                quality: quality as i32,
-                score,
-            });
+            by_room
+                .entry(&s.room)
+                .or_default()
+                .push(pb::ConnectionQualityInfo {
+                    participant_sid: psid.clone(),
+                    quality: quality as i32,
+                    score,
+                });
         }
         for (room, updates) in by_room {
-            let msg = pb::signal_response::Message::ConnectionQuality(pb::ConnectionQualityUpdate {
-                updates,
-            });
+            let msg =
+                pb::signal_response::Message::ConnectionQuality(pb::ConnectionQualityUpdate {
+                    updates,
+                });
             for s in st.sessions.values().filter(|s| s.room == room) {
                 let _ = s.tx.send(ToSession::Signal(Box::new(msg.clone())));
             }
@@ -508,7 +514,10 @@ impl Hub {
                 peers: Vec::new(),
             },
         );
-        let room = st.rooms.get(&p.room).map_err(|e| JoinError::new(404, e.to_string()))?;
+        let room = st
+            .rooms
+            .get(&p.room)
+            .map_err(|e| JoinError::new(404, e.to_string()))?;
         let room_info = room.info();
         let others: Vec<pb::ParticipantInfo> = room
             .participants()
@@ -582,7 +591,9 @@ impl Hub {
             i.state = pb::participant_info::State::Active as i32;
         });
         let st = self.lock();
-        let Some(s) = st.sessions.get(psid) else { return };
+        let Some(s) = st.sessions.get(psid) else {
+            return;
+        };
         if !(s.auto_subscribe && s.can_subscribe) {
             return;
         }
@@ -603,7 +614,9 @@ impl Hub {
             p.is_publisher = true;
         });
         let mut st = self.lock();
-        let Some(room) = st.sessions.get(psid).map(|s| s.room.clone()) else { return };
+        let Some(room) = st.sessions.get(psid).map(|s| s.room.clone()) else {
+            return;
+        };
         for (other, s) in &st.sessions {
             if other != psid && s.room == room && s.auto_subscribe && s.can_subscribe {
                 let _ = s.tx.send(ToSession::Subscribe(offer.clone()));
@@ -642,7 +655,12 @@ impl Hub {
     }
 
     /// Marks a track muted or not and tells everyone. Returns the track's new record.
-    pub fn set_track_muted(&self, psid: &str, track_sid: &str, muted: bool) -> Option<pb::TrackInfo> {
+    pub fn set_track_muted(
+        &self,
+        psid: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Option<pb::TrackInfo> {
         self.update_participant(psid, |p| {
             p.tracks.iter_mut().find(|t| t.sid == track_sid).map(|t| {
                 t.muted = muted;
@@ -656,10 +674,13 @@ impl Hub {
     /// subscriber.
     pub fn track_subscribed(&self, subscriber: &str, track_sid: &str) {
         let mut st = self.lock();
-        let Some(t) = st.tracks.get_mut(track_sid) else { return };
+        let Some(t) = st.tracks.get_mut(track_sid) else {
+            return;
+        };
         let first = t.subscribers.is_empty();
         t.subscribers.insert(subscriber.to_string());
-        t.wanted.insert(subscriber.to_string(), pb::VideoQuality::High as i32);
+        t.wanted
+            .insert(subscriber.to_string(), pb::VideoQuality::High as i32);
         let publisher = t.publisher_sid.clone();
         self.tell_qualities(&mut st, track_sid);
         if first && let Some(p) = st.sessions.get(&publisher) {
@@ -696,13 +717,20 @@ impl Hub {
 
     #[allow(deprecated)] // subscribed_qualities is still read by older clients
     fn tell_qualities(&self, st: &mut State, track_sid: &str) {
-        let Some(t) = st.tracks.get_mut(track_sid) else { return };
+        let Some(t) = st.tracks.get_mut(track_sid) else {
+            return;
+        };
         if t.offer.kind != MediaKind::Video || t.offer.layer_count < 2 {
             return;
         }
         // With nobody watching, the publisher keeps its lowest layer rather than stopping,
         // so a new subscriber starts at once.
-        let max = t.wanted.values().copied().max().unwrap_or(pb::VideoQuality::Low as i32);
+        let max = t
+            .wanted
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(pb::VideoQuality::Low as i32);
         if t.told == Some(max) {
             return;
         }
@@ -724,14 +752,12 @@ impl Hub {
             .first()
             .map(|c| c.name.to_ascii_lowercase())
             .unwrap_or_default();
-        let msg = pb::signal_response::Message::SubscribedQualityUpdate(pb::SubscribedQualityUpdate {
-            track_sid: track_sid.to_string(),
-            subscribed_qualities: qualities.clone(),
-            subscribed_codecs: vec![pb::SubscribedCodec {
-                codec,
-                qualities,
-            }],
-        });
+        let msg =
+            pb::signal_response::Message::SubscribedQualityUpdate(pb::SubscribedQualityUpdate {
+                track_sid: track_sid.to_string(),
+                subscribed_qualities: qualities.clone(),
+                subscribed_codecs: vec![pb::SubscribedCodec { codec, qualities }],
+            });
         if let Some(p) = st.sessions.get(&t.publisher_sid) {
             let _ = p.tx.send(ToSession::Signal(Box::new(msg)));
         }
@@ -750,7 +776,9 @@ impl Hub {
     /// The sids of tracks published by `participant_sid` in the session's room.
     pub fn tracks_of(&self, psid: &str, participant_sid: &str) -> Vec<String> {
         let st = self.lock();
-        let Some(room) = st.sessions.get(psid).map(|s| &s.room) else { return Vec::new() };
+        let Some(room) = st.sessions.get(psid).map(|s| &s.room) else {
+            return Vec::new();
+        };
         st.tracks
             .iter()
             .filter(|(_, t)| &t.room == room && t.publisher_sid == participant_sid)
@@ -767,7 +795,9 @@ impl Hub {
     }
 
     fn cleanup_session(&self, st: &mut State, psid: &str, remove_from_room: bool) {
-        let Some(s) = st.sessions.remove(psid) else { return };
+        let Some(s) = st.sessions.remove(psid) else {
+            return;
+        };
         for p in &s.peers {
             st.peer_owner.remove(p);
             self.media(Command::RemovePeer { peer: *p });
@@ -800,9 +830,7 @@ impl Hub {
                 .rooms
                 .participant(&s.room, &s.identity)
                 .is_ok_and(|p| p.info.sid == psid);
-            if still_ours
-                && let Ok(mut p) = st.rooms.leave(Instant::now(), &s.room, &s.identity)
-            {
+            if still_ours && let Ok(mut p) = st.rooms.leave(Instant::now(), &s.room, &s.identity) {
                 p.info.state = pb::participant_info::State::Disconnected as i32;
                 p.info.version += 1;
                 p.info.tracks.clear();
@@ -942,7 +970,9 @@ impl Hub {
     ) -> Result<(), RoomError> {
         let st = self.lock();
         let psid = self.session_of(&st, &req.room, &req.identity)?;
-        let Some(s) = st.sessions.get(&psid) else { return Ok(()) };
+        let Some(s) = st.sessions.get(&psid) else {
+            return Ok(());
+        };
         let mut sids: Vec<String> = req.track_sids.clone();
         for pt in &req.participant_tracks {
             sids.extend(pt.track_sids.iter().cloned());
@@ -1012,7 +1042,13 @@ impl Hub {
             ..Default::default()
         };
         let data = bytes::Bytes::from(prost::Message::encode_to_vec(&packet));
-        self.broadcast_data(None, Some(&req.room), reliable, data, &req.destination_identities);
+        self.broadcast_data(
+            None,
+            Some(&req.room),
+            reliable,
+            data,
+            &req.destination_identities,
+        );
         Ok(())
     }
 

@@ -122,19 +122,30 @@ pub fn parse_join(
         Some(v) => Some(
             v.strip_prefix("Bearer ")
                 .ok_or_else(|| {
-                    JoinError::new(401, "invalid authorization header: must start with \"Bearer \"")
+                    JoinError::new(
+                        401,
+                        "invalid authorization header: must start with \"Bearer \"",
+                    )
                 })?
                 .trim()
                 .to_string(),
         ),
         None => q.get("access_token").cloned(),
     };
-    let token = token.ok_or_else(|| JoinError::new(401, "no access token: send Authorization: Bearer <token> or access_token"))?;
+    let token = token.ok_or_else(|| {
+        JoinError::new(
+            401,
+            "no access token: send Authorization: Bearer <token> or access_token",
+        )
+    })?;
     let claims = lkr_proto::token::verify(&token, keys)
         .map_err(|e| JoinError::new(401, format!("invalid authorization token: {e}")))?;
     let video = claims.video();
     if !video.room_join {
-        return Err(JoinError::new(401, "permissions denied: the token lacks the roomJoin grant"));
+        return Err(JoinError::new(
+            401,
+            "permissions denied: the token lacks the roomJoin grant",
+        ));
     }
     if video.room.is_empty() {
         return Err(JoinError::new(400, "no room name"));
@@ -160,7 +171,10 @@ pub fn parse_join(
         client_info: pb::ClientInfo {
             sdk: q.get("sdk").map(|s| sdk_from_name(s)).unwrap_or_default(),
             version: q.get("version").cloned().unwrap_or_default(),
-            protocol: q.get("protocol").and_then(|p| p.parse().ok()).unwrap_or_default(),
+            protocol: q
+                .get("protocol")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_default(),
             client_protocol: q
                 .get("client_protocol")
                 .and_then(|p| p.parse().ok())
@@ -274,18 +288,53 @@ mod tests {
     #[test]
     fn refusals() {
         let none = http_headers::HeaderView::default();
-        assert_eq!(parse_join(SignalPath::V0, &none, None, &keys()).unwrap_err().status, 401);
+        assert_eq!(
+            parse_join(SignalPath::V0, &none, None, &keys())
+                .unwrap_err()
+                .status,
+            401
+        );
         let bad = format!("access_token={}x", token(join_grant(), "a"));
-        assert_eq!(parse_join(SignalPath::V0, &none, Some(&bad), &keys()).unwrap_err().status, 401);
-        let nojoin = format!("access_token={}", token(VideoGrant { room: "r".into(), ..Default::default() }, "a"));
-        assert_eq!(parse_join(SignalPath::V0, &none, Some(&nojoin), &keys()).unwrap_err().status, 401);
+        assert_eq!(
+            parse_join(SignalPath::V0, &none, Some(&bad), &keys())
+                .unwrap_err()
+                .status,
+            401
+        );
+        let nojoin = format!(
+            "access_token={}",
+            token(
+                VideoGrant {
+                    room: "r".into(),
+                    ..Default::default()
+                },
+                "a"
+            )
+        );
+        assert_eq!(
+            parse_join(SignalPath::V0, &none, Some(&nojoin), &keys())
+                .unwrap_err()
+                .status,
+            401
+        );
         let noid = format!("access_token={}", token(join_grant(), ""));
         let e = parse_join(SignalPath::V0, &none, Some(&noid), &keys()).unwrap_err();
-        assert_eq!((e.status, e.message.as_str()), (400, "identity cannot be empty"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (400, "identity cannot be empty")
+        );
         let v1 = format!("access_token={}", token(join_grant(), "a"));
         let e = parse_join(SignalPath::V1, &none, Some(&v1), &keys()).unwrap_err();
-        assert_eq!((e.status, e.message.as_str()), (400, "join_request is required"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (400, "join_request is required")
+        );
         let garbage = format!("{v1}&join_request=%%%");
-        assert_eq!(parse_join(SignalPath::V1, &none, Some(&garbage), &keys()).unwrap_err().status, 400);
+        assert_eq!(
+            parse_join(SignalPath::V1, &none, Some(&garbage), &keys())
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

@@ -54,7 +54,11 @@ pub struct RemoteTransport {
 
 /// Reads the remote ICE credentials and fingerprint (session level or first section).
 pub fn remote_transport(sd: &SessionDescription) -> Option<RemoteTransport> {
-    let m = sd.media.iter().find(|m| !m.is_rejected()).or(sd.media.first())?;
+    let m = sd
+        .media
+        .iter()
+        .find(|m| !m.is_rejected())
+        .or(sd.media.first())?;
     let fp = sd.fingerprint_for(m)?;
     Some(RemoteTransport {
         ufrag: sd.ice_ufrag_for(m)?.to_string(),
@@ -239,8 +243,11 @@ pub fn answer_offer(
                 m.protocol = om.protocol.clone();
             }
             (_, Some(kind)) if !rejected => {
-                let codecs: Vec<&Codec> =
-                    om.codecs.iter().filter(|c| supported(&om.kind, c)).collect();
+                let codecs: Vec<&Codec> = om
+                    .codecs
+                    .iter()
+                    .filter(|c| supported(&om.kind, c))
+                    .collect();
                 let dir = om.direction_or_default();
                 if codecs.is_empty() {
                     m.port = 0;
@@ -316,8 +323,9 @@ pub fn answer_offer(
                         Some(d) => {
                             let mut pts = Vec::new();
                             for tc in &d.codecs {
-                                if let Some(c) =
-                                    codecs.iter().find(|c| c.name.eq_ignore_ascii_case(&tc.name))
+                                if let Some(c) = codecs
+                                    .iter()
+                                    .find(|c| c.name.eq_ignore_ascii_case(&tc.name))
                                 {
                                     if !m.codecs.iter().any(|x| x.pt == c.pt) {
                                         m.add_codec(answer_codec(&om.kind, c));
@@ -382,7 +390,9 @@ pub fn answer_offer(
 /// One section of a server offer on the subscriber PC.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OfferSection {
-    Data { mid: String },
+    Data {
+        mid: String,
+    },
     /// A media section; `None` once its track is gone (written inactive).
     Media {
         mid: String,
@@ -415,7 +425,9 @@ pub fn subscriber_offer(
                     Some(d) => {
                         for c in &d.codecs {
                             let rtcp_fb = match kind {
-                                MediaKind::Video => vec!["nack".into(), "nack pli".into(), "ccm fir".into()],
+                                MediaKind::Video => {
+                                    vec!["nack".into(), "nack pli".into(), "ccm fir".into()]
+                                }
                                 MediaKind::Audio => Vec::new(),
                             };
                             m.add_codec(Codec {
@@ -461,7 +473,9 @@ pub fn subscriber_offer(
 }
 
 /// From a subscriber answer: for each mid, the payload types the client accepted.
-pub fn accepted_payload_types(answer: &SessionDescription) -> HashMap<String, Vec<(CodecKind, u8)>> {
+pub fn accepted_payload_types(
+    answer: &SessionDescription,
+) -> HashMap<String, Vec<(CodecKind, u8)>> {
     answer
         .media
         .iter()

@@ -14,14 +14,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use lkr_proto::{id, pb};
 use lkr_sfu::{
-    ChannelSpec, CodecKind, Command, Event, MediaKind, PayloadType, PeerConfig, PeerId, PublishSpec,
-    RemoteFingerprint, SubscribeSpec, TrackId,
+    ChannelSpec, CodecKind, Command, Event, MediaKind, PayloadType, PeerConfig, PeerId,
+    PublishSpec, RemoteFingerprint, SubscribeSpec, TrackId,
 };
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::hub::{Hub, Joined, PING_TIMEOUT, ToSession, TrackOffer};
 use crate::join::JoinParams;
@@ -52,7 +54,11 @@ fn random_token(len: usize) -> String {
 fn wanted_quality(ts: &pb::UpdateTrackSettings, layers: &[pb::VideoLayer]) -> i32 {
     let high = pb::VideoQuality::High as i32;
     if ts.width == 0 && ts.height == 0 {
-        return if ts.quality == pb::VideoQuality::Off as i32 { high } else { ts.quality.clamp(0, high) };
+        return if ts.quality == pb::VideoQuality::Off as i32 {
+            high
+        } else {
+            ts.quality.clamp(0, high)
+        };
     }
     let mut sorted: Vec<&pb::VideoLayer> = layers.iter().collect();
     sorted.sort_by_key(|l| l.quality);
@@ -144,13 +150,19 @@ where
         slots: Vec::new(),
         active_sent: false,
         identity: params.identity.clone(),
-        kind: response.participant.as_ref().map(|p| p.kind).unwrap_or_default(),
+        kind: response
+            .participant
+            .as_ref()
+            .map(|p| p.kind)
+            .unwrap_or_default(),
         last_data_sequence: 0,
         seen_nonces: std::collections::VecDeque::new(),
     };
     tracing::info!(participant = %participant_sid, identity = %params.identity, room = %params.room, single_pc = params.single_pc, "participant joined");
     let subscriber_primary = response.subscriber_primary;
-    let end = s.main(rx, response, params.publisher_offer, subscriber_primary).await;
+    let end = s
+        .main(rx, response, params.publisher_offer, subscriber_primary)
+        .await;
     if let End::Server(reason, action) = end {
         let _ = s
             .send(Resp::Leave(pb::LeaveRequest {
@@ -161,7 +173,12 @@ where
             }))
             .await;
     }
-    let _ = s.ws.close(None).await;
+    let _ =
+        s.ws.close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await;
     tracing::debug!(participant = %participant_sid, ?end, "session ended");
     if end == End::Gone {
         // A connection that died without `leave` keeps its place for the room's departure
@@ -192,7 +209,12 @@ where
         })),
     };
     let _ = ws.send(WsMessage::Binary(msg.encode_to_vec().into())).await;
-    let _ = ws.close(None).await;
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await;
 }
 
 struct Session<S> {
@@ -245,7 +267,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if subscriber_primary {
             self.ensure_sub_transport();
-            self.sub_sections.push(OfferSection::Data { mid: "0".into() });
+            self.sub_sections
+                .push(OfferSection::Data { mid: "0".into() });
             if self.negotiate_subscriber().await.is_err() {
                 return End::Client;
             }
@@ -300,14 +323,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn send(&mut self, m: Resp) -> Result<(), String> {
         let msg = pb::SignalResponse { message: Some(m) };
         let frame = if self.json {
-            WsMessage::Text(serde_json::to_string(&msg).map_err(|e| e.to_string())?.into())
+            WsMessage::Text(
+                serde_json::to_string(&msg)
+                    .map_err(|e| e.to_string())?
+                    .into(),
+            )
         } else {
             WsMessage::Binary(msg.encode_to_vec().into())
         };
         self.ws.send(frame).await.map_err(|e| e.to_string())
     }
 
-    fn new_transport(&self, target: pb::SignalTarget, open_channels: Vec<ChannelSpec>) -> Transport {
+    fn new_transport(
+        &self,
+        target: pb::SignalTarget,
+        open_channels: Vec<ChannelSpec>,
+    ) -> Transport {
         Transport {
             peer: PeerId(self.hub.next_id()),
             local: LocalTransport {
@@ -343,7 +374,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Adds the transport's peer to the core once the remote description is known.
-    fn add_peer(&self, t: &mut Transport, remote: &lkr_sdp::SessionDescription) -> Result<(), String> {
+    fn add_peer(
+        &self,
+        t: &mut Transport,
+        remote: &lkr_sdp::SessionDescription,
+    ) -> Result<(), String> {
         if t.added {
             return Ok(());
         }
@@ -369,7 +404,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn send_candidates(&mut self, publisher: bool, first_mid: &str) -> Result<(), String> {
-        let t = if publisher { self.pub_t.as_mut() } else { self.sub_t.as_mut() };
+        let t = if publisher {
+            self.pub_t.as_mut()
+        } else {
+            self.sub_t.as_mut()
+        };
         let Some(t) = t else { return Ok(()) };
         if t.candidates_sent {
             return Ok(());
@@ -451,7 +490,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn handle_track_setting(&mut self, ts: &pb::UpdateTrackSettings) {
         let Some(peer) = self.down_peer() else { return };
         for sid in &ts.track_sids {
-            let Some(d) = self.downs.get(sid) else { continue };
+            let Some(d) = self.downs.get(sid) else {
+                continue;
+            };
             let off = ts.disabled || ts.quality == pb::VideoQuality::Off as i32 && ts.width == 0;
             self.hub.media(Command::SetPaused {
                 peer,
@@ -474,11 +515,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     max_layer,
                 });
             }
-            self.hub.set_subscriber_quality(&self.psid, sid, Some(quality));
+            self.hub
+                .set_subscriber_quality(&self.psid, sid, Some(quality));
         }
     }
 
-    async fn handle_update_metadata(&mut self, u: pb::UpdateParticipantMetadata) -> Result<(), String> {
+    async fn handle_update_metadata(
+        &mut self,
+        u: pb::UpdateParticipantMetadata,
+    ) -> Result<(), String> {
         if !self.permission.can_update_metadata {
             return self
                 .send(Resp::RequestResponse(pb::RequestResponse {
@@ -514,7 +559,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         });
-        Ok(())
+        // Clients of protocol 14 and later wait for this answer (older ones for their update).
+        self.send(Resp::RequestResponse(pb::RequestResponse {
+            request_id: u.request_id,
+            reason: pb::request_response::Reason::Ok as i32,
+            message: String::new(),
+            request: None,
+        }))
+        .await
     }
 
     #[allow(deprecated)] // TrackInfo layers, simulcast, stereo and disable_dtx are still read by clients.
@@ -555,7 +607,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 } else if c.codec.contains('/') {
                     c.codec.clone()
                 } else {
-                    format!("{}/{}", if kind == MediaKind::Video { "video" } else { "audio" }, c.codec)
+                    format!(
+                        "{}/{}",
+                        if kind == MediaKind::Video {
+                            "video"
+                        } else {
+                            "audio"
+                        },
+                        c.codec
+                    )
                 },
                 cid: c.cid.clone(),
                 layers: c.layers.clone(),
@@ -636,8 +696,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         use pb::data_packet::Value;
         let hidden = self.permission.hidden;
-        let identity = if hidden { String::new() } else { self.identity.clone() };
-        let sid = if hidden { String::new() } else { self.psid.clone() };
+        let identity = if hidden {
+            String::new()
+        } else {
+            self.identity.clone()
+        };
+        let sid = if hidden {
+            String::new()
+        } else {
+            self.psid.clone()
+        };
         match &mut pkt.value {
             Some(Value::User(u)) => {
                 if !u.nonce.is_empty() {
@@ -661,7 +729,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             Some(Value::Metrics(_)) => return,
-            Some(Value::Transcription(_)) if self.kind != pb::participant_info::Kind::Agent as i32 => {
+            Some(Value::Transcription(_))
+                if self.kind != pb::participant_info::Kind::Agent as i32 =>
+            {
                 return;
             }
             _ => {}
@@ -678,7 +748,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let dests = pkt.destination_identities.clone();
         let bytes = bytes::Bytes::from(pkt.encode_to_vec());
-        self.hub.broadcast_data(Some(&self.psid), None, reliable, bytes, &dests);
+        self.hub
+            .broadcast_data(Some(&self.psid), None, reliable, bytes, &dests);
     }
 
     /// The peer that carries downstream media.
@@ -706,31 +777,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let slots: Vec<negotiation::RecvSlot> = sd
                 .media
                 .iter()
-                .filter(|m| !m.is_rejected() && m.direction_or_default() == lkr_sdp::Direction::RecvOnly)
+                .filter(|m| {
+                    !m.is_rejected() && m.direction_or_default() == lkr_sdp::Direction::RecvOnly
+                })
                 .filter_map(|m| {
                     let kind = match m.kind {
                         lkr_sdp::MediaKind::Audio => MediaKind::Audio,
                         lkr_sdp::MediaKind::Video => MediaKind::Video,
                         _ => return None,
                     };
-                    Some(negotiation::RecvSlot { mid: m.mid.clone()?, kind })
+                    Some(negotiation::RecvSlot {
+                        mid: m.mid.clone()?,
+                        kind,
+                    })
                 })
                 .collect();
             // Sections that disappeared or changed kind free their tracks.
             for d in self.downs.values_mut() {
                 if let Some(mid) = &d.mid
-                    && !slots.iter().any(|s| &s.mid == mid && s.kind == d.offer.kind)
+                    && !slots
+                        .iter()
+                        .any(|s| &s.mid == mid && s.kind == d.offer.kind)
                 {
                     d.mid = None;
                     d.active = false;
                 }
             }
             for slot in &slots {
-                let taken = self.downs.values().any(|d| d.mid.as_deref() == Some(&slot.mid));
+                let taken = self
+                    .downs
+                    .values()
+                    .any(|d| d.mid.as_deref() == Some(&slot.mid));
                 if taken {
                     continue;
                 }
-                if let Some(d) = self.downs.values_mut().find(|d| d.mid.is_none() && d.offer.kind == slot.kind) {
+                if let Some(d) = self
+                    .downs
+                    .values_mut()
+                    .find(|d| d.mid.is_none() && d.offer.kind == slot.kind)
+                {
                     d.mid = Some(slot.mid.clone());
                 }
             }
@@ -745,7 +830,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.version += 1;
         let t = self.pub_t.as_ref().ok_or("transport vanished")?;
         let peer = t.peer;
-        let answer = negotiation::answer_offer(&sd, &t.local, self.version, self.session_id, &downs_by_mid);
+        let answer =
+            negotiation::answer_offer(&sd, &t.local, self.version, self.session_id, &downs_by_mid);
 
         // Publications: new sections bind to pending tracks; vanished ones unpublish.
         for ps in &answer.publish {
@@ -784,7 +870,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             HashMap::new()
         };
-        let first_mid = sd.media.first().and_then(|m| m.mid.clone()).unwrap_or_else(|| "0".into());
+        let first_mid = sd
+            .media
+            .first()
+            .and_then(|m| m.mid.clone())
+            .unwrap_or_else(|| "0".into());
         self.send(Resp::Answer(pb::SessionDescription {
             r#type: "answer".into(),
             sdp: answer.sdp.write(),
@@ -835,7 +925,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn publish(&mut self, peer: PeerId, ps: &negotiation::PublishSection, p: PendingTrack) {
         let mut info = p.info;
         let track = TrackId(self.hub.next_id());
-        let kind_name = if ps.kind == MediaKind::Video { "video" } else { "audio" };
+        let kind_name = if ps.kind == MediaKind::Video {
+            "video"
+        } else {
+            "audio"
+        };
         let mime = ps
             .codecs
             .iter()
@@ -875,7 +969,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.published.insert(ps.mid.clone(), info.sid.clone());
         tracing::info!(participant = %self.psid, track = %info.sid, mid = %ps.mid, mime = %info.mime_type, rids = ?ps.rids, "track published");
         let layers = if info.layers.is_empty() {
-            info.codecs.first().map(|c| c.layers.clone()).unwrap_or_default()
+            info.codecs
+                .first()
+                .map(|c| c.layers.clone())
+                .unwrap_or_default()
         } else {
             info.layers.clone()
         };
@@ -905,7 +1002,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let free = |k: MediaKind| {
             self.slots
                 .iter()
-                .filter(|s| s.kind == k && !self.downs.values().any(|d| d.mid.as_deref() == Some(&s.mid)))
+                .filter(|s| {
+                    s.kind == k
+                        && !self
+                            .downs
+                            .values()
+                            .any(|d| d.mid.as_deref() == Some(&s.mid))
+                })
                 .count()
         };
         let need = |k: MediaKind| {
@@ -928,7 +1031,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let peer = t.peer;
         self.sub_t = Some(t);
         added?;
-        if self.awaiting_answer.is_some_and(|id| a.id != 0 && id != a.id) {
+        if self
+            .awaiting_answer
+            .is_some_and(|id| a.id != 0 && id != a.id)
+        {
             tracing::debug!(participant = %self.psid, "answer for an older offer");
         }
         self.awaiting_answer = None;
@@ -967,12 +1073,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         }
         self.ensure_sub_transport();
-        if !self.sub_sections.iter().any(|s| matches!(s, OfferSection::Data { .. })) {
-            self.sub_sections.insert(0, OfferSection::Data { mid: "0".into() });
+        if !self
+            .sub_sections
+            .iter()
+            .any(|s| matches!(s, OfferSection::Data { .. }))
+        {
+            self.sub_sections
+                .insert(0, OfferSection::Data { mid: "0".into() });
         }
         self.version += 1;
         let t = self.sub_t.as_ref().ok_or("no subscriber transport")?;
-        let sdp = negotiation::subscriber_offer(&t.local, self.version, self.session_id, &self.sub_sections);
+        let sdp = negotiation::subscriber_offer(
+            &t.local,
+            self.version,
+            self.session_id,
+            &self.sub_sections,
+        );
         let id = self.next_offer_id;
         self.next_offer_id += 1;
         self.awaiting_answer = Some(id);
@@ -1024,7 +1140,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn unsubscribe(&mut self, sid: &str) -> Result<(), String> {
-        let Some(d) = self.downs.remove(sid) else { return Ok(()) };
+        let Some(d) = self.downs.remove(sid) else {
+            return Ok(());
+        };
         if d.active
             && let Some(peer) = self.down_peer()
         {
@@ -1036,8 +1154,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.hub.track_unsubscribed(&self.psid, sid);
         if self.single_pc {
             // Ask for a new offer so that the next answer marks the section inactive.
-            self.send(Resp::MediaSectionsRequirement(pb::MediaSectionsRequirement::default()))
-                .await
+            self.send(Resp::MediaSectionsRequirement(
+                pb::MediaSectionsRequirement::default(),
+            ))
+            .await
         } else {
             for s in self.sub_sections.iter_mut() {
                 if let OfferSection::Media { mid, track, .. } = s
@@ -1082,7 +1202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn handle_media(&mut self, ev: Event) -> Result<Option<End>, String> {
         match ev {
             Event::PeerConnected { peer } => {
-                for t in [self.pub_t.as_mut(), self.sub_t.as_mut()].into_iter().flatten() {
+                for t in [self.pub_t.as_mut(), self.sub_t.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
                     if t.peer == peer {
                         t.connected = true;
                     }

@@ -14,6 +14,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 
 import { BrowserEnv, WS_URL, prerequisites, unique } from './harness.mjs';
 
@@ -25,9 +26,14 @@ const MODES = [
 const VIDEO_FRAMES = 40; // decoded frames the subscriber must see arrive (the fake camera sends 20-30 fps)
 const AUDIO_SAMPLES = 48000; // one second at 48 kHz
 
+// Not root: skip (no namespaces). Root but something missing (Chromium, npm packages, the
+// server binary): fail, so a broken install never passes as skipped.
 const why = prerequisites();
+const notRoot = Boolean(process.getuid && process.getuid() !== 0);
 let env = null;
 let browser = null;
+// index of the first browser event of the running test: earlier tests' events never match
+let mark = 0;
 
 /** Runs a test body; on failure adds the server log, browser console and clients' output. */
 async function withDiagnostics(fn) {
@@ -84,9 +90,6 @@ async function publishCamMic(page) {
   return { video, audio };
 }
 
-// index of the first browser event of the running test: earlier tests' events never match
-let mark = 0;
-
 function waitPageEvent(page, event, match, timeout = 20000) {
   return browser.waitFor(
     (e) => e.page === page && e.event === event && Object.entries(match).every(([k, v]) => e[k] === v),
@@ -94,15 +97,32 @@ function waitPageEvent(page, event, match, timeout = 20000) {
   );
 }
 
+if (why && !notRoot) {
+  it('the browser tests can run here', () => assert.fail(`cannot run the browser tests: ${why}`));
+}
+
 describe('livekit-client in headless Chromium', { skip: why || false }, () => {
   before(async () => {
     env = new BrowserEnv();
+    // whatever happens to this process, leave no namespace and no processes behind
+    process.once('exit', () => env && env.stopSync());
+    for (const sig of ['SIGINT', 'SIGTERM']) {
+      process.once(sig, () => {
+        if (env) env.stopSync();
+        process.exit(130);
+      });
+    }
     await env.start();
     browser = await env.browser('chromium');
-  });
+  }, { timeout: 90000 });
 
   after(async () => {
-    if (env) await env.cleanup();
+    if (!env) return;
+    // LK_BROWSER_KEEP_LOGS=1 keeps the server log (RUST_LOG=debug by default) for a look afterwards
+    const keep = process.env.LK_BROWSER_KEEP_LOGS === '1';
+    if (keep && browser) writeFileSync(`${env.dir}/browser-events.jsonl`, browser.events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    await env.cleanup({ keepDir: keep });
+    if (keep) console.log(`# logs kept in ${env.dir} (livekit-server.log, browser-events.jsonl)`);
   });
 
   for (const mode of MODES) {
