@@ -43,6 +43,9 @@ pub enum ClientError {
     /// A data channel could not carry the message.
     #[error("data channel: {0}")]
     DataChannel(String),
+    /// The session ended before the peer connections were up.
+    #[error("the session ended while connecting: {0}")]
+    SessionEnded(String),
     /// The room session has ended; nothing more can be sent.
     #[error("the room session has ended")]
     Closed,

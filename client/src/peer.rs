@@ -371,7 +371,8 @@ impl PeerConnection {
                     keying_material,
                     we_are_client,
                 } => {
-                    if let Err(e) = self.on_dtls_connected(profile_id, &keying_material, we_are_client)
+                    if let Err(e) =
+                        self.on_dtls_connected(profile_id, &keying_material, we_are_client)
                     {
                         self.fail(e);
                         continue;
@@ -402,8 +403,8 @@ impl PeerConnection {
     ) -> Result<(), String> {
         let profile = SrtpProfile::from_dtls_id(profile_id)
             .ok_or_else(|| format!("unsupported SRTP profile {profile_id:#06x}"))?;
-        let keys = SrtpKeys::from_exporter(profile, material, we_are_client)
-            .map_err(|e| e.to_string())?;
+        let keys =
+            SrtpKeys::from_exporter(profile, material, we_are_client).map_err(|e| e.to_string())?;
         self.srtp_out = Some(
             SrtpContext::new(profile, &keys.local_key, &keys.local_salt)
                 .map_err(|e| e.to_string())?,
@@ -465,5 +466,254 @@ impl PeerConnection {
                 self.transmits.push_back((dest, d));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use lkr_datachannel::DataChannelEvent;
+    use lkr_ice::IceLite;
+
+    /// The server's side of one transport, built from the same crates the SFU uses: an
+    /// ICE-lite responder, the DTLS server, SRTP and SCTP.
+    struct LiteServer {
+        ice: IceLite,
+        cert: Certificate,
+        client_fp: Fingerprint,
+        dtls: Option<DtlsEndpoint>,
+        srtp_in: Option<SrtpContext>,
+        srtp_out: Option<SrtpContext>,
+        sctp: Option<SctpTransport>,
+        out: Vec<(SocketAddr, Vec<u8>)>,
+        rtp: Vec<Vec<u8>>,
+        messages: Vec<(String, Vec<u8>)>,
+        labels: HashMap<u16, String>,
+    }
+
+    impl LiteServer {
+        fn handle(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+            match buf[0] {
+                0..=3 => {
+                    let mut out = Vec::new();
+                    let r = self.ice.handle_stun(now, from, buf, &mut out).unwrap();
+                    if r.response_written {
+                        self.out.push((from, out));
+                    }
+                }
+                20..=63 => {
+                    assert!(self.ice.is_valid_source(from));
+                    let dtls = self.dtls.get_or_insert_with(|| {
+                        DtlsEndpoint::new(
+                            Role::Server,
+                            &self.cert,
+                            self.client_fp.clone(),
+                            from,
+                            now,
+                        )
+                        .unwrap()
+                    });
+                    let _ = dtls.handle_receive(now, buf);
+                    self.pump(now, from);
+                }
+                _ => {
+                    let n = self.srtp_in.as_mut().unwrap().unprotect_rtp(buf).unwrap();
+                    self.rtp.push(buf[..n].to_vec());
+                }
+            }
+        }
+
+        fn pump(&mut self, now: Instant, to: SocketAddr) {
+            let Some(dtls) = self.dtls.as_mut() else {
+                return;
+            };
+            while let Some(e) = dtls.poll_event() {
+                match e {
+                    DtlsEvent::Connected {
+                        profile_id,
+                        keying_material,
+                        we_are_client,
+                    } => {
+                        assert!(!we_are_client);
+                        let p = SrtpProfile::from_dtls_id(profile_id).unwrap();
+                        let k = SrtpKeys::from_exporter(p, &keying_material, false).unwrap();
+                        self.srtp_in =
+                            Some(SrtpContext::new(p, &k.remote_key, &k.remote_salt).unwrap());
+                        self.srtp_out =
+                            Some(SrtpContext::new(p, &k.local_key, &k.local_salt).unwrap());
+                        self.sctp = Some(SctpTransport::new(false, now));
+                    }
+                    DtlsEvent::ApplicationData(d) => {
+                        if let Some(s) = self.sctp.as_mut() {
+                            s.handle_receive(now, &d);
+                        }
+                    }
+                    other => panic!("server DTLS: {other:?}"),
+                }
+            }
+            if let Some(s) = self.sctp.as_mut() {
+                while let Some(p) = s.poll_transmit(now) {
+                    dtls.send_application_data(&p).unwrap();
+                }
+                while let Some(e) = s.poll_event() {
+                    match e {
+                        DataChannelEvent::ChannelOpen { stream_id, label } => {
+                            self.labels.insert(stream_id, label);
+                        }
+                        DataChannelEvent::Message {
+                            stream_id, data, ..
+                        } => {
+                            self.messages.push((self.labels[&stream_id].clone(), data));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            while let Some(d) = dtls.poll_transmit() {
+                self.out.push((to, d));
+            }
+        }
+    }
+
+    /// Runs both sides over a perfect virtual network until `done` or 5 virtual seconds.
+    fn exchange(
+        now: &mut Instant,
+        client: &mut PeerConnection,
+        server: &mut LiteServer,
+        client_addr: SocketAddr,
+        server_addr: SocketAddr,
+        mut done: impl FnMut(&mut PeerConnection, &LiteServer) -> bool,
+    ) {
+        let end = *now + Duration::from_secs(5);
+        while *now < end {
+            client.handle_timeout(*now);
+            if let Some(d) = server.dtls.as_mut() {
+                if d.poll_timeout().is_some_and(|t| t <= *now) {
+                    d.handle_timeout(*now);
+                }
+                if let Some(s) = server.sctp.as_mut()
+                    && s.poll_timeout().is_some_and(|t| t <= *now)
+                {
+                    s.handle_timeout(*now);
+                }
+                server.pump(*now, client_addr);
+            }
+            let mut moved = true;
+            while moved {
+                moved = false;
+                while let Some((dest, mut d)) = client.poll_transmit() {
+                    assert_eq!(dest, server_addr);
+                    server.handle(*now, client_addr, &mut d);
+                    moved = true;
+                }
+                for (dest, mut d) in std::mem::take(&mut server.out) {
+                    assert_eq!(dest, client_addr);
+                    client.handle_receive(*now, server_addr, &mut d);
+                    moved = true;
+                }
+            }
+            if done(client, server) {
+                return;
+            }
+            *now += Duration::from_millis(5);
+        }
+        panic!("no progress: client {client:?}");
+    }
+
+    #[test]
+    fn connects_to_an_ice_lite_dtls_server_and_carries_media_and_data() {
+        let mut now = Instant::now();
+        let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let server_addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        let mut client = PeerConnection::new(Certificate::generate().unwrap());
+        let (ufrag, _) = client.ice_credentials();
+        let mut ice = IceLite::new("srvufrag".into(), "serverpasswordserverpassword".into());
+        ice.set_remote_credentials(ufrag.to_owned(), client.ice_credentials().1.to_owned());
+        let server_cert = Certificate::generate().unwrap();
+        let mut server = LiteServer {
+            ice,
+            client_fp: client.fingerprint(),
+            cert: server_cert.clone(),
+            dtls: None,
+            srtp_in: None,
+            srtp_out: None,
+            sctp: None,
+            out: Vec::new(),
+            rtp: Vec::new(),
+            messages: Vec::new(),
+            labels: HashMap::new(),
+        };
+        client.open_channel("_reliable", true, None);
+        client.open_channel("_lossy", false, Some(0));
+        client.enable_sctp(now);
+        client.set_remote(
+            now,
+            &RemoteParams {
+                ufrag: "srvufrag".into(),
+                pwd: "serverpasswordserverpassword".into(),
+                fingerprint: server_cert.fingerprint(),
+            },
+        );
+        client.add_remote_candidate(now, server_addr);
+        let mut events = Vec::new();
+        exchange(
+            &mut now,
+            &mut client,
+            &mut server,
+            client_addr,
+            server_addr,
+            |c, _| {
+                while let Some(e) = c.poll_event() {
+                    events.push(e);
+                }
+                events
+                    .iter()
+                    .filter(|e| matches!(e, PeerEvent::ChannelOpen { .. }))
+                    .count()
+                    == 2
+            },
+        );
+        assert_eq!(events[0], PeerEvent::Connected);
+        assert!(client.is_connected());
+        assert_eq!(client.remote_address(), Some(server_addr));
+
+        client.send_data(now, "_reliable", b"hello").unwrap();
+        let mut rtp = vec![0u8; 12];
+        lkr_rtp::RtpWriter::write_header(&mut rtp, true, 96, 7, 1234, 0xabcd, &[]).unwrap();
+        rtp.extend_from_slice(b"payload");
+        client.send_rtp(&rtp).unwrap();
+        exchange(
+            &mut now,
+            &mut client,
+            &mut server,
+            client_addr,
+            server_addr,
+            |_, s| !s.messages.is_empty() && !s.rtp.is_empty(),
+        );
+        assert_eq!(
+            server.messages[0],
+            ("_reliable".to_owned(), b"hello".to_vec())
+        );
+        assert_eq!(server.rtp[0], rtp);
+
+        // Server to client: SRTP with the server's keys comes out as plain RTP.
+        let mut down = rtp.clone();
+        let n = down.len();
+        down.resize(n + 16, 0);
+        let len = server
+            .srtp_out
+            .as_mut()
+            .unwrap()
+            .protect_rtp(&mut down, n)
+            .unwrap();
+        down.truncate(len);
+        client.handle_receive(now, server_addr, &mut down);
+        assert_eq!(client.poll_event(), Some(PeerEvent::Rtp(rtp)));
+        // Datagrams from elsewhere do not reach DTLS.
+        let mut stray = vec![22u8, 254, 253, 0, 0];
+        client.handle_receive(now, "127.0.0.1:1".parse().unwrap(), &mut stray);
+        assert!(client.poll_event().is_none());
     }
 }

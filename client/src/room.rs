@@ -39,6 +39,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Housekeeping period of the driver.
 const TICK: Duration = Duration::from_millis(20);
+/// Time between sender reports on each published stream.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How to join.
 #[derive(Debug, Clone, Copy, Default)]
@@ -280,7 +282,7 @@ impl Room {
             cmd_rx,
             ev_tx,
             ready_tx,
-        )?;
+        );
         tokio::spawn(async move { driver.run().await });
         match tokio::time::timeout(CONNECT_TIMEOUT, ready_rx).await {
             Ok(Ok(Ok(()))) => {}
@@ -361,7 +363,11 @@ impl Room {
     }
 
     /// Subscribes to (or unsubscribes from) tracks by sid.
-    pub fn set_subscribed(&self, track_sids: Vec<String>, subscribe: bool) -> Result<(), ClientError> {
+    pub fn set_subscribed(
+        &self,
+        track_sids: Vec<String>,
+        subscribe: bool,
+    ) -> Result<(), ClientError> {
         self.cmd
             .send(Command::Subscribe {
                 track_sids,
@@ -419,7 +425,11 @@ async fn local_ip_toward(url: &str) -> IpAddr {
     let Some(addr) = addrs.next() else {
         return fallback;
     };
-    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     std::net::UdpSocket::bind(bind)
         .and_then(|s| {
             s.connect(addr)?;
@@ -490,7 +500,21 @@ struct Inbound {
     mid: String,
     stream: ReceiveStream,
     payload_types: Vec<(u8, Codec)>,
+    /// Loss reported on packets that were not delivered (padding only), for the next one.
+    carried_loss: u64,
 }
+
+/// RTP that arrived before its SSRC was known: the server may start sending right after
+/// its description, and the datagram can overtake the signalling message.
+struct Early {
+    at: Instant,
+    arrival: SystemTime,
+    packet: Vec<u8>,
+}
+
+/// Most early packets kept, and for how long.
+const EARLY_MAX: usize = 512;
+const EARLY_KEEP: Duration = Duration::from_secs(2);
 
 struct Driver {
     ws: SignalStream,
@@ -515,12 +539,14 @@ struct Driver {
     inbound: HashMap<u32, Inbound>,
     /// Counters of downstream tracks that stopped.
     retired: Vec<TrackStats>,
+    early: std::collections::VecDeque<Early>,
     participants: HashMap<String, pb::ParticipantInfo>,
     rtcp_ssrc: u32,
     data_sequence: u32,
     channels_open: Vec<String>,
     queued_data: Vec<(String, Vec<u8>)>,
     next_ping: Instant,
+    next_report: Instant,
     closing: Option<oneshot::Sender<()>>,
     ended: bool,
 }
@@ -538,8 +564,8 @@ impl Driver {
         cmd_rx: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<RoomEvent>,
         ready: oneshot::Sender<Result<(), ClientError>>,
-    ) -> Result<Self, ClientError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             ws,
             join,
             settings,
@@ -569,15 +595,17 @@ impl Driver {
             ssrc_to_local: HashMap::new(),
             inbound: HashMap::new(),
             retired: Vec::new(),
+            early: std::collections::VecDeque::new(),
             participants: HashMap::new(),
             rtcp_ssrc: rand::random::<u32>() | 1,
             data_sequence: 0,
             channels_open: Vec::new(),
             queued_data: Vec::new(),
             next_ping: Instant::now(),
+            next_report: Instant::now() + REPORT_INTERVAL,
             closing: None,
             ended: false,
-        })
+        }
     }
 
     fn pc(&mut self, which: Which) -> Option<&mut Pc> {
@@ -689,7 +717,7 @@ impl Driver {
         }
         self.ended = true;
         if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(ClientError::JoinRefused(reason.clone())));
+            let _ = ready.send(Err(ClientError::SessionEnded(reason.clone())));
         }
         for p in self.pending.drain(..) {
             let _ = p.reply.send(Err(ClientError::Closed));
@@ -771,7 +799,10 @@ impl Driver {
             }
             Resp::Leave(l) => {
                 let reason = pb::DisconnectReason::try_from(l.reason).unwrap_or_default();
-                self.finish(format!("the server ended the session ({})", reason.as_str_name()));
+                self.finish(format!(
+                    "the server ended the session ({})",
+                    reason.as_str_name()
+                ));
             }
             Resp::TrackUnpublished(t) => {
                 self.published.retain(|p| p.sid != t.track_sid);
@@ -828,6 +859,7 @@ impl Driver {
             let rid = (rids.len() > 1).then(|| rids[i].clone());
             streams.push(RtpStream::new(
                 ssrc,
+                p.spec.codec.clock_rate(),
                 p.spec.codec.payload_type(),
                 mid.clone(),
                 rid,
@@ -916,7 +948,9 @@ impl Driver {
         self.version += 1;
         let version = self.version;
         let Some(sub) = self.subscriber.as_mut() else {
-            return Err(ClientError::Sdp("an offer arrived on a single-PC session".into()));
+            return Err(ClientError::Sdp(
+                "an offer arrived on a single-PC session".into(),
+            ));
         };
         let answer = sdp::answer(&sd, &sub.local(local_ip), session_id, version);
         if !sub.remote_set {
@@ -1011,8 +1045,10 @@ impl Driver {
                     mid: s.mid.clone(),
                     stream: ReceiveStream::new(),
                     payload_types: s.payload_types.clone(),
+                    carried_loss: 0,
                 },
             );
+            self.replay_early(ssrc);
             self.emit(RoomEvent::TrackSubscribed(RemoteTrack {
                 sid: track_sid,
                 participant_sid,
@@ -1023,6 +1059,23 @@ impl Driver {
                 payload_types: s.payload_types,
             }));
         }
+    }
+
+    /// Feeds the early packets of a newly known SSRC to its stream.
+    fn replay_early(&mut self, ssrc: u32) {
+        let now = Instant::now();
+        let Some(i) = self.inbound.get_mut(&ssrc) else {
+            return;
+        };
+        let mut rest = std::collections::VecDeque::with_capacity(self.early.len());
+        for e in self.early.drain(..) {
+            match RtpView::parse(&e.packet) {
+                Ok(view) if view.ssrc() == ssrc => i.stream.handle_packet(e.at, e.arrival, &view),
+                _ => rest.push_back(e),
+            }
+        }
+        self.early = rest;
+        self.after_receive(now, ssrc);
     }
 
     fn handle_trickle(&mut self, now: Instant, t: &pb::TrickleRequest) {
@@ -1038,8 +1091,7 @@ impl Driver {
         else {
             return;
         };
-        let which = if !self.settings.single_pc && t.target == pb::SignalTarget::Subscriber as i32
-        {
+        let which = if !self.settings.single_pc && t.target == pb::SignalTarget::Subscriber as i32 {
             Which::Subscriber
         } else {
             Which::Primary
@@ -1081,7 +1133,7 @@ impl Driver {
                 let Some(s) = p.streams.get_mut(layer) else {
                     return;
                 };
-                let packet = s.packetize(&payload, timestamp, marker);
+                let packet = s.packetize(now, &payload, timestamp, marker);
                 if let Err(e) = self.primary.pc.send_rtp(&packet) {
                     tracing::debug!("RTP not sent: {e}");
                 }
@@ -1189,7 +1241,8 @@ impl Driver {
             self.after_receive(now, ssrc);
         }
         for p in &mut self.published {
-            if !p.negotiated && now >= p.deadline
+            if !p.negotiated
+                && now >= p.deadline
                 && let Some(reply) = p.reply.take()
             {
                 let _ = reply.send(Err(ClientError::PublishTimeout(p.info.name.clone())));
@@ -1205,6 +1258,20 @@ impl Driver {
         for i in expired.into_iter().rev() {
             let p = self.pending.remove(i);
             let _ = p.reply.send(Err(ClientError::PublishTimeout(p.spec.name)));
+        }
+        if now >= self.next_report {
+            self.next_report = now + REPORT_INTERVAL;
+            let wall = SystemTime::now();
+            let reports: Vec<Vec<u8>> = self
+                .published
+                .iter()
+                .filter(|p| p.negotiated)
+                .flat_map(|p| p.streams.iter())
+                .filter_map(|s| s.sender_report(now, wall))
+                .collect();
+            for r in reports {
+                let _ = self.primary.pc.send_rtcp(&r);
+            }
         }
         if self.ready.is_none() && now >= self.next_ping {
             let interval = u64::try_from(self.join.ping_interval.max(1)).unwrap_or(5);
@@ -1225,7 +1292,13 @@ impl Driver {
         let Some(i) = self.inbound.get_mut(&ssrc) else {
             return;
         };
-        while let Some(packet) = i.stream.poll_packet() {
+        while let Some(mut packet) = i.stream.poll_packet() {
+            if packet.payload.is_empty() {
+                // Padding only (bandwidth probes): nothing to deliver but the loss before it.
+                i.carried_loss += packet.lost_before;
+                continue;
+            }
+            packet.lost_before += std::mem::take(&mut i.carried_loss);
             let codec = i
                 .payload_types
                 .iter()
@@ -1305,6 +1378,20 @@ impl Driver {
                 if let Some(i) = self.inbound.get_mut(&ssrc) {
                     i.stream.handle_packet(now, SystemTime::now(), &view);
                     self.after_receive(now, ssrc);
+                } else {
+                    while self.early.len() >= EARLY_MAX
+                        || self
+                            .early
+                            .front()
+                            .is_some_and(|e| now.saturating_duration_since(e.at) > EARLY_KEEP)
+                    {
+                        self.early.pop_front();
+                    }
+                    self.early.push_back(Early {
+                        at: now,
+                        arrival: SystemTime::now(),
+                        packet,
+                    });
                 }
             }
             PeerEvent::Rtcp(packet) => self.handle_rtcp(which, &packet),

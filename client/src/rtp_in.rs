@@ -214,8 +214,7 @@ impl ReceiveStream {
             if m.nacks >= MAX_NACKS {
                 continue;
             }
-            if m
-                .last_nack
+            if m.last_nack
                 .is_none_or(|at| now.saturating_duration_since(at) >= NACK_INTERVAL)
             {
                 m.last_nack = Some(now);
@@ -256,7 +255,8 @@ mod tests {
 
     fn packet(seq: u16) -> Vec<u8> {
         let mut buf = vec![0u8; 16];
-        let n = RtpWriter::write_header(&mut buf, false, 96, seq, u32::from(seq) * 10, 7, &[]).unwrap();
+        let n =
+            RtpWriter::write_header(&mut buf, false, 96, seq, u32::from(seq) * 10, 7, &[]).unwrap();
         buf.truncate(n);
         buf.extend_from_slice(&seq.to_be_bytes());
         buf

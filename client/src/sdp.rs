@@ -465,7 +465,10 @@ mod tests {
         assert_eq!(r.direction, Some(Direction::RecvOnly));
         assert!(r.codec_by_name("VP9").is_some() && r.codec_by_name("AV1").is_some());
         assert_eq!(back.media[0].setup, Some(Setup::ActPass));
-        assert_eq!(remote_candidates(&back), vec!["127.0.0.1:5000".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            remote_candidates(&back),
+            vec!["127.0.0.1:5000".parse::<SocketAddr>().unwrap()]
+        );
     }
 
     #[test]
@@ -485,7 +488,10 @@ a=msid:PA_x|TR_y TR_y\r\na=ssrc:77 cname:PA_x\r\n";
         assert_eq!(back.media[1].codec_by_name("VP8").map(|c| c.pt), Some(96));
         let p = remote_params(&offer).unwrap();
         assert_eq!(p.ufrag, "srv");
-        assert_eq!(remote_candidates(&offer), vec!["127.0.0.1:7882".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            remote_candidates(&offer),
+            vec!["127.0.0.1:7882".parse::<SocketAddr>().unwrap()]
+        );
         let inc = incoming_sections(&offer, &HashMap::new());
         assert_eq!(inc.len(), 1);
         assert_eq!(inc[0].track_sid.as_deref(), Some("TR_y"));

@@ -79,9 +79,7 @@ pub fn signal_url(server_url: &str, settings: &JoinSettings) -> Result<String, C
         reason: reason.to_owned(),
     };
     let trimmed = server_url.trim();
-    let (scheme, rest) = trimmed
-        .split_once("://")
-        .unwrap_or(("http", trimmed));
+    let (scheme, rest) = trimmed.split_once("://").unwrap_or(("http", trimmed));
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "ws" | "http" => "ws",
         "wss" | "https" => {
@@ -129,7 +127,9 @@ pub async fn connect(
             reason: "the token is not a valid header value".into(),
         }
     })?;
-    request.headers_mut().insert(http::header::AUTHORIZATION, auth);
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, auth);
     let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
@@ -214,7 +214,10 @@ mod tests {
     fn urls() {
         let v1 = JoinSettings::default();
         let u = signal_url("http://127.0.0.1:7880", &v1).unwrap();
-        assert!(u.starts_with("ws://127.0.0.1:7880/rtc/v1?join_request="), "{u}");
+        assert!(
+            u.starts_with("ws://127.0.0.1:7880/rtc/v1?join_request="),
+            "{u}"
+        );
         let u = signal_url("ws://h:1/prefix/", &v1).unwrap();
         assert!(u.starts_with("ws://h:1/prefix/rtc/v1?"), "{u}");
         let v0 = JoinSettings {
@@ -222,7 +225,10 @@ mod tests {
             auto_subscribe: false,
         };
         let u = signal_url("localhost:7880", &v0).unwrap();
-        assert!(u.starts_with("ws://localhost:7880/rtc?auto_subscribe=0&"), "{u}");
+        assert!(
+            u.starts_with("ws://localhost:7880/rtc?auto_subscribe=0&"),
+            "{u}"
+        );
         assert!(signal_url("wss://x", &v1).is_err());
         assert!(signal_url("ftp://x", &v1).is_err());
         assert!(signal_url("http://", &v1).is_err());

@@ -9,6 +9,9 @@ use std::time::Duration;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
+use crate::media::join::{LegacyJoinArgs, RoomJoinArgs};
+use crate::media::loadtest::LoadTestArgs;
+
 /// Access tokens and room administration for a LiveKit-compatible server.
 #[derive(Debug, Parser)]
 #[command(name = "livekit-cli", version, propagate_version = true)]
@@ -52,11 +55,22 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Create, list, update and delete rooms; manage their participants, tracks and data
+    /// Create, list, update, delete and join rooms; manage their participants, tracks and data
     Room {
         #[command(subcommand)]
-        command: RoomCommand,
+        command: RoomSubcommand,
     },
+    /// Join a room with an access token, publish Ogg/Opus and IVF files, record
+    Join(LegacyJoinArgs),
+    /// Performance tests
+    Perf {
+        #[command(subcommand)]
+        command: PerfCommand,
+    },
+    #[command(hide = true)]
+    JoinRoom(RoomJoinArgs),
+    #[command(hide = true)]
+    LoadTest(LoadTestArgs),
     #[command(hide = true)]
     CreateToken(TokenArgs),
     #[command(hide = true)]
@@ -82,6 +96,35 @@ pub enum Action {
     CreateToken(TokenArgs),
     /// Call the server's RoomService.
     Room(RoomCommand),
+    /// Join a room with our own client.
+    Join(JoinForm),
+    /// Run a load test.
+    LoadTest(LoadTestArgs),
+}
+
+/// The two ways of asking for a join.
+#[derive(Debug)]
+pub enum JoinForm {
+    /// `room join --identity I ROOM`: a token minted from the API key.
+    Room(RoomJoinArgs),
+    /// `join --token T`.
+    Legacy(LegacyJoinArgs),
+}
+
+/// `room …`: the RoomService commands, and `join`.
+#[derive(Debug, Subcommand)]
+pub enum RoomSubcommand {
+    #[command(flatten)]
+    Admin(RoomCommand),
+    /// Join a room: publish files and data, record what others publish
+    Join(RoomJoinArgs),
+}
+
+/// `perf …`.
+#[derive(Debug, Subcommand)]
+pub enum PerfCommand {
+    /// Publishers and subscribers against a server: join times, bitrates, loss, latency
+    LoadTest(LoadTestArgs),
 }
 
 impl Command {
@@ -92,7 +135,18 @@ impl Command {
                 command: TokenCommand::Create(args),
             }
             | Command::CreateToken(args) => Action::CreateToken(args),
-            Command::Room { command } => Action::Room(command),
+            Command::Room {
+                command: RoomSubcommand::Admin(command),
+            } => Action::Room(command),
+            Command::Room {
+                command: RoomSubcommand::Join(args),
+            }
+            | Command::JoinRoom(args) => Action::Join(JoinForm::Room(args)),
+            Command::Join(args) => Action::Join(JoinForm::Legacy(args)),
+            Command::Perf {
+                command: PerfCommand::LoadTest(args),
+            }
+            | Command::LoadTest(args) => Action::LoadTest(args),
             Command::CreateRoom(a) => Action::Room(RoomCommand::Create(a)),
             Command::ListRooms(a) => Action::Room(RoomCommand::List(a)),
             Command::DeleteRoom(a) => Action::Room(RoomCommand::Delete(a)),

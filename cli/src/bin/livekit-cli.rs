@@ -1,5 +1,5 @@
-//! `livekit-cli`: access tokens and room administration for a LiveKit-compatible server,
-//! with the command and flag names of LiveKit's `lk`.
+//! `livekit-cli`: access tokens, room administration, joining rooms with media, and load
+//! tests for a LiveKit-compatible server, with the command and flag names of LiveKit's `lk`.
 //!
 //! Output goes to stdout (text, or JSON with `--json`); errors go to stderr as
 //! `error: <reason>` (a Twirp error reads `error: <code>: <msg>`) and the exit status is 1.
@@ -8,19 +8,21 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use lkr_cli::admin::command::{Action, Cli};
+use lkr_cli::admin::command::{Action, Cli, JoinForm};
 use lkr_cli::admin::connection::{Credentials, ServerUrl};
 use lkr_cli::admin::twirp::RoomClient;
 use lkr_cli::admin::{self, Report, rooms, token};
+use lkr_cli::media::{join, loadtest};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.global.json;
     match run(cli) {
-        Ok(report) => {
+        Ok(Some(report)) => {
             print!("{}", report.render(json));
             ExitCode::SUCCESS
         }
+        Ok(None) => ExitCode::SUCCESS,
         Err(err) => {
             print_error(&err, json);
             ExitCode::FAILURE
@@ -28,20 +30,43 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<Report> {
+fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
     let url = ServerUrl::parse(&cli.global.url)?;
-    let creds = Credentials::from_environment(&cli.global)?;
+    let global = cli.global;
+    let creds = || Credentials::from_environment(&global);
     match cli.command.into_action() {
-        Action::CreateToken(args) => Ok(token::create(&args, &creds, &url)?.report()),
+        Action::CreateToken(args) => Ok(Some(token::create(&args, &creds()?, &url)?.report())),
         Action::Room(command) => {
-            let client = RoomClient::new(&url, creds)?;
+            let client = RoomClient::new(&url, creds()?)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("could not start the async runtime")?;
-            Ok(runtime.block_on(rooms::run(&client, command))?)
+            Ok(Some(runtime.block_on(rooms::run(&client, command))?))
+        }
+        Action::Join(form) => {
+            let plan = match form {
+                JoinForm::Room(args) => {
+                    join::JoinPlan::for_room(args, &creds()?, &url, global.json)?
+                }
+                JoinForm::Legacy(args) => join::JoinPlan::for_token(args, &url, global.json),
+            };
+            media_runtime()?.block_on(join::run(plan))?;
+            Ok(None)
+        }
+        Action::LoadTest(args) => {
+            let creds = creds()?;
+            let report = media_runtime()?.block_on(loadtest::run(&url, &creds, &args))?;
+            Ok(Some(report))
         }
     }
+}
+
+fn media_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
 }
 
 fn print_error(err: &anyhow::Error, json: bool) {

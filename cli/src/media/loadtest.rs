@@ -1,0 +1,872 @@
+//! `perf load-test`: synthetic publishers and counting subscribers against a server.
+//!
+//! Every participant is a real client (`lkr-client`): its own signalling connection, ICE,
+//! DTLS, SRTP and SCTP. Video publishers send VP8-shaped frames (a valid frame tag, and a
+//! keyframe header with the frame size on keyframes, so the server's keyframe detection and
+//! layer switching work) in three simulcast layers (`q`, `h`, `f`) at realistic bitrates, or
+//! one layer with `--no-simulcast`; a keyframe goes out every two seconds and whenever the
+//! server asks. Audio publishers send 20 ms Opus-shaped packets at 32 kbit/s. Every RTP
+//! payload ends with a 12-byte trailer, a magic number and the send time in microseconds,
+//! from which subscribers measure forwarding latency. Subscribers subscribe to everything
+//! and count what arrives; loss is what stayed missing after NACKs.
+//!
+//! Participants join at `--num-per-second`, publishers first; the measured run lasts
+//! `--duration` from the moment everyone has joined. A progress line goes to stderr every
+//! second; the summary is a table, or JSON with `--json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use lkr_client::{
+    Codec, JoinSettings, LayerSpec, ReceiveStats, Room, RoomEvent, RoomOptions, TrackSpec,
+};
+use lkr_proto::pb;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::vp8::Vp8Packetizer;
+use super::{MediaError, RTP_PAYLOAD_MTU};
+use crate::admin::Report;
+use crate::admin::command::parse_duration;
+use crate::admin::connection::{Credentials, ServerUrl};
+use crate::admin::output::Table;
+
+/// `perf load-test` flags (the `lk perf load-test` names).
+#[derive(Debug, Clone, Args)]
+pub struct LoadTestArgs {
+    /// Room to test in (default: a new random name)
+    #[arg(long)]
+    pub room: Option<String>,
+    /// How long to run once everyone has joined, e.g. 30s or 1m
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Participants publishing a synthetic video track
+    #[arg(long, alias = "publishers", default_value_t = 0)]
+    pub video_publishers: u32,
+    /// Participants publishing a synthetic audio track
+    #[arg(long, default_value_t = 0)]
+    pub audio_publishers: u32,
+    /// Participants subscribing to every track
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: u32,
+    /// Video resolution of the top layer: high (720p), medium (360p) or low (180p)
+    #[arg(long, default_value = "high", value_parser = ["high", "medium", "low"])]
+    pub video_resolution: String,
+    /// Publish one video layer instead of three simulcast layers
+    #[arg(long)]
+    pub no_simulcast: bool,
+    /// Participants joining per second
+    #[arg(long, default_value_t = 5.0)]
+    pub num_per_second: f64,
+    /// Prefix of the participants' identities
+    #[arg(long, default_value = "tester")]
+    pub identity_prefix: String,
+    /// Also report the CPU time and peak memory of this server process (Linux /proc)
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Use two peer connections per participant over /rtc
+    #[arg(long)]
+    pub dual_pc: bool,
+}
+
+/// Marks the trailer of a load-test payload.
+const TRAILER_MAGIC: u32 = 0x4c4b_4c54;
+const TRAILER_LEN: usize = 12;
+/// Time between keyframes.
+const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One simulcast layer of a resolution preset: rid, width, height, bits per second.
+type Layer = (&'static str, u32, u32, u32);
+
+fn preset(resolution: &str) -> (&'static [Layer], u32) {
+    const HIGH: [Layer; 3] = [
+        ("q", 320, 180, 150_000),
+        ("h", 640, 360, 500_000),
+        ("f", 1280, 720, 1_700_000),
+    ];
+    const MEDIUM: [Layer; 3] = [
+        ("q", 160, 90, 60_000),
+        ("h", 320, 180, 150_000),
+        ("f", 640, 360, 500_000),
+    ];
+    const LOW: [Layer; 3] = [
+        ("q", 80, 45, 30_000),
+        ("h", 160, 90, 60_000),
+        ("f", 320, 180, 150_000),
+    ];
+    match resolution {
+        "medium" => (&MEDIUM, 30),
+        "low" => (&LOW, 15),
+        _ => (&HIGH, 30),
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn with_trailer(mut payload: Vec<u8>) -> Vec<u8> {
+    payload.extend_from_slice(&TRAILER_MAGIC.to_be_bytes());
+    payload.extend_from_slice(&unix_micros().to_be_bytes());
+    payload
+}
+
+/// The send time in a payload's trailer.
+fn trailer_time(payload: &[u8]) -> Option<u64> {
+    let t = payload.get(payload.len().checked_sub(TRAILER_LEN)?..)?;
+    if t[..4] != TRAILER_MAGIC.to_be_bytes() {
+        return None;
+    }
+    Some(u64::from_be_bytes(t[4..12].try_into().ok()?))
+}
+
+/// A VP8-shaped frame of `size` bytes: frame tag, and on keyframes the start code and size.
+fn synthetic_vp8_frame(key: bool, width: u32, height: u32, size: usize, n: u64) -> Vec<u8> {
+    let mut f = if key {
+        let (w, h) = (width as u16 & 0x3fff, height as u16 & 0x3fff);
+        let mut v = vec![0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a];
+        v.extend_from_slice(&w.to_le_bytes());
+        v.extend_from_slice(&h.to_le_bytes());
+        v
+    } else {
+        vec![0x11, 0x00, 0x00]
+    };
+    f.resize(size.max(16), (n % 251) as u8);
+    f
+}
+
+/// Counters shared by every subscriber, for the progress line.
+#[derive(Debug, Default)]
+struct Live {
+    joined: AtomicU64,
+    failed: AtomicU64,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    subscribed: AtomicU64,
+}
+
+/// What one subscriber saw of one track.
+#[derive(Debug, Clone, Default)]
+struct SubTrack {
+    kind: String,
+    publisher: String,
+    bytes: u64,
+    packets: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    stats: ReceiveStats,
+}
+
+#[derive(Debug, Default)]
+struct SubscriberResult {
+    tracks: HashMap<String, SubTrack>,
+    latencies_us: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Joined {
+    join_ms: Vec<f64>,
+    failures: Vec<String>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// CPU seconds (user + system) and peak resident memory (kB) of a process.
+type Usage = (f64, u64);
+
+/// The [`Usage`] of a process, from /proc.
+fn process_usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on Linux.
+    let cpu = (utime + stime) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some((cpu, hwm))
+}
+
+fn token(creds: &Credentials, room: &str, identity: &str) -> Result<String, MediaError> {
+    let grant = lkr_proto::token::VideoGrant {
+        room_join: true,
+        room: room.to_owned(),
+        ..Default::default()
+    };
+    lkr_proto::token::AccessToken::new(&creds.api_key, &creds.api_secret)
+        .with_identity(identity)
+        .with_grant(grant)
+        .with_ttl(Duration::from_secs(6 * 3600))
+        .to_jwt()
+        .map_err(|e| MediaError::BadArgument(format!("could not sign a token: {e}")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Video,
+    Audio,
+    Subscriber,
+}
+
+/// Runs the load test and returns its report.
+pub async fn run(
+    url: &ServerUrl,
+    creds: &Credentials,
+    args: &LoadTestArgs,
+) -> Result<Report, MediaError> {
+    if args.video_publishers + args.audio_publishers + args.subscribers == 0 {
+        return Err(MediaError::BadArgument(
+            "nothing to do: give --video-publishers, --audio-publishers or --subscribers".into(),
+        ));
+    }
+    if args.num_per_second.is_nan() || args.num_per_second <= 0.0 {
+        return Err(MediaError::BadArgument(
+            "--num-per-second must be above zero".into(),
+        ));
+    }
+    let room = args
+        .room
+        .clone()
+        .unwrap_or_else(|| format!("load-test-{:06x}", rand::random::<u32>() & 0xff_ffff));
+    let server_url = url.given().to_owned();
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let joined = Arc::new(Mutex::new(Joined::default()));
+    let server_start = args.server_pid.and_then(process_usage);
+    let self_start = process_usage(std::process::id());
+    let started = Instant::now();
+
+    let mut plan: Vec<(Role, String)> = Vec::new();
+    for i in 0..args.video_publishers {
+        plan.push((Role::Video, format!("{}_video_{i}", args.identity_prefix)));
+    }
+    for i in 0..args.audio_publishers {
+        plan.push((Role::Audio, format!("{}_audio_{i}", args.identity_prefix)));
+    }
+    for i in 0..args.subscribers {
+        plan.push((
+            Role::Subscriber,
+            format!("{}_sub_{i}", args.identity_prefix),
+        ));
+    }
+    let total = plan.len() as u64;
+    let (layers, fps) = preset(&args.video_resolution);
+    let layers: Vec<Layer> = if args.no_simulcast {
+        vec![*layers.last().expect("presets have three layers")]
+    } else {
+        layers.to_vec()
+    };
+    let settings = JoinSettings {
+        single_pc: !args.dual_pc,
+        auto_subscribe: false,
+    };
+
+    let mut tasks: JoinSet<Option<SubscriberResult>> = JoinSet::new();
+    let gap = Duration::from_secs_f64(1.0 / args.num_per_second);
+    let progress = tokio::spawn(progress_line(live.clone(), stop.clone(), total));
+    for (n, (role, identity)) in plan.into_iter().enumerate() {
+        if n > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        let tok = token(creds, &room, &identity)?;
+        let (url, live, stop, joined) = (
+            server_url.clone(),
+            live.clone(),
+            stop.clone(),
+            joined.clone(),
+        );
+        let layers = layers.clone();
+        let settings = JoinSettings {
+            auto_subscribe: role == Role::Subscriber,
+            ..settings
+        };
+        tasks.spawn(async move {
+            let connected = Room::connect(&url, &tok, RoomOptions { settings }).await;
+            let (room, events) = match connected {
+                Ok(ok) => ok,
+                Err(e) => {
+                    live.failed.fetch_add(1, Ordering::Relaxed);
+                    lock(&joined).failures.push(format!("{identity}: {e}"));
+                    return None;
+                }
+            };
+            live.joined.fetch_add(1, Ordering::Relaxed);
+            lock(&joined)
+                .join_ms
+                .push(room.join_time().as_secs_f64() * 1000.0);
+            match role {
+                Role::Video => {
+                    run_video_publisher(room, events, &layers, fps, stop).await;
+                    None
+                }
+                Role::Audio => {
+                    run_audio_publisher(room, events, stop).await;
+                    None
+                }
+                Role::Subscriber => Some(run_subscriber(room, events, live, stop).await),
+            }
+        });
+    }
+    // Everyone has been asked to join; wait for the joins to settle before the run starts.
+    let settle = Instant::now() + Duration::from_secs(20);
+    while live.joined.load(Ordering::Relaxed) + live.failed.load(Ordering::Relaxed) < total
+        && Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run_started = Instant::now();
+    let mut interrupted = false;
+    tokio::select! {
+        _ = tokio::time::sleep(args.duration) => {}
+        _ = tokio::signal::ctrl_c() => interrupted = true,
+    }
+    let run_time = run_started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut subscribers = Vec::new();
+    let collect = async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Some(s)) = r {
+                subscribers.push(s);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(15), collect).await;
+    tasks.abort_all();
+    let _ = progress.await;
+    let server_end = args.server_pid.and_then(process_usage);
+    let self_end = process_usage(std::process::id());
+    let joined = lock(&joined).clone();
+    Ok(summarise(Summary {
+        room,
+        args: args.clone(),
+        layers,
+        run_time,
+        total_time: started.elapsed(),
+        interrupted,
+        joined,
+        subscribers,
+        server: server_start.zip(server_end),
+        client: self_start.zip(self_end),
+    }))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn progress_line(live: Arc<Live>, stop: Arc<AtomicBool>, total: u64) {
+    use std::io::IsTerminal as _;
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut last_bytes = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let bytes = live.bytes.load(Ordering::Relaxed);
+        let mbps = (bytes - last_bytes) as f64 * 8.0 / 1e6;
+        last_bytes = bytes;
+        eprint!(
+            "{}[{:>4}s] joined {}/{} (failed {}) | tracks subscribed {} | received {} packets, {:.2} Mbit/s   {}",
+            if tty { "\r" } else { "" },
+            start.elapsed().as_secs(),
+            live.joined.load(Ordering::Relaxed),
+            total,
+            live.failed.load(Ordering::Relaxed),
+            live.subscribed.load(Ordering::Relaxed),
+            live.packets.load(Ordering::Relaxed),
+            mbps,
+            if tty { "" } else { "\n" },
+        );
+    }
+    if tty {
+        eprintln!();
+    }
+}
+
+/// Sets `flag` on every keyframe request, until the events end.
+fn watch_keyframes(mut events: mpsc::UnboundedReceiver<RoomEvent>, flags: Vec<Arc<AtomicBool>>) {
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let RoomEvent::KeyframeRequested { layer, .. } = ev
+                && let Some(f) = flags.get(layer)
+            {
+                f.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+async fn run_video_publisher(
+    room: Room,
+    events: mpsc::UnboundedReceiver<RoomEvent>,
+    layers: &[Layer],
+    fps: u32,
+    stop: Arc<AtomicBool>,
+) {
+    let (_, top_w, top_h, _) = *layers.last().expect("at least one layer");
+    let spec = TrackSpec {
+        name: "load-test-video".into(),
+        codec: Codec::Vp8,
+        source: pb::TrackSource::Camera,
+        width: top_w,
+        height: top_h,
+        layers: if layers.len() > 1 {
+            layers
+                .iter()
+                .map(|&(rid, width, height, bitrate)| LayerSpec {
+                    rid: rid.into(),
+                    width,
+                    height,
+                    bitrate,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    };
+    let track = match room.publish_track(spec).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("\nvideo publisher could not publish: {e}");
+            room.close().await;
+            return;
+        }
+    };
+    let flags: Vec<Arc<AtomicBool>> = layers
+        .iter()
+        .map(|_| Arc::new(AtomicBool::new(true)))
+        .collect();
+    watch_keyframes(events, flags.clone());
+    let sender = room.media_sender(track.id);
+    let mut packetizers: Vec<Vp8Packetizer> =
+        layers.iter().map(|_| Vp8Packetizer::default()).collect();
+    let frame_time = Duration::from_secs(1) / fps;
+    let start = Instant::now();
+    let mut last_key = vec![start; layers.len()];
+    let mut tick = tokio::time::interval(frame_time);
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let ts = (start.elapsed().as_micros() as u64 * 90 / 1000) as u32;
+        for (i, &(_, w, h, bitrate)) in layers.iter().enumerate() {
+            let now = Instant::now();
+            let key = flags[i].swap(false, Ordering::Relaxed)
+                || now.duration_since(last_key[i]) >= KEYFRAME_INTERVAL;
+            if key {
+                last_key[i] = now;
+            }
+            let average = (bitrate / 8 / fps) as usize;
+            let size = if key { average * 3 } else { average * 9 / 10 };
+            let frame = synthetic_vp8_frame(key, w, h, size, n);
+            let parts = packetizers[i].packetize(&frame, RTP_PAYLOAD_MTU - TRAILER_LEN);
+            let count = parts.len();
+            for (j, p) in parts.into_iter().enumerate() {
+                if sender.send(i, with_trailer(p), ts, j + 1 == count).is_err() {
+                    return;
+                }
+            }
+        }
+        n += 1;
+    }
+    room.close().await;
+}
+
+async fn run_audio_publisher(
+    room: Room,
+    events: mpsc::UnboundedReceiver<RoomEvent>,
+    stop: Arc<AtomicBool>,
+) {
+    let spec = TrackSpec {
+        name: "load-test-audio".into(),
+        codec: Codec::Opus,
+        source: pb::TrackSource::Microphone,
+        width: 0,
+        height: 0,
+        layers: Vec::new(),
+    };
+    let track = match room.publish_track(spec).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("\naudio publisher could not publish: {e}");
+            room.close().await;
+            return;
+        }
+    };
+    watch_keyframes(events, Vec::new());
+    let sender = room.media_sender(track.id);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let ts_base: u32 = rand::random();
+    let mut n: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        // 32 kbit/s: 80 bytes per 20 ms, TOC byte of CELT 20 ms first.
+        let mut p = vec![31 << 3];
+        p.resize(80 - TRAILER_LEN, (n % 251) as u8);
+        if sender
+            .send(0, with_trailer(p), ts_base.wrapping_add(n * 960), n == 0)
+            .is_err()
+        {
+            return;
+        }
+        n = n.wrapping_add(1);
+    }
+    room.close().await;
+}
+
+async fn run_subscriber(
+    room: Room,
+    mut events: mpsc::UnboundedReceiver<RoomEvent>,
+    live: Arc<Live>,
+    stop: Arc<AtomicBool>,
+) -> SubscriberResult {
+    let mut result = SubscriberResult::default();
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    let mut stopping_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    RoomEvent::TrackSubscribed(t) => {
+                        live.subscribed.fetch_add(1, Ordering::Relaxed);
+                        let e = result.tracks.entry(t.sid.clone()).or_default();
+                        e.kind = t.kind.as_str().to_owned();
+                        e.publisher = t.participant_identity.clone();
+                    }
+                    RoomEvent::Media { track_sid, packet, .. } => {
+                        let now = Instant::now();
+                        let e = result.tracks.entry(track_sid.to_string()).or_default();
+                        e.packets += 1;
+                        e.bytes += packet.payload.len() as u64;
+                        e.first.get_or_insert(now);
+                        e.last = Some(now);
+                        live.packets.fetch_add(1, Ordering::Relaxed);
+                        live.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                        if let Some(sent) = trailer_time(&packet.payload) {
+                            let arrived = packet
+                                .arrival
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_micros() as u64);
+                            let us = arrived.saturating_sub(sent).min(u64::from(u32::MAX));
+                            result.latencies_us.push(us as u32);
+                        }
+                    }
+                    RoomEvent::Disconnected { .. } => break,
+                    _ => {}
+                }
+            }
+            _ = check.tick() => {
+                if stop.load(Ordering::Relaxed) {
+                    // Let packets in flight (and their retransmissions) arrive.
+                    let at = *stopping_at.get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
+                    if Instant::now() >= at {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for s in room.stats().await {
+        let t = &mut result.tracks.entry(s.track_sid).or_default().stats;
+        t.packets += s.stats.packets;
+        t.octets += s.stats.octets;
+        t.duplicates += s.stats.duplicates;
+        t.lost += s.stats.lost;
+        t.nacked += s.stats.nacked;
+        t.recovered += s.stats.recovered;
+    }
+    room.close().await;
+    result
+}
+
+struct Summary {
+    room: String,
+    args: LoadTestArgs,
+    layers: Vec<Layer>,
+    run_time: Duration,
+    total_time: Duration,
+    interrupted: bool,
+    joined: Joined,
+    subscribers: Vec<SubscriberResult>,
+    server: Option<(Usage, Usage)>,
+    client: Option<(Usage, Usage)>,
+}
+
+#[derive(Debug, Default)]
+struct TrackTotals {
+    kind: String,
+    publisher: String,
+    subscribers: u64,
+    packets: u64,
+    lost: u64,
+    nacked: u64,
+    recovered: u64,
+    kbps: Vec<f64>,
+}
+
+fn summarise(s: Summary) -> Report {
+    let mut by_track: BTreeMap<String, TrackTotals> = BTreeMap::new();
+    let mut latencies: Vec<f64> = Vec::new();
+    for sub in &s.subscribers {
+        latencies.extend(sub.latencies_us.iter().map(|&us| f64::from(us) / 1000.0));
+        for (sid, t) in &sub.tracks {
+            let e = by_track.entry(sid.clone()).or_default();
+            if e.kind.is_empty() {
+                e.kind.clone_from(&t.kind);
+            }
+            if e.publisher.is_empty() {
+                e.publisher.clone_from(&t.publisher);
+            }
+            e.subscribers += 1;
+            e.packets += t.stats.packets;
+            e.lost += t.stats.lost;
+            e.nacked += t.stats.nacked;
+            e.recovered += t.stats.recovered;
+            if let (Some(a), Some(b)) = (t.first, t.last) {
+                let secs = b.duration_since(a).as_secs_f64();
+                if secs > 0.5 {
+                    e.kbps.push(t.bytes as f64 * 8.0 / secs / 1000.0);
+                }
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let mut joins = s.joined.join_ms.clone();
+    joins.sort_by(f64::total_cmp);
+    let packets: u64 = by_track.values().map(|t| t.packets).sum();
+    let lost: u64 = by_track.values().map(|t| t.lost).sum();
+    let nacked: u64 = by_track.values().map(|t| t.nacked).sum();
+    let recovered: u64 = by_track.values().map(|t| t.recovered).sum();
+    let loss_pct = if packets + lost > 0 {
+        lost as f64 * 100.0 / (packets + lost) as f64
+    } else {
+        0.0
+    };
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let expected_tracks = u64::from(s.args.video_publishers + s.args.audio_publishers);
+    let subscriptions: u64 = by_track.values().map(|t| t.subscribers).sum();
+
+    let mut human = String::new();
+    let a = &s.args;
+    let layers: Vec<String> = s
+        .layers
+        .iter()
+        .map(|(rid, w, h, b)| format!("{rid} {w}x{h} {} kbit/s", b / 1000))
+        .collect();
+    let _ = writeln!(
+        human,
+        "Load test in room {}: {:.1} s measured{}; {} video publishers ({}), {} audio publishers, {} subscribers",
+        s.room,
+        s.run_time.as_secs_f64(),
+        if s.interrupted { " (interrupted)" } else { "" },
+        a.video_publishers,
+        layers.join(", "),
+        a.audio_publishers,
+        a.subscribers
+    );
+    let _ = writeln!(
+        human,
+        "Joined {} of {} participants; join time p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        s.joined.join_ms.len(),
+        s.joined.join_ms.len() + s.joined.failures.len(),
+        percentile(&joins, 50.0),
+        percentile(&joins, 95.0),
+        joins.last().copied().unwrap_or(0.0)
+    );
+    for f in &s.joined.failures {
+        let _ = writeln!(human, "  join failed: {f}");
+    }
+    let _ = writeln!(
+        human,
+        "Subscriptions: {subscriptions} of {} expected",
+        expected_tracks * u64::from(a.subscribers)
+    );
+    let mut table = Table::new(&[
+        "TRACK",
+        "PUBLISHER",
+        "KIND",
+        "SUBSCRIBERS",
+        "KBIT/S (AVG)",
+        "KBIT/S (MIN)",
+        "PACKETS",
+        "LOST",
+        "LOSS",
+    ]);
+    for (sid, t) in &by_track {
+        let min = t.kbps.iter().copied().fold(f64::INFINITY, f64::min);
+        table.row(vec![
+            sid.clone(),
+            t.publisher.clone(),
+            t.kind.clone(),
+            t.subscribers.to_string(),
+            format!("{:.0}", mean(&t.kbps)),
+            if min.is_finite() {
+                format!("{min:.0}")
+            } else {
+                "-".into()
+            },
+            t.packets.to_string(),
+            t.lost.to_string(),
+            format!(
+                "{:.3}%",
+                if t.packets + t.lost > 0 {
+                    t.lost as f64 * 100.0 / (t.packets + t.lost) as f64
+                } else {
+                    0.0
+                }
+            ),
+        ]);
+    }
+    human.push_str(&table.render());
+    let _ = writeln!(
+        human,
+        "Received {packets} packets; lost {lost} ({loss_pct:.3}%); {nacked} NACKed, {recovered} recovered"
+    );
+    let _ = writeln!(
+        human,
+        "Forwarding latency (ms): p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2} ({} samples)",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(0.0),
+        latencies.len()
+    );
+    let wall = s.total_time.as_secs_f64().max(0.001);
+    let usage = |u: &Option<(Usage, Usage)>| {
+        u.map(|((c0, _), (c1, hwm))| {
+            let cpu = c1 - c0;
+            (cpu, cpu * 100.0 / wall, hwm)
+        })
+    };
+    let server = usage(&s.server);
+    let client = usage(&s.client);
+    if let Some((cpu, pct, hwm)) = server {
+        let _ = writeln!(
+            human,
+            "Server (pid {}): {cpu:.2} CPU s over {wall:.1} s ({pct:.1}% of one core), peak memory {:.1} MB",
+            a.server_pid.unwrap_or_default(),
+            hwm as f64 / 1024.0
+        );
+    } else if let Some(pid) = a.server_pid {
+        let _ = writeln!(human, "Server (pid {pid}): /proc/{pid} could not be read");
+    }
+    if let Some((cpu, pct, hwm)) = client {
+        let _ = writeln!(
+            human,
+            "This load tester: {cpu:.2} CPU s ({pct:.1}% of one core), peak memory {:.1} MB",
+            hwm as f64 / 1024.0
+        );
+    }
+    let tracks: Vec<Value> = by_track
+        .iter()
+        .map(|(sid, t)| {
+            json!({
+                "sid": sid, "publisher": t.publisher, "kind": t.kind,
+                "subscribers": t.subscribers, "kbps_avg": mean(&t.kbps),
+                "kbps_min": t.kbps.iter().copied().fold(f64::INFINITY, f64::min).min(f64::MAX),
+                "packets": t.packets, "lost": t.lost, "nacked": t.nacked, "recovered": t.recovered,
+            })
+        })
+        .collect();
+    let json = json!({
+        "room": s.room,
+        "duration_s": s.run_time.as_secs_f64(),
+        "interrupted": s.interrupted,
+        "video_publishers": a.video_publishers,
+        "audio_publishers": a.audio_publishers,
+        "subscribers": a.subscribers,
+        "simulcast": !a.no_simulcast,
+        "video_resolution": a.video_resolution,
+        "joined": s.joined.join_ms.len(),
+        "join_failures": s.joined.failures,
+        "join_ms": {
+            "p50": percentile(&joins, 50.0),
+            "p95": percentile(&joins, 95.0),
+            "max": joins.last().copied().unwrap_or(0.0),
+        },
+        "subscriptions": subscriptions,
+        "expected_subscriptions": expected_tracks * u64::from(a.subscribers),
+        "tracks": tracks,
+        "packets": packets,
+        "lost": lost,
+        "loss_percent": loss_pct,
+        "nacked": nacked,
+        "recovered": recovered,
+        "latency_ms": {
+            "p50": percentile(&latencies, 50.0),
+            "p90": percentile(&latencies, 90.0),
+            "p99": percentile(&latencies, 99.0),
+            "max": latencies.last().copied().unwrap_or(0.0),
+            "samples": latencies.len(),
+        },
+        "server": server.map(|(cpu, pct, hwm)| json!({
+            "pid": a.server_pid, "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
+        })),
+        "client": client.map(|(cpu, pct, hwm)| json!({
+            "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
+        })),
+    });
+    Report { human, json }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailers_round_trip() {
+        let p = with_trailer(vec![1, 2, 3]);
+        let t = trailer_time(&p).unwrap();
+        assert!(t.abs_diff(unix_micros()) < 10_000_000);
+        assert_eq!(trailer_time(&[0u8; 20]), None);
+        assert_eq!(trailer_time(&[1, 2]), None);
+    }
+
+    #[test]
+    fn synthetic_frames_look_like_vp8() {
+        let key = synthetic_vp8_frame(true, 1280, 720, 500, 0);
+        let mut p = Vp8Packetizer::default();
+        let parts = p.packetize(&key, 200);
+        assert!(lkr_rtp::vp8::is_keyframe(&parts[0]));
+        let delta = synthetic_vp8_frame(false, 1280, 720, 500, 1);
+        assert!(!lkr_rtp::vp8::is_keyframe(&p.packetize(&delta, 200)[0]));
+        assert_eq!(u16::from_le_bytes([key[6], key[7]]), 1280);
+    }
+
+    #[test]
+    fn percentiles_and_proc() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 50.0), 3.0);
+        assert_eq!(percentile(&v, 100.0), 5.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        let (cpu, hwm) = process_usage(std::process::id()).unwrap();
+        assert!(cpu >= 0.0 && hwm > 0);
+    }
+}
