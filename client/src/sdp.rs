@@ -22,10 +22,7 @@ use crate::codec::{Codec, MediaKind};
 use crate::peer::RemoteParams;
 use crate::rtp_out::{EXT_ID_MID, EXT_ID_RID};
 
-/// RFC 8843 mid header extension.
-pub const EXT_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-/// RFC 8852 rid header extension.
-pub const EXT_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+pub use lkr_sdp::ext::{MID as EXT_MID, RID as EXT_RID};
 
 /// Our side of a transport, written into every section.
 #[derive(Debug, Clone)]

@@ -33,3 +33,20 @@ pub use model::{
     SsrcLine, Timing,
 };
 pub use parse::parse;
+
+/// Header extension URIs WebRTC peers negotiate with `a=extmap`.
+pub mod ext {
+    /// RFC 8843 mid header extension.
+    pub const MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+    /// RFC 8852 rid header extension.
+    pub const RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+    /// RFC 8852 repaired rid header extension.
+    pub const REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
+    /// RFC 6464 client-to-mixer audio level.
+    pub const AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+    /// Transport-wide sequence numbers for congestion control feedback.
+    pub const TRANSPORT_CC: &str =
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+    /// Absolute send time.
+    pub const ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+}

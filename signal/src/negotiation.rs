@@ -16,19 +16,9 @@ use lkr_sfu::{CodecKind, ExtIds, MediaKind};
 
 use crate::hub::TrackCodec;
 
-/// RFC 8843 mid header extension.
-pub const EXT_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-/// RFC 8852 rid header extension.
-pub const EXT_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
-/// RFC 8852 repaired rid header extension.
-pub const EXT_RRID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
-/// RFC 6464 client-to-mixer audio level.
-pub const EXT_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-/// Transport-wide sequence numbers.
-pub const EXT_TWCC: &str =
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-/// Absolute send time.
-pub const EXT_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+use lkr_sdp::ext::{
+    AUDIO_LEVEL as EXT_AUDIO_LEVEL, MID as EXT_MID, RID as EXT_RID, TRANSPORT_CC as EXT_TWCC,
+};
 
 /// Extensions accepted from publishers.
 const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_AUDIO_LEVEL, EXT_TWCC];
