@@ -123,14 +123,28 @@ pub struct SubscribeSpec {
 /// Control plane → core.
 #[derive(Debug, Clone)]
 pub enum Command {
-    AddPeer { peer: PeerId, config: PeerConfig },
-    RemovePeer { peer: PeerId },
+    AddPeer {
+        peer: PeerId,
+        config: PeerConfig,
+    },
+    RemovePeer {
+        peer: PeerId,
+    },
     Publish(PublishSpec),
-    Unpublish { track: TrackId },
+    Unpublish {
+        track: TrackId,
+    },
     Subscribe(SubscribeSpec),
-    Unsubscribe { peer: PeerId, track: TrackId },
+    Unsubscribe {
+        peer: PeerId,
+        track: TrackId,
+    },
     /// Pause or resume forwarding of one subscription.
-    SetPaused { peer: PeerId, track: TrackId, paused: bool },
+    SetPaused {
+        peer: PeerId,
+        track: TrackId,
+        paused: bool,
+    },
     /// Caps the simulcast layer one subscriber receives (0 = lowest).
     SetMaxLayer {
         peer: PeerId,
@@ -138,9 +152,15 @@ pub enum Command {
         max_layer: u8,
     },
     /// Send one message on the peer's `_reliable` or `_lossy` channel.
-    SendData { peer: PeerId, reliable: bool, data: Bytes },
+    SendData {
+        peer: PeerId,
+        reliable: bool,
+        data: Bytes,
+    },
     /// Ask the publisher of `track` for a keyframe.
-    RequestKeyframe { track: TrackId },
+    RequestKeyframe {
+        track: TrackId,
+    },
 }
 
 /// Core → control plane.

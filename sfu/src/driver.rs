@@ -36,7 +36,10 @@ pub fn spawn(addr: SocketAddr) -> std::io::Result<MediaCore> {
     std::thread::Builder::new()
         .name("media".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!("media runtime: {e}");

@@ -113,7 +113,9 @@ pub struct Engine {
 }
 
 fn take_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
-    let mut b = pool.pop().unwrap_or_else(|| Vec::with_capacity(1500 + SRTP_ROOM));
+    let mut b = pool
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(1500 + SRTP_ROOM));
     b.clear();
     b
 }
@@ -214,7 +216,11 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.peers.is_empty() { None } else { self.next_tick }
+        if self.peers.is_empty() {
+            None
+        } else {
+            self.next_tick
+        }
     }
 
     /// Applies one command.
@@ -253,10 +259,17 @@ impl Engine {
                 }
             }
             Command::Subscribe(spec) => {
-                let Some(t) = self.tracks.get_mut(&spec.track) else { return };
+                let Some(t) = self.tracks.get_mut(&spec.track) else {
+                    return;
+                };
                 t.subs.retain(|s| s.peer != spec.peer);
                 let clock = t.clock_rate();
-                t.subs.push(Subscription::new(spec.peer, spec.ssrc, spec.payload_types, clock));
+                t.subs.push(Subscription::new(
+                    spec.peer,
+                    spec.ssrc,
+                    spec.payload_types,
+                    clock,
+                ));
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
                     p.down_ssrcs.insert(spec.ssrc, spec.track);
                     p.subscribed.push(spec.track);
@@ -264,7 +277,11 @@ impl Engine {
                 self.request_keyframe(now, spec.track, None);
             }
             Command::Unsubscribe { peer, track } => self.unsubscribe(peer, track),
-            Command::SetPaused { peer, track, paused } => {
+            Command::SetPaused {
+                peer,
+                track,
+                paused,
+            } => {
                 if let Some(t) = self.tracks.get_mut(&track)
                     && let Some(s) = t.subs.iter_mut().find(|s| s.peer == peer)
                 {
@@ -277,7 +294,11 @@ impl Engine {
                     }
                 }
             }
-            Command::SendData { peer, reliable, data } => {
+            Command::SendData {
+                peer,
+                reliable,
+                data,
+            } => {
                 let label = if reliable { "_reliable" } else { "_lossy" };
                 if let Some(p) = self.peers.get_mut(&peer)
                     && let Some(sctp) = p.sctp.as_mut()
@@ -342,7 +363,9 @@ impl Engine {
     }
 
     fn remove_peer(&mut self, id: PeerId) {
-        let Some(p) = self.peers.remove(&id) else { return };
+        let Some(p) = self.peers.remove(&id) else {
+            return;
+        };
         self.by_ufrag.remove(&p.config.local_ufrag);
         self.by_addr.retain(|_, v| *v != id);
         for t in p.published {
@@ -402,7 +425,9 @@ impl Engine {
             self.drops.unknown_source += 1;
             return;
         };
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let mut out = take_buf(&mut self.pool);
         match p.ice.handle_stun(now, from, buf, &mut out) {
             Ok(input) => {
@@ -431,13 +456,17 @@ impl Engine {
             self.drops.unknown_source += 1;
             return;
         };
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         if !p.ice.is_valid_source(from) {
             self.drops.unknown_source += 1;
             return;
         }
         if p.dtls.is_none() {
-            let Some(fp) = p.remote_fp.clone() else { return };
+            let Some(fp) = p.remote_fp.clone() else {
+                return;
+            };
             match DtlsEndpoint::new(Role::Server, &self.cert, fp, from, now) {
                 Ok(d) => p.dtls = Some(d),
                 Err(e) => {
@@ -457,7 +486,9 @@ impl Engine {
 
     /// Moves data between a peer's DTLS and SCTP and out to the network.
     fn pump(&mut self, now: Instant, id: PeerId) {
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let Some(dest) = p.dest() else { return };
         for _ in 0..64 {
             let Some(dtls) = p.dtls.as_mut() else { return };
@@ -477,12 +508,18 @@ impl Engine {
                         let setup = SrtpProfile::from_dtls_id(profile_id)
                             .ok_or_else(|| format!("unknown SRTP profile {profile_id:#06x}"))
                             .and_then(|profile| {
-                                let k = SrtpKeys::from_exporter(profile, &keying_material, we_are_client)
-                                    .map_err(|e| e.to_string())?;
-                                let inbound = SrtpContext::new(profile, &k.remote_key, &k.remote_salt)
-                                    .map_err(|e| e.to_string())?;
-                                let outbound = SrtpContext::new(profile, &k.local_key, &k.local_salt)
-                                    .map_err(|e| e.to_string())?;
+                                let k = SrtpKeys::from_exporter(
+                                    profile,
+                                    &keying_material,
+                                    we_are_client,
+                                )
+                                .map_err(|e| e.to_string())?;
+                                let inbound =
+                                    SrtpContext::new(profile, &k.remote_key, &k.remote_salt)
+                                        .map_err(|e| e.to_string())?;
+                                let outbound =
+                                    SrtpContext::new(profile, &k.local_key, &k.local_salt)
+                                        .map_err(|e| e.to_string())?;
                                 Ok((inbound, outbound))
                             });
                         match setup {
@@ -515,7 +552,8 @@ impl Engine {
                         tracing::info!(?id, %reason, "DTLS failed");
                         if !p.disconnected {
                             p.disconnected = true;
-                            self.events.push_back(Event::PeerDisconnected { peer: id, reason });
+                            self.events
+                                .push_back(Event::PeerDisconnected { peer: id, reason });
                         }
                     }
                 }
@@ -536,7 +574,8 @@ impl Engine {
                             if !p.channels.iter().any(|(_, l)| *l == label) {
                                 p.channels.push((stream_id, label.clone()));
                             }
-                            self.events.push_back(Event::ChannelOpen { peer: id, label });
+                            self.events
+                                .push_back(Event::ChannelOpen { peer: id, label });
                         }
                         DataChannelEvent::Message {
                             stream_id,
@@ -582,7 +621,9 @@ impl Engine {
             self.drops.unknown_source += 1;
             return;
         };
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let Some(srtp) = p.srtp_in.as_mut() else {
             self.drops.srtp_error += 1;
             return;
@@ -613,7 +654,9 @@ impl Engine {
         // Learn: the mid names the track, the rid the layer.
         let mut found = None;
         for tid in &p.published {
-            let Some(t) = self.tracks.get(tid) else { continue };
+            let Some(t) = self.tracks.get(tid) else {
+                continue;
+            };
             let spec_ext = (t.ext.mid, t.ext.rid);
             let mid = (spec_ext.0 != 0)
                 .then(|| view.extension(spec_ext.0))
@@ -660,9 +703,12 @@ impl Engine {
         let epoch = *self.epoch.get_or_insert(now);
         if let Some(p) = self.peers.get_mut(&id)
             && p.twcc_ext != 0
-            && let Some(seq) = view.extension(p.twcc_ext).and_then(lkr_rtp::parse_transport_cc)
+            && let Some(seq) = view
+                .extension(p.twcc_ext)
+                .and_then(lkr_rtp::parse_transport_cc)
         {
-            p.twcc.push(seq, now.saturating_duration_since(epoch).as_micros() as i64);
+            p.twcc
+                .push(seq, now.saturating_duration_since(epoch).as_micros() as i64);
             p.twcc_media_ssrc = view.ssrc();
         }
         let Some((tid, layer)) = self.route(id, &view) else {
@@ -677,7 +723,9 @@ impl Engine {
             events,
             ..
         } = self;
-        let Some(t) = tracks.get_mut(&tid) else { return };
+        let Some(t) = tracks.get_mut(&tid) else {
+            return;
+        };
         if !t.started {
             t.started = true;
             events.push_back(Event::TrackStarted { track: tid });
@@ -689,7 +737,9 @@ impl Engine {
         let seq = view.sequence();
         if t.kind == MediaKind::Audio
             && t.ext.audio_level != 0
-            && let Some((_, level)) = view.extension(t.ext.audio_level).and_then(lkr_rtp::parse_audio_level)
+            && let Some((_, level)) = view
+                .extension(t.ext.audio_level)
+                .and_then(lkr_rtp::parse_audio_level)
         {
             t.audio.observe(level);
         }
@@ -727,7 +777,8 @@ impl Engine {
                         want_keyframe = Some(layer);
                     }
                     // Keep sending the current layer until the switch, unless resyncing.
-                    if pl == layer || s.resync || !s.munger.is_started() || s.munger.layer != layer {
+                    if pl == layer || s.resync || !s.munger.is_started() || s.munger.layer != layer
+                    {
                         continue;
                     }
                 }
@@ -735,9 +786,15 @@ impl Engine {
             if s.munger.layer != layer {
                 continue;
             }
-            let Some((out_seq, out_ts)) = s.munger.map(ext, view.timestamp(), now) else { continue };
-            let Some(sp) = peers.get_mut(&s.peer) else { continue };
-            let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { continue };
+            let Some((out_seq, out_ts)) = s.munger.map(ext, view.timestamp(), now) else {
+                continue;
+            };
+            let Some(sp) = peers.get_mut(&s.peer) else {
+                continue;
+            };
+            let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else {
+                continue;
+            };
             let out = OutPacket {
                 marker: view.marker(),
                 seq: out_seq,
@@ -767,7 +824,9 @@ impl Engine {
             for pkt in lkr_rtp::rtcp_packets(&buf[..len]) {
                 let Ok(pkt) = pkt else { break };
                 match pkt {
-                    RtcpPacket::Nack { media_ssrc, pairs, .. } => {
+                    RtcpPacket::Nack {
+                        media_ssrc, pairs, ..
+                    } => {
                         if let Some(t) = p.down_ssrcs.get(&media_ssrc) {
                             for seq in pairs.take(256) {
                                 nacks.push((*t, media_ssrc, seq));
@@ -817,12 +876,16 @@ impl Engine {
             self.request_keyframe(now, t, None);
         }
         for (tid, loss) in losses {
-            let Some(t) = self.tracks.get_mut(&tid) else { continue };
+            let Some(t) = self.tracks.get_mut(&tid) else {
+                continue;
+            };
             if t.kind != MediaKind::Video {
                 continue;
             }
             let layers = t.layers.len();
-            let Some(s) = t.subs.iter_mut().find(|s| s.peer == id) else { continue };
+            let Some(s) = t.subs.iter_mut().find(|s| s.peer == id) else {
+                continue;
+            };
             if let Some(paused) = s.on_loss_report(loss, layers) {
                 tracing::debug!(peer = ?id, track = ?tid, paused, loss, "congestion control");
                 self.events.push_back(Event::StreamState {
@@ -845,9 +908,20 @@ impl Engine {
 
     /// Notes a publisher's sender report and sends each subscriber of that layer one with
     /// its own SSRC and rewritten timestamp, so receivers can keep audio and video in sync.
-    fn forward_sender_report(&mut self, now: Instant, tid: TrackId, layer: usize, ntp: u64, rtp_ts: u32) {
-        let Some(t) = self.tracks.get_mut(&tid) else { return };
-        let Some(l) = t.layers.get_mut(layer) else { return };
+    fn forward_sender_report(
+        &mut self,
+        now: Instant,
+        tid: TrackId,
+        layer: usize,
+        ntp: u64,
+        rtp_ts: u32,
+    ) {
+        let Some(t) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let Some(l) = t.layers.get_mut(layer) else {
+            return;
+        };
         l.last_sr = Some((ntp, now));
         let reports: Vec<(PeerId, u32, u32, u32, u32)> = t
             .subs
@@ -855,7 +929,13 @@ impl Engine {
             .filter(|s| !s.paused && s.munger.is_started() && s.munger.layer == layer)
             .filter_map(|s| {
                 let ts = s.munger.map_timestamp(rtp_ts)?;
-                Some((s.peer, s.ssrc, ts, s.packets_sent as u32, s.octets_sent as u32))
+                Some((
+                    s.peer,
+                    s.ssrc,
+                    ts,
+                    s.packets_sent as u32,
+                    s.octets_sent as u32,
+                ))
             })
             .collect();
         for (peer, ssrc, ts, packets, octets) in reports {
@@ -878,7 +958,9 @@ impl Engine {
             if p.twcc.pending() == 0 {
                 continue;
             }
-            let (Some(dest), Some(srtp)) = (p.ice.selected(), p.srtp_out.as_mut()) else { continue };
+            let (Some(dest), Some(srtp)) = (p.ice.selected(), p.srtp_out.as_mut()) else {
+                continue;
+            };
             for _ in 0..8 {
                 let mut buf = take_buf(pool);
                 buf.resize(1200, 0);
@@ -922,7 +1004,9 @@ impl Engine {
         }
         for (peer, blocks) in due {
             for chunk in blocks.chunks(31) {
-                self.send_feedback(peer, |out| lkr_rtp::write_receiver_report(out, FEEDBACK_SSRC, chunk));
+                self.send_feedback(peer, |out| {
+                    lkr_rtp::write_receiver_report(out, FEEDBACK_SSRC, chunk)
+                });
             }
         }
     }
@@ -936,9 +1020,18 @@ impl Engine {
             pool,
             ..
         } = self;
-        let Some(t) = tracks.get_mut(&tid) else { return };
-        let Track { subs, layers, payload_types, .. } = t;
-        let Some(s) = subs.iter_mut().find(|s| s.peer == peer) else { return };
+        let Some(t) = tracks.get_mut(&tid) else {
+            return;
+        };
+        let Track {
+            subs,
+            layers,
+            payload_types,
+            ..
+        } = t;
+        let Some(s) = subs.iter_mut().find(|s| s.peer == peer) else {
+            return;
+        };
         // Packets sent are remembered; a packet of the current segment that was never sent
         // (it passed before the segment began on a late keyframe) is found through the
         // munger's mapping.
@@ -950,13 +1043,25 @@ impl Engine {
         }) else {
             return;
         };
-        let Some(cached) = layers.get(layer).and_then(|l| l.cache.get(in_seq)) else { return };
-        let Ok(view) = RtpView::parse(cached) else { return };
-        let Some(codec) = payload_types.iter().find(|p| p.pt == view.payload_type()).copied() else {
+        let Some(cached) = layers.get(layer).and_then(|l| l.cache.get(in_seq)) else {
             return;
         };
-        let Some(sp) = peers.get_mut(&peer) else { return };
-        let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else { return };
+        let Ok(view) = RtpView::parse(cached) else {
+            return;
+        };
+        let Some(codec) = payload_types
+            .iter()
+            .find(|p| p.pt == view.payload_type())
+            .copied()
+        else {
+            return;
+        };
+        let Some(sp) = peers.get_mut(&peer) else {
+            return;
+        };
+        let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else {
+            return;
+        };
         let out = OutPacket {
             marker: view.marker(),
             seq: out_seq,
@@ -971,7 +1076,9 @@ impl Engine {
 
     /// Sends a PLI for `layer` (or every live layer) of a track, throttled per layer.
     fn request_keyframe(&mut self, now: Instant, tid: TrackId, layer: Option<usize>) {
-        let Some(t) = self.tracks.get_mut(&tid) else { return };
+        let Some(t) = self.tracks.get_mut(&tid) else {
+            return;
+        };
         if t.kind != MediaKind::Video {
             return;
         }
@@ -990,7 +1097,9 @@ impl Engine {
             }
         }
         for ssrc in ssrcs.into_iter().flatten() {
-            self.send_feedback(publisher, |out| lkr_rtp::write_pli(out, FEEDBACK_SSRC, ssrc));
+            self.send_feedback(publisher, |out| {
+                lkr_rtp::write_pli(out, FEEDBACK_SSRC, ssrc)
+            });
         }
     }
 
@@ -1000,8 +1109,12 @@ impl Engine {
         peer: PeerId,
         write: impl FnOnce(&mut [u8]) -> Result<usize, lkr_rtp::RtcpError>,
     ) {
-        let Some(p) = self.peers.get_mut(&peer) else { return };
-        let (Some(dest), Some(srtp)) = (p.dest(), p.srtp_out.as_mut()) else { return };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let (Some(dest), Some(srtp)) = (p.dest(), p.srtp_out.as_mut()) else {
+            return;
+        };
         let mut buf = take_buf(&mut self.pool);
         buf.resize(1200, 0);
         let Ok(n) = write(&mut buf) else {
@@ -1025,7 +1138,9 @@ impl Engine {
         self.next_tick = Some(now + TICK);
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
-            let Some(p) = self.peers.get_mut(&id) else { continue };
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
             p.ice.handle_timeout(now);
             if p.ice.state() == IceState::Disconnected && !p.disconnected {
                 p.disconnected = true;
@@ -1080,11 +1195,14 @@ impl Engine {
             for l in t.layers.iter_mut() {
                 let Some(ssrc) = l.ssrc else { continue };
                 l.missing.retain(|m| {
-                    m.tries < NACK_MAX_TRIES && now.saturating_duration_since(m.since) < NACK_GIVE_UP
+                    m.tries < NACK_MAX_TRIES
+                        && now.saturating_duration_since(m.since) < NACK_GIVE_UP
                 });
                 let mut lost = Vec::new();
                 for m in l.missing.iter_mut() {
-                    if m.last_sent.is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY) {
+                    if m.last_sent
+                        .is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY)
+                    {
                         m.last_sent = Some(now);
                         m.tries += 1;
                         lost.push(m.ext as u16);
@@ -1099,7 +1217,9 @@ impl Engine {
             }
         }
         for (publisher, ssrc, lost) in due {
-            self.send_feedback(publisher, |out| lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost));
+            self.send_feedback(publisher, |out| {
+                lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost)
+            });
         }
     }
 

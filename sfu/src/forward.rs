@@ -238,7 +238,8 @@ impl Munger {
                 .last_out_at
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default();
-            let ticks = (elapsed.as_micros() as u64 * u64::from(self.clock_rate) / 1_000_000).max(1);
+            let ticks =
+                (elapsed.as_micros() as u64 * u64::from(self.clock_rate) / 1_000_000).max(1);
             self.out_base = self.last_out_seq.wrapping_add(1);
             self.out_ts_base = self.last_out_ts.wrapping_add(ticks as u32);
         }
@@ -267,8 +268,10 @@ impl Munger {
 
     /// The rewritten form of an incoming timestamp of the current segment.
     pub fn map_timestamp(&self, ts: u32) -> Option<u32> {
-        self.started
-            .then(|| self.out_ts_base.wrapping_add(ts.wrapping_sub(self.in_ts_base)))
+        self.started.then(|| {
+            self.out_ts_base
+                .wrapping_add(ts.wrapping_sub(self.in_ts_base))
+        })
     }
 
     /// The rewritten (sequence, timestamp) of a packet of the current segment, or `None` for
@@ -278,7 +281,9 @@ impl Munger {
             return None;
         }
         let out_seq = self.out_base.wrapping_add((ext - self.in_base) as u16);
-        let out_ts = self.out_ts_base.wrapping_add(ts.wrapping_sub(self.in_ts_base));
+        let out_ts = self
+            .out_ts_base
+            .wrapping_add(ts.wrapping_sub(self.in_ts_base));
         if lkr_rtp::seq_newer(out_seq, self.last_out_seq) {
             self.last_out_seq = out_seq;
             self.last_out_ts = out_ts;
@@ -311,17 +316,27 @@ impl Vp8Munger {
 
     /// Rewrites the descriptor of a VP8 payload in place.
     pub fn rewrite(&mut self, payload: &mut [u8]) {
-        let Ok(d) = lkr_rtp::vp8::parse(payload) else { return };
+        let Ok(d) = lkr_rtp::vp8::parse(payload) else {
+            return;
+        };
         let mask: u16 = if d.picture_id_15bit { 0x7fff } else { 0x7f };
         if self.restart || !self.started {
             if let Some(pid) = d.picture_id {
                 self.in_pid = pid;
-                self.out_pid = if self.started { self.last_pid.wrapping_add(1) & mask } else { pid };
+                self.out_pid = if self.started {
+                    self.last_pid.wrapping_add(1) & mask
+                } else {
+                    pid
+                };
                 self.last_pid = self.out_pid;
             }
             if let Some(t) = d.tl0picidx {
                 self.in_tl0 = t;
-                self.out_tl0 = if self.started { self.last_tl0.wrapping_add(1) } else { t };
+                self.out_tl0 = if self.started {
+                    self.last_tl0.wrapping_add(1)
+                } else {
+                    t
+                };
                 self.last_tl0 = self.out_tl0;
             }
             self.started = true;
@@ -414,7 +429,11 @@ impl Subscription {
             if self.cc_paused {
                 return None;
             }
-            let current = if self.munger.is_started() { self.munger.layer } else { 0 };
+            let current = if self.munger.is_started() {
+                self.munger.layer
+            } else {
+                0
+            };
             let cap = self.layer_cap().min(current);
             if cap == 0 {
                 if layers > 1 || loss > 0.25 {
@@ -560,10 +579,13 @@ impl Track {
 
     /// The clock rate of the track's media.
     pub fn clock_rate(&self) -> u32 {
-        self.payload_types
-            .first()
-            .map(|p| p.clock_rate)
-            .unwrap_or(if self.kind == MediaKind::Audio { 48_000 } else { 90_000 })
+        self.payload_types.first().map(|p| p.clock_rate).unwrap_or(
+            if self.kind == MediaKind::Audio {
+                48_000
+            } else {
+                90_000
+            },
+        )
     }
 
     /// The layer a subscriber capped at `max` should receive: the highest live layer not
@@ -664,7 +686,11 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(s.on_loss_report(0.0, 3), None);
         }
-        assert_eq!(s.on_loss_report(0.0, 3), Some(false), "resumes after clean reports");
+        assert_eq!(
+            s.on_loss_report(0.0, 3),
+            Some(false),
+            "resumes after clean reports"
+        );
         for _ in 0..6 {
             s.on_loss_report(0.0, 3);
         }
@@ -690,7 +716,11 @@ mod tests {
         let live = [true, false, true, false];
         assert_eq!(pick_layer(&live, 3, usize::MAX), Some(2));
         assert_eq!(pick_layer(&live, 3, 1), Some(0));
-        assert_eq!(pick_layer(&[false, true, false, false], 3, 0), Some(1), "lowest live above the cap");
+        assert_eq!(
+            pick_layer(&[false, true, false, false], 3, 0),
+            Some(1),
+            "lowest live above the cap"
+        );
         assert_eq!(pick_layer(&[false; 4], 3, 2), None);
     }
 
@@ -726,9 +756,15 @@ mod tests {
         let mut l = Layer::new(String::new());
         l.on_packet(10, now);
         l.on_packet(13, now);
-        assert_eq!(l.missing.iter().map(|m| m.ext).collect::<Vec<_>>(), vec![11, 12]);
+        assert_eq!(
+            l.missing.iter().map(|m| m.ext).collect::<Vec<_>>(),
+            vec![11, 12]
+        );
         l.on_packet(11, now);
-        assert_eq!(l.missing.iter().map(|m| m.ext).collect::<Vec<_>>(), vec![12]);
+        assert_eq!(
+            l.missing.iter().map(|m| m.ext).collect::<Vec<_>>(),
+            vec![12]
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ impl ReplayWindow {
 
     /// Fails if `index` was accepted before or is too old to tell.
     pub(super) fn check(&self, index: u64) -> Result<(), SrtpError> {
-        let Some(highest) = self.highest else { return Ok(()) };
+        let Some(highest) = self.highest else {
+            return Ok(());
+        };
         if index > highest {
             return Ok(());
         }
@@ -185,9 +187,21 @@ mod tests {
         // The window edge: WINDOW-1 behind is still tracked, WINDOW behind is too old.
         assert!(w.check(1010 + WINDOW - 1 - (WINDOW - 1)).is_err());
         w.accept(1010 + WINDOW - 1);
-        assert!(w.check(1011).is_ok(), "{} behind is still tracked", WINDOW - 1 - 1);
-        assert_eq!(w.check(1010), Err(SrtpError::Replay), "WINDOW-1 behind and seen");
-        assert_eq!(w.check(1009), Err(SrtpError::Replay), "WINDOW behind is too old");
+        assert!(
+            w.check(1011).is_ok(),
+            "{} behind is still tracked",
+            WINDOW - 1 - 1
+        );
+        assert_eq!(
+            w.check(1010),
+            Err(SrtpError::Replay),
+            "WINDOW-1 behind and seen"
+        );
+        assert_eq!(
+            w.check(1009),
+            Err(SrtpError::Replay),
+            "WINDOW behind is too old"
+        );
         // Slots reused by newer indexes are not mistaken for the old ones.
         w.accept(1010 + WINDOW + 5);
         assert!(w.check(1010 + WINDOW + 4).is_ok());

@@ -390,7 +390,10 @@ fn rtcp_replays_are_rejected() {
             .map(|n| protect_rtcp(&mut tx, &rtcp_packet(5, (n % 251) as u8)).unwrap())
             .collect();
         unprotect_rtcp(&mut rx, &wires[1099]).unwrap();
-        assert_eq!(unprotect_rtcp(&mut rx, &wires[1099]), Err(SrtpError::Replay));
+        assert_eq!(
+            unprotect_rtcp(&mut rx, &wires[1099]),
+            Err(SrtpError::Replay)
+        );
         // Index 76 is 1024 behind index 1100: too old; index 77 is still in the window.
         assert_eq!(unprotect_rtcp(&mut rx, &wires[75]), Err(SrtpError::Replay));
         assert!(unprotect_rtcp(&mut rx, &wires[76]).is_ok());
