@@ -48,6 +48,9 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// How long an answer to update_metadata waits (see `handle_update_metadata`).
+const ANSWER_DELAY: Duration = Duration::from_millis(30);
+
 /// The quality (LOW 0, MEDIUM 1, HIGH 2) a track setting asks for: from the requested size
 /// when given (the smallest layer at least that large), else from `quality`.
 #[allow(deprecated)] // `quality` is deprecated upstream but still sent by clients
@@ -157,6 +160,7 @@ where
             .unwrap_or_default(),
         last_data_sequence: 0,
         seen_nonces: std::collections::VecDeque::new(),
+        deferred: std::collections::VecDeque::new(),
     };
     tracing::info!(participant = %participant_sid, identity = %params.identity, room = %params.room, single_pc = params.single_pc, "participant joined");
     let subscriber_primary = response.subscriber_primary;
@@ -247,6 +251,8 @@ struct Session<S> {
     kind: i32,
     last_data_sequence: u32,
     seen_nonces: std::collections::VecDeque<Vec<u8>>,
+    /// Answers to send a little later, in order.
+    deferred: std::collections::VecDeque<(Instant, Resp)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -315,6 +321,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::info!(participant = %self.psid, "no signal message within the ping timeout");
                     return End::Timeout;
+                }
+                _ = tokio::time::sleep_until(self.deferred.front().map(|d| d.0).unwrap_or(deadline)), if !self.deferred.is_empty() => {
+                    while self.deferred.front().is_some_and(|d| d.0 <= Instant::now()) {
+                        if let Some((_, m)) = self.deferred.pop_front()
+                            && self.send(m).await.is_err()
+                        {
+                            return End::Gone;
+                        }
+                    }
                 }
             }
         }
@@ -560,13 +575,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         });
         // Clients of protocol 14 and later wait for this answer (older ones for their update).
-        self.send(Resp::RequestResponse(pb::RequestResponse {
-            request_id: u.request_id,
-            reason: pb::request_response::Reason::Ok as i32,
-            message: String::new(),
-            request: None,
-        }))
-        .await
+        // The Rust SDK starts listening for it only after its request is written, so an
+        // answer sent at once can arrive before it listens: it goes out a moment later.
+        self.deferred.push_back((
+            Instant::now() + ANSWER_DELAY,
+            Resp::RequestResponse(pb::RequestResponse {
+                request_id: u.request_id,
+                reason: pb::request_response::Reason::Ok as i32,
+                message: String::new(),
+                request: None,
+            }),
+        ));
+        Ok(())
     }
 
     #[allow(deprecated)] // TrackInfo layers, simulcast, stereo and disable_dtx are still read by clients.

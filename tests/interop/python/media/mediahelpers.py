@@ -458,14 +458,26 @@ class MediaEnv:
         )
         return self._spawn(f"py:{identity}", argv)
 
-    def node_client(self, identity: str, room: str, *, token: Optional[str] = None, max_seconds: float = 60) -> ClientProc:
+    def node_client(
+        self,
+        identity: str,
+        room: str,
+        *,
+        token: Optional[str] = None,
+        max_seconds: float = 60,
+        script: Optional[Path] = None,
+        single_pc: Optional[bool] = None,
+    ) -> ClientProc:
+        """A Node client; `script` replaces the default rtc_client.mjs (same argv and protocol);
+        `single_pc` adds `--single-pc 1|0` for a script that understands it."""
         node = node_bin()
         if node is None:
             raise AssertionError("node is not installed")
         tok = token or self.token(identity, room)
-        argv = self.ns.argv(
-            [node, str(NODE_CLIENT), "--url", WS_URL, "--token", tok, "--max-seconds", str(max_seconds)]
-        )
+        cmd = [node, str(script or NODE_CLIENT), "--url", WS_URL, "--token", tok, "--max-seconds", str(max_seconds)]
+        if single_pc is not None:
+            cmd += ["--single-pc", "1" if single_pc else "0"]
+        argv = self.ns.argv(cmd)
         return self._spawn(f"node:{identity}", argv)
 
     def _spawn(self, label: str, argv: List[str]) -> ClientProc:

@@ -16,6 +16,30 @@ deadlines instead of sleeping. Commands (an optional "id" is echoed in the comma
     {"cmd": "analyze_video", "participant": "alice", "frames": 30} -> video_analysis
     {"cmd": "disconnect"}                                          -> closed, then exit
 
+Data, RPC, streams and participant state (results carry "size"/"sha256" of what was sent, so a
+test can compare them with what the other side reports; "text" or "size"+"seed" give the payload):
+
+    {"cmd": "publish_data", "text": "hi" | "size": 60000, "seed": 1, "reliable": true,
+     "topic": "t", "destination_identities": ["bob"]}               -> data_published
+    {"cmd": "register_rpc", "method": "m", "behavior": "echo" | "error" | "crash" | "sleep" | "size",
+     "code": 2001, "message": "...", "data": "...", "seconds": 3}   -> rpc_registered
+    {"cmd": "perform_rpc", "destination": "bob", "method": "m", "payload": "p",
+     "response_timeout": 10}                                        -> rpc_result (ok, or code/message/data)
+    {"cmd": "register_text_stream" | "register_byte_stream", "topic": "t"} -> stream_handler_registered
+    {"cmd": "send_text", "text" | "size"+"seed", "topic", "destination_identities", "attributes"}
+                                                                    -> text_sent
+    {"cmd": "stream_text", "text" | "size"+"seed", "chunk": 10000, "topic", ...} -> text_sent
+    {"cmd": "stream_bytes" | "send_file" | "send_bytes", "size", "seed", "name", "topic",
+     "chunk", "destination_identities"}                             -> bytes_sent
+    {"cmd": "set_metadata", "metadata": "m"} / {"cmd": "set_name", "name": "n"} /
+    {"cmd": "set_attributes", "attributes": {"k": "v"}}             -> local_update (raised, ffi_error)
+    {"cmd": "state"}                                                -> state (local, remote, room_metadata)
+
+and reported as data_received (participant, kind, topic, size, sha256, text),
+rpc_invoked / rpc_handled, stream_opened, text_stream_received / byte_stream_received (or stream_error),
+participant_metadata_changed, participant_name_changed, participant_attributes_changed,
+participant_permissions_changed, room_metadata_changed.
+
 Room events are reported as they happen: participant_connected, participant_disconnected,
 track_published, track_subscribed, track_unsubscribed, track_muted, track_unmuted,
 track_unpublished, disconnected (with the SDK's DisconnectReason name), connection_state.
@@ -28,9 +52,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -71,6 +97,69 @@ def reason_name(reason: Any) -> str:
         return rtc.DisconnectReason.Name(int(reason))
     except (ValueError, TypeError):
         return str(reason)
+
+
+def make_payload(size: int, seed: int = 0) -> bytes:
+    """Deterministic bytes whose every position matters: truncation, reordering or corruption
+    changes the hash."""
+    block = bytes(((i * 131 + seed * 17 + (i >> 8)) & 0xFF) for i in range(4096))
+    reps = size // len(block) + 1
+    return (block * reps)[:size]
+
+
+def make_text(size: int, seed: int = 0) -> str:
+    """Deterministic ASCII text of `size` characters made of numbered lines."""
+    parts: List[str] = []
+    n = 0
+    i = 0
+    while n < size:
+        line = f"{seed:03d}:{i:07d}:the quick brown fox jumps over the lazy dog\n"
+        parts.append(line)
+        n += len(line)
+        i += 1
+    return "".join(parts)[:size]
+
+
+def digest(data: bytes) -> Dict[str, Any]:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def preview(data: bytes, limit: int = 1000) -> Optional[str]:
+    return data.decode("utf-8", errors="replace") if len(data) <= limit else None
+
+
+def payload_of(c: Dict[str, Any]) -> bytes:
+    if "text" in c:
+        return str(c["text"]).encode("utf-8")
+    return make_payload(int(c["size"]), int(c.get("seed", 0)))
+
+
+def text_of(c: Dict[str, Any]) -> str:
+    if "text" in c:
+        return str(c["text"])
+    return make_text(int(c["size"]), int(c.get("seed", 0)))
+
+
+def permission_dict(perm: Any) -> Dict[str, Any]:
+    return {
+        "can_subscribe": perm.can_subscribe,
+        "can_publish": perm.can_publish,
+        "can_publish_data": perm.can_publish_data,
+        "can_update_metadata": perm.can_update_metadata,
+        "hidden": perm.hidden,
+    }
+
+
+def participant_state(p: rtc.Participant) -> Dict[str, Any]:
+    return {
+        "identity": p.identity,
+        "sid": p.sid,
+        "name": p.name,
+        "metadata": p.metadata,
+        "attributes": dict(p.attributes),
+        "permission": permission_dict(p.permissions),
+        "tracks": sorted(p.track_publications.keys()),
+    }
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -303,6 +392,53 @@ class Client:
         room.on("track_muted", lambda p, pub: _mute_event("track_muted", p, pub))
         room.on("track_unmuted", lambda p, pub: _mute_event("track_unmuted", p, pub))
 
+        @room.on("data_received")
+        def _data(pkt: rtc.DataPacket) -> None:
+            emit(
+                "data_received",
+                participant=pkt.participant.identity if pkt.participant is not None else None,
+                kind={rtc.DataPacketKind.KIND_RELIABLE: "reliable", rtc.DataPacketKind.KIND_LOSSY: "lossy"}.get(
+                    pkt.kind, str(pkt.kind)
+                ),
+                topic=pkt.topic,
+                text=preview(pkt.data),
+                **digest(pkt.data),
+            )
+
+        def _who(p: Optional[rtc.Participant]) -> Dict[str, Any]:
+            if p is None:
+                return {"participant": None, "local": False}
+            return {"participant": p.identity, "local": p is self.room.local_participant}
+
+        @room.on("participant_metadata_changed")
+        def _pmc(p: rtc.Participant, old: str, new: str) -> None:
+            emit("participant_metadata_changed", **_who(p), old=old, new=new)
+
+        @room.on("participant_name_changed")
+        def _pnc(p: rtc.Participant, old: str, new: str) -> None:
+            emit("participant_name_changed", **_who(p), old=old, new=new)
+
+        @room.on("participant_attributes_changed")
+        def _pac(changed: Dict[str, str], p: rtc.Participant) -> None:
+            emit(
+                "participant_attributes_changed",
+                **_who(p),
+                changed=dict(changed),
+                attributes=dict(p.attributes) if p is not None else None,
+            )
+
+        @room.on("participant_permissions_changed")
+        def _ppc(p: rtc.Participant, perm: Any) -> None:
+            emit("participant_permissions_changed", **_who(p), permission=permission_dict(perm))
+
+        @room.on("room_metadata_changed")
+        def _rmc(old: str, new: str) -> None:
+            emit("room_metadata_changed", old=old, new=new)
+
+        @room.on("local_track_unpublished")
+        def _ltu(pub: rtc.LocalTrackPublication) -> None:
+            emit("local_track_unpublished", sid=pub.sid, name=pub.name, kind=kind_name(pub.kind))
+
         @room.on("connection_state_changed")
         def _cs(state: int) -> None:
             try:
@@ -414,6 +550,272 @@ class Client:
             res["error"] = f"only {len(infos)} of {want} frames before the deadline"
         return res
 
+    # -------------------------------------------------------------- data, RPC, streams, state
+
+    async def cmd_publish_data(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        data = payload_of(c)
+        await self.room.local_participant.publish_data(
+            data,
+            reliable=bool(c.get("reliable", True)),
+            destination_identities=list(c.get("destination_identities", [])),
+            topic=str(c.get("topic", "")),
+        )
+        return digest(data)
+
+    async def cmd_register_rpc(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        method = c["method"]
+        behavior = c.get("behavior", "echo")
+
+        async def handler(inv: rtc.RpcInvocationData) -> str:
+            emit(
+                "rpc_invoked",
+                method=method,
+                caller=inv.caller_identity,
+                payload=inv.payload if len(inv.payload) <= 1000 else None,
+                payload_size=len(inv.payload.encode("utf-8")),
+                payload_sha256=hashlib.sha256(inv.payload.encode("utf-8")).hexdigest(),
+                request_id=inv.request_id,
+                response_timeout=inv.response_timeout,
+            )
+            if behavior == "error":
+                raise rtc.RpcError(int(c.get("code", 2001)), str(c.get("message", "handler failed")), c.get("data"))
+            if behavior == "crash":
+                raise RuntimeError("handler crashed on purpose")
+            if behavior == "sleep":
+                await asyncio.sleep(float(c.get("seconds", 5)))
+            if behavior == "size":
+                resp = make_text(int(c["size"]), int(c.get("seed", 0)))
+            else:
+                resp = json.dumps({"echo": inv.payload, "caller": inv.caller_identity, "by": self.room.local_participant.identity})
+            b = resp.encode("utf-8")
+            emit("rpc_handled", method=method, caller=inv.caller_identity, request_id=inv.request_id, response_size=len(b), response_sha256=hashlib.sha256(b).hexdigest())
+            return resp
+
+        self.room.local_participant.register_rpc_method(method, handler)
+        return {"method": method, "behavior": behavior}
+
+    async def cmd_perform_rpc(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        payload = c["payload"] if "payload" in c else make_text(int(c["size"]), int(c.get("seed", 0)))
+        request = {"request_size": len(payload.encode("utf-8")), "request_sha256": hashlib.sha256(payload.encode("utf-8")).hexdigest()}
+        t0 = time.monotonic()
+        kwargs: Dict[str, Any] = {}
+        if c.get("response_timeout") is not None:
+            kwargs["response_timeout"] = float(c["response_timeout"])
+        try:
+            resp = await self.room.local_participant.perform_rpc(
+                destination_identity=c["destination"], method=c["method"], payload=payload, **kwargs
+            )
+        except rtc.RpcError as e:
+            return {
+                "ok": False,
+                "code": int(e.code),
+                "message": e.message,
+                "data": e.data,
+                "elapsed": round(time.monotonic() - t0, 3),
+                **request,
+            }
+        b = resp.encode("utf-8")
+        return {
+            "ok": True,
+            "response": resp if len(b) <= 1000 else None,
+            "response_size": len(b),
+            "response_sha256": hashlib.sha256(b).hexdigest(),
+            "elapsed": round(time.monotonic() - t0, 3),
+            **request,
+        }
+
+    def _stream_info(self, info: Any) -> Dict[str, Any]:
+        out = {
+            "stream_id": info.stream_id,
+            "topic": info.topic,
+            "mime_type": info.mime_type,
+            "info_size": info.size,
+            "attributes": dict(info.attributes or {}),
+        }
+        if hasattr(info, "name"):
+            out["name"] = info.name
+        return out
+
+    async def cmd_register_text_stream(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        topic = str(c.get("topic", ""))
+
+        async def read(reader: rtc.TextStreamReader, sender: str) -> None:
+            chunks = 0
+            parts: List[str] = []
+            try:
+                async for chunk in reader:
+                    chunks += 1
+                    parts.append(chunk)
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                emit("stream_error", kind="text", participant=sender, error=f"{type(e).__name__}: {e}", **self._stream_info(reader.info))
+                return
+            text = "".join(parts)
+            b = text.encode("utf-8")
+            emit(
+                "text_stream_received",
+                participant=sender,
+                chunks=chunks,
+                chars=len(text),
+                text=preview(b),
+                **digest(b),
+                **self._stream_info(reader.info),
+            )
+
+        def handler(reader: rtc.TextStreamReader, sender: str) -> None:
+            emit("stream_opened", kind="text", participant=sender, **self._stream_info(reader.info))
+            self.tasks.append(asyncio.ensure_future(read(reader, sender)))
+
+        self.room.register_text_stream_handler(topic, handler)
+        return {"kind": "text", "topic": topic}
+
+    async def cmd_register_byte_stream(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        topic = str(c.get("topic", ""))
+
+        async def read(reader: rtc.ByteStreamReader, sender: str) -> None:
+            chunks = 0
+            buf = bytearray()
+            try:
+                async for chunk in reader:
+                    chunks += 1
+                    buf += chunk
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                emit("stream_error", kind="bytes", participant=sender, error=f"{type(e).__name__}: {e}", **self._stream_info(reader.info))
+                return
+            emit(
+                "byte_stream_received",
+                participant=sender,
+                chunks=chunks,
+                text=preview(bytes(buf), 200),
+                **digest(bytes(buf)),
+                **self._stream_info(reader.info),
+            )
+
+        def handler(reader: rtc.ByteStreamReader, sender: str) -> None:
+            emit("stream_opened", kind="bytes", participant=sender, **self._stream_info(reader.info))
+            self.tasks.append(asyncio.ensure_future(read(reader, sender)))
+
+        self.room.register_byte_stream_handler(topic, handler)
+        return {"kind": "bytes", "topic": topic}
+
+    @staticmethod
+    def _dest(c: Dict[str, Any]) -> Optional[List[str]]:
+        d = c.get("destination_identities")
+        return list(d) if d else None
+
+    async def cmd_send_text(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        text = text_of(c)
+        info = await self.room.local_participant.send_text(
+            text,
+            topic=str(c.get("topic", "")),
+            destination_identities=self._dest(c),
+            attributes=c.get("attributes"),
+        )
+        return {"stream_id": info.stream_id, "chars": len(text), **digest(text.encode("utf-8"))}
+
+    async def cmd_stream_text(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        text = text_of(c)
+        step = int(c.get("chunk", 10000))
+        writer = await self.room.local_participant.stream_text(
+            topic=str(c.get("topic", "")),
+            destination_identities=self._dest(c),
+            attributes=c.get("attributes"),
+        )
+        for i in range(0, len(text), step):
+            await writer.write(text[i : i + step])
+        await writer.aclose()
+        return {"stream_id": writer.info.stream_id, "chars": len(text), **digest(text.encode("utf-8"))}
+
+    async def cmd_stream_bytes(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        data = payload_of(c)
+        step = int(c.get("chunk", 16000))
+        writer = await self.room.local_participant.stream_bytes(
+            str(c.get("name", "blob.bin")),
+            total_size=len(data),
+            mime_type=str(c.get("mime_type", "application/octet-stream")),
+            topic=str(c.get("topic", "")),
+            destination_identities=self._dest(c),
+            attributes=c.get("attributes"),
+        )
+        for i in range(0, len(data), step):
+            await writer.write(data[i : i + step])
+        await writer.aclose()
+        return {"stream_id": writer.info.stream_id, **digest(data)}
+
+    async def cmd_send_file(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        data = payload_of(c)
+        with tempfile.TemporaryDirectory(prefix="lk-send-file-") as d:
+            path = os.path.join(d, str(c.get("name", "payload.bin")))
+            with open(path, "wb") as f:
+                f.write(data)
+            info = await self.room.local_participant.send_file(
+                path, topic=str(c.get("topic", "")), destination_identities=self._dest(c), attributes=c.get("attributes")
+            )
+        return {"stream_id": info.stream_id, "name": info.name, "mime_type": info.mime_type, **digest(data)}
+
+    async def cmd_send_bytes(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        data = payload_of(c)
+        info = await self.room.local_participant.send_bytes(
+            data,
+            topic=str(c.get("topic", "")),
+            name=c.get("name"),
+            mime_type=c.get("mime_type"),
+            destination_identities=self._dest(c),
+            attributes=c.get("attributes"),
+        )
+        return {"stream_id": info.stream_id, "name": info.name, "mime_type": info.mime_type, **digest(data)}
+
+    async def _local_update(self, field: str, op: Any, timeout: float) -> Dict[str, Any]:
+        """Runs a set_* call and reports what the SDK did: whether the Python call raised, and the
+        error string in the FFI callback (the Python wrapper does not raise on it)."""
+        from livekit.rtc._ffi_client import FfiClient
+
+        q = FfiClient.instance.queue.subscribe(filter_fn=lambda e: e.WhichOneof("message") == field)
+        t0 = time.monotonic()
+        raised: Optional[str] = None
+        try:
+            await asyncio.wait_for(op, timeout)
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            raised = f"{type(e).__name__}: {e}"
+        elapsed = round(time.monotonic() - t0, 3)
+        ffi_error: Optional[str] = None
+        callbacks = 0
+        try:
+            await asyncio.sleep(0)  # let a callback scheduled with call_soon_threadsafe land
+            while not q.empty():
+                ev = q.get_nowait()
+                callbacks += 1
+                cb = getattr(ev, field)
+                if cb.HasField("error") and cb.error:
+                    ffi_error = cb.error
+        finally:
+            FfiClient.instance.queue.unsubscribe(q)
+        return {
+            "raised": raised,
+            "ffi_error": ffi_error,
+            "callbacks": callbacks,
+            "elapsed": elapsed,
+            "local": participant_state(self.room.local_participant),
+        }
+
+    async def cmd_set_metadata(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        op = self.room.local_participant.set_metadata(str(c["metadata"]))
+        return {"op": "set_metadata", **await self._local_update("set_local_metadata", op, float(c.get("timeout", 15)))}
+
+    async def cmd_set_name(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        op = self.room.local_participant.set_name(str(c["name"]))
+        return {"op": "set_name", **await self._local_update("set_local_name", op, float(c.get("timeout", 15)))}
+
+    async def cmd_set_attributes(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        op = self.room.local_participant.set_attributes({str(k): str(v) for k, v in dict(c["attributes"]).items()})
+        return {"op": "set_attributes", **await self._local_update("set_local_attributes", op, float(c.get("timeout", 15)))}
+
+    async def cmd_state(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        return {
+            "local": participant_state(self.room.local_participant),
+            "remote": {i: participant_state(p) for i, p in self.room.remote_participants.items()},
+            "room_metadata": self.room.metadata,
+        }
+
     async def cmd_disconnect(self, c: Dict[str, Any]) -> Dict[str, Any]:
         self.done.set()
         return {}
@@ -429,6 +831,20 @@ class Client:
             "analyze_audio": "audio_analysis",
             "analyze_video": "video_analysis",
             "disconnect": "disconnecting",
+            "publish_data": "data_published",
+            "register_rpc": "rpc_registered",
+            "perform_rpc": "rpc_result",
+            "register_text_stream": "stream_handler_registered",
+            "register_byte_stream": "stream_handler_registered",
+            "send_text": "text_sent",
+            "stream_text": "text_sent",
+            "stream_bytes": "bytes_sent",
+            "send_file": "bytes_sent",
+            "send_bytes": "bytes_sent",
+            "set_metadata": "local_update",
+            "set_name": "local_update",
+            "set_attributes": "local_update",
+            "state": "state",
         }.get(name)
         fn = getattr(self, f"cmd_{name}", None)
         if fn is None or result_event is None:
