@@ -783,10 +783,12 @@ impl Engine {
                     }
                 }
             }
-            if s.munger.layer != layer {
-                continue;
-            }
-            let Some((out_seq, out_ts)) = s.munger.map(ext, view.timestamp(), now) else {
+            let mapped = if s.munger.layer == layer {
+                s.munger.map(ext, view.timestamp(), now)
+            } else {
+                s.munger.map_previous(layer, ext, view.timestamp())
+            };
+            let Some((out_seq, out_ts)) = mapped else {
                 continue;
             };
             let Some(sp) = peers.get_mut(&s.peer) else {
@@ -1036,10 +1038,10 @@ impl Engine {
         // (it passed before the segment began on a late keyframe) is found through the
         // munger's mapping.
         let Some((layer, in_seq, out_ts)) = s.lookup(out_seq).or_else(|| {
-            let ext = s.munger.unmap(out_seq)?;
-            let cached = layers.get(s.munger.layer)?.cache.get(ext as u16)?;
+            let o = s.munger.origin(out_seq)?;
+            let cached = layers.get(o.layer)?.cache.get(o.ext as u16)?;
             let ts = RtpView::parse(cached).ok()?.timestamp();
-            Some((s.munger.layer, ext as u16, s.munger.map_timestamp(ts)?))
+            Some((o.layer, o.ext as u16, o.timestamp(ts)))
         }) else {
             return;
         };

@@ -208,6 +208,46 @@ pub struct Munger {
     last_out_ts: u32,
     last_out_at: Option<Instant>,
     clock_rate: u32,
+    /// The segment before the current one: late packets (retransmissions) of it are still
+    /// placed where they belong.
+    prev: Option<Segment>,
+}
+
+/// How far `out_seq` lies into a segment that starts at `out_base` and has sent up to
+/// `last`; `None` outside it (or when the segment has sent nothing: `last` is then
+/// `out_base - 1`).
+fn segment_offset(out_base: u16, last: u16, out_seq: u16) -> Option<u64> {
+    let span = last.wrapping_sub(out_base);
+    let delta = out_seq.wrapping_sub(out_base);
+    (span < 0x8000 && delta <= span).then_some(u64::from(delta))
+}
+
+/// A finished segment's mapping.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    layer: usize,
+    in_base: u64,
+    out_base: u16,
+    in_ts_base: u32,
+    out_ts_base: u32,
+    last_out_seq: u16,
+}
+
+/// Where an outgoing sequence number came from: its layer and incoming extended sequence
+/// number, and the timestamp mapping of its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub layer: usize,
+    pub ext: u64,
+    in_ts_base: u32,
+    out_ts_base: u32,
+}
+
+impl Origin {
+    /// The outgoing form of an incoming timestamp of this segment.
+    pub fn timestamp(&self, ts: u32) -> u32 {
+        self.out_ts_base.wrapping_add(ts.wrapping_sub(self.in_ts_base))
+    }
 }
 
 impl Munger {
@@ -223,6 +263,7 @@ impl Munger {
             last_out_ts: 0,
             last_out_at: None,
             clock_rate,
+            prev: None,
         }
     }
 
@@ -234,6 +275,14 @@ impl Munger {
     /// switch or a pause. The output continues right after the last packet sent.
     pub fn start_segment(&mut self, layer: usize, ext: u64, ts: u32, now: Instant) {
         if self.started {
+            self.prev = Some(Segment {
+                layer: self.layer,
+                in_base: self.in_base,
+                out_base: self.out_base,
+                in_ts_base: self.in_ts_base,
+                out_ts_base: self.out_ts_base,
+                last_out_seq: self.last_out_seq,
+            });
             let elapsed = self
                 .last_out_at
                 .map(|t| now.saturating_duration_since(t))
@@ -255,15 +304,44 @@ impl Munger {
     /// The incoming extended sequence number of an outgoing one of the current segment,
     /// if it is not newer than what was sent.
     pub fn unmap(&self, out_seq: u16) -> Option<u64> {
-        if !self.started || lkr_rtp::seq_newer(out_seq, self.last_out_seq) {
+        if !self.started {
             return None;
         }
-        let delta = out_seq.wrapping_sub(self.out_base);
-        // Before the segment: wrapping put it far ahead.
-        if delta > self.last_out_seq.wrapping_sub(self.out_base) {
+        segment_offset(self.out_base, self.last_out_seq, out_seq).map(|d| self.in_base + d)
+    }
+
+    /// The rewritten (sequence, timestamp) of a late packet of the previous segment's layer
+    /// that falls inside that segment (a retransmission arriving after a switch).
+    pub fn map_previous(&self, layer: usize, ext: u64, ts: u32) -> Option<(u16, u32)> {
+        let p = self.prev.filter(|p| p.layer == layer && ext >= p.in_base)?;
+        let delta = ext - p.in_base;
+        let span = p.last_out_seq.wrapping_sub(p.out_base);
+        if span >= 0x8000 || delta > u64::from(span) {
             return None;
         }
-        Some(self.in_base + u64::from(delta))
+        Some((
+            p.out_base.wrapping_add(delta as u16),
+            p.out_ts_base.wrapping_add(ts.wrapping_sub(p.in_ts_base)),
+        ))
+    }
+
+    /// Where an outgoing sequence number of the current or the previous segment came from.
+    pub fn origin(&self, out_seq: u16) -> Option<Origin> {
+        if let Some(ext) = self.unmap(out_seq) {
+            return Some(Origin {
+                layer: self.layer,
+                ext,
+                in_ts_base: self.in_ts_base,
+                out_ts_base: self.out_ts_base,
+            });
+        }
+        let p = self.prev?;
+        segment_offset(p.out_base, p.last_out_seq, out_seq).map(|d| Origin {
+            layer: p.layer,
+            ext: p.in_base + d,
+            in_ts_base: p.in_ts_base,
+            out_ts_base: p.out_ts_base,
+        })
     }
 
     /// The rewritten form of an incoming timestamp of the current segment.
@@ -377,8 +455,9 @@ pub struct Subscription {
     pub cc_paused: bool,
     /// After a pause: restart on the next keyframe rather than leave a gap.
     pub resync: bool,
-    /// Consecutive receiver reports with little loss.
+    /// Consecutive receiver reports with little loss, and with heavy loss.
     pub good_reports: u32,
+    pub bad_reports: u32,
     history: Vec<Sent>,
     pub packets_sent: u64,
     pub octets_sent: u64,
@@ -404,6 +483,7 @@ impl Subscription {
             cc_paused: false,
             resync: false,
             good_reports: 0,
+            bad_reports: 0,
             history: vec![Sent::default(); HISTORY_SLOTS],
             packets_sent: 0,
             octets_sent: 0,
@@ -426,9 +506,12 @@ impl Subscription {
         const CLEAN_RUN: u32 = 3;
         if loss > BAD {
             self.good_reports = 0;
-            if self.cc_paused {
+            self.bad_reports += 1;
+            // One bad report can be a burst: act on two in a row, or on one very bad one.
+            if self.cc_paused || (self.bad_reports < 2 && loss <= 0.25) {
                 return None;
             }
+            self.bad_reports = 0;
             let current = if self.munger.is_started() {
                 self.munger.layer
             } else {
@@ -444,6 +527,7 @@ impl Subscription {
                 self.cc_cap = cap - 1;
             }
         } else if loss < GOOD {
+            self.bad_reports = 0;
             self.good_reports += 1;
             if self.good_reports >= CLEAN_RUN {
                 self.good_reports = 0;
@@ -676,12 +760,14 @@ mod tests {
         let mut s = Subscription::new(PeerId(1), 1, vec![], 90_000);
         s.munger.start_segment(2, 0, 0, t0);
         assert_eq!(s.on_loss_report(0.2, 3), None);
+        assert_eq!(s.layer_cap(), usize::MAX, "one bad report is not enough");
+        assert_eq!(s.on_loss_report(0.2, 3), None);
         assert_eq!(s.layer_cap(), 1, "heavy loss on layer 2 caps at 1");
         s.munger.start_segment(1, 10, 0, t0);
-        assert_eq!(s.on_loss_report(0.2, 3), None);
-        assert_eq!(s.layer_cap(), 0);
+        assert_eq!(s.on_loss_report(0.3, 3), None);
+        assert_eq!(s.layer_cap(), 0, "very heavy loss acts at once");
         s.munger.start_segment(0, 20, 0, t0);
-        assert_eq!(s.on_loss_report(0.2, 3), Some(true), "paused at the floor");
+        assert_eq!(s.on_loss_report(0.3, 3), Some(true), "paused at the floor");
         assert_eq!(s.on_loss_report(0.2, 3), None);
         for _ in 0..2 {
             assert_eq!(s.on_loss_report(0.0, 3), None);
@@ -748,6 +834,27 @@ mod tests {
         m.rewrite(&mut p);
         let d = lkr_rtp::vp8::parse(&p).unwrap();
         assert_eq!((d.picture_id, d.tl0picidx), (Some(103), Some(10)));
+    }
+
+    #[test]
+    fn late_packets_of_the_previous_segment_keep_their_place() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(90_000);
+        m.start_segment(0, 100, 0, t0);
+        for e in [100u64, 101, 103] {
+            m.map(e, 0, t0);
+        }
+        let (s103, _) = m.map(103, 0, t0).unwrap();
+        m.start_segment(1, 5000, 90_000, t0);
+        // 102 was lost upstream and arrives after the switch: it fills its old place.
+        let (s102, _) = m.map_previous(0, 102, 0).unwrap();
+        assert_eq!(s102, s103.wrapping_sub(1));
+        assert!(m.map_previous(0, 104, 0).is_none(), "after the old segment's end");
+        assert!(m.map_previous(1, 102, 0).is_none(), "another layer");
+        let o = m.origin(s102).unwrap();
+        assert_eq!((o.layer, o.ext), (0, 102));
+        let (first_new, _) = m.map(5000, 90_000, t0).unwrap();
+        assert_eq!(m.origin(first_new).map(|o| (o.layer, o.ext)), Some((1, 5000)));
     }
 
     #[test]
