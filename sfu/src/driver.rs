@@ -9,10 +9,11 @@ use lkr_dtls_glue::cert::Certificate;
 use tokio::sync::mpsc;
 
 use crate::api::{Command, Event};
-use crate::engine::Engine;
+use crate::batch::{BATCH, RecvBatch, SendBatch};
+use crate::engine::{Engine, Transmit};
 
-/// Datagrams read in one go before the engine's output is flushed.
-const RECV_BATCH: usize = 64;
+/// Receive batches handled before the engine's output is flushed.
+const RECV_BATCHES: usize = 2;
 
 /// Handles to a running media core.
 pub struct MediaCore {
@@ -69,7 +70,9 @@ async fn run(
             return;
         }
     };
-    let mut buf = vec![0u8; 2048];
+    let mut rx = RecvBatch::default();
+    let mut tx = SendBatch::default();
+    let mut out: Vec<Transmit> = Vec::with_capacity(BATCH);
     loop {
         let deadline = engine
             .poll_timeout()
@@ -87,10 +90,10 @@ async fn run(
                 if r.is_err() {
                     continue;
                 }
-                for _ in 0..RECV_BATCH {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => engine.handle_receive(Instant::now(), from, &mut buf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                for _ in 0..RECV_BATCHES {
+                    match rx.recv(&socket) {
+                        Ok(0) => break,
+                        Ok(_) => rx.for_each(|from, d| engine.handle_receive(Instant::now(), from, d)),
                         Err(e) => {
                             tracing::debug!("media recv: {e}");
                             break;
@@ -102,15 +105,35 @@ async fn run(
                 engine.handle_timeout(Instant::now());
             }
         }
-        while let Some(t) = engine.poll_transmit() {
-            match socket.try_send_to(&t.data, t.dest) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let _ = socket.send_to(&t.data, t.dest).await;
+        // Send everything the engine produced, a batch per system call.
+        loop {
+            while out.len() < BATCH {
+                match engine.poll_transmit() {
+                    Some(t) => out.push(t),
+                    None => break,
                 }
-                Err(e) => tracing::trace!(dest = %t.dest, "media send: {e}"),
             }
-            engine.recycle(t.data);
+            if out.is_empty() {
+                break;
+            }
+            match tx.send(&socket, &out) {
+                Ok(n) => {
+                    for t in out.drain(..n.min(out.len())) {
+                        engine.recycle(t.data);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::trace!("media send: {e}");
+                    for t in out.drain(..) {
+                        engine.recycle(t.data);
+                    }
+                }
+            }
         }
         while let Some(e) = engine.poll_event() {
             if events.send(e).is_err() {

@@ -246,7 +246,8 @@ pub struct Origin {
 impl Origin {
     /// The outgoing form of an incoming timestamp of this segment.
     pub fn timestamp(&self, ts: u32) -> u32 {
-        self.out_ts_base.wrapping_add(ts.wrapping_sub(self.in_ts_base))
+        self.out_ts_base
+            .wrapping_add(ts.wrapping_sub(self.in_ts_base))
     }
 }
 
@@ -849,12 +850,18 @@ mod tests {
         // 102 was lost upstream and arrives after the switch: it fills its old place.
         let (s102, _) = m.map_previous(0, 102, 0).unwrap();
         assert_eq!(s102, s103.wrapping_sub(1));
-        assert!(m.map_previous(0, 104, 0).is_none(), "after the old segment's end");
+        assert!(
+            m.map_previous(0, 104, 0).is_none(),
+            "after the old segment's end"
+        );
         assert!(m.map_previous(1, 102, 0).is_none(), "another layer");
         let o = m.origin(s102).unwrap();
         assert_eq!((o.layer, o.ext), (0, 102));
         let (first_new, _) = m.map(5000, 90_000, t0).unwrap();
-        assert_eq!(m.origin(first_new).map(|o| (o.layer, o.ext)), Some((1, 5000)));
+        assert_eq!(
+            m.origin(first_new).map(|o| (o.layer, o.ext)),
+            Some((1, 5000))
+        );
     }
 
     #[test]

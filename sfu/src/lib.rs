@@ -11,6 +11,7 @@
 //! [`driver`] is the thin thread that does.
 
 mod api;
+pub mod batch;
 pub mod driver;
 pub mod engine;
 pub mod forward;
