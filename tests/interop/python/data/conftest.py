@@ -6,61 +6,13 @@ On a failure the server log and every client's last output are attached to the r
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import datahelpers  # noqa: F401 - puts ../media on sys.path
-import mediahelpers
-from mediahelpers import MediaEnv
-
-
-@pytest.fixture(scope="module")
-def media_env():
-    if os.geteuid() != 0:
-        pytest.skip("data tests need root: they create a network namespace")
-    why = mediahelpers.netns_usable()
-    if why:
-        pytest.fail(why, pytrace=False)
-    env = MediaEnv()
-    try:
-        env.start()
-    except Exception as e:  # noqa: BLE001
-        env.cleanup()
-        pytest.fail(f"could not start the media environment: {e}", pytrace=False)
-    try:
-        yield env
-    finally:
-        env.cleanup()
-
-
-@pytest.fixture
-def media(media_env: MediaEnv):
-    """The module's MediaEnv; the clients a test starts are closed when it ends."""
-    if not media_env.server_alive():
-        pytest.fail(
-            "livekit-server in the media namespace is not running any more\n" + media_env.server_log_tail(),
-            pytrace=False,
-        )
-    try:
-        yield media_env
-    finally:
-        media_env.close_clients()
+from mediafixtures import media, media_env, pytest_runtest_makereport  # noqa: F401
 
 
 @pytest.fixture(params=[True, False], ids=["single_pc", "dual_pc"])
 def single_pc(request) -> bool:
     """Every data test runs with one peer connection (/rtc/v1) and with two (/rtc)."""
     return request.param
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    if not rep.failed:
-        return
-    env = (getattr(item, "funcargs", {}) or {}).get("media")
-    if isinstance(env, MediaEnv):
-        for title, text in env.failure_sections():
-            rep.sections.append((title, text))
