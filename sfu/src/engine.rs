@@ -820,7 +820,7 @@ impl Engine {
         let mut nacks: Vec<(TrackId, u32, u16)> = Vec::new();
         let mut plis: Vec<TrackId> = Vec::new();
         let mut srs: Vec<(TrackId, usize, u64, u32)> = Vec::new();
-        let mut losses: Vec<(TrackId, f32)> = Vec::new();
+        let mut losses: Vec<(TrackId, i32, u32)> = Vec::new();
         {
             let Some(p) = self.peers.get(&id) else { return };
             for pkt in lkr_rtp::rtcp_packets(&buf[..len]) {
@@ -838,7 +838,7 @@ impl Engine {
                     RtcpPacket::ReceiverReport { reports, .. } => {
                         for b in reports.iter() {
                             if let Some(t) = p.down_ssrcs.get(&b.ssrc) {
-                                losses.push((*t, f32::from(b.fraction_lost) / 256.0));
+                                losses.push((*t, b.cumulative_lost, b.highest_seq));
                             }
                         }
                     }
@@ -854,7 +854,7 @@ impl Engine {
                         }
                         for b in reports.iter() {
                             if let Some(t) = p.down_ssrcs.get(&b.ssrc) {
-                                losses.push((*t, f32::from(b.fraction_lost) / 256.0));
+                                losses.push((*t, b.cumulative_lost, b.highest_seq));
                             }
                         }
                     }
@@ -877,7 +877,7 @@ impl Engine {
         for t in plis {
             self.request_keyframe(now, t, None);
         }
-        for (tid, loss) in losses {
+        for (tid, cumulative_lost, highest) in losses {
             let Some(t) = self.tracks.get_mut(&tid) else {
                 continue;
             };
@@ -888,8 +888,13 @@ impl Engine {
             let Some(s) = t.subs.iter_mut().find(|s| s.peer == id) else {
                 continue;
             };
-            if let Some(paused) = s.on_loss_report(loss, layers) {
-                tracing::debug!(peer = ?id, track = ?tid, paused, loss, "congestion control");
+            let cap = s.layer_cap();
+            let verdict = s.on_receiver_report(now, cumulative_lost, highest, layers);
+            if s.layer_cap() != cap {
+                tracing::debug!(peer = ?id, track = ?tid, cap = s.layer_cap(), "congestion control layer cap");
+            }
+            if let Some(paused) = verdict {
+                tracing::debug!(peer = ?id, track = ?tid, paused, "congestion control");
                 self.events.push_back(Event::StreamState {
                     peer: id,
                     track: tid,

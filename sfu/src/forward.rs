@@ -456,9 +456,11 @@ pub struct Subscription {
     pub cc_paused: bool,
     /// After a pause: restart on the next keyframe rather than leave a gap.
     pub resync: bool,
-    /// Consecutive receiver reports with little loss, and with heavy loss.
+    /// Consecutive loss windows with little loss, and with heavy loss.
     pub good_reports: u32,
     pub bad_reports: u32,
+    /// The current loss window: its start and the report counters at that time.
+    loss_window: Option<(Instant, i64, u32)>,
     history: Vec<Sent>,
     pub packets_sent: u64,
     pub octets_sent: u64,
@@ -485,6 +487,7 @@ impl Subscription {
             resync: false,
             good_reports: 0,
             bad_reports: 0,
+            loss_window: None,
             history: vec![Sent::default(); HISTORY_SLOTS],
             packets_sent: 0,
             octets_sent: 0,
@@ -497,7 +500,46 @@ impl Subscription {
         self.max_layer.min(self.cc_cap)
     }
 
-    /// Applies a receiver report's loss (fraction 0..1) for a video subscription of a track
+    /// Takes one receiver report block (cumulative lost, extended highest sequence number)
+    /// for this subscription. Loss is judged over windows of at least a second and 20
+    /// packets, not per report: a report covering a few packets, one of them NACKed and not
+    /// yet resent, says little. Returns what [`Subscription::on_loss_report`] returns.
+    pub fn on_receiver_report(
+        &mut self,
+        now: Instant,
+        cumulative_lost: i32,
+        highest: u32,
+        layers: usize,
+    ) -> Option<bool> {
+        const WINDOW: Duration = Duration::from_secs(1);
+        const MIN_PACKETS: u32 = 20;
+        let lost = i64::from(cumulative_lost);
+        let Some((start, lost0, highest0)) = self.loss_window else {
+            self.loss_window = Some((now, lost, highest));
+            return None;
+        };
+        let expected = highest.wrapping_sub(highest0);
+        if expected >= 0x8000_0000 {
+            // The stream restarted its numbering: start over.
+            self.loss_window = Some((now, lost, highest));
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(start);
+        if self.cc_paused && elapsed >= WINDOW {
+            // Nothing flows while paused: each quiet window counts as clean, so the
+            // subscription probes again after a clean run.
+            self.loss_window = Some((now, lost, highest));
+            return self.on_loss_report(0.0, layers);
+        }
+        if elapsed < WINDOW || expected < MIN_PACKETS {
+            return None;
+        }
+        self.loss_window = Some((now, lost, highest));
+        let loss = ((lost - lost0).max(0) as f32 / expected as f32).min(1.0);
+        self.on_loss_report(loss, layers)
+    }
+
+    /// Applies a loss window's loss (fraction 0..1) for a video subscription of a track
     /// with `layers` layers. Returns `Some(paused)` when the subscription is paused or
     /// resumed. Heavy loss steps the cap down a layer (pausing below the lowest); a run of
     /// clean reports steps it back up.
@@ -508,7 +550,7 @@ impl Subscription {
         if loss > BAD {
             self.good_reports = 0;
             self.bad_reports += 1;
-            // One bad report can be a burst: act on two in a row, or on one very bad one.
+            // One bad window can be a burst: act on two in a row, or on one very bad one.
             if self.cc_paused || (self.bad_reports < 2 && loss <= 0.25) {
                 return None;
             }
@@ -796,6 +838,28 @@ mod tests {
         // Truncated: a redundant header that claims more than there is.
         assert_eq!(red_primary(&[0x80 | 111, 0, 0, 50, 111]), None);
         assert_eq!(red_primary(&[]), None);
+    }
+
+    #[test]
+    fn loss_is_judged_over_windows_not_single_reports() {
+        let t0 = Instant::now();
+        let mut s = Subscription::new(PeerId(1), 1, vec![], 90_000);
+        s.munger.start_segment(2, 0, 0, t0);
+        assert_eq!(s.on_receiver_report(t0, 0, 1000, 3), None);
+        // A report 200 ms later over 4 packets with one still missing: no verdict yet.
+        let t1 = t0 + Duration::from_millis(200);
+        assert_eq!(s.on_receiver_report(t1, 1, 1004, 3), None);
+        assert_eq!(s.layer_cap(), usize::MAX);
+        // Two windows of a second with 15% loss step the cap down.
+        let t2 = t0 + Duration::from_millis(1000);
+        s.on_receiver_report(t2, 15, 1100, 3);
+        let t3 = t2 + Duration::from_millis(1000);
+        s.on_receiver_report(t3, 30, 1200, 3);
+        assert_eq!(s.layer_cap(), 1);
+        // Repaired loss (cumulative lost going back down) counts as none.
+        let t4 = t3 + Duration::from_millis(1000);
+        assert_eq!(s.on_receiver_report(t4, 28, 1300, 3), None);
+        assert_eq!(s.good_reports, 1);
     }
 
     #[test]
