@@ -108,6 +108,10 @@ pub struct PublishSpec {
     pub ssrcs: Vec<u32>,
     pub payload_types: Vec<PayloadType>,
     pub ext: ExtIds,
+    /// RFC 4588 retransmission payload types: (rtx pt, the pt it repairs).
+    pub rtx: Vec<(u8, u8)>,
+    /// Retransmission SSRCs announced in SDP (`a=ssrc-group:FID`): (media ssrc, rtx ssrc).
+    pub rtx_ssrcs: Vec<(u32, u32)>,
 }
 
 /// How one subscriber receives one track.

@@ -58,6 +58,8 @@ pub struct Drops {
     pub malformed_rtp: u64,
     pub unknown_ssrc: u64,
     pub unknown_first_byte: u64,
+    /// Padding-only retransmission packets (bandwidth probes).
+    pub padding: u64,
 }
 
 struct Peer {
@@ -73,6 +75,8 @@ struct Peer {
     disconnected: bool,
     /// Incoming SSRC → (track, layer).
     ssrc_routes: FxHashMap<u32, (TrackId, usize)>,
+    /// Incoming retransmission SSRC → (track, layer).
+    rtx_routes: FxHashMap<u32, (TrackId, usize)>,
     /// Our downstream SSRC → track.
     down_ssrcs: FxHashMap<u32, TrackId>,
     published: Vec<TrackId>,
@@ -102,6 +106,8 @@ pub struct Engine {
     events: VecDeque<Event>,
     pool: Vec<Vec<u8>>,
     next_tick: Option<Instant>,
+    /// Where retransmissions are rebuilt into the packets they repair.
+    scratch: Vec<u8>,
     next_report: Option<Instant>,
     next_levels: Option<Instant>,
     /// Highest upstream loss per publishing peer since the last `Loss` event.
@@ -182,6 +188,7 @@ impl Engine {
             events: VecDeque::new(),
             pool: Vec::new(),
             next_tick: None,
+            scratch: Vec::with_capacity(1500),
             next_report: None,
             next_levels: None,
             loss: Vec::new(),
@@ -351,6 +358,7 @@ impl Engine {
                 connected: false,
                 disconnected: false,
                 ssrc_routes: FxHashMap::default(),
+                rtx_routes: FxHashMap::default(),
                 down_ssrcs: FxHashMap::default(),
                 published: Vec::new(),
                 subscribed: Vec::new(),
@@ -711,8 +719,93 @@ impl Engine {
                 .push(seq, now.saturating_duration_since(epoch).as_micros() as i64);
             p.twcc_media_ssrc = view.ssrc();
         }
+        if let Some((tid, layer, apt)) = self.rtx_route(id, &view) {
+            self.handle_rtx(now, id, tid, layer, apt, &view);
+            return;
+        }
         let Some((tid, layer)) = self.route(id, &view) else {
             self.drops.unknown_ssrc += 1;
+            return;
+        };
+        self.forward(now, tid, layer, pkt);
+    }
+
+    /// The track, layer and repaired payload type of an RFC 4588 retransmission packet,
+    /// learned from its SSRC (SDP `FID` group) or its mid/repaired-rid extensions.
+    fn rtx_route(&mut self, id: PeerId, view: &RtpView<'_>) -> Option<(TrackId, usize, u8)> {
+        let p = self.peers.get_mut(&id)?;
+        let pt = view.payload_type();
+        if let Some(&(tid, layer)) = p.rtx_routes.get(&view.ssrc()) {
+            let apt = self.tracks.get(&tid)?.rtx.iter().find(|(r, _)| *r == pt)?.1;
+            return Some((tid, layer, apt));
+        }
+        for tid in &p.published {
+            let Some(t) = self.tracks.get(tid) else { continue };
+            let Some(&(_, apt)) = t.rtx.iter().find(|(r, _)| *r == pt) else { continue };
+            let by_ssrc = t
+                .rtx_ssrcs
+                .iter()
+                .find(|(_, rtx)| *rtx == view.ssrc())
+                .and_then(|(media, _)| t.layer_of_ssrc(*media).or(Some(0)));
+            let mid = (t.ext.mid != 0)
+                .then(|| view.extension(t.ext.mid))
+                .flatten()
+                .and_then(lkr_rtp::parse_str_ext);
+            let layer = match by_ssrc {
+                Some(l) => l,
+                None if mid.is_some_and(|m| m == t.mid) => {
+                    if t.layers.len() > 1 {
+                        let rrid = (t.ext.repaired_rid != 0)
+                            .then(|| view.extension(t.ext.repaired_rid))
+                            .flatten()
+                            .and_then(lkr_rtp::parse_str_ext);
+                        match rrid.and_then(|r| t.rids.iter().position(|x| x == r)) {
+                            Some(l) => l,
+                            None => continue,
+                        }
+                    } else {
+                        0
+                    }
+                }
+                None => continue,
+            };
+            p.rtx_routes.insert(view.ssrc(), (*tid, layer));
+            return Some((*tid, layer, apt));
+        }
+        None
+    }
+
+    /// Unwraps a retransmission (RFC 4588 §4: the original sequence number leads the
+    /// payload) into the packet it repairs and forwards that. Padding-only packets, which
+    /// libwebrtc sends on this stream to probe bandwidth, end here.
+    fn handle_rtx(&mut self, now: Instant, id: PeerId, tid: TrackId, layer: usize, apt: u8, view: &RtpView<'_>) {
+        let payload = view.payload();
+        if payload.len() <= 2 {
+            self.drops.padding += 1;
+            return;
+        }
+        let Some(media_ssrc) = self.tracks.get(&tid).and_then(|t| t.layers.get(layer)?.ssrc) else {
+            self.drops.unknown_ssrc += 1;
+            return;
+        };
+        let osn = u16::from_be_bytes([payload[0], payload[1]]);
+        let mut pkt = std::mem::take(&mut self.scratch);
+        pkt.clear();
+        pkt.extend_from_slice(&view.as_bytes()[..view.header_len()]);
+        pkt[0] &= !0x20; // no padding in the rebuilt packet
+        lkr_rtp::set_sequence(&mut pkt, osn);
+        lkr_rtp::set_payload_type(&mut pkt, apt);
+        lkr_rtp::set_ssrc(&mut pkt, media_ssrc);
+        pkt.extend_from_slice(&payload[2..]);
+        let _ = id;
+        self.forward(now, tid, layer, &pkt);
+        self.scratch = pkt;
+    }
+
+    /// Caches a media packet of `layer` and sends it to every subscriber that should get it.
+    fn forward(&mut self, now: Instant, tid: TrackId, layer: usize, pkt: &[u8]) {
+        let Ok(view) = RtpView::parse(pkt) else {
+            self.drops.malformed_rtp += 1;
             return;
         };
         let Engine {

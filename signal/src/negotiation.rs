@@ -17,11 +17,12 @@ use lkr_sfu::{CodecKind, ExtIds, MediaKind};
 use crate::hub::TrackCodec;
 
 use lkr_sdp::ext::{
-    AUDIO_LEVEL as EXT_AUDIO_LEVEL, MID as EXT_MID, RID as EXT_RID, TRANSPORT_CC as EXT_TWCC,
+    AUDIO_LEVEL as EXT_AUDIO_LEVEL, MID as EXT_MID, REPAIRED_RID as EXT_RRID, RID as EXT_RID,
+    TRANSPORT_CC as EXT_TWCC,
 };
 
 /// Extensions accepted from publishers.
-const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_AUDIO_LEVEL, EXT_TWCC];
+const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_TWCC];
 
 /// This side of one transport, as written into every m-section.
 #[derive(Debug, Clone)]
@@ -97,6 +98,10 @@ pub struct PublishSection {
     pub ssrcs: Vec<u32>,
     pub codecs: Vec<TrackCodec>,
     pub ext: ExtIds,
+    /// Accepted retransmission payload types: (rtx pt, the pt it repairs).
+    pub rtx: Vec<(u8, u8)>,
+    /// (media ssrc, rtx ssrc) from `a=ssrc-group:FID`.
+    pub rtx_ssrcs: Vec<(u32, u32)>,
 }
 
 /// A receive slot of a client offer (single PC): a recvonly section the server may fill.
@@ -133,7 +138,7 @@ fn ext_ids(m: &MediaSection) -> ExtIds {
     ExtIds {
         mid: id(EXT_MID),
         rid: id(EXT_RID),
-        repaired_rid: 0,
+        repaired_rid: id(EXT_RRID),
         audio_level: id(EXT_AUDIO_LEVEL),
         transport_cc: id(EXT_TWCC),
         abs_send_time: 0,
@@ -247,6 +252,20 @@ pub fn answer_offer(
                     for c in &codecs {
                         m.add_codec(answer_codec(&om.kind, c));
                     }
+                    // Retransmissions on their own stream (RFC 4588): libwebrtc then sends its
+                    // bandwidth probes there too, not as padding on the media stream.
+                    let rtx: Vec<(u8, u8)> = om
+                        .codecs
+                        .iter()
+                        .filter(|c| c.name.eq_ignore_ascii_case("rtx"))
+                        .filter_map(|c| c.apt().map(|apt| (c.pt, apt)))
+                        .filter(|(_, apt)| codecs.iter().any(|c| c.pt == *apt))
+                        .collect();
+                    for (pt, _) in &rtx {
+                        if let Some(c) = om.codec(*pt) {
+                            m.add_codec(c.clone());
+                        }
+                    }
                     m.extmaps = om
                         .extmaps
                         .iter()
@@ -303,6 +322,13 @@ pub fn answer_offer(
                         ssrcs: om.primary_ssrcs(),
                         codecs: codecs.iter().map(|c| to_track_codec(c)).collect(),
                         ext: ext_ids(&m),
+                        rtx_ssrcs: om
+                            .ssrc_groups
+                            .iter()
+                            .filter(|g| g.semantics == "FID" && g.ssrcs.len() == 2)
+                            .map(|g| (g.ssrcs[0], g.ssrcs[1]))
+                            .collect(),
+                        rtx,
                     });
                 } else if dir.receives() {
                     recv_slots.push(RecvSlot {

@@ -985,6 +985,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 })
                 .collect(),
             ext: ps.ext,
+            rtx: ps.rtx.clone(),
+            rtx_ssrcs: ps.rtx_ssrcs.clone(),
         }));
         self.published.insert(ps.mid.clone(), info.sid.clone());
         tracing::info!(participant = %self.psid, track = %info.sid, mid = %ps.mid, mime = %info.mime_type, rids = ?ps.rids, "track published");

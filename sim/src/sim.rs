@@ -243,6 +243,8 @@ impl Sim {
             ssrcs: vec![ssrc],
             payload_types: vec![source.payload_type()],
             ext: ExtIds::default(),
+            rtx: vec![],
+            rtx_ssrcs: vec![],
         }));
         ssrc
     }
