@@ -352,27 +352,11 @@ impl Hub {
             if changes.is_empty() {
                 continue;
             }
-            // Each participant hears of itself and of those it receives audio from.
-            for (psid, s) in st.sessions.iter().filter(|(_, s)| s.room == room) {
-                let mine: Vec<pb::SpeakerInfo> = changes
-                    .iter()
-                    .filter(|c| {
-                        c.sid == *psid
-                            || st.tracks.values().any(|t| {
-                                t.publisher_sid == c.sid
-                                    && t.offer.kind == MediaKind::Audio
-                                    && t.subscribers.contains(psid)
-                            })
-                    })
-                    .cloned()
-                    .collect();
-                if mine.is_empty() {
-                    continue;
-                }
-                let msg = pb::signal_response::Message::SpeakersChanged(pb::SpeakersChanged {
-                    speakers: mine,
-                });
-                let _ = s.tx.send(ToSession::Signal(Box::new(msg)));
+            let msg = pb::signal_response::Message::SpeakersChanged(pb::SpeakersChanged {
+                speakers: changes,
+            });
+            for s in st.sessions.values().filter(|s| s.room == room) {
+                let _ = s.tx.send(ToSession::Signal(Box::new(msg.clone())));
             }
         }
     }
