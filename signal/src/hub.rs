@@ -639,18 +639,36 @@ impl Hub {
     pub fn unpublish_track(&self, psid: &str, track_sid: &str) {
         self.update_participant(psid, |p| p.tracks.retain(|t| t.sid != track_sid));
         let mut st = self.lock();
-        if let Some(t) = st.tracks.remove(track_sid) {
-            for sub in &t.subscribers {
-                if let Some(s) = st.sessions.get(sub) {
-                    let _ = s.tx.send(ToSession::Unsubscribe {
-                        track_sid: track_sid.to_string(),
-                    });
-                }
+        self.drop_track(&mut st, track_sid);
+    }
+
+    /// Forgets a published track: its subscribers stop receiving it and the core drops it.
+    fn drop_track(&self, st: &mut State, track_sid: &str) {
+        let Some(t) = st.tracks.remove(track_sid) else {
+            return;
+        };
+        for sub in &t.subscribers {
+            if let Some(s) = st.sessions.get(sub) {
+                let _ = s.tx.send(ToSession::Unsubscribe {
+                    track_sid: track_sid.to_string(),
+                });
             }
-            drop(st);
-            self.media(Command::Unpublish {
-                track: t.offer.track_id,
-            });
+        }
+        self.media(Command::Unpublish {
+            track: t.offer.track_id,
+        });
+    }
+
+    /// Forgets every track `publisher` published.
+    fn drop_tracks_of(&self, st: &mut State, publisher: &str) {
+        let gone: Vec<String> = st
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.publisher_sid == publisher)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in gone {
+            self.drop_track(st, &sid);
         }
     }
 
@@ -802,26 +820,7 @@ impl Hub {
             st.peer_owner.remove(p);
             self.media(Command::RemovePeer { peer: *p });
         }
-        let gone: Vec<String> = st
-            .tracks
-            .iter()
-            .filter(|(_, t)| t.publisher_sid == psid)
-            .map(|(sid, _)| sid.clone())
-            .collect();
-        for sid in gone {
-            if let Some(t) = st.tracks.remove(&sid) {
-                for sub in &t.subscribers {
-                    if let Some(o) = st.sessions.get(sub) {
-                        let _ = o.tx.send(ToSession::Unsubscribe {
-                            track_sid: sid.clone(),
-                        });
-                    }
-                }
-                self.media(Command::Unpublish {
-                    track: t.offer.track_id,
-                });
-            }
-        }
+        self.drop_tracks_of(st, psid);
         for t in st.tracks.values_mut() {
             t.subscribers.remove(psid);
         }
@@ -924,26 +923,7 @@ impl Hub {
             }
         })?;
         if req.permission.as_ref().is_some_and(|p| !p.can_publish) {
-            let gone: Vec<String> = st
-                .tracks
-                .iter()
-                .filter(|(_, t)| t.publisher_sid == info.sid)
-                .map(|(sid, _)| sid.clone())
-                .collect();
-            for sid in gone {
-                if let Some(t) = st.tracks.remove(&sid) {
-                    for sub in &t.subscribers {
-                        if let Some(s) = st.sessions.get(sub) {
-                            let _ = s.tx.send(ToSession::Unsubscribe {
-                                track_sid: sid.clone(),
-                            });
-                        }
-                    }
-                    self.media(Command::Unpublish {
-                        track: t.offer.track_id,
-                    });
-                }
-            }
+            self.drop_tracks_of(&mut st, &info.sid);
         }
         let hidden = info.permission.as_ref().is_some_and(|p| p.hidden);
         if let Some(s) = st.sessions.get_mut(&info.sid)

@@ -772,6 +772,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .broadcast_data(Some(&self.psid), None, reliable, bytes, &dests);
     }
 
+    /// The transport the client waits for: the only PC, the subscriber PC when the server
+    /// offers first, else the publisher PC.
+    fn primary_transport(&self) -> Option<&Transport> {
+        if self.single_pc || self.sub_t.is_none() {
+            self.pub_t.as_ref()
+        } else {
+            self.sub_t.as_ref()
+        }
+    }
+
     /// The peer that carries downstream media.
     fn down_peer(&self) -> Option<PeerId> {
         if self.single_pc {
@@ -1232,11 +1242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         t.connected = true;
                     }
                 }
-                let primary = if self.single_pc || self.sub_t.is_none() {
-                    self.pub_t.as_ref()
-                } else {
-                    self.sub_t.as_ref()
-                };
+                let primary = self.primary_transport();
                 if !self.active_sent && primary.is_some_and(|t| t.connected) {
                     self.active_sent = true;
                     tracing::info!(participant = %self.psid, "participant active");
@@ -1245,11 +1251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Event::PeerDisconnected { peer, reason } => {
                 tracing::info!(participant = %self.psid, ?peer, %reason, "transport lost");
-                let primary = if self.single_pc || self.sub_t.is_none() {
-                    self.pub_t.as_ref()
-                } else {
-                    self.sub_t.as_ref()
-                };
+                let primary = self.primary_transport();
                 if primary.is_some_and(|t| t.peer == peer) {
                     return Ok(Some(End::Server(
                         pb::DisconnectReason::ConnectionTimeout,
