@@ -2,7 +2,7 @@
 //! dual-PC subscriber PC) and what it reads from the server's (transport parameters,
 //! candidates, and the downstream tracks each section carries).
 //!
-//! Offers follow what the server expects (see `signal/src/negotiation.rs`): one BUNDLE group,
+//! Offers follow what the server expects (see `room/src/negotiation.rs`): one BUNDLE group,
 //! `rtcp-mux`, the mid and rid header extensions, Opus and VP8/VP9/AV1, `a=msid` whose track
 //! id is the AddTrackRequest `cid`, `a=setup:actpass`. A published track's section is
 //! `sendonly` with one codec; simulcast layers are announced with `a=rid` and

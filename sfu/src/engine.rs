@@ -740,8 +740,12 @@ impl Engine {
             return Some((tid, layer, apt));
         }
         for tid in &p.published {
-            let Some(t) = self.tracks.get(tid) else { continue };
-            let Some(&(_, apt)) = t.rtx.iter().find(|(r, _)| *r == pt) else { continue };
+            let Some(t) = self.tracks.get(tid) else {
+                continue;
+            };
+            let Some(&(_, apt)) = t.rtx.iter().find(|(r, _)| *r == pt) else {
+                continue;
+            };
             let by_ssrc = t
                 .rtx_ssrcs
                 .iter()
@@ -778,13 +782,25 @@ impl Engine {
     /// Unwraps a retransmission (RFC 4588 §4: the original sequence number leads the
     /// payload) into the packet it repairs and forwards that. Padding-only packets, which
     /// libwebrtc sends on this stream to probe bandwidth, end here.
-    fn handle_rtx(&mut self, now: Instant, id: PeerId, tid: TrackId, layer: usize, apt: u8, view: &RtpView<'_>) {
+    fn handle_rtx(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        tid: TrackId,
+        layer: usize,
+        apt: u8,
+        view: &RtpView<'_>,
+    ) {
         let payload = view.payload();
         if payload.len() <= 2 {
             self.drops.padding += 1;
             return;
         }
-        let Some(media_ssrc) = self.tracks.get(&tid).and_then(|t| t.layers.get(layer)?.ssrc) else {
+        let Some(media_ssrc) = self
+            .tracks
+            .get(&tid)
+            .and_then(|t| t.layers.get(layer)?.ssrc)
+        else {
             self.drops.unknown_ssrc += 1;
             return;
         };

@@ -18,6 +18,7 @@ use lkr_sfu::{Command, Event, MediaKind, PeerId, TrackId};
 use tokio::sync::{Notify, mpsc};
 
 use crate::join::{JoinError, JoinParams};
+pub use lkr_room::negotiation::TrackCodec;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.
 pub const SERVER_VERSION: &str = "1.9.0";
@@ -69,16 +70,6 @@ impl HubConfig {
         }
         Ok(())
     }
-}
-
-/// A codec as a publisher negotiated it, offered again to subscribers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackCodec {
-    pub pt: u8,
-    pub name: String,
-    pub clock_rate: u32,
-    pub channels: Option<u16>,
-    pub fmtp: Option<String>,
 }
 
 /// What a session needs to offer a published track to its participant.

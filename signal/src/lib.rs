@@ -5,14 +5,12 @@
 //! - [`hub`]: rooms, sessions and published tracks shared by all sessions and the Twirp API.
 //! - [`session`]: one participant's WebSocket: `SignalRequest` in, `SignalResponse` out, and
 //!   the offer/answer state of its peer connections.
-//! - [`negotiation`]: what the server accepts in offers and writes in its descriptions.
 //!
 //! Media is driven through [`lkr_sfu::Command`]s sent to the media core; its
 //! [`lkr_sfu::Event`]s come back through the hub to the session owning the peer.
 
 pub mod hub;
 pub mod join;
-pub mod negotiation;
 pub mod session;
 
 pub use hub::{Hub, HubConfig, MediaHandle};

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::hub::{Hub, Joined, PING_TIMEOUT, ToSession, TrackOffer};
 use crate::join::JoinParams;
-use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
+use lkr_room::negotiation::{self, DownTrack, LocalTransport, OfferSection};
 
 use pb::signal_request::Message as Req;
 use pb::signal_response::Message as Resp;

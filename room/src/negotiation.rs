@@ -14,8 +14,6 @@ use lkr_sdp::{
 };
 use lkr_sfu::{CodecKind, ExtIds, MediaKind};
 
-use crate::hub::TrackCodec;
-
 use lkr_sdp::ext::{
     AUDIO_LEVEL as EXT_AUDIO_LEVEL, MID as EXT_MID, REPAIRED_RID as EXT_RRID, RID as EXT_RID,
     TRANSPORT_CC as EXT_TWCC,
@@ -23,6 +21,16 @@ use lkr_sdp::ext::{
 
 /// Extensions accepted from publishers.
 const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_TWCC];
+
+/// A codec as a publisher negotiated it, offered again to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackCodec {
+    pub pt: u8,
+    pub name: String,
+    pub clock_rate: u32,
+    pub channels: Option<u16>,
+    pub fmtp: Option<String>,
+}
 
 /// This side of one transport, as written into every m-section.
 #[derive(Debug, Clone)]

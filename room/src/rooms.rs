@@ -1,0 +1,515 @@
+//! The room model shared by the Twirp API and the signalling sessions.
+//!
+//! [`Rooms`] holds every room of this node by name, with its LiveKit `Room` record, its
+//! participants and the instants that decide when an empty room closes. It is plain data
+//! with no clock and no I/O: callers pass `now`, and ask [`Rooms::next_deadline`] when to call
+//! [`Rooms::close_expired`] again. The control plane keeps one `Rooms` behind a lock; the
+//! media path never touches it.
+//!
+//! Closing rules follow LiveKit: a room nobody has joined closes `empty_timeout` seconds
+//! after it was created; once someone has joined and everyone has left, it closes
+//! `departure_timeout` seconds after the last one left.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lkr_proto::{id, pb};
+
+/// What a room operation can fail with. The text is what API clients see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("requested room does not exist")]
+    RoomNotFound,
+    #[error("participant does not exist")]
+    ParticipantNotFound,
+    #[error("track is not found")]
+    TrackNotFound,
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("room has reached its maximum of {0} participants")]
+    RoomFull(u32),
+}
+
+/// Room settings the server applies when a request leaves them at zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomDefaults {
+    /// Seconds a room nobody joined stays open.
+    pub empty_timeout: u32,
+    /// Seconds a room stays open after its last participant left.
+    pub departure_timeout: u32,
+    /// 0 means unlimited.
+    pub max_participants: u32,
+    /// Codecs advertised in `Room.enabled_codecs`.
+    pub enabled_codecs: Vec<pb::Codec>,
+    /// Longest room name accepted.
+    pub max_room_name_length: usize,
+    /// Largest room metadata accepted, in bytes (0: no limit).
+    pub max_metadata_size: usize,
+}
+
+impl Default for RoomDefaults {
+    fn default() -> Self {
+        let codecs = [
+            "audio/PCMU",
+            "audio/PCMA",
+            "audio/opus",
+            "audio/red",
+            "video/VP8",
+            "video/H264",
+            "video/VP9",
+            "video/AV1",
+            "video/H265",
+            "video/rtx",
+        ];
+        Self {
+            empty_timeout: 300,
+            departure_timeout: 20,
+            max_participants: 0,
+            enabled_codecs: codecs
+                .iter()
+                .map(|m| pb::Codec {
+                    mime: (*m).to_string(),
+                    fmtp_line: String::new(),
+                })
+                .collect(),
+            max_room_name_length: 256,
+            max_metadata_size: 512 * 1024,
+        }
+    }
+}
+
+/// What a CreateRoom call (or a join that auto-creates) asks for; zero means "default".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateRoom {
+    pub name: String,
+    pub empty_timeout: u32,
+    pub departure_timeout: u32,
+    pub max_participants: u32,
+    pub metadata: String,
+}
+
+impl From<&pb::CreateRoomRequest> for CreateRoom {
+    fn from(r: &pb::CreateRoomRequest) -> Self {
+        Self {
+            name: r.name.clone(),
+            empty_timeout: r.empty_timeout,
+            departure_timeout: r.departure_timeout,
+            max_participants: r.max_participants,
+            metadata: r.metadata.clone(),
+        }
+    }
+}
+
+/// One participant as the room sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Participant {
+    /// The record sent to clients and API callers.
+    pub info: pb::ParticipantInfo,
+}
+
+/// One room.
+#[derive(Debug, Clone)]
+pub struct Room {
+    info: pb::Room,
+    created_at: Instant,
+    first_joined_at: Option<Instant>,
+    last_left_at: Option<Instant>,
+    participants: BTreeMap<String, Participant>,
+}
+
+impl Room {
+    /// The LiveKit record of this room, counts refreshed.
+    pub fn info(&self) -> pb::Room {
+        let mut info = self.info.clone();
+        info.num_participants = self.participants.len() as u32;
+        info.num_publishers = self
+            .participants
+            .values()
+            .filter(|p| !p.info.tracks.is_empty())
+            .count() as u32;
+        info
+    }
+
+    /// Room id (`RM_…`).
+    pub fn sid(&self) -> &str {
+        &self.info.sid
+    }
+
+    /// Participants by identity.
+    pub fn participants(&self) -> impl Iterator<Item = &Participant> {
+        self.participants.values()
+    }
+
+    /// The participant with `identity`.
+    pub fn participant(&self, identity: &str) -> Result<&Participant, RoomError> {
+        self.participants
+            .get(identity)
+            .ok_or(RoomError::ParticipantNotFound)
+    }
+
+    /// When this room closes if it stays empty, or `None` while someone is in it.
+    fn deadline(&self) -> Option<Instant> {
+        if !self.participants.is_empty() {
+            return None;
+        }
+        match (self.first_joined_at, self.last_left_at) {
+            (Some(_), Some(left)) => {
+                Some(left + Duration::from_secs(u64::from(self.info.departure_timeout)))
+            }
+            _ => Some(self.created_at + Duration::from_secs(u64::from(self.info.empty_timeout))),
+        }
+    }
+}
+
+/// Every room of this node, by name.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    defaults: RoomDefaults,
+    rooms: BTreeMap<String, Room>,
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Rooms {
+    /// An empty registry applying `defaults`.
+    pub fn new(defaults: RoomDefaults) -> Self {
+        Self {
+            defaults,
+            rooms: BTreeMap::new(),
+        }
+    }
+
+    /// The defaults in force.
+    pub fn defaults(&self) -> &RoomDefaults {
+        &self.defaults
+    }
+
+    fn check_metadata(&self, metadata: &str) -> Result<(), RoomError> {
+        let max = self.defaults.max_metadata_size;
+        if max > 0 && metadata.len() > max {
+            return Err(RoomError::InvalidArgument(format!(
+                "metadata is {} bytes, larger than the limit of {max}",
+                metadata.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates a room, or updates the non-zero settings of the existing one with that name,
+    /// as LiveKit's CreateRoom does. Returns the room record and whether it is new.
+    pub fn create(
+        &mut self,
+        now: Instant,
+        req: &CreateRoom,
+    ) -> Result<(pb::Room, bool), RoomError> {
+        if req.name.is_empty() {
+            return Err(RoomError::InvalidArgument(
+                "room name cannot be empty".into(),
+            ));
+        }
+        if req.name.len() > self.defaults.max_room_name_length {
+            return Err(RoomError::InvalidArgument(format!(
+                "room name is longer than {} characters",
+                self.defaults.max_room_name_length
+            )));
+        }
+        self.check_metadata(&req.metadata)?;
+        let defaults = &self.defaults;
+        let mut created = false;
+        let room = self.rooms.entry(req.name.clone()).or_insert_with(|| {
+            created = true;
+            let ms = unix_ms();
+            Room {
+                info: pb::Room {
+                    sid: id::new_id(id::ROOM_PREFIX),
+                    name: req.name.clone(),
+                    empty_timeout: defaults.empty_timeout,
+                    departure_timeout: defaults.departure_timeout,
+                    max_participants: defaults.max_participants,
+                    creation_time: ms / 1000,
+                    creation_time_ms: ms,
+                    enabled_codecs: defaults.enabled_codecs.clone(),
+                    ..Default::default()
+                },
+                created_at: now,
+                first_joined_at: None,
+                last_left_at: None,
+                participants: BTreeMap::new(),
+            }
+        });
+        if req.empty_timeout > 0 {
+            room.info.empty_timeout = req.empty_timeout;
+        }
+        if req.departure_timeout > 0 {
+            room.info.departure_timeout = req.departure_timeout;
+        }
+        if req.max_participants > 0 {
+            room.info.max_participants = req.max_participants;
+        }
+        if !req.metadata.is_empty() {
+            room.info.metadata = req.metadata.clone();
+        }
+        Ok((room.info(), created))
+    }
+
+    /// The room called `name`.
+    pub fn get(&self, name: &str) -> Result<&Room, RoomError> {
+        self.rooms.get(name).ok_or(RoomError::RoomNotFound)
+    }
+
+    /// Room records, all of them or those named (unknown names are skipped).
+    pub fn list(&self, names: &[String]) -> Vec<pb::Room> {
+        if names.is_empty() {
+            self.rooms.values().map(Room::info).collect()
+        } else {
+            names
+                .iter()
+                .filter_map(|n| self.rooms.get(n))
+                .map(Room::info)
+                .collect()
+        }
+    }
+
+    /// Removes the room called `name` and returns it, with its participants.
+    pub fn delete(&mut self, name: &str) -> Result<Room, RoomError> {
+        self.rooms.remove(name).ok_or(RoomError::RoomNotFound)
+    }
+
+    /// Replaces the room's metadata.
+    pub fn update_metadata(&mut self, name: &str, metadata: &str) -> Result<pb::Room, RoomError> {
+        self.check_metadata(metadata)?;
+        let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
+        room.info.metadata = metadata.to_string();
+        Ok(room.info())
+    }
+
+    /// Adds a participant, enforcing `max_participants`. A participant with the same
+    /// identity is replaced and returned, so its session can be told to leave.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        name: &str,
+        info: pb::ParticipantInfo,
+    ) -> Result<Option<Participant>, RoomError> {
+        let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
+        let max = room.info.max_participants;
+        if max > 0
+            && !room.participants.contains_key(&info.identity)
+            && room.participants.len() >= max as usize
+        {
+            return Err(RoomError::RoomFull(max));
+        }
+        room.first_joined_at.get_or_insert(now);
+        Ok(room
+            .participants
+            .insert(info.identity.clone(), Participant { info }))
+    }
+
+    /// Removes a participant; the room's departure clock starts when it becomes empty.
+    pub fn leave(
+        &mut self,
+        now: Instant,
+        name: &str,
+        identity: &str,
+    ) -> Result<Participant, RoomError> {
+        let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
+        let p = room
+            .participants
+            .remove(identity)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        if room.participants.is_empty() {
+            room.last_left_at = Some(now);
+        }
+        Ok(p)
+    }
+
+    /// The participant `identity` in room `name`.
+    pub fn participant(&self, name: &str, identity: &str) -> Result<&Participant, RoomError> {
+        self.get(name)?.participant(identity)
+    }
+
+    /// Changes a participant's record with `f` and bumps its version, as clients drop
+    /// updates whose version is not newer than the one they hold. Returns `f`'s result and
+    /// the new record.
+    pub fn update_participant<R>(
+        &mut self,
+        name: &str,
+        identity: &str,
+        f: impl FnOnce(&mut pb::ParticipantInfo) -> R,
+    ) -> Result<(R, pb::ParticipantInfo), RoomError> {
+        let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
+        let p = room
+            .participants
+            .get_mut(identity)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        let r = f(&mut p.info);
+        p.info.version += 1;
+        Ok((r, p.info.clone()))
+    }
+
+    /// The earliest instant at which an empty room is due to close.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.rooms.values().filter_map(Room::deadline).min()
+    }
+
+    /// Closes every empty room whose timeout has passed at `now`; returns them.
+    pub fn close_expired(&mut self, now: Instant) -> Vec<Room> {
+        let due: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.deadline().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        due.iter().filter_map(|n| self.rooms.remove(n)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str) -> CreateRoom {
+        CreateRoom {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn person(identity: &str) -> pb::ParticipantInfo {
+        pb::ParticipantInfo {
+            identity: identity.into(),
+            sid: id::new_id(id::PARTICIPANT_PREFIX),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_applies_defaults_and_updates_existing() {
+        let now = Instant::now();
+        let mut rooms = Rooms::new(RoomDefaults::default());
+        let (r, created) = rooms.create(now, &req("a")).unwrap();
+        assert!(created && r.sid.starts_with("RM_"));
+        assert_eq!((r.empty_timeout, r.departure_timeout), (300, 20));
+        assert!(r.enabled_codecs.iter().any(|c| c.mime == "video/VP8"));
+        let again = CreateRoom {
+            name: "a".into(),
+            max_participants: 3,
+            metadata: "m".into(),
+            ..Default::default()
+        };
+        let (r2, created) = rooms.create(now, &again).unwrap();
+        assert!(!created);
+        assert_eq!(r2.sid, r.sid);
+        assert_eq!((r2.max_participants, r2.metadata.as_str()), (3, "m"));
+    }
+
+    #[test]
+    fn bad_names_and_metadata() {
+        let mut rooms = Rooms::new(RoomDefaults {
+            max_metadata_size: 4,
+            ..Default::default()
+        });
+        let now = Instant::now();
+        assert!(matches!(
+            rooms.create(now, &req("")),
+            Err(RoomError::InvalidArgument(_))
+        ));
+        let long = "x".repeat(257);
+        assert!(matches!(
+            rooms.create(now, &req(&long)),
+            Err(RoomError::InvalidArgument(_))
+        ));
+        rooms.create(now, &req("a")).unwrap();
+        assert!(matches!(
+            rooms.update_metadata("a", "12345"),
+            Err(RoomError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            rooms.update_metadata("b", "1"),
+            Err(RoomError::RoomNotFound)
+        );
+    }
+
+    #[test]
+    fn empty_room_closes_after_empty_timeout() {
+        let t0 = Instant::now();
+        let mut rooms = Rooms::new(RoomDefaults::default());
+        rooms
+            .create(
+                t0,
+                &CreateRoom {
+                    name: "a".into(),
+                    empty_timeout: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(rooms.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        assert!(rooms.close_expired(t0 + Duration::from_secs(9)).is_empty());
+        let closed = rooms.close_expired(t0 + Duration::from_secs(10));
+        assert_eq!(closed.len(), 1);
+        assert!(rooms.list(&[]).is_empty());
+    }
+
+    #[test]
+    fn occupied_room_stays_then_departure_timeout() {
+        let t0 = Instant::now();
+        let mut rooms = Rooms::new(RoomDefaults::default());
+        rooms
+            .create(
+                t0,
+                &CreateRoom {
+                    name: "a".into(),
+                    empty_timeout: 10,
+                    departure_timeout: 5,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        rooms.join(t0, "a", person("p")).unwrap();
+        assert_eq!(rooms.next_deadline(), None);
+        assert!(
+            rooms
+                .close_expired(t0 + Duration::from_secs(100))
+                .is_empty()
+        );
+        let t1 = t0 + Duration::from_secs(100);
+        rooms.leave(t1, "a", "p").unwrap();
+        assert_eq!(rooms.next_deadline(), Some(t1 + Duration::from_secs(5)));
+        assert_eq!(rooms.close_expired(t1 + Duration::from_secs(5)).len(), 1);
+    }
+
+    #[test]
+    fn max_participants_and_duplicate_identity() {
+        let now = Instant::now();
+        let mut rooms = Rooms::new(RoomDefaults::default());
+        rooms
+            .create(
+                now,
+                &CreateRoom {
+                    name: "a".into(),
+                    max_participants: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(rooms.join(now, "a", person("p")).unwrap(), None);
+        assert_eq!(
+            rooms.join(now, "a", person("q")),
+            Err(RoomError::RoomFull(1))
+        );
+        let old = rooms.join(now, "a", person("p")).unwrap();
+        assert!(old.is_some(), "same identity replaces the old session");
+        assert_eq!(rooms.get("a").unwrap().info().num_participants, 1);
+        assert_eq!(
+            rooms.participant("a", "zz"),
+            Err(RoomError::ParticipantNotFound)
+        );
+        assert_eq!(rooms.participant("b", "p"), Err(RoomError::RoomNotFound));
+    }
+}
