@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, Overrides, Settings};
 use crate::node::Node;
-use lkr_signal::{Hub, HubConfig};
 
 /// A LiveKit-compatible media server.
 #[derive(Debug, Parser)]
@@ -178,8 +177,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 settings.udp_port.start
             )
         })?;
-    let hub_config = HubConfig {
-        keys: settings.keys.clone(),
+    let machine_config = lkr_room::Config {
         auto_create: settings.auto_create,
         node_ip,
         udp_port: settings.udp_port.start,
@@ -189,14 +187,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         max_metadata_size: settings.room.max_metadata_size,
         max_attributes_size: settings.max_attributes_size,
     };
-    let hub = Arc::new(Hub::new(
-        hub_config,
+    let machine = lkr_room::Machine::new(
+        machine_config,
         lkr_room::Rooms::new(settings.room.clone()),
+        std::time::Instant::now(),
+    );
+    let (control, control_task) = lkr_signal::Control::spawn(
+        machine,
         Some(lkr_signal::MediaHandle {
             commands: media.commands.clone(),
+            events: media.events,
         }),
-    ));
-    let node = Arc::new(Node::new(settings, hub.clone()));
+        None,
+    );
+    let node = Arc::new(Node::new(settings, control));
     let s = &node.settings;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -212,8 +216,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     for l in listeners {
         tasks.spawn(crate::http::serve(node.clone(), l));
     }
-    tasks.spawn(hub.clone().run_media_events(media.events));
-    tasks.spawn(async move { hub.run_room_closer().await });
+    tasks.spawn(async move {
+        if let Err(e) = control_task.await {
+            tracing::error!(error = %e, "room control task failed");
+        }
+    });
     let sig = shutdown_signal().await;
     tracing::info!(signal = sig, "shutting down");
     tasks.shutdown().await;

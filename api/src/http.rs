@@ -75,7 +75,7 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
     } else if path == "/" && req.method() == Method::GET {
         text(StatusCode::OK, "OK")
     } else if let Some(sig) = signal_path(&path) {
-        signal(node, req, sig)
+        signal(node, req, sig).await
     } else if let Some(rest) = path.strip_prefix("/twirp/") {
         let rest = rest.to_string();
         match twirp(&node, req, &rest).await {
@@ -113,7 +113,7 @@ fn join_error(e: &JoinError) -> Resp {
 }
 
 /// `/rtc`, `/rtc/v1` (WebSocket upgrade) and their `/validate` twins.
-fn signal(
+async fn signal(
     node: Arc<Node>,
     mut req: Request<Incoming>,
     (path, validate): (SignalPath, bool),
@@ -134,8 +134,13 @@ fn signal(
         }
     };
     if validate {
-        let missing =
-            !node.settings.auto_create && node.hub.with_rooms(|r| r.get(&params.room).is_err());
+        let room = params.room.clone();
+        let missing = !node.settings.auto_create
+            && !node
+                .control
+                .call(move |m, _| m.room_exists(&room))
+                .await
+                .unwrap_or(false);
         if missing {
             return join_error(&JoinError::new(404, "requested room does not exist"));
         }
@@ -167,11 +172,12 @@ fn signal(
         });
         return switching_protocols(&key);
     }
-    let joined = match node.hub.join(&params) {
-        Ok(j) => j,
-        Err(e) => return join_error(&e),
+    let joined = match node.control.join(params.to_join()).await {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => return join_error(&JoinError::new(e.join_status(), e.to_string())),
+        Err(e) => return join_error(&JoinError::new(503, e.to_string())),
     };
-    let hub = node.hub.clone();
+    let control = node.control.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -185,11 +191,11 @@ fn signal(
                     Some(config),
                 )
                 .await;
-                lkr_signal::session::run(ws, hub, params, joined).await;
+                lkr_signal::session::run(ws, control, joined).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "websocket upgrade failed");
-                hub.leave(&joined.participant_sid);
+                let _ = control.lost(&joined.participant_sid).await;
             }
         }
     });
@@ -254,7 +260,7 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
         .await
         .map_err(|e| TwirpError::new(Code::Malformed, format!("failed to read request body: {e}")))?
         .to_bytes();
-    room_service::dispatch(node, rpc, format, claims.as_ref(), &body)
+    room_service::dispatch(node, rpc, format, claims.as_ref(), &body).await
 }
 
 /// Serves HTTP on `listener` until the future is dropped.

@@ -1,20 +1,18 @@
 //! The state one server node shares between its HTTP handlers and background tasks.
 
-use std::sync::Arc;
-
-use lkr_signal::Hub;
+use lkr_signal::Control;
 
 use crate::config::Settings;
 
-/// One node: its settings and its hub (rooms, sessions, tracks).
+/// One node: its settings and the handle on its room machine.
 pub struct Node {
     pub settings: Settings,
-    pub hub: Arc<Hub>,
+    pub control: Control,
 }
 
 impl Node {
-    /// A node around `hub`.
-    pub fn new(settings: Settings, hub: Arc<Hub>) -> Self {
-        Self { settings, hub }
+    /// A node whose rooms are run by `control`.
+    pub fn new(settings: Settings, control: Control) -> Self {
+        Self { settings, control }
     }
 }

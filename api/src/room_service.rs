@@ -11,7 +11,8 @@ use http::Response;
 use http_body_util::Full;
 use lkr_proto::pb;
 use lkr_proto::token::Claims;
-use serde::{Serialize, de::DeserializeOwned};
+use lkr_room::{CreateRoom, Machine, RoomError};
+use serde::de::DeserializeOwned;
 
 use crate::node::Node;
 use crate::twirp::{Code, Format, TwirpError};
@@ -59,21 +60,26 @@ fn ensure_admin(claims: Option<&Claims>, room: &str) -> Result<(), TwirpError> {
     }
 }
 
-fn call<Req, Resp>(
+fn decode<Req: prost::Message + Default + DeserializeOwned>(
     format: Format,
     body: &[u8],
-    f: impl FnOnce(Req) -> Result<Resp, TwirpError>,
-) -> Result<Response<Full<Bytes>>, TwirpError>
-where
-    Req: prost::Message + Default + DeserializeOwned,
-    Resp: prost::Message + Serialize,
-{
-    let req = format.decode::<Req>(body)?;
-    Ok(format.encode(&f(req)?))
+) -> Result<Req, TwirpError> {
+    format.decode::<Req>(body)
+}
+
+/// Runs `f` on the room machine; a machine that is gone is an internal error.
+async fn on_machine<R: Send + 'static>(
+    node: &Node,
+    f: impl FnOnce(&mut Machine, Instant) -> Result<R, RoomError> + Send + 'static,
+) -> Result<R, TwirpError> {
+    match node.control.call(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(TwirpError::new(Code::Internal, e.to_string())),
+    }
 }
 
 /// Runs `method` with a decoded `body`; `claims` are the caller's verified token, if any.
-pub fn dispatch(
+pub async fn dispatch(
     node: &Node,
     method: &str,
     format: Format,
@@ -81,70 +87,73 @@ pub fn dispatch(
     body: &[u8],
 ) -> Result<Response<Full<Bytes>>, TwirpError> {
     match method {
-        "CreateRoom" => call(format, body, |r: pb::CreateRoomRequest| {
+        "CreateRoom" => {
+            let r: pb::CreateRoomRequest = decode(format, body)?;
             ensure_create(claims)?;
-            let (room, created) = node
-                .hub
-                .with_rooms(|rooms| rooms.create(Instant::now(), &(&r).into()))?;
-            if created {
-                tracing::info!(room = %room.name, sid = %room.sid, "room created");
-            }
-            Ok(room)
-        }),
-        "ListRooms" => call(format, body, |r: pb::ListRoomsRequest| {
+            let req: CreateRoom = (&r).into();
+            let room = on_machine(node, move |m, now| m.api_create_room(now, &req)).await?;
+            Ok(format.encode(&room))
+        }
+        "ListRooms" => {
+            let r: pb::ListRoomsRequest = decode(format, body)?;
             ensure_list(claims)?;
-            Ok(pb::ListRoomsResponse {
-                rooms: node.hub.with_rooms(|rooms| rooms.list(&r.names)),
-            })
-        }),
-        "DeleteRoom" => call(format, body, |r: pb::DeleteRoomRequest| {
+            let rooms = on_machine(node, move |m, _| Ok(m.api_list_rooms(&r.names))).await?;
+            Ok(format.encode(&pb::ListRoomsResponse { rooms }))
+        }
+        "DeleteRoom" => {
+            let r: pb::DeleteRoomRequest = decode(format, body)?;
             ensure_create(claims)?;
-            node.hub
-                .with_rooms(|rooms| rooms.get(&r.room).map(|_| ()))?;
-            node.hub.close_room_sessions(&r.room);
-            let room = node.hub.with_rooms(|rooms| rooms.delete(&r.room))?;
-            tracing::info!(room = %r.room, sid = %room.sid(), "room deleted");
-            Ok(pb::DeleteRoomResponse {})
-        }),
-        "ListParticipants" => call(format, body, |r: pb::ListParticipantsRequest| {
+            on_machine(node, move |m, now| m.api_delete_room(now, &r.room)).await?;
+            Ok(format.encode(&pb::DeleteRoomResponse {}))
+        }
+        "ListParticipants" => {
+            let r: pb::ListParticipantsRequest = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
-            let participants = node.hub.with_rooms(|rooms| {
-                rooms
-                    .get(&r.room)
-                    .map(|room| room.participants().map(|p| p.info.clone()).collect())
-            })?;
-            Ok(pb::ListParticipantsResponse { participants })
-        }),
-        "GetParticipant" => call(format, body, |r: pb::RoomParticipantIdentity| {
+            let participants =
+                on_machine(node, move |m, _| m.api_list_participants(&r.room)).await?;
+            Ok(format.encode(&pb::ListParticipantsResponse { participants }))
+        }
+        "GetParticipant" => {
+            let r: pb::RoomParticipantIdentity = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
-            Ok(node.hub.with_rooms(|rooms| {
-                rooms
-                    .participant(&r.room, &r.identity)
-                    .map(|p| p.info.clone())
-            })?)
-        }),
-        "RemoveParticipant" => call(format, body, |r: pb::RoomParticipantIdentity| {
+            let p = on_machine(node, move |m, _| {
+                m.api_get_participant(&r.room, &r.identity)
+            })
+            .await?;
+            Ok(format.encode(&p))
+        }
+        "RemoveParticipant" => {
+            let r: pb::RoomParticipantIdentity = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
-            node.hub.remove_participant(&r.room, &r.identity)?;
-            Ok(pb::RemoveParticipantResponse {})
-        }),
-        "MutePublishedTrack" => call(format, body, |r: pb::MuteRoomTrackRequest| {
+            on_machine(node, move |m, now| {
+                m.api_remove_participant(now, &r.room, &r.identity)
+            })
+            .await?;
+            Ok(format.encode(&pb::RemoveParticipantResponse {}))
+        }
+        "MutePublishedTrack" => {
+            let r: pb::MuteRoomTrackRequest = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
-            let track =
-                node.hub
-                    .mute_published_track(&r.room, &r.identity, &r.track_sid, r.muted)?;
-            Ok(pb::MuteRoomTrackResponse { track: Some(track) })
-        }),
-        "UpdateParticipant" => call(format, body, |r: pb::UpdateParticipantRequest| {
+            let track = on_machine(node, move |m, _| {
+                m.api_mute_published_track(&r.room, &r.identity, &r.track_sid, r.muted)
+            })
+            .await?;
+            Ok(format.encode(&pb::MuteRoomTrackResponse { track: Some(track) }))
+        }
+        "UpdateParticipant" => {
+            let r: pb::UpdateParticipantRequest = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
-            Ok(node.hub.admin_update_participant(&r)?)
-        }),
-        "UpdateSubscriptions" => call(format, body, |r: pb::UpdateSubscriptionsRequest| {
+            let p = on_machine(node, move |m, now| m.api_update_participant(now, &r)).await?;
+            Ok(format.encode(&p))
+        }
+        "UpdateSubscriptions" => {
+            let r: pb::UpdateSubscriptionsRequest = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
-            node.hub.admin_update_subscriptions(&r)?;
-            Ok(pb::UpdateSubscriptionsResponse {})
-        }),
-        "SendData" => call(format, body, |r: pb::SendDataRequest| {
+            on_machine(node, move |m, now| m.api_update_subscriptions(now, &r)).await?;
+            Ok(format.encode(&pb::UpdateSubscriptionsResponse {}))
+        }
+        "SendData" => {
+            let r: pb::SendDataRequest = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
             if !r.nonce.is_empty() && r.nonce.len() != 16 {
                 return Err(TwirpError::new(
@@ -155,17 +164,18 @@ pub fn dispatch(
                     ),
                 ));
             }
-            node.hub.api_send_data(&r)?;
-            Ok(pb::SendDataResponse {})
-        }),
-        "UpdateRoomMetadata" => call(format, body, |r: pb::UpdateRoomMetadataRequest| {
+            on_machine(node, move |m, _| m.api_send_data(&r)).await?;
+            Ok(format.encode(&pb::SendDataResponse {}))
+        }
+        "UpdateRoomMetadata" => {
+            let r: pb::UpdateRoomMetadataRequest = decode(format, body)?;
             ensure_admin(claims, &r.room)?;
-            let room = node
-                .hub
-                .with_rooms(|rooms| rooms.update_metadata(&r.room, &r.metadata))?;
-            node.hub.broadcast_room_update(&room);
-            Ok(room)
-        }),
+            let room = on_machine(node, move |m, _| {
+                m.api_update_room_metadata(&r.room, &r.metadata)
+            })
+            .await?;
+            Ok(format.encode(&room))
+        }
         _ => Err(TwirpError::bad_route(
             format!("no handler for path \"/twirp/{SERVICE}/{method}\""),
             "POST",

@@ -44,6 +44,24 @@ impl Code {
         }
     }
 
+    /// The code written as `name` in an error body.
+    pub fn from_name(name: &str) -> Option<Code> {
+        const ALL: [Code; 11] = [
+            Code::InvalidArgument,
+            Code::Malformed,
+            Code::NotFound,
+            Code::BadRoute,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::Internal,
+        ];
+        ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// The HTTP status Twirp pairs with the code.
     pub fn status(self) -> StatusCode {
         match self {
@@ -106,12 +124,8 @@ impl TwirpError {
 
 impl From<lkr_room::RoomError> for TwirpError {
     fn from(e: lkr_room::RoomError) -> Self {
-        use lkr_room::RoomError as E;
-        let code = match &e {
-            E::RoomNotFound | E::ParticipantNotFound | E::TrackNotFound => Code::NotFound,
-            E::InvalidArgument(_) => Code::InvalidArgument,
-            E::RoomFull(_) => Code::ResourceExhausted,
-        };
+        // The room crate names the code (its one mapping of errors to wire forms).
+        let code = Code::from_name(e.twirp_code()).unwrap_or(Code::Internal);
         TwirpError::new(code, e.to_string())
     }
 }

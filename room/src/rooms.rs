@@ -15,20 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lkr_proto::{id, pb};
 
-/// What a room operation can fail with. The text is what API clients see.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoomError {
-    #[error("requested room does not exist")]
-    RoomNotFound,
-    #[error("participant does not exist")]
-    ParticipantNotFound,
-    #[error("track is not found")]
-    TrackNotFound,
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("room has reached its maximum of {0} participants")]
-    RoomFull(u32),
-}
+use crate::error::RoomError;
 
 /// Room settings the server applies when a request leaves them at zero.
 #[derive(Debug, Clone, PartialEq)]

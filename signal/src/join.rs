@@ -222,6 +222,23 @@ pub mod http_headers {
     }
 }
 
+impl JoinParams {
+    /// The join as the room machine takes it.
+    pub fn to_join(&self) -> lkr_room::Join {
+        lkr_room::Join {
+            room: self.room.clone(),
+            identity: self.identity.clone(),
+            claims: self.claims.clone(),
+            single_pc: self.single_pc,
+            auto_subscribe: self.auto_subscribe,
+            client_protocol: self.client_info.client_protocol,
+            publisher_offer: self.publisher_offer.clone(),
+            metadata: self.metadata.clone(),
+            attributes: self.attributes.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,16 +1,16 @@
-//! Signalling sessions.
+//! Pumps between the outside and the room machine ([`lkr_room::Machine`]).
 //!
+//! - [`control`]: the one task that owns the machine; every front door sends it inputs
+//!   through a bounded channel, and it delivers the machine's outputs (signal responses to
+//!   sessions, commands to the media core, room events).
 //! - [`join`]: reading a join from `/rtc` (query parameters) or `/rtc/v1` (`join_request`),
 //!   with the token checks `/validate` reports.
-//! - [`hub`]: rooms, sessions and published tracks shared by all sessions and the Twirp API.
-//! - [`session`]: one participant's WebSocket: `SignalRequest` in, `SignalResponse` out, and
-//!   the offer/answer state of its peer connections.
+//! - [`session`]: one participant's WebSocket: frames in to the machine, its responses out.
 //!
-//! Media is driven through [`lkr_sfu::Command`]s sent to the media core; its
-//! [`lkr_sfu::Event`]s come back through the hub to the session owning the peer.
+//! No room logic lives here: the machine decides, the pumps carry.
 
-pub mod hub;
+pub mod control;
 pub mod join;
 pub mod session;
 
-pub use hub::{Hub, HubConfig, MediaHandle};
+pub use control::{Control, ControlGone, Joined, MediaHandle, ToSession};

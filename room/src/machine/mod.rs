@@ -1,0 +1,677 @@
+//! The participant and room machine: every room and participant of this node, owned in one
+//! place, sans-IO.
+//!
+//! Inputs, each with `now`: a join ([`Machine::handle_join`]), a client's signal request
+//! ([`Machine::handle_signal`]), a lost signal connection ([`Machine::handle_signal_lost`]), a
+//! media event ([`Machine::handle_media_event`]), an API call (the `api_*` methods, Twirp's
+//! RoomService) and [`Machine::handle_timeout`]. Outputs are polled with
+//! [`Machine::poll_output`]: signal responses addressed to participants, connection closes,
+//! commands to the media core and [`RoomEvent`]s for webhooks and metrics.
+//! [`Machine::poll_timeout`] is the earliest deadline of its rooms and participants (ping
+//! timeouts, departure grace, room closing, delayed answers).
+//!
+//! The machine never reads a clock, spawns a task, takes a lock or touches a socket: its
+//! owner (the signalling pump) feeds it and delivers what it emits. Randomness (ICE
+//! credentials, SSRCs, ids) comes from the thread's generator.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lkr_proto::token::Claims;
+use lkr_proto::{id, pb};
+use lkr_sfu::{Command, MediaKind, PeerId, TrackId};
+
+use crate::negotiation::TrackCodec;
+use crate::{CreateRoom, RoomError, Rooms};
+
+mod api;
+mod media;
+mod participant;
+mod room_state;
+#[cfg(test)]
+mod tests;
+
+use participant::{Ctx, Effects, Participant};
+
+pub use participant::wanted_quality;
+
+/// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.
+pub const SERVER_VERSION: &str = "1.9.0";
+/// The signalling protocol version this server speaks.
+pub const SERVER_PROTOCOL: i32 = 16;
+/// Seconds between client pings.
+pub const PING_INTERVAL: i32 = 5;
+/// Seconds of silence after which a client is dropped.
+pub const PING_TIMEOUT: i32 = 15;
+
+/// How long an answer to update_metadata waits (see `Participant::update_metadata`).
+const ANSWER_DELAY: Duration = Duration::from_millis(30);
+
+type Resp = pb::signal_response::Message;
+
+/// Settings of the machine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub auto_create: bool,
+    /// Address advertised in ICE candidates.
+    pub node_ip: IpAddr,
+    pub udp_port: u16,
+    pub region: String,
+    pub node_id: String,
+    /// This server's DTLS fingerprint, `sha-256 AB:…` split into algorithm and value.
+    pub fingerprint: (String, String),
+    /// Largest participant metadata, in bytes (0: no limit).
+    pub max_metadata_size: usize,
+    /// Largest total size of a participant's attributes, in bytes (0: no limit).
+    pub max_attributes_size: usize,
+}
+
+impl Config {
+    /// Checks participant metadata and attributes against the configured limits.
+    pub fn check_limits<'a>(
+        &self,
+        metadata: &str,
+        attributes: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<(), String> {
+        if self.max_metadata_size > 0 && metadata.len() > self.max_metadata_size {
+            return Err(format!(
+                "metadata is {} bytes, larger than the limit of {}",
+                metadata.len(),
+                self.max_metadata_size
+            ));
+        }
+        let size: usize = attributes.into_iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.max_attributes_size > 0 && size > self.max_attributes_size {
+            return Err(format!(
+                "attributes are {size} bytes, larger than the limit of {}",
+                self.max_attributes_size
+            ));
+        }
+        Ok(())
+    }
+
+    fn candidates(&self) -> Vec<String> {
+        vec![format!(
+            "candidate:1 1 udp 2130706431 {} {} typ host generation 0",
+            self.node_ip, self.udp_port
+        )]
+    }
+}
+
+/// A join, after its token and parameters were checked.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub room: String,
+    pub identity: String,
+    pub claims: Claims,
+    /// `/rtc/v1` (or a `join_request` on `/rtc`): one peer connection.
+    pub single_pc: bool,
+    pub auto_subscribe: bool,
+    pub client_protocol: i32,
+    /// Single PC: the offer carried by the join request.
+    pub publisher_offer: Option<pb::SessionDescription>,
+    /// From the join request; applied when the token allows updating own metadata.
+    pub metadata: Option<String>,
+    pub attributes: HashMap<String, String>,
+}
+
+/// What happened in a room, for webhooks, metrics and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomEvent {
+    RoomStarted {
+        room: pb::Room,
+    },
+    RoomFinished {
+        room: pb::Room,
+    },
+    ParticipantJoined {
+        room: pb::Room,
+        participant: pb::ParticipantInfo,
+    },
+    ParticipantActive {
+        room: pb::Room,
+        participant: pb::ParticipantInfo,
+    },
+    ParticipantLeft {
+        room: pb::Room,
+        participant: pb::ParticipantInfo,
+        reason: pb::DisconnectReason,
+        /// How long it was in the room.
+        duration: Duration,
+    },
+    TrackPublished {
+        room: pb::Room,
+        participant: pb::ParticipantInfo,
+        track: pb::TrackInfo,
+    },
+    TrackUnpublished {
+        room: pb::Room,
+        participant: pb::ParticipantInfo,
+        track: pb::TrackInfo,
+    },
+}
+
+/// What the machine asks its owner to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send this signal response to the participant.
+    Signal { to: String, message: Resp },
+    /// Send `leave` (when given) to the participant and close its signal connection; nothing
+    /// more goes to it.
+    Close {
+        to: String,
+        leave: Option<pb::LeaveRequest>,
+    },
+    /// A command for the media core.
+    Media(Command),
+    /// Something happened in a room.
+    Event(RoomEvent),
+}
+
+/// A published track as subscribers are offered it.
+#[derive(Debug, Clone)]
+pub struct TrackOffer {
+    pub track_sid: String,
+    pub track_id: TrackId,
+    pub publisher_sid: String,
+    pub kind: MediaKind,
+    pub codecs: Vec<TrackCodec>,
+    /// The publisher's simulcast layers (quality and size), for choosing a subscriber's layer.
+    pub layers: Vec<pb::VideoLayer>,
+    /// Number of layers the core sees (simulcast rids, or 1).
+    pub layer_count: usize,
+}
+
+/// Outputs in the order they were produced.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox(VecDeque<Output>);
+
+impl Outbox {
+    fn signal(&mut self, to: &str, message: Resp) {
+        self.0.push_back(Output::Signal {
+            to: to.to_string(),
+            message,
+        });
+    }
+
+    fn media(&mut self, cmd: Command) {
+        self.0.push_back(Output::Media(cmd));
+    }
+
+    fn event(&mut self, ev: RoomEvent) {
+        self.0.push_back(Output::Event(ev));
+    }
+
+    fn close(&mut self, to: &str, leave: Option<pb::LeaveRequest>) {
+        self.0.push_back(Output::Close {
+            to: to.to_string(),
+            leave,
+        });
+    }
+}
+
+/// Wall-clock time derived from `now`, so that the machine never reads a clock.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    base: Instant,
+    unix_ms: i64,
+}
+
+impl WallClock {
+    fn ms(&self, now: Instant) -> i64 {
+        self.unix_ms + now.saturating_duration_since(self.base).as_millis() as i64
+    }
+}
+
+/// A published track of a room.
+struct TrackEntry {
+    room: String,
+    publisher_sid: String,
+    offer: TrackOffer,
+    subscribers: std::collections::BTreeSet<String>,
+    /// Dynacast: the quality each subscriber wants (absent: paused).
+    wanted: BTreeMap<String, i32>,
+    /// The highest wanted quality last told to the publisher.
+    told: Option<i32>,
+}
+
+/// Why a participant goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// It sent `leave`.
+    Client,
+    /// Its signal connection went silent past the ping timeout.
+    Timeout,
+    /// Its signal connection dropped and did not come back within the departure timeout.
+    Gone,
+    /// The server sends it away with this leave.
+    Server(pb::DisconnectReason, pb::leave_request::Action),
+}
+
+/// The participant and room machine of one node.
+pub struct Machine {
+    config: Config,
+    rooms: Rooms,
+    participants: HashMap<String, Participant>,
+    peer_owner: HashMap<PeerId, String>,
+    tracks: BTreeMap<String, TrackEntry>,
+    /// Per room, the speaking participants last announced: sid → level.
+    speakers: HashMap<String, BTreeMap<String, f32>>,
+    out: Outbox,
+    next_id: u64,
+    clock: WallClock,
+}
+
+impl Machine {
+    /// A machine with the rooms of `rooms` and no participants; `now` anchors its wall clock
+    /// to the system's.
+    pub fn new(config: Config, rooms: Rooms, now: Instant) -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Self::with_wall_clock(config, rooms, now, unix_ms)
+    }
+
+    /// As [`Machine::new`], with the wall clock reading `unix_ms` at `now` (for tests).
+    pub fn with_wall_clock(config: Config, rooms: Rooms, now: Instant, unix_ms: i64) -> Self {
+        Self {
+            config,
+            rooms,
+            participants: HashMap::new(),
+            peer_owner: HashMap::new(),
+            tracks: BTreeMap::new(),
+            speakers: HashMap::new(),
+            out: Outbox::default(),
+            next_id: 1,
+            clock: WallClock { base: now, unix_ms },
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The room model (read-only).
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
+    /// Number of participants with a place in a room (connected or within their grace).
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.0.pop_front()
+    }
+
+    /// The earliest instant at which [`Machine::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let people = self.participants.values().filter_map(Participant::deadline);
+        people.chain(self.rooms.next_deadline()).min()
+    }
+
+    /// Runs what is due at `now`: delayed answers, ping timeouts, departure grace, room
+    /// closing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut ended: Vec<(String, Leaving)> = Vec::new();
+        for (psid, p) in self.participants.iter_mut() {
+            p.flush_deferred(now, &mut self.out);
+            if let Some(why) = p.expired(now) {
+                ended.push((psid.clone(), why));
+            }
+        }
+        for (psid, why) in ended {
+            if why == Leaving::Timeout {
+                tracing::info!(participant = %psid, "no signal message within the ping timeout");
+                self.out.close(&psid, None);
+            }
+            self.remove(now, &psid, true, reason_of(why));
+        }
+        for room in self.rooms.close_expired(now) {
+            tracing::info!(room = %room.info().name, sid = %room.sid(), "closing empty room");
+            self.out
+                .event(RoomEvent::RoomFinished { room: room.info() });
+        }
+    }
+
+    /// Admits a participant: creates the room when allowed, replaces a participant with the
+    /// same identity, tells the others, and queues the JoinResponse (and, per signalling
+    /// mode, the first answer or subscriber offer). Returns the participant's sid.
+    pub fn handle_join(&mut self, now: Instant, j: Join) -> Result<String, RoomError> {
+        let grant = j.claims.video();
+        let permission = permission_of(&grant);
+        if self.rooms.get(&j.room).is_err() {
+            if !self.config.auto_create {
+                return Err(RoomError::RoomNotFound);
+            }
+            let mut req = CreateRoom {
+                name: j.room.clone(),
+                ..Default::default()
+            };
+            if let Ok(Some(rc)) = j.claims.room_configuration() {
+                req.empty_timeout = rc.empty_timeout;
+                req.departure_timeout = rc.departure_timeout;
+                req.max_participants = rc.max_participants;
+                req.metadata = rc.metadata;
+            }
+            let (room, _) = self.rooms.create(now, &req)?;
+            tracing::info!(room = %j.room, "room created by join");
+            self.out.event(RoomEvent::RoomStarted { room });
+        }
+        let ms = self.clock.ms(now);
+        let psid = id::new_id(id::PARTICIPANT_PREFIX);
+        let mut metadata = j.claims.metadata.clone();
+        let mut attributes: HashMap<String, String> =
+            j.claims.attributes.clone().into_iter().collect();
+        if permission.can_update_metadata {
+            if let Some(m) = &j.metadata {
+                metadata = m.clone();
+            }
+            attributes.extend(j.attributes.clone());
+        }
+        let info = pb::ParticipantInfo {
+            sid: psid.clone(),
+            identity: j.identity.clone(),
+            name: j.claims.name.clone(),
+            state: pb::participant_info::State::Joined as i32,
+            metadata,
+            attributes,
+            joined_at: ms / 1000,
+            joined_at_ms: ms,
+            version: 1,
+            permission: Some(permission.clone()),
+            region: self.config.region.clone(),
+            kind: kind_from_name(&j.claims.kind),
+            client_protocol: j.client_protocol,
+            ..Default::default()
+        };
+        let replaced = self.rooms.join(now, &j.room, info.clone())?;
+        if let Some(old) = replaced {
+            tracing::info!(identity = %j.identity, old = %old.info.sid, "duplicate identity replaces the earlier session");
+            self.send_away(
+                now,
+                &old.info.sid,
+                pb::DisconnectReason::DuplicateIdentity,
+                pb::leave_request::Action::Disconnect,
+                false,
+            );
+        }
+        let room = self.rooms.get(&j.room)?;
+        let room_info = room.info();
+        let others: Vec<pb::ParticipantInfo> = room
+            .participants()
+            .filter(|o| o.info.sid != psid && !o.info.permission.as_ref().is_some_and(|p| p.hidden))
+            .map(|o| o.info.clone())
+            .collect();
+        let subscriber_primary = !j.single_pc && permission.can_subscribe;
+        let response = pb::JoinResponse {
+            room: Some(room_info.clone()),
+            participant: Some(info.clone()),
+            other_participants: others,
+            server_version: SERVER_VERSION.into(),
+            subscriber_primary,
+            ping_timeout: PING_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+            server_info: Some(pb::ServerInfo {
+                edition: pb::server_info::Edition::Standard as i32,
+                version: SERVER_VERSION.into(),
+                protocol: SERVER_PROTOCOL,
+                region: self.config.region.clone(),
+                node_id: self.config.node_id.clone(),
+                ..Default::default()
+            }),
+            server_region: self.config.region.clone(),
+            fast_publish: permission.can_publish,
+            ..Default::default()
+        };
+        if !permission.hidden {
+            self.broadcast(&j.room, &info, Some(&psid));
+        }
+        let p = Participant::new(now, &j, &psid, info.kind, permission, self.clock.ms(now));
+        self.participants.insert(psid.clone(), p);
+        tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, single_pc = j.single_pc, "participant joined");
+        self.out.event(RoomEvent::ParticipantJoined {
+            room: room_info,
+            participant: info,
+        });
+        self.out.signal(&psid, Resp::Join(response));
+        if let Some(o) = j.publisher_offer
+            && let Err(e) = self.with_participant(now, &psid, |p, ctx| p.handle_offer(ctx, o))
+        {
+            tracing::warn!(participant = %psid, "offer in join request: {e}");
+        }
+        if subscriber_primary
+            && let Err(e) = self.with_participant(now, &psid, |p, ctx| p.open_subscriber(ctx))
+        {
+            tracing::warn!(participant = %psid, "subscriber offer: {e}");
+        }
+        Ok(psid)
+    }
+
+    /// Runs `f` on one participant with the context it may use, then applies the room-level
+    /// effects it reports.
+    fn with_participant(
+        &mut self,
+        now: Instant,
+        psid: &str,
+        f: impl FnOnce(&mut Participant, &mut Ctx<'_>) -> Result<Effects, RoomError>,
+    ) -> Result<(), RoomError> {
+        let Machine {
+            participants,
+            out,
+            next_id,
+            config,
+            peer_owner,
+            clock,
+            ..
+        } = self;
+        let p = participants
+            .get_mut(psid)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        let mut ctx = Ctx {
+            now,
+            wall_ms: clock.ms(now),
+            out,
+            next_id,
+            config,
+            peer_owner,
+        };
+        let effects = f(p, &mut ctx)?;
+        self.apply(now, psid, effects);
+        Ok(())
+    }
+
+    /// Sends a participant away with `leave` and forgets it (`remove_from_room`: its place in
+    /// the room model goes too and the others are told).
+    fn send_away(
+        &mut self,
+        now: Instant,
+        psid: &str,
+        reason: pb::DisconnectReason,
+        action: pb::leave_request::Action,
+        remove_from_room: bool,
+    ) {
+        if self.participants.get(psid).is_some_and(|p| p.connected()) {
+            self.out.close(
+                psid,
+                Some(pb::LeaveRequest {
+                    can_reconnect: false,
+                    reason: reason as i32,
+                    action: action as i32,
+                    regions: None,
+                }),
+            );
+        }
+        self.remove(now, psid, remove_from_room, reason);
+    }
+
+    /// Forgets a participant: its transports and tracks go; with `remove_from_room` its
+    /// record leaves the room and everyone is told.
+    fn remove(
+        &mut self,
+        now: Instant,
+        psid: &str,
+        remove_from_room: bool,
+        reason: pb::DisconnectReason,
+    ) {
+        let Some(p) = self.participants.remove(psid) else {
+            return;
+        };
+        for peer in p.peers() {
+            self.peer_owner.remove(&peer);
+            self.out.media(Command::RemovePeer { peer });
+        }
+        self.drop_tracks_of(now, psid);
+        for t in self.tracks.values_mut() {
+            t.subscribers.remove(psid);
+            t.wanted.remove(psid);
+        }
+        let duration = now.saturating_duration_since(p.joined_at());
+        let mut record = None;
+        if remove_from_room {
+            let still_ours = self
+                .rooms
+                .participant(p.room(), p.identity())
+                .is_ok_and(|r| r.info.sid == psid);
+            if still_ours && let Ok(mut gone) = self.rooms.leave(now, p.room(), p.identity()) {
+                gone.info.state = pb::participant_info::State::Disconnected as i32;
+                gone.info.version += 1;
+                gone.info.tracks.clear();
+                if !p.hidden() {
+                    self.broadcast(p.room(), &gone.info, Some(psid));
+                }
+                record = Some(gone.info);
+            }
+        }
+        let room = self.rooms.get(p.room()).map(|r| r.info()).ok();
+        tracing::info!(
+            participant = %psid,
+            identity = %p.identity(),
+            room = %p.room(),
+            reason = reason.as_str_name(),
+            duration_s = duration.as_secs_f32(),
+            "participant left"
+        );
+        if let (Some(room), Some(participant)) = (room, record) {
+            self.out.event(RoomEvent::ParticipantLeft {
+                room,
+                participant,
+                reason,
+                duration,
+            });
+        }
+    }
+
+    /// Sends a ParticipantUpdate with `info` to every participant of `room` but `except`.
+    fn broadcast(&mut self, room: &str, info: &pb::ParticipantInfo, except: Option<&str>) {
+        let msg = Resp::Update(pb::ParticipantUpdate {
+            participants: vec![info.clone()],
+        });
+        self.send_room(room, except, &msg);
+    }
+
+    /// Sends `msg` to every connected participant of `room` but `except`.
+    fn send_room(&mut self, room: &str, except: Option<&str>, msg: &Resp) {
+        for (sid, p) in &self.participants {
+            if p.room() == room && Some(sid.as_str()) != except && p.connected() {
+                self.out.signal(sid, msg.clone());
+            }
+        }
+    }
+
+    /// Sends `msg` to one participant, if it is connected.
+    fn send_one(&mut self, psid: &str, msg: Resp) {
+        if self.participants.get(psid).is_some_and(|p| p.connected()) {
+            self.out.signal(psid, msg);
+        }
+    }
+
+    /// Applies `f` to a participant's record, bumps its version and tells everyone.
+    fn update_participant<R>(
+        &mut self,
+        psid: &str,
+        f: impl FnOnce(&mut pb::ParticipantInfo) -> R,
+    ) -> Option<R> {
+        let p = self.participants.get(psid)?;
+        let (room, identity, hidden) = (p.room().to_string(), p.identity().to_string(), p.hidden());
+        let (r, info) = self.rooms.update_participant(&room, &identity, f).ok()?;
+        if let Some(perm) = &info.permission
+            && let Some(p) = self.participants.get_mut(psid)
+        {
+            p.set_permission(perm.clone());
+        }
+        if !hidden {
+            self.broadcast(&room, &info, None);
+        } else {
+            self.send_one(
+                psid,
+                Resp::Update(pb::ParticipantUpdate {
+                    participants: vec![info],
+                }),
+            );
+        }
+        Some(r)
+    }
+
+    /// The participant's current record and its room's, for events.
+    fn records(&self, psid: &str) -> Option<(pb::Room, pb::ParticipantInfo)> {
+        let p = self.participants.get(psid)?;
+        let room = self.rooms.get(p.room()).ok()?;
+        let info = room.participant(p.identity()).ok()?.info.clone();
+        Some((room.info(), info))
+    }
+}
+
+fn reason_of(why: Leaving) -> pb::DisconnectReason {
+    match why {
+        Leaving::Client => pb::DisconnectReason::ClientInitiated,
+        Leaving::Timeout | Leaving::Gone => pb::DisconnectReason::SignalClose,
+        Leaving::Server(r, _) => r,
+    }
+}
+
+fn source_from_name(s: &str) -> Option<i32> {
+    let src = match s {
+        "camera" => pb::TrackSource::Camera,
+        "microphone" => pb::TrackSource::Microphone,
+        "screen_share" => pb::TrackSource::ScreenShare,
+        "screen_share_audio" => pb::TrackSource::ScreenShareAudio,
+        _ => return None,
+    };
+    Some(src as i32)
+}
+
+fn kind_from_name(s: &str) -> i32 {
+    use pb::participant_info::Kind;
+    let k = match s {
+        "ingress" => Kind::Ingress,
+        "egress" => Kind::Egress,
+        "sip" => Kind::Sip,
+        "agent" => Kind::Agent,
+        _ => Kind::Standard,
+    };
+    k as i32
+}
+
+/// The permission a token grants, in wire form.
+pub fn permission_of(grant: &lkr_proto::token::VideoGrant) -> pb::ParticipantPermission {
+    pb::ParticipantPermission {
+        can_subscribe: grant.can_subscribe(),
+        can_publish: grant.can_publish(),
+        can_publish_data: grant.can_publish_data(),
+        can_publish_sources: grant
+            .can_publish_sources
+            .iter()
+            .filter_map(|s| source_from_name(s))
+            .collect(),
+        hidden: grant.hidden,
+        can_update_metadata: grant.can_update_own_metadata(),
+        can_subscribe_metrics: grant.can_subscribe_metrics(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,1263 @@
+//! One participant: its signal link, its peer connections' offer/answer state, its pending
+//! and published tracks, its downstream tracks.
+//!
+//! Dual PC (`/rtc`): the client offers on its publisher PC and the server answers; the server
+//! offers on the subscriber PC (first right after the JoinResponse, with its data channels)
+//! and the client answers. Single PC (`/rtc/v1`): the client is the only offerer; downstream
+//! tracks are placed on its receive-only sections in the next answer, with `mid_to_track_id`,
+//! and `media_sections_requirement` asks for a new offer when needed.
+//!
+//! A participant changes only itself; what concerns the room (a track published, a
+//! subscription started, data to forward) it reports as [`Effects`] for the machine to apply.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use lkr_proto::{id, pb};
+use lkr_sfu::{
+    ChannelSpec, CodecKind, Command, MediaKind, PayloadType, PeerConfig, PeerId, PublishSpec,
+    RemoteFingerprint, SubscribeSpec, TrackId,
+};
+use prost::Message as _;
+
+use super::{ANSWER_DELAY, Config, Join, Leaving, Outbox, PING_TIMEOUT, Resp, TrackOffer};
+use crate::RoomError;
+use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
+
+/// What a participant's handler may use besides the participant itself.
+pub(crate) struct Ctx<'a> {
+    pub now: Instant,
+    pub wall_ms: i64,
+    pub out: &'a mut Outbox,
+    pub next_id: &'a mut u64,
+    pub config: &'a Config,
+    pub peer_owner: &'a mut HashMap<PeerId, String>,
+}
+
+impl Ctx<'_> {
+    fn new_id(&mut self) -> u64 {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        id
+    }
+}
+
+/// What a participant's handler asks of the room, applied by the machine in this order.
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// Tracks now published: records and offers for subscribers.
+    pub published: Vec<(pb::TrackInfo, TrackOffer)>,
+    /// Tracks whose sections vanished.
+    pub unpublished: Vec<String>,
+    /// Downstream tracks whose forwarding started.
+    pub subscribed: Vec<String>,
+    /// Downstream tracks dropped.
+    pub unsubscribed: Vec<String>,
+    /// Dynacast: the quality wanted of a track (`None`: paused).
+    pub qualities: Vec<(String, Option<i32>)>,
+    /// The primary transport came up: the participant is active.
+    pub active: bool,
+    /// A data packet to forward: reliable, stamped bytes, destination identities.
+    pub data: Option<(bool, bytes::Bytes, Vec<String>)>,
+    /// The participant's record changes (name, metadata, attributes).
+    pub record: Option<RecordChange>,
+    /// A track's muted flag changes.
+    pub mute: Option<(String, bool)>,
+    /// Subscription requests by track sid (true: subscribe).
+    pub subscriptions: Vec<(String, bool)>,
+    /// Participants whose tracks are all to be subscribed or unsubscribed.
+    pub subscriptions_of: Vec<(String, bool)>,
+    /// The participant leaves.
+    pub leave: Option<Leaving>,
+}
+
+/// A change of a participant's own record, asked by the participant.
+pub(crate) struct RecordChange {
+    pub name: String,
+    pub metadata: String,
+    pub attributes: HashMap<String, String>,
+}
+
+/// The quality (LOW 0, MEDIUM 1, HIGH 2) a track setting asks for: from the requested size
+/// when given (the smallest layer at least that large), else from `quality`.
+#[allow(deprecated)] // `quality` is deprecated upstream but still sent by clients
+pub fn wanted_quality(ts: &pb::UpdateTrackSettings, layers: &[pb::VideoLayer]) -> i32 {
+    let high = pb::VideoQuality::High as i32;
+    if ts.width == 0 && ts.height == 0 {
+        return if ts.quality == pb::VideoQuality::Off as i32 {
+            high
+        } else {
+            ts.quality.clamp(0, high)
+        };
+    }
+    let mut sorted: Vec<&pb::VideoLayer> = layers.iter().collect();
+    sorted.sort_by_key(|l| l.quality);
+    sorted
+        .iter()
+        .find(|l| l.width >= ts.width && l.height >= ts.height)
+        .map(|l| l.quality.clamp(0, high))
+        .unwrap_or(high)
+}
+
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// One RTCPeerConnection as the server sees it.
+struct Transport {
+    peer: PeerId,
+    local: LocalTransport,
+    added: bool,
+    connected: bool,
+    candidates_sent: bool,
+    target: pb::SignalTarget,
+    open_channels: Vec<ChannelSpec>,
+}
+
+struct PendingTrack {
+    cid: String,
+    kind: MediaKind,
+    info: pb::TrackInfo,
+}
+
+struct Down {
+    offer: TrackOffer,
+    ssrc: u32,
+    /// The section carrying it, once placed.
+    mid: Option<String>,
+    /// Forwarding is set up in the core.
+    active: bool,
+}
+
+/// The participant's signal connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Open; the last message came at `last_seen`.
+    Open { last_seen: Instant },
+    /// Dropped without `leave`; the participant keeps its place until `until`.
+    Lost { until: Instant },
+}
+
+/// One participant of a room.
+pub(crate) struct Participant {
+    psid: String,
+    room: String,
+    identity: String,
+    kind: i32,
+    permission: pb::ParticipantPermission,
+    auto_subscribe: bool,
+    single_pc: bool,
+    joined_at: Instant,
+    link: Link,
+    session_id: u64,
+    version: u64,
+    /// The PC the client offers on: the publisher PC (dual) or the only PC (single).
+    pub_t: Option<Transport>,
+    /// Dual PC: the PC the server offers on.
+    sub_t: Option<Transport>,
+    pending: Vec<PendingTrack>,
+    /// mid → track sid of this participant's publications.
+    published: BTreeMap<String, String>,
+    /// track sid → downstream track.
+    downs: BTreeMap<String, Down>,
+    sub_sections: Vec<OfferSection>,
+    awaiting_answer: Option<u32>,
+    sub_dirty: bool,
+    next_offer_id: u32,
+    /// Single PC: the receive slots of the client's last offer.
+    slots: Vec<negotiation::RecvSlot>,
+    active_sent: bool,
+    last_data_sequence: u32,
+    seen_nonces: VecDeque<Vec<u8>>,
+    /// Answers to send a little later, in order.
+    deferred: VecDeque<(Instant, Resp)>,
+}
+
+impl Participant {
+    pub fn new(
+        now: Instant,
+        j: &Join,
+        psid: &str,
+        kind: i32,
+        permission: pb::ParticipantPermission,
+        _wall_ms: i64,
+    ) -> Self {
+        Self {
+            psid: psid.to_string(),
+            room: j.room.clone(),
+            identity: j.identity.clone(),
+            kind,
+            permission,
+            auto_subscribe: j.auto_subscribe,
+            single_pc: j.single_pc,
+            joined_at: now,
+            link: Link::Open { last_seen: now },
+            session_id: rand::random::<u32>() as u64,
+            version: 1,
+            pub_t: None,
+            sub_t: None,
+            pending: Vec::new(),
+            published: BTreeMap::new(),
+            downs: BTreeMap::new(),
+            sub_sections: Vec::new(),
+            awaiting_answer: None,
+            sub_dirty: false,
+            next_offer_id: 1,
+            slots: Vec::new(),
+            active_sent: false,
+            last_data_sequence: 0,
+            seen_nonces: VecDeque::new(),
+            deferred: VecDeque::new(),
+        }
+    }
+
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn hidden(&self) -> bool {
+        self.permission.hidden
+    }
+
+    pub fn joined_at(&self) -> Instant {
+        self.joined_at
+    }
+
+    pub fn auto_subscribe(&self) -> bool {
+        self.auto_subscribe
+    }
+
+    pub fn can_subscribe(&self) -> bool {
+        self.permission.can_subscribe
+    }
+
+    pub fn set_permission(&mut self, p: pb::ParticipantPermission) {
+        self.permission = p;
+    }
+
+    /// Whether its signal connection is open (messages to it can be delivered).
+    pub fn connected(&self) -> bool {
+        matches!(self.link, Link::Open { .. })
+    }
+
+    /// Notes a message from the client.
+    pub fn seen(&mut self, now: Instant) {
+        if let Link::Open { last_seen } = &mut self.link {
+            *last_seen = now;
+        }
+    }
+
+    /// The signal connection dropped: the participant keeps its place for `grace`.
+    pub fn lose_link(&mut self, now: Instant, grace: Duration) {
+        self.link = Link::Lost { until: now + grace };
+        self.deferred.clear();
+    }
+
+    /// Its peers in the media core.
+    pub fn peers(&self) -> Vec<PeerId> {
+        [self.pub_t.as_ref(), self.sub_t.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|t| t.added)
+            .map(|t| t.peer)
+            .collect()
+    }
+
+    /// The earliest instant something is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        let link = match self.link {
+            Link::Open { last_seen } => last_seen + Duration::from_secs(PING_TIMEOUT as u64),
+            Link::Lost { until } => until,
+        };
+        let deferred = self.deferred.front().map(|d| d.0);
+        Some(deferred.map_or(link, |d| d.min(link)))
+    }
+
+    /// Sends the delayed answers that are due.
+    pub fn flush_deferred(&mut self, now: Instant, out: &mut Outbox) {
+        while self.deferred.front().is_some_and(|d| d.0 <= now) {
+            if let Some((_, m)) = self.deferred.pop_front() {
+                out.signal(&self.psid, m);
+            }
+        }
+    }
+
+    /// Why the participant must go at `now`, if it must.
+    pub fn expired(&self, now: Instant) -> Option<Leaving> {
+        match self.link {
+            Link::Open { last_seen }
+                if now >= last_seen + Duration::from_secs(PING_TIMEOUT as u64) =>
+            {
+                Some(Leaving::Timeout)
+            }
+            Link::Lost { until } if now >= until => Some(Leaving::Gone),
+            _ => None,
+        }
+    }
+
+    /// The downstream track `track_sid`, if it receives it.
+    pub fn downstream(&self, track_sid: &str) -> Option<&TrackOffer> {
+        self.downs.get(track_sid).map(|d| &d.offer)
+    }
+
+    fn send(&self, ctx: &mut Ctx<'_>, m: Resp) {
+        if self.connected() {
+            ctx.out.signal(&self.psid, m);
+        }
+    }
+
+    fn new_transport(
+        &self,
+        ctx: &mut Ctx<'_>,
+        target: pb::SignalTarget,
+        open_channels: Vec<ChannelSpec>,
+    ) -> Transport {
+        Transport {
+            peer: PeerId(ctx.new_id()),
+            local: LocalTransport {
+                ufrag: random_token(8),
+                pwd: random_token(24),
+                fingerprint: ctx.config.fingerprint.clone(),
+                candidates: ctx.config.candidates(),
+            },
+            added: false,
+            connected: false,
+            candidates_sent: false,
+            target,
+            open_channels,
+        }
+    }
+
+    fn ensure_sub_transport(&mut self, ctx: &mut Ctx<'_>) {
+        if self.sub_t.is_none() {
+            let channels = vec![
+                ChannelSpec {
+                    label: "_reliable".into(),
+                    ordered: true,
+                    max_retransmits: None,
+                },
+                ChannelSpec {
+                    label: "_lossy".into(),
+                    ordered: false,
+                    max_retransmits: Some(0),
+                },
+            ];
+            self.sub_t = Some(self.new_transport(ctx, pb::SignalTarget::Subscriber, channels));
+        }
+    }
+
+    /// Adds the transport's peer to the core once the remote description is known.
+    fn add_peer(
+        &self,
+        ctx: &mut Ctx<'_>,
+        t: &mut Transport,
+        remote: &lkr_sdp::SessionDescription,
+    ) -> Result<(), RoomError> {
+        if t.added {
+            return Ok(());
+        }
+        let r = negotiation::remote_transport(remote).ok_or_else(|| {
+            RoomError::InvalidArgument(
+                "remote description lacks ICE credentials or a fingerprint".into(),
+            )
+        })?;
+        ctx.peer_owner.insert(t.peer, self.psid.clone());
+        ctx.out.media(Command::AddPeer {
+            peer: t.peer,
+            config: PeerConfig {
+                local_ufrag: t.local.ufrag.clone(),
+                local_pwd: t.local.pwd.clone(),
+                remote_ufrag: r.ufrag,
+                remote_pwd: r.pwd,
+                remote_fingerprint: RemoteFingerprint {
+                    algorithm: r.fingerprint.0,
+                    value: r.fingerprint.1,
+                },
+                open_channels: t.open_channels.clone(),
+            },
+        });
+        t.added = true;
+        Ok(())
+    }
+
+    fn send_candidates(&mut self, ctx: &mut Ctx<'_>, publisher: bool, first_mid: &str) {
+        let connected = self.connected();
+        let t = if publisher {
+            self.pub_t.as_mut()
+        } else {
+            self.sub_t.as_mut()
+        };
+        let Some(t) = t else { return };
+        if t.candidates_sent || !connected {
+            return;
+        }
+        t.candidates_sent = true;
+        let target = t.target;
+        let n = t.local.candidates.len();
+        for (i, c) in t.local.candidates.iter().enumerate() {
+            let init = serde_json::json!({
+                "candidate": c,
+                "sdpMid": first_mid,
+                "sdpMLineIndex": 0,
+                "usernameFragment": serde_json::Value::Null,
+            });
+            ctx.out.signal(
+                &self.psid,
+                Resp::Trickle(pb::TrickleRequest {
+                    candidate_init: init.to_string(),
+                    target: target as i32,
+                    r#final: i + 1 == n,
+                }),
+            );
+        }
+    }
+
+    /// Dual PC with the subscriber primary: the first subscriber offer, with the data
+    /// channels, right after the JoinResponse.
+    pub fn open_subscriber(&mut self, ctx: &mut Ctx<'_>) -> Result<Effects, RoomError> {
+        self.ensure_sub_transport(ctx);
+        self.sub_sections
+            .push(OfferSection::Data { mid: "0".into() });
+        self.negotiate_subscriber(ctx);
+        Ok(Effects::default())
+    }
+
+    /// One signal request from the client.
+    pub fn handle_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: pb::signal_request::Message,
+    ) -> Result<Effects, RoomError> {
+        use pb::signal_request::Message as Req;
+        let mut fx = Effects::default();
+        match m {
+            Req::Offer(o) => return self.handle_offer(ctx, o),
+            Req::Answer(a) => return self.handle_answer(ctx, a),
+            Req::Trickle(_) => {}
+            Req::AddTrack(t) => self.handle_add_track(ctx, t),
+            Req::Mute(m) => fx.mute = Some((m.sid, m.muted)),
+            Req::Subscription(u) => {
+                for sid in &u.track_sids {
+                    fx.subscriptions.push((sid.clone(), u.subscribe));
+                }
+                for pt in &u.participant_tracks {
+                    if pt.track_sids.is_empty() {
+                        fx.subscriptions_of
+                            .push((pt.participant_sid.clone(), u.subscribe));
+                    } else {
+                        for sid in &pt.track_sids {
+                            fx.subscriptions.push((sid.clone(), u.subscribe));
+                        }
+                    }
+                }
+            }
+            Req::TrackSetting(ts) => return Ok(self.handle_track_setting(ctx, &ts)),
+            Req::Leave(_) => fx.leave = Some(Leaving::Client),
+            Req::Ping(_) => self.send(ctx, Resp::Pong(ctx.wall_ms)),
+            Req::PingReq(p) => {
+                let ms = ctx.wall_ms;
+                self.send(
+                    ctx,
+                    Resp::PongResp(pb::Pong {
+                        last_ping_timestamp: p.timestamp,
+                        timestamp: ms,
+                    }),
+                )
+            }
+            Req::UpdateMetadata(u) => return Ok(self.update_metadata(ctx, u)),
+            _ => {}
+        }
+        Ok(fx)
+    }
+
+    /// UpdateTrackSettings: pause or resume, and the simulcast layer this subscriber gets
+    /// (from the requested size, or the quality), which also feeds dynacast.
+    #[allow(deprecated)] // `quality` is deprecated upstream but still sent by clients
+    fn handle_track_setting(&mut self, ctx: &mut Ctx<'_>, ts: &pb::UpdateTrackSettings) -> Effects {
+        let mut fx = Effects::default();
+        let Some(peer) = self.down_peer() else {
+            return fx;
+        };
+        for sid in &ts.track_sids {
+            let Some(d) = self.downs.get(sid) else {
+                continue;
+            };
+            let off = ts.disabled || ts.quality == pb::VideoQuality::Off as i32 && ts.width == 0;
+            ctx.out.media(Command::SetPaused {
+                peer,
+                track: d.offer.track_id,
+                paused: off,
+            });
+            if d.offer.kind != MediaKind::Video {
+                continue;
+            }
+            if off {
+                fx.qualities.push((sid.clone(), None));
+                continue;
+            }
+            let quality = wanted_quality(ts, &d.offer.layers);
+            if d.offer.layer_count > 1 {
+                let max_layer = (quality as usize).min(d.offer.layer_count - 1) as u8;
+                ctx.out.media(Command::SetMaxLayer {
+                    peer,
+                    track: d.offer.track_id,
+                    max_layer,
+                });
+            }
+            fx.qualities.push((sid.clone(), Some(quality)));
+        }
+        fx
+    }
+
+    fn update_metadata(&mut self, ctx: &mut Ctx<'_>, u: pb::UpdateParticipantMetadata) -> Effects {
+        let mut fx = Effects::default();
+        if !self.permission.can_update_metadata {
+            self.send(
+                ctx,
+                Resp::RequestResponse(pb::RequestResponse {
+                    request_id: u.request_id,
+                    reason: pb::request_response::Reason::NotAllowed as i32,
+                    message: "does not have permission to update own metadata".into(),
+                    request: None,
+                }),
+            );
+            return fx;
+        }
+        if let Err(msg) = ctx.config.check_limits(&u.metadata, &u.attributes) {
+            self.send(
+                ctx,
+                Resp::RequestResponse(pb::RequestResponse {
+                    request_id: u.request_id,
+                    reason: pb::request_response::Reason::LimitExceeded as i32,
+                    message: msg,
+                    request: None,
+                }),
+            );
+            return fx;
+        }
+        fx.record = Some(RecordChange {
+            name: u.name,
+            metadata: u.metadata,
+            attributes: u.attributes,
+        });
+        // Clients of protocol 14 and later wait for this answer (older ones for their update).
+        // The Rust SDK starts listening for it only after its request is written, so an
+        // answer sent at once can arrive before it listens: it goes out a moment later.
+        self.deferred.push_back((
+            ctx.now + ANSWER_DELAY,
+            Resp::RequestResponse(pb::RequestResponse {
+                request_id: u.request_id,
+                reason: pb::request_response::Reason::Ok as i32,
+                message: String::new(),
+                request: None,
+            }),
+        ));
+        fx
+    }
+
+    #[allow(deprecated)] // TrackInfo layers, simulcast, stereo and disable_dtx are still read by clients.
+    fn handle_add_track(&mut self, ctx: &mut Ctx<'_>, t: pb::AddTrackRequest) {
+        let kind = if t.r#type == pb::TrackType::Video as i32 {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
+        let allowed = self.permission.can_publish
+            && (self.permission.can_publish_sources.is_empty()
+                || self.permission.can_publish_sources.contains(&t.source));
+        if !allowed {
+            self.send(
+                ctx,
+                Resp::RequestResponse(pb::RequestResponse {
+                    reason: pb::request_response::Reason::NotAllowed as i32,
+                    message: "does not have permission to publish".into(),
+                    ..Default::default()
+                }),
+            );
+            return;
+        }
+        let sid = id::new_id(id::TRACK_PREFIX);
+        let stream = if !t.stream.is_empty() {
+            t.stream.clone()
+        } else if t.source == pb::TrackSource::ScreenShare as i32
+            || t.source == pb::TrackSource::ScreenShareAudio as i32
+        {
+            "screen".into()
+        } else {
+            "camera".into()
+        };
+        let kind_name = if kind == MediaKind::Video {
+            "video"
+        } else {
+            "audio"
+        };
+        let mut codecs: Vec<pb::SimulcastCodecInfo> = t
+            .simulcast_codecs
+            .iter()
+            .map(|c| pb::SimulcastCodecInfo {
+                mime_type: if c.codec.is_empty() {
+                    String::new()
+                } else if c.codec.contains('/') {
+                    c.codec.clone()
+                } else {
+                    format!("{kind_name}/{}", c.codec)
+                },
+                cid: c.cid.clone(),
+                layers: c.layers.clone(),
+                ..Default::default()
+            })
+            .collect();
+        if codecs.is_empty() {
+            codecs.push(pb::SimulcastCodecInfo {
+                cid: t.cid.clone(),
+                layers: t.layers.clone(),
+                ..Default::default()
+            });
+        }
+        let info = pb::TrackInfo {
+            sid,
+            r#type: t.r#type,
+            name: t.name.clone(),
+            muted: t.muted,
+            width: t.width,
+            height: t.height,
+            simulcast: t.layers.len() > 1,
+            disable_dtx: t.disable_dtx,
+            source: t.source,
+            layers: t.layers.clone(),
+            codecs,
+            stereo: t.stereo,
+            disable_red: t.disable_red,
+            encryption: t.encryption,
+            stream,
+            audio_features: t.audio_features.clone(),
+            backup_codec_policy: t.backup_codec_policy,
+            ..Default::default()
+        };
+        self.pending.push(PendingTrack {
+            cid: t.cid.clone(),
+            kind,
+            info: info.clone(),
+        });
+        self.send(
+            ctx,
+            Resp::TrackPublished(pb::TrackPublishedResponse {
+                cid: t.cid,
+                track: Some(info),
+            }),
+        );
+    }
+
+    /// The peer whose data channels carry downstream data: the subscriber PC when the server
+    /// opened channels there, else the PC the client offers on.
+    pub fn data_peer(&self) -> Option<PeerId> {
+        match (&self.sub_t, &self.pub_t) {
+            (Some(s), _) if !self.single_pc => Some(s.peer),
+            (_, Some(p)) => Some(p.peer),
+            _ => None,
+        }
+    }
+
+    /// A DataPacket from the client: checked, stamped with the sender, to be forwarded
+    /// (LiveKit's rules: canPublishData, reliable sequence and nonce dedupe, destinations,
+    /// never back to the sender, same kind of channel out as in).
+    pub fn handle_data(&mut self, label: &str, data: &[u8]) -> Effects {
+        let mut fx = Effects::default();
+        let reliable = match label {
+            "_reliable" => true,
+            "_lossy" => false,
+            _ => return fx,
+        };
+        if !self.permission.can_publish_data {
+            tracing::debug!(participant = %self.psid, "data dropped: no canPublishData");
+            return fx;
+        }
+        let Ok(mut pkt) = pb::DataPacket::decode(data) else {
+            tracing::debug!(participant = %self.psid, "undecodable data packet dropped");
+            return fx;
+        };
+        if reliable && pkt.sequence > 0 {
+            if pkt.sequence <= self.last_data_sequence {
+                return fx;
+            }
+            self.last_data_sequence = pkt.sequence;
+        }
+        use pb::data_packet::Value;
+        let hidden = self.permission.hidden;
+        let identity = if hidden {
+            String::new()
+        } else {
+            self.identity.clone()
+        };
+        let sid = if hidden {
+            String::new()
+        } else {
+            self.psid.clone()
+        };
+        match &mut pkt.value {
+            Some(Value::User(u)) => {
+                if !u.nonce.is_empty() {
+                    if self.seen_nonces.contains(&u.nonce) {
+                        return fx;
+                    }
+                    if self.seen_nonces.len() == 64 {
+                        self.seen_nonces.pop_front();
+                    }
+                    self.seen_nonces.push_back(u.nonce.clone());
+                }
+                #[allow(deprecated)] // the SDKs still read the inner sender fields
+                {
+                    u.participant_identity = identity.clone();
+                    u.participant_sid = sid.clone();
+                    if pkt.destination_identities.is_empty() {
+                        pkt.destination_identities = u.destination_identities.clone();
+                    } else {
+                        u.destination_identities = pkt.destination_identities.clone();
+                    }
+                }
+            }
+            Some(Value::Metrics(_)) => return fx,
+            Some(Value::Transcription(_))
+                if self.kind != pb::participant_info::Kind::Agent as i32 =>
+            {
+                return fx;
+            }
+            _ => {}
+        }
+        pkt.participant_identity = identity;
+        pkt.participant_sid = sid;
+        #[allow(deprecated)] // clients still read the kind
+        {
+            pkt.kind = if reliable {
+                pb::data_packet::Kind::Reliable as i32
+            } else {
+                pb::data_packet::Kind::Lossy as i32
+            };
+        }
+        let dests = pkt.destination_identities.clone();
+        fx.data = Some((reliable, bytes::Bytes::from(pkt.encode_to_vec()), dests));
+        fx
+    }
+
+    /// The transport the client waits for: the only PC, the subscriber PC when the server
+    /// offers first, else the publisher PC.
+    fn primary_transport(&self) -> Option<&Transport> {
+        if self.single_pc || self.sub_t.is_none() {
+            self.pub_t.as_ref()
+        } else {
+            self.sub_t.as_ref()
+        }
+    }
+
+    /// The peer that carries downstream media.
+    pub fn down_peer(&self) -> Option<PeerId> {
+        if self.single_pc {
+            self.pub_t.as_ref().map(|t| t.peer)
+        } else {
+            self.sub_t.as_ref().map(|t| t.peer)
+        }
+    }
+
+    /// One of its peers came up; reports when the participant becomes active.
+    pub fn peer_connected(&mut self, peer: PeerId) -> Effects {
+        let mut fx = Effects::default();
+        for t in [self.pub_t.as_mut(), self.sub_t.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if t.peer == peer {
+                t.connected = true;
+            }
+        }
+        let primary = self.primary_transport();
+        if !self.active_sent && primary.is_some_and(|t| t.connected) {
+            self.active_sent = true;
+            tracing::info!(participant = %self.psid, "participant active");
+            fx.active = true;
+        }
+        fx
+    }
+
+    /// One of its peers failed; losing the primary transport ends the participant.
+    pub fn peer_disconnected(&mut self, peer: PeerId, reason: &str) -> Effects {
+        let mut fx = Effects::default();
+        tracing::info!(participant = %self.psid, ?peer, %reason, "transport lost");
+        if self.primary_transport().is_some_and(|t| t.peer == peer) {
+            fx.leave = Some(Leaving::Server(
+                pb::DisconnectReason::ConnectionTimeout,
+                pb::leave_request::Action::Reconnect,
+            ));
+        }
+        fx
+    }
+
+    /// Congestion control paused or resumed one of its downstream tracks.
+    pub fn stream_state(&mut self, ctx: &mut Ctx<'_>, track: TrackId, paused: bool) {
+        if let Some(d) = self.downs.values().find(|d| d.offer.track_id == track) {
+            let state = if paused {
+                pb::StreamState::Paused
+            } else {
+                pb::StreamState::Active
+            };
+            let info = pb::StreamStateInfo {
+                participant_sid: d.offer.publisher_sid.clone(),
+                track_sid: d.offer.track_sid.clone(),
+                state: state as i32,
+            };
+            self.send(
+                ctx,
+                Resp::StreamStateUpdate(pb::StreamStateUpdate {
+                    stream_states: vec![info],
+                }),
+            );
+        }
+    }
+
+    /// An offer from the client (publisher PC, or the only PC): answered, its new sections
+    /// bound to pending tracks, its vanished sections unpublished, and (single PC) waiting
+    /// downstream tracks placed on its receive-only sections.
+    pub fn handle_offer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        o: pb::SessionDescription,
+    ) -> Result<Effects, RoomError> {
+        let mut fx = Effects::default();
+        let sd = lkr_sdp::parse(&o.sdp)
+            .map_err(|e| RoomError::InvalidArgument(format!("bad offer: {e}")))?;
+        let mut t = match self.pub_t.take() {
+            Some(t) => t,
+            None => self.new_transport(ctx, pb::SignalTarget::Publisher, Vec::new()),
+        };
+        let added = self.add_peer(ctx, &mut t, &sd);
+        self.pub_t = Some(t);
+        added?;
+
+        // Single PC: place waiting downstream tracks on free receive slots of this offer.
+        let mut downs_by_mid: HashMap<String, DownTrack> = HashMap::new();
+        if self.single_pc {
+            let slots: Vec<negotiation::RecvSlot> = sd
+                .media
+                .iter()
+                .filter(|m| {
+                    !m.is_rejected() && m.direction_or_default() == lkr_sdp::Direction::RecvOnly
+                })
+                .filter_map(|m| {
+                    let kind = match m.kind {
+                        lkr_sdp::MediaKind::Audio => MediaKind::Audio,
+                        lkr_sdp::MediaKind::Video => MediaKind::Video,
+                        _ => return None,
+                    };
+                    Some(negotiation::RecvSlot {
+                        mid: m.mid.clone()?,
+                        kind,
+                    })
+                })
+                .collect();
+            // Sections that disappeared or changed kind free their tracks.
+            for d in self.downs.values_mut() {
+                if let Some(mid) = &d.mid
+                    && !slots
+                        .iter()
+                        .any(|s| &s.mid == mid && s.kind == d.offer.kind)
+                {
+                    d.mid = None;
+                    d.active = false;
+                }
+            }
+            for slot in &slots {
+                let taken = self
+                    .downs
+                    .values()
+                    .any(|d| d.mid.as_deref() == Some(&slot.mid));
+                if taken {
+                    continue;
+                }
+                if let Some(d) = self
+                    .downs
+                    .values_mut()
+                    .find(|d| d.mid.is_none() && d.offer.kind == slot.kind)
+                {
+                    d.mid = Some(slot.mid.clone());
+                }
+            }
+            for d in self.downs.values() {
+                if let Some(mid) = &d.mid {
+                    downs_by_mid.insert(mid.clone(), down_track(d));
+                }
+            }
+            self.slots = slots;
+        }
+
+        self.version += 1;
+        let t = self
+            .pub_t
+            .as_ref()
+            .ok_or_else(|| RoomError::Internal("transport vanished".into()))?;
+        let peer = t.peer;
+        let answer =
+            negotiation::answer_offer(&sd, &t.local, self.version, self.session_id, &downs_by_mid);
+
+        // Publications: new sections bind to pending tracks; vanished ones unpublish.
+        for ps in &answer.publish {
+            if self.published.contains_key(&ps.mid) {
+                continue;
+            }
+            let idx = self
+                .pending
+                .iter()
+                .position(|p| Some(&p.cid) == ps.msid_track.as_ref())
+                .or_else(|| self.pending.iter().position(|p| p.kind == ps.kind));
+            let Some(idx) = idx else {
+                tracing::debug!(participant = %self.psid, mid = %ps.mid, "published section without add_track yet");
+                continue;
+            };
+            let p = self.pending.remove(idx);
+            let track = TrackId(ctx.new_id());
+            fx.published.push(self.publish(ctx, peer, track, ps, p));
+        }
+        let gone: Vec<(String, String)> = self
+            .published
+            .iter()
+            .filter(|(mid, _)| !answer.publish.iter().any(|p| &p.mid == *mid))
+            .map(|(m, s)| (m.clone(), s.clone()))
+            .collect();
+        for (mid, sid) in gone {
+            self.published.remove(&mid);
+            fx.unpublished.push(sid);
+        }
+
+        let mid_to_track_id: HashMap<String, String> = if self.single_pc {
+            self.downs
+                .iter()
+                .filter_map(|(sid, d)| d.mid.clone().map(|m| (m, sid.clone())))
+                .filter(|(m, _)| answer.down_payload_types.contains_key(m))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let first_mid = sd
+            .media
+            .first()
+            .and_then(|m| m.mid.clone())
+            .unwrap_or_else(|| "0".into());
+        self.send(
+            ctx,
+            Resp::Answer(pb::SessionDescription {
+                r#type: "answer".into(),
+                sdp: answer.sdp.write(),
+                id: o.id,
+                mid_to_track_id,
+            }),
+        );
+        self.send_candidates(ctx, true, &first_mid);
+
+        if self.single_pc {
+            for (sid, d) in self.downs.iter_mut() {
+                let Some(mid) = &d.mid else { continue };
+                if d.active {
+                    continue;
+                }
+                if let Some(pts) = answer.down_payload_types.get(mid) {
+                    ctx.out.media(Command::Subscribe(SubscribeSpec {
+                        peer,
+                        track: d.offer.track_id,
+                        ssrc: d.ssrc,
+                        payload_types: pts.clone(),
+                    }));
+                    d.active = true;
+                    fx.subscribed.push(sid.clone());
+                }
+            }
+            self.request_sections(ctx);
+        }
+        Ok(fx)
+    }
+
+    /// Binds an offer section to a pending track: the core learns the track; the record and
+    /// offer for subscribers are returned for the room.
+    #[allow(deprecated)] // TrackInfo.simulcast is still read by clients.
+    fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peer: PeerId,
+        track: TrackId,
+        ps: &negotiation::PublishSection,
+        p: PendingTrack,
+    ) -> (pb::TrackInfo, TrackOffer) {
+        let mut info = p.info;
+        let kind_name = if ps.kind == MediaKind::Video {
+            "video"
+        } else {
+            "audio"
+        };
+        let mime = ps
+            .codecs
+            .iter()
+            .find(|c| !c.name.eq_ignore_ascii_case("red"))
+            .or(ps.codecs.first())
+            .map(|c| format!("{kind_name}/{}", c.name))
+            .unwrap_or_default();
+        info.mid = ps.mid.clone();
+        info.mime_type = mime.clone();
+        if ps.rids.len() > 1 {
+            info.simulcast = true;
+        }
+        if let Some(c) = info.codecs.first_mut() {
+            if c.mime_type.is_empty() {
+                c.mime_type = mime;
+            }
+            c.mid = ps.mid.clone();
+        }
+        ctx.out.media(Command::Publish(PublishSpec {
+            peer,
+            track,
+            kind: ps.kind,
+            mid: ps.mid.clone(),
+            rids: ps.rids.clone(),
+            ssrcs: ps.ssrcs.clone(),
+            payload_types: ps
+                .codecs
+                .iter()
+                .map(|c| PayloadType {
+                    pt: c.pt,
+                    codec: CodecKind::from_name(&c.name),
+                    clock_rate: c.clock_rate,
+                })
+                .collect(),
+            ext: ps.ext,
+            rtx: ps.rtx.clone(),
+            rtx_ssrcs: ps.rtx_ssrcs.clone(),
+        }));
+        self.published.insert(ps.mid.clone(), info.sid.clone());
+        tracing::info!(participant = %self.psid, track = %info.sid, mid = %ps.mid, mime = %info.mime_type, rids = ?ps.rids, "track published");
+        let layers = if info.layers.is_empty() {
+            info.codecs
+                .first()
+                .map(|c| c.layers.clone())
+                .unwrap_or_default()
+        } else {
+            info.layers.clone()
+        };
+        let offer = TrackOffer {
+            track_sid: info.sid.clone(),
+            track_id: track,
+            publisher_sid: self.psid.clone(),
+            kind: ps.kind,
+            codecs: ps.codecs.clone(),
+            layers,
+            layer_count: ps.rids.len().max(1),
+        };
+        (info, offer)
+    }
+
+    /// Single PC: asks the client for a new offer when downstream tracks wait for sections.
+    fn request_sections(&mut self, ctx: &mut Ctx<'_>) {
+        let waiting: Vec<MediaKind> = self
+            .downs
+            .values()
+            .filter(|d| d.mid.is_none())
+            .map(|d| d.offer.kind)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let free = |k: MediaKind| {
+            self.slots
+                .iter()
+                .filter(|s| {
+                    s.kind == k
+                        && !self
+                            .downs
+                            .values()
+                            .any(|d| d.mid.as_deref() == Some(&s.mid))
+                })
+                .count()
+        };
+        let need = |k: MediaKind| {
+            let w = waiting.iter().filter(|x| **x == k).count();
+            w.saturating_sub(free(k)) as u32
+        };
+        let req = pb::MediaSectionsRequirement {
+            num_audios: need(MediaKind::Audio),
+            num_videos: need(MediaKind::Video),
+        };
+        self.send(ctx, Resp::MediaSectionsRequirement(req));
+    }
+
+    /// Dual PC: the client's answer to a subscriber offer starts forwarding of the tracks
+    /// placed in it.
+    pub fn handle_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        a: pb::SessionDescription,
+    ) -> Result<Effects, RoomError> {
+        let mut fx = Effects::default();
+        let sd = lkr_sdp::parse(&a.sdp)
+            .map_err(|e| RoomError::InvalidArgument(format!("bad answer: {e}")))?;
+        let Some(mut t) = self.sub_t.take() else {
+            return Err(RoomError::InvalidArgument("answer without an offer".into()));
+        };
+        let added = self.add_peer(ctx, &mut t, &sd);
+        let peer = t.peer;
+        self.sub_t = Some(t);
+        added?;
+        if self
+            .awaiting_answer
+            .is_some_and(|id| a.id != 0 && id != a.id)
+        {
+            tracing::debug!(participant = %self.psid, "answer for an older offer");
+        }
+        self.awaiting_answer = None;
+        let pts = negotiation::accepted_payload_types(&sd);
+        for (sid, d) in self.downs.iter_mut() {
+            if d.active {
+                continue;
+            }
+            let Some(mid) = &d.mid else { continue };
+            if let Some(p) = pts.get(mid).filter(|p| !p.is_empty()) {
+                ctx.out.media(Command::Subscribe(SubscribeSpec {
+                    peer,
+                    track: d.offer.track_id,
+                    ssrc: d.ssrc,
+                    payload_types: p.clone(),
+                }));
+                d.active = true;
+                fx.subscribed.push(sid.clone());
+            }
+        }
+        if self.sub_dirty {
+            self.sub_dirty = false;
+            self.negotiate_subscriber(ctx);
+        }
+        Ok(fx)
+    }
+
+    /// Dual PC: sends a new subscriber offer, or notes that one is due after the answer.
+    fn negotiate_subscriber(&mut self, ctx: &mut Ctx<'_>) {
+        if self.awaiting_answer.is_some() {
+            self.sub_dirty = true;
+            return;
+        }
+        self.ensure_sub_transport(ctx);
+        if !self
+            .sub_sections
+            .iter()
+            .any(|s| matches!(s, OfferSection::Data { .. }))
+        {
+            self.sub_sections
+                .insert(0, OfferSection::Data { mid: "0".into() });
+        }
+        self.version += 1;
+        let Some(t) = self.sub_t.as_ref() else {
+            return;
+        };
+        let sdp = negotiation::subscriber_offer(
+            &t.local,
+            self.version,
+            self.session_id,
+            &self.sub_sections,
+        );
+        let id = self.next_offer_id;
+        self.next_offer_id += 1;
+        self.awaiting_answer = Some(id);
+        self.send(
+            ctx,
+            Resp::Offer(pb::SessionDescription {
+                r#type: "offer".into(),
+                sdp: sdp.write(),
+                id,
+                mid_to_track_id: HashMap::new(),
+            }),
+        );
+        self.send_candidates(ctx, false, "0");
+    }
+
+    /// Starts receiving a track: a section for it (dual PC, new offer) or a request for one
+    /// (single PC).
+    pub fn subscribe(&mut self, ctx: &mut Ctx<'_>, offer: TrackOffer) {
+        if self.downs.contains_key(&offer.track_sid) || !self.permission.can_subscribe {
+            return;
+        }
+        let ssrc = loop {
+            let s: u32 = rand::random();
+            if s != 0 && !self.downs.values().any(|d| d.ssrc == s) {
+                break s;
+            }
+        };
+        let sid = offer.track_sid.clone();
+        let kind = offer.kind;
+        let mut d = Down {
+            offer,
+            ssrc,
+            mid: None,
+            active: false,
+        };
+        if self.single_pc {
+            self.downs.insert(sid, d);
+            self.request_sections(ctx);
+        } else {
+            let mid = self.sub_sections.len().to_string();
+            d.mid = Some(mid.clone());
+            let track = down_track(&d);
+            self.downs.insert(sid, d);
+            self.sub_sections.push(OfferSection::Media {
+                mid,
+                kind,
+                track: Some(track),
+            });
+            self.negotiate_subscriber(ctx);
+        }
+    }
+
+    /// Stops receiving a track; returns whether it was received.
+    pub fn unsubscribe(&mut self, ctx: &mut Ctx<'_>, sid: &str) -> bool {
+        let Some(d) = self.downs.remove(sid) else {
+            return false;
+        };
+        if d.active
+            && let Some(peer) = self.down_peer()
+        {
+            ctx.out.media(Command::Unsubscribe {
+                peer,
+                track: d.offer.track_id,
+            });
+        }
+        if self.single_pc {
+            // Ask for a new offer so that the next answer marks the section inactive.
+            self.send(
+                ctx,
+                Resp::MediaSectionsRequirement(pb::MediaSectionsRequirement::default()),
+            );
+        } else {
+            for s in self.sub_sections.iter_mut() {
+                if let OfferSection::Media { mid, track, .. } = s
+                    && d.mid.as_deref() == Some(mid.as_str())
+                {
+                    *track = None;
+                }
+            }
+            self.negotiate_subscriber(ctx);
+        }
+        true
+    }
+}
+
+fn down_track(d: &Down) -> DownTrack {
+    DownTrack {
+        kind: d.offer.kind,
+        stream_id: format!("{}|{}", d.offer.publisher_sid, d.offer.track_sid),
+        track_sid: d.offer.track_sid.clone(),
+        ssrc: d.ssrc,
+        cname: d.offer.publisher_sid.clone(),
+        codecs: d.offer.codecs.clone(),
+    }
+}

@@ -1,0 +1,474 @@
+//! The machine's room-level state changes: signal requests, published tracks, subscriptions,
+//! dynacast, data forwarding.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use lkr_proto::pb;
+use lkr_sfu::{Command, MediaKind};
+
+use super::participant::{Ctx, Effects};
+use super::{Leaving, Machine, Resp, RoomEvent, TrackEntry, TrackOffer, reason_of};
+use crate::RoomError;
+
+impl Machine {
+    /// One signal request from participant `psid`'s connection.
+    pub fn handle_signal(
+        &mut self,
+        now: Instant,
+        psid: &str,
+        m: pb::signal_request::Message,
+    ) -> Result<(), RoomError> {
+        let p = self
+            .participants
+            .get_mut(psid)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        p.seen(now);
+        self.with_participant(now, psid, |p, ctx| p.handle_request(ctx, m))
+    }
+
+    /// Any frame (even an undecodable one) from the participant's connection: it is alive.
+    pub fn handle_signal_seen(&mut self, now: Instant, psid: &str) {
+        if let Some(p) = self.participants.get_mut(psid) {
+            p.seen(now);
+        }
+    }
+
+    /// The participant's signal connection dropped without `leave`: it keeps its place for
+    /// the room's departure timeout, as LiveKit does; a new join with the same identity
+    /// replaces it earlier.
+    pub fn handle_signal_lost(&mut self, now: Instant, psid: &str) {
+        let Some(p) = self.participants.get(psid) else {
+            return;
+        };
+        if !p.connected() {
+            return;
+        }
+        let grace = self
+            .rooms
+            .get(p.room())
+            .map(|r| r.info().departure_timeout)
+            .unwrap_or(0);
+        tracing::info!(participant = %psid, grace_s = grace, "signal connection lost");
+        if let Some(p) = self.participants.get_mut(psid) {
+            p.lose_link(now, Duration::from_secs(u64::from(grace)));
+        }
+        if grace == 0 {
+            self.remove(now, psid, true, reason_of(Leaving::Gone));
+        }
+    }
+
+    /// The signal connection of `psid` cannot keep up (its queue is full): it is closed and
+    /// the participant treated as lost.
+    pub fn handle_signal_stalled(&mut self, now: Instant, psid: &str) {
+        tracing::info!(participant = %psid, "signal connection not reading; closing it");
+        if self.participants.get(psid).is_some_and(|p| p.connected()) {
+            self.out.close(psid, None);
+        }
+        self.handle_signal_lost(now, psid);
+    }
+
+    /// Applies what a participant's handler reported.
+    pub(super) fn apply(&mut self, now: Instant, psid: &str, fx: Effects) {
+        let Effects {
+            published,
+            unpublished,
+            subscribed,
+            unsubscribed,
+            qualities,
+            active,
+            data,
+            record,
+            mute,
+            subscriptions,
+            subscriptions_of,
+            leave,
+        } = fx;
+        for sid in subscribed {
+            self.track_subscribed(psid, &sid);
+        }
+        for sid in unsubscribed {
+            self.track_unsubscribed(psid, &sid);
+        }
+        for (sid, q) in qualities {
+            self.set_subscriber_quality(psid, &sid, q);
+        }
+        for (info, offer) in published {
+            self.publish_track(now, psid, info, offer);
+        }
+        for sid in unpublished {
+            self.unpublish_track(now, psid, &sid);
+        }
+        if let Some(r) = record {
+            self.update_participant(psid, |p| {
+                if !r.name.is_empty() {
+                    p.name = r.name.clone();
+                }
+                if !r.metadata.is_empty() {
+                    p.metadata = r.metadata.clone();
+                }
+                for (k, v) in &r.attributes {
+                    if v.is_empty() {
+                        p.attributes.remove(k);
+                    } else {
+                        p.attributes.insert(k.clone(), v.clone());
+                    }
+                }
+            });
+        }
+        if let Some((sid, muted)) = mute {
+            self.set_track_muted(psid, &sid, muted);
+        }
+        let mut wanted: Vec<(String, bool)> = subscriptions;
+        for (publisher, subscribe) in subscriptions_of {
+            for sid in self.tracks_of(psid, &publisher) {
+                wanted.push((sid, subscribe));
+            }
+        }
+        for (sid, subscribe) in wanted {
+            if subscribe {
+                if let Some(offer) = self.track_offer(psid, &sid) {
+                    self.subscribe(now, psid, offer);
+                } else {
+                    self.send_one(
+                        psid,
+                        Resp::SubscriptionResponse(pb::SubscriptionResponse {
+                            track_sid: sid,
+                            err: pb::SubscriptionError::SeTrackNotfound as i32,
+                        }),
+                    );
+                }
+            } else {
+                self.unsubscribe(now, psid, &sid);
+            }
+        }
+        if active {
+            self.set_active(now, psid);
+        }
+        if let Some((reliable, bytes, dests)) = data {
+            let room = self.participants.get(psid).map(|p| p.room().to_string());
+            if let Some(room) = room {
+                self.broadcast_data(Some(psid), &room, reliable, bytes, &dests);
+            }
+        }
+        if let Some(why) = leave {
+            match why {
+                Leaving::Server(reason, action) => {
+                    self.send_away(now, psid, reason, action, true);
+                }
+                _ => {
+                    if self.participants.get(psid).is_some_and(|p| p.connected()) {
+                        self.out.close(psid, None);
+                    }
+                    self.remove(now, psid, true, reason_of(why));
+                }
+            }
+        }
+    }
+
+    /// Subscribes `psid` to a track (a no-op when it already receives it or may not).
+    pub(super) fn subscribe(&mut self, now: Instant, psid: &str, offer: TrackOffer) {
+        let _ = self.with_participant(now, psid, |p, ctx: &mut Ctx<'_>| {
+            p.subscribe(ctx, offer);
+            Ok(Effects::default())
+        });
+    }
+
+    /// Stops `psid` receiving a track.
+    pub(super) fn unsubscribe(&mut self, now: Instant, psid: &str, sid: &str) {
+        let sid_owned = sid.to_string();
+        let _ = self.with_participant(now, psid, |p, ctx| {
+            let mut fx = Effects::default();
+            if p.unsubscribe(ctx, &sid_owned) {
+                fx.unsubscribed.push(sid_owned.clone());
+            }
+            Ok(fx)
+        });
+    }
+
+    /// Marks the participant active (its primary transport is up) and subscribes it to the
+    /// tracks already in the room.
+    fn set_active(&mut self, now: Instant, psid: &str) {
+        self.update_participant(psid, |i| {
+            i.state = pb::participant_info::State::Active as i32;
+        });
+        if let Some((room, participant)) = self.records(psid) {
+            self.out
+                .event(RoomEvent::ParticipantActive { room, participant });
+        }
+        let Some(p) = self.participants.get(psid) else {
+            return;
+        };
+        if !(p.auto_subscribe() && p.can_subscribe()) {
+            return;
+        }
+        let room = p.room().to_string();
+        let offers: Vec<TrackOffer> = self
+            .tracks
+            .values()
+            .filter(|t| t.room == room && t.publisher_sid != psid)
+            .map(|t| t.offer.clone())
+            .collect();
+        for offer in offers {
+            self.subscribe(now, psid, offer);
+        }
+    }
+
+    /// Registers a published track: the participant's record gains `info`, everyone is told,
+    /// and auto-subscribing participants subscribe.
+    fn publish_track(&mut self, now: Instant, psid: &str, info: pb::TrackInfo, offer: TrackOffer) {
+        let sid = info.sid.clone();
+        self.update_participant(psid, |p| {
+            p.tracks.retain(|t| t.sid != info.sid);
+            p.tracks.push(info.clone());
+            p.is_publisher = true;
+        });
+        if let Some((room, participant)) = self.records(psid) {
+            self.out.event(RoomEvent::TrackPublished {
+                room,
+                participant,
+                track: info.clone(),
+            });
+        }
+        let Some(room) = self.participants.get(psid).map(|p| p.room().to_string()) else {
+            return;
+        };
+        self.tracks.insert(
+            sid,
+            TrackEntry {
+                room: room.clone(),
+                publisher_sid: psid.to_string(),
+                offer: offer.clone(),
+                subscribers: BTreeSet::new(),
+                wanted: BTreeMap::new(),
+                told: None,
+            },
+        );
+        let others: Vec<String> = self
+            .participants
+            .iter()
+            .filter(|(other, p)| {
+                other.as_str() != psid
+                    && p.room() == room
+                    && p.auto_subscribe()
+                    && p.can_subscribe()
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for other in others {
+            self.subscribe(now, &other, offer.clone());
+        }
+    }
+
+    /// Removes a published track and stops it for its subscribers.
+    fn unpublish_track(&mut self, now: Instant, psid: &str, track_sid: &str) {
+        let mut gone = None;
+        self.update_participant(psid, |p| {
+            gone = p.tracks.iter().find(|t| t.sid == track_sid).cloned();
+            p.tracks.retain(|t| t.sid != track_sid);
+        });
+        if let (Some(track), Some((room, participant))) = (gone, self.records(psid)) {
+            self.out.event(RoomEvent::TrackUnpublished {
+                room,
+                participant,
+                track,
+            });
+        }
+        self.drop_track(now, track_sid);
+    }
+
+    /// Forgets a published track: its subscribers stop receiving it and the core drops it.
+    pub(super) fn drop_track(&mut self, now: Instant, track_sid: &str) {
+        let Some(t) = self.tracks.remove(track_sid) else {
+            return;
+        };
+        for sub in &t.subscribers {
+            self.unsubscribe(now, sub, track_sid);
+        }
+        // Subscribers still waiting for a section (not yet forwarding) drop it too.
+        let waiting: Vec<String> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.downstream(track_sid).is_some())
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sub in waiting {
+            self.unsubscribe(now, &sub, track_sid);
+        }
+        self.out.media(Command::Unpublish {
+            track: t.offer.track_id,
+        });
+    }
+
+    /// Forgets every track `publisher` published.
+    pub(super) fn drop_tracks_of(&mut self, now: Instant, publisher: &str) {
+        let gone: Vec<String> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.publisher_sid == publisher)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in gone {
+            self.drop_track(now, &sid);
+        }
+    }
+
+    /// Marks a track muted or not and tells everyone. Returns the track's new record.
+    pub(super) fn set_track_muted(
+        &mut self,
+        psid: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Option<pb::TrackInfo> {
+        let p = self.participants.get(psid)?;
+        let room = self.rooms.get(p.room()).ok()?;
+        let rec = room.participant(p.identity()).ok()?;
+        if !rec.info.tracks.iter().any(|t| t.sid == track_sid) {
+            return None;
+        }
+        self.update_participant(psid, |p| {
+            p.tracks.iter_mut().find(|t| t.sid == track_sid).map(|t| {
+                t.muted = muted;
+                t.clone()
+            })
+        })
+        .flatten()
+    }
+
+    /// Notes that `subscriber` now receives `track_sid`; the publisher hears of its first
+    /// subscriber.
+    fn track_subscribed(&mut self, subscriber: &str, track_sid: &str) {
+        let Some(t) = self.tracks.get_mut(track_sid) else {
+            return;
+        };
+        let first = t.subscribers.is_empty();
+        t.subscribers.insert(subscriber.to_string());
+        t.wanted
+            .insert(subscriber.to_string(), pb::VideoQuality::High as i32);
+        let publisher = t.publisher_sid.clone();
+        self.tell_qualities(track_sid);
+        if first {
+            self.send_one(
+                &publisher,
+                Resp::TrackSubscribed(pb::TrackSubscribed {
+                    track_sid: track_sid.to_string(),
+                }),
+            );
+        }
+    }
+
+    /// Notes that `subscriber` no longer receives `track_sid`.
+    fn track_unsubscribed(&mut self, subscriber: &str, track_sid: &str) {
+        if let Some(t) = self.tracks.get_mut(track_sid) {
+            t.subscribers.remove(subscriber);
+            t.wanted.remove(subscriber);
+        }
+        self.tell_qualities(track_sid);
+    }
+
+    /// Dynacast: notes the quality one subscriber wants (`None`: paused) and tells the
+    /// publisher when the highest wanted quality changes.
+    fn set_subscriber_quality(&mut self, subscriber: &str, track_sid: &str, quality: Option<i32>) {
+        if let Some(t) = self.tracks.get_mut(track_sid) {
+            match quality {
+                Some(q) => t.wanted.insert(subscriber.to_string(), q),
+                None => t.wanted.remove(subscriber),
+            };
+        }
+        self.tell_qualities(track_sid);
+    }
+
+    #[allow(deprecated)] // subscribed_qualities is still read by older clients
+    fn tell_qualities(&mut self, track_sid: &str) {
+        let Some(t) = self.tracks.get_mut(track_sid) else {
+            return;
+        };
+        if t.offer.kind != MediaKind::Video || t.offer.layer_count < 2 {
+            return;
+        }
+        // With nobody watching, the publisher keeps its lowest layer rather than stopping,
+        // so a new subscriber starts at once.
+        let max = t
+            .wanted
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(pb::VideoQuality::Low as i32);
+        if t.told == Some(max) {
+            return;
+        }
+        t.told = Some(max);
+        let qualities: Vec<pb::SubscribedQuality> = [
+            pb::VideoQuality::Low,
+            pb::VideoQuality::Medium,
+            pb::VideoQuality::High,
+        ]
+        .iter()
+        .map(|q| pb::SubscribedQuality {
+            quality: *q as i32,
+            enabled: (*q as i32) <= max,
+        })
+        .collect();
+        let codec = t
+            .offer
+            .codecs
+            .first()
+            .map(|c| c.name.to_ascii_lowercase())
+            .unwrap_or_default();
+        let msg = Resp::SubscribedQualityUpdate(pb::SubscribedQualityUpdate {
+            track_sid: track_sid.to_string(),
+            subscribed_qualities: qualities.clone(),
+            subscribed_codecs: vec![pb::SubscribedCodec { codec, qualities }],
+        });
+        let publisher = t.publisher_sid.clone();
+        self.send_one(&publisher, msg);
+    }
+
+    /// The offer for a published track, if it is in the participant's room and not its own.
+    fn track_offer(&self, psid: &str, track_sid: &str) -> Option<TrackOffer> {
+        let room = self.participants.get(psid)?.room();
+        self.tracks
+            .get(track_sid)
+            .filter(|t| t.room == room && t.publisher_sid != psid)
+            .map(|t| t.offer.clone())
+    }
+
+    /// The sids of tracks published by `participant_sid` in the participant's room.
+    fn tracks_of(&self, psid: &str, participant_sid: &str) -> Vec<String> {
+        let Some(room) = self.participants.get(psid).map(|p| p.room()) else {
+            return Vec::new();
+        };
+        self.tracks
+            .iter()
+            .filter(|(_, t)| t.room == room && t.publisher_sid == participant_sid)
+            .map(|(sid, _)| sid.clone())
+            .collect()
+    }
+
+    /// Sends a data packet to every participant of `room` but the sender, limited to
+    /// `destinations` (identities) when any are named.
+    pub(super) fn broadcast_data(
+        &mut self,
+        from: Option<&str>,
+        room: &str,
+        reliable: bool,
+        data: bytes::Bytes,
+        destinations: &[String],
+    ) {
+        for (sid, p) in &self.participants {
+            if p.room() != room || Some(sid.as_str()) == from {
+                continue;
+            }
+            if !destinations.is_empty() && !destinations.iter().any(|d| d == p.identity()) {
+                continue;
+            }
+            if let Some(peer) = p.data_peer() {
+                self.out.media(Command::SendData {
+                    peer,
+                    reliable,
+                    data: data.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,1133 @@
+//! The machine without sockets, in virtual time: every input by hand, every output checked.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use lkr_proto::pb;
+use lkr_proto::token::{Claims, VideoGrant};
+use lkr_sfu::{Command, Event, PeerId};
+
+use super::*;
+use crate::{Fault, RoomDefaults, Rooms};
+
+use pb::signal_request::Message as Req;
+
+const FP: &str = "sha-256 11:17:5E:9E:C8:A8:D7:60:78:46:72:FD:EB:C7:A5:A1:ED:4B:62:44:56:58:22:D8:32:8D:7B:ED:BE:93:D0:44";
+
+fn config() -> Config {
+    Config {
+        auto_create: true,
+        node_ip: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)),
+        udp_port: 7882,
+        region: String::new(),
+        node_id: "ND_test".into(),
+        fingerprint: ("sha-256".into(), "AA:BB".into()),
+        max_metadata_size: 64,
+        max_attributes_size: 64,
+    }
+}
+
+/// A machine in virtual time, with what it emitted collected per kind.
+struct World {
+    m: Machine,
+    now: Instant,
+    signals: Vec<(String, Resp)>,
+    closes: Vec<(String, Option<pb::LeaveRequest>)>,
+    media: Vec<Command>,
+    events: Vec<RoomEvent>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self::with(config(), RoomDefaults::default())
+    }
+
+    fn with(config: Config, defaults: RoomDefaults) -> Self {
+        let now = Instant::now();
+        Self {
+            m: Machine::with_wall_clock(config, Rooms::new(defaults), now, 1_700_000_000_000),
+            now,
+            signals: Vec::new(),
+            closes: Vec::new(),
+            media: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.m.poll_output() {
+            match o {
+                Output::Signal { to, message } => self.signals.push((to, message)),
+                Output::Close { to, leave } => self.closes.push((to, leave)),
+                Output::Media(c) => self.media.push(c),
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.drain();
+        self.signals.clear();
+        self.closes.clear();
+        self.media.clear();
+        self.events.clear();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.m.handle_timeout(self.now);
+        self.drain();
+    }
+
+    /// Runs the machine's timers up to `now + d`, as a driver would: waking at each deadline.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.m.poll_timeout().filter(|t| *t <= end) {
+            self.now = t.max(self.now);
+            self.m.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    fn join_with(&mut self, identity: &str, single_pc: bool, grant: VideoGrant) -> String {
+        self.join_full(identity, single_pc, grant, None)
+    }
+
+    fn join_full(
+        &mut self,
+        identity: &str,
+        single_pc: bool,
+        grant: VideoGrant,
+        offer: Option<String>,
+    ) -> String {
+        let claims = Claims {
+            sub: identity.into(),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: "r".into(),
+                ..grant
+            }),
+            ..Default::default()
+        };
+        let psid = self
+            .m
+            .handle_join(
+                self.now,
+                Join {
+                    room: "r".into(),
+                    identity: identity.into(),
+                    claims,
+                    single_pc,
+                    auto_subscribe: true,
+                    client_protocol: 16,
+                    publisher_offer: offer.map(|sdp| pb::SessionDescription {
+                        r#type: "offer".into(),
+                        sdp,
+                        id: 1,
+                        mid_to_track_id: HashMap::new(),
+                    }),
+                    metadata: None,
+                    attributes: HashMap::new(),
+                },
+            )
+            .expect("join is admitted");
+        self.drain();
+        psid
+    }
+
+    fn join(&mut self, identity: &str, single_pc: bool) -> String {
+        self.join_with(identity, single_pc, VideoGrant::default())
+    }
+
+    fn signal(&mut self, psid: &str, m: Req) -> Result<(), RoomError> {
+        let r = self.m.handle_signal(self.now, psid, m);
+        self.drain();
+        r
+    }
+
+    fn media_event(&mut self, ev: Event) {
+        self.m.handle_media_event(self.now, ev);
+        self.drain();
+    }
+
+    fn to(&self, psid: &str) -> Vec<&Resp> {
+        self.signals
+            .iter()
+            .filter(|(to, _)| to == psid)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// The last offer the server sent `psid`.
+    fn last_offer(&self, psid: &str) -> pb::SessionDescription {
+        self.to(psid)
+            .into_iter()
+            .rev()
+            .find_map(|m| match m {
+                Resp::Offer(o) => Some(o.clone()),
+                _ => None,
+            })
+            .expect("an offer was sent")
+    }
+
+    fn last_answer(&self, psid: &str) -> pb::SessionDescription {
+        self.to(psid)
+            .into_iter()
+            .rev()
+            .find_map(|m| match m {
+                Resp::Answer(a) => Some(a.clone()),
+                _ => None,
+            })
+            .expect("an answer was sent")
+    }
+
+    fn added_peers(&self) -> Vec<PeerId> {
+        self.media
+            .iter()
+            .filter_map(|c| match c {
+                Command::AddPeer { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn participant(&self, identity: &str) -> pb::ParticipantInfo {
+        self.m.api_get_participant("r", identity).expect("present")
+    }
+
+    /// Dual PC: answers the server's last subscriber offer as libwebrtc would, and brings
+    /// the subscriber transport up.
+    fn answer_subscriber(&mut self, psid: &str) -> PeerId {
+        let offer = self.last_offer(psid);
+        let sdp = answer_for(&offer.sdp);
+        let before = self.added_peers().len();
+        self.signal(
+            psid,
+            Req::Answer(pb::SessionDescription {
+                r#type: "answer".into(),
+                sdp,
+                id: offer.id,
+                mid_to_track_id: HashMap::new(),
+            }),
+        )
+        .expect("answer accepted");
+        let peers = self.added_peers();
+        if peers.len() > before {
+            let peer = peers[before];
+            self.media_event(Event::PeerConnected { peer });
+            peer
+        } else {
+            self.peer_of_subscriber(psid)
+        }
+    }
+
+    fn peer_of_subscriber(&self, psid: &str) -> PeerId {
+        self.m.participants[psid]
+            .down_peer()
+            .expect("a subscriber peer")
+    }
+
+    /// Sends add_track for an audio track and an offer carrying it; returns the track sid.
+    fn publish_audio(&mut self, psid: &str, cid: &str) -> String {
+        self.signal(
+            psid,
+            Req::AddTrack(pb::AddTrackRequest {
+                cid: cid.into(),
+                name: "mic".into(),
+                r#type: pb::TrackType::Audio as i32,
+                source: pb::TrackSource::Microphone as i32,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        self.to(psid)
+            .into_iter()
+            .rev()
+            .find_map(|m| match m {
+                Resp::TrackPublished(t) if t.cid == cid => t.track.as_ref().map(|t| t.sid.clone()),
+                _ => None,
+            })
+            .expect("track_published answered")
+    }
+
+    fn offer(&mut self, psid: &str, sdp: String) -> Result<(), RoomError> {
+        self.signal(
+            psid,
+            Req::Offer(pb::SessionDescription {
+                r#type: "offer".into(),
+                sdp,
+                id: 7,
+                mid_to_track_id: HashMap::new(),
+            }),
+        )
+    }
+}
+
+/// One m-section of a client offer.
+enum Sec<'a> {
+    Data,
+    SendAudio(&'a str),
+    SendVideo(&'a str, &'a [&'a str]),
+    RecvAudio,
+    RecvVideo,
+}
+
+/// A client offer in libwebrtc's shape.
+fn client_offer(secs: &[Sec<'_>]) -> String {
+    let mids: Vec<String> = (0..secs.len()).map(|i| i.to_string()).collect();
+    let mut s = format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\na=msid-semantic: WMS\r\n",
+        mids.join(" ")
+    );
+    let common = |mid: usize| {
+        format!(
+            "c=IN IP4 0.0.0.0\r\na=ice-ufrag:cliU\r\na=ice-pwd:clientpasswordclientpass\r\na=fingerprint:{FP}\r\na=setup:actpass\r\na=mid:{mid}\r\n"
+        )
+    };
+    for (i, sec) in secs.iter().enumerate() {
+        match sec {
+            Sec::Data => {
+                s += "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+                s += &common(i);
+                s += "a=sctp-port:5000\r\n";
+            }
+            Sec::SendAudio(_) | Sec::RecvAudio => {
+                s += "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+                s += &common(i);
+                s += "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n";
+                if let Sec::SendAudio(cid) = sec {
+                    s += &format!("a=sendonly\r\na=msid:stream {cid}\r\n");
+                } else {
+                    s += "a=recvonly\r\n";
+                }
+                s += "a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+                if let Sec::SendAudio(_) = sec {
+                    s += &format!("a=ssrc:{} cname:c\r\n", 1000 + i);
+                }
+            }
+            Sec::SendVideo(..) | Sec::RecvVideo => {
+                s += "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+                s += &common(i);
+                s += "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n";
+                if let Sec::SendVideo(cid, rids) = sec {
+                    s += &format!("a=sendonly\r\na=msid:stream {cid}\r\n");
+                    s += "a=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
+                    for r in rids.iter() {
+                        s += &format!("a=rid:{r} send\r\n");
+                    }
+                    if !rids.is_empty() {
+                        s += &format!("a=simulcast:send {}\r\n", rids.join(";"));
+                    }
+                } else {
+                    s += "a=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The answer libwebrtc gives a server offer: every section accepted with its codecs,
+/// receive-only, DTLS active.
+fn answer_for(offer: &str) -> String {
+    let sd = lkr_sdp::parse(offer).expect("server offers parse");
+    let mids: Vec<String> = sd.media.iter().filter_map(|m| m.mid.clone()).collect();
+    let mut s = format!(
+        "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\n",
+        mids.join(" ")
+    );
+    for m in &sd.media {
+        let mid = m.mid.clone().unwrap_or_default();
+        let common = format!(
+            "c=IN IP4 0.0.0.0\r\na=ice-ufrag:subU\r\na=ice-pwd:subscriberpasswordsubscr\r\na=fingerprint:{FP}\r\na=setup:active\r\na=mid:{mid}\r\n"
+        );
+        match m.kind {
+            lkr_sdp::MediaKind::Application => {
+                s += "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+                s += &common;
+                s += "a=sctp-port:5000\r\n";
+            }
+            _ => {
+                let kind = if m.kind == lkr_sdp::MediaKind::Audio {
+                    "audio"
+                } else {
+                    "video"
+                };
+                let pts: Vec<String> = m.codecs.iter().map(|c| c.pt.to_string()).collect();
+                if m.is_rejected() || pts.is_empty() {
+                    s += &format!("m={kind} 0 UDP/TLS/RTP/SAVPF 0\r\n");
+                    s += &common;
+                    s += "a=inactive\r\n";
+                    continue;
+                }
+                s += &format!("m={kind} 9 UDP/TLS/RTP/SAVPF {}\r\n", pts.join(" "));
+                s += &common;
+                s += "a=recvonly\r\na=rtcp-mux\r\n";
+                for c in &m.codecs {
+                    match c.channels {
+                        Some(ch) => {
+                            s += &format!("a=rtpmap:{} {}/{}/{ch}\r\n", c.pt, c.name, c.clock_rate)
+                        }
+                        None => s += &format!("a=rtpmap:{} {}/{}\r\n", c.pt, c.name, c.clock_rate),
+                    }
+                }
+            }
+        }
+    }
+    s
+}
+
+fn leave_reason(l: &Option<pb::LeaveRequest>) -> Option<pb::DisconnectReason> {
+    l.as_ref()
+        .and_then(|l| pb::DisconnectReason::try_from(l.reason).ok())
+}
+
+fn updates_about<'a>(w: &'a World, to: &str, sid: &str) -> Vec<&'a pb::ParticipantInfo> {
+    w.to(to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::Update(u) => Some(u.participants.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|p| p.sid == sid)
+        .collect()
+}
+
+#[test]
+fn join_tells_the_others_and_leave_removes() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    assert!(matches!(w.to(&a)[0], Resp::Join(_)), "JoinResponse first");
+    assert!(
+        matches!(&w.events[0], RoomEvent::RoomStarted { room } if room.name == "r"),
+        "{:?}",
+        w.events
+    );
+    let b = w.join("bob", false);
+    let Resp::Join(jr) = w.to(&b)[0] else {
+        panic!("bob's first message is the JoinResponse")
+    };
+    assert_eq!(jr.other_participants.len(), 1);
+    assert_eq!(jr.other_participants[0].identity, "alice");
+    assert!(jr.subscriber_primary);
+    assert_eq!(updates_about(&w, &a, &b).len(), 1, "alice hears of bob");
+    w.clear();
+
+    w.signal(&b, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    assert_eq!(w.closes.len(), 1);
+    assert_eq!(w.closes[0].0, b);
+    let gone = updates_about(&w, &a, &b);
+    assert_eq!(gone.len(), 1);
+    assert_eq!(
+        gone[0].state,
+        pb::participant_info::State::Disconnected as i32
+    );
+    assert!(w.events.iter().any(|e| matches!(e,
+        RoomEvent::ParticipantLeft { participant, reason, .. }
+            if participant.identity == "bob" && *reason == pb::DisconnectReason::ClientInitiated)));
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+    // A request from a participant that left is refused without effect.
+    assert_eq!(
+        w.signal(&b, Req::Ping(1)),
+        Err(RoomError::ParticipantNotFound)
+    );
+}
+
+#[test]
+fn room_closes_after_the_departure_timeout() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.signal(&a, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    w.clear();
+    w.run_for(Duration::from_secs(19));
+    assert!(w.m.room_exists("r"), "kept for the departure timeout");
+    w.run_for(Duration::from_secs(2));
+    assert!(!w.m.room_exists("r"));
+    assert!(
+        w.events
+            .iter()
+            .any(|e| matches!(e, RoomEvent::RoomFinished { room } if room.name == "r"))
+    );
+}
+
+#[test]
+fn empty_room_closes_after_the_empty_timeout() {
+    let mut w = World::new();
+    w.m.api_create_room(
+        w.now,
+        &CreateRoom {
+            name: "e".into(),
+            empty_timeout: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(w.m.poll_timeout(), Some(w.now + Duration::from_secs(10)));
+    w.run_for(Duration::from_secs(9));
+    assert!(w.m.room_exists("e"));
+    w.run_for(Duration::from_secs(2));
+    assert!(!w.m.room_exists("e"));
+}
+
+#[test]
+fn duplicate_identity_replaces_the_earlier_session() {
+    let mut w = World::new();
+    let a1 = w.join("alice", false);
+    w.answer_subscriber(&a1);
+    let old_peers = w.added_peers();
+    assert_eq!(old_peers.len(), 1);
+    w.clear();
+    let a2 = w.join("alice", false);
+    assert_ne!(a1, a2);
+    assert_eq!(w.closes.len(), 1);
+    assert_eq!(w.closes[0].0, a1);
+    assert_eq!(
+        leave_reason(&w.closes[0].1),
+        Some(pb::DisconnectReason::DuplicateIdentity)
+    );
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::RemovePeer { peer } if *peer == old_peers[0]))
+    );
+    let list = w.m.api_list_participants("r").unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].sid, a2);
+    // The old participant's requests no longer reach anything.
+    assert!(w.signal(&a1, Req::Ping(1)).is_err());
+}
+
+#[test]
+fn dual_pc_publish_reaches_a_subscriber() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    // The server offers first on the subscriber PC: data section, candidates trickled.
+    let first = w.last_offer(&b);
+    assert!(first.sdp.contains("m=application"));
+    assert!(w.to(&b).iter().any(|m| matches!(m, Resp::Trickle(t)
+        if t.target == pb::SignalTarget::Subscriber as i32 && t.candidate_init.contains("10.77.0.1 7882"))));
+    w.answer_subscriber(&a);
+    w.answer_subscriber(&b);
+    assert_eq!(
+        w.participant("bob").state,
+        pb::participant_info::State::Active as i32
+    );
+    w.clear();
+
+    let track = w.publish_audio(&a, "mic-cid");
+    w.offer(&a, client_offer(&[Sec::SendAudio("mic-cid")]))
+        .unwrap();
+    let ans = w.last_answer(&a);
+    assert_eq!(ans.id, 7);
+    assert!(ans.sdp.contains("a=recvonly") && ans.sdp.contains("opus/48000/2"));
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Publish(p) if p.mid == "0"))
+    );
+    let rec = w.participant("alice");
+    assert_eq!(rec.tracks.len(), 1);
+    assert_eq!(rec.tracks[0].sid, track);
+    assert_eq!(rec.tracks[0].mime_type, "audio/opus");
+    assert!(
+        w.events
+            .iter()
+            .any(|e| matches!(e, RoomEvent::TrackPublished { track: t, .. } if t.sid == track))
+    );
+    // Bob (auto-subscribe) is offered the track on his subscriber PC.
+    let offer = w.last_offer(&b);
+    assert!(offer.sdp.contains("m=audio") && offer.sdp.contains(&track));
+    let bob_peer = w.answer_subscriber(&b);
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer))
+    );
+    assert!(
+        w.to(&a)
+            .iter()
+            .any(|m| matches!(m, Resp::TrackSubscribed(t) if t.track_sid == track)),
+        "the publisher hears of its first subscriber"
+    );
+
+    // Unsubscribing stops forwarding and renegotiates without the track.
+    w.clear();
+    w.signal(
+        &b,
+        Req::Subscription(pb::UpdateSubscription {
+            track_sids: vec![track.clone()],
+            subscribe: false,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Unsubscribe { peer, .. } if *peer == bob_peer))
+    );
+    assert!(!w.last_offer(&b).sdp.contains(&track));
+    // Subscribing to a track that does not exist answers not-found.
+    w.signal(
+        &b,
+        Req::Subscription(pb::UpdateSubscription {
+            track_sids: vec!["TR_nope".into()],
+            subscribe: true,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(
+        w.to(&b)
+            .iter()
+            .any(|m| matches!(m, Resp::SubscriptionResponse(r)
+        if r.track_sid == "TR_nope" && r.err == pb::SubscriptionError::SeTrackNotfound as i32))
+    );
+}
+
+#[test]
+fn single_pc_places_tracks_on_receive_sections() {
+    let mut w = World::new();
+    let a = w.join("alice", true);
+    let b = w.join_full(
+        "bob",
+        true,
+        VideoGrant::default(),
+        Some(client_offer(&[Sec::Data])),
+    );
+    // Single PC: the join request's offer is answered; no server offer.
+    let Resp::Join(jr) = w.to(&b)[0] else {
+        panic!()
+    };
+    assert!(!jr.subscriber_primary);
+    assert_eq!(w.last_answer(&b).id, 1);
+    assert!(!w.to(&b).iter().any(|m| matches!(m, Resp::Offer(_))));
+    let bob_peer = w.added_peers()[0];
+    w.media_event(Event::PeerConnected { peer: bob_peer });
+    w.offer(&a, client_offer(&[Sec::Data])).unwrap();
+    w.clear();
+
+    let track = w.publish_audio(&a, "c1");
+    w.offer(&a, client_offer(&[Sec::Data, Sec::SendAudio("c1")]))
+        .unwrap();
+    // Bob has no receive section yet: he is asked for one.
+    assert!(w.to(&b).iter().any(|m| matches!(m,
+        Resp::MediaSectionsRequirement(r) if r.num_audios == 1 && r.num_videos == 0)));
+    w.clear();
+    w.offer(
+        &b,
+        client_offer(&[Sec::Data, Sec::RecvAudio, Sec::RecvVideo]),
+    )
+    .unwrap();
+    let ans = w.last_answer(&b);
+    assert_eq!(ans.mid_to_track_id.get("1"), Some(&track));
+    assert!(ans.sdp.contains("a=sendonly"));
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer))
+    );
+}
+
+#[test]
+fn mute_updates_the_record_and_unknown_tracks_change_nothing() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let track = w.publish_audio(&a, "c");
+    w.offer(&a, client_offer(&[Sec::SendAudio("c")])).unwrap();
+    let version = w.participant("alice").version;
+    w.clear();
+    w.signal(
+        &a,
+        Req::Mute(pb::MuteTrackRequest {
+            sid: track.clone(),
+            muted: true,
+        }),
+    )
+    .unwrap();
+    let seen = updates_about(&w, &b, &a);
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].tracks[0].muted);
+    assert!(w.participant("alice").version > version);
+    w.clear();
+    let version = w.participant("alice").version;
+    w.signal(
+        &a,
+        Req::Mute(pb::MuteTrackRequest {
+            sid: "TR_unknown".into(),
+            muted: true,
+        }),
+    )
+    .unwrap();
+    assert!(
+        w.signals.is_empty(),
+        "nothing is broadcast: {:?}",
+        w.signals
+    );
+    assert_eq!(w.participant("alice").version, version);
+
+    // MutePublishedTrack from the API tells the publisher and everyone.
+    w.clear();
+    let t =
+        w.m.api_mute_published_track("r", "alice", &track, false)
+            .unwrap();
+    w.drain();
+    assert!(!t.muted);
+    assert!(
+        w.to(&a)
+            .iter()
+            .any(|m| matches!(m, Resp::Mute(x) if x.sid == track && !x.muted))
+    );
+    assert_eq!(
+        w.m.api_mute_published_track("r", "alice", "TR_x", true),
+        Err(RoomError::TrackNotFound)
+    );
+}
+
+#[test]
+fn losing_can_publish_unpublishes() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.answer_subscriber(&b);
+    let track = w.publish_audio(&a, "c");
+    w.offer(&a, client_offer(&[Sec::SendAudio("c")])).unwrap();
+    w.answer_subscriber(&b);
+    w.clear();
+    let info =
+        w.m.api_update_participant(
+            w.now,
+            &pb::UpdateParticipantRequest {
+                room: "r".into(),
+                identity: "alice".into(),
+                permission: Some(pb::ParticipantPermission {
+                    can_subscribe: true,
+                    can_publish: false,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    w.drain();
+    assert!(info.tracks.is_empty());
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Unpublish { .. }))
+    );
+    assert!(!w.last_offer(&b).sdp.contains(&track), "bob's PC drops it");
+    // Her next add_track is refused.
+    w.clear();
+    w.signal(
+        &a,
+        Req::AddTrack(pb::AddTrackRequest {
+            cid: "c2".into(),
+            r#type: pb::TrackType::Audio as i32,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(w.to(&a).iter().any(|m| matches!(m, Resp::RequestResponse(r)
+        if r.reason == pb::request_response::Reason::NotAllowed as i32)));
+}
+
+#[test]
+fn a_lost_connection_keeps_the_place_for_the_departure_timeout() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.clear();
+    w.m.handle_signal_lost(w.now, &b);
+    w.drain();
+    assert!(
+        updates_about(&w, &a, &b).is_empty(),
+        "nobody sees bob go yet"
+    );
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
+    // Alice keeps pinging; bob's place is kept for the 20 s departure timeout.
+    for _ in 0..4 {
+        w.run_for(Duration::from_secs(4));
+        w.signal(&a, Req::Ping(1)).unwrap();
+    }
+    w.run_for(Duration::from_secs(3));
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
+    w.signal(&a, Req::Ping(1)).unwrap();
+    w.run_for(Duration::from_secs(2));
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+    assert_eq!(updates_about(&w, &a, &b).len(), 1);
+    assert!(
+        w.closes.is_empty(),
+        "nothing is written to a lost connection"
+    );
+}
+
+#[test]
+fn a_silent_connection_is_dropped_after_the_ping_timeout() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.clear();
+    // Alice pings every 5 s; Bob says nothing.
+    for _ in 0..3 {
+        w.run_for(Duration::from_secs(5));
+        w.signal(&a, Req::Ping(1)).unwrap();
+    }
+    w.run_for(Duration::from_secs(1));
+    assert_eq!(w.closes.len(), 1);
+    assert_eq!(w.closes[0].0, b);
+    assert!(
+        w.to(&a)
+            .iter()
+            .any(|m| matches!(m, Resp::Pong(ms) if *ms > 1_700_000_000_000))
+    );
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+}
+
+#[test]
+fn api_operations_on_live_participants() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.answer_subscriber(&a);
+    w.answer_subscriber(&b);
+    w.clear();
+
+    // SendData goes to every data channel of the room, or to the named identities.
+    w.m.api_send_data(&pb::SendDataRequest {
+        room: "r".into(),
+        data: b"hi".to_vec(),
+        destination_identities: vec!["bob".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    w.drain();
+    let sent: Vec<PeerId> = w
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::SendData { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![w.peer_of_subscriber(&b)]);
+
+    // Room metadata reaches everyone.
+    w.clear();
+    w.m.api_update_room_metadata("r", "topic").unwrap();
+    w.drain();
+    for p in [&a, &b] {
+        assert!(w.to(p).iter().any(|m| matches!(m, Resp::RoomUpdate(u)
+            if u.room.as_ref().is_some_and(|r| r.metadata == "topic"))));
+    }
+
+    // UpdateParticipant: metadata over the limit is refused.
+    let big = pb::UpdateParticipantRequest {
+        room: "r".into(),
+        identity: "bob".into(),
+        metadata: "x".repeat(65),
+        ..Default::default()
+    };
+    assert!(matches!(
+        w.m.api_update_participant(w.now, &big),
+        Err(RoomError::InvalidArgument(_))
+    ));
+
+    // RemoveParticipant sends the participant away with its reason.
+    w.clear();
+    w.m.api_remove_participant(w.now, "r", "bob").unwrap();
+    w.drain();
+    assert_eq!(w.closes.len(), 1);
+    assert_eq!(
+        leave_reason(&w.closes[0].1),
+        Some(pb::DisconnectReason::ParticipantRemoved)
+    );
+    assert_eq!(
+        w.m.api_remove_participant(w.now, "r", "bob"),
+        Err(RoomError::ParticipantNotFound)
+    );
+
+    // DeleteRoom sends everyone away and the room is gone.
+    w.clear();
+    w.m.api_delete_room(w.now, "r").unwrap();
+    w.drain();
+    assert_eq!(
+        leave_reason(&w.closes[0].1),
+        Some(pb::DisconnectReason::RoomDeleted)
+    );
+    assert!(!w.m.room_exists("r"));
+    assert_eq!(w.m.participant_count(), 0);
+    assert_eq!(
+        w.m.api_delete_room(w.now, "r"),
+        Err(RoomError::RoomNotFound)
+    );
+}
+
+#[test]
+fn malformed_requests_are_refused_without_effect() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.clear();
+    let e = w.offer(&a, "not sdp".into()).unwrap_err();
+    assert_eq!(e.fault(), Fault::Invalid);
+    assert!(e.to_string().starts_with("bad offer"));
+    // An offer without ICE credentials adds no peer.
+    let no_ice = client_offer(&[Sec::Data]).replace("a=ice-ufrag:cliU\r\n", "");
+    assert!(w.offer(&a, no_ice).is_err());
+    assert!(w.media.is_empty(), "{:?}", w.media);
+    // An answer that does not parse.
+    let e = w
+        .signal(
+            &a,
+            Req::Answer(pb::SessionDescription {
+                sdp: "v=1".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(e.fault(), Fault::Invalid);
+    assert!(w.signals.iter().all(|(_, m)| !matches!(m, Resp::Answer(_))));
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+    // Joining a room that does not exist when rooms are not auto-created.
+    let mut strict = World::with(
+        Config {
+            auto_create: false,
+            ..config()
+        },
+        RoomDefaults::default(),
+    );
+    let j = Join {
+        room: "nope".into(),
+        identity: "x".into(),
+        claims: Claims::default(),
+        single_pc: false,
+        auto_subscribe: true,
+        client_protocol: 0,
+        publisher_offer: None,
+        metadata: None,
+        attributes: HashMap::new(),
+    };
+    let e = strict.m.handle_join(strict.now, j).unwrap_err();
+    assert_eq!((e.join_status(), e.fault()), (404, Fault::NotFound));
+}
+
+#[test]
+fn a_full_room_refuses_joins() {
+    let mut w = World::with(
+        config(),
+        RoomDefaults {
+            max_participants: 1,
+            ..Default::default()
+        },
+    );
+    w.join("alice", false);
+    let claims = Claims {
+        sub: "bob".into(),
+        ..Default::default()
+    };
+    let e =
+        w.m.handle_join(
+            w.now,
+            Join {
+                room: "r".into(),
+                identity: "bob".into(),
+                claims,
+                single_pc: false,
+                auto_subscribe: true,
+                client_protocol: 0,
+                publisher_offer: None,
+                metadata: None,
+                attributes: HashMap::new(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e, RoomError::RoomFull(1));
+    assert_eq!(
+        (e.join_status(), e.twirp_code()),
+        (403, "resource_exhausted")
+    );
+}
+
+#[test]
+fn update_metadata_answers_after_the_update() {
+    let mut w = World::new();
+    let a = w.join_with(
+        "alice",
+        false,
+        VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        },
+    );
+    let b = w.join("bob", false);
+    w.clear();
+    w.signal(
+        &a,
+        Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+            metadata: "m1".into(),
+            request_id: 5,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert_eq!(updates_about(&w, &b, &a)[0].metadata, "m1");
+    assert!(
+        !w.to(&a)
+            .iter()
+            .any(|m| matches!(m, Resp::RequestResponse(_)))
+    );
+    let due = w.m.poll_timeout().unwrap();
+    assert_eq!(due, w.now + Duration::from_millis(30));
+    w.advance(Duration::from_millis(30));
+    assert!(w.to(&a).iter().any(|m| matches!(m, Resp::RequestResponse(r)
+        if r.request_id == 5 && r.reason == pb::request_response::Reason::Ok as i32)));
+
+    // Without the grant: refused at once, nothing changes.
+    w.clear();
+    w.signal(
+        &b,
+        Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+            metadata: "m2".into(),
+            request_id: 6,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(w.to(&b).iter().any(|m| matches!(m, Resp::RequestResponse(r)
+        if r.request_id == 6 && r.reason == pb::request_response::Reason::NotAllowed as i32)));
+    assert_eq!(w.participant("bob").metadata, "");
+}
+
+#[test]
+fn data_is_stamped_and_forwarded_to_the_others() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let pa = w.answer_subscriber(&a);
+    let pb_ = w.answer_subscriber(&b);
+    w.clear();
+    #[allow(deprecated)]
+    let pkt = pb::DataPacket {
+        value: Some(pb::data_packet::Value::User(pb::UserPacket {
+            payload: b"hello".to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    w.media_event(Event::Data {
+        peer: pa,
+        label: "_reliable".into(),
+        binary: true,
+        data: prost::Message::encode_to_vec(&pkt),
+    });
+    let sent: Vec<(PeerId, Vec<u8>)> = w
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::SendData { peer, data, .. } => Some((*peer, data.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 1, "only to bob, never back to alice");
+    assert_eq!(sent[0].0, pb_);
+    let got: pb::DataPacket = prost::Message::decode(sent[0].1.as_slice()).unwrap();
+    assert_eq!(got.participant_identity, "alice");
+    assert_eq!(got.participant_sid, a);
+    // The primary transport failing sends the participant away to reconnect.
+    w.clear();
+    w.media_event(Event::PeerDisconnected {
+        peer: pb_,
+        reason: "consent expired".into(),
+    });
+    assert_eq!(w.closes.len(), 1);
+    assert_eq!(w.closes[0].0, b);
+    assert_eq!(
+        leave_reason(&w.closes[0].1),
+        Some(pb::DisconnectReason::ConnectionTimeout)
+    );
+}
+
+#[test]
+fn poll_timeout_is_the_earliest_real_deadline() {
+    let mut w = World::new();
+    assert_eq!(w.m.poll_timeout(), None, "nothing to wait for");
+    let start = w.now;
+    w.join("alice", false);
+    // The room has someone: the only deadline is alice's ping timeout.
+    assert_eq!(w.m.poll_timeout(), Some(start + Duration::from_secs(15)));
+}
+
+#[test]
+fn simulcast_layers_follow_track_settings_and_dynacast() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.answer_subscriber(&a);
+    w.answer_subscriber(&b);
+    w.signal(
+        &a,
+        Req::AddTrack(pb::AddTrackRequest {
+            cid: "cam".into(),
+            r#type: pb::TrackType::Video as i32,
+            source: pb::TrackSource::Camera as i32,
+            layers: [(0, 320), (1, 640), (2, 1280)]
+                .iter()
+                .map(|(q, wd)| pb::VideoLayer {
+                    quality: *q,
+                    width: *wd,
+                    height: wd * 9 / 16,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.offer(
+        &a,
+        client_offer(&[Sec::Data, Sec::SendVideo("cam", &["q", "h", "f"])]),
+    )
+    .unwrap();
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Publish(p) if p.rids == ["q", "h", "f"]))
+    );
+    let bob_peer = w.answer_subscriber(&b);
+    let track = w.participant("alice").tracks[0].sid.clone();
+    #[allow(deprecated)] // clients still read TrackInfo.simulcast
+    let simulcast = w.participant("alice").tracks[0].simulcast;
+    assert!(simulcast);
+    w.clear();
+    // Bob's video element is small: the low layer, and the publisher may stop the others.
+    w.signal(
+        &b,
+        Req::TrackSetting(pb::UpdateTrackSettings {
+            track_sids: vec![track.clone()],
+            width: 300,
+            height: 160,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(w.media.iter().any(|c| matches!(c,
+        Command::SetMaxLayer { peer, max_layer: 0, .. } if *peer == bob_peer)));
+    let told = w.to(&a).into_iter().find_map(|m| match m {
+        Resp::SubscribedQualityUpdate(u) => Some(u.clone()),
+        _ => None,
+    });
+    let told = told.expect("dynacast tells the publisher");
+    let enabled: Vec<bool> = told.subscribed_codecs[0]
+        .qualities
+        .iter()
+        .map(|q| q.enabled)
+        .collect();
+    assert_eq!(enabled, [true, false, false]);
+}

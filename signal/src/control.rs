@@ -1,0 +1,307 @@
+//! The task that owns the node's [`Machine`]: every front door sends it inputs through one
+//! bounded channel, and it delivers the machine's outputs (signal responses to sessions'
+//! queues, commands to the media core, room events to their consumers).
+//!
+//! Nothing else holds room or participant state, and no lock is taken: the machine runs on
+//! this one task, one input at a time, and is drained after each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lkr_proto::pb;
+use lkr_room::{Join, Machine, Output, RoomError, RoomEvent};
+use lkr_sfu::{Command, Event};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Inputs waiting for the machine before senders wait.
+const INPUT_QUEUE: usize = 1024;
+/// Messages queued for one signal connection; a connection that falls this far behind is
+/// closed (its participant is treated as having lost its connection).
+pub const SESSION_QUEUE: usize = 1024;
+
+/// The media core's channels, as the driver hands them out.
+#[derive(Debug)]
+pub struct MediaHandle {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// What the control task sends one signal connection.
+#[derive(Debug)]
+pub enum ToSession {
+    /// Send this signal response.
+    Signal(Box<pb::signal_response::Message>),
+    /// Send `leave` (when given) and close.
+    Close(Option<pb::LeaveRequest>),
+}
+
+/// The control task has stopped (the server is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the room control task has stopped")]
+pub struct ControlGone;
+
+/// A joined participant's side of its signal connection.
+#[derive(Debug)]
+pub struct Joined {
+    pub participant_sid: String,
+    pub rx: mpsc::Receiver<ToSession>,
+    /// Notified when the connection must close at once (it fell behind).
+    pub abort: Arc<Notify>,
+}
+
+type Call = Box<dyn FnOnce(&mut Machine, Instant) + Send>;
+
+enum Input {
+    Join {
+        join: Box<Join>,
+        reply: oneshot::Sender<Result<Joined, RoomError>>,
+    },
+    Signal {
+        psid: String,
+        message: Box<pb::signal_request::Message>,
+    },
+    Seen {
+        psid: String,
+    },
+    Lost {
+        psid: String,
+    },
+    Call(Call),
+}
+
+/// A handle on the control task; cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<Input>,
+}
+
+impl Control {
+    /// Starts the control task owning `machine`, with the media core's channels (`None`:
+    /// signalling only, media commands are dropped). Room events go to `events` when given.
+    pub fn spawn(
+        machine: Machine,
+        media: Option<MediaHandle>,
+        events: Option<mpsc::Sender<RoomEvent>>,
+    ) -> (Control, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let (commands, media_events) = match media {
+            Some(m) => (Some(m.commands), Some(m.events)),
+            None => (None, None),
+        };
+        let task = Task {
+            machine,
+            sessions: HashMap::new(),
+            commands,
+            events,
+        };
+        let handle = tokio::spawn(task.run(rx, media_events));
+        (Control { tx }, handle)
+    }
+
+    async fn send(&self, input: Input) -> Result<(), ControlGone> {
+        self.tx.send(input).await.map_err(|_| ControlGone)
+    }
+
+    /// Admits a participant; its JoinResponse is the first message on the returned queue.
+    pub async fn join(&self, join: Join) -> Result<Result<Joined, RoomError>, ControlGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Join {
+            join: Box::new(join),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ControlGone)
+    }
+
+    /// A signal request from participant `psid`.
+    pub async fn signal(
+        &self,
+        psid: &str,
+        message: pb::signal_request::Message,
+    ) -> Result<(), ControlGone> {
+        self.send(Input::Signal {
+            psid: psid.to_string(),
+            message: Box::new(message),
+        })
+        .await
+    }
+
+    /// A frame from participant `psid` that carried no request: the connection is alive.
+    pub async fn seen(&self, psid: &str) -> Result<(), ControlGone> {
+        self.send(Input::Seen {
+            psid: psid.to_string(),
+        })
+        .await
+    }
+
+    /// Participant `psid`'s signal connection dropped without `leave`.
+    pub async fn lost(&self, psid: &str) -> Result<(), ControlGone> {
+        self.send(Input::Lost {
+            psid: psid.to_string(),
+        })
+        .await
+    }
+
+    /// Runs `f` on the machine (an API call) and returns its result.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Machine, Instant) -> R + Send + 'static,
+    ) -> Result<R, ControlGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Call(Box::new(move |m, now| {
+            let _ = reply.send(f(m, now));
+        })))
+        .await?;
+        rx.await.map_err(|_| ControlGone)
+    }
+}
+
+struct SessionLink {
+    tx: mpsc::Sender<ToSession>,
+    abort: Arc<Notify>,
+}
+
+struct Task {
+    machine: Machine,
+    sessions: HashMap<String, SessionLink>,
+    commands: Option<mpsc::UnboundedSender<Command>>,
+    events: Option<mpsc::Sender<RoomEvent>>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Input>,
+        mut media_events: Option<mpsc::UnboundedReceiver<Event>>,
+    ) {
+        loop {
+            let deadline = self.machine.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let media_event = async {
+                match media_events.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                }
+                ev = media_event => match ev {
+                    Some(ev) => self.machine.handle_media_event(Instant::now(), ev),
+                    None => {
+                        tracing::error!("media core is gone");
+                        media_events = None;
+                    }
+                },
+                _ = sleep => self.machine.handle_timeout(Instant::now()),
+            }
+            self.drain().await;
+        }
+        // Shutting down: every session hears it.
+        for (_, s) in self.sessions.drain() {
+            let leave = pb::LeaveRequest {
+                can_reconnect: false,
+                reason: pb::DisconnectReason::ServerShutdown as i32,
+                action: pb::leave_request::Action::Disconnect as i32,
+                regions: None,
+            };
+            if s.tx.try_send(ToSession::Close(Some(leave))).is_err() {
+                s.abort.notify_one();
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Join { join, reply } => {
+                let r = self.machine.handle_join(now, *join).map(|psid| {
+                    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+                    let abort = Arc::new(Notify::new());
+                    self.sessions.insert(
+                        psid.clone(),
+                        SessionLink {
+                            tx,
+                            abort: abort.clone(),
+                        },
+                    );
+                    Joined {
+                        participant_sid: psid,
+                        rx,
+                        abort,
+                    }
+                });
+                if let Err(Ok(j)) = reply.send(r) {
+                    // The connection went away while joining.
+                    self.sessions.remove(&j.participant_sid);
+                    self.machine.handle_signal_lost(now, &j.participant_sid);
+                }
+            }
+            Input::Signal { psid, message } => {
+                if let Err(e) = self.machine.handle_signal(now, &psid, *message) {
+                    tracing::debug!(participant = %psid, fault = ?e.fault(), "signal request failed: {e}");
+                }
+            }
+            Input::Seen { psid } => self.machine.handle_signal_seen(now, &psid),
+            Input::Lost { psid } => {
+                self.sessions.remove(&psid);
+                self.machine.handle_signal_lost(now, &psid);
+            }
+            Input::Call(f) => f(&mut self.machine, now),
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                Output::Signal { to, message } => {
+                    let Some(s) = self.sessions.get(&to) else {
+                        continue;
+                    };
+                    match s.tx.try_send(ToSession::Signal(Box::new(message))) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            if let Some(s) = self.sessions.remove(&to) {
+                                s.abort.notify_one();
+                            }
+                            self.machine.handle_signal_stalled(Instant::now(), &to);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.sessions.remove(&to);
+                            self.machine.handle_signal_lost(Instant::now(), &to);
+                        }
+                    }
+                }
+                Output::Close { to, leave } => {
+                    if let Some(s) = self.sessions.remove(&to)
+                        && s.tx.try_send(ToSession::Close(leave)).is_err()
+                    {
+                        s.abort.notify_one();
+                    }
+                }
+                Output::Media(cmd) => {
+                    if let Some(m) = &self.commands
+                        && m.send(cmd).is_err()
+                    {
+                        tracing::error!("media core is gone");
+                    }
+                }
+                Output::Event(ev) => {
+                    if let Some(tx) = &self.events
+                        && tx.try_send(ev).is_err()
+                    {
+                        tracing::debug!("room event dropped: its consumer is behind");
+                    }
+                }
+            }
+        }
+    }
+}
