@@ -186,6 +186,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         fingerprint: media.fingerprint.clone(),
         max_metadata_size: settings.room.max_metadata_size,
         max_attributes_size: settings.max_attributes_size,
+        limits: lkr_room::Limits::default(),
     };
     let machine = lkr_room::Machine::new(
         machine_config,

@@ -19,6 +19,11 @@ use lkr_sdp::ext::{
     TRANSPORT_CC as EXT_TWCC,
 };
 
+/// Most simulcast layers accepted on one published section (LiveKit's q, h, f).
+pub const MAX_SIMULCAST_LAYERS: usize = 3;
+/// Longest rid accepted.
+const MAX_RID_LEN: usize = 16;
+
 /// Extensions accepted from publishers.
 const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_TWCC];
 
@@ -299,7 +304,17 @@ pub fn answer_offer(
                         "f" | "2" => 2,
                         _ => 3,
                     };
+                    // At most three layers of well-formed, distinct rids (RFC 8851 rid-ids are
+                    // short tokens): a layer costs the core real memory.
+                    rids.retain(|r| {
+                        !r.is_empty()
+                            && r.len() <= MAX_RID_LEN
+                            && r.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    });
                     rids.sort_by_key(rank);
+                    rids.dedup();
+                    rids.truncate(MAX_SIMULCAST_LAYERS);
                     if !rids.is_empty() {
                         m.rids = rids
                             .iter()

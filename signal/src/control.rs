@@ -305,3 +305,96 @@ impl Task {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lkr_proto::token::{Claims, VideoGrant};
+    use lkr_room::{Config, Limits, RoomDefaults, Rooms};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    fn machine() -> Machine {
+        let config = Config {
+            auto_create: true,
+            node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            udp_port: 7882,
+            region: String::new(),
+            node_id: "ND_t".into(),
+            fingerprint: ("sha-256".into(), "AA".into()),
+            max_metadata_size: 0,
+            max_attributes_size: 0,
+            limits: Limits::default(),
+        };
+        Machine::new(config, Rooms::new(RoomDefaults::default()), Instant::now())
+    }
+
+    fn join(identity: &str) -> Join {
+        Join {
+            room: "r".into(),
+            identity: identity.into(),
+            claims: Claims {
+                sub: identity.into(),
+                video: Some(VideoGrant {
+                    room_join: true,
+                    room: "r".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            single_pc: true,
+            auto_subscribe: true,
+            client_protocol: 16,
+            publisher_offer: None,
+            metadata: None,
+            attributes: HashMap::new(),
+        }
+    }
+
+    /// A participant that stops reading its signal connection is cut once its queue is
+    /// full; what the server holds for it stays bounded, and the others are unaffected.
+    #[tokio::test]
+    async fn a_connection_that_stops_reading_is_cut_at_its_queue_bound() {
+        let (control, _task) = Control::spawn(machine(), None, None);
+        let slow = control.join(join("slow")).await.unwrap().unwrap();
+        let mut fast = control.join(join("fast")).await.unwrap().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Some(m) = fast.rx.recv().await {
+                if let ToSession::Signal(m) = m
+                    && matches!(*m, pb::signal_response::Message::RoomUpdate(_))
+                {
+                    n += 1;
+                    if n == 3 * SESSION_QUEUE {
+                        return n;
+                    }
+                }
+            }
+            n
+        });
+        for i in 0..3 * SESSION_QUEUE {
+            control
+                .call(move |m, _| m.api_update_room_metadata("r", &format!("m{i}")))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(5), slow.abort.notified())
+            .await
+            .expect("the slow connection is told to close");
+        assert!(slow.rx.len() <= SESSION_QUEUE, "{} queued", slow.rx.len());
+        let seen = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen,
+            3 * SESSION_QUEUE,
+            "the reading participant got every update"
+        );
+        // The slow participant keeps its place only for the departure grace, like a
+        // dropped connection; its requests are no longer read.
+        let count = control.call(|m, _| m.participant_count()).await.unwrap();
+        assert_eq!(count, 2);
+    }
+}

@@ -65,6 +65,38 @@ pub struct Config {
     pub max_metadata_size: usize,
     /// Largest total size of a participant's attributes, in bytes (0: no limit).
     pub max_attributes_size: usize,
+    /// What one participant may hold.
+    pub limits: Limits,
+}
+
+/// What one participant may make the server hold (0: no limit where noted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Tracks announced with add_track and not yet bound to an offer section.
+    pub max_pending_tracks: usize,
+    /// Tracks published at once (LiveKit's `limit.num_tracks`; 0: no limit).
+    pub num_tracks: usize,
+    /// Longest track name and client track id, in bytes.
+    pub max_track_name_length: usize,
+    /// Longest participant name, in bytes (LiveKit's `limit.max_participant_name_length`).
+    pub max_participant_name_length: usize,
+    /// Audio tracks received at once (LiveKit's `limit.subscription_limit_audio`; 0: no limit).
+    pub subscription_limit_audio: usize,
+    /// Video tracks received at once (LiveKit's `limit.subscription_limit_video`; 0: no limit).
+    pub subscription_limit_video: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pending_tracks: 16,
+            num_tracks: 0,
+            max_track_name_length: 256,
+            max_participant_name_length: 256,
+            subscription_limit_audio: 0,
+            subscription_limit_video: 0,
+        }
+    }
 }
 
 impl Config {
@@ -363,6 +395,7 @@ impl Machine {
             tracing::info!(room = %j.room, "room created by join");
             self.out.event(RoomEvent::RoomStarted { room });
         }
+        self.check_join(&j)?;
         let ms = self.clock.ms(now);
         let psid = id::new_id(id::PARTICIPANT_PREFIX);
         let mut metadata = j.claims.metadata.clone();
@@ -451,6 +484,29 @@ impl Machine {
             tracing::warn!(participant = %psid, "subscriber offer: {e}");
         }
         Ok(psid)
+    }
+
+    /// The sizes a join brings in (token and join request) against the limits.
+    fn check_join(&self, j: &Join) -> Result<(), RoomError> {
+        let max_name = self.config.limits.max_participant_name_length;
+        if max_name > 0 && j.claims.name.len() > max_name {
+            return Err(RoomError::LimitExceeded(format!(
+                "participant name is longer than {max_name} bytes"
+            )));
+        }
+        let metadata = j.metadata.as_deref().unwrap_or_default();
+        for m in [j.claims.metadata.as_str(), metadata] {
+            self.config
+                .check_limits(m, std::iter::empty())
+                .map_err(RoomError::LimitExceeded)?;
+        }
+        self.config
+            .check_limits("", j.claims.attributes.iter())
+            .map_err(RoomError::LimitExceeded)?;
+        self.config
+            .check_limits("", j.attributes.iter())
+            .map_err(RoomError::LimitExceeded)?;
+        Ok(())
     }
 
     /// Runs `f` on one participant with the context it may use, then applies the room-level

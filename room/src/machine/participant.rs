@@ -166,6 +166,10 @@ pub(crate) struct Participant {
     /// track sid → downstream track.
     downs: BTreeMap<String, Down>,
     sub_sections: Vec<OfferSection>,
+    /// Dual PC: inactive sections of the offer awaiting its answer.
+    offered_inactive: Vec<String>,
+    /// Dual PC: sections whose inactivity the client has answered, free for a new track.
+    recyclable: std::collections::BTreeSet<String>,
     awaiting_answer: Option<u32>,
     sub_dirty: bool,
     next_offer_id: u32,
@@ -205,6 +209,8 @@ impl Participant {
             published: BTreeMap::new(),
             downs: BTreeMap::new(),
             sub_sections: Vec::new(),
+            offered_inactive: Vec::new(),
+            recyclable: std::collections::BTreeSet::new(),
             awaiting_answer: None,
             sub_dirty: false,
             next_offer_id: 1,
@@ -575,14 +581,15 @@ impl Participant {
             && (self.permission.can_publish_sources.is_empty()
                 || self.permission.can_publish_sources.contains(&t.source));
         if !allowed {
-            self.send(
+            self.refuse_track(
                 ctx,
-                Resp::RequestResponse(pb::RequestResponse {
-                    reason: pb::request_response::Reason::NotAllowed as i32,
-                    message: "does not have permission to publish".into(),
-                    ..Default::default()
-                }),
+                &t,
+                RoomError::NotAllowed("does not have permission to publish".into()),
             );
+            return;
+        }
+        if let Err(e) = self.check_add_track(ctx, &t, kind) {
+            self.refuse_track(ctx, &t, e);
             return;
         }
         let sid = id::new_id(id::TRACK_PREFIX);
@@ -655,6 +662,77 @@ impl Participant {
                 track: Some(info),
             }),
         );
+    }
+
+    /// An add_track that breaks a rule or a limit: refused with its reason, nothing kept.
+    fn refuse_track(&self, ctx: &mut Ctx<'_>, t: &pb::AddTrackRequest, e: RoomError) {
+        tracing::debug!(participant = %self.psid, cid = %t.cid.chars().take(64).collect::<String>(), "add_track refused: {e}");
+        self.send(
+            ctx,
+            Resp::RequestResponse(pb::RequestResponse {
+                reason: e.request_reason() as i32,
+                message: e.to_string(),
+                ..Default::default()
+            }),
+        );
+    }
+
+    /// The sizes and kinds an add_track may have.
+    fn check_add_track(
+        &self,
+        ctx: &Ctx<'_>,
+        t: &pb::AddTrackRequest,
+        kind: MediaKind,
+    ) -> Result<(), RoomError> {
+        let limits = &ctx.config.limits;
+        if self.pending.len() >= limits.max_pending_tracks {
+            return Err(RoomError::LimitExceeded(format!(
+                "more than {} tracks waiting for an offer",
+                limits.max_pending_tracks
+            )));
+        }
+        if limits.num_tracks > 0 && self.published.len() + self.pending.len() >= limits.num_tracks {
+            return Err(RoomError::LimitExceeded(format!(
+                "more than {} published tracks",
+                limits.num_tracks
+            )));
+        }
+        let longest = [&t.name, &t.cid, &t.stream, &t.sid]
+            .iter()
+            .map(|s| s.len())
+            .chain(
+                t.simulcast_codecs
+                    .iter()
+                    .map(|c| c.cid.len() + c.codec.len()),
+            )
+            .max()
+            .unwrap_or(0);
+        if longest > limits.max_track_name_length {
+            return Err(RoomError::LimitExceeded(format!(
+                "track name or id is longer than {} bytes",
+                limits.max_track_name_length
+            )));
+        }
+        if t.layers.len() > negotiation::MAX_SIMULCAST_LAYERS
+            || t.simulcast_codecs.len() > 2
+            || t.simulcast_codecs
+                .iter()
+                .any(|c| c.layers.len() > negotiation::MAX_SIMULCAST_LAYERS)
+        {
+            return Err(RoomError::LimitExceeded(
+                "too many simulcast layers or codecs".into(),
+            ));
+        }
+        use pb::TrackSource as S;
+        let audio_source = [S::Microphone as i32, S::ScreenShareAudio as i32].contains(&t.source);
+        let video_source = [S::Camera as i32, S::ScreenShare as i32].contains(&t.source);
+        if (audio_source && kind != MediaKind::Audio) || (video_source && kind != MediaKind::Video)
+        {
+            return Err(RoomError::InvalidArgument(
+                "track type does not match its source".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The peer whose data channels carry downstream data: the subscriber PC when the server
@@ -911,10 +989,12 @@ impl Participant {
             if self.published.contains_key(&ps.mid) {
                 continue;
             }
+            // A section binds to the pending track of its own kind: a token allowed only a
+            // microphone cannot publish video by announcing audio and offering video.
             let idx = self
                 .pending
                 .iter()
-                .position(|p| Some(&p.cid) == ps.msid_track.as_ref())
+                .position(|p| Some(&p.cid) == ps.msid_track.as_ref() && p.kind == ps.kind)
                 .or_else(|| self.pending.iter().position(|p| p.kind == ps.kind));
             let Some(idx) = idx else {
                 tracing::debug!(participant = %self.psid, mid = %ps.mid, "published section without add_track yet");
@@ -1117,6 +1197,7 @@ impl Participant {
             tracing::debug!(participant = %self.psid, "answer for an older offer");
         }
         self.awaiting_answer = None;
+        self.recyclable.extend(self.offered_inactive.drain(..));
         let pts = negotiation::accepted_payload_types(&sd);
         for (sid, d) in self.downs.iter_mut() {
             if d.active {
@@ -1166,6 +1247,16 @@ impl Participant {
             self.session_id,
             &self.sub_sections,
         );
+        self.offered_inactive = self
+            .sub_sections
+            .iter()
+            .filter_map(|s| match s {
+                OfferSection::Media {
+                    mid, track: None, ..
+                } => Some(mid.clone()),
+                _ => None,
+            })
+            .collect();
         let id = self.next_offer_id;
         self.next_offer_id += 1;
         self.awaiting_answer = Some(id);
@@ -1187,6 +1278,28 @@ impl Participant {
         if self.downs.contains_key(&offer.track_sid) || !self.permission.can_subscribe {
             return;
         }
+        let limit = match offer.kind {
+            MediaKind::Audio => ctx.config.limits.subscription_limit_audio,
+            MediaKind::Video => ctx.config.limits.subscription_limit_video,
+        };
+        if limit > 0
+            && self
+                .downs
+                .values()
+                .filter(|d| d.offer.kind == offer.kind)
+                .count()
+                >= limit
+        {
+            tracing::debug!(participant = %self.psid, track = %offer.track_sid, limit, "subscription limit reached");
+            self.send(
+                ctx,
+                Resp::SubscriptionResponse(pb::SubscriptionResponse {
+                    track_sid: offer.track_sid,
+                    err: pb::SubscriptionError::SeUnknown as i32,
+                }),
+            );
+            return;
+        }
         let ssrc = loop {
             let s: u32 = rand::random();
             if s != 0 && !self.downs.values().any(|d| d.ssrc == s) {
@@ -1205,15 +1318,35 @@ impl Participant {
             self.downs.insert(sid, d);
             self.request_sections(ctx);
         } else {
-            let mid = self.sub_sections.len().to_string();
-            d.mid = Some(mid.clone());
-            let track = down_track(&d);
-            self.downs.insert(sid, d);
-            self.sub_sections.push(OfferSection::Media {
-                mid,
-                kind,
-                track: Some(track),
+            // An answered inactive section of the same kind carries the new track, so that
+            // the subscriber PC does not grow a section per subscription.
+            let reuse = self.sub_sections.iter_mut().find_map(|s| match s {
+                OfferSection::Media {
+                    mid,
+                    kind: k,
+                    track,
+                } if *k == kind && track.is_none() && self.recyclable.contains(mid.as_str()) => {
+                    Some((mid.clone(), track))
+                }
+                _ => None,
             });
+            match reuse {
+                Some((mid, slot)) => {
+                    self.recyclable.remove(&mid);
+                    d.mid = Some(mid);
+                    *slot = Some(down_track(&d));
+                }
+                None => {
+                    let mid = self.sub_sections.len().to_string();
+                    d.mid = Some(mid.clone());
+                    self.sub_sections.push(OfferSection::Media {
+                        mid,
+                        kind,
+                        track: Some(down_track(&d)),
+                    });
+                }
+            }
+            self.downs.insert(sid, d);
             self.negotiate_subscriber(ctx);
         }
     }

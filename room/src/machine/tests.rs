@@ -25,6 +25,7 @@ fn config() -> Config {
         fingerprint: ("sha-256".into(), "AA:BB".into()),
         max_metadata_size: 64,
         max_attributes_size: 64,
+        limits: Limits::default(),
     }
 }
 
@@ -1130,4 +1131,251 @@ fn simulcast_layers_follow_track_settings_and_dynacast() {
         .map(|q| q.enabled)
         .collect();
     assert_eq!(enabled, [true, false, false]);
+}
+
+#[test]
+fn an_offer_with_thousands_of_rids_publishes_three_layers() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.signal(
+        &a,
+        Req::AddTrack(pb::AddTrackRequest {
+            cid: "cam".into(),
+            r#type: pb::TrackType::Video as i32,
+            source: pb::TrackSource::Camera as i32,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let rids: Vec<String> = (0..5000).map(|i| format!("r{i}")).collect();
+    let rid_refs: Vec<&str> = rids.iter().map(String::as_str).collect();
+    let sdp = client_offer(&[Sec::SendVideo("cam", &rid_refs)]);
+    assert!(sdp.len() > 50_000);
+    w.clear();
+    w.offer(&a, sdp).unwrap();
+    let published: Vec<usize> = w
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::Publish(p) => Some(p.rids.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, [3]);
+    let answer = w.last_answer(&a);
+    assert_eq!(answer.sdp.matches("a=rid:").count(), 3);
+}
+
+#[test]
+fn add_track_is_capped_and_checked() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.clear();
+    let add = |cid: String, name: String, ty: pb::TrackType, src: pb::TrackSource| {
+        Req::AddTrack(pb::AddTrackRequest {
+            cid,
+            name,
+            r#type: ty as i32,
+            source: src as i32,
+            ..Default::default()
+        })
+    };
+    for i in 0..100 {
+        w.signal(
+            &a,
+            add(
+                format!("c{i}"),
+                "mic".into(),
+                pb::TrackType::Audio,
+                pb::TrackSource::Microphone,
+            ),
+        )
+        .unwrap();
+    }
+    let accepted = w
+        .to(&a)
+        .iter()
+        .filter(|m| matches!(m, Resp::TrackPublished(_)))
+        .count();
+    let refused: Vec<&pb::RequestResponse> = w
+        .to(&a)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::RequestResponse(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, Limits::default().max_pending_tracks);
+    assert_eq!(refused.len(), 100 - accepted);
+    assert!(refused.iter().all(
+        |r| r.reason == pb::request_response::Reason::LimitExceeded as i32
+            && r.message.contains("waiting for an offer")
+    ));
+
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.clear();
+    w.signal(
+        &a,
+        add(
+            "c".into(),
+            "n".repeat(100_000),
+            pb::TrackType::Audio,
+            pb::TrackSource::Microphone,
+        ),
+    )
+    .unwrap();
+    w.signal(
+        &a,
+        add(
+            "v".into(),
+            "cam".into(),
+            pb::TrackType::Video,
+            pb::TrackSource::Microphone,
+        ),
+    )
+    .unwrap();
+    let reasons: Vec<String> = w
+        .to(&a)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::RequestResponse(r) => Some(r.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("longer than 256"));
+    assert!(reasons[1].contains("does not match its source"));
+    assert!(
+        !w.to(&a)
+            .iter()
+            .any(|m| matches!(m, Resp::TrackPublished(_)))
+    );
+}
+
+#[test]
+fn a_microphone_only_token_cannot_publish_video() {
+    let mut w = World::new();
+    let a = w.join_with(
+        "alice",
+        false,
+        VideoGrant {
+            can_publish_sources: vec!["microphone".into()],
+            ..Default::default()
+        },
+    );
+    // Announce a microphone, then offer a video section carrying its cid.
+    w.signal(
+        &a,
+        Req::AddTrack(pb::AddTrackRequest {
+            cid: "c".into(),
+            r#type: pb::TrackType::Audio as i32,
+            source: pb::TrackSource::Microphone as i32,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.clear();
+    w.offer(&a, client_offer(&[Sec::SendVideo("c", &[])]))
+        .unwrap();
+    assert!(
+        !w.media.iter().any(|c| matches!(c, Command::Publish(_))),
+        "{:?}",
+        w.media
+    );
+    assert!(w.participant("alice").tracks.is_empty());
+    // The audio section it announced still publishes.
+    w.offer(
+        &a,
+        client_offer(&[Sec::SendVideo("c", &[]), Sec::SendAudio("c")]),
+    )
+    .unwrap();
+    let kinds: Vec<lkr_sfu::MediaKind> = w
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::Publish(p) => Some(p.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, [lkr_sfu::MediaKind::Audio]);
+}
+
+#[test]
+fn the_subscriber_offer_reuses_sections() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.answer_subscriber(&a);
+    w.answer_subscriber(&b);
+    let track = w.publish_audio(&a, "c");
+    w.offer(&a, client_offer(&[Sec::SendAudio("c")])).unwrap();
+    w.answer_subscriber(&b);
+    let sub = |subscribe: bool| {
+        Req::Subscription(pb::UpdateSubscription {
+            track_sids: vec![track.clone()],
+            subscribe,
+            ..Default::default()
+        })
+    };
+    for _ in 0..500 {
+        w.signal(&b, sub(false)).unwrap();
+        w.answer_subscriber(&b);
+        w.signal(&b, sub(true)).unwrap();
+        w.answer_subscriber(&b);
+        w.signals.clear();
+        w.media.clear();
+    }
+    w.signal(&b, sub(false)).unwrap();
+    let offer = w.last_offer(&b);
+    let sections = offer.sdp.matches("\r\nm=").count();
+    assert!(sections <= 3, "{sections} sections after 500 cycles");
+    assert!(offer.sdp.len() < 4000, "{} bytes", offer.sdp.len());
+    w.answer_subscriber(&b);
+    w.signal(&b, sub(true)).unwrap();
+    let offer = w.last_offer(&b);
+    assert!(offer.sdp.contains(&track));
+}
+
+#[test]
+fn a_join_over_the_size_limits_is_refused() {
+    let mut w = World::new();
+    let mut j = |claims: Claims, metadata: Option<String>| {
+        w.m.handle_join(
+            w.now,
+            Join {
+                room: "r".into(),
+                identity: "x".into(),
+                claims,
+                single_pc: false,
+                auto_subscribe: true,
+                client_protocol: 0,
+                publisher_offer: None,
+                metadata,
+                attributes: HashMap::new(),
+            },
+        )
+    };
+    let long_name = Claims {
+        sub: "x".into(),
+        name: "n".repeat(300),
+        ..Default::default()
+    };
+    let e = j(long_name, None).unwrap_err();
+    assert_eq!(e.fault(), Fault::Limit);
+    let big = Claims {
+        sub: "x".into(),
+        metadata: "m".repeat(65),
+        ..Default::default()
+    };
+    assert_eq!(j(big, None).unwrap_err().fault(), Fault::Limit);
+    let ok = Claims {
+        sub: "x".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        j(ok.clone(), Some("m".repeat(65))).unwrap_err().fault(),
+        Fault::Limit
+    );
+    assert!(j(ok, None).is_ok());
 }
