@@ -193,13 +193,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lkr_room::Rooms::new(settings.room.clone()),
         std::time::Instant::now(),
     );
+    let mut background = tokio::task::JoinSet::new();
+    let room_events = settings.webhook.clone().map(|wh| {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        tracing::info!(urls = ?wh.urls, "webhooks enabled");
+        let (_stats, task) = crate::webhook::spawn(wh, rx);
+        background.spawn(async move {
+            let _ = task.await;
+        });
+        tx
+    });
     let (control, control_task) = lkr_signal::Control::spawn(
         machine,
         Some(lkr_signal::MediaHandle {
             commands: media.commands.clone(),
             events: media.events,
         }),
-        None,
+        room_events,
     );
     let node = Arc::new(Node::new(settings, control));
     let s = &node.settings;

@@ -217,8 +217,8 @@ pub struct LimitConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
-    pub urls: Opaque,
-    pub api_key: Opaque,
+    pub urls: Vec<String>,
+    pub api_key: String,
 }
 
 /// `redis:`.
@@ -371,6 +371,8 @@ const SUPPORTED: &[&str] = &[
     "limit.max_attributes_size",
     "limit.max_room_name_length",
     "limit.max_api_request_body_size",
+    "webhook.urls",
+    "webhook.api_key",
 ];
 
 fn unsupported_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -507,6 +509,8 @@ pub struct Settings {
     pub max_api_request_body_size: u64,
     /// Largest total size of a participant's attributes, in bytes (0: no limit).
     pub max_attributes_size: usize,
+    /// Where room events are POSTed (`webhook:`), when any URL is set.
+    pub webhook: Option<crate::webhook::WebhookSettings>,
 }
 
 impl Settings {
@@ -608,7 +612,37 @@ impl Settings {
         {
             room.max_metadata_size = n as usize;
         }
+        let webhook = if config.webhook.urls.is_empty() {
+            None
+        } else {
+            let key = &config.webhook.api_key;
+            if key.is_empty() {
+                return Err(invalid(
+                    "webhook.api_key",
+                    "is required to sign webhooks (one of the keys)",
+                ));
+            }
+            let Some(secret) = keys.get(key) else {
+                return Err(invalid("webhook.api_key", "is not one of the keys"));
+            };
+            for url in &config.webhook.urls {
+                if !url.starts_with("http://") {
+                    return Err(invalid(
+                        "webhook.urls",
+                        format!("{url:?}: only http:// URLs are supported"),
+                    ));
+                }
+                url.parse::<http::Uri>()
+                    .map_err(|e| invalid("webhook.urls", format!("{url:?}: {e}")))?;
+            }
+            Some(crate::webhook::WebhookSettings {
+                api_key: key.clone(),
+                api_secret: secret.clone(),
+                urls: config.webhook.urls.clone(),
+            })
+        };
         Ok(Settings {
+            webhook,
             bind,
             http_port: port,
             udp_port,
@@ -691,7 +725,6 @@ region: us-west
             "rtc.congestion_control",
             "logging.pion_level",
             "limit.num_tracks",
-            "webhook",
             "redis",
             "prometheus",
         ] {
@@ -714,6 +747,25 @@ region: us-west
         assert_eq!(s.room.enabled_codecs.len(), 2);
         assert_eq!(s.keys.get("k1").map(String::as_str), Some("s1"));
         assert_eq!(s.node_ip, Some("10.0.0.1".parse().unwrap()));
+        let wh = s.webhook.expect("webhook settings");
+        assert_eq!((wh.api_key.as_str(), wh.api_secret.as_str()), ("k1", "s1"));
+        assert_eq!(wh.urls, ["http://127.0.0.1:9/"]);
+    }
+
+    #[test]
+    fn webhook_keys_must_be_known() {
+        let base = "keys:\n  k1: s1\nwebhook:\n  urls: [\"http://127.0.0.1:9/\"]\n";
+        let resolve = |yaml: String| {
+            let (c, _) = Config::load(&yaml).unwrap();
+            Settings::resolve(&c, &Overrides::default()).map(|_| ())
+        };
+        let e = resolve(base.to_string()).unwrap_err().to_string();
+        assert!(e.contains("webhook.api_key"), "{e}");
+        let e = resolve(format!("{base}  api_key: nope\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not one of the keys"), "{e}");
+        assert!(resolve(format!("{base}  api_key: k1\n")).is_ok());
     }
 
     #[test]

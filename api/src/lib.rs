@@ -8,6 +8,7 @@
 //! - [`auth`]: where a request's token is and whether it holds.
 //! - [`twirp`]: Twirp framing and errors; [`room_service`]: the RoomService methods.
 //! - [`node`]: state shared by handlers; [`http`]: the listener; [`cmd`]: the binary.
+//! - [`webhook`]: room events POSTed to the configured URLs, signed as LiveKit signs them.
 
 pub mod auth;
 pub mod cmd;
@@ -16,5 +17,6 @@ pub mod http;
 pub mod node;
 pub mod room_service;
 pub mod twirp;
+pub mod webhook;
 
 pub use cmd::server_main;

@@ -165,6 +165,11 @@ pub enum RoomEvent {
         room: pb::Room,
         participant: pb::ParticipantInfo,
     },
+    /// It left without its media ever connecting (and not by its own leave).
+    ParticipantConnectionAborted {
+        room: pb::Room,
+        participant: pb::ParticipantInfo,
+    },
     ParticipantLeft {
         room: pb::Room,
         participant: pb::ParticipantInfo,
@@ -614,6 +619,12 @@ impl Machine {
             "participant left"
         );
         if let (Some(room), Some(participant)) = (room, record) {
+            if !p.was_active() && reason != pb::DisconnectReason::ClientInitiated {
+                self.out.event(RoomEvent::ParticipantConnectionAborted {
+                    room: room.clone(),
+                    participant: participant.clone(),
+                });
+            }
             self.out.event(RoomEvent::ParticipantLeft {
                 room,
                 participant,

@@ -234,6 +234,11 @@ impl Participant {
         self.permission.hidden
     }
 
+    /// Whether its primary transport ever came up.
+    pub fn was_active(&self) -> bool {
+        self.active_sent
+    }
+
     pub fn joined_at(&self) -> Instant {
         self.joined_at
     }

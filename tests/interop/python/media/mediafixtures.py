@@ -16,19 +16,25 @@ import mediahelpers
 from mediahelpers import MediaEnv
 
 
-@pytest.fixture(scope="module")
-def media_env():
+def media_env_with(extra_args=None):
+    """A started MediaEnv whose server gets `extra_args`, for a module's own fixture."""
     if os.geteuid() != 0:
         pytest.skip("these tests need root: they create a network namespace")
     why = mediahelpers.netns_usable()
     if why:
         pytest.fail(why, pytrace=False)
-    env = MediaEnv()
+    env = MediaEnv(extra_args=extra_args)
     try:
         env.start()
     except Exception as e:  # noqa: BLE001
         env.cleanup()
         pytest.fail(f"could not start the media environment: {e}", pytrace=False)
+    return env
+
+
+@pytest.fixture(scope="module")
+def media_env():
+    env = media_env_with()
     try:
         yield env
     finally:

@@ -305,7 +305,8 @@ class ClientProc:
 class MediaEnv:
     """One namespace + one livekit-server inside it (module scope), plus the clients of a test."""
 
-    def __init__(self, rust_log: Optional[str] = None) -> None:
+    def __init__(self, rust_log: Optional[str] = None, extra_args: Optional[List[str]] = None) -> None:
+        self.extra_args = list(extra_args or [])
         self.ns = NetNs()
         self._tmp = tempfile.TemporaryDirectory(prefix="lk-media-")
         self.dir = Path(self._tmp.name)
@@ -330,6 +331,7 @@ class MediaEnv:
             str(PORT),
             "--udp-port",
             str(UDP_PORT),
+            *self.extra_args,
         ]
 
     def start(self) -> "MediaEnv":
@@ -424,6 +426,10 @@ class MediaEnv:
             raise AssertionError(f"ns_admin {method} printed no JSON: rc={cp.returncode} {cp.stdout!r} {cp.stderr[-2000:]!r}")
 
     # ---------------------------------------------------------------- clients
+
+    def process(self, label: str, cmd: List[str]) -> ClientProc:
+        """Any helper process inside the namespace, read like a client (JSON lines)."""
+        return self._spawn(label, self.ns.argv(cmd))
 
     def _client_env(self) -> Dict[str, str]:
         env = dict(os.environ)
