@@ -233,10 +233,31 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
     let sig = shutdown_signal().await;
-    tracing::info!(signal = sig, "shutting down");
-    tasks.shutdown().await;
+    tracing::info!(
+        signal = sig,
+        "shutting down: no new joins, participants told to leave (a second signal exits at once)"
+    );
+    let control = node.control.clone();
+    let graceful = async move {
+        let _ = control.shutdown().await;
+        // Sessions write their leave and close; webhook tasks deliver what is queued.
+        control.sessions_closed().await;
+        drop(node);
+        while background.join_next().await.is_some() {}
+    };
+    tokio::select! {
+        _ = graceful => tracing::info!("shutdown complete"),
+        _ = tokio::time::sleep(SHUTDOWN_BOUND) => {
+            tracing::warn!(bound_s = SHUTDOWN_BOUND.as_secs(), "shutdown did not finish in time; exiting");
+        }
+        sig = shutdown_signal() => tracing::warn!(signal = sig, "second signal: exiting now"),
+    }
+    tasks.abort_all();
     Ok(())
 }
+
+/// The longest a graceful shutdown may take before the process exits anyway.
+const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The whole `livekit-server` program.
 pub fn server_main() -> ExitCode {

@@ -24,6 +24,7 @@ pub enum Code {
     FailedPrecondition,
     Unimplemented,
     Internal,
+    Unavailable,
 }
 
 impl Code {
@@ -41,12 +42,13 @@ impl Code {
             Code::FailedPrecondition => "failed_precondition",
             Code::Unimplemented => "unimplemented",
             Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
         }
     }
 
     /// The code written as `name` in an error body.
     pub fn from_name(name: &str) -> Option<Code> {
-        const ALL: [Code; 11] = [
+        const ALL: [Code; 12] = [
             Code::InvalidArgument,
             Code::Malformed,
             Code::NotFound,
@@ -58,6 +60,7 @@ impl Code {
             Code::FailedPrecondition,
             Code::Unimplemented,
             Code::Internal,
+            Code::Unavailable,
         ];
         ALL.into_iter().find(|c| c.as_str() == name)
     }
@@ -74,6 +77,7 @@ impl Code {
             Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
             Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -103,7 +103,8 @@ fn sign(settings: &WebhookSettings, body: &[u8]) -> Option<String> {
     token.to_jwt().ok()
 }
 
-/// Starts the notifier: it reads room events from `events` until the channel closes.
+/// Starts the notifier: it reads room events from `events` until the channel closes; its task
+/// ends once every URL's queue is delivered (or given up on).
 pub fn spawn(
     settings: WebhookSettings,
     mut events: mpsc::Receiver<RoomEvent>,
@@ -113,9 +114,10 @@ pub fn spawn(
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut queues = Vec::new();
+    let mut deliveries = tokio::task::JoinSet::new();
     for url in settings.urls.clone() {
         let (tx, rx) = mpsc::channel::<pb::WebhookEvent>(URL_QUEUE);
-        tokio::spawn(deliver(
+        deliveries.spawn(deliver(
             url.clone(),
             rx,
             client.clone(),
@@ -145,6 +147,9 @@ pub fn spawn(
                 }
             }
         }
+        // The room events ended (shutdown): each URL gets what is queued for it.
+        drop(queues);
+        while deliveries.join_next().await.is_some() {}
     });
     (stats, task)
 }

@@ -19,6 +19,8 @@ pub enum Fault {
     Limit,
     /// Ours: the server failed to do what it should have.
     Internal,
+    /// Nobody's: the server is going away (draining); try another node.
+    Unavailable,
 }
 
 /// What a room operation can fail with. The text is what API and signal clients see.
@@ -40,6 +42,8 @@ pub enum RoomError {
     LimitExceeded(String),
     #[error("{0}")]
     Internal(String),
+    #[error("server is shutting down")]
+    ShuttingDown,
 }
 
 impl RoomError {
@@ -53,6 +57,7 @@ impl RoomError {
             RoomError::RoomFull(_) | RoomError::LimitExceeded(_) => Fault::Limit,
             RoomError::NotAllowed(_) => Fault::NotPermitted,
             RoomError::Internal(_) => Fault::Internal,
+            RoomError::ShuttingDown => Fault::Unavailable,
         }
     }
 
@@ -64,6 +69,7 @@ impl RoomError {
             Fault::Limit => "resource_exhausted",
             Fault::NotPermitted => "permission_denied",
             Fault::Internal => "internal",
+            Fault::Unavailable => "unavailable",
         }
     }
 
@@ -77,6 +83,7 @@ impl RoomError {
             }
             RoomError::LimitExceeded(_) => 429,
             RoomError::Internal(_) => 500,
+            RoomError::ShuttingDown => 503,
             RoomError::InvalidArgument(_) => 400,
         }
     }
@@ -89,7 +96,7 @@ impl RoomError {
             Fault::NotPermitted => Reason::NotAllowed,
             Fault::Limit => Reason::LimitExceeded,
             Fault::Invalid => Reason::InvalidRequest,
-            Fault::Internal => Reason::UnclassifiedError,
+            Fault::Internal | Fault::Unavailable => Reason::UnclassifiedError,
         }
     }
 }

@@ -68,12 +68,26 @@ enum Input {
         psid: String,
     },
     Call(Call),
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A handle on the control task; cheap to clone.
 #[derive(Clone)]
 pub struct Control {
     tx: mpsc::Sender<Input>,
+    /// Signal connections whose session task is running.
+    live: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts one running session task while it lives.
+pub struct SessionGuard(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Control {
@@ -96,7 +110,8 @@ impl Control {
             events,
         };
         let handle = tokio::spawn(task.run(rx, media_events));
-        (Control { tx }, handle)
+        let live = Arc::new(tokio::sync::watch::channel(0).0);
+        (Control { tx, live }, handle)
     }
 
     async fn send(&self, input: Input) -> Result<(), ControlGone> {
@@ -141,6 +156,27 @@ impl Control {
             psid: psid.to_string(),
         })
         .await
+    }
+
+    /// Shuts the node down: every participant is sent away with SERVER_SHUTDOWN, every room
+    /// finishes, and the control task stops once that is delivered (later calls get
+    /// [`ControlGone`]).
+    pub async fn shutdown(&self) -> Result<(), ControlGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Shutdown { reply }).await?;
+        rx.await.map_err(|_| ControlGone)
+    }
+
+    /// Marks a session task as running until the guard drops.
+    pub fn session_guard(&self) -> SessionGuard {
+        self.live.send_modify(|n| *n += 1);
+        SessionGuard(self.live.clone())
+    }
+
+    /// Waits until no session task runs.
+    pub async fn sessions_closed(&self) {
+        let mut rx = self.live.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Runs `f` on the machine (an API call) and returns its result.
@@ -192,6 +228,13 @@ impl Task {
             tokio::select! {
                 input = rx.recv() => {
                     let Some(input) = input else { break };
+                    if let Input::Shutdown { reply } = input {
+                        tracing::info!(participants = self.machine.participant_count(), "shutting down rooms");
+                        self.machine.handle_shutdown(Instant::now());
+                        self.drain().await;
+                        let _ = reply.send(());
+                        break;
+                    }
                     self.handle(input);
                 }
                 ev = media_event => match ev {
@@ -256,6 +299,9 @@ impl Task {
                 self.machine.handle_signal_lost(now, &psid);
             }
             Input::Call(f) => f(&mut self.machine, now),
+            Input::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
         }
     }
 

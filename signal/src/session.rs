@@ -48,6 +48,7 @@ pub async fn run<S>(mut ws: WebSocketStream<S>, control: Control, joined: Joined
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let _running = control.session_guard();
     let Joined {
         participant_sid: psid,
         mut rx,

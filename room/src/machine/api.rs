@@ -14,6 +14,9 @@ impl Machine {
         now: Instant,
         req: &CreateRoom,
     ) -> Result<pb::Room, RoomError> {
+        if self.draining {
+            return Err(RoomError::ShuttingDown);
+        }
         let (room, created) = self.rooms.create(now, req)?;
         if created {
             tracing::info!(room = %room.name, sid = %room.sid, "room created");

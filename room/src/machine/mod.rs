@@ -298,6 +298,8 @@ pub struct Machine {
     out: Outbox,
     next_id: u64,
     clock: WallClock,
+    /// Shutting down: no new joins or rooms.
+    draining: bool,
 }
 
 impl Machine {
@@ -323,6 +325,7 @@ impl Machine {
             out: Outbox::default(),
             next_id: 1,
             clock: WallClock { base: now, unix_ms },
+            draining: false,
         }
     }
 
@@ -376,10 +379,43 @@ impl Machine {
         }
     }
 
+    /// Shuts the node down: no new joins or rooms; every participant is sent away with
+    /// SERVER_SHUTDOWN and every room finishes.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.draining = true;
+        let everyone: Vec<String> = self.participants.keys().cloned().collect();
+        for psid in everyone {
+            self.send_away(
+                now,
+                &psid,
+                pb::DisconnectReason::ServerShutdown,
+                pb::leave_request::Action::Disconnect,
+                true,
+            );
+        }
+        let names: Vec<String> = self.rooms.list(&[]).into_iter().map(|r| r.name).collect();
+        for name in names {
+            if let Ok(room) = self.rooms.delete(&name) {
+                tracing::info!(room = %name, sid = %room.sid(), "room closed by shutdown");
+                self.out
+                    .event(RoomEvent::RoomFinished { room: room.info() });
+            }
+        }
+        self.speakers.clear();
+    }
+
+    /// Whether the node is shutting down.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
     /// Admits a participant: creates the room when allowed, replaces a participant with the
     /// same identity, tells the others, and queues the JoinResponse (and, per signalling
     /// mode, the first answer or subscriber offer). Returns the participant's sid.
     pub fn handle_join(&mut self, now: Instant, j: Join) -> Result<String, RoomError> {
+        if self.draining {
+            return Err(RoomError::ShuttingDown);
+        }
         let grant = j.claims.video();
         let permission = permission_of(&grant);
         if self.rooms.get(&j.room).is_err() {

@@ -1379,3 +1379,73 @@ fn a_join_over_the_size_limits_is_refused() {
     );
     assert!(j(ok, None).is_ok());
 }
+
+#[test]
+fn shutdown_sends_everyone_away_and_finishes_every_room() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", true);
+    w.m.api_create_room(
+        w.now,
+        &CreateRoom {
+            name: "empty".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.clear();
+    w.m.handle_shutdown(w.now);
+    w.drain();
+    let mut sent_away: Vec<&str> = w.closes.iter().map(|(to, _)| to.as_str()).collect();
+    sent_away.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(sent_away, want);
+    assert!(
+        w.closes
+            .iter()
+            .all(|(_, l)| leave_reason(l) == Some(pb::DisconnectReason::ServerShutdown))
+    );
+    let finished: Vec<String> = w
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RoomEvent::RoomFinished { room } => Some(room.name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, ["empty", "r"]);
+    assert_eq!(w.m.participant_count(), 0);
+    assert!(w.m.draining());
+    let claims = Claims {
+        sub: "late".into(),
+        ..Default::default()
+    };
+    let e =
+        w.m.handle_join(
+            w.now,
+            Join {
+                room: "r".into(),
+                identity: "late".into(),
+                claims,
+                single_pc: false,
+                auto_subscribe: true,
+                client_protocol: 0,
+                publisher_offer: None,
+                metadata: None,
+                attributes: HashMap::new(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!((e.join_status(), e.twirp_code()), (503, "unavailable"));
+    assert!(
+        w.m.api_create_room(
+            w.now,
+            &CreateRoom {
+                name: "x".into(),
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+}
