@@ -177,12 +177,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 settings.udp_port.start
             )
         })?;
+    let node_id = lkr_proto::id::new_id("ND_");
     let machine_config = lkr_room::Config {
         auto_create: settings.auto_create,
         node_ip,
         udp_port: settings.udp_port.start,
         region: settings.region.clone(),
-        node_id: lkr_proto::id::new_id("ND_"),
+        node_id: node_id.clone(),
         fingerprint: media.fingerprint.clone(),
         max_metadata_size: settings.room.max_metadata_size,
         max_attributes_size: settings.max_attributes_size,
@@ -194,10 +195,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         std::time::Instant::now(),
     );
     let mut background = tokio::task::JoinSet::new();
+    let mut webhook_stats = None;
     let room_events = settings.webhook.clone().map(|wh| {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         tracing::info!(urls = ?wh.urls, "webhooks enabled");
-        let (_stats, task) = crate::webhook::spawn(wh, rx);
+        let (stats, task) = crate::webhook::spawn(wh, rx);
+        webhook_stats = Some(stats);
         background.spawn(async move {
             let _ = task.await;
         });
@@ -212,6 +215,21 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         room_events,
     );
     let node = Arc::new(Node::new(settings, control));
+    *node
+        .counters
+        .webhook
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = webhook_stats;
+    let mut metrics_listeners = Vec::new();
+    if let Some(p) = &node.settings.prometheus {
+        for ip in &node.settings.bind {
+            let addr = SocketAddr::new(*ip, p.port);
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            metrics_listeners.push(l);
+        }
+    }
     let s = &node.settings;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -226,6 +244,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
         tasks.spawn(crate::http::serve(node.clone(), l));
+    }
+    if let Some(p) = node.settings.prometheus.clone() {
+        tracing::info!(
+            port = p.port,
+            auth = !p.username.is_empty(),
+            "metrics on /metrics"
+        );
+        for l in metrics_listeners {
+            tasks.spawn(crate::metrics::serve(
+                l,
+                p.clone(),
+                node.control.clone(),
+                node.counters.clone(),
+                node_id.clone(),
+            ));
+        }
     }
     tasks.spawn(async move {
         if let Err(e) = control_task.await {

@@ -272,9 +272,9 @@ pub struct AudioConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrometheusConfig {
-    pub port: Opaque,
-    pub username: Opaque,
-    pub password: Opaque,
+    pub port: Option<u16>,
+    pub username: String,
+    pub password: String,
 }
 
 /// `ingress:`.
@@ -291,7 +291,7 @@ pub struct IngressConfig {
 pub struct Config {
     pub port: u16,
     pub bind_addresses: Vec<String>,
-    pub prometheus_port: Opaque,
+    pub prometheus_port: Option<u16>,
     pub prometheus: PrometheusConfig,
     pub environment: Opaque,
     pub rtc: RtcConfig,
@@ -373,6 +373,10 @@ const SUPPORTED: &[&str] = &[
     "limit.max_api_request_body_size",
     "webhook.urls",
     "webhook.api_key",
+    "prometheus_port",
+    "prometheus.port",
+    "prometheus.username",
+    "prometheus.password",
 ];
 
 fn unsupported_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -511,6 +515,8 @@ pub struct Settings {
     pub max_attributes_size: usize,
     /// Where room events are POSTed (`webhook:`), when any URL is set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
+    /// The metrics port (`prometheus:` or `prometheus_port`), when set.
+    pub prometheus: Option<crate::metrics::PrometheusSettings>,
 }
 
 impl Settings {
@@ -641,8 +647,19 @@ impl Settings {
                 urls: config.webhook.urls.clone(),
             })
         };
+        let prometheus = config
+            .prometheus
+            .port
+            .or(config.prometheus_port)
+            .filter(|p| *p != 0)
+            .map(|port| crate::metrics::PrometheusSettings {
+                port,
+                username: config.prometheus.username.clone(),
+                password: config.prometheus.password.clone(),
+            });
         Ok(Settings {
             webhook,
+            prometheus,
             bind,
             http_port: port,
             udp_port,
@@ -726,7 +743,6 @@ region: us-west
             "logging.pion_level",
             "limit.num_tracks",
             "redis",
-            "prometheus",
         ] {
             assert!(
                 unsupported.iter().any(|u| u == p),
@@ -750,6 +766,7 @@ region: us-west
         let wh = s.webhook.expect("webhook settings");
         assert_eq!((wh.api_key.as_str(), wh.api_secret.as_str()), ("k1", "s1"));
         assert_eq!(wh.urls, ["http://127.0.0.1:9/"]);
+        assert_eq!(s.prometheus.map(|p| p.port), Some(6789));
     }
 
     #[test]

@@ -78,13 +78,18 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         signal(node, req, sig).await
     } else if let Some(rest) = path.strip_prefix("/twirp/") {
         let rest = rest.to_string();
-        match twirp(&node, req, &rest).await {
-            Ok(r) => r,
+        let (service, method) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
+        let (resp, code) = match twirp(&node, req, &rest).await {
+            Ok(r) => (r, ""),
             Err(e) => {
                 tracing::debug!(path = %path, code = e.code.as_str(), msg = %e.msg, "twirp error");
-                e.into_response()
+                let code = e.code.as_str();
+                (e.into_response(), code)
             }
-        }
+        };
+        node.counters
+            .twirp(service, method, resp.status().as_u16(), code);
+        resp
     } else {
         text(StatusCode::NOT_FOUND, "404 page not found")
     };
@@ -174,7 +179,12 @@ async fn signal(
     }
     let joined = match node.control.join(params.to_join()).await {
         Ok(Ok(j)) => j,
-        Ok(Err(e)) => return join_error(&JoinError::new(e.join_status(), e.to_string())),
+        Ok(Err(e)) => {
+            node.counters
+                .join_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return join_error(&JoinError::new(e.join_status(), e.to_string()));
+        }
         Err(e) => return join_error(&JoinError::new(503, e.to_string())),
     };
     let control = node.control.clone();

@@ -8,12 +8,14 @@
 //! - [`auth`]: where a request's token is and whether it holds.
 //! - [`twirp`]: Twirp framing and errors; [`room_service`]: the RoomService methods.
 //! - [`node`]: state shared by handlers; [`http`]: the listener; [`cmd`]: the binary.
+//! - [`metrics`]: Prometheus metrics on their own port.
 //! - [`webhook`]: room events POSTed to the configured URLs, signed as LiveKit signs them.
 
 pub mod auth;
 pub mod cmd;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod room_service;
 pub mod twirp;

@@ -8,11 +8,17 @@ use crate::config::Settings;
 pub struct Node {
     pub settings: Settings,
     pub control: Control,
+    /// Counters of the control plane, for metrics.
+    pub counters: std::sync::Arc<crate::metrics::ControlCounters>,
 }
 
 impl Node {
     /// A node whose rooms are run by `control`.
     pub fn new(settings: Settings, control: Control) -> Self {
-        Self { settings, control }
+        Self {
+            settings,
+            control,
+            counters: Default::default(),
+        }
     }
 }

@@ -16,5 +16,5 @@ pub mod negotiation;
 pub mod rooms;
 
 pub use error::{Fault, RoomError};
-pub use machine::{Config, Join, Limits, Machine, Output, RoomEvent, TrackOffer};
+pub use machine::{Config, Join, Limits, Machine, Output, RoomEvent, Stats, TrackOffer};
 pub use rooms::*;

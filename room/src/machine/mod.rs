@@ -220,6 +220,19 @@ pub struct TrackOffer {
     pub layer_count: usize,
 }
 
+/// What the machine holds, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rooms: usize,
+    pub participants: usize,
+    pub published_audio: usize,
+    pub published_video: usize,
+    pub subscribed_audio: usize,
+    pub subscribed_video: usize,
+    /// Joins admitted since start.
+    pub joins_total: u64,
+}
+
 /// Outputs in the order they were produced.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox(VecDeque<Output>);
@@ -300,6 +313,7 @@ pub struct Machine {
     clock: WallClock,
     /// Shutting down: no new joins or rooms.
     draining: bool,
+    joins_total: u64,
 }
 
 impl Machine {
@@ -326,6 +340,7 @@ impl Machine {
             next_id: 1,
             clock: WallClock { base: now, unix_ms },
             draining: false,
+            joins_total: 0,
         }
     }
 
@@ -342,6 +357,25 @@ impl Machine {
     /// Number of participants with a place in a room (connected or within their grace).
     pub fn participant_count(&self) -> usize {
         self.participants.len()
+    }
+
+    /// A snapshot for metrics.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            rooms: self.rooms.list(&[]).len(),
+            participants: self.participants.len(),
+            joins_total: self.joins_total,
+            ..Default::default()
+        };
+        for t in self.tracks.values() {
+            let (published, subscribed) = match t.offer.kind {
+                MediaKind::Audio => (&mut s.published_audio, &mut s.subscribed_audio),
+                MediaKind::Video => (&mut s.published_video, &mut s.subscribed_video),
+            };
+            *published += 1;
+            *subscribed += t.subscribers.len();
+        }
+        s
     }
 
     /// The next output, if any.
@@ -508,6 +542,7 @@ impl Machine {
         }
         let p = Participant::new(now, &j, &psid, info.kind, permission, self.clock.ms(now));
         self.participants.insert(psid.clone(), p);
+        self.joins_total += 1;
         tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, single_pc = j.single_pc, "participant joined");
         self.out.event(RoomEvent::ParticipantJoined {
             room: room_info,
