@@ -266,7 +266,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::error!(error = %e, "room control task failed");
         }
     });
-    let sig = shutdown_signal().await;
+    let media_watch = node.control.clone();
+    let sig = tokio::select! {
+        sig = shutdown_signal() => sig,
+        _ = media_watch.media_lost() => {
+            // Serving signalling without media would take joins that cannot work.
+            tracing::error!("the media plane stopped; exiting");
+            tasks.abort_all();
+            anyhow::bail!("the media plane stopped");
+        }
+    };
     tracing::info!(
         signal = sig,
         "shutting down: no new joins, participants told to leave (a second signal exits at once)"

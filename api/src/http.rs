@@ -73,7 +73,12 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
     let resp = if req.method() == Method::OPTIONS {
         preflight()
     } else if path == "/" && req.method() == Method::GET {
-        text(StatusCode::OK, "OK")
+        // Healthy only while the media plane runs: signalling without media is no service.
+        if !node.control.media_up() {
+            text(StatusCode::SERVICE_UNAVAILABLE, "media plane is down")
+        } else {
+            text(StatusCode::OK, "OK")
+        }
     } else if let Some(sig) = signal_path(&path) {
         signal(node, req, sig).await
     } else if let Some(rest) = path.strip_prefix("/twirp/") {

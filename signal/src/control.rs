@@ -77,6 +77,8 @@ enum Input {
 #[derive(Clone)]
 pub struct Control {
     tx: mpsc::Sender<Input>,
+    /// False once the media core has stopped.
+    media_up: tokio::sync::watch::Receiver<bool>,
     /// Signal connections whose session task is running.
     live: Arc<tokio::sync::watch::Sender<usize>>,
 }
@@ -99,6 +101,7 @@ impl Control {
         events: Option<mpsc::Sender<RoomEvent>>,
     ) -> (Control, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let (media_up_tx, media_up) = tokio::sync::watch::channel(media.is_some());
         let (commands, media_events) = match media {
             Some(m) => (Some(m.commands), Some(m.events)),
             None => (None, None),
@@ -108,10 +111,11 @@ impl Control {
             sessions: HashMap::new(),
             commands,
             events,
+            media_up: media_up_tx,
         };
         let handle = tokio::spawn(task.run(rx, media_events));
         let live = Arc::new(tokio::sync::watch::channel(0).0);
-        (Control { tx, live }, handle)
+        (Control { tx, media_up, live }, handle)
     }
 
     async fn send(&self, input: Input) -> Result<(), ControlGone> {
@@ -167,6 +171,18 @@ impl Control {
         rx.await.map_err(|_| ControlGone)
     }
 
+    /// Whether the media core is running (false once it has stopped; also false for a
+    /// control task started without one).
+    pub fn media_up(&self) -> bool {
+        *self.media_up.borrow()
+    }
+
+    /// Resolves when the media core stops.
+    pub async fn media_lost(&self) {
+        let mut rx = self.media_up.clone();
+        let _ = rx.wait_for(|up| !*up).await;
+    }
+
     /// Marks a session task as running until the guard drops.
     pub fn session_guard(&self) -> SessionGuard {
         self.live.send_modify(|n| *n += 1);
@@ -203,6 +219,7 @@ struct Task {
     sessions: HashMap<String, SessionLink>,
     commands: Option<mpsc::UnboundedSender<Command>>,
     events: Option<mpsc::Sender<RoomEvent>>,
+    media_up: tokio::sync::watch::Sender<bool>,
 }
 
 impl Task {
@@ -240,8 +257,9 @@ impl Task {
                 ev = media_event => match ev {
                     Some(ev) => self.machine.handle_media_event(Instant::now(), ev),
                     None => {
-                        tracing::error!("media core is gone");
+                        tracing::error!("media core has stopped");
                         media_events = None;
+                        self.media_up.send_replace(false);
                     }
                 },
                 _ = sleep => self.machine.handle_timeout(Instant::now()),
@@ -395,6 +413,21 @@ mod tests {
             metadata: None,
             attributes: HashMap::new(),
         }
+    }
+
+    /// The media core stopping is seen at once (for the health check and the process).
+    #[tokio::test]
+    async fn a_stopped_media_core_is_reported() {
+        let (commands, _cmd_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (control, _task) =
+            Control::spawn(machine(), Some(MediaHandle { commands, events }), None);
+        assert!(control.media_up());
+        drop(events_tx); // the media thread ended (its sender goes with it, panic or not)
+        tokio::time::timeout(Duration::from_secs(5), control.media_lost())
+            .await
+            .expect("reported");
+        assert!(!control.media_up());
     }
 
     /// A participant that stops reading its signal connection is cut once its queue is
