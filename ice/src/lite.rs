@@ -93,6 +93,21 @@ impl IceLite {
         }
     }
 
+    /// An ICE restart (RFC 8445 §9): new credentials on both sides. The selected address
+    /// keeps serving until checks with the new credentials arrive, so media is not cut.
+    pub fn restart(
+        &mut self,
+        local_ufrag: String,
+        local_pwd: String,
+        remote_ufrag: String,
+        remote_pwd: String,
+    ) {
+        self.local_ufrag = local_ufrag;
+        self.local_pwd = local_pwd;
+        self.remote_ufrag = Some(remote_ufrag);
+        self.remote_pwd = Some(remote_pwd);
+    }
+
     /// Our ufrag.
     pub fn local_ufrag(&self) -> &str {
         &self.local_ufrag

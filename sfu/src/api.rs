@@ -134,6 +134,14 @@ pub enum Command {
     RemovePeer {
         peer: PeerId,
     },
+    /// An ICE restart of a transport: both sides' new credentials (DTLS and SRTP go on).
+    RestartIce {
+        peer: PeerId,
+        local_ufrag: String,
+        local_pwd: String,
+        remote_ufrag: String,
+        remote_pwd: String,
+    },
     Publish(PublishSpec),
     Unpublish {
         track: TrackId,

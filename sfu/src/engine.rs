@@ -235,6 +235,24 @@ impl Engine {
         match cmd {
             Command::AddPeer { peer, config } => self.add_peer(now, peer, config),
             Command::RemovePeer { peer } => self.remove_peer(peer),
+            Command::RestartIce {
+                peer,
+                local_ufrag,
+                local_pwd,
+                remote_ufrag,
+                remote_pwd,
+            } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    self.by_ufrag.remove(&p.config.local_ufrag);
+                    self.by_ufrag.insert(local_ufrag.clone(), peer);
+                    p.config.local_ufrag = local_ufrag.clone();
+                    p.config.local_pwd = local_pwd.clone();
+                    p.config.remote_ufrag = remote_ufrag.clone();
+                    p.config.remote_pwd = remote_pwd.clone();
+                    p.ice
+                        .restart(local_ufrag, local_pwd, remote_ufrag, remote_pwd);
+                }
+            }
             Command::Publish(spec) => {
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
                     p.published.push(spec.track);
