@@ -171,13 +171,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         [one] => *one,
         _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     };
-    let media = lkr_sfu::driver::spawn(SocketAddr::new(udp_ip, settings.udp_port.start))
-        .with_context(|| {
-            format!(
-                "cannot open the media UDP port {udp_ip}:{}",
-                settings.udp_port.start
-            )
-        })?;
+    let media = lkr_driver::spawn(lkr_driver::DriverConfig::new(SocketAddr::new(
+        udp_ip,
+        settings.udp_port.start,
+    )))
+    .with_context(|| {
+        format!(
+            "cannot open the media UDP port {udp_ip}:{}",
+            settings.udp_port.start
+        )
+    })?;
     let hub_config = HubConfig {
         keys: settings.keys.clone(),
         auto_create: settings.auto_create,
@@ -185,16 +188,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         udp_port: settings.udp_port.start,
         region: settings.region.clone(),
         node_id: lkr_proto::id::new_id("ND_"),
-        fingerprint: media.fingerprint.clone(),
+        fingerprint: media.handle.fingerprint.clone(),
         max_metadata_size: settings.room.max_metadata_size,
         max_attributes_size: settings.max_attributes_size,
     };
     let hub = Arc::new(Hub::new(
         hub_config,
         lkr_room::Rooms::new(settings.room.clone()),
-        Some(lkr_signal::MediaHandle {
-            commands: media.commands.clone(),
-        }),
+        Some(media.handle.clone()),
     ));
     let node = Arc::new(Node::new(settings, hub.clone()));
     let s = &node.settings;
@@ -202,7 +203,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         bind = ?s.bind,
         port = s.http_port,
-        rtc_udp = %media.local_addr,
+        rtc_udp = %media.handle.local_addr,
         node_ip = %node_ip,
         keys = s.keys.len(),
         dev = s.development,
@@ -212,7 +213,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     for l in listeners {
         tasks.spawn(crate::http::serve(node.clone(), l));
     }
-    tasks.spawn(hub.clone().run_media_events(media.events));
+    let events_hub = hub.clone();
+    let mut media_events = media.events;
+    tasks.spawn(async move {
+        while let Some(ev) = media_events.recv().await {
+            events_hub.dispatch_media_event(ev);
+        }
+    });
     tasks.spawn(async move { hub.run_room_closer().await });
     let sig = shutdown_signal().await;
     tracing::info!(signal = sig, "shutting down");

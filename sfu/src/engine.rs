@@ -5,7 +5,8 @@
 //! RTP/RTCP. STUN finds its peer by the USERNAME's local ufrag; everything else by source
 //! address, and only from addresses that passed an ICE check.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,11 @@ use crate::forward::{Subscription, Track, is_keyframe, pick_layer, red_primary};
 
 /// Our SSRC as the sender of RTCP feedback.
 const FEEDBACK_SSRC: u32 = 1;
-/// Housekeeping period: NACKs, consent, DTLS and SCTP timers.
-const TICK: Duration = Duration::from_millis(20);
+/// Delay before the first NACK for a gap, so that slightly reordered packets are not asked
+/// for.
+const NACK_DELAY: Duration = Duration::from_millis(10);
+/// Time between transport-wide congestion feedback packets to a sending peer.
+const TWCC_INTERVAL: Duration = Duration::from_millis(20);
 /// Minimum time between keyframe requests for one layer.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// Time between NACKs for the same lost packet: about a round trip, so that a resent packet
@@ -60,6 +64,10 @@ pub struct Drops {
     pub unknown_first_byte: u64,
     /// Padding-only retransmission packets (bandwidth probes).
     pub padding: u64,
+    /// Packets too old to forward to a subscriber (behind its current segment).
+    pub late: u64,
+    /// Datagrams the driver could not send (socket buffer full), summed over peers.
+    pub unsent: u64,
 }
 
 struct Peer {
@@ -87,11 +95,27 @@ struct Peer {
     twcc_ext: u8,
     /// An SSRC the peer sends, named as the media source of its feedback.
     twcc_media_ssrc: u32,
+    /// The deadline this peer has in the engine's timer heap (the earliest of its entries).
+    armed: Option<Instant>,
+    /// Datagrams to this peer the driver could not send.
+    unsent: u64,
 }
 
 impl Peer {
     fn dest(&self) -> Option<SocketAddr> {
         self.ice.selected()
+    }
+
+    /// The earliest timer of the peer's ICE consent, DTLS and SCTP.
+    fn deadline(&self) -> Option<Instant> {
+        [
+            self.ice.poll_timeout(),
+            self.dtls.as_ref().and_then(DtlsEndpoint::poll_timeout),
+            self.sctp.as_ref().and_then(SctpTransport::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -105,7 +129,14 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pool: Vec<Vec<u8>>,
-    next_tick: Option<Instant>,
+    /// Per-peer deadlines, earliest first. Entries are never late but may be stale (the
+    /// peer's deadline moved later, or the peer left): a stale entry is dropped when it
+    /// comes up, and a peer that fires is armed again from its own timers.
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// When lost upstream packets are next due for a NACK.
+    next_nack: Option<Instant>,
+    /// When congestion feedback is next due (some peer has pending feedback).
+    next_twcc: Option<Instant>,
     /// Where retransmissions are rebuilt into the packets they repair.
     scratch: Vec<u8>,
     next_report: Option<Instant>,
@@ -187,7 +218,9 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             pool: Vec::new(),
-            next_tick: None,
+            timers: BinaryHeap::new(),
+            next_nack: None,
+            next_twcc: None,
             scratch: Vec::with_capacity(1500),
             next_report: None,
             next_levels: None,
@@ -221,12 +254,43 @@ impl Engine {
         self.events.pop_front()
     }
 
-    /// When [`Engine::handle_timeout`] is due.
+    /// When [`Engine::handle_timeout`] is due: the earliest real deadline of any part, or
+    /// `None` when nothing is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.peers.is_empty() {
-            None
+        let media = if self.tracks.is_empty() {
+            [None, None]
         } else {
-            self.next_tick
+            [self.next_report, self.next_levels]
+        };
+        [
+            self.timers.peek().map(|Reverse((t, _))| *t),
+            self.next_nack,
+            self.next_twcc,
+        ]
+        .into_iter()
+        .chain(media)
+        .flatten()
+        .min()
+    }
+
+    /// Puts `id`'s earliest deadline in the timer heap when it is earlier than the one
+    /// already there.
+    fn arm(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(d) = p.deadline() else { return };
+        if p.armed.is_none_or(|a| d < a) {
+            p.armed = Some(d);
+            self.timers.push(Reverse((d, id)));
+        }
+        // Stale entries pile up only while deadlines keep moving earlier; rebuild then.
+        if self.timers.len() > 2 * self.peers.len() + 64 {
+            self.timers = self
+                .peers
+                .iter()
+                .filter_map(|(id, p)| p.armed.map(|a| Reverse((a, *id))))
+                .collect();
         }
     }
 
@@ -250,6 +314,8 @@ impl Engine {
                     t.layers[0].ssrc = Some(*ssrc);
                 }
                 self.tracks.insert(spec.track, t);
+                self.next_report.get_or_insert(now + REPORT_INTERVAL);
+                self.next_levels.get_or_insert(now + LEVELS_INTERVAL);
             }
             Command::Unpublish { track } => {
                 if let Some(t) = self.tracks.remove(&track) {
@@ -329,9 +395,6 @@ impl Engine {
                 }
             }
         }
-        if self.next_tick.is_none() && !self.peers.is_empty() {
-            self.next_tick = Some(now + TICK);
-        }
     }
 
     fn add_peer(&mut self, now: Instant, id: PeerId, config: PeerConfig) {
@@ -365,9 +428,12 @@ impl Engine {
                 twcc: lkr_rtp::TwccBuilder::new(),
                 twcc_ext: 0,
                 twcc_media_ssrc: 0,
+                armed: None,
+                unsent: 0,
             },
         );
-        self.next_tick.get_or_insert(now + TICK);
+        let _ = now;
+        self.arm(id);
     }
 
     fn remove_peer(&mut self, id: PeerId) {
@@ -441,6 +507,7 @@ impl Engine {
             Ok(input) => {
                 if input.became_valid {
                     self.by_addr.insert(from, id);
+                    self.arm(id);
                 }
                 if input.response_written {
                     self.transmits.push_back(Transmit {
@@ -492,8 +559,14 @@ impl Engine {
         self.pump(now, id);
     }
 
-    /// Moves data between a peer's DTLS and SCTP and out to the network.
+    /// Moves data between a peer's DTLS and SCTP and out to the network, then arms the
+    /// peer's timers.
     fn pump(&mut self, now: Instant, id: PeerId) {
+        self.pump_inner(now, id);
+        self.arm(id);
+    }
+
+    fn pump_inner(&mut self, now: Instant, id: PeerId) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
@@ -718,6 +791,7 @@ impl Engine {
             p.twcc
                 .push(seq, now.saturating_duration_since(epoch).as_micros() as i64);
             p.twcc_media_ssrc = view.ssrc();
+            self.next_twcc.get_or_insert(now + TWCC_INTERVAL);
         }
         if let Some((tid, layer, apt)) = self.rtx_route(id, &view) {
             self.handle_rtx(now, id, tid, layer, apt, &view);
@@ -852,7 +926,12 @@ impl Engine {
         {
             t.audio.observe(level);
         }
+        let missing = t.layers[layer].missing.len();
         let ext = t.layers[layer].on_packet(seq, now);
+        if t.layers[layer].missing.len() > missing {
+            let first = now + NACK_DELAY;
+            self.next_nack = Some(self.next_nack.map_or(first, |n| n.min(first)));
+        }
         t.layers[layer].cache.store(seq, pkt);
         let keyframe = t.kind == MediaKind::Video && is_keyframe(codec.codec, view.payload());
         if keyframe {
@@ -898,6 +977,9 @@ impl Engine {
                 s.munger.map_previous(layer, ext, view.timestamp())
             };
             let Some((out_seq, out_ts)) = mapped else {
+                if s.munger.layer == layer {
+                    self.drops.late += 1;
+                }
                 continue;
             };
             let Some(sp) = peers.get_mut(&s.peer) else {
@@ -1246,17 +1328,21 @@ impl Engine {
         }
     }
 
-    /// Timers: ICE consent, DTLS and SCTP retransmissions, NACKs for upstream loss.
+    /// Runs every timer that is due: each due peer's ICE consent, DTLS and SCTP timers;
+    /// NACKs for upstream loss, congestion feedback, receiver reports, audio levels.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.next_tick.is_some_and(|t| t > now) {
-            return;
-        }
-        self.next_tick = Some(now + TICK);
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in ids {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
             let Some(p) = self.peers.get_mut(&id) else {
                 continue;
             };
+            if p.armed != Some(at) {
+                continue; // stale: a later entry (or none) is the peer's real deadline
+            }
+            p.armed = None;
             p.ice.handle_timeout(now);
             if p.ice.state() == IceState::Disconnected && !p.disconnected {
                 p.disconnected = true;
@@ -1277,8 +1363,18 @@ impl Engine {
             }
             self.pump(now, id);
         }
-        self.send_nacks(now);
-        self.send_twcc();
+        if self.next_nack.is_some_and(|t| t <= now) {
+            self.send_nacks(now);
+        }
+        if self.next_twcc.is_some_and(|t| t <= now) {
+            self.next_twcc = None;
+            self.send_twcc();
+        }
+        if self.tracks.is_empty() {
+            self.next_levels = None;
+            self.next_report = None;
+            return;
+        }
         if self.next_levels.is_none_or(|t| t <= now) {
             self.next_levels = Some(now + LEVELS_INTERVAL);
             let levels: Vec<(TrackId, f32, bool)> = self
@@ -1306,6 +1402,7 @@ impl Engine {
     }
 
     fn send_nacks(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
         let mut due: Vec<(PeerId, u32, Vec<u16>)> = Vec::new();
         for t in self.tracks.values_mut() {
             for l in t.layers.iter_mut() {
@@ -1316,27 +1413,50 @@ impl Engine {
                 });
                 let mut lost = Vec::new();
                 for m in l.missing.iter_mut() {
-                    if m.last_sent
-                        .is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY)
+                    if lost.len() < 64
+                        && m.last_sent
+                            .is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY)
                     {
                         m.last_sent = Some(now);
                         m.tries += 1;
                         lost.push(m.ext as u16);
-                        if lost.len() == 64 {
-                            break;
-                        }
                     }
+                    let again = m.last_sent.map_or(now, |at| at + NACK_RETRY);
+                    next = Some(next.map_or(again, |n| n.min(again)));
                 }
                 if !lost.is_empty() {
                     due.push((t.publisher, ssrc, lost));
                 }
             }
         }
+        self.next_nack = next;
         for (publisher, ssrc, lost) in due {
             self.send_feedback(publisher, |out| {
                 lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost)
             });
         }
+    }
+
+    /// Counts a datagram the driver could not send (socket buffer full) against the peer
+    /// it was for, and gives its buffer back.
+    pub fn note_unsent(&mut self, t: Transmit) {
+        self.drops.unsent += 1;
+        if let Some(id) = self.by_addr.get(&t.dest)
+            && let Some(p) = self.peers.get_mut(id)
+        {
+            p.unsent += 1;
+        }
+        self.recycle(t.data);
+    }
+
+    /// Appends `(peer, datagrams not sent)` for every peer that lost any at the socket.
+    pub fn unsent_by_peer(&self, out: &mut Vec<(PeerId, u64)>) {
+        out.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.unsent > 0)
+                .map(|(id, p)| (*id, p.unsent)),
+        );
     }
 
     /// Number of peers.

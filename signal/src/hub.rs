@@ -106,11 +106,9 @@ pub enum ToSession {
     Data { reliable: bool, data: bytes::Bytes },
 }
 
-/// The channel the media core listens on.
-#[derive(Debug, Clone)]
-pub struct MediaHandle {
-    pub commands: mpsc::UnboundedSender<Command>,
-}
+/// The channel the media core listens on: a bounded command channel whose sends never
+/// wait (a full channel is reported), and the core's drop counters.
+pub use lkr_driver::MediaHandle;
 
 struct SessionEntry {
     room: String,
@@ -240,12 +238,13 @@ impl Hub {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends a command to the media core (dropped when the hub runs without media).
+    /// Sends a command to the media core without waiting (dropped when the hub runs without
+    /// media). A full command queue drops the command; it is counted in the core's stats.
     pub fn media(&self, cmd: Command) {
         if let Some(m) = &self.media
-            && m.commands.send(cmd).is_err()
+            && let Err(e) = m.send(cmd)
         {
-            tracing::error!("media core is gone");
+            tracing::error!("media command dropped: {e}");
         }
     }
 

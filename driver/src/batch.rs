@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::engine::Transmit;
+use lkr_sfu::Transmit;
 
 /// Datagrams moved per system call at most.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = 64;
 /// Room for one received datagram.
 const DATAGRAM: usize = 2048;
 
@@ -133,7 +133,7 @@ mod linux {
     use tokio::net::UdpSocket;
 
     use super::BATCH;
-    use crate::engine::Transmit;
+    use lkr_sfu::Transmit;
 
     pub struct RecvHeaders {
         hdrs: Vec<libc::mmsghdr>,
