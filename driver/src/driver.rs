@@ -134,6 +134,58 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
     })
 }
 
+/// Sends what the engine produced, a batch per system call, while at least `min` datagrams
+/// wait. Never waits for the socket: when it is full (`EAGAIN`/`ENOBUFS`) what is waiting
+/// is dropped and counted, per peer in the engine and in total in `stats`, so that one
+/// congested path cannot stop receiving and sending for everyone.
+fn flush(
+    engine: &mut Engine,
+    socket: &tokio::net::UdpSocket,
+    tx: &mut SendBatch,
+    out: &mut Vec<Transmit>,
+    stats: &MediaStats,
+    min: usize,
+) {
+    let min = min.max(1);
+    while engine.pending_transmits() + out.len() >= min {
+        while out.len() < BATCH {
+            match engine.poll_transmit() {
+                Some(t) => out.push(t),
+                None => break,
+            }
+        }
+        match tx.send(socket, out) {
+            // A partial send leaves the rest in `out` for the next round.
+            Ok(n) if n > 0 => {
+                for t in out.drain(..n.min(out.len())) {
+                    engine.recycle(t.data);
+                }
+            }
+            Err(e) if !crate::batch::is_full(&e) => {
+                tracing::trace!("media send: {e}");
+                stats.send_failed.fetch_add(out.len() as u64, Relaxed);
+                for t in out.drain(..) {
+                    engine.recycle(t.data);
+                }
+            }
+            _ => {
+                // Full: this batch and everything behind it would find it full too.
+                let mut dropped = 0;
+                for t in out.drain(..) {
+                    dropped += 1;
+                    engine.note_unsent(t);
+                }
+                while let Some(t) = engine.poll_transmit() {
+                    dropped += 1;
+                    engine.note_unsent(t);
+                }
+                stats.send_dropped.fetch_add(dropped, Relaxed);
+                return;
+            }
+        }
+    }
+}
+
 /// Hands events to the control plane without ever waiting for it.
 struct EventOut {
     tx: mpsc::Sender<Event>,
@@ -225,7 +277,14 @@ async fn run(
             r = socket.readable() => {
                 if r.is_ok() {
                     match rx.recv(&socket) {
-                        Ok(_) => rx.for_each(|from, d| engine.handle_receive(Instant::now(), from, d)),
+                        Ok(_) => rx.for_each(|from, d| {
+                            engine.handle_receive(Instant::now(), from, d);
+                            // A batch's worth goes out at once, so buffers return to the
+                            // pool before the next packet's fan-out.
+                            if engine.pending_transmits() >= BATCH {
+                                flush(&mut engine, &socket, &mut tx, &mut out, &stats, BATCH);
+                            }
+                        }),
                         Err(e) => tracing::debug!("media recv: {e}"),
                     }
                 }
@@ -245,36 +304,7 @@ async fn run(
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
         }
-        // Send everything the engine produced, a batch per system call.
-        loop {
-            while out.len() < BATCH {
-                match engine.poll_transmit() {
-                    Some(t) => out.push(t),
-                    None => break,
-                }
-            }
-            if out.is_empty() {
-                break;
-            }
-            match tx.send(&socket, &out) {
-                Ok(n) => {
-                    for t in out.drain(..n.min(out.len())) {
-                        engine.recycle(t.data);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if socket.writable().await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::trace!("media send: {e}");
-                    for t in out.drain(..) {
-                        engine.recycle(t.data);
-                    }
-                }
-            }
-        }
+        flush(&mut engine, &socket, &mut tx, &mut out, &stats, 1);
         if !events.drain() {
             break;
         }

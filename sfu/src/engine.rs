@@ -42,6 +42,9 @@ const LEVELS_INTERVAL: Duration = Duration::from_millis(400);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Room for the SRTP tag behind a packet.
 const SRTP_ROOM: usize = 32;
+/// Datagram buffers kept for reuse (about 6 MB): one packet's fan-out to this many
+/// subscribers plus a send batch allocates nothing.
+const POOL_LIMIT: usize = 4096;
 
 /// A datagram to send.
 #[derive(Debug)]
@@ -119,6 +122,19 @@ impl Peer {
     }
 }
 
+/// Buffers the RTCP paths reuse, so that feedback allocates nothing in steady state.
+#[derive(Default)]
+struct RtcpScratch {
+    nacks: Vec<(TrackId, u16)>,
+    plis: Vec<TrackId>,
+    srs: Vec<(TrackId, usize, u64, u32)>,
+    losses: Vec<(TrackId, i32, u32)>,
+    /// Sender reports to forward: (subscriber, ssrc, timestamp, packets, octets).
+    reports: Vec<(PeerId, u32, u32, u32, u32)>,
+    /// Receiver report blocks by publisher.
+    blocks: Vec<(PeerId, lkr_rtp::ReportBlock)>,
+}
+
 /// The media core.
 pub struct Engine {
     cert: Certificate,
@@ -139,6 +155,7 @@ pub struct Engine {
     next_twcc: Option<Instant>,
     /// Where retransmissions are rebuilt into the packets they repair.
     scratch: Vec<u8>,
+    rtcp: RtcpScratch,
     next_report: Option<Instant>,
     next_levels: Option<Instant>,
     /// Highest upstream loss per publishing peer since the last `Loss` event.
@@ -206,6 +223,36 @@ fn write_down(
     }
 }
 
+/// Writes one RTCP packet with `write` into a pooled buffer, protects it and queues it to
+/// `peer`.
+fn feedback(
+    peers: &mut FxHashMap<PeerId, Peer>,
+    pool: &mut Vec<Vec<u8>>,
+    transmits: &mut VecDeque<Transmit>,
+    peer: PeerId,
+    write: impl FnOnce(&mut [u8]) -> Result<usize, lkr_rtp::RtcpError>,
+) {
+    let Some(p) = peers.get_mut(&peer) else {
+        return;
+    };
+    let (Some(dest), Some(srtp)) = (p.dest(), p.srtp_out.as_mut()) else {
+        return;
+    };
+    let mut buf = take_buf(pool);
+    buf.resize(1200, 0);
+    let Ok(n) = write(&mut buf) else {
+        pool.push(buf);
+        return;
+    };
+    match srtp.protect_rtcp(&mut buf, n) {
+        Ok(m) => {
+            buf.truncate(m);
+            transmits.push_back(Transmit { dest, data: buf });
+        }
+        Err(_) => pool.push(buf),
+    }
+}
+
 impl Engine {
     /// An engine whose DTLS identity is `cert`.
     pub fn new(cert: Certificate) -> Self {
@@ -222,6 +269,7 @@ impl Engine {
             next_nack: None,
             next_twcc: None,
             scratch: Vec::with_capacity(1500),
+            rtcp: RtcpScratch::default(),
             next_report: None,
             next_levels: None,
             loss: Vec::new(),
@@ -239,7 +287,7 @@ impl Engine {
 
     /// Gives a sent datagram's buffer back for reuse.
     pub fn recycle(&mut self, buf: Vec<u8>) {
-        if self.pool.len() < 1024 {
+        if self.pool.len() < POOL_LIMIT {
             self.pool.push(buf);
         }
     }
@@ -247,6 +295,13 @@ impl Engine {
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// How many datagrams wait in [`Engine::poll_transmit`]. A driver sends them while it
+    /// handles a batch, once there are a batch's worth, so that buffers come back to the pool
+    /// before the next packet's fan-out needs them.
+    pub fn pending_transmits(&self) -> usize {
+        self.transmits.len()
     }
 
     /// The next event for the control plane.
@@ -1008,12 +1063,18 @@ impl Engine {
     }
 
     fn handle_rtcp(&mut self, now: Instant, id: PeerId, len: usize, buf: &[u8]) {
-        let mut nacks: Vec<(TrackId, u32, u16)> = Vec::new();
-        let mut plis: Vec<TrackId> = Vec::new();
-        let mut srs: Vec<(TrackId, usize, u64, u32)> = Vec::new();
-        let mut losses: Vec<(TrackId, i32, u32)> = Vec::new();
-        {
-            let Some(p) = self.peers.get(&id) else { return };
+        let mut nacks = std::mem::take(&mut self.rtcp.nacks);
+        let mut plis = std::mem::take(&mut self.rtcp.plis);
+        let mut srs = std::mem::take(&mut self.rtcp.srs);
+        let mut losses = std::mem::take(&mut self.rtcp.losses);
+        nacks.clear();
+        plis.clear();
+        srs.clear();
+        losses.clear();
+        'parse: {
+            let Some(p) = self.peers.get(&id) else {
+                break 'parse;
+            };
             for pkt in lkr_rtp::rtcp_packets(&buf[..len]) {
                 let Ok(pkt) = pkt else { break };
                 match pkt {
@@ -1022,7 +1083,7 @@ impl Engine {
                     } => {
                         if let Some(t) = p.down_ssrcs.get(&media_ssrc) {
                             for seq in pairs.take(256) {
-                                nacks.push((*t, media_ssrc, seq));
+                                nacks.push((*t, seq));
                             }
                         }
                     }
@@ -1065,10 +1126,10 @@ impl Engine {
                 }
             }
         }
-        for t in plis {
+        for &t in &plis {
             self.request_keyframe(now, t, None);
         }
-        for (tid, cumulative_lost, highest) in losses {
+        for &(tid, cumulative_lost, highest) in &losses {
             let Some(t) = self.tracks.get_mut(&tid) else {
                 continue;
             };
@@ -1096,12 +1157,16 @@ impl Engine {
                 }
             }
         }
-        for (tid, layer, ntp, rtp_ts) in srs {
+        for &(tid, layer, ntp, rtp_ts) in &srs {
             self.forward_sender_report(now, tid, layer, ntp, rtp_ts);
         }
-        for (t, _ssrc, seq) in nacks {
+        for &(t, seq) in &nacks {
             self.retransmit(id, t, seq);
         }
+        self.rtcp.nacks = nacks;
+        self.rtcp.plis = plis;
+        self.rtcp.srs = srs;
+        self.rtcp.losses = losses;
     }
 
     /// Notes a publisher's sender report and sends each subscriber of that layer one with
@@ -1121,26 +1186,29 @@ impl Engine {
             return;
         };
         l.last_sr = Some((ntp, now));
-        let reports: Vec<(PeerId, u32, u32, u32, u32)> = t
-            .subs
-            .iter()
-            .filter(|s| !s.paused && s.munger.is_started() && s.munger.layer == layer)
-            .filter_map(|s| {
-                let ts = s.munger.map_timestamp(rtp_ts)?;
-                Some((
-                    s.peer,
-                    s.ssrc,
-                    ts,
-                    s.packets_sent as u32,
-                    s.octets_sent as u32,
-                ))
-            })
-            .collect();
-        for (peer, ssrc, ts, packets, octets) in reports {
+        let mut reports = std::mem::take(&mut self.rtcp.reports);
+        reports.clear();
+        reports.extend(
+            t.subs
+                .iter()
+                .filter(|s| !s.paused && s.munger.is_started() && s.munger.layer == layer)
+                .filter_map(|s| {
+                    let ts = s.munger.map_timestamp(rtp_ts)?;
+                    Some((
+                        s.peer,
+                        s.ssrc,
+                        ts,
+                        s.packets_sent as u32,
+                        s.octets_sent as u32,
+                    ))
+                }),
+        );
+        for &(peer, ssrc, ts, packets, octets) in &reports {
             self.send_feedback(peer, |out| {
                 lkr_rtp::write_sender_report(out, ssrc, ntp, ts, packets, octets, &[])
             });
         }
+        self.rtcp.reports = reports;
     }
 
     /// Sends transport-wide congestion feedback to every peer that sent media since the last
@@ -1181,32 +1249,33 @@ impl Engine {
 
     /// Sends each publisher a receiver report on every layer it sends.
     fn send_receiver_reports(&mut self, now: Instant) {
-        let mut due: Vec<(PeerId, Vec<lkr_rtp::ReportBlock>)> = Vec::new();
+        let mut due = std::mem::take(&mut self.rtcp.blocks);
+        due.clear();
         for t in self.tracks.values_mut() {
-            let blocks: Vec<lkr_rtp::ReportBlock> =
-                t.layers.iter_mut().filter_map(|l| l.report(now)).collect();
-            for b in &blocks {
+            for b in t.layers.iter_mut().filter_map(|l| l.report(now)) {
                 let loss = f32::from(b.fraction_lost) / 256.0;
                 match self.loss.iter_mut().find(|(p, _)| *p == t.publisher) {
                     Some((_, l)) => *l = l.max(loss),
                     None => self.loss.push((t.publisher, loss)),
                 }
-            }
-            if blocks.is_empty() {
-                continue;
-            }
-            match due.iter_mut().find(|(p, _)| *p == t.publisher) {
-                Some((_, b)) => b.extend(blocks),
-                None => due.push((t.publisher, blocks)),
+                due.push((t.publisher, b));
             }
         }
-        for (peer, blocks) in due {
-            for chunk in blocks.chunks(31) {
-                self.send_feedback(peer, |out| {
-                    lkr_rtp::write_receiver_report(out, FEEDBACK_SSRC, chunk)
+        // One report per publisher (31 blocks at most each), in place.
+        due.sort_unstable_by_key(|(p, _)| *p);
+        let mut blocks = [lkr_rtp::ReportBlock::default(); 31];
+        for run in due.chunk_by(|a, b| a.0 == b.0) {
+            for chunk in run.chunks(31) {
+                for (slot, (_, b)) in blocks.iter_mut().zip(chunk) {
+                    *slot = *b;
+                }
+                let n = chunk.len();
+                self.send_feedback(chunk[0].0, |out| {
+                    lkr_rtp::write_receiver_report(out, FEEDBACK_SSRC, &blocks[..n])
                 });
             }
         }
+        self.rtcp.blocks = due;
     }
 
     /// Resends a packet a subscriber reported lost, with the header it had.
@@ -1307,25 +1376,13 @@ impl Engine {
         peer: PeerId,
         write: impl FnOnce(&mut [u8]) -> Result<usize, lkr_rtp::RtcpError>,
     ) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let (Some(dest), Some(srtp)) = (p.dest(), p.srtp_out.as_mut()) else {
-            return;
-        };
-        let mut buf = take_buf(&mut self.pool);
-        buf.resize(1200, 0);
-        let Ok(n) = write(&mut buf) else {
-            self.pool.push(buf);
-            return;
-        };
-        match srtp.protect_rtcp(&mut buf, n) {
-            Ok(m) => {
-                buf.truncate(m);
-                self.transmits.push_back(Transmit { dest, data: buf });
-            }
-            Err(_) => self.pool.push(buf),
-        }
+        feedback(
+            &mut self.peers,
+            &mut self.pool,
+            &mut self.transmits,
+            peer,
+            write,
+        );
     }
 
     /// Runs every timer that is due: each due peer's ICE consent, DTLS and SCTP timers;
@@ -1393,8 +1450,11 @@ impl Engine {
             self.reports_since_loss += 1;
             if self.reports_since_loss >= 5 {
                 self.reports_since_loss = 0;
-                let peers = std::mem::take(&mut self.loss);
-                if !peers.is_empty() {
+                // The event gets its own copy (one allocation per 5 s); the working list
+                // keeps its capacity.
+                if !self.loss.is_empty() {
+                    let peers = self.loss.clone();
+                    self.loss.clear();
                     self.events.push_back(Event::Loss { peers });
                 }
             }
@@ -1403,38 +1463,43 @@ impl Engine {
 
     fn send_nacks(&mut self, now: Instant) {
         let mut next: Option<Instant> = None;
-        let mut due: Vec<(PeerId, u32, Vec<u16>)> = Vec::new();
-        for t in self.tracks.values_mut() {
+        let Engine {
+            tracks,
+            peers,
+            pool,
+            transmits,
+            ..
+        } = self;
+        for t in tracks.values_mut() {
             for l in t.layers.iter_mut() {
                 let Some(ssrc) = l.ssrc else { continue };
                 l.missing.retain(|m| {
                     m.tries < NACK_MAX_TRIES
                         && now.saturating_duration_since(m.since) < NACK_GIVE_UP
                 });
-                let mut lost = Vec::new();
+                let mut lost = [0u16; 64];
+                let mut n = 0;
                 for m in l.missing.iter_mut() {
-                    if lost.len() < 64
+                    if n < lost.len()
                         && m.last_sent
                             .is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY)
                     {
                         m.last_sent = Some(now);
                         m.tries += 1;
-                        lost.push(m.ext as u16);
+                        lost[n] = m.ext as u16;
+                        n += 1;
                     }
                     let again = m.last_sent.map_or(now, |at| at + NACK_RETRY);
-                    next = Some(next.map_or(again, |n| n.min(again)));
+                    next = Some(next.map_or(again, |x| x.min(again)));
                 }
-                if !lost.is_empty() {
-                    due.push((t.publisher, ssrc, lost));
+                if n > 0 {
+                    feedback(peers, pool, transmits, t.publisher, |out| {
+                        lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost[..n])
+                    });
                 }
             }
         }
         self.next_nack = next;
-        for (publisher, ssrc, lost) in due {
-            self.send_feedback(publisher, |out| {
-                lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost)
-            });
-        }
     }
 
     /// Counts a datagram the driver could not send (socket buffer full) against the peer
