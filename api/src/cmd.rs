@@ -170,13 +170,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         [one] => *one,
         _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     };
-    let media = lkr_sfu::driver::spawn(SocketAddr::new(udp_ip, settings.udp_port.start))
-        .with_context(|| {
-            format!(
-                "cannot open the media UDP port {udp_ip}:{}",
-                settings.udp_port.start
-            )
-        })?;
+    let media = lkr_driver::spawn(lkr_driver::DriverConfig::new(SocketAddr::new(
+        udp_ip,
+        settings.udp_port.start,
+    )))
+    .with_context(|| {
+        format!(
+            "cannot open the media UDP port {udp_ip}:{}",
+            settings.udp_port.start
+        )
+    })?;
     let node_id = lkr_proto::id::new_id("ND_");
     let machine_config = lkr_room::Config {
         auto_create: settings.auto_create,
@@ -184,7 +187,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         udp_port: settings.udp_port.start,
         region: settings.region.clone(),
         node_id: node_id.clone(),
-        fingerprint: media.fingerprint.clone(),
+        fingerprint: media.handle.fingerprint.clone(),
         max_metadata_size: settings.room.max_metadata_size,
         max_attributes_size: settings.max_attributes_size,
         limits: lkr_room::Limits::default(),
@@ -208,8 +211,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     let (control, control_task) = lkr_signal::Control::spawn(
         machine,
-        Some(lkr_signal::MediaHandle {
-            commands: media.commands.clone(),
+        Some(lkr_signal::MediaLink {
+            commands: media.handle.commands.clone(),
             events: media.events,
         }),
         room_events,
@@ -235,7 +238,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         bind = ?s.bind,
         port = s.http_port,
-        rtc_udp = %media.local_addr,
+        rtc_udp = %media.handle.local_addr,
         node_ip = %node_ip,
         keys = s.keys.len(),
         dev = s.development,

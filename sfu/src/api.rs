@@ -206,3 +206,15 @@ pub enum Event {
         paused: bool,
     },
 }
+
+impl Event {
+    /// Whether the control plane can live without this event when it falls behind: data
+    /// messages and periodic measurements can be dropped (and are counted); connection,
+    /// channel and track state cannot.
+    pub fn is_droppable(&self) -> bool {
+        matches!(
+            self,
+            Event::Data { .. } | Event::AudioLevels { .. } | Event::Loss { .. }
+        )
+    }
+}

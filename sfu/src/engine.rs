@@ -5,7 +5,8 @@
 //! RTP/RTCP. STUN finds its peer by the USERNAME's local ufrag; everything else by source
 //! address, and only from addresses that passed an ICE check.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,11 @@ use crate::forward::{Subscription, Track, is_keyframe, pick_layer, red_primary};
 
 /// Our SSRC as the sender of RTCP feedback.
 const FEEDBACK_SSRC: u32 = 1;
-/// Housekeeping period: NACKs, consent, DTLS and SCTP timers.
-const TICK: Duration = Duration::from_millis(20);
+/// Delay before the first NACK for a gap, so that slightly reordered packets are not asked
+/// for.
+const NACK_DELAY: Duration = Duration::from_millis(10);
+/// Time between transport-wide congestion feedback packets to a sending peer.
+const TWCC_INTERVAL: Duration = Duration::from_millis(20);
 /// Minimum time between keyframe requests for one layer.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// Time between NACKs for the same lost packet: about a round trip, so that a resent packet
@@ -38,6 +42,9 @@ const LEVELS_INTERVAL: Duration = Duration::from_millis(400);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Room for the SRTP tag behind a packet.
 const SRTP_ROOM: usize = 32;
+/// Datagram buffers kept for reuse (about 6 MB): one packet's fan-out to this many
+/// subscribers plus a send batch allocates nothing.
+const POOL_LIMIT: usize = 4096;
 
 /// A datagram to send.
 #[derive(Debug)]
@@ -60,6 +67,10 @@ pub struct Drops {
     pub unknown_first_byte: u64,
     /// Padding-only retransmission packets (bandwidth probes).
     pub padding: u64,
+    /// Packets too old to forward to a subscriber (behind its current segment).
+    pub late: u64,
+    /// Datagrams the driver could not send (socket buffer full), summed over peers.
+    pub unsent: u64,
 }
 
 struct Peer {
@@ -87,12 +98,41 @@ struct Peer {
     twcc_ext: u8,
     /// An SSRC the peer sends, named as the media source of its feedback.
     twcc_media_ssrc: u32,
+    /// The deadline this peer has in the engine's timer heap (the earliest of its entries).
+    armed: Option<Instant>,
+    /// Datagrams to this peer the driver could not send.
+    unsent: u64,
 }
 
 impl Peer {
     fn dest(&self) -> Option<SocketAddr> {
         self.ice.selected()
     }
+
+    /// The earliest timer of the peer's ICE consent, DTLS and SCTP.
+    fn deadline(&self) -> Option<Instant> {
+        [
+            self.ice.poll_timeout(),
+            self.dtls.as_ref().and_then(DtlsEndpoint::poll_timeout),
+            self.sctp.as_ref().and_then(SctpTransport::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// Buffers the RTCP paths reuse, so that feedback allocates nothing in steady state.
+#[derive(Default)]
+struct RtcpScratch {
+    nacks: Vec<(TrackId, u16)>,
+    plis: Vec<TrackId>,
+    srs: Vec<(TrackId, usize, u64, u32)>,
+    losses: Vec<(TrackId, i32, u32)>,
+    /// Sender reports to forward: (subscriber, ssrc, timestamp, packets, octets).
+    reports: Vec<(PeerId, u32, u32, u32, u32)>,
+    /// Receiver report blocks by publisher.
+    blocks: Vec<(PeerId, lkr_rtp::ReportBlock)>,
 }
 
 /// The media core.
@@ -105,9 +145,17 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pool: Vec<Vec<u8>>,
-    next_tick: Option<Instant>,
+    /// Per-peer deadlines, earliest first. Entries are never late but may be stale (the
+    /// peer's deadline moved later, or the peer left): a stale entry is dropped when it
+    /// comes up, and a peer that fires is armed again from its own timers.
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// When lost upstream packets are next due for a NACK.
+    next_nack: Option<Instant>,
+    /// When congestion feedback is next due (some peer has pending feedback).
+    next_twcc: Option<Instant>,
     /// Where retransmissions are rebuilt into the packets they repair.
     scratch: Vec<u8>,
+    rtcp: RtcpScratch,
     next_report: Option<Instant>,
     next_levels: Option<Instant>,
     /// Highest upstream loss per publishing peer since the last `Loss` event.
@@ -175,6 +223,36 @@ fn write_down(
     }
 }
 
+/// Writes one RTCP packet with `write` into a pooled buffer, protects it and queues it to
+/// `peer`.
+fn feedback(
+    peers: &mut FxHashMap<PeerId, Peer>,
+    pool: &mut Vec<Vec<u8>>,
+    transmits: &mut VecDeque<Transmit>,
+    peer: PeerId,
+    write: impl FnOnce(&mut [u8]) -> Result<usize, lkr_rtp::RtcpError>,
+) {
+    let Some(p) = peers.get_mut(&peer) else {
+        return;
+    };
+    let (Some(dest), Some(srtp)) = (p.dest(), p.srtp_out.as_mut()) else {
+        return;
+    };
+    let mut buf = take_buf(pool);
+    buf.resize(1200, 0);
+    let Ok(n) = write(&mut buf) else {
+        pool.push(buf);
+        return;
+    };
+    match srtp.protect_rtcp(&mut buf, n) {
+        Ok(m) => {
+            buf.truncate(m);
+            transmits.push_back(Transmit { dest, data: buf });
+        }
+        Err(_) => pool.push(buf),
+    }
+}
+
 impl Engine {
     /// An engine whose DTLS identity is `cert`.
     pub fn new(cert: Certificate) -> Self {
@@ -187,8 +265,11 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             pool: Vec::new(),
-            next_tick: None,
+            timers: BinaryHeap::new(),
+            next_nack: None,
+            next_twcc: None,
             scratch: Vec::with_capacity(1500),
+            rtcp: RtcpScratch::default(),
             next_report: None,
             next_levels: None,
             loss: Vec::new(),
@@ -206,7 +287,7 @@ impl Engine {
 
     /// Gives a sent datagram's buffer back for reuse.
     pub fn recycle(&mut self, buf: Vec<u8>) {
-        if self.pool.len() < 1024 {
+        if self.pool.len() < POOL_LIMIT {
             self.pool.push(buf);
         }
     }
@@ -216,17 +297,55 @@ impl Engine {
         self.transmits.pop_front()
     }
 
+    /// How many datagrams wait in [`Engine::poll_transmit`]. A driver sends them while it
+    /// handles a batch, once there are a batch's worth, so that buffers come back to the pool
+    /// before the next packet's fan-out needs them.
+    pub fn pending_transmits(&self) -> usize {
+        self.transmits.len()
+    }
+
     /// The next event for the control plane.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
-    /// When [`Engine::handle_timeout`] is due.
+    /// When [`Engine::handle_timeout`] is due: the earliest real deadline of any part, or
+    /// `None` when nothing is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.peers.is_empty() {
-            None
+        let media = if self.tracks.is_empty() {
+            [None, None]
         } else {
-            self.next_tick
+            [self.next_report, self.next_levels]
+        };
+        [
+            self.timers.peek().map(|Reverse((t, _))| *t),
+            self.next_nack,
+            self.next_twcc,
+        ]
+        .into_iter()
+        .chain(media)
+        .flatten()
+        .min()
+    }
+
+    /// Puts `id`'s earliest deadline in the timer heap when it is earlier than the one
+    /// already there.
+    fn arm(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(d) = p.deadline() else { return };
+        if p.armed.is_none_or(|a| d < a) {
+            p.armed = Some(d);
+            self.timers.push(Reverse((d, id)));
+        }
+        // Stale entries pile up only while deadlines keep moving earlier; rebuild then.
+        if self.timers.len() > 2 * self.peers.len() + 64 {
+            self.timers = self
+                .peers
+                .iter()
+                .filter_map(|(id, p)| p.armed.map(|a| Reverse((a, *id))))
+                .collect();
         }
     }
 
@@ -268,6 +387,8 @@ impl Engine {
                     t.layers[0].ssrc = Some(*ssrc);
                 }
                 self.tracks.insert(spec.track, t);
+                self.next_report.get_or_insert(now + REPORT_INTERVAL);
+                self.next_levels.get_or_insert(now + LEVELS_INTERVAL);
             }
             Command::Unpublish { track } => {
                 if let Some(t) = self.tracks.remove(&track) {
@@ -347,9 +468,6 @@ impl Engine {
                 }
             }
         }
-        if self.next_tick.is_none() && !self.peers.is_empty() {
-            self.next_tick = Some(now + TICK);
-        }
     }
 
     fn add_peer(&mut self, now: Instant, id: PeerId, config: PeerConfig) {
@@ -383,9 +501,12 @@ impl Engine {
                 twcc: lkr_rtp::TwccBuilder::new(),
                 twcc_ext: 0,
                 twcc_media_ssrc: 0,
+                armed: None,
+                unsent: 0,
             },
         );
-        self.next_tick.get_or_insert(now + TICK);
+        let _ = now;
+        self.arm(id);
     }
 
     fn remove_peer(&mut self, id: PeerId) {
@@ -459,6 +580,7 @@ impl Engine {
             Ok(input) => {
                 if input.became_valid {
                     self.by_addr.insert(from, id);
+                    self.arm(id);
                 }
                 if input.response_written {
                     self.transmits.push_back(Transmit {
@@ -510,8 +632,14 @@ impl Engine {
         self.pump(now, id);
     }
 
-    /// Moves data between a peer's DTLS and SCTP and out to the network.
+    /// Moves data between a peer's DTLS and SCTP and out to the network, then arms the
+    /// peer's timers.
     fn pump(&mut self, now: Instant, id: PeerId) {
+        self.pump_inner(now, id);
+        self.arm(id);
+    }
+
+    fn pump_inner(&mut self, now: Instant, id: PeerId) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
@@ -736,6 +864,7 @@ impl Engine {
             p.twcc
                 .push(seq, now.saturating_duration_since(epoch).as_micros() as i64);
             p.twcc_media_ssrc = view.ssrc();
+            self.next_twcc.get_or_insert(now + TWCC_INTERVAL);
         }
         if let Some((tid, layer, apt)) = self.rtx_route(id, &view) {
             self.handle_rtx(now, id, tid, layer, apt, &view);
@@ -870,7 +999,12 @@ impl Engine {
         {
             t.audio.observe(level);
         }
+        let missing = t.layers[layer].missing.len();
         let ext = t.layers[layer].on_packet(seq, now);
+        if t.layers[layer].missing.len() > missing {
+            let first = now + NACK_DELAY;
+            self.next_nack = Some(self.next_nack.map_or(first, |n| n.min(first)));
+        }
         t.layers[layer].cache.store(seq, pkt);
         let keyframe = t.kind == MediaKind::Video && is_keyframe(codec.codec, view.payload());
         if keyframe {
@@ -916,6 +1050,9 @@ impl Engine {
                 s.munger.map_previous(layer, ext, view.timestamp())
             };
             let Some((out_seq, out_ts)) = mapped else {
+                if s.munger.layer == layer {
+                    self.drops.late += 1;
+                }
                 continue;
             };
             let Some(sp) = peers.get_mut(&s.peer) else {
@@ -944,12 +1081,18 @@ impl Engine {
     }
 
     fn handle_rtcp(&mut self, now: Instant, id: PeerId, len: usize, buf: &[u8]) {
-        let mut nacks: Vec<(TrackId, u32, u16)> = Vec::new();
-        let mut plis: Vec<TrackId> = Vec::new();
-        let mut srs: Vec<(TrackId, usize, u64, u32)> = Vec::new();
-        let mut losses: Vec<(TrackId, i32, u32)> = Vec::new();
-        {
-            let Some(p) = self.peers.get(&id) else { return };
+        let mut nacks = std::mem::take(&mut self.rtcp.nacks);
+        let mut plis = std::mem::take(&mut self.rtcp.plis);
+        let mut srs = std::mem::take(&mut self.rtcp.srs);
+        let mut losses = std::mem::take(&mut self.rtcp.losses);
+        nacks.clear();
+        plis.clear();
+        srs.clear();
+        losses.clear();
+        'parse: {
+            let Some(p) = self.peers.get(&id) else {
+                break 'parse;
+            };
             for pkt in lkr_rtp::rtcp_packets(&buf[..len]) {
                 let Ok(pkt) = pkt else { break };
                 match pkt {
@@ -958,7 +1101,7 @@ impl Engine {
                     } => {
                         if let Some(t) = p.down_ssrcs.get(&media_ssrc) {
                             for seq in pairs.take(256) {
-                                nacks.push((*t, media_ssrc, seq));
+                                nacks.push((*t, seq));
                             }
                         }
                     }
@@ -1001,10 +1144,10 @@ impl Engine {
                 }
             }
         }
-        for t in plis {
+        for &t in &plis {
             self.request_keyframe(now, t, None);
         }
-        for (tid, cumulative_lost, highest) in losses {
+        for &(tid, cumulative_lost, highest) in &losses {
             let Some(t) = self.tracks.get_mut(&tid) else {
                 continue;
             };
@@ -1032,12 +1175,16 @@ impl Engine {
                 }
             }
         }
-        for (tid, layer, ntp, rtp_ts) in srs {
+        for &(tid, layer, ntp, rtp_ts) in &srs {
             self.forward_sender_report(now, tid, layer, ntp, rtp_ts);
         }
-        for (t, _ssrc, seq) in nacks {
+        for &(t, seq) in &nacks {
             self.retransmit(id, t, seq);
         }
+        self.rtcp.nacks = nacks;
+        self.rtcp.plis = plis;
+        self.rtcp.srs = srs;
+        self.rtcp.losses = losses;
     }
 
     /// Notes a publisher's sender report and sends each subscriber of that layer one with
@@ -1057,26 +1204,29 @@ impl Engine {
             return;
         };
         l.last_sr = Some((ntp, now));
-        let reports: Vec<(PeerId, u32, u32, u32, u32)> = t
-            .subs
-            .iter()
-            .filter(|s| !s.paused && s.munger.is_started() && s.munger.layer == layer)
-            .filter_map(|s| {
-                let ts = s.munger.map_timestamp(rtp_ts)?;
-                Some((
-                    s.peer,
-                    s.ssrc,
-                    ts,
-                    s.packets_sent as u32,
-                    s.octets_sent as u32,
-                ))
-            })
-            .collect();
-        for (peer, ssrc, ts, packets, octets) in reports {
+        let mut reports = std::mem::take(&mut self.rtcp.reports);
+        reports.clear();
+        reports.extend(
+            t.subs
+                .iter()
+                .filter(|s| !s.paused && s.munger.is_started() && s.munger.layer == layer)
+                .filter_map(|s| {
+                    let ts = s.munger.map_timestamp(rtp_ts)?;
+                    Some((
+                        s.peer,
+                        s.ssrc,
+                        ts,
+                        s.packets_sent as u32,
+                        s.octets_sent as u32,
+                    ))
+                }),
+        );
+        for &(peer, ssrc, ts, packets, octets) in &reports {
             self.send_feedback(peer, |out| {
                 lkr_rtp::write_sender_report(out, ssrc, ntp, ts, packets, octets, &[])
             });
         }
+        self.rtcp.reports = reports;
     }
 
     /// Sends transport-wide congestion feedback to every peer that sent media since the last
@@ -1117,32 +1267,33 @@ impl Engine {
 
     /// Sends each publisher a receiver report on every layer it sends.
     fn send_receiver_reports(&mut self, now: Instant) {
-        let mut due: Vec<(PeerId, Vec<lkr_rtp::ReportBlock>)> = Vec::new();
+        let mut due = std::mem::take(&mut self.rtcp.blocks);
+        due.clear();
         for t in self.tracks.values_mut() {
-            let blocks: Vec<lkr_rtp::ReportBlock> =
-                t.layers.iter_mut().filter_map(|l| l.report(now)).collect();
-            for b in &blocks {
+            for b in t.layers.iter_mut().filter_map(|l| l.report(now)) {
                 let loss = f32::from(b.fraction_lost) / 256.0;
                 match self.loss.iter_mut().find(|(p, _)| *p == t.publisher) {
                     Some((_, l)) => *l = l.max(loss),
                     None => self.loss.push((t.publisher, loss)),
                 }
-            }
-            if blocks.is_empty() {
-                continue;
-            }
-            match due.iter_mut().find(|(p, _)| *p == t.publisher) {
-                Some((_, b)) => b.extend(blocks),
-                None => due.push((t.publisher, blocks)),
+                due.push((t.publisher, b));
             }
         }
-        for (peer, blocks) in due {
-            for chunk in blocks.chunks(31) {
-                self.send_feedback(peer, |out| {
-                    lkr_rtp::write_receiver_report(out, FEEDBACK_SSRC, chunk)
+        // One report per publisher (31 blocks at most each), in place.
+        due.sort_unstable_by_key(|(p, _)| *p);
+        let mut blocks = [lkr_rtp::ReportBlock::default(); 31];
+        for run in due.chunk_by(|a, b| a.0 == b.0) {
+            for chunk in run.chunks(31) {
+                for (slot, (_, b)) in blocks.iter_mut().zip(chunk) {
+                    *slot = *b;
+                }
+                let n = chunk.len();
+                self.send_feedback(chunk[0].0, |out| {
+                    lkr_rtp::write_receiver_report(out, FEEDBACK_SSRC, &blocks[..n])
                 });
             }
         }
+        self.rtcp.blocks = due;
     }
 
     /// Resends a packet a subscriber reported lost, with the header it had.
@@ -1243,38 +1394,30 @@ impl Engine {
         peer: PeerId,
         write: impl FnOnce(&mut [u8]) -> Result<usize, lkr_rtp::RtcpError>,
     ) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let (Some(dest), Some(srtp)) = (p.dest(), p.srtp_out.as_mut()) else {
-            return;
-        };
-        let mut buf = take_buf(&mut self.pool);
-        buf.resize(1200, 0);
-        let Ok(n) = write(&mut buf) else {
-            self.pool.push(buf);
-            return;
-        };
-        match srtp.protect_rtcp(&mut buf, n) {
-            Ok(m) => {
-                buf.truncate(m);
-                self.transmits.push_back(Transmit { dest, data: buf });
-            }
-            Err(_) => self.pool.push(buf),
-        }
+        feedback(
+            &mut self.peers,
+            &mut self.pool,
+            &mut self.transmits,
+            peer,
+            write,
+        );
     }
 
-    /// Timers: ICE consent, DTLS and SCTP retransmissions, NACKs for upstream loss.
+    /// Runs every timer that is due: each due peer's ICE consent, DTLS and SCTP timers;
+    /// NACKs for upstream loss, congestion feedback, receiver reports, audio levels.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.next_tick.is_some_and(|t| t > now) {
-            return;
-        }
-        self.next_tick = Some(now + TICK);
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in ids {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
             let Some(p) = self.peers.get_mut(&id) else {
                 continue;
             };
+            if p.armed != Some(at) {
+                continue; // stale: a later entry (or none) is the peer's real deadline
+            }
+            p.armed = None;
             p.ice.handle_timeout(now);
             if p.ice.state() == IceState::Disconnected && !p.disconnected {
                 p.disconnected = true;
@@ -1295,8 +1438,18 @@ impl Engine {
             }
             self.pump(now, id);
         }
-        self.send_nacks(now);
-        self.send_twcc();
+        if self.next_nack.is_some_and(|t| t <= now) {
+            self.send_nacks(now);
+        }
+        if self.next_twcc.is_some_and(|t| t <= now) {
+            self.next_twcc = None;
+            self.send_twcc();
+        }
+        if self.tracks.is_empty() {
+            self.next_levels = None;
+            self.next_report = None;
+            return;
+        }
         if self.next_levels.is_none_or(|t| t <= now) {
             self.next_levels = Some(now + LEVELS_INTERVAL);
             let levels: Vec<(TrackId, f32, bool)> = self
@@ -1315,8 +1468,11 @@ impl Engine {
             self.reports_since_loss += 1;
             if self.reports_since_loss >= 5 {
                 self.reports_since_loss = 0;
-                let peers = std::mem::take(&mut self.loss);
-                if !peers.is_empty() {
+                // The event gets its own copy (one allocation per 5 s); the working list
+                // keeps its capacity.
+                if !self.loss.is_empty() {
+                    let peers = self.loss.clone();
+                    self.loss.clear();
                     self.events.push_back(Event::Loss { peers });
                 }
             }
@@ -1324,37 +1480,66 @@ impl Engine {
     }
 
     fn send_nacks(&mut self, now: Instant) {
-        let mut due: Vec<(PeerId, u32, Vec<u16>)> = Vec::new();
-        for t in self.tracks.values_mut() {
+        let mut next: Option<Instant> = None;
+        let Engine {
+            tracks,
+            peers,
+            pool,
+            transmits,
+            ..
+        } = self;
+        for t in tracks.values_mut() {
             for l in t.layers.iter_mut() {
                 let Some(ssrc) = l.ssrc else { continue };
                 l.missing.retain(|m| {
                     m.tries < NACK_MAX_TRIES
                         && now.saturating_duration_since(m.since) < NACK_GIVE_UP
                 });
-                let mut lost = Vec::new();
+                let mut lost = [0u16; 64];
+                let mut n = 0;
                 for m in l.missing.iter_mut() {
-                    if m.last_sent
-                        .is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY)
+                    if n < lost.len()
+                        && m.last_sent
+                            .is_none_or(|at| now.saturating_duration_since(at) >= NACK_RETRY)
                     {
                         m.last_sent = Some(now);
                         m.tries += 1;
-                        lost.push(m.ext as u16);
-                        if lost.len() == 64 {
-                            break;
-                        }
+                        lost[n] = m.ext as u16;
+                        n += 1;
                     }
+                    let again = m.last_sent.map_or(now, |at| at + NACK_RETRY);
+                    next = Some(next.map_or(again, |x| x.min(again)));
                 }
-                if !lost.is_empty() {
-                    due.push((t.publisher, ssrc, lost));
+                if n > 0 {
+                    feedback(peers, pool, transmits, t.publisher, |out| {
+                        lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost[..n])
+                    });
                 }
             }
         }
-        for (publisher, ssrc, lost) in due {
-            self.send_feedback(publisher, |out| {
-                lkr_rtp::write_nack(out, FEEDBACK_SSRC, ssrc, &lost)
-            });
+        self.next_nack = next;
+    }
+
+    /// Counts a datagram the driver could not send (socket buffer full) against the peer
+    /// it was for, and gives its buffer back.
+    pub fn note_unsent(&mut self, t: Transmit) {
+        self.drops.unsent += 1;
+        if let Some(id) = self.by_addr.get(&t.dest)
+            && let Some(p) = self.peers.get_mut(id)
+        {
+            p.unsent += 1;
         }
+        self.recycle(t.data);
+    }
+
+    /// Appends `(peer, datagrams not sent)` for every peer that lost any at the socket.
+    pub fn unsent_by_peer(&self, out: &mut Vec<(PeerId, u64)>) {
+        out.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.unsent > 0)
+                .map(|(id, p)| (*id, p.unsent)),
+        );
     }
 
     /// Number of peers.

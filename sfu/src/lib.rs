@@ -8,11 +8,12 @@
 //! Driver contract ([`Engine`]): `handle_receive(now, source, &mut [u8])`,
 //! `handle_command(now, cmd)` and `handle_timeout(now)` in; `poll_transmit`, `poll_event`
 //! and `poll_timeout` out. The engine never reads a clock, takes a lock or touches a socket;
-//! [`driver`] is the thin thread that does.
+//! the `lkr-driver` crate is the thin thread that does. `poll_timeout` is the earliest real
+//! deadline of the engine's parts (each peer's ICE consent, DTLS and SCTP timers; NACK
+//! retries, congestion feedback, report and audio-level intervals), so an idle engine
+//! sleeps.
 
 mod api;
-pub mod batch;
-pub mod driver;
 pub mod engine;
 pub mod forward;
 

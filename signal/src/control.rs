@@ -20,11 +20,13 @@ const INPUT_QUEUE: usize = 1024;
 /// closed (its participant is treated as having lost its connection).
 pub const SESSION_QUEUE: usize = 1024;
 
-/// The media core's channels, as the driver hands them out.
+/// The media core's channels, as the driver hands them out (both bounded). Commands are sent
+/// with backpressure: the media thread drains them on every wake and never waits for the
+/// control plane, so waiting here cannot deadlock, and no command is ever dropped.
 #[derive(Debug)]
-pub struct MediaHandle {
-    pub commands: mpsc::UnboundedSender<Command>,
-    pub events: mpsc::UnboundedReceiver<Event>,
+pub struct MediaLink {
+    pub commands: mpsc::Sender<Command>,
+    pub events: mpsc::Receiver<Event>,
 }
 
 /// What the control task sends one signal connection.
@@ -97,7 +99,7 @@ impl Control {
     /// signalling only, media commands are dropped). Room events go to `events` when given.
     pub fn spawn(
         machine: Machine,
-        media: Option<MediaHandle>,
+        media: Option<MediaLink>,
         events: Option<mpsc::Sender<RoomEvent>>,
     ) -> (Control, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
@@ -217,7 +219,7 @@ struct SessionLink {
 struct Task {
     machine: Machine,
     sessions: HashMap<String, SessionLink>,
-    commands: Option<mpsc::UnboundedSender<Command>>,
+    commands: Option<mpsc::Sender<Command>>,
     events: Option<mpsc::Sender<RoomEvent>>,
     media_up: tokio::sync::watch::Sender<bool>,
 }
@@ -226,7 +228,7 @@ impl Task {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Input>,
-        mut media_events: Option<mpsc::UnboundedReceiver<Event>>,
+        mut media_events: Option<mpsc::Receiver<Event>>,
     ) {
         loop {
             let deadline = self.machine.poll_timeout();
@@ -353,7 +355,7 @@ impl Task {
                 }
                 Output::Media(cmd) => {
                     if let Some(m) = &self.commands
-                        && m.send(cmd).is_err()
+                        && m.send(cmd).await.is_err()
                     {
                         tracing::error!("media core is gone");
                     }
@@ -418,10 +420,10 @@ mod tests {
     /// The media core stopping is seen at once (for the health check and the process).
     #[tokio::test]
     async fn a_stopped_media_core_is_reported() {
-        let (commands, _cmd_rx) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (commands, _cmd_rx) = mpsc::channel(16);
+        let (events_tx, events) = mpsc::channel(16);
         let (control, _task) =
-            Control::spawn(machine(), Some(MediaHandle { commands, events }), None);
+            Control::spawn(machine(), Some(MediaLink { commands, events }), None);
         assert!(control.media_up());
         drop(events_tx); // the media thread ended (its sender goes with it, panic or not)
         tokio::time::timeout(Duration::from_secs(5), control.media_lost())

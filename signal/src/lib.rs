@@ -13,4 +13,4 @@ pub mod control;
 pub mod join;
 pub mod session;
 
-pub use control::{Control, ControlGone, Joined, MediaHandle, ToSession};
+pub use control::{Control, ControlGone, Joined, MediaLink, ToSession};

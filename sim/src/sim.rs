@@ -83,6 +83,7 @@ pub struct Sim {
     rng: Rng,
     /// Datagrams addressed to nobody.
     pub undeliverable: u64,
+    engine_timeouts: u64,
 }
 
 impl Sim {
@@ -109,6 +110,7 @@ impl Sim {
             server_fp,
             rng,
             undeliverable: 0,
+            engine_timeouts: 0,
         }
     }
 
@@ -300,6 +302,11 @@ impl Sim {
         self.flush();
     }
 
+    /// How many times the engine's timer came due (its `poll_timeout` reached).
+    pub fn engine_timeouts(&self) -> u64 {
+        self.engine_timeouts
+    }
+
     /// When anything happens next.
     fn next_due(&self) -> Option<Instant> {
         [self.net.next_arrival(), self.engine.poll_timeout()]
@@ -383,6 +390,7 @@ impl Sim {
             self.flush();
         }
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine_timeouts += 1;
             self.engine.handle_timeout(now);
         }
         for c in &mut self.clients {

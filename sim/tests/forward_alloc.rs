@@ -5,86 +5,14 @@
 //! To find an allocation, run with `LKR_ALLOC_BACKTRACE=1` (and `-- --nocapture`): the first
 //! few allocations inside the window print a backtrace.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::backtrace::Backtrace;
-use std::cell::Cell;
 use std::time::Duration;
 
+use lkr_driver::alloc_count::{Counting, count_allocations};
 use lkr_sfu::TrackId;
 use lkr_sim::{MediaSource, Sim, SimConfig, VideoConfig};
 
-/// Counts this thread's allocations while a window is open.
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
-    static TRACES_LEFT: Cell<u32> = const { Cell::new(0) };
-}
-
-fn note_allocation(layout: Layout) {
-    // `try_with`: thread-locals may already be gone while a thread shuts down.
-    if !COUNTING.try_with(Cell::get).unwrap_or(false) || IN_HOOK.try_with(Cell::get).unwrap_or(true)
-    {
-        return;
-    }
-    COUNT.with(|c| c.set(c.get() + 1));
-    if TRACES_LEFT.with(Cell::get) > 0 {
-        TRACES_LEFT.with(|t| t.set(t.get() - 1));
-        // Capturing and printing allocate; the flag keeps that out of the count.
-        IN_HOOK.with(|h| h.set(true));
-        eprintln!(
-            "allocation of {} bytes in the window:\n{}",
-            layout.size(),
-            Backtrace::force_capture()
-        );
-        IN_HOOK.with(|h| h.set(false));
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation(layout);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation(layout);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from the system allocator with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation(layout);
-        // SAFETY: `ptr` came from the system allocator with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Counts the allocations `f` makes on this thread.
-fn count_allocations(f: impl FnOnce()) -> u64 {
-    let traces = if std::env::var_os("LKR_ALLOC_BACKTRACE").is_some() {
-        5
-    } else {
-        0
-    };
-    TRACES_LEFT.with(|t| t.set(traces));
-    COUNT.with(|c| c.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    COUNT.with(Cell::get)
-}
 
 const SUBSCRIBERS: usize = 10;
 const PACKETS: usize = 10_000;
@@ -149,5 +77,190 @@ fn forwarding_one_to_ten_allocates_nothing() {
     assert_eq!(
         allocations, 0,
         "allocations while forwarding {PACKETS} packets to {SUBSCRIBERS}"
+    );
+}
+
+const BIG: usize = 100;
+/// Datagrams handled per wake, as the driver reads them (`recvmmsg` batch).
+const WAKE: usize = 64;
+const ROUNDS: usize = 60;
+
+/// The driver's real shape: 64 datagrams per wake, one publisher and 100 subscribers, and
+/// every RTCP path in the window: subscribers' receiver reports and NACKs (answered from
+/// the retransmission cache), PLIs, the publisher's sender reports (forwarded to every
+/// subscriber), and the engine's own NACKs (for packets held back from it) and receiver
+/// reports on its timers.
+#[test]
+fn batches_to_a_hundred_subscribers_with_feedback_allocate_nothing() {
+    let mut sim = Sim::new(SimConfig::seeded(52));
+    let publisher = sim.add_client();
+    for _ in 0..BIG {
+        sim.add_client();
+    }
+    assert!(sim.connect_all(Duration::from_secs(10)));
+    let track = TrackId(1);
+    let media_ssrc = sim.publish(publisher, track, MediaSource::Video(VideoConfig::default()));
+    let down: Vec<u32> = (1..=BIG)
+        .map(|i| sim.subscribe(lkr_sim::ClientId(i), track))
+        .collect();
+    sim.run_for(Duration::from_secs(2));
+    let now = sim.now();
+    sim.client_mut(publisher)
+        .publisher_mut(track)
+        .expect("published")
+        .set_sending(false, now);
+    sim.run_for(Duration::from_millis(100));
+    // Where each subscriber's stream stands: the next outgoing sequence number.
+    let next_out: Vec<u16> = (1..=BIG)
+        .map(|i| {
+            let s = sim
+                .client(lkr_sim::ClientId(i))
+                .stream_of(track)
+                .expect("receiving");
+            s.packets.last().expect("packets").seq.wrapping_add(1)
+        })
+        .collect();
+
+    let from = sim.client(publisher).addr;
+    let start = sim.now();
+    let (engine, clients) = sim.parts();
+    let subscriber_addrs: Vec<_> = clients[1..].iter().map(|c| c.addr).collect();
+
+    // Every datagram is made before the window (SRTP indexes must increase, so each is
+    // used once). Per round: 64 media packets (one held back, so the engine NACKs it),
+    // a sender report, and from every subscriber a receiver report with a NACK of a packet
+    // it was sent in the previous round and, every tenth round, a PLI.
+    struct Round {
+        media: Vec<Vec<u8>>,
+        rtcp: Vec<(usize, Vec<u8>)>,
+    }
+    let mut sent_per_sub = 0u16;
+    let mut make_round = |clients: &mut [lkr_sim::Client], r: usize, warm: bool| {
+        let mut media = Vec::with_capacity(WAKE);
+        for i in 0..WAKE {
+            let d = clients[0].next_media_datagram(track).expect("keyed");
+            if i != 7 || warm {
+                media.push(d);
+            }
+        }
+        let mut rtcp = Vec::with_capacity(BIG + 1);
+        let sr = clients[0]
+            .rtcp_datagram(&[], |out| {
+                lkr_rtp::write_sender_report(
+                    out,
+                    media_ssrc,
+                    0x1234_5678_0000_0000 + r as u64,
+                    90_000 * r as u32,
+                    0,
+                    0,
+                    &[],
+                )
+                .ok()
+            })
+            .expect("keyed");
+        rtcp.push((0, sr));
+        for (j, c) in clients[1..].iter_mut().enumerate() {
+            let nack_seq = next_out[j].wrapping_add(sent_per_sub.wrapping_sub(5));
+            let block = lkr_rtp::ReportBlock {
+                ssrc: down[j],
+                highest_seq: u32::from(next_out[j].wrapping_add(sent_per_sub)),
+                ..Default::default()
+            };
+            let ssrc = down[j];
+            let d = c
+                .rtcp_datagram(&[block], |out| {
+                    let mut n = lkr_rtp::write_nack(out, 1, ssrc, &[nack_seq]).ok()?;
+                    if r.is_multiple_of(10) {
+                        n += lkr_rtp::write_pli(&mut out[n..], 1, ssrc).ok()?;
+                    }
+                    Some(n)
+                })
+                .expect("keyed");
+            rtcp.push((j + 1, d));
+        }
+        // Outgoing sequence numbers keep the gap of a held-back packet.
+        sent_per_sub = sent_per_sub.wrapping_add(WAKE as u16);
+        Round { media, rtcp }
+    };
+    let run_round =
+        |engine: &mut lkr_sfu::Engine, round: &mut Round, now| -> (usize, usize, usize) {
+            let mut media_out = 0;
+            // As the driver does: a send batch goes out whenever one is ready.
+            for d in &mut round.media {
+                engine.handle_receive(now, from, d);
+                while engine.pending_transmits() >= WAKE {
+                    for _ in 0..WAKE {
+                        let t = engine.poll_transmit().expect("pending");
+                        media_out += 1;
+                        engine.recycle(t.data);
+                    }
+                }
+            }
+            while let Some(t) = engine.poll_transmit() {
+                media_out += 1;
+                engine.recycle(t.data);
+            }
+            for (who, d) in &mut round.rtcp {
+                let addr = if *who == 0 {
+                    from
+                } else {
+                    subscriber_addrs[*who - 1]
+                };
+                engine.handle_receive(now, addr, d);
+            }
+            if engine.poll_timeout().is_some_and(|t| t <= now) {
+                engine.handle_timeout(now);
+            }
+            let mut feedback_out = 0;
+            while let Some(t) = engine.poll_transmit() {
+                feedback_out += 1;
+                engine.recycle(t.data);
+            }
+            let mut reports = 0;
+            while let Some(e) = engine.poll_event() {
+                // A loss report for the control plane carries its own list (every 5 s).
+                reports += usize::from(matches!(e, lkr_sfu::Event::Loss { .. }));
+            }
+            (media_out, feedback_out, reports)
+        };
+
+    // Warm-up rounds (nothing held back) fill caches, pools and scratch buffers.
+    let mut t = start;
+    for r in 0..ROUNDS {
+        let mut round = make_round(clients, r, true);
+        t += Duration::from_millis(40);
+        run_round(engine, &mut round, t);
+    }
+    let mut rounds: Vec<Round> = (0..ROUNDS)
+        .map(|r| make_round(clients, ROUNDS + r, false))
+        .collect();
+    let (mut media_out, mut feedback_out, mut loss_reports) = (0, 0, 0);
+    let allocations = count_allocations(|| {
+        for round in &mut rounds {
+            t += Duration::from_millis(40);
+            let (m, f, l) = run_round(engine, round, t);
+            media_out += m;
+            feedback_out += f;
+            loss_reports += l;
+        }
+    });
+    assert_eq!(
+        media_out,
+        ROUNDS * (WAKE - 1) * BIG,
+        "every packet reached every subscriber"
+    );
+    // Per round: a retransmission and a forwarded sender report per subscriber; NACKs to
+    // the publisher for held-back packets (due 10 ms after the gap, so from the next
+    // round on) and receiver reports.
+    assert!(
+        feedback_out >= ROUNDS * 2 * BIG + ROUNDS / 2,
+        "feedback and retransmissions went out: {feedback_out}"
+    );
+    // The only allocations: the list inside each periodic loss report handed to the
+    // control plane (one every 5 s, so at most one in this 2.4 s window).
+    assert!(loss_reports <= 1);
+    assert_eq!(
+        allocations, loss_reports as u64,
+        "allocations over {ROUNDS} wakes of {WAKE} datagrams to {BIG} subscribers with feedback"
     );
 }

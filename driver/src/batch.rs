@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::engine::Transmit;
+use lkr_sfu::Transmit;
 
 /// Datagrams moved per system call at most.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = 64;
 /// Room for one received datagram.
 const DATAGRAM: usize = 2048;
 
@@ -87,6 +87,12 @@ impl RecvBatch {
     }
 }
 
+/// Whether a send error means the socket (or the queue behind it) is full: `EAGAIN` or
+/// `ENOBUFS`. Such datagrams are dropped by the caller, not waited for.
+pub fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
+}
+
 /// Headers for one send batch.
 #[derive(Default)]
 pub struct SendBatch {
@@ -95,8 +101,9 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
-    /// Sends `items` (at most [`BATCH`]) without blocking; returns how many went out. A
-    /// datagram the kernel refuses (e.g. unreachable) is skipped, not retried.
+    /// Sends `items` (at most [`BATCH`]) without blocking; returns how many went out, or an
+    /// error for which [`is_full`] holds when the first could not. A datagram the kernel
+    /// refuses for another reason (e.g. unreachable) is skipped, not retried.
     pub fn send(&mut self, socket: &UdpSocket, items: &[Transmit]) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
@@ -133,7 +140,7 @@ mod linux {
     use tokio::net::UdpSocket;
 
     use super::BATCH;
-    use crate::engine::Transmit;
+    use lkr_sfu::Transmit;
 
     pub struct RecvHeaders {
         hdrs: Vec<libc::mmsghdr>,
@@ -303,7 +310,7 @@ mod linux {
         };
         if r < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
+            if super::is_full(&e) {
                 return Err(e);
             }
             // The first datagram was refused (e.g. no route): skip it rather than stall.

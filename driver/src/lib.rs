@@ -1,0 +1,22 @@
+//! The media driver: the only media code that knows about clocks, sockets and threads.
+//!
+//! [`lkr_sfu::Engine`] is sans-IO; this crate owns the UDP socket, moves datagrams in
+//! batches (`recvmmsg`/`sendmmsg` on Linux, [`batch`]), passes the engine the time, the
+//! datagrams and the control plane's commands, and hands the engine's events back.
+//!
+//! The control plane talks to a running core through a [`MediaHandle`]: a bounded command
+//! channel (a send never waits; a full channel is reported) and a bounded event channel
+//! (the media thread never waits on it either: events that can be lost are dropped and
+//! counted, state events wait in a local queue that is drained first). [`MediaStats`]
+//! counts what the core dropped.
+//!
+//! This is the one crate of the workspace allowed to use `unsafe`: the system calls in
+//! [`batch`] and the counting allocator in [`alloc_count`]. Each block says why it is sound.
+
+pub mod alloc_count;
+pub mod batch;
+mod driver;
+mod stats;
+
+pub use driver::{DriverConfig, Media, MediaHandle, SendError, spawn};
+pub use stats::{MediaStats, StatsSnapshot};
