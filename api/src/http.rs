@@ -167,7 +167,9 @@ async fn signal(
     if !is_upgrade {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     }
-    if params.reconnect {
+    let joined = node.control.join(params.to_join()).await;
+    if params.reconnect && !matches!(joined, Ok(Ok(_))) {
+        tracing::debug!(participant = %params.participant_sid, "resume refused; asking for a full reconnect");
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
@@ -182,7 +184,7 @@ async fn signal(
         });
         return switching_protocols(&key);
     }
-    let joined = match node.control.join(params.to_join()).await {
+    let joined = match joined {
         Ok(Ok(j)) => j,
         Ok(Err(e)) => {
             node.counters
@@ -210,7 +212,7 @@ async fn signal(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "websocket upgrade failed");
-                let _ = control.lost(&joined.participant_sid).await;
+                let _ = control.lost(&joined.participant_sid, joined.link).await;
             }
         }
     });

@@ -47,6 +47,8 @@ pub struct ControlGone;
 #[derive(Debug)]
 pub struct Joined {
     pub participant_sid: String,
+    /// This connection among those the participant had (a resume makes a new one).
+    pub link: u64,
     pub rx: mpsc::Receiver<ToSession>,
     /// Notified when the connection must close at once (it fell behind).
     pub abort: Arc<Notify>,
@@ -68,6 +70,7 @@ enum Input {
     },
     Lost {
         psid: String,
+        link: u64,
     },
     Call(Call),
     Shutdown {
@@ -111,6 +114,7 @@ impl Control {
         let task = Task {
             machine,
             sessions: HashMap::new(),
+            next_link: 1,
             commands,
             events,
             media_up: media_up_tx,
@@ -156,10 +160,11 @@ impl Control {
         .await
     }
 
-    /// Participant `psid`'s signal connection dropped without `leave`.
-    pub async fn lost(&self, psid: &str) -> Result<(), ControlGone> {
+    /// Participant `psid`'s signal connection `link` dropped without `leave`.
+    pub async fn lost(&self, psid: &str, link: u64) -> Result<(), ControlGone> {
         self.send(Input::Lost {
             psid: psid.to_string(),
+            link,
         })
         .await
     }
@@ -212,6 +217,7 @@ impl Control {
 }
 
 struct SessionLink {
+    id: u64,
     tx: mpsc::Sender<ToSession>,
     abort: Arc<Notify>,
 }
@@ -219,6 +225,7 @@ struct SessionLink {
 struct Task {
     machine: Machine,
     sessions: HashMap<String, SessionLink>,
+    next_link: u64,
     commands: Option<mpsc::Sender<Command>>,
     events: Option<mpsc::Sender<RoomEvent>>,
     media_up: tokio::sync::watch::Sender<bool>,
@@ -289,15 +296,20 @@ impl Task {
                 let r = self.machine.handle_join(now, *join).map(|psid| {
                     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
                     let abort = Arc::new(Notify::new());
-                    self.sessions.insert(
-                        psid.clone(),
-                        SessionLink {
-                            tx,
-                            abort: abort.clone(),
-                        },
-                    );
+                    let id = self.next_link;
+                    self.next_link += 1;
+                    let link = SessionLink {
+                        id,
+                        tx,
+                        abort: abort.clone(),
+                    };
+                    // A resume takes over from a connection that may still be open.
+                    if let Some(old) = self.sessions.insert(psid.clone(), link) {
+                        old.abort.notify_one();
+                    }
                     Joined {
                         participant_sid: psid,
+                        link: id,
                         rx,
                         abort,
                     }
@@ -314,9 +326,13 @@ impl Task {
                 }
             }
             Input::Seen { psid } => self.machine.handle_signal_seen(now, &psid),
-            Input::Lost { psid } => {
-                self.sessions.remove(&psid);
-                self.machine.handle_signal_lost(now, &psid);
+            Input::Lost { psid, link } => {
+                // Only the participant's current connection counts: one a resume replaced
+                // going away changes nothing.
+                if self.sessions.get(&psid).is_some_and(|s| s.id == link) {
+                    self.sessions.remove(&psid);
+                    self.machine.handle_signal_lost(now, &psid);
+                }
             }
             Input::Call(f) => f(&mut self.machine, now),
             Input::Shutdown { reply } => {
@@ -414,6 +430,7 @@ mod tests {
             publisher_offer: None,
             metadata: None,
             attributes: HashMap::new(),
+            resume: None,
         }
     }
 

@@ -235,6 +235,7 @@ impl JoinParams {
             publisher_offer: self.publisher_offer.clone(),
             metadata: self.metadata.clone(),
             attributes: self.attributes.clone(),
+            resume: self.reconnect.then(|| self.participant_sid.clone()),
         }
     }
 }

@@ -51,6 +51,7 @@ where
     let _running = control.session_guard();
     let Joined {
         participant_sid: psid,
+        link,
         mut rx,
         abort,
     } = joined;
@@ -124,12 +125,12 @@ where
     }
     tracing::debug!(participant = %psid, ?end, "session ended");
     if end == End::Gone {
-        let _ = control.lost(&psid).await;
+        let _ = control.lost(&psid, link).await;
     }
 }
 
-/// Answers a resume attempt (`reconnect=1`), which this server does not support, with a
-/// `leave` asking for a full reconnect, as LiveKit does for a session it no longer knows.
+/// Answers a resume attempt (`reconnect=1`) for a participant the server no longer has with a
+/// `leave` asking for a full reconnect, as LiveKit does.
 pub async fn refuse_resume<S>(mut ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,

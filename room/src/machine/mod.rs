@@ -146,6 +146,8 @@ pub struct Join {
     /// From the join request; applied when the token allows updating own metadata.
     pub metadata: Option<String>,
     pub attributes: HashMap<String, String>,
+    /// A resume (`reconnect=1`): the sid of the participant this connection takes over.
+    pub resume: Option<String>,
 }
 
 /// What happened in a room, for webhooks, metrics and logs.
@@ -401,8 +403,11 @@ impl Machine {
         }
         for (psid, why) in ended {
             if why == Leaving::Timeout {
+                // As a dropped connection: closed, the place kept for a resume.
                 tracing::info!(participant = %psid, "no signal message within the ping timeout");
                 self.out.close(&psid, None);
+                self.handle_signal_lost(now, &psid);
+                continue;
             }
             self.remove(now, &psid, true, reason_of(why));
         }
@@ -449,6 +454,9 @@ impl Machine {
     pub fn handle_join(&mut self, now: Instant, j: Join) -> Result<String, RoomError> {
         if self.draining {
             return Err(RoomError::ShuttingDown);
+        }
+        if j.resume.is_some() {
+            return self.handle_resume(now, j);
         }
         let grant = j.claims.video();
         let permission = permission_of(&grant);
@@ -525,14 +533,7 @@ impl Machine {
             subscriber_primary,
             ping_timeout: PING_TIMEOUT,
             ping_interval: PING_INTERVAL,
-            server_info: Some(pb::ServerInfo {
-                edition: pb::server_info::Edition::Standard as i32,
-                version: SERVER_VERSION.into(),
-                protocol: SERVER_PROTOCOL,
-                region: self.config.region.clone(),
-                node_id: self.config.node_id.clone(),
-                ..Default::default()
-            }),
+            server_info: Some(self.server_info()),
             server_region: self.config.region.clone(),
             fast_publish: permission.can_publish,
             ..Default::default()
@@ -560,6 +561,64 @@ impl Machine {
             tracing::warn!(participant = %psid, "subscriber offer: {e}");
         }
         Ok(psid)
+    }
+
+    /// A resume: the connection takes over the participant it names, which keeps its sid,
+    /// tracks, subscriptions and data channels; the others see nothing. The client hears a
+    /// `reconnect` response, the room's current state, and (dual PC) a subscriber offer that
+    /// restarts ICE; it restarts its own publisher transport with an offer. A participant
+    /// that is gone, or belongs to another room or identity, is refused (the client then
+    /// joins afresh).
+    fn handle_resume(&mut self, now: Instant, j: Join) -> Result<String, RoomError> {
+        let psid = j.resume.clone().unwrap_or_default();
+        let p = self
+            .participants
+            .get_mut(&psid)
+            .filter(|p| p.room() == j.room && p.identity() == j.identity)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        p.resume(now);
+        let room = self.rooms.get(&j.room)?;
+        let records: Vec<pb::ParticipantInfo> = room
+            .participants()
+            .filter(|o| o.info.sid == psid || !o.info.permission.as_ref().is_some_and(|p| p.hidden))
+            .map(|o| o.info.clone())
+            .collect();
+        let room_info = room.info();
+        tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, "participant resumed");
+        self.out.signal(
+            &psid,
+            Resp::Reconnect(pb::ReconnectResponse {
+                ice_servers: Vec::new(),
+                client_configuration: None,
+                server_info: Some(self.server_info()),
+                last_message_seq: 0,
+            }),
+        );
+        self.out.signal(
+            &psid,
+            Resp::Update(pb::ParticipantUpdate {
+                participants: records,
+            }),
+        );
+        self.out.signal(
+            &psid,
+            Resp::RoomUpdate(pb::RoomUpdate {
+                room: Some(room_info),
+            }),
+        );
+        self.with_participant(now, &psid, |p, ctx| p.restart_ice(ctx))?;
+        Ok(psid)
+    }
+
+    fn server_info(&self) -> pb::ServerInfo {
+        pb::ServerInfo {
+            edition: pb::server_info::Edition::Standard as i32,
+            version: SERVER_VERSION.into(),
+            protocol: SERVER_PROTOCOL,
+            region: self.config.region.clone(),
+            node_id: self.config.node_id.clone(),
+            ..Default::default()
+        }
     }
 
     /// The sizes a join brings in (token and join request) against the limits.

@@ -112,6 +112,8 @@ fn random_token(len: usize) -> String {
 struct Transport {
     peer: PeerId,
     local: LocalTransport,
+    /// The remote ICE credentials the core knows (once added).
+    remote_ice: Option<(String, String)>,
     added: bool,
     connected: bool,
     candidates_sent: bool,
@@ -260,6 +262,46 @@ impl Participant {
         matches!(self.link, Link::Open { .. })
     }
 
+    /// A new signal connection took the participant over.
+    pub fn resume(&mut self, now: Instant) {
+        self.link = Link::Open { last_seen: now };
+    }
+
+    /// After a resume: the server restarts ICE on its subscriber transport with a new offer
+    /// (dual PC); the client restarts the transport it offers on itself. What was asked of
+    /// the client while it was away is asked again.
+    pub fn restart_ice(&mut self, ctx: &mut Ctx<'_>) -> Result<Effects, RoomError> {
+        if let Some(t) = self.pub_t.as_mut() {
+            t.candidates_sent = false;
+        }
+        if self.single_pc {
+            self.request_sections(ctx);
+            return Ok(Effects::default());
+        }
+        let Some(t) = self.sub_t.as_mut() else {
+            return Ok(Effects::default());
+        };
+        {
+            t.local.ufrag = random_token(8);
+            t.local.pwd = random_token(24);
+            t.candidates_sent = false;
+            if let (true, Some((ru, rp))) = (t.added, t.remote_ice.clone()) {
+                ctx.out.media(Command::RestartIce {
+                    peer: t.peer,
+                    local_ufrag: t.local.ufrag.clone(),
+                    local_pwd: t.local.pwd.clone(),
+                    remote_ufrag: ru,
+                    remote_pwd: rp,
+                });
+            }
+        }
+        // An offer in flight when the connection dropped may never have arrived.
+        self.awaiting_answer = None;
+        self.sub_dirty = false;
+        self.negotiate_subscriber(ctx);
+        Ok(Effects::default())
+    }
+
     /// Notes a message from the client.
     pub fn seen(&mut self, now: Instant) {
         if let Link::Open { last_seen } = &mut self.link {
@@ -340,6 +382,7 @@ impl Participant {
                 fingerprint: ctx.config.fingerprint.clone(),
                 candidates: ctx.config.candidates(),
             },
+            remote_ice: None,
             added: false,
             connected: false,
             candidates_sent: false,
@@ -372,15 +415,36 @@ impl Participant {
         ctx: &mut Ctx<'_>,
         t: &mut Transport,
         remote: &lkr_sdp::SessionDescription,
+        is_offer: bool,
     ) -> Result<(), RoomError> {
-        if t.added {
-            return Ok(());
-        }
         let r = negotiation::remote_transport(remote).ok_or_else(|| {
             RoomError::InvalidArgument(
                 "remote description lacks ICE credentials or a fingerprint".into(),
             )
         })?;
+        if t.added {
+            // New credentials from the client: an ICE restart (RFC 8445 §9). An offer's restart
+            // is answered with new credentials of ours too.
+            let remote = (r.ufrag.clone(), r.pwd.clone());
+            if t.remote_ice.as_ref() != Some(&remote) {
+                if is_offer {
+                    t.local.ufrag = random_token(8);
+                    t.local.pwd = random_token(24);
+                }
+                t.remote_ice = Some(remote);
+                t.candidates_sent = false;
+                ctx.out.media(Command::RestartIce {
+                    peer: t.peer,
+                    local_ufrag: t.local.ufrag.clone(),
+                    local_pwd: t.local.pwd.clone(),
+                    remote_ufrag: r.ufrag,
+                    remote_pwd: r.pwd,
+                });
+                tracing::debug!(participant = %self.psid, peer = ?t.peer, "ICE restart");
+            }
+            return Ok(());
+        }
+        t.remote_ice = Some((r.ufrag.clone(), r.pwd.clone()));
         ctx.peer_owner.insert(t.peer, self.psid.clone());
         ctx.out.media(Command::AddPeer {
             peer: t.peer,
@@ -920,7 +984,7 @@ impl Participant {
             Some(t) => t,
             None => self.new_transport(ctx, pb::SignalTarget::Publisher, Vec::new()),
         };
-        let added = self.add_peer(ctx, &mut t, &sd);
+        let added = self.add_peer(ctx, &mut t, &sd, true);
         self.pub_t = Some(t);
         added?;
 
@@ -1191,7 +1255,7 @@ impl Participant {
         let Some(mut t) = self.sub_t.take() else {
             return Err(RoomError::InvalidArgument("answer without an offer".into()));
         };
-        let added = self.add_peer(ctx, &mut t, &sd);
+        let added = self.add_peer(ctx, &mut t, &sd, false);
         let peer = t.peer;
         self.sub_t = Some(t);
         added?;

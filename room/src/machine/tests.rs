@@ -131,6 +131,7 @@ impl World {
                     }),
                     metadata: None,
                     attributes: HashMap::new(),
+                    resume: None,
                 },
             )
             .expect("join is admitted");
@@ -789,7 +790,177 @@ fn a_silent_connection_is_dropped_after_the_ping_timeout() {
             .iter()
             .any(|m| matches!(m, Resp::Pong(ms) if *ms > 1_700_000_000_000))
     );
+    // Its place is kept for the departure timeout, for a resume; then it goes.
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
+    for _ in 0..5 {
+        w.run_for(Duration::from_secs(4));
+        w.signal(&a, Req::Ping(1)).unwrap();
+    }
     assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+    assert_eq!(updates_about(&w, &a, &b).len(), 1);
+}
+
+fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("an ice-ufrag line")
+        .trim()
+        .to_string()
+}
+
+fn resume_join(
+    w: &mut World,
+    identity: &str,
+    sid: &str,
+    single_pc: bool,
+) -> Result<String, RoomError> {
+    let claims = Claims {
+        sub: identity.into(),
+        ..Default::default()
+    };
+    let r = w.m.handle_join(
+        w.now,
+        Join {
+            room: "r".into(),
+            identity: identity.into(),
+            claims,
+            single_pc,
+            auto_subscribe: true,
+            client_protocol: 16,
+            publisher_offer: None,
+            metadata: None,
+            attributes: HashMap::new(),
+            resume: Some(sid.into()),
+        },
+    );
+    w.drain();
+    r
+}
+
+#[test]
+fn a_dual_pc_resume_keeps_the_participant_and_restarts_ice() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let a_peer = w.answer_subscriber(&a);
+    w.answer_subscriber(&b);
+    let track = w.publish_audio(&b, "c");
+    w.offer(&b, client_offer(&[Sec::SendAudio("c")])).unwrap();
+    w.answer_subscriber(&a);
+    let old_ufrag = ice_ufrag(&w.last_offer(&a).sdp);
+    w.m.handle_signal_lost(w.now, &a);
+    w.run_for(Duration::from_secs(5));
+    w.clear();
+
+    assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+    let to_a = w.to(&a);
+    assert!(matches!(to_a[0], Resp::Reconnect(_)), "{to_a:?}");
+    assert!(to_a.iter().any(
+        |m| matches!(m, Resp::Update(u) if u.participants.iter().any(|p| p.identity == "bob"))
+    ));
+    // A new subscriber offer restarting ICE, still carrying bob's track.
+    let offer = w.last_offer(&a);
+    assert_ne!(ice_ufrag(&offer.sdp), old_ufrag);
+    assert!(offer.sdp.contains(&track));
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::RestartIce { peer, .. } if *peer == a_peer))
+    );
+    assert!(
+        !w.media
+            .iter()
+            .any(|c| matches!(c, Command::RemovePeer { .. } | Command::AddPeer { .. }))
+    );
+    // Bob saw nothing: no update about alice leaving or joining.
+    assert!(updates_about(&w, &b, &a).is_empty());
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
+    // The client's answer with its new credentials completes the restart in the core.
+    w.clear();
+    let sdp = answer_for(&offer.sdp).replace("subU", "subV");
+    w.signal(
+        &a,
+        Req::Answer(pb::SessionDescription {
+            r#type: "answer".into(),
+            sdp,
+            id: offer.id,
+            mid_to_track_id: HashMap::new(),
+        }),
+    )
+    .unwrap();
+    assert!(w.media.iter().any(|c| matches!(c,
+        Command::RestartIce { peer, remote_ufrag, .. } if *peer == a_peer && remote_ufrag == "subV")));
+    // Messages reach the resumed connection again.
+    w.signal(
+        &b,
+        Req::Mute(pb::MuteTrackRequest {
+            sid: track.clone(),
+            muted: true,
+        }),
+    )
+    .unwrap();
+    assert_eq!(updates_about(&w, &a, &b).len(), 1);
+}
+
+#[test]
+fn a_single_pc_resume_answers_the_ice_restart_offer_with_new_credentials() {
+    let mut w = World::new();
+    let a = w.join_full(
+        "alice",
+        true,
+        VideoGrant::default(),
+        Some(client_offer(&[Sec::Data])),
+    );
+    let first = w.last_answer(&a);
+    w.m.handle_signal_lost(w.now, &a);
+    w.clear();
+    assert_eq!(resume_join(&mut w, "alice", &a, true), Ok(a.clone()));
+    assert!(matches!(w.to(&a)[0], Resp::Reconnect(_)));
+    w.clear();
+    let restart = client_offer(&[Sec::Data]).replace("cliU", "cliV");
+    w.offer(&a, restart).unwrap();
+    let ans = w.last_answer(&a);
+    assert_ne!(
+        ice_ufrag(&ans.sdp),
+        ice_ufrag(&first.sdp),
+        "an ICE restart is answered with new credentials"
+    );
+    assert!(
+        w.media.iter().any(
+            |c| matches!(c, Command::RestartIce { remote_ufrag, .. } if remote_ufrag == "cliV")
+        )
+    );
+    // The same offer again is no restart.
+    w.clear();
+    w.offer(&a, client_offer(&[Sec::Data]).replace("cliU", "cliV"))
+        .unwrap();
+    assert!(
+        !w.media
+            .iter()
+            .any(|c| matches!(c, Command::RestartIce { .. }))
+    );
+    assert_eq!(ice_ufrag(&w.last_answer(&a).sdp), ice_ufrag(&ans.sdp));
+}
+
+#[test]
+fn a_resume_for_someone_else_or_no_one_is_refused() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    assert_eq!(
+        resume_join(&mut w, "mallory", &a, false),
+        Err(RoomError::ParticipantNotFound)
+    );
+    assert_eq!(
+        resume_join(&mut w, "alice", "PA_gone", false),
+        Err(RoomError::ParticipantNotFound)
+    );
+    // After the departure timeout the participant is gone and cannot be resumed.
+    w.m.handle_signal_lost(w.now, &a);
+    w.run_for(Duration::from_secs(21));
+    assert_eq!(
+        resume_join(&mut w, "alice", &a, false),
+        Err(RoomError::ParticipantNotFound)
+    );
 }
 
 #[test]
@@ -914,6 +1085,7 @@ fn malformed_requests_are_refused_without_effect() {
         publisher_offer: None,
         metadata: None,
         attributes: HashMap::new(),
+        resume: None,
     };
     let e = strict.m.handle_join(strict.now, j).unwrap_err();
     assert_eq!((e.join_status(), e.fault()), (404, Fault::NotFound));
@@ -946,6 +1118,7 @@ fn a_full_room_refuses_joins() {
                 publisher_offer: None,
                 metadata: None,
                 attributes: HashMap::new(),
+                resume: None,
             },
         )
         .unwrap_err();
@@ -1353,6 +1526,7 @@ fn a_join_over_the_size_limits_is_refused() {
                 publisher_offer: None,
                 metadata,
                 attributes: HashMap::new(),
+                resume: None,
             },
         )
     };
@@ -1434,6 +1608,7 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
                 publisher_offer: None,
                 metadata: None,
                 attributes: HashMap::new(),
+                resume: None,
             },
         )
         .unwrap_err();
