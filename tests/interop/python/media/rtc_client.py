@@ -42,7 +42,8 @@ participant_permissions_changed, room_metadata_changed.
 
 Room events are reported as they happen: participant_connected, participant_disconnected,
 track_published, track_subscribed, track_unsubscribed, track_muted, track_unmuted,
-track_unpublished, disconnected (with the SDK's DisconnectReason name), connection_state.
+track_unpublished, disconnected (with the SDK's DisconnectReason name), connection_state,
+reconnecting, reconnected (with the participant sid after it).
 
 The client exits on its own after `--max-seconds`, on stdin EOF, or when the room disconnects.
 A connect failure is reported as `connect_error` (exit code 3).
@@ -446,6 +447,14 @@ class Client:
             except ValueError:
                 name = str(state)
             emit("connection_state", state=name)
+
+        @room.on("reconnecting")
+        def _reconnecting() -> None:
+            emit("reconnecting")
+
+        @room.on("reconnected")
+        def _reconnected() -> None:
+            emit("reconnected", sid=room.local_participant.sid)
 
         @room.on("disconnected")
         def _dc(reason: Any) -> None:
