@@ -223,6 +223,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .webhook
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = webhook_stats;
+    *node
+        .counters
+        .media
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(media.handle.stats.clone());
     let mut metrics_listeners = Vec::new();
     if let Some(p) = &node.settings.prometheus {
         for ip in &node.settings.bind {

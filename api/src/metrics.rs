@@ -2,8 +2,9 @@
 //! in the text exposition format, with LiveKit's metric names where LiveKit has them.
 //!
 //! Nothing here sits on the packet path: room figures are a snapshot the room machine gives
-//! when scraped, process figures come from `/proc`, and the control plane's counters (Twirp
-//! calls, webhooks) are plain atomics of the request path.
+//! when scraped, media figures are the copy the media thread publishes once a second from its
+//! own plain counters, process figures come from `/proc`, and the control plane's counters
+//! (Twirp calls, webhooks) are plain atomics of the request path.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,6 +38,8 @@ pub struct ControlCounters {
     /// Twirp calls by (service, method, status, error code).
     twirp: Mutex<BTreeMap<(String, String, u16, String), u64>>,
     pub webhook: Mutex<Option<Arc<WebhookStats>>>,
+    /// The media thread's published counters.
+    pub media: Mutex<Option<Arc<lkr_driver::MediaStats>>>,
     pub join_refused: AtomicU64,
 }
 
@@ -191,6 +194,89 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
             ("dropped", w.dropped.load(Ordering::Relaxed)),
         ] {
             let _ = writeln!(out, "livekit_webhook_total{{{node},state=\"{state}\"}} {n}");
+        }
+    }
+    let media = counters
+        .media
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|m| m.snapshot());
+    if let Some(m) = media {
+        let t = m.traffic;
+        metric(
+            &mut out,
+            "livekit_packet_total",
+            "counter",
+            "RTP packets by direction.",
+        );
+        for (dir, tx, n) in [
+            ("incoming", "primary", t.rtp_in),
+            ("outgoing", "primary", t.rtp_out),
+            ("outgoing", "retransmit", t.rtx_out),
+        ] {
+            let _ = writeln!(
+                out,
+                "livekit_packet_total{{{node},direction=\"{dir}\",transmission=\"{tx}\"}} {n}"
+            );
+        }
+        metric(
+            &mut out,
+            "livekit_packet_bytes",
+            "counter",
+            "RTP bytes by direction.",
+        );
+        for (dir, n) in [("incoming", t.rtp_in_bytes), ("outgoing", t.rtp_out_bytes)] {
+            let _ = writeln!(
+                out,
+                "livekit_packet_bytes{{{node},direction=\"{dir}\"}} {n}"
+            );
+        }
+        metric(
+            &mut out,
+            "livekit_nack_total",
+            "counter",
+            "NACKed packets by direction.",
+        );
+        let _ = writeln!(
+            out,
+            "livekit_nack_total{{{node},direction=\"incoming\"}} {}",
+            t.nack_in
+        );
+        metric(
+            &mut out,
+            "livekit_pli_total",
+            "counter",
+            "Keyframe requests by direction.",
+        );
+        for (dir, n) in [("incoming", t.pli_in), ("outgoing", t.pli_out)] {
+            let _ = writeln!(out, "livekit_pli_total{{{node},direction=\"{dir}\"}} {n}");
+        }
+        metric(
+            &mut out,
+            "livekit_media_dropped_total",
+            "counter",
+            "What the media plane dropped, by reason.",
+        );
+        let d = m.engine;
+        for (reason, n) in [
+            ("socket_full", m.send_dropped),
+            ("socket_error", m.send_failed),
+            ("event_queue_full", m.events_dropped),
+            ("command_queue_full", m.commands_rejected),
+            ("unknown_source", d.unknown_source),
+            ("bad_stun", d.bad_stun),
+            ("dtls_error", d.dtls_error),
+            ("srtp_error", d.srtp_error),
+            ("replayed", d.replayed),
+            ("malformed_rtp", d.malformed_rtp),
+            ("unknown_ssrc", d.unknown_ssrc),
+            ("late", d.late),
+        ] {
+            let _ = writeln!(
+                out,
+                "livekit_media_dropped_total{{{node},reason=\"{reason}\"}} {n}"
+            );
         }
     }
     if let Some((cpu, rss)) = proc_stat() {

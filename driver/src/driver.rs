@@ -318,6 +318,7 @@ async fn run(
         if now >= next_stats {
             next_stats = now + STATS_INTERVAL;
             stats.store_engine(&engine.drops);
+            stats.store_traffic(&engine.traffic);
             stats.try_store_per_peer(|v| engine.unsent_by_peer(v));
         }
     }

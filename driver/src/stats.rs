@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use lkr_sfu::{Drops, PeerId};
+use lkr_sfu::{Drops, PeerId, Traffic};
 
 /// What the media core dropped, counted since it started.
 #[derive(Debug, Default)]
@@ -26,6 +26,7 @@ pub struct MediaStats {
     /// Wake-ups of the media thread.
     pub wakeups: AtomicU64,
     engine: EngineCounters,
+    traffic: TrafficCounters,
     per_peer: Mutex<Vec<(PeerId, u64)>>,
 }
 
@@ -44,6 +45,18 @@ struct EngineCounters {
     unsent: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct TrafficCounters {
+    rtp_in: AtomicU64,
+    rtp_in_bytes: AtomicU64,
+    rtp_out: AtomicU64,
+    rtp_out_bytes: AtomicU64,
+    rtx_out: AtomicU64,
+    nack_in: AtomicU64,
+    pli_in: AtomicU64,
+    pli_out: AtomicU64,
+}
+
 /// A copy of [`MediaStats`] at one moment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StatsSnapshot {
@@ -55,12 +68,27 @@ pub struct StatsSnapshot {
     pub wakeups: u64,
     /// The engine's own counters (bad input, late packets, unsent datagrams).
     pub engine: Drops,
+    /// What the engine forwarded and heard.
+    pub traffic: Traffic,
     /// Datagrams dropped at the socket per peer (subscriber), as of the last second; peers
     /// with none are left out.
     pub unsent_by_peer: Vec<(PeerId, u64)>,
 }
 
 impl MediaStats {
+    /// Copies the engine's traffic counters (called by the media thread).
+    pub(crate) fn store_traffic(&self, t: &Traffic) {
+        let c = &self.traffic;
+        c.rtp_in.store(t.rtp_in, Relaxed);
+        c.rtp_in_bytes.store(t.rtp_in_bytes, Relaxed);
+        c.rtp_out.store(t.rtp_out, Relaxed);
+        c.rtp_out_bytes.store(t.rtp_out_bytes, Relaxed);
+        c.rtx_out.store(t.rtx_out, Relaxed);
+        c.nack_in.store(t.nack_in, Relaxed);
+        c.pli_in.store(t.pli_in, Relaxed);
+        c.pli_out.store(t.pli_out, Relaxed);
+    }
+
     /// Copies the engine's counters (called by the media thread).
     pub(crate) fn store_engine(&self, d: &Drops) {
         let e = &self.engine;
@@ -107,6 +135,16 @@ impl MediaStats {
                 padding: e.padding.load(Relaxed),
                 late: e.late.load(Relaxed),
                 unsent: e.unsent.load(Relaxed),
+            },
+            traffic: Traffic {
+                rtp_in: self.traffic.rtp_in.load(Relaxed),
+                rtp_in_bytes: self.traffic.rtp_in_bytes.load(Relaxed),
+                rtp_out: self.traffic.rtp_out.load(Relaxed),
+                rtp_out_bytes: self.traffic.rtp_out_bytes.load(Relaxed),
+                rtx_out: self.traffic.rtx_out.load(Relaxed),
+                nack_in: self.traffic.nack_in.load(Relaxed),
+                pli_in: self.traffic.pli_in.load(Relaxed),
+                pli_out: self.traffic.pli_out.load(Relaxed),
             },
             unsent_by_peer: self.per_peer.lock().map(|v| v.clone()).unwrap_or_default(),
         }

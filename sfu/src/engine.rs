@@ -53,6 +53,25 @@ pub struct Transmit {
     pub data: Vec<u8>,
 }
 
+/// What the core forwarded and heard, counted with plain integers on the media thread (the
+/// driver publishes a copy now and then; nothing shared is touched per packet).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// RTP packets received from publishers (after SRTP), and their bytes.
+    pub rtp_in: u64,
+    pub rtp_in_bytes: u64,
+    /// RTP packets forwarded to subscribers, and their bytes (protected).
+    pub rtp_out: u64,
+    pub rtp_out_bytes: u64,
+    /// Packets resent to subscribers in answer to their NACKs.
+    pub rtx_out: u64,
+    /// Sequence numbers subscribers asked again for (NACK entries).
+    pub nack_in: u64,
+    /// Keyframe requests from subscribers (PLI and FIR), and PLIs sent to publishers.
+    pub pli_in: u64,
+    pub pli_out: u64,
+}
+
 /// Why packets were dropped, counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drops {
@@ -164,6 +183,8 @@ pub struct Engine {
     /// The first instant the engine saw; arrival times are counted from it.
     epoch: Option<Instant>,
     pub drops: Drops,
+    /// What was forwarded and heard.
+    pub traffic: Traffic,
 }
 
 fn take_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
@@ -276,6 +297,7 @@ impl Engine {
             reports_since_loss: 0,
             epoch: None,
             drops: Drops::default(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -854,6 +876,8 @@ impl Engine {
             self.drops.malformed_rtp += 1;
             return;
         };
+        self.traffic.rtp_in += 1;
+        self.traffic.rtp_in_bytes += pkt.len() as u64;
         let epoch = *self.epoch.get_or_insert(now);
         if let Some(p) = self.peers.get_mut(&id)
             && p.twcc_ext != 0
@@ -977,6 +1001,7 @@ impl Engine {
             transmits,
             pool,
             events,
+            traffic,
             ..
         } = self;
         let Some(t) = tracks.get_mut(&tid) else {
@@ -1072,6 +1097,8 @@ impl Engine {
                 s.remember(out_seq, seq, layer, out_ts);
                 s.packets_sent += 1;
                 s.octets_sent += body_len as u64;
+                traffic.rtp_out += 1;
+                traffic.rtp_out_bytes += data.len() as u64;
                 transmits.push_back(Transmit { dest, data });
             }
         }
@@ -1144,6 +1171,8 @@ impl Engine {
                 }
             }
         }
+        self.traffic.nack_in += nacks.len() as u64;
+        self.traffic.pli_in += plis.len() as u64;
         for &t in &plis {
             self.request_keyframe(now, t, None);
         }
@@ -1355,6 +1384,7 @@ impl Engine {
             payload: view.payload(),
         };
         if let Some((data, _)) = write_down(pool, srtp, s, &out) {
+            self.traffic.rtx_out += 1;
             transmits.push_back(Transmit { dest, data });
         }
     }
@@ -1382,6 +1412,7 @@ impl Engine {
             }
         }
         for ssrc in ssrcs.into_iter().flatten() {
+            self.traffic.pli_out += 1;
             self.send_feedback(publisher, |out| {
                 lkr_rtp::write_pli(out, FEEDBACK_SSRC, ssrc)
             });

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 import urllib.error
 import urllib.request
 
@@ -102,3 +103,69 @@ def test_figures_follow_rooms_participants_and_twirp_calls(server):
     assert value(during, "process_resident_memory_bytes") > 1_000_000
     # Everyone left with `leave`: the figures come back down.
     assert lkhelpers.wait_until(lambda: value(scrape(server), "livekit_participant_total") == 0, 5)
+
+
+def opus_packets(path) -> int:
+    """Audio packets in an Ogg/Opus file: packets end at lacing values below 255; the first
+    two are the OpusHead and OpusTags headers."""
+    data = open(path, "rb").read()
+    i = packets = 0
+    while i + 27 <= len(data) and data[i : i + 4] == b"OggS":
+        nseg = data[i + 26]
+        lacing = data[i + 27 : i + 27 + nseg]
+        packets += sum(1 for v in lacing if v < 255)
+        i += 27 + nseg + sum(lacing)
+    return packets - 2
+
+
+def test_packet_counters_move_by_what_was_sent(server, tmp_path):
+    import shutil
+    import subprocess
+
+    assert shutil.which("ffmpeg"), "ffmpeg is needed (scripts/test installs it)"
+    clip = tmp_path / "tone.ogg"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+         "-i", "sine=frequency=440:sample_rate=48000:duration=3", "-c:a", "libopus",
+         "-b:a", "48k", "-frame_duration", "20", str(clip)],
+        check=True, timeout=60,
+    )
+    sent = opus_packets(clip)
+    assert 140 <= sent <= 160, sent
+    room = lkhelpers.unique("counted")
+    cli = [lkhelpers.CLI_BIN, "--url", server.url, "--api-key", lkhelpers.API_KEY, "--api-secret", lkhelpers.API_SECRET]
+    rec = subprocess.Popen(
+        cli + ["room", "join", "--identity", "rec", "--record", str(tmp_path / "rec"), "--duration", "30s", room],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert lkhelpers.wait_until(lambda: value(scrape(server), "livekit_participant_total") >= 1, 10)
+        before = scrape(server)
+        in0 = value(before, "livekit_packet_total", direction="incoming")
+        out0 = value(before, "livekit_packet_total", direction="outgoing", transmission="primary")
+        bytes0 = value(before, "livekit_packet_bytes", direction="incoming")
+        pub = subprocess.run(
+            cli + ["room", "join", "--identity", "pub", "--publish", str(clip), "--exit-after-publish", room],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert pub.returncode == 0, pub.stderr[-2000:]
+
+        # The media thread publishes its counters once a second.
+        now = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            t = scrape(server)
+            if value(t, "livekit_packet_total", direction="incoming") - in0 >= sent:
+                now = t
+                break
+            time.sleep(0.2)
+        assert now, f"incoming packets never reached the {sent} sent:\n{t}"
+        got_in = value(now, "livekit_packet_total", direction="incoming") - in0
+        got_out = value(now, "livekit_packet_total", direction="outgoing", transmission="primary") - out0
+        assert got_in == sent, f"server counted {got_in} incoming RTP packets, the file has {sent}"
+        # The one subscriber got them all but the few sent before its subscription was up.
+        assert sent - 15 <= got_out <= sent, f"{got_out} forwarded of {sent}"
+        assert value(now, "livekit_packet_bytes", direction="incoming") - bytes0 >= sent * 20
+    finally:
+        rec.terminate()
+        rec.wait(timeout=10)
