@@ -5,9 +5,10 @@
 //! - [`signal`]: the signalling WebSocket: `/rtc/v1` with a base64url `join_request` (single
 //!   peer connection, the default) or `/rtc` with query parameters (dual), the token as an
 //!   `Authorization: Bearer` header, binary protobuf frames.
-//! - [`ice`], [`peer`]: a sans-IO client peer connection over one local UDP socket: a
-//!   controlling full ICE agent with USE-CANDIDATE toward the server's host candidate, the
-//!   DTLS client, SRTP/SRTCP, and SCTP data channels (`_reliable`, `_lossy`).
+//! - [`peer`]: a sans-IO client peer connection over one local UDP socket: the controlling
+//!   full ICE agent of `lkr-ice` with USE-CANDIDATE toward the server's host candidate, the
+//!   DTLS client of `lkr-dtls-glue` keying SRTP/SRTCP there, and SCTP data channels
+//!   (`_reliable`, `_lossy`). The simulation harness builds its clients on it too.
 //! - [`sdp`]: the offers and answers we write and what we read from the server's.
 //! - [`rtp_out`] / [`rtp_in`]: one RTP stream each way, sans-IO: headers with the mid/rid
 //!   extensions and a retransmission cache; reordering, NACK and in-order delivery.
@@ -22,7 +23,6 @@
 mod error;
 
 pub mod codec;
-pub mod ice;
 pub mod peer;
 pub mod room;
 pub mod rtp_in;
