@@ -276,6 +276,11 @@ impl PeerConnection {
         self.protect(packet, false)
     }
 
+    /// Protects a plain compound RTCP packet in its own buffer, as [`Self::protect_rtp`].
+    pub fn protect_rtcp(&mut self, packet: Vec<u8>) -> Result<Option<Vec<u8>>, ClientError> {
+        self.protect(packet, true)
+    }
+
     fn protect(&mut self, mut buf: Vec<u8>, rtcp: bool) -> Result<Option<Vec<u8>>, ClientError> {
         let Some(srtp) = self.srtp_out.as_mut() else {
             return Ok(None);
