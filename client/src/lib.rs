@@ -12,10 +12,12 @@
 //! - [`sdp`]: the offers and answers we write and what we read from the server's.
 //! - [`rtp_out`] / [`rtp_in`]: one RTP stream each way, sans-IO: headers with the mid/rid
 //!   extensions and a retransmission cache; reordering, NACK and in-order delivery.
-//! - [`room`]: the tokio driver that owns sockets and signalling: [`Room`] takes commands
-//!   (publish a track, send media or data, subscribe, request keyframes) and yields
-//!   [`RoomEvent`]s (participants, subscribed tracks, media packets, data, keyframe
-//!   requests).
+//! - [`session`]: the sans-IO session machine: negotiation, publishing, receiving, data,
+//!   pings, with `now` in and datagrams, signal requests, events and a timeout polled out.
+//! - [`room`]: the thin tokio driver around it that owns the sockets and signalling:
+//!   [`Room`] takes commands (publish a track, send media or data, subscribe, request
+//!   keyframes) and yields [`RoomEvent`]s (participants, subscribed tracks, media packets,
+//!   data, keyframe requests).
 //!
 //! Driver contract of the sans-IO parts: time comes in as `now`, datagrams as byte slices;
 //! `poll_transmit`, `poll_event` and `poll_timeout` tell the driver what to do next.
@@ -28,7 +30,10 @@ pub mod room;
 pub mod rtp_in;
 pub mod rtp_out;
 pub mod sdp;
+pub mod session;
 pub mod signal;
+#[cfg(test)]
+mod testserver;
 
 pub use codec::{Codec, MediaKind};
 pub use error::ClientError;

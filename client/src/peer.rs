@@ -537,106 +537,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use lkr_datachannel::DataChannelEvent;
-    use lkr_ice::IceLite;
-
-    /// The server's side of one transport, built from the same crates the SFU uses: an
-    /// ICE-lite responder, the DTLS server, SRTP and SCTP.
-    struct LiteServer {
-        ice: IceLite,
-        cert: Certificate,
-        client_fp: Fingerprint,
-        dtls: Option<DtlsEndpoint>,
-        srtp_in: Option<SrtpContext>,
-        srtp_out: Option<SrtpContext>,
-        sctp: Option<SctpTransport>,
-        out: Vec<(SocketAddr, Vec<u8>)>,
-        rtp: Vec<Vec<u8>>,
-        messages: Vec<(String, Vec<u8>)>,
-        labels: HashMap<u16, String>,
-    }
-
-    impl LiteServer {
-        fn handle(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
-            match buf[0] {
-                0..=3 => {
-                    let mut out = Vec::new();
-                    let r = self.ice.handle_stun(now, from, buf, &mut out).unwrap();
-                    if r.response_written {
-                        self.out.push((from, out));
-                    }
-                }
-                20..=63 => {
-                    assert!(self.ice.is_valid_source(from));
-                    let dtls = self.dtls.get_or_insert_with(|| {
-                        DtlsEndpoint::new(
-                            Role::Server,
-                            &self.cert,
-                            self.client_fp.clone(),
-                            from,
-                            now,
-                        )
-                        .unwrap()
-                    });
-                    let _ = dtls.handle_receive(now, buf);
-                    self.pump(now, from);
-                }
-                _ => {
-                    let n = self.srtp_in.as_mut().unwrap().unprotect_rtp(buf).unwrap();
-                    self.rtp.push(buf[..n].to_vec());
-                }
-            }
-        }
-
-        fn pump(&mut self, now: Instant, to: SocketAddr) {
-            let Some(dtls) = self.dtls.as_mut() else {
-                return;
-            };
-            while let Some(e) = dtls.poll_event() {
-                match e {
-                    DtlsEvent::Connected {
-                        profile_id,
-                        keying_material,
-                        we_are_client,
-                    } => {
-                        assert!(!we_are_client);
-                        let keys =
-                            SrtpSession::from_dtls(profile_id, &keying_material, false).unwrap();
-                        self.srtp_in = Some(keys.inbound);
-                        self.srtp_out = Some(keys.outbound);
-                        self.sctp = Some(SctpTransport::new(false, now));
-                    }
-                    DtlsEvent::ApplicationData(d) => {
-                        if let Some(s) = self.sctp.as_mut() {
-                            s.handle_receive(now, &d);
-                        }
-                    }
-                    other => panic!("server DTLS: {other:?}"),
-                }
-            }
-            if let Some(s) = self.sctp.as_mut() {
-                while let Some(p) = s.poll_transmit(now) {
-                    dtls.send_application_data(&p).unwrap();
-                }
-                while let Some(e) = s.poll_event() {
-                    match e {
-                        DataChannelEvent::ChannelOpen { stream_id, label } => {
-                            self.labels.insert(stream_id, label);
-                        }
-                        DataChannelEvent::Message {
-                            stream_id, data, ..
-                        } => {
-                            self.messages.push((self.labels[&stream_id].clone(), data));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            while let Some(d) = dtls.poll_transmit() {
-                self.out.push((to, d));
-            }
-        }
-    }
+    use crate::testserver::{LiteServer, SERVER_PWD, SERVER_UFRAG};
 
     /// Runs both sides over a perfect virtual network until `done` or 5 virtual seconds.
     fn exchange(
@@ -650,17 +551,7 @@ mod tests {
         let end = *now + Duration::from_secs(5);
         while *now < end {
             client.handle_timeout(*now);
-            if let Some(d) = server.dtls.as_mut() {
-                if d.poll_timeout().is_some_and(|t| t <= *now) {
-                    d.handle_timeout(*now);
-                }
-                if let Some(s) = server.sctp.as_mut()
-                    && s.poll_timeout().is_some_and(|t| t <= *now)
-                {
-                    s.handle_timeout(*now);
-                }
-                server.pump(*now, client_addr);
-            }
+            server.handle_timeout(*now, client_addr);
             let mut moved = true;
             while moved {
                 moved = false;
@@ -689,31 +580,17 @@ mod tests {
         let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let server_addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
         let mut client = PeerConnection::new(Certificate::generate().unwrap());
-        let (ufrag, _) = client.ice_credentials();
-        let mut ice = IceLite::new("srvufrag".into(), "serverpasswordserverpassword".into());
-        ice.set_remote_credentials(ufrag.to_owned(), client.ice_credentials().1.to_owned());
-        let server_cert = Certificate::generate().unwrap();
-        let mut server = LiteServer {
-            ice,
-            client_fp: client.fingerprint(),
-            cert: server_cert.clone(),
-            dtls: None,
-            srtp_in: None,
-            srtp_out: None,
-            sctp: None,
-            out: Vec::new(),
-            rtp: Vec::new(),
-            messages: Vec::new(),
-            labels: HashMap::new(),
-        };
+        let (ufrag, pwd) = client.ice_credentials();
+        let mut server = LiteServer::new(ufrag, pwd, client.fingerprint());
+        let server_cert = server.cert.clone();
         client.open_channel("_reliable", true, None);
         client.open_channel("_lossy", false, Some(0));
         client.enable_sctp(now);
         client.set_remote(
             now,
             &RemoteParams {
-                ufrag: "srvufrag".into(),
-                pwd: "serverpasswordserverpassword".into(),
+                ufrag: SERVER_UFRAG.into(),
+                pwd: SERVER_PWD.into(),
                 fingerprint: server_cert.fingerprint(),
             },
         );
@@ -760,18 +637,24 @@ mod tests {
         assert_eq!(server.rtp[0], rtp);
 
         // Server to client: SRTP with the server's keys comes out as plain RTP.
-        let mut down = rtp.clone();
-        let n = down.len();
-        down.resize(n + 16, 0);
-        let len = server
-            .srtp_out
-            .as_mut()
-            .unwrap()
-            .protect_rtp(&mut down, n)
-            .unwrap();
-        down.truncate(len);
+        let mut down = server.protect(&rtp, false);
         client.handle_receive(now, server_addr, &mut down);
-        assert_eq!(client.poll_event(), Some(PeerEvent::Rtp(rtp)));
+        assert_eq!(client.poll_event(), Some(PeerEvent::Rtp(rtp.clone())));
+        // In place: the plain packet is the front of the caller's buffer, no event.
+        rtp[3] = 8;
+        let mut down = server.protect(&rtp, false);
+        let mut replayed = down.clone();
+        assert_eq!(
+            client.receive(now, server_addr, &mut down),
+            Received::Rtp(rtp.len())
+        );
+        assert_eq!(&down[..rtp.len()], &rtp[..]);
+        assert!(client.poll_event().is_none());
+        assert_eq!(
+            client.receive(now, server_addr, &mut replayed),
+            Received::SrtpRefused,
+            "a replay does not authenticate twice"
+        );
         // Datagrams from elsewhere do not reach DTLS.
         let mut stray = vec![22u8, 254, 253, 0, 0];
         client.handle_receive(now, "127.0.0.1:1".parse().unwrap(), &mut stray);
