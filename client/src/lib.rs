@@ -9,7 +9,8 @@
 //!   full ICE agent of `lkr-ice` with USE-CANDIDATE toward the server's host candidate, the
 //!   DTLS client of `lkr-dtls-glue` keying SRTP/SRTCP there, and SCTP data channels
 //!   (`_reliable`, `_lossy`). The simulation harness builds its clients on it too.
-//! - [`sdp`]: the offers and answers we write and what we read from the server's.
+//! - [`sdp`]: the offers and answers we write (with the section writers of `lkr-sdp` that the
+//!   server's negotiation uses too) and what we read from the server's.
 //! - [`rtp_out`] / [`rtp_in`]: one RTP stream each way, sans-IO: headers with the mid/rid
 //!   extensions and a retransmission cache; reordering, NACK and in-order delivery.
 //! - [`session`]: the sans-IO session machine: negotiation, publishing, receiving, data,
@@ -20,7 +21,8 @@
 //!   data, keyframe requests).
 //!
 //! Driver contract of the sans-IO parts: time comes in as `now`, datagrams as byte slices;
-//! `poll_transmit`, `poll_event` and `poll_timeout` tell the driver what to do next.
+//! `poll_transmit`, `poll_event` and `poll_timeout` (and the session's `poll_signal`) tell
+//! the driver what to do next.
 
 mod error;
 

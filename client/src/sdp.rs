@@ -6,7 +6,8 @@
 //! `rtcp-mux`, the mid and rid header extensions, Opus and VP8/VP9/AV1, `a=msid` whose track
 //! id is the AddTrackRequest `cid`, `a=setup:actpass`. A published track's section is
 //! `sendonly` with one codec; simulcast layers are announced with `a=rid` and
-//! `a=simulcast:send` (RFC 8851, RFC 8853), a single layer with `a=ssrc`.
+//! `a=simulcast:send` (RFC 8851, RFC 8853), a single layer with `a=ssrc`. The sections are
+//! built with the section writers of `lkr-sdp`, the same ones the server's answers use.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
