@@ -19,10 +19,11 @@ use std::time::Instant;
 use lkr_datachannel::{DataChannelEvent, SctpTransport};
 use lkr_dtls_glue::cert::{Certificate, Fingerprint};
 use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
-use lkr_dtls_glue::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
+use lkr_dtls_glue::keying::SrtpSession;
+use lkr_dtls_glue::srtp::{SrtpContext, SrtpProfile};
+use lkr_ice::{AgentInput, AgentState, IceAgent};
 
 use crate::ClientError;
-use crate::ice::{IceAgent, IceState};
 
 /// What a peer connection reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,26 @@ pub enum PeerEvent {
     Rtcp(Vec<u8>),
     /// ICE or DTLS failed; the connection is dead.
     Failed(String),
+}
+
+/// What one datagram was, for a driver that keeps its own counters or takes decrypted media
+/// in place ([`PeerConnection::receive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// STUN, and what it was to the ICE agent.
+    Stun(AgentInput),
+    /// DTLS from the selected address (handed to the handshake), or from elsewhere (ignored).
+    Dtls,
+    /// DTLS the handshake refused as malformed or unexpected.
+    DtlsDropped,
+    /// Plain RTP, decrypted in place: the first `n` bytes of the buffer.
+    Rtp(usize),
+    /// Plain compound RTCP, decrypted in place: the first `n` bytes of the buffer.
+    Rtcp(usize),
+    /// SRTP or SRTCP that arrived before the keys, or did not authenticate.
+    SrtpRefused,
+    /// Anything else (RFC 7983 leaves it to nobody here).
+    Other,
 }
 
 /// The remote side's transport parameters, from its description.
@@ -96,10 +117,16 @@ impl std::fmt::Debug for PeerConnection {
 }
 
 impl PeerConnection {
-    /// A peer connection that will present `cert` in DTLS.
+    /// A peer connection that will present `cert` in DTLS, with fresh random ICE
+    /// credentials.
     pub fn new(cert: Certificate) -> Self {
+        Self::with_agent(cert, IceAgent::new())
+    }
+
+    /// A peer connection over a given ICE agent (its credentials, seed and timing).
+    pub fn with_agent(cert: Certificate, ice: IceAgent) -> Self {
         Self {
-            ice: IceAgent::new(),
+            ice,
             cert,
             remote_fingerprint: None,
             dtls: None,
@@ -139,6 +166,16 @@ impl PeerConnection {
     /// The address of the selected pair.
     pub fn remote_address(&self) -> Option<SocketAddr> {
         self.ice.selected()
+    }
+
+    /// The ICE agent, for its state and timestamps.
+    pub fn ice(&self) -> &IceAgent {
+        &self.ice
+    }
+
+    /// The SRTP profile DTLS negotiated, once connected.
+    pub fn srtp_profile(&self) -> Option<SrtpProfile> {
+        self.srtp_out.as_ref().map(SrtpContext::profile)
     }
 
     /// Applies the remote description's transport: ICE credentials and the DTLS fingerprint.
@@ -208,72 +245,115 @@ impl PeerConnection {
     /// Protects an RTP packet and queues it to the selected address. Dropped silently before
     /// the connection is up.
     pub fn send_rtp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
-        let (Some(srtp), Some(dest)) = (self.srtp_out.as_mut(), self.ice.selected()) else {
-            return Ok(());
-        };
-        let len = packet.len();
-        let mut buf = Vec::with_capacity(len + srtp.profile().rtp_overhead());
-        buf.extend_from_slice(packet);
-        buf.resize(len + srtp.profile().rtp_overhead(), 0);
-        let n = srtp
-            .protect_rtp(&mut buf, len)
-            .map_err(|e| ClientError::Dtls(e.to_string()))?;
-        buf.truncate(n);
-        self.transmits.push_back((dest, buf));
-        Ok(())
+        self.send_protected(packet, false)
     }
 
     /// Protects a compound RTCP packet and queues it.
     pub fn send_rtcp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
-        let (Some(srtp), Some(dest)) = (self.srtp_out.as_mut(), self.ice.selected()) else {
+        self.send_protected(packet, true)
+    }
+
+    fn send_protected(&mut self, packet: &[u8], rtcp: bool) -> Result<(), ClientError> {
+        let (Some(srtp), Some(dest)) = (self.srtp_out.as_ref(), self.ice.selected()) else {
             return Ok(());
         };
-        let len = packet.len();
-        let mut buf = Vec::with_capacity(len + srtp.profile().rtcp_overhead());
+        let room = if rtcp {
+            srtp.profile().rtcp_overhead()
+        } else {
+            srtp.profile().rtp_overhead()
+        };
+        let mut buf = Vec::with_capacity(packet.len() + room);
         buf.extend_from_slice(packet);
-        buf.resize(len + srtp.profile().rtcp_overhead(), 0);
-        let n = srtp
-            .protect_rtcp(&mut buf, len)
-            .map_err(|e| ClientError::Dtls(e.to_string()))?;
-        buf.truncate(n);
-        self.transmits.push_back((dest, buf));
+        if let Some(d) = self.protect(buf, rtcp)? {
+            self.transmits.push_back((dest, d));
+        }
         Ok(())
     }
 
-    /// One datagram from the socket. Malformed or unexpected datagrams are dropped.
+    /// Protects a plain RTP packet in its own buffer (grown by the SRTP trailer) and returns
+    /// it instead of queueing it; `None` before SRTP is keyed.
+    pub fn protect_rtp(&mut self, packet: Vec<u8>) -> Result<Option<Vec<u8>>, ClientError> {
+        self.protect(packet, false)
+    }
+
+    /// Protects a plain compound RTCP packet in its own buffer, as [`Self::protect_rtp`].
+    pub fn protect_rtcp(&mut self, packet: Vec<u8>) -> Result<Option<Vec<u8>>, ClientError> {
+        self.protect(packet, true)
+    }
+
+    fn protect(&mut self, mut buf: Vec<u8>, rtcp: bool) -> Result<Option<Vec<u8>>, ClientError> {
+        let Some(srtp) = self.srtp_out.as_mut() else {
+            return Ok(None);
+        };
+        let len = buf.len();
+        let n = if rtcp {
+            buf.resize(len + srtp.profile().rtcp_overhead(), 0);
+            srtp.protect_rtcp(&mut buf, len)
+        } else {
+            buf.resize(len + srtp.profile().rtp_overhead(), 0);
+            srtp.protect_rtp(&mut buf, len)
+        }
+        .map_err(|e| ClientError::Dtls(e.to_string()))?;
+        buf.truncate(n);
+        Ok(Some(buf))
+    }
+
+    /// One datagram from the socket. Malformed or unexpected datagrams are dropped; media
+    /// comes out as [`PeerEvent::Rtp`] and [`PeerEvent::Rtcp`].
     pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
-        let Some(&first) = buf.first() else { return };
+        match self.receive(now, from, buf) {
+            Received::Rtp(n) => self.events.push_back(PeerEvent::Rtp(buf[..n].to_vec())),
+            Received::Rtcp(n) => self.events.push_back(PeerEvent::Rtcp(buf[..n].to_vec())),
+            _ => {}
+        }
+    }
+
+    /// One datagram from the socket, with media decrypted in place instead of queued as an
+    /// event: the caller reads `buf[..n]` for [`Received::Rtp`] and [`Received::Rtcp`].
+    /// Everything else is handled as by [`Self::handle_receive`].
+    pub fn receive(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Received {
+        let Some(&first) = buf.first() else {
+            return Received::Other;
+        };
         match first {
             0..=3 => {
-                if self.ice.handle_receive(now, from, buf) {
+                let input = self.ice.handle_receive(now, from, buf);
+                if input == AgentInput::Connected {
                     self.start_dtls(now);
                 }
                 self.poll_ice();
+                Received::Stun(input)
             }
             20..=63 => {
                 if Some(from) != self.ice.selected() {
-                    return;
+                    return Received::Dtls;
                 }
-                if let Some(dtls) = self.dtls.as_mut() {
-                    if let Err(e) = dtls.handle_receive(now, buf) {
+                let Some(dtls) = self.dtls.as_mut() else {
+                    return Received::Dtls;
+                };
+                let r = dtls.handle_receive(now, buf);
+                self.pump_dtls(now);
+                match r {
+                    Ok(()) => Received::Dtls,
+                    Err(e) => {
                         tracing::trace!("DTLS datagram dropped: {e}");
+                        Received::DtlsDropped
                     }
-                    self.pump_dtls(now);
                 }
             }
             128..=191 => {
                 let Some(srtp) = self.srtp_in.as_mut() else {
-                    return;
+                    return Received::SrtpRefused;
                 };
                 if lkr_rtp::is_rtcp(buf) {
-                    if let Ok(n) = srtp.unprotect_rtcp(buf) {
-                        self.events.push_back(PeerEvent::Rtcp(buf[..n].to_vec()));
-                    }
-                } else if let Ok(n) = srtp.unprotect_rtp(buf) {
-                    self.events.push_back(PeerEvent::Rtp(buf[..n].to_vec()));
+                    srtp.unprotect_rtcp(buf)
+                        .map_or(Received::SrtpRefused, Received::Rtcp)
+                } else {
+                    srtp.unprotect_rtp(buf)
+                        .map_or(Received::SrtpRefused, Received::Rtp)
                 }
             }
-            _ => {}
+            _ => Received::Other,
         }
     }
 
@@ -328,7 +408,7 @@ impl PeerConnection {
         while let Some(t) = self.ice.poll_transmit() {
             self.transmits.push_back(t);
         }
-        if self.ice.state() == IceState::Failed {
+        if self.ice.state() == AgentState::Failed {
             self.fail("ICE failed: no answer to connectivity checks".into());
         }
     }
@@ -371,11 +451,15 @@ impl PeerConnection {
                     keying_material,
                     we_are_client,
                 } => {
-                    if let Err(e) =
-                        self.on_dtls_connected(profile_id, &keying_material, we_are_client)
-                    {
-                        self.fail(e);
-                        continue;
+                    match SrtpSession::from_dtls(profile_id, &keying_material, we_are_client) {
+                        Ok(SrtpSession { inbound, outbound }) => {
+                            self.srtp_in = Some(inbound);
+                            self.srtp_out = Some(outbound);
+                        }
+                        Err(e) => {
+                            self.fail(e.to_string());
+                            continue;
+                        }
                     }
                     self.connected = true;
                     self.events.push_back(PeerEvent::Connected);
@@ -393,27 +477,6 @@ impl PeerConnection {
                 DtlsEvent::Failed(reason) => self.fail(format!("DTLS failed: {reason}")),
             }
         }
-    }
-
-    fn on_dtls_connected(
-        &mut self,
-        profile_id: u16,
-        material: &[u8],
-        we_are_client: bool,
-    ) -> Result<(), String> {
-        let profile = SrtpProfile::from_dtls_id(profile_id)
-            .ok_or_else(|| format!("unsupported SRTP profile {profile_id:#06x}"))?;
-        let keys =
-            SrtpKeys::from_exporter(profile, material, we_are_client).map_err(|e| e.to_string())?;
-        self.srtp_out = Some(
-            SrtpContext::new(profile, &keys.local_key, &keys.local_salt)
-                .map_err(|e| e.to_string())?,
-        );
-        self.srtp_in = Some(
-            SrtpContext::new(profile, &keys.remote_key, &keys.remote_salt)
-                .map_err(|e| e.to_string())?,
-        );
-        Ok(())
     }
 
     fn start_sctp(&mut self, now: Instant) {
@@ -474,108 +537,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use lkr_datachannel::DataChannelEvent;
-    use lkr_ice::IceLite;
-
-    /// The server's side of one transport, built from the same crates the SFU uses: an
-    /// ICE-lite responder, the DTLS server, SRTP and SCTP.
-    struct LiteServer {
-        ice: IceLite,
-        cert: Certificate,
-        client_fp: Fingerprint,
-        dtls: Option<DtlsEndpoint>,
-        srtp_in: Option<SrtpContext>,
-        srtp_out: Option<SrtpContext>,
-        sctp: Option<SctpTransport>,
-        out: Vec<(SocketAddr, Vec<u8>)>,
-        rtp: Vec<Vec<u8>>,
-        messages: Vec<(String, Vec<u8>)>,
-        labels: HashMap<u16, String>,
-    }
-
-    impl LiteServer {
-        fn handle(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
-            match buf[0] {
-                0..=3 => {
-                    let mut out = Vec::new();
-                    let r = self.ice.handle_stun(now, from, buf, &mut out).unwrap();
-                    if r.response_written {
-                        self.out.push((from, out));
-                    }
-                }
-                20..=63 => {
-                    assert!(self.ice.is_valid_source(from));
-                    let dtls = self.dtls.get_or_insert_with(|| {
-                        DtlsEndpoint::new(
-                            Role::Server,
-                            &self.cert,
-                            self.client_fp.clone(),
-                            from,
-                            now,
-                        )
-                        .unwrap()
-                    });
-                    let _ = dtls.handle_receive(now, buf);
-                    self.pump(now, from);
-                }
-                _ => {
-                    let n = self.srtp_in.as_mut().unwrap().unprotect_rtp(buf).unwrap();
-                    self.rtp.push(buf[..n].to_vec());
-                }
-            }
-        }
-
-        fn pump(&mut self, now: Instant, to: SocketAddr) {
-            let Some(dtls) = self.dtls.as_mut() else {
-                return;
-            };
-            while let Some(e) = dtls.poll_event() {
-                match e {
-                    DtlsEvent::Connected {
-                        profile_id,
-                        keying_material,
-                        we_are_client,
-                    } => {
-                        assert!(!we_are_client);
-                        let p = SrtpProfile::from_dtls_id(profile_id).unwrap();
-                        let k = SrtpKeys::from_exporter(p, &keying_material, false).unwrap();
-                        self.srtp_in =
-                            Some(SrtpContext::new(p, &k.remote_key, &k.remote_salt).unwrap());
-                        self.srtp_out =
-                            Some(SrtpContext::new(p, &k.local_key, &k.local_salt).unwrap());
-                        self.sctp = Some(SctpTransport::new(false, now));
-                    }
-                    DtlsEvent::ApplicationData(d) => {
-                        if let Some(s) = self.sctp.as_mut() {
-                            s.handle_receive(now, &d);
-                        }
-                    }
-                    other => panic!("server DTLS: {other:?}"),
-                }
-            }
-            if let Some(s) = self.sctp.as_mut() {
-                while let Some(p) = s.poll_transmit(now) {
-                    dtls.send_application_data(&p).unwrap();
-                }
-                while let Some(e) = s.poll_event() {
-                    match e {
-                        DataChannelEvent::ChannelOpen { stream_id, label } => {
-                            self.labels.insert(stream_id, label);
-                        }
-                        DataChannelEvent::Message {
-                            stream_id, data, ..
-                        } => {
-                            self.messages.push((self.labels[&stream_id].clone(), data));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            while let Some(d) = dtls.poll_transmit() {
-                self.out.push((to, d));
-            }
-        }
-    }
+    use crate::testserver::{LiteServer, SERVER_PWD, SERVER_UFRAG};
 
     /// Runs both sides over a perfect virtual network until `done` or 5 virtual seconds.
     fn exchange(
@@ -589,17 +551,7 @@ mod tests {
         let end = *now + Duration::from_secs(5);
         while *now < end {
             client.handle_timeout(*now);
-            if let Some(d) = server.dtls.as_mut() {
-                if d.poll_timeout().is_some_and(|t| t <= *now) {
-                    d.handle_timeout(*now);
-                }
-                if let Some(s) = server.sctp.as_mut()
-                    && s.poll_timeout().is_some_and(|t| t <= *now)
-                {
-                    s.handle_timeout(*now);
-                }
-                server.pump(*now, client_addr);
-            }
+            server.handle_timeout(*now, client_addr);
             let mut moved = true;
             while moved {
                 moved = false;
@@ -628,31 +580,17 @@ mod tests {
         let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let server_addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
         let mut client = PeerConnection::new(Certificate::generate().unwrap());
-        let (ufrag, _) = client.ice_credentials();
-        let mut ice = IceLite::new("srvufrag".into(), "serverpasswordserverpassword".into());
-        ice.set_remote_credentials(ufrag.to_owned(), client.ice_credentials().1.to_owned());
-        let server_cert = Certificate::generate().unwrap();
-        let mut server = LiteServer {
-            ice,
-            client_fp: client.fingerprint(),
-            cert: server_cert.clone(),
-            dtls: None,
-            srtp_in: None,
-            srtp_out: None,
-            sctp: None,
-            out: Vec::new(),
-            rtp: Vec::new(),
-            messages: Vec::new(),
-            labels: HashMap::new(),
-        };
+        let (ufrag, pwd) = client.ice_credentials();
+        let mut server = LiteServer::new(ufrag, pwd, client.fingerprint());
+        let server_cert = server.cert.clone();
         client.open_channel("_reliable", true, None);
         client.open_channel("_lossy", false, Some(0));
         client.enable_sctp(now);
         client.set_remote(
             now,
             &RemoteParams {
-                ufrag: "srvufrag".into(),
-                pwd: "serverpasswordserverpassword".into(),
+                ufrag: SERVER_UFRAG.into(),
+                pwd: SERVER_PWD.into(),
                 fingerprint: server_cert.fingerprint(),
             },
         );
@@ -699,18 +637,24 @@ mod tests {
         assert_eq!(server.rtp[0], rtp);
 
         // Server to client: SRTP with the server's keys comes out as plain RTP.
-        let mut down = rtp.clone();
-        let n = down.len();
-        down.resize(n + 16, 0);
-        let len = server
-            .srtp_out
-            .as_mut()
-            .unwrap()
-            .protect_rtp(&mut down, n)
-            .unwrap();
-        down.truncate(len);
+        let mut down = server.protect(&rtp, false);
         client.handle_receive(now, server_addr, &mut down);
-        assert_eq!(client.poll_event(), Some(PeerEvent::Rtp(rtp)));
+        assert_eq!(client.poll_event(), Some(PeerEvent::Rtp(rtp.clone())));
+        // In place: the plain packet is the front of the caller's buffer, no event.
+        rtp[3] = 8;
+        let mut down = server.protect(&rtp, false);
+        let mut replayed = down.clone();
+        assert_eq!(
+            client.receive(now, server_addr, &mut down),
+            Received::Rtp(rtp.len())
+        );
+        assert_eq!(&down[..rtp.len()], &rtp[..]);
+        assert!(client.poll_event().is_none());
+        assert_eq!(
+            client.receive(now, server_addr, &mut replayed),
+            Received::SrtpRefused,
+            "a replay does not authenticate twice"
+        );
         // Datagrams from elsewhere do not reach DTLS.
         let mut stray = vec![22u8, 254, 253, 0, 0];
         client.handle_receive(now, "127.0.0.1:1".parse().unwrap(), &mut stray);

@@ -6,15 +6,15 @@
 //! `rtcp-mux`, the mid and rid header extensions, Opus and VP8/VP9/AV1, `a=msid` whose track
 //! id is the AddTrackRequest `cid`, `a=setup:actpass`. A published track's section is
 //! `sendonly` with one codec; simulcast layers are announced with `a=rid` and
-//! `a=simulcast:send` (RFC 8851, RFC 8853), a single layer with `a=ssrc`.
+//! `a=simulcast:send` (RFC 8851, RFC 8853), a single layer with `a=ssrc`. The sections are
+//! built with the section writers of `lkr-sdp`, the same ones the server's answers use.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use lkr_sdp::{
-    Codec as SdpCodec, Direction, ExtMap, Fingerprint as SdpFingerprint, MediaKind as SdpKind,
-    MediaSection, Msid, Rid, RidDirection, SessionDescription, Setup, Simulcast, SimulcastId,
-    SsrcLine,
+    Codec as SdpCodec, Direction, ExtMap, MediaKind as SdpKind, MediaSection, RidDirection,
+    SessionDescription, Setup, TransportLines,
 };
 
 use crate::ClientError;
@@ -69,37 +69,31 @@ pub enum OfferSection {
     },
 }
 
-fn session(session_id: u64, version: u64) -> SessionDescription {
-    let mut sd = SessionDescription::default();
-    sd.origin.session_id = session_id;
-    sd.origin.session_version = version;
-    sd.msid_semantic = Some("WMS *".into());
-    sd
-}
-
+/// Our transport lines: trickle ICE, and our host candidate (then the end of candidates)
+/// once we know our address.
 fn transport_lines(m: &mut MediaSection, local: &LocalTransport, setup: Setup) {
-    m.ice_ufrag = Some(local.ufrag.clone());
-    m.ice_pwd = Some(local.pwd.clone());
-    m.ice_options = Some("trickle".into());
-    m.fingerprint = Some(SdpFingerprint {
-        algorithm: local.fingerprint.0.clone(),
-        value: local.fingerprint.1.clone(),
+    let candidates: Vec<String> = local
+        .candidate
+        .iter()
+        .map(|c| c.strip_prefix("candidate:").unwrap_or(c).to_owned())
+        .collect();
+    m.set_transport(&TransportLines {
+        ufrag: &local.ufrag,
+        pwd: &local.pwd,
+        fingerprint: (&local.fingerprint.0, &local.fingerprint.1),
+        ice_options: Some("trickle"),
+        end_of_candidates: !candidates.is_empty(),
+        candidates: &candidates,
+        setup,
     });
-    m.setup = Some(setup);
-    m.connection = Some("IN IP4 0.0.0.0".into());
-    if let Some(c) = &local.candidate {
-        m.candidates = vec![c.strip_prefix("candidate:").unwrap_or(c).to_owned()];
-        m.end_of_candidates = true;
-    }
 }
 
 fn data_section(mid: &str) -> MediaSection {
-    let mut m = MediaSection::new(SdpKind::Application, "UDP/DTLS/SCTP");
-    m.formats = vec!["webrtc-datachannel".into()];
-    m.mid = Some(mid.to_owned());
-    m.sctp_port = Some(lkr_datachannel::SCTP_PORT);
-    m.max_message_size = Some(lkr_datachannel::MAX_MESSAGE_SIZE);
-    m
+    MediaSection::data_channel(
+        mid,
+        lkr_datachannel::SCTP_PORT,
+        lkr_datachannel::MAX_MESSAGE_SIZE,
+    )
 }
 
 fn sdp_kind(kind: MediaKind) -> SdpKind {
@@ -128,10 +122,7 @@ fn extmaps(video: bool) -> Vec<ExtMap> {
 }
 
 fn rtp_section(kind: MediaKind, mid: &str) -> MediaSection {
-    let mut m = MediaSection::new(sdp_kind(kind), "UDP/TLS/RTP/SAVPF");
-    m.mid = Some(mid.to_owned());
-    m.rtcp_mux = true;
-    m.rtcp_rsize = true;
+    let mut m = MediaSection::rtp(sdp_kind(kind), mid);
     m.extmaps = extmaps(kind == MediaKind::Video);
     m
 }
@@ -143,7 +134,7 @@ pub fn offer(
     version: u64,
     sections: &[OfferSection],
 ) -> SessionDescription {
-    let mut sd = session(session_id, version);
+    let mut sd = SessionDescription::webrtc(session_id, version);
     for s in sections {
         let mut m = match s {
             OfferSection::Data { mid } => data_section(mid),
@@ -174,45 +165,12 @@ pub fn offer(
                 };
                 let mut m = rtp_section(kind, mid);
                 m.add_codec(codec.sdp_codec(codec.payload_type()));
-                m.direction = Some(Direction::SendOnly);
-                m.msid = Some(Msid {
-                    stream: stream.clone(),
-                    track: cid.clone(),
-                });
+                // A single layer names its SSRC; simulcast layers go by rid.
+                let single =
+                    (rids.len() <= 1).then(|| ssrcs.first().map(|&s| (s, stream.as_str())));
+                m.set_sender(stream, cid, single.flatten());
                 if rids.len() > 1 {
-                    m.rids = rids
-                        .iter()
-                        .map(|r| Rid {
-                            id: r.clone(),
-                            direction: RidDirection::Send,
-                            params: None,
-                        })
-                        .collect();
-                    m.simulcast = Some(Simulcast {
-                        send: rids
-                            .iter()
-                            .map(|r| {
-                                vec![SimulcastId {
-                                    rid: r.clone(),
-                                    paused: false,
-                                }]
-                            })
-                            .collect(),
-                        recv: Vec::new(),
-                    });
-                } else if let Some(&ssrc) = ssrcs.first() {
-                    m.ssrcs = vec![
-                        SsrcLine {
-                            ssrc,
-                            attribute: "cname".into(),
-                            value: Some(stream.clone()),
-                        },
-                        SsrcLine {
-                            ssrc,
-                            attribute: "msid".into(),
-                            value: Some(format!("{stream} {cid}")),
-                        },
-                    ];
+                    m.set_simulcast(rids, RidDirection::Send);
                 }
                 m
             }
@@ -235,7 +193,7 @@ pub fn answer(
     session_id: u64,
     version: u64,
 ) -> SessionDescription {
-    let mut sd = session(session_id, version);
+    let mut sd = SessionDescription::webrtc(session_id, version);
     for om in &offer.media {
         let mid = om.mid.clone().unwrap_or_default();
         let mut m = MediaSection::new(om.kind.clone(), om.protocol.clone());
@@ -270,10 +228,7 @@ pub fn answer(
                 m.rtcp_rsize = true;
             }
             _ => {
-                m.port = 0;
-                m.formats = om.formats.clone();
-                m.direction = Some(Direction::Inactive);
-                sd.media.push(m);
+                sd.media.push(MediaSection::rejecting(om));
                 continue;
             }
         }

@@ -10,12 +10,15 @@
 //!   packets, `Closed` or `Failed`. It never reads a clock or touches a socket.
 //! - `srtp`: SRTP/SRTCP contexts (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80) built from that
 //!   keying material, which protect and unprotect packets in place.
+//! - [`keying`]: [`keying::SrtpSession::from_dtls`] turns the fields of `Connected` into the
+//!   inbound and outbound contexts; the server's engine and our own client both key there.
 //!
 //! Data flow for one peer: the driver demultiplexes DTLS datagrams (first byte 20..=63,
 //! RFC 7983) from an ICE-validated address into that peer's `DtlsEndpoint`, sends what it
-//! polls out, and on `Connected` builds the SRTP contexts. Only addresses that passed ICE may
+//! polls out, and on `Connected` builds the SRTP contexts with [`keying::SrtpSession`]. Only addresses that passed ICE may
 //! reach an endpoint: DTLS itself does not authenticate where a datagram came from.
 
 pub mod cert;
 pub mod dtls;
+pub mod keying;
 pub mod srtp;

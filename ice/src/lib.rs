@@ -1,5 +1,5 @@
-//! ICE for both roles: STUN binding messages, the server's ICE-lite responder, and the
-//! candidate lines written into SDP and trickled over signalling.
+//! ICE for both roles: STUN binding messages, the server's ICE-lite responder, our client's
+//! controlling agent, and the candidate lines written into SDP and trickled over signalling.
 //!
 //! # Data flow
 //!
@@ -19,22 +19,25 @@
 //!    [`IceLite::poll_timeout`]; without a check for 30 s an address loses consent, and with
 //!    none left the state is [`IceState::Disconnected`].
 //!
-//! Our own client, a controlling full agent, builds checks with [`write_binding_request`] and
-//! reads answers with [`parse_binding_response`].
+//! Our own client (and the simulated client of the deterministic simulation) is the other
+//! role: [`IceAgent`], a controlling full agent that sends checks with USE-CANDIDATE to the
+//! server's candidates, selects the first pair that answers and keeps consent on it.
 //!
 //! # Driver contract
 //!
 //! Sans-IO: nothing here reads a clock or touches a socket. Time comes in as `now`, datagrams
-//! as byte slices, responses go out appended to a `Vec<u8>` the driver owns. Nothing a peer
-//! sends can panic this crate; bad input comes back as a [`StunError`] naming the reason, for
+//! as byte slices; the responder appends its answers to a `Vec<u8>` the driver owns, the
+//! agent queues its checks for `poll_transmit`. Nothing a peer sends can panic this crate; bad input comes back as a [`StunError`] naming the reason, for
 //! the driver to count and drop.
 
+mod agent;
 mod candidate;
 mod credentials;
 mod error;
 mod lite;
 mod stun;
 
+pub use agent::{AgentInput, AgentState, AgentTiming, IceAgent, MAX_PENDING_CHECKS};
 pub use candidate::{
     HOST_TYPE_PREFERENCE, PEER_REFLEXIVE_TYPE_PREFERENCE, RELAYED_TYPE_PREFERENCE,
     SERVER_REFLEXIVE_TYPE_PREFERENCE, candidate_priority, host_candidate_line,

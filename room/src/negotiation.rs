@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use lkr_sdp::{
-    Attribute, Codec, Direction, MediaKind as SdpKind, MediaSection, Msid, Rid, RidDirection,
-    SessionDescription, Setup, Simulcast, SimulcastId, SsrcLine,
+    Attribute, Codec, Direction, MediaKind as SdpKind, MediaSection, RidDirection,
+    SessionDescription, Setup, TransportLines,
 };
 use lkr_sfu::{CodecKind, ExtIds, MediaKind};
 
@@ -177,53 +177,36 @@ fn to_track_codec(c: &Codec) -> TrackCodec {
 }
 
 fn transport_lines(m: &mut MediaSection, local: &LocalTransport, setup: Setup) {
-    m.ice_ufrag = Some(local.ufrag.clone());
-    m.ice_pwd = Some(local.pwd.clone());
-    m.fingerprint = Some(lkr_sdp::Fingerprint {
-        algorithm: local.fingerprint.0.clone(),
-        value: local.fingerprint.1.clone(),
+    // The SDP model holds the attribute's value after `candidate:`; ours carry the prefix (as
+    // trickled candidates do).
+    let bare: Vec<String> = local
+        .candidates
+        .iter()
+        .map(|c| c.strip_prefix("candidate:").unwrap_or(c).to_string())
+        .collect();
+    m.set_transport(&TransportLines {
+        ufrag: &local.ufrag,
+        pwd: &local.pwd,
+        fingerprint: (&local.fingerprint.0, &local.fingerprint.1),
+        ice_options: None,
+        candidates: &bare,
+        end_of_candidates: true,
+        setup,
     });
-    m.setup = Some(setup);
-    m.candidates = local.candidates.clone();
-    m.end_of_candidates = true;
-    m.connection = Some("IN IP4 0.0.0.0".into());
 }
 
+/// The data channel section: SCTP port 5000, 256 KiB messages (libwebrtc's values).
 fn data_section(mid: &str) -> MediaSection {
-    let mut m = MediaSection::new(SdpKind::Application, "UDP/DTLS/SCTP");
-    m.formats = vec!["webrtc-datachannel".into()];
-    m.mid = Some(mid.to_string());
-    m.sctp_port = Some(5000);
-    m.max_message_size = Some(262_144);
-    m
+    MediaSection::data_channel(mid, 5000, 262_144)
 }
 
 fn add_down(m: &mut MediaSection, d: &DownTrack) {
-    m.direction = Some(Direction::SendOnly);
-    m.msid = Some(Msid {
-        stream: d.stream_id.clone(),
-        track: d.track_sid.clone(),
-    });
-    m.ssrcs = vec![
-        SsrcLine {
-            ssrc: d.ssrc,
-            attribute: "cname".into(),
-            value: Some(d.cname.clone()),
-        },
-        SsrcLine {
-            ssrc: d.ssrc,
-            attribute: "msid".into(),
-            value: Some(format!("{} {}", d.stream_id, d.track_sid)),
-        },
-    ];
+    m.set_sender(&d.stream_id, &d.track_sid, Some((d.ssrc, &d.cname)));
 }
 
 fn session(version: u64, session_id: u64) -> SessionDescription {
-    let mut sd = SessionDescription::default();
-    sd.origin.session_id = session_id;
-    sd.origin.session_version = version;
+    let mut sd = SessionDescription::webrtc(session_id, version);
     sd.ice_lite = true;
-    sd.msid_semantic = Some("WMS *".into());
     sd
 }
 
@@ -316,26 +299,7 @@ pub fn answer_offer(
                     rids.dedup();
                     rids.truncate(MAX_SIMULCAST_LAYERS);
                     if !rids.is_empty() {
-                        m.rids = rids
-                            .iter()
-                            .map(|r| Rid {
-                                id: r.clone(),
-                                direction: RidDirection::Recv,
-                                params: None,
-                            })
-                            .collect();
-                        m.simulcast = Some(Simulcast {
-                            send: Vec::new(),
-                            recv: rids
-                                .iter()
-                                .map(|r| {
-                                    vec![SimulcastId {
-                                        rid: r.clone(),
-                                        paused: false,
-                                    }]
-                                })
-                                .collect(),
-                        });
+                        m.set_simulcast(&rids, RidDirection::Recv);
                     }
                     publish.push(PublishSection {
                         mid: mid.clone(),
@@ -394,11 +358,7 @@ pub fn answer_offer(
                     m.direction = Some(Direction::Inactive);
                 }
             }
-            _ => {
-                m.port = 0;
-                m.formats = om.formats.clone();
-                m.direction = Some(Direction::Inactive);
-            }
+            _ => m = MediaSection::rejecting(om),
         }
         if m.port != 0 {
             m.rtcp_mux = true;
@@ -456,10 +416,7 @@ pub fn subscriber_offer(
                     MediaKind::Audio => SdpKind::Audio,
                     MediaKind::Video => SdpKind::Video,
                 };
-                let mut m = MediaSection::new(sk, "UDP/TLS/RTP/SAVPF");
-                m.mid = Some(mid.clone());
-                m.rtcp_mux = true;
-                m.rtcp_rsize = true;
+                let mut m = MediaSection::rtp(sk, mid);
                 match track {
                     Some(d) => {
                         for c in &d.codecs {

@@ -4,7 +4,11 @@
 //! plain values and back (RFC 8866 syntax; JSEP conventions; BUNDLE, RFC 8843; rid,
 //! RFC 8851; simulcast, RFC 8853; SCTP data channels, RFC 8841; ICE attributes, RFC 8839).
 //! It holds no negotiation policy: callers read an offer, decide, and build the answer as a
-//! [`SessionDescription`] value, then [`SessionDescription::write`] it.
+//! [`SessionDescription`] value, then [`SessionDescription::write`] it. The section shapes
+//! both roles write (RTP and data channel sections, transport lines, a sender's msid and
+//! ssrc lines, simulcast rids, rejected sections) come from one set of writers,
+//! [`MediaSection::rtp`], [`MediaSection::set_transport`] and their neighbours, used by the
+//! server's negotiation and by our own client alike.
 //!
 //! Data flow: `&str` → [`parse`] → [`SessionDescription`] (session fields, then one
 //! [`MediaSection`] per `m=` line, with [`Codec`]s joined from `rtpmap`/`fmtp`/`rtcp-fb`) →
@@ -23,6 +27,7 @@ mod candidate;
 mod error;
 mod model;
 mod parse;
+mod sections;
 mod write;
 
 pub use candidate::{Candidate, parse_candidate};
@@ -33,6 +38,7 @@ pub use model::{
     SsrcLine, Timing,
 };
 pub use parse::parse;
+pub use sections::{RTP_PROTOCOL, SCTP_PROTOCOL, TransportLines};
 
 /// Header extension URIs WebRTC peers negotiate with `a=extmap`.
 pub mod ext {

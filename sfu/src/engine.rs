@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use lkr_datachannel::{DataChannelEvent, SctpTransport};
 use lkr_dtls_glue::cert::{Certificate, Fingerprint};
 use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
-use lkr_dtls_glue::srtp::{SrtpContext, SrtpError, SrtpKeys, SrtpProfile};
+use lkr_dtls_glue::keying::SrtpSession;
+use lkr_dtls_glue::srtp::{SrtpContext, SrtpError};
 use lkr_ice::{IceLite, IceState};
 use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
@@ -681,27 +682,10 @@ impl Engine {
                         keying_material,
                         we_are_client,
                     } => {
-                        let setup = SrtpProfile::from_dtls_id(profile_id)
-                            .ok_or_else(|| format!("unknown SRTP profile {profile_id:#06x}"))
-                            .and_then(|profile| {
-                                let k = SrtpKeys::from_exporter(
-                                    profile,
-                                    &keying_material,
-                                    we_are_client,
-                                )
-                                .map_err(|e| e.to_string())?;
-                                let inbound =
-                                    SrtpContext::new(profile, &k.remote_key, &k.remote_salt)
-                                        .map_err(|e| e.to_string())?;
-                                let outbound =
-                                    SrtpContext::new(profile, &k.local_key, &k.local_salt)
-                                        .map_err(|e| e.to_string())?;
-                                Ok((inbound, outbound))
-                            });
-                        match setup {
-                            Ok((i, o)) => {
-                                p.srtp_in = Some(i);
-                                p.srtp_out = Some(o);
+                        match SrtpSession::from_dtls(profile_id, &keying_material, we_are_client) {
+                            Ok(SrtpSession { inbound, outbound }) => {
+                                p.srtp_in = Some(inbound);
+                                p.srtp_out = Some(outbound);
                                 p.connected = true;
                                 p.sctp = Some(SctpTransport::new(we_are_client, now));
                                 tracing::debug!(?id, profile_id, "DTLS connected");
@@ -711,7 +695,7 @@ impl Engine {
                                 tracing::warn!(?id, "SRTP setup failed: {e}");
                                 self.events.push_back(Event::PeerDisconnected {
                                     peer: id,
-                                    reason: e,
+                                    reason: e.to_string(),
                                 });
                             }
                         }

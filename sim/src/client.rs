@@ -1,7 +1,8 @@
-//! A simulated WebRTC client built from our own crates, in the roles a browser takes against
-//! the server: controlling ICE agent (binding requests with USE-CANDIDATE, then consent
-//! checks), DTLS client, SRTP from the exported keys, any number of publishers and receive
-//! streams, and RTCP feedback (NACK, PLI) as libwebrtc sends it.
+//! A simulated WebRTC client in the roles a browser takes against the server, built on our
+//! own client's transport: [`lkr_client::peer::PeerConnection`] (the controlling ICE agent of
+//! `lkr-ice` with USE-CANDIDATE and consent checks, the DTLS client, SRTP keyed by
+//! `lkr-dtls-glue`) with any number of publishers and receive streams on top, and RTCP
+//! feedback (NACK, PLI) as libwebrtc sends it.
 //!
 //! Sans-IO like the engine: `handle_receive`, `handle_timeout` in; `poll_transmit`,
 //! `poll_timeout` out.
@@ -10,13 +11,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use lkr_client::peer::{PeerConnection, PeerEvent, Received, RemoteParams};
 use lkr_dtls_glue::cert::{Certificate, Fingerprint};
-use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
-use lkr_dtls_glue::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
+use lkr_dtls_glue::srtp::SrtpProfile;
+use lkr_ice::{AgentInput, AgentTiming, IceAgent};
 use lkr_rtp::{RtcpPacket, RtpView};
 use lkr_sfu::{CodecKind, PeerId, TrackId};
 
-use crate::media::{MediaSource, NackPolicy, Publisher, ReceivedStream, SRTP_ROOM};
+use crate::media::{MediaSource, NackPolicy, Publisher, ReceivedStream};
 use crate::net::Kind;
 use crate::rng::Rng;
 
@@ -32,7 +34,8 @@ pub struct IceCredentials {
 /// How a client behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClientConfig {
-    /// Retransmission interval of connectivity checks before the first success.
+    /// Retransmission interval of connectivity checks before the first success (fixed, no
+    /// back-off).
     pub check_interval: Duration,
     /// Interval of consent freshness checks once connected (RFC 7675 §5.1 suggests 5 s).
     pub consent_interval: Duration,
@@ -52,6 +55,19 @@ impl Default for ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// The agent's timing: a fixed check interval, and no giving up (the server decides
+    /// when a transport is gone).
+    fn ice_timing(&self) -> AgentTiming {
+        AgentTiming {
+            first_check_interval: self.check_interval,
+            max_check_interval: self.check_interval,
+            consent_interval: self.consent_interval,
+            consent_timeout: None,
+        }
+    }
+}
+
 /// Counters of one client.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ClientStats {
@@ -67,21 +83,6 @@ pub struct ClientStats {
     pub other_received: u64,
 }
 
-#[derive(Debug)]
-struct IceAgent {
-    creds: IceCredentials,
-    tie_breaker: u64,
-    /// Transaction ids of checks not yet answered (the last few).
-    pending: VecDeque<[u8; 12]>,
-    connected: bool,
-    next_check: Instant,
-    last_check_sent: Option<Instant>,
-    silent: bool,
-}
-
-/// Transactions remembered for matching responses.
-const PENDING_CHECKS: usize = 16;
-
 /// One simulated client: one transport (one RTCPeerConnection).
 #[derive(Debug)]
 pub struct Client {
@@ -89,13 +90,11 @@ pub struct Client {
     pub addr: SocketAddr,
     server: SocketAddr,
     config: ClientConfig,
-    ice: IceAgent,
-    cert: Certificate,
-    server_fp: Fingerprint,
-    dtls: Option<DtlsEndpoint>,
+    creds: IceCredentials,
+    pc: PeerConnection,
+    silent: bool,
+    last_check_sent: Option<Instant>,
     dtls_failure: Option<String>,
-    srtp_in: Option<SrtpContext>,
-    srtp_out: Option<SrtpContext>,
     connected_at: Option<Instant>,
     publishers: Vec<Publisher>,
     streams: BTreeMap<u32, ReceivedStream>,
@@ -126,28 +125,34 @@ impl Client {
         now: Instant,
     ) -> Self {
         let mut rng = Rng::new(seed);
-        let tie_breaker = rng.next_u64();
+        let ice_seed = rng.next_u64();
         let feedback_ssrc = rng.next_u32() | 1;
-        Self {
+        let agent = IceAgent::seeded(
+            creds.client_ufrag.clone(),
+            creds.client_pwd.clone(),
+            ice_seed,
+            config.ice_timing(),
+        );
+        let mut pc = PeerConnection::with_agent(cert, agent);
+        pc.set_remote(
+            now,
+            &RemoteParams {
+                ufrag: creds.server_ufrag.clone(),
+                pwd: creds.server_pwd.clone(),
+                fingerprint: server_fp,
+            },
+        );
+        pc.add_remote_candidate(now, server);
+        let mut client = Self {
             peer,
             addr,
             server,
             config,
-            ice: IceAgent {
-                creds,
-                tie_breaker,
-                pending: VecDeque::new(),
-                connected: false,
-                next_check: now,
-                last_check_sent: None,
-                silent: false,
-            },
-            cert,
-            server_fp,
-            dtls: None,
+            creds,
+            pc,
+            silent: false,
+            last_check_sent: None,
             dtls_failure: None,
-            srtp_in: None,
-            srtp_out: None,
             connected_at: None,
             publishers: Vec::new(),
             streams: BTreeMap::new(),
@@ -158,32 +163,34 @@ impl Client {
             last_timeout: None,
             scratch: Vec::new(),
             stats: ClientStats::default(),
-        }
+        };
+        client.drain(now);
+        client
     }
 
     /// The ICE credentials (the server needs the same ones).
     pub fn credentials(&self) -> &IceCredentials {
-        &self.ice.creds
+        &self.creds
     }
 
     /// Whether a check has been answered.
     pub fn ice_connected(&self) -> bool {
-        self.ice.connected
+        self.pc.remote_address().is_some()
     }
 
     /// When the last connectivity or consent check went out.
     pub fn last_check_sent(&self) -> Option<Instant> {
-        self.ice.last_check_sent
+        self.last_check_sent
     }
 
     /// Whether DTLS is up and SRTP keyed.
     pub fn is_connected(&self) -> bool {
-        self.srtp_out.is_some()
+        self.pc.is_connected()
     }
 
     /// The SRTP profile DTLS negotiated.
     pub fn srtp_profile(&self) -> Option<SrtpProfile> {
-        self.srtp_out.as_ref().map(SrtpContext::profile)
+        self.pc.srtp_profile()
     }
 
     /// When DTLS completed.
@@ -197,12 +204,10 @@ impl Client {
     }
 
     /// Stops (or resumes) sending STUN, consent checks included: after 30 s the server
-    /// should let the transport go.
-    pub fn set_silent(&mut self, silent: bool, now: Instant) {
-        if self.ice.silent && !silent {
-            self.ice.next_check = now;
-        }
-        self.ice.silent = silent;
+    /// should let the transport go. The agent keeps its schedule; its checks are dropped
+    /// while silent, and the next one after resuming goes out.
+    pub fn set_silent(&mut self, silent: bool, _now: Instant) {
+        self.silent = silent;
     }
 
     /// Adds a publisher; its first frame goes out at `now` once connected.
@@ -257,22 +262,13 @@ impl Client {
 
     /// When [`Client::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n| n.min(t)));
-            }
-        };
-        if !self.ice.silent {
-            consider(Some(self.ice.next_check));
-        }
-        if let Some(d) = &self.dtls {
-            consider(d.poll_timeout());
-        }
+        let mut next = self.pc.poll_timeout();
         if self.is_connected() {
-            consider(Some(self.next_feedback));
-            for p in &self.publishers {
-                consider(p.poll_timeout());
+            for t in std::iter::once(Some(self.next_feedback))
+                .chain(self.publishers.iter().map(Publisher::poll_timeout))
+                .flatten()
+            {
+                next = Some(next.map_or(t, |n| n.min(t)));
             }
         }
         // A timer that handling did not move (the DTLS stack may report one in the past)
@@ -286,22 +282,8 @@ impl Client {
     /// Timers: checks, DTLS retransmissions, frames, NACK retries.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_timeout = Some(now);
-        if !self.ice.silent && self.ice.next_check <= now {
-            self.send_check();
-            self.ice.last_check_sent = Some(now);
-            let interval = if self.ice.connected {
-                self.config.consent_interval
-            } else {
-                self.config.check_interval
-            };
-            self.ice.next_check = now + interval;
-        }
-        if let Some(d) = self.dtls.as_mut()
-            && d.poll_timeout().is_some_and(|t| t <= now)
-        {
-            d.handle_timeout(now);
-            self.pump_dtls(now);
-        }
+        self.pc.handle_timeout(now);
+        self.after_transport(now);
         if !self.is_connected() {
             return;
         }
@@ -316,160 +298,86 @@ impl Client {
             self.next_feedback = now + self.config.feedback_interval;
             self.send_feedback(now);
         }
+        self.drain(now);
     }
 
     /// A datagram from `from`.
     pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
-        match Kind::of(data) {
-            Kind::Stun => self.handle_stun(now, data),
-            Kind::Dtls => {
+        match self.pc.receive(now, from, data) {
+            Received::Stun(AgentInput::Connected | AgentInput::Answered) => {
+                self.stats.check_responses += 1;
+            }
+            Received::Stun(_) => self.stats.stun_errors += 1,
+            Received::Dtls => self.stats.dtls_received += 1,
+            Received::DtlsDropped => {
                 self.stats.dtls_received += 1;
-                if from != self.server {
-                    return;
-                }
-                if let Some(d) = self.dtls.as_mut() {
-                    if d.handle_receive(now, data).is_err() {
-                        self.stats.other_received += 1;
-                    }
-                    self.pump_dtls(now);
-                }
+                self.stats.other_received += 1;
             }
-            Kind::Rtp => {
+            Received::Rtp(n) => {
                 self.stats.rtp_received += 1;
-                self.handle_rtp(now, data);
+                self.handle_rtp(now, &data[..n]);
             }
-            Kind::Rtcp => {
+            Received::Rtcp(n) => {
                 self.stats.rtcp_received += 1;
-                self.handle_rtcp(data);
+                self.handle_rtcp(&data[..n]);
             }
-            Kind::Other => self.stats.other_received += 1,
-        }
-    }
-
-    fn send_check(&mut self) {
-        let mut txid = [0u8; 12];
-        self.rng.fill(&mut txid);
-        let ice = &mut self.ice;
-        let username = format!("{}:{}", ice.creds.server_ufrag, ice.creds.client_ufrag);
-        let priority =
-            lkr_ice::candidate_priority(lkr_ice::PEER_REFLEXIVE_TYPE_PREFERENCE, 65_535, 1);
-        let mut out = Vec::new();
-        if lkr_ice::write_binding_request(
-            &mut out,
-            txid,
-            &username,
-            &ice.creds.server_pwd,
-            priority,
-            ice.tie_breaker,
-            true,
-        )
-        .is_err()
-        {
-            self.stats.stun_errors += 1;
-            return;
-        }
-        if ice.pending.len() == PENDING_CHECKS {
-            ice.pending.pop_front();
-        }
-        ice.pending.push_back(txid);
-        self.stats.checks_sent += 1;
-        self.outbox.push_back((self.server, out));
-    }
-
-    fn handle_stun(&mut self, now: Instant, data: &[u8]) {
-        let Ok(resp) = lkr_ice::parse_binding_response(data, &self.ice.creds.server_pwd) else {
-            self.stats.stun_errors += 1;
-            return;
-        };
-        let Some(i) = self
-            .ice
-            .pending
-            .iter()
-            .position(|t| *t == resp.transaction_id)
-        else {
-            self.stats.stun_errors += 1;
-            return;
-        };
-        self.ice.pending.remove(i);
-        if !resp.success {
-            self.stats.stun_errors += 1;
-            return;
-        }
-        self.stats.check_responses += 1;
-        if !self.ice.connected {
-            self.ice.connected = true;
-            self.ice.next_check = now + self.config.consent_interval;
-        }
-        if self.dtls.is_none() && self.dtls_failure.is_none() {
-            match DtlsEndpoint::new(
-                Role::Client,
-                &self.cert,
-                self.server_fp.clone(),
-                self.server,
-                now,
-            ) {
-                Ok(d) => self.dtls = Some(d),
-                Err(e) => self.dtls_failure = Some(e.to_string()),
+            Received::SrtpRefused => {
+                if Kind::of(data) == Kind::Rtcp {
+                    self.stats.rtcp_received += 1;
+                } else {
+                    self.stats.rtp_received += 1;
+                }
+                self.stats.srtp_errors += 1;
             }
-            self.pump_dtls(now);
+            Received::Other => self.stats.other_received += 1,
         }
+        self.after_transport(now);
     }
 
-    fn pump_dtls(&mut self, now: Instant) {
-        let Some(d) = self.dtls.as_mut() else { return };
-        while let Some(out) = d.poll_transmit() {
-            self.outbox.push_back((self.server, out));
-        }
-        while let Some(ev) = d.poll_event() {
-            match ev {
-                DtlsEvent::Connected {
-                    profile_id,
-                    keying_material,
-                    we_are_client,
-                } => {
-                    let keyed = SrtpProfile::from_dtls_id(profile_id)
-                        .ok_or_else(|| format!("unknown SRTP profile {profile_id:#06x}"))
-                        .and_then(|profile| {
-                            let k =
-                                SrtpKeys::from_exporter(profile, &keying_material, we_are_client)
-                                    .map_err(|e| e.to_string())?;
-                            let rx = SrtpContext::new(profile, &k.remote_key, &k.remote_salt)
-                                .map_err(|e| e.to_string())?;
-                            let tx = SrtpContext::new(profile, &k.local_key, &k.local_salt)
-                                .map_err(|e| e.to_string())?;
-                            Ok((rx, tx))
-                        });
-                    match keyed {
-                        Ok((rx, tx)) => {
-                            self.srtp_in = Some(rx);
-                            self.srtp_out = Some(tx);
-                            self.connected_at = Some(now);
-                            self.next_feedback = now;
-                            for p in &mut self.publishers {
-                                if p.is_sending() {
-                                    p.set_sending(false, now);
-                                    p.set_sending(true, now);
-                                }
-                            }
+    /// Reacts to what the peer connection reported, then queues what it sends.
+    fn after_transport(&mut self, now: Instant) {
+        while let Some(e) = self.pc.poll_event() {
+            match e {
+                PeerEvent::Connected => {
+                    self.connected_at = Some(now);
+                    self.next_feedback = now;
+                    for p in &mut self.publishers {
+                        if p.is_sending() {
+                            p.set_sending(false, now);
+                            p.set_sending(true, now);
                         }
-                        Err(e) => self.dtls_failure = Some(e),
                     }
                 }
-                DtlsEvent::Failed(reason) => self.dtls_failure = Some(reason),
-                DtlsEvent::ApplicationData(_) | DtlsEvent::Closed => {}
+                PeerEvent::Failed(reason) => {
+                    self.dtls_failure.get_or_insert(reason);
+                }
+                PeerEvent::ChannelOpen { .. }
+                | PeerEvent::Data { .. }
+                | PeerEvent::Rtp(_)
+                | PeerEvent::Rtcp(_) => {}
             }
+        }
+        self.drain(now);
+    }
+
+    /// Moves what the peer connection sends into the outbox; while silent, STUN stays home.
+    fn drain(&mut self, now: Instant) {
+        while let Some((dest, data)) = self.pc.poll_transmit() {
+            if Kind::of(&data) == Kind::Stun {
+                if self.silent {
+                    continue;
+                }
+                self.stats.checks_sent += 1;
+                self.last_check_sent = Some(now);
+            }
+            self.outbox.push_back((dest, data));
         }
     }
 
     /// Protects a plain RTP packet (with or without room behind it); `None` before SRTP is
     /// keyed.
-    pub fn protect_rtp(&mut self, mut packet: Vec<u8>) -> Option<Vec<u8>> {
-        let srtp = self.srtp_out.as_mut()?;
-        let len = packet.len();
-        packet.resize(len + SRTP_ROOM, 0);
-        let n = srtp.protect_rtp(&mut packet, len).ok()?;
-        packet.truncate(n);
-        Some(packet)
+    pub fn protect_rtp(&mut self, packet: Vec<u8>) -> Option<Vec<u8>> {
+        self.pc.protect_rtp(packet).ok().flatten()
     }
 
     /// The next packet of `track`'s publisher, protected, returned instead of sent (for
@@ -501,13 +409,14 @@ impl Client {
         blocks: &[lkr_rtp::ReportBlock],
         write: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Option<Vec<u8>> {
-        let srtp = self.srtp_out.as_mut()?;
+        if !self.is_connected() {
+            return None;
+        }
         let mut buf = vec![0u8; 1500];
         let rr = lkr_rtp::write_receiver_report(&mut buf, self.feedback_ssrc, blocks).ok()?;
         let n = write(&mut buf[rr..1400])?;
-        let m = srtp.protect_rtcp(&mut buf, rr + n).ok()?;
-        buf.truncate(m);
-        Some(buf)
+        buf.truncate(rr + n);
+        self.pc.protect_rtcp(buf).ok().flatten()
     }
 
     /// Sends a PLI for an incoming stream.
@@ -552,16 +461,9 @@ impl Client {
         self.scratch = lost;
     }
 
-    fn handle_rtp(&mut self, now: Instant, data: &mut [u8]) {
-        let Some(srtp) = self.srtp_in.as_mut() else {
-            self.stats.srtp_errors += 1;
-            return;
-        };
-        let Ok(n) = srtp.unprotect_rtp(data) else {
-            self.stats.srtp_errors += 1;
-            return;
-        };
-        let Ok(view) = RtpView::parse(&data[..n]) else {
+    /// Plain RTP, already unprotected by the peer connection.
+    fn handle_rtp(&mut self, now: Instant, data: &[u8]) {
+        let Ok(view) = RtpView::parse(data) else {
             self.stats.other_received += 1;
             return;
         };
@@ -585,17 +487,10 @@ impl Client {
         }
     }
 
-    fn handle_rtcp(&mut self, data: &mut [u8]) {
-        let Some(srtp) = self.srtp_in.as_mut() else {
-            self.stats.srtp_errors += 1;
-            return;
-        };
-        let Ok(n) = srtp.unprotect_rtcp(data) else {
-            self.stats.srtp_errors += 1;
-            return;
-        };
+    /// Plain compound RTCP, already unprotected by the peer connection.
+    fn handle_rtcp(&mut self, data: &[u8]) {
         let mut resend: Vec<(usize, u16)> = Vec::new();
-        for pkt in lkr_rtp::rtcp_packets(&data[..n]) {
+        for pkt in lkr_rtp::rtcp_packets(data) {
             let Ok(pkt) = pkt else { break };
             match pkt {
                 RtcpPacket::Pli { media_ssrc, .. } => {

@@ -2,10 +2,10 @@
 //!
 //! Role: tests and benchmarks that need established peers without sockets, threads or
 //! sleeps. A [`Sim`] holds one engine as the server (10.0.0.1:7882 by default), simulated
-//! [`Client`]s built from our own crates in the browser's roles (controlling ICE with
-//! USE-CANDIDATE and consent checks, DTLS client, SRTP, publishers of VP8 and Opus-like RTP
-//! that answer PLI and NACK, subscribers that record what arrives and NACK gaps), and a
-//! [`Network`] whose links lose, delay and reorder datagrams from seeded generators.
+//! [`Client`]s in the browser's roles, each on our own client's peer connection
+//! (`lkr-client`: controlling ICE with USE-CANDIDATE and consent checks, DTLS client, SRTP)
+//! with publishers of VP8 and Opus-like RTP that answer PLI and NACK and subscribers that
+//! record what arrives and NACK gaps, and a [`Network`] whose links lose, delay and reorder datagrams from seeded generators.
 //!
 //! Data flow: the [`Clock`] only moves when the simulation does. Each step takes the
 //! earliest thing due (a datagram arriving, the engine's `poll_timeout`, a client's timer),

@@ -527,6 +527,13 @@ fn dual_pc_publish_reaches_a_subscriber() {
         .unwrap();
     let ans = w.last_answer(&a);
     assert_eq!(ans.id, 7);
+    assert!(
+        ans.sdp
+            .contains("a=candidate:1 1 udp 2130706431 10.77.0.1 7882 typ host"),
+        "{}",
+        ans.sdp
+    );
+    assert!(!ans.sdp.contains("candidate:candidate"));
     assert!(ans.sdp.contains("a=recvonly") && ans.sdp.contains("opus/48000/2"));
     assert!(
         w.media
