@@ -160,6 +160,37 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
     );
     metric(
         &mut out,
+        "livekit_session_join_latency_ms",
+        "histogram",
+        "From join to connected media, in ms.",
+    );
+    for (n, le) in stats
+        .join_latency_buckets
+        .iter()
+        .zip(lkr_room::JOIN_LATENCY_BUCKETS_MS)
+    {
+        let _ = writeln!(
+            out,
+            "livekit_session_join_latency_ms_bucket{{{node},le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "livekit_session_join_latency_ms_bucket{{{node},le=\"+Inf\"}} {}",
+        stats.join_latency_count
+    );
+    let _ = writeln!(
+        out,
+        "livekit_session_join_latency_ms_sum{{{node}}} {}",
+        stats.join_latency_sum_ms
+    );
+    let _ = writeln!(
+        out,
+        "livekit_session_join_latency_ms_count{{{node}}} {}",
+        stats.join_latency_count
+    );
+    metric(
+        &mut out,
         "livekit_node_twirp_request_status",
         "counter",
         "Twirp requests by service, method, status and error code.",

@@ -16,5 +16,7 @@ pub mod negotiation;
 pub mod rooms;
 
 pub use error::{Fault, RoomError};
-pub use machine::{Config, Join, Limits, Machine, Output, RoomEvent, Stats, TrackOffer};
+pub use machine::{
+    Config, JOIN_LATENCY_BUCKETS_MS, Join, Limits, Machine, Output, RoomEvent, Stats, TrackOffer,
+};
 pub use rooms::*;

@@ -233,7 +233,15 @@ pub struct Stats {
     pub subscribed_video: usize,
     /// Joins admitted since start.
     pub joins_total: u64,
+    /// Join latency (join to media connected), in ms: counts per bucket of
+    /// [`JOIN_LATENCY_BUCKETS_MS`] (cumulative, as Prometheus wants), their sum and count.
+    pub join_latency_buckets: [u64; JOIN_LATENCY_BUCKETS_MS.len()],
+    pub join_latency_sum_ms: u64,
+    pub join_latency_count: u64,
 }
+
+/// Upper bounds of the join latency histogram, in ms.
+pub const JOIN_LATENCY_BUCKETS_MS: [u64; 8] = [50, 100, 200, 500, 1000, 2000, 5000, 10000];
 
 /// Outputs in the order they were produced.
 #[derive(Debug, Default)]
@@ -316,6 +324,7 @@ pub struct Machine {
     /// Shutting down: no new joins or rooms.
     draining: bool,
     joins_total: u64,
+    join_latency: ([u64; JOIN_LATENCY_BUCKETS_MS.len()], u64, u64),
 }
 
 impl Machine {
@@ -343,6 +352,7 @@ impl Machine {
             clock: WallClock { base: now, unix_ms },
             draining: false,
             joins_total: 0,
+            join_latency: ([0; JOIN_LATENCY_BUCKETS_MS.len()], 0, 0),
         }
     }
 
@@ -367,6 +377,9 @@ impl Machine {
             rooms: self.rooms.list(&[]).len(),
             participants: self.participants.len(),
             joins_total: self.joins_total,
+            join_latency_buckets: self.join_latency.0,
+            join_latency_sum_ms: self.join_latency.1,
+            join_latency_count: self.join_latency.2,
             ..Default::default()
         };
         for t in self.tracks.values() {
@@ -608,6 +621,18 @@ impl Machine {
         );
         self.with_participant(now, &psid, |p, ctx| p.restart_ice(ctx))?;
         Ok(psid)
+    }
+
+    /// Notes how long a participant took from its join to connected media.
+    fn observe_join_latency(&mut self, ms: u64) {
+        let (buckets, sum, count) = &mut self.join_latency;
+        for (b, le) in buckets.iter_mut().zip(JOIN_LATENCY_BUCKETS_MS) {
+            if ms <= le {
+                *b += 1;
+            }
+        }
+        *sum += ms;
+        *count += 1;
     }
 
     fn server_info(&self) -> pb::ServerInfo {

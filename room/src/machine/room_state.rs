@@ -189,6 +189,10 @@ impl Machine {
     /// Marks the participant active (its primary transport is up) and subscribes it to the
     /// tracks already in the room.
     fn set_active(&mut self, now: Instant, psid: &str) {
+        if let Some(p) = self.participants.get(psid) {
+            let ms = now.saturating_duration_since(p.joined_at()).as_millis() as u64;
+            self.observe_join_latency(ms);
+        }
         self.update_participant(psid, |i| {
             i.state = pb::participant_info::State::Active as i32;
         });

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import lkhelpers
 
 SOAK = Path(__file__).resolve().parents[2] / "soak" / "soak.py"
 
 
+@pytest.mark.timeout(600)
 def test_churn_keeps_memory_and_fds_flat():
     cp = subprocess.run(
         [
