@@ -489,20 +489,24 @@ impl Client {
     /// Protects and queues one RTCP packet written by `write` behind an empty receiver
     /// report (RFC 3550 §6.1: a compound packet starts with a report).
     fn send_rtcp(&mut self, write: impl FnOnce(&mut [u8]) -> Option<usize>) {
-        let Some(srtp) = self.srtp_out.as_mut() else {
-            return;
-        };
-        let mut buf = vec![0u8; 1500];
-        let Ok(rr) = lkr_rtp::write_receiver_report(&mut buf, self.feedback_ssrc, &[]) else {
-            return;
-        };
-        let Some(n) = write(&mut buf[rr..1400]) else {
-            return;
-        };
-        if let Ok(m) = srtp.protect_rtcp(&mut buf, rr + n) {
-            buf.truncate(m);
+        if let Some(buf) = self.rtcp_datagram(write) {
             self.outbox.push_back((self.server, buf));
         }
+    }
+
+    /// The protected datagram `send_rtcp` would send, for a test to hand over itself: any
+    /// RTCP `write` puts (up to 1400 bytes in all) behind an empty receiver report.
+    pub fn rtcp_datagram(
+        &mut self,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<Vec<u8>> {
+        let srtp = self.srtp_out.as_mut()?;
+        let mut buf = vec![0u8; 1500];
+        let rr = lkr_rtp::write_receiver_report(&mut buf, self.feedback_ssrc, &[]).ok()?;
+        let n = write(&mut buf[rr..1400])?;
+        let m = srtp.protect_rtcp(&mut buf, rr + n).ok()?;
+        buf.truncate(m);
+        Some(buf)
     }
 
     /// Sends a PLI for an incoming stream.
