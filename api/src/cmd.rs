@@ -178,6 +178,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 settings.udp_port.start
             )
         })?;
+    // The media core's share of the limits goes first on its command queue, ahead of any
+    // peer.
+    let l = &settings.limits;
+    let _ = media
+        .commands
+        .send(lkr_sfu::Command::SetLimits(lkr_sfu::MediaLimits {
+            max_nacks_per_packet: l.max_nacks_per_packet,
+            max_retransmissions_per_sec: l.max_retransmissions_per_sec,
+            data_channel: lkr_datachannel::SctpLimits {
+                max_channels: l.max_data_channels,
+                max_label_len: l.max_data_channel_label_length,
+                max_buffered_bytes: l.data_channel_max_buffered_amount,
+            },
+        }));
     let hub_config = HubConfig {
         keys: settings.keys.clone(),
         auto_create: settings.auto_create,

@@ -149,6 +149,8 @@ pub struct SubscribeSpec {
 /// Control plane → core.
 #[derive(Debug, Clone)]
 pub enum Command {
+    /// Sets the caps on what one peer may cause (sent once, before any peer).
+    SetLimits(MediaLimits),
     AddPeer {
         peer: PeerId,
         config: PeerConfig,

@@ -264,6 +264,7 @@ impl Engine {
     /// Applies one command.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
+            Command::SetLimits(limits) => self.set_limits(limits),
             Command::AddPeer { peer, config } => self.add_peer(now, peer, config),
             Command::RemovePeer { peer } => self.remove_peer(peer),
             Command::Publish(spec) => {

@@ -48,11 +48,12 @@ fn subscriber(r: &common::Room, i: usize) -> (ClientId, SocketAddr, u32) {
 #[test]
 fn a_nack_storm_gets_each_packet_once_and_no_more_than_the_budget() {
     let mut r = room(71, 2, VideoConfig::default());
-    r.sim.engine.set_limits(MediaLimits {
+    // As the server sets them: a command ahead of the others.
+    r.sim.command(Command::SetLimits(MediaLimits {
         max_nacks_per_packet: 64,
         max_retransmissions_per_sec: 200,
         ..MediaLimits::default()
-    });
+    }));
     r.sim.run_for(Duration::from_secs(4));
     let (bad, bad_addr, video_ssrc) = subscriber(&r, 0);
     let highest = r
