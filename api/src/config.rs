@@ -394,7 +394,6 @@ const SUPPORTED: &[&str] = &[
     "limit.websocket_upgrade_timeout",
     "limit.max_nacks_per_packet",
     "limit.max_retransmissions_per_sec",
-    "limit.max_rids_per_track",
     "limit.max_data_channels",
     "limit.max_data_channel_label_length",
     "rtc.data_channel_max_buffered_amount",
