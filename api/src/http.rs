@@ -76,6 +76,47 @@ fn preflight() -> Resp {
 #[derive(Clone)]
 struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
+/// An upgraded connection that keeps its [`ConnectionSlot`] for as long as the socket lives
+/// (not the task that serves it), so a WebSocket counts under the cap until it is dropped.
+struct SlottedIo {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    _slot: Option<ConnectionSlot>,
+}
+
+impl tokio::io::AsyncRead for SlottedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SlottedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Answers one request.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
@@ -166,14 +207,14 @@ fn signal(
     if params.reconnect {
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
-            let _slot = slot;
             if let Ok(Ok(upgraded)) = tokio::time::timeout(upgrade_timeout, on_upgrade).await {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    tungstenite::protocol::Role::Server,
-                    None,
-                )
-                .await;
+                let io = SlottedIo {
+                    io: TokioIo::new(upgraded),
+                    _slot: slot,
+                };
+                let ws =
+                    WebSocketStream::from_raw_socket(io, tungstenite::protocol::Role::Server, None)
+                        .await;
                 lkr_signal::session::refuse_resume(ws).await;
             }
         });
@@ -190,7 +231,6 @@ fn signal(
         n => Some(n),
     };
     tokio::spawn(async move {
-        let _slot = slot;
         match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
             Err(_) => {
                 tracing::debug!(participant = %joined.participant_sid, "websocket upgrade timed out");
@@ -200,8 +240,12 @@ fn signal(
                 let config = WebSocketConfig::default()
                     .max_message_size(message_limit)
                     .max_frame_size(message_limit);
+                let io = SlottedIo {
+                    io: TokioIo::new(upgraded),
+                    _slot: slot,
+                };
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    io,
                     tungstenite::protocol::Role::Server,
                     Some(config),
                 )

@@ -238,3 +238,111 @@ async fn connections_over_the_cap_are_closed_at_accept() {
         tokio::task::yield_now().await;
     }
 }
+
+/// Sends a WebSocket upgrade for `/rtc` with `query` and returns the connection after its
+/// `101` head.
+async fn upgrade(addr: std::net::SocketAddr, query: &str) -> TcpStream {
+    let mut ws = TcpStream::connect(addr).await.unwrap();
+    ws.write_all(
+        format!(
+            "GET /rtc?{query} HTTP/1.1\r\nHost: x\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The 101 head alone: read byte by byte so no WebSocket frame is taken with it.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, ws.read(&mut byte))
+            .await
+            .expect("no 101 in time")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed before the head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    ws
+}
+
+/// Whether a new connection is closed at accept (the cap is reached).
+async fn refused_at_accept(addr: std::net::SocketAddr) -> bool {
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    let _ = other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(PATIENCE, other.read_to_end(&mut rest)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_websocket_keeps_its_connection_slot_while_its_socket_lives() {
+    let (addr, _node) = start("  max_http_connections: 1\n").await;
+    let grant = |identity: &str| {
+        AccessToken::new("devkey", "secret")
+            .with_identity(identity)
+            .with_grant(VideoGrant {
+                room_join: true,
+                room: "r1".into(),
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap()
+    };
+    // A joined participant's WebSocket: the HTTP exchange is over, the socket still counts.
+    let joined = upgrade(
+        addr,
+        &format!("access_token={}&protocol=15", grant("alice")),
+    )
+    .await;
+    assert!(
+        refused_at_accept(addr).await,
+        "a second connection was served"
+    );
+    drop(joined);
+    // (How soon a lost session lets go of its socket is the session's business.)
+
+    // A resume attempt is refused with a leave and the socket closed by the server: its slot
+    // comes back as soon as the socket is gone, without anyone else closing anything.
+    let (addr, _node) = start("  max_http_connections: 1\n").await;
+    let mut resume = upgrade(
+        addr,
+        &format!(
+            "access_token={}&protocol=15&reconnect=1&sid=PA_x",
+            grant("bob")
+        ),
+    )
+    .await;
+    assert!(
+        closed_by_server(&mut resume).await,
+        "the refused resume stayed open"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+        if buf.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed WebSocket's slot was never freed"
+        );
+        tokio::task::yield_now().await;
+    }
+}
