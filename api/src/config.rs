@@ -553,7 +553,7 @@ pub struct Limits {
     pub max_nacks_per_packet: usize,
     /// Retransmissions sent to one peer per second.
     pub max_retransmissions_per_sec: u32,
-    /// HTTP connections open at once (WebSockets included); more are closed at accept.
+    /// HTTP connections open at once (WebSockets included); more get a 503 and are closed.
     pub max_http_connections: usize,
     /// Time to receive a request's headers, and the longest idle keep-alive connection.
     pub http_read_header_timeout: std::time::Duration,

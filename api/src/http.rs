@@ -366,6 +366,11 @@ async fn read_body(
     }
 }
 
+/// The whole answer to a connection over `limit.max_http_connections`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\n\
+too many connections";
+
 /// Serves HTTP on `listener` until the future is dropped.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let limits = node.settings.limits.clone();
@@ -379,10 +384,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
                 continue;
             }
         };
-        // Over the cap the connection is closed at once: it holds nothing, and the clients
-        // already connected are served as before.
+        // Over the cap the connection gets a 503 if its socket takes it at once (never
+        // waiting), and is closed: it holds nothing, and the clients already connected are
+        // served as before.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, cap = limits.max_http_connections, "connection refused: too many open");
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
             drop(stream);
             continue;
         };

@@ -207,16 +207,14 @@ async fn connections_over_the_cap_are_closed_at_accept() {
         assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
         held.push(s);
     }
-    // The third is closed without an answer; the two held ones still work.
+    // The third is told so and closed; the two held ones still work.
     let mut third = TcpStream::connect(addr).await.unwrap();
-    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut rest = Vec::new();
     let n = tokio::time::timeout(PATIENCE, third.read_to_end(&mut rest)).await;
-    assert!(
-        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
-        "third connection answered: {:?}",
-        String::from_utf8_lossy(&rest)
-    );
+    assert!(matches!(n, Ok(Ok(_))), "third connection kept open");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 503"), "{rest}");
+    assert!(rest.ends_with("\r\n\r\ntoo many connections"), "{rest}");
     for s in held.iter_mut() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -277,15 +275,14 @@ async fn upgrade(addr: std::net::SocketAddr, query: &str) -> TcpStream {
     ws
 }
 
-/// Whether a new connection is closed at accept (the cap is reached).
+/// Whether a new connection is refused at accept (the cap is reached).
 async fn refused_at_accept(addr: std::net::SocketAddr) -> bool {
     let mut other = TcpStream::connect(addr).await.unwrap();
-    let _ = other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut rest = Vec::new();
     matches!(
         tokio::time::timeout(PATIENCE, other.read_to_end(&mut rest)).await,
-        Ok(Ok(0)) | Ok(Err(_))
-    )
+        Ok(Ok(_))
+    ) && rest.starts_with(b"HTTP/1.1 503")
 }
 
 #[tokio::test]
