@@ -1,7 +1,7 @@
 //! The one HTTP port: health, Twirp, and (with the media plane) signalling.
 //!
 //! What a client can make this listener hold is bounded (`limit:` in the configuration):
-//! connections open at once (WebSockets included; more are closed at accept), the time to
+//! connections open at once (WebSockets included; more get a 503 and are closed), the time to
 //! send request headers (which is also the longest idle keep-alive), the time and size of a
 //! Twirp body, which is read only after the request's token was verified from its headers,
 //! and the time from a WebSocket's `101` answer to a usable socket.
