@@ -180,6 +180,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.udp_port.start
         )
     })?;
+    // The media core's share of the limits goes first on its command queue, ahead of any
+    // peer.
+    let l = &settings.limits;
+    let _ = media
+        .handle
+        .send(lkr_sfu::Command::SetLimits(lkr_sfu::MediaLimits {
+            max_nacks_per_packet: l.max_nacks_per_packet,
+            max_retransmissions_per_sec: l.max_retransmissions_per_sec,
+            data_channel: lkr_datachannel::SctpLimits {
+                max_channels: l.max_data_channels,
+                max_label_len: l.max_data_channel_label_length,
+                max_buffered_bytes: l.data_channel_max_buffered_amount,
+            },
+        }));
     let node_id = lkr_proto::id::new_id("ND_");
     let machine_config = lkr_room::Config {
         auto_create: settings.auto_create,
@@ -190,7 +204,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         fingerprint: media.handle.fingerprint.clone(),
         max_metadata_size: settings.room.max_metadata_size,
         max_attributes_size: settings.max_attributes_size,
-        limits: lkr_room::Limits::default(),
+        limits: lkr_room::Limits {
+            max_pending_tracks: settings.limits.max_pending_tracks,
+            num_tracks: settings.limits.num_tracks as usize,
+            max_participant_name_length: settings.limits.max_participant_name_length,
+            max_participant_identity_length: settings.limits.max_participant_identity_length,
+            subscription_limit_audio: settings.limits.subscription_limit_audio as usize,
+            subscription_limit_video: settings.limits.subscription_limit_video as usize,
+            ..lkr_room::Limits::default()
+        },
     };
     let machine = lkr_room::Machine::new(
         machine_config,

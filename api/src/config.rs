@@ -120,7 +120,7 @@ pub struct RtcConfig {
     pub reconnect_on_publication_error: Opaque,
     pub reconnect_on_subscription_error: Opaque,
     pub reconnect_on_data_channel_error: Opaque,
-    pub data_channel_max_buffered_amount: Opaque,
+    pub data_channel_max_buffered_amount: Option<u64>,
     pub datachannel_slow_threshold: Opaque,
     pub forward_stats: Opaque,
 }
@@ -194,23 +194,39 @@ pub struct LoggingConfig {
     pub item_sample_interval: Opaque,
 }
 
-/// `limit:`.
+/// `limit:`: LiveKit's keys, then this server's own caps on what one client may make the
+/// server hold (documented in the README). Durations are seconds.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitConfig {
-    pub num_tracks: Opaque,
-    pub bytes_per_sec: Opaque,
-    pub subscription_limit_video: Opaque,
-    pub subscription_limit_audio: Opaque,
+    pub num_tracks: Option<i32>,
+    pub bytes_per_sec: Option<f32>,
+    pub subscription_limit_video: Option<i32>,
+    pub subscription_limit_audio: Option<i32>,
     pub max_metadata_size: Option<u32>,
     pub max_attributes_size: Option<u32>,
     pub max_room_name_length: Option<u32>,
     pub max_participant_identity_length: Option<u32>,
     pub max_participant_name_length: Option<u32>,
-    pub signal_message_size_limit: Option<u64>,
-    pub max_api_request_body_size: Option<u64>,
+    pub signal_message_size_limit: Option<i64>,
+    pub max_api_request_body_size: Option<i64>,
     pub max_cpu_utilization: Opaque,
     pub max_data_packet_size: Opaque,
+    pub max_data_blob_key_length: Opaque,
+    pub max_data_blobs_size: Opaque,
+    pub max_data_track_custom_encoding_length: Opaque,
+    pub agent_signal_message_size_limit: Opaque,
+    // This server's own caps.
+    pub max_pending_tracks: Option<u32>,
+    pub max_rids_per_track: Option<u32>,
+    pub max_data_channels: Option<u32>,
+    pub max_data_channel_label_length: Option<u32>,
+    pub max_nacks_per_packet: Option<u32>,
+    pub max_retransmissions_per_sec: Option<u32>,
+    pub max_http_connections: Option<u32>,
+    pub http_read_header_timeout: Option<f64>,
+    pub http_read_body_timeout: Option<f64>,
+    pub websocket_upgrade_timeout: Option<f64>,
 }
 
 /// `webhook:`.
@@ -377,6 +393,22 @@ const SUPPORTED: &[&str] = &[
     "prometheus.port",
     "prometheus.username",
     "prometheus.password",
+    "limit.signal_message_size_limit",
+    "limit.max_http_connections",
+    "limit.http_read_header_timeout",
+    "limit.http_read_body_timeout",
+    "limit.websocket_upgrade_timeout",
+    "limit.max_nacks_per_packet",
+    "limit.max_retransmissions_per_sec",
+    "limit.max_data_channels",
+    "limit.max_data_channel_label_length",
+    "limit.num_tracks",
+    "limit.subscription_limit_audio",
+    "limit.subscription_limit_video",
+    "limit.max_participant_name_length",
+    "limit.max_participant_identity_length",
+    "limit.max_pending_tracks",
+    "rtc.data_channel_max_buffered_amount",
 ];
 
 fn unsupported_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -459,8 +491,8 @@ pub fn parse_keys(yaml: &str, origin: &str) -> Result<BTreeMap<String, String>, 
     Ok(keys)
 }
 
-/// Reads a key file, refusing one that users other than its owner's group may read, as
-/// LiveKit does.
+/// Reads a key file, refusing one that anyone but its owner may read or write (group or
+/// others): the README asks for `chmod 600`, stricter than LiveKit, which checks only others.
 pub fn read_key_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
     let kf = |msg: String| ConfigError::KeyFile {
         file: path.to_path_buf(),
@@ -471,9 +503,9 @@ pub fn read_key_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigErro
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode();
-        if mode & 0o007 != 0 {
+        if mode & 0o077 != 0 {
             return Err(kf(format!(
-                "permissions are {:o}: others must have no access (chmod 600 {})",
+                "permissions are {:o}: group and others must have no access (chmod 600 {})",
                 mode & 0o777,
                 path.display()
             )));
@@ -496,6 +528,190 @@ pub struct Overrides {
     pub key_file: Option<PathBuf>,
 }
 
+/// Caps on what one client may make the server hold or do. LiveKit's names where LiveKit has
+/// the limit (`limit.*`, `rtc.data_channel_max_buffered_amount`), the README's for the rest.
+/// A count or size of 0 means "no limit" only where LiveKit says so (`num_tracks`,
+/// `bytes_per_sec`, the subscription limits, `signal_message_size_limit`,
+/// `max_api_request_body_size`); this server's own caps are always finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Tracks one participant may publish (0: no limit). LiveKit's `limit.num_tracks`.
+    pub num_tracks: u32,
+    /// Bytes per second one participant may publish (0: no limit). `limit.bytes_per_sec`.
+    pub bytes_per_sec: f32,
+    /// Video tracks one participant may subscribe to (0: no limit).
+    pub subscription_limit_video: u32,
+    /// Audio tracks one participant may subscribe to (0: no limit).
+    pub subscription_limit_audio: u32,
+    /// Longest participant name, in bytes (0: no limit).
+    pub max_participant_name_length: usize,
+    /// Longest participant identity, in bytes (0: no limit).
+    pub max_participant_identity_length: usize,
+    /// Largest signalling WebSocket message, in bytes (0: no limit).
+    pub signal_message_size_limit: usize,
+    /// AddTrack requests of one participant waiting for their offer.
+    pub max_pending_tracks: usize,
+    /// Simulcast layers (rids) of one published track.
+    pub max_rids_per_track: usize,
+    /// Data channels on one participant's SCTP association.
+    pub max_data_channels: usize,
+    /// Longest data channel label or protocol, in bytes.
+    pub max_data_channel_label_length: usize,
+    /// Bytes queued for sending on one SCTP association; beyond it messages are dropped and
+    /// counted. `rtc.data_channel_max_buffered_amount` (LiveKit's 0, unlimited, is replaced
+    /// by this server's default).
+    pub data_channel_max_buffered_amount: usize,
+    /// Distinct lost packets one RTCP datagram may ask to be resent.
+    pub max_nacks_per_packet: usize,
+    /// Retransmissions sent to one peer per second.
+    pub max_retransmissions_per_sec: u32,
+    /// HTTP connections open at once (WebSockets included); more get a 503 and are closed.
+    pub max_http_connections: usize,
+    /// Time to receive a request's headers, and the longest idle keep-alive connection.
+    pub http_read_header_timeout: std::time::Duration,
+    /// Time to receive a request's body.
+    pub http_read_body_timeout: std::time::Duration,
+    /// Time from the 101 answer until the WebSocket is usable; else the join is undone.
+    pub websocket_upgrade_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            num_tracks: 0,
+            bytes_per_sec: 0.0,
+            subscription_limit_video: 0,
+            subscription_limit_audio: 0,
+            max_participant_name_length: 256,
+            max_participant_identity_length: 256,
+            signal_message_size_limit: 2 << 20,
+            max_pending_tracks: 32,
+            max_rids_per_track: 3,
+            max_data_channels: 16,
+            max_data_channel_label_length: 256,
+            data_channel_max_buffered_amount: 8 << 20,
+            max_nacks_per_packet: 256,
+            max_retransmissions_per_sec: 2000,
+            max_http_connections: 4096,
+            http_read_header_timeout: std::time::Duration::from_secs(10),
+            http_read_body_timeout: std::time::Duration::from_secs(30),
+            websocket_upgrade_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    fn resolve(c: &Config) -> Result<Limits, ConfigError> {
+        let l = &c.limit;
+        let d = Limits::default();
+        let non_negative = |path: &str, v: Option<i32>, default: u32| match v {
+            None => Ok(default),
+            Some(n) if n < 0 => Ok(0), // LiveKit's sample writes -1 for "no limit"
+            Some(n) => u32::try_from(n).map_err(|_| invalid(path, "out of range")),
+        };
+        let positive = |path: &str, v: Option<u32>, default: usize| match v {
+            None => Ok(default),
+            Some(0) => Err(invalid(path, "must be at least 1")),
+            Some(n) => Ok(n as usize),
+        };
+        let seconds = |path: &str, v: Option<f64>, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                Ok(std::time::Duration::from_secs_f64(s))
+            }
+            Some(_) => Err(invalid(
+                path,
+                "must be a number of seconds above 0 (at most 86400)",
+            )),
+        };
+        let size = |path: &str, v: Option<i64>, default: usize| match v {
+            None => Ok(default),
+            Some(n) if n <= 0 => Ok(0),
+            Some(n) => usize::try_from(n).map_err(|_| invalid(path, "out of range")),
+        };
+        Ok(Limits {
+            num_tracks: non_negative("limit.num_tracks", l.num_tracks, d.num_tracks)?,
+            bytes_per_sec: l.bytes_per_sec.unwrap_or(d.bytes_per_sec).max(0.0),
+            subscription_limit_video: non_negative(
+                "limit.subscription_limit_video",
+                l.subscription_limit_video,
+                d.subscription_limit_video,
+            )?,
+            subscription_limit_audio: non_negative(
+                "limit.subscription_limit_audio",
+                l.subscription_limit_audio,
+                d.subscription_limit_audio,
+            )?,
+            max_participant_name_length: l
+                .max_participant_name_length
+                .map_or(d.max_participant_name_length, |n| n as usize),
+            max_participant_identity_length: l
+                .max_participant_identity_length
+                .or(c.room.max_participant_identity_length)
+                .map_or(d.max_participant_identity_length, |n| n as usize),
+            signal_message_size_limit: size(
+                "limit.signal_message_size_limit",
+                l.signal_message_size_limit,
+                d.signal_message_size_limit,
+            )?,
+            max_pending_tracks: positive(
+                "limit.max_pending_tracks",
+                l.max_pending_tracks,
+                d.max_pending_tracks,
+            )?,
+            max_rids_per_track: positive(
+                "limit.max_rids_per_track",
+                l.max_rids_per_track,
+                d.max_rids_per_track,
+            )?,
+            max_data_channels: positive(
+                "limit.max_data_channels",
+                l.max_data_channels,
+                d.max_data_channels,
+            )?,
+            max_data_channel_label_length: positive(
+                "limit.max_data_channel_label_length",
+                l.max_data_channel_label_length,
+                d.max_data_channel_label_length,
+            )?,
+            data_channel_max_buffered_amount: match c.rtc.data_channel_max_buffered_amount {
+                None | Some(0) => d.data_channel_max_buffered_amount,
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            max_nacks_per_packet: positive(
+                "limit.max_nacks_per_packet",
+                l.max_nacks_per_packet,
+                d.max_nacks_per_packet,
+            )?,
+            max_retransmissions_per_sec: positive(
+                "limit.max_retransmissions_per_sec",
+                l.max_retransmissions_per_sec,
+                d.max_retransmissions_per_sec as usize,
+            )? as u32,
+            max_http_connections: positive(
+                "limit.max_http_connections",
+                l.max_http_connections,
+                d.max_http_connections,
+            )?,
+            http_read_header_timeout: seconds(
+                "limit.http_read_header_timeout",
+                l.http_read_header_timeout,
+                d.http_read_header_timeout,
+            )?,
+            http_read_body_timeout: seconds(
+                "limit.http_read_body_timeout",
+                l.http_read_body_timeout,
+                d.http_read_body_timeout,
+            )?,
+            websocket_upgrade_timeout: seconds(
+                "limit.websocket_upgrade_timeout",
+                l.websocket_upgrade_timeout,
+                d.websocket_upgrade_timeout,
+            )?,
+        })
+    }
+}
+
 /// The settings the server runs with, after every source was applied and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -510,6 +726,8 @@ pub struct Settings {
     pub log_json: bool,
     pub room: lkr_room::RoomDefaults,
     pub auto_create: bool,
+    /// Largest Twirp request body, in bytes (LiveKit's `limit.max_api_request_body_size`;
+    /// 0: no limit).
     pub max_api_request_body_size: u64,
     /// Largest total size of a participant's attributes, in bytes (0: no limit).
     pub max_attributes_size: usize,
@@ -517,6 +735,8 @@ pub struct Settings {
     pub webhook: Option<crate::webhook::WebhookSettings>,
     /// The metrics port (`prometheus:` or `prometheus_port`), when set.
     pub prometheus: Option<crate::metrics::PrometheusSettings>,
+    /// Every other cap (`limit:` and `rtc.data_channel_max_buffered_amount`).
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -675,8 +895,12 @@ impl Settings {
             log_json: config.logging.json,
             room,
             auto_create: config.room.auto_create,
-            max_api_request_body_size: config.limit.max_api_request_body_size.unwrap_or(10 << 20),
+            max_api_request_body_size: match config.limit.max_api_request_body_size {
+                None => 10 << 20,
+                Some(n) => u64::try_from(n).unwrap_or(0),
+            },
             max_attributes_size: config.limit.max_attributes_size.unwrap_or(64 * 1024) as usize,
+            limits: Limits::resolve(config)?,
         })
     }
 }
@@ -741,7 +965,6 @@ region: us-west
             "rtc.tcp_port",
             "rtc.congestion_control",
             "logging.pion_level",
-            "limit.num_tracks",
             "redis",
         ] {
             assert!(
@@ -783,6 +1006,81 @@ region: us-west
             .to_string();
         assert!(e.contains("not one of the keys"), "{e}");
         assert!(resolve(format!("{base}  api_key: k1\n")).is_ok());
+    }
+
+    #[test]
+    fn limits_have_livekit_names_and_defaults() {
+        let (c, _) = Config::load("keys: {a: b}\n").unwrap();
+        let s = Settings::resolve(&c, &Overrides::default()).unwrap();
+        assert_eq!(s.limits, Limits::default());
+        assert_eq!(s.max_api_request_body_size, 10 << 20);
+        assert_eq!(s.limits.signal_message_size_limit, 2 << 20);
+        assert_eq!(s.limits.max_participant_name_length, 256);
+        let yaml = "keys: {a: b}
+rtc:
+  data_channel_max_buffered_amount: 65536
+limit:
+  num_tracks: 12
+  bytes_per_sec: 4194304
+  subscription_limit_audio: 5
+  subscription_limit_video: 6
+  max_participant_name_length: 40
+  signal_message_size_limit: 262144
+  max_api_request_body_size: 1024
+  max_pending_tracks: 4
+  max_rids_per_track: 2
+  max_data_channels: 3
+  max_data_channel_label_length: 10
+  max_nacks_per_packet: 50
+  max_retransmissions_per_sec: 100
+  max_http_connections: 7
+  http_read_header_timeout: 1.5
+  http_read_body_timeout: 2
+  websocket_upgrade_timeout: 3
+";
+        let (c, _) = Config::load(yaml).unwrap();
+        let l = Settings::resolve(&c, &Overrides::default()).unwrap();
+        assert_eq!(l.max_api_request_body_size, 1024);
+        let l = l.limits;
+        assert_eq!((l.num_tracks, l.bytes_per_sec), (12, 4194304.0));
+        assert_eq!(
+            (l.subscription_limit_audio, l.subscription_limit_video),
+            (5, 6)
+        );
+        assert_eq!(l.max_participant_name_length, 40);
+        assert_eq!(l.signal_message_size_limit, 262144);
+        assert_eq!((l.max_pending_tracks, l.max_rids_per_track), (4, 2));
+        assert_eq!(
+            (l.max_data_channels, l.max_data_channel_label_length),
+            (3, 10)
+        );
+        assert_eq!(l.data_channel_max_buffered_amount, 65536);
+        assert_eq!(
+            (l.max_nacks_per_packet, l.max_retransmissions_per_sec),
+            (50, 100)
+        );
+        assert_eq!(l.max_http_connections, 7);
+        assert_eq!(l.http_read_header_timeout.as_millis(), 1500);
+        assert_eq!(l.websocket_upgrade_timeout.as_secs(), 3);
+        // LiveKit's "no limit" spellings; our own caps cannot be switched off.
+        let (c, _) = Config::load(
+            "keys: {a: b}\nlimit:\n  num_tracks: -1\n  max_api_request_body_size: 0\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&c, &Overrides::default()).unwrap();
+        assert_eq!((s.limits.num_tracks, s.max_api_request_body_size), (0, 0));
+        for bad in [
+            "max_data_channels: 0",
+            "http_read_body_timeout: 0",
+            "http_read_header_timeout: -1",
+        ] {
+            let (c, _) = Config::load(&format!("keys: {{a: b}}\nlimit:\n  {bad}\n")).unwrap();
+            let e = Settings::resolve(&c, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            let key = bad.split(':').next().unwrap();
+            assert!(e.contains(&format!("limit.{key}")), "{e}");
+        }
     }
 
     #[test]
@@ -882,9 +1180,18 @@ region: us-west
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("keys.yaml");
         std::fs::write(&f, "APIabc: s3cr3t\n").unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_key_file(&f).unwrap_err().to_string();
-        assert!(e.contains("keys.yaml") && e.contains("others"), "{e}");
+        for mode in [0o644, 0o640, 0o660, 0o620, 0o604, 0o610] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_key_file(&f).unwrap_err().to_string();
+            assert!(
+                e.contains("keys.yaml")
+                    && e.contains("group and others")
+                    && e.contains("chmod 600"),
+                "{mode:o}: {e}"
+            );
+        }
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(read_key_file(&f).is_ok());
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let k = read_key_file(&f).unwrap();
         assert_eq!(k.get("APIabc").map(String::as_str), Some("s3cr3t"));

@@ -1,4 +1,10 @@
 //! The one HTTP port: health, Twirp, and (with the media plane) signalling.
+//!
+//! What a client can make this listener hold is bounded (`limit:` in the configuration):
+//! connections open at once (WebSockets included; more get a 503 and are closed), the time to
+//! send request headers (which is also the longest idle keep-alive), the time and size of a
+//! Twirp body, which is read only after the request's token was verified from its headers,
+//! and the time from a WebSocket's `101` answer to a usable socket.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use lkr_signal::join::http_headers::HeaderView;
 use lkr_signal::join::{JoinError, SignalPath, parse_join};
@@ -20,9 +27,6 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth;
-
-/// Largest signalling message accepted, as LiveKit's `signal_message_size_limit`.
-const SIGNAL_MESSAGE_LIMIT: usize = 2 << 20;
 use crate::node::Node;
 use crate::room_service;
 use crate::twirp::{Code, Format, TwirpError};
@@ -65,6 +69,52 @@ fn preflight() -> Resp {
         HeaderValue::from_static("86400"),
     );
     r
+}
+
+/// A connection's place under `limit.max_http_connections`, carried in each request's
+/// extensions so that a WebSocket keeps it after the HTTP exchange is over.
+#[derive(Clone)]
+struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+/// An upgraded connection that keeps its [`ConnectionSlot`] for as long as the socket lives
+/// (not the task that serves it), so a WebSocket counts under the cap until it is dropped.
+struct SlottedIo {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    _slot: Option<ConnectionSlot>,
+}
+
+impl tokio::io::AsyncRead for SlottedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SlottedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Answers one request.
@@ -167,18 +217,21 @@ async fn signal(
     if !is_upgrade {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     }
+    let slot = req.extensions_mut().remove::<ConnectionSlot>();
+    let upgrade_timeout = node.settings.limits.websocket_upgrade_timeout;
     let joined = node.control.join(params.to_join()).await;
     if params.reconnect && !matches!(joined, Ok(Ok(_))) {
         tracing::debug!(participant = %params.participant_sid, "resume refused; asking for a full reconnect");
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
-            if let Ok(upgraded) = on_upgrade.await {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    tungstenite::protocol::Role::Server,
-                    None,
-                )
-                .await;
+            if let Ok(Ok(upgraded)) = tokio::time::timeout(upgrade_timeout, on_upgrade).await {
+                let io = SlottedIo {
+                    io: TokioIo::new(upgraded),
+                    _slot: slot,
+                };
+                let ws =
+                    WebSocketStream::from_raw_socket(io, tungstenite::protocol::Role::Server, None)
+                        .await;
                 lkr_signal::session::refuse_resume(ws).await;
             }
         });
@@ -196,21 +249,33 @@ async fn signal(
     };
     let control = node.control.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let message_limit = match node.settings.limits.signal_message_size_limit {
+        0 => None,
+        n => Some(n),
+    };
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
+            Err(_) => {
+                tracing::debug!(participant = %joined.participant_sid, "websocket upgrade timed out");
+                let _ = control.lost(&joined.participant_sid, joined.link).await;
+            }
+            Ok(Ok(upgraded)) => {
                 let config = WebSocketConfig::default()
-                    .max_message_size(Some(SIGNAL_MESSAGE_LIMIT))
-                    .max_frame_size(Some(SIGNAL_MESSAGE_LIMIT));
+                    .max_message_size(message_limit)
+                    .max_frame_size(message_limit);
+                let io = SlottedIo {
+                    io: TokioIo::new(upgraded),
+                    _slot: slot,
+                };
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    io,
                     tungstenite::protocol::Role::Server,
                     Some(config),
                 )
                 .await;
                 lkr_signal::session::run(ws, control, joined).await;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "websocket upgrade failed");
                 let _ = control.lost(&joined.participant_sid, joined.link).await;
             }
@@ -269,19 +334,70 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
             &full_path,
         ));
     };
+    // Credentials come from the headers (or the query), and are checked before a single
+    // body byte is read: a request without a valid token costs no body reading or decoding.
     let claims = auth::authenticate(req.headers(), req.uri().query(), &node.settings.keys)
-        .map_err(|e| TwirpError::new(Code::Unauthenticated, e.to_string()))?;
-    let limit = usize::try_from(node.settings.max_api_request_body_size).unwrap_or(usize::MAX);
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| TwirpError::new(Code::Malformed, format!("failed to read request body: {e}")))?
-        .to_bytes();
-    room_service::dispatch(node, rpc, format, claims.as_ref(), &body).await
+        .map_err(|e| {
+            tracing::debug!(error = ?e, "twirp request refused");
+            TwirpError::new(Code::Unauthenticated, e.to_string())
+        })?
+        .ok_or_else(|| TwirpError::new(Code::Unauthenticated, "permissions denied"))?;
+    let body = match read_body(&node.settings, req).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
+    };
+    room_service::dispatch(node, rpc, format, Some(&claims), &body).await
 }
+
+/// Reads a request body within `limit.max_api_request_body_size` and
+/// `limit.http_read_body_timeout`; the refusal is LiveKit's `413 request body too large`,
+/// or `408` for a body that does not arrive in time.
+async fn read_body(
+    settings: &crate::config::Settings,
+    req: Request<Incoming>,
+) -> Result<Bytes, Resp> {
+    let limit = match settings.max_api_request_body_size {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
+    let read = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(settings.limits.http_read_body_timeout, read).await {
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body read timed out",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "request body unreadable");
+            Err(TwirpError::new(Code::Malformed, "failed to read request body").into_response())
+        }
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+    }
+}
+
+/// The whole answer to a connection over `limit.max_http_connections`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\n\
+too many connections";
 
 /// Serves HTTP on `listener` until the future is dropped.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let limits = node.settings.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_http_connections));
     loop {
         let (stream, peer): (_, SocketAddr) = match listener.accept().await {
             Ok(x) => x,
@@ -291,13 +407,29 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
                 continue;
             }
         };
+        // Over the cap the connection gets a 503 if its socket takes it at once (never
+        // waiting), and is closed: it holds nothing, and the clients already connected are
+        // served as before.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, cap = limits.max_http_connections, "connection refused: too many open");
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            drop(stream);
+            continue;
+        };
+        let slot = ConnectionSlot(Arc::new(slot));
         let node = node.clone();
+        let header_timeout = limits.http_read_header_timeout;
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
                 let node = node.clone();
+                req.extensions_mut().insert(slot.clone());
                 async move { Ok::<_, Infallible>(handle(node, req).await) }
             });
+            // The header timeout also ends keep-alive connections left idle, and those whose
+            // client went away without closing.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades()
                 .await

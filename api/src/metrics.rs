@@ -303,6 +303,9 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
             ("malformed_rtp", d.malformed_rtp),
             ("unknown_ssrc", d.unknown_ssrc),
             ("late", d.late),
+            ("nack_duplicate", d.nack_duplicate),
+            ("nack_over_cap", d.nack_over_cap),
+            ("nack_over_rate", d.nack_over_rate),
         ] {
             let _ = writeln!(
                 out,

@@ -158,11 +158,10 @@ impl Format {
         body: &[u8],
     ) -> Result<T, TwirpError> {
         match self {
+            // Twirp's own words; the decoder's detail goes to the debug log only.
             Format::Protobuf => T::decode(body).map_err(|e| {
-                TwirpError::new(
-                    Code::Malformed,
-                    format!("the protobuf request could not be decoded: {e}"),
-                )
+                tracing::debug!(error = %e, "protobuf request body refused");
+                TwirpError::new(Code::Malformed, "the protobuf request could not be decoded")
             }),
             Format::Json => {
                 let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -171,10 +170,8 @@ impl Format {
                     body
                 };
                 serde_json::from_slice(body).map_err(|e| {
-                    TwirpError::new(
-                        Code::Malformed,
-                        format!("the json request could not be decoded: {e}"),
-                    )
+                    tracing::debug!(error = %e, "json request body refused");
+                    TwirpError::new(Code::Malformed, "the json request could not be decoded")
                 })
             }
         }
@@ -231,6 +228,14 @@ mod tests {
             .decode::<pb::CreateRoomRequest>(b"{nope")
             .unwrap_err();
         assert_eq!(e.code, Code::Malformed);
+        assert_eq!(e.msg, "the json request could not be decoded");
+        let e = Format::Protobuf
+            .decode::<pb::CreateRoomRequest>(&[0x0a, 0xff, 0xff])
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (Code::Malformed, "the protobuf request could not be decoded")
+        );
     }
 
     #[test]

@@ -29,6 +29,17 @@ pub enum DataChannelError {
     /// A label or protocol longer than 65535 bytes cannot be sent in DATA_CHANNEL_OPEN.
     #[error("data channel label or protocol too long")]
     LabelTooLong,
+    /// The association already carries as many channels as its limit allows.
+    #[error("too many data channels (limit {0})")]
+    TooManyChannels(usize),
+    /// The send buffer holds as much as its limit allows; the message was dropped.
+    #[error("data channel send buffer full ({buffered} bytes queued, limit {limit})")]
+    BufferFull {
+        /// Bytes queued when the message was refused.
+        buffered: usize,
+        /// The limit in force.
+        limit: usize,
+    },
     /// Every stream id of our parity is in use.
     #[error("no free SCTP stream id")]
     NoStreamAvailable,

@@ -26,14 +26,17 @@
 //! Sans-IO: time comes in as `now`. After every input (receive, timeout, open, send) drain
 //! `poll_transmit` and `poll_event`, then arm a timer for [`SctpTransport::poll_timeout`] and
 //! call [`SctpTransport::handle_timeout`] when it fires. Malformed packets from the peer are
-//! dropped; nothing it sends can panic this crate.
+//! dropped; nothing it sends can panic this crate, and nothing it sends or fails to
+//! acknowledge grows without bound ([`SctpLimits`]: channels, label size, send buffer).
 
 mod dcep;
 mod error;
 mod transport;
 
 pub use error::DataChannelError;
-pub use transport::{ChannelInfo, DataChannelEvent, MAX_MESSAGE_SIZE, SCTP_PORT, SctpTransport};
+pub use transport::{
+    ChannelInfo, DataChannelEvent, MAX_MESSAGE_SIZE, SCTP_PORT, SctpLimits, SctpTransport,
+};
 
 #[cfg(test)]
 mod tests;

@@ -641,3 +641,86 @@ fn random_and_mutated_packets_never_panic() {
         }
     }
 }
+
+/// A pair whose server side has `limits`.
+fn established_with_server_limits(limits: SctpLimits) -> Pair {
+    let mut pair = Pair::new();
+    pair.server = SctpTransport::with_limits(false, pair.now, limits);
+    assert!(pair.run_until(|p| p.client.is_established() && p.server.is_established()));
+    pair.take_client_events();
+    pair.take_server_events();
+    pair
+}
+
+#[test]
+fn channels_past_the_cap_and_long_labels_are_refused() {
+    let mut pair = established_with_server_limits(SctpLimits {
+        max_channels: 3,
+        max_label_len: 16,
+        ..SctpLimits::default()
+    });
+    let long = "x".repeat(17);
+    let mut ids = Vec::new();
+    for label in ["a", "b", long.as_str(), "c", "d", "e"] {
+        ids.push(pair.client.open_channel(label, true, None, "").unwrap());
+    }
+    pair.run_until(|p| p.server.refused_channels() >= 3);
+    let server_events = pair.take_server_events();
+    let opened: Vec<&DataChannelEvent> = server_events
+        .iter()
+        .filter(|e| matches!(e, DataChannelEvent::ChannelOpen { .. }))
+        .collect();
+    assert_eq!(opened.len(), 3, "{server_events:?}");
+    assert_eq!(pair.server.channel_ids().count(), 3);
+    assert_eq!(pair.server.refused_channels(), 3);
+    // The refused ones close on the client's side; the others carry messages.
+    assert!(pair.run_until(|p| p.client.channel_ids().count() == 3));
+    for id in pair.client.channel_ids().collect::<Vec<_>>() {
+        pair.client.send(id, true, b"hi").unwrap();
+    }
+    pair.flush();
+    assert_eq!(count_messages(&pair.take_server_events()), 3);
+    // Our own side keeps to the same caps.
+    assert_eq!(
+        pair.server.open_channel("f", true, None, ""),
+        Err(DataChannelError::TooManyChannels(3))
+    );
+    assert_eq!(
+        pair.server.open_channel(&long, true, None, ""),
+        Err(DataChannelError::LabelTooLong)
+    );
+}
+
+#[test]
+fn a_peer_that_never_acknowledges_cannot_grow_the_send_buffer() {
+    let limit = 64 * 1024;
+    let mut pair = established_with_server_limits(SctpLimits {
+        max_buffered_bytes: limit,
+        ..SctpLimits::default()
+    });
+    let id = pair
+        .client
+        .open_channel("_reliable", true, None, "")
+        .unwrap();
+    pair.flush();
+    pair.take_server_events();
+    // The client stops reading: nothing the server sends is delivered or acknowledged.
+    let chunk = pattern(1024);
+    let mut sent = 0;
+    let mut refused = 0;
+    for _ in 0..1000 {
+        match pair.server.send(id, true, &chunk) {
+            Ok(()) => sent += 1,
+            Err(DataChannelError::BufferFull { limit: l, .. }) => {
+                assert_eq!(l, limit);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        while pair.server.poll_transmit(pair.now).is_some() {}
+    }
+    assert!(sent <= 64, "{sent}");
+    assert_eq!(sent + refused, 1000);
+    assert_eq!(pair.server.dropped_messages(), refused as u64);
+    assert!(pair.server.buffered_amount() <= limit);
+}

@@ -22,6 +22,29 @@ pub const MAX_MESSAGE_SIZE: u32 = 262_144;
 /// Stream id 65535 is reserved (RFC 8831 §6.5).
 const MAX_STREAM_ID: u16 = 65_534;
 
+/// Caps on what the peer can make one association hold. Past them a channel the peer opens
+/// is refused (its stream reset, counted) and a message we send is dropped with
+/// [`DataChannelError::BufferFull`] (counted); nothing grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SctpLimits {
+    /// Channels open at once, opened by either side.
+    pub max_channels: usize,
+    /// Longest label, and longest sub-protocol, of a channel, in bytes.
+    pub max_label_len: usize,
+    /// Bytes queued for sending (not yet acknowledged) over all channels.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for SctpLimits {
+    fn default() -> Self {
+        Self {
+            max_channels: 16,
+            max_label_len: 256,
+            max_buffered_bytes: 8 << 20,
+        }
+    }
+}
+
 /// The association runs over one DTLS connection, so the address sctp-proto wants is a
 /// placeholder: nothing here routes by it.
 const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), SCTP_PORT);
@@ -120,6 +143,12 @@ struct Channels {
     established: bool,
     closed: bool,
     max_send_message_size: u32,
+    limits: SctpLimits,
+    /// Channels the peer tried to open past [`SctpLimits`], and streams it sent data on
+    /// without opening a channel: reset, never kept.
+    refused_channels: u64,
+    /// Messages [`SctpTransport::send`] dropped because the send buffer was full.
+    dropped_messages: u64,
 }
 
 /// One SCTP association (sctp-proto, sans-IO) over one DTLS connection, with the WebRTC data
@@ -172,6 +201,11 @@ impl SctpTransport {
     /// sctp-proto starts the client's INIT timer from its own reading of the clock; every
     /// later time comes from the caller.
     pub fn new(is_client: bool, now: Instant) -> Self {
+        Self::with_limits(is_client, now, SctpLimits::default())
+    }
+
+    /// As [`new`](Self::new), with caps other than the defaults.
+    pub fn with_limits(is_client: bool, now: Instant, limits: SctpLimits) -> Self {
         let transport = Arc::new(transport_config());
         // Both sides accept an INIT: the server to answer the client, the client because
         // some stacks send INIT from both ends and sctp-proto requires a server
@@ -215,6 +249,9 @@ impl SctpTransport {
                 established: false,
                 closed: false,
                 max_send_message_size: MAX_MESSAGE_SIZE,
+                limits,
+                refused_channels: 0,
+                dropped_messages: 0,
             },
             transmits: VecDeque::new(),
         };
@@ -325,11 +362,21 @@ impl SctpTransport {
         max_retransmits: Option<u16>,
         protocol: &str,
     ) -> Result<u16, DataChannelError> {
-        if label.len() > usize::from(u16::MAX) || protocol.len() > usize::from(u16::MAX) {
+        let max_label = self
+            .channels
+            .limits
+            .max_label_len
+            .min(usize::from(u16::MAX));
+        if label.len() > max_label || protocol.len() > max_label {
             return Err(DataChannelError::LabelTooLong);
         }
         if self.channels.closed {
             return Err(DataChannelError::Closed);
+        }
+        if self.channels.map.len() >= self.channels.limits.max_channels {
+            return Err(DataChannelError::TooManyChannels(
+                self.channels.limits.max_channels,
+            ));
         }
         let stream_id = self.channels.allocate_stream_id()?;
         let reliability = max_retransmits.map_or(Reliability::Reliable, |count| {
@@ -394,6 +441,24 @@ impl SctpTransport {
                 max,
             });
         }
+        // Every channel's queue counts: one association may not hold more than the cap,
+        // however a slow or silent peer leaves it unacknowledged.
+        let buffered: usize = self
+            .channels
+            .map
+            .keys()
+            .map(|id| {
+                live.association
+                    .stream(*id)
+                    .and_then(|s| s.buffered_amount())
+                    .unwrap_or(0)
+            })
+            .sum();
+        let limit = self.channels.limits.max_buffered_bytes;
+        if buffered.saturating_add(data.len().max(1)) > limit {
+            self.channels.dropped_messages += 1;
+            return Err(DataChannelError::BufferFull { buffered, limit });
+        }
         let (ppi, payload) = match (binary, data.is_empty()) {
             (true, false) => (PayloadProtocolIdentifier::Binary, data),
             (false, false) => (PayloadProtocolIdentifier::String, data),
@@ -453,6 +518,34 @@ impl SctpTransport {
     }
 
     /// Whether the association is up.
+    /// Channels the peer tried to open past the caps, and streams it sent data on without
+    /// a channel; each was reset.
+    pub fn refused_channels(&self) -> u64 {
+        self.channels.refused_channels
+    }
+
+    /// Messages [`send`](Self::send) dropped because the send buffer was full.
+    pub fn dropped_messages(&self) -> u64 {
+        self.channels.dropped_messages
+    }
+
+    /// Bytes queued for sending over all channels.
+    pub fn buffered_amount(&mut self) -> usize {
+        let Some(live) = self.live.as_mut() else {
+            return 0;
+        };
+        self.channels
+            .map
+            .keys()
+            .map(|id| {
+                live.association
+                    .stream(*id)
+                    .and_then(|s| s.buffered_amount())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
     pub fn is_established(&self) -> bool {
         self.channels.established && !self.channels.closed
     }
@@ -631,7 +724,9 @@ impl Channels {
             _ => return,
         };
         if !self.map.contains_key(&stream_id) {
-            // Data on a stream no DATA_CHANNEL_OPEN announced: no channel to deliver to.
+            // Data on a stream no DATA_CHANNEL_OPEN announced: no channel to deliver to, and
+            // the stream is reset so that the peer cannot make us keep stream state.
+            self.refuse_stream(association, stream_id);
             return;
         }
         // A message from the peer on a channel we opened means it saw our OPEN, ACK or not.
@@ -647,6 +742,14 @@ impl Channels {
     fn handle_open(&mut self, association: &mut Association, stream_id: u16, open: dcep::Open) {
         if self.map.contains_key(&stream_id) {
             // A second OPEN on a stream in use; RFC 8832 §6 leaves it unanswered.
+            return;
+        }
+        if self.map.len() >= self.limits.max_channels
+            || open.label.len() > self.limits.max_label_len
+            || open.protocol.len() > self.limits.max_label_len
+        {
+            // Unanswered and reset: to the peer the channel simply closes (RFC 8831 §6.7).
+            self.refuse_stream(association, stream_id);
             return;
         }
         let (max_retransmits, max_packet_life_time) = match open.reliability {
@@ -679,6 +782,15 @@ impl Channels {
             label: channel.info.label.clone(),
         });
         self.map.insert(stream_id, channel);
+    }
+
+    /// Resets a stream that carries no channel of ours, and counts it.
+    fn refuse_stream(&mut self, association: &mut Association, stream_id: u16) {
+        self.refused_channels += 1;
+        if let Ok(mut stream) = association.stream(stream_id) {
+            // Fails only when the stream is already going away, which is the goal anyway.
+            let _ = stream.close();
+        }
     }
 
     /// The peer acknowledged a channel we opened (explicitly, or by sending on it).

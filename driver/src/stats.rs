@@ -43,6 +43,9 @@ struct EngineCounters {
     padding: AtomicU64,
     late: AtomicU64,
     unsent: AtomicU64,
+    nack_duplicate: AtomicU64,
+    nack_over_cap: AtomicU64,
+    nack_over_rate: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +106,9 @@ impl MediaStats {
         e.padding.store(d.padding, Relaxed);
         e.late.store(d.late, Relaxed);
         e.unsent.store(d.unsent, Relaxed);
+        e.nack_duplicate.store(d.nack_duplicate, Relaxed);
+        e.nack_over_cap.store(d.nack_over_cap, Relaxed);
+        e.nack_over_rate.store(d.nack_over_rate, Relaxed);
     }
 
     /// Replaces the per-peer table unless a reader holds it (the media thread never waits).
@@ -135,6 +141,9 @@ impl MediaStats {
                 padding: e.padding.load(Relaxed),
                 late: e.late.load(Relaxed),
                 unsent: e.unsent.load(Relaxed),
+                nack_duplicate: e.nack_duplicate.load(Relaxed),
+                nack_over_cap: e.nack_over_cap.load(Relaxed),
+                nack_over_rate: e.nack_over_rate.load(Relaxed),
             },
             traffic: Traffic {
                 rtp_in: self.traffic.rtp_in.load(Relaxed),

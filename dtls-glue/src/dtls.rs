@@ -228,6 +228,9 @@ pub struct DtlsEndpoint {
     last_resend_at: Option<Instant>,
     /// The peer's plaintext handshake messages received so far.
     peer_messages: wire::PeerMessages,
+    /// Encrypted handshake records the peer sent (see
+    /// [`wire::MAX_ENCRYPTED_HANDSHAKE_RECORDS`]).
+    encrypted_handshake_records: u32,
 }
 
 impl std::fmt::Debug for DtlsEndpoint {
@@ -350,6 +353,7 @@ impl DtlsEndpoint {
             flight_resends: 0,
             last_resend_at: None,
             peer_messages: wire::PeerMessages::default(),
+            encrypted_handshake_records: 0,
         };
         match role {
             Role::Server => {
@@ -442,7 +446,19 @@ impl DtlsEndpoint {
             && scan.only_plaintext_handshake
             && matches!(self.stack, Stack::Running(_))
             && self.peer_messages.all_complete(&scan.fragments);
-        self.peer_messages.record(&scan.fragments);
+        // Fragment caps (wire.rs): past them the datagram is refused whole, before the DTLS
+        // stack, which would keep and rescan every fragment, sees any of it.
+        self.peer_messages
+            .admit(&scan.fragments)
+            .map_err(DtlsError::Malformed)?;
+        if scan.encrypted_handshake > 0 {
+            self.encrypted_handshake_records = self
+                .encrypted_handshake_records
+                .saturating_add(scan.encrypted_handshake);
+            if self.encrypted_handshake_records > wire::MAX_ENCRYPTED_HANDSHAKE_RECORDS {
+                return Err(DtlsError::Malformed("too many encrypted handshake records"));
+            }
+        }
         if repeat {
             self.resend_last_flight(now);
             return Ok(());

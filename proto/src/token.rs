@@ -20,26 +20,29 @@ pub const LEEWAY_SECS: u64 = 60;
 /// Default lifetime of a token made by [`AccessToken`], as the SDKs use.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(6 * 3600);
 
-/// Why a token was refused. The text is what a client sees after `401`.
+/// Why a token was refused. The text is what a client sees after `401`: as LiveKit's, it
+/// names no parser internals and does not tell an unknown API key from a wrong secret, so a
+/// client learns nothing about which keys exist. The fields carry the detail for the server's
+/// debug log (`{:?}`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("invalid token: not a JWT ({0})")]
+    #[error("invalid authorization token")]
     Malformed(String),
-    #[error("invalid token: missing issuer (API key)")]
+    #[error("invalid authorization token")]
     MissingIssuer,
-    #[error("invalid API key: {0}")]
+    #[error("invalid authorization token")]
     UnknownKey(String),
-    #[error("invalid token: signature does not match the API secret")]
+    #[error("invalid authorization token")]
     BadSignature,
-    #[error("invalid token: algorithm {0} not allowed, only HS256")]
+    #[error("invalid authorization token")]
     BadAlgorithm(String),
-    #[error("invalid token: token is expired")]
+    #[error("invalid authorization token: token is expired")]
     Expired,
-    #[error("invalid token: token is not valid yet (nbf in the future)")]
+    #[error("invalid authorization token: token is not valid yet")]
     NotYetValid,
-    #[error("invalid token: missing required claim exp")]
+    #[error("invalid authorization token: token has no expiry")]
     MissingExpiry,
-    #[error("invalid token: {0}")]
+    #[error("invalid authorization token")]
     Invalid(String),
     #[error("could not sign token: {0}")]
     Signing(String),
@@ -279,6 +282,9 @@ fn unverified_claims(token: &str) -> Result<Claims, TokenError> {
         .map_err(|e| TokenError::Malformed(format!("payload is not a claims object: {e}")))
 }
 
+/// The secret checked against when a token names an unknown key (its result is thrown away).
+const UNKNOWN_KEY_SECRET: &[u8] = b"no key has this secret; it only spends the HMAC time";
+
 /// Verifies `token` against the keys in `keys` and returns its claims.
 pub fn verify(token: &str, keys: &impl KeyProvider) -> Result<Claims, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| {
@@ -301,9 +307,16 @@ pub fn verify(token: &str, keys: &impl KeyProvider) -> Result<Claims, TokenError
     if unverified.iss.is_empty() {
         return Err(TokenError::MissingIssuer);
     }
-    let secret = keys
-        .secret(&unverified.iss)
-        .ok_or_else(|| TokenError::UnknownKey(unverified.iss.clone()))?;
+    let Some(secret) = keys.secret(&unverified.iss) else {
+        // Spend the same HMAC work as for a known key, so that the time to answer does not
+        // tell whether the key exists either.
+        let _ = jsonwebtoken::decode::<serde_json::Value>(
+            token,
+            &DecodingKey::from_secret(UNKNOWN_KEY_SECRET),
+            &Validation::new(Algorithm::HS256),
+        );
+        return Err(TokenError::UnknownKey(unverified.iss));
+    };
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = LEEWAY_SECS;
     validation.validate_nbf = true;
@@ -521,6 +534,33 @@ mod tests {
             ),
             Err(TokenError::MissingIssuer)
         );
+    }
+
+    #[test]
+    fn refusals_hide_key_existence_and_parser_detail() {
+        let now = unix_now();
+        let hdr = r#"{"alg":"HS256"}"#;
+        let unknown = format!(r#"{{"iss":"nokey","exp":{}}}"#, now + 100);
+        let known = format!(r#"{{"iss":"devkey","exp":{}}}"#, now + 100);
+        let e_unknown = verify(&raw_token(hdr, &unknown, "secret"), &keys()).unwrap_err();
+        let e_wrong = verify(&raw_token(hdr, &known, "wrong"), &keys()).unwrap_err();
+        assert!(matches!(e_unknown, TokenError::UnknownKey(ref k) if k == "nokey"));
+        assert_eq!(e_unknown.to_string(), e_wrong.to_string());
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&known));
+        let hostile = [
+            "abc".to_string(),
+            "a.b.c".to_string(),
+            format!("{}.%%%.x", b64(hdr)),
+            format!("{}.{}.x", b64(hdr), b64("[1,2,3]")),
+            none,
+            raw_token(r#"{"alg":"HS512"}"#, &known, "secret"),
+            raw_token(hdr, r#"{"exp":9999999999}"#, "secret"),
+        ];
+        for t in &hostile {
+            let text = verify(t, &keys()).unwrap_err().to_string();
+            assert_eq!(text, "invalid authorization token", "{t}");
+        }
+        assert!(!e_unknown.to_string().contains("nokey"));
     }
 
     #[test]

@@ -114,6 +114,28 @@ pub struct PublishSpec {
     pub rtx_ssrcs: Vec<(u32, u32)>,
 }
 
+/// Caps on the work and state one peer can cause in the media core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaLimits {
+    /// Distinct lost packets one RTCP datagram may ask to be resent; the rest are counted
+    /// and ignored.
+    pub max_nacks_per_packet: usize,
+    /// Retransmissions sent to one peer per second; past it NACKs are counted and ignored.
+    pub max_retransmissions_per_sec: u32,
+    /// The peer's data channels: how many, label length, send-buffer bytes.
+    pub data_channel: lkr_datachannel::SctpLimits,
+}
+
+impl Default for MediaLimits {
+    fn default() -> Self {
+        Self {
+            max_nacks_per_packet: 256,
+            max_retransmissions_per_sec: 2000,
+            data_channel: lkr_datachannel::SctpLimits::default(),
+        }
+    }
+}
+
 /// How one subscriber receives one track.
 #[derive(Debug, Clone)]
 pub struct SubscribeSpec {
@@ -127,6 +149,8 @@ pub struct SubscribeSpec {
 /// Control plane → core.
 #[derive(Debug, Clone)]
 pub enum Command {
+    /// Sets the caps on what one peer may cause (sent once, before any peer).
+    SetLimits(MediaLimits),
     AddPeer {
         peer: PeerId,
         config: PeerConfig,

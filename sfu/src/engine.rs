@@ -19,7 +19,7 @@ use lkr_ice::{IceLite, IceState};
 use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
 
-use crate::api::{CodecKind, Command, Event, MediaKind, PeerConfig, PeerId, TrackId};
+use crate::api::{CodecKind, Command, Event, MediaKind, MediaLimits, PeerConfig, PeerId, TrackId};
 use crate::forward::{Subscription, Track, is_keyframe, pick_layer, red_primary};
 
 /// Our SSRC as the sender of RTCP feedback.
@@ -91,6 +91,12 @@ pub struct Drops {
     pub late: u64,
     /// Datagrams the driver could not send (socket buffer full), summed over peers.
     pub unsent: u64,
+    /// NACKed packets asked for twice in one RTCP datagram.
+    pub nack_duplicate: u64,
+    /// NACKed packets past `max_nacks_per_packet` in one RTCP datagram.
+    pub nack_over_cap: u64,
+    /// NACKed packets past the peer's `max_retransmissions_per_sec`.
+    pub nack_over_rate: u64,
 }
 
 struct Peer {
@@ -122,6 +128,12 @@ struct Peer {
     armed: Option<Instant>,
     /// Datagrams to this peer the driver could not send.
     unsent: u64,
+    /// The addresses `by_addr` maps to this peer (as many as ICE keeps valid, plus the one
+    /// just added), so that those ICE drops leave `by_addr` too.
+    addrs: Vec<SocketAddr>,
+    /// Start of the current one-second retransmission budget, and what it spent.
+    rtx_window: Option<Instant>,
+    rtx_spent: u32,
 }
 
 impl Peer {
@@ -145,7 +157,7 @@ impl Peer {
 /// Buffers the RTCP paths reuse, so that feedback allocates nothing in steady state.
 #[derive(Default)]
 struct RtcpScratch {
-    nacks: Vec<(TrackId, u16)>,
+    nacks: Vec<(TrackId, u32, u16)>,
     plis: Vec<TrackId>,
     srs: Vec<(TrackId, usize, u64, u32)>,
     losses: Vec<(TrackId, i32, u32)>,
@@ -186,6 +198,7 @@ pub struct Engine {
     pub drops: Drops,
     /// What was forwarded and heard.
     pub traffic: Traffic,
+    limits: MediaLimits,
 }
 
 fn take_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
@@ -299,7 +312,25 @@ impl Engine {
             epoch: None,
             drops: Drops::default(),
             traffic: Traffic::default(),
+            limits: MediaLimits::default(),
         }
+    }
+
+    /// Sets the caps on what one peer may cause; peers connected later get them.
+    pub fn set_limits(&mut self, limits: MediaLimits) {
+        self.limits = limits;
+    }
+
+    /// Entries a peer's subscriptions hold (tracks it receives, and downstream SSRCs).
+    pub fn subscription_entries(&self, peer: PeerId) -> usize {
+        self.peers
+            .get(&peer)
+            .map_or(0, |p| p.subscribed.len() + p.down_ssrcs.len())
+    }
+
+    /// Source addresses the engine routes to some peer.
+    pub fn address_count(&self) -> usize {
+        self.by_addr.len()
     }
 
     /// The fingerprint of our certificate, as `(algorithm, value)` for SDP.
@@ -375,6 +406,7 @@ impl Engine {
     /// Applies one command.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
+            Command::SetLimits(limits) => self.set_limits(limits),
             Command::AddPeer { peer, config } => self.add_peer(now, peer, config),
             Command::RemovePeer { peer } => self.remove_peer(peer),
             Command::RestartIce {
@@ -397,7 +429,9 @@ impl Engine {
             }
             Command::Publish(spec) => {
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
-                    p.published.push(spec.track);
+                    if !p.published.contains(&spec.track) {
+                        p.published.push(spec.track);
+                    }
                     if spec.ext.transport_cc != 0 {
                         p.twcc_ext = spec.ext.transport_cc;
                     }
@@ -431,6 +465,8 @@ impl Engine {
                 let Some(t) = self.tracks.get_mut(&spec.track) else {
                     return;
                 };
+                // A re-subscription replaces the old entry, and the old downstream SSRC.
+                let old_ssrc = t.subs.iter().find(|s| s.peer == spec.peer).map(|s| s.ssrc);
                 t.subs.retain(|s| s.peer != spec.peer);
                 let clock = t.clock_rate();
                 t.subs.push(Subscription::new(
@@ -440,8 +476,15 @@ impl Engine {
                     clock,
                 ));
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
+                    if let Some(old) = old_ssrc
+                        && p.down_ssrcs.get(&old) == Some(&spec.track)
+                    {
+                        p.down_ssrcs.remove(&old);
+                    }
                     p.down_ssrcs.insert(spec.ssrc, spec.track);
-                    p.subscribed.push(spec.track);
+                    if !p.subscribed.contains(&spec.track) {
+                        p.subscribed.push(spec.track);
+                    }
                 }
                 self.request_keyframe(now, spec.track, None);
             }
@@ -526,6 +569,9 @@ impl Engine {
                 twcc_media_ssrc: 0,
                 armed: None,
                 unsent: 0,
+                addrs: Vec::new(),
+                rtx_window: None,
+                rtx_spent: 0,
             },
         );
         let _ = now;
@@ -603,6 +649,18 @@ impl Engine {
             Ok(input) => {
                 if input.became_valid {
                     self.by_addr.insert(from, id);
+                    p.addrs.push(from);
+                    // ICE keeps a bounded set of valid addresses per peer and drops the
+                    // stalest for a new one: drop it from the routing map too, or a peer
+                    // changing source ports would grow it without end.
+                    let (ice, by_addr) = (&p.ice, &mut self.by_addr);
+                    p.addrs.retain(|a| {
+                        let keep = ice.is_valid_source(*a);
+                        if !keep && by_addr.get(a) == Some(&id) {
+                            by_addr.remove(a);
+                        }
+                        keep
+                    });
                     self.arm(id);
                 }
                 if input.response_written {
@@ -687,7 +745,11 @@ impl Engine {
                                 p.srtp_in = Some(inbound);
                                 p.srtp_out = Some(outbound);
                                 p.connected = true;
-                                p.sctp = Some(SctpTransport::new(we_are_client, now));
+                                p.sctp = Some(SctpTransport::with_limits(
+                                    we_are_client,
+                                    now,
+                                    self.limits.data_channel,
+                                ));
                                 tracing::debug!(?id, profile_id, "DTLS connected");
                                 self.events.push_back(Event::PeerConnected { peer: id });
                             }
@@ -1111,8 +1173,14 @@ impl Engine {
                         media_ssrc, pairs, ..
                     } => {
                         if let Some(t) = p.down_ssrcs.get(&media_ssrc) {
-                            for seq in pairs.take(256) {
-                                nacks.push((*t, seq));
+                            // One datagram may ask for at most `max_nacks_per_packet`
+                            // packets, whatever number of NACKs it packs.
+                            for seq in pairs {
+                                if nacks.len() >= self.limits.max_nacks_per_packet {
+                                    self.drops.nack_over_cap += 1;
+                                } else {
+                                    nacks.push((*t, media_ssrc, seq));
+                                }
                             }
                         }
                     }
@@ -1191,7 +1259,32 @@ impl Engine {
         for &(tid, layer, ntp, rtp_ts) in &srs {
             self.forward_sender_report(now, tid, layer, ntp, rtp_ts);
         }
-        for &(t, seq) in &nacks {
+        // Each packet is resent once per datagram however often it is asked for, and a
+        // peer gets at most `max_retransmissions_per_sec` resends a second.
+        let asked = nacks.len();
+        nacks.sort_unstable_by_key(|(t, _, seq)| (t.0, *seq));
+        nacks.dedup_by_key(|(t, _, seq)| (t.0, *seq));
+        self.drops.nack_duplicate += (asked - nacks.len()) as u64;
+        let allowed = match self.peers.get_mut(&id) {
+            Some(p) => {
+                if p.rtx_window.is_none_or(|start| {
+                    now.saturating_duration_since(start) >= Duration::from_secs(1)
+                }) {
+                    p.rtx_window = Some(now);
+                    p.rtx_spent = 0;
+                }
+                let left = self
+                    .limits
+                    .max_retransmissions_per_sec
+                    .saturating_sub(p.rtx_spent);
+                let allowed = nacks.len().min(left as usize);
+                p.rtx_spent += allowed as u32;
+                allowed
+            }
+            None => 0,
+        };
+        self.drops.nack_over_rate += (nacks.len() - allowed) as u64;
+        for &(t, _ssrc, seq) in nacks.iter().take(allowed) {
             self.retransmit(id, t, seq);
         }
         self.rtcp.nacks = nacks;
@@ -1434,6 +1527,17 @@ impl Engine {
             }
             p.armed = None;
             p.ice.handle_timeout(now);
+            // Addresses whose consent expired no longer route to the peer.
+            if p.addrs.iter().any(|a| !p.ice.is_valid_source(*a)) {
+                let (ice, by_addr) = (&p.ice, &mut self.by_addr);
+                p.addrs.retain(|a| {
+                    let keep = ice.is_valid_source(*a);
+                    if !keep && by_addr.get(a) == Some(&id) {
+                        by_addr.remove(a);
+                    }
+                    keep
+                });
+            }
             if p.ice.state() == IceState::Disconnected && !p.disconnected {
                 p.disconnected = true;
                 self.events.push_back(Event::PeerDisconnected {

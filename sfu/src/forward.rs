@@ -16,6 +16,14 @@ const HISTORY_SLOTS: usize = 1024;
 const MAX_MISSING: usize = 128;
 /// A layer silent for this long is not chosen for new switches.
 const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// Simulcast layers one track may have (each holds a packet cache); layer choice looks at
+/// the first four. Rids past it, and SSRC or codec lists past their own caps, are ignored.
+pub const MAX_LAYERS: usize = 4;
+/// Longest rid kept: an RTP header extension element carries at most 255 bytes, so a longer
+/// one can never be matched.
+const MAX_RID_LEN: usize = 255;
+/// Payload types one track may list (the dynamic range has 96).
+const MAX_PAYLOAD_TYPES: usize = 96;
 
 /// One cached packet.
 #[derive(Debug, Default)]
@@ -679,23 +687,38 @@ impl AudioLevels {
 }
 
 impl Track {
+    /// A track as `spec` describes it, with its lists cut to the caps above, so that no
+    /// offer can make one track hold more than [`MAX_LAYERS`] packet caches.
     pub fn new(spec: &crate::api::PublishSpec) -> Self {
-        let layers = if spec.rids.is_empty() {
+        let rids: Vec<String> = spec
+            .rids
+            .iter()
+            .filter(|r| r.len() <= MAX_RID_LEN)
+            .take(MAX_LAYERS)
+            .cloned()
+            .collect();
+        let layers = if rids.is_empty() {
             vec![Layer::new(String::new())]
         } else {
-            spec.rids.iter().map(|r| Layer::new(r.clone())).collect()
+            rids.iter().map(|r| Layer::new(r.clone())).collect()
         };
+        let capped = |v: &[u32]| v.iter().copied().take(MAX_LAYERS).collect::<Vec<_>>();
         Self {
             id: spec.track,
             publisher: spec.peer,
             kind: spec.kind,
             mid: spec.mid.clone(),
-            rids: spec.rids.clone(),
-            announced_ssrcs: spec.ssrcs.clone(),
-            payload_types: spec.payload_types.clone(),
+            rids,
+            announced_ssrcs: capped(&spec.ssrcs),
+            payload_types: spec
+                .payload_types
+                .iter()
+                .copied()
+                .take(MAX_PAYLOAD_TYPES)
+                .collect(),
             ext: spec.ext,
-            rtx: spec.rtx.clone(),
-            rtx_ssrcs: spec.rtx_ssrcs.clone(),
+            rtx: spec.rtx.iter().copied().take(MAX_PAYLOAD_TYPES).collect(),
+            rtx_ssrcs: spec.rtx_ssrcs.iter().copied().take(MAX_LAYERS).collect(),
             layers,
             subs: Vec::new(),
             started: false,
@@ -781,6 +804,33 @@ pub fn is_keyframe(codec: CodecKind, payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_track_holds_at_most_max_layers_whatever_the_offer_lists() {
+        let spec = crate::api::PublishSpec {
+            peer: PeerId(1),
+            track: crate::api::TrackId(1),
+            kind: MediaKind::Video,
+            mid: "0".into(),
+            rids: (0..10_000).map(|i| format!("r{i}")).collect(),
+            ssrcs: (0..10_000).collect(),
+            payload_types: Vec::new(),
+            ext: Default::default(),
+            rtx: vec![(97, 96); 10_000],
+            rtx_ssrcs: vec![(1, 2); 10_000],
+        };
+        let t = Track::new(&spec);
+        assert_eq!(t.layers.len(), MAX_LAYERS);
+        assert_eq!(t.rids, ["r0", "r1", "r2", "r3"]);
+        assert_eq!(t.announced_ssrcs.len(), MAX_LAYERS);
+        assert_eq!(t.rtx_ssrcs.len(), MAX_LAYERS);
+        assert!(t.rtx.len() <= MAX_PAYLOAD_TYPES);
+        let long = crate::api::PublishSpec {
+            rids: vec!["x".repeat(300), "q".into()],
+            ..spec
+        };
+        assert_eq!(Track::new(&long).rids, ["q"]);
+    }
 
     #[test]
     fn munger_contiguous_across_switch() {

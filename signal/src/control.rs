@@ -106,7 +106,7 @@ impl Control {
         events: Option<mpsc::Sender<RoomEvent>>,
     ) -> (Control, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        let (media_up_tx, media_up) = tokio::sync::watch::channel(media.is_some());
+        let (media_up_tx, media_up) = tokio::sync::watch::channel(true);
         let (commands, media_events) = match media {
             Some(m) => (Some(m.commands), Some(m.events)),
             None => (None, None),
@@ -178,8 +178,8 @@ impl Control {
         rx.await.map_err(|_| ControlGone)
     }
 
-    /// Whether the media core is running (false once it has stopped; also false for a
-    /// control task started without one).
+    /// Whether the media core is running (false once it has stopped; a control task started
+    /// without one, for signalling alone, counts as up).
     pub fn media_up(&self) -> bool {
         *self.media_up.borrow()
     }

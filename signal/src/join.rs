@@ -81,14 +81,18 @@ fn sdk_from_name(s: &str) -> i32 {
 
 /// Decodes the `join_request` parameter: base64url (padded or not) of a WrappedJoinRequest.
 pub fn decode_join_request(param: &str) -> Result<pb::JoinRequest, JoinError> {
-    let bad = |m: String| JoinError::new(400, m);
+    // The client sees what was wrong, never the decoder's words (they are logged at debug).
+    let bad = |m: &'static str, detail: &dyn std::fmt::Display| {
+        tracing::debug!(%detail, "{m}");
+        JoinError::new(400, m)
+    };
     let trimmed = param.trim_end_matches('=');
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(trimmed)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
-        .map_err(|e| bad(format!("join_request is not base64: {e}")))?;
+        .map_err(|e| bad("invalid join_request: not base64", &e))?;
     let wrapped = pb::WrappedJoinRequest::decode(raw.as_slice())
-        .map_err(|e| bad(format!("join_request is not a WrappedJoinRequest: {e}")))?;
+        .map_err(|e| bad("invalid join_request: not a WrappedJoinRequest", &e))?;
     let body = match pb::wrapped_join_request::Compression::try_from(wrapped.compression) {
         Ok(pb::wrapped_join_request::Compression::None) => wrapped.join_request,
         Ok(pb::wrapped_join_request::Compression::Gzip) => {
@@ -96,16 +100,21 @@ pub fn decode_join_request(param: &str) -> Result<pb::JoinRequest, JoinError> {
             flate2::read::GzDecoder::new(wrapped.join_request.as_slice())
                 .take(MAX_JOIN_REQUEST as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| bad(format!("join_request gzip: {e}")))?;
+                .map_err(|e| bad("invalid join_request: bad gzip data", &e))?;
             out
         }
-        Err(_) => return Err(bad("join_request: unknown compression".into())),
+        Err(_) => {
+            return Err(bad(
+                "invalid join_request: unknown compression",
+                &wrapped.compression,
+            ));
+        }
     };
     if body.len() > MAX_JOIN_REQUEST {
-        return Err(bad("join_request is larger than 1 MiB".into()));
+        return Err(bad("invalid join_request: larger than 1 MiB", &body.len()));
     }
     pb::JoinRequest::decode(body.as_slice())
-        .map_err(|e| bad(format!("join_request is not a JoinRequest: {e}")))
+        .map_err(|e| bad("invalid join_request: not a JoinRequest", &e))
 }
 
 /// Checks the credentials and reads the join parameters of a signalling request.
@@ -138,8 +147,10 @@ pub fn parse_join(
             "no access token: send Authorization: Bearer <token> or access_token",
         )
     })?;
-    let claims = lkr_proto::token::verify(&token, keys)
-        .map_err(|e| JoinError::new(401, format!("invalid authorization token: {e}")))?;
+    let claims = lkr_proto::token::verify(&token, keys).map_err(|e| {
+        tracing::debug!(error = ?e, "join token refused");
+        JoinError::new(401, e.to_string())
+    })?;
     let video = claims.video();
     if !video.room_join {
         return Err(JoinError::new(

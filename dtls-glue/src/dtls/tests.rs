@@ -824,3 +824,142 @@ fn endpoints_and_certificates_can_move_between_threads() {
     assert_send_sync::<Certificate>();
     assert_send_sync::<Fingerprint>();
 }
+
+/// A plaintext handshake datagram of `count` one-byte fragments, at every other offset of a
+/// message `message_seq` of `length` bytes: well framed, never completing a message.
+fn gappy_fragments(message_seq: u16, length: u32, first_offset: u32, count: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..count as u32 {
+        let offset = first_offset + 2 * i;
+        body.push(11); // certificate
+        body.extend_from_slice(&length.to_be_bytes()[1..]);
+        body.extend_from_slice(&message_seq.to_be_bytes());
+        body.extend_from_slice(&offset.to_be_bytes()[1..]);
+        body.extend_from_slice(&[0, 0, 1, 0xab]);
+    }
+    // Record sequence numbers differ, or the stack's replay check would drop the repeats.
+    let record_seq = (u32::from(message_seq) << 16) | first_offset;
+    let mut datagram = vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0];
+    datagram.extend_from_slice(&record_seq.to_be_bytes());
+    datagram.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    datagram.extend_from_slice(&body);
+    datagram
+}
+
+#[test]
+fn fragment_ranges_merge_in_place() {
+    let mut m = wire::PeerMessages::default();
+    let span = |start, end| wire::FragmentSpan::new(7, 10, start, end);
+    for (s, e) in [(6, 8), (0, 2), (4, 5), (2, 3), (8, 10)] {
+        m.admit(&[span(s, e)]).unwrap();
+        assert!(!m.all_complete(&[span(0, 1)]));
+    }
+    m.admit(&[span(3, 6)]).unwrap();
+    assert!(m.all_complete(&[span(0, 1)]));
+}
+
+/// Feeds `server` the three floods a hostile peer can send with well-framed fragments: one
+/// message of the largest length in ever new one-byte pieces, one message within the length
+/// cap, and a new message_seq per datagram. Returns (refused, total time, slowest datagram).
+fn flood(server: &mut DtlsEndpoint, now: Instant) -> (usize, Duration, Duration) {
+    let mut datagrams = Vec::new();
+    for k in 0..1000u32 {
+        datagrams.push(gappy_fragments(16, (1 << 24) - 1, k * 120, 60));
+        datagrams.push(gappy_fragments(17, 30_000, (k % 200) * 120, 60));
+        datagrams.push(gappy_fragments(
+            (k % 2000) as u16 + 18,
+            30_000,
+            (k % 7) * 200,
+            60,
+        ));
+    }
+    let started = Instant::now();
+    let mut refused = 0;
+    let mut slowest = Duration::ZERO;
+    for datagram in &datagrams {
+        let one = Instant::now();
+        if matches!(
+            server.handle_receive(now, datagram),
+            Err(DtlsError::Malformed(_))
+        ) {
+            refused += 1;
+        }
+        slowest = slowest.max(one.elapsed());
+    }
+    (refused, started.elapsed(), slowest)
+}
+
+#[test]
+fn hostile_fragments_are_capped_and_cost_linear_time() {
+    // Before the caps, the first flood alone (1000 datagrams of 60 one-byte fragments of one
+    // message) took 20.9 s in this debug build, 258 ms for the slowest datagram: each fragment
+    // re-sorted every range of the message. That stalled every other peer of the media thread.
+    let mut link = Link::new(&SRTP_PROFILE_PREFERENCE, 0);
+    assert!(link.connect(&mut keep_all));
+    let (refused, total, slowest) = flood(&mut link.server, link.now);
+    // All but the first datagrams of at most MAX_TRACKED_MESSAGES messages are refused.
+    assert!(
+        refused >= 3000 - 2 * wire::MAX_TRACKED_MESSAGES,
+        "{refused}"
+    );
+    // Generous bounds for a debug build on a loaded machine.
+    assert!(total < Duration::from_millis(1500), "{total:?}");
+    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    // More fragments than a datagram may carry: refused.
+    assert!(matches!(
+        link.server
+            .handle_receive(link.now, &gappy_fragments(1, 30_000, 0, 100)),
+        Err(DtlsError::Malformed(_))
+    ));
+    // The peer's own association is unharmed.
+    link.client.send_application_data(b"still up").unwrap();
+    link.pump(&mut keep_all);
+    assert_eq!(
+        link.server_events.last(),
+        Some(&DtlsEvent::ApplicationData(b"still up".to_vec()))
+    );
+}
+
+#[test]
+fn hostile_fragments_during_the_handshake_cost_linear_time() {
+    // The server has the client's first flight and runs its DTLS stack; the flood follows.
+    let mut link = Link::new(&SRTP_PROFILE_PREFERENCE, 0);
+    while let Some(datagram) = link.client.poll_transmit() {
+        link.server.handle_receive(link.now, &datagram).unwrap();
+    }
+    assert!(link.server.poll_transmit().is_some());
+    let (refused, total, slowest) = flood(&mut link.server, link.now);
+    assert!(
+        refused >= 3000 - 2 * wire::MAX_TRACKED_MESSAGES,
+        "{refused}"
+    );
+    assert!(total < Duration::from_millis(1500), "{total:?}");
+    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+}
+
+#[test]
+fn hostile_fragments_before_the_handshake_cost_linear_time() {
+    // A server still waiting for its first ClientHello, flooded with fragments of one.
+    let mut link = Link::new(&SRTP_PROFILE_PREFERENCE, 0);
+    let started = Instant::now();
+    for k in 0..2000u32 {
+        let mut datagram = gappy_fragments(0, 16_000, (k % 100) * 120, 60);
+        // As ClientHello fragments (type 1), which the collector reassembles.
+        let mut at = 13;
+        while at < datagram.len() {
+            datagram[at] = 1;
+            at += 13;
+        }
+        let _ = link.server.handle_receive(link.now, &datagram);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        link.server
+            .handle_receive(link.now, &gappy_fragments(0, 16_000, 1, 1)),
+        Err(DtlsError::Malformed(_))
+    ));
+}

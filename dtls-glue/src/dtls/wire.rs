@@ -31,6 +31,26 @@ const MAX_CLIENT_HELLO_LEN: usize = 16 * 1024;
 /// The most datagram bytes held while waiting for a whole first ClientHello.
 const MAX_BUFFERED_BYTES: usize = 32 * 1024;
 
+// Caps on what a peer's handshake fragments can make the endpoint (and the DTLS stack behind
+// it, which keeps every fragment it is given and rescans them all on each one) hold or do. A
+// WebRTC handshake has about eight messages of at most a few KB, each in a few fragments,
+// repeated a handful of times when datagrams are lost; anything beyond these is refused
+// before the stack sees it, so one peer's datagrams cost time linear in their size.
+
+/// Plaintext handshake fragments in one datagram.
+const MAX_FRAGMENTS_PER_DATAGRAM: usize = 64;
+/// Fragments of one handshake message over the association's life, repeats included.
+pub(super) const MAX_FRAGMENTS_PER_MESSAGE: u32 = 64;
+/// Largest handshake message (a certificate chain of a WebRTC peer is far smaller).
+const MAX_MESSAGE_LEN: u32 = 32 * 1024;
+/// Fragment bytes of one handshake message over the association's life, repeats included.
+const MAX_MESSAGE_BYTES: u32 = 4 * MAX_MESSAGE_LEN;
+/// Distinct handshake messages (message_seq) tracked; more are refused.
+pub(super) const MAX_TRACKED_MESSAGES: usize = 16;
+/// Encrypted handshake records (the peer's Finished and its repeats) over the association's
+/// life; the stack parses those itself, so they are only counted.
+pub(super) const MAX_ENCRYPTED_HANDSHAKE_RECORDS: u32 = 32;
+
 /// Why a datagram was refused before it reached the DTLS stack.
 pub(super) type Malformed = &'static str;
 
@@ -113,6 +133,18 @@ pub(super) struct FragmentSpan {
     end: u32,
 }
 
+#[cfg(test)]
+impl FragmentSpan {
+    pub(super) fn new(message_seq: u16, length: u32, start: u32, end: u32) -> Self {
+        Self {
+            message_seq,
+            length,
+            start,
+            end,
+        }
+    }
+}
+
 fn u24(bytes: &[u8]) -> u32 {
     bytes
         .iter()
@@ -134,6 +166,13 @@ pub(super) fn fragments(body: &[u8]) -> Result<Vec<Fragment<'_>>, Malformed> {
         let fragment_len = u24(&header[9..12]);
         if u64::from(offset) + u64::from(fragment_len) > u64::from(length) {
             return Err("handshake fragment beyond its message");
+        }
+        if length > MAX_MESSAGE_LEN {
+            return Err("handshake message too large");
+        }
+        if fragment_len == 0 && length != 0 {
+            // Carries nothing, yet the DTLS stack would keep it and rescan it forever.
+            return Err("empty handshake fragment");
         }
         let end = HANDSHAKE_HEADER_LEN + fragment_len as usize;
         let fragment_body = rest
@@ -160,6 +199,8 @@ pub(super) struct Scan {
     pub(super) only_plaintext_handshake: bool,
     /// The first plaintext alert, as (level, description).
     pub(super) alert: Option<(u8, u8)>,
+    /// Encrypted (epoch > 0) handshake records.
+    pub(super) encrypted_handshake: u32,
 }
 
 /// Screens a datagram (see [`records`]) and lists its plaintext handshake fragments and alert.
@@ -174,11 +215,17 @@ pub(super) fn scan(datagram: &[u8]) -> Result<Scan, Malformed> {
             scan.only_plaintext_handshake = false;
         }
         if record.epoch != 0 {
+            if record.content_type == HANDSHAKE {
+                scan.encrypted_handshake += 1;
+            }
             continue;
         }
         match record.content_type {
             HANDSHAKE => {
                 for fragment in fragments(record.body)? {
+                    if scan.fragments.len() == MAX_FRAGMENTS_PER_DATAGRAM {
+                        return Err("too many handshake fragments in one datagram");
+                    }
                     scan.fragments.push(fragment.span());
                 }
             }
@@ -193,22 +240,24 @@ pub(super) fn scan(datagram: &[u8]) -> Result<Scan, Malformed> {
     Ok(scan)
 }
 
-/// Sorted, merged byte ranges of one message received so far.
-#[derive(Debug, Default)]
+/// Sorted, disjoint, non-touching byte ranges of one message received so far. Its length is
+/// bounded by the fragments a message may have ([`MAX_FRAGMENTS_PER_MESSAGE`]), and adding a
+/// range costs time linear in it: no sorting, no new allocation once grown.
+#[derive(Debug, Default, Clone)]
 struct Ranges(Vec<(u32, u32)>);
 
 impl Ranges {
     fn add(&mut self, start: u32, end: u32) {
-        self.0.push((start, end));
-        self.0.sort_unstable();
-        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.0.len());
-        for &(start, end) in &self.0 {
-            match merged.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
+        // Ranges [first, past) overlap or touch [start, end]; they merge into one.
+        let first = self.0.partition_point(|r| r.1 < start);
+        let past = self.0.partition_point(|r| r.0 <= end);
+        if first >= past {
+            self.0.insert(first, (start, end));
+        } else {
+            let merged = (start.min(self.0[first].0), end.max(self.0[past - 1].1));
+            self.0[first] = merged;
+            self.0.drain(first + 1..past);
         }
-        self.0 = merged;
     }
 
     fn covers(&self, length: u32) -> bool {
@@ -216,45 +265,79 @@ impl Ranges {
     }
 }
 
-/// How many of the peer's handshake messages are tracked; a WebRTC handshake has about eight.
-const MAX_TRACKED_MESSAGES: usize = 32;
+/// One of the peer's handshake messages: what arrived of it, and what it cost so far.
+#[derive(Debug, Clone)]
+struct TrackedMessage {
+    seq: u16,
+    length: u32,
+    ranges: Ranges,
+    fragments: u32,
+    bytes: u32,
+}
 
 /// The peer's plaintext handshake messages received so far, to tell a repeated flight
-/// (RFC 6347 §4.2.4) from new data, however the peer fragments its retransmission.
-#[derive(Debug, Default)]
-pub(super) struct PeerMessages(Vec<(u16, u32, Ranges)>);
+/// (RFC 6347 §4.2.4) from new data however the peer fragments its retransmission, and to
+/// hold the peer to the fragment caps above.
+#[derive(Debug, Default, Clone)]
+pub(super) struct PeerMessages(Vec<TrackedMessage>);
 
 impl PeerMessages {
     /// Whether every fragment belongs to a message already received whole.
     pub(super) fn all_complete(&self, fragments: &[FragmentSpan]) -> bool {
         fragments.iter().all(|fragment| {
-            self.0.iter().any(|(seq, length, ranges)| {
-                *seq == fragment.message_seq && *length == fragment.length && ranges.covers(*length)
+            self.0.iter().any(|m| {
+                m.seq == fragment.message_seq
+                    && m.length == fragment.length
+                    && m.ranges.covers(m.length)
             })
         })
     }
 
-    /// Notes the fragments of a datagram.
-    pub(super) fn record(&mut self, fragments: &[FragmentSpan]) {
-        for fragment in fragments {
-            let tracked = self.0.len();
-            match self
-                .0
-                .iter_mut()
-                .find(|(seq, _, _)| *seq == fragment.message_seq)
-            {
-                Some((_, length, ranges)) if *length == fragment.length => {
-                    ranges.add(fragment.start, fragment.end);
-                }
-                Some(_) => {}
-                None if tracked < MAX_TRACKED_MESSAGES => {
-                    let mut ranges = Ranges::default();
-                    ranges.add(fragment.start, fragment.end);
-                    self.0.push((fragment.message_seq, fragment.length, ranges));
-                }
-                None => {}
-            }
+    /// Notes the fragments of a datagram, or refuses the datagram whole (noting nothing) if
+    /// one of them goes past a cap.
+    pub(super) fn admit(&mut self, fragments: &[FragmentSpan]) -> Result<(), Malformed> {
+        if fragments.is_empty() {
+            return Ok(());
         }
+        let mut next = self.clone();
+        for fragment in fragments {
+            next.note(fragment)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    fn note(&mut self, fragment: &FragmentSpan) -> Result<(), Malformed> {
+        let index = match self.0.iter().position(|m| m.seq == fragment.message_seq) {
+            Some(index) => index,
+            None if self.0.len() < MAX_TRACKED_MESSAGES => {
+                self.0.push(TrackedMessage {
+                    seq: fragment.message_seq,
+                    length: fragment.length,
+                    ranges: Ranges::default(),
+                    fragments: 0,
+                    bytes: 0,
+                });
+                self.0.len() - 1
+            }
+            None => return Err("too many handshake messages"),
+        };
+        let message = &mut self.0[index];
+        message.fragments += 1;
+        message.bytes = message
+            .bytes
+            .saturating_add(fragment.end.saturating_sub(fragment.start));
+        if message.fragments > MAX_FRAGMENTS_PER_MESSAGE {
+            return Err("too many fragments of one handshake message");
+        }
+        if message.bytes > MAX_MESSAGE_BYTES {
+            return Err("too many bytes of one handshake message");
+        }
+        // A fragment claiming another length for the message counts, but adds no range.
+        if message.length == fragment.length {
+            message.ranges.add(fragment.start, fragment.end);
+        }
+        Ok(())
     }
 }
 
@@ -579,7 +662,7 @@ mod tests {
             assert!(scan.only_plaintext_handshake);
             // The second half of a new message is not a repeat.
             assert!(!peer.all_complete(&scan.fragments));
-            peer.record(&scan.fragments);
+            peer.admit(&scan.fragments).unwrap();
         }
         // The same message again, cut differently, is a repeat.
         let retry = [
@@ -600,7 +683,7 @@ mod tests {
         ))
         .unwrap();
         assert!(!peer.all_complete(&resized.fragments));
-        peer.record(&resized.fragments);
+        peer.admit(&resized.fragments).unwrap();
         assert!(!peer.all_complete(&resized.fragments));
         assert!(peer.all_complete(&retry.fragments));
     }

@@ -80,6 +80,8 @@ pub struct Limits {
     pub max_track_name_length: usize,
     /// Longest participant name, in bytes (LiveKit's `limit.max_participant_name_length`).
     pub max_participant_name_length: usize,
+    /// Longest identity, in bytes (LiveKit's `limit.max_participant_identity_length`).
+    pub max_participant_identity_length: usize,
     /// Audio tracks received at once (LiveKit's `limit.subscription_limit_audio`; 0: no limit).
     pub subscription_limit_audio: usize,
     /// Video tracks received at once (LiveKit's `limit.subscription_limit_video`; 0: no limit).
@@ -93,6 +95,7 @@ impl Default for Limits {
             num_tracks: 0,
             max_track_name_length: 256,
             max_participant_name_length: 256,
+            max_participant_identity_length: 256,
             subscription_limit_audio: 0,
             subscription_limit_video: 0,
         }
@@ -648,6 +651,12 @@ impl Machine {
 
     /// The sizes a join brings in (token and join request) against the limits.
     fn check_join(&self, j: &Join) -> Result<(), RoomError> {
+        let max_identity = self.config.limits.max_participant_identity_length;
+        if max_identity > 0 && j.identity.len() > max_identity {
+            return Err(RoomError::LimitExceeded(format!(
+                "participant identity is longer than {max_identity} bytes"
+            )));
+        }
         let max_name = self.config.limits.max_participant_name_length;
         if max_name > 0 && j.claims.name.len() > max_name {
             return Err(RoomError::LimitExceeded(format!(
