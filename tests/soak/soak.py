@@ -64,6 +64,13 @@ def main() -> int:
     ap.add_argument("--cli", default=os.environ.get("LIVEKIT_CLI_BIN", str(ROOT / "target/release/livekit-cli")))
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run that is warm-up")
+    ap.add_argument(
+        "--warmup-subscribers",
+        type=int,
+        default=0,
+        help="during warm-up, rounds with this many subscribers (a heavier load brings the "
+        "server's buffer pools and allocator to their working size sooner)",
+    )
     ap.add_argument("--subscribers", type=int, default=6)
     ap.add_argument("--media-seconds", type=int, default=10)
     args = ap.parse_args()
@@ -101,12 +108,16 @@ def main() -> int:
         while time.monotonic() < end:
             n += 1
             room = f"soak-{n}"
+            warming = time.monotonic() < warmup_end
+            subscribers = (
+                args.warmup_subscribers if warming and args.warmup_subscribers else args.subscribers
+            )
             cp = subprocess.run(
                 [
                     args.cli, "--url", url, "--dev", "--json", "perf", "load-test",
                     "--room", room, "--duration", f"{args.media_seconds}s",
                     "--video-publishers", "1", "--audio-publishers", "1",
-                    "--subscribers", str(args.subscribers), "--num-per-second", "10",
+                    "--subscribers", str(subscribers), "--num-per-second", "10",
                     "--identity-prefix", f"r{n}-",
                 ],
                 capture_output=True,
@@ -118,7 +129,7 @@ def main() -> int:
             except ValueError:
                 report = {"unparsed": cp.stdout[-500:], "stderr": cp.stderr[-500:]}
             joined = report.get("joined")
-            want = args.subscribers + 2
+            want = subscribers + 2
             ok = (
                 cp.returncode == 0
                 and joined == want
@@ -133,7 +144,12 @@ def main() -> int:
             while rooms(url, args.cli) > 0 and time.monotonic() < closed_by:
                 time.sleep(0.2)
             now = time.monotonic()
-            sample = (now - start, rss_bytes(server.pid), fds(server.pid), now >= warmup_end)
+            # The fewest fds of three looks, so that a request still closing is not counted.
+            open_fds = []
+            for _ in range(3):
+                open_fds.append(fds(server.pid))
+                time.sleep(0.3)
+            sample = (now - start, rss_bytes(server.pid), min(open_fds), now >= warmup_end)
             samples.append(sample)
             print(
                 json.dumps(
