@@ -18,4 +18,4 @@ pub mod engine;
 pub mod forward;
 
 pub use api::*;
-pub use engine::{Drops, Engine, Transmit};
+pub use engine::{Drops, Engine, Relay, Transmit};
