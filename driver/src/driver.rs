@@ -400,17 +400,14 @@ impl Shard {
         what: Handoff,
         bytes: &[u8],
     ) {
-        match to_peers.get_mut(usize::from(to)).and_then(Option::as_mut) {
-            Some(p) => {
-                if p.push(what, bytes) {
-                    *wake |= 1 << to;
-                } else {
-                    stats.handoff_dropped.fetch_add(1, Relaxed);
-                }
-            }
-            None => {
-                stats.handoff_dropped.fetch_add(1, Relaxed);
-            }
+        let pushed = to_peers
+            .get_mut(usize::from(to))
+            .and_then(Option::as_mut)
+            .is_some_and(|p| p.push(what, bytes));
+        if pushed {
+            *wake |= 1 << to;
+        } else {
+            stats.handoff_dropped.fetch_add(1, Relaxed);
         }
     }
 
