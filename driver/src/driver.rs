@@ -385,7 +385,9 @@ impl Shard {
             if self.addrs.len() >= ADDR_ROUTES && !self.addrs.contains_key(&from) {
                 self.addrs.clear();
             }
-            self.addrs.insert(from, s);
+            if self.addrs.insert(from, s) != Some(s) {
+                tracing::debug!(%from, shard = self.index, to = s, "source handed to its shard");
+            }
             return Some(s);
         }
         self.addrs.get(&from).copied()

@@ -98,6 +98,7 @@ impl Placement {
                 }
                 let shard = self.place(config.group);
                 self.load[usize::from(shard)] += 1;
+                tracing::debug!(?peer, group = config.group, shard, "peer placed");
                 self.announce(&config.local_ufrag, Some(shard), out);
                 self.peers.insert(
                     peer,
@@ -194,6 +195,7 @@ impl Placement {
                 {
                     let count = &mut t.subs[usize::from(shard)];
                     if *count == 0 && shard != t.owner {
+                        tracing::debug!(track = ?spec.track, owner = t.owner, shard, "track mirrored");
                         out.push((
                             shard,
                             ShardMsg::Mirror {
