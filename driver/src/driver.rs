@@ -737,6 +737,22 @@ mod tests {
     }
 
     #[test]
+    fn shards_share_one_port_and_stop_together() {
+        let mut config = DriverConfig::new("127.0.0.1:0".parse().unwrap());
+        config.shards = 2;
+        let Media { handle, mut events } = spawn(config).expect("spawned");
+        let port = handle.candidate_port();
+        assert_ne!(port, 0);
+        // Both shards hold the port; a socket outside the group cannot take it.
+        assert!(UdpSocket::bind(("127.0.0.1", port)).is_err());
+        let peer = PeerId(1);
+        assert_eq!(handle.send(Command::RemovePeer { peer }), Ok(()));
+        // The control plane hangs up: the router ends, then every shard, then the events.
+        drop(handle);
+        assert!(events.blocking_recv().is_none(), "the core stopped");
+    }
+
+    #[test]
     fn a_full_command_channel_is_reported_not_waited_for() {
         let (tx, mut rx) = mpsc::channel(1);
         let handle = MediaHandle {
