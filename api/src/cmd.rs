@@ -42,6 +42,13 @@ pub struct Args {
     /// UDP port for media (one port for every participant).
     #[arg(long, env = "UDP_PORT")]
     pub udp_port: Option<String>,
+    /// Media shards: threads, each with its own engine and socket on the media port
+    /// (0: one per core). Overrides `rtc.shards`.
+    #[arg(long, env = "LIVEKIT_RTC_SHARDS")]
+    pub rtc_shards: Option<usize>,
+    /// Overrides `rtc.shard_spill`.
+    #[arg(long, env = "LIVEKIT_RTC_SHARD_SPILL")]
+    pub rtc_shard_spill: Option<u32>,
     /// Address to listen on (repeatable).
     #[arg(long)]
     pub bind: Vec<String>,
@@ -105,6 +112,8 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         region: args.region.clone(),
         keys: args.keys.clone(),
         key_file: args.key_file.clone(),
+        shards: args.rtc_shards,
+        shard_spill: args.rtc_shard_spill,
     };
     let settings = Settings::resolve(&config, &overrides)?;
     init_logging(&settings.log_level, settings.log_json);
@@ -170,11 +179,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         [one] => *one,
         _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     };
-    let media = lkr_driver::spawn(lkr_driver::DriverConfig::new(SocketAddr::new(
-        udp_ip,
-        settings.udp_port.start,
-    )))
-    .with_context(|| {
+    let mut driver =
+        lkr_driver::DriverConfig::new(SocketAddr::new(udp_ip, settings.udp_port.start));
+    driver.shards = settings.shards;
+    driver.spill = settings.shard_spill;
+    let media = lkr_driver::spawn(driver).with_context(|| {
         format!(
             "cannot open the media UDP port {udp_ip}:{}",
             settings.udp_port.start
@@ -266,6 +275,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         bind = ?s.bind,
         port = s.http_port,
         rtc_udp = %media.handle.local_addr,
+        shards = s.shards,
         node_ip = %node_ip,
         keys = s.keys.len(),
         dev = s.development,

@@ -95,6 +95,11 @@ type Opaque = Option<Value>;
 #[serde(default, deny_unknown_fields)]
 pub struct RtcConfig {
     pub udp_port: Option<PortRange>,
+    /// Media shards (0: one per core; absent: 1).
+    pub shards: Option<usize>,
+    /// How many more peers a room's home shard may hold than the least loaded one before
+    /// the room spreads over shards.
+    pub shard_spill: Option<u32>,
     pub tcp_port: Option<u16>,
     pub port_range_start: Option<u16>,
     pub port_range_end: Option<u16>,
@@ -368,6 +373,8 @@ const SUPPORTED: &[&str] = &[
     "port",
     "bind_addresses",
     "rtc.udp_port",
+    "rtc.shards",
+    "rtc.shard_spill",
     "rtc.node_ip",
     "keys",
     "key_file",
@@ -526,6 +533,8 @@ pub struct Overrides {
     pub region: Option<String>,
     pub keys: Option<String>,
     pub key_file: Option<PathBuf>,
+    pub shards: Option<usize>,
+    pub shard_spill: Option<u32>,
 }
 
 /// Caps on what one client may make the server hold or do. LiveKit's names where LiveKit has
@@ -718,6 +727,9 @@ pub struct Settings {
     pub bind: Vec<IpAddr>,
     pub http_port: u16,
     pub udp_port: PortRange,
+    /// Media shards, resolved (at least 1).
+    pub shards: usize,
+    pub shard_spill: u32,
     pub node_ip: Option<IpAddr>,
     pub region: String,
     pub keys: BTreeMap<String, String>,
@@ -883,6 +895,15 @@ impl Settings {
             bind,
             http_port: port,
             udp_port,
+            shards: match o.shards.or(config.rtc.shards).unwrap_or(1) {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            }
+            .min(lkr_driver::MAX_SHARDS),
+            shard_spill: o
+                .shard_spill
+                .or(config.rtc.shard_spill)
+                .unwrap_or(lkr_driver::DEFAULT_SPILL),
             node_ip,
             region: o
                 .region
@@ -1140,6 +1161,27 @@ limit:
         assert_eq!(s.bind, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.udp_port.start, 7882);
         assert_eq!(s.log_level, "debug");
+    }
+
+    #[test]
+    fn shards_from_file_and_flags() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let s = Settings::resolve(&Config::default(), &dev).unwrap();
+        assert_eq!((s.shards, s.shard_spill), (1, lkr_driver::DEFAULT_SPILL));
+        let (c, unsupported) = Config::load("rtc:\n  shards: 3\n  shard_spill: 5\n").unwrap();
+        assert!(unsupported.is_empty(), "{unsupported:?}");
+        let s = Settings::resolve(&c, &dev).unwrap();
+        assert_eq!((s.shards, s.shard_spill), (3, 5));
+        let o = Overrides {
+            shards: Some(0),
+            ..dev
+        };
+        let s = Settings::resolve(&c, &o).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.shards, cores, "0 means one per core");
     }
 
     #[test]

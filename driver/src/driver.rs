@@ -1,17 +1,23 @@
-//! The media thread: owns the UDP socket and the [`Engine`], passes it time, datagrams and
-//! commands, sends what it produces and hands its events to the control plane.
+//! The media threads: each shard owns a UDP socket on the media port and an [`Engine`],
+//! passes it time, datagrams, commands and what the other shards hand it, sends what it
+//! produces and hands its events to the control plane. A router thread sends each command
+//! to the shard(s) it concerns.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use lkr_dtls_glue::cert::Certificate;
-use lkr_sfu::{Command, Engine, Event, Transmit};
-use tokio::sync::mpsc;
+use lkr_sfu::{Command, Engine, Event, PublishSpec, Relay, TrackId, Transmit};
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, mpsc};
 
 use crate::batch::{BATCH, RecvBatch, SendBatch};
+use crate::ring::{self, Consumer, Handoff, Producer};
+use crate::router::Router;
 use crate::stats::MediaStats;
 
 /// How often the per-peer drop table is published.
@@ -30,15 +36,23 @@ pub struct DriverConfig {
     pub command_capacity: usize,
     /// Events that may wait for the control plane.
     pub event_capacity: usize,
+    /// Media shards: threads, each with its own engine and its own socket on `addr`
+    /// (`SO_REUSEPORT` when more than one). Capped at 64.
+    pub shards: usize,
+    /// How many more peers a room's home shard may hold than the least loaded shard before
+    /// the room's next peers go to other shards (its fan-out then crosses shards).
+    pub spill: u32,
 }
 
 impl DriverConfig {
-    /// Default capacities on `addr`.
+    /// Default capacities on `addr`, one shard.
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
             command_capacity: 4096,
             event_capacity: 4096,
+            shards: 1,
+            spill: crate::router::DEFAULT_SPILL,
         }
     }
 }
@@ -58,11 +72,12 @@ pub enum SendError {
 /// clone.
 #[derive(Debug, Clone)]
 pub struct MediaHandle {
-    /// Commands to the media thread (bounded; prefer [`MediaHandle::send`]).
+    /// Commands to the media core (bounded; prefer [`MediaHandle::send`]). A sharded core
+    /// routes each to the shard(s) of its peer or track.
     pub commands: mpsc::Sender<Command>,
     /// Our DTLS fingerprint for SDP: (`sha-256`, `AB:CD:…`).
     pub fingerprint: (String, String),
-    /// The bound UDP address.
+    /// The bound UDP address (every shard's).
     pub local_addr: SocketAddr,
     /// What the core dropped.
     pub stats: Arc<MediaStats>,
@@ -82,7 +97,7 @@ impl MediaHandle {
         }
     }
 
-    /// The UDP port to advertise in ICE candidates.
+    /// The UDP port to advertise in ICE candidates (the same for every shard).
     pub fn candidate_port(&self) -> u16 {
         self.local_addr.port()
     }
@@ -92,46 +107,130 @@ impl MediaHandle {
 #[derive(Debug)]
 pub struct Media {
     pub handle: MediaHandle,
-    /// Events from the media thread (bounded).
+    /// Events from the media threads (bounded).
     pub events: mpsc::Receiver<Event>,
 }
 
-/// Binds the socket and starts the media thread.
+/// Binds `n` sockets on `addr` (with `SO_REUSEPORT` when `n > 1`; port 0 picks one port
+/// for all).
+fn bind(addr: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if n <= 1 {
+        let s = UdpSocket::bind(addr)?;
+        s.set_nonblocking(true)?;
+        return Ok(vec![s]);
+    }
+    let mut out: Vec<UdpSocket> = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        let s: UdpSocket = s.into();
+        if at.port() == 0 {
+            at = s.local_addr()?;
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Binds the socket(s) and starts the media thread(s).
 pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
-    let socket = UdpSocket::bind(config.addr)?;
-    socket.set_nonblocking(true)?;
-    let local_addr = socket.local_addr()?;
+    let n = config.shards.clamp(1, crate::router::MAX_SHARDS);
+    let sockets = bind(config.addr, n)?;
+    let local_addr = sockets[0].local_addr()?;
     let cert = Certificate::generate().map_err(|e| std::io::Error::other(e.to_string()))?;
-    let engine = Engine::new(cert);
-    let fingerprint = engine.fingerprint();
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
-    let stats = Arc::new(MediaStats::default());
-    let thread_stats = stats.clone();
-    std::thread::Builder::new()
-        .name("media".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("media runtime: {e}");
-                    return;
-                }
+    let stats = Arc::new(MediaStats::new(n));
+    // One waker per shard and one for the router.
+    let wakers: Arc<[Notify]> = (0..=n).map(|_| Notify::new()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // A ring per ordered pair of shards; about 1024 slots (1.5 kB each) into each shard in
+    // all, at least 64 per ring: 3 MB for 2 shards, 47 MB for 16.
+    let ring_slots = (1024 / n.saturating_sub(1).max(1)).clamp(64, 1024);
+    let mut producers: Vec<Vec<Option<Producer>>> = (0..n).map(|_| Vec::new()).collect();
+    let mut consumers: Vec<Vec<Consumer>> = (0..n).map(|_| Vec::new()).collect();
+    for (from, row) in producers.iter_mut().enumerate() {
+        for (to, inbox) in consumers.iter_mut().enumerate() {
+            if from == to {
+                row.push(None);
+            } else {
+                let (p, c) = ring::ring(ring_slots);
+                row.push(Some(p));
+                inbox.push(c);
+            }
+        }
+    }
+    let mut fingerprint = None;
+    let mut shard_tx = Vec::with_capacity(n);
+    for (index, ((socket, to_peers), from_peers)) in sockets
+        .into_iter()
+        .zip(producers)
+        .zip(consumers)
+        .enumerate()
+    {
+        let engine = Engine::new(cert.clone());
+        fingerprint.get_or_insert_with(|| engine.fingerprint());
+        let (tx, rx) = mpsc::channel(config.command_capacity.max(1));
+        shard_tx.push(tx);
+        let events = EventOut {
+            tx: ev_tx.clone(),
+            overflow: VecDeque::new(),
+            stats: stats.clone(),
+        };
+        let (wakers, stop, stats) = (wakers.clone(), stop.clone(), stats.clone());
+        let name = if n == 1 {
+            "media".to_string()
+        } else {
+            format!("media-{index}")
+        };
+        std::thread::Builder::new().name(name).spawn(move || {
+            let shard = Shard {
+                index: index as u8,
+                engine,
+                to_peers,
+                from_peers,
+                wakers,
+                wake: 0,
+                ufrags: FxHashMap::default(),
+                addrs: FxHashMap::default(),
+                stop,
+                tx: SendBatch::default(),
+                out: Vec::with_capacity(BATCH),
+                stats,
             };
-            rt.block_on(run(socket, engine, cmd_rx, ev_tx, thread_stats));
+            on_runtime(shard.run(socket, rx, events))
         })?;
+    }
+    drop(ev_tx);
+    let router = Router::new(shard_tx, config.spill);
+    let (rw, rs) = (wakers.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("media-router".into())
+        .spawn(move || on_runtime(router.run(cmd_rx, rw, n, rs)))?;
     Ok(Media {
         handle: MediaHandle {
             commands: cmd_tx,
-            fingerprint,
+            fingerprint: fingerprint.unwrap_or_default(),
             local_addr,
             stats,
         },
         events: ev_rx,
     })
+}
+
+/// Runs `f` to its end on a single-threaded runtime of this thread.
+fn on_runtime(f: impl Future<Output = ()>) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => tracing::error!("media runtime: {e}"),
+    }
 }
 
 /// Sends what the engine produced, a batch per system call, while at least `min` datagrams
@@ -237,89 +336,330 @@ impl EventOut {
     }
 }
 
-async fn run(
-    socket: UdpSocket,
-    mut engine: Engine,
-    mut commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+/// What the router tells a shard.
+#[derive(Debug)]
+pub(crate) enum ShardMsg {
+    /// A control-plane command for this shard's engine.
+    Command(Command),
+    /// Datagrams naming `ufrag` belong to shard `shard` (`None`: forget it).
+    Ufrag { ufrag: String, shard: Option<u8> },
+    /// Mirror a track that shard `owner` publishes.
+    Mirror { spec: Box<PublishSpec>, owner: u8 },
+    /// Start or stop handing an owned track's packets to shard `to`.
+    Relay { track: TrackId, to: u8, on: bool },
+}
+
+/// Learned source-address routes kept per shard at most (cleared when full; they are
+/// learned again from the next STUN check).
+const ADDR_ROUTES: usize = 1 << 16;
+
+/// One media shard: a thread with its own engine and socket, rings to and from the other
+/// shards.
+struct Shard {
+    index: u8,
+    engine: Engine,
+    /// Rings to the other shards, by shard index (`None` at our own).
+    to_peers: Vec<Option<Producer>>,
+    from_peers: Vec<Consumer>,
+    /// Every shard's waker, and the router's last.
+    wakers: Arc<[Notify]>,
+    /// Shards (bit each) we handed something to since we last woke them.
+    wake: u64,
+    /// The shard of each other shard's peer, by local ufrag.
+    ufrags: FxHashMap<String, u8>,
+    /// Source addresses whose datagrams land on our socket but belong to another shard.
+    addrs: FxHashMap<SocketAddr, u8>,
+    stop: Arc<AtomicBool>,
+    tx: SendBatch,
+    out: Vec<Transmit>,
     stats: Arc<MediaStats>,
-) {
-    let socket = match tokio::net::UdpSocket::from_std(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("media socket: {e}");
+}
+
+impl Shard {
+    /// The other shard that a datagram we do not own belongs to, if any.
+    fn owner_of(&mut self, from: SocketAddr, d: &[u8]) -> Option<u8> {
+        if matches!(d.first(), Some(0..=3))
+            && let Some(s) = lkr_ice::stun_username_str(d)
+                .and_then(|u| u.split(':').next())
+                .and_then(|local| self.ufrags.get(local).copied())
+        {
+            if self.addrs.len() >= ADDR_ROUTES && !self.addrs.contains_key(&from) {
+                self.addrs.clear();
+            }
+            if self.addrs.insert(from, s) != Some(s) {
+                tracing::debug!(%from, shard = self.index, to = s, "source handed to its shard");
+            }
+            return Some(s);
+        }
+        self.addrs.get(&from).copied()
+    }
+
+    /// Puts one hand-off in the ring to shard `to`; counts it when the ring is full.
+    fn hand_off(
+        to_peers: &mut [Option<Producer>],
+        wake: &mut u64,
+        stats: &MediaStats,
+        to: u8,
+        what: Handoff,
+        bytes: &[u8],
+    ) {
+        let pushed = to_peers
+            .get_mut(usize::from(to))
+            .and_then(Option::as_mut)
+            .is_some_and(|p| p.push(what, bytes));
+        if pushed {
+            *wake |= 1 << to;
+        } else {
+            stats.handoff_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Moves the engine's relays into the rings of the shards they are for.
+    fn relay(&mut self) {
+        if !self.engine.has_relays() {
             return;
         }
-    };
-    let mut rx = RecvBatch::default();
-    let mut tx = SendBatch::default();
-    let mut out: Vec<Transmit> = Vec::with_capacity(BATCH);
-    let mut events = EventOut {
-        tx: events,
-        overflow: VecDeque::new(),
-        stats: stats.clone(),
-    };
-    let mut next_stats = Instant::now() + STATS_INTERVAL;
-    loop {
-        let deadline = engine
-            .poll_timeout()
-            .map_or(next_stats, |t| t.min(next_stats));
-        let waiting = !events.overflow.is_empty();
-        tokio::select! {
-            biased;
-            cmd = commands.recv() => {
-                let Some(cmd) = cmd else { break };
-                engine.handle_command(Instant::now(), cmd);
-                while let Ok(cmd) = commands.try_recv() {
-                    engine.handle_command(Instant::now(), cmd);
-                }
+        let Shard {
+            engine,
+            to_peers,
+            wake,
+            stats,
+            ..
+        } = self;
+        engine.drain_relays(|r, bytes| {
+            let (to, what) = match *r {
+                Relay::Media { to, track, layer } => (to, Handoff::Media { track, layer }),
+                Relay::SenderReport {
+                    to,
+                    track,
+                    layer,
+                    ntp,
+                    rtp_ts,
+                } => (
+                    to,
+                    Handoff::SenderReport {
+                        track,
+                        layer,
+                        ntp,
+                        rtp_ts,
+                    },
+                ),
+                Relay::Keyframe { to, track, layer } => (to, Handoff::Keyframe { track, layer }),
+            };
+            let mut bits = to;
+            while bits != 0 {
+                let s = bits.trailing_zeros() as u8;
+                bits &= bits - 1;
+                Self::hand_off(to_peers, wake, stats, s, what, bytes);
             }
-            r = socket.readable() => {
-                if r.is_ok() {
-                    match rx.recv(&socket) {
-                        Ok(_) => rx.for_each(|from, d| {
-                            engine.handle_receive(Instant::now(), from, d);
-                            // A batch's worth goes out at once, so buffers return to the
-                            // pool before the next packet's fan-out.
-                            if engine.pending_transmits() >= BATCH {
-                                flush(&mut engine, &socket, &mut tx, &mut out, &stats, BATCH);
-                            }
-                        }),
-                        Err(e) => tracing::debug!("media recv: {e}"),
+        });
+    }
+
+    /// One datagram from our socket: ours, or handed to the shard it belongs to.
+    fn on_datagram(&mut self, socket: &tokio::net::UdpSocket, from: SocketAddr, d: &mut [u8]) {
+        if self.to_peers.len() > 1
+            && !self.engine.owns(from, d)
+            && let Some(s) = self.owner_of(from, d)
+        {
+            let Shard {
+                to_peers,
+                wake,
+                stats,
+                ..
+            } = self;
+            Self::hand_off(to_peers, wake, stats, s, Handoff::Datagram { from }, d);
+            return;
+        }
+        self.engine.handle_receive(Instant::now(), from, d);
+        self.after_input(socket);
+    }
+
+    /// Relays what the last input produced and sends a batch once there is one.
+    fn after_input(&mut self, socket: &tokio::net::UdpSocket) {
+        self.relay();
+        // A batch's worth goes out at once, so buffers return to the pool before the next
+        // packet's fan-out.
+        if self.engine.pending_transmits() >= BATCH {
+            flush(
+                &mut self.engine,
+                socket,
+                &mut self.tx,
+                &mut self.out,
+                &self.stats,
+                BATCH,
+            );
+        }
+    }
+
+    /// Takes what the other shards handed us, at most a ring's worth each; `true` when some
+    /// ring may still hold more.
+    fn drain_rings(&mut self, socket: &tokio::net::UdpSocket) -> bool {
+        let mut more = false;
+        for i in 0..self.from_peers.len() {
+            let mut budget = 1024;
+            loop {
+                if budget == 0 {
+                    more = true;
+                    break;
+                }
+                budget -= 1;
+                let engine = &mut self.engine;
+                let took = self.from_peers[i].pop(|what, bytes| {
+                    let now = Instant::now();
+                    match what {
+                        Handoff::Datagram { from } => engine.handle_receive(now, from, bytes),
+                        Handoff::Media { track, layer } => {
+                            engine.handle_relayed(now, track, layer, bytes)
+                        }
+                        Handoff::SenderReport {
+                            track,
+                            layer,
+                            ntp,
+                            rtp_ts,
+                        } => engine.handle_relayed_report(now, track, layer, ntp, rtp_ts),
+                        Handoff::Keyframe { track, layer } => {
+                            engine.handle_relayed_keyframe(now, track, layer)
+                        }
+                    }
+                });
+                if !took {
+                    break;
+                }
+                self.after_input(socket);
+            }
+        }
+        more
+    }
+
+    fn on_message(&mut self, msg: ShardMsg) {
+        let now = Instant::now();
+        match msg {
+            ShardMsg::Command(cmd) => self.engine.handle_command(now, cmd),
+            ShardMsg::Ufrag { ufrag, shard } => match shard {
+                Some(s) if s != self.index => {
+                    self.ufrags.insert(ufrag, s);
+                }
+                _ => {
+                    self.ufrags.remove(&ufrag);
+                }
+            },
+            ShardMsg::Mirror { spec, owner } => self.engine.add_mirror(&spec, owner),
+            ShardMsg::Relay { track, to, on } => self.engine.set_relay(track, to, on),
+        }
+        self.relay();
+    }
+
+    /// Wakes the shards we handed something to.
+    fn wake_others(&mut self) {
+        while self.wake != 0 {
+            let s = self.wake.trailing_zeros() as usize;
+            self.wake &= self.wake - 1;
+            self.wakers[s].notify_one();
+        }
+    }
+
+    async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut inbox: mpsc::Receiver<ShardMsg>,
+        mut events: EventOut,
+    ) {
+        let socket = match tokio::net::UdpSocket::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("media socket: {e}");
+                self.halt();
+                return;
+            }
+        };
+        let mut rx = RecvBatch::default();
+        let mut next_stats = Instant::now() + STATS_INTERVAL;
+        let wakers = self.wakers.clone();
+        let me = &wakers[usize::from(self.index)];
+        loop {
+            let deadline = self
+                .engine
+                .poll_timeout()
+                .map_or(next_stats, |t| t.min(next_stats));
+            let waiting = !events.overflow.is_empty();
+            tokio::select! {
+                biased;
+                msg = inbox.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_message(msg);
+                    while let Ok(msg) = inbox.try_recv() {
+                        self.on_message(msg);
                     }
                 }
-            }
-            permit = events.tx.reserve(), if waiting => {
-                match (permit, events.overflow.pop_front()) {
-                    (Ok(p), Some(e)) => p.send(e),
-                    (Err(_), _) => break,
-                    _ => {}
+                _ = me.notified() => {}
+                r = socket.readable() => {
+                    if r.is_ok() {
+                        match rx.recv(&socket) {
+                            Ok(_) => rx.for_each(|from, d| self.on_datagram(&socket, from, d)),
+                            Err(e) => tracing::debug!("media recv: {e}"),
+                        }
+                    }
                 }
+                permit = events.tx.reserve(), if waiting => {
+                    match (permit, events.overflow.pop_front()) {
+                        (Ok(p), Some(e)) => p.send(e),
+                        (Err(_), _) => break,
+                        _ => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            if self.stop.load(Relaxed) {
+                break;
+            }
+            self.stats.wakeups.fetch_add(1, Relaxed);
+            if !self.from_peers.is_empty() && self.drain_rings(&socket) {
+                // More waits: come round again without sleeping.
+                me.notify_one();
+            }
+            // Timers run even while the socket stays readable.
+            let now = Instant::now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+                self.relay();
+            }
+            flush(
+                &mut self.engine,
+                &socket,
+                &mut self.tx,
+                &mut self.out,
+                &self.stats,
+                1,
+            );
+            self.wake_others();
+            if !events.drain() {
+                break;
+            }
+            let mut open = true;
+            while let Some(e) = self.engine.poll_event() {
+                open &= events.push(e);
+            }
+            if !open {
+                break;
+            }
+            if now >= next_stats {
+                next_stats = now + STATS_INTERVAL;
+                let i = usize::from(self.index);
+                self.stats.store_engine(i, &self.engine.drops);
+                self.stats.store_traffic(i, &self.engine.traffic);
+                let engine = &self.engine;
+                self.stats
+                    .try_store_per_peer(i, |v| engine.unsent_by_peer(v));
+            }
         }
-        stats.wakeups.fetch_add(1, Relaxed);
-        // Timers run even while the socket stays readable.
-        let now = Instant::now();
-        if engine.poll_timeout().is_some_and(|t| t <= now) {
-            engine.handle_timeout(now);
-        }
-        flush(&mut engine, &socket, &mut tx, &mut out, &stats, 1);
-        if !events.drain() {
-            break;
-        }
-        let mut open = true;
-        while let Some(e) = engine.poll_event() {
-            open &= events.push(e);
-        }
-        if !open {
-            break;
-        }
-        if now >= next_stats {
-            next_stats = now + STATS_INTERVAL;
-            stats.store_engine(&engine.drops);
-            stats.store_traffic(&engine.traffic);
-            stats.try_store_per_peer(|v| engine.unsent_by_peer(v));
+        self.halt();
+    }
+
+    /// Stops every shard and the router: one stopped shard stops the media core.
+    fn halt(&self) {
+        self.stop.store(true, Relaxed);
+        for w in self.wakers.iter() {
+            w.notify_one();
         }
     }
 }
@@ -334,7 +674,7 @@ mod tests {
         let out = EventOut {
             tx,
             overflow: VecDeque::new(),
-            stats: Arc::new(MediaStats::default()),
+            stats: Arc::new(MediaStats::new(1)),
         };
         (out, rx)
     }
@@ -395,6 +735,22 @@ mod tests {
         );
         drop(rx);
         assert!(!ev.push(data(4)), "a closed channel stops the thread");
+    }
+
+    #[test]
+    fn shards_share_one_port_and_stop_together() {
+        let mut config = DriverConfig::new("127.0.0.1:0".parse().unwrap());
+        config.shards = 2;
+        let Media { handle, mut events } = spawn(config).expect("spawned");
+        let port = handle.candidate_port();
+        assert_ne!(port, 0);
+        // Both shards hold the port; a socket outside the group cannot take it.
+        assert!(UdpSocket::bind(("127.0.0.1", port)).is_err());
+        let peer = PeerId(1);
+        assert_eq!(handle.send(Command::RemovePeer { peer }), Ok(()));
+        // The control plane hangs up: the router ends, then every shard, then the events.
+        drop(handle);
+        assert!(events.blocking_recv().is_none(), "the core stopped");
     }
 
     #[test]

@@ -16,7 +16,10 @@
 pub mod alloc_count;
 pub mod batch;
 mod driver;
+pub mod ring;
+mod router;
 mod stats;
 
 pub use driver::{DriverConfig, Media, MediaHandle, SendError, spawn};
+pub use router::{DEFAULT_SPILL, MAX_SHARDS};
 pub use stats::{MediaStats, StatsSnapshot};

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use lkr_sfu::{Drops, PeerId, Traffic};
 
-/// What the media core dropped, counted since it started.
-#[derive(Debug, Default)]
+/// What the media core dropped, counted since it started (summed over its shards).
+#[derive(Debug)]
 pub struct MediaStats {
     /// Commands refused because the command channel was full (counted by the sender).
     pub commands_rejected: AtomicU64,
@@ -23,11 +23,21 @@ pub struct MediaStats {
     pub send_dropped: AtomicU64,
     /// Datagrams refused for another reason (e.g. no route).
     pub send_failed: AtomicU64,
-    /// Wake-ups of the media thread.
+    /// Wake-ups of the media threads.
     pub wakeups: AtomicU64,
-    engine: EngineCounters,
-    traffic: TrafficCounters,
-    per_peer: Mutex<Vec<(PeerId, u64)>>,
+    /// Hand-offs between shards (datagrams, relayed packets) dropped because the ring to
+    /// the other shard was full.
+    pub handoff_dropped: AtomicU64,
+    /// One set per shard.
+    engine: Vec<EngineCounters>,
+    traffic: Vec<TrafficCounters>,
+    per_peer: Vec<Mutex<Vec<(PeerId, u64)>>>,
+}
+
+impl Default for MediaStats {
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,9 +79,10 @@ pub struct StatsSnapshot {
     pub send_dropped: u64,
     pub send_failed: u64,
     pub wakeups: u64,
+    pub handoff_dropped: u64,
     /// The engine's own counters (bad input, late packets, unsent datagrams).
     pub engine: Drops,
-    /// What the engine forwarded and heard.
+    /// What the engines forwarded and heard, summed over shards.
     pub traffic: Traffic,
     /// Datagrams dropped at the socket per peer (subscriber), as of the last second; peers
     /// with none are left out.
@@ -79,9 +90,28 @@ pub struct StatsSnapshot {
 }
 
 impl MediaStats {
-    /// Copies the engine's traffic counters (called by the media thread).
-    pub(crate) fn store_traffic(&self, t: &Traffic) {
-        let c = &self.traffic;
+    /// Counters for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        let n = shards.max(1);
+        Self {
+            commands_rejected: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+            events_deferred: AtomicU64::new(0),
+            send_dropped: AtomicU64::new(0),
+            send_failed: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
+            handoff_dropped: AtomicU64::new(0),
+            engine: (0..n).map(|_| EngineCounters::default()).collect(),
+            traffic: (0..n).map(|_| TrafficCounters::default()).collect(),
+            per_peer: (0..n).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// Copies shard `shard`'s traffic counters (called by its media thread).
+    pub(crate) fn store_traffic(&self, shard: usize, t: &Traffic) {
+        let Some(c) = self.traffic.get(shard) else {
+            return;
+        };
         c.rtp_in.store(t.rtp_in, Relaxed);
         c.rtp_in_bytes.store(t.rtp_in_bytes, Relaxed);
         c.rtp_out.store(t.rtp_out, Relaxed);
@@ -92,9 +122,11 @@ impl MediaStats {
         c.pli_out.store(t.pli_out, Relaxed);
     }
 
-    /// Copies the engine's counters (called by the media thread).
-    pub(crate) fn store_engine(&self, d: &Drops) {
-        let e = &self.engine;
+    /// Copies shard `shard`'s engine counters (called by its media thread).
+    pub(crate) fn store_engine(&self, shard: usize, d: &Drops) {
+        let Some(e) = self.engine.get(shard) else {
+            return;
+        };
         e.unknown_source.store(d.unknown_source, Relaxed);
         e.bad_stun.store(d.bad_stun, Relaxed);
         e.dtls_error.store(d.dtls_error, Relaxed);
@@ -112,8 +144,12 @@ impl MediaStats {
     }
 
     /// Replaces the per-peer table unless a reader holds it (the media thread never waits).
-    pub(crate) fn try_store_per_peer(&self, fill: impl FnOnce(&mut Vec<(PeerId, u64)>)) {
-        if let Ok(mut v) = self.per_peer.try_lock() {
+    pub(crate) fn try_store_per_peer(
+        &self,
+        shard: usize,
+        fill: impl FnOnce(&mut Vec<(PeerId, u64)>),
+    ) {
+        if let Some(Ok(mut v)) = self.per_peer.get(shard).map(Mutex::try_lock) {
             v.clear();
             fill(&mut v);
         }
@@ -121,7 +157,40 @@ impl MediaStats {
 
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let e = &self.engine;
+        let mut engine = Drops::default();
+        for e in &self.engine {
+            engine.unknown_source += e.unknown_source.load(Relaxed);
+            engine.bad_stun += e.bad_stun.load(Relaxed);
+            engine.dtls_error += e.dtls_error.load(Relaxed);
+            engine.srtp_error += e.srtp_error.load(Relaxed);
+            engine.replayed += e.replayed.load(Relaxed);
+            engine.malformed_rtp += e.malformed_rtp.load(Relaxed);
+            engine.unknown_ssrc += e.unknown_ssrc.load(Relaxed);
+            engine.unknown_first_byte += e.unknown_first_byte.load(Relaxed);
+            engine.padding += e.padding.load(Relaxed);
+            engine.late += e.late.load(Relaxed);
+            engine.unsent += e.unsent.load(Relaxed);
+            engine.nack_duplicate += e.nack_duplicate.load(Relaxed);
+            engine.nack_over_cap += e.nack_over_cap.load(Relaxed);
+            engine.nack_over_rate += e.nack_over_rate.load(Relaxed);
+        }
+        let mut traffic = Traffic::default();
+        for t in &self.traffic {
+            traffic.rtp_in += t.rtp_in.load(Relaxed);
+            traffic.rtp_in_bytes += t.rtp_in_bytes.load(Relaxed);
+            traffic.rtp_out += t.rtp_out.load(Relaxed);
+            traffic.rtp_out_bytes += t.rtp_out_bytes.load(Relaxed);
+            traffic.rtx_out += t.rtx_out.load(Relaxed);
+            traffic.nack_in += t.nack_in.load(Relaxed);
+            traffic.pli_in += t.pli_in.load(Relaxed);
+            traffic.pli_out += t.pli_out.load(Relaxed);
+        }
+        let mut unsent_by_peer = Vec::new();
+        for m in &self.per_peer {
+            if let Ok(v) = m.lock() {
+                unsent_by_peer.extend_from_slice(&v);
+            }
+        }
         StatsSnapshot {
             commands_rejected: self.commands_rejected.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
@@ -129,33 +198,10 @@ impl MediaStats {
             send_dropped: self.send_dropped.load(Relaxed),
             send_failed: self.send_failed.load(Relaxed),
             wakeups: self.wakeups.load(Relaxed),
-            engine: Drops {
-                unknown_source: e.unknown_source.load(Relaxed),
-                bad_stun: e.bad_stun.load(Relaxed),
-                dtls_error: e.dtls_error.load(Relaxed),
-                srtp_error: e.srtp_error.load(Relaxed),
-                replayed: e.replayed.load(Relaxed),
-                malformed_rtp: e.malformed_rtp.load(Relaxed),
-                unknown_ssrc: e.unknown_ssrc.load(Relaxed),
-                unknown_first_byte: e.unknown_first_byte.load(Relaxed),
-                padding: e.padding.load(Relaxed),
-                late: e.late.load(Relaxed),
-                unsent: e.unsent.load(Relaxed),
-                nack_duplicate: e.nack_duplicate.load(Relaxed),
-                nack_over_cap: e.nack_over_cap.load(Relaxed),
-                nack_over_rate: e.nack_over_rate.load(Relaxed),
-            },
-            traffic: Traffic {
-                rtp_in: self.traffic.rtp_in.load(Relaxed),
-                rtp_in_bytes: self.traffic.rtp_in_bytes.load(Relaxed),
-                rtp_out: self.traffic.rtp_out.load(Relaxed),
-                rtp_out_bytes: self.traffic.rtp_out_bytes.load(Relaxed),
-                rtx_out: self.traffic.rtx_out.load(Relaxed),
-                nack_in: self.traffic.nack_in.load(Relaxed),
-                pli_in: self.traffic.pli_in.load(Relaxed),
-                pli_out: self.traffic.pli_out.load(Relaxed),
-            },
-            unsent_by_peer: self.per_peer.lock().map(|v| v.clone()).unwrap_or_default(),
+            handoff_dropped: self.handoff_dropped.load(Relaxed),
+            engine,
+            traffic,
+            unsent_by_peer,
         }
     }
 }

@@ -65,6 +65,16 @@ pub struct PeerConfig {
     pub remote_fingerprint: RemoteFingerprint,
     /// Data channels the server opens itself once SCTP is up (dual-PC subscriber side).
     pub open_channels: Vec<ChannelSpec>,
+    /// The group (room) the transport belongs to, [`group_key`] of its name: a sharded
+    /// driver keeps a group's peers together on one shard while that shard has room.
+    pub group: u64,
+}
+
+/// The group key of a room name (FNV-1a, stable across runs).
+pub fn group_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A data channel the server opens.

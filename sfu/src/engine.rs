@@ -73,6 +73,37 @@ pub struct Traffic {
     pub pli_out: u64,
 }
 
+/// Work for another shard of a sharded driver, queued by [`Engine`] and taken with
+/// [`Engine::drain_relays`]. `to` names the shards (a bit each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// A media packet of an owned track (plain RTP, the bytes passed along) for the shards
+    /// that mirror it.
+    Media { to: u64, track: TrackId, layer: u8 },
+    /// The publisher's sender report of one layer, for the mirrors' subscribers.
+    SenderReport {
+        to: u64,
+        track: TrackId,
+        layer: u8,
+        ntp: u64,
+        rtp_ts: u32,
+    },
+    /// A mirror's subscribers want a keyframe: for the shard that owns the track.
+    Keyframe {
+        to: u64,
+        track: TrackId,
+        layer: Option<u8>,
+    },
+}
+
+/// Relays waiting for the driver, with the packet bytes of `Media` items in one reused
+/// buffer (no allocation per packet once it has grown).
+#[derive(Default)]
+struct RelayOut {
+    items: Vec<(Relay, u32, u32)>,
+    bytes: Vec<u8>,
+}
+
 /// Why packets were dropped, counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drops {
@@ -195,6 +226,7 @@ pub struct Engine {
     reports_since_loss: u32,
     /// The first instant the engine saw; arrival times are counted from it.
     epoch: Option<Instant>,
+    relays: RelayOut,
     pub drops: Drops,
     /// What was forwarded and heard.
     pub traffic: Traffic,
@@ -310,6 +342,7 @@ impl Engine {
             loss: Vec::new(),
             reports_since_loss: 0,
             epoch: None,
+            relays: RelayOut::default(),
             drops: Drops::default(),
             traffic: Traffic::default(),
             limits: MediaLimits::default(),
@@ -1053,7 +1086,11 @@ impl Engine {
         let Some(t) = tracks.get_mut(&tid) else {
             return;
         };
-        if !t.started {
+        if layer >= t.layers.len() {
+            self.drops.malformed_rtp += 1;
+            return;
+        }
+        if !t.started && t.mirror.is_none() {
             t.started = true;
             events.push_back(Event::TrackStarted { track: tid });
         }
@@ -1062,7 +1099,18 @@ impl Engine {
             return;
         };
         let seq = view.sequence();
-        if t.kind == MediaKind::Audio
+        if t.relay_to != 0 {
+            let start = self.relays.bytes.len() as u32;
+            self.relays.bytes.extend_from_slice(pkt);
+            let relay = Relay::Media {
+                to: t.relay_to,
+                track: tid,
+                layer: layer as u8,
+            };
+            self.relays.items.push((relay, start, pkt.len() as u32));
+        }
+        if t.mirror.is_none()
+            && t.kind == MediaKind::Audio
             && t.ext.audio_level != 0
             && let Some((_, level)) = view
                 .extension(t.ext.audio_level)
@@ -1072,7 +1120,10 @@ impl Engine {
         }
         let missing = t.layers[layer].missing.len();
         let ext = t.layers[layer].on_packet(seq, now);
-        if t.layers[layer].missing.len() > missing {
+        if t.mirror.is_some() {
+            // Upstream loss is the owning shard's to repair.
+            t.layers[layer].missing.clear();
+        } else if t.layers[layer].missing.len() > missing {
             let first = now + NACK_DELAY;
             self.next_nack = Some(self.next_nack.map_or(first, |n| n.min(first)));
         }
@@ -1310,6 +1361,16 @@ impl Engine {
             return;
         };
         l.last_sr = Some((ntp, now));
+        if t.relay_to != 0 {
+            let relay = Relay::SenderReport {
+                to: t.relay_to,
+                track: tid,
+                layer: layer as u8,
+                ntp,
+                rtp_ts,
+            };
+            self.relays.items.push((relay, 0, 0));
+        }
         let mut reports = std::mem::take(&mut self.rtcp.reports);
         reports.clear();
         reports.extend(
@@ -1375,7 +1436,7 @@ impl Engine {
     fn send_receiver_reports(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.rtcp.blocks);
         due.clear();
-        for t in self.tracks.values_mut() {
+        for t in self.tracks.values_mut().filter(|t| t.mirror.is_none()) {
             for b in t.layers.iter_mut().filter_map(|l| l.report(now)) {
                 let loss = f32::from(b.fraction_lost) / 256.0;
                 match self.loss.iter_mut().find(|(p, _)| *p == t.publisher) {
@@ -1475,6 +1536,32 @@ impl Engine {
             return;
         }
         let publisher = t.publisher;
+        if let Some(owner) = t.mirror {
+            // Throttled here as well, so that a thousand subscribers make one request.
+            let due = t
+                .layers
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| layer.is_none_or(|x| x == *i))
+                .fold(false, |due, (_, l)| {
+                    let d = l
+                        .last_pli
+                        .is_none_or(|at| now.saturating_duration_since(at) >= PLI_INTERVAL);
+                    if d {
+                        l.last_pli = Some(now);
+                    }
+                    due || d
+                });
+            if due {
+                let relay = Relay::Keyframe {
+                    to: 1 << owner,
+                    track: tid,
+                    layer: layer.map(|l| l as u8),
+                };
+                self.relays.items.push((relay, 0, 0));
+            }
+            return;
+        }
         let mut ssrcs: [Option<u32>; 4] = [None; 4];
         for (i, l) in t.layers.iter_mut().enumerate().take(4) {
             if layer.is_some_and(|x| x != i) {
@@ -1664,5 +1751,81 @@ impl Engine {
     /// Number of peers.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Whether this engine is the one to handle a datagram from `from`: the address passed
+    /// an ICE check here, or it is STUN whose USERNAME names one of this engine's peers.
+    pub fn owns(&self, from: SocketAddr, buf: &[u8]) -> bool {
+        self.by_addr.contains_key(&from)
+            || matches!(buf.first(), Some(0..=3))
+                && lkr_ice::stun_username_str(buf)
+                    .and_then(|u| u.split(':').next())
+                    .is_some_and(|local| self.by_ufrag.contains_key(local))
+    }
+
+    /// Adds a mirror of a track that shard `owner` publishes: subscribers of this engine
+    /// subscribe to it as to any track; its packets come from [`Engine::handle_relayed`].
+    pub fn add_mirror(&mut self, spec: &crate::api::PublishSpec, owner: u8) {
+        let mut t = Track::new(spec);
+        t.mirror = Some(owner);
+        self.tracks.entry(spec.track).or_insert(t);
+    }
+
+    /// Starts (or stops) handing an owned track's packets to shard `shard`.
+    pub fn set_relay(&mut self, track: TrackId, shard: u8, on: bool) {
+        if let Some(t) = self.tracks.get_mut(&track)
+            && t.mirror.is_none()
+            && shard < 64
+        {
+            if on {
+                t.relay_to |= 1 << shard;
+            } else {
+                t.relay_to &= !(1 << shard);
+            }
+        }
+    }
+
+    /// A packet of a mirrored track, relayed by its owner (plain RTP).
+    pub fn handle_relayed(&mut self, now: Instant, track: TrackId, layer: u8, pkt: &[u8]) {
+        if self.tracks.get(&track).is_some_and(|t| t.mirror.is_some()) {
+            self.forward(now, track, usize::from(layer), pkt);
+        }
+    }
+
+    /// A sender report of a mirrored track, relayed by its owner.
+    pub fn handle_relayed_report(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        layer: u8,
+        ntp: u64,
+        rtp_ts: u32,
+    ) {
+        if self.tracks.get(&track).is_some_and(|t| t.mirror.is_some()) {
+            self.forward_sender_report(now, track, usize::from(layer), ntp, rtp_ts);
+        }
+    }
+
+    /// A keyframe request from a shard that mirrors an owned track.
+    pub fn handle_relayed_keyframe(&mut self, now: Instant, track: TrackId, layer: Option<u8>) {
+        if self.tracks.get(&track).is_some_and(|t| t.mirror.is_none()) {
+            self.request_keyframe(now, track, layer.map(usize::from));
+        }
+    }
+
+    /// Hands every queued [`Relay`] (with its packet bytes, empty for reports and requests)
+    /// to `f`, oldest first, and forgets them.
+    pub fn drain_relays(&mut self, mut f: impl FnMut(&Relay, &[u8])) {
+        for (r, start, len) in &self.relays.items {
+            let (start, len) = (*start as usize, *len as usize);
+            f(r, &self.relays.bytes[start..start + len]);
+        }
+        self.relays.items.clear();
+        self.relays.bytes.clear();
+    }
+
+    /// Whether relays wait for [`Engine::drain_relays`].
+    pub fn has_relays(&self) -> bool {
+        !self.relays.items.is_empty()
     }
 }

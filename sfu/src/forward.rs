@@ -639,6 +639,11 @@ pub struct Track {
     pub subs: Vec<Subscription>,
     pub started: bool,
     pub audio: AudioLevels,
+    /// A copy of a track published on another shard (the shard's index): it is fed the
+    /// packets that shard relays and asks it for keyframes; it reports nothing upstream.
+    pub mirror: Option<u8>,
+    /// Shards (bit per shard) that hold a mirror of this track and get its packets.
+    pub relay_to: u64,
 }
 
 /// Audio levels of one track over the current interval (LiveKit's rule: speaking when louder
@@ -723,6 +728,8 @@ impl Track {
             subs: Vec::new(),
             started: false,
             audio: AudioLevels::default(),
+            mirror: None,
+            relay_to: 0,
         }
     }
 

@@ -18,4 +18,4 @@ pub mod engine;
 pub mod forward;
 
 pub use api::*;
-pub use engine::{Drops, Engine, Traffic, Transmit};
+pub use engine::{Drops, Engine, Relay, Traffic, Transmit};

@@ -169,6 +169,7 @@ impl Sim {
                         value: fp.to_sdp_value(),
                     },
                     open_channels: Vec::new(),
+                    group: 0,
                 },
             },
         );

@@ -458,6 +458,7 @@ impl Participant {
                     value: r.fingerprint.1,
                 },
                 open_channels: t.open_channels.clone(),
+                group: lkr_sfu::group_key(&self.room),
             },
         });
         t.added = true;
