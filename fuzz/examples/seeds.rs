@@ -1,0 +1,167 @@
+//! Writes the seeds that are made by the project's own writers rather than taken from
+//! captures: RTP and RTCP packets, a DTLS ClientHello flight, small Ogg/Opus and IVF files.
+//!
+//!     cargo run --manifest-path fuzz/Cargo.toml --example seeds
+//!
+//! Seeds go to `fuzz/seeds/<target>/`, named by what they hold.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use lkr_dtls_glue::dtls::{DtlsEndpoint, Role};
+use lkr_rtp::{ReportBlock, RtpWriter, TwccBuilder};
+// Built like the fuzz targets (scripts/fuzz), so it needs the coverage callbacks.
+use libfuzzer_sys as _;
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
+    std::fs::create_dir_all(&dir).expect("seed directory");
+    std::fs::write(dir.join(name), data).expect("seed file");
+}
+
+fn rtp() {
+    let mut buf = [0u8; 1500];
+    // VP8 keyframe start with mid, transport-cc and audio-level style one-byte extensions.
+    let n = RtpWriter::write_header(
+        &mut buf,
+        true,
+        96,
+        1000,
+        90_000,
+        0x1122_3344,
+        &[(1, b"0"), (3, &[0x01, 0x02]), (4, b"f")],
+    )
+    .unwrap();
+    let payload = [0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+    buf[n..n + payload.len()].copy_from_slice(&payload);
+    let mut seed = vec![0x13];
+    seed.extend_from_slice(&buf[..n + payload.len()]);
+    write("rtp", "vp8-keyframe-one-byte-ext", &seed);
+
+    // Opus with a two-byte extension block and padding.
+    let n =
+        RtpWriter::write_header(&mut buf, false, 111, 7, 960, 42, &[(20, &[0x7f; 20])]).unwrap();
+    let mut packet = buf[..n].to_vec();
+    packet.extend_from_slice(&[0xfc, 0xff, 0xfe, 0, 0, 3]);
+    packet[0] |= 0x20;
+    let mut seed = vec![0x80];
+    seed.extend_from_slice(&packet);
+    write("rtp", "opus-two-byte-ext-padding", &seed);
+
+    // RTX: original sequence number before the payload.
+    let n = RtpWriter::write_header(&mut buf, false, 97, 5, 3000, 43, &[]).unwrap();
+    let mut seed = vec![0x01];
+    seed.extend_from_slice(&buf[..n]);
+    seed.extend_from_slice(&[0x03, 0xe8, 0x90, 0x00, 0x00]);
+    write("rtp", "rtx-no-ext", &seed);
+}
+
+fn rtcp() {
+    let mut out = vec![0u8; 1500];
+    let block = ReportBlock {
+        ssrc: 2,
+        fraction_lost: 10,
+        cumulative_lost: 3,
+        highest_seq: 70_000,
+        jitter: 5,
+        lsr: 6,
+        dlsr: 7,
+    };
+    let mut n =
+        lkr_rtp::write_sender_report(&mut out, 1, 1 << 40, 90_000, 10, 1000, &[block]).unwrap();
+    n += lkr_rtp::write_sdes_cname(&mut out[n..], 1, "cname-x").unwrap();
+    write("rtcp", "sr-sdes", &out[..n]);
+
+    let mut n = lkr_rtp::write_receiver_report(&mut out, 1, &[block]).unwrap();
+    n += lkr_rtp::write_nack(&mut out[n..], 1, 2, &[10, 11, 13, 40, 41]).unwrap();
+    n += lkr_rtp::write_pli(&mut out[n..], 1, 2).unwrap();
+    write("rtcp", "rr-nack-pli", &out[..n]);
+
+    let mut n = lkr_rtp::write_remb(&mut out, 1, 1_500_000, &[2, 3]).unwrap();
+    n += lkr_rtp::write_fir(&mut out[n..], 1, 2, 1).unwrap();
+    write("rtcp", "remb-fir", &out[..n]);
+
+    let mut twcc = TwccBuilder::new();
+    for (i, seq) in [1u16, 2, 3, 5, 8, 9, 200].iter().enumerate() {
+        twcc.push(*seq, 1_000_000 + 250 * i as i64 * i as i64);
+    }
+    let n = twcc.write(&mut out, 1, 2).unwrap().unwrap();
+    write("rtcp", "twcc", &out[..n]);
+}
+
+fn dtls() {
+    let server = lkr_dtls_glue::cert::Certificate::generate().unwrap();
+    let client_cert = lkr_fuzz::peer_certificate();
+    let now = Instant::now();
+    let mut client = DtlsEndpoint::new(
+        Role::Client,
+        client_cert,
+        server.fingerprint(),
+        "192.0.2.1:7882".parse().unwrap(),
+        now,
+    )
+    .unwrap();
+    let flight: Vec<Vec<u8>> = std::iter::from_fn(|| client.poll_transmit()).collect();
+    write(
+        "dtls",
+        "client-hello",
+        &lkr_fuzz::join_frames(flight.iter().map(Vec::as_slice)),
+    );
+    // The same flight twice with a timer firing between: a repeated ClientHello.
+    let mut twice: Vec<&[u8]> = flight.iter().map(Vec::as_slice).collect();
+    twice.push(&[]);
+    twice.extend(flight.iter().map(Vec::as_slice));
+    write(
+        "dtls",
+        "client-hello-repeated",
+        &lkr_fuzz::join_frames(twice),
+    );
+}
+
+fn ogg() {
+    use lkr_cli::media::ogg::OggOpusWriter;
+    let mut file = Cursor::new(Vec::new());
+    {
+        let mut w = OggOpusWriter::new(&mut file, 2).unwrap();
+        // TOC 0xfc: CELT 20 ms stereo, one frame.
+        for i in 1..=3u64 {
+            w.write_packet(&[0xfc, 0xff, 0xfe, i as u8], 960 * i)
+                .unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let mut seed = vec![0u8];
+    seed.extend_from_slice(file.get_ref());
+    write("ogg", "opus-3-packets", &seed);
+}
+
+fn ivf() {
+    use lkr_cli::media::ivf::IvfWriter;
+    use lkr_client::Codec;
+    for (codec, name, key) in [
+        (Codec::Vp8, "vp8", vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]),
+        (Codec::Vp9, "vp9", vec![0x82, 0x49, 0x83, 0x42, 0x00]),
+        (Codec::Av1, "av1", vec![0x12, 0x00, 0x0a, 0x0a, 0x00]),
+    ] {
+        let mut file = Cursor::new(Vec::new());
+        {
+            let mut w = IvfWriter::new(&mut file, codec, 64, 48, 30).unwrap();
+            w.write_frame(&key, 0).unwrap();
+            w.write_frame(&[0x31, 0x00, 0x00], 1).unwrap();
+            w.write_frame(&key, 2).unwrap();
+            w.finish(Some((64, 48))).unwrap();
+        }
+        write("ivf", name, file.get_ref());
+    }
+}
+
+fn main() {
+    rtp();
+    rtcp();
+    dtls();
+    ogg();
+    ivf();
+}
