@@ -1,13 +1,13 @@
 //! The `join_request` query parameter (base64 of a WrappedJoinRequest, possibly gzip) and the
 //! whole join query as `parse_join` reads it behind a valid token.
 //!
-//! First byte: 0 gives the rest to `decode_join_request` as text; 1 wraps the rest as a
-//! gzip-compressed WrappedJoinRequest (reaching the decompression and the JoinRequest
-//! decoder); 2 wraps it uncompressed; anything else appends the rest as the query string of
-//! a `/rtc/v1` request carrying a valid token.
+//! First byte: 0 gives the rest to `decode_join_request` as text; 1 wraps the rest as an
+//! uncompressed WrappedJoinRequest (reaching the JoinRequest decoder and what `parse_join`
+//! takes from it); 2 wraps the rest as the gzip stream of a WrappedJoinRequest (reaching the
+//! decompression and its size limit); anything else appends the rest as the query string of
+//! a signalling request carrying a valid token.
 #![no_main]
 
-use std::io::Write;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
@@ -22,20 +22,14 @@ fn token() -> &'static str {
 }
 
 fn wrapped(body: &[u8], gzip: bool) -> String {
-    let join_request = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(body).expect("to memory");
-        enc.finish().expect("to memory")
+    let compression = if gzip {
+        pb::wrapped_join_request::Compression::Gzip
     } else {
-        body.to_vec()
+        pb::wrapped_join_request::Compression::None
     };
     let w = pb::WrappedJoinRequest {
-        compression: if gzip {
-            pb::wrapped_join_request::Compression::Gzip as i32
-        } else {
-            pb::wrapped_join_request::Compression::None as i32
-        },
-        join_request,
+        compression: compression as i32,
+        join_request: body.to_vec(),
     };
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(w.encode_to_vec())
 }
@@ -52,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 | 2 => {
-            let param = wrapped(rest, mode == 1);
+            let param = wrapped(rest, mode == 2);
             let _ = decode_join_request(&param);
             let query = format!("access_token={}&join_request={param}", token());
             let _ = parse_join(SignalPath::V1, &HeaderView::default(), Some(&query), &keys);

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             if let Some(seq) = lkr_rtp::parse_transport_cc(value) {
                 arrival += i64::from(ctl) * 1000;
                 twcc.push(seq, arrival);
-                twcc.push(seq.wrapping_add(u16::from(ctl) << 8), arrival);
+                twcc.push(seq.wrapping_add(u16::from(ctl)), arrival);
             }
         }
         let _ = lkr_rtp::rtx_original_sequence(payload);

@@ -65,7 +65,9 @@ def main(capture_dir):
                     write("join_request", b"\x00" + jr.encode())
                     raw = base64.urlsafe_b64decode(jr + "=" * (-len(jr) % 4))
                     # WrappedJoinRequest: field 2 (bytes) holds the (gzip) JoinRequest.
-                    inner = gunzip_wrapped(raw)
+                    gz = wrapped_body(raw)
+                    write("join_request", b"\x02" + gz)
+                    inner = gunzip(gz)
                     write("join_request", b"\x01" + inner)
                     sdp = embedded_sdp(inner)
                     if sdp:
@@ -118,9 +120,16 @@ def embedded_sdp(msg):
     return None
 
 
-def gunzip_wrapped(raw):
-    """The JoinRequest bytes inside a WrappedJoinRequest (gzip undone)."""
+def gunzip(data):
     import gzip
+    try:
+        return gzip.decompress(data)
+    except OSError:
+        return data
+
+
+def wrapped_body(raw):
+    """The (gzip) JoinRequest bytes inside a WrappedJoinRequest."""
     i = 0
     inner = b""
     while i < len(raw):
@@ -143,10 +152,7 @@ def gunzip_wrapped(raw):
             i += n
         else:
             break
-    try:
-        return gzip.decompress(inner)
-    except OSError:
-        return inner
+    return inner
 
 
 if __name__ == "__main__":
