@@ -158,7 +158,67 @@ fn ivf() {
     }
 }
 
+/// One step of the sctp target's input.
+fn sctp_op(out: &mut Vec<u8>, op: u8, body: &[u8]) {
+    out.push(op);
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// A DATA step: stream, PPID, flags (B|E), no TSN skip, payload.
+fn sctp_data(out: &mut Vec<u8>, stream: u16, ppid: u32, flags: u8, payload: &[u8]) {
+    let mut body = Vec::new();
+    body.extend_from_slice(&stream.to_be_bytes());
+    body.extend_from_slice(&ppid.to_be_bytes());
+    body.extend_from_slice(&[flags, 0]);
+    body.extend_from_slice(payload);
+    sctp_op(out, 2, &body);
+}
+
+/// DATA_CHANNEL_OPEN (RFC 8832 §5.1).
+fn dcep_open(channel_type: u8, reliability: u32, label: &str) -> Vec<u8> {
+    let mut m = vec![0x03, channel_type, 0x01, 0x00];
+    m.extend_from_slice(&reliability.to_be_bytes());
+    m.extend_from_slice(&(label.len() as u16).to_be_bytes());
+    m.extend_from_slice(&0u16.to_be_bytes());
+    m.extend_from_slice(label.as_bytes());
+    m
+}
+
+fn sctp() {
+    // What a LiveKit client does: open `_reliable` and `_lossy`, send on both.
+    let mut s = Vec::new();
+    sctp_data(&mut s, 0, 50, 0x03, &dcep_open(0x00, 0, "_reliable"));
+    sctp_data(&mut s, 2, 50, 0x07, &dcep_open(0x81, 0, "_lossy"));
+    sctp_data(&mut s, 0, 53, 0x03, b"\x0a\x03abc");
+    sctp_data(&mut s, 2, 51, 0x07, b"hello");
+    sctp_data(&mut s, 0, 57, 0x03, &[0]);
+    // A message in two fragments.
+    sctp_data(&mut s, 0, 53, 0x02, &[1; 300]);
+    sctp_data(&mut s, 0, 53, 0x01, &[2; 300]);
+    sctp_op(&mut s, 6, &2000u16.to_be_bytes());
+    write("sctp", "open-reliable-lossy-and-send", &s);
+
+    // The server opens a channel, the client acknowledges it, then resets the stream
+    // (RE-CONFIG with an outgoing SSN reset request for stream 1).
+    let mut s = Vec::new();
+    let mut open = vec![1u8, 0xff, 0xff];
+    open.extend_from_slice(b"_reliable");
+    sctp_op(&mut s, 3, &open);
+    sctp_data(&mut s, 1, 50, 0x03, &[0x02]);
+    sctp_op(&mut s, 4, &[0, 1, 1, 9, 9]);
+    let mut reconfig = vec![130, 0, 0, 22, 0, 13, 0, 18];
+    reconfig.extend_from_slice(&1u32.to_be_bytes());
+    reconfig.extend_from_slice(&0u32.to_be_bytes());
+    reconfig.extend_from_slice(&0u32.to_be_bytes());
+    reconfig.extend_from_slice(&[0, 1, 0, 0]);
+    sctp_op(&mut s, 1, &reconfig);
+    sctp_op(&mut s, 5, &1u16.to_be_bytes());
+    write("sctp", "server-open-ack-reset", &s);
+}
+
 fn main() {
+    sctp();
     rtp();
     rtcp();
     dtls();

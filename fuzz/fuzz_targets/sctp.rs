@@ -3,53 +3,99 @@
 //! raw packets, packets of arbitrary chunks with the right ports, verification tag and
 //! CRC32c, and DATA chunks with the next TSN (DCEP on PPID 50, messages on 51/53/56/57),
 //! mixed with the server's own channel operations and timer firings.
+//!
+//! Input: steps of an op byte, a big-endian u16 length and that many bytes (see `ops`).
 #![no_main]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use lkr_datachannel::SctpTransport;
 use lkr_fuzz::sctp_checksum;
 
-#[derive(Debug, Arbitrary)]
-struct Chunk {
-    ty: u8,
-    flags: u8,
-    body: Vec<u8>,
-}
-
-#[derive(Debug, Arbitrary)]
-enum Op {
+/// One step of the input: an op byte, a big-endian u16 length, and that many bytes.
+#[derive(Debug)]
+enum Op<'a> {
     /// A packet exactly as given.
-    Raw(Vec<u8>),
-    /// Chunks in a packet with the right common header.
-    Packet(Vec<Chunk>),
-    /// One DATA chunk with the next TSN (or one `tsn_skip` further ahead).
+    Raw(&'a [u8]),
+    /// Chunk bytes (type, flags, length, value; as many as fit) in a packet with the right
+    /// common header and checksum.
+    Chunks(&'a [u8]),
+    /// One DATA chunk with the next TSN (or one `tsn_skip` further ahead, not consuming it)
+    /// and the stream's next SSN unless one is given.
     Data {
         stream: u16,
         ppid: u32,
         /// U, B and E bits (low three bits).
         flags: u8,
-        ssn: Option<u16>,
         tsn_skip: u8,
-        payload: Vec<u8>,
+        ssn: Option<u16>,
+        payload: &'a [u8],
     },
     ServerOpen {
-        label: String,
         ordered: bool,
         max_retransmits: Option<u16>,
+        label: &'a [u8],
     },
     ServerSend {
         stream: u16,
         binary: bool,
-        data: Vec<u8>,
+        data: &'a [u8],
     },
-    ServerClose {
-        stream: u16,
-    },
+    ServerClose(u16),
     Advance(u16),
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([
+        b.get(at).copied().unwrap_or(0),
+        b.get(at + 1).copied().unwrap_or(0),
+    ])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    (u32::from(u16_at(b, at)) << 16) | u32::from(u16_at(b, at + 2))
+}
+
+fn ops(mut data: &[u8]) -> impl Iterator<Item = Op<'_>> {
+    std::iter::from_fn(move || {
+        let (&op, rest) = data.split_first()?;
+        let len = usize::from(u16_at(rest, 0)).min(rest.len().saturating_sub(2));
+        let body = rest.get(2..2 + len).unwrap_or_default();
+        data = rest.get(2 + len..).unwrap_or_default();
+        let tail = |at: usize| body.get(at..).unwrap_or_default();
+        Some(match op % 8 {
+            0 => Op::Raw(body),
+            1 => Op::Chunks(body),
+            2 | 7 => {
+                let explicit = op % 8 == 7;
+                Op::Data {
+                    stream: u16_at(body, 0),
+                    ppid: u32_at(body, 2),
+                    flags: body.get(6).copied().unwrap_or(3),
+                    tsn_skip: body.get(7).copied().unwrap_or(0),
+                    ssn: explicit.then(|| u16_at(body, 8)),
+                    payload: tail(if explicit { 10 } else { 8 }),
+                }
+            }
+            3 => {
+                let rtx = u16_at(body, 1);
+                Op::ServerOpen {
+                    ordered: body.first().is_some_and(|b| b & 1 == 1),
+                    max_retransmits: (rtx != u16::MAX).then_some(rtx),
+                    label: tail(3),
+                }
+            }
+            4 => Op::ServerSend {
+                stream: u16_at(body, 0),
+                binary: body.get(2).is_some_and(|b| b & 1 == 1),
+                data: tail(3),
+            },
+            5 => Op::ServerClose(u16_at(body, 0)),
+            _ => Op::Advance(u16_at(body, 0)),
+        })
+    })
 }
 
 struct Peer {
@@ -70,7 +116,8 @@ fn header(tag: [u8; 4]) -> Vec<u8> {
     p
 }
 
-fn push_chunk(p: &mut Vec<u8>, ty: u8, flags: u8, body: &[u8]) {
+fn push_data_chunk(p: &mut Vec<u8>, flags: u8, body: &[u8]) {
+    let ty = 0;
     let len = (4 + body.len()).min(0xffff);
     p.push(ty);
     p.push(flags);
@@ -134,12 +181,10 @@ impl Peer {
 
     fn apply(&mut self, op: Op) {
         match op {
-            Op::Raw(p) => self.deliver(&p),
-            Op::Packet(chunks) => {
+            Op::Raw(p) => self.deliver(p),
+            Op::Chunks(chunks) => {
                 let mut p = header(self.tag);
-                for c in chunks.iter().take(16) {
-                    push_chunk(&mut p, c.ty, c.flags, &c.body);
-                }
+                p.extend_from_slice(chunks);
                 sctp_checksum(&mut p);
                 self.deliver(&p);
             }
@@ -169,9 +214,9 @@ impl Peer {
                 body.extend_from_slice(&stream.to_be_bytes());
                 body.extend_from_slice(&ssn.to_be_bytes());
                 body.extend_from_slice(&ppid.to_be_bytes());
-                body.extend_from_slice(&payload);
+                body.extend_from_slice(payload);
                 let mut p = header(self.tag);
-                push_chunk(&mut p, 0, flags & 0x07, &body);
+                push_data_chunk(&mut p, flags & 0x07, &body);
                 sctp_checksum(&mut p);
                 self.deliver(&p);
             }
@@ -180,6 +225,7 @@ impl Peer {
                 ordered,
                 max_retransmits,
             } => {
+                let label = String::from_utf8_lossy(label);
                 let _ = self
                     .server
                     .open_channel(&label, ordered, max_retransmits, "");
@@ -190,10 +236,10 @@ impl Peer {
                 binary,
                 data,
             } => {
-                let _ = self.server.send(stream, binary, &data);
+                let _ = self.server.send(stream, binary, data);
                 self.drain();
             }
-            Op::ServerClose { stream } => {
+            Op::ServerClose(stream) => {
                 let _ = self.server.close_channel(stream);
                 self.drain();
             }
@@ -208,11 +254,11 @@ impl Peer {
     }
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|data: &[u8]| {
     let Some(mut peer) = connect() else {
         panic!("the SCTP handshake between two fresh transports failed");
     };
-    for op in ops.into_iter().take(64) {
+    for op in ops(data).take(64) {
         peer.apply(op);
     }
     for id in peer.server.channel_ids().collect::<Vec<_>>() {
