@@ -217,7 +217,104 @@ fn sctp() {
     write("sctp", "server-open-ack-reset", &s);
 }
 
+/// A `Media` step of the engine_media target.
+#[allow(clippy::too_many_arguments)]
+fn media_op(
+    out: &mut Vec<u8>,
+    flags: u8,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc_pick: u8,
+    exts: &[(u8, &[u8])],
+    payload: &[u8],
+) {
+    let mut body = vec![flags, pt];
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.extend_from_slice(&ts.to_be_bytes());
+    body.extend_from_slice(&[ssrc_pick, exts.len() as u8]);
+    for (id, d) in exts {
+        body.extend_from_slice(&[*id, d.len() as u8]);
+        body.extend_from_slice(d);
+    }
+    body.extend_from_slice(payload);
+    sctp_op(out, 1, &body);
+}
+
+fn engine_media() {
+    const VIDEO: u8 = 2;
+    const MARKER: u8 = 4;
+    const SUBSCRIBER: u8 = 0x80;
+    let vp8_key = [
+        0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01,
+    ];
+    let vp8_delta = [0x90, 0x80, 0x81, 0x24, 0x11, 0x00, 0x00];
+    let opus = [0xfc, 0xff, 0xfe];
+    let mut s = Vec::new();
+    // Subscribe first so that the keyframes below are forwarded at once.
+    let mut sub = 5000u32.to_be_bytes().to_vec();
+    sub.extend_from_slice(&[96, 111]);
+    sctp_op(&mut s, 5, &sub);
+    for i in 0..3u16 {
+        let tcc = (10 + 4 * i).to_be_bytes();
+        media_op(
+            &mut s,
+            MARKER,
+            0,
+            100 + i,
+            960 * u32::from(i),
+            0,
+            &[(1, b"0"), (3, &[0x85]), (4, &tcc)],
+            &opus,
+        );
+        // One keyframe per simulcast layer (q, h, f on SSRCs 768, 1792, 2816).
+        for (layer, (rid, pick)) in [(&b"q"[..], 3u8), (b"h", 7), (b"f", 11)].iter().enumerate() {
+            let tcc = (11 + 4 * i + layer as u16).to_be_bytes();
+            let payload: &[u8] = if i == 0 { &vp8_key } else { &vp8_delta };
+            media_op(
+                &mut s,
+                VIDEO | MARKER,
+                0,
+                200 + i,
+                3000 * u32::from(i),
+                *pick,
+                &[(1, b"1"), (2, rid), (4, &tcc)],
+                payload,
+            );
+        }
+        sctp_op(&mut s, 12, &25u16.to_be_bytes());
+    }
+    // A gap (seq 203 lost), then the subscriber asks for retransmission and a keyframe.
+    media_op(
+        &mut s,
+        VIDEO | MARKER,
+        0,
+        204,
+        12_000,
+        3,
+        &[(1, b"1"), (2, b"q")],
+        &vp8_delta,
+    );
+    let mut rtcp = vec![0u8; 256];
+    let mut n = lkr_rtp::write_nack(&mut rtcp, 9, 5001, &[1, 2]).unwrap();
+    n += lkr_rtp::write_pli(&mut rtcp[n..], 9, 5001).unwrap();
+    sctp_op(&mut s, 2 | SUBSCRIBER, &rtcp[..n]);
+    // The publisher's sender report and an RTX packet (pt 97 on SSRC 3333).
+    let n = lkr_rtp::write_sender_report(&mut rtcp, 768, 1 << 40, 9000, 3, 300, &[]).unwrap();
+    sctp_op(&mut s, 2, &rtcp[..n]);
+    let mut rtx = 203u16.to_be_bytes().to_vec();
+    rtx.extend_from_slice(&vp8_delta);
+    media_op(&mut s, VIDEO, 1, 7, 9000, 2, &[(1, b"1"), (5, b"q")], &rtx);
+    // Layer cap, pause and resume, a second later (reports, TWCC feedback, audio levels).
+    sctp_op(&mut s, 8, &[0]);
+    sctp_op(&mut s, 7, &[1]);
+    sctp_op(&mut s, 7, &[0]);
+    sctp_op(&mut s, 12, &250u16.to_be_bytes());
+    write("engine_media", "publish-subscribe-nack-pli", &s);
+}
+
 fn main() {
+    engine_media();
     sctp();
     rtp();
     rtcp();

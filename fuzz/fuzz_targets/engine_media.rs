@@ -7,12 +7,14 @@
 //!
 //! The two handshakes cost a few milliseconds per input, so this target runs far fewer
 //! inputs per second than `engine`, which covers the commands and the pre-handshake paths.
+//!
+//! Input: steps of an op byte, a big-endian u16 length and that many bytes (see `ops`), so
+//! that seeds can carry real media (fuzz/examples/seeds.rs).
 #![no_main]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
@@ -45,15 +47,17 @@ struct Harness {
     clients: Vec<Client>,
 }
 
-#[derive(Debug, Arbitrary)]
-enum Op {
+/// One step of the input: an op byte, a big-endian u16 length and that many bytes. The op's
+/// high bit picks the client (0 publisher, 1 subscriber), the rest the kind (see `ops`).
+#[derive(Debug)]
+enum Op<'a> {
     /// An RTP packet from a client, protected with its SRTP keys.
     Rtp {
         client: bool,
-        packet: Vec<u8>,
+        packet: &'a [u8],
     },
     /// An RTP packet built from fields, so that it parses (header extensions: mid id 1,
-    /// rid id 2, audio level id 3, transport-cc id 4).
+    /// rid id 2, audio level id 3, transport-cc id 4, repaired rid id 5).
     Media {
         client: bool,
         video: bool,
@@ -62,23 +66,23 @@ enum Op {
         seq: u16,
         ts: u32,
         ssrc_pick: u8,
-        exts: Vec<(u8, Vec<u8>)>,
-        payload: Vec<u8>,
+        exts: Vec<(u8, &'a [u8])>,
+        payload: &'a [u8],
     },
     /// A compound RTCP packet from a client, protected with SRTCP.
     Rtcp {
         client: bool,
-        packet: Vec<u8>,
+        packet: &'a [u8],
     },
     /// A DTLS application-data record (an SCTP packet) from a client.
     Sctp {
         client: bool,
-        packet: Vec<u8>,
+        packet: &'a [u8],
     },
     /// Anything, unprotected, from a client's address.
     Datagram {
         client: bool,
-        data: Vec<u8>,
+        data: &'a [u8],
     },
     Subscribe {
         ssrc: u32,
@@ -88,10 +92,87 @@ enum Op {
     Unsubscribe,
     SetPaused(bool),
     SetMaxLayer(u8),
-    SendData(bool, Vec<u8>),
+    SendData(bool, &'a [u8]),
     RequestKeyframe,
     Unpublish,
     Advance(u16),
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([
+        b.get(at).copied().unwrap_or(0),
+        b.get(at + 1).copied().unwrap_or(0),
+    ])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    (u32::from(u16_at(b, at)) << 16) | u32::from(u16_at(b, at + 2))
+}
+
+/// `Media` body: flags (client, video, marker bits), pt, seq (2), ts (4), ssrc pick,
+/// extension count, then per extension id, length, bytes; the rest is the payload.
+fn media(body: &[u8]) -> Op<'_> {
+    let flags = body.first().copied().unwrap_or(0);
+    let count = body.get(9).copied().unwrap_or(0);
+    let mut at = 10;
+    let mut exts = Vec::new();
+    for _ in 0..count.min(6) {
+        let (Some(&id), Some(&len)) = (body.get(at), body.get(at + 1)) else {
+            break;
+        };
+        let end = (at + 2 + usize::from(len)).min(body.len());
+        exts.push((id, &body[at + 2..end]));
+        at = end;
+    }
+    Op::Media {
+        client: flags & 1 != 0,
+        video: flags & 2 != 0,
+        marker: flags & 4 != 0,
+        pt: body.get(1).copied().unwrap_or(0),
+        seq: u16_at(body, 2),
+        ts: u32_at(body, 4),
+        ssrc_pick: body.get(8).copied().unwrap_or(0),
+        exts,
+        payload: body.get(at..).unwrap_or_default(),
+    }
+}
+
+fn ops(mut data: &[u8]) -> impl Iterator<Item = Op<'_>> {
+    std::iter::from_fn(move || {
+        let (&op, rest) = data.split_first()?;
+        let len = usize::from(u16_at(rest, 0)).min(rest.len().saturating_sub(2));
+        let body = rest.get(2..2 + len).unwrap_or_default();
+        data = rest.get(2 + len..).unwrap_or_default();
+        let client = op & 0x80 != 0;
+        Some(match (op & 0x7f) % 13 {
+            0 => Op::Rtp {
+                client,
+                packet: body,
+            },
+            1 => media(body),
+            2 => Op::Rtcp {
+                client,
+                packet: body,
+            },
+            3 => Op::Sctp {
+                client,
+                packet: body,
+            },
+            4 => Op::Datagram { client, data: body },
+            5 => Op::Subscribe {
+                ssrc: u32_at(body, 0),
+                vp8_pt: body.get(4).copied().unwrap_or(96),
+                opus_pt: body.get(5).copied().unwrap_or(111),
+            },
+            6 => Op::Unsubscribe,
+            7 => Op::SetPaused(body.first().is_some_and(|b| b & 1 == 1)),
+            8 => Op::SetMaxLayer(body.first().copied().unwrap_or(2)),
+            9 => Op::SendData(client, body),
+            10 => Op::RequestKeyframe,
+            11 => Op::Unpublish,
+            _ => Op::Advance(u16_at(body, 0)),
+        })
+    })
 }
 
 impl Harness {
@@ -179,9 +260,10 @@ impl Harness {
         None
     }
 
-    fn send(&mut self, client: bool, mut packet: Vec<u8>, rtcp: bool) {
+    fn send(&mut self, client: bool, packet: &[u8], rtcp: bool) {
         let i = usize::from(client);
         let len = packet.len();
+        let mut packet = packet.to_vec();
         packet.resize(len + 32, 0);
         let c = &mut self.clients[i];
         let out = if rtcp {
@@ -228,11 +310,7 @@ impl Harness {
                     (false, 0) => 111,
                     _ => pt,
                 };
-                let exts: Vec<(u8, &[u8])> = exts
-                    .iter()
-                    .take(6)
-                    .map(|(id, d)| (id % 6, d.as_slice()))
-                    .collect();
+                let exts: Vec<(u8, &[u8])> = exts.iter().map(|&(id, d)| (id % 6, d)).collect();
                 let mut buf = vec![0u8; 2048];
                 let Ok(n) = lkr_rtp::RtpWriter::write_header(
                     &mut buf,
@@ -248,19 +326,20 @@ impl Harness {
                 let end = (n + payload.len()).min(1400);
                 buf[n..end].copy_from_slice(&payload[..end - n]);
                 buf.truncate(end);
-                self.send(client, buf, false);
+                self.send(client, &buf, false);
             }
             Op::Rtcp { client, packet } => self.send(client, packet, true),
             Op::Sctp { client, packet } => {
                 let c = &mut self.clients[usize::from(client)];
-                if c.dtls.send_application_data(&packet).is_ok() {
+                if c.dtls.send_application_data(packet).is_ok() {
                     while let Some(mut d) = c.dtls.poll_transmit() {
                         self.engine
                             .handle_receive(self.now, addr(u8::from(client)), &mut d);
                     }
                 }
             }
-            Op::Datagram { client, mut data } => {
+            Op::Datagram { client, data } => {
+                let mut data = data.to_vec();
                 self.engine
                     .handle_receive(self.now, addr(u8::from(client)), &mut data);
             }
@@ -298,7 +377,7 @@ impl Harness {
             Op::SendData(reliable, data) => self.command(Command::SendData {
                 peer: sub,
                 reliable,
-                data: Bytes::from(data),
+                data: Bytes::copy_from_slice(data),
             }),
             Op::RequestKeyframe => self.command(Command::RequestKeyframe { track: video }),
             Op::Unpublish => self.command(Command::Unpublish { track: video }),
@@ -366,7 +445,7 @@ fn publish(engine: &mut Engine, now: Instant) {
     );
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|data: &[u8]| {
     let mut h = Harness {
         engine: Engine::new(certificate().clone()),
         now: Instant::now(),
@@ -381,7 +460,7 @@ fuzz_target!(|ops: Vec<Op>| {
     }
     h.drain();
     publish(&mut h.engine, h.now);
-    for op in ops.into_iter().take(128) {
+    for op in ops(data).take(128) {
         h.apply(op);
     }
 });
