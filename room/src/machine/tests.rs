@@ -267,6 +267,22 @@ impl World {
     }
 }
 
+/// A join of `identity` to `room` with `claims`, dual PC, auto-subscribing.
+fn join_of(room: &str, identity: &str, claims: Claims) -> Join {
+    Join {
+        room: room.into(),
+        identity: identity.into(),
+        claims,
+        single_pc: false,
+        auto_subscribe: true,
+        client_protocol: 16,
+        publisher_offer: None,
+        metadata: None,
+        attributes: HashMap::new(),
+        resume: None,
+    }
+}
+
 /// One m-section of a client offer.
 enum Sec<'a> {
     Data,
@@ -828,16 +844,10 @@ fn resume_join(
     let r = w.m.handle_join(
         w.now,
         Join {
-            room: "r".into(),
-            identity: identity.into(),
-            claims,
-            single_pc,
-            auto_subscribe: true,
-            client_protocol: 16,
-            publisher_offer: None,
+            single_pc: single_pc,
             metadata: None,
-            attributes: HashMap::new(),
             resume: Some(sid.into()),
+            ..join_of("r".into(), identity.into(), claims)
         },
     );
     w.drain();
@@ -1083,16 +1093,10 @@ fn malformed_requests_are_refused_without_effect() {
         RoomDefaults::default(),
     );
     let j = Join {
-        room: "nope".into(),
-        identity: "x".into(),
-        claims: Claims::default(),
         single_pc: false,
-        auto_subscribe: true,
-        client_protocol: 0,
-        publisher_offer: None,
         metadata: None,
-        attributes: HashMap::new(),
         resume: None,
+        ..join_of("nope".into(), "x".into(), Claims::default())
     };
     let e = strict.m.handle_join(strict.now, j).unwrap_err();
     assert_eq!((e.join_status(), e.fault()), (404, Fault::NotFound));
@@ -1116,16 +1120,10 @@ fn a_full_room_refuses_joins() {
         w.m.handle_join(
             w.now,
             Join {
-                room: "r".into(),
-                identity: "bob".into(),
-                claims,
                 single_pc: false,
-                auto_subscribe: true,
-                client_protocol: 0,
-                publisher_offer: None,
                 metadata: None,
-                attributes: HashMap::new(),
                 resume: None,
+                ..join_of("r".into(), "bob".into(), claims)
             },
         )
         .unwrap_err();
@@ -1524,16 +1522,10 @@ fn a_join_over_the_size_limits_is_refused() {
         w.m.handle_join(
             w.now,
             Join {
-                room: "r".into(),
-                identity: "x".into(),
-                claims,
                 single_pc: false,
-                auto_subscribe: true,
-                client_protocol: 0,
-                publisher_offer: None,
-                metadata,
-                attributes: HashMap::new(),
+                metadata: metadata,
                 resume: None,
+                ..join_of("r".into(), "x".into(), claims)
             },
         )
     };
@@ -1606,16 +1598,10 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
         w.m.handle_join(
             w.now,
             Join {
-                room: "r".into(),
-                identity: "late".into(),
-                claims,
                 single_pc: false,
-                auto_subscribe: true,
-                client_protocol: 0,
-                publisher_offer: None,
                 metadata: None,
-                attributes: HashMap::new(),
                 resume: None,
+                ..join_of("r".into(), "late".into(), claims)
             },
         )
         .unwrap_err();
