@@ -844,7 +844,7 @@ fn resume_join(
     let r = w.m.handle_join(
         w.now,
         Join {
-            single_pc: single_pc,
+            single_pc,
             metadata: None,
             resume: Some(sid.into()),
             ..join_of("r".into(), identity.into(), claims)
@@ -1523,7 +1523,7 @@ fn a_join_over_the_size_limits_is_refused() {
             w.now,
             Join {
                 single_pc: false,
-                metadata: metadata,
+                metadata,
                 resume: None,
                 ..join_of("r".into(), "x".into(), claims)
             },
