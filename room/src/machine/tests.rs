@@ -847,7 +847,7 @@ fn resume_join(
             single_pc,
             metadata: None,
             resume: Some(sid.into()),
-            ..join_of("r".into(), identity.into(), claims)
+            ..join_of("r", identity, claims)
         },
     );
     w.drain();
@@ -1096,7 +1096,7 @@ fn malformed_requests_are_refused_without_effect() {
         single_pc: false,
         metadata: None,
         resume: None,
-        ..join_of("nope".into(), "x".into(), Claims::default())
+        ..join_of("nope", "x", Claims::default())
     };
     let e = strict.m.handle_join(strict.now, j).unwrap_err();
     assert_eq!((e.join_status(), e.fault()), (404, Fault::NotFound));
@@ -1123,7 +1123,7 @@ fn a_full_room_refuses_joins() {
                 single_pc: false,
                 metadata: None,
                 resume: None,
-                ..join_of("r".into(), "bob".into(), claims)
+                ..join_of("r", "bob", claims)
             },
         )
         .unwrap_err();
@@ -1525,7 +1525,7 @@ fn a_join_over_the_size_limits_is_refused() {
                 single_pc: false,
                 metadata,
                 resume: None,
-                ..join_of("r".into(), "x".into(), claims)
+                ..join_of("r", "x", claims)
             },
         )
     };
@@ -1601,7 +1601,7 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
                 single_pc: false,
                 metadata: None,
                 resume: None,
-                ..join_of("r".into(), "late".into(), claims)
+                ..join_of("r", "late", claims)
             },
         )
         .unwrap_err();
