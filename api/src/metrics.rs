@@ -285,6 +285,17 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
         }
         metric(
             &mut out,
+            "livekit_packet_loss_total",
+            "counter",
+            "Packets from publishers found missing at receiver reports.",
+        );
+        let _ = writeln!(
+            out,
+            "livekit_packet_loss_total{{{node},direction=\"incoming\"}} {}",
+            t.upstream_lost
+        );
+        metric(
+            &mut out,
             "livekit_media_dropped_total",
             "counter",
             "What the media plane dropped, by reason.",

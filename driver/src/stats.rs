@@ -68,6 +68,7 @@ struct TrafficCounters {
     nack_in: AtomicU64,
     pli_in: AtomicU64,
     pli_out: AtomicU64,
+    upstream_lost: AtomicU64,
 }
 
 /// A copy of [`MediaStats`] at one moment.
@@ -120,6 +121,7 @@ impl MediaStats {
         c.nack_in.store(t.nack_in, Relaxed);
         c.pli_in.store(t.pli_in, Relaxed);
         c.pli_out.store(t.pli_out, Relaxed);
+        c.upstream_lost.store(t.upstream_lost, Relaxed);
     }
 
     /// Copies shard `shard`'s engine counters (called by its media thread).
@@ -184,6 +186,7 @@ impl MediaStats {
             traffic.nack_in += t.nack_in.load(Relaxed);
             traffic.pli_in += t.pli_in.load(Relaxed);
             traffic.pli_out += t.pli_out.load(Relaxed);
+            traffic.upstream_lost += t.upstream_lost.load(Relaxed);
         }
         let mut unsent_by_peer = Vec::new();
         for m in &self.per_peer {

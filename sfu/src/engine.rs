@@ -71,6 +71,9 @@ pub struct Traffic {
     /// Keyframe requests from subscribers (PLI and FIR), and PLIs sent to publishers.
     pub pli_in: u64,
     pub pli_out: u64,
+    /// Packets from publishers found missing at receiver reports (RFC 3550 interval loss,
+    /// before any NACK repair).
+    pub upstream_lost: u64,
 }
 
 /// Work for another shard of a sharded driver, queued by [`Engine`] and taken with
@@ -1437,7 +1440,9 @@ impl Engine {
         let mut due = std::mem::take(&mut self.rtcp.blocks);
         due.clear();
         for t in self.tracks.values_mut().filter(|t| t.mirror.is_none()) {
-            for b in t.layers.iter_mut().filter_map(|l| l.report(now)) {
+            for l in t.layers.iter_mut() {
+                let Some(b) = l.report(now) else { continue };
+                self.traffic.upstream_lost += l.lost_last_interval;
                 let loss = f32::from(b.fraction_lost) / 256.0;
                 match self.loss.iter_mut().find(|(p, _)| *p == t.publisher) {
                     Some((_, l)) => *l = l.max(loss),

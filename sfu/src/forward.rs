@@ -89,6 +89,8 @@ pub struct Layer {
     pub first_ext: Option<u64>,
     /// Expected and received counts at the previous receiver report.
     pub expected_prior: u64,
+    /// Packets the last report found missing in its interval.
+    pub lost_last_interval: u64,
     pub received_prior: u64,
     /// The publisher's last sender report: NTP time and when it arrived.
     pub last_sr: Option<(u64, Instant)>,
@@ -109,6 +111,7 @@ impl Layer {
             packets: 0,
             first_ext: None,
             expected_prior: 0,
+            lost_last_interval: 0,
             received_prior: 0,
             last_sr: None,
         }
@@ -161,6 +164,7 @@ impl Layer {
         self.expected_prior = expected;
         self.received_prior = self.packets;
         let lost_interval = expected_interval.saturating_sub(received_interval);
+        self.lost_last_interval = lost_interval;
         let fraction_lost = (lost_interval << 8)
             .checked_div(expected_interval)
             .map_or(0, |f| f.min(255) as u8);

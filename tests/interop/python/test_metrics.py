@@ -166,6 +166,8 @@ def test_packet_counters_move_by_what_was_sent(server, tmp_path):
         # The one subscriber got them all but the few sent before its subscription was up.
         assert sent - 15 <= got_out <= sent, f"{got_out} forwarded of {sent}"
         assert value(now, "livekit_packet_bytes", direction="incoming") - bytes0 >= sent * 20
+        # Loopback loses nothing: the loss counter stays where it was.
+        assert value(now, "livekit_packet_loss_total") == value(before, "livekit_packet_loss_total")
         # Both joined with media: two more join latencies observed, all under 5 s.
         assert value(now, "livekit_session_join_latency_ms_count") >= 2
         assert value(now, "livekit_session_join_latency_ms_bucket", le="5000") == value(
