@@ -285,6 +285,33 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
         }
         metric(
             &mut out,
+            "livekit_forward_latency",
+            "histogram",
+            "From a received batch to the end of the wake that forwarded it, in microseconds.",
+        );
+        for (n, le) in m.latency.buckets.iter().zip(lkr_driver::LATENCY_BUCKETS_US) {
+            let _ = writeln!(
+                out,
+                "livekit_forward_latency_bucket{{{node},le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "livekit_forward_latency_bucket{{{node},le=\"+Inf\"}} {}",
+            m.latency.count
+        );
+        let _ = writeln!(
+            out,
+            "livekit_forward_latency_sum{{{node}}} {}",
+            m.latency.sum_us
+        );
+        let _ = writeln!(
+            out,
+            "livekit_forward_latency_count{{{node}}} {}",
+            m.latency.count
+        );
+        metric(
+            &mut out,
             "livekit_packet_loss_total",
             "counter",
             "Packets from publishers found missing at receiver reports.",

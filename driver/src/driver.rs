@@ -201,6 +201,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
                 tx: SendBatch::default(),
                 out: Vec::with_capacity(BATCH),
                 stats,
+                latency: crate::stats::Latency::default(),
             };
             on_runtime(shard.run(socket, rx, events))
         })?;
@@ -373,6 +374,8 @@ struct Shard {
     tx: SendBatch,
     out: Vec<Transmit>,
     stats: Arc<MediaStats>,
+    /// Time from a batch's receive to the end of the wake that forwarded it.
+    latency: crate::stats::Latency,
 }
 
 impl Shard {
@@ -582,6 +585,7 @@ impl Shard {
                 .poll_timeout()
                 .map_or(next_stats, |t| t.min(next_stats));
             let waiting = !events.overflow.is_empty();
+            let mut received_at = None;
             tokio::select! {
                 biased;
                 msg = inbox.recv() => {
@@ -594,6 +598,7 @@ impl Shard {
                 _ = me.notified() => {}
                 r = socket.readable() => {
                     if r.is_ok() {
+                        received_at = Some(Instant::now());
                         match rx.recv(&socket) {
                             Ok(_) => rx.for_each(|from, d| self.on_datagram(&socket, from, d)),
                             Err(e) => tracing::debug!("media recv: {e}"),
@@ -632,6 +637,9 @@ impl Shard {
                 1,
             );
             self.wake_others();
+            if let Some(at) = received_at {
+                self.latency.observe(at.elapsed());
+            }
             if !events.drain() {
                 break;
             }
@@ -647,6 +655,7 @@ impl Shard {
                 let i = usize::from(self.index);
                 self.stats.store_engine(i, &self.engine.drops);
                 self.stats.store_traffic(i, &self.engine.traffic);
+                self.stats.store_latency(i, &self.latency);
                 let engine = &self.engine;
                 self.stats
                     .try_store_per_peer(i, |v| engine.unsent_by_peer(v));

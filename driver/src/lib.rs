@@ -22,4 +22,4 @@ mod stats;
 
 pub use driver::{DriverConfig, Media, MediaHandle, SendError, spawn};
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};
-pub use stats::{MediaStats, StatsSnapshot};
+pub use stats::{LATENCY_BUCKETS_US, Latency, MediaStats, StatsSnapshot};

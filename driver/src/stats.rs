@@ -31,6 +31,7 @@ pub struct MediaStats {
     /// One set per shard.
     engine: Vec<EngineCounters>,
     traffic: Vec<TrafficCounters>,
+    latency: Vec<LatencyCounters>,
     per_peer: Vec<Mutex<Vec<(PeerId, u64)>>>,
 }
 
@@ -71,6 +72,40 @@ struct TrafficCounters {
     upstream_lost: AtomicU64,
 }
 
+/// Upper bounds of the forwarding latency histogram, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 9] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000];
+
+/// A shard's forwarding latency histogram: from a receive batch to the end of the wake that
+/// handled and sent it (plain integers, kept by the shard's thread).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS_US`].
+    pub buckets: [u64; LATENCY_BUCKETS_US.len()],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl Latency {
+    /// Notes one batch's latency.
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        for (b, le) in self.buckets.iter_mut().zip(LATENCY_BUCKETS_US) {
+            if us <= le {
+                *b += 1;
+            }
+        }
+        self.sum_us += us;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct LatencyCounters {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
 /// A copy of [`MediaStats`] at one moment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StatsSnapshot {
@@ -85,6 +120,8 @@ pub struct StatsSnapshot {
     pub engine: Drops,
     /// What the engines forwarded and heard, summed over shards.
     pub traffic: Traffic,
+    /// Forwarding latency, summed over shards.
+    pub latency: Latency,
     /// Datagrams dropped at the socket per peer (subscriber), as of the last second; peers
     /// with none are left out.
     pub unsent_by_peer: Vec<(PeerId, u64)>,
@@ -104,8 +141,21 @@ impl MediaStats {
             handoff_dropped: AtomicU64::new(0),
             engine: (0..n).map(|_| EngineCounters::default()).collect(),
             traffic: (0..n).map(|_| TrafficCounters::default()).collect(),
+            latency: (0..n).map(|_| LatencyCounters::default()).collect(),
             per_peer: (0..n).map(|_| Mutex::default()).collect(),
         }
+    }
+
+    /// Copies shard `shard`'s latency histogram (called by its media thread).
+    pub(crate) fn store_latency(&self, shard: usize, l: &Latency) {
+        let Some(c) = self.latency.get(shard) else {
+            return;
+        };
+        for (a, v) in c.buckets.iter().zip(l.buckets) {
+            a.store(v, Relaxed);
+        }
+        c.sum_us.store(l.sum_us, Relaxed);
+        c.count.store(l.count, Relaxed);
     }
 
     /// Copies shard `shard`'s traffic counters (called by its media thread).
@@ -176,6 +226,14 @@ impl MediaStats {
             engine.nack_over_cap += e.nack_over_cap.load(Relaxed);
             engine.nack_over_rate += e.nack_over_rate.load(Relaxed);
         }
+        let mut latency = Latency::default();
+        for c in &self.latency {
+            for (b, a) in latency.buckets.iter_mut().zip(&c.buckets) {
+                *b += a.load(Relaxed);
+            }
+            latency.sum_us += c.sum_us.load(Relaxed);
+            latency.count += c.count.load(Relaxed);
+        }
         let mut traffic = Traffic::default();
         for t in &self.traffic {
             traffic.rtp_in += t.rtp_in.load(Relaxed);
@@ -204,6 +262,7 @@ impl MediaStats {
             handoff_dropped: self.handoff_dropped.load(Relaxed),
             engine,
             traffic,
+            latency,
             unsent_by_peer,
         }
     }

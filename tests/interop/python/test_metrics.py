@@ -102,7 +102,8 @@ def test_figures_follow_rooms_participants_and_twirp_calls(server):
     assert value(during, "process_open_fds") > 0
     assert value(during, "process_resident_memory_bytes") > 1_000_000
     # Everyone left with `leave`: the figures come back down.
-    assert lkhelpers.wait_until(lambda: value(scrape(server), "livekit_participant_total") == 0, 5)
+    # (Well before the 20 s a dropped connection would keep them.)
+    assert lkhelpers.wait_until(lambda: value(scrape(server), "livekit_participant_total") == 0, 12)
 
 
 def opus_packets(path) -> int:
@@ -166,6 +167,9 @@ def test_packet_counters_move_by_what_was_sent(server, tmp_path):
         # The one subscriber got them all but the few sent before its subscription was up.
         assert sent - 15 <= got_out <= sent, f"{got_out} forwarded of {sent}"
         assert value(now, "livekit_packet_bytes", direction="incoming") - bytes0 >= sent * 20
+        # Every received batch was timed through to its sends.
+        assert value(now, "livekit_forward_latency_count") > value(before, "livekit_forward_latency_count")
+        assert value(now, "livekit_forward_latency_bucket", le="+Inf") == value(now, "livekit_forward_latency_count")
         # Loopback loses nothing: the loss counter stays where it was.
         assert value(now, "livekit_packet_loss_total") == value(before, "livekit_packet_loss_total")
         # Both joined with media: two more join latencies observed, all under 5 s.
