@@ -119,11 +119,11 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
         await decodes(3, 10000);
         const videoBack = (Date.now() - restored) / 1000;
         console.log(`# ${mode.name}: audio back after ${audioBack.toFixed(2)} s, video after ${videoBack.toFixed(2)} s`);
-        // Seen on an idle machine: audio 1.2-1.8 s, video 1.6-1.9 s. Video needs a keyframe after
-        // the outage (PLI to the publisher), which a loaded machine delays; the bounds leave room
-        // for that without letting a stall pass.
+        // Seen: audio 1.2-2.1 s, video 1.6-5.2 s (single PC the slower). Video needs a keyframe
+        // after the outage (PLI to the publisher); the bounds leave room for that without
+        // letting a stall pass.
         assert.ok(audioBack <= 3, `audio received again ${audioBack.toFixed(2)} s after the network returned`);
-        assert.ok(videoBack <= 6, `video decoded again ${videoBack.toFixed(2)} s after the network returned`);
+        assert.ok(videoBack <= 8, `video decoded again ${videoBack.toFixed(2)} s after the network returned`);
         for (const p of ['A', 'B']) await waitPageEvent(p, 'reconnected', {}, 30000, outage);
         await decodes(20, 15000);
 
