@@ -557,7 +557,7 @@ impl Machine {
         if !permission.hidden {
             self.broadcast(&j.room, &info, Some(&psid));
         }
-        let p = Participant::new(now, &j, &psid, info.kind, permission, self.clock.ms(now));
+        let p = Participant::new(now, &j, &psid, info.kind, permission);
         self.participants.insert(psid.clone(), p);
         self.joins_total += 1;
         tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, single_pc = j.single_pc, "participant joined");

@@ -191,7 +191,6 @@ impl Participant {
         psid: &str,
         kind: i32,
         permission: pb::ParticipantPermission,
-        _wall_ms: i64,
     ) -> Self {
         Self {
             psid: psid.to_string(),

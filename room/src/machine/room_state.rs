@@ -286,17 +286,14 @@ impl Machine {
         let Some(t) = self.tracks.remove(track_sid) else {
             return;
         };
-        for sub in &t.subscribers {
-            self.unsubscribe(now, sub, track_sid);
-        }
-        // Subscribers still waiting for a section (not yet forwarding) drop it too.
-        let waiting: Vec<String> = self
+        // Everyone who receives it or waits for a section for it (not yet forwarding).
+        let receivers: Vec<String> = self
             .participants
             .iter()
             .filter(|(_, p)| p.downstream(track_sid).is_some())
             .map(|(sid, _)| sid.clone())
             .collect();
-        for sub in waiting {
+        for sub in receivers {
             self.unsubscribe(now, &sub, track_sid);
         }
         self.out.media(Command::Unpublish {
