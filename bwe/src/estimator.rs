@@ -1,0 +1,242 @@
+//! One subscriber's estimate: history, delay detector, rate control, loss bound and probes.
+
+use std::time::Instant;
+
+use crate::delay::{DelayDetector, Usage};
+use crate::history::SendHistory;
+use crate::loss::LossBased;
+use crate::probe::{ProbeController, ProbeResult};
+use crate::rate::RateControl;
+
+/// Window of the delivered-rate measurement (µs of arrival time).
+const DELIVERED_WINDOW_US: i64 = 250_000;
+/// Slots of the delivered-rate ring (one per feedback packet).
+const DELIVERED_SLOTS: usize = 32;
+/// After a probe starts, overuse within this long is taken as the probe's own queue (µs).
+const PROBE_GUARD_US: i64 = 1_000_000;
+/// Most statuses read from one feedback packet.
+const MAX_STATUSES: usize = 4096;
+
+/// What one feedback packet changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeedbackSummary {
+    /// Packets of ours it reported received and lost.
+    pub received: u32,
+    pub lost: u32,
+    /// The delay detector's reading after it.
+    pub usage: Usage,
+    /// The estimate after it, bit/s.
+    pub estimate_bps: u64,
+    /// A probe cluster finished with it.
+    pub probe: Option<ProbeResult>,
+}
+
+/// Send-side bandwidth estimate for one subscriber.
+#[derive(Debug)]
+pub struct Estimator {
+    history: SendHistory,
+    delay: DelayDetector,
+    rate: RateControl,
+    loss: LossBased,
+    probe: ProbeController,
+    /// (arrival end µs, bytes) per feedback packet, for the delivered rate.
+    delivered: [(i64, u64); DELIVERED_SLOTS],
+    delivered_head: usize,
+    delivered_len: usize,
+    estimate: u64,
+    min: u64,
+    max: u64,
+    /// Until when, and to what floor, overuse is taken as the running probe's own queue.
+    probe_guard: Option<(i64, u64)>,
+    /// When feedback last reported a packet received (µs).
+    last_received_us: Option<i64>,
+}
+
+impl Estimator {
+    /// An estimator starting at `initial` bit/s, kept within `min..=max`.
+    pub fn new(now: Instant, initial: u64, min: u64, max: u64) -> Self {
+        Estimator {
+            history: SendHistory::new(now),
+            delay: DelayDetector::default(),
+            rate: RateControl::new(initial, min, max),
+            loss: LossBased::new(initial, max),
+            probe: ProbeController::default(),
+            delivered: [(0, 0); DELIVERED_SLOTS],
+            delivered_head: 0,
+            delivered_len: 0,
+            estimate: initial,
+            min,
+            max,
+            probe_guard: None,
+            last_received_us: None,
+        }
+    }
+
+    /// The estimate, bit/s.
+    pub fn estimate(&self) -> u64 {
+        self.estimate
+    }
+
+    /// The delay detector's reading.
+    pub fn usage(&self) -> Usage {
+        self.delay.usage()
+    }
+
+    /// The delay trend and its threshold (for diagnostics).
+    pub fn trend(&self) -> (f64, f64) {
+        self.delay.trend()
+    }
+
+    /// The delivered rate over the last half second of feedback, bit/s.
+    pub fn delivered_bps(&self) -> Option<f64> {
+        if self.delivered_len < 2 {
+            return None;
+        }
+        let at = |k: usize| {
+            self.delivered[(self.delivered_head + 2 * DELIVERED_SLOTS - 1 - k) % DELIVERED_SLOTS]
+        };
+        let newest_end = at(0).0;
+        let (mut bytes, mut span) = (0u64, 0i64);
+        for k in 0..self.delivered_len - 1 {
+            bytes += at(k).1;
+            span = newest_end - at(k + 1).0;
+            if span >= DELIVERED_WINDOW_US {
+                break;
+            }
+        }
+        (span >= 50_000).then(|| bytes as f64 * 8e6 / span as f64)
+    }
+
+    /// The round trip (from receiver reports), for the rate control's step sizes.
+    pub fn set_rtt_ms(&mut self, rtt: f64) {
+        self.rate.set_rtt_ms(rtt);
+    }
+
+    /// Records a packet about to be sent (`size` bytes on the wire) and returns the
+    /// transport-wide sequence number to stamp on it.
+    pub fn on_send(&mut self, now: Instant, size: u32) -> u16 {
+        let us = self.history.micros(now);
+        let cluster = self.probe.sending();
+        self.probe.on_send(us, size);
+        self.history.on_send(now, size, cluster)
+    }
+
+    /// Starts a probe towards `target_bps` (at most twice the estimate: a step up is
+    /// proven before the next) if none is running and the last ended long enough ago.
+    /// Returns whether one started.
+    pub fn start_probe(&mut self, now: Instant, target_bps: u64) -> bool {
+        let target = target_bps
+            .min(self.estimate.saturating_mul(2))
+            .clamp(self.min, self.max);
+        let us = self.history.micros(now);
+        // A stale reading (nothing heard for a second, as when everything is paused) does
+        // not hold probes back.
+        let fresh = self.last_received_us.is_some_and(|t| us - t < 1_000_000);
+        let loaded = fresh && self.delay.usage() != Usage::Normal;
+        if target <= self.estimate || loaded || self.rate.decreased_within(us, 1_000_000) {
+            return false;
+        }
+        if self.probe.start(us, target).is_none() {
+            return false;
+        }
+        let floor = self
+            .delivered_bps()
+            .map_or(0, |d| (d as u64).min(self.estimate));
+        self.probe_guard = Some((us + PROBE_GUARD_US, floor));
+        true
+    }
+
+    /// Whether a probe is running or awaiting its feedback.
+    pub fn probing(&self) -> bool {
+        self.probe.busy()
+    }
+
+    /// Padding bytes to send now for the running probe (0 when none).
+    pub fn padding_due(&mut self, now: Instant) -> usize {
+        let us = self.history.micros(now);
+        self.probe.padding_due(us)
+    }
+
+    /// Applies one transport-cc feedback: `reference_us` is the feedback's reference time in
+    /// µs and `packets` its `(sequence, delta µs)` statuses in order (delta `None` for lost).
+    pub fn on_feedback(
+        &mut self,
+        now: Instant,
+        reference_us: i64,
+        packets: impl Iterator<Item = (u16, Option<i64>)>,
+    ) -> FeedbackSummary {
+        let now_us = self.history.micros(now);
+        let mut arrival = reference_us;
+        let (mut received, mut lost) = (0u32, 0u32);
+        let mut bytes = 0u64;
+        let mut last_arrival = None;
+        let mut probe_result = None;
+        for (seq, delta) in packets.take(MAX_STATUSES) {
+            let at = delta.map(|d| {
+                arrival += d;
+                arrival
+            });
+            let Some(r) = self.history.on_report(seq, at) else {
+                continue;
+            };
+            if let Some(res) = self.probe.on_report(now_us, &r) {
+                probe_result = Some(res);
+            }
+            match r.arrival_us {
+                Some(a) => {
+                    received += 1;
+                    bytes += u64::from(r.size);
+                    last_arrival = Some(last_arrival.map_or(a, |l: i64| l.max(a)));
+                    self.delay.on_packet(r.sent_us, a);
+                }
+                None => lost += 1,
+            }
+        }
+        if let Some(end) = last_arrival {
+            self.delivered[self.delivered_head] = (end, bytes);
+            self.delivered_head = (self.delivered_head + 1) % DELIVERED_SLOTS;
+            self.delivered_len = (self.delivered_len + 1).min(DELIVERED_SLOTS);
+        }
+        let usage = self.delay.usage();
+        if received + lost > 0 {
+            let delivered = self.delivered_bps();
+            self.rate.update(now_us, usage, delivered);
+            if let Some(p) = probe_result {
+                let cap = p.capacity_bps() as u64;
+                if cap > self.rate.rate() {
+                    self.rate.set_rate(cap);
+                }
+                self.loss.raise_to(cap);
+            }
+            // The queue a probe built is not a reason to fall below what flowed before it.
+            if let Some((until, floor)) = self.probe_guard
+                && now_us < until
+                && self.rate.rate() < floor
+            {
+                self.rate.set_rate(floor);
+            }
+            self.loss.on_feedback(
+                now_us,
+                received,
+                lost,
+                self.estimate,
+                usage != Usage::Normal,
+            );
+        }
+        if received > 0 {
+            self.last_received_us = Some(now_us);
+        }
+        self.estimate = self
+            .rate
+            .rate()
+            .min(self.loss.estimate())
+            .clamp(self.min, self.max);
+        FeedbackSummary {
+            received,
+            lost,
+            usage,
+            estimate_bps: self.estimate,
+            probe: probe_result,
+        }
+    }
+}
