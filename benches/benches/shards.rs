@@ -111,6 +111,9 @@ fn run(shards: usize, subscribers: usize, packets: usize) -> f64 {
                         track: TRACK,
                         ssrc,
                         payload_types: vec![(pt.codec, pt.pt)],
+                        transport_cc: 0,
+                        rtx: None,
+                        priority: 0,
                     }),
                 );
             }

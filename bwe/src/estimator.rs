@@ -39,8 +39,9 @@ pub struct Estimator {
     rate: RateControl,
     loss: LossBased,
     probe: ProbeController,
-    /// (arrival end µs, bytes) per feedback packet, for the delivered rate.
-    delivered: [(i64, u64); DELIVERED_SLOTS],
+    /// (arrival end µs, bytes, send end µs) per feedback packet, for the delivered rate
+    /// and the rate the same packets were sent at.
+    delivered: [(i64, u64, i64); DELIVERED_SLOTS],
     delivered_head: usize,
     delivered_len: usize,
     estimate: u64,
@@ -61,7 +62,7 @@ impl Estimator {
             rate: RateControl::new(initial, min, max),
             loss: LossBased::new(initial, max),
             probe: ProbeController::default(),
-            delivered: [(0, 0); DELIVERED_SLOTS],
+            delivered: [(0, 0, 0); DELIVERED_SLOTS],
             delivered_head: 0,
             delivered_len: 0,
             estimate: initial,
@@ -87,24 +88,35 @@ impl Estimator {
         self.delay.trend()
     }
 
-    /// The delivered rate over the last half second of feedback, bit/s.
+    /// The delivered rate over the last quarter second of feedback, bit/s.
     pub fn delivered_bps(&self) -> Option<f64> {
+        self.window_rates().map(|w| w.0)
+    }
+
+    /// (delivered, sent) rates of the packets of the last quarter second of feedback:
+    /// bytes over their arrival span and over their send span. Delivered well below sent
+    /// means the packets queued on the way: the path is saturated.
+    fn window_rates(&self) -> Option<(f64, f64)> {
         if self.delivered_len < 2 {
             return None;
         }
         let at = |k: usize| {
             self.delivered[(self.delivered_head + 2 * DELIVERED_SLOTS - 1 - k) % DELIVERED_SLOTS]
         };
-        let newest_end = at(0).0;
-        let (mut bytes, mut span) = (0u64, 0i64);
+        let (newest_end, _, newest_send) = at(0);
+        let (mut bytes, mut span, mut send_span) = (0u64, 0i64, 0i64);
         for k in 0..self.delivered_len - 1 {
             bytes += at(k).1;
             span = newest_end - at(k + 1).0;
+            send_span = newest_send - at(k + 1).2;
             if span >= DELIVERED_WINDOW_US {
                 break;
             }
         }
-        (span >= 50_000).then(|| bytes as f64 * 8e6 / span as f64)
+        (span >= 50_000).then(|| {
+            let bits = bytes as f64 * 8e6;
+            (bits / span as f64, bits / send_span.max(1000) as f64)
+        })
     }
 
     /// The round trip (from receiver reports), for the rate control's step sizes.
@@ -170,6 +182,7 @@ impl Estimator {
         let (mut received, mut lost) = (0u32, 0u32);
         let mut bytes = 0u64;
         let mut last_arrival = None;
+        let mut last_send = 0i64;
         let mut probe_result = None;
         for (seq, delta) in packets.take(MAX_STATUSES) {
             let at = delta.map(|d| {
@@ -187,20 +200,22 @@ impl Estimator {
                     received += 1;
                     bytes += u64::from(r.size);
                     last_arrival = Some(last_arrival.map_or(a, |l: i64| l.max(a)));
+                    last_send = last_send.max(r.sent_us);
                     self.delay.on_packet(r.sent_us, a);
                 }
                 None => lost += 1,
             }
         }
         if let Some(end) = last_arrival {
-            self.delivered[self.delivered_head] = (end, bytes);
+            self.delivered[self.delivered_head] = (end, bytes, last_send);
             self.delivered_head = (self.delivered_head + 1) % DELIVERED_SLOTS;
             self.delivered_len = (self.delivered_len + 1).min(DELIVERED_SLOTS);
         }
         let usage = self.delay.usage();
         if received + lost > 0 {
-            let delivered = self.delivered_bps();
-            self.rate.update(now_us, usage, delivered);
+            let rates = self.window_rates();
+            self.rate
+                .update(now_us, usage, rates.map(|r| r.0), rates.map(|r| r.1));
             if let Some(p) = probe_result {
                 let cap = p.capacity_bps() as u64;
                 if cap > self.rate.rate() {

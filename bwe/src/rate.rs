@@ -7,6 +7,10 @@ use crate::delay::Usage;
 const GROWTH_PER_S: f64 = 1.08;
 /// On overuse the rate drops to this share of the delivered rate.
 const BACKOFF: f64 = 0.85;
+/// Delivered below this share of the sent rate: the path is saturated.
+const SATURATED: f64 = 0.9;
+/// On overuse of a path that kept up, the rate drops by this factor.
+const GENTLE: f64 = 0.95;
 /// Growth never takes the rate past the delivered rate by more than this factor (plus
 /// 10 kbit/s): a rate that nothing has carried yet is proven by a probe, not assumed.
 const MAX_OVER_DELIVERED: f64 = 1.1;
@@ -73,8 +77,15 @@ impl RateControl {
     }
 
     /// Applies the detector's reading at `now_us`, with the delivered rate (bit/s) measured
-    /// from feedback when known. Returns the new rate.
-    pub fn update(&mut self, now_us: i64, usage: Usage, delivered: Option<f64>) -> u64 {
+    /// from feedback and the rate the same packets were sent at, when known. Returns the new
+    /// rate.
+    pub fn update(
+        &mut self,
+        now_us: i64,
+        usage: Usage,
+        delivered: Option<f64>,
+        sent: Option<f64>,
+    ) -> u64 {
         let dt_s = self
             .last_update_us
             .map_or(0.0, |t| ((now_us - t) as f64 / 1e6).clamp(0.0, 1.0));
@@ -85,12 +96,23 @@ impl RateControl {
                     .last_decrease_us
                     .is_none_or(|t| (now_us - t) as f64 / 1000.0 >= self.rtt_ms.max(100.0));
                 if spaced {
-                    let base = delivered.unwrap_or(self.rate);
-                    let target = BACKOFF * base;
+                    // Delivered well below sent: the packets queued, and the delivered rate
+                    // is what the path carries. Otherwise the path kept up with what was
+                    // sent (a delay blip, or a sender far below the estimate): step down
+                    // gently from the estimate rather than to what happened to be sent.
+                    let saturated = match (delivered, sent) {
+                        (Some(d), Some(s)) => d < SATURATED * s,
+                        _ => true,
+                    };
+                    let target = match delivered {
+                        Some(d) if saturated => BACKOFF * d,
+                        Some(d) => (GENTLE * self.rate).max(BACKOFF * d),
+                        None => BACKOFF * self.rate,
+                    };
                     if target < self.rate {
                         self.rate = target;
                     }
-                    if let Some(d) = delivered {
+                    if let Some(d) = delivered.filter(|_| saturated) {
                         self.note_capacity(d / 1000.0);
                     }
                     self.last_decrease_us = Some(now_us);
@@ -160,33 +182,55 @@ mod tests {
     #[test]
     fn overuse_drops_below_delivered_and_is_spaced() {
         let mut r = RateControl::new(2_000_000, 50_000, 10_000_000);
-        assert_eq!(r.update(0, Usage::Over, Some(1_000_000.0)), 850_000);
+        assert_eq!(r.update(0, Usage::Over, Some(1_000_000.0), None), 850_000);
         // A second overuse reading 20 ms later does not compound.
-        assert_eq!(r.update(20_000, Usage::Over, Some(800_000.0)), 850_000);
+        assert_eq!(
+            r.update(20_000, Usage::Over, Some(800_000.0), None),
+            850_000
+        );
         // A later one does.
-        assert_eq!(r.update(200_000, Usage::Over, Some(800_000.0)), 680_000);
+        assert_eq!(
+            r.update(200_000, Usage::Over, Some(800_000.0), None),
+            680_000
+        );
+    }
+
+    #[test]
+    fn overuse_on_a_path_that_kept_up_steps_down_gently() {
+        // Sending 300 kbit/s under a 2 Mbit/s estimate, everything delivered as sent: a
+        // delay blip costs 5%, not a fall to 85% of 300 kbit/s.
+        let mut r = RateControl::new(2_000_000, 50_000, 10_000_000);
+        assert_eq!(
+            r.update(0, Usage::Over, Some(300_000.0), Some(300_000.0)),
+            1_900_000
+        );
+        // Queued (delivered 20% under sent): down to 85% of delivered.
+        assert_eq!(
+            r.update(500_000, Usage::Over, Some(800_000.0), Some(1_000_000.0)),
+            680_000
+        );
     }
 
     #[test]
     fn grows_multiplicatively_then_additively_near_capacity() {
         let mut r = RateControl::new(500_000, 50_000, 10_000_000);
-        r.update(0, Usage::Normal, None);
+        r.update(0, Usage::Normal, None, None);
         let mut t = 0;
         for _ in 0..10 {
             t += 100_000;
-            r.update(t, Usage::Normal, None);
+            r.update(t, Usage::Normal, None, None);
         }
         // About 8% in one second.
         let grown = r.rate() as f64 / 500_000.0;
         assert!((1.07..1.09).contains(&grown), "{grown}");
         // After a congestion point, growth is a few kbit/s per second.
-        r.update(t + 1, Usage::Over, Some(600_000.0));
+        r.update(t + 1, Usage::Over, Some(600_000.0), None);
         let after = r.rate();
         t += 200_000;
-        r.update(t, Usage::Normal, Some(560_000.0));
+        r.update(t, Usage::Normal, Some(560_000.0), None);
         for _ in 0..10 {
             t += 100_000;
-            r.update(t, Usage::Normal, Some(560_000.0));
+            r.update(t, Usage::Normal, Some(560_000.0), None);
         }
         let step = r.rate() - after;
         assert!((20_000..80_000).contains(&step), "additive step {step}");
@@ -198,7 +242,7 @@ mod tests {
         let mut t = 0;
         for _ in 0..200 {
             t += 100_000;
-            r.update(t, Usage::Normal, Some(200_000.0));
+            r.update(t, Usage::Normal, Some(200_000.0), None);
         }
         assert_eq!(r.rate(), 230_000);
     }

@@ -31,6 +31,12 @@ struct Link {
     busy_until: i64,
     queued_bytes: u64,
     rng: u64,
+    /// Extra delay after the bottleneck, uniform in 0..jitter µs (order kept).
+    jitter_us: i64,
+    last_arrival: i64,
+    /// Every `stall.0` µs, packets entering during the first `stall.1` µs are held until
+    /// its end (a sender or path that stops and then bursts, as a loaded host does).
+    stall: Option<(i64, i64)>,
 }
 
 impl Link {
@@ -44,6 +50,9 @@ impl Link {
             busy_until: 0,
             queued_bytes: 0,
             rng: 0x2545_f491_4f6c_dd1d,
+            jitter_us: 0,
+            last_arrival: 0,
+            stall: None,
         }
     }
 
@@ -85,7 +94,15 @@ impl Link {
         self.busy_until = done;
         self.queued_bytes += u64::from(size);
         self.queued.push_back((0, size, done));
-        Some(done + PROPAGATION_US)
+        let jitter = (self.random() * self.jitter_us as f64) as i64;
+        let mut arrival = (done + PROPAGATION_US + jitter).max(self.last_arrival);
+        if let Some((every, len)) = self.stall
+            && t % every < len
+        {
+            arrival = arrival.max(t - t % every + len + PROPAGATION_US);
+        }
+        self.last_arrival = arrival;
+        Some(arrival)
     }
 
     /// Queueing delay a packet entering at `t` would see (ms).
@@ -476,4 +493,16 @@ fn usage_reads_overuse_on_a_filling_queue() {
         }
     }
     assert!(seen_over);
+}
+
+#[test]
+fn delay_jitter_does_not_pull_an_application_limited_estimate_below_what_is_sent() {
+    // A fast path with up to 15 ms of jitter; the sender needs 800 kbit/s.
+    let mut link = Link::new(vec![(0, 10_000_000)], 1_000, 0.0);
+    link.jitter_us = 15_000;
+    // And an 80 ms stall every 1.3 s.
+    link.stall = Some((1_300_000, 80_000));
+    let tr = simulate(&mut link, Source::Elastic(800_000), 1_500_000, 30.0);
+    let low = tr.between(2.0, 30.0).map(|p| p.1).min().unwrap();
+    assert!(low >= 800_000, "estimate fell to {low}");
 }

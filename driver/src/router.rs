@@ -404,6 +404,9 @@ mod tests {
             track: TrackId(track),
             ssrc: 7,
             payload_types: Vec::new(),
+            transport_cc: 0,
+            rtx: None,
+            priority: 0,
         })
     }
 

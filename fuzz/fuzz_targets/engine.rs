@@ -222,6 +222,9 @@ impl Harness {
                     .take(8)
                     .map(|(c, pt)| (codec(c), pt))
                     .collect(),
+                transport_cc: 0,
+                rtx: None,
+                priority: 0,
             })),
             Op::Unsubscribe(p, t) => Some(Command::Unsubscribe {
                 peer: PeerId((p % PEERS).into()),

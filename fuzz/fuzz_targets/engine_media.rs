@@ -358,6 +358,9 @@ impl Harness {
                             (CodecKind::Opus, pt & 0x7f),
                             (CodecKind::Vp8, pt & 0x7f),
                         ],
+                        transport_cc: 0,
+                        rtx: None,
+                        priority: 0,
                     }));
                 }
             }

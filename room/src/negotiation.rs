@@ -3,8 +3,10 @@
 //!
 //! The server is ICE-lite and always the DTLS server (`a=setup:passive` in answers,
 //! `actpass` in its own offers, which libwebrtc answers `active`). Downstream media carries
-//! no header extensions and no RTX: the forwarder writes a fresh RTP header, and lost
-//! packets are resent on the media SSRC.
+//! one header extension, the transport-wide sequence number (for the subscriber's
+//! congestion feedback, which drives the server's bandwidth estimate), and video gets an
+//! RTX stream (RFC 4588) for retransmissions and probe padding where the subscriber takes
+//! one. The forwarder writes a fresh RTP header for every packet.
 
 use std::collections::HashMap;
 
@@ -144,6 +146,85 @@ pub struct Answer {
     pub recv_slots: Vec<RecvSlot>,
     /// For each filled slot: the payload types the client will decode, by codec family.
     pub down_payload_types: HashMap<String, Vec<(CodecKind, u8)>>,
+    /// For each filled slot: the transport-cc extension and RTX the subscriber takes.
+    pub down_extras: HashMap<String, DownExtras>,
+}
+
+/// What a subscriber takes on a downstream section beyond the codecs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DownExtras {
+    /// The transport-wide sequence number extension id (0: not negotiated).
+    pub transport_cc: u8,
+    /// RTX payload types and the media payload type each repairs.
+    pub rtx: Vec<(u8, u8)>,
+}
+
+/// The extension id this server offers transport-cc under on subscriber sections.
+pub const DOWN_TWCC_EXT: u8 = 3;
+
+/// The RTX SSRC paired with a downstream media SSRC.
+pub fn rtx_ssrc(ssrc: u32) -> u32 {
+    ssrc ^ 0x8000_0000
+}
+
+/// RTX codecs (RFC 4588) for the video codecs of a section, on payload types it does not
+/// use; `(rtx pt, apt)` pairs.
+fn rtx_for(codecs: &[Codec]) -> Vec<Codec> {
+    let mut used: Vec<u8> = codecs.iter().map(|c| c.pt).collect();
+    let mut out = Vec::new();
+    for c in codecs {
+        if c.name.eq_ignore_ascii_case("rtx") || c.name.eq_ignore_ascii_case("red") {
+            continue;
+        }
+        let Some(pt) = (96..=127u8).find(|p| !used.contains(p)) else {
+            break;
+        };
+        used.push(pt);
+        out.push(Codec {
+            pt,
+            name: "rtx".into(),
+            clock_rate: c.clock_rate,
+            channels: None,
+            fmtp: Some(format!("apt={}", c.pt)),
+            rtcp_fb: Vec::new(),
+        });
+    }
+    out
+}
+
+/// The transport-cc id and RTX pairs a section negotiated.
+fn down_extras(m: &MediaSection) -> DownExtras {
+    DownExtras {
+        transport_cc: m.extmap_id(EXT_TWCC).unwrap_or(0),
+        rtx: m
+            .codecs
+            .iter()
+            .filter(|c| c.name.eq_ignore_ascii_case("rtx"))
+            .filter_map(|c| c.apt().map(|apt| (c.pt, apt)))
+            .collect(),
+    }
+}
+
+/// Adds the RTX stream of a downstream video track to a section that has RTX codecs.
+fn add_down_rtx(m: &mut MediaSection, d: &DownTrack) {
+    if d.kind != MediaKind::Video || !m.codecs.iter().any(|c| c.name.eq_ignore_ascii_case("rtx")) {
+        return;
+    }
+    let rtx = rtx_ssrc(d.ssrc);
+    let lines: Vec<_> = m
+        .ssrcs
+        .iter()
+        .filter(|l| l.ssrc == d.ssrc)
+        .map(|l| lkr_sdp::SsrcLine {
+            ssrc: rtx,
+            ..l.clone()
+        })
+        .collect();
+    m.ssrcs.extend(lines);
+    m.ssrc_groups.push(lkr_sdp::SsrcGroup {
+        semantics: "FID".into(),
+        ssrcs: vec![d.ssrc, rtx],
+    });
 }
 
 fn ext_ids(m: &MediaSection) -> ExtIds {
@@ -223,6 +304,7 @@ pub fn answer_offer(
     let mut publish = Vec::new();
     let mut recv_slots = Vec::new();
     let mut down_payload_types = HashMap::new();
+    let mut down_mids = Vec::new();
     for om in &offer.media {
         let mid = om.mid.clone().unwrap_or_default();
         let mut m = MediaSection::new(om.kind.clone(), om.protocol.clone());
@@ -340,8 +422,25 @@ pub fn answer_offer(
                                 m.add_codec(answer_codec(&om.kind, codecs[0]));
                                 m.direction = Some(Direction::Inactive);
                             } else {
+                                if kind == MediaKind::Video {
+                                    let rtx: Vec<Codec> = om
+                                        .codecs
+                                        .iter()
+                                        .filter(|c| c.name.eq_ignore_ascii_case("rtx"))
+                                        .filter(|c| {
+                                            c.apt()
+                                                .is_some_and(|a| m.codecs.iter().any(|x| x.pt == a))
+                                        })
+                                        .cloned()
+                                        .collect();
+                                    for c in rtx {
+                                        m.add_codec(c);
+                                    }
+                                }
                                 add_down(&mut m, d);
+                                add_down_rtx(&mut m, d);
                                 down_payload_types.insert(mid.clone(), pts);
+                                down_mids.push(mid.clone());
                             }
                         }
                         None => {
@@ -378,11 +477,22 @@ pub fn answer_offer(
         }
         sd.media.push(m);
     }
+    let down_extras = down_mids
+        .into_iter()
+        .filter_map(|mid| {
+            let m = sd
+                .media
+                .iter()
+                .find(|m| m.mid.as_deref() == Some(mid.as_str()))?;
+            Some((mid, down_extras(m)))
+        })
+        .collect();
     Answer {
         sdp: sd,
         publish,
         recv_slots,
         down_payload_types,
+        down_extras,
     }
 }
 
@@ -421,10 +531,13 @@ pub fn subscriber_offer(
                     Some(d) => {
                         for c in &d.codecs {
                             let rtcp_fb = match kind {
-                                MediaKind::Video => {
-                                    vec!["nack".into(), "nack pli".into(), "ccm fir".into()]
-                                }
-                                MediaKind::Audio => Vec::new(),
+                                MediaKind::Video => vec![
+                                    "nack".into(),
+                                    "nack pli".into(),
+                                    "ccm fir".into(),
+                                    "transport-cc".into(),
+                                ],
+                                MediaKind::Audio => vec!["transport-cc".into()],
                             };
                             m.add_codec(Codec {
                                 pt: c.pt,
@@ -435,7 +548,19 @@ pub fn subscriber_offer(
                                 rtcp_fb,
                             });
                         }
+                        if *kind == MediaKind::Video {
+                            for c in rtx_for(&m.codecs) {
+                                m.add_codec(c);
+                            }
+                        }
+                        m.extmaps.push(lkr_sdp::ExtMap {
+                            id: DOWN_TWCC_EXT,
+                            direction: None,
+                            uri: EXT_TWCC.into(),
+                            params: None,
+                        });
                         add_down(&mut m, d);
+                        add_down_rtx(&mut m, d);
                     }
                     None => {
                         let c = match kind {
@@ -489,7 +614,116 @@ pub fn accepted_payload_types(
         .collect()
 }
 
+/// From a subscriber answer: for each mid, the transport-cc extension and RTX it took.
+pub fn accepted_down_extras(answer: &SessionDescription) -> HashMap<String, DownExtras> {
+    answer
+        .media
+        .iter()
+        .filter(|m| !m.is_rejected())
+        .filter_map(|m| Some((m.mid.clone()?, down_extras(m))))
+        .collect()
+}
+
 /// An `a=` attribute list entry, for callers adding their own lines.
 pub fn attribute(key: &str, value: &str) -> Attribute {
     Attribute::new(key, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=rtcp-fb:96 transport-cc\r\na=rtcp-fb:96 nack\r\n\
+a=rtcp-fb:96 nack pli\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\n\
+a=fingerprint:sha-256 E8:66:77:C1:E0:05:E7:03:7A:38:87:FE:E3:28:0E:9A:91:3B:FF:A9:DB:50:98:43:FB:29:1E:D8:CD:DF:57:55\r\n\
+a=rtcp-mux\r\na=rtcp-rsize\r\n";
+
+    fn local() -> LocalTransport {
+        LocalTransport {
+            ufrag: "srv1".into(),
+            pwd: "serverpasswordserverpw".into(),
+            fingerprint: ("sha-256".into(), "AA:BB".into()),
+            candidates: vec![],
+        }
+    }
+
+    fn down() -> DownTrack {
+        DownTrack {
+            kind: MediaKind::Video,
+            stream_id: "PA_x|TR_y".into(),
+            track_sid: "TR_y".into(),
+            ssrc: 0x1234_5678,
+            cname: "PA_x".into(),
+            codecs: vec![TrackCodec {
+                pt: 96,
+                name: "VP8".into(),
+                clock_rate: 90000,
+                channels: None,
+                fmtp: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn single_pc_answer_sends_rtx_and_transport_cc_on_downstream_video() {
+        let offer = lkr_sdp::parse(OFFER).unwrap();
+        let downs = HashMap::from([("0".to_string(), down())]);
+        let a = answer_offer(&offer, &local(), 1, 1, &downs);
+        let text = a.sdp.write();
+        let rtx = rtx_ssrc(0x1234_5678);
+        for line in [
+            "a=rtpmap:97 rtx/90000".to_string(),
+            "a=fmtp:97 apt=96".to_string(),
+            "a=rtcp-fb:96 transport-cc".to_string(),
+            format!("a=ssrc-group:FID {} {rtx}", 0x1234_5678u32),
+            format!("a=ssrc:{rtx} cname:PA_x"),
+            "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+                .to_string(),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        assert_eq!(
+            a.down_extras.get("0"),
+            Some(&DownExtras {
+                transport_cc: 3,
+                rtx: vec![(97, 96)]
+            })
+        );
+    }
+
+    #[test]
+    fn subscriber_offer_offers_rtx_and_transport_cc_and_reads_what_the_answer_took() {
+        let sections = [OfferSection::Media {
+            mid: "1".into(),
+            kind: MediaKind::Video,
+            track: Some(down()),
+        }];
+        let sd = subscriber_offer(&local(), 1, 1, &sections);
+        let text = sd.write();
+        let rtx = rtx_ssrc(0x1234_5678);
+        assert!(text.contains("a=rtpmap:97 rtx/90000"), "{text}");
+        assert!(text.contains("a=fmtp:97 apt=96"), "{text}");
+        assert!(
+            text.contains(&format!("a=ssrc-group:FID {} {rtx}", 0x1234_5678u32)),
+            "{text}"
+        );
+        assert!(text.contains("a=rtcp-fb:96 transport-cc"), "{text}");
+        assert!(
+            text.contains(&format!("a=extmap:{DOWN_TWCC_EXT} {EXT_TWCC}")),
+            "{text}"
+        );
+        // An answer that keeps RTX and the extension.
+        let extras = accepted_down_extras(&sd);
+        assert_eq!(
+            extras.get("1"),
+            Some(&DownExtras {
+                transport_cc: DOWN_TWCC_EXT,
+                rtx: vec![(97, 96)]
+            })
+        );
+    }
 }

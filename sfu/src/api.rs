@@ -154,6 +154,15 @@ pub struct SubscribeSpec {
     pub ssrc: u32,
     /// The subscriber's payload type for each codec family of the track.
     pub payload_types: Vec<(CodecKind, u8)>,
+    /// The transport-cc header extension id the subscriber's transport negotiated (0:
+    /// none); with it, the core estimates the subscriber's bandwidth from its feedback.
+    pub transport_cc: u8,
+    /// The RTX stream for this track, if the subscriber takes one: its SSRC and the
+    /// `(rtx pt, media pt)` pairs.
+    pub rtx: Option<(u32, Vec<(u8, u8)>)>,
+    /// Allocation priority when the link does not carry everything: 2 for screen share,
+    /// 1 for what should go first otherwise, 0 for the rest.
+    pub priority: u8,
 }
 
 /// Control plane → core.

@@ -27,6 +27,8 @@ const FEEDBACK_SSRC: u32 = 1;
 /// Delay before the first NACK for a gap, so that slightly reordered packets are not asked
 /// for.
 const NACK_DELAY: Duration = Duration::from_millis(10);
+mod bwe;
+
 /// Time between transport-wide congestion feedback packets to a sending peer.
 const TWCC_INTERVAL: Duration = Duration::from_millis(20);
 /// Minimum time between keyframe requests for one layer.
@@ -119,7 +121,8 @@ pub struct Drops {
     pub malformed_rtp: u64,
     pub unknown_ssrc: u64,
     pub unknown_first_byte: u64,
-    /// Padding-only retransmission packets (bandwidth probes).
+    /// Bandwidth probes from publishers: padding-only retransmission packets, and
+    /// retransmissions of packets already held (libwebrtc probes with old packets).
     pub padding: u64,
     /// Packets too old to forward to a subscriber (behind its current segment).
     pub late: u64,
@@ -168,6 +171,9 @@ struct Peer {
     /// Start of the current one-second retransmission budget, and what it spent.
     rtx_window: Option<Instant>,
     rtx_spent: u32,
+    /// The bandwidth estimate of this peer's downstream link, once it negotiated
+    /// transport-cc on a subscription.
+    bwe: Option<Box<bwe::PeerBwe>>,
 }
 
 impl Peer {
@@ -219,6 +225,8 @@ pub struct Engine {
     next_nack: Option<Instant>,
     /// When congestion feedback is next due (some peer has pending feedback).
     next_twcc: Option<Instant>,
+    /// When probe padding is next due (some subscriber's estimate is being probed).
+    next_probe: Option<Instant>,
     /// Where retransmissions are rebuilt into the packets they repair.
     scratch: Vec<u8>,
     rtcp: RtcpScratch,
@@ -253,33 +261,78 @@ struct OutPacket<'a> {
     payload: &'a [u8],
 }
 
+/// Stamps downstream packets with a transport-wide sequence number from a subscriber's
+/// estimator: the extension id, the estimator and the time.
+type Stamp<'a> = Option<(u8, &'a mut lkr_bwe::Estimator, Instant)>;
+
+/// Bytes SRTP adds to an RTP packet (the authentication tag), counted in what the
+/// estimator is told was sent.
+const SRTP_TAG: u32 = 10;
+
+/// Writes the transport-wide sequence number into a header written with one 2-byte
+/// extension element (one-byte form for ids 1–14, two-byte form otherwise).
+fn stamp_seq(buf: &mut [u8], ext: u8, seq: u16) {
+    let at = if (1..=14).contains(&ext) { 17 } else { 18 };
+    if let Some(d) = buf.get_mut(at..at + 2) {
+        d.copy_from_slice(&seq.to_be_bytes());
+    }
+}
+
 /// Writes a downstream packet for subscription `s` into a pooled buffer and protects it:
 /// a fresh header with the subscriber's SSRC and payload type, the payload (a RED payload
 /// reduced to its primary Opus where the subscriber did not take RED), VP8 ids rewritten.
 /// Returns the datagram and the payload length, or `None` when the subscriber cannot take
 /// this packet.
+///
+/// With `rtx`, the packet goes out as a retransmission on the subscription's RTX stream
+/// (RFC 4588: its own payload type, SSRC and sequence number, the original sequence number
+/// before the payload). With `stamp`, it carries a transport-wide sequence number.
 fn write_down(
     pool: &mut Vec<Vec<u8>>,
     srtp: &mut SrtpContext,
     s: &mut Subscription,
     p: &OutPacket<'_>,
+    rtx: bool,
+    stamp: Stamp<'_>,
 ) -> Option<(Vec<u8>, usize)> {
     let (pt, body) = match (p.codec, s.payload_type(p.codec)) {
         (_, Some(pt)) => (pt, p.payload),
         (CodecKind::Red, None) => (s.payload_type(CodecKind::Opus)?, red_primary(p.payload)?),
         _ => return None,
     };
+    let (pt, seq, ssrc, osn) = match s.rtx_for(pt).filter(|_| rtx) {
+        Some((rtx_pt, rtx_ssrc)) => {
+            s.rtx_seq = s.rtx_seq.wrapping_add(1);
+            (rtx_pt, s.rtx_seq, rtx_ssrc, Some(p.seq))
+        }
+        None => (pt, p.seq, s.ssrc, None),
+    };
     let mut buf = take_buf(pool);
-    buf.resize(12, 0);
-    if lkr_rtp::RtpWriter::write_header(&mut buf, p.marker, pt, p.seq, p.ts, s.ssrc, &[]).is_err() {
+    buf.resize(20, 0);
+    let ext = stamp.as_ref().map(|(id, _, _)| *id);
+    let elems: &[(u8, &[u8])] = match ext {
+        Some(id) => &[(id, &[0, 0])],
+        None => &[],
+    };
+    let Ok(hdr) = lkr_rtp::RtpWriter::write_header(&mut buf, p.marker, pt, seq, p.ts, ssrc, elems)
+    else {
         pool.push(buf);
         return None;
+    };
+    buf.truncate(hdr);
+    if let Some(osn) = osn {
+        buf.extend_from_slice(&osn.to_be_bytes());
     }
+    let at = buf.len();
     buf.extend_from_slice(body);
     if p.codec == CodecKind::Vp8 {
-        s.vp8.rewrite(&mut buf[12..]);
+        s.vp8.rewrite(&mut buf[at..]);
     }
     let len = buf.len();
+    if let Some((id, est, now)) = stamp {
+        let tseq = est.on_send(now, len as u32 + SRTP_TAG);
+        stamp_seq(&mut buf, id, tseq);
+    }
     buf.resize(len + SRTP_ROOM, 0);
     match srtp.protect_rtp(&mut buf, len) {
         Ok(n) => {
@@ -338,6 +391,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             next_nack: None,
             next_twcc: None,
+            next_probe: None,
             scratch: Vec::with_capacity(1500),
             rtcp: RtcpScratch::default(),
             next_report: None,
@@ -411,6 +465,7 @@ impl Engine {
             self.timers.peek().map(|Reverse((t, _))| *t),
             self.next_nack,
             self.next_twcc,
+            self.next_probe,
         ]
         .into_iter()
         .chain(media)
@@ -505,13 +560,19 @@ impl Engine {
                 let old_ssrc = t.subs.iter().find(|s| s.peer == spec.peer).map(|s| s.ssrc);
                 t.subs.retain(|s| s.peer != spec.peer);
                 let clock = t.clock_rate();
-                t.subs.push(Subscription::new(
-                    spec.peer,
-                    spec.ssrc,
-                    spec.payload_types,
-                    clock,
-                ));
+                let mut sub = Subscription::new(spec.peer, spec.ssrc, spec.payload_types, clock);
+                sub.rtx = spec.rtx;
+                sub.priority = spec.priority;
+                t.subs.push(sub);
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
+                    if spec.transport_cc != 0 {
+                        match p.bwe.as_mut() {
+                            Some(b) => b.ext = spec.transport_cc,
+                            None => {
+                                p.bwe = Some(Box::new(bwe::PeerBwe::new(now, spec.transport_cc)))
+                            }
+                        }
+                    }
                     if let Some(old) = old_ssrc
                         && p.down_ssrcs.get(&old) == Some(&spec.track)
                     {
@@ -608,6 +669,7 @@ impl Engine {
                 addrs: Vec::new(),
                 rtx_window: None,
                 rtx_spent: 0,
+                bwe: None,
             },
         );
         let _ = now;
@@ -1058,6 +1120,18 @@ impl Engine {
             return;
         };
         let osn = u16::from_be_bytes([payload[0], payload[1]]);
+        // libwebrtc probes by resending packets that arrived long ago: a resend of a packet
+        // already held is not forwarded again (subscribers would drop it as a replay, after
+        // it cost their link and showed as loss in their congestion feedback).
+        if self
+            .tracks
+            .get(&tid)
+            .and_then(|t| t.layers.get(layer)?.cache.get(osn))
+            .is_some()
+        {
+            self.drops.padding += 1;
+            return;
+        }
         let mut pkt = std::mem::take(&mut self.scratch);
         pkt.clear();
         pkt.extend_from_slice(&view.as_bytes()[..view.header_len()]);
@@ -1122,6 +1196,7 @@ impl Engine {
             t.audio.observe(level);
         }
         let missing = t.layers[layer].missing.len();
+        t.layers[layer].bytes += pkt.len() as u64;
         let ext = t.layers[layer].on_packet(seq, now);
         if t.mirror.is_some() {
             // Upstream loss is the owning shard's to repair.
@@ -1183,9 +1258,11 @@ impl Engine {
             let Some(sp) = peers.get_mut(&s.peer) else {
                 continue;
             };
-            let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else {
+            let dest = sp.dest();
+            let (Some(dest), Some(srtp)) = (dest, sp.srtp_out.as_mut()) else {
                 continue;
             };
+            let stamp = sp.bwe.as_deref_mut().map(|b| (b.ext, &mut b.est, now));
             let out = OutPacket {
                 marker: view.marker(),
                 seq: out_seq,
@@ -1193,7 +1270,7 @@ impl Engine {
                 codec: codec.codec,
                 payload,
             };
-            if let Some((data, body_len)) = write_down(pool, srtp, s, &out) {
+            if let Some((data, body_len)) = write_down(pool, srtp, s, &out, false, stamp) {
                 s.remember(out_seq, seq, layer, out_ts);
                 s.packets_sent += 1;
                 s.octets_sent += body_len as u64;
@@ -1212,6 +1289,7 @@ impl Engine {
         let mut plis = std::mem::take(&mut self.rtcp.plis);
         let mut srs = std::mem::take(&mut self.rtcp.srs);
         let mut losses = std::mem::take(&mut self.rtcp.losses);
+        let mut twcc = None;
         nacks.clear();
         plis.clear();
         srs.clear();
@@ -1266,6 +1344,7 @@ impl Engine {
                             plis.push(*t);
                         }
                     }
+                    RtcpPacket::TransportCc(view) if p.bwe.is_some() => twcc = Some(view),
                     RtcpPacket::Fir { entries, .. } => {
                         for (ssrc, _) in entries.iter() {
                             if let Some(t) = p.down_ssrcs.get(&ssrc) {
@@ -1282,7 +1361,16 @@ impl Engine {
         for &t in &plis {
             self.request_keyframe(now, t, None);
         }
-        for &(tid, cumulative_lost, highest) in &losses {
+        if let Some(view) = twcc {
+            self.on_transport_feedback(now, id, &view);
+        }
+        // Loss-driven layer caps only for subscribers whose bandwidth is not estimated.
+        let estimated = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.bwe.as_ref())
+            .is_some_and(|b| b.active());
+        for &(tid, cumulative_lost, highest) in losses.iter().filter(|_| !estimated) {
             let Some(t) = self.tracks.get_mut(&tid) else {
                 continue;
             };
@@ -1339,7 +1427,7 @@ impl Engine {
         };
         self.drops.nack_over_rate += (nacks.len() - allowed) as u64;
         for &(t, _ssrc, seq) in nacks.iter().take(allowed) {
-            self.retransmit(id, t, seq);
+            self.retransmit(now, id, t, seq);
         }
         self.rtcp.nacks = nacks;
         self.rtcp.plis = plis;
@@ -1469,7 +1557,7 @@ impl Engine {
     }
 
     /// Resends a packet a subscriber reported lost, with the header it had.
-    fn retransmit(&mut self, peer: PeerId, tid: TrackId, out_seq: u16) {
+    fn retransmit(&mut self, now: Instant, peer: PeerId, tid: TrackId, out_seq: u16) {
         let Engine {
             tracks,
             peers,
@@ -1516,9 +1604,11 @@ impl Engine {
         let Some(sp) = peers.get_mut(&peer) else {
             return;
         };
-        let (Some(dest), Some(srtp)) = (sp.dest(), sp.srtp_out.as_mut()) else {
+        let dest = sp.dest();
+        let (Some(dest), Some(srtp)) = (dest, sp.srtp_out.as_mut()) else {
             return;
         };
+        let stamp = sp.bwe.as_deref_mut().map(|b| (b.ext, &mut b.est, now));
         let out = OutPacket {
             marker: view.marker(),
             seq: out_seq,
@@ -1526,7 +1616,7 @@ impl Engine {
             codec: codec.codec,
             payload: view.payload(),
         };
-        if let Some((data, _)) = write_down(pool, srtp, s, &out) {
+        if let Some((data, _)) = write_down(pool, srtp, s, &out, true, stamp) {
             self.traffic.rtx_out += 1;
             transmits.push_back(Transmit { dest, data });
         }
@@ -1656,6 +1746,10 @@ impl Engine {
             self.next_twcc = None;
             self.send_twcc();
         }
+        if self.next_probe.is_some_and(|t| t <= now) {
+            self.next_probe = None;
+            self.send_probes(now);
+        }
         if self.tracks.is_empty() {
             self.next_levels = None;
             self.next_report = None;
@@ -1675,6 +1769,11 @@ impl Engine {
         }
         if self.next_report.is_none_or(|t| t <= now) {
             self.next_report = Some(now + REPORT_INTERVAL);
+            for t in self.tracks.values_mut() {
+                for l in t.layers.iter_mut() {
+                    l.measure_rate(now);
+                }
+            }
             self.send_receiver_reports(now);
             self.reports_since_loss += 1;
             if self.reports_since_loss >= 5 {

@@ -94,6 +94,11 @@ pub struct Layer {
     pub received_prior: u64,
     /// The publisher's last sender report: NTP time and when it arrived.
     pub last_sr: Option<(u64, Instant)>,
+    /// Bytes received on this layer, and the bit rate measured from them.
+    pub bytes: u64,
+    pub rate_bps: u64,
+    /// Byte count and time of the last rate measurement.
+    rate_mark: Option<(Instant, u64)>,
 }
 
 impl Layer {
@@ -114,7 +119,27 @@ impl Layer {
             lost_last_interval: 0,
             received_prior: 0,
             last_sr: None,
+            bytes: 0,
+            rate_bps: 0,
+            rate_mark: None,
         }
+    }
+
+    /// Updates the layer's bit rate from the bytes since the last call (smoothed); a layer
+    /// silent for the whole interval reads 0 at once.
+    pub fn measure_rate(&mut self, now: Instant) {
+        if let Some((at, bytes)) = self.rate_mark {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            if dt > 0.05 {
+                let fresh = ((self.bytes - bytes) as f64 * 8.0 / dt) as u64;
+                self.rate_bps = if fresh == 0 || self.rate_bps == 0 {
+                    fresh
+                } else {
+                    (self.rate_bps + fresh) / 2
+                };
+            }
+        }
+        self.rate_mark = Some((now, self.bytes));
     }
 
     /// Notes an arriving packet for loss tracking; returns its extended sequence number.
@@ -477,6 +502,12 @@ pub struct Subscription {
     pub packets_sent: u64,
     pub octets_sent: u64,
     pub vp8: Vp8Munger,
+    /// The RTX stream (RFC 4588) for retransmissions and probe padding: SSRC, `(rtx pt,
+    /// media pt)` pairs, and its own sequence numbers.
+    pub rtx: Option<(u32, Vec<(u8, u8)>)>,
+    pub rtx_seq: u16,
+    /// Bandwidth allocation priority (2: screen share).
+    pub priority: u8,
 }
 
 impl Subscription {
@@ -504,7 +535,20 @@ impl Subscription {
             packets_sent: 0,
             octets_sent: 0,
             vp8: Vp8Munger::default(),
+            rtx: None,
+            rtx_seq: rand::random(),
+            priority: 0,
         }
+    }
+
+    /// The RTX payload type and SSRC for a media payload type, if this subscription has an
+    /// RTX stream for it.
+    pub fn rtx_for(&self, media_pt: u8) -> Option<(u8, u32)> {
+        let (ssrc, pairs) = self.rtx.as_ref()?;
+        pairs
+            .iter()
+            .find(|(_, apt)| *apt == media_pt)
+            .map(|(pt, _)| (*pt, *ssrc))
     }
 
     /// The layer cap in force: the subscriber's wish and its link's limit.

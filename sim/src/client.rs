@@ -106,6 +106,10 @@ pub struct Client {
     last_timeout: Option<Instant>,
     scratch: Vec<u16>,
     pub stats: ClientStats,
+    /// The transport-cc extension id downstream packets carry (0: not read), and the
+    /// transport-wide sequence numbers seen, in arrival order.
+    pub twcc_ext: u8,
+    pub twcc_seqs: Vec<u16>,
 }
 
 impl Client {
@@ -162,6 +166,8 @@ impl Client {
             next_feedback: now,
             last_timeout: None,
             scratch: Vec::new(),
+            twcc_ext: 0,
+            twcc_seqs: Vec::new(),
             stats: ClientStats::default(),
         };
         client.drain(now);
@@ -469,6 +475,13 @@ impl Client {
         };
         let policy = self.config.nack;
         let ssrc = view.ssrc();
+        if self.twcc_ext != 0
+            && let Some(seq) = view
+                .extension(self.twcc_ext)
+                .and_then(lkr_rtp::parse_transport_cc)
+        {
+            self.twcc_seqs.push(seq);
+        }
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             self.stats.unknown_ssrc += 1;
             let mut s = ReceivedStream::new(ssrc, None, CodecKind::Other);

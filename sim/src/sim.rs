@@ -255,6 +255,11 @@ impl Sim {
     /// Subscribes a client to a published track with a fresh downstream SSRC and the
     /// publisher's payload type. Returns that SSRC.
     pub fn subscribe(&mut self, id: ClientId, track: TrackId) -> u32 {
+        self.subscribe_with(id, track, 0)
+    }
+
+    /// As [`Sim::subscribe`], with the downstream transport-cc extension id (0: none).
+    pub fn subscribe_with(&mut self, id: ClientId, track: TrackId, transport_cc: u8) -> u32 {
         let source = *self
             .tracks
             .get(&track)
@@ -262,12 +267,16 @@ impl Sim {
         let ssrc = self.rng.next_u32() | 1;
         let pt = source.payload_type();
         self.clients[id.0].expect_stream(ssrc, track, pt.codec);
+        self.clients[id.0].twcc_ext = transport_cc;
         let peer = self.clients[id.0].peer;
         self.command(Command::Subscribe(SubscribeSpec {
             peer,
             track,
             ssrc,
             payload_types: vec![(pt.codec, pt.pt)],
+            transport_cc,
+            rtx: None,
+            priority: 0,
         }));
         ssrc
     }

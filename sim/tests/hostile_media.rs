@@ -172,6 +172,9 @@ fn resubscribing_keeps_one_entry_per_subscriber() {
             track: VIDEO,
             ssrc: last,
             payload_types: vec![(lkr_sfu::CodecKind::Vp8, 96)],
+            transport_cc: 0,
+            rtx: None,
+            priority: 0,
         }));
     }
     r.sim.run_for(Duration::from_secs(2));

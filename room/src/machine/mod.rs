@@ -223,6 +223,8 @@ pub struct TrackOffer {
     pub layers: Vec<pb::VideoLayer>,
     /// Number of layers the core sees (simulcast rids, or 1).
     pub layer_count: usize,
+    /// Bandwidth allocation priority for subscribers: 2 for a screen share, 0 otherwise.
+    pub priority: u8,
 }
 
 /// What the machine holds, for metrics.

@@ -1116,12 +1116,9 @@ impl Participant {
                     continue;
                 }
                 if let Some(pts) = answer.down_payload_types.get(mid) {
-                    ctx.out.media(Command::Subscribe(SubscribeSpec {
-                        peer,
-                        track: d.offer.track_id,
-                        ssrc: d.ssrc,
-                        payload_types: pts.clone(),
-                    }));
+                    let extras = answer.down_extras.get(mid).cloned().unwrap_or_default();
+                    ctx.out
+                        .media(Command::Subscribe(subscribe_spec(peer, d, pts, extras)));
                     d.active = true;
                     fx.subscribed.push(sid.clone());
                 }
@@ -1204,6 +1201,11 @@ impl Participant {
             codecs: ps.codecs.clone(),
             layers,
             layer_count: ps.rids.len().max(1),
+            priority: if info.source == pb::TrackSource::ScreenShare as i32 {
+                2
+            } else {
+                0
+            },
         };
         (info, offer)
     }
@@ -1268,18 +1270,16 @@ impl Participant {
         self.awaiting_answer = None;
         self.recyclable.extend(self.offered_inactive.drain(..));
         let pts = negotiation::accepted_payload_types(&sd);
+        let mut extras = negotiation::accepted_down_extras(&sd);
         for (sid, d) in self.downs.iter_mut() {
             if d.active {
                 continue;
             }
             let Some(mid) = &d.mid else { continue };
             if let Some(p) = pts.get(mid).filter(|p| !p.is_empty()) {
-                ctx.out.media(Command::Subscribe(SubscribeSpec {
-                    peer,
-                    track: d.offer.track_id,
-                    ssrc: d.ssrc,
-                    payload_types: p.clone(),
-                }));
+                let x = extras.remove(mid).unwrap_or_default();
+                ctx.out
+                    .media(Command::Subscribe(subscribe_spec(peer, d, p, x)));
                 d.active = true;
                 fx.subscribed.push(sid.clone());
             }
@@ -1371,7 +1371,13 @@ impl Participant {
         }
         let ssrc = loop {
             let s: u32 = rand::random();
-            if s != 0 && !self.downs.values().any(|d| d.ssrc == s) {
+            // Each down track also owns `rtx_ssrc(s)` for its RTX stream.
+            if s != 0
+                && !self
+                    .downs
+                    .values()
+                    .any(|d| d.ssrc == s || d.ssrc == negotiation::rtx_ssrc(s))
+            {
                 break s;
             }
         };
@@ -1450,6 +1456,26 @@ impl Participant {
             self.negotiate_subscriber(ctx);
         }
         true
+    }
+}
+
+/// How the core should send one downstream track, from what the subscriber accepted.
+fn subscribe_spec(
+    peer: PeerId,
+    d: &Down,
+    pts: &[(lkr_sfu::CodecKind, u8)],
+    extras: negotiation::DownExtras,
+) -> SubscribeSpec {
+    let rtx = (d.offer.kind == MediaKind::Video && !extras.rtx.is_empty())
+        .then(|| (negotiation::rtx_ssrc(d.ssrc), extras.rtx));
+    SubscribeSpec {
+        peer,
+        track: d.offer.track_id,
+        ssrc: d.ssrc,
+        payload_types: pts.to_vec(),
+        transport_cc: extras.transport_cc,
+        rtx,
+        priority: d.offer.priority,
     }
 }
 
