@@ -8,6 +8,8 @@
 //! sequence number (SRTP rejects replays), made in `iter_batched`'s untimed setup.
 //!
 //! Time per iteration is per packet; throughput counts packet × subscriber deliveries.
+//! The `+twcc` variants stamp every downstream packet with a transport-wide sequence number
+//! for the subscriber's bandwidth estimate (each subscriber negotiated transport-cc).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -22,7 +24,7 @@ const TRACK: TrackId = TrackId(1);
 /// A publisher of VP8 (1000-byte payloads) and `subscribers` subscribers, all connected,
 /// past the first keyframe, with the publisher's own clock stopped so that only the
 /// benchmark sends.
-fn established(subscribers: usize) -> Sim {
+fn established(subscribers: usize, transport_cc: u8) -> Sim {
     let mut sim = Sim::new(SimConfig::seeded(subscribers as u64));
     let publisher = sim.add_client();
     for _ in 0..subscribers {
@@ -31,7 +33,7 @@ fn established(subscribers: usize) -> Sim {
     assert!(sim.connect_all(Duration::from_secs(10)), "peers connect");
     sim.publish(publisher, TRACK, MediaSource::Video(VideoConfig::default()));
     for i in 1..=subscribers {
-        sim.subscribe(ClientId(i), TRACK);
+        sim.subscribe_with(ClientId(i), TRACK, transport_cc);
     }
     sim.run_for(Duration::from_secs(1));
     let now = sim.now();
@@ -53,8 +55,8 @@ fn established(subscribers: usize) -> Sim {
 
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward");
-    for subscribers in [1usize, 10, 100] {
-        let mut sim = established(subscribers);
+    for (subscribers, twcc) in [(1usize, 0u8), (10, 0), (100, 0), (1, 3), (10, 3), (100, 3)] {
+        let mut sim = established(subscribers, twcc);
         let from = sim.client(ClientId(0)).addr;
         let profile = match sim.client(ClientId(0)).srtp_profile() {
             Some(SrtpProfile::AeadAes128Gcm) => "srtp_gcm",
@@ -65,7 +67,8 @@ fn forward(c: &mut Criterion) {
         let (engine, clients) = sim.parts();
         let publisher = &mut clients[0];
         group.throughput(Throughput::Elements(subscribers as u64));
-        let id = BenchmarkId::new(profile, subscribers);
+        let suffix = if twcc != 0 { "+twcc" } else { "" };
+        let id = BenchmarkId::new(format!("{profile}{suffix}"), subscribers);
         group.bench_function(id, |b| {
             b.iter_batched(
                 || publisher.next_media_datagram(TRACK).expect("keyed"),
