@@ -17,7 +17,7 @@ import pytest
 import lkhelpers
 from lkhelpers import API_KEY, API_SECRET, api_token, run, unique
 
-TCP_PORT, UDP_PORT = 18310, 18311
+TCP_PORT, UDP_PORT = 18310, 18311  # and 18312/18313 for the server with STUN servers
 FP = "sha-256 11:17:5E:9E:C8:A8:D7:60:78:46:72:FD:EB:C7:A5:A1:ED:4B:62:44:56:58:22:D8:32:8D:7B:ED:BE:93:D0:44"
 
 
@@ -339,3 +339,35 @@ def test_an_ingress_header_makes_an_ingress_participant(server):
 
     assert p.kind == api.ParticipantInfo.Kind.INGRESS, p
     assert request("DELETE", r.headers["location"], tok=tok).status == 200
+
+
+def test_stun_servers_are_offered_as_link_headers():
+    """`rtc.stun_servers` become `Link: <stun:...>; rel="ice-server"` on the 201 (its own server)."""
+    saved = (lkhelpers.free_tcp_port, lkhelpers.free_udp_port)
+    lkhelpers.free_tcp_port = lambda: TCP_PORT + 2
+    lkhelpers.free_udp_port = lambda avoid=(): UDP_PORT + 2
+    config = 'rtc:\n  stun_servers: ["stun.example.net:3478", "stun:198.51.100.7:19302"]\n'
+    try:
+        srv = lkhelpers.start_server(["--keys", f"{API_KEY}: {API_SECRET}", "--config-body", config])
+    except lkhelpers.ServerStartError as e:
+        pytest.fail(str(e), pytrace=False)
+    finally:
+        lkhelpers.free_tcp_port, lkhelpers.free_udp_port = saved
+    try:
+        room = unique("whip-link")
+        tok = token("pub", room)
+        c = http.client.HTTPConnection("127.0.0.1", TCP_PORT + 2, timeout=20)
+        c.request("POST", "/whip/v1", body=offer().encode(), headers={"Authorization": f"Bearer {tok}", "Content-Type": "application/sdp"})
+        r = c.getresponse()
+        links = r.headers.get_all("Link") or []
+        r.read()
+        c.close()
+        assert r.status == 201
+        assert links == [
+            '<stun:stun.example.net:3478>; rel="ice-server"',
+            '<stun:198.51.100.7:19302>; rel="ice-server"',
+        ], links
+        unsupported = [l for l in srv.log_text().splitlines() if "not yet supported" in l and "stun_servers" in l]
+        assert unsupported == [], "rtc.stun_servers is acted on, not logged as unsupported"
+    finally:
+        srv.cleanup()
