@@ -10,7 +10,10 @@
 //   2. a simulcast WHIP offer (sendEncodings with rids q/h/f) becomes a simulcast track, and
 //      WHEP players get the layer they ask for (?quality=low) or what bandwidth allows;
 //   3. the Python SDK publishes a 440 Hz tone and a picture; the page plays them by WHEP and
-//      decodes frames of that colour and a 440 Hz tone (WebAudio analyser).
+//      decodes frames of that colour and a 440 Hz tone (WebAudio analyser); a player that
+//      vanishes without DELETE is ended when its ICE consent expires;
+//   4. a WHEP player without ?quality= gets the layer its bandwidth allows: below the top
+//      layer behind a 300 kbit/s cap (a second namespace, tbf), the top layer once uncapped.
 // Every wait has a deadline; a failure prints the server log, the console and the clients' output.
 
 import { after, before, describe, it } from 'node:test';
@@ -19,10 +22,11 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { API_KEY, API_SECRET, BrowserEnv, LineProc, NetNs, PORT, PYTHON, ROOT, SERVER_IP, WS_URL, prerequisites, unique } from './harness.mjs';
+import { LinkedNs, shapingPrerequisites } from './shaping.mjs';
 
 const BASE = `http://${SERVER_IP}:${PORT}`;
 const MEDIA = join(ROOT, 'tests', 'interop', 'python', 'media');
-const why = prerequisites();
+const why = prerequisites() || shapingPrerequisites();
 const notRoot = Boolean(process.getuid && process.getuid() !== 0);
 let env = null;
 let browser = null;
@@ -241,7 +245,67 @@ describe('WHIP and WHEP from a plain page on another origin', { skip: why || fal
       console.log(`# WHEP page: ${JSON.stringify(st.value)}`);
       assert.equal((await browser.call('P', 'remove', ['play'])).status, 200);
       await browser.command('close', { page: 'P' }, 15000);
+      const viewers = () => twirp('ListParticipants', { room }).participants.filter((p) => p.identity.startsWith('whep-viewer'));
+      assert.deepEqual(viewers(), [], 'DELETE removed the player');
+
+      // a player that vanishes without DELETE: its ICE consent expires and the session ends
+      await browser.command('open', { page: 'Q', path: '/whip.html' }, 45000);
+      const res2 = await browser.call('Q', 'whepPlay', ['play', `${BASE}/whep/v1/${room}/pypub`, await env.token('whep-viewer-2', room)], 30000);
+      assert.equal(res2.status, 201, JSON.stringify(res2));
+      await waitConnected('Q', 'play');
+      assert.equal(viewers().length, 1);
+      await browser.command('close', { page: 'Q' }, 15000);
+      const t0 = Date.now();
+      while (viewers().length > 0 && Date.now() - t0 < 50000) await new Promise((r) => setTimeout(r, 1000));
+      const waited = (Date.now() - t0) / 1000;
+      assert.deepEqual(viewers(), [], `a player without media is ended (waited ${waited} s)`);
+      console.log(`# a vanished WHEP player was ended ${waited.toFixed(1)} s after its page closed`);
       await py.close(10000);
       assert.ok(env.serverAlive(), 'livekit-server exited');
     }));
+  it('a WHEP player without a quality gets the layer its bandwidth allows', { timeout: 180000 }, () => {
+    const link = new LinkedNs(env.ns);
+    link.name = `lkwhips${process.pid}`;
+    return withDiagnostics(async () => {
+      const room = unique('whep-bw');
+      await browser.command('open', { page: 'S', path: '/whip.html' }, 45000);
+      const res = await browser.call('S', 'whipPublish', ['pub', `${BASE}/whip/v1`, await env.token('bw-pub', room), { tone: 500, color: [90, 140, 70], width: 1280, height: 720, rids: ['q', 'h', 'f'], noise: true }], 30000);
+      assert.equal(res.status, 201, JSON.stringify(res));
+      await waitConnected('S', 'pub');
+      link.create();
+      const capped = await link.browser(env, 'chromium-whep-capped', 170);
+      await capped.command('open', { page: 'C', path: '/whip.html' }, 45000);
+      const play = await capped.call('C', 'whepPlay', ['c', `${BASE}/whep/v1/${room}/bw-pub`, await env.token('bw-viewer', room)], 30000);
+      assert.equal(play.status, 201, JSON.stringify(play));
+      const video = (st) => st.video || { frameWidth: 0, framesDecoded: 0 };
+      // uncapped: the top layer
+      const top = await capped.pollUntil('C', 'playerStats', ['c'], (st) => video(st).frameWidth === 1280, { timeout: 40000, interval: 1000 });
+      assert.ok(top.ok, `uncapped, the player gets the top layer: ${JSON.stringify(top.history.map(video))}`);
+      // 300 kbit/s toward the player: the noisy top layer does not fit, a lower one does
+      link.capBandwidth('300kbit');
+      const t0 = Date.now();
+      const down = await capped.pollUntil('C', 'playerStats', ['c'], (st) => video(st).frameWidth > 0 && video(st).frameWidth < 1280, { timeout: 30000, interval: 1000 });
+      assert.ok(down.ok, `behind 300 kbit/s the player still decodes the top layer after 30 s: ${JSON.stringify(down.history.map(video))}\n${link.capStats()}`);
+      const downAfter = Date.now() - t0;
+      const moving = await capped.pollUntil('C', 'playerStats', ['c'], (st, h) => video(st).framesDecoded - video(h[0]).framesDecoded >= 20, { timeout: 20000, interval: 1000 });
+      assert.ok(moving.ok, `the capped player stops decoding: ${JSON.stringify(moving.history.map(video))}\n${link.capStats()}`);
+      // no cap: back to the top layer, decoding
+      link.uncap();
+      let at = null;
+      const up = await capped.pollUntil('C', 'playerStats', ['c'], (st) => {
+        if (video(st).frameWidth !== 1280) {
+          at = null;
+          return false;
+        }
+        at = at ?? video(st).framesDecoded;
+        return video(st).framesDecoded - at >= 20;
+      }, { timeout: 60000, interval: 1000 });
+      assert.ok(up.ok, `uncapped, the player climbs back to the top layer: ${JSON.stringify(up.history.map(video))}`);
+      console.log(`# 300 kbit/s: the WHEP player left the top layer after ${downAfter} ms (${video(down.value).frameWidth} wide); uncapped it is back at 1280`);
+      assert.equal((await capped.call('C', 'remove', ['c'])).status, 200);
+      assert.equal((await browser.call('S', 'remove', ['pub'])).status, 200);
+      await browser.command('close', { page: 'S' }, 15000);
+      assert.ok(env.serverAlive(), 'livekit-server exited');
+    }).finally(() => link.destroySync());
+  });
 });
