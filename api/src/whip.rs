@@ -8,7 +8,8 @@
 //! - `PATCH` on a session (`application/trickle-ice-sdpfrag`): `If-Match: <etag>` trickles
 //!   candidates (`204`), `If-Match: *` restarts ICE (`200` with the server's new fragment
 //!   and `ETag`). `DELETE` ends the session (`200`).
-//! - `OPTIONS` on any of them: CORS preflight, with `Accept-Post`/`Accept-Patch`.
+//! - `OPTIONS` on any of them: CORS preflight, with `Accept-Post`/`Accept-Patch`; `GET`:
+//!   `204`, as LiveKit answers; other methods `405`.
 //!
 //! Every response carries `Access-Control-Allow-Origin: *` and exposes `Location`, `ETag`,
 //! `Link`, `Accept-Patch` and `Accept-Post` to pages of other origins. The token is checked
@@ -183,6 +184,8 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         (Route::WhepCreate(p), Method::POST) => create(&node, req, Some(p)).await,
         (Route::Session(kind, psid), Method::PATCH) => patch(&node, req, kind, &psid).await,
         (Route::Session(kind, psid), Method::DELETE) => delete(&node, req, kind, &psid).await,
+        // As LiveKit answers a GET on its WHIP paths.
+        (_, Method::GET) => plain(StatusCode::NO_CONTENT, ""),
         _ => {
             let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             r.headers_mut().insert(

@@ -33,6 +33,7 @@ let browser = null;
 let cmdSeq = 0;
 
 async function withDiagnostics(fn) {
+  if (env) env.restoreMedia();
   try {
     await fn();
   } catch (e) {
@@ -43,6 +44,12 @@ async function withDiagnostics(fn) {
     }
     throw new Error(`${e}\n\n${diag}`);
   }
+}
+
+// LK_BROWSER_BREAK_MEDIA=1 checks the checks: once a session is connected, the server's media
+// port is blackholed, and the media tests must fail.
+function maybeBreakMedia() {
+  if (process.env.LK_BROWSER_BREAK_MEDIA === '1') env.breakMedia();
 }
 
 /** The Python SDK client (rtc_client.py) in the namespace, connected as `identity`. */
@@ -140,6 +147,7 @@ describe('WHIP and WHEP from a plain page on another origin', { skip: why || fal
       assert.match(res.location || '', /^\/whip\/v1\/PA_\w+$/, `Location readable by the page: ${JSON.stringify(res)}`);
       assert.match(res.etag || '', /^"[^"]+"$/, `ETag readable by the page: ${JSON.stringify(res)}`);
       await waitConnected('W', 'pub');
+      maybeBreakMedia();
       const tr = await browser.call('W', 'trickle', ['pub']);
       assert.equal(tr.status, 204, JSON.stringify(tr));
 
@@ -229,6 +237,7 @@ describe('WHIP and WHEP from a plain page on another origin', { skip: why || fal
       assert.match(res.location || '', /^\/whep\/v1\/sessions\/PA_\w+$/);
       assert.match(res.etag || '', /^"[^"]+"$/);
       await waitConnected('P', 'play');
+      maybeBreakMedia();
       const bars = new Set();
       const st = await browser.pollUntil('P', 'playerStats', ['play'], (s, hist) => {
         if (s.picture) bars.add(s.picture.barY.toFixed(2));
