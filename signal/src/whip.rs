@@ -899,6 +899,168 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lkr_proto::token::VideoGrant;
+    use lkr_room::{Config, Limits, RoomDefaults, Rooms};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn sessions(limits: HttpLimits) -> HttpSessions {
+        let config = Config {
+            auto_create: true,
+            node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            udp_port: 7882,
+            region: String::new(),
+            node_id: "ND_t".into(),
+            fingerprint: ("sha-256".into(), "AA:BB".into()),
+            max_metadata_size: 0,
+            max_attributes_size: 0,
+            limits: Limits::default(),
+        };
+        let machine = Machine::new(config, Rooms::new(RoomDefaults::default()), Instant::now());
+        let (control, _task) = Control::spawn(machine, None, None);
+        HttpSessions::new(control, limits)
+    }
+
+    fn claims(identity: &str, room: &str) -> Claims {
+        Claims {
+            sub: identity.into(),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: room.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:cliU\r\na=ice-pwd:clientpasswordclientpass\r\n\
+a=fingerprint:sha-256 11:17:5E:9E:C8:A8:D7:60:78:46:72:FD:EB:C7:A5:A1:ED:4B:62:44:56:58:22:D8:32:8D:7B:ED:BE:93:D0:44\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sendonly\r\na=msid:s mic\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=ssrc:1000 cname:c\r\n";
+
+    #[tokio::test]
+    async fn a_whip_session_is_answered_patched_and_deleted() {
+        let s = sessions(HttpLimits::default());
+        let c = s
+            .create_whip(claims("pub", "r"), OFFER.into(), false)
+            .await
+            .expect("created");
+        assert!(c.participant_sid.starts_with("PA_"));
+        assert!(c.answer.contains("a=recvonly"), "{}", c.answer);
+        assert!(c.answer.contains(&format!("a=ice-ufrag:{}", c.etag)));
+        assert_eq!(s.len(), 1);
+        let psid = c.participant_sid.clone();
+        let cand = "a=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\n";
+        let mine = claims("pub", "r");
+        assert_eq!(
+            s.trickle(Kind::Whip, &psid, &mine, "\"other\"", cand).await,
+            Err(HttpError::PreconditionFailed)
+        );
+        assert!(matches!(
+            s.trickle(Kind::Whep, &psid, &mine, &c.etag, cand).await,
+            Err(HttpError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.trickle(Kind::Whip, &psid, &claims("pub", "other"), &c.etag, cand)
+                .await,
+            Err(HttpError::Forbidden(_))
+        ));
+        let tag = format!("\"{}\"", c.etag);
+        for _ in 0..MAX_TRICKLE_CANDIDATES {
+            s.trickle(Kind::Whip, &psid, &mine, &tag, cand)
+                .await
+                .expect("within the cap");
+        }
+        assert!(matches!(
+            s.trickle(Kind::Whip, &psid, &mine, &tag, cand).await,
+            Err(HttpError::TooMany(_))
+        ));
+        let r = s
+            .restart_ice(
+                Kind::Whip,
+                &psid,
+                &mine,
+                "a=ice-ufrag:newU\r\na=ice-pwd:newpasswordnewpasswordnn\r\n",
+            )
+            .await
+            .expect("restarted");
+        assert_ne!(r.etag, c.etag);
+        assert!(r.fragment.contains(&format!("a=ice-ufrag:{}", r.etag)));
+        s.trickle(Kind::Whip, &psid, &mine, &r.etag, cand)
+            .await
+            .expect("the count starts again after a restart");
+        s.delete(Kind::Whip, &psid, &mine).await.expect("deleted");
+        assert!(s.is_empty());
+        assert!(matches!(
+            s.delete(Kind::Whip, &psid, &mine).await,
+            Err(HttpError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn sessions_are_capped_per_room_and_node() {
+        let s = sessions(HttpLimits {
+            max_sessions: 3,
+            max_sessions_per_room: 2,
+        });
+        for who in ["a", "b"] {
+            s.create_whip(claims(who, "r1"), OFFER.into(), false)
+                .await
+                .expect("within the room cap");
+        }
+        assert!(matches!(
+            s.create_whip(claims("c", "r1"), OFFER.into(), false).await,
+            Err(HttpError::Unavailable(_))
+        ));
+        s.create_whip(claims("c", "r2"), OFFER.into(), false)
+            .await
+            .expect("another room");
+        assert!(matches!(
+            s.create_whip(claims("d", "r3"), OFFER.into(), false).await,
+            Err(HttpError::Unavailable(_))
+        ));
+        assert_eq!(s.len(), 3);
+        // the refused ones left no participant behind
+        let n = s.control.call(|m, _| m.participant_count()).await.unwrap();
+        assert_eq!(n, 3);
+    }
+
+    #[tokio::test]
+    async fn whip_refusals() {
+        let s = sessions(HttpLimits::default());
+        let no_publish = Claims {
+            video: Some(VideoGrant {
+                room_join: true,
+                room: "r".into(),
+                can_publish: Some(false),
+                ..Default::default()
+            }),
+            sub: "p".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.create_whip(no_publish, OFFER.into(), false).await,
+            Err(HttpError::Forbidden(_))
+        ));
+        assert!(matches!(
+            s.create_whip(claims("p", "r"), "garbage".into(), false)
+                .await,
+            Err(HttpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            s.create_whip(claims("p", ""), OFFER.into(), false).await,
+            Err(HttpError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            s.create_whip(
+                claims("p", "r"),
+                OFFER.replace("sendonly", "recvonly"),
+                false
+            )
+            .await,
+            Err(HttpError::BadRequest(_))
+        ));
+        assert!(s.is_empty());
+    }
 
     #[test]
     fn fragments_are_read_and_checked() {
