@@ -8,7 +8,8 @@
 //! WebSocket: it reads what the machine sends the participant (keeping answers for whoever
 //! waits for one, dropping the rest), keeps the signal link alive, and ends the participant
 //! when its media never connects within [`CONNECT_TIMEOUT`] (once connected, the media core's
-//! consent check ends it when media stops). `PATCH` (trickle, ICE restart) and `DELETE`
+//! consent check ends it when media stops), and a WHEP player once every track it played is
+//! gone (its publisher left or unpublished). `PATCH` (trickle, ICE restart) and `DELETE`
 //! find the session by participant sid.
 //!
 //! Bounds: sessions per node and per room ([`HttpLimits`]), the SDP size
@@ -410,7 +411,13 @@ impl HttpSessions {
             return Err(HttpError::Unavailable("too many WHIP/WHEP sessions".into()));
         }
         tracing::info!(participant = %psid, %room, %identity, ?kind, "HTTP-signalled session started");
-        tokio::spawn(run(self.control.clone(), self.sessions.clone(), joined, rx));
+        tokio::spawn(run(
+            self.control.clone(),
+            self.sessions.clone(),
+            kind,
+            joined,
+            rx,
+        ));
         Ok((psid, tx))
     }
 
@@ -816,6 +823,7 @@ fn answer_fragment(answer: &str) -> String {
 async fn run(
     control: Control,
     sessions: Registry,
+    kind: Kind,
     joined: crate::control::Joined,
     mut cmds: mpsc::Receiver<Cmd>,
 ) {
@@ -867,23 +875,35 @@ async fn run(
                 if control.seen(&psid).await.is_err() {
                     break "server shutting down";
                 }
-                if !media_up {
-                    let p = psid.clone();
-                    match control.call(move |m, _| m.participant_media_up(&p)).await {
-                        Ok(Some(true)) => media_up = true,
-                        Ok(Some(false)) if started.elapsed() >= CONNECT_TIMEOUT => {
-                            let p = psid.clone();
-                            let _ = control
-                                .call(move |m, now| {
-                                    m.handle_signal(now, &p, Req::Leave(client_leave()))
-                                })
-                                .await;
-                            break "media never connected";
-                        }
-                        Ok(Some(false)) => {}
-                        Ok(None) => break "participant gone",
-                        Err(_) => break "server shutting down",
+                let p = psid.clone();
+                let state = control
+                    .call(move |m, _| {
+                        m.participant_media_up(&p)
+                            .map(|up| (up, m.participant_subscriptions(&p)))
+                    })
+                    .await;
+                let end = match state {
+                    Err(_) => break "server shutting down",
+                    Ok(None) => break "participant gone",
+                    Ok(Some((false, _))) if started.elapsed() >= CONNECT_TIMEOUT => {
+                        Some("media never connected")
                     }
+                    // A player whose publisher's tracks are all gone has nothing to play and
+                    // is never renegotiated.
+                    Ok(Some((true, 0))) if kind == Kind::Whep && media_up => {
+                        Some("nothing left to play")
+                    }
+                    Ok(Some((up, _))) => {
+                        media_up = up;
+                        None
+                    }
+                };
+                if let Some(why) = end {
+                    let p = psid.clone();
+                    let _ = control
+                        .call(move |m, now| m.handle_signal(now, &p, Req::Leave(client_leave())))
+                        .await;
+                    break why;
                 }
             }
             _ = abort.notified() => break "aborted",

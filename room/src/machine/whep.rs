@@ -36,6 +36,14 @@ impl Machine {
         self.participants.get(psid).map(|p| p.was_active())
     }
 
+    /// How many tracks participant `psid` receives (forwarding set up).
+    pub fn participant_subscriptions(&self, psid: &str) -> usize {
+        self.tracks
+            .values()
+            .filter(|t| t.subscribers.contains(psid))
+            .count()
+    }
+
     /// The room and identity of participant `psid`, if it is here.
     pub fn participant_place(&self, psid: &str) -> Option<(String, String)> {
         self.participants

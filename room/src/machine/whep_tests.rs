@@ -121,6 +121,12 @@ fn a_player_offer_is_answered_with_the_publishers_tracks() {
     // The player is a subscriber of both tracks in the room's records.
     assert_eq!(w.m.stats().subscribed_audio, 1);
     assert_eq!(w.m.stats().subscribed_video, 1);
+    assert_eq!(w.m.participant_subscriptions(&v), 2);
+    // The publisher leaves: nothing is left to play.
+    w.signal(&a, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    assert_eq!(w.m.participant_subscriptions(&v), 0);
+    assert_eq!(w.m.participant_media_up(&v), Some(false));
 }
 
 #[test]

@@ -11,7 +11,8 @@
 //      WHEP players get the layer they ask for (?quality=low) or what bandwidth allows;
 //   3. the Python SDK publishes a 440 Hz tone and a picture; the page plays them by WHEP and
 //      decodes frames of that colour and a 440 Hz tone (WebAudio analyser); a player that
-//      vanishes without DELETE is ended when its ICE consent expires;
+//      vanishes without DELETE is ended when its ICE consent expires, and one whose publisher
+//      leaves is ended too;
 //   4. a WHEP player without ?quality= gets the layer its bandwidth allows: below the top
 //      layer behind a 300 kbit/s cap (a second namespace, tbf), the top layer once uncapped.
 // Every wait has a deadline; a failure prints the server log, the console and the clients' output.
@@ -269,7 +270,19 @@ describe('WHIP and WHEP from a plain page on another origin', { skip: why || fal
       const waited = (Date.now() - t0) / 1000;
       assert.deepEqual(viewers(), [], `a player without media is ended (waited ${waited} s)`);
       console.log(`# a vanished WHEP player was ended ${waited.toFixed(1)} s after its page closed`);
+
+      // the publisher leaves: its player has nothing left to play and is ended
+      await browser.command('open', { page: 'R', path: '/whip.html' }, 45000);
+      const res3 = await browser.call('R', 'whepPlay', ['play', `${BASE}/whep/v1/${room}/pypub`, await env.token('whep-viewer-3', room)], 30000);
+      assert.equal(res3.status, 201, JSON.stringify(res3));
+      await waitConnected('R', 'play');
+      assert.equal(viewers().length, 1);
       await py.close(10000);
+      const t1 = Date.now();
+      while (viewers().length > 0 && Date.now() - t1 < 20000) await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(viewers(), [], 'a player whose publisher left is ended');
+      console.log(`# the WHEP player was ended ${((Date.now() - t1) / 1000).toFixed(1)} s after its publisher left`);
+      await browser.command('close', { page: 'R' }, 15000);
       assert.ok(env.serverAlive(), 'livekit-server exited');
     }));
   it('a WHEP player without a quality gets the layer its bandwidth allows', { timeout: 180000 }, () => {
