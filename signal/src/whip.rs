@@ -89,6 +89,9 @@ pub enum HttpError {
     /// `If-Match` names another ICE session.
     #[error("the entity tag does not match the session's ICE session")]
     PreconditionFailed,
+    /// Another offer of the same session is being answered.
+    #[error("another request of this session is being answered")]
+    Conflict,
     /// The client exceeded a per-session bound.
     #[error("{0}")]
     TooMany(String),
@@ -108,6 +111,7 @@ impl HttpError {
             HttpError::Unauthorized(_) => 401,
             HttpError::Forbidden(_) => 403,
             HttpError::NotFound(_) => 404,
+            HttpError::Conflict => 409,
             HttpError::PreconditionFailed => 412,
             HttpError::TooMany(_) => 429,
             HttpError::Unavailable(_) => 503,
@@ -187,6 +191,8 @@ struct Entry {
     offer: String,
     candidates: usize,
     cmds: mpsc::Sender<Cmd>,
+    /// Held while an offer of the session is being answered: one at a time.
+    busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Registry = Arc<Mutex<HashMap<String, Entry>>>;
@@ -401,6 +407,7 @@ impl HttpSessions {
                         offer: String::new(),
                         candidates: 0,
                         cmds: tx.clone(),
+                        busy: Arc::new(tokio::sync::Mutex::new(())),
                     },
                 );
             }
@@ -540,11 +547,12 @@ impl HttpSessions {
                 "an ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
             ));
         };
-        let (old, cmds) = {
+        let (old, cmds, busy) = {
             let s = self.lock();
             let e = s.get(psid).ok_or_else(HttpError::no_session)?;
-            (e.offer.clone(), e.cmds.clone())
+            (e.offer.clone(), e.cmds.clone(), e.busy.clone())
         };
+        let _one_at_a_time = busy.try_lock_owned().map_err(|_| HttpError::Conflict)?;
         let mut sd = lkr_sdp::parse(&old)
             .map_err(|e| HttpError::Internal(format!("stored offer unreadable: {e}")))?;
         sd.ice_ufrag = Some(ufrag.clone());
@@ -842,7 +850,11 @@ async fn run(
         tokio::select! {
             biased;
             c = cmds.recv() => match c {
-                Some(Cmd::AwaitAnswer(tx)) => waiter = Some(tx),
+                Some(Cmd::AwaitAnswer(tx)) => {
+                    if let Some(old) = waiter.replace(tx) {
+                        let _ = old.send(Err(HttpError::Conflict));
+                    }
+                }
                 None => break "released",
             },
             m = rx.recv() => match m {
@@ -1014,6 +1026,28 @@ a=setup:actpass\r\na=mid:0\r\na=sendonly\r\na=msid:s mic\r\na=rtcp-mux\r\na=rtpm
             s.delete(Kind::Whip, &psid, &mine).await,
             Err(HttpError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn one_ice_restart_at_a_time() {
+        let s = sessions(HttpLimits::default());
+        let c = s
+            .create_whip(claims("pub", "r"), OFFER.into(), false)
+            .await
+            .expect("created");
+        let mine = claims("pub", "r");
+        let frag = "a=ice-ufrag:newU\r\na=ice-pwd:newpasswordnewpasswordnn\r\n";
+        let (a, b) = tokio::join!(
+            s.restart_ice(Kind::Whip, &c.participant_sid, &mine, frag),
+            s.restart_ice(Kind::Whip, &c.participant_sid, &mine, frag),
+        );
+        assert!(a.is_ok(), "{a:?}");
+        assert_eq!(b.map(|_| ()), Err(HttpError::Conflict));
+        // the ETag is the answer of the restart that ran
+        let a = a.unwrap();
+        s.trickle(Kind::Whip, &c.participant_sid, &mine, &a.etag, "")
+            .await
+            .expect("the new ETag holds");
     }
 
     #[tokio::test]
