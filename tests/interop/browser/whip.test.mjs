@@ -160,8 +160,11 @@ describe('WHIP and WHEP from a plain page on another origin', { skip: why || fal
       );
       assert.equal(subs[0].source, 'SOURCE_MICROPHONE', JSON.stringify(subs[0]));
       assert.equal(subs[1].source, 'SOURCE_CAMERA', JSON.stringify(subs[1]));
-      assertTone(await pyCmd(py, 'analyze_audio', { participant: 'whip-pub', seconds: 1, timeout: 20 }, 'audio_analysis'), 660, 'python hearing the WHIP page');
-      assertVideo(await pyCmd(py, 'analyze_video', { participant: 'whip-pub', frames: 30, timeout: 20 }, 'video_analysis'), color, 640, 480, 'python seeing the WHIP page');
+      const heard = await pyCmd(py, 'analyze_audio', { participant: 'whip-pub', seconds: 1, timeout: 20 }, 'audio_analysis');
+      assertTone(heard, 660, 'python hearing the WHIP page');
+      const seenV = await pyCmd(py, 'analyze_video', { participant: 'whip-pub', frames: 30, timeout: 20 }, 'video_analysis');
+      assertVideo(seenV, color, 640, 480, 'python seeing the WHIP page');
+      console.log(`# python SDK: tone ${heard.freq} Hz rms ${heard.rms} purity ${heard.purity}; video ${seenV.frames} frames at ${seenV.fps} fps, sizes ${JSON.stringify(seenV.sizes)}, median ${JSON.stringify(seenV.median_rgb)}`);
 
       const listed = twirp('ListParticipants', { room }).participants.find((p) => p.identity === 'whip-pub');
       assert.ok(listed, 'the WHIP publisher is a participant of the room');
