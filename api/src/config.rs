@@ -416,6 +416,7 @@ const SUPPORTED: &[&str] = &[
     "limit.max_participant_identity_length",
     "limit.max_pending_tracks",
     "rtc.data_channel_max_buffered_amount",
+    "rtc.stun_servers",
 ];
 
 fn unsupported_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -749,6 +750,8 @@ pub struct Settings {
     pub prometheus: Option<crate::metrics::PrometheusSettings>,
     /// Every other cap (`limit:` and `rtc.data_channel_max_buffered_amount`).
     pub limits: Limits,
+    /// `Link` header values naming ICE servers for WHIP/WHEP clients (`rtc.stun_servers`).
+    pub ice_links: Vec<String>,
 }
 
 impl Settings {
@@ -890,6 +893,7 @@ impl Settings {
                 password: config.prometheus.password.clone(),
             });
         Ok(Settings {
+            ice_links: crate::whip::ice_links(&config.rtc.stun_servers),
             webhook,
             prometheus,
             bind,

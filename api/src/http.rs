@@ -120,6 +120,9 @@ impl tokio::io::AsyncWrite for SlottedIo {
 /// Answers one request.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
+    if crate::whip::is_route(&path) {
+        return crate::whip::handle(node, req).await;
+    }
     let resp = if req.method() == Method::OPTIONS {
         preflight()
     } else if path == "/" && req.method() == Method::GET {

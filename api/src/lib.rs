@@ -10,6 +10,7 @@
 //! - [`node`]: state shared by handlers; [`http`]: the listener; [`cmd`]: the binary.
 //! - [`metrics`]: Prometheus metrics on their own port.
 //! - [`webhook`]: room events POSTed to the configured URLs, signed as LiveKit signs them.
+//! - [`whip`]: the WHIP ingest and WHEP playback routes.
 
 pub mod auth;
 pub mod cmd;
@@ -20,5 +21,6 @@ pub mod node;
 pub mod room_service;
 pub mod twirp;
 pub mod webhook;
+pub mod whip;
 
 pub use cmd::server_main;

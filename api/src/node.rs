@@ -10,12 +10,18 @@ pub struct Node {
     pub control: Control,
     /// Counters of the control plane, for metrics.
     pub counters: std::sync::Arc<crate::metrics::ControlCounters>,
+    /// WHIP and WHEP sessions.
+    pub http_sessions: lkr_signal::whip::HttpSessions,
 }
 
 impl Node {
     /// A node whose rooms are run by `control`.
     pub fn new(settings: Settings, control: Control) -> Self {
         Self {
+            http_sessions: lkr_signal::whip::HttpSessions::new(
+                control.clone(),
+                lkr_signal::whip::HttpLimits::default(),
+            ),
             settings,
             control,
             counters: Default::default(),

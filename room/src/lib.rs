@@ -17,6 +17,7 @@ pub mod rooms;
 
 pub use error::{Fault, RoomError};
 pub use machine::{
-    Config, JOIN_LATENCY_BUCKETS_MS, Join, Limits, Machine, Output, RoomEvent, Stats, TrackOffer,
+    Config, JOIN_LATENCY_BUCKETS_MS, Join, Limits, Machine, Output, PlayOffer, RoomEvent, Stats,
+    TrackOffer,
 };
 pub use rooms::*;

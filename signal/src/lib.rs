@@ -6,11 +6,13 @@
 //! - [`join`]: reading a join from `/rtc` (query parameters) or `/rtc/v1` (`join_request`),
 //!   with the token checks `/validate` reports.
 //! - [`session`]: one participant's WebSocket: frames in to the machine, its responses out.
+//! - [`whip`]: participants whose signalling is HTTP (WHIP ingest, WHEP playback).
 //!
 //! No room logic lives here: the machine decides, the pumps carry.
 
 pub mod control;
 pub mod join;
 pub mod session;
+pub mod whip;
 
 pub use control::{Control, ControlGone, Joined, MediaLink, ToSession};

@@ -31,10 +31,12 @@ mod participant;
 mod room_state;
 #[cfg(test)]
 mod tests;
+mod whep;
 
 use participant::{Ctx, Effects, Participant};
 
 pub use participant::wanted_quality;
+pub use whep::PlayOffer;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.
 pub const SERVER_VERSION: &str = "1.9.0";

@@ -13,6 +13,9 @@ use crate::{Fault, RoomDefaults, Rooms};
 
 use pb::signal_request::Message as Req;
 
+#[path = "whep_tests.rs"]
+mod whep_tests;
+
 const FP: &str = "sha-256 11:17:5E:9E:C8:A8:D7:60:78:46:72:FD:EB:C7:A5:A1:ED:4B:62:44:56:58:22:D8:32:8D:7B:ED:BE:93:D0:44";
 
 fn config() -> Config {

@@ -10,6 +10,7 @@
 // playwright-core, then reads one JSON command per line:
 //
 //   {"id": "x", "cmd": "open", "page": "A"}                      a new browser context + page
+//   {"id": "x", "cmd": "open", "page": "W", "path": "/whip.html"} the same with another page
 //   {"id": "x", "cmd": "call", "page": "A", "fn": "connect", "args": [...]}
 //                                                                calls window.lkt[fn](...args)
 //   {"id": "x", "cmd": "close", "page": "A"}                     closes that page's context
@@ -72,6 +73,8 @@ function startPageServer() {
   const files = {
     '/': ['text/html; charset=utf-8', join(HERE, 'page.html')],
     '/page.html': ['text/html; charset=utf-8', join(HERE, 'page.html')],
+    // a plain RTCPeerConnection + fetch page (WHIP/WHEP), without livekit-client
+    '/whip.html': ['text/html; charset=utf-8', join(HERE, 'whip.html')],
     '/livekit-client.umd.js': ['text/javascript; charset=utf-8', umdPath()],
   };
   const server = createServer((req, res) => {
@@ -140,7 +143,7 @@ async function main() {
     process.exit(code);
   }
 
-  async function open(name) {
+  async function open(name, path = '/page.html') {
     if (pages.has(name)) {
       // a failed test may have left it open: start from a fresh context
       const old = pages.get(name);
@@ -156,7 +159,7 @@ async function main() {
     page.on('pageerror', (e) => emit('pageerror', { page: name, text: String(e && (e.stack || e.message || e)) }));
     page.on('crash', () => emit('page_crash', { page: name }));
     pages.set(name, { context, page });
-    await page.goto(`${base}/page.html`, { waitUntil: 'load', timeout: 30000 });
+    await page.goto(`${base}${path}`, { waitUntil: 'load', timeout: 30000 });
     const version = await page.evaluate(() => {
       if (!window.lkt) throw new Error('window.lkt is missing: livekit-client.umd.js did not load');
       return window.lkt.version;
@@ -180,7 +183,7 @@ async function main() {
   async function handle(c) {
     switch (c.cmd) {
       case 'open':
-        return open(c.page);
+        return open(c.page, c.path || '/page.html');
       case 'call':
         return call(c.page, c.fn, c.args);
       case 'close': {

@@ -50,6 +50,7 @@ def participant_dict(p) -> dict:
         "identity": p.identity,
         "sid": p.sid,
         "state": api.ParticipantInfo.State.Name(p.state),
+        "kind": api.ParticipantInfo.Kind.Name(p.kind),
         "tracks": [
             {
                 "sid": t.sid,
