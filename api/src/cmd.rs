@@ -202,6 +202,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 max_label_len: l.max_data_channel_label_length,
                 max_buffered_bytes: l.data_channel_max_buffered_amount,
             },
+            bandwidth_estimation: settings.congestion_control.enabled,
+            allow_pause: settings.congestion_control.allow_pause,
         }));
     let node_id = lkr_proto::id::new_id("ND_");
     let machine_config = lkr_room::Config {

@@ -120,7 +120,7 @@ pub struct RtcConfig {
     pub packet_buffer_size_video: Opaque,
     pub packet_buffer_size_audio: Opaque,
     pub pli_throttle: Opaque,
-    pub congestion_control: Opaque,
+    pub congestion_control: CongestionControl,
     pub allow_tcp_fallback: Opaque,
     pub reconnect_on_publication_error: Opaque,
     pub reconnect_on_subscription_error: Opaque,
@@ -128,6 +128,25 @@ pub struct RtcConfig {
     pub data_channel_max_buffered_amount: Option<u64>,
     pub datachannel_slow_threshold: Opaque,
     pub forward_stats: Opaque,
+}
+
+/// `rtc.congestion_control`: per-subscriber bandwidth estimation from transport-cc
+/// feedback, and whether it may pause a subscriber's video when not even the lowest layer
+/// fits. LiveKit's other keys in this section are accepted and have no effect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CongestionControl {
+    pub enabled: bool,
+    pub allow_pause: bool,
+}
+
+impl Default for CongestionControl {
+    fn default() -> Self {
+        CongestionControl {
+            enabled: true,
+            allow_pause: true,
+        }
+    }
 }
 
 /// One entry of `room.enabled_codecs`.
@@ -752,6 +771,8 @@ pub struct Settings {
     pub limits: Limits,
     /// `Link` header values naming ICE servers for WHIP/WHEP clients (`rtc.stun_servers`).
     pub ice_links: Vec<String>,
+    /// `rtc.congestion_control`.
+    pub congestion_control: CongestionControl,
 }
 
 impl Settings {
@@ -926,6 +947,7 @@ impl Settings {
             },
             max_attributes_size: config.limit.max_attributes_size.unwrap_or(64 * 1024) as usize,
             limits: Limits::resolve(config)?,
+            congestion_control: config.rtc.congestion_control.clone(),
         })
     }
 }
@@ -986,12 +1008,8 @@ region: us-west
             })
         );
         assert!(!c.room.auto_create);
-        for p in [
-            "rtc.tcp_port",
-            "rtc.congestion_control",
-            "logging.pion_level",
-            "redis",
-        ] {
+        assert!(c.rtc.congestion_control.enabled);
+        for p in ["rtc.tcp_port", "logging.pion_level", "redis"] {
             assert!(
                 unsupported.iter().any(|u| u == p),
                 "{p} not reported: {unsupported:?}"

@@ -134,6 +134,13 @@ pub struct MediaLimits {
     pub max_retransmissions_per_sec: u32,
     /// The peer's data channels: how many, label length, send-buffer bytes.
     pub data_channel: lkr_datachannel::SctpLimits,
+    /// Estimate each subscriber's bandwidth from its transport-cc feedback and fit its
+    /// layers into it (`rtc.congestion_control.enabled`); otherwise layers follow the loss
+    /// in receiver reports.
+    pub bandwidth_estimation: bool,
+    /// Congestion control may pause a subscriber's video when not even the lowest layer
+    /// fits (`rtc.congestion_control.allow_pause`); otherwise it keeps the lowest layer.
+    pub allow_pause: bool,
 }
 
 impl Default for MediaLimits {
@@ -142,6 +149,8 @@ impl Default for MediaLimits {
             max_nacks_per_packet: 256,
             max_retransmissions_per_sec: 2000,
             data_channel: lkr_datachannel::SctpLimits::default(),
+            bandwidth_estimation: true,
+            allow_pause: true,
         }
     }
 }

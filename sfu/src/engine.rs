@@ -565,7 +565,7 @@ impl Engine {
                 sub.priority = spec.priority;
                 t.subs.push(sub);
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
-                    if spec.transport_cc != 0 {
+                    if spec.transport_cc != 0 && self.limits.bandwidth_estimation {
                         match p.bwe.as_mut() {
                             Some(b) => b.ext = spec.transport_cc,
                             None => {

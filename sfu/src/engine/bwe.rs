@@ -120,6 +120,7 @@ impl Engine {
 
     /// Fits the peer's video subscriptions into its estimate.
     fn allocate(&mut self, now: Instant, id: PeerId) {
+        let allow_pause = self.limits.allow_pause;
         let Engine {
             peers,
             tracks,
@@ -177,14 +178,23 @@ impl Engine {
         let budget = b.est.estimate().saturating_sub(audio);
         let a = lkr_bwe::allocate(budget, &b.subs, &mut b.order, &mut b.choices);
         b.resumed.clear();
-        for (tid, choice) in b.tids.iter().zip(&b.choices) {
+        for (i, (tid, choice)) in b.tids.iter().zip(&b.choices).enumerate() {
+            // Without pausing, a subscription that does not fit keeps its lowest layer.
+            let choice = match *choice {
+                LayerChoice::Paused if !allow_pause => b.subs[i]
+                    .layer_bps
+                    .iter()
+                    .position(|&r| r > 0)
+                    .map_or(LayerChoice::Idle, LayerChoice::Layer),
+                c => c,
+            };
             let Some(s) = tracks
                 .get_mut(tid)
                 .and_then(|t| t.subs.iter_mut().find(|s| s.peer == id))
             else {
                 continue;
             };
-            match *choice {
+            match choice {
                 LayerChoice::Layer(l) => {
                     if s.cc_paused {
                         s.cc_paused = false;
