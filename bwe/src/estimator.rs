@@ -14,6 +14,9 @@ const DELIVERED_WINDOW_US: i64 = 250_000;
 const DELIVERED_SLOTS: usize = 32;
 /// After a probe starts, overuse within this long is taken as the probe's own queue (µs).
 const PROBE_GUARD_US: i64 = 1_000_000;
+/// After a probe raised the estimate, overuse within this long means the raise did not hold
+/// (µs).
+const RAISE_WATCH_US: i64 = 3_000_000;
 /// Most statuses read from one feedback packet.
 const MAX_STATUSES: usize = 4096;
 
@@ -51,6 +54,8 @@ pub struct Estimator {
     probe_guard: Option<(i64, u64)>,
     /// When feedback last reported a packet received (µs).
     last_received_us: Option<i64>,
+    /// Until when a raise from a probe is watched for overuse.
+    raise_watch: Option<i64>,
 }
 
 impl Estimator {
@@ -70,6 +75,7 @@ impl Estimator {
             max,
             probe_guard: None,
             last_received_us: None,
+            raise_watch: None,
         }
     }
 
@@ -220,8 +226,23 @@ impl Estimator {
                 let cap = p.capacity_bps() as u64;
                 if cap > self.rate.rate() {
                     self.rate.set_rate(cap);
+                    if p.kept_up() {
+                        self.raise_watch = Some(now_us + RAISE_WATCH_US);
+                    }
                 }
                 self.loss.raise_to(cap);
+            }
+            // A raise followed by a growing queue did not hold: probe less often.
+            match self.raise_watch {
+                Some(_) if usage == Usage::Over => {
+                    self.raise_watch = None;
+                    self.probe.penalize();
+                }
+                Some(until) if now_us >= until => {
+                    self.raise_watch = None;
+                    self.probe.reward();
+                }
+                _ => {}
             }
             // The queue a probe built is not a reason to fall below what flowed before it.
             if let Some((until, floor)) = self.probe_guard

@@ -5,13 +5,15 @@
 use crate::history::PacketResult;
 
 /// A cluster lasts at least this long (µs)...
-const DURATION_US: i64 = 60_000;
+const DURATION_US: i64 = 100_000;
 /// ...and holds at least this many packets.
 const MIN_PACKETS: u32 = 8;
 /// Between the end of one cluster and the start of the next (µs); doubled after each probe
-/// the link could not carry, up to the maximum, and back to the minimum after one it could.
+/// the link could not carry (or that the link carried only in a burst: the queue grew right
+/// after, see [`ProbeController::penalize`]), up to the maximum, and back to the minimum
+/// once a raise held.
 const COOLDOWN_MIN_US: i64 = 1_000_000;
-const COOLDOWN_MAX_US: i64 = 4_000_000;
+const COOLDOWN_MAX_US: i64 = 8_000_000;
 /// A cluster whose feedback has not completed this long after it ended is abandoned (µs).
 const RESULT_TIMEOUT_US: i64 = 1_500_000;
 /// Received at this share of the sent rate or more: the link kept up.
@@ -197,7 +199,22 @@ impl ProbeController {
             sent_bps,
             received_bps,
         };
-        self.cooldown_us = if r.kept_up() { COOLDOWN_MIN_US } else { longer };
+        // A cluster the link kept up with leaves the cooldown as it is until the raise it
+        // brought has held (`reward`) or not (`penalize`).
+        if !r.kept_up() {
+            self.cooldown_us = longer;
+        }
         Some(r)
+    }
+
+    /// The raise a probe brought did not hold (the queue grew soon after: a token bucket
+    /// carried the cluster, not the link): wait twice as long before the next.
+    pub fn penalize(&mut self) {
+        self.cooldown_us = (self.cooldown_us.max(COOLDOWN_MIN_US) * 2).min(COOLDOWN_MAX_US);
+    }
+
+    /// The raise a probe brought held: probe again soon.
+    pub fn reward(&mut self) {
+        self.cooldown_us = COOLDOWN_MIN_US;
     }
 }

@@ -37,6 +37,11 @@ struct Link {
     /// Every `stall.0` µs, packets entering during the first `stall.1` µs are held until
     /// its end (a sender or path that stops and then bursts, as a loaded host does).
     stall: Option<(i64, i64)>,
+    /// A token bucket of this many bytes in front of the bottleneck (as tbf's burst): while
+    /// it holds tokens, packets pass at once.
+    burst_bytes: f64,
+    tokens: f64,
+    tokens_at: i64,
 }
 
 impl Link {
@@ -53,6 +58,9 @@ impl Link {
             jitter_us: 0,
             last_arrival: 0,
             stall: None,
+            burst_bytes: 0.0,
+            tokens: 0.0,
+            tokens_at: 0,
         }
     }
 
@@ -90,7 +98,26 @@ impl Link {
         }
         let start = self.busy_until.max(t);
         let cap = self.capacity_at(start).max(1);
-        let done = start + (i64::from(size) * 8 * 1_000_000) / cap as i64;
+        let done = if self.burst_bytes > 0.0 {
+            // Token bucket: tokens accrue at the capacity up to the burst; a packet leaves
+            // when the bucket holds its size.
+            let rate = cap as f64 / 8e6; // bytes per µs
+            self.tokens =
+                (self.tokens + (start - self.tokens_at) as f64 * rate).min(self.burst_bytes);
+            self.tokens_at = start;
+            let need = f64::from(size) - self.tokens;
+            if need <= 0.0 {
+                self.tokens -= f64::from(size);
+                start
+            } else {
+                let wait = (need / rate).ceil() as i64;
+                self.tokens = 0.0;
+                self.tokens_at = start + wait;
+                start + wait
+            }
+        } else {
+            start + (i64::from(size) * 8 * 1_000_000) / cap as i64
+        };
         self.busy_until = done;
         self.queued_bytes += u64::from(size);
         self.queued.push_back((0, size, done));
@@ -505,4 +532,39 @@ fn delay_jitter_does_not_pull_an_application_limited_estimate_below_what_is_sent
     let tr = simulate(&mut link, Source::Elastic(800_000), 1_500_000, 30.0);
     let low = tr.between(2.0, 30.0).map(|p| p.1).min().unwrap();
     assert!(low >= 800_000, "estimate fell to {low}");
+}
+
+#[test]
+fn a_token_bucket_that_carries_probes_does_not_keep_pulling_the_subscriber_up() {
+    // 700 kbit/s behind a 16 kB bucket with seconds of queue: a short probe towards the top
+    // layer passes in the burst, the top layer itself does not fit. Upgrades that do not hold
+    // make probes rarer: few trips to the top layer, and the queue stays short.
+    let mut link = Link::new(vec![(0, 700_000)], 3_000, 0.0);
+    link.burst_bytes = 16_000.0;
+    let sub = Subscription {
+        priority: 0,
+        max_layer: 2,
+        layer_bps: [150_000, 500_000, 1_000_000, 0],
+        current: None,
+    };
+    let tr = simulate(&mut link, Source::Layers(vec![sub]), 500_000, 60.0);
+    let mut trips = 0;
+    for w in tr.points.windows(2) {
+        if w[1].3[0] == LayerChoice::Layer(2) && w[0].3[0] != LayerChoice::Layer(2) {
+            trips += 1;
+        }
+    }
+    // Probes back off to one per 8 s while their raises do not hold.
+    assert!(trips <= 10, "{trips} trips to the top layer in 60 s");
+    let on_top = tr
+        .between(10.0, 60.0)
+        .filter(|p| p.3[0] == LayerChoice::Layer(2))
+        .count();
+    let all = tr.between(10.0, 60.0).count();
+    assert!(
+        on_top * 10 < all,
+        "on the top layer {on_top} of {all} samples"
+    );
+    let worst = tr.max_delay(10.0, 60.0);
+    assert!(worst < 400.0, "queue up to {worst} ms");
 }

@@ -29,7 +29,13 @@
 //   6. bandwidth cap: page C in its own namespace, behind a 300 kbit/s tbf, drops below the top
 //      layer while page B (uncapped) keeps it; at 60 kbit/s C's video is paused
 //      (stream_state_update -> TrackStreamStateChanged "paused"); without the cap C resumes and
-//      climbs back to the top layer.
+//      climbs back to the top layer;
+//   7. deep queue: page C behind a 700 kbit/s tbf with 3 s of queue (no loss until the queue is
+//      long) leaves the top layer before its round trip or jitter-buffer delay passes 400 ms,
+//      never freezes for more than a second, and is back on the top layer within 15 s of the
+//      cap's removal, while page B (another link) keeps the top layer throughout. The figures
+//      are printed; LK_BROWSER_SERVER_CONFIG='rtc: {congestion_control: {enabled: false}}'
+//      runs it against the loss-driven control for comparison.
 // Every wait has a deadline; a failure prints the server's log, the browsers' consoles and the
 // measurements.
 
@@ -542,6 +548,119 @@ describe('adaptive media: livekit-client in headless Chromium', { skip: why || f
         t.diagnostic(`uncapped: page C resumed and decodes the top layer again after ${Date.now() - t1} ms`);
         const bEnd = await browser.call('B', 'videoStats', ['alice']);
         assert.equal(bEnd.frameWidth, top, `page B ended at ${bEnd.frameWidth}`);
+        assert.ok(env.serverAlive(), 'livekit-server exited');
+        await closePages(capped, 'C');
+        await closePages(browser, 'A', 'B');
+        capped.send({ cmd: 'exit' });
+        await capped.close(12000);
+      }));
+
+    it('deep queue: the capped subscriber moves down before the delay builds up, never freezes, and climbs back; the other keeps the top layer', { timeout: 240000 }, (t) =>
+      withDiagnostics(async () => {
+        const room = unique('lka-deep');
+        const link = new LinkedNs(env.ns);
+        linked.add(link);
+        link.create();
+        const capped = await link.browser(env, 'chromium-deep', 300);
+        const samples = [];
+        extraDiagnostics = () =>
+          `=== deep-queue tbf on ${link.serverIf} ===\n${link.capStats()}\n=== page C samples (every ~200 ms) ===\n${samples.map((s) => JSON.stringify(s)).join('\n')}\n` +
+          `=== chromium-deep events ===\n${capped.events.filter((e) => e.event !== 'console').slice(-40).map((e) => JSON.stringify(e)).join('\n')}`;
+
+        await connectPage(browser, 'A', 'alice', room, {});
+        await connectPage(browser, 'B', 'bob', room, {});
+        await connectPage(capped, 'C', 'carol', room, {});
+        await browser.call('A', 'publishCameraAndMicrophone', []);
+        await waitPageEvent(browser, 'B', 'track_subscribed', { participant: 'alice', kind: 'video' });
+        await waitPageEvent(capped, 'C', 'track_subscribed', { participant: 'alice', kind: 'video' });
+        const topRun = await waitTopLayer(browser, 'B', browser, 'A', 'alice');
+        const top = topRun.l.f.frameWidth;
+        await waitTopLayer(capped, 'C', browser, 'A', 'alice');
+
+        // page C's decoding every ~200 ms: width, frames, the round trip of its ICE pair and
+        // the jitter buffer's delay over the last interval
+        let prev = await capped.call('C', 'videoStats', ['alice']);
+        const t0 = Date.now();
+        const sample = async (phase) => {
+          const v = await capped.call('C', 'videoStats', ['alice']);
+          const emitted = (v.jitterBufferEmittedCount || 0) - (prev.jitterBufferEmittedCount || 0);
+          const jb = emitted > 0 ? (((v.jitterBufferDelay || 0) - (prev.jitterBufferDelay || 0)) / emitted) * 1000 : null;
+          const s = {
+            phase,
+            t: Date.now() - t0,
+            w: v.frameWidth,
+            dec: v.framesDecoded,
+            rttMs: v.roundTripTime != null ? Math.round(v.roundTripTime * 1000) : null,
+            jbMs: jb != null ? Math.round(jb) : null,
+            dropped: v.framesDropped,
+            freezes: v.freezeCount,
+          };
+          samples.push(s);
+          prev = v;
+          return s;
+        };
+        const sampleFor = async (phase, ms, until = () => false) => {
+          const end = Date.now() + ms;
+          while (Date.now() < end) {
+            const s = await sample(phase);
+            if (until(s)) return s;
+            await sleep(200);
+          }
+          return null;
+        };
+        // the longest stretch without a newly decoded frame, in ms
+        const longestFreeze = (phase) => {
+          const ss = samples.filter((s) => s.phase === phase);
+          let worst = 0;
+          let last = ss.length ? ss[0].t : 0;
+          for (let i = 1; i < ss.length; i++) {
+            if (ss[i].dec > ss[i - 1].dec) {
+              worst = Math.max(worst, ss[i].t - last);
+              last = ss[i].t;
+            }
+          }
+          if (ss.length) worst = Math.max(worst, ss[ss.length - 1].t - last);
+          return worst;
+        };
+        const worst = (phase, k) => Math.max(0, ...samples.filter((s) => s.phase === phase && s[k] != null).map((s) => s[k]));
+        await sampleFor('before', 3000);
+
+        // 700 kbit/s toward C with three seconds of queue: nothing is dropped until the queue
+        // is long, so only a rising delay tells the server the top layer does not fit
+        const capAt = Date.now();
+        link.capBandwidth('700kbit', { burst: '16kb', latency: '3s' });
+        const moved = await sampleFor('capped', 20000, (s) => s.w < top);
+        const tookDown = Date.now() - capAt;
+        assert.ok(moved, `page C behind a 700 kbit/s deep queue still decodes the top layer (${top} wide) after 20 s`);
+        const rttAtMove = worst('capped', 'rttMs');
+        const jbAtMove = worst('capped', 'jbMs');
+        await sampleFor('capped', 8000);
+        const b = await pollVideo(browser, 'B', null, null, 'alice', ({ v, history }) => v.frameWidth === top && history.length >= 3 && history.every((x) => x.w === top), { timeout: 8000 });
+        const capStats = link.capStats();
+
+        link.uncap();
+        const upAt = Date.now();
+        const back = await sampleFor('uncapped', 25000, (s) => s.w === top);
+        const tookUp = Date.now() - upAt;
+        await sampleFor('uncapped', 2000);
+
+        const fig = (phase) =>
+          `max rtt ${worst(phase, 'rttMs')} ms, max jitter-buffer delay ${worst(phase, 'jbMs')} ms, longest freeze ${longestFreeze(phase)} ms`;
+        const droppedFrames = (samples.at(-1).dropped || 0) - (samples[0].dropped || 0);
+        t.diagnostic(`before the cap: ${fig('before')}`);
+        t.diagnostic(
+          `700 kbit/s deep queue: page C left the top layer after ${tookDown} ms (decodes ${moved.w} wide); by then rtt ${rttAtMove} ms, jitter-buffer delay ${jbAtMove} ms; whole capped phase: ${fig('capped')}`,
+        );
+        t.diagnostic(`uncapped: back on the top layer after ${tookUp} ms; ${fig('uncapped')}; frames dropped over the test ${droppedFrames}`);
+        t.diagnostic(`page C layer (decoded width) per sample: ${JSON.stringify(samples.map((s) => [s.phase[0], s.t, s.w]).filter((_, i) => i % 5 === 0))}`);
+        t.diagnostic(`tbf: ${capStats.replace(/\s+/g, ' ')}`);
+
+        assert.ok(rttAtMove < 400 && jbAtMove < 400, `page C's delay passed 400 ms before it moved down (rtt ${rttAtMove} ms, jitter buffer ${jbAtMove} ms)`);
+        assert.ok(longestFreeze('capped') <= 1000, `page C froze for ${longestFreeze('capped')} ms behind the deep queue`);
+        assert.ok(b.ok, `uncapped page B lost the top layer while C was behind the deep queue: ${show(b)}`);
+        assert.ok(back, `page C did not climb back to the top layer within 25 s of the cap's removal`);
+        assert.ok(tookUp <= 15000, `page C took ${tookUp} ms to climb back to the top layer`);
+        assert.ok(longestFreeze('uncapped') <= 1000, `page C froze for ${longestFreeze('uncapped')} ms climbing back`);
         assert.ok(env.serverAlive(), 'livekit-server exited');
         await closePages(capped, 'C');
         await closePages(browser, 'A', 'B');

@@ -344,6 +344,9 @@ export class BrowserEnv {
         String(PORT),
         '--udp-port',
         String(UDP_PORT),
+        // LK_BROWSER_SERVER_CONFIG: a YAML config body for the server (e.g. to compare with
+        // rtc.congestion_control off)
+        ...(process.env.LK_BROWSER_SERVER_CONFIG ? ['--config-body', process.env.LK_BROWSER_SERVER_CONFIG] : []),
       ]);
       this.server = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', fd, fd], detached: true });
       closeSync(fd);
