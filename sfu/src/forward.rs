@@ -703,6 +703,8 @@ pub struct AudioLevels {
     loud_linear: f32,
     /// Whether the previous interval reported this track.
     pub reported: bool,
+    /// Whether the last interval was speech (false once the track falls silent).
+    pub speaking: bool,
 }
 
 /// dBov at or above which (i.e. -35 dBov or louder) a packet counts as speech.
@@ -723,6 +725,7 @@ impl AudioLevels {
     /// The interval's (linear level, speaking), and a fresh interval.
     pub fn take(&mut self) -> Option<(f32, bool)> {
         if self.packets == 0 {
+            self.speaking = false;
             return None;
         }
         let active = self.loud * 100 >= self.packets * MIN_PERCENTILE;
@@ -733,6 +736,7 @@ impl AudioLevels {
         };
         *self = AudioLevels {
             reported: true,
+            speaking: active,
             ..Default::default()
         };
         Some((level, active))

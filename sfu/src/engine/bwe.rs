@@ -39,6 +39,8 @@ pub(super) struct PeerBwe {
     order: Vec<usize>,
     choices: Vec<LayerChoice>,
     resumed: Vec<TrackId>,
+    /// Publishers whose audio this peer receives and who are speaking.
+    speaking: Vec<PeerId>,
 }
 
 impl PeerBwe {
@@ -53,6 +55,7 @@ impl PeerBwe {
             order: Vec::new(),
             choices: Vec::new(),
             resumed: Vec::new(),
+            speaking: Vec::new(),
         }
     }
 
@@ -136,6 +139,17 @@ impl Engine {
         };
         b.subs.clear();
         b.tids.clear();
+        // The active speakers' cameras come right after screen shares.
+        b.speaking.clear();
+        for tid in &p.subscribed {
+            if let Some(t) = tracks.get(tid)
+                && t.kind == MediaKind::Audio
+                && t.audio.speaking
+                && !b.speaking.contains(&t.publisher)
+            {
+                b.speaking.push(t.publisher);
+            }
+        }
         let mut audio = 0u64;
         let mut probe_ok = false;
         for tid in &p.subscribed {
@@ -161,8 +175,9 @@ impl Engine {
                     l.rate_bps
                 };
             }
+            let speaker = u8::from(b.speaking.contains(&t.publisher));
             b.subs.push(lkr_bwe::Subscription {
-                priority: s.priority,
+                priority: s.priority.max(speaker),
                 max_layer: s.max_layer.min(t.layers.len().saturating_sub(1)),
                 layer_bps,
                 current,
