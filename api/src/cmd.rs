@@ -183,6 +183,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lkr_driver::DriverConfig::new(SocketAddr::new(udp_ip, settings.udp_port.start));
     driver.shards = settings.shards;
     driver.spill = settings.shard_spill;
+    driver.tcp = settings
+        .tcp_port
+        .map(|p| lkr_driver::TcpConfig::new(SocketAddr::new(udp_ip, p)));
     let media = lkr_driver::spawn(driver).with_context(|| {
         format!(
             "cannot open the media UDP port {udp_ip}:{}",
@@ -208,6 +211,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         auto_create: settings.auto_create,
         node_ip,
         udp_port: settings.udp_port.start,
+        tcp_port: media.handle.tcp_addr.map(|a| a.port()),
         region: settings.region.clone(),
         node_id: node_id.clone(),
         fingerprint: media.handle.fingerprint.clone(),

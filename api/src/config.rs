@@ -376,6 +376,7 @@ const SUPPORTED: &[&str] = &[
     "rtc.shards",
     "rtc.shard_spill",
     "rtc.node_ip",
+    "rtc.tcp_port",
     "keys",
     "key_file",
     "region",
@@ -730,6 +731,8 @@ pub struct Settings {
     /// Media shards, resolved (at least 1).
     pub shards: usize,
     pub shard_spill: u32,
+    /// The ICE-TCP port (`rtc.tcp_port`, default 7881; 0 turns ICE-TCP off).
+    pub tcp_port: Option<u16>,
     pub node_ip: Option<IpAddr>,
     pub region: String,
     pub keys: BTreeMap<String, String>,
@@ -904,6 +907,10 @@ impl Settings {
                 .shard_spill
                 .or(config.rtc.shard_spill)
                 .unwrap_or(lkr_driver::DEFAULT_SPILL),
+            tcp_port: match config.rtc.tcp_port.unwrap_or(7881) {
+                0 => None,
+                p => Some(p),
+            },
             node_ip,
             region: o
                 .region
@@ -982,12 +989,7 @@ region: us-west
             })
         );
         assert!(!c.room.auto_create);
-        for p in [
-            "rtc.tcp_port",
-            "rtc.congestion_control",
-            "logging.pion_level",
-            "redis",
-        ] {
+        for p in ["rtc.congestion_control", "logging.pion_level", "redis"] {
             assert!(
                 unsupported.iter().any(|u| u == p),
                 "{p} not reported: {unsupported:?}"
@@ -1007,6 +1009,16 @@ region: us-west
         assert_eq!(s.room.enabled_codecs.len(), 2);
         assert_eq!(s.keys.get("k1").map(String::as_str), Some("s1"));
         assert_eq!(s.node_ip, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(s.tcp_port, Some(7881));
+        for (yaml, port) in [
+            ("keys: {k: s}\n", Some(7881)),
+            ("keys: {k: s}\nrtc: {tcp_port: 0}\n", None),
+            ("keys: {k: s}\nrtc: {tcp_port: 443}\n", Some(443)),
+        ] {
+            let (c, _) = Config::load(yaml).unwrap();
+            let t = Settings::resolve(&c, &Overrides::default()).unwrap();
+            assert_eq!(t.tcp_port, port, "{yaml}");
+        }
         let wh = s.webhook.expect("webhook settings");
         assert_eq!((wh.api_key.as_str(), wh.api_secret.as_str()), ("k1", "s1"));
         assert_eq!(wh.urls, ["http://127.0.0.1:9/"]);

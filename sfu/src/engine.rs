@@ -1758,6 +1758,12 @@ impl Engine {
         self.peers.len()
     }
 
+    /// Whether `addr` passed an ICE check with one of this engine's peers and is still
+    /// routed to it.
+    pub fn knows_address(&self, addr: SocketAddr) -> bool {
+        self.by_addr.contains_key(&addr)
+    }
+
     /// Whether this engine is the one to handle a datagram from `from`: the address passed
     /// an ICE check here, or it is STUN whose USERNAME names one of this engine's peers.
     pub fn owns(&self, from: SocketAddr, buf: &[u8]) -> bool {

@@ -57,6 +57,8 @@ pub struct Config {
     /// Address advertised in ICE candidates.
     pub node_ip: IpAddr,
     pub udp_port: u16,
+    /// The ICE-TCP port, advertised as a passive TCP host candidate after the UDP one.
+    pub tcp_port: Option<u16>,
     pub region: String,
     pub node_id: String,
     /// This server's DTLS fingerprint, `sha-256 AB:…` split into algorithm and value.
@@ -127,11 +129,23 @@ impl Config {
     }
 
     fn candidates(&self) -> Vec<String> {
-        vec![format!(
+        let mut c = vec![format!(
             "candidate:1 1 udp 2130706431 {} {} typ host generation 0",
             self.node_ip, self.udp_port
-        )]
+        )];
+        if let Some(port) = self.tcp_port {
+            c.push(tcp_candidate(self.node_ip, port));
+        }
+        c
     }
+}
+
+/// The passive ICE-TCP host candidate (RFC 6544 §4.5). Its priority (RFC 6544 §4.2: type
+/// preference 126, direction preference 4 for passive, other preference 8191, component 1)
+/// is below the UDP host candidate's, so a client that can use UDP does.
+fn tcp_candidate(ip: IpAddr, port: u16) -> String {
+    const PRIORITY: u32 = (126 << 24) + (((4 << 13) + 8191) << 8) + 255;
+    format!("candidate:2 1 tcp {PRIORITY} {ip} {port} typ host tcptype passive generation 0")
 }
 
 /// A join, after its token and parameters were checked.

@@ -20,6 +20,7 @@ fn config() -> Config {
         auto_create: true,
         node_ip: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)),
         udp_port: 7882,
+        tcp_port: Some(7881),
         region: String::new(),
         node_id: "ND_test".into(),
         fingerprint: ("sha-256".into(), "AA:BB".into()),
@@ -550,6 +551,13 @@ fn dual_pc_publish_reaches_a_subscriber() {
         ans.sdp
     );
     assert!(!ans.sdp.contains("candidate:candidate"));
+    // ICE-TCP: a passive TCP host candidate, after the UDP one and with a lower priority.
+    let udp_at = ans.sdp.find("a=candidate:1 1 udp").unwrap();
+    let tcp_at = ans
+        .sdp
+        .find("a=candidate:2 1 tcp 2124414975 10.77.0.1 7881 typ host tcptype passive")
+        .unwrap_or_else(|| panic!("no passive TCP candidate: {}", ans.sdp));
+    assert!(udp_at < tcp_at);
     assert!(ans.sdp.contains("a=recvonly") && ans.sdp.contains("opus/48000/2"));
     assert!(
         w.media

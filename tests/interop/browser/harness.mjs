@@ -317,8 +317,9 @@ export class Browser extends LineProc {
 // ------------------------------------------------------------------------------ environment
 
 export class BrowserEnv {
-  constructor({ rustLog } = {}) {
-    this.ns = new NetNs('lkb');
+  constructor({ rustLog, nsPrefix, serverArgs } = {}) {
+    this.ns = new NetNs(nsPrefix || 'lkb');
+    this.serverArgs = serverArgs || [];
     this.dir = mkdtempSync(join(tmpdir(), 'lk-browser-'));
     this.logPath = join(this.dir, 'livekit-server.log');
     this.rustLog = rustLog ?? process.env.LK_BROWSER_RUST_LOG ?? 'debug';
@@ -344,6 +345,7 @@ export class BrowserEnv {
         String(PORT),
         '--udp-port',
         String(UDP_PORT),
+        ...this.serverArgs,
       ]);
       this.server = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', fd, fd], detached: true });
       closeSync(fd);
