@@ -14,6 +14,9 @@ pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many source addresses one peer may hold validated at once. A peer with several
 /// interfaces checks from each; the least recently checked one is forgotten beyond this.
 pub const MAX_VALID_SOURCES: usize = 8;
+/// Transaction ids of recent checks remembered, so that a check replayed from another
+/// address cannot move the peer's media there.
+const RECENT_CHECKS: usize = 16;
 
 /// Where the responder stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,9 @@ pub struct IceInput {
     pub became_valid: bool,
     /// The check carried USE-CANDIDATE: this address is now the selected one.
     pub nominated: bool,
+    /// Media now goes to this source address instead of another one (a nomination, or a
+    /// first check from a new address: the peer moved).
+    pub moved: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +70,12 @@ pub struct IceLite {
     remote_ufrag: Option<String>,
     remote_pwd: Option<String>,
     sources: Vec<Source>,
+    /// Where media goes: the address of the last nomination or of the last first check from
+    /// a new address (consent freshness, RFC 7675: the peer proved it is there).
     nominated: Option<SocketAddr>,
+    /// Recent checks' transaction ids and sources, oldest overwritten first.
+    recent: [([u8; 12], Option<SocketAddr>); RECENT_CHECKS],
+    next_recent: usize,
     state: IceState,
 }
 
@@ -78,6 +89,8 @@ impl IceLite {
             remote_pwd: None,
             sources: Vec::new(),
             nominated: None,
+            recent: [([0; 12], None); RECENT_CHECKS],
+            next_recent: 0,
             state: IceState::New,
         }
     }
@@ -165,9 +178,26 @@ impl IceLite {
             });
         }
 
-        write_binding_success(out, request.transaction_id, from, &self.local_pwd)?;
+        // A check seen before from another address is a replay (a retransmission comes
+        // from the same address): it must not move the media.
+        let tid = request.transaction_id;
+        if self
+            .recent
+            .iter()
+            .any(|(t, a)| *t == tid && a.is_some_and(|a| a != from))
+        {
+            return Err(StunError::Replayed);
+        }
+        self.recent[self.next_recent] = (tid, Some(from));
+        self.next_recent = (self.next_recent + 1) % RECENT_CHECKS;
+
+        write_binding_success(out, tid, from, &self.local_pwd)?;
         let became_valid = self.record_check(now, from);
-        if request.use_candidate {
+        let before = self.selected();
+        // Media follows a nomination, and a first check from a new address: a client whose
+        // address changed (a NAT rebinding, a network change) goes on checking from the new
+        // one, with or without USE-CANDIDATE, and the old one stops receiving.
+        if request.use_candidate || became_valid {
             self.nominated = Some(from);
         }
         self.state = IceState::Connected;
@@ -175,11 +205,13 @@ impl IceLite {
             response_written: true,
             became_valid,
             nominated: request.use_candidate,
+            moved: before.is_some_and(|b| b != from) && self.selected() == Some(from),
         })
     }
 
-    /// Where media goes: the nominated address or, before nomination, the address with the
-    /// most recent successful check (Chromium starts DTLS before it nominates).
+    /// Where media goes: the address of the last nomination or of the last first check from
+    /// a new address; when that lost consent, the address with the most recent successful
+    /// check (Chromium starts DTLS before it nominates).
     pub fn selected(&self) -> Option<SocketAddr> {
         self.nominated.or_else(|| {
             self.sources

@@ -470,6 +470,7 @@ fn lite_use_candidate_selects_the_address() {
             response_written: true,
             became_valid: true,
             nominated: true,
+            moved: false,
         }
     );
     assert_eq!(lite.selected(), Some(from));
@@ -527,16 +528,85 @@ fn lite_selects_latest_checked_address_until_nomination() {
     .unwrap();
     assert_eq!(lite.selected(), Some(a));
 
-    // A later, unnominated check does not move the selection.
+    // Later checks from an address already valid do not move the selection.
     lite.handle_stun(
         t0 + Duration::from_millis(40),
-        c,
+        b,
         &server_check(false).0,
         &mut out,
     )
     .unwrap();
     assert_eq!(lite.selected(), Some(a));
-    assert!(lite.is_valid_source(c));
+    // A first check from a new address does, nominated or not: the peer moved (RFC 7675).
+    let input = lite
+        .handle_stun(
+            t0 + Duration::from_millis(50),
+            c,
+            &server_check(false).0,
+            &mut out,
+        )
+        .unwrap();
+    assert!(input.became_valid && input.moved && !input.nominated);
+    assert_eq!(lite.selected(), Some(c));
+    assert!(lite.is_valid_source(a), "the old address keeps its consent");
+}
+
+#[test]
+fn lite_follows_a_peer_whose_address_changed() {
+    let mut lite = lite();
+    let t0 = Instant::now();
+    let old = addr(1, 40000);
+    let new = addr(9, 61000);
+    let mut out = Vec::new();
+    lite.handle_stun(t0, old, &server_check(true).0, &mut out)
+        .unwrap();
+    // Consent checks go on from the old address; then the NAT rebinds.
+    for i in 1..4 {
+        let at = t0 + Duration::from_millis(2500 * i);
+        let input = lite
+            .handle_stun(at, old, &server_check(false).0, &mut out)
+            .unwrap();
+        assert!(!input.moved);
+    }
+    let (request, tid) = server_check(false);
+    out.clear();
+    let input = lite
+        .handle_stun(t0 + Duration::from_secs(10), new, &request, &mut out)
+        .unwrap();
+    assert!(input.moved && input.became_valid);
+    assert_eq!(lite.selected(), Some(new));
+    let response = parse_binding_response(&out, SERVER_PWD).unwrap();
+    assert_eq!((response.transaction_id, response.mapped), (tid, Some(new)));
+    // A retransmission of that check from the same address is answered and moves nothing.
+    let input = lite
+        .handle_stun(t0 + Duration::from_secs(10), new, &request, &mut out)
+        .unwrap();
+    assert!(input.response_written && !input.moved);
+    // The old address loses its consent 30 s after its last check; the new one stays.
+    lite.handle_timeout(t0 + Duration::from_millis(7500) + CONSENT_TIMEOUT);
+    assert!(!lite.is_valid_source(old));
+    assert_eq!(lite.selected(), Some(new));
+    assert_eq!(lite.state(), IceState::Connected);
+}
+
+#[test]
+fn a_check_replayed_from_another_address_moves_nothing() {
+    let mut lite = lite();
+    let t0 = Instant::now();
+    let client = addr(1, 40000);
+    let attacker = addr(66, 6666);
+    let mut out = Vec::new();
+    let (request, _) = server_check(true);
+    lite.handle_stun(t0, client, &request, &mut out).unwrap();
+    out.clear();
+    // The same signed check, sent again from elsewhere, nominated or not.
+    assert_eq!(
+        lite.handle_stun(t0 + Duration::from_millis(5), attacker, &request, &mut out),
+        Err(StunError::Replayed)
+    );
+    assert!(out.is_empty(), "nothing is sent to the replayer");
+    assert_eq!(lite.selected(), Some(client));
+    assert!(!lite.is_valid_source(attacker));
 }
 
 #[test]
@@ -675,18 +745,27 @@ fn lite_falls_back_when_the_nominated_address_loses_consent() {
     let mut out = Vec::new();
     lite.handle_stun(t0, a, &server_check(true).0, &mut out)
         .unwrap();
+    // `b` is new: media moves there. `a` goes on checking (not new: nothing moves).
     lite.handle_stun(
-        t0 + Duration::from_secs(20),
+        t0 + Duration::from_secs(1),
         b,
         &server_check(false).0,
         &mut out,
     )
     .unwrap();
-    assert_eq!(lite.selected(), Some(a));
-    lite.handle_timeout(t0 + Duration::from_secs(30));
+    lite.handle_stun(
+        t0 + Duration::from_secs(25),
+        a,
+        &server_check(false).0,
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(lite.selected(), Some(b));
+    // `b` falls silent and loses consent: media goes back to `a`, checked most recently.
+    lite.handle_timeout(t0 + Duration::from_secs(31));
+    assert_eq!(lite.selected(), Some(a));
     assert_eq!(lite.state(), IceState::Connected);
-    assert!(!lite.is_valid_source(a));
+    assert!(!lite.is_valid_source(b));
 }
 
 #[test]
@@ -702,9 +781,11 @@ fn lite_bounds_the_number_of_valid_sources() {
         lite.handle_stun(at, addr(i, 2), &server_check(false).0, &mut out)
             .unwrap();
     }
-    assert!(lite.is_valid_source(nominated));
-    assert_eq!(lite.selected(), Some(nominated));
-    // The oldest unnominated ones were forgotten, the newest kept.
+    // Each new address took the media in turn; the bound holds all the same, and the
+    // address media goes to is never the one forgotten.
+    let last = addr(MAX_VALID_SOURCES as u8 + 2, 2);
+    assert_eq!(lite.selected(), Some(last));
+    // The oldest ones were forgotten, the newest kept.
     assert!(!lite.is_valid_source(addr(0, 2)));
     assert!(lite.is_valid_source(addr(MAX_VALID_SOURCES as u8 + 2, 2)));
 }

@@ -683,6 +683,9 @@ impl Engine {
         let mut out = take_buf(&mut self.pool);
         match p.ice.handle_stun(now, from, buf, &mut out) {
             Ok(input) => {
+                if input.moved {
+                    tracing::debug!(?id, to = %from, "peer's media moved to a new address");
+                }
                 if input.became_valid {
                     self.by_addr.insert(from, id);
                     p.addrs.push(from);
