@@ -23,6 +23,7 @@ pub mod ring;
 mod router;
 mod stats;
 pub mod tcp;
+pub mod turn;
 
 pub use driver::{DriverConfig, Media, MediaHandle, SendError, spawn};
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};

@@ -207,6 +207,11 @@ impl TurnServer {
         self.allocations.len()
     }
 
+    /// Whether `client` holds an allocation.
+    pub fn has_allocation(&self, client: Client) -> bool {
+        self.allocations.contains_key(&client)
+    }
+
     /// One message from `client`. Responses are written to `out` (cleared first).
     /// `bind_relay` is called when an allocation is granted and returns the relay address
     /// the driver opened for it (`None`: no port free).

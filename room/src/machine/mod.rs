@@ -59,6 +59,8 @@ pub struct Config {
     pub udp_port: u16,
     /// The ICE-TCP port, advertised as a passive TCP host candidate after the UDP one.
     pub tcp_port: Option<u16>,
+    /// The embedded TURN server, handed to every participant in `ice_servers`.
+    pub turn: Option<TurnIce>,
     pub region: String,
     pub node_id: String,
     /// This server's DTLS fingerprint, `sha-256 AB:…` split into algorithm and value.
@@ -137,6 +139,30 @@ impl Config {
             c.push(tcp_candidate(self.node_ip, port));
         }
         c
+    }
+}
+
+/// The embedded TURN server as participants are told of it.
+#[derive(Debug, Clone)]
+pub struct TurnIce {
+    /// `turn:` and `turns:` URLs, one entry of `ice_servers`.
+    pub urls: Vec<String>,
+    /// The keys credentials are derived from.
+    pub credentials: lkr_turn::Credentials,
+}
+
+impl TurnIce {
+    /// The `ice_servers` of participant `psid` at `unix` (seconds): time-limited credentials.
+    fn ice_servers(&self, unix: u64, psid: &str) -> Vec<pb::IceServer> {
+        self.credentials
+            .issue(psid, unix, lkr_turn::CREDENTIAL_TTL)
+            .map(|(username, credential)| pb::IceServer {
+                urls: self.urls.clone(),
+                username,
+                credential,
+            })
+            .into_iter()
+            .collect()
     }
 }
 
@@ -566,6 +592,7 @@ impl Machine {
             server_info: Some(self.server_info()),
             server_region: self.config.region.clone(),
             fast_publish: permission.can_publish,
+            ice_servers: self.ice_servers(now, &psid),
             ..Default::default()
         };
         if !permission.hidden {
@@ -614,11 +641,18 @@ impl Machine {
             .map(|o| o.info.clone())
             .collect();
         let room_info = room.info();
+        let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
+        let turn_servers = self
+            .config
+            .turn
+            .as_ref()
+            .map(|t| t.ice_servers(unix, &psid))
+            .unwrap_or_default();
         tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, "participant resumed");
         self.out.signal(
             &psid,
             Resp::Reconnect(pb::ReconnectResponse {
-                ice_servers: Vec::new(),
+                ice_servers: turn_servers,
                 client_configuration: None,
                 server_info: Some(self.server_info()),
                 last_message_seq: 0,
@@ -650,6 +684,16 @@ impl Machine {
         }
         *sum += ms;
         *count += 1;
+    }
+
+    /// The TURN servers for participant `psid`, if TURN is on.
+    fn ice_servers(&self, now: Instant, psid: &str) -> Vec<pb::IceServer> {
+        let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
+        self.config
+            .turn
+            .as_ref()
+            .map(|t| t.ice_servers(unix, psid))
+            .unwrap_or_default()
     }
 
     fn server_info(&self) -> pb::ServerInfo {
