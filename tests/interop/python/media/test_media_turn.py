@@ -1,6 +1,9 @@
 """The embedded TURN server with the Python SDK forced to relay (its relay ICE transport type),
 in both signalling modes: the clients get TURN servers with time-limited credentials in the
 JoinResponse and exchange a tone through a relay allocation, over TURN/UDP and over TURN/TCP.
+(TURN/TLS is proven with Chromium in tests/interop/browser/net.test.mjs: the SDK's native
+libwebrtc checks the TURN certificate against its built-in roots, which a test's self-signed
+certificate cannot join; the TLS handshake fails with UnknownCA from the client.)
 
 nftables makes the relay the only way: the server's media port takes UDP only from the relay
 port range, and TURN/UDP is dropped for the TCP case. A raw TURN client (in the namespace) then
