@@ -194,6 +194,8 @@ fn start_turn(
         media_local,
         keys: settings.keys.clone(),
         max_allocations: 1024,
+        stream_handshake: lkr_driver::turn::STREAM_HANDSHAKE,
+        stream_idle: lkr_driver::turn::STREAM_IDLE,
     })
     .context("cannot open the TURN ports")?;
     let mut urls = Vec::new();

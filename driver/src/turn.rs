@@ -25,9 +25,9 @@ use tokio::time::Instant;
 /// Bytes waiting to be written to one stream client; whole messages past it are dropped.
 const STREAM_BUFFER: usize = 256 * 1024;
 /// A stream client without an allocation after this long is closed.
-const STREAM_HANDSHAKE: Duration = Duration::from_secs(10);
+pub const STREAM_HANDSHAKE: Duration = Duration::from_secs(10);
 /// A stream client silent for this long is closed (its allocation with it).
-const STREAM_IDLE: Duration = Duration::from_secs(120);
+pub const STREAM_IDLE: Duration = Duration::from_secs(120);
 /// Stream connections at once.
 const MAX_STREAMS: usize = 1024;
 /// Tries to find a free port in the relay range.
@@ -58,6 +58,11 @@ pub struct TurnSettings {
     pub keys: BTreeMap<String, String>,
     /// Allocations at once.
     pub max_allocations: usize,
+    /// A TCP/TLS client without an allocation after this long is closed
+    /// ([`STREAM_HANDSHAKE`]).
+    pub stream_handshake: Duration,
+    /// A TCP/TLS client silent for this long is closed ([`STREAM_IDLE`]).
+    pub stream_idle: Duration,
 }
 
 impl std::fmt::Debug for TurnSettings {
@@ -103,7 +108,9 @@ pub fn tls_config(cert_file: &str, key_file: &str) -> Result<Arc<rustls::ServerC
 }
 
 struct Relay {
-    socket: Rc<UdpSocket>,
+    /// A second handle on the relay socket for sending: a plain non-blocking send needs no
+    /// readiness from the runtime (a socket just opened has none yet).
+    send: std::net::UdpSocket,
     close: Rc<Notify>,
 }
 
@@ -114,7 +121,8 @@ struct Stream {
 
 /// The sockets side, apart from the machine so both can be borrowed at once.
 struct Io {
-    udp: Option<Rc<UdpSocket>>,
+    /// The TURN UDP port, for sending (see [`Relay::send`]).
+    udp: Option<std::net::UdpSocket>,
     relays: FxHashMap<SocketAddr, Relay>,
     streams: FxHashMap<Client, Stream>,
     relay_bind_ip: IpAddr,
@@ -123,6 +131,8 @@ struct Io {
     next_port: u32,
     media_addr: SocketAddr,
     media_local: SocketAddr,
+    stream_handshake: Duration,
+    stream_idle: Duration,
 }
 
 struct State {
@@ -160,6 +170,9 @@ impl Io {
                 continue;
             };
             let addr = SocketAddr::new(self.relay_ip, local.port());
+            let Ok(send) = s.try_clone() else {
+                continue;
+            };
             let Ok(socket) = UdpSocket::from_std(s) else {
                 continue;
             };
@@ -168,7 +181,7 @@ impl Io {
             self.relays.insert(
                 addr,
                 Relay {
-                    socket: socket.clone(),
+                    send,
                     close: close.clone(),
                 },
             );
@@ -184,7 +197,7 @@ impl Io {
         match client.transport {
             Transport::Udp => {
                 if let Some(u) = &self.udp {
-                    let _ = u.try_send_to(msg, client.remote);
+                    let _ = u.send_to(msg, client.remote);
                 }
             }
             Transport::Tcp | Transport::Tls => {
@@ -225,7 +238,7 @@ impl State {
                     peer
                 };
                 if let (Some(r), Some(p)) = (io.relays.get(&relay), msg.get(payload)) {
-                    let _ = r.socket.try_send_to(p, to);
+                    let _ = r.send.send_to(p, to);
                 }
             }
             Ok(Handled::Nothing) => {}
@@ -327,7 +340,8 @@ async fn stream_listener(
             let why = match tls {
                 None => stream_task(&me, client, tcp).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(STREAM_HANDSHAKE, acceptor.accept(tcp)).await {
+                    let limit = me.borrow().io.stream_handshake;
+                    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => stream_task(&me, client, s).await,
                         Ok(Err(e)) => format!("TLS handshake: {e}"),
                         Err(_) => "TLS handshake timed out".into(),
@@ -355,15 +369,19 @@ async fn stream_task<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let start = Instant::now();
     let mut last_rx = start;
+    let (handshake, idle) = {
+        let st = me.borrow();
+        (st.io.stream_handshake, st.io.stream_idle)
+    };
     let mut buf = vec![0u8; lkr_turn::MAX_MESSAGE * 2];
     let mut have = 0usize;
     let mut out = Vec::with_capacity(1024);
     loop {
         let allocated = me.borrow().server.has_allocation(client);
         let deadline = if allocated {
-            last_rx + STREAM_IDLE
+            last_rx + idle
         } else {
-            start + STREAM_HANDSHAKE
+            start + handshake
         };
         tokio::select! {
             r = rd.read(&mut buf[have..]) => {
@@ -466,11 +484,12 @@ pub fn spawn(settings: TurnSettings) -> std::io::Result<TurnAddrs> {
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
+                let udp_send = udp.as_ref().and_then(|u| u.try_clone().ok());
                 let udp = udp.and_then(|u| UdpSocket::from_std(u).ok()).map(Rc::new);
                 let me: Shared = Rc::new(RefCell::new(State {
                     server,
                     io: Io {
-                        udp: udp.clone(),
+                        udp: udp_send,
                         relays: FxHashMap::default(),
                         streams: FxHashMap::default(),
                         relay_bind_ip: settings.relay_bind_ip,
@@ -479,6 +498,8 @@ pub fn spawn(settings: TurnSettings) -> std::io::Result<TurnAddrs> {
                         next_port: 0,
                         media_addr: settings.media_addr,
                         media_local: settings.media_local,
+                        stream_handshake: settings.stream_handshake,
+                        stream_idle: settings.stream_idle,
                     },
                     rearm: Rc::new(Notify::new()),
                 }));
