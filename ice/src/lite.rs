@@ -14,6 +14,12 @@ pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many source addresses one peer may hold validated at once. A peer with several
 /// interfaces checks from each; the least recently checked one is forgotten beyond this.
 pub const MAX_VALID_SOURCES: usize = 8;
+/// A check from a new address without USE-CANDIDATE moves the media there once the selected
+/// address has had no check for this long: a client whose address changed checks only from
+/// the new one, while a client with several interfaces keeps checking the selected address
+/// (libwebrtc every 2.5 s, consent checks every 4-6 s, RFC 7675 §5.1) and so is not moved
+/// to a backup path it merely validated.
+pub const MOVE_AFTER_SILENCE: Duration = Duration::from_secs(8);
 /// Transaction ids of recent checks remembered, so that a check replayed from another
 /// address cannot move the peer's media there.
 const RECENT_CHECKS: usize = 16;
@@ -70,8 +76,8 @@ pub struct IceLite {
     remote_ufrag: Option<String>,
     remote_pwd: Option<String>,
     sources: Vec<Source>,
-    /// Where media goes: the address of the last nomination or of the last first check from
-    /// a new address (consent freshness, RFC 7675: the peer proved it is there).
+    /// Where media goes: the address of the last nomination, or of a check that found the
+    /// selected address silent for [`MOVE_AFTER_SILENCE`] (the peer moved, RFC 7675).
     nominated: Option<SocketAddr>,
     /// Recent checks' transaction ids and sources, oldest overwritten first.
     recent: [([u8; 12], Option<SocketAddr>); RECENT_CHECKS],
@@ -192,12 +198,22 @@ impl IceLite {
         self.next_recent = (self.next_recent + 1) % RECENT_CHECKS;
 
         write_binding_success(out, tid, from, &self.local_pwd)?;
-        let became_valid = self.record_check(now, from);
         let before = self.selected();
-        // Media follows a nomination, and a first check from a new address: a client whose
-        // address changed (a NAT rebinding, a network change) goes on checking from the new
-        // one, with or without USE-CANDIDATE, and the old one stops receiving.
-        if request.use_candidate || became_valid {
+        let became_valid = self.record_check(now, from);
+        // Media follows a nomination at once. A client whose address changed (a NAT
+        // rebinding, a network change) goes on checking from the new address only, with or
+        // without USE-CANDIDATE: once the selected address has been silent long enough, the
+        // media follows the checks, and the old address stops receiving.
+        if request.use_candidate {
+            self.nominated = Some(from);
+        } else if let Some(current) = self.nominated
+            && current != from
+            && self
+                .sources
+                .iter()
+                .find(|s| s.addr == current)
+                .is_none_or(|s| now >= s.last_check + MOVE_AFTER_SILENCE)
+        {
             self.nominated = Some(from);
         }
         self.state = IceState::Connected;

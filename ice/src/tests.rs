@@ -537,7 +537,8 @@ fn lite_selects_latest_checked_address_until_nomination() {
     )
     .unwrap();
     assert_eq!(lite.selected(), Some(a));
-    // A first check from a new address does, nominated or not: the peer moved (RFC 7675).
+    // Nor does a first check from another address while the selected one is being checked:
+    // a client with several interfaces validates backup paths too.
     let input = lite
         .handle_stun(
             t0 + Duration::from_millis(50),
@@ -546,7 +547,18 @@ fn lite_selects_latest_checked_address_until_nomination() {
             &mut out,
         )
         .unwrap();
-    assert!(input.became_valid && input.moved && !input.nominated);
+    assert!(input.became_valid && !input.moved);
+    assert_eq!(lite.selected(), Some(a));
+    // A nomination from it does, at once.
+    let input = lite
+        .handle_stun(
+            t0 + Duration::from_millis(60),
+            c,
+            &server_check(true).0,
+            &mut out,
+        )
+        .unwrap();
+    assert!(input.moved && input.nominated);
     assert_eq!(lite.selected(), Some(c));
     assert!(lite.is_valid_source(a), "the old address keeps its consent");
 }
@@ -560,7 +572,8 @@ fn lite_follows_a_peer_whose_address_changed() {
     let mut out = Vec::new();
     lite.handle_stun(t0, old, &server_check(true).0, &mut out)
         .unwrap();
-    // Consent checks go on from the old address; then the NAT rebinds.
+    // Consent checks go on from the old address; then the NAT rebinds after the one at
+    // 7.5 s, and checks (without USE-CANDIDATE) come from the new address every 2.5 s.
     for i in 1..4 {
         let at = t0 + Duration::from_millis(2500 * i);
         let input = lite
@@ -568,20 +581,28 @@ fn lite_follows_a_peer_whose_address_changed() {
             .unwrap();
         assert!(!input.moved);
     }
-    let (request, tid) = server_check(false);
-    out.clear();
-    let input = lite
-        .handle_stun(t0 + Duration::from_secs(10), new, &request, &mut out)
-        .unwrap();
-    assert!(input.moved && input.became_valid);
+    let last_old = t0 + Duration::from_millis(7500);
+    let mut moved_at = None;
+    for i in 1..6 {
+        let at = last_old + Duration::from_millis(2500 * i);
+        let (request, tid) = server_check(false);
+        out.clear();
+        let input = lite.handle_stun(at, new, &request, &mut out).unwrap();
+        // Every check is answered at the address it came from.
+        let response = parse_binding_response(&out, SERVER_PWD).unwrap();
+        assert_eq!((response.transaction_id, response.mapped), (tid, Some(new)));
+        if input.moved {
+            moved_at.get_or_insert(at);
+        }
+        // A retransmission of the check from the same address moves nothing more.
+        let again = lite.handle_stun(at, new, &request, &mut out).unwrap();
+        assert!(again.response_written && !again.moved);
+    }
+    // The media followed once the old address had been silent for MOVE_AFTER_SILENCE:
+    // at the first check after that (10 s after the last old one).
+    assert_eq!(moved_at, Some(last_old + Duration::from_secs(10)));
+    assert!(MOVE_AFTER_SILENCE <= Duration::from_secs(10));
     assert_eq!(lite.selected(), Some(new));
-    let response = parse_binding_response(&out, SERVER_PWD).unwrap();
-    assert_eq!((response.transaction_id, response.mapped), (tid, Some(new)));
-    // A retransmission of that check from the same address is answered and moves nothing.
-    let input = lite
-        .handle_stun(t0 + Duration::from_secs(10), new, &request, &mut out)
-        .unwrap();
-    assert!(input.response_written && !input.moved);
     // The old address loses its consent 30 s after its last check; the new one stays.
     lite.handle_timeout(t0 + Duration::from_millis(7500) + CONSENT_TIMEOUT);
     assert!(!lite.is_valid_source(old));
@@ -745,27 +766,29 @@ fn lite_falls_back_when_the_nominated_address_loses_consent() {
     let mut out = Vec::new();
     lite.handle_stun(t0, a, &server_check(true).0, &mut out)
         .unwrap();
-    // `b` is new: media moves there. `a` goes on checking (not new: nothing moves).
+    // `a` keeps being checked; `b` is validated beside it and does not take the media.
+    for at in [5, 10, 15] {
+        lite.handle_stun(
+            t0 + Duration::from_secs(at),
+            a,
+            &server_check(false).0,
+            &mut out,
+        )
+        .unwrap();
+    }
     lite.handle_stun(
-        t0 + Duration::from_secs(1),
+        t0 + Duration::from_secs(20),
         b,
         &server_check(false).0,
         &mut out,
     )
     .unwrap();
-    lite.handle_stun(
-        t0 + Duration::from_secs(25),
-        a,
-        &server_check(false).0,
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(lite.selected(), Some(b));
-    // `b` falls silent and loses consent: media goes back to `a`, checked most recently.
-    lite.handle_timeout(t0 + Duration::from_secs(31));
     assert_eq!(lite.selected(), Some(a));
+    // `a` falls silent and loses consent 30 s after its last check: media goes to `b`.
+    lite.handle_timeout(t0 + Duration::from_secs(45));
+    assert_eq!(lite.selected(), Some(b));
     assert_eq!(lite.state(), IceState::Connected);
-    assert!(!lite.is_valid_source(b));
+    assert!(!lite.is_valid_source(a));
 }
 
 #[test]
@@ -781,11 +804,9 @@ fn lite_bounds_the_number_of_valid_sources() {
         lite.handle_stun(at, addr(i, 2), &server_check(false).0, &mut out)
             .unwrap();
     }
-    // Each new address took the media in turn; the bound holds all the same, and the
-    // address media goes to is never the one forgotten.
-    let last = addr(MAX_VALID_SOURCES as u8 + 2, 2);
-    assert_eq!(lite.selected(), Some(last));
-    // The oldest ones were forgotten, the newest kept.
+    assert!(lite.is_valid_source(nominated));
+    assert_eq!(lite.selected(), Some(nominated));
+    // The oldest unnominated ones were forgotten, the newest kept.
     assert!(!lite.is_valid_source(addr(0, 2)));
     assert!(lite.is_valid_source(addr(MAX_VALID_SOURCES as u8 + 2, 2)));
 }
