@@ -155,6 +155,68 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// Starts the embedded TURN server when `turn.enabled`, and says how participants reach it.
+fn start_turn(
+    settings: &Settings,
+    node_ip: std::net::IpAddr,
+    udp_ip: std::net::IpAddr,
+    media_addr: SocketAddr,
+) -> anyhow::Result<Option<lkr_room::TurnIce>> {
+    let Some(t) = &settings.turn else {
+        return Ok(None);
+    };
+    let tls = match &t.tls {
+        None => None,
+        Some(tls) => {
+            let config = match &tls.cert {
+                Some((cert, key)) => Some(
+                    lkr_driver::turn::tls_config(cert, key)
+                        .map_err(|e| anyhow::anyhow!("turn.cert_file/key_file: {e}"))?,
+                ),
+                None => None,
+            };
+            Some((SocketAddr::new(udp_ip, tls.port), config))
+        }
+    };
+    let media_local = if media_addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), media_addr.port())
+    } else {
+        media_addr
+    };
+    let addrs = lkr_driver::turn::spawn(lkr_driver::turn::TurnSettings {
+        udp: t.udp_port.map(|p| SocketAddr::new(udp_ip, p)),
+        tcp: t.udp_port.map(|p| SocketAddr::new(udp_ip, p)),
+        tls,
+        relay_bind_ip: udp_ip,
+        relay_ip: node_ip,
+        relay_ports: t.relay_range,
+        media_addr: SocketAddr::new(node_ip, media_addr.port()),
+        media_local,
+        keys: settings.keys.clone(),
+        max_allocations: 1024,
+        stream_handshake: lkr_driver::turn::STREAM_HANDSHAKE,
+        stream_idle: lkr_driver::turn::STREAM_IDLE,
+    })
+    .context("cannot open the TURN ports")?;
+    let mut urls = Vec::new();
+    if let Some(a) = addrs.udp {
+        urls.push(format!("turn:{node_ip}:{}?transport=udp", a.port()));
+    }
+    if let Some(a) = addrs.tcp {
+        urls.push(format!("turn:{node_ip}:{}?transport=tcp", a.port()));
+    }
+    if let (Some(a), Some(tls)) = (addrs.tls, &t.tls) {
+        // Behind a TLS-terminating load balancer clients reach it on 443.
+        let port = if tls.external { 443 } else { a.port() };
+        urls.push(format!("turns:{}:{port}?transport=tcp", tls.domain));
+    }
+    tracing::info!(?urls, relay_range = ?t.relay_range, "TURN server started");
+    Ok(Some(lkr_room::TurnIce {
+        urls,
+        credentials: lkr_turn::Credentials::new(settings.keys.clone()),
+    }))
+}
+
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for ip in &settings.bind {
@@ -183,6 +245,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lkr_driver::DriverConfig::new(SocketAddr::new(udp_ip, settings.udp_port.start));
     driver.shards = settings.shards;
     driver.spill = settings.shard_spill;
+    driver.tcp = settings
+        .tcp_port
+        .map(|p| lkr_driver::TcpConfig::new(SocketAddr::new(udp_ip, p)));
     let media = lkr_driver::spawn(driver).with_context(|| {
         format!(
             "cannot open the media UDP port {udp_ip}:{}",
@@ -205,11 +270,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             bandwidth_estimation: settings.congestion_control.enabled,
             allow_pause: settings.congestion_control.allow_pause,
         }));
+    let turn = start_turn(&settings, node_ip, udp_ip, media.handle.local_addr)?;
     let node_id = lkr_proto::id::new_id("ND_");
     let machine_config = lkr_room::Config {
         auto_create: settings.auto_create,
         node_ip,
         udp_port: settings.udp_port.start,
+        tcp_port: media.handle.tcp_addr.map(|a| a.port()),
+        turn,
         region: settings.region.clone(),
         node_id: node_id.clone(),
         fingerprint: media.handle.fingerprint.clone(),

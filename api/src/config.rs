@@ -286,15 +286,103 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TurnConfig {
-    pub enabled: Opaque,
-    pub domain: Opaque,
-    pub cert_file: Opaque,
-    pub key_file: Opaque,
-    pub tls_port: Opaque,
-    pub udp_port: Opaque,
-    pub relay_range_start: Opaque,
-    pub relay_range_end: Opaque,
-    pub external_tls: Opaque,
+    pub enabled: bool,
+    pub domain: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub tls_port: Option<u16>,
+    pub udp_port: Option<u16>,
+    pub relay_range_start: Option<u16>,
+    pub relay_range_end: Option<u16>,
+    pub external_tls: bool,
+}
+
+/// The embedded TURN server's settings, resolved (`turn:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnSettings {
+    /// TURN over UDP, and over TCP on the same port number (`turn.udp_port`, default 3478).
+    pub udp_port: Option<u16>,
+    /// TURN over TLS (`turn.tls_port`, default 5349), when a certificate is configured or
+    /// TLS is terminated in front of the server (`external_tls`).
+    pub tls: Option<TurnTls>,
+    /// Relay sockets' ports (`relay_range_start..=relay_range_end`, default 30000-40000).
+    pub relay_range: (u16, u16),
+}
+
+/// TURN over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnTls {
+    pub port: u16,
+    /// The name clients connect to and the certificate carries (`turn.domain`).
+    pub domain: String,
+    /// `cert_file`, `key_file`; `None` with `external_tls`.
+    pub cert: Option<(String, String)>,
+    /// TLS terminated by a load balancer on 443 that passes plain TCP to `port`.
+    pub external: bool,
+}
+
+impl TurnConfig {
+    fn resolve(&self) -> Result<Option<TurnSettings>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let udp_port = Some(self.udp_port.unwrap_or(3478)).filter(|p| *p != 0);
+        let tls_port = self.tls_port.unwrap_or(5349);
+        let cert = match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "turn.cert_file",
+                    "cert_file and key_file go together",
+                ));
+            }
+        };
+        // TLS runs when it can: a certificate, or TLS terminated in front. An explicit
+        // tls_port without either is a mistake worth stopping for.
+        let tls = if tls_port == 0 || (cert.is_none() && !self.external_tls) {
+            if self.tls_port.is_some_and(|p| p != 0) {
+                return Err(invalid(
+                    "turn.tls_port",
+                    "needs cert_file and key_file, or external_tls: true",
+                ));
+            }
+            None
+        } else {
+            let domain = self
+                .domain
+                .clone()
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| invalid("turn.domain", "is required for TURN over TLS"))?;
+            Some(TurnTls {
+                port: tls_port,
+                domain,
+                cert: if self.external_tls { None } else { cert },
+                external: self.external_tls,
+            })
+        };
+        if udp_port.is_none() && tls.is_none() {
+            return Err(invalid(
+                "turn.udp_port",
+                "TURN is enabled with no port to serve",
+            ));
+        }
+        let relay_range = (
+            self.relay_range_start.unwrap_or(30000),
+            self.relay_range_end.unwrap_or(40000),
+        );
+        if relay_range.0 == 0 || relay_range.1 < relay_range.0 {
+            return Err(invalid(
+                "turn.relay_range_start",
+                format!("{}-{} is not a port range", relay_range.0, relay_range.1),
+            ));
+        }
+        Ok(Some(TurnSettings {
+            udp_port,
+            tls,
+            relay_range,
+        }))
+    }
 }
 
 /// `audio:`.
@@ -395,6 +483,8 @@ const SUPPORTED: &[&str] = &[
     "rtc.shards",
     "rtc.shard_spill",
     "rtc.node_ip",
+    "rtc.tcp_port",
+    "turn",
     "keys",
     "key_file",
     "region",
@@ -750,6 +840,10 @@ pub struct Settings {
     /// Media shards, resolved (at least 1).
     pub shards: usize,
     pub shard_spill: u32,
+    /// The ICE-TCP port (`rtc.tcp_port`, default 7881; 0 turns ICE-TCP off).
+    pub tcp_port: Option<u16>,
+    /// The embedded TURN server (`turn:`), when enabled.
+    pub turn: Option<TurnSettings>,
     pub node_ip: Option<IpAddr>,
     pub region: String,
     pub keys: BTreeMap<String, String>,
@@ -929,6 +1023,11 @@ impl Settings {
                 .shard_spill
                 .or(config.rtc.shard_spill)
                 .unwrap_or(lkr_driver::DEFAULT_SPILL),
+            turn: config.turn.resolve()?,
+            tcp_port: match config.rtc.tcp_port.unwrap_or(7881) {
+                0 => None,
+                p => Some(p),
+            },
             node_ip,
             region: o
                 .region
@@ -1009,7 +1108,7 @@ region: us-west
         );
         assert!(!c.room.auto_create);
         assert!(c.rtc.congestion_control.enabled);
-        for p in ["rtc.tcp_port", "logging.pion_level", "redis"] {
+        for p in ["logging.pion_level", "redis"] {
             assert!(
                 unsupported.iter().any(|u| u == p),
                 "{p} not reported: {unsupported:?}"
@@ -1029,6 +1128,56 @@ region: us-west
         assert_eq!(s.room.enabled_codecs.len(), 2);
         assert_eq!(s.keys.get("k1").map(String::as_str), Some("s1"));
         assert_eq!(s.node_ip, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(s.tcp_port, Some(7881));
+        for (yaml, port) in [
+            ("keys: {k: s}\n", Some(7881)),
+            ("keys: {k: s}\nrtc: {tcp_port: 0}\n", None),
+            ("keys: {k: s}\nrtc: {tcp_port: 443}\n", Some(443)),
+        ] {
+            let (c, _) = Config::load(yaml).unwrap();
+            let t = Settings::resolve(&c, &Overrides::default()).unwrap();
+            assert_eq!(t.tcp_port, port, "{yaml}");
+        }
+        assert_eq!(s.turn, None, "TURN is off unless enabled");
+        let turn = |yaml: &str| {
+            let (c, _) = Config::load(&format!("keys: {{k: s}}\nturn:\n{yaml}")).unwrap();
+            Settings::resolve(&c, &Overrides::default()).map(|s| s.turn)
+        };
+        assert_eq!(
+            turn("  enabled: true\n").unwrap(),
+            Some(TurnSettings {
+                udp_port: Some(3478),
+                tls: None,
+                relay_range: (30000, 40000)
+            })
+        );
+        let ext = turn("  enabled: true\n  external_tls: true\n  domain: turn.example.com\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ext.tls,
+            Some(TurnTls {
+                port: 5349,
+                domain: "turn.example.com".into(),
+                cert: None,
+                external: true
+            })
+        );
+        for (yaml, key) in [
+            ("  enabled: true\n  tls_port: 443\n", "turn.tls_port"),
+            (
+                "  enabled: true\n  cert_file: a.pem\n  key_file: b.pem\n",
+                "turn.domain",
+            ),
+            ("  enabled: true\n  cert_file: a.pem\n", "turn.cert_file"),
+            (
+                "  enabled: true\n  relay_range_start: 5\n  relay_range_end: 4\n",
+                "turn.relay_range_start",
+            ),
+        ] {
+            let e = turn(yaml).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
         let wh = s.webhook.expect("webhook settings");
         assert_eq!((wh.api_key.as_str(), wh.api_secret.as_str()), ("k1", "s1"));
         assert_eq!(wh.urls, ["http://127.0.0.1:9/"]);

@@ -25,6 +25,8 @@ async fn start(limit_yaml: &str) -> (std::net::SocketAddr, Arc<Node>) {
             auto_create: true,
             node_ip: "127.0.0.1".parse().unwrap(),
             udp_port: 7882,
+            tcp_port: None,
+            turn: None,
             region: String::new(),
             node_id: "ND_test".into(),
             fingerprint: ("sha-256".into(), "00".into()),

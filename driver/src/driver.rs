@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use lkr_dtls_glue::cert::Certificate;
 use lkr_sfu::{Command, Engine, Event, PublishSpec, Relay, TrackId, Transmit};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{Notify, mpsc};
 
 use crate::batch::{BATCH, RecvBatch, SendBatch};
 use crate::ring::{self, Consumer, Handoff, Producer};
 use crate::router::Router;
 use crate::stats::MediaStats;
+use crate::tcp::{TcpConfig, TcpPort};
 
 /// How often the per-peer drop table is published.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,6 +43,8 @@ pub struct DriverConfig {
     /// How many more peers a room's home shard may hold than the least loaded shard before
     /// the room's next peers go to other shards (its fan-out then crosses shards).
     pub spill: u32,
+    /// The ICE-TCP port (`rtc.tcp_port`), if any.
+    pub tcp: Option<TcpConfig>,
 }
 
 impl DriverConfig {
@@ -53,6 +56,7 @@ impl DriverConfig {
             event_capacity: 4096,
             shards: 1,
             spill: crate::router::DEFAULT_SPILL,
+            tcp: None,
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct MediaHandle {
     pub fingerprint: (String, String),
     /// The bound UDP address (every shard's).
     pub local_addr: SocketAddr,
+    /// The bound ICE-TCP address, when the TCP port is open.
+    pub tcp_addr: Option<SocketAddr>,
     /// What the core dropped.
     pub stats: Arc<MediaStats>,
 }
@@ -145,8 +151,43 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
     let stats = Arc::new(MediaStats::new(n));
-    // One waker per shard and one for the router.
-    let wakers: Arc<[Notify]> = (0..=n).map(|_| Notify::new()).collect();
+    // The TCP port is a fallback: a port that cannot be opened is logged and left out of
+    // the candidates rather than stopping the server.
+    let tcp = config
+        .tcp
+        .clone()
+        .and_then(|c| match crate::tcp::bind(c.addr) {
+            Ok(l) => Some((l, c)),
+            Err(e) => {
+                tracing::error!(
+                    "cannot open the media TCP port {}: {e}; ICE-TCP is off",
+                    c.addr
+                );
+                None
+            }
+        });
+    let tcp_addr = match &tcp {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
+    // One waker per shard, one for the router, and one for the TCP port when open.
+    let wakers: Arc<[Notify]> = (0..n + 1 + usize::from(tcp.is_some()))
+        .map(|_| Notify::new())
+        .collect();
+    // Rings between each shard and the TCP port.
+    let mut tcp_links: Vec<(Option<Producer>, Option<Consumer>)> = Vec::with_capacity(n);
+    let mut tcp_rings = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        if tcp.is_some() {
+            let (to_shard, from_port) = ring::ring(1024);
+            let (to_port, from_shard) = ring::ring(1024);
+            tcp_links.push((Some(to_port), Some(from_port)));
+            tcp_rings.0.push(to_shard);
+            tcp_rings.1.push(from_shard);
+        } else {
+            tcp_links.push((None, None));
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     // A ring per ordered pair of shards; about 1024 slots (1.5 kB each) into each shard in
     // all, at least 64 per ring: 3 MB for 2 shards, 47 MB for 16.
@@ -166,10 +207,11 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
     }
     let mut fingerprint = None;
     let mut shard_tx = Vec::with_capacity(n);
-    for (index, ((socket, to_peers), from_peers)) in sockets
+    for (index, (((socket, to_peers), from_peers), (tcp_out, tcp_in))) in sockets
         .into_iter()
         .zip(producers)
         .zip(consumers)
+        .zip(tcp_links)
         .enumerate()
     {
         let engine = Engine::new(cert.clone());
@@ -202,11 +244,31 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
                 out: Vec::with_capacity(BATCH),
                 stats,
                 latency: crate::stats::Latency::default(),
+                tcp_in,
+                tcp: TcpSide {
+                    out: tcp_out,
+                    peers: FxHashSet::default(),
+                    wake: false,
+                },
             };
             on_runtime(shard.run(socket, rx, events))
         })?;
     }
     drop(ev_tx);
+    if let Some((listener, config)) = tcp {
+        let port = TcpPort {
+            listener,
+            config,
+            to_shards: tcp_rings.0,
+            from_shards: tcp_rings.1,
+            wakers: wakers.clone(),
+            stop: stop.clone(),
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("media-tcp".into())
+            .spawn(move || port.run())?;
+    }
     let router = Router::new(shard_tx, config.spill);
     let (rw, rs) = (wakers.clone(), stop.clone());
     std::thread::Builder::new()
@@ -217,6 +279,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             commands: cmd_tx,
             fingerprint: fingerprint.unwrap_or_default(),
             local_addr,
+            tcp_addr,
             stats,
         },
         events: ev_rx,
@@ -243,6 +306,7 @@ fn flush(
     socket: &tokio::net::UdpSocket,
     tx: &mut SendBatch,
     out: &mut Vec<Transmit>,
+    tcp: &mut TcpSide,
     stats: &MediaStats,
     min: usize,
 ) {
@@ -250,9 +314,17 @@ fn flush(
     while engine.pending_transmits() + out.len() >= min {
         while out.len() < BATCH {
             match engine.poll_transmit() {
+                // Addresses of ICE-TCP connections take the ring to the TCP port.
+                Some(t) if !tcp.peers.is_empty() && tcp.peers.contains(&t.dest) => {
+                    tcp.send(&t, stats);
+                    engine.recycle(t.data);
+                }
                 Some(t) => out.push(t),
                 None => break,
             }
+        }
+        if out.is_empty() {
+            continue;
         }
         match tx.send(socket, out) {
             // A partial send leaves the rest in `out` for the next round.
@@ -283,6 +355,47 @@ fn flush(
                 return;
             }
         }
+    }
+}
+
+/// A shard's side of the ICE-TCP port.
+struct TcpSide {
+    /// The ring to the TCP port (`None`: no TCP port).
+    out: Option<Producer>,
+    /// Source addresses that are ICE-TCP connections: what the engine sends there goes to
+    /// the TCP port. Kept while the engine knows the address (checked once a second) and
+    /// capped at [`TCP_PEERS`].
+    peers: FxHashSet<SocketAddr>,
+    /// Something was handed to the TCP port since it was last woken.
+    wake: bool,
+}
+
+/// ICE-TCP addresses a shard keeps at most before forgetting those its engine does not
+/// know.
+const TCP_PEERS: usize = 4096;
+
+impl TcpSide {
+    fn send(&mut self, t: &Transmit, stats: &MediaStats) {
+        let pushed = self
+            .out
+            .as_mut()
+            .is_some_and(|p| p.push(Handoff::TcpOut { to: t.dest }, &t.data));
+        if pushed {
+            self.wake = true;
+        } else {
+            stats.tcp.frames_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Notes that `from` is an ICE-TCP connection.
+    fn note(&mut self, from: SocketAddr, engine: &Engine) {
+        if self.peers.len() >= TCP_PEERS && !self.peers.contains(&from) {
+            self.peers.retain(|a| engine.knows_address(*a));
+            if self.peers.len() >= TCP_PEERS {
+                self.peers.clear();
+            }
+        }
+        self.peers.insert(from);
     }
 }
 
@@ -376,6 +489,9 @@ struct Shard {
     stats: Arc<MediaStats>,
     /// Time from a batch's receive to the end of the wake that forwarded it.
     latency: crate::stats::Latency,
+    /// Frames from the ICE-TCP port.
+    tcp_in: Option<Consumer>,
+    tcp: TcpSide,
 }
 
 impl Shard {
@@ -488,6 +604,7 @@ impl Shard {
                 socket,
                 &mut self.tx,
                 &mut self.out,
+                &mut self.tcp,
                 &self.stats,
                 BATCH,
             );
@@ -507,10 +624,16 @@ impl Shard {
                 }
                 budget -= 1;
                 let engine = &mut self.engine;
+                let tcp = &mut self.tcp;
                 let took = self.from_peers[i].pop(|what, bytes| {
                     let now = Instant::now();
                     match what {
                         Handoff::Datagram { from } => engine.handle_receive(now, from, bytes),
+                        Handoff::TcpIn { from } => {
+                            tcp.note(from, engine);
+                            engine.handle_receive(now, from, bytes);
+                        }
+                        Handoff::TcpOut { .. } => {}
                         Handoff::Media { track, layer } => {
                             engine.handle_relayed(now, track, layer, bytes)
                         }
@@ -531,7 +654,42 @@ impl Shard {
                 self.after_input(socket);
             }
         }
+        if let Some(mut tcp_in) = self.tcp_in.take() {
+            let mut budget = 1024;
+            while tcp_in.pop(|what, bytes| {
+                if let Handoff::TcpIn { from } = what {
+                    self.on_tcp_frame(socket, from, bytes);
+                }
+            }) {
+                budget -= 1;
+                if budget == 0 {
+                    more = true;
+                    break;
+                }
+            }
+            self.tcp_in = Some(tcp_in);
+        }
         more
+    }
+
+    /// One frame from an ICE-TCP connection: ours, or handed to the shard it belongs to.
+    fn on_tcp_frame(&mut self, socket: &tokio::net::UdpSocket, from: SocketAddr, d: &mut [u8]) {
+        if self.to_peers.len() > 1
+            && !self.engine.owns(from, d)
+            && let Some(s) = self.owner_of(from, d)
+        {
+            let Shard {
+                to_peers,
+                wake,
+                stats,
+                ..
+            } = self;
+            Self::hand_off(to_peers, wake, stats, s, Handoff::TcpIn { from }, d);
+            return;
+        }
+        self.tcp.note(from, &self.engine);
+        self.engine.handle_receive(Instant::now(), from, d);
+        self.after_input(socket);
     }
 
     fn on_message(&mut self, msg: ShardMsg) {
@@ -558,6 +716,13 @@ impl Shard {
             let s = self.wake.trailing_zeros() as usize;
             self.wake &= self.wake - 1;
             self.wakers[s].notify_one();
+        }
+        if self.tcp.wake {
+            self.tcp.wake = false;
+            // The TCP port's waker is the last.
+            if let Some(w) = self.wakers.last() {
+                w.notify_one();
+            }
         }
     }
 
@@ -618,7 +783,7 @@ impl Shard {
                 break;
             }
             self.stats.wakeups.fetch_add(1, Relaxed);
-            if !self.from_peers.is_empty() && self.drain_rings(&socket) {
+            if (!self.from_peers.is_empty() || self.tcp_in.is_some()) && self.drain_rings(&socket) {
                 // More waits: come round again without sleeping.
                 me.notify_one();
             }
@@ -633,6 +798,7 @@ impl Shard {
                 &socket,
                 &mut self.tx,
                 &mut self.out,
+                &mut self.tcp,
                 &self.stats,
                 1,
             );
@@ -659,6 +825,9 @@ impl Shard {
                 let engine = &self.engine;
                 self.stats
                     .try_store_per_peer(i, |v| engine.unsent_by_peer(v));
+                if !self.tcp.peers.is_empty() {
+                    self.tcp.peers.retain(|a| engine.knows_address(*a));
+                }
             }
         }
         self.halt();
@@ -769,6 +938,7 @@ mod tests {
             commands: tx,
             fingerprint: (String::new(), String::new()),
             local_addr: "127.0.0.1:1".parse().unwrap(),
+            tcp_addr: None,
             stats: Arc::new(MediaStats::default()),
         };
         let cmd = || Command::RemovePeer { peer: PeerId(1) };

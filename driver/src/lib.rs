@@ -10,6 +10,9 @@
 //! counted, state events wait in a local queue that is drained first). [`MediaStats`]
 //! counts what the core dropped.
 //!
+//! ICE-TCP ([`tcp`]): a thread owns the passive TCP port and its connections, de-frames
+//! RFC 4571 packets into the owning shard's ring and frames what the shard sends back.
+//!
 //! This is the one crate of the workspace allowed to use `unsafe`: the system calls in
 //! [`batch`] and the counting allocator in [`alloc_count`]. Each block says why it is sound.
 
@@ -19,7 +22,10 @@ mod driver;
 pub mod ring;
 mod router;
 mod stats;
+pub mod tcp;
+pub mod turn;
 
 pub use driver::{DriverConfig, Media, MediaHandle, SendError, spawn};
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};
-pub use stats::{LATENCY_BUCKETS_US, Latency, MediaStats, StatsSnapshot};
+pub use stats::{LATENCY_BUCKETS_US, Latency, MediaStats, StatsSnapshot, TcpCounters, TcpSnapshot};
+pub use tcp::TcpConfig;

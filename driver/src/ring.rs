@@ -28,6 +28,10 @@ pub enum Handoff {
     },
     /// The consumer owns `track` and a mirror wants a keyframe.
     Keyframe { track: TrackId, layer: Option<u8> },
+    /// A packet that arrived framed (RFC 4571) on the ICE-TCP connection from `from`.
+    TcpIn { from: SocketAddr },
+    /// A packet for the ICE-TCP connection from `to`, to be framed and written there.
+    TcpOut { to: SocketAddr },
 }
 
 /// One slot: a header and the bytes.

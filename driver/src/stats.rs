@@ -28,6 +28,8 @@ pub struct MediaStats {
     /// Hand-offs between shards (datagrams, relayed packets) dropped because the ring to
     /// the other shard was full.
     pub handoff_dropped: AtomicU64,
+    /// The ICE-TCP port's counters.
+    pub tcp: TcpCounters,
     /// One set per shard.
     engine: Vec<EngineCounters>,
     traffic: Vec<TrafficCounters>,
@@ -39,6 +41,32 @@ impl Default for MediaStats {
     fn default() -> Self {
         Self::new(1)
     }
+}
+
+/// What the ICE-TCP port accepted, refused and closed (written by its thread).
+#[derive(Debug, Default)]
+pub struct TcpCounters {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub refused: AtomicU64,
+    /// Connections closed for a frame larger than a datagram or not a STUN/DTLS/RTP packet.
+    pub bad_frames: AtomicU64,
+    /// Connections closed because no check was answered in time or nothing arrived for the
+    /// idle timeout.
+    pub timed_out: AtomicU64,
+    /// Frames dropped: the connection's send buffer or the ring to a shard was full.
+    pub frames_dropped: AtomicU64,
+}
+
+/// A copy of [`TcpCounters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSnapshot {
+    pub accepted: u64,
+    pub refused: u64,
+    pub bad_frames: u64,
+    pub timed_out: u64,
+    pub frames_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +144,8 @@ pub struct StatsSnapshot {
     pub send_failed: u64,
     pub wakeups: u64,
     pub handoff_dropped: u64,
+    /// The ICE-TCP port's counters.
+    pub tcp: TcpSnapshot,
     /// The engine's own counters (bad input, late packets, unsent datagrams).
     pub engine: Drops,
     /// What the engines forwarded and heard, summed over shards.
@@ -139,6 +169,7 @@ impl MediaStats {
             send_failed: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
             handoff_dropped: AtomicU64::new(0),
+            tcp: TcpCounters::default(),
             engine: (0..n).map(|_| EngineCounters::default()).collect(),
             traffic: (0..n).map(|_| TrafficCounters::default()).collect(),
             latency: (0..n).map(|_| LatencyCounters::default()).collect(),
@@ -260,6 +291,13 @@ impl MediaStats {
             send_failed: self.send_failed.load(Relaxed),
             wakeups: self.wakeups.load(Relaxed),
             handoff_dropped: self.handoff_dropped.load(Relaxed),
+            tcp: TcpSnapshot {
+                accepted: self.tcp.accepted.load(Relaxed),
+                refused: self.tcp.refused.load(Relaxed),
+                bad_frames: self.tcp.bad_frames.load(Relaxed),
+                timed_out: self.tcp.timed_out.load(Relaxed),
+                frames_dropped: self.tcp.frames_dropped.load(Relaxed),
+            },
             engine,
             traffic,
             latency,

@@ -45,6 +45,10 @@ pub enum StunError {
     /// FINGERPRINT does not match the message's CRC-32.
     #[error("FINGERPRINT check failed")]
     BadFingerprint,
+    /// A check whose transaction id was just seen from another source address: a replay,
+    /// the peer's or an on-path attacker's fault.
+    #[error("check replayed from another address")]
+    Replayed,
     /// An ERROR-CODE outside 300..=599 was asked for.
     #[error("invalid STUN error code {0}")]
     InvalidErrorCode(u16),

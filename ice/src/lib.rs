@@ -44,7 +44,9 @@ pub use candidate::{
 };
 pub use credentials::{PWD_LEN, UFRAG_LEN, new_transaction_id, random_pwd, random_ufrag};
 pub use error::StunError;
-pub use lite::{CONSENT_TIMEOUT, IceInput, IceLite, IceState, MAX_VALID_SOURCES};
+pub use lite::{
+    CONSENT_TIMEOUT, IceInput, IceLite, IceState, MAX_VALID_SOURCES, MOVE_AFTER_SILENCE,
+};
 pub use stun::{
     BindingRequest, BindingResponse, MAX_MESSAGE_LEN, is_stun, parse_binding_request,
     parse_binding_response, stun_username, stun_username_str, write_binding_error,

@@ -14,6 +14,15 @@ pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many source addresses one peer may hold validated at once. A peer with several
 /// interfaces checks from each; the least recently checked one is forgotten beyond this.
 pub const MAX_VALID_SOURCES: usize = 8;
+/// A check from a new address without USE-CANDIDATE moves the media there once the selected
+/// address has had no check for this long: a client whose address changed checks only from
+/// the new one, while a client with several interfaces keeps checking the selected address
+/// (libwebrtc every 2.5 s, consent checks every 4-6 s, RFC 7675 §5.1) and so is not moved
+/// to a backup path it merely validated.
+pub const MOVE_AFTER_SILENCE: Duration = Duration::from_secs(8);
+/// Transaction ids of recent checks remembered, so that a check replayed from another
+/// address cannot move the peer's media there.
+const RECENT_CHECKS: usize = 16;
 
 /// Where the responder stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +47,9 @@ pub struct IceInput {
     pub became_valid: bool,
     /// The check carried USE-CANDIDATE: this address is now the selected one.
     pub nominated: bool,
+    /// Media now goes to this source address instead of another one (a nomination, or a
+    /// first check from a new address: the peer moved).
+    pub moved: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +76,12 @@ pub struct IceLite {
     remote_ufrag: Option<String>,
     remote_pwd: Option<String>,
     sources: Vec<Source>,
+    /// Where media goes: the address of the last nomination, or of a check that found the
+    /// selected address silent for [`MOVE_AFTER_SILENCE`] (the peer moved, RFC 7675).
     nominated: Option<SocketAddr>,
+    /// Recent checks' transaction ids and sources, oldest overwritten first.
+    recent: [([u8; 12], Option<SocketAddr>); RECENT_CHECKS],
+    next_recent: usize,
     state: IceState,
 }
 
@@ -78,6 +95,8 @@ impl IceLite {
             remote_pwd: None,
             sources: Vec::new(),
             nominated: None,
+            recent: [([0; 12], None); RECENT_CHECKS],
+            next_recent: 0,
             state: IceState::New,
         }
     }
@@ -165,9 +184,36 @@ impl IceLite {
             });
         }
 
-        write_binding_success(out, request.transaction_id, from, &self.local_pwd)?;
+        // A check seen before from another address is a replay (a retransmission comes
+        // from the same address): it must not move the media.
+        let tid = request.transaction_id;
+        if self
+            .recent
+            .iter()
+            .any(|(t, a)| *t == tid && a.is_some_and(|a| a != from))
+        {
+            return Err(StunError::Replayed);
+        }
+        self.recent[self.next_recent] = (tid, Some(from));
+        self.next_recent = (self.next_recent + 1) % RECENT_CHECKS;
+
+        write_binding_success(out, tid, from, &self.local_pwd)?;
+        let before = self.selected();
         let became_valid = self.record_check(now, from);
+        // Media follows a nomination at once. A client whose address changed (a NAT
+        // rebinding, a network change) goes on checking from the new address only, with or
+        // without USE-CANDIDATE: once the selected address has been silent long enough, the
+        // media follows the checks, and the old address stops receiving.
         if request.use_candidate {
+            self.nominated = Some(from);
+        } else if let Some(current) = self.nominated
+            && current != from
+            && self
+                .sources
+                .iter()
+                .find(|s| s.addr == current)
+                .is_none_or(|s| now >= s.last_check + MOVE_AFTER_SILENCE)
+        {
             self.nominated = Some(from);
         }
         self.state = IceState::Connected;
@@ -175,11 +221,13 @@ impl IceLite {
             response_written: true,
             became_valid,
             nominated: request.use_candidate,
+            moved: before.is_some_and(|b| b != from) && self.selected() == Some(from),
         })
     }
 
-    /// Where media goes: the nominated address or, before nomination, the address with the
-    /// most recent successful check (Chromium starts DTLS before it nominates).
+    /// Where media goes: the address of the last nomination or of the last first check from
+    /// a new address; when that lost consent, the address with the most recent successful
+    /// check (Chromium starts DTLS before it nominates).
     pub fn selected(&self) -> Option<SocketAddr> {
         self.nominated.or_else(|| {
             self.sources

@@ -470,6 +470,7 @@ fn lite_use_candidate_selects_the_address() {
             response_written: true,
             became_valid: true,
             nominated: true,
+            moved: false,
         }
     );
     assert_eq!(lite.selected(), Some(from));
@@ -527,16 +528,106 @@ fn lite_selects_latest_checked_address_until_nomination() {
     .unwrap();
     assert_eq!(lite.selected(), Some(a));
 
-    // A later, unnominated check does not move the selection.
+    // Later checks from an address already valid do not move the selection.
     lite.handle_stun(
         t0 + Duration::from_millis(40),
-        c,
+        b,
         &server_check(false).0,
         &mut out,
     )
     .unwrap();
     assert_eq!(lite.selected(), Some(a));
-    assert!(lite.is_valid_source(c));
+    // Nor does a first check from another address while the selected one is being checked:
+    // a client with several interfaces validates backup paths too.
+    let input = lite
+        .handle_stun(
+            t0 + Duration::from_millis(50),
+            c,
+            &server_check(false).0,
+            &mut out,
+        )
+        .unwrap();
+    assert!(input.became_valid && !input.moved);
+    assert_eq!(lite.selected(), Some(a));
+    // A nomination from it does, at once.
+    let input = lite
+        .handle_stun(
+            t0 + Duration::from_millis(60),
+            c,
+            &server_check(true).0,
+            &mut out,
+        )
+        .unwrap();
+    assert!(input.moved && input.nominated);
+    assert_eq!(lite.selected(), Some(c));
+    assert!(lite.is_valid_source(a), "the old address keeps its consent");
+}
+
+#[test]
+fn lite_follows_a_peer_whose_address_changed() {
+    let mut lite = lite();
+    let t0 = Instant::now();
+    let old = addr(1, 40000);
+    let new = addr(9, 61000);
+    let mut out = Vec::new();
+    lite.handle_stun(t0, old, &server_check(true).0, &mut out)
+        .unwrap();
+    // Consent checks go on from the old address; then the NAT rebinds after the one at
+    // 7.5 s, and checks (without USE-CANDIDATE) come from the new address every 2.5 s.
+    for i in 1..4 {
+        let at = t0 + Duration::from_millis(2500 * i);
+        let input = lite
+            .handle_stun(at, old, &server_check(false).0, &mut out)
+            .unwrap();
+        assert!(!input.moved);
+    }
+    let last_old = t0 + Duration::from_millis(7500);
+    let mut moved_at = None;
+    for i in 1..6 {
+        let at = last_old + Duration::from_millis(2500 * i);
+        let (request, tid) = server_check(false);
+        out.clear();
+        let input = lite.handle_stun(at, new, &request, &mut out).unwrap();
+        // Every check is answered at the address it came from.
+        let response = parse_binding_response(&out, SERVER_PWD).unwrap();
+        assert_eq!((response.transaction_id, response.mapped), (tid, Some(new)));
+        if input.moved {
+            moved_at.get_or_insert(at);
+        }
+        // A retransmission of the check from the same address moves nothing more.
+        let again = lite.handle_stun(at, new, &request, &mut out).unwrap();
+        assert!(again.response_written && !again.moved);
+    }
+    // The media followed once the old address had been silent for MOVE_AFTER_SILENCE:
+    // at the first check after that (10 s after the last old one).
+    assert_eq!(moved_at, Some(last_old + Duration::from_secs(10)));
+    assert!(MOVE_AFTER_SILENCE <= Duration::from_secs(10));
+    assert_eq!(lite.selected(), Some(new));
+    // The old address loses its consent 30 s after its last check; the new one stays.
+    lite.handle_timeout(t0 + Duration::from_millis(7500) + CONSENT_TIMEOUT);
+    assert!(!lite.is_valid_source(old));
+    assert_eq!(lite.selected(), Some(new));
+    assert_eq!(lite.state(), IceState::Connected);
+}
+
+#[test]
+fn a_check_replayed_from_another_address_moves_nothing() {
+    let mut lite = lite();
+    let t0 = Instant::now();
+    let client = addr(1, 40000);
+    let attacker = addr(66, 6666);
+    let mut out = Vec::new();
+    let (request, _) = server_check(true);
+    lite.handle_stun(t0, client, &request, &mut out).unwrap();
+    out.clear();
+    // The same signed check, sent again from elsewhere, nominated or not.
+    assert_eq!(
+        lite.handle_stun(t0 + Duration::from_millis(5), attacker, &request, &mut out),
+        Err(StunError::Replayed)
+    );
+    assert!(out.is_empty(), "nothing is sent to the replayer");
+    assert_eq!(lite.selected(), Some(client));
+    assert!(!lite.is_valid_source(attacker));
 }
 
 #[test]
@@ -675,6 +766,16 @@ fn lite_falls_back_when_the_nominated_address_loses_consent() {
     let mut out = Vec::new();
     lite.handle_stun(t0, a, &server_check(true).0, &mut out)
         .unwrap();
+    // `a` keeps being checked; `b` is validated beside it and does not take the media.
+    for at in [5, 10, 15] {
+        lite.handle_stun(
+            t0 + Duration::from_secs(at),
+            a,
+            &server_check(false).0,
+            &mut out,
+        )
+        .unwrap();
+    }
     lite.handle_stun(
         t0 + Duration::from_secs(20),
         b,
@@ -683,7 +784,8 @@ fn lite_falls_back_when_the_nominated_address_loses_consent() {
     )
     .unwrap();
     assert_eq!(lite.selected(), Some(a));
-    lite.handle_timeout(t0 + Duration::from_secs(30));
+    // `a` falls silent and loses consent 30 s after its last check: media goes to `b`.
+    lite.handle_timeout(t0 + Duration::from_secs(45));
     assert_eq!(lite.selected(), Some(b));
     assert_eq!(lite.state(), IceState::Connected);
     assert!(!lite.is_valid_source(a));

@@ -18,6 +18,6 @@ pub mod rooms;
 pub use error::{Fault, RoomError};
 pub use machine::{
     Config, JOIN_LATENCY_BUCKETS_MS, Join, Limits, Machine, Output, PlayOffer, RoomEvent, Stats,
-    TrackOffer,
+    TrackOffer, TurnIce,
 };
 pub use rooms::*;

@@ -745,6 +745,9 @@ impl Engine {
         let mut out = take_buf(&mut self.pool);
         match p.ice.handle_stun(now, from, buf, &mut out) {
             Ok(input) => {
+                if input.moved {
+                    tracing::debug!(?id, to = %from, "peer's media moved to a new address");
+                }
                 if input.became_valid {
                     self.by_addr.insert(from, id);
                     p.addrs.push(from);
@@ -1855,6 +1858,12 @@ impl Engine {
     /// Number of peers.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Whether `addr` passed an ICE check with one of this engine's peers and is still
+    /// routed to it.
+    pub fn knows_address(&self, addr: SocketAddr) -> bool {
+        self.by_addr.contains_key(&addr)
     }
 
     /// Whether this engine is the one to handle a datagram from `from`: the address passed

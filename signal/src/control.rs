@@ -401,6 +401,8 @@ mod tests {
             auto_create: true,
             node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             udp_port: 7882,
+            tcp_port: None,
+            turn: None,
             region: String::new(),
             node_id: "ND_t".into(),
             fingerprint: ("sha-256".into(), "AA".into()),

@@ -946,6 +946,8 @@ mod tests {
             max_metadata_size: 0,
             max_attributes_size: 0,
             limits: Limits::default(),
+            tcp_port: None,
+            turn: None,
         };
         let machine = Machine::new(config, Rooms::new(RoomDefaults::default()), Instant::now());
         let (control, _task) = Control::spawn(machine, None, None);

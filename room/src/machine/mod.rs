@@ -59,6 +59,10 @@ pub struct Config {
     /// Address advertised in ICE candidates.
     pub node_ip: IpAddr,
     pub udp_port: u16,
+    /// The ICE-TCP port, advertised as a passive TCP host candidate after the UDP one.
+    pub tcp_port: Option<u16>,
+    /// The embedded TURN server, handed to every participant in `ice_servers`.
+    pub turn: Option<TurnIce>,
     pub region: String,
     pub node_id: String,
     /// This server's DTLS fingerprint, `sha-256 AB:…` split into algorithm and value.
@@ -129,11 +133,47 @@ impl Config {
     }
 
     fn candidates(&self) -> Vec<String> {
-        vec![format!(
+        let mut c = vec![format!(
             "candidate:1 1 udp 2130706431 {} {} typ host generation 0",
             self.node_ip, self.udp_port
-        )]
+        )];
+        if let Some(port) = self.tcp_port {
+            c.push(tcp_candidate(self.node_ip, port));
+        }
+        c
     }
+}
+
+/// The embedded TURN server as participants are told of it.
+#[derive(Debug, Clone)]
+pub struct TurnIce {
+    /// `turn:` and `turns:` URLs, one entry of `ice_servers`.
+    pub urls: Vec<String>,
+    /// The keys credentials are derived from.
+    pub credentials: lkr_turn::Credentials,
+}
+
+impl TurnIce {
+    /// The `ice_servers` of participant `psid` at `unix` (seconds): time-limited credentials.
+    fn ice_servers(&self, unix: u64, psid: &str) -> Vec<pb::IceServer> {
+        self.credentials
+            .issue(psid, unix, lkr_turn::CREDENTIAL_TTL)
+            .map(|(username, credential)| pb::IceServer {
+                urls: self.urls.clone(),
+                username,
+                credential,
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The passive ICE-TCP host candidate (RFC 6544 §4.5). Its priority (RFC 6544 §4.2: type
+/// preference 126, direction preference 4 for passive, other preference 8191, component 1)
+/// is below the UDP host candidate's, so a client that can use UDP does.
+fn tcp_candidate(ip: IpAddr, port: u16) -> String {
+    const PRIORITY: u32 = (126 << 24) + (((4 << 13) + 8191) << 8) + 255;
+    format!("candidate:2 1 tcp {PRIORITY} {ip} {port} typ host tcptype passive generation 0")
 }
 
 /// A join, after its token and parameters were checked.
@@ -556,6 +596,7 @@ impl Machine {
             server_info: Some(self.server_info()),
             server_region: self.config.region.clone(),
             fast_publish: permission.can_publish,
+            ice_servers: self.ice_servers(now, &psid),
             ..Default::default()
         };
         if !permission.hidden {
@@ -604,11 +645,18 @@ impl Machine {
             .map(|o| o.info.clone())
             .collect();
         let room_info = room.info();
+        let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
+        let turn_servers = self
+            .config
+            .turn
+            .as_ref()
+            .map(|t| t.ice_servers(unix, &psid))
+            .unwrap_or_default();
         tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, "participant resumed");
         self.out.signal(
             &psid,
             Resp::Reconnect(pb::ReconnectResponse {
-                ice_servers: Vec::new(),
+                ice_servers: turn_servers,
                 client_configuration: None,
                 server_info: Some(self.server_info()),
                 last_message_seq: 0,
@@ -640,6 +688,16 @@ impl Machine {
         }
         *sum += ms;
         *count += 1;
+    }
+
+    /// The TURN servers for participant `psid`, if TURN is on.
+    fn ice_servers(&self, now: Instant, psid: &str) -> Vec<pb::IceServer> {
+        let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
+        self.config
+            .turn
+            .as_ref()
+            .map(|t| t.ice_servers(unix, psid))
+            .unwrap_or_default()
     }
 
     fn server_info(&self) -> pb::ServerInfo {

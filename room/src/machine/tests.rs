@@ -23,6 +23,8 @@ fn config() -> Config {
         auto_create: true,
         node_ip: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)),
         udp_port: 7882,
+        tcp_port: Some(7881),
+        turn: None,
         region: String::new(),
         node_id: "ND_test".into(),
         fingerprint: ("sha-256".into(), "AA:BB".into()),
@@ -418,6 +420,43 @@ fn updates_about<'a>(w: &'a World, to: &str, sid: &str) -> Vec<&'a pb::Participa
 }
 
 #[test]
+fn join_hands_out_time_limited_turn_credentials() {
+    let mut keys = std::collections::BTreeMap::new();
+    keys.insert("APIk".to_owned(), "secret-s".to_owned());
+    let credentials = lkr_turn::Credentials::new(keys);
+    let mut c = config();
+    c.turn = Some(crate::TurnIce {
+        urls: vec!["turn:10.77.0.1:3478?transport=udp".into()],
+        credentials: credentials.clone(),
+    });
+    let mut w = World::with(c, RoomDefaults::default());
+    let a = w.join("alice", true);
+    let Resp::Join(jr) = w.to(&a)[0] else {
+        panic!("JoinResponse first")
+    };
+    assert_eq!(jr.ice_servers.len(), 1);
+    let s = &jr.ice_servers[0];
+    assert_eq!(s.urls, ["turn:10.77.0.1:3478?transport=udp"]);
+    // `World` sets the wall clock to 1_700_000_000 s: valid for a day from then, for alice.
+    assert_eq!(s.username, format!("1700086400:APIk:{a}"));
+    assert_eq!(
+        credentials.password_for(&s.username, 1_700_000_000),
+        Ok(s.credential.clone())
+    );
+    assert_eq!(
+        credentials.password_for(&s.username, 1_700_086_401),
+        Err(lkr_turn::CredentialError::Expired)
+    );
+    // Without TURN configured, no ice_servers.
+    let mut plain = World::new();
+    let b = plain.join("bob", true);
+    let Resp::Join(jr) = plain.to(&b)[0] else {
+        panic!("JoinResponse first")
+    };
+    assert!(jr.ice_servers.is_empty());
+}
+
+#[test]
 fn join_tells_the_others_and_leave_removes() {
     let mut w = World::new();
     let a = w.join("alice", false);
@@ -553,6 +592,13 @@ fn dual_pc_publish_reaches_a_subscriber() {
         ans.sdp
     );
     assert!(!ans.sdp.contains("candidate:candidate"));
+    // ICE-TCP: a passive TCP host candidate, after the UDP one and with a lower priority.
+    let udp_at = ans.sdp.find("a=candidate:1 1 udp").unwrap();
+    let tcp_at = ans
+        .sdp
+        .find("a=candidate:2 1 tcp 2124414975 10.77.0.1 7881 typ host tcptype passive")
+        .unwrap_or_else(|| panic!("no passive TCP candidate: {}", ans.sdp));
+    assert!(udp_at < tcp_at);
     assert!(ans.sdp.contains("a=recvonly") && ans.sdp.contains("opus/48000/2"));
     assert!(
         w.media

@@ -55,6 +55,8 @@ const CHROMIUM_FLAGS = [
   '--use-fake-ui-for-media-stream',
   '--use-fake-device-for-media-stream',
   '--autoplay-policy=no-user-gesture-required',
+  // The TURN/TLS tests use a self-signed certificate (everything else is plain http/ws).
+  '--ignore-certificate-errors',
 ];
 
 const emit = (event, fields = {}) => {

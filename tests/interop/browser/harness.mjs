@@ -317,8 +317,9 @@ export class Browser extends LineProc {
 // ------------------------------------------------------------------------------ environment
 
 export class BrowserEnv {
-  constructor({ rustLog } = {}) {
-    this.ns = new NetNs('lkb');
+  constructor({ rustLog, nsPrefix, serverArgs } = {}) {
+    this.ns = new NetNs(nsPrefix || 'lkb');
+    this.serverArgs = serverArgs || [];
     this.dir = mkdtempSync(join(tmpdir(), 'lk-browser-'));
     this.logPath = join(this.dir, 'livekit-server.log');
     this.rustLog = rustLog ?? process.env.LK_BROWSER_RUST_LOG ?? 'debug';
@@ -344,9 +345,12 @@ export class BrowserEnv {
         String(PORT),
         '--udp-port',
         String(UDP_PORT),
+        ...this.serverArgs,
         // LK_BROWSER_SERVER_CONFIG: a YAML config body for the server (e.g. to compare with
-        // rtc.congestion_control off)
-        ...(process.env.LK_BROWSER_SERVER_CONFIG ? ['--config-body', process.env.LK_BROWSER_SERVER_CONFIG] : []),
+        // rtc.congestion_control off), unless the test passes its own
+        ...(process.env.LK_BROWSER_SERVER_CONFIG && !this.serverArgs.includes('--config-body')
+          ? ['--config-body', process.env.LK_BROWSER_SERVER_CONFIG]
+          : []),
       ]);
       this.server = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', fd, fd], detached: true });
       closeSync(fd);

@@ -879,6 +879,10 @@ class Client:
             loop.call_soon_threadsafe(commands.put_nowait, None)
 
         opts = rtc.RoomOptions(auto_subscribe=True, single_peer_connection=self.args.single_pc)
+        if self.args.relay:
+            # Relay candidates only: every packet goes through the TURN servers the SFU
+            # handed out in the JoinResponse.
+            opts.rtc_config = rtc.RtcConfiguration(ice_transport_type=rtc.IceTransportType.TRANSPORT_RELAY)
         try:
             await asyncio.wait_for(self.room.connect(self.args.url, self.args.token, opts), self.args.connect_timeout)
         except BaseException as e:  # noqa: BLE001 - reported to the test
@@ -934,6 +938,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--single-pc", type=lambda v: v not in ("0", "false", "False"), default=True)
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--connect-timeout", type=float, default=15.0)
+    ap.add_argument("--relay", action="store_true", help="ICE transport policy relay (TURN only)")
     return ap.parse_args()
 
 

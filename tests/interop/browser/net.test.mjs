@@ -1,0 +1,192 @@
+// Real networks with livekit-client in headless Chromium, in both signalling modes: with every
+// UDP packet in the namespace dropped by nftables, two pages join and page B decodes page A's
+// video and hears its audio over ICE-TCP (the server's passive candidate on rtc.tcp_port).
+// Then, against a server with the embedded TURN server on, pages forced to relay
+// (`iceTransportPolicy: 'relay'`) exchange media through it over TURN/UDP and over TURN/TLS
+// (TURN/UDP and TURN/TCP dropped), while the media port takes datagrams only from the relay
+// port range.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { BrowserEnv, SERVER_IP, UDP_PORT, WS_URL, prerequisites, unique } from './harness.mjs';
+
+const TCP_PORT = 7881;
+const MODES = [
+  { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {} },
+  { name: 'dual PC (singlePeerConnection: false)', roomOptions: { singlePeerConnection: false } },
+];
+const NO_UDP = 'table inet lknet_noudp {\n counter dropped {}\n chain out {\n  type filter hook output priority 0;\n  meta l4proto udp counter name dropped drop\n }\n}\n';
+
+const why = prerequisites();
+const notRoot = Boolean(process.getuid && process.getuid() !== 0);
+let env = null;
+let browser = null;
+let mark = 0;
+
+function inNs(cmd, input) {
+  const argv = env.ns.argv(cmd);
+  const cp = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', input, timeout: 10000 });
+  assert.equal(cp.status, 0, `${cmd.join(' ')}: ${cp.stderr}`);
+  return cp.stdout;
+}
+
+async function withDiagnostics(fn) {
+  mark = browser ? browser.events.length : 0;
+  try {
+    await fn();
+  } catch (e) {
+    const diag = env ? env.diagnostics() : '';
+    if (e && typeof e === 'object') {
+      e.message = `${e.message}\n\n${diag}`;
+      throw e;
+    }
+    throw new Error(`${e}\n\n${diag}`);
+  }
+}
+
+function waitPageEvent(page, event, match = {}, timeout = 20000, after = mark) {
+  return browser.waitFor(
+    (e) => e.page === page && e.event === event && Object.entries(match).every(([k, v]) => e[k] === v),
+    { timeout, after, what: `${event} ${JSON.stringify(match)} on page ${page}`, failOn: ['fatal', 'page_crash'] },
+  );
+}
+
+async function connectPage(page, identity, room, mode, connectOptions) {
+  await browser.open(page);
+  const tok = await env.token(identity, room);
+  const info = await browser.call(page, 'connect', [WS_URL, tok, mode.roomOptions, connectOptions], 45000);
+  assert.match(info.sid, /^PA_/);
+  return info;
+}
+
+/** Page B decodes `n` new frames of alice's video within `timeout`. */
+async function decodes(n, timeout) {
+  const vs = await browser.pollUntil('B', 'videoStats', ['alice'], (v, h) => {
+    const first = h.find((x) => !x.error) || {};
+    return !v.error && (v.framesDecoded || 0) - (first.framesDecoded || 0) >= n;
+  }, { timeout, interval: 100 });
+  assert.ok(vs.ok, `page B did not decode ${n} new frames: ${JSON.stringify(vs.value)}`);
+}
+
+/** Page B receives `n` new audio packets from alice within `timeout`. */
+async function hears(n, timeout) {
+  const as = await browser.pollUntil('B', 'audioStats', ['alice'], (x, h) => {
+    const first = h.find((y) => !y.error) || {};
+    return !x.error && (x.packetsReceived || 0) - (first.packetsReceived || 0) >= n;
+  }, { timeout, interval: 100 });
+  assert.ok(as.ok, `page B received no new audio: ${JSON.stringify(as.value)}`);
+}
+
+async function closePages() {
+  for (const p of ['A', 'B']) {
+    await browser.call(p, 'disconnect', [], 10000).catch(() => {});
+    await browser.command('close', { page: p }, 15000).catch(() => {});
+  }
+}
+
+if (why && !notRoot) {
+  it('the browser network tests can run here', () => assert.fail(`cannot run the browser tests: ${why}`));
+}
+
+describe('livekit-client on hard networks', { skip: why || false }, () => {
+  before(async () => {
+    env = new BrowserEnv({ nsPrefix: 'lknet' });
+    process.once('exit', () => env && env.stopSync());
+    await env.start();
+    browser = await env.browser('chromium');
+  }, { timeout: 90000 });
+
+  after(async () => {
+    if (env) await env.cleanup();
+  });
+
+  for (const mode of MODES) {
+    it(`${mode.name}: with all UDP dropped, media flows over ICE-TCP`, { timeout: 120000 }, () =>
+      withDiagnostics(async () => {
+        inNs(['nft', '-f', '-'], NO_UDP);
+        try {
+          const room = unique('lknet-tcp');
+          await connectPage('A', 'alice', room, mode);
+          await connectPage('B', 'bob', room, mode);
+          await browser.call('A', 'publishCameraAndMicrophone', [], 30000);
+          await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video' }, 30000);
+          await decodes(40, 30000);
+          await hears(20, 15000);
+          const dropped = Number(/packets (\d+)/.exec(inNs(['nft', 'list', 'counter', 'inet', 'lknet_noudp', 'dropped']))[1]);
+          assert.ok(dropped > 0, 'the pages tried UDP');
+          const conns = inNs(['ss', '-Htn', 'state', 'established', '(', 'sport', '=', `:${TCP_PORT}`, ')'])
+            .split('\n').filter((l) => l.trim()).length;
+          assert.ok(conns >= 2, `ICE-TCP connections on the server: ${conns}`);
+          await closePages();
+        } finally {
+          inNs(['nft', '-f', '-'], 'delete table inet lknet_noudp\n');
+        }
+      }));
+  }
+});
+
+const TURN_PORT = 3478;
+const TLS_PORT = 5349;
+const RELAY = [30000, 30099];
+const ONLY_RELAYED = `table inet lknet_relay {\n counter relayed {}\n chain out {\n  type filter hook output priority 0;\n  udp dport ${UDP_PORT} udp sport ${RELAY[0]}-${RELAY[1]} counter name relayed accept\n  udp dport ${UDP_PORT} drop\n }\n}\n`;
+const ONLY_TLS = `table inet lknet_onlytls {\n chain out {\n  type filter hook output priority 0;\n  udp dport ${TURN_PORT} drop\n  tcp dport ${TURN_PORT} drop\n }\n}\n`;
+
+describe('livekit-client relayed through the embedded TURN server', { skip: why || false }, () => {
+  let certDir = null;
+  before(async () => {
+    certDir = mkdtempSync(join(tmpdir(), 'lknet-turn-'));
+    const cert = join(certDir, 'turn.crt');
+    const key = join(certDir, 'turn.key');
+    const cp = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=turn.lknet.test',
+      '-addext', `subjectAltName=DNS:turn.lknet.test,IP:${SERVER_IP}`], { encoding: 'utf8' });
+    assert.equal(cp.status, 0, cp.stderr);
+    const body = `turn:\n  enabled: true\n  udp_port: ${TURN_PORT}\n  tls_port: ${TLS_PORT}\n  domain: ${SERVER_IP}\n  cert_file: ${cert}\n  key_file: ${key}\n  relay_range_start: ${RELAY[0]}\n  relay_range_end: ${RELAY[1]}\n`;
+    env = new BrowserEnv({ nsPrefix: 'lknet', serverArgs: ['--config-body', body] });
+    process.once('exit', () => env && env.stopSync());
+    await env.start();
+    browser = await env.browser('chromium');
+  }, { timeout: 90000 });
+
+  after(async () => {
+    if (env) await env.cleanup();
+    if (certDir) rmSync(certDir, { recursive: true, force: true });
+  });
+
+  const relayed = () => Number(/packets (\d+)/.exec(inNs(['nft', 'list', 'counter', 'inet', 'lknet_relay', 'relayed']))[1]);
+  const RELAY_ONLY = { rtcConfig: { iceTransportPolicy: 'relay' } };
+
+  for (const [over, extra] of [['TURN/UDP', null], ['TURN/TLS', ONLY_TLS]]) {
+    for (const mode of MODES) {
+      it(`${mode.name}: relay-only pages exchange media over ${over}`, { timeout: 120000 }, () =>
+        withDiagnostics(async () => {
+          inNs(['nft', '-f', '-'], ONLY_RELAYED);
+          if (extra) inNs(['nft', '-f', '-'], extra);
+          try {
+            const room = unique('lknet-turn');
+            await connectPage('A', 'alice', room, mode, RELAY_ONLY);
+            await connectPage('B', 'bob', room, mode, RELAY_ONLY);
+            await browser.call('A', 'publishCameraAndMicrophone', [], 30000);
+            await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video' }, 30000);
+            await decodes(40, 30000);
+            await hears(20, 15000);
+            assert.ok(relayed() > 0, 'media reached the server from relay ports');
+            if (extra) {
+              const tls = inNs(['ss', '-Htn', 'state', 'established', '(', 'sport', '=', `:${TLS_PORT}`, ')'])
+                .split('\n').filter((l) => l.trim()).length;
+              assert.ok(tls >= 2, `TURN/TLS connections on the server: ${tls}`);
+            }
+            await closePages();
+          } finally {
+            inNs(['nft', '-f', '-'], 'delete table inet lknet_relay\n');
+            if (extra) inNs(['nft', '-f', '-'], 'delete table inet lknet_onlytls\n');
+          }
+        }));
+    }
+  }
+});
