@@ -8,7 +8,8 @@
 //! channel (a send never waits; a full channel is reported) and a bounded event channel
 //! (the media thread never waits on it either: events that can be lost are dropped and
 //! counted, state events wait in a local queue that is drained first). [`MediaStats`]
-//! counts what the core dropped.
+//! counts what the core dropped. Local sinks ([`sink`]) hand one track's packets to a
+//! consumer thread on this node (track egress) through a bounded channel per sink.
 //!
 //! This is the one crate of the workspace allowed to use `unsafe`: the system calls in
 //! [`batch`] and the counting allocator in [`alloc_count`]. Each block says why it is sound.
@@ -18,8 +19,10 @@ pub mod batch;
 mod driver;
 pub mod ring;
 mod router;
+pub mod sink;
 mod stats;
 
 pub use driver::{DriverConfig, Media, MediaHandle, SendError, spawn};
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};
+pub use sink::{SINK_CAPACITY, SinkPacket, SinkReceiver, SinkSender, sink_channel};
 pub use stats::{LATENCY_BUCKETS_US, Latency, MediaStats, StatsSnapshot};

@@ -13,6 +13,11 @@ pub struct PeerId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackId(pub u64);
 
+/// A local sink: a consumer on this node (a track egress writing a file) that receives one
+/// track's RTP packets from the media core instead of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SinkId(pub u64);
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaKind {
@@ -206,6 +211,16 @@ pub enum Command {
     /// Ask the publisher of `track` for a keyframe.
     RequestKeyframe {
         track: TrackId,
+    },
+    /// Hand every packet of `track` (plain RTP as the publisher sent it, one simulcast layer)
+    /// to local sink `sink`, starting with a keyframe request. See [`crate::Engine::drain_sinks`].
+    AddSink {
+        sink: SinkId,
+        track: TrackId,
+    },
+    /// Stop handing packets to `sink`.
+    RemoveSink {
+        sink: SinkId,
     },
 }
 

@@ -648,6 +648,17 @@ pub struct Track {
     pub mirror: Option<u8>,
     /// Shards (bit per shard) that hold a mirror of this track and get its packets.
     pub relay_to: u64,
+    /// Local sinks (track egress) fed this track's packets.
+    pub sinks: Vec<LocalSink>,
+}
+
+/// A local sink of a track and the simulcast layer it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSink {
+    pub id: crate::api::SinkId,
+    /// The layer it records, chosen at its first keyframe (the best live one then) and
+    /// kept, so that a file keeps one resolution; `None` until then.
+    pub layer: Option<usize>,
 }
 
 /// Audio levels of one track over the current interval (LiveKit's rule: speaking when louder
@@ -734,6 +745,7 @@ impl Track {
             audio: AudioLevels::default(),
             mirror: None,
             relay_to: 0,
+            sinks: Vec::new(),
         }
     }
 
