@@ -242,6 +242,16 @@ pub struct WebhookConfig {
     pub api_key: String,
 }
 
+/// `egress:` (this server's own section: track egress written on the node's disk).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Where track egress files go (default `./egress`); created when needed.
+    pub file_dir: Option<PathBuf>,
+    /// Track egresses recording at once (default 16).
+    pub max_concurrent: Option<usize>,
+}
+
 /// `redis:`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -323,6 +333,7 @@ pub struct Config {
     pub turn: TurnConfig,
     pub ingress: IngressConfig,
     pub webhook: WebhookConfig,
+    pub egress: EgressConfig,
     pub node_selector: Opaque,
     pub signal_relay: Opaque,
     pub psrpc: Opaque,
@@ -352,6 +363,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             ingress: IngressConfig::default(),
             webhook: WebhookConfig::default(),
+            egress: EgressConfig::default(),
             node_selector: None,
             signal_relay: None,
             psrpc: None,
@@ -396,6 +408,8 @@ const SUPPORTED: &[&str] = &[
     "limit.max_api_request_body_size",
     "webhook.urls",
     "webhook.api_key",
+    "egress.file_dir",
+    "egress.max_concurrent",
     "prometheus_port",
     "prometheus.port",
     "prometheus.username",
@@ -749,6 +763,10 @@ pub struct Settings {
     pub prometheus: Option<crate::metrics::PrometheusSettings>,
     /// Every other cap (`limit:` and `rtc.data_channel_max_buffered_amount`).
     pub limits: Limits,
+    /// Where track egress files go (`egress.file_dir`).
+    pub egress_dir: PathBuf,
+    /// Track egresses recording at once (`egress.max_concurrent`, at least 1).
+    pub max_egresses: usize,
 }
 
 impl Settings {
@@ -889,7 +907,17 @@ impl Settings {
                 username: config.prometheus.username.clone(),
                 password: config.prometheus.password.clone(),
             });
+        let max_egresses = config.egress.max_concurrent.unwrap_or(16);
+        if max_egresses == 0 {
+            return Err(invalid("egress.max_concurrent", "must be at least 1"));
+        }
         Ok(Settings {
+            egress_dir: config
+                .egress
+                .file_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("egress")),
+            max_egresses,
             webhook,
             prometheus,
             bind,

@@ -314,7 +314,8 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
             &full_path,
         ));
     };
-    if service != room_service::SERVICE || rpc.is_empty() || rpc.contains('/') {
+    let known = service == room_service::SERVICE || service == crate::egress::SERVICE;
+    if !known || rpc.is_empty() || rpc.contains('/') {
         return Err(TwirpError::bad_route(
             format!("no handler for path {full_path:?}"),
             &method,
@@ -346,6 +347,9 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
+    if service == crate::egress::SERVICE {
+        return crate::egress::dispatch(node, rpc, format, &claims, &body).await;
+    }
     room_service::dispatch(node, rpc, format, Some(&claims), &body).await
 }
 

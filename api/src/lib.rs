@@ -10,10 +10,12 @@
 //! - [`node`]: state shared by handlers; [`http`]: the listener; [`cmd`]: the binary.
 //! - [`metrics`]: Prometheus metrics on their own port.
 //! - [`webhook`]: room events POSTed to the configured URLs, signed as LiveKit signs them.
+//! - [`egress`]: Twirp `livekit.Egress`, track egress written to files on this node.
 
 pub mod auth;
 pub mod cmd;
 pub mod config;
+pub mod egress;
 pub mod http;
 pub mod metrics;
 pub mod node;

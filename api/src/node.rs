@@ -10,6 +10,8 @@ pub struct Node {
     pub control: Control,
     /// Counters of the control plane, for metrics.
     pub counters: std::sync::Arc<crate::metrics::ControlCounters>,
+    /// Track egress, once the media core runs.
+    pub egress: std::sync::OnceLock<crate::egress::EgressRuntime>,
 }
 
 impl Node {
@@ -19,6 +21,7 @@ impl Node {
             settings,
             control,
             counters: Default::default(),
+            egress: std::sync::OnceLock::new(),
         }
     }
 }

@@ -276,6 +276,12 @@ impl<W: Write + Seek> IvfWriter<W> {
         Ok(())
     }
 
+    /// Flushes what was written.
+    pub fn flush(&mut self) -> Result<(), FileError> {
+        self.output.flush()?;
+        Ok(())
+    }
+
     /// Frames written so far.
     pub fn frames(&self) -> u32 {
         self.frames

@@ -279,6 +279,12 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
+    /// Flushes what was written (the latest packet stays held for the end-of-stream page).
+    pub fn flush(&mut self) -> Result<(), FileError> {
+        self.output.flush()?;
+        Ok(())
+    }
+
     /// Writes the held packet with the end-of-stream flag and flushes.
     pub fn finish(&mut self) -> Result<(), FileError> {
         if self.finished {

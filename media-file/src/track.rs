@@ -219,6 +219,14 @@ impl<W: Write + Seek> TrackWriter<W> {
         }
     }
 
+    /// Flushes what was written so far to the output.
+    pub fn flush(&mut self) -> Result<(), FileError> {
+        match &mut self.inner {
+            Inner::Ogg(writer) => writer.flush(),
+            Inner::Ivf { writer, .. } => writer.flush(),
+        }
+    }
+
     /// Completes the file (Ogg's end-of-stream page; IVF's length and frame size) and
     /// flushes it. Later pushes write nothing.
     pub fn finish(&mut self) -> Result<(), FileError> {

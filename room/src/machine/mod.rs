@@ -26,6 +26,7 @@ use crate::negotiation::TrackCodec;
 use crate::{CreateRoom, RoomError, Rooms};
 
 mod api;
+mod egress;
 mod media;
 mod participant;
 mod room_state;
@@ -34,6 +35,7 @@ mod tests;
 
 use participant::{Ctx, Effects, Participant};
 
+pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
 pub use participant::wanted_quality;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.
@@ -192,6 +194,18 @@ pub enum RoomEvent {
         participant: pb::ParticipantInfo,
         track: pb::TrackInfo,
     },
+    /// A track egress was started (EGRESS_STARTING).
+    EgressStarted {
+        info: Box<pb::EgressInfo>,
+    },
+    /// A track egress changed status (ACTIVE, ENDING).
+    EgressUpdated {
+        info: Box<pb::EgressInfo>,
+    },
+    /// A track egress ended (COMPLETE, FAILED).
+    EgressEnded {
+        info: Box<pb::EgressInfo>,
+    },
 }
 
 /// What the machine asks its owner to do.
@@ -328,6 +342,7 @@ pub struct Machine {
     draining: bool,
     joins_total: u64,
     join_latency: ([u64; JOIN_LATENCY_BUCKETS_MS.len()], u64, u64),
+    egresses: egress::Egresses,
 }
 
 impl Machine {
@@ -356,6 +371,7 @@ impl Machine {
             draining: false,
             joins_total: 0,
             join_latency: ([0; JOIN_LATENCY_BUCKETS_MS.len()], 0, 0),
+            egresses: egress::Egresses::default(),
         }
     }
 
