@@ -226,7 +226,7 @@ async fn start_track_egress(
         }
     };
     let job = writer::Job {
-        egress_id,
+        egress_id: egress_id.clone(),
         rx,
         codec,
         path,
@@ -236,8 +236,17 @@ async fn start_track_egress(
         runtime: tokio::runtime::Handle::current(),
     };
     if let Err(e) = writer::spawn(job) {
-        // The machine hears of it as a failed writer.
+        // The machine hears of it as a failed writer (the sink closes with the job).
         tracing::error!("egress writer thread: {e}");
+        let end = lkr_room::EgressEnd {
+            size: 0,
+            duration_ns: 0,
+            error: Some(format!("cannot start the egress writer: {e}")),
+        };
+        let _ = node
+            .control
+            .call(move |m, now| m.handle_egress_ended(now, &egress_id, end))
+            .await;
     }
     Ok(info)
 }

@@ -129,6 +129,8 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         } else {
             text(StatusCode::OK, "OK")
         }
+    } else if crate::node_page::is_node_path(&path) {
+        crate::node_page::handle(&node, req).await
     } else if let Some(sig) = signal_path(&path) {
         signal(node, req, sig).await
     } else if let Some(rest) = path.strip_prefix("/twirp/") {

@@ -11,6 +11,7 @@
 //! - [`metrics`]: Prometheus metrics on their own port.
 //! - [`webhook`]: room events POSTed to the configured URLs, signed as LiveKit signs them.
 //! - [`egress`]: Twirp `livekit.Egress`, track egress written to files on this node.
+//! - [`node_page`]: the live node page (`/node`): rooms, participants, tracks and their rates.
 
 pub mod auth;
 pub mod cmd;
@@ -19,6 +20,7 @@ pub mod egress;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod node_page;
 pub mod room_service;
 pub mod twirp;
 pub mod webhook;

@@ -731,6 +731,9 @@ impl Shard {
                 let engine = &self.engine;
                 self.stats
                     .try_store_per_peer(i, |v| engine.unsent_by_peer(v));
+                let engine = &mut self.engine;
+                self.stats
+                    .try_store_tracks(i, |v| engine.track_stats(now, v));
             }
         }
         self.halt();

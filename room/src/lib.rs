@@ -19,5 +19,5 @@ pub use error::{Fault, RoomError};
 pub use machine::{
     Config, JOIN_LATENCY_BUCKETS_MS, Join, Limits, Machine, Output, RoomEvent, Stats, TrackOffer,
 };
-pub use machine::{EgressEnd, EgressTrack, StartEgress};
+pub use machine::{EgressEnd, EgressTrack, PublishedTrack, StartEgress};
 pub use rooms::*;

@@ -161,6 +161,33 @@ pub struct SubscribeSpec {
     pub payload_types: Vec<(CodecKind, u8)>,
 }
 
+/// One layer of a published track as the node page shows it: cumulative counters and the
+/// rates since the previous [`crate::Engine::track_stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerStats {
+    /// Simulcast rid (empty for a single stream).
+    pub rid: String,
+    /// Packets and bytes received (retransmissions included).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Bits per second received since the previous look.
+    pub bitrate_bps: u64,
+    /// Share of the packets expected since the previous look that did not arrive (0..1).
+    pub loss: f32,
+    /// Whether packets arrived lately.
+    pub live: bool,
+}
+
+/// A track published on this shard, for the node page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackStats {
+    pub track: TrackId,
+    pub kind: MediaKind,
+    pub layers: Vec<LayerStats>,
+    /// Local sinks (track egress) it feeds.
+    pub sinks: usize,
+}
+
 /// Control plane → core.
 #[derive(Debug, Clone)]
 pub enum Command {

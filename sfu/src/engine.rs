@@ -20,7 +20,8 @@ use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
 
 use crate::api::{
-    CodecKind, Command, Event, MediaKind, MediaLimits, PeerConfig, PeerId, SinkId, TrackId,
+    CodecKind, Command, Event, LayerStats, MediaKind, MediaLimits, PeerConfig, PeerId, SinkId,
+    TrackId, TrackStats,
 };
 use crate::forward::{LocalSink, Subscription, Track, is_keyframe, pick_layer, red_primary};
 
@@ -676,6 +677,57 @@ impl Engine {
         self.sink_out.bytes.clear();
     }
 
+    /// The counters of every track published on this engine (mirrors excluded), with the
+    /// bitrate and loss of each layer since the previous call. Called about once a second,
+    /// off the packet path.
+    pub fn track_stats(&mut self, now: Instant, out: &mut Vec<TrackStats>) {
+        out.clear();
+        for t in self.tracks.values_mut().filter(|t| t.mirror.is_none()) {
+            let live = t.liveness(now);
+            let layers = t
+                .layers
+                .iter_mut()
+                .enumerate()
+                .map(|(i, l)| {
+                    let expected = match (l.highest, l.first_ext) {
+                        (Some(h), Some(f)) => h.saturating_sub(f) + 1,
+                        _ => 0,
+                    };
+                    let (bitrate_bps, loss) = match l.stats_prior {
+                        Some((at, bytes, packets, exp)) if now > at => {
+                            let secs = now.duration_since(at).as_secs_f64();
+                            let bps = (l.bytes.saturating_sub(bytes) * 8) as f64 / secs;
+                            let de = expected.saturating_sub(exp);
+                            let got = l.packets.saturating_sub(packets);
+                            let loss = if de > 0 {
+                                de.saturating_sub(got) as f32 / de as f32
+                            } else {
+                                0.0
+                            };
+                            (bps as u64, loss)
+                        }
+                        _ => (0, 0.0),
+                    };
+                    l.stats_prior = Some((now, l.bytes, l.packets, expected));
+                    LayerStats {
+                        rid: l.rid.clone(),
+                        packets: l.packets,
+                        bytes: l.bytes,
+                        bitrate_bps,
+                        loss,
+                        live: live.get(i).copied().unwrap_or(false),
+                    }
+                })
+                .collect();
+            out.push(TrackStats {
+                track: t.id,
+                kind: t.kind,
+                layers,
+                sinks: t.sinks.len(),
+            });
+        }
+    }
+
     /// Whether packets wait for [`Engine::drain_sinks`].
     pub fn has_sink_packets(&self) -> bool {
         !self.sink_out.items.is_empty()
@@ -1191,6 +1243,7 @@ impl Engine {
         }
         let missing = t.layers[layer].missing.len();
         let ext = t.layers[layer].on_packet(seq, now);
+        t.layers[layer].bytes += pkt.len() as u64;
         if t.mirror.is_some() {
             // Upstream loss is the owning shard's to repair.
             t.layers[layer].missing.clear();

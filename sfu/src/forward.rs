@@ -85,6 +85,10 @@ pub struct Layer {
     pub last_keyframe: Option<Instant>,
     pub last_pli: Option<Instant>,
     pub packets: u64,
+    /// Bytes received (whole RTP packets).
+    pub bytes: u64,
+    /// (when, bytes, packets, expected) at the previous look of the node page's counters.
+    pub stats_prior: Option<(Instant, u64, u64, u64)>,
     /// The first extended sequence number seen, for loss accounting.
     pub first_ext: Option<u64>,
     /// Expected and received counts at the previous receiver report.
@@ -109,6 +113,8 @@ impl Layer {
             last_keyframe: None,
             last_pli: None,
             packets: 0,
+            bytes: 0,
+            stats_prior: None,
             first_ext: None,
             expected_prior: 0,
             lost_last_interval: 0,

@@ -28,6 +28,7 @@ use crate::{CreateRoom, RoomError, Rooms};
 mod api;
 mod egress;
 mod media;
+mod node_view;
 mod participant;
 mod room_state;
 #[cfg(test)]
@@ -36,6 +37,7 @@ mod tests;
 use participant::{Ctx, Effects, Participant};
 
 pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
+pub use node_view::PublishedTrack;
 pub use participant::wanted_quality;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.
