@@ -2,7 +2,8 @@
 //! disk.
 //!
 //! `StartTrackEgress` with a file output records one track as LiveKit's track egress does
-//! (Opus → Ogg, VP8/VP9/AV1 → IVF) into `egress.file_dir`; `ListEgress` and `StopEgress`
+//! (Opus → Ogg, VP8/VP9/AV1 → IVF, or WebM for Opus, VP8 and VP9 when the file name ends in
+//! `.webm`) into `egress.file_dir`; `ListEgress` and `StopEgress`
 //! answer with LiveKit's `EgressInfo`. Every method needs the `roomRecord` grant (LiveKit's
 //! check: `unauthenticated`, "permissions denied" without it).
 //!
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
 use lkr_driver::{MediaHandle, SINK_CAPACITY, sink_channel};
-use lkr_media_file::Codec;
+use lkr_media_file::{Codec, Container};
 use lkr_proto::pb;
 use lkr_proto::token::Claims;
 use lkr_room::{RoomError, StartEgress};
@@ -139,6 +140,16 @@ pub fn file_name(
     Ok(name)
 }
 
+/// WebM when the requested file name ends in `.webm`, else the codec's own format (Ogg for
+/// Opus, IVF for video).
+fn container_of(filepath: &str) -> Container {
+    if filepath.to_ascii_lowercase().ends_with(".webm") {
+        Container::Webm
+    } else {
+        Container::Native
+    }
+}
+
 async fn start_track_egress(
     node: &Node,
     rt: &EgressRuntime,
@@ -181,14 +192,21 @@ async fn start_track_egress(
         .control
         .call(move |m, now| {
             let track = m.egress_track(&req.room_name, &req.track_id)?;
+            let container = container_of(&filepath);
             let codec = Codec::from_name(&track.codec);
-            let Some((codec, ext)) =
-                codec.and_then(|c| Some((c, lkr_media_file::track::extension(c)?)))
-            else {
-                return Err(RoomError::InvalidArgument(format!(
-                    "tracks of codec {:?} cannot be recorded to a file (Opus, VP8, VP9 and AV1 can)",
-                    track.codec
-                )));
+            let Some((codec, ext)) = codec.and_then(|c| {
+                Some((c, lkr_media_file::track::extension_in(c, container)?))
+            }) else {
+                return Err(RoomError::InvalidArgument(match container {
+                    Container::Webm => format!(
+                        "tracks of codec {:?} cannot be recorded to WebM (Opus, VP8 and VP9 can)",
+                        track.codec
+                    ),
+                    Container::Native => format!(
+                        "tracks of codec {:?} cannot be recorded to a file (Opus, VP8, VP9 and AV1 can)",
+                        track.codec
+                    ),
+                }));
             };
             let filename = file_name(
                 &filepath,
@@ -211,10 +229,10 @@ async fn start_track_egress(
                     max_active,
                 },
             )?;
-            Ok((info, codec, path, track.track_id))
+            Ok((info, codec, container, path, track.track_id))
         })
         .await;
-    let (info, codec, path, track) = match started {
+    let (info, codec, container, path, track) = match started {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             rt.media.forget_sink(sink);
@@ -229,6 +247,7 @@ async fn start_track_egress(
         egress_id: egress_id.clone(),
         rx,
         codec,
+        container,
         path,
         track,
         media: rt.media.clone(),

@@ -2,7 +2,7 @@
 //! the server's track egress.
 //!
 //! - [`ogg`], [`ivf`]: the two file formats, read and written (Ogg/Opus, RFC 7845; IVF for
-//!   VP8, VP9 and AV1).
+//!   VP8, VP9 and AV1), and [`webm`], written (VP8, VP9, Opus).
 //! - [`vp8`], [`vp9`], [`av1`]: RTP packetizers and depacketizers (Opus needs neither: one
 //!   packet per RTP payload).
 //! - [`track`]: [`track::TrackWriter`], one track's RTP payloads into a file (Opus → Ogg,
@@ -19,6 +19,7 @@ pub mod ogg;
 pub mod track;
 pub mod vp8;
 pub mod vp9;
+pub mod webm;
 
 use std::fmt;
 
@@ -63,6 +64,16 @@ impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The kind of file a track is written to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Container {
+    /// The codec's own simple format: Ogg for Opus, IVF for VP8, VP9 and AV1.
+    #[default]
+    Native,
+    /// WebM (VP8, VP9, Opus).
+    Webm,
 }
 
 /// What can go wrong reading or writing a media file.

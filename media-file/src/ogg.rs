@@ -67,7 +67,7 @@ impl OpusHead {
         })
     }
 
-    fn write(&self) -> Vec<u8> {
+    pub(crate) fn write(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(19);
         v.extend_from_slice(b"OpusHead");
         v.push(1);

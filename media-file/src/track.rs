@@ -15,17 +15,24 @@ use crate::ivf::{IvfWriter, is_keyframe};
 use crate::ogg::{OggOpusWriter, opus_packet_samples};
 use crate::vp8::Vp8Depacketizer;
 use crate::vp9::Vp9Depacketizer;
-use crate::{Codec, FileError};
+use crate::webm::WebmWriter;
+use crate::{Codec, Container, FileError};
 
 /// Shortest time between two keyframe requests.
 const KEYFRAME_REQUEST_GAP: Duration = Duration::from_secs(1);
 
 /// The file extension (without the dot) a track of `codec` is written with.
 pub fn extension(codec: Codec) -> Option<&'static str> {
-    match codec {
-        Codec::Opus => Some("ogg"),
-        Codec::Vp8 | Codec::Vp9 | Codec::Av1 => Some("ivf"),
-        Codec::H264 => None,
+    extension_in(codec, Container::Native)
+}
+
+/// The file extension of a track of `codec` in `container`; `None` when it cannot hold it.
+pub fn extension_in(codec: Codec, container: Container) -> Option<&'static str> {
+    match (container, codec) {
+        (Container::Native, Codec::Opus) => Some("ogg"),
+        (Container::Native, Codec::Vp8 | Codec::Vp9 | Codec::Av1) => Some("ivf"),
+        (Container::Webm, Codec::Opus | Codec::Vp8 | Codec::Vp9) => Some("webm"),
+        _ => None,
     }
 }
 
@@ -61,6 +68,20 @@ enum Inner<W: Write + Seek> {
         waiting_for_keyframe: bool,
         size: Option<(u16, u16)>,
     },
+    Webm {
+        writer: WebmWriter<W>,
+        /// `None` for Opus (one packet, one block).
+        depacketizer: Option<Depacketizer>,
+        waiting_for_keyframe: bool,
+    },
+}
+
+fn depacketizer(codec: Codec) -> Depacketizer {
+    match codec {
+        Codec::Vp8 => Depacketizer::Vp8(Vp8Depacketizer::default()),
+        Codec::Vp9 => Depacketizer::Vp9(Vp9Depacketizer::default()),
+        _ => Depacketizer::Av1(Av1Depacketizer::default()),
+    }
 }
 
 /// One RTP packet's part in a file.
@@ -98,21 +119,32 @@ pub struct TrackWriter<W: Write + Seek> {
 }
 
 impl<W: Write + Seek> TrackWriter<W> {
-    /// Starts a file of `codec` in `output` (its header is written at once).
+    /// Starts a file of `codec` in `output`, Ogg or IVF (its header is written at once).
     pub fn new(output: W, codec: Codec) -> Result<Self, FileError> {
-        let inner = match codec {
-            Codec::Opus => Inner::Ogg(OggOpusWriter::new(output, 2)?),
-            Codec::Vp8 | Codec::Vp9 | Codec::Av1 => Inner::Ivf {
+        Self::with_container(output, codec, Container::Native)
+    }
+
+    /// Starts a file of `codec` in `output` as `container` (a WebM header waits for the
+    /// first frame).
+    pub fn with_container(
+        output: W,
+        codec: Codec,
+        container: Container,
+    ) -> Result<Self, FileError> {
+        let inner = match (container, codec) {
+            (Container::Native, Codec::Opus) => Inner::Ogg(OggOpusWriter::new(output, 2)?),
+            (Container::Native, Codec::Vp8 | Codec::Vp9 | Codec::Av1) => Inner::Ivf {
                 writer: IvfWriter::new(output, codec, 0, 0, 90_000)?,
-                depacketizer: match codec {
-                    Codec::Vp8 => Depacketizer::Vp8(Vp8Depacketizer::default()),
-                    Codec::Vp9 => Depacketizer::Vp9(Vp9Depacketizer::default()),
-                    _ => Depacketizer::Av1(Av1Depacketizer::default()),
-                },
+                depacketizer: depacketizer(codec),
                 waiting_for_keyframe: true,
                 size: None,
             },
-            Codec::H264 => return Err(FileError::Unsupported(codec)),
+            (Container::Webm, _) => Inner::Webm {
+                writer: WebmWriter::new(output, codec)?,
+                depacketizer: (codec != Codec::Opus).then(|| depacketizer(codec)),
+                waiting_for_keyframe: codec != Codec::Opus,
+            },
+            (Container::Native, Codec::H264) => return Err(FileError::Unsupported(codec)),
         };
         Ok(Self {
             inner,
@@ -141,6 +173,12 @@ impl<W: Write + Seek> TrackWriter<W> {
         let units = match &self.inner {
             Inner::Ogg(_) => self.last_pts,
             Inner::Ivf { writer, .. } => writer.length(),
+            Inner::Webm { depacketizer, .. } => match (depacketizer, self.frames) {
+                // Audio: the end of the last packet; video: frames x the mean interval.
+                (None, _) => self.last_pts,
+                (Some(_), n) if n > 1 => n * self.last_pts / (n - 1),
+                (Some(_), _) => 0,
+            },
         };
         Duration::from_nanos(
             (u128::from(units) * 1_000_000_000 / u128::from(self.codec.clock_rate())) as u64,
@@ -216,6 +254,60 @@ impl<W: Write + Seek> TrackWriter<W> {
                 self.last_pts = self.last_pts.max(pts);
                 Ok(Pushed::Written)
             }
+            Inner::Webm {
+                writer,
+                depacketizer: None,
+                ..
+            } => {
+                let first = *self.first_ts.get_or_insert(ts);
+                let start = u64::try_from(ts - first).unwrap_or(0);
+                let samples = opus_packet_samples(p.payload).unwrap_or(960);
+                writer.write_frame(p.payload, start / 48, true, None)?;
+                self.frames += 1;
+                self.last_pts = self.last_pts.max(start + u64::from(samples));
+                Ok(Pushed::Written)
+            }
+            Inner::Webm {
+                writer,
+                depacketizer: Some(depacketizer),
+                waiting_for_keyframe,
+            } => {
+                let mut need = false;
+                if p.lost_before > 0 {
+                    depacketizer.reset();
+                    if !*waiting_for_keyframe {
+                        *waiting_for_keyframe = true;
+                        need = true;
+                    }
+                }
+                let Some(frame) = depacketizer.push(p.payload, p.marker) else {
+                    if need {
+                        self.last_keyframe_request = Some(now);
+                        return Ok(Pushed::NeedKeyframe);
+                    }
+                    return Ok(Pushed::Nothing);
+                };
+                let key = is_keyframe(self.codec, &frame);
+                if *waiting_for_keyframe && !key {
+                    return Ok(if need || self.keyframe_due(now) {
+                        Pushed::NeedKeyframe
+                    } else {
+                        Pushed::Nothing
+                    });
+                }
+                *waiting_for_keyframe = false;
+                let size = if key {
+                    keyframe_size(self.codec, &frame)
+                } else {
+                    None
+                };
+                let first = *self.first_ts.get_or_insert(ts);
+                let pts = u64::try_from(ts - first).unwrap_or(0);
+                writer.write_frame(&frame, pts / 90, key, size)?;
+                self.frames += 1;
+                self.last_pts = self.last_pts.max(pts);
+                Ok(Pushed::Written)
+            }
         }
     }
 
@@ -224,6 +316,7 @@ impl<W: Write + Seek> TrackWriter<W> {
         match &mut self.inner {
             Inner::Ogg(writer) => writer.flush(),
             Inner::Ivf { writer, .. } => writer.flush(),
+            Inner::Webm { writer, .. } => writer.flush(),
         }
     }
 
@@ -234,9 +327,11 @@ impl<W: Write + Seek> TrackWriter<W> {
             return Ok(());
         }
         self.finished = true;
+        let ms = self.duration().as_secs_f64() * 1000.0;
         match &mut self.inner {
             Inner::Ogg(writer) => writer.finish(),
             Inner::Ivf { writer, size, .. } => writer.finish(*size),
+            Inner::Webm { writer, .. } => writer.finish(ms),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use lkr_driver::{MediaHandle, SinkReceiver};
 use lkr_media_file::track::{Packet, Pushed, SeqGate, TrackWriter};
-use lkr_media_file::{Codec, FileError};
+use lkr_media_file::{Codec, Container, FileError};
 use lkr_room::EgressEnd;
 use lkr_rtp::RtpView;
 use lkr_sfu::{CodecKind, Command, TrackId};
@@ -32,6 +32,7 @@ pub struct Job {
     pub egress_id: String,
     pub rx: SinkReceiver,
     pub codec: Codec,
+    pub container: Container,
     pub path: PathBuf,
     /// The media core's track, for keyframe requests.
     pub track: TrackId,
@@ -53,6 +54,7 @@ fn run(job: Job) {
         egress_id,
         rx,
         codec,
+        container,
         path,
         track,
         media,
@@ -68,7 +70,7 @@ fn run(job: Job) {
     let keyframe = || {
         let _ = media.send(Command::RequestKeyframe { track });
     };
-    let (written, error) = match write(&rx, codec, &path, on_active, keyframe) {
+    let (written, error) = match write(&rx, codec, container, &path, on_active, keyframe) {
         Ok(w) => (w, None),
         Err((w, e)) => (w, Some(e.to_string())),
     };
@@ -90,6 +92,7 @@ fn run(job: Job) {
 fn write(
     rx: &SinkReceiver,
     codec: Codec,
+    container: Container,
     path: &PathBuf,
     mut on_active: impl FnMut(),
     keyframe: impl Fn(),
@@ -99,7 +102,8 @@ fn write(
         std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
     }
     let file = File::create(path).map_err(|e| fail(e.into()))?;
-    let mut w = TrackWriter::new(BufWriter::with_capacity(64 * 1024, file), codec).map_err(fail)?;
+    let out = BufWriter::with_capacity(64 * 1024, file);
+    let mut w = TrackWriter::with_container(out, codec, container).map_err(fail)?;
     let mut gate = SeqGate::default();
     let mut active = false;
     let mut next_flush = Instant::now() + FLUSH_INTERVAL;

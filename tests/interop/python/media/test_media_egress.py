@@ -28,7 +28,7 @@ from mediahelpers import API_KEY, API_SECRET, HTTP_URL, MediaEnv, NetNs, PY_DIR,
 EGRESS_ADMIN = PY_DIR / "media" / "egress_admin.py"
 RECEIVER = PY_DIR / "media" / "webhook_receiver.py"
 HOOK_PORT = 18410
-MAX_EGRESSES = 3
+MAX_EGRESSES = 4
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +155,10 @@ def test_track_egress_records_tone_and_video_files(media: MediaEnv, egress_dir: 
 
     a = ok(egress(media, "StartTrackEgress", room=room, track=tone["sid"], filepath="rec/{room_name}-tone"))
     v = ok(egress(media, "StartTrackEgress", room=room, track=cam["sid"]))
+    # The same tracks as WebM, asked for by the file name.
+    aw = ok(egress(media, "StartTrackEgress", room=room, track=tone["sid"], filepath="webm/{track_id}.webm"))
+    vw = ok(egress(media, "StartTrackEgress", room=room, track=cam["sid"], filepath="webm/{track_id}.webm"))
+    assert aw["files"][0]["filename"] == f"webm/{tone['sid']}.webm", aw
     assert a["status"] == "EGRESS_STARTING" and a["room_name"] == room and a["room_id"].startswith("RM_"), a
     assert a["egress_id"].startswith("EG_") and a["track_id"] == tone["sid"], a
     assert a["files"][0]["filename"] == f"rec/{room}-tone.ogg", a
@@ -163,7 +167,7 @@ def test_track_egress_records_tone_and_video_files(media: MediaEnv, egress_dir: 
     video_path = egress_dir / v["files"][0]["filename"]
     assert a["files"][0]["location"] == str(audio_path), a
 
-    for e in (a, v):
+    for e in (a, v, aw, vw):
         wait_status(media, e["egress_id"], "EGRESS_ACTIVE")
     # The files grow while recording (flushed every second).
     sizes = [audio_path.stat().st_size]
@@ -171,14 +175,19 @@ def test_track_egress_records_tone_and_video_files(media: MediaEnv, egress_dir: 
     assert wait_until(lambda: audio_path.stat().st_size > 16000, timeout=20), audio_path.stat()
     assert wait_until(lambda: video_path.stat().st_size > 100_000, timeout=20), video_path.stat()
     active = ok(egress(media, "ListEgress", room=room, active=True))
-    assert {i["egress_id"] for i in active} == {a["egress_id"], v["egress_id"]}, active
+    assert {i["egress_id"] for i in active} == {e["egress_id"] for e in (a, v, aw, vw)}, active
 
     stopping = ok(egress(media, "StopEgress", egress_id=a["egress_id"]))
     assert stopping["status"] == "EGRESS_ENDING", stopping
-    ok(egress(media, "StopEgress", egress_id=v["egress_id"]))
+    for e in (v, aw, vw):
+        ok(egress(media, "StopEgress", egress_id=e["egress_id"]))
     done_a = wait_status(media, a["egress_id"], "EGRESS_COMPLETE")
     done_v = wait_status(media, v["egress_id"], "EGRESS_COMPLETE")
-    for done, path in ((done_a, audio_path), (done_v, video_path)):
+    done_aw = wait_status(media, aw["egress_id"], "EGRESS_COMPLETE")
+    done_vw = wait_status(media, vw["egress_id"], "EGRESS_COMPLETE")
+    audio_webm = egress_dir / aw["files"][0]["filename"]
+    video_webm = egress_dir / vw["files"][0]["filename"]
+    for done, path in ((done_a, audio_path), (done_v, video_path), (done_aw, audio_webm), (done_vw, video_webm)):
         f = done["files"][0]
         assert f["size"] == path.stat().st_size > 0, (done, path.stat())
         assert f["duration"] > 2_000_000_000, done
@@ -198,6 +207,18 @@ def test_track_egress_records_tone_and_video_files(media: MediaEnv, egress_dir: 
     s = probe["streams"][0]
     assert probe["format"]["format_name"] == "ivf" and s["codec_name"] == "vp8", probe
     assert 0 < s["width"] <= 640 and 0 < s["height"] <= 480, s
+    assert int(s["nb_read_frames"]) >= 30, s
+
+    # WebM: Opus and VP8 in Matroska, the tone still at 440 Hz, the full picture size.
+    probe = ffprobe(audio_webm)
+    assert "webm" in probe["format"]["format_name"] and probe["streams"][0]["codec_name"] == "opus", probe
+    assert abs(float(probe["format"]["duration"]) - done_aw["files"][0]["duration"] / 1e9) < 0.5, (probe, done_aw)
+    t = tone_of(audio_webm)
+    assert abs(t["freq"] - 440) <= 10 and t["rms"] > 1500 and t["purity"] > 0.6, t
+    probe = ffprobe(video_webm)
+    s = probe["streams"][0]
+    assert "webm" in probe["format"]["format_name"] and s["codec_name"] == "vp8", probe
+    assert (s["width"], s["height"]) == (640, 480), s
     assert int(s["nb_read_frames"]) >= 30, s
 
     # Webhooks for each egress, in order (the ACTIVE update may come before or after the
