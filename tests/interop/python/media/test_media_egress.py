@@ -33,10 +33,21 @@ MAX_EGRESSES = 4
 
 @pytest.fixture(scope="module")
 def egress_dir():
+    """The egress directory, with `small/` a 32 KiB tmpfs (about 5 s of the tone). It is
+    mounted before the server starts: `ip netns exec` gives the server its own copy of the
+    mount table."""
     d = Path(tempfile.mkdtemp(prefix="lkegr-files-"))
+    small = d / "small"
+    small.mkdir()
+    mounted = False
     try:
+        if os.geteuid() == 0:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(small)], check=True, timeout=10)
+            mounted = True
         yield d
     finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(small)], check=False, timeout=10)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -248,16 +259,23 @@ def test_an_unwritable_file_fails_its_egress_alone(media: MediaEnv, egress_dir: 
     bob.wait_for("connected", timeout=20)
     bob.wait_for("track_subscribed", participant="alice", sid=tone["sid"], timeout=20)
 
-    # A full disk: the file is /dev/full, every write fails with ENOSPC.
+    # A full disk from the start: the file is /dev/full, every write fails with ENOSPC.
     os.symlink("/dev/full", egress_dir / "full.ogg")
     # A path that cannot be created: one of its directories is a file.
     (egress_dir / "plain-file").write_text("not a directory")
+    filling = ok(egress(media, "StartTrackEgress", room=room, track=tone["sid"], filepath="small/filling"))
     full = ok(egress(media, "StartTrackEgress", room=room, track=tone["sid"], filepath="full.ogg"))
     blocked = ok(egress(media, "StartTrackEgress", room=room, track=tone["sid"], filepath="plain-file/x"))
     healthy = ok(egress(media, "StartTrackEgress", room=room, track=tone["sid"], filepath="healthy"))
 
     f = wait_status(media, full["egress_id"], "EGRESS_FAILED")
     assert "No space left on device" in f["error"], f
+    # The small disk (a tmpfs, see egress_dir): failed once it is full, with what it wrote.
+    filled = wait_status(media, filling["egress_id"], "EGRESS_FAILED", timeout=30)
+    assert "No space left on device" in filled["error"], filled
+    written = (egress_dir / "small" / "filling.ogg").stat().st_size
+    assert 16 * 1024 < written <= 32 * 1024, written
+    assert filled["files"][0]["size"] == written, filled
     b = wait_status(media, blocked["egress_id"], "EGRESS_FAILED")
     # create_dir_all's word for a directory that is a file
     assert "File exists" in b["error"] or "Not a directory" in b["error"], b
