@@ -261,6 +261,7 @@ async fn start_track_egress(
             size: 0,
             duration_ns: 0,
             error: Some(format!("cannot start the egress writer: {e}")),
+            dropped: 0,
         };
         let _ = node
             .control

@@ -158,6 +158,18 @@ mod tests {
     }
 
     #[test]
+    fn sinks_waiting_for_their_shard_are_capped() {
+        let r = SinkRegistry::default();
+        for i in 0..REGISTRY_LIMIT as u64 {
+            assert!(r.insert(SinkId(i), sink_channel(1).0));
+        }
+        assert!(!r.insert(SinkId(u64::MAX), sink_channel(1).0));
+        assert!(r.take(SinkId(3)).is_some());
+        assert!(r.take(SinkId(3)).is_none());
+        assert!(r.insert(SinkId(u64::MAX), sink_channel(1).0));
+    }
+
+    #[test]
     fn a_removed_sink_ends_its_consumer() {
         let (mut tx, rx) = sink_channel(4);
         tx.push(CodecKind::Vp8, &[1, 2, 3]).unwrap();

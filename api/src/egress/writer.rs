@@ -83,6 +83,7 @@ fn run(job: Job) {
         size: size as i64,
         duration_ns: written.as_nanos() as i64,
         error,
+        dropped,
     };
     let _ =
         runtime.block_on(control.call(move |m, now| m.handle_egress_ended(now, &egress_id, end)));

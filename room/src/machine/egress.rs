@@ -64,6 +64,8 @@ pub struct EgressEnd {
     pub duration_ns: i64,
     /// The writer's error (the egress FAILED), if any.
     pub error: Option<String>,
+    /// Packets dropped because the writer fell behind (reported in `details`).
+    pub dropped: u64,
 }
 
 fn status(info: &pb::EgressInfo) -> pb::EgressStatus {
@@ -244,6 +246,12 @@ impl Machine {
             f.ended_at = ns;
             f.size = end.size;
             f.duration = end.duration_ns;
+        }
+        if end.dropped > 0 {
+            info.details = format!(
+                "{} packets dropped: the file writer fell behind",
+                end.dropped
+            );
         }
         match &end.error {
             Some(err) => {

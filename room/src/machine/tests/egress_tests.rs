@@ -98,10 +98,15 @@ fn a_track_egress_starts_goes_active_stops_and_completes() {
             size: 12_345,
             duration_ns: 3_000_000_000,
             error: None,
+            dropped: 3,
         },
     );
     w.drain();
     let done = w.m.api_list_egress("", "EG_1", false);
+    assert_eq!(
+        done[0].details,
+        "3 packets dropped: the file writer fell behind"
+    );
     assert_eq!(done.len(), 1);
     assert_eq!(status_of(&done[0]), pb::EgressStatus::EgressComplete);
     assert_eq!(done[0].file_results[0].size, 12_345);
@@ -141,6 +146,7 @@ fn an_egress_ends_with_its_track_and_a_writer_error_fails_it_alone() {
             size: 4096,
             duration_ns: 1,
             error: Some("No space left on device (os error 28)".into()),
+            dropped: 0,
         },
     );
     w.drain();
@@ -227,6 +233,7 @@ fn ended_egresses_kept_for_listing_are_capped() {
                 size: 1,
                 duration_ns: 1,
                 error: None,
+                dropped: 0,
             },
         );
         w.clear();

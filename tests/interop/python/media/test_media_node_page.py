@@ -59,6 +59,20 @@ def stats_status(media: MediaEnv, token: str | None) -> int:
     return int(cp.stdout.strip())
 
 
+def login_status(media: MediaEnv, body: str) -> int:
+    """The HTTP status of POST /node/login with `body`, from inside the namespace."""
+    code = (
+        "import sys, urllib.request, urllib.error\n"
+        "req = urllib.request.Request(sys.argv[1] + '/node/login', data=sys.argv[2].encode(), method='POST')\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(req, timeout=10).status)\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code)\n"
+    )
+    cp = subprocess.run(media.ns.argv([python_bin(), "-c", code, HTTP_URL, body]), capture_output=True, text=True, timeout=30)
+    return int(cp.stdout.strip())
+
+
 def test_node_page_shows_participants_and_bitrates_on_a_phone(media: MediaEnv, tmp_path: Path):
     assert node_bin(), "node is required to drive Chromium"
     room = lkhelpers.unique("nodepage")
@@ -116,4 +130,9 @@ def test_node_page_shows_participants_and_bitrates_on_a_phone(media: MediaEnv, t
     assert stats_status(media, join_only) == 401
     admin = MediaEnv.token("x", room, room_admin=True)
     assert stats_status(media, admin) == 200
+    # Logging in: the right pair gets a token, a wrong one 401, a huge body 413.
+    assert login_status(media, json.dumps({"key": API_KEY, "secret": API_SECRET})) == 200
+    assert login_status(media, json.dumps({"key": API_KEY, "secret": "no"})) == 401
+    assert login_status(media, json.dumps({"key": "nobody", "secret": API_SECRET})) == 401
+    assert login_status(media, json.dumps({"key": API_KEY, "secret": "x" * 10_000})) == 413
     assert media.server_alive()
