@@ -1042,6 +1042,32 @@ region: us-west
     }
 
     #[test]
+    fn egress_settings_have_defaults_and_a_nonzero_cap() {
+        let resolve = |yaml: &str| {
+            let (c, unsupported) = Config::load(yaml).unwrap();
+            assert!(unsupported.is_empty(), "{unsupported:?}");
+            Settings::resolve(&c, &Overrides::default())
+        };
+        let s = resolve("keys:\n  k1: s1\n").unwrap();
+        assert_eq!(
+            (s.egress_dir.as_path(), s.max_egresses),
+            (Path::new("egress"), 16)
+        );
+        let s =
+            resolve("keys:\n  k1: s1\negress:\n  file_dir: /rec\n  max_concurrent: 2\n").unwrap();
+        assert_eq!(
+            (s.egress_dir.as_path(), s.max_egresses),
+            (Path::new("/rec"), 2)
+        );
+        let e = resolve("keys:\n  k1: s1\negress:\n  max_concurrent: 0\n").unwrap_err();
+        assert!(e.to_string().contains("egress.max_concurrent"), "{e}");
+        assert!(
+            Config::load("egress:\n  file_dri: x\n").is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn webhook_keys_must_be_known() {
         let base = "keys:\n  k1: s1\nwebhook:\n  urls: [\"http://127.0.0.1:9/\"]\n";
         let resolve = |yaml: String| {
