@@ -660,6 +660,7 @@ impl Engine {
             t.sinks.push(LocalSink {
                 id: sink,
                 layer: None,
+                since: now,
             });
             self.sink_tracks.insert(sink, track);
         }
@@ -1263,9 +1264,11 @@ impl Engine {
             for s in t.sinks.iter_mut() {
                 if s.layer.is_none() {
                     let target = pick_layer(&live, n_layers, usize::MAX).unwrap_or(layer);
-                    if target == layer && (keyframe || t.kind == MediaKind::Audio) {
+                    let settled = layer + 1 == n_layers
+                        || now.saturating_duration_since(s.since) >= crate::forward::SINK_SETTLE;
+                    if target == layer && settled && (keyframe || t.kind == MediaKind::Audio) {
                         s.layer = Some(layer);
-                    } else if target == layer {
+                    } else if target == layer && settled {
                         want_keyframe = Some(layer);
                     }
                 }

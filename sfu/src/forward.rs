@@ -662,10 +662,18 @@ pub struct Track {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalSink {
     pub id: crate::api::SinkId,
-    /// The layer it records, chosen at its first keyframe (the best live one then) and
-    /// kept, so that a file keeps one resolution; `None` until then.
+    /// The layer it records, chosen at a keyframe and kept, so that a file keeps one
+    /// resolution: the top layer's first keyframe, or after [`SINK_SETTLE`] the best live
+    /// layer's (the publisher may need a moment to resume layers nobody watched); `None`
+    /// until then.
     pub layer: Option<usize>,
+    /// When it was added.
+    pub since: Instant,
 }
+
+/// How long a new sink waits for a simulcast track's top layer before it takes the best
+/// live one.
+pub const SINK_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Audio levels of one track over the current interval (LiveKit's rule: speaking when louder
 /// than -35 dBov in at least 40% of the packets).

@@ -142,6 +142,7 @@ impl Machine {
             ..Default::default()
         };
         tracing::info!(egress = %start.egress_id, room = %req.room_name, track = %req.track_id, file = %start.location, "track egress starting");
+        self.want_for_egress(&req.track_id, &start.egress_id, true);
         self.egresses.live.insert(
             start.egress_id.clone(),
             LiveEgress {
@@ -235,6 +236,7 @@ impl Machine {
         let Some(mut e) = self.egresses.live.remove(egress_id) else {
             return;
         };
+        self.want_for_egress(&e.track_sid, egress_id, false);
         let ns = self.wall_ns(now);
         // A failed writer stops reading: the core lets go of the sink (again, harmlessly,
         // when it was stopped already).
@@ -282,13 +284,29 @@ impl Machine {
         });
     }
 
+    /// Dynacast: a recording wants the track's best layer, as a subscriber with a large
+    /// view would (its entry is keyed by the egress id, which no participant sid equals).
+    fn want_for_egress(&mut self, track_sid: &str, egress_id: &str, on: bool) {
+        let Some(t) = self.tracks.get_mut(track_sid) else {
+            return;
+        };
+        if on {
+            t.wanted
+                .insert(egress_id.to_string(), pb::VideoQuality::High as i32);
+        } else if t.wanted.remove(egress_id).is_none() {
+            return;
+        }
+        self.tell_qualities(track_sid);
+    }
+
     /// Ends a live egress: EGRESS_ENDING, its sink stopped. Returns its record.
     fn end_egress(&mut self, now: Instant, egress_id: &str) -> Option<pb::EgressInfo> {
         let ns = self.wall_ns(now);
         let e = self.egresses.live.get_mut(egress_id)?;
         e.info.status = pb::EgressStatus::EgressEnding as i32;
         e.info.updated_at = ns;
-        let (info, sink) = (e.info.clone(), e.sink);
+        let (info, sink, track_sid) = (e.info.clone(), e.sink, e.track_sid.clone());
+        self.want_for_egress(&track_sid, egress_id, false);
         tracing::info!(egress = %egress_id, "track egress ending");
         self.out.media(Command::RemoveSink { sink });
         self.out.event(RoomEvent::EgressUpdated {

@@ -381,7 +381,7 @@ impl Machine {
     }
 
     #[allow(deprecated)] // subscribed_qualities is still read by older clients
-    fn tell_qualities(&mut self, track_sid: &str) {
+    pub(super) fn tell_qualities(&mut self, track_sid: &str) {
         let Some(t) = self.tracks.get_mut(track_sid) else {
             return;
         };

@@ -86,7 +86,7 @@ def raw(url: str, key: str, secret: str, args: dict) -> None:
 
     token = api.AccessToken(key, secret).with_grants(api.VideoGrants(**args.get("grants", {}))).to_jwt()
     req = urllib.request.Request(
-        f"{url}/twirp/livekit.Egress/{args['method']}",
+        f"{url}/twirp/{args.get('service', 'livekit.Egress')}/{args['method']}",
         data=json.dumps(args.get("body", {})).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
@@ -99,9 +99,20 @@ def raw(url: str, key: str, secret: str, args: dict) -> None:
         out({"ok": False, "status": e.code, "code": body.get("code"), "error": body.get("msg")})
 
 
+def node_stats(url: str, key: str, secret: str) -> None:
+    from livekit import api
+
+    token = api.AccessToken(key, secret).with_grants(api.VideoGrants(room_list=True)).to_jwt()
+    req = urllib.request.Request(f"{url}/node/stats", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        out({"ok": True, "result": json.loads(resp.read())})
+
+
 def main() -> None:
     url, key, secret, method, args = sys.argv[1:6]
-    if method == "Raw":
+    if method == "NodeStats":
+        node_stats(url, key, secret)
+    elif method == "Raw":
         raw(url, key, secret, json.loads(args))
     else:
         asyncio.run(call(url, key, secret, method, json.loads(args)))

@@ -250,6 +250,30 @@ def test_track_egress_records_tone_and_video_files(media: MediaEnv, egress_dir: 
     assert "EGRESS_COMPLETE" in again["error"], again
 
 
+def test_a_simulcast_track_is_recorded_from_its_top_layer(media: MediaEnv, egress_dir: Path):
+    # Two layers (q 320x240, h 640x480): the file gets the best one, whole.
+    room = lkhelpers.unique("egresssim")
+    alice = media.python_client("alice", room, max_seconds=120)
+    alice.wait_for("connected", timeout=20)
+    cam = alice.request("publish_video", name="cam", color=[40, 160, 220], simulcast=True, timeout=20)
+
+    def layers():
+        rooms = ok(egress(media, "NodeStats"))["rooms"]
+        tracks = [t for r in rooms if r["name"] == room for p in r["participants"] for t in p["tracks"]]
+        return {layer["rid"]: layer["live"] for t in tracks if t["sid"] == cam["sid"] for layer in t["layers"]}
+
+    assert wait_until(lambda: layers() == {"q": True, "h": True}, timeout=15), layers()
+    e = ok(egress(media, "StartTrackEgress", room=room, track=cam["sid"], filepath="simulcast-{track_id}"))
+    wait_status(media, e["egress_id"], "EGRESS_ACTIVE")
+    path = egress_dir / e["files"][0]["filename"]
+    assert wait_until(lambda: path.stat().st_size > 150_000, timeout=30), path.stat()
+    ok(egress(media, "StopEgress", egress_id=e["egress_id"]))
+    wait_status(media, e["egress_id"], "EGRESS_COMPLETE")
+    s = ffprobe(path)["streams"][0]
+    assert s["codec_name"] == "vp8" and (s["width"], s["height"]) == (640, 480), s
+    assert int(s["nb_read_frames"]) >= 30, s
+
+
 def test_an_unwritable_file_fails_its_egress_alone(media: MediaEnv, egress_dir: Path):
     room = lkhelpers.unique("egressfail")
     alice = media.python_client("alice", room, max_seconds=120)
