@@ -319,6 +319,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         room_events,
     );
     let node = Arc::new(Node::new(settings, control));
+    let _ = node.egress.set(crate::egress::EgressRuntime::new(
+        media.handle.clone(),
+        node.settings.egress_dir.clone(),
+        node.settings.max_egresses,
+    ));
     *node
         .counters
         .webhook

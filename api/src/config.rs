@@ -261,6 +261,16 @@ pub struct WebhookConfig {
     pub api_key: String,
 }
 
+/// `egress:` (this server's own section: track egress written on the node's disk).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Where track egress files go (default `./egress`); created when needed.
+    pub file_dir: Option<PathBuf>,
+    /// Track egresses recording at once (default 16).
+    pub max_concurrent: Option<usize>,
+}
+
 /// `redis:`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -430,6 +440,7 @@ pub struct Config {
     pub turn: TurnConfig,
     pub ingress: IngressConfig,
     pub webhook: WebhookConfig,
+    pub egress: EgressConfig,
     pub node_selector: Opaque,
     pub signal_relay: Opaque,
     pub psrpc: Opaque,
@@ -459,6 +470,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             ingress: IngressConfig::default(),
             webhook: WebhookConfig::default(),
+            egress: EgressConfig::default(),
             node_selector: None,
             signal_relay: None,
             psrpc: None,
@@ -505,6 +517,8 @@ const SUPPORTED: &[&str] = &[
     "limit.max_api_request_body_size",
     "webhook.urls",
     "webhook.api_key",
+    "egress.file_dir",
+    "egress.max_concurrent",
     "prometheus_port",
     "prometheus.port",
     "prometheus.username",
@@ -867,6 +881,10 @@ pub struct Settings {
     pub ice_links: Vec<String>,
     /// `rtc.congestion_control`.
     pub congestion_control: CongestionControl,
+    /// Where track egress files go (`egress.file_dir`).
+    pub egress_dir: PathBuf,
+    /// Track egresses recording at once (`egress.max_concurrent`, at least 1).
+    pub max_egresses: usize,
 }
 
 impl Settings {
@@ -1007,8 +1025,18 @@ impl Settings {
                 username: config.prometheus.username.clone(),
                 password: config.prometheus.password.clone(),
             });
+        let max_egresses = config.egress.max_concurrent.unwrap_or(16);
+        if max_egresses == 0 {
+            return Err(invalid("egress.max_concurrent", "must be at least 1"));
+        }
         Ok(Settings {
             ice_links: crate::whip::ice_links(&config.rtc.stun_servers),
+            egress_dir: config
+                .egress
+                .file_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("egress")),
+            max_egresses,
             webhook,
             prometheus,
             bind,
@@ -1182,6 +1210,32 @@ region: us-west
         assert_eq!((wh.api_key.as_str(), wh.api_secret.as_str()), ("k1", "s1"));
         assert_eq!(wh.urls, ["http://127.0.0.1:9/"]);
         assert_eq!(s.prometheus.map(|p| p.port), Some(6789));
+    }
+
+    #[test]
+    fn egress_settings_have_defaults_and_a_nonzero_cap() {
+        let resolve = |yaml: &str| {
+            let (c, unsupported) = Config::load(yaml).unwrap();
+            assert!(unsupported.is_empty(), "{unsupported:?}");
+            Settings::resolve(&c, &Overrides::default())
+        };
+        let s = resolve("keys:\n  k1: s1\n").unwrap();
+        assert_eq!(
+            (s.egress_dir.as_path(), s.max_egresses),
+            (Path::new("egress"), 16)
+        );
+        let s =
+            resolve("keys:\n  k1: s1\negress:\n  file_dir: /rec\n  max_concurrent: 2\n").unwrap();
+        assert_eq!(
+            (s.egress_dir.as_path(), s.max_egresses),
+            (Path::new("/rec"), 2)
+        );
+        let e = resolve("keys:\n  k1: s1\negress:\n  max_concurrent: 0\n").unwrap_err();
+        assert!(e.to_string().contains("egress.max_concurrent"), "{e}");
+        assert!(
+            Config::load("egress:\n  file_dri: x\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

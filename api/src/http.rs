@@ -132,6 +132,8 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         } else {
             text(StatusCode::OK, "OK")
         }
+    } else if crate::node_page::is_node_path(&path) {
+        crate::node_page::handle(&node, req).await
     } else if let Some(sig) = signal_path(&path) {
         signal(node, req, sig).await
     } else if let Some(rest) = path.strip_prefix("/twirp/") {
@@ -317,7 +319,8 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
             &full_path,
         ));
     };
-    if service != room_service::SERVICE || rpc.is_empty() || rpc.contains('/') {
+    let known = service == room_service::SERVICE || service == crate::egress::SERVICE;
+    if !known || rpc.is_empty() || rpc.contains('/') {
         return Err(TwirpError::bad_route(
             format!("no handler for path {full_path:?}"),
             &method,
@@ -349,6 +352,9 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
+    if service == crate::egress::SERVICE {
+        return crate::egress::dispatch(node, rpc, format, &claims, &body).await;
+    }
     room_service::dispatch(node, rpc, format, Some(&claims), &body).await
 }
 

@@ -11,13 +11,17 @@
 //! - [`metrics`]: Prometheus metrics on their own port.
 //! - [`webhook`]: room events POSTed to the configured URLs, signed as LiveKit signs them.
 //! - [`whip`]: the WHIP ingest and WHEP playback routes.
+//! - [`egress`]: Twirp `livekit.Egress`, track egress written to files on this node.
+//! - [`node_page`]: the live node page (`/node`): rooms, participants, tracks and their rates.
 
 pub mod auth;
 pub mod cmd;
 pub mod config;
+pub mod egress;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod node_page;
 pub mod room_service;
 pub mod twirp;
 pub mod webhook;

@@ -12,6 +12,8 @@ pub struct Node {
     pub counters: std::sync::Arc<crate::metrics::ControlCounters>,
     /// WHIP and WHEP sessions.
     pub http_sessions: lkr_signal::whip::HttpSessions,
+    /// Track egress, once the media core runs.
+    pub egress: std::sync::OnceLock<crate::egress::EgressRuntime>,
 }
 
 impl Node {
@@ -25,6 +27,7 @@ impl Node {
             settings,
             control,
             counters: Default::default(),
+            egress: std::sync::OnceLock::new(),
         }
     }
 }

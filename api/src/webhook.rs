@@ -77,12 +77,26 @@ pub fn to_webhook_event(ev: &RoomEvent, now_unix: i64) -> pb::WebhookEvent {
             participant,
             track,
         } => ("track_unpublished", room, Some(participant), Some(track)),
+        RoomEvent::EgressStarted { info } => return egress_event("egress_started", info, now_unix),
+        RoomEvent::EgressUpdated { info } => return egress_event("egress_updated", info, now_unix),
+        RoomEvent::EgressEnded { info } => return egress_event("egress_ended", info, now_unix),
     };
     pb::WebhookEvent {
         event: name.into(),
         room: Some(room.clone()),
         participant: participant.cloned(),
         track: track.cloned(),
+        id: lkr_proto::id::new_id("EV_"),
+        created_at: now_unix,
+        ..Default::default()
+    }
+}
+
+/// An egress event as LiveKit sends it: its name and the `egress_info`, no room record.
+fn egress_event(name: &str, info: &pb::EgressInfo, now_unix: i64) -> pb::WebhookEvent {
+    pb::WebhookEvent {
+        event: name.into(),
+        egress_info: Some(info.clone()),
         id: lkr_proto::id::new_id("EV_"),
         created_at: now_unix,
         ..Default::default()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use lkr_cli::media::ivf::{IvfReader, IvfWriter};
 use lkr_cli::media::ogg::{OggOpusReader, OggOpusWriter};
-use lkr_client::Codec;
+use lkr_media_file::Codec;
 
 const CREDENTIAL_VARS: [&str; 6] = [
     "LIVEKIT_URL",

@@ -11,13 +11,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use lkr_dtls_glue::cert::Certificate;
-use lkr_sfu::{Command, Engine, Event, PublishSpec, Relay, TrackId, Transmit};
+use lkr_sfu::{Command, Engine, Event, PublishSpec, Relay, SinkId, TrackId, Transmit};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{Notify, mpsc};
 
 use crate::batch::{BATCH, RecvBatch, SendBatch};
 use crate::ring::{self, Consumer, Handoff, Producer};
 use crate::router::Router;
+use crate::sink::{SinkRegistry, SinkSender};
 use crate::stats::MediaStats;
 use crate::tcp::{TcpConfig, TcpPort};
 
@@ -87,9 +88,24 @@ pub struct MediaHandle {
     pub tcp_addr: Option<SocketAddr>,
     /// What the core dropped.
     pub stats: Arc<MediaStats>,
+    /// Sinks registered and not yet taken by their shard.
+    sinks: SinkRegistry,
 }
 
 impl MediaHandle {
+    /// Hands the media core the shard end of local sink `sink`; the shard that owns the
+    /// sink's track takes it when `Command::AddSink` arrives. `false` when too many sinks
+    /// wait already.
+    pub fn register_sink(&self, sink: SinkId, tx: SinkSender) -> bool {
+        self.sinks.insert(sink, tx)
+    }
+
+    /// Drops a registered sink that no `AddSink` will take (its consumer then sees the
+    /// sink closed).
+    pub fn forget_sink(&self, sink: SinkId) {
+        drop(self.sinks.take(sink));
+    }
+
     /// Queues a command without waiting. A full channel drops the command, counts it and
     /// says so.
     pub fn send(&self, cmd: Command) -> Result<(), SendError> {
@@ -188,6 +204,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             tcp_links.push((None, None));
         }
     }
+    let sinks = SinkRegistry::default();
     let stop = Arc::new(AtomicBool::new(false));
     // A ring per ordered pair of shards; about 1024 slots (1.5 kB each) into each shard in
     // all, at least 64 per ring: 3 MB for 2 shards, 47 MB for 16.
@@ -224,6 +241,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             stats: stats.clone(),
         };
         let (wakers, stop, stats) = (wakers.clone(), stop.clone(), stats.clone());
+        let registry = sinks.clone();
         let name = if n == 1 {
             "media".to_string()
         } else {
@@ -250,6 +268,9 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
                     peers: FxHashSet::default(),
                     wake: false,
                 },
+                registry,
+                sinks: FxHashMap::default(),
+                closed_sinks: Vec::new(),
             };
             on_runtime(shard.run(socket, rx, events))
         })?;
@@ -281,6 +302,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             local_addr,
             tcp_addr,
             stats,
+            sinks,
         },
         events: ev_rx,
     })
@@ -492,6 +514,12 @@ struct Shard {
     /// Frames from the ICE-TCP port.
     tcp_in: Option<Consumer>,
     tcp: TcpSide,
+    /// Sinks registered by the control plane, taken at their `AddSink`.
+    registry: SinkRegistry,
+    /// The sinks this shard feeds.
+    sinks: FxHashMap<SinkId, SinkSender>,
+    /// Sinks whose consumer went away during the last feeding (reused).
+    closed_sinks: Vec<SinkId>,
 }
 
 impl Shard {
@@ -533,8 +561,38 @@ impl Shard {
         }
     }
 
-    /// Moves the engine's relays into the rings of the shards they are for.
+    /// Hands the packets the engine queued for local sinks to their channels; a sink whose
+    /// consumer is gone is removed.
+    fn feed_sinks(&mut self) {
+        if !self.engine.has_sink_packets() {
+            return;
+        }
+        let Shard {
+            engine,
+            sinks,
+            closed_sinks,
+            ..
+        } = self;
+        engine.drain_sinks(|sink, codec, pkt| {
+            if let Some(tx) = sinks.get_mut(&sink)
+                && tx.push(codec, pkt).is_err()
+                && !closed_sinks.contains(&sink)
+            {
+                closed_sinks.push(sink);
+            }
+        });
+        while let Some(sink) = self.closed_sinks.pop() {
+            tracing::debug!(?sink, "sink consumer gone");
+            self.sinks.remove(&sink);
+            self.engine
+                .handle_command(Instant::now(), Command::RemoveSink { sink });
+        }
+    }
+
+    /// Moves the engine's relays into the rings of the shards they are for, and its sink
+    /// packets into their channels.
     fn relay(&mut self) {
+        self.feed_sinks();
         if !self.engine.has_relays() {
             return;
         }
@@ -695,7 +753,21 @@ impl Shard {
     fn on_message(&mut self, msg: ShardMsg) {
         let now = Instant::now();
         match msg {
-            ShardMsg::Command(cmd) => self.engine.handle_command(now, cmd),
+            ShardMsg::Command(cmd) => {
+                match &cmd {
+                    Command::AddSink { sink, .. } => {
+                        if let Some(tx) = self.registry.take(*sink) {
+                            self.sinks.insert(*sink, tx);
+                        }
+                    }
+                    Command::RemoveSink { sink } => {
+                        self.sinks.remove(sink);
+                        drop(self.registry.take(*sink));
+                    }
+                    _ => {}
+                }
+                self.engine.handle_command(now, cmd)
+            }
             ShardMsg::Ufrag { ufrag, shard } => match shard {
                 Some(s) if s != self.index => {
                     self.ufrags.insert(ufrag, s);
@@ -828,6 +900,9 @@ impl Shard {
                 if !self.tcp.peers.is_empty() {
                     self.tcp.peers.retain(|a| engine.knows_address(*a));
                 }
+                let engine = &mut self.engine;
+                self.stats
+                    .try_store_tracks(i, |v| engine.track_stats(now, v));
             }
         }
         self.halt();
@@ -940,6 +1015,7 @@ mod tests {
             local_addr: "127.0.0.1:1".parse().unwrap(),
             tcp_addr: None,
             stats: Arc::new(MediaStats::default()),
+            sinks: SinkRegistry::default(),
         };
         let cmd = || Command::RemovePeer { peer: PeerId(1) };
         assert_eq!(handle.send(cmd()), Ok(()));

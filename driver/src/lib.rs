@@ -8,7 +8,8 @@
 //! channel (a send never waits; a full channel is reported) and a bounded event channel
 //! (the media thread never waits on it either: events that can be lost are dropped and
 //! counted, state events wait in a local queue that is drained first). [`MediaStats`]
-//! counts what the core dropped.
+//! counts what the core dropped. Local sinks ([`sink`]) hand one track's packets to a
+//! consumer thread on this node (track egress) through a bounded channel per sink.
 //!
 //! ICE-TCP ([`tcp`]): a thread owns the passive TCP port and its connections, de-frames
 //! RFC 4571 packets into the owning shard's ring and frames what the shard sends back.
@@ -21,11 +22,13 @@ pub mod batch;
 mod driver;
 pub mod ring;
 mod router;
+pub mod sink;
 mod stats;
 pub mod tcp;
 pub mod turn;
 
 pub use driver::{DriverConfig, Media, MediaHandle, SendError, spawn};
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};
+pub use sink::{SINK_CAPACITY, SinkPacket, SinkReceiver, SinkSender, sink_channel};
 pub use stats::{LATENCY_BUCKETS_US, Latency, MediaStats, StatsSnapshot, TcpCounters, TcpSnapshot};
 pub use tcp::TcpConfig;

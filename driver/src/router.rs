@@ -241,6 +241,17 @@ impl Placement {
                 let owner = self.tracks.get(&track).map_or(0, |t| t.owner);
                 out.push((owner, ShardMsg::Command(Command::RequestKeyframe { track })));
             }
+            // A sink is fed by the shard that owns its track.
+            Command::AddSink { sink, track } => {
+                let owner = self.tracks.get(&track).map_or(0, |t| t.owner);
+                out.push((owner, ShardMsg::Command(Command::AddSink { sink, track })));
+            }
+            // Every shard forgets it (whichever took it, or none if its track was gone).
+            Command::RemoveSink { sink } => {
+                for shard in 0..self.n {
+                    out.push((shard as u8, ShardMsg::Command(Command::RemoveSink { sink })));
+                }
+            }
             cmd @ (Command::SetPaused { peer, .. }
             | Command::SetMaxLayer { peer, .. }
             | Command::SendData { peer, .. }) => {
@@ -518,5 +529,32 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_sink_goes_to_its_tracks_owner_and_its_removal_to_every_shard() {
+        let mut p = Placement::new(2, 0);
+        let mut out = Out::new();
+        p.route(add(0, 1), &mut out);
+        p.route(add(1, 2), &mut out);
+        let owner = shard_of(&out, 1);
+        p.route(publish(1, 7), &mut out);
+        out.clear();
+        let sink = lkr_sfu::SinkId(3);
+        p.route(
+            Command::AddSink {
+                sink,
+                track: TrackId(7),
+            },
+            &mut out,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [(s, ShardMsg::Command(Command::AddSink { .. }))] if *s == owner
+        ));
+        out.clear();
+        p.route(Command::RemoveSink { sink }, &mut out);
+        let shards: Vec<u8> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(shards, vec![0, 1]);
     }
 }

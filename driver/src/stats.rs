@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use lkr_sfu::{Drops, PeerId, Traffic};
+use lkr_sfu::{Drops, PeerId, TrackStats, Traffic};
 
 /// What the media core dropped, counted since it started (summed over its shards).
 #[derive(Debug)]
@@ -35,6 +35,8 @@ pub struct MediaStats {
     traffic: Vec<TrafficCounters>,
     latency: Vec<LatencyCounters>,
     per_peer: Vec<Mutex<Vec<(PeerId, u64)>>>,
+    /// Each shard's published tracks, as of the last second (for the node page).
+    tracks: Vec<Mutex<Vec<TrackStats>>>,
 }
 
 impl Default for MediaStats {
@@ -174,7 +176,27 @@ impl MediaStats {
             traffic: (0..n).map(|_| TrafficCounters::default()).collect(),
             latency: (0..n).map(|_| LatencyCounters::default()).collect(),
             per_peer: (0..n).map(|_| Mutex::default()).collect(),
+            tracks: (0..n).map(|_| Mutex::default()).collect(),
         }
+    }
+
+    /// Replaces shard `shard`'s track table with what `fill` writes, unless a reader holds
+    /// it (then it waits for the next second).
+    pub(crate) fn try_store_tracks(&self, shard: usize, fill: impl FnOnce(&mut Vec<TrackStats>)) {
+        if let Some(Ok(mut v)) = self.tracks.get(shard).map(Mutex::try_lock) {
+            fill(&mut v);
+        }
+    }
+
+    /// Every published track's counters, bitrate and loss, as of the last second.
+    pub fn tracks(&self) -> Vec<TrackStats> {
+        let mut out = Vec::new();
+        for m in &self.tracks {
+            if let Ok(v) = m.lock() {
+                out.extend(v.iter().cloned());
+            }
+        }
+        out
     }
 
     /// Copies shard `shard`'s latency histogram (called by its media thread).

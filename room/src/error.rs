@@ -17,6 +17,8 @@ pub enum Fault {
     NotFound,
     /// A limit of the room or server was reached.
     Limit,
+    /// What the caller named is not in a state that allows this (an egress that ended).
+    Precondition,
     /// Ours: the server failed to do what it should have.
     Internal,
     /// Nobody's: the server is going away (draining); try another node.
@@ -44,15 +46,21 @@ pub enum RoomError {
     Internal(String),
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("egress does not exist")]
+    EgressNotFound,
+    #[error("egress with status {0} cannot be stopped")]
+    EgressNotStoppable(String),
 }
 
 impl RoomError {
     /// Whose fault it is.
     pub fn fault(&self) -> Fault {
         match self {
-            RoomError::RoomNotFound | RoomError::ParticipantNotFound | RoomError::TrackNotFound => {
-                Fault::NotFound
-            }
+            RoomError::RoomNotFound
+            | RoomError::ParticipantNotFound
+            | RoomError::TrackNotFound
+            | RoomError::EgressNotFound => Fault::NotFound,
+            RoomError::EgressNotStoppable(_) => Fault::Precondition,
             RoomError::InvalidArgument(_) => Fault::Invalid,
             RoomError::RoomFull(_) | RoomError::LimitExceeded(_) => Fault::Limit,
             RoomError::NotAllowed(_) => Fault::NotPermitted,
@@ -70,6 +78,7 @@ impl RoomError {
             Fault::NotPermitted => "permission_denied",
             Fault::Internal => "internal",
             Fault::Unavailable => "unavailable",
+            Fault::Precondition => "failed_precondition",
         }
     }
 
@@ -78,9 +87,11 @@ impl RoomError {
     pub fn join_status(&self) -> u16 {
         match self {
             RoomError::RoomFull(_) | RoomError::NotAllowed(_) => 403,
-            RoomError::RoomNotFound | RoomError::ParticipantNotFound | RoomError::TrackNotFound => {
-                404
-            }
+            RoomError::RoomNotFound
+            | RoomError::ParticipantNotFound
+            | RoomError::TrackNotFound
+            | RoomError::EgressNotFound => 404,
+            RoomError::EgressNotStoppable(_) => 412,
             RoomError::LimitExceeded(_) => 429,
             RoomError::Internal(_) => 500,
             RoomError::ShuttingDown => 503,
@@ -95,7 +106,7 @@ impl RoomError {
             Fault::NotFound => Reason::NotFound,
             Fault::NotPermitted => Reason::NotAllowed,
             Fault::Limit => Reason::LimitExceeded,
-            Fault::Invalid => Reason::InvalidRequest,
+            Fault::Invalid | Fault::Precondition => Reason::InvalidRequest,
             Fault::Internal | Fault::Unavailable => Reason::UnclassifiedError,
         }
     }

@@ -20,4 +20,5 @@ pub use machine::{
     Config, JOIN_LATENCY_BUCKETS_MS, Join, Limits, Machine, Output, PlayOffer, RoomEvent, Stats,
     TrackOffer, TurnIce,
 };
+pub use machine::{EgressEnd, EgressTrack, PublishedTrack, StartEgress};
 pub use rooms::*;

@@ -13,6 +13,11 @@ pub struct PeerId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackId(pub u64);
 
+/// A local sink: a consumer on this node (a track egress writing a file) that receives one
+/// track's RTP packets from the media core instead of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SinkId(pub u64);
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaKind {
@@ -174,6 +179,33 @@ pub struct SubscribeSpec {
     pub priority: u8,
 }
 
+/// One layer of a published track as the node page shows it: cumulative counters and the
+/// rates since the previous [`crate::Engine::track_stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerStats {
+    /// Simulcast rid (empty for a single stream).
+    pub rid: String,
+    /// Packets and bytes received (retransmissions included).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Bits per second received since the previous look.
+    pub bitrate_bps: u64,
+    /// Share of the packets expected since the previous look that did not arrive (0..1).
+    pub loss: f32,
+    /// Whether packets arrived lately.
+    pub live: bool,
+}
+
+/// A track published on this shard, for the node page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackStats {
+    pub track: TrackId,
+    pub kind: MediaKind,
+    pub layers: Vec<LayerStats>,
+    /// Local sinks (track egress) it feeds.
+    pub sinks: usize,
+}
+
 /// Control plane → core.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -224,6 +256,16 @@ pub enum Command {
     /// Ask the publisher of `track` for a keyframe.
     RequestKeyframe {
         track: TrackId,
+    },
+    /// Hand every packet of `track` (plain RTP as the publisher sent it, one simulcast layer)
+    /// to local sink `sink`, starting with a keyframe request. See [`crate::Engine::drain_sinks`].
+    AddSink {
+        sink: SinkId,
+        track: TrackId,
+    },
+    /// Stop handing packets to `sink`.
+    RemoveSink {
+        sink: SinkId,
     },
 }
 

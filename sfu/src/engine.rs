@@ -19,8 +19,11 @@ use lkr_ice::{IceLite, IceState};
 use lkr_rtp::{RtcpPacket, RtpView};
 use rustc_hash::FxHashMap;
 
-use crate::api::{CodecKind, Command, Event, MediaKind, MediaLimits, PeerConfig, PeerId, TrackId};
-use crate::forward::{Subscription, Track, is_keyframe, pick_layer, red_primary};
+use crate::api::{
+    CodecKind, Command, Event, LayerStats, MediaKind, MediaLimits, PeerConfig, PeerId, SinkId,
+    TrackId, TrackStats,
+};
+use crate::forward::{LocalSink, Subscription, Track, is_keyframe, pick_layer, red_primary};
 
 /// Our SSRC as the sender of RTCP feedback.
 const FEEDBACK_SSRC: u32 = 1;
@@ -45,6 +48,8 @@ const LEVELS_INTERVAL: Duration = Duration::from_millis(400);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Room for the SRTP tag behind a packet.
 const SRTP_ROOM: usize = 32;
+/// Local sinks one track feeds at most (further `AddSink`s for it are ignored and logged).
+pub const MAX_SINKS_PER_TRACK: usize = 8;
 /// Datagram buffers kept for reuse (about 6 MB): one packet's fan-out to this many
 /// subscribers plus a send batch allocates nothing.
 const POOL_LIMIT: usize = 4096;
@@ -106,6 +111,14 @@ pub enum Relay {
 #[derive(Default)]
 struct RelayOut {
     items: Vec<(Relay, u32, u32)>,
+    bytes: Vec<u8>,
+}
+
+/// Packets for local sinks waiting for the driver, their bytes in one reused buffer (no
+/// allocation per packet once it has grown): (sink, codec, start, length).
+#[derive(Default)]
+struct SinkOut {
+    items: Vec<(SinkId, CodecKind, u32, u32)>,
     bytes: Vec<u8>,
 }
 
@@ -238,6 +251,9 @@ pub struct Engine {
     /// The first instant the engine saw; arrival times are counted from it.
     epoch: Option<Instant>,
     relays: RelayOut,
+    /// The track of each local sink.
+    sink_tracks: FxHashMap<SinkId, TrackId>,
+    sink_out: SinkOut,
     pub drops: Drops,
     /// What was forwarded and heard.
     pub traffic: Traffic,
@@ -400,6 +416,8 @@ impl Engine {
             reports_since_loss: 0,
             epoch: None,
             relays: RelayOut::default(),
+            sink_tracks: FxHashMap::default(),
+            sink_out: SinkOut::default(),
             drops: Drops::default(),
             traffic: Traffic::default(),
             limits: MediaLimits::default(),
@@ -539,6 +557,7 @@ impl Engine {
                 self.next_levels.get_or_insert(now + LEVELS_INTERVAL);
             }
             Command::Unpublish { track } => {
+                self.sink_tracks.retain(|_, t| *t != track);
                 if let Some(t) = self.tracks.remove(&track) {
                     if let Some(p) = self.peers.get_mut(&t.publisher) {
                         p.published.retain(|x| *x != track);
@@ -619,6 +638,14 @@ impl Engine {
                 self.pump(now, peer);
             }
             Command::RequestKeyframe { track } => self.request_keyframe(now, track, None),
+            Command::AddSink { sink, track } => self.add_sink(now, sink, track),
+            Command::RemoveSink { sink } => {
+                if let Some(track) = self.sink_tracks.remove(&sink)
+                    && let Some(t) = self.tracks.get_mut(&track)
+                {
+                    t.sinks.retain(|s| s.id != sink);
+                }
+            }
             Command::SetMaxLayer {
                 peer,
                 track,
@@ -676,10 +703,104 @@ impl Engine {
         self.arm(id);
     }
 
+    /// Starts feeding `sink` with an owned track's packets (a mirror has no sinks: the
+    /// driver sends `AddSink` to the track's owner).
+    fn add_sink(&mut self, now: Instant, sink: SinkId, track: TrackId) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            tracing::debug!(?sink, ?track, "sink for an unknown track");
+            return;
+        };
+        if t.mirror.is_some() || t.sinks.len() >= MAX_SINKS_PER_TRACK {
+            tracing::warn!(
+                ?sink,
+                ?track,
+                "sink refused: a mirror, or the track's sinks are full"
+            );
+            return;
+        }
+        if !t.sinks.iter().any(|s| s.id == sink) {
+            t.sinks.push(LocalSink {
+                id: sink,
+                layer: None,
+                since: now,
+            });
+            self.sink_tracks.insert(sink, track);
+        }
+        self.request_keyframe(now, track, None);
+    }
+
+    /// Hands each packet queued for local sinks to `f` (sink, codec of its payload type, the
+    /// RTP packet as the publisher sent it, after SRTP), oldest first.
+    pub fn drain_sinks(&mut self, mut f: impl FnMut(SinkId, CodecKind, &[u8])) {
+        for &(sink, codec, start, len) in &self.sink_out.items {
+            let (a, b) = (start as usize, (start + len) as usize);
+            f(sink, codec, &self.sink_out.bytes[a..b]);
+        }
+        self.sink_out.items.clear();
+        self.sink_out.bytes.clear();
+    }
+
+    /// The counters of every track published on this engine (mirrors excluded), with the
+    /// bitrate and loss of each layer since the previous call. Called about once a second,
+    /// off the packet path.
+    pub fn track_stats(&mut self, now: Instant, out: &mut Vec<TrackStats>) {
+        out.clear();
+        for t in self.tracks.values_mut().filter(|t| t.mirror.is_none()) {
+            let live = t.liveness(now);
+            let layers = t
+                .layers
+                .iter_mut()
+                .enumerate()
+                .map(|(i, l)| {
+                    let expected = match (l.highest, l.first_ext) {
+                        (Some(h), Some(f)) => h.saturating_sub(f) + 1,
+                        _ => 0,
+                    };
+                    let (bitrate_bps, loss) = match l.stats_prior {
+                        Some((at, bytes, packets, exp)) if now > at => {
+                            let secs = now.duration_since(at).as_secs_f64();
+                            let bps = (l.bytes.saturating_sub(bytes) * 8) as f64 / secs;
+                            let de = expected.saturating_sub(exp);
+                            let got = l.packets.saturating_sub(packets);
+                            let loss = if de > 0 {
+                                de.saturating_sub(got) as f32 / de as f32
+                            } else {
+                                0.0
+                            };
+                            (bps as u64, loss)
+                        }
+                        _ => (0, 0.0),
+                    };
+                    l.stats_prior = Some((now, l.bytes, l.packets, expected));
+                    LayerStats {
+                        rid: l.rid.clone(),
+                        packets: l.packets,
+                        bytes: l.bytes,
+                        bitrate_bps,
+                        loss,
+                        live: live.get(i).copied().unwrap_or(false),
+                    }
+                })
+                .collect();
+            out.push(TrackStats {
+                track: t.id,
+                kind: t.kind,
+                layers,
+                sinks: t.sinks.len(),
+            });
+        }
+    }
+
+    /// Whether packets wait for [`Engine::drain_sinks`].
+    pub fn has_sink_packets(&self) -> bool {
+        !self.sink_out.items.is_empty()
+    }
+
     fn remove_peer(&mut self, id: PeerId) {
         let Some(p) = self.peers.remove(&id) else {
             return;
         };
+        self.sink_tracks.retain(|_, t| !p.published.contains(t));
         self.by_ufrag.remove(&p.config.local_ufrag);
         self.by_addr.retain(|_, v| *v != id);
         for t in p.published {
@@ -1199,8 +1320,8 @@ impl Engine {
             t.audio.observe(level);
         }
         let missing = t.layers[layer].missing.len();
-        t.layers[layer].bytes += pkt.len() as u64;
         let ext = t.layers[layer].on_packet(seq, now);
+        t.layers[layer].bytes += pkt.len() as u64;
         if t.mirror.is_some() {
             // Upstream loss is the owning shard's to repair.
             t.layers[layer].missing.clear();
@@ -1216,6 +1337,27 @@ impl Engine {
         let mut want_keyframe: Option<usize> = None;
         let live = t.liveness(now);
         let n_layers = t.layers.len();
+        if t.mirror.is_none() {
+            for s in t.sinks.iter_mut() {
+                if s.layer.is_none() {
+                    let target = pick_layer(&live, n_layers, usize::MAX).unwrap_or(layer);
+                    let settled = layer + 1 == n_layers
+                        || now.saturating_duration_since(s.since) >= crate::forward::SINK_SETTLE;
+                    if target == layer && settled && (keyframe || t.kind == MediaKind::Audio) {
+                        s.layer = Some(layer);
+                    } else if target == layer && settled {
+                        want_keyframe = Some(layer);
+                    }
+                }
+                if s.layer == Some(layer) {
+                    let start = self.sink_out.bytes.len() as u32;
+                    self.sink_out.bytes.extend_from_slice(pkt);
+                    self.sink_out
+                        .items
+                        .push((s.id, codec.codec, start, pkt.len() as u32));
+                }
+            }
+        }
         let payload = view.payload();
         for s in t.subs.iter_mut() {
             if s.paused || s.cc_paused {

@@ -85,6 +85,10 @@ pub struct Layer {
     pub last_keyframe: Option<Instant>,
     pub last_pli: Option<Instant>,
     pub packets: u64,
+    /// Bytes received (whole RTP packets).
+    pub bytes: u64,
+    /// (when, bytes, packets, expected) at the previous look of the node page's counters.
+    pub stats_prior: Option<(Instant, u64, u64, u64)>,
     /// The first extended sequence number seen, for loss accounting.
     pub first_ext: Option<u64>,
     /// Expected and received counts at the previous receiver report.
@@ -94,8 +98,7 @@ pub struct Layer {
     pub received_prior: u64,
     /// The publisher's last sender report: NTP time and when it arrived.
     pub last_sr: Option<(u64, Instant)>,
-    /// Bytes received on this layer, and the bit rate measured from them.
-    pub bytes: u64,
+    /// The bit rate measured from `bytes`.
     pub rate_bps: u64,
     /// Byte count and time of the last rate measurement.
     rate_mark: Option<(Instant, u64)>,
@@ -114,12 +117,13 @@ impl Layer {
             last_keyframe: None,
             last_pli: None,
             packets: 0,
+            bytes: 0,
+            stats_prior: None,
             first_ext: None,
             expected_prior: 0,
             lost_last_interval: 0,
             received_prior: 0,
             last_sr: None,
-            bytes: 0,
             rate_bps: 0,
             rate_mark: None,
         }
@@ -692,7 +696,26 @@ pub struct Track {
     pub mirror: Option<u8>,
     /// Shards (bit per shard) that hold a mirror of this track and get its packets.
     pub relay_to: u64,
+    /// Local sinks (track egress) fed this track's packets.
+    pub sinks: Vec<LocalSink>,
 }
+
+/// A local sink of a track and the simulcast layer it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSink {
+    pub id: crate::api::SinkId,
+    /// The layer it records, chosen at a keyframe and kept, so that a file keeps one
+    /// resolution: the top layer's first keyframe, or after [`SINK_SETTLE`] the best live
+    /// layer's (the publisher may need a moment to resume layers nobody watched); `None`
+    /// until then.
+    pub layer: Option<usize>,
+    /// When it was added.
+    pub since: Instant,
+}
+
+/// How long a new sink waits for a simulcast track's top layer before it takes the best
+/// live one.
+pub const SINK_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Audio levels of one track over the current interval (LiveKit's rule: speaking when louder
 /// than -35 dBov in at least 40% of the packets).
@@ -782,6 +805,7 @@ impl Track {
             audio: AudioLevels::default(),
             mirror: None,
             relay_to: 0,
+            sinks: Vec::new(),
         }
     }
 

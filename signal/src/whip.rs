@@ -123,7 +123,7 @@ impl HttpError {
         use lkr_room::Fault;
         let msg = e.to_string();
         match e.fault() {
-            Fault::Invalid => HttpError::BadRequest(msg),
+            Fault::Invalid | Fault::Precondition => HttpError::BadRequest(msg),
             Fault::NotPermitted => HttpError::Forbidden(msg),
             Fault::NotFound => HttpError::NotFound(msg),
             Fault::Limit => match e {

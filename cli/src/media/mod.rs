@@ -2,24 +2,47 @@
 //! publishing Ogg/Opus and IVF (VP8, VP9, AV1) files in real time, recording what the room
 //! publishes, and the load tester.
 //!
-//! - [`ogg`], [`ivf`]: the two file formats, read and written.
-//! - [`vp8`], [`vp9`], [`av1`]: RTP packetizers and depacketizers (Opus needs neither: one
-//!   packet per RTP payload).
+//! - [`ogg`], [`ivf`]: the two file formats, read and written, and [`vp8`], [`vp9`],
+//!   [`av1`]: RTP packetizers and depacketizers (from `lkr-media-file`, which the server's
+//!   track egress shares).
 //! - [`source`]: a paced publisher for one file (`--loop`, keyframe requests answered by
 //!   going back to the latest keyframe).
 //! - [`record`]: one writer per subscribed track (Opus → `.ogg`, VP8/VP9/AV1 → `.ivf`).
 //! - [`join`]: `room join` and the legacy `join`.
 //! - [`loadtest`]: `perf load-test`.
 
-pub mod av1;
-pub mod ivf;
 pub mod join;
 pub mod loadtest;
-pub mod ogg;
 pub mod record;
 pub mod source;
-pub mod vp8;
-pub mod vp9;
+
+pub use lkr_media_file::{av1, ivf, ogg, vp8, vp9};
+
+/// The client's name for a codec of a file.
+pub fn client_codec(c: lkr_media_file::Codec) -> lkr_client::Codec {
+    use lkr_client::Codec as C;
+    use lkr_media_file::Codec as F;
+    match c {
+        F::Opus => C::Opus,
+        F::Vp8 => C::Vp8,
+        F::Vp9 => C::Vp9,
+        F::Av1 => C::Av1,
+        F::H264 => C::H264,
+    }
+}
+
+/// The file codec of a client codec.
+pub fn file_codec(c: lkr_client::Codec) -> lkr_media_file::Codec {
+    use lkr_client::Codec as C;
+    use lkr_media_file::Codec as F;
+    match c {
+        C::Opus => F::Opus,
+        C::Vp8 => F::Vp8,
+        C::Vp9 => F::Vp9,
+        C::Av1 => F::Av1,
+        C::H264 => F::H264,
+    }
+}
 
 /// Largest RTP payload we write.
 pub const RTP_PAYLOAD_MTU: usize = 1100;
@@ -33,6 +56,9 @@ pub enum MediaError {
     /// A file is not in the format its name says.
     #[error("{0}")]
     Format(String),
+    /// A media file could not be read or written.
+    #[error(transparent)]
+    File(#[from] lkr_media_file::FileError),
     /// A file type we cannot publish.
     #[error("cannot publish {0}: use .ogg (Opus) or .ivf (VP8, VP9, AV1)")]
     UnsupportedFile(String),

@@ -44,7 +44,8 @@ impl MediaFile {
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
             .unwrap_or_default();
-        let with_path = |e: MediaError| MediaError::Format(format!("{}: {e}", path.display()));
+        let with_path =
+            |e: lkr_media_file::FileError| MediaError::Format(format!("{}: {e}", path.display()));
         match ext.as_str() {
             "ogg" | "opus" | "oga" => {
                 OggOpusReader::new(BufReader::new(File::open(path)?)).map_err(with_path)?;
@@ -53,7 +54,12 @@ impl MediaFile {
             "ivf" => {
                 let r = IvfReader::new(BufReader::new(File::open(path)?)).map_err(with_path)?;
                 let h = r.header();
-                Ok(Self::Ivf(path.to_owned(), r.codec(), h.width, h.height))
+                Ok(Self::Ivf(
+                    path.to_owned(),
+                    super::client_codec(r.codec()),
+                    h.width,
+                    h.height,
+                ))
             }
             _ => Err(MediaError::UnsupportedFile(path.display().to_string())),
         }

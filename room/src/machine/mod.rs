@@ -26,7 +26,9 @@ use crate::negotiation::TrackCodec;
 use crate::{CreateRoom, RoomError, Rooms};
 
 mod api;
+mod egress;
 mod media;
+mod node_view;
 mod participant;
 mod room_state;
 #[cfg(test)]
@@ -35,6 +37,8 @@ mod whep;
 
 use participant::{Ctx, Effects, Participant};
 
+pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
+pub use node_view::PublishedTrack;
 pub use participant::wanted_quality;
 pub use whep::PlayOffer;
 
@@ -234,6 +238,18 @@ pub enum RoomEvent {
         participant: pb::ParticipantInfo,
         track: pb::TrackInfo,
     },
+    /// A track egress was started (EGRESS_STARTING).
+    EgressStarted {
+        info: Box<pb::EgressInfo>,
+    },
+    /// A track egress changed status (ACTIVE, ENDING).
+    EgressUpdated {
+        info: Box<pb::EgressInfo>,
+    },
+    /// A track egress ended (COMPLETE, FAILED).
+    EgressEnded {
+        info: Box<pb::EgressInfo>,
+    },
 }
 
 /// What the machine asks its owner to do.
@@ -372,6 +388,7 @@ pub struct Machine {
     draining: bool,
     joins_total: u64,
     join_latency: ([u64; JOIN_LATENCY_BUCKETS_MS.len()], u64, u64),
+    egresses: egress::Egresses,
 }
 
 impl Machine {
@@ -400,6 +417,7 @@ impl Machine {
             draining: false,
             joins_total: 0,
             join_latency: ([0; JOIN_LATENCY_BUCKETS_MS.len()], 0, 0),
+            egresses: egress::Egresses::default(),
         }
     }
 

@@ -286,6 +286,7 @@ impl Machine {
         let Some(t) = self.tracks.remove(track_sid) else {
             return;
         };
+        self.end_egresses_of_track(now, track_sid);
         // Everyone who receives it or waits for a section for it (not yet forwarding).
         let receivers: Vec<String> = self
             .participants
@@ -380,7 +381,7 @@ impl Machine {
     }
 
     #[allow(deprecated)] // subscribed_qualities is still read by older clients
-    fn tell_qualities(&mut self, track_sid: &str) {
+    pub(super) fn tell_qualities(&mut self, track_sid: &str) {
         let Some(t) = self.tracks.get_mut(track_sid) else {
             return;
         };

@@ -1666,3 +1666,5 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
         .is_err()
     );
 }
+
+mod egress_tests;

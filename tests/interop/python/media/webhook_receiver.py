@@ -5,7 +5,8 @@
 
 Each request becomes one JSON line on stdout:
     {"event": "webhook", "name": "room_started", "room": "r", "participant": "alice",
-     "track": "TR_..", "id": "EV_..", "content_type": "application/webhook+json"}
+     "track": "TR_..", "egress_id": "EG_..", "egress_status": "EGRESS_ACTIVE", "id": "EV_..",
+     "content_type": "application/webhook+json"}
     {"event": "webhook_error", "error": "..."}      (the receiver refused it; answered 401)
 With --stall the endpoint accepts requests and never answers. Exits when stdin closes.
 """
@@ -51,6 +52,8 @@ async def main() -> None:
             room_sid=ev.room.sid,
             participant=ev.participant.identity,
             track=ev.track.sid,
+            egress_id=ev.egress_info.egress_id,
+            egress_status=api.EgressStatus.Name(ev.egress_info.status) if ev.HasField("egress_info") else "",
             id=ev.id,
             created_at=ev.created_at,
             content_type=request.headers.get("Content-Type", ""),

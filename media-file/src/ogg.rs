@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::MediaError;
+use crate::FileError;
 
 const CAPTURE: &[u8; 4] = b"OggS";
 const FLAG_CONTINUED: u8 = 0x01;
@@ -54,9 +54,9 @@ pub struct OpusHead {
 }
 
 impl OpusHead {
-    fn parse(packet: &[u8]) -> Result<Self, MediaError> {
+    fn parse(packet: &[u8]) -> Result<Self, FileError> {
         if packet.len() < 19 || &packet[..8] != b"OpusHead" {
-            return Err(MediaError::Format(
+            return Err(FileError::Format(
                 "the first Ogg packet is not OpusHead".into(),
             ));
         }
@@ -67,7 +67,7 @@ impl OpusHead {
         })
     }
 
-    fn write(&self) -> Vec<u8> {
+    pub(crate) fn write(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(19);
         v.extend_from_slice(b"OpusHead");
         v.push(1);
@@ -123,7 +123,7 @@ pub struct OggOpusReader<R> {
 
 impl<R: Read> OggOpusReader<R> {
     /// Opens a stream: reads and checks the two header packets.
-    pub fn new(input: R) -> Result<Self, MediaError> {
+    pub fn new(input: R) -> Result<Self, FileError> {
         let mut r = Self {
             input,
             head: OpusHead {
@@ -138,13 +138,13 @@ impl<R: Read> OggOpusReader<R> {
         };
         let head = r
             .next_raw()?
-            .ok_or_else(|| MediaError::Format("empty Ogg file".into()))?;
+            .ok_or_else(|| FileError::Format("empty Ogg file".into()))?;
         r.head = OpusHead::parse(&head)?;
         let tags = r
             .next_raw()?
-            .ok_or_else(|| MediaError::Format("no OpusTags packet".into()))?;
+            .ok_or_else(|| FileError::Format("no OpusTags packet".into()))?;
         if !tags.starts_with(b"OpusTags") {
-            return Err(MediaError::Format(
+            return Err(FileError::Format(
                 "the second Ogg packet is not OpusTags".into(),
             ));
         }
@@ -157,7 +157,7 @@ impl<R: Read> OggOpusReader<R> {
     }
 
     /// The next audio packet, or `None` at the end.
-    pub fn next_packet(&mut self) -> Result<Option<OpusPacket>, MediaError> {
+    pub fn next_packet(&mut self) -> Result<Option<OpusPacket>, FileError> {
         loop {
             let Some(data) = self.next_raw()? else {
                 return Ok(None);
@@ -175,7 +175,7 @@ impl<R: Read> OggOpusReader<R> {
         }
     }
 
-    fn next_raw(&mut self) -> Result<Option<Vec<u8>>, MediaError> {
+    fn next_raw(&mut self) -> Result<Option<Vec<u8>>, FileError> {
         loop {
             if let Some(p) = self.queue.pop_front() {
                 return Ok(Some(p));
@@ -187,7 +187,7 @@ impl<R: Read> OggOpusReader<R> {
     }
 
     /// Reads one page into the packet queue; `false` at a clean end of file.
-    fn read_page(&mut self) -> Result<bool, MediaError> {
+    fn read_page(&mut self) -> Result<bool, FileError> {
         let mut header = [0u8; 27];
         match self.input.read_exact(&mut header) {
             Ok(()) => {}
@@ -198,7 +198,7 @@ impl<R: Read> OggOpusReader<R> {
             Err(e) => return Err(e.into()),
         }
         if &header[..4] != CAPTURE || header[4] != 0 {
-            return Err(MediaError::Format("not an Ogg page".into()));
+            return Err(FileError::Format("not an Ogg page".into()));
         }
         let flags = header[5];
         let mut lacing = vec![0u8; usize::from(header[26])];
@@ -213,7 +213,7 @@ impl<R: Read> OggOpusReader<R> {
         check.extend_from_slice(&body);
         let carried = u32::from_le_bytes([header[22], header[23], header[24], header[25]]);
         if crc32(&check) != carried {
-            return Err(MediaError::Format("Ogg page CRC mismatch".into()));
+            return Err(FileError::Format("Ogg page CRC mismatch".into()));
         }
         if flags & FLAG_CONTINUED == 0 {
             self.partial.clear();
@@ -246,7 +246,7 @@ pub struct OggOpusWriter<W: Write> {
 
 impl<W: Write> OggOpusWriter<W> {
     /// Writes the `OpusHead` (with `channels`, no pre-skip) and `OpusTags` pages.
-    pub fn new(output: W, channels: u8) -> Result<Self, MediaError> {
+    pub fn new(output: W, channels: u8) -> Result<Self, FileError> {
         let mut w = Self {
             output,
             serial: rand::random(),
@@ -271,7 +271,7 @@ impl<W: Write> OggOpusWriter<W> {
     }
 
     /// Adds a packet that ends at 48 kHz sample position `end_granule`.
-    pub fn write_packet(&mut self, packet: &[u8], end_granule: u64) -> Result<(), MediaError> {
+    pub fn write_packet(&mut self, packet: &[u8], end_granule: u64) -> Result<(), FileError> {
         if let Some((p, g)) = self.held.take() {
             self.write_page(&p, g, 0)?;
         }
@@ -279,8 +279,14 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
+    /// Flushes what was written (the latest packet stays held for the end-of-stream page).
+    pub fn flush(&mut self) -> Result<(), FileError> {
+        self.output.flush()?;
+        Ok(())
+    }
+
     /// Writes the held packet with the end-of-stream flag and flushes.
-    pub fn finish(&mut self) -> Result<(), MediaError> {
+    pub fn finish(&mut self) -> Result<(), FileError> {
         if self.finished {
             return Ok(());
         }
@@ -293,12 +299,12 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
-    fn write_page(&mut self, packet: &[u8], granule: u64, flags: u8) -> Result<(), MediaError> {
+    fn write_page(&mut self, packet: &[u8], granule: u64, flags: u8) -> Result<(), FileError> {
         // One packet per page: lacing values of 255 and a final one below 255.
         let mut lacing = vec![255u8; packet.len() / 255];
         lacing.push((packet.len() % 255) as u8);
         if lacing.len() > 255 {
-            return Err(MediaError::Format(
+            return Err(FileError::Format(
                 "Opus packet too large for one Ogg page".into(),
             ));
         }

@@ -13,9 +13,9 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use lkr_client::Codec;
+use crate::Codec;
 
-use super::MediaError;
+use crate::FileError;
 
 const SIGNATURE: &[u8; 4] = b"DKIF";
 const HEADER_LEN: u64 = 32;
@@ -83,7 +83,7 @@ pub fn is_keyframe(codec: Codec, frame: &[u8]) -> bool {
         Codec::Vp8 => frame.first().is_some_and(|b| b & 0x01 == 0),
         Codec::Vp9 => vp9_keyframe(frame),
         Codec::Av1 => {
-            super::av1::obus(frame).any(|o| o.obu_type == super::av1::OBU_SEQUENCE_HEADER)
+            crate::av1::obus(frame).any(|o| o.obu_type == crate::av1::OBU_SEQUENCE_HEADER)
         }
         Codec::Opus | Codec::H264 => false,
     }
@@ -123,11 +123,11 @@ pub struct IvfReader<R> {
 
 impl<R: Read + Seek> IvfReader<R> {
     /// Opens a file: reads and checks the header.
-    pub fn new(mut input: R) -> Result<Self, MediaError> {
+    pub fn new(mut input: R) -> Result<Self, FileError> {
         let mut h = [0u8; 32];
         input.read_exact(&mut h)?;
         if &h[..4] != SIGNATURE {
-            return Err(MediaError::Format(
+            return Err(FileError::Format(
                 "not an IVF file (no DKIF signature)".into(),
             ));
         }
@@ -141,13 +141,13 @@ impl<R: Read + Seek> IvfReader<R> {
             frames: u32::from_le_bytes([h[24], h[25], h[26], h[27]]),
         };
         let codec = header.codec().ok_or_else(|| {
-            MediaError::Format(format!(
+            FileError::Format(format!(
                 "IVF FourCC {:?} is not VP8, VP9 or AV1",
                 String::from_utf8_lossy(&header.fourcc)
             ))
         })?;
         if header.timebase_den == 0 || header.timebase_num == 0 {
-            return Err(MediaError::Format("IVF time base is zero".into()));
+            return Err(FileError::Format("IVF time base is zero".into()));
         }
         let offset = header_len.max(HEADER_LEN);
         input.seek(SeekFrom::Start(offset))?;
@@ -171,7 +171,7 @@ impl<R: Read + Seek> IvfReader<R> {
     }
 
     /// The next frame, or `None` at the end (a truncated last frame counts as the end).
-    pub fn next_frame(&mut self) -> Result<Option<IvfFrame>, MediaError> {
+    pub fn next_frame(&mut self) -> Result<Option<IvfFrame>, FileError> {
         let start = self.offset;
         let mut fh = [0u8; 12];
         match self.input.read_exact(&mut fh) {
@@ -181,7 +181,7 @@ impl<R: Read + Seek> IvfReader<R> {
         }
         let size = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]) as usize;
         if size > 64 << 20 {
-            return Err(MediaError::Format(format!("IVF frame of {size} bytes")));
+            return Err(FileError::Format(format!("IVF frame of {size} bytes")));
         }
         let pts = u64::from_le_bytes([fh[4], fh[5], fh[6], fh[7], fh[8], fh[9], fh[10], fh[11]]);
         let mut data = vec![0u8; size];
@@ -204,7 +204,7 @@ impl<R: Read + Seek> IvfReader<R> {
 
     /// Goes back to the latest keyframe read, so that the next frame is that keyframe.
     /// Returns `false` when no keyframe was read yet.
-    pub fn seek_to_last_keyframe(&mut self) -> Result<bool, MediaError> {
+    pub fn seek_to_last_keyframe(&mut self) -> Result<bool, FileError> {
         let Some(at) = self.last_keyframe else {
             return Ok(false);
         };
@@ -214,7 +214,7 @@ impl<R: Read + Seek> IvfReader<R> {
     }
 
     /// Goes back to the first frame.
-    pub fn rewind(&mut self) -> Result<(), MediaError> {
+    pub fn rewind(&mut self) -> Result<(), FileError> {
         self.input.seek(SeekFrom::Start(HEADER_LEN))?;
         self.offset = HEADER_LEN;
         self.last_keyframe = None;
@@ -239,9 +239,9 @@ impl<W: Write + Seek> IvfWriter<W> {
         width: u16,
         height: u16,
         timebase_den: u32,
-    ) -> Result<Self, MediaError> {
+    ) -> Result<Self, FileError> {
         let fourcc = IvfHeader::fourcc_of(codec)
-            .ok_or_else(|| MediaError::Format(format!("IVF cannot carry {codec}")))?;
+            .ok_or_else(|| FileError::Format(format!("IVF cannot carry {codec}")))?;
         let mut h = Vec::with_capacity(32);
         h.extend_from_slice(SIGNATURE);
         h.extend_from_slice(&0u16.to_le_bytes());
@@ -264,15 +264,21 @@ impl<W: Write + Seek> IvfWriter<W> {
     }
 
     /// Adds a frame with presentation time `pts`.
-    pub fn write_frame(&mut self, data: &[u8], pts: u64) -> Result<(), MediaError> {
+    pub fn write_frame(&mut self, data: &[u8], pts: u64) -> Result<(), FileError> {
         let size = u32::try_from(data.len())
-            .map_err(|_| MediaError::Format("frame too large for IVF".into()))?;
+            .map_err(|_| FileError::Format("frame too large for IVF".into()))?;
         self.output.write_all(&size.to_le_bytes())?;
         self.output.write_all(&pts.to_le_bytes())?;
         self.output.write_all(data)?;
         self.frames += 1;
         self.first_pts.get_or_insert(pts);
         self.last_pts = self.last_pts.max(pts);
+        Ok(())
+    }
+
+    /// Flushes what was written.
+    pub fn flush(&mut self) -> Result<(), FileError> {
+        self.output.flush()?;
         Ok(())
     }
 
@@ -294,7 +300,7 @@ impl<W: Write + Seek> IvfWriter<W> {
     }
 
     /// Writes the length into the header (and, when given, the frame size) and flushes.
-    pub fn finish(&mut self, size: Option<(u16, u16)>) -> Result<(), MediaError> {
+    pub fn finish(&mut self, size: Option<(u16, u16)>) -> Result<(), FileError> {
         if self.finished {
             return Ok(());
         }
