@@ -572,7 +572,8 @@ describe('adaptive media: livekit-client in headless Chromium', { skip: why || f
         await connectPage(capped, 'C', 'carol', room, {});
         await browser.call('A', 'publishCameraAndMicrophone', []);
         await waitPageEvent(browser, 'B', 'track_subscribed', { participant: 'alice', kind: 'video' });
-        await waitPageEvent(capped, 'C', 'track_subscribed', { participant: 'alice', kind: 'video' });
+        // page C's events are counted from its own browser's first (`after: 0`)
+        await waitPageEvent(capped, 'C', 'track_subscribed', { participant: 'alice', kind: 'video' }, { after: 0 });
         const topRun = await waitTopLayer(browser, 'B', browser, 'A', 'alice');
         const top = topRun.l.f.frameWidth;
         await waitTopLayer(capped, 'C', browser, 'A', 'alice');
