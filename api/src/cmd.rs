@@ -196,6 +196,7 @@ fn start_turn(
         max_allocations: 1024,
         stream_handshake: lkr_driver::turn::STREAM_HANDSHAKE,
         stream_idle: lkr_driver::turn::STREAM_IDLE,
+        max_streams: lkr_driver::turn::MAX_STREAMS,
     })
     .context("cannot open the TURN ports")?;
     let mut urls = Vec::new();

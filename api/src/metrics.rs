@@ -344,6 +344,10 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
             ("nack_duplicate", d.nack_duplicate),
             ("nack_over_cap", d.nack_over_cap),
             ("nack_over_rate", d.nack_over_rate),
+            ("tcp_refused", m.tcp.refused),
+            ("tcp_bad_frame", m.tcp.bad_frames),
+            ("tcp_timed_out", m.tcp.timed_out),
+            ("tcp_frame_dropped", m.tcp.frames_dropped),
         ] {
             let _ = writeln!(
                 out,

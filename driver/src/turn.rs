@@ -28,8 +28,8 @@ const STREAM_BUFFER: usize = 256 * 1024;
 pub const STREAM_HANDSHAKE: Duration = Duration::from_secs(10);
 /// A stream client silent for this long is closed (its allocation with it).
 pub const STREAM_IDLE: Duration = Duration::from_secs(120);
-/// Stream connections at once.
-const MAX_STREAMS: usize = 1024;
+/// Stream connections at once (the default of [`TurnSettings::max_streams`]).
+pub const MAX_STREAMS: usize = 1024;
 /// Tries to find a free port in the relay range.
 const RELAY_TRIES: u32 = 50;
 
@@ -63,6 +63,8 @@ pub struct TurnSettings {
     pub stream_handshake: Duration,
     /// A TCP/TLS client silent for this long is closed ([`STREAM_IDLE`]).
     pub stream_idle: Duration,
+    /// TCP/TLS connections at once ([`MAX_STREAMS`]); more are closed when accepted.
+    pub max_streams: usize,
 }
 
 impl std::fmt::Debug for TurnSettings {
@@ -133,6 +135,7 @@ struct Io {
     media_local: SocketAddr,
     stream_handshake: Duration,
     stream_idle: Duration,
+    max_streams: usize,
 }
 
 struct State {
@@ -321,7 +324,7 @@ async fn stream_listener(
         };
         {
             let mut st = me.borrow_mut();
-            if st.io.streams.len() >= MAX_STREAMS || st.io.streams.contains_key(&client) {
+            if st.io.streams.len() >= st.io.max_streams || st.io.streams.contains_key(&client) {
                 tracing::debug!(%remote, "TURN connection refused: too many");
                 continue;
             }
@@ -500,6 +503,7 @@ pub fn spawn(settings: TurnSettings) -> std::io::Result<TurnAddrs> {
                         media_local: settings.media_local,
                         stream_handshake: settings.stream_handshake,
                         stream_idle: settings.stream_idle,
+                        max_streams: settings.max_streams,
                     },
                     rearm: Rc::new(Notify::new()),
                 }));

@@ -39,6 +39,10 @@ stun_codec::define_attribute_enums!(
 );
 
 fn start(media: SocketAddr) -> TurnAddrs {
+    start_with(media, 16)
+}
+
+fn start_with(media: SocketAddr, max_streams: usize) -> TurnAddrs {
     let mut keys = BTreeMap::new();
     keys.insert("k".to_owned(), "s".to_owned());
     let lo = "127.0.0.1".parse().unwrap();
@@ -55,6 +59,7 @@ fn start(media: SocketAddr) -> TurnAddrs {
         max_allocations: 16,
         stream_handshake: Duration::from_secs(2),
         stream_idle: Duration::from_secs(30),
+        max_streams,
     })
     .expect("TURN started")
 }
@@ -294,4 +299,68 @@ fn bad_tcp_input_closes_only_its_connection() {
     // New connections are still served.
     let mut fresh = TcpStream::connect(tcp).unwrap();
     assert_eq!(binding_over(&mut fresh), fresh.local_addr().unwrap());
+}
+
+/// Reads one STUN message from a stream.
+fn read_message(s: &mut TcpStream) -> Message<Attr> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 20];
+    s.read_exact(&mut head).unwrap();
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    decode(&[&head[..], &body].concat())
+}
+
+#[test]
+fn tcp_connections_are_capped_and_take_their_allocation_with_them() {
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = start_with(media.local_addr().unwrap(), 2).tcp.unwrap();
+    let mut a = TcpStream::connect(tcp).unwrap();
+    let mut b = TcpStream::connect(tcp).unwrap();
+    assert_eq!(binding_over(&mut a), a.local_addr().unwrap());
+    assert_eq!(binding_over(&mut b), b.local_addr().unwrap());
+    // A third is over the cap: closed at once; the two are still served.
+    let mut c = TcpStream::connect(tcp).unwrap();
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)),
+        "over the cap"
+    );
+    assert_eq!(binding_over(&mut a), a.local_addr().unwrap());
+
+    // An allocation over `b`.
+    let transport = || vec![Attr::from(RequestedTransport::new(17))];
+    b.write_all(&encode(MessageClass::Request, ALLOCATE, transport(), None))
+        .unwrap();
+    let first = read_message(&mut b);
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let user = lkr_turn::credentials::username(unix + 600, "k", "PA_t");
+    let auth = Auth {
+        pass: lkr_turn::credentials::password("s", &user),
+        user,
+        nonce: first.get_attribute::<Nonce>().unwrap().value().to_owned(),
+    };
+    b.write_all(&encode(
+        MessageClass::Request,
+        ALLOCATE,
+        transport(),
+        Some(&auth),
+    ))
+    .unwrap();
+    let r = read_message(&mut b);
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{:?}", code(&r));
+    let relay = r.get_attribute::<XorRelayAddress>().unwrap().address();
+    assert!(UdpSocket::bind(relay).is_err(), "the relay port is held");
+    // The connection goes: its allocation and relay port go with it, and its place is free.
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UdpSocket::bind(relay).is_err() {
+        assert!(Instant::now() < deadline, "relay port still held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut d = TcpStream::connect(tcp).unwrap();
+    assert_eq!(binding_over(&mut d), d.local_addr().unwrap());
 }
