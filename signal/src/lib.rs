@@ -7,8 +7,12 @@
 //!   with the token checks `/validate` reports.
 //! - [`session`]: one participant's WebSocket: frames in to the machine, its responses out.
 //!
+//! - [`agents`]: the LiveKit Agents dispatcher on the control task, and one agent worker's
+//!   `/agent` WebSocket.
+//!
 //! No room logic lives here: the machine decides, the pumps carry.
 
+pub mod agents;
 pub mod control;
 pub mod join;
 pub mod session;
