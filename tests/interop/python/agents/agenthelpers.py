@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import signal
 import sys
 from pathlib import Path
@@ -120,7 +121,8 @@ def whoami(user: ClientProc, agent_identity: str) -> Dict[str, Any]:
 
 def wait_agent(user: ClientProc, timeout: float = 20, exclude: tuple = ()) -> Dict[str, Any]:
     """The first agent participant `user` saw join (its participant_connected event, whose
-    `kind` is the SDK's participant kind), other than the identities in `exclude`."""
+    `kind` is the SDK's participant kind), other than the identities in `exclude`, once its
+    tone is subscribed."""
 
     def found():
         for e in user.find("participant_connected"):
@@ -128,6 +130,11 @@ def wait_agent(user: ClientProc, timeout: float = 20, exclude: tuple = ()) -> Di
                 return e
         return None
 
+    t0 = time.monotonic()
     e = mediahelpers.wait_until(found, timeout, interval=0.1)
     assert e, f"no agent joined within {timeout}s\n{user.describe()}"
+    # Ready: the agent registers its RPC methods, then publishes its tone (see
+    # agent_worker.py); a request sent before its connection is up would be lost.
+    left = max(1.0, timeout - (time.monotonic() - t0))
+    user.wait_for("track_subscribed", participant=e["participant"], name="agent-tone", timeout=left)
     return e

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from agenthelpers import wait_agent, whoami
+from agenthelpers import API_KEY, API_SECRET, wait_agent, whoami
 from mediahelpers import assert_tone
 
 
@@ -41,3 +41,56 @@ def test_agent_joins_a_new_room_with_tone_and_rpc(agents):
     assert len(jobs) == 1 and jobs[0]["status"] == "JS_RUNNING", jobs
     assert jobs[0]["participant_identity"] == agent["participant"], jobs
     assert jobs[0]["id"] == who["job_id"]
+
+
+def test_named_agent_comes_only_when_dispatched_by_twirp(agents):
+    agents.worker("auto2")
+    agents.worker("helper", agent_name="helper", tone_hz=880)
+    user = agents.python_client("bob", "named-room")
+    user.wait_for("connected", timeout=20)
+    auto = wait_agent(user, timeout=20)
+    assert whoami(user, auto["participant"])["worker"] == "auto2"
+    # The room started with the automatic dispatch alone: offers are made when a room
+    # starts, before its agent joins, so by now a helper job would be listed.
+    ds = agents.ok("list_dispatch", room="named-room")["dispatches"]
+    assert [d["agent_name"] for d in ds] == [""], ds
+    agent_ids = [p["identity"] for p in agents.ok("list_participants", room="named-room")["participants"] if p["kind"] == "AGENT"]
+    assert agent_ids == [auto["participant"]], agent_ids
+    # Dispatched by name: the helper comes, with the dispatch's metadata.
+    d = agents.ok("create_dispatch", room="named-room", agent_name="helper", metadata="m1")
+    assert d["id"].startswith("AD_") and d["agent_name"] == "helper" and d["metadata"] == "m1", d
+    helper = wait_agent(user, timeout=20, exclude=(auto["participant"],))
+    who = whoami(user, helper["participant"])
+    assert (who["worker"], who["metadata"], who["room"]) == ("helper", "m1", "named-room"), who
+    assert_tone(user.request("analyze_audio", participant=helper["participant"], seconds=1.0, timeout=40), 880, "the helper's tone")
+    listed = {x["id"]: x for x in agents.ok("list_dispatch", room="named-room")["dispatches"]}
+    assert set(listed) == {ds[0]["id"], d["id"]}, listed
+    assert [j["status"] for j in listed[d["id"]]["jobs"]] == ["JS_RUNNING"], listed
+    # Deleting the dispatch terminates its job: the helper leaves, the other agent stays.
+    gone = agents.ok("delete_dispatch", room="named-room", dispatch_id=d["id"])
+    assert gone["id"] == d["id"] and gone["deleted_at"] > 0, gone
+    user.wait_for("participant_disconnected", participant=helper["participant"], timeout=20)
+    assert [x["id"] for x in agents.ok("list_dispatch", room="named-room")["dispatches"]] == [ds[0]["id"]]
+    assert whoami(user, auto["participant"])["worker"] == "auto2"
+
+
+def test_named_agent_comes_by_token_room_config(agents):
+    from livekit import api
+
+    agents.worker("helper2", agent_name="helper2", tone_hz=880)
+    tok = (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity("carol")
+        .with_name("carol")
+        .with_grants(api.VideoGrants(room_join=True, room="token-room"))
+        .with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="helper2", metadata="from token")]))
+        .to_jwt()
+    )
+    user = agents.python_client("carol", "token-room", token=tok)
+    user.wait_for("connected", timeout=20)
+    helper = wait_agent(user, timeout=20)
+    who = whoami(user, helper["participant"])
+    assert (who["worker"], who["metadata"]) == ("helper2", "from token"), who
+    # The token named its agents: no automatic dispatch in this room.
+    ds = agents.ok("list_dispatch", room="token-room")["dispatches"]
+    assert [(x["agent_name"], x["metadata"]) for x in ds] == [("helper2", "from token")], ds
