@@ -111,17 +111,24 @@ async def twirp_json(url: str, key: str, secret: str, args: dict) -> None:
 
 
 async def worker_refused(url: str, key: str, secret: str, args: dict) -> None:
+    """A WebSocket upgrade request to /agent with that token; reports the status and body."""
+    import base64
+    import os
+
     import aiohttp
 
     tok = args.get("token") or token(key, secret, **args.get("token_grants", {}))
-    ws_url = url.replace("http", "ws", 1) + "/agent"
+    headers = {
+        "Authorization": f"Bearer {tok}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
     async with aiohttp.ClientSession() as s:
-        try:
-            async with s.ws_connect(ws_url, headers={"Authorization": f"Bearer {tok}"}) as ws:
-                await ws.close()
-                out({"ok": True, "result": {"status": 101}})
-        except aiohttp.WSServerHandshakeError as e:
-            out({"ok": True, "result": {"status": e.status, "body": e.message}})
+        async with s.get(f"{url}/agent", headers=headers) as r:
+            body = await r.text() if r.status != 101 else ""
+            out({"ok": True, "result": {"status": r.status, "body": body}})
 
 
 async def bad_worker(url: str, key: str, secret: str, args: dict) -> None:

@@ -1,0 +1,123 @@
+"""LiveKit Agents: two workers share the jobs, a worker killed mid-job is noticed and the next
+dispatch goes to the other, and bad input (no agent grant, malformed worker messages, Twirp
+calls for what does not exist) gets LiveKit's answers without disturbing the other workers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import mediahelpers
+from agenthelpers import kill_worker, wait_agent, whoami
+
+
+def _dispatch_and_ask(agents, room: str, agent_name: str, user_name: str):
+    """A user in `room`, a dispatch of `agent_name` there, and the agent's whoami."""
+    user = agents.python_client(user_name, room)
+    user.wait_for("connected", timeout=20)
+    agents.ok("create_dispatch", room=room, agent_name=agent_name)
+    agent = wait_agent(user, timeout=25)
+    return user, agent, whoami(user, agent["participant"])
+
+
+def test_two_workers_share_jobs(agents):
+    agents.worker("share-a", agent_name="share")
+    agents.worker("share-b", agent_name="share")
+    seen = []
+    for i in range(2):
+        _, _, who = _dispatch_and_ask(agents, f"share-room-{i}", "share", f"sharer{i}")
+        seen.append(who["worker"])
+    assert sorted(seen) == ["share-a", "share-b"], f"both jobs went to the same worker: {seen}"
+
+
+def test_worker_killed_mid_job_is_noticed(agents):
+    workers = {"kill-a": agents.worker("kill-a", agent_name="kill"), "kill-b": agents.worker("kill-b", agent_name="kill")}
+    _, agent, who = _dispatch_and_ask(agents, "kill-room-1", "kill", "victim-user")
+    doomed = who["worker"]
+    survivor = next(w for w in workers if w != doomed)
+    kill_worker(workers[doomed])
+    t0 = time.monotonic()
+
+    # The server notices: the dead worker's job is marked failed.
+    def job_failed():
+        ds = agents.ok("list_dispatch", room="kill-room-1")["dispatches"]
+        jobs = [j for d in ds if d["agent_name"] == "kill" for j in d["jobs"]]
+        return jobs and jobs[0]["status"] == "JS_FAILED" and jobs[0]
+
+    job = mediahelpers.wait_until(job_failed, 20, interval=0.3)
+    assert job, f"the killed worker's job is still listed as running: {agents.ok('list_dispatch', room='kill-room-1')}"
+    assert "gone" in job["error"], job
+    noticed = time.monotonic() - t0
+    assert noticed < 10, f"the worker's death was noticed after {noticed:.1f}s"
+    # The next dispatch goes to the surviving worker (the dead one would never answer: a
+    # dispatch offered to it would wait 10 s and then move on; this one is at once).
+    user2, agent2, who2 = _dispatch_and_ask(agents, "kill-room-2", "kill", "next-user")
+    assert who2["worker"] == survivor, who2
+
+
+def test_worker_without_agent_grant_is_refused(agents):
+    res = agents.ok("worker_refused", token_grants={"room_join": True, "room": "x"})
+    assert res["status"] == 401, res
+    assert "no permissions to access the room" in res["body"], res
+    res = agents.ok("worker_refused", token="not.a.jwt")
+    assert res["status"] == 401, res
+
+
+def test_malformed_worker_messages_close_that_worker_only(agents):
+    agents.worker("steady")
+    cases = {
+        "garbage": ["register", "garbage"],
+        "json_garbage": ["json_register", "json_garbage"],
+        "before register": ["availability_before_register"],
+        "registers twice": ["register", "register"],
+    }
+    for name, frames in cases.items():
+        got = agents.ok("bad_worker", frames=frames)["got"]
+        assert got[-1]["answer"] == "closed", f"{name}: {got}"
+        assert got[-1]["code"] == 1008, f"{name}: closed with {got[-1]}"
+        if frames[0] in ("register", "json_register"):
+            first = got[0]
+            assert first["answer"] in ("register", "text"), f"{name}: {got}"
+            if first["answer"] == "text":
+                assert first["data"]["register"]["workerId"].startswith("AW_"), first
+    # A ping is answered in kind.
+    got = agents.ok("bad_worker", frames=["register", "ping"])["got"]
+    assert [g["answer"] for g in got] == ["register", "pong"], got
+    # The good worker still serves rooms.
+    user = agents.python_client("after-bad", "after-bad-room")
+    user.wait_for("connected", timeout=20)
+    agent = wait_agent(user, timeout=25)
+    assert whoami(user, agent["participant"])["worker"] == "steady"
+
+
+def test_dispatch_service_errors(agents):
+    def call(method, body, grants):
+        return agents.ok("twirp_json", service="livekit.AgentDispatchService", method=method, body=body, grants=grants)
+
+    admin = {"room_admin": True, "room": "nowhere"}
+    for method, body in (
+        ("ListDispatch", {"room": "nowhere"}),
+        ("DeleteDispatch", {"room": "nowhere", "dispatchId": "AD_x"}),
+    ):
+        r = call(method, body, admin)
+        assert r["status"] == 404, r
+        assert json.loads(r["body"]) == {"code": "not_found", "msg": "requested room does not exist"}, r
+    # No roomAdmin for that room.
+    r = call("CreateDispatch", {"room": "nowhere", "agentName": "x"}, {"room_admin": True, "room": "elsewhere"})
+    assert r["status"] == 401 and json.loads(r["body"])["code"] == "unauthenticated", r
+    # An unknown dispatch in a room that exists.
+    user = agents.python_client("errs", "errs-room")
+    user.wait_for("connected", timeout=20)
+    r = call("DeleteDispatch", {"room": "errs-room", "dispatchId": "AD_nope"}, {"room_admin": True, "room": "errs-room"})
+    assert r["status"] == 404 and json.loads(r["body"]) == {"code": "not_found", "msg": "dispatch ID not found"}, r
+    # An unknown method.
+    r = call("Nope", {}, {"room_admin": True, "room": "errs-room"})
+    assert r["status"] == 404 and json.loads(r["body"])["code"] == "bad_route", r
+    # A dispatch for an agent no worker has registered is kept, with no job (as LiveKit).
+    r = call("CreateDispatch", {"room": "errs-room", "agentName": "nobody", "metadata": "m"}, {"room_admin": True, "room": "errs-room"})
+    assert r["status"] == 200, r
+    d = json.loads(r["body"])
+    assert d["agentName"] == "nobody" and d["id"].startswith("AD_"), d
+    listed = agents.ok("list_dispatch", room="errs-room")["dispatches"]
+    nobody = [x for x in listed if x["agent_name"] == "nobody"]
+    assert len(nobody) == 1 and nobody[0]["jobs"] == [], listed
