@@ -249,3 +249,90 @@ where
     tracing::debug!(worker = conn, "agent worker connection ended");
     let _ = control.worker_gone(conn).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lkr_agent::{Limits, Timing};
+
+    fn host(now: Instant) -> AgentHost {
+        AgentHost::new(Dispatcher::new(
+            Limits::default(),
+            Timing::default(),
+            pb::ServerInfo::default(),
+            now,
+            1_700_000_000_000,
+        ))
+    }
+
+    fn ping(n: i64) -> pb::WorkerMessage {
+        pb::WorkerMessage {
+            message: Some(pb::worker_message::Message::Ping(pb::WorkerPing {
+                timestamp: n,
+            })),
+        }
+    }
+
+    /// A worker that stops reading its connection is cut when its queue is full: what the
+    /// server holds for it stays bounded, it is forgotten, and another worker is unaffected.
+    #[test]
+    fn a_worker_that_stops_reading_is_cut_at_its_queue_bound() {
+        let now = Instant::now();
+        let mut h = host(now);
+        let slow = h.connect(now, "k", "s").unwrap();
+        let mut fast = h.connect(now, "k", "s").unwrap();
+        for _ in 0..4 * WORKER_QUEUE {
+            for j in [&slow, &fast] {
+                // Once cut, the slow worker is unknown: its late messages change nothing.
+                let _ = h.dispatcher.handle_worker_message(now, j.conn, ping(1));
+            }
+            h.drain(now);
+            while fast.rx.try_recv().is_ok() {}
+        }
+        assert!(slow.rx.len() <= WORKER_QUEUE, "{} queued", slow.rx.len());
+        assert_eq!(h.links.len(), 1, "the slow worker's link is gone");
+        assert_eq!(
+            h.dispatcher.stats().workers,
+            1,
+            "and the dispatcher forgot it"
+        );
+        // The fast worker still gets its answers.
+        h.dispatcher
+            .handle_worker_message(now, fast.conn, ping(7))
+            .unwrap();
+        h.drain(now);
+        let Ok(ToWorker::Message(m)) = fast.rx.try_recv() else {
+            panic!("the fast worker got nothing")
+        };
+        assert!(
+            matches!(m.message, Some(pb::server_message::Message::Pong(p)) if p.last_timestamp == 7)
+        );
+    }
+
+    /// Every connection past the cap is refused before it holds anything.
+    #[test]
+    fn worker_connections_are_capped() {
+        let now = Instant::now();
+        let mut h = AgentHost::new(Dispatcher::new(
+            Limits {
+                max_workers: 3,
+                ..Limits::default()
+            },
+            Timing::default(),
+            pb::ServerInfo::default(),
+            now,
+            0,
+        ));
+        let held: Vec<WorkerJoined> = (0..3).map(|_| h.connect(now, "k", "s").unwrap()).collect();
+        assert_eq!(
+            h.connect(now, "k", "s").unwrap_err(),
+            lkr_agent::AgentError::TooManyWorkers(3)
+        );
+        assert_eq!(h.links.len(), 3);
+        h.gone(now, held[0].conn);
+        assert!(
+            h.connect(now, "k", "s").is_ok(),
+            "a freed place is usable again"
+        );
+    }
+}

@@ -5,10 +5,12 @@ calls for what does not exist) gets LiveKit's answers without disturbing the oth
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import mediahelpers
-from agenthelpers import kill_worker, wait_agent, whoami
+from agenthelpers import API_KEY, API_SECRET, kill_worker, wait_agent, whoami
 
 
 def _dispatch_and_ask(agents, room: str, agent_name: str, user_name: str):
@@ -121,3 +123,49 @@ def test_dispatch_service_errors(agents):
     listed = agents.ok("list_dispatch", room="errs-room")["dispatches"]
     nobody = [x for x in listed if x["agent_name"] == "nobody"]
     assert len(nobody) == 1 and nobody[0]["jobs"] == [], listed
+
+
+def test_worker_that_stops_answering_is_forgotten(agents):
+    stalled = agents.worker("stall-a", agent_name="stall")
+    agents.worker("stall-b", agent_name="stall")
+    first_id = stalled.find("registered")[0]["worker_id"]
+    os.killpg(stalled.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        gone = mediahelpers.wait_until(lambda: "the worker stopped answering" in agents.server_log(), 40, interval=0.3)
+        assert gone, "the stopped worker was never given up on\n" + agents.server_log_tail(4000)
+        took = time.monotonic() - t0
+        assert 10 < took < 25, f"given up on after {took:.1f}s (the worker timeout is 15 s)"
+        # Every new dispatch now goes to the worker that answers, at once.
+        _, _, who = _dispatch_and_ask(agents, "stall-room", "stall", "stall-user")
+        assert who["worker"] == "stall-b", who
+    finally:
+        os.killpg(stalled.proc.pid, signal.SIGCONT)
+    # Woken up, the worker finds its connection closed and registers afresh.
+    again = stalled.wait_for("registered", timeout=40, after=stalled.index_of(stalled.find("registered")[0]) + 1)
+    assert again["worker_id"] != first_id, again
+
+
+def test_room_with_only_its_agent_left_closes(agents):
+    from livekit import api
+
+    w = agents.worker("closer", agent_name="closer")
+    tok = (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity("erin")
+        .with_grants(api.VideoGrants(room_join=True, room="closing-room"))
+        .with_room_config(api.RoomConfiguration(departure_timeout=1, agents=[api.RoomAgentDispatch(agent_name="closer")]))
+        .to_jwt()
+    )
+    user = agents.python_client("erin", "closing-room", token=tok)
+    user.wait_for("connected", timeout=20)
+    agent = wait_agent(user, timeout=25)
+    job_id = whoami(user, agent["participant"])["job_id"]
+    user.close()
+    # The agent does not keep the room open: it closes one second after the user left, the
+    # agent is sent away and its job ends.
+    w.wait_for("job_ended", job_id=job_id, timeout=20)
+    rooms = mediahelpers.wait_until(
+        lambda: "closing-room" not in [r["name"] for r in agents.twirp("ListRooms")["result"]["rooms"]], 10, interval=0.3
+    )
+    assert rooms, agents.twirp("ListRooms")
