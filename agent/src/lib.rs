@@ -225,6 +225,8 @@ struct Worker {
     jobs: HashSet<String>,
     /// When it is given up on: registration deadline, then last heard from + timeout.
     deadline: Instant,
+    /// Its entry in the timer set (at or before `deadline`; moved on when it fires early).
+    armed: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -391,6 +393,7 @@ impl Dispatcher {
                 load: 0.0,
                 jobs: HashSet::new(),
                 deadline,
+                armed: deadline,
             },
         );
         self.timers.insert((deadline, Timer::Worker(conn)));
@@ -541,6 +544,7 @@ impl Dispatcher {
         let Some(w) = self.workers.remove(&conn) else {
             return;
         };
+        self.timers.remove(&(w.armed, Timer::Worker(conn)));
         if let Some(reg) = &w.reg {
             tracing::info!(worker = %reg.id, jobs = w.jobs.len(), "agent worker gone");
         }
@@ -1066,21 +1070,25 @@ impl Dispatcher {
 
     /// A participant left room `room`: when it was a job's agent, the job is terminated.
     pub fn handle_participant_left(&mut self, now: Instant, room: &str, identity: &str) {
-        if let Some(r) = self.rooms.get_mut(room) {
-            r.publishers.remove(identity);
-        }
-        let running: Vec<String> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| {
-                j.room == room
-                    && matches!(j.phase, Phase::Running { .. })
-                    && j.job
-                        .state
-                        .as_ref()
-                        .is_some_and(|s| s.participant_identity == identity)
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.publishers.remove(identity);
+        // Only this room's jobs are looked at (its dispatches list them).
+        let running: Vec<String> = r
+            .dispatches
+            .values()
+            .flat_map(|d| d.jobs.iter())
+            .filter(|id| {
+                self.jobs.get(*id).is_some_and(|j| {
+                    matches!(j.phase, Phase::Running { .. })
+                        && j.job
+                            .state
+                            .as_ref()
+                            .is_some_and(|s| s.participant_identity == identity)
+                })
             })
-            .map(|(id, _)| id.clone())
+            .cloned()
             .collect();
         for id in running {
             self.terminate_job(
@@ -1224,10 +1232,11 @@ impl Dispatcher {
             };
             match timer {
                 Timer::Worker(conn) => {
-                    let Some(w) = self.workers.get(&conn) else {
+                    let Some(w) = self.workers.get_mut(&conn) else {
                         continue;
                     };
                     if w.deadline > now {
+                        w.armed = w.deadline;
                         self.timers.insert((w.deadline, Timer::Worker(conn)));
                         continue;
                     }

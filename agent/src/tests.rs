@@ -571,3 +571,151 @@ fn ended_jobs_are_bounded() {
     assert!(jobs <= ENDED_JOBS_KEPT + 1, "{jobs}");
     assert!(h.d.jobs.len() <= ENDED_JOBS_KEPT + 1);
 }
+
+/// Thousands of arbitrary inputs (workers connecting, registering, answering at random,
+/// vanishing; rooms and participants coming and going; time passing) never panic, and the
+/// dispatcher's holdings stay within their caps and consistent.
+#[test]
+fn random_inputs_keep_the_bounds() {
+    let limits = Limits {
+        max_workers: 6,
+        max_jobs: 40,
+        max_dispatches_per_room: 4,
+        max_metadata_size: 32,
+    };
+    let mut h = harness_with(limits.clone());
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut offered: Vec<(Conn, String)> = Vec::new();
+    let mut now = h.t0;
+    for _ in 0..20_000 {
+        now += Duration::from_millis(rnd(400));
+        let name = format!("r{}", rnd(5));
+        match rnd(12) {
+            0 => {
+                if let Ok(c) = h.d.handle_worker_connect(now, KEY, SECRET) {
+                    conns.push(c);
+                }
+            }
+            1 | 2 => {
+                let Some(&c) = conns.get(rnd(conns.len() as u64) as usize) else {
+                    continue;
+                };
+                let m = match rnd(8) {
+                    0 => W::Register(pb::RegisterWorkerRequest {
+                        r#type: rnd(4) as i32,
+                        agent_name: if rnd(2) == 0 {
+                            String::new()
+                        } else {
+                            "n".into()
+                        },
+                        ..Default::default()
+                    }),
+                    1 => W::UpdateWorker(pb::UpdateWorkerStatus {
+                        status: Some(rnd(3) as i32),
+                        load: [0.0, 0.5, f32::NAN, -3.0, 7.0][rnd(5) as usize],
+                        ..Default::default()
+                    }),
+                    2 => W::Ping(pb::WorkerPing {
+                        timestamp: rnd(1000) as i64,
+                    }),
+                    3 => W::UpdateJob(pb::UpdateJobStatus {
+                        job_id: offered.last().map(|o| o.1.clone()).unwrap_or_default(),
+                        status: rnd(5) as i32,
+                        error: "e".repeat(rnd(600) as usize),
+                    }),
+                    4 => W::MigrateJob(pb::MigrateJobRequest::default()),
+                    _ => W::Availability(pb::AvailabilityResponse {
+                        job_id: offered
+                            .get(rnd(offered.len() as u64) as usize)
+                            .map(|o| o.1.clone())
+                            .unwrap_or_default(),
+                        available: rnd(3) != 0,
+                        terminate: rnd(10) == 0,
+                        participant_metadata: "m".repeat(rnd(40) as usize),
+                        ..Default::default()
+                    }),
+                };
+                let _ = h.d.handle_worker_message(now, c, msg(m));
+            }
+            3 => {
+                if !conns.is_empty() {
+                    let c = conns.swap_remove(rnd(conns.len() as u64) as usize);
+                    h.d.handle_worker_gone(now, c);
+                }
+            }
+            4 => h.d.handle_room_started(now, &room(&name), &[]),
+            5 => h.d.handle_room_finished(now, &name),
+            6 => {
+                let p = person(&format!("p{}", rnd(9)));
+                h.d.handle_participant_joined(now, &room(&name), &p);
+            }
+            7 => {
+                let p = person(&format!("p{}", rnd(9)));
+                h.d.handle_track_published(now, &room(&name), &p);
+            }
+            8 => {
+                h.d.handle_participant_left(now, &name, &format!("agent-{}", rnd(7)))
+            }
+            9 => {
+                let _ = h.d.create_dispatch(
+                    now,
+                    &room(&name),
+                    &[person("p1")],
+                    &pb::CreateAgentDispatchRequest {
+                        agent_name: if rnd(2) == 0 {
+                            String::new()
+                        } else {
+                            "n".into()
+                        },
+                        room: name.clone(),
+                        ..Default::default()
+                    },
+                );
+            }
+            10 => {
+                if let Some(d) = h.d.list_dispatch(&name, "").first() {
+                    let _ = h.d.delete_dispatch(now, &name, &d.id);
+                }
+            }
+            _ => h.d.handle_timeout(now),
+        }
+        for o in h.outputs() {
+            match o {
+                Output::Send { to, message } => {
+                    if let Some(S::Availability(a)) = message.message {
+                        offered.push((to, a.job.map(|j| j.id).unwrap_or_default()));
+                        if offered.len() > 64 {
+                            offered.remove(0);
+                        }
+                    }
+                }
+                Output::Close { to, .. } => conns.retain(|c| *c != to),
+            }
+        }
+        let s = h.d.stats();
+        assert!(s.workers <= limits.max_workers);
+        assert!(h.d.jobs.len() <= limits.max_jobs);
+        for r in h.d.rooms.values() {
+            assert!(r.dispatches.len() <= limits.max_dispatches_per_room);
+        }
+        // Every job a worker holds exists and names that worker.
+        for (c, w) in &h.d.workers {
+            for id in &w.jobs {
+                let j = &h.d.jobs[id];
+                assert!(
+                    matches!(j.phase, Phase::Offered { worker, .. } | Phase::Running { worker } if worker == *c),
+                    "{id} is held by {c} but is {:?}",
+                    j.phase
+                );
+            }
+        }
+        assert!(h.d.timers.len() <= h.d.workers.len() + h.d.jobs.len());
+    }
+}
