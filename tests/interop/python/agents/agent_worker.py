@@ -6,7 +6,7 @@ Run it (inside the test's network namespace) as the framework's CLI runs any age
     agent_worker.py start --url ws://10.77.0.1:7880 --api-key devkey --api-secret secret
 
 Environment: AGENT_NAME (empty: dispatched automatically), WORKER_LABEL (reported back),
-TONE_HZ (the tone the agent publishes, default 660).
+TONE_HZ (the tone the agent publishes, default 660), JOB_TYPE (room | publisher).
 
 Each job's agent joins the room, publishes a sine tone as track "agent-tone", and answers
 two RPC methods: "whoami" (JSON: the worker label, job id, room, dispatch metadata, its own
@@ -23,11 +23,13 @@ import os
 import sys
 
 from livekit import rtc
-from livekit.agents import AgentServer, JobContext, JobExecutorType, cli
+from livekit.agents import AgentServer, JobContext, JobExecutorType, WorkerType, cli
 
 AGENT_NAME = os.environ.get("AGENT_NAME", "")
 LABEL = os.environ.get("WORKER_LABEL", "worker")
 TONE_HZ = float(os.environ.get("TONE_HZ", "660"))
+# "room": one agent per room; "publisher": one per participant that publishes.
+JOB_TYPE = {"room": WorkerType.ROOM, "publisher": WorkerType.PUBLISHER}[os.environ.get("JOB_TYPE", "room")]
 SAMPLE_RATE = 48000
 FRAME = 480  # 10 ms
 
@@ -68,7 +70,7 @@ async def _tone(source: rtc.AudioSource) -> None:
         await source.capture_frame(frame)
 
 
-@server.rtc_session(agent_name=AGENT_NAME)
+@server.rtc_session(agent_name=AGENT_NAME, type=JOB_TYPE)
 async def entrypoint(ctx: JobContext) -> None:
     await ctx.connect()
     room = ctx.room
@@ -85,6 +87,8 @@ async def entrypoint(ctx: JobContext) -> None:
                 "identity": me.identity,
                 "kind": int(me.kind),
                 "caller": data.caller_identity,
+                "job_type": int(ctx.job.type),
+                "for_participant": ctx.job.participant.identity if ctx.job.HasField("participant") else None,
             }
         )
 

@@ -94,3 +94,28 @@ def test_named_agent_comes_by_token_room_config(agents):
     # The token named its agents: no automatic dispatch in this room.
     ds = agents.ok("list_dispatch", room="token-room")["dispatches"]
     assert [(x["agent_name"], x["metadata"]) for x in ds] == [("helper2", "from token")], ds
+
+
+def test_publisher_worker_gets_one_job_per_publisher(agents):
+    from livekit import api
+
+    agents.worker("pub-worker", agent_name="per-publisher", job_type="publisher")
+    tok = (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity("frank")
+        .with_grants(api.VideoGrants(room_join=True, room="pub-room"))
+        .with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="per-publisher", metadata="pp")]))
+        .to_jwt()
+    )
+    user = agents.python_client("frank", "pub-room", token=tok)
+    user.wait_for("connected", timeout=20)
+    # No job before anyone publishes: a publisher worker's job is for a publishing participant.
+    ds = agents.ok("list_dispatch", room="pub-room")["dispatches"]
+    assert len(ds) == 1 and ds[0]["jobs"] == [], ds
+    user.request("publish_audio", name="tone", freq=440)
+    agent = wait_agent(user, timeout=25)
+    who = whoami(user, agent["participant"])
+    assert (who["worker"], who["for_participant"], who["metadata"]) == ("pub-worker", "frank", "pp"), who
+    assert who["job_type"] == 1, who  # JT_PUBLISHER
+    jobs = agents.ok("list_dispatch", room="pub-room")["dispatches"][0]["jobs"]
+    assert [(j["type"], j["status"]) for j in jobs] == [("JT_PUBLISHER", "JS_RUNNING")], jobs
