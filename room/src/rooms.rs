@@ -307,9 +307,17 @@ impl Rooms {
     ) -> Result<Option<Participant>, RoomError> {
         let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
         let max = room.info.max_participants;
+        // As LiveKit: agents and egress neither count toward max_participants nor are held
+        // back by it.
         if max > 0
+            && !is_dependent(&info)
             && !room.participants.contains_key(&info.identity)
-            && room.participants.len() >= max as usize
+            && room
+                .participants
+                .values()
+                .filter(|p| !is_dependent(&p.info))
+                .count()
+                >= max as usize
         {
             return Err(RoomError::RoomFull(max));
         }

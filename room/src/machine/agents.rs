@@ -176,6 +176,49 @@ mod tests {
         assert_eq!(m.participant_count(), 0);
     }
 
+    /// Agents neither count toward max_participants nor are turned away by it.
+    #[test]
+    fn agents_do_not_count_toward_max_participants() {
+        let now = Instant::now();
+        let mut m = machine(now);
+        let one = Claims {
+            room_config: Some(serde_json::json!({"maxParticipants": 1})),
+            ..Default::default()
+        };
+        join(&mut m, now, "alice", one);
+        join(&mut m, now, "bot", agent_claims());
+        join(&mut m, now, "bot2", agent_claims());
+        let claims = Claims {
+            sub: "bob".into(),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: "r".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let refused = m.handle_join(
+            now,
+            Join {
+                room: "r".into(),
+                identity: "bob".into(),
+                claims,
+                single_pc: true,
+                auto_subscribe: true,
+                client_protocol: 16,
+                publisher_offer: None,
+                metadata: None,
+                attributes: HashMap::new(),
+                resume: None,
+            },
+        );
+        assert!(
+            matches!(refused, Err(crate::RoomError::RoomFull(1))),
+            "{refused:?}"
+        );
+        assert_eq!(m.participant_count(), 3);
+    }
+
     /// A room an agent joined first still waits for a person: the empty timeout applies.
     #[test]
     fn an_agent_alone_does_not_start_the_departure_clock() {
