@@ -22,6 +22,7 @@ def test_node_agent_joins_with_tone_and_rpc(agents):
     user.wait_for("connected", timeout=20)
     agent = wait_agent(user, timeout=30)
     took = time.monotonic() - t0
+    print(f"Node agent joined and published {took:.2f}s after the user started connecting")
     assert took < 15, f"the Node agent took {took:.1f}s to join"
     who = whoami(user, agent["participant"])
     assert (who["worker"], who["room"], who["caller"]) == ("node-auto", "node-room", "dave"), who

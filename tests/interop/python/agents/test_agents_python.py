@@ -17,6 +17,7 @@ def test_agent_joins_a_new_room_with_tone_and_rpc(agents):
     user.wait_for("connected", timeout=20)
     agent = wait_agent(user, timeout=20)
     took = time.monotonic() - t0
+    print(f"agent joined and published {took:.2f}s after the user started connecting")
     assert took < 10, f"the agent took {took:.1f}s to join"
     who = whoami(user, agent["participant"])
     assert who["worker"] == "auto"

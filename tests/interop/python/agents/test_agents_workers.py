@@ -50,6 +50,7 @@ def test_worker_killed_mid_job_is_noticed(agents):
     assert job, f"the killed worker's job is still listed as running: {agents.ok('list_dispatch', room='kill-room-1')}"
     assert "gone" in job["error"], job
     noticed = time.monotonic() - t0
+    print(f"killed worker's job marked failed after {noticed:.2f}s")
     assert noticed < 10, f"the worker's death was noticed after {noticed:.1f}s"
     # The next dispatch goes to the surviving worker (the dead one would never answer: a
     # dispatch offered to it would wait 10 s and then move on; this one is at once).
@@ -135,6 +136,7 @@ def test_worker_that_stops_answering_is_forgotten(agents):
         gone = mediahelpers.wait_until(lambda: "the worker stopped answering" in agents.server_log(), 40, interval=0.3)
         assert gone, "the stopped worker was never given up on\n" + agents.server_log_tail(4000)
         took = time.monotonic() - t0
+        print(f"stopped worker given up on after {took:.2f}s")
         assert 10 < took < 25, f"given up on after {took:.1f}s (the worker timeout is 15 s)"
         # Every new dispatch now goes to the worker that answers, at once.
         _, _, who = _dispatch_and_ask(agents, "stall-room", "stall", "stall-user")
