@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "media"))
 
@@ -139,3 +141,19 @@ def wait_agent(user: ClientProc, timeout: float = 20, exclude: tuple = ()) -> Di
     left = max(1.0, timeout - (time.monotonic() - t0))
     user.wait_for("track_subscribed", participant=e["participant"], name="agent-tone", timeout=left)
     return e
+
+
+def agent_env_with(extra_args=None) -> AgentEnv:
+    """A started AgentEnv whose server gets `extra_args`, for a module's own fixture."""
+    if os.geteuid() != 0:
+        pytest.skip("these tests need root: they create a network namespace")
+    why = mediahelpers.netns_usable() or agents_usable()
+    if why:
+        pytest.fail(why, pytrace=False)
+    env = AgentEnv(extra_args=extra_args)
+    try:
+        env.start()
+    except Exception as e:  # noqa: BLE001
+        env.cleanup()
+        pytest.fail(f"could not start the agents environment: {e}", pytrace=False)
+    return env

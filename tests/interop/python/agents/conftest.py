@@ -4,28 +4,14 @@ the server log plus every worker's and client's output attached to failures."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-import agenthelpers
-from agenthelpers import AgentEnv
-import mediahelpers
+from agenthelpers import AgentEnv, agent_env_with
 
 
 @pytest.fixture(scope="module")
 def agent_env():
-    if os.geteuid() != 0:
-        pytest.skip("these tests need root: they create a network namespace")
-    why = mediahelpers.netns_usable() or agenthelpers.agents_usable()
-    if why:
-        pytest.fail(why, pytrace=False)
-    env = AgentEnv()
-    try:
-        env.start()
-    except Exception as e:  # noqa: BLE001
-        env.cleanup()
-        pytest.fail(f"could not start the agents environment: {e}", pytrace=False)
+    env = agent_env_with()
     try:
         yield env
     finally:
