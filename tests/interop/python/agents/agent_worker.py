@@ -6,7 +6,8 @@ Run it (inside the test's network namespace) as the framework's CLI runs any age
     agent_worker.py start --url ws://10.77.0.1:7880 --api-key devkey --api-secret secret
 
 Environment: AGENT_NAME (empty: dispatched automatically), WORKER_LABEL (reported back),
-TONE_HZ (the tone the agent publishes, default 660), JOB_TYPE (room | publisher).
+TONE_HZ (the tone the agent publishes, default 660), JOB_TYPE (room | publisher), ON_REQUEST
+(accept | decline | terminate | slow, see below).
 
 Each job's agent joins the room, publishes a sine tone as track "agent-tone", and answers
 two RPC methods: "whoami" (JSON: the worker label, job id, room, dispatch metadata, its own
@@ -23,12 +24,16 @@ import os
 import sys
 
 from livekit import rtc
-from livekit.agents import AgentServer, JobContext, JobExecutorType, WorkerType, cli
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobRequest, WorkerType, cli
 
 AGENT_NAME = os.environ.get("AGENT_NAME", "")
 LABEL = os.environ.get("WORKER_LABEL", "worker")
 TONE_HZ = float(os.environ.get("TONE_HZ", "660"))
 # "room": one agent per room; "publisher": one per participant that publishes.
+# How job offers are answered: "accept" (default), "decline" (not available: the server asks
+# another worker), "terminate" (rejected for good), "slow" (accepted after 12 s, past the
+# server's 10 s availability timeout).
+ON_REQUEST = os.environ.get("ON_REQUEST", "accept")
 JOB_TYPE = {"room": WorkerType.ROOM, "publisher": WorkerType.PUBLISHER}[os.environ.get("JOB_TYPE", "room")]
 SAMPLE_RATE = 48000
 FRAME = 480  # 10 ms
@@ -70,7 +75,19 @@ async def _tone(source: rtc.AudioSource) -> None:
         await source.capture_frame(frame)
 
 
-@server.rtc_session(agent_name=AGENT_NAME, type=JOB_TYPE)
+async def on_request(req: JobRequest) -> None:
+    emit("job_request", job_id=req.id, room=req.room.name)
+    if ON_REQUEST == "decline":
+        await req.reject(terminate=False)
+    elif ON_REQUEST == "terminate":
+        await req.reject(terminate=True)
+    else:
+        if ON_REQUEST == "slow":
+            await asyncio.sleep(12)
+        await req.accept()
+
+
+@server.rtc_session(agent_name=AGENT_NAME, type=JOB_TYPE, on_request=on_request)
 async def entrypoint(ctx: JobContext) -> None:
     await ctx.connect()
     room = ctx.room

@@ -50,11 +50,14 @@ class AgentEnv(MediaEnv):
         super().__init__(extra_args=extra_args)
         self.ns = NetNs(prefix="lkagent")
 
-    def _worker_env(self, label: str, agent_name: str, tone_hz: int, job_type: str = "room") -> Dict[str, str]:
+    def _worker_env(
+        self, label: str, agent_name: str, tone_hz: int, job_type: str = "room", on_request: str = "accept"
+    ) -> Dict[str, str]:
         env = self._client_env()
         env.update(
             {
                 "JOB_TYPE": job_type,
+                "ON_REQUEST": on_request,
                 "AGENT_NAME": agent_name,
                 "WORKER_LABEL": label,
                 "TONE_HZ": str(tone_hz),
@@ -69,10 +72,12 @@ class AgentEnv(MediaEnv):
         )
         return env
 
-    def worker(self, label: str, agent_name: str = "", tone_hz: int = 660, job_type: str = "room") -> ClientProc:
+    def worker(
+        self, label: str, agent_name: str = "", tone_hz: int = 660, job_type: str = "room", on_request: str = "accept"
+    ) -> ClientProc:
         """A Python agent worker (`agent_worker.py start`), registered when this returns."""
         argv = self.ns.argv([agents_python(), str(WORKER), "start", "--url", WS_URL, "--api-key", API_KEY, "--api-secret", API_SECRET])
-        return self._start_worker(label, argv, self._worker_env(label, agent_name, tone_hz, job_type))
+        return self._start_worker(label, argv, self._worker_env(label, agent_name, tone_hz, job_type, on_request))
 
     def node_worker(self, label: str, agent_name: str = "", tone_hz: int = 660) -> ClientProc:
         node = mediahelpers.node_bin()

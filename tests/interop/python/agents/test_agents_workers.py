@@ -171,3 +171,42 @@ def test_room_with_only_its_agent_left_closes(agents):
         lambda: "closing-room" not in [r["name"] for r in agents.twirp("ListRooms")["result"]["rooms"]], 10, interval=0.3
     )
     assert rooms, agents.twirp("ListRooms")
+
+
+def test_declined_or_unanswered_offers_go_to_another_worker(agents):
+    # Registered first, equally idle: each is asked before the taker.
+    decliner = agents.worker("decliner", agent_name="picky", on_request="decline")
+    agents.worker("taker", agent_name="picky")
+    _, _, who = _dispatch_and_ask(agents, "picky-room", "picky", "picky-user")
+    assert who["worker"] == "taker", who
+    assert decliner.find("job_request", room="picky-room"), "the declining worker was never asked"
+
+    slow = agents.worker("sloth", agent_name="patient", on_request="slow")
+    agents.worker("prompt", agent_name="patient")
+    t0 = time.monotonic()
+    _, _, who = _dispatch_and_ask(agents, "patient-room", "patient", "patient-user")
+    took = time.monotonic() - t0
+    print(f"unanswered offer moved on; agent in after {took:.2f}s")
+    assert who["worker"] == "prompt", who
+    assert slow.find("job_request", room="patient-room"), "the slow worker was never asked"
+    assert 10 <= took < 25, f"the offer moved on after {took:.1f}s (the availability timeout is 10 s)"
+
+
+def test_a_job_rejected_for_good_is_not_offered_again(agents):
+    refuser = agents.worker("refuser", agent_name="final", on_request="terminate")
+    other = agents.worker("bystander", agent_name="final")
+    user = agents.python_client("final-user", "final-room")
+    user.wait_for("connected", timeout=20)
+    agents.ok("create_dispatch", room="final-room", agent_name="final")
+
+    def ended():
+        ds = agents.ok("list_dispatch", room="final-room")["dispatches"]
+        jobs = [j for d in ds if d["agent_name"] == "final" for j in d["jobs"]]
+        return jobs and jobs[0]["status"] == "JS_SUCCESS" and jobs
+
+    jobs = mediahelpers.wait_until(ended, 20, interval=0.3)
+    assert jobs and len(jobs) == 1, agents.ok("list_dispatch", room="final-room")
+    assert refuser.find("job_request", room="final-room")
+    assert not other.find("job_request", room="final-room"), "a job rejected for good was offered again"
+    people = agents.ok("list_participants", room="final-room")["participants"]
+    assert [p["identity"] for p in people] == ["final-user"], people
