@@ -136,6 +136,8 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         crate::node_page::handle(&node, req).await
     } else if let Some(sig) = signal_path(&path) {
         signal(node, req, sig).await
+    } else if path == "/agent" {
+        agent_worker(node, req).await
     } else if let Some(rest) = path.strip_prefix("/twirp/") {
         let rest = rest.to_string();
         let (service, method) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
@@ -289,6 +291,93 @@ async fn signal(
     switching_protocols(&key)
 }
 
+/// `/agent`: an agent worker's WebSocket (LiveKit Agents). The token (header or
+/// `access_token`) must carry the `agent` grant; its API key signs the tokens of the agents
+/// the worker runs. Refusals are LiveKit's: 404 for a request that is not an upgrade, 401
+/// without the grant, 503 past the cap on connected workers.
+async fn agent_worker(node: Arc<Node>, mut req: Request<Incoming>) -> Resp {
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    };
+    if !is_upgrade {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    }
+    let claims = match auth::authenticate(req.headers(), req.uri().query(), &node.settings.keys) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = ?e, "agent worker refused");
+            let mut r = Response::new(Full::new(Bytes::from(e.to_string())));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
+    };
+    let Some(claims) = claims.filter(|c| c.video.as_ref().is_some_and(|v| v.agent)) else {
+        tracing::debug!("agent worker refused: no agent grant");
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "no permissions to access the room",
+        );
+    };
+    use lkr_proto::token::KeyProvider as _;
+    let secret = node
+        .settings
+        .keys
+        .secret(&claims.iss)
+        .unwrap_or_default()
+        .to_string();
+    let joined = match node.control.worker_connect(&claims.iss, &secret).await {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => {
+            tracing::info!("agent worker refused: {e}");
+            let mut r = Response::new(Full::new(Bytes::from(e.to_string())));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
+        Err(e) => return join_error(&JoinError::new(503, e.to_string())),
+    };
+    let slot = req.extensions_mut().remove::<ConnectionSlot>();
+    let upgrade_timeout = node.settings.limits.websocket_upgrade_timeout;
+    let control = node.control.clone();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let message_limit = match node.settings.limits.signal_message_size_limit {
+        0 => None,
+        n => Some(n),
+    };
+    tokio::spawn(async move {
+        match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
+            Ok(Ok(upgraded)) => {
+                let config = WebSocketConfig::default()
+                    .max_message_size(message_limit)
+                    .max_frame_size(message_limit);
+                let io = SlottedIo {
+                    io: TokioIo::new(upgraded),
+                    _slot: slot,
+                };
+                let ws = WebSocketStream::from_raw_socket(
+                    io,
+                    tungstenite::protocol::Role::Server,
+                    Some(config),
+                )
+                .await;
+                lkr_signal::agents::run_worker(ws, control, joined).await;
+            }
+            _ => {
+                tracing::debug!(
+                    worker = joined.conn,
+                    "agent worker upgrade failed or timed out"
+                );
+                let _ = control.worker_gone(joined.conn).await;
+            }
+        }
+    });
+    switching_protocols(&key)
+}
+
 /// The 101 answer to a WebSocket upgrade with `key`.
 fn switching_protocols(key: &HeaderValue) -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -319,7 +408,9 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
             &full_path,
         ));
     };
-    let known = service == room_service::SERVICE || service == crate::egress::SERVICE;
+    let known = service == room_service::SERVICE
+        || service == crate::egress::SERVICE
+        || service == crate::agent_service::SERVICE;
     if !known || rpc.is_empty() || rpc.contains('/') {
         return Err(TwirpError::bad_route(
             format!("no handler for path {full_path:?}"),
@@ -354,6 +445,9 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
     };
     if service == crate::egress::SERVICE {
         return crate::egress::dispatch(node, rpc, format, &claims, &body).await;
+    }
+    if service == crate::agent_service::SERVICE {
+        return crate::agent_service::dispatch(node, rpc, format, Some(&claims), &body).await;
     }
     room_service::dispatch(node, rpc, format, Some(&claims), &body).await
 }

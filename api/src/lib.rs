@@ -6,7 +6,9 @@
 //!
 //! - [`config`]: LiveKit's YAML configuration, strict, with flag overrides.
 //! - [`auth`]: where a request's token is and whether it holds.
-//! - [`twirp`]: Twirp framing and errors; [`room_service`]: the RoomService methods.
+//! - [`twirp`]: Twirp framing and errors; [`room_service`]: the RoomService methods;
+//!   [`agent_service`]: the AgentDispatchService methods (LiveKit Agents; `/agent` is the
+//!   workers' WebSocket).
 //! - [`node`]: state shared by handlers; [`http`]: the listener; [`cmd`]: the binary.
 //! - [`metrics`]: Prometheus metrics on their own port.
 //! - [`webhook`]: room events POSTed to the configured URLs, signed as LiveKit signs them.
@@ -14,6 +16,7 @@
 //! - [`egress`]: Twirp `livekit.Egress`, track egress written to files on this node.
 //! - [`node_page`]: the live node page (`/node`): rooms, participants, tracks and their rates.
 
+pub mod agent_service;
 pub mod auth;
 pub mod cmd;
 pub mod config;

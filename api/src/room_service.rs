@@ -46,7 +46,7 @@ fn ensure_list(claims: Option<&Claims>) -> Result<(), TwirpError> {
     }
 }
 
-fn ensure_admin(claims: Option<&Claims>, room: &str) -> Result<(), TwirpError> {
+pub(crate) fn ensure_admin(claims: Option<&Claims>, room: &str) -> Result<(), TwirpError> {
     let g = grant(claims)?;
     if g.admins(room) {
         Ok(())
@@ -91,7 +91,17 @@ pub async fn dispatch(
             let r: pb::CreateRoomRequest = decode(format, body)?;
             ensure_create(claims)?;
             let req: CreateRoom = (&r).into();
-            let room = on_machine(node, move |m, now| m.api_create_room(now, &req)).await?;
+            let agents = r.agents;
+            let room = on_machine(node, move |m, now| {
+                let existed = m.room_exists(&req.name);
+                let room = m.api_create_room(now, &req)?;
+                // A new room's agent dispatches (LiveKit Agents), read when it starts.
+                if !existed && !agents.is_empty() {
+                    m.set_room_agents(&req.name, agents)?;
+                }
+                Ok(room)
+            })
+            .await?;
             Ok(format.encode(&room))
         }
         "ListRooms" => {

@@ -102,6 +102,21 @@ pub struct Room {
     first_joined_at: Option<Instant>,
     last_left_at: Option<Instant>,
     participants: BTreeMap<String, Participant>,
+    /// The agent dispatches the room was created with (token `roomConfig` or CreateRoom).
+    agents: Vec<pb::RoomAgentDispatch>,
+}
+
+/// Whether a participant only serves the room (an agent or egress, as LiveKit's
+/// `IsDependent`): a room whose only participants are such closes like an empty one.
+#[allow(deprecated)] // agent and recorder are still set by older servers and clients
+pub fn is_dependent(info: &pb::ParticipantInfo) -> bool {
+    use pb::participant_info::Kind;
+    info.kind == Kind::Agent as i32
+        || info.kind == Kind::Egress as i32
+        || info
+            .permission
+            .as_ref()
+            .is_some_and(|p| p.agent || p.recorder)
 }
 
 impl Room {
@@ -134,9 +149,15 @@ impl Room {
             .ok_or(RoomError::ParticipantNotFound)
     }
 
-    /// When this room closes if it stays empty, or `None` while someone is in it.
+    /// The agent dispatches the room was created with.
+    pub fn agents(&self) -> &[pb::RoomAgentDispatch] {
+        &self.agents
+    }
+
+    /// When this room closes if nobody but agents and egress stays, or `None` while someone
+    /// else is in it.
     fn deadline(&self) -> Option<Instant> {
-        if !self.participants.is_empty() {
+        if self.participants.values().any(|p| !is_dependent(&p.info)) {
             return None;
         }
         match (self.first_joined_at, self.last_left_at) {
@@ -227,6 +248,7 @@ impl Rooms {
                 first_joined_at: None,
                 last_left_at: None,
                 participants: BTreeMap::new(),
+                agents: Vec::new(),
             }
         });
         if req.empty_timeout > 0 {
@@ -285,13 +307,23 @@ impl Rooms {
     ) -> Result<Option<Participant>, RoomError> {
         let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
         let max = room.info.max_participants;
+        // As LiveKit: agents and egress neither count toward max_participants nor are held
+        // back by it.
         if max > 0
+            && !is_dependent(&info)
             && !room.participants.contains_key(&info.identity)
-            && room.participants.len() >= max as usize
+            && room
+                .participants
+                .values()
+                .filter(|p| !is_dependent(&p.info))
+                .count()
+                >= max as usize
         {
             return Err(RoomError::RoomFull(max));
         }
-        room.first_joined_at.get_or_insert(now);
+        if !is_dependent(&info) {
+            room.first_joined_at.get_or_insert(now);
+        }
         Ok(room
             .participants
             .insert(info.identity.clone(), Participant { info }))
@@ -309,10 +341,23 @@ impl Rooms {
             .participants
             .remove(identity)
             .ok_or(RoomError::ParticipantNotFound)?;
-        if room.participants.is_empty() {
-            room.last_left_at = Some(now);
-        }
+        // As LiveKit: the departure clock runs from the last leave of anyone, and counts
+        // once only agents and egress remain.
+        room.last_left_at = Some(now);
         Ok(p)
+    }
+
+    /// Sets the agent dispatches of room `name` (kept at most `cap`).
+    pub fn set_agents(
+        &mut self,
+        name: &str,
+        mut agents: Vec<pb::RoomAgentDispatch>,
+        cap: usize,
+    ) -> Result<(), RoomError> {
+        let room = self.rooms.get_mut(name).ok_or(RoomError::RoomNotFound)?;
+        agents.truncate(cap);
+        room.agents = agents;
+        Ok(())
     }
 
     /// The participant `identity` in room `name`.

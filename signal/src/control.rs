@@ -9,8 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use lkr_agent::Dispatcher;
 use lkr_proto::pb;
 use lkr_room::{Join, Machine, Output, RoomError, RoomEvent};
+
+use crate::agents::{AgentHost, WorkerJoined};
 use lkr_sfu::{Command, Event};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -55,6 +58,7 @@ pub struct Joined {
 }
 
 type Call = Box<dyn FnOnce(&mut Machine, Instant) + Send>;
+type AgentCall = Box<dyn FnOnce(&mut Machine, &mut Dispatcher, Instant) + Send>;
 
 enum Input {
     Join {
@@ -73,9 +77,30 @@ enum Input {
         link: u64,
     },
     Call(Call),
+    Agent(AgentInput),
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// What an agent worker connection (or the AgentDispatchService) sends the control task.
+enum AgentInput {
+    Connect {
+        api_key: String,
+        secret: String,
+        reply: oneshot::Sender<Result<WorkerJoined, lkr_agent::AgentError>>,
+    },
+    Message {
+        conn: lkr_agent::Conn,
+        message: Box<pb::WorkerMessage>,
+    },
+    Seen {
+        conn: lkr_agent::Conn,
+    },
+    Gone {
+        conn: lkr_agent::Conn,
+    },
+    Call(AgentCall),
 }
 
 /// A handle on the control task; cheap to clone.
@@ -105,6 +130,34 @@ impl Control {
         media: Option<MediaLink>,
         events: Option<mpsc::Sender<RoomEvent>>,
     ) -> (Control, tokio::task::JoinHandle<()>) {
+        Self::spawn_with_agents(
+            machine,
+            media,
+            events,
+            lkr_agent::Limits::default(),
+            lkr_agent::Timing::default(),
+        )
+    }
+
+    /// [`Control::spawn`] with the agent dispatcher's caps and deadlines.
+    pub fn spawn_with_agents(
+        machine: Machine,
+        media: Option<MediaLink>,
+        events: Option<mpsc::Sender<RoomEvent>>,
+        agent_limits: lkr_agent::Limits,
+        agent_timing: lkr_agent::Timing,
+    ) -> (Control, tokio::task::JoinHandle<()>) {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let dispatcher = Dispatcher::new(
+            agent_limits,
+            agent_timing,
+            machine.node_server_info(),
+            Instant::now(),
+            unix_ms,
+        );
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let (media_up_tx, media_up) = tokio::sync::watch::channel(true);
         let (commands, media_events) = match media {
@@ -118,6 +171,7 @@ impl Control {
             commands,
             events,
             media_up: media_up_tx,
+            agents: AgentHost::new(dispatcher),
         };
         let handle = tokio::spawn(task.run(rx, media_events));
         let live = Arc::new(tokio::sync::watch::channel(0).0);
@@ -202,6 +256,61 @@ impl Control {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
+    /// Admits an agent worker connection authorised by API key `api_key`.
+    pub async fn worker_connect(
+        &self,
+        api_key: &str,
+        secret: &str,
+    ) -> Result<Result<WorkerJoined, lkr_agent::AgentError>, ControlGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Agent(AgentInput::Connect {
+            api_key: api_key.to_string(),
+            secret: secret.to_string(),
+            reply,
+        }))
+        .await?;
+        rx.await.map_err(|_| ControlGone)
+    }
+
+    /// A message from agent worker `conn`.
+    pub async fn worker_message(
+        &self,
+        conn: lkr_agent::Conn,
+        message: pb::WorkerMessage,
+    ) -> Result<(), ControlGone> {
+        self.send(Input::Agent(AgentInput::Message {
+            conn,
+            message: Box::new(message),
+        }))
+        .await
+    }
+
+    /// A frame from agent worker `conn` that carried no message.
+    pub async fn worker_seen(&self, conn: lkr_agent::Conn) -> Result<(), ControlGone> {
+        self.send(Input::Agent(AgentInput::Seen { conn })).await
+    }
+
+    /// Agent worker `conn`'s connection ended.
+    pub async fn worker_gone(&self, conn: lkr_agent::Conn) -> Result<(), ControlGone> {
+        self.send(Input::Agent(AgentInput::Gone { conn })).await
+    }
+
+    /// Runs `f` on the machine and the agent dispatcher together (an AgentDispatchService
+    /// call) and returns its result.
+    pub async fn agent_call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Machine, &mut Dispatcher, Instant) -> R + Send + 'static,
+    ) -> Result<R, ControlGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Agent(AgentInput::Call(Box::new(
+            move |m, d, now| {
+                let _ = reply.send(f(m, d, now));
+            },
+        ))))
+        .await?;
+        rx.await.map_err(|_| ControlGone)
+    }
+
     /// Runs `f` on the machine (an API call) and returns its result.
     pub async fn call<R: Send + 'static>(
         &self,
@@ -229,6 +338,7 @@ struct Task {
     commands: Option<mpsc::Sender<Command>>,
     events: Option<mpsc::Sender<RoomEvent>>,
     media_up: tokio::sync::watch::Sender<bool>,
+    agents: AgentHost,
 }
 
 impl Task {
@@ -238,7 +348,13 @@ impl Task {
         mut media_events: Option<mpsc::Receiver<Event>>,
     ) {
         loop {
-            let deadline = self.machine.poll_timeout();
+            let deadline = match (
+                self.machine.poll_timeout(),
+                self.agents.dispatcher.poll_timeout(),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -271,11 +387,16 @@ impl Task {
                         self.media_up.send_replace(false);
                     }
                 },
-                _ = sleep => self.machine.handle_timeout(Instant::now()),
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.machine.handle_timeout(now);
+                    self.agents.dispatcher.handle_timeout(now);
+                }
             }
             self.drain().await;
         }
-        // Shutting down: every session hears it.
+        // Shutting down: every session and agent worker hears it.
+        self.agents.close_all();
         for (_, s) in self.sessions.drain() {
             let leave = pb::LeaveRequest {
                 can_reconnect: false,
@@ -335,9 +456,34 @@ impl Task {
                 }
             }
             Input::Call(f) => f(&mut self.machine, now),
+            Input::Agent(a) => self.handle_agent(now, a),
             Input::Shutdown { reply } => {
                 let _ = reply.send(());
             }
+        }
+    }
+
+    fn handle_agent(&mut self, now: Instant, input: AgentInput) {
+        match input {
+            AgentInput::Connect {
+                api_key,
+                secret,
+                reply,
+            } => {
+                let r = self.agents.connect(now, &api_key, &secret);
+                if let Err(Ok(j)) = reply.send(r) {
+                    self.agents.gone(now, j.conn);
+                }
+            }
+            AgentInput::Message { conn, message } => {
+                let _ = self
+                    .agents
+                    .dispatcher
+                    .handle_worker_message(now, conn, *message);
+            }
+            AgentInput::Seen { conn } => self.agents.dispatcher.handle_worker_seen(now, conn),
+            AgentInput::Gone { conn } => self.agents.gone(now, conn),
+            AgentInput::Call(f) => f(&mut self.machine, &mut self.agents.dispatcher, now),
         }
     }
 
@@ -377,6 +523,7 @@ impl Task {
                     }
                 }
                 Output::Event(ev) => {
+                    self.agents.on_event(Instant::now(), &self.machine, &ev);
                     if let Some(tx) = &self.events
                         && tx.try_send(ev).is_err()
                     {
@@ -385,6 +532,7 @@ impl Task {
                 }
             }
         }
+        self.agents.drain(Instant::now());
     }
 }
 

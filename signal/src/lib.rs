@@ -8,8 +8,12 @@
 //! - [`session`]: one participant's WebSocket: frames in to the machine, its responses out.
 //! - [`whip`]: participants whose signalling is HTTP (WHIP ingest, WHEP playback).
 //!
+//! - [`agents`]: the LiveKit Agents dispatcher on the control task, and one agent worker's
+//!   `/agent` WebSocket.
+//!
 //! No room logic lives here: the machine decides, the pumps carry.
 
+pub mod agents;
 pub mod control;
 pub mod join;
 pub mod session;

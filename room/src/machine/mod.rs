@@ -25,6 +25,7 @@ use lkr_sfu::{Command, MediaKind, PeerId, TrackId};
 use crate::negotiation::TrackCodec;
 use crate::{CreateRoom, RoomError, Rooms};
 
+mod agents;
 mod api;
 mod egress;
 mod media;
@@ -35,6 +36,7 @@ mod room_state;
 mod tests;
 mod whep;
 
+pub use agents::MAX_ROOM_AGENTS;
 use participant::{Ctx, Effects, Participant};
 
 pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
@@ -490,7 +492,26 @@ impl Machine {
             self.remove(now, &psid, true, reason_of(why));
         }
         for room in self.rooms.close_expired(now) {
-            tracing::info!(room = %room.info().name, sid = %room.sid(), "closing empty room");
+            // Only agents (or egress) may still be in it: they are sent away as LiveKit
+            // does when it closes a room.
+            let name = room.info().name;
+            let left: Vec<String> = self
+                .participants
+                .iter()
+                .filter(|(_, p)| p.room() == name)
+                .map(|(sid, _)| sid.clone())
+                .collect();
+            for psid in left {
+                self.send_away(
+                    now,
+                    &psid,
+                    pb::DisconnectReason::RoomClosed,
+                    pb::leave_request::Action::Disconnect,
+                    false,
+                );
+            }
+            self.speakers.remove(&name);
+            tracing::info!(room = %name, sid = %room.sid(), "closing empty room");
             self.out
                 .event(RoomEvent::RoomFinished { room: room.info() });
         }
@@ -553,6 +574,9 @@ impl Machine {
                 req.metadata = rc.metadata;
             }
             let (room, _) = self.rooms.create(now, &req)?;
+            if let Ok(Some(rc)) = j.claims.room_configuration() {
+                self.rooms.set_agents(&j.room, rc.agents, MAX_ROOM_AGENTS)?;
+            }
             tracing::info!(room = %j.room, "room created by join");
             self.out.event(RoomEvent::RoomStarted { room });
         }

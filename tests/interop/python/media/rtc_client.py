@@ -340,7 +340,8 @@ class Client:
 
         @room.on("participant_connected")
         def _pc(p: rtc.RemoteParticipant) -> None:
-            emit("participant_connected", participant=p.identity, sid=p.sid)
+            kind = rtc.ParticipantKind.Name(p.kind).removeprefix("PARTICIPANT_KIND_")
+            emit("participant_connected", participant=p.identity, sid=p.sid, kind=kind)
 
         @room.on("participant_disconnected")
         def _pd(p: rtc.RemoteParticipant) -> None:
