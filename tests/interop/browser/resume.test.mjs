@@ -87,7 +87,9 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
   }, { timeout: 90000 });
 
   after(async () => {
-    if (env) await env.cleanup();
+    const keepDir = process.env.LK_BROWSER_KEEP_LOGS === '1';
+    if (keepDir && env) console.log(`# logs kept in ${env.dir}`);
+    if (env) await env.cleanup({ keepDir });
   });
 
   for (const mode of MODES) {
