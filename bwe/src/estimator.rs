@@ -142,11 +142,7 @@ impl Estimator {
     /// Starts a probe towards `target_bps` (at most twice the estimate: a step up is
     /// proven before the next) if none is running and the last ended long enough ago.
     /// Returns whether one started.
-    ///
-    /// `urgent` (something is paused for want of bandwidth) ignores the backoff that failed
-    /// probes built up: a paused subscriber probes every second, which costs little at the
-    /// rates it probes for.
-    pub fn start_probe(&mut self, now: Instant, target_bps: u64, urgent: bool) -> bool {
+    pub fn start_probe(&mut self, now: Instant, target_bps: u64) -> bool {
         let target = target_bps
             .min(self.estimate.saturating_mul(2))
             .clamp(self.min, self.max);
@@ -158,7 +154,7 @@ impl Estimator {
         if target <= self.estimate || loaded || self.rate.decreased_within(us, 1_000_000) {
             return false;
         }
-        if self.probe.start(us, target, urgent).is_none() {
+        if self.probe.start(us, target).is_none() {
             return false;
         }
         let floor = self

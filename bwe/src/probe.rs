@@ -79,14 +79,10 @@ pub struct ProbeController {
 impl ProbeController {
     /// Starts a cluster at `target_bps` unless one is running or one ended less than the
     /// cooldown ago. Returns its id.
-    pub fn start(&mut self, now_us: i64, target_bps: u64, urgent: bool) -> Option<u32> {
+    pub fn start(&mut self, now_us: i64, target_bps: u64) -> Option<u32> {
         // A cluster whose feedback never completed is given up.
         let _ = self.check_timeout(now_us);
-        let cooldown = if urgent {
-            COOLDOWN_MIN_US
-        } else {
-            self.cooldown_us.max(COOLDOWN_MIN_US)
-        };
+        let cooldown = self.cooldown_us.max(COOLDOWN_MIN_US);
         if self.cluster.is_some() || self.last_end_us.is_some_and(|t| now_us - t < cooldown) {
             return None;
         }

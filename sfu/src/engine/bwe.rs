@@ -240,9 +240,8 @@ impl Engine {
                 LayerChoice::Idle => {}
             }
         }
-        let urgent = b.choices.contains(&LayerChoice::Paused);
         if let Some(want) = a.probe_bps
-            && b.est.start_probe(now, want + audio, urgent)
+            && b.est.start_probe(now, want + audio)
         {
             tracing::debug!(peer = ?id, want = want + audio, estimate = b.est.estimate(), "probe");
             *next_probe = Some(next_probe.map_or(now, |t| t.min(now)));
