@@ -74,6 +74,9 @@ pub struct ProbeController {
     cluster: Option<Cluster>,
     last_end_us: Option<i64>,
     cooldown_us: i64,
+    /// The backoff failed probes and failed raises built up (the cooldown returns to it
+    /// when a raise does not hold).
+    backoff_us: i64,
 }
 
 impl ProbeController {
@@ -185,8 +188,9 @@ impl ProbeController {
     fn finish(&mut self) -> Option<ProbeResult> {
         let c = self.cluster.take()?;
         self.last_end_us = c.end_us;
-        let longer = (self.cooldown_us.max(COOLDOWN_MIN_US) * 2).min(COOLDOWN_MAX_US);
+        let longer = (self.backoff_us.max(COOLDOWN_MIN_US) * 2).min(COOLDOWN_MAX_US);
         if c.sent_packets < 2 || f64::from(c.received) < MIN_RECEIVED * f64::from(c.sent_packets) {
+            self.backoff_us = longer;
             self.cooldown_us = longer;
             return None;
         }
@@ -199,9 +203,13 @@ impl ProbeController {
             sent_bps,
             received_bps,
         };
-        // A cluster the link kept up with leaves the cooldown as it is until the raise it
-        // brought has held (`reward`) or not (`penalize`).
-        if !r.kept_up() {
+        // A cluster the link kept up with may be followed soon (a link that came back is
+        // climbed quickly); whether its raise held decides the backoff (`reward`,
+        // `penalize`).
+        if r.kept_up() {
+            self.cooldown_us = COOLDOWN_MIN_US;
+        } else {
+            self.backoff_us = longer;
             self.cooldown_us = longer;
         }
         Some(r)
@@ -210,11 +218,13 @@ impl ProbeController {
     /// The raise a probe brought did not hold (the queue grew soon after: a token bucket
     /// carried the cluster, not the link): wait twice as long before the next.
     pub fn penalize(&mut self) {
-        self.cooldown_us = (self.cooldown_us.max(COOLDOWN_MIN_US) * 2).min(COOLDOWN_MAX_US);
+        self.backoff_us = (self.backoff_us.max(COOLDOWN_MIN_US) * 2).min(COOLDOWN_MAX_US);
+        self.cooldown_us = self.backoff_us;
     }
 
     /// The raise a probe brought held: probe again soon.
     pub fn reward(&mut self) {
+        self.backoff_us = COOLDOWN_MIN_US;
         self.cooldown_us = COOLDOWN_MIN_US;
     }
 }
