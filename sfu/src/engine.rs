@@ -349,11 +349,22 @@ fn write_down(
         let tseq = est.on_send(now, len as u32 + SRTP_TAG);
         stamp_seq(&mut buf, id, tseq);
     }
+    protect(pool, srtp, buf, len).map(|b| (b, body.len()))
+}
+
+/// Protects the RTP packet in `buf[..len]` in place; on failure the buffer goes back to the
+/// pool.
+fn protect(
+    pool: &mut Vec<Vec<u8>>,
+    srtp: &mut SrtpContext,
+    mut buf: Vec<u8>,
+    len: usize,
+) -> Option<Vec<u8>> {
     buf.resize(len + SRTP_ROOM, 0);
     match srtp.protect_rtp(&mut buf, len) {
         Ok(n) => {
             buf.truncate(n);
-            Some((buf, body.len()))
+            Some(buf)
         }
         Err(_) => {
             pool.push(buf);

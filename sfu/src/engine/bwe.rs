@@ -10,7 +10,7 @@ use lkr_bwe::{Estimator, LayerChoice, allocator::MAX_LAYERS};
 use lkr_dtls_glue::srtp::SrtpContext;
 use lkr_rtp::TwccView;
 
-use super::{Engine, SRTP_ROOM, SRTP_TAG, Transmit, stamp_seq, take_buf};
+use super::{Engine, SRTP_TAG, Transmit, protect, stamp_seq, take_buf};
 use crate::api::{Event, MediaKind, PeerId, TrackId};
 
 /// The estimate a subscriber starts with, bit/s.
@@ -89,17 +89,7 @@ fn write_padding(
     buf[len - 1] = pad as u8;
     let tseq = est.on_send(now, len as u32 + SRTP_TAG);
     stamp_seq(&mut buf, ext, tseq);
-    buf.resize(len + SRTP_ROOM, 0);
-    match srtp.protect_rtp(&mut buf, len) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        Err(_) => {
-            pool.push(buf);
-            None
-        }
-    }
+    protect(pool, srtp, buf, len)
 }
 
 impl Engine {
