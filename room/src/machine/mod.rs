@@ -383,6 +383,8 @@ pub struct Machine {
     tracks: BTreeMap<String, TrackEntry>,
     /// Per room, the speaking participants last announced: sid → level.
     speakers: HashMap<String, BTreeMap<String, f32>>,
+    /// Per participant, the connection quality last announced: (level, score).
+    quality: HashMap<String, (i32, f32)>,
     out: Outbox,
     next_id: u64,
     clock: WallClock,
@@ -413,6 +415,7 @@ impl Machine {
             peer_owner: HashMap::new(),
             tracks: BTreeMap::new(),
             speakers: HashMap::new(),
+            quality: HashMap::new(),
             out: Outbox::default(),
             next_id: 1,
             clock: WallClock { base: now, unix_ms },

@@ -1668,3 +1668,66 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
 }
 
 mod egress_tests;
+
+/// The quality entries `to` was sent since the last clear: (participant sid, level).
+fn quality_to(w: &World, to: &str) -> Vec<(String, i32)> {
+    w.to(to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::ConnectionQuality(u) => Some(u.updates.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|i| (i.participant_sid, i.quality))
+        .collect()
+}
+
+#[test]
+fn connection_quality_is_told_when_it_changes_and_only_to_whom_it_concerns() {
+    use pb::ConnectionQuality as Q;
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let c = w.join("carol", false);
+    for p in [&a, &b, &c] {
+        w.answer_subscriber(p);
+    }
+    w.publish_audio(&a, "mic-cid");
+    w.offer(&a, client_offer(&[Sec::SendAudio("mic-cid")]))
+        .unwrap();
+    let up = *w.added_peers().last().expect("alice's publisher peer");
+    w.media_event(Event::PeerConnected { peer: up });
+    w.answer_subscriber(&b);
+    w.answer_subscriber(&c);
+    w.clear();
+
+    // First rating: everyone hears its own, and the subscribers hear alice's; nobody hears
+    // about a participant it does not subscribe to (bob and carol publish nothing).
+    w.media_event(Event::Loss {
+        peers: vec![(up, 0.0)],
+    });
+    let mut to_b = quality_to(&w, &b);
+    to_b.sort();
+    let mut want = vec![(a.clone(), Q::Excellent as i32), (b.clone(), Q::Excellent as i32)];
+    want.sort();
+    assert_eq!(to_b, want);
+    assert_eq!(quality_to(&w, &a), [(a.clone(), Q::Excellent as i32)]);
+    w.clear();
+
+    // Nothing changed: nothing is sent, whatever the room's size.
+    w.media_event(Event::Loss {
+        peers: vec![(up, 0.001)],
+    });
+    assert!(
+        [&a, &b, &c].iter().all(|p| quality_to(&w, p).is_empty()),
+        "a steady room was sent quality updates"
+    );
+
+    // Alice's uplink loses 5%: alice and her subscribers hear it, and only that.
+    w.media_event(Event::Loss {
+        peers: vec![(up, 0.05)],
+    });
+    for p in [&a, &b, &c] {
+        assert_eq!(quality_to(&w, p), [(a.clone(), Q::Good as i32)], "to {p}");
+    }
+}
