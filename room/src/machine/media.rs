@@ -16,6 +16,7 @@ use super::{Machine, Resp};
 impl Machine {
     /// One event of the media core.
     pub fn handle_media_event(&mut self, now: Instant, ev: Event) {
+        self.last_now = now;
         match ev {
             Event::AudioLevels { levels } => self.update_speakers(&levels),
             Event::Loss { peers } => self.update_quality(&peers),
