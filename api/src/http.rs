@@ -243,15 +243,19 @@ async fn signal(
     if params.reconnect && !matches!(joined, Ok(Ok(_))) {
         tracing::debug!(participant = %params.participant_sid, "resume refused; asking for a full reconnect");
         let on_upgrade = hyper::upgrade::on(&mut req);
+        let config = ws_config(&node);
         tokio::spawn(async move {
             if let Ok(Ok(upgraded)) = tokio::time::timeout(upgrade_timeout, on_upgrade).await {
                 let io = SlottedIo {
                     io: TokioIo::new(upgraded),
                     _slot: slot,
                 };
-                let ws =
-                    WebSocketStream::from_raw_socket(io, tungstenite::protocol::Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    io,
+                    tungstenite::protocol::Role::Server,
+                    Some(config),
+                )
+                .await;
                 lkr_signal::session::refuse_resume(ws).await;
             }
         });
@@ -269,10 +273,7 @@ async fn signal(
     };
     let control = node.control.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let message_limit = match node.settings.limits.signal_message_size_limit {
-        0 => None,
-        n => Some(n),
-    };
+    let config = ws_config(&node);
     tokio::spawn(async move {
         match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
             Err(_) => {
@@ -280,9 +281,6 @@ async fn signal(
                 let _ = control.lost(&joined.participant_sid, joined.link).await;
             }
             Ok(Ok(upgraded)) => {
-                let config = WebSocketConfig::default()
-                    .max_message_size(message_limit)
-                    .max_frame_size(message_limit);
                 let io = SlottedIo {
                     io: TokioIo::new(upgraded),
                     _slot: slot,
@@ -336,13 +334,7 @@ async fn relay_signal(
     if !is_upgrade {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     }
-    let message_limit = match node.settings.limits.signal_message_size_limit {
-        0 => None,
-        n => Some(n),
-    };
-    let config = WebSocketConfig::default()
-        .max_message_size(message_limit)
-        .max_frame_size(message_limit);
+    let config = ws_config(node);
     let upstream = match cluster
         .connect_upstream(owner, &path_and_query, authorization.as_ref(), config)
         .await
@@ -425,16 +417,10 @@ async fn agent_worker(node: Arc<Node>, mut req: Request<Incoming>) -> Resp {
     let upgrade_timeout = node.settings.limits.websocket_upgrade_timeout;
     let control = node.control.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let message_limit = match node.settings.limits.signal_message_size_limit {
-        0 => None,
-        n => Some(n),
-    };
+    let config = ws_config(&node);
     tokio::spawn(async move {
         match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
             Ok(Ok(upgraded)) => {
-                let config = WebSocketConfig::default()
-                    .max_message_size(message_limit)
-                    .max_frame_size(message_limit);
                 let io = SlottedIo {
                     io: TokioIo::new(upgraded),
                     _slot: slot,
@@ -457,6 +443,24 @@ async fn agent_worker(node: Arc<Node>, mut req: Request<Incoming>) -> Resp {
         }
     });
     switching_protocols(&key)
+}
+
+/// Read buffer of a WebSocket: tungstenite zero-fills the whole buffer before every read
+/// (every poll, even one that finds nothing), so its 128 KiB default cost a 128 KiB memset per
+/// read of a few hundred bytes; a frame larger than this still grows the buffer to fit.
+const WS_READ_BUFFER: usize = 4096;
+
+/// The configuration of every WebSocket this port serves (or relays): the signal message
+/// limit and a small read buffer.
+fn ws_config(node: &Node) -> WebSocketConfig {
+    let limit = match node.settings.limits.signal_message_size_limit {
+        0 => None,
+        n => Some(n),
+    };
+    WebSocketConfig::default()
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(WS_READ_BUFFER)
 }
 
 /// The 101 answer to a WebSocket upgrade with `key`.
