@@ -24,16 +24,17 @@ use lkr_rtp::{RtcpPacket, TwccBuilder};
 
 /// Packets pushed per input (the builder's own cap of 16,384 pending packets is out of reach
 /// here; `lkr-rtp`'s unit tests hit it).
-const MAX_STEPS: usize = 1024;
+const MAX_STEPS: usize = 256;
 /// Points per input where feedback is written, besides the final one.
-const MAX_FLUSHES: usize = 16;
+const MAX_FLUSHES: usize = 8;
 /// A step between consecutive sequence numbers that is taken as it is.
 const SMALL_STEP: i16 = 127;
 /// A sequence field `0x80kk` jumps by `kk` (signed) times this: up to ±16,256, more than a
 /// run-length chunk holds (8,191).
 const JUMP_UNIT: i16 = 128;
-/// Jumps per input: two of them and a few steps pass half the sequence space (0x8000).
-const MAX_JUMPS: usize = 2;
+/// Jumps per input: two of them pass half the sequence space (0x8000), and three with small
+/// steps a span longer than one feedback can report (65,535).
+const MAX_JUMPS: usize = 3;
 
 /// The step from one sequence number to the next that a sequence field asks for.
 fn step(field: u16, jumps: &mut usize) -> i16 {
