@@ -28,6 +28,13 @@
 //!   passed to the stack, whose own timer thus keeps running and retransmits with fresh record
 //!   sequence numbers. After the handshake the stack answers repeats of the final flight
 //!   itself.
+//! - **Spaced retransmissions.** `rtc-dtls` retransmits an unanswered flight every second
+//!   and fails the handshake at its 8th timer firing, with the misleading "invalid state
+//!   machine transition": a peer silent for 8 s (a server whose socket overflows during a
+//!   join storm) ended a join that the rest of the system still had time for. The endpoint
+//!   decides when the stack's timer fires: the 7 retransmissions of a flight go out 1, 1, 2,
+//!   2, 3, 3 and 4 intervals apart (at 1, 2, 4, 6, 9, 12 and 16 s), and the 8th firing never
+//!   happens: a handshake nobody answers fails at [`HANDSHAKE_TIMEOUT`], as "timed out".
 //! - **No panics from peer input.** Datagrams are screened before the stack sees them, and
 //!   every call into the stack runs under `catch_unwind`; a panic there fails the association.
 //!
@@ -76,6 +83,15 @@ pub const QUIET_LOG_DIRECTIVE: &str = "rtc_dtls=error";
 
 /// How long a handshake may take from [`DtlsEndpoint::new`] before it fails.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The stack's default retransmission interval (`rtc-dtls`'s `INITIAL_TICKER_INTERVAL`).
+const STACK_FLIGHT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The wait before each retransmission of one flight, in stack intervals. `rtc-dtls` allows
+/// a flight 7 retransmissions (its `DEFAULT_MAXIMUM_RETRANSMIT_NUMBER`) and fails the
+/// handshake at the next timer firing; so its timer fires this many times per flight, no
+/// more.
+const RETRANSMIT_BACKOFF: [u32; 7] = [1, 1, 2, 2, 3, 3, 4];
 
 /// How many times one flight of ours is resent because the peer repeated its own.
 pub const MAX_FLIGHT_RESENDS: u32 = 8;
@@ -226,6 +242,9 @@ pub struct DtlsEndpoint {
     last_flight: Vec<Vec<u8>>,
     flight_resends: u32,
     last_resend_at: Option<Instant>,
+    /// How many times the stack's timer has fired (retransmitting) since our last flight
+    /// that answered the peer.
+    retransmits: usize,
     /// The peer's plaintext handshake messages received so far.
     peer_messages: wire::PeerMessages,
     /// Encrypted handshake records the peer sent (see
@@ -352,6 +371,7 @@ impl DtlsEndpoint {
             last_flight: Vec::new(),
             flight_resends: 0,
             last_resend_at: None,
+            retransmits: 0,
             peer_messages: wire::PeerMessages::default(),
             encrypted_handshake_records: 0,
         };
@@ -537,6 +557,13 @@ impl DtlsEndpoint {
                 Ok(())
             }
             Ok(Ok(stack_events)) => {
+                if output
+                    .iter()
+                    .any(|datagram| wire::is_flight_datagram(datagram))
+                {
+                    // The peer's flight moved the handshake on: our next one starts afresh.
+                    self.retransmits = 0;
+                }
                 self.take_output(output);
                 for event in stack_events {
                     match event {
@@ -651,9 +678,13 @@ impl DtlsEndpoint {
             return;
         }
         let remote = self.remote;
+        let due = self.stack_timer();
         if let Stack::Running(stack) = &mut self.stack
-            && stack.poll_timeout(&remote).is_some_and(|due| now >= due)
+            && due.is_some_and(|due| now >= due)
         {
+            if self.phase == Phase::Handshaking {
+                self.retransmits += 1;
+            }
             let outcome = guard(|| stack.handle_timeout(remote, now));
             let output = drain(stack);
             match outcome {
@@ -670,12 +701,29 @@ impl DtlsEndpoint {
         }
     }
 
+    /// When the stack's timer is to fire: during the handshake, the stack's own timer
+    /// (armed one interval after it sent) put off by [`RETRANSMIT_BACKOFF`], and never once a
+    /// flight had all its retransmissions.
+    fn stack_timer(&self) -> Option<Instant> {
+        let Stack::Running(stack) = &self.stack else {
+            return None;
+        };
+        let due = stack.poll_timeout(&self.remote)?;
+        if self.phase != Phase::Handshaking {
+            return Some(due);
+        }
+        let factor = *RETRANSMIT_BACKOFF.get(self.retransmits)?;
+        let interval = if self.options.flight_interval.is_zero() {
+            STACK_FLIGHT_INTERVAL
+        } else {
+            self.options.flight_interval
+        };
+        Some(due + interval * (factor - 1))
+    }
+
     /// When [`Self::handle_timeout`] is next due, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let stack_timer = match &self.stack {
-            Stack::Running(stack) => stack.poll_timeout(&self.remote),
-            _ => None,
-        };
+        let stack_timer = self.stack_timer();
         match self.phase {
             Phase::Handshaking => Some(stack_timer.map_or(self.handshake_deadline, |due| {
                 due.min(self.handshake_deadline)

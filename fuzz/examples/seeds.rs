@@ -313,7 +313,33 @@ fn engine_media() {
     write("engine_media", "publish-subscribe-nack-pli", &s);
 }
 
+/// The `twcc` target's steps: a first sequence number, then signed steps (`0x80kk`: a jump of
+/// `kk` × 128), each with an arrival advance (top bit: write feedback first).
+fn twcc_steps() {
+    let steps: [(u16, u16); 12] = [
+        (65530, 4),
+        (1, 4),
+        (1, 4),
+        (2, 8),            // a loss
+        (-1i16 as u16, 2), // the lost one, late
+        (2, 4),
+        (1, 0x8000 | 4), // feedback, then on
+        (2, 4),          // across the wrap
+        (1, 4),
+        (0, 4),        // a duplicate
+        (0x8047, 400), // a gap of 9,088: longer than a run-length chunk
+        (1, 0x8000 | 4),
+    ];
+    let mut s = Vec::new();
+    for (seq, advance) in steps {
+        s.extend_from_slice(&seq.to_be_bytes());
+        s.extend_from_slice(&advance.to_be_bytes());
+    }
+    write("twcc", "ascending-gap-reorder-wrap", &s);
+}
+
 fn main() {
+    twcc_steps();
     engine_media();
     sctp();
     rtp();

@@ -403,6 +403,39 @@ fn feedback(
     }
 }
 
+/// A peer's DTLS handshake completed with `keying` (`profile_id`, exported keying material,
+/// whether we were the DTLS client): its SRTP contexts and SCTP association start.
+fn dtls_connected(
+    p: &mut Peer,
+    id: PeerId,
+    now: Instant,
+    limits: &MediaLimits,
+    events: &mut VecDeque<Event>,
+    (profile_id, keying_material, we_are_client): (u16, &[u8], bool),
+) {
+    match SrtpSession::from_dtls(profile_id, keying_material, we_are_client) {
+        Ok(SrtpSession { inbound, outbound }) => {
+            p.srtp_in = Some(inbound);
+            p.srtp_out = Some(outbound);
+            p.connected = true;
+            p.sctp = Some(SctpTransport::with_limits(
+                we_are_client,
+                now,
+                limits.data_channel,
+            ));
+            tracing::debug!(?id, profile_id, "DTLS connected");
+            events.push_back(Event::PeerConnected { peer: id });
+        }
+        Err(e) => {
+            tracing::warn!(?id, "SRTP setup failed: {e}");
+            events.push_back(Event::PeerDisconnected {
+                peer: id,
+                reason: e.to_string(),
+            });
+        }
+    }
+}
+
 impl Engine {
     /// An engine whose DTLS identity is `cert`.
     pub fn new(cert: Certificate) -> Self {
@@ -965,36 +998,21 @@ impl Engine {
                 self.transmits.push_back(Transmit { dest, data: d });
                 progressed = true;
             }
-            while let Some(ev) = dtls.poll_event() {
+            while let Some(ev) = p.dtls.as_mut().and_then(DtlsEndpoint::poll_event) {
                 progressed = true;
                 match ev {
                     DtlsEvent::Connected {
                         profile_id,
                         keying_material,
                         we_are_client,
-                    } => {
-                        match SrtpSession::from_dtls(profile_id, &keying_material, we_are_client) {
-                            Ok(SrtpSession { inbound, outbound }) => {
-                                p.srtp_in = Some(inbound);
-                                p.srtp_out = Some(outbound);
-                                p.connected = true;
-                                p.sctp = Some(SctpTransport::with_limits(
-                                    we_are_client,
-                                    now,
-                                    self.limits.data_channel,
-                                ));
-                                tracing::debug!(?id, profile_id, "DTLS connected");
-                                self.events.push_back(Event::PeerConnected { peer: id });
-                            }
-                            Err(e) => {
-                                tracing::warn!(?id, "SRTP setup failed: {e}");
-                                self.events.push_back(Event::PeerDisconnected {
-                                    peer: id,
-                                    reason: e.to_string(),
-                                });
-                            }
-                        }
-                    }
+                    } => dtls_connected(
+                        p,
+                        id,
+                        now,
+                        &self.limits,
+                        &mut self.events,
+                        (profile_id, &keying_material, we_are_client),
+                    ),
                     DtlsEvent::ApplicationData(data) => {
                         if let Some(s) = p.sctp.as_mut() {
                             s.handle_receive(now, &data);
@@ -1069,6 +1087,35 @@ impl Engine {
                 break;
             }
         }
+    }
+
+    /// Takes a peer's DTLS endpoint out of the engine (the peer keeps its SRTP keys), so that
+    /// a fuzz harness can hand an established association to its next engine instead of
+    /// paying for a handshake per input. Not for the server: built with the `fuzzing`
+    /// feature only.
+    #[cfg(feature = "fuzzing")]
+    pub fn take_dtls(&mut self, peer: PeerId) -> Option<DtlsEndpoint> {
+        self.peers.get_mut(&peer)?.dtls.take()
+    }
+
+    /// Gives `peer` an established DTLS endpoint (one [`Self::take_dtls`] returned) and the
+    /// `(profile_id, keying_material, we_are_client)` its handshake exported, exactly as if
+    /// its handshake had just completed in this engine. Built with the `fuzzing` feature
+    /// only.
+    #[cfg(feature = "fuzzing")]
+    pub fn adopt_dtls(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        dtls: DtlsEndpoint,
+        keying: (u16, &[u8], bool),
+    ) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.dtls = Some(dtls);
+        dtls_connected(p, peer, now, &self.limits, &mut self.events, keying);
+        self.pump(now, peer);
     }
 
     fn handle_srtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
