@@ -18,6 +18,8 @@ serves every Twirp call of a module. Commands:
     {"cmd": "stats", "url": ...}
         GET URL/node/stats with a roomList token: the rooms that node itself holds
                                                            -> ok, status, body
+    {"cmd": "redis", "host": "10.77.0.1", "port": 6379, "args": ["KEYS", "*"]}
+        one raw command (for the failure report)            -> ok, reply
     {"cmd": "wait_rooms", "url": ..., "room": "r", "present": false, "deadline": 20}
         polls ListRooms every 100 ms until `room` is (or is no longer) listed
                                                            -> ok, elapsed, polls, last
@@ -58,6 +60,28 @@ def participant_dict(p) -> dict:
 
 def room_dict(r) -> dict:
     return {"name": r.name, "sid": r.sid, "num_participants": r.num_participants, "metadata": r.metadata}
+
+
+def read_resp(f) -> Any:
+    """One RESP2 reply from a binary file object."""
+    line = f.readline()
+    if not line:
+        raise ValueError("connection closed")
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind in (b"+", b"-"):
+        return rest.decode(errors="replace") if kind == b"+" else "ERR " + rest.decode(errors="replace")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:n]
+        return data.decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [read_resp(f) for _ in range(n)]
+    raise ValueError(f"unexpected RESP line {line[:80]!r}")
 
 
 class Admin:
@@ -184,6 +208,21 @@ class Admin:
                 return {"ok": True}
             await asyncio.sleep(0.1)
         return {"ok": False, "last": last}
+
+    async def cmd_redis(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        host, port, args = c["host"], int(c["port"]), [str(a).encode() for a in c["args"]]
+        req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+        def call() -> Any:
+            with socket.create_connection((host, port), timeout=2) as s:
+                s.sendall(req)
+                f = s.makefile("rb")
+                return read_resp(f)
+
+        try:
+            return {"ok": True, "reply": await asyncio.to_thread(call)}
+        except (OSError, ValueError) as e:
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
     async def cmd_stats(self, c: Dict[str, Any]) -> Dict[str, Any]:
         from livekit import api

@@ -380,8 +380,28 @@ class ClusterEnv:
         for c in clients:
             c.close(timeout=8)
 
+    def redis_call(self, *args: Any) -> Any:
+        res = self.admin_call("redis", host=SERVER_IP, port=REDIS_PORT, args=list(args), wait=10)
+        assert res.get("ok"), f"redis {args}: {res}"
+        return res["reply"]
+
+    def redis_dump(self) -> str:
+        """Every key in redis with its TTL and value (for the failure report)."""
+        if self.redis is None or self.redis.poll() is not None or self.admin is None or not self.admin.alive():
+            return "<redis-server not running>"
+        try:
+            lines = []
+            for k in sorted(self.redis_call("KEYS", "*"))[:200]:
+                kind = self.redis_call("TYPE", k)
+                ttl = self.redis_call("PTTL", k)
+                val = self.redis_call("GET", k) if kind == "string" else self.redis_call("SMEMBERS", k) if kind == "set" else kind
+                lines.append(f"{k} (pttl {ttl} ms): {val}")
+            return "\n".join(lines) or "<no keys>"
+        except AssertionError as e:
+            return f"<could not read redis: {e}>"
+
     def failure_sections(self) -> List[tuple]:
-        sections = []
+        sections = [("redis keys", self.redis_dump())]
         for n, node in self.nodes.items():
             sections.append((f"node {n} ({node.url}, runs={node.runs}, alive={node.alive()})", node.log_tail() or "<empty>"))
         sections.append(("redis-server log", _read_tail(self.redis_log, 3000) or "<empty>"))
