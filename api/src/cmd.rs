@@ -335,6 +335,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .media
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = Some(media.handle.stats.clone());
+    let cluster = match node.settings.redis.clone() {
+        None => None,
+        Some(redis) => Some(
+            join_cluster(
+                &node,
+                &redis,
+                &node_id,
+                node_ip,
+                media.handle.local_addr.port(),
+            )
+            .await?,
+        ),
+    };
     let mut metrics_listeners = Vec::new();
     if let Some(p) = &node.settings.prometheus {
         for ip in &node.settings.bind {
@@ -358,6 +371,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "starting livekit-server"
     );
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(c) = &cluster {
+        tasks.spawn(crate::cluster::run(c.clone(), node.clone()));
+    }
     for l in listeners {
         tasks.spawn(crate::http::serve(node.clone(), l));
     }
@@ -396,6 +412,29 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         signal = sig,
         "shutting down: no new joins, participants told to leave (a second signal exits at once)"
     );
+    if let Some(c) = &cluster {
+        c.drain();
+        tracing::info!(
+            "draining: new rooms go to other nodes; the participants here stay until they leave (a second signal stops now)"
+        );
+        let control = node.control.clone();
+        let emptied = async move {
+            loop {
+                let left = control
+                    .call(|m, _| Ok::<_, lkr_room::RoomError>(m.stats().participants))
+                    .await;
+                if !matches!(left, Ok(Ok(n)) if n > 0) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        };
+        tokio::select! {
+            _ = emptied => tracing::info!("drained: no participant left"),
+            sig = shutdown_signal() => tracing::warn!(signal = sig, "second signal: stopping without waiting"),
+        }
+        c.leave().await;
+    }
     let control = node.control.clone();
     let graceful = async move {
         let _ = control.shutdown().await;
@@ -413,6 +452,38 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     tasks.abort_all();
     Ok(())
+}
+
+/// Connects to the cluster's Redis and makes this node one of its members (its record is
+/// written by [`crate::cluster::run`]).
+async fn join_cluster(
+    node: &Arc<Node>,
+    redis: &lkr_cluster::RedisSettings,
+    node_id: &str,
+    node_ip: std::net::IpAddr,
+    udp_port: u16,
+) -> anyhow::Result<Arc<crate::cluster::Cluster>> {
+    let store = lkr_cluster::Store::connect(redis)
+        .await
+        .context("cannot reach the cluster's Redis (redis:)")?;
+    let s = &node.settings;
+    let me = lkr_cluster::NodeInfo {
+        id: node_id.to_string(),
+        region: s.region.clone(),
+        http_url: format!("http://{}", SocketAddr::new(node_ip, s.http_port)),
+        rtc_addr: SocketAddr::new(node_ip, udp_port).to_string(),
+        state: lkr_cluster::NodeState::Serving,
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        stats: Default::default(),
+    };
+    // Every node of a cluster has the same keys; the first one's secret keys the relay.
+    let secret = s.keys.values().next().cloned().unwrap_or_default();
+    tracing::info!(node = %me.id, url = %me.http_url, selector = ?s.node_selector.kind, "joining the cluster");
+    let cluster = crate::cluster::Cluster::new(store, s.node_selector.clone(), me, &secret);
+    let _ = node.cluster.set(cluster.clone());
+    Ok(cluster)
 }
 
 /// The longest a graceful shutdown may take before the process exits anyway.

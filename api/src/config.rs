@@ -271,25 +271,52 @@ pub struct EgressConfig {
     pub max_concurrent: Option<usize>,
 }
 
-/// `redis:`.
+/// `redis:`: with an address (or sentinels, or cluster seeds) the node joins the cluster of
+/// the nodes that share that Redis.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    pub address: Opaque,
-    pub username: Opaque,
-    pub password: Opaque,
-    pub db: Opaque,
-    pub use_tls: Opaque,
+    pub address: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: Option<i64>,
+    pub use_tls: bool,
     pub tls: Opaque,
-    pub sentinel_master_name: Opaque,
-    pub sentinel_username: Opaque,
-    pub sentinel_password: Opaque,
-    pub sentinel_addresses: Opaque,
-    pub cluster_addresses: Opaque,
+    pub sentinel_master_name: Option<String>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub sentinel_addresses: Vec<String>,
+    pub cluster_addresses: Vec<String>,
     pub dial_timeout: Opaque,
     pub read_timeout: Opaque,
     pub write_timeout: Opaque,
     pub cluster_max_redirects: Opaque,
+}
+
+impl RedisConfig {
+    /// The connection settings, when this section names a Redis at all.
+    fn resolve(&self) -> Option<lkr_cluster::RedisSettings> {
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        let address = s(&self.address);
+        if address.is_empty()
+            && self.sentinel_addresses.is_empty()
+            && self.cluster_addresses.is_empty()
+        {
+            return None;
+        }
+        Some(lkr_cluster::RedisSettings {
+            address,
+            username: s(&self.username),
+            password: s(&self.password),
+            db: self.db.unwrap_or(0),
+            use_tls: self.use_tls,
+            sentinel_master_name: s(&self.sentinel_master_name),
+            sentinel_addresses: self.sentinel_addresses.clone(),
+            sentinel_username: s(&self.sentinel_username),
+            sentinel_password: s(&self.sentinel_password),
+            cluster_addresses: self.cluster_addresses.clone(),
+        })
+    }
 }
 
 /// `turn:`.
@@ -441,7 +468,7 @@ pub struct Config {
     pub ingress: IngressConfig,
     pub webhook: WebhookConfig,
     pub egress: EgressConfig,
-    pub node_selector: Opaque,
+    pub node_selector: lkr_cluster::Selector,
     pub signal_relay: Opaque,
     pub psrpc: Opaque,
     pub key_file: Option<PathBuf>,
@@ -471,7 +498,7 @@ impl Default for Config {
             ingress: IngressConfig::default(),
             webhook: WebhookConfig::default(),
             egress: EgressConfig::default(),
-            node_selector: None,
+            node_selector: lkr_cluster::Selector::default(),
             signal_relay: None,
             psrpc: None,
             key_file: None,
@@ -540,6 +567,17 @@ const SUPPORTED: &[&str] = &[
     "limit.max_pending_tracks",
     "rtc.data_channel_max_buffered_amount",
     "rtc.stun_servers",
+    "redis.address",
+    "redis.username",
+    "redis.password",
+    "redis.db",
+    "redis.use_tls",
+    "redis.sentinel_master_name",
+    "redis.sentinel_username",
+    "redis.sentinel_password",
+    "redis.sentinel_addresses",
+    "redis.cluster_addresses",
+    "node_selector",
 ];
 
 fn unsupported_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -885,6 +923,10 @@ pub struct Settings {
     pub egress_dir: PathBuf,
     /// Track egresses recording at once (`egress.max_concurrent`, at least 1).
     pub max_egresses: usize,
+    /// The cluster's Redis (`redis:`), when the node is one of several.
+    pub redis: Option<lkr_cluster::RedisSettings>,
+    /// Which node gets a new room (`node_selector:`).
+    pub node_selector: lkr_cluster::Selector,
 }
 
 impl Settings {
@@ -1075,6 +1117,8 @@ impl Settings {
             max_attributes_size: config.limit.max_attributes_size.unwrap_or(64 * 1024) as usize,
             limits: Limits::resolve(config)?,
             congestion_control: config.rtc.congestion_control.clone(),
+            redis: config.redis.resolve(),
+            node_selector: config.node_selector.clone(),
         })
     }
 }
@@ -1136,12 +1180,11 @@ region: us-west
         );
         assert!(!c.room.auto_create);
         assert!(c.rtc.congestion_control.enabled);
-        for p in ["logging.pion_level", "redis"] {
-            assert!(
-                unsupported.iter().any(|u| u == p),
-                "{p} not reported: {unsupported:?}"
-            );
-        }
+        assert!(
+            unsupported.iter().any(|u| u == "logging.pion_level"),
+            "logging.pion_level not reported: {unsupported:?}"
+        );
+        assert!(!unsupported.iter().any(|u| u.starts_with("redis")));
         assert!(
             !unsupported
                 .iter()
@@ -1156,6 +1199,10 @@ region: us-west
         assert_eq!(s.room.enabled_codecs.len(), 2);
         assert_eq!(s.keys.get("k1").map(String::as_str), Some("s1"));
         assert_eq!(s.node_ip, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            s.redis.as_ref().map(|r| r.address.as_str()),
+            Some("127.0.0.1:6379")
+        );
         assert_eq!(s.tcp_port, Some(7881));
         for (yaml, port) in [
             ("keys: {k: s}\n", Some(7881)),

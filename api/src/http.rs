@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth;
+use crate::cluster::{Forwarded, Route, Target};
 use crate::node::Node;
 use crate::room_service;
 use crate::twirp::{Code, Format, TwirpError};
@@ -200,6 +201,18 @@ async fn signal(
             return join_error(&e);
         }
     };
+    if let Some(cluster) = node.cluster.get().cloned()
+        && !cluster.is_relayed(req.headers())
+    {
+        let create = node.settings.auto_create && !validate;
+        match cluster.route(&node, &params.room, create).await {
+            Ok(Route::Here) => {}
+            Ok(Route::There(owner)) => {
+                return relay_signal(&node, req, &cluster, &owner, validate).await;
+            }
+            Err(e) => return join_error(&JoinError::new(503, e.to_string())),
+        }
+    }
     if validate {
         let room = params.room.clone();
         let missing = !node.settings.auto_create
@@ -286,6 +299,74 @@ async fn signal(
                 tracing::warn!(error = %e, "websocket upgrade failed");
                 let _ = control.lost(&joined.participant_sid, joined.link).await;
             }
+        }
+    });
+    switching_protocols(&key)
+}
+
+/// A signal connection (or its `/validate` twin) for a room that lives on `owner`: the
+/// client's WebSocket is relayed to the same route there, with the same token, and the
+/// owner's refusal, if any, is the client's answer.
+async fn relay_signal(
+    node: &Node,
+    mut req: Request<Incoming>,
+    cluster: &crate::cluster::Cluster,
+    owner: &lkr_cluster::NodeInfo,
+    validate: bool,
+) -> Resp {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    if validate {
+        return cluster
+            .validate(owner, &path_and_query, authorization.as_ref())
+            .await;
+    }
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    };
+    if !is_upgrade {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    }
+    let message_limit = match node.settings.limits.signal_message_size_limit {
+        0 => None,
+        n => Some(n),
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(message_limit)
+        .max_frame_size(message_limit);
+    let upstream = match cluster
+        .connect_upstream(owner, &path_and_query, authorization.as_ref(), config)
+        .await
+    {
+        Ok(ws) => ws,
+        Err(refusal) => return refusal,
+    };
+    tracing::debug!(node = %owner.id, "signal connection relayed to the room's node");
+    let slot = req.extensions_mut().remove::<ConnectionSlot>();
+    let upgrade_timeout = node.settings.limits.websocket_upgrade_timeout;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(Ok(upgraded)) = tokio::time::timeout(upgrade_timeout, on_upgrade).await {
+            let io = SlottedIo {
+                io: TokioIo::new(upgraded),
+                _slot: slot,
+            };
+            let ws = WebSocketStream::from_raw_socket(
+                io,
+                tungstenite::protocol::Role::Server,
+                Some(config),
+            )
+            .await;
+            crate::cluster::pipe(ws, upstream).await;
         }
     });
     switching_protocols(&key)
@@ -439,17 +520,69 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
             TwirpError::new(Code::Unauthenticated, e.to_string())
         })?
         .ok_or_else(|| TwirpError::new(Code::Unauthenticated, "permissions denied"))?;
+    let cluster = node
+        .cluster
+        .get()
+        .filter(|c| !c.is_relayed(req.headers()))
+        .cloned();
+    let call = Forwarded {
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+        content_type: HeaderValue::from_str(&ct)
+            .unwrap_or(HeaderValue::from_static("application/json")),
+        authorization: req.headers().get(header::AUTHORIZATION).cloned(),
+    };
     let body = match read_body(&node.settings, req).await {
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
+    let Some(cluster) = cluster else {
+        return dispatch(node, service, rpc, format, &claims, &body).await;
+    };
+    match crate::cluster::twirp_target(service, rpc, format, &body) {
+        Target::Here => dispatch(node, service, rpc, format, &claims, &body).await,
+        Target::Room { name, create } => match cluster.route(node, &name, create).await {
+            Ok(Route::Here) => dispatch(node, service, rpc, format, &claims, &body).await,
+            Ok(Route::There(owner)) => Ok(cluster.forward(&owner, &call, body).await),
+            Err(e) => Err(TwirpError::new(Code::Unavailable, e.to_string())),
+        },
+        Target::Everywhere => {
+            let local = dispatch(node, service, rpc, format, &claims, &body).await?;
+            if service == crate::egress::SERVICE {
+                cluster.list_egress(&call, format, body, local).await
+            } else {
+                cluster.list_rooms(&call, format, body, local).await
+            }
+        }
+        Target::FirstFound => {
+            let local = match dispatch(node, service, rpc, format, &claims, &body).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+            Ok(cluster.first_found(&call, body, local).await)
+        }
+    }
+}
+
+/// Runs a Twirp call on this node.
+async fn dispatch(
+    node: &Node,
+    service: &str,
+    rpc: &str,
+    format: Format,
+    claims: &lkr_proto::token::Claims,
+    body: &[u8],
+) -> Result<Resp, TwirpError> {
     if service == crate::egress::SERVICE {
-        return crate::egress::dispatch(node, rpc, format, &claims, &body).await;
+        return crate::egress::dispatch(node, rpc, format, claims, body).await;
     }
     if service == crate::agent_service::SERVICE {
-        return crate::agent_service::dispatch(node, rpc, format, Some(&claims), &body).await;
+        return crate::agent_service::dispatch(node, rpc, format, Some(claims), body).await;
     }
-    room_service::dispatch(node, rpc, format, Some(&claims), &body).await
+    room_service::dispatch(node, rpc, format, Some(claims), body).await
 }
 
 /// Reads a request body within `limit.max_api_request_body_size` and

@@ -15,9 +15,12 @@
 //! - [`whip`]: the WHIP ingest and WHEP playback routes.
 //! - [`egress`]: Twirp `livekit.Egress`, track egress written to files on this node.
 //! - [`node_page`]: the live node page (`/node`): rooms, participants, tracks and their rates.
+//! - [`cluster`]: multi-node mode over Redis: this node's record, room routing, relayed
+//!   signalling and forwarded Twirp calls.
 
 pub mod agent_service;
 pub mod auth;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod egress;

@@ -14,6 +14,8 @@ pub struct Node {
     pub http_sessions: lkr_signal::whip::HttpSessions,
     /// Track egress, once the media core runs.
     pub egress: std::sync::OnceLock<crate::egress::EgressRuntime>,
+    /// The cluster this node is part of (`redis:`), once joined.
+    pub cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 impl Node {
@@ -28,6 +30,7 @@ impl Node {
             control,
             counters: Default::default(),
             egress: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 }
