@@ -20,6 +20,12 @@ serves every Twirp call of a module. Commands:
                                                            -> ok, status, body
     {"cmd": "redis", "host": "10.77.0.1", "port": 6379, "args": ["KEYS", "*"]}
         one raw command (for the failure report)            -> ok, reply
+    {"cmd": "race_join", "joins": [{"ws": "ws://10.77.0.1:7880", "token": JWT}, ...], "deadline": 10}
+        opens every signal WebSocket (`/rtc`, protocol 16) at the same instant and reads each
+        one's JoinResponse, then its updates until every connection has seen every other
+        identity (or the deadline); the sockets stay open until `race_close` -> ok, joins
+        (identity, room, sid, others: identities seen, error)
+    {"cmd": "race_close"}                                   -> ok, closed
     {"cmd": "wait_rooms", "url": ..., "room": "r", "present": false, "deadline": 20}
         polls ListRooms every 100 ms until `room` is (or is no longer) listed
                                                            -> ok, elapsed, polls, last
@@ -224,6 +230,85 @@ class Admin:
         except (OSError, ValueError) as e:
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
+    async def cmd_race_join(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        import aiohttp
+        from livekit.protocol import models
+        from livekit.protocol import rtc as prt
+
+        if not hasattr(self, "raw"):
+            self.raw = []
+        session = aiohttp.ClientSession()
+        self.raw.append(session)
+        deadline = time.monotonic() + float(c.get("deadline", 10))
+        joins = c["joins"]
+        start = asyncio.Event()
+
+        async def one(j: Dict[str, Any]) -> Dict[str, Any]:
+            out: Dict[str, Any] = {"ws": j["ws"], "others": []}
+            await start.wait()
+            try:
+                ws = await session.ws_connect(f"{j['ws']}/rtc?access_token={j['token']}&protocol=16&auto_subscribe=1")
+            except aiohttp.WSServerHandshakeError as e:
+                out["error"] = f"handshake {e.status}: {e.message}"
+                return out
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                out["error"] = f"{type(e).__name__}: {e}"
+                return out
+            out["opened_at"] = round(time.monotonic(), 4)
+            self.raw.append(ws)
+            out["_ws"] = ws
+            return out
+
+        async def read(out: Dict[str, Any], want: int) -> None:
+            ws = out.get("_ws")
+            others = set()
+            while ws is not None and time.monotonic() < deadline and ("identity" not in out or len(others) < want):
+                try:
+                    msg = await ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        out["error"] = f"closed: {msg.type.name} {msg.data!r} {msg.extra!r}"
+                        break
+                    continue
+                r = prt.SignalResponse()
+                r.ParseFromString(msg.data)
+                kind = r.WhichOneof("message")
+                if kind == "join":
+                    out.update(identity=r.join.participant.identity, sid=r.join.participant.sid, room=r.join.room.name)
+                    others |= {p.identity for p in r.join.other_participants}
+                elif kind == "update":
+                    others |= {
+                        p.identity
+                        for p in r.update.participants
+                        if p.state != models.ParticipantInfo.State.DISCONNECTED and p.identity != out.get("identity")
+                    }
+                elif kind == "leave":
+                    out["error"] = f"leave: {models.DisconnectReason.Name(r.leave.reason)}"
+                    break
+            out["others"] = sorted(others)
+
+        tasks = [asyncio.ensure_future(one(j)) for j in joins]
+        await asyncio.sleep(0)
+        start.set()
+        outs = await asyncio.gather(*tasks)
+        await asyncio.gather(*(read(o, len(joins) - 1) for o in outs))
+        for o in outs:
+            o.pop("_ws", None)
+        return {"ok": True, "joins": outs}
+
+    async def cmd_race_close(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        n = 0
+        for x in reversed(getattr(self, "raw", [])):
+            try:
+                await x.close()
+                n += 1
+            except Exception:  # noqa: BLE001
+                pass
+        self.raw = []
+        return {"ok": True, "closed": n}
+
     async def cmd_stats(self, c: Dict[str, Any]) -> Dict[str, Any]:
         from livekit import api
 
@@ -299,6 +384,7 @@ class Admin:
             t.add_done_callback(tasks.discard)
         for t in list(tasks):
             t.cancel()
+        await self.cmd_race_close({})
         await self.close()
         emit("closed")
 
