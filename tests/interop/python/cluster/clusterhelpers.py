@@ -13,6 +13,7 @@ redis log and the clients' output are attached to failing tests either way.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -38,6 +39,9 @@ REDIS_ADDR = f"{SERVER_IP}:{REDIS_PORT}"
 NODE_PORTS = {"a": (7880, 7882), "b": (7884, 7886), "c": (7890, 7892)}
 # Node records expire 5 s after their last refresh (the server's documented bound).
 NODE_EXPIRY_S = 5.0
+# Each node re-reads the other nodes' records every second.
+VIEW_REFRESH_S = 1.0
+NODE_KEY_PREFIX = "{lkr}:node:"
 # Rooms stay this long after their last participant leaves (shortened from LiveKit's 20 s so a
 # draining node finishes quickly).
 DEPARTURE_TIMEOUT_S = 3
@@ -161,10 +165,35 @@ class ClusterEnv:
                 self.start_node(n, wait=False)
             for n in self.nodes:
                 self.wait_node_ready(n)
+            self.wait_converged()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def registered(self) -> Dict[str, Dict[str, Any]]:
+        """http_url -> live node record, as redis holds them."""
+        out = {}
+        for k in self.redis_call("KEYS", NODE_KEY_PREFIX + "*"):
+            v = self.redis_call("GET", k)
+            if v:
+                rec = json.loads(v)
+                out[rec.get("http_url")] = rec
+        return out
+
+    def wait_converged(self, timeout: float = 10) -> None:
+        """Until every running node has a serving record in redis, then one view refresh, so
+        that each node's selector sees all of them (right after a start a node knows only
+        itself, and every new room would open where it is asked)."""
+        want = {node.url for node in self.nodes.values() if node.alive()}
+
+        def ok():
+            recs = self.registered()
+            return all(u in recs and recs[u].get("state") == "serving" for u in want)
+
+        if not wait_until(ok, timeout=timeout, interval=0.1):
+            raise RuntimeError(f"the nodes did not all register in redis within {timeout}s: {self.registered()}")
+        time.sleep(VIEW_REFRESH_S + 0.2)
 
     def ensure(self) -> None:
         """Brings back whatever an earlier test killed: redis, then every node; a node that was
@@ -172,7 +201,8 @@ class ClusterEnv:
         selector cannot place a new room on the dead incarnation."""
         if self.admin is None or not self.admin.alive():
             raise AssertionError("the cluster admin process is gone\n" + (self.admin.describe() if self.admin else ""))
-        if self.redis is None or self.redis.poll() is not None:
+        restarted_redis = self.redis is None or self.redis.poll() is not None
+        if restarted_redis:
             self.start_redis()
         started = []
         for n, node in self.nodes.items():
@@ -185,6 +215,8 @@ class ClusterEnv:
         left = latest_kill + NODE_EXPIRY_S + 1.0 - time.monotonic()
         if left > 0:
             time.sleep(left)
+        if started or restarted_redis:
+            self.wait_converged()
 
     def stop(self) -> None:
         self.close_clients()

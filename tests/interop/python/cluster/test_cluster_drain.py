@@ -29,16 +29,18 @@ def test_sigterm_drains_the_node(cluster: ClusterEnv):
     proc.send_signal(signal.SIGTERM)
     termed = time.monotonic()
 
-    # New rooms go elsewhere, also when joined through the draining node itself.
-    fresh = []
-    for i in range(3):
-        r = lkhelpers.unique(f"clu-new{i}")
-        c, _ = join(cluster, f"new{i}", r, node)
-        owners = cluster.owners(r)
-        assert len(owners) == 1 and owners[0] != node, f"new room {r} joined through draining {node} is held by {owners}"
-        fresh.append((r, owners[0]))
+    # New rooms go elsewhere, also when joined through the draining node itself: six fresh
+    # rooms (a selector ignoring the drain would put one on it with odds 1 - (2/3)^6 = 91%).
+    fresh = [(lkhelpers.unique(f"clu-new{i}"), f"new{i}") for i in range(6)]
+    newcomers = [cluster.client(ident, r, node) for r, ident in fresh]
+    for c in newcomers:
+        c.wait_for("connected", timeout=25)
+    placed = {r: cluster.owners(r) for r, _ in fresh}
+    for c in newcomers:
         c.close()
-    print(f"rooms joined through draining node {node}: {fresh}")
+    print(f"rooms joined through draining node {node}: {placed}")
+    for r, owners in placed.items():
+        assert len(owners) == 1 and owners[0] != node, f"new room {r} joined through draining {node} is held by {owners}"
 
     # Still serving its own room: the process is up and the tone still reaches bob.
     assert proc.poll() is None, f"node {node} exited while its room had participants\n{cluster.nodes[node].log_tail()}"
@@ -56,3 +58,22 @@ def test_sigterm_drains_the_node(cluster: ClusterEnv):
     assert rc, f"draining node {node} still running {took:.1f}s after its room emptied\n{cluster.nodes[node].log_tail()}"
     print(f"node {node}: exit {proc.returncode} {took:.1f}s after its last participant left ({time.monotonic() - termed:.1f}s after SIGTERM)")
     assert proc.returncode == 0, f"exit code {proc.returncode}\n{cluster.nodes[node].log_tail()}"
+
+
+def test_a_second_sigterm_ends_the_drain_at_once(cluster: ClusterEnv):
+    room = lkhelpers.unique("clu-drain2")
+    alice, _ = join(cluster, "alice", room, "b")
+    node = cluster.owner(room)
+    proc = cluster.nodes[node].proc
+    proc.send_signal(signal.SIGTERM)
+    # Draining: still up with its participant (the room still answers through another node).
+    other = next(n for n in cluster.nodes if n != node)
+    assert wait_until(lambda: cluster.identities(other, room) == ["alice"], timeout=5, interval=0.3)
+    assert proc.poll() is None, f"node {node} exited on the first SIGTERM with a participant in its room"
+    second = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = wait_until(lambda: proc.poll() is not None, timeout=5, interval=0.1)
+    took = time.monotonic() - second
+    assert rc, f"node {node} still running {took:.1f}s after the second SIGTERM"
+    print(f"node {node}: exit {proc.returncode} {took:.2f}s after the second SIGTERM")
+    alice.wait_for("disconnected", timeout=15)
