@@ -23,7 +23,8 @@ serves every Twirp call of a module. Commands:
     {"cmd": "race_join", "joins": [{"ws": "ws://10.77.0.1:7880", "token": JWT}, ...], "deadline": 10}
         opens every signal WebSocket (`/rtc`, protocol 16) at the same instant and reads each
         one's JoinResponse, then its updates until every connection has seen every other
-        identity (or the deadline); the sockets stay open until `race_close` -> ok, joins
+        identity (or `see` others, or the deadline); the sockets stay open until `race_close`
+                                                           -> ok, joins
         (identity, room, sid, others: identities seen, error)
     {"cmd": "race_close"}                                   -> ok, closed
     {"cmd": "wait_rooms", "url": ..., "room": "r", "present": false, "deadline": 20}
@@ -293,7 +294,8 @@ class Admin:
         await asyncio.sleep(0)
         start.set()
         outs = await asyncio.gather(*tasks)
-        await asyncio.gather(*(read(o, len(joins) - 1) for o in outs))
+        see = int(c.get("see", len(joins) - 1))
+        await asyncio.gather(*(read(o, see) for o in outs))
         for o in outs:
             o.pop("_ws", None)
         return {"ok": True, "joins": outs}

@@ -110,5 +110,51 @@ def test_media_flows_through_a_redis_restart(cluster: ClusterEnv):
     for n in ("a", "b", "c"):
         both = wait_until(lambda: {room, room2} <= set(cluster.room_names(n)), timeout=5, interval=0.2)
         assert both, f"ListRooms through {n} {time.monotonic() - up:.1f}s after the redis restart: {cluster.room_names(n)}"
+    # The running room is still one room: a newcomer through a node that does not hold it
+    # (by now every node has written its records and rooms again) joins alice and bob there.
+    held_by = cluster.owner(room)
+    via = next(n for n in cluster.nodes if n != held_by)
+    frank, conn = join(cluster, "frank", room, via)
+    assert {"alice", "bob"} <= set(conn["remote"]), f"frank (through {via}) did not land in the running room: {conn}"
+    assert cluster.owners(room) == [held_by], cluster.local_rooms()
     assert len(cluster.owners(room2)) == 1 and len(cluster.owners(room)) == 1, cluster.local_rooms()
     print(f"after the restart: {room} on {cluster.owner(room)}, {room2} on {cluster.owner(room2)}, {time.monotonic() - up:.1f}s after redis returned")
+
+
+def test_a_hung_redis_stalls_no_room(cluster: ClusterEnv):
+    """redis-server stopped (SIGSTOP: connections hang instead of failing) for 3.5 s, shorter
+    than a node record's life: media flows throughout, a join through the room's node works
+    meanwhile, and once redis answers again a join through another node finds the same room."""
+    import os
+    import signal as sig
+
+    room = lkhelpers.unique("clu-hang")
+    alice, bob, ta, _ = pair(cluster, room, "a", "b", video=False)
+    check_av_both_ways(alice, "alice", bob, "bob", "before the hang", video=False)
+    owner = cluster.owner(room)
+
+    assert cluster.redis is not None
+    os.kill(cluster.redis.pid, sig.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        carol = cluster.client("carol", room, owner)
+        while time.monotonic() - stopped < 3.5:
+            check_audio(bob, "alice", f"redis hung {time.monotonic() - stopped:.1f}s", seconds=0.3, timeout=5)
+            check_audio(alice, "bob", f"redis hung {time.monotonic() - stopped:.1f}s", seconds=0.3, timeout=5)
+        carol.wait_for("connected", timeout=10)
+        wait_subscribed(carol, "alice", {"audio": ta["audio"]})
+        check_audio(carol, "alice", "carol joined through the owner while redis hung")
+    finally:
+        os.kill(cluster.redis.pid, sig.SIGCONT)
+    resumed = time.monotonic()
+    print(f"redis hung {resumed - stopped:.1f}s")
+
+    other = next(n for n in cluster.nodes if n != owner)
+    dave, conn = join(cluster, "dave", room, other)
+    print(f"dave joined through {other} {conn['t'] - resumed:.2f}s after redis resumed")
+    assert sorted(conn["remote"]) == ["alice", "bob", "carol"], f"dave (through {other}) is not in the running room: {conn}"
+    assert cluster.owners(room) == [owner], cluster.local_rooms()
+    assert cluster.local_participants(owner, room) == ["alice", "bob", "carol", "dave"], cluster.stats(owner)
+    check_audio(dave, "alice", "dave after the hang")
+    for c in (alice, bob, carol):
+        assert not c.find("disconnected"), c.describe()
