@@ -1,65 +1,12 @@
 //! The store against a real `redis-server` (Debian's package; `scripts/test` installs it).
 //! Each test starts its own server on a free loopback port and stops it at the end.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lkr_cluster::{NodeInfo, NodeState, RedisSettings, Store};
 
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// A fresh redis-server, or `None` (test skipped) where the binary is not installed and
-/// `LKR_REQUIRE_REDIS` is not set.
-fn redis() -> Option<Redis> {
-    let bin = std::path::Path::new("/usr/bin/redis-server");
-    if !bin.exists() {
-        assert!(
-            std::env::var_os("LKR_REQUIRE_REDIS").is_none(),
-            "redis-server is not installed"
-        );
-        eprintln!("redis-server not installed: skipped");
-        return None;
-    }
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("lkr-redis-{port}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let child = std::process::Command::new(bin)
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let r = Redis {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(r)
-}
+mod common;
+use common::{Redis, free_port, redis};
 
 async fn store(r: &Redis) -> Store {
     Store::connect(&RedisSettings {

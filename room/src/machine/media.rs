@@ -8,11 +8,15 @@ use lkr_proto::pb;
 use lkr_sfu::{Event, PeerId, TrackId};
 
 use super::participant::Effects;
+
+/// A rating is told again when its score moves by this much (or its level changes).
+const QUALITY_SCORE_STEP: f32 = 0.5;
 use super::{Machine, Resp};
 
 impl Machine {
     /// One event of the media core.
     pub fn handle_media_event(&mut self, now: Instant, ev: Event) {
+        self.last_now = now;
         match ev {
             Event::AudioLevels { levels } => self.update_speakers(&levels),
             Event::Loss { peers } => self.update_quality(&peers),
@@ -116,11 +120,13 @@ impl Machine {
         }
     }
 
-    /// Sends every room a connection quality update: each participant rated from the packet
-    /// loss of what it publishes (EXCELLENT under 2%, GOOD under 10%, else POOR).
+    /// Rates every participant from the packet loss of what it publishes (EXCELLENT under
+    /// 2%, GOOD under 10%, else POOR) and, as LiveKit does, tells only what changed, and only
+    /// to whom it concerns: a participant hears its own rating and those of the participants
+    /// it subscribes to. A steady room costs nothing, whatever its size.
     fn update_quality(&mut self, peers: &[(PeerId, f32)]) {
         use pb::ConnectionQuality as Q;
-        let mut by_room: HashMap<String, Vec<pb::ConnectionQualityInfo>> = HashMap::new();
+        let mut changed: HashMap<String, pb::ConnectionQualityInfo> = HashMap::new();
         for (psid, p) in &self.participants {
             if p.hidden() {
                 continue;
@@ -138,18 +144,49 @@ impl Machine {
             } else {
                 (Q::Poor, (2.0 - loss * 2.0).max(1.0))
             };
-            by_room
-                .entry(p.room().to_string())
-                .or_default()
-                .push(pb::ConnectionQualityInfo {
-                    participant_sid: psid.clone(),
-                    quality: quality as i32,
-                    score,
-                });
+            let same = self.quality.get(psid).is_some_and(|(q, s)| {
+                *q == quality as i32 && (s - score).abs() < QUALITY_SCORE_STEP
+            });
+            if !same {
+                self.quality.insert(psid.clone(), (quality as i32, score));
+                changed.insert(
+                    psid.clone(),
+                    pb::ConnectionQualityInfo {
+                        participant_sid: psid.clone(),
+                        quality: quality as i32,
+                        score,
+                    },
+                );
+            }
         }
-        for (room, updates) in by_room {
-            let msg = Resp::ConnectionQuality(pb::ConnectionQualityUpdate { updates });
-            self.send_room(&room, None, &msg);
+        let participants = &self.participants;
+        self.quality
+            .retain(|psid, _| participants.contains_key(psid));
+        if changed.is_empty() {
+            return;
+        }
+        // Each recipient: itself, and the publishers it subscribes to, among those changed.
+        let mut to: BTreeMap<String, Vec<pb::ConnectionQualityInfo>> = BTreeMap::new();
+        for (psid, info) in &changed {
+            to.entry(psid.clone()).or_default().push(info.clone());
+        }
+        let mut heard: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+        for t in self.tracks.values() {
+            let Some(info) = changed.get(&t.publisher_sid) else {
+                continue;
+            };
+            for sub in &t.subscribers {
+                if sub != &t.publisher_sid && heard.insert((sub.as_str(), t.publisher_sid.as_str()))
+                {
+                    to.entry(sub.clone()).or_default().push(info.clone());
+                }
+            }
+        }
+        for (psid, updates) in to {
+            self.send_one(
+                &psid,
+                Resp::ConnectionQuality(pb::ConnectionQualityUpdate { updates }),
+            );
         }
     }
 }

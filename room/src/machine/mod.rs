@@ -55,6 +55,8 @@ pub const PING_TIMEOUT: i32 = 15;
 
 /// How long an answer to update_metadata waits (see `Participant::update_metadata`).
 const ANSWER_DELAY: Duration = Duration::from_millis(30);
+/// How long an update about a participant that publishes nothing waits for others of its room.
+pub const UPDATE_BATCH: Duration = Duration::from_millis(200);
 
 type Resp = pb::signal_response::Message;
 
@@ -383,6 +385,15 @@ pub struct Machine {
     tracks: BTreeMap<String, TrackEntry>,
     /// Per room, the speaking participants last announced: sid → level.
     speakers: HashMap<String, BTreeMap<String, f32>>,
+    /// Per participant, the connection quality last announced: (level, score).
+    quality: HashMap<String, (i32, f32)>,
+    /// Participant updates held back for [`UPDATE_BATCH`]: per room, per participant sid,
+    /// its latest record and who is not to be sent it.
+    batched: HashMap<String, BTreeMap<String, (pb::ParticipantInfo, Option<String>)>>,
+    /// When the held-back updates go out.
+    batch_due: Option<Instant>,
+    /// The time of the latest input (for deadlines set by calls that carry none).
+    last_now: Instant,
     out: Outbox,
     next_id: u64,
     clock: WallClock,
@@ -413,6 +424,10 @@ impl Machine {
             peer_owner: HashMap::new(),
             tracks: BTreeMap::new(),
             speakers: HashMap::new(),
+            quality: HashMap::new(),
+            batched: HashMap::new(),
+            batch_due: None,
+            last_now: now,
             out: Outbox::default(),
             next_id: 1,
             clock: WallClock { base: now, unix_ms },
@@ -468,12 +483,17 @@ impl Machine {
     /// The earliest instant at which [`Machine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let people = self.participants.values().filter_map(Participant::deadline);
-        people.chain(self.rooms.next_deadline()).min()
+        people
+            .chain(self.rooms.next_deadline())
+            .chain(self.batch_due)
+            .min()
     }
 
     /// Runs what is due at `now`: delayed answers, ping timeouts, departure grace, room
     /// closing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        self.flush_due_updates(now);
         let mut ended: Vec<(String, Leaving)> = Vec::new();
         for (psid, p) in self.participants.iter_mut() {
             p.flush_deferred(now, &mut self.out);
@@ -551,6 +571,7 @@ impl Machine {
     /// same identity, tells the others, and queues the JoinResponse (and, per signalling
     /// mode, the first answer or subscriber offer). Returns the participant's sid.
     pub fn handle_join(&mut self, now: Instant, j: Join) -> Result<String, RoomError> {
+        self.last_now = now;
         if self.draining {
             return Err(RoomError::ShuttingDown);
         }
@@ -902,12 +923,76 @@ impl Machine {
         }
     }
 
-    /// Sends a ParticipantUpdate with `info` to every participant of `room` but `except`.
+    /// Tells every participant of `room` but `except` about `info`. An update about a
+    /// participant that publishes nothing and stays is held back for [`UPDATE_BATCH`] and
+    /// goes out with the room's others, only its latest record (joins at a high rate cost a
+    /// message per participant per batch, not one per join each); any other update goes out at
+    /// once, after what the room had held back, so that no one hears of a track before its
+    /// publisher.
     fn broadcast(&mut self, room: &str, info: &pb::ParticipantInfo, except: Option<&str>) {
+        let quiet = info.tracks.is_empty()
+            && info.state != pb::participant_info::State::Disconnected as i32;
+        let heard = self
+            .participants
+            .iter()
+            .any(|(sid, p)| p.room() == room && p.connected() && Some(sid.as_str()) != except);
+        if !heard {
+            return;
+        }
+        if quiet {
+            self.batched
+                .entry(room.to_string())
+                .or_default()
+                .insert(info.sid.clone(), (info.clone(), except.map(str::to_string)));
+            self.batch_due.get_or_insert(self.last_now + UPDATE_BATCH);
+            return;
+        }
+        self.broadcast_now(room, info, except);
+    }
+
+    /// Tells every participant of `room` but `except` about `info` at once (after what the
+    /// room had held back).
+    fn broadcast_now(&mut self, room: &str, info: &pb::ParticipantInfo, except: Option<&str>) {
+        self.flush_room_updates(room);
         let msg = Resp::Update(pb::ParticipantUpdate {
             participants: vec![info.clone()],
         });
         self.send_room(room, except, &msg);
+    }
+
+    /// Sends `room`'s held-back participant updates: one message per recipient.
+    fn flush_room_updates(&mut self, room: &str) {
+        let Some(batch) = self.batched.remove(room) else {
+            return;
+        };
+        if self.batched.is_empty() {
+            self.batch_due = None;
+        }
+        for (sid, p) in &self.participants {
+            if p.room() != room || !p.connected() {
+                continue;
+            }
+            let participants: Vec<pb::ParticipantInfo> = batch
+                .values()
+                .filter(|(_, except)| except.as_deref() != Some(sid.as_str()))
+                .map(|(info, _)| info.clone())
+                .collect();
+            if !participants.is_empty() {
+                self.out
+                    .signal(sid, Resp::Update(pb::ParticipantUpdate { participants }));
+            }
+        }
+    }
+
+    /// Sends every room's held-back participant updates when they are due.
+    fn flush_due_updates(&mut self, now: Instant) {
+        if self.batch_due.is_some_and(|t| t <= now) {
+            let rooms: Vec<String> = self.batched.keys().cloned().collect();
+            for room in rooms {
+                self.flush_room_updates(&room);
+            }
+            self.batch_due = None;
+        }
     }
 
     /// Sends `msg` to every connected participant of `room` but `except`.
@@ -934,14 +1019,32 @@ impl Machine {
     ) -> Option<R> {
         let p = self.participants.get(psid)?;
         let (room, identity, hidden) = (p.room().to_string(), p.identity().to_string(), p.hidden());
-        let (r, info) = self.rooms.update_participant(&room, &identity, f).ok()?;
+        let mut before = None;
+        let (r, info) = self
+            .rooms
+            .update_participant(&room, &identity, |info| {
+                before = Some(info.clone());
+                f(info)
+            })
+            .ok()?;
+        // Only a change of state (joined, active) may wait for the room's batch; anything
+        // else the participant or an API caller asked for is told at once.
+        let state_only = before.is_some_and(|mut b| {
+            b.state = info.state;
+            b.version = info.version;
+            b == info
+        });
         if let Some(perm) = &info.permission
             && let Some(p) = self.participants.get_mut(psid)
         {
             p.set_permission(perm.clone());
         }
         if !hidden {
-            self.broadcast(&room, &info, None);
+            if state_only {
+                self.broadcast(&room, &info, None);
+            } else {
+                self.broadcast_now(&room, &info, None);
+            }
         } else {
             self.send_one(
                 psid,

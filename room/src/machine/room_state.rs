@@ -19,6 +19,7 @@ impl Machine {
         psid: &str,
         m: pb::signal_request::Message,
     ) -> Result<(), RoomError> {
+        self.last_now = now;
         let p = self
             .participants
             .get_mut(psid)
@@ -29,6 +30,7 @@ impl Machine {
 
     /// Any frame (even an undecodable one) from the participant's connection: it is alive.
     pub fn handle_signal_seen(&mut self, now: Instant, psid: &str) {
+        self.last_now = now;
         if let Some(p) = self.participants.get_mut(psid) {
             p.seen(now);
         }
@@ -38,6 +40,7 @@ impl Machine {
     /// the room's departure timeout, as LiveKit does; a new join with the same identity
     /// replaces it earlier.
     pub fn handle_signal_lost(&mut self, now: Instant, psid: &str) {
+        self.last_now = now;
         let Some(p) = self.participants.get(psid) else {
             return;
         };
@@ -61,6 +64,7 @@ impl Machine {
     /// The signal connection of `psid` cannot keep up (its queue is full): it is closed and
     /// the participant treated as lost.
     pub fn handle_signal_stalled(&mut self, now: Instant, psid: &str) {
+        self.last_now = now;
         tracing::info!(participant = %psid, "signal connection not reading; closing it");
         if self.participants.get(psid).is_some_and(|p| p.connected()) {
             self.out.close(psid, None);

@@ -473,6 +473,11 @@ fn join_tells_the_others_and_leave_removes() {
     assert_eq!(jr.other_participants.len(), 1);
     assert_eq!(jr.other_participants[0].identity, "alice");
     assert!(jr.subscriber_primary);
+    assert!(
+        updates_about(&w, &a, &b).is_empty(),
+        "a join waits for the room's batch"
+    );
+    w.run_for(UPDATE_BATCH);
     assert_eq!(updates_about(&w, &a, &b).len(), 1, "alice hears of bob");
     w.clear();
 
@@ -818,6 +823,7 @@ fn a_lost_connection_keeps_the_place_for_the_departure_timeout() {
     let mut w = World::new();
     let a = w.join("alice", false);
     let b = w.join("bob", false);
+    w.run_for(UPDATE_BATCH);
     w.clear();
     w.m.handle_signal_lost(w.now, &b);
     w.drain();
@@ -848,6 +854,7 @@ fn a_silent_connection_is_dropped_after_the_ping_timeout() {
     let mut w = World::new();
     let a = w.join("alice", false);
     let b = w.join("bob", false);
+    w.run_for(UPDATE_BATCH);
     w.clear();
     // Alice pings every 5 s; Bob says nothing.
     for _ in 0..3 {
@@ -1668,3 +1675,111 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
 }
 
 mod egress_tests;
+
+/// The quality entries `to` was sent since the last clear: (participant sid, level).
+fn quality_to(w: &World, to: &str) -> Vec<(String, i32)> {
+    w.to(to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::ConnectionQuality(u) => Some(u.updates.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|i| (i.participant_sid, i.quality))
+        .collect()
+}
+
+#[test]
+fn connection_quality_is_told_when_it_changes_and_only_to_whom_it_concerns() {
+    use pb::ConnectionQuality as Q;
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let c = w.join("carol", false);
+    for p in [&a, &b, &c] {
+        w.answer_subscriber(p);
+    }
+    w.publish_audio(&a, "mic-cid");
+    w.offer(&a, client_offer(&[Sec::SendAudio("mic-cid")]))
+        .unwrap();
+    let up = *w.added_peers().last().expect("alice's publisher peer");
+    w.media_event(Event::PeerConnected { peer: up });
+    w.answer_subscriber(&b);
+    w.answer_subscriber(&c);
+    w.clear();
+
+    // First rating: everyone hears its own, and the subscribers hear alice's; nobody hears
+    // about a participant it does not subscribe to (bob and carol publish nothing).
+    w.media_event(Event::Loss {
+        peers: vec![(up, 0.0)],
+    });
+    let mut to_b = quality_to(&w, &b);
+    to_b.sort();
+    let mut want = vec![
+        (a.clone(), Q::Excellent as i32),
+        (b.clone(), Q::Excellent as i32),
+    ];
+    want.sort();
+    assert_eq!(to_b, want);
+    assert_eq!(quality_to(&w, &a), [(a.clone(), Q::Excellent as i32)]);
+    w.clear();
+
+    // Nothing changed: nothing is sent, whatever the room's size.
+    w.media_event(Event::Loss {
+        peers: vec![(up, 0.001)],
+    });
+    assert!(
+        [&a, &b, &c].iter().all(|p| quality_to(&w, p).is_empty()),
+        "a steady room was sent quality updates"
+    );
+
+    // Alice's uplink loses 5%: alice and her subscribers hear it, and only that.
+    w.media_event(Event::Loss {
+        peers: vec![(up, 0.05)],
+    });
+    for p in [&a, &b, &c] {
+        assert_eq!(quality_to(&w, p), [(a.clone(), Q::Good as i32)], "to {p}");
+    }
+}
+
+/// The participant updates `to` was sent since the last clear: each message's identities.
+fn update_messages(w: &World, to: &str) -> Vec<Vec<String>> {
+    w.to(to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::Update(u) => Some(u.participants.iter().map(|p| p.identity.clone()).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_joins_is_told_in_one_update_per_participant() {
+    let mut w = World::new();
+    let first = w.join("p0", false);
+    w.clear();
+    let sids: Vec<String> = (1..30).map(|i| w.join(&format!("p{i}"), false)).collect();
+    assert!(update_messages(&w, &first).is_empty(), "held for the batch");
+    w.run_for(UPDATE_BATCH);
+    let to_first = update_messages(&w, &first);
+    assert_eq!(to_first.len(), 1, "{to_first:?}");
+    assert_eq!(to_first[0].len(), 29);
+    // Each joiner hears of the others of the burst, never of itself, in one message.
+    let mid = &sids[10];
+    let to_mid = update_messages(&w, mid);
+    assert_eq!(to_mid.len(), 1);
+    assert!(!to_mid[0].contains(&"p11".to_string()));
+    let all: usize = std::iter::once(&first)
+        .chain(&sids)
+        .map(|s| update_messages(&w, s).len())
+        .sum();
+    assert!(
+        all <= 30,
+        "{all} update messages for 30 joins (435 one by one)"
+    );
+    w.clear();
+    // A departure is told at once.
+    w.signal(mid, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    assert_eq!(update_messages(&w, &first), [vec!["p11".to_string()]]);
+}
