@@ -437,6 +437,13 @@ class ClusterEnv:
         for n, node in self.nodes.items():
             sections.append((f"node {n} ({node.url}, runs={node.runs}, alive={node.alive()})", node.log_tail() or "<empty>"))
         sections.append(("redis-server log", _read_tail(self.redis_log, 3000) or "<empty>"))
+        for n, node in self.nodes.items():
+            if node.alive() and self.admin is not None and self.admin.alive():
+                try:
+                    res = self.admin_call("stats", url=node.url, wait=10)
+                    sections.append((f"node {n} /node/stats", json.dumps(res.get("body") or res)[:4000]))
+                except AssertionError as e:
+                    sections.append((f"node {n} /node/stats", f"<not answered: {e}>"[:1000]))
         for c in self.clients:
             sections.append((f"client {c.label}", c.describe(60)))
         if self.admin is not None:

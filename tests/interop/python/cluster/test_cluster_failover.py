@@ -17,14 +17,19 @@ ROOM_RELEASE_BOUND_S = 12.0
 
 def rejoin(cluster: ClusterEnv, identity: str, room: str, node: str, deadline: float):
     """Joins through `node`, starting the client again after each failed connect until
-    `deadline` (monotonic); returns the connected client."""
+    `deadline` (monotonic); returns the connected client.
+
+    A client that connected only after the SDK's own retries (its first signal attempt got
+    the 503 of a room whose node is dead) is started again too: the Python SDK (1.2.1) then
+    receives no media at all, also against a single node without redis behind a proxy that
+    answers 503 once, so that is the SDK's fault and not what this test is about."""
     errors = []
     while True:
         c = cluster.client(identity, room, node)
         wait_until(lambda: c.find("connected") or c.find("connect_error") or not c.alive(), timeout=30, interval=0.05)
-        if c.find("connected"):
+        if c.find("connected") and "retrying" not in c.stderr_tail():
             return c
-        errors.append((round(time.monotonic(), 2), [e.get("error") for e in c.find("connect_error")]))
+        errors.append((round(time.monotonic(), 2), [e.get("error") for e in c.find("connect_error")] or "SDK retried"))
         c.kill()
         if time.monotonic() >= deadline:
             raise AssertionError(f"{identity} could not rejoin {room} through {node} before the deadline: {errors}")
