@@ -53,6 +53,17 @@ def test_sigkilled_node_releases_its_rooms_and_participants_rejoin_elsewhere(clu
     assert res["ok"], f"ListRooms on {survivors[0]} still shows {room} {res['elapsed']}s after SIGKILL of {victim}: {res['last']}"
     assert took <= ROOM_RELEASE_BOUND_S, f"room released {took:.2f}s after the SIGKILL (bound {ROOM_RELEASE_BOUND_S}s)"
     assert room not in cluster.room_names(survivors[1])
+    # Calls for the room answer at once: unavailable while the dead node still holds it,
+    # then not found once it is released.
+    def released():
+        t0 = time.monotonic()
+        r = cluster.twirp(survivors[1], "ListParticipants", room=room)
+        took = time.monotonic() - t0
+        assert not r["ok"] and r.get("code") in ("unavailable", "not_found") and took < 2, (r, took)
+        return r["code"] == "not_found"
+
+    assert wait_until(released, timeout=ROOM_RELEASE_BOUND_S, interval=0.2), "the dead node's room is never released"
+    print(f"ListParticipants through {survivors[1]}: not_found {time.monotonic() - killed:.2f}s after the SIGKILL")
 
     # The old clients lost their room; the same identities join again through the survivors,
     # as an application would: retrying while the room's dead owner still holds it.
