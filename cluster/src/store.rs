@@ -6,7 +6,13 @@
 //! - `{lkr}:node:<id>`: a node's record (JSON), set with a TTL of [`NODE_TTL`] and refreshed
 //!   every [`REFRESH`]; a node that stops refreshing is gone when it expires;
 //! - `{lkr}:room:<name>`: the id of the node that owns the room, with a TTL of [`ROOM_TTL`]
-//!   refreshed by its owner. A placement whose owner's record is gone counts as free.
+//!   refreshed by its owner. A placement whose owner's record is gone counts as free;
+//! - `{lkr}:up` (no TTL) and `{lkr}:settle` (TTL [`SETTLE_WINDOW`]): when a script finds
+//!   `{lkr}:up` missing, Redis lost its data (a restart without persistence, a flush), so the
+//!   placements of running rooms are gone until their owners write them again on their next
+//!   refresh. For [`SETTLE_WINDOW`] from then, a room without a placement is neither placed
+//!   nor reported missing: callers wait, so that a join through another node cannot open a
+//!   second room of a running room's name.
 //!
 //! Every change that must be atomic is one Lua script: placing a room (two joins racing on
 //! two nodes get the same answer), refreshing a node's rooms (only those still its own),
@@ -28,6 +34,14 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// The longest one Redis call may take before it counts as failed.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long after Redis lost its data rooms without a placement wait for their owners to
+/// write it again (three refresh periods).
+pub const SETTLE_WINDOW: Duration = Duration::from_secs(3);
+/// How many settle waits one placement or lookup sits through before it gives up.
+const MAX_SETTLE_WAITS: usize = 4;
+
+const UP: &str = "{lkr}:up";
+const SETTLE: &str = "{lkr}:settle";
 const NODES: &str = "{lkr}:nodes";
 const NODE_PREFIX: &str = "{lkr}:node:";
 const ROOM_PREFIX: &str = "{lkr}:room:";
@@ -41,6 +55,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("redis configuration: {0}")]
     Config(String),
+    #[error("redis keeps losing its data: placements did not settle")]
+    Unsettled,
 }
 
 /// `redis:` of the configuration, resolved.
@@ -125,6 +141,7 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub struct Store {
     conn: Conn,
+    register: Script,
     place: Script,
     owner: Script,
     refresh: Script,
@@ -132,32 +149,63 @@ pub struct Store {
     list: Script,
 }
 
-/// Places a room: the live owner if it has one, else the candidate (ARGV[1]) for ARGV[2] ms.
+/// Shared by the scripts: KEYS[1] is [`UP`], KEYS[2] is [`SETTLE`], ARGV[1] the settle
+/// window in ms. Returns how many ms placements still wait (0: none), starting the window
+/// when Redis has lost its data.
+const SETTLING: &str = r"
+local function settling()
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SET', KEYS[1], '1')
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+    return tonumber(ARGV[1])
+  end
+  local t = redis.call('PTTL', KEYS[2])
+  if t > 0 then return t end
+  return 0
+end
+";
+
+/// Writes a node's record (KEYS[4], ARGV[3] for ARGV[4] ms) and adds ARGV[2] to the set of
+/// nodes (KEYS[3]).
+const REGISTER: &str = r"
+settling()
+redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+";
+
+/// Places a room (KEYS[3]): {the live owner, 0} if it has one; {'', ms} while placements
+/// settle; else {the candidate ARGV[3], 0}, placed for ARGV[4] ms. ARGV[2]: node key prefix.
 const PLACE: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
+local cur = redis.call('GET', KEYS[3])
+if cur and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return {cur, 0} end
+local wait = settling()
+if wait > 0 then return {'', wait} end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+return {ARGV[3], 0}
 ";
 
-/// The room's owner if that node is alive, else nil.
+/// The room's (KEYS[3]) owner if that node is alive: {owner, 0}; {'', ms} while placements
+/// settle; else {'', 0}.
 const OWNER: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur and redis.call('EXISTS', ARGV[1] .. cur) == 1 then return cur end
-return false
+local cur = redis.call('GET', KEYS[3])
+if cur and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return {cur, 0} end
+return {'', settling()}
 ";
 
-/// For each room key: 1 if it is (now) ARGV[1]'s for another ARGV[2] ms (it was, it was
-/// free, or its owner is gone), 0 if a live node owns it.
+/// For each room key (KEYS[3..]): 1 if it is (now) ARGV[2]'s for another ARGV[3] ms (it
+/// was, it was free, or its owner is gone), 0 if a live node owns it. ARGV[4]: node key prefix.
 const REFRESH_ROOMS: &str = r"
+settling()
 local out = {}
-for i, key in ipairs(KEYS) do
+for i = 3, #KEYS do
+  local key = KEYS[i]
   local cur = redis.call('GET', key)
-  if (not cur) or cur == ARGV[1] or redis.call('EXISTS', ARGV[3] .. cur) == 0 then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    out[i] = 1
+  if (not cur) or cur == ARGV[2] or redis.call('EXISTS', ARGV[4] .. cur) == 0 then
+    redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
+    out[i - 2] = 1
   else
-    out[i] = 0
+    out[i - 2] = 0
   end
 end
 return out
@@ -181,6 +229,17 @@ end
 return out
 ";
 
+/// A script with the [`SETTLING`] function in front.
+fn settling(body: &str) -> String {
+    format!("{SETTLING}{body}")
+}
+
+/// Sleeps out a settle wait Redis reported (bounded by [`SETTLE_WINDOW`]).
+async fn settle(wait_ms: u64) {
+    let wait = Duration::from_millis(wait_ms).min(SETTLE_WINDOW);
+    tokio::time::sleep(wait + Duration::from_millis(5)).await;
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -196,9 +255,10 @@ impl Store {
         let conn = timeout(Duration::from_secs(5), Self::open(s)).await??;
         Ok(Self {
             conn,
-            place: Script::new(PLACE),
-            owner: Script::new(OWNER),
-            refresh: Script::new(REFRESH_ROOMS),
+            register: Script::new(&settling(REGISTER)),
+            place: Script::new(&settling(PLACE)),
+            owner: Script::new(&settling(OWNER)),
+            refresh: Script::new(&settling(REFRESH_ROOMS)),
             release: Script::new(RELEASE),
             list: Script::new(LIST),
         })
@@ -257,18 +317,15 @@ impl Store {
     /// Writes `node`'s record for another [`NODE_TTL`].
     pub async fn register(&self, node: &NodeInfo) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let mut p = redis::pipe();
-        p.cmd("SET")
-            .arg(format!("{NODE_PREFIX}{}", node.id))
-            .arg(node.to_json())
-            .arg("PX")
-            .arg(ms(NODE_TTL))
-            .ignore()
-            .cmd("SADD")
-            .arg(NODES)
+        let mut inv = self.register.key(UP);
+        inv.key(SETTLE)
+            .key(NODES)
+            .key(format!("{NODE_PREFIX}{}", node.id))
+            .arg(ms(SETTLE_WINDOW))
             .arg(&node.id)
-            .ignore();
-        timeout(CALL_TIMEOUT, p.query_async::<()>(&mut conn)).await??;
+            .arg(node.to_json())
+            .arg(ms(NODE_TTL));
+        let _: i64 = timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await??;
         Ok(())
     }
 
@@ -296,20 +353,46 @@ impl Store {
         Ok(raw.iter().filter_map(|s| NodeInfo::from_json(s)).collect())
     }
 
-    /// The id of the live node that owns `room`, if any.
+    /// The id of the live node that owns `room`, if any. While placements settle after
+    /// Redis lost its data, waits for them (up to [`SETTLE_WINDOW`]).
     pub async fn owner(&self, room: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.owner.key(room_key(room));
-        inv.arg(NODE_PREFIX);
-        Ok(timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await??)
+        for _ in 0..MAX_SETTLE_WAITS {
+            let mut conn = self.conn.clone();
+            let mut inv = self.owner.key(UP);
+            inv.key(SETTLE)
+                .key(room_key(room))
+                .arg(ms(SETTLE_WINDOW))
+                .arg(NODE_PREFIX);
+            let (owner, wait): (String, u64) =
+                timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await??;
+            if wait == 0 {
+                return Ok((!owner.is_empty()).then_some(owner));
+            }
+            settle(wait).await;
+        }
+        Err(StoreError::Unsettled)
     }
 
     /// Places `room` on `candidate` unless a live node owns it already; returns the owner.
+    /// While placements settle after Redis lost its data, waits for them first.
     pub async fn place(&self, room: &str, candidate: &str) -> Result<String, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.place.key(room_key(room));
-        inv.arg(candidate).arg(ms(ROOM_TTL)).arg(NODE_PREFIX);
-        Ok(timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await??)
+        for _ in 0..MAX_SETTLE_WAITS {
+            let mut conn = self.conn.clone();
+            let mut inv = self.place.key(UP);
+            inv.key(SETTLE)
+                .key(room_key(room))
+                .arg(ms(SETTLE_WINDOW))
+                .arg(NODE_PREFIX)
+                .arg(candidate)
+                .arg(ms(ROOM_TTL));
+            let (owner, wait): (String, u64) =
+                timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await??;
+            if wait == 0 {
+                return Ok(owner);
+            }
+            settle(wait).await;
+        }
+        Err(StoreError::Unsettled)
     }
 
     /// Refreshes `me`'s placements of `rooms` for another [`ROOM_TTL`] (taking back those
@@ -322,11 +405,15 @@ impl Store {
         let mut lost = Vec::new();
         for chunk in rooms.chunks(256) {
             let mut conn = self.conn.clone();
-            let mut inv = self.refresh.prepare_invoke();
+            let mut inv = self.refresh.key(UP);
+            inv.key(SETTLE);
             for r in chunk {
                 inv.key(room_key(r));
             }
-            inv.arg(me).arg(ms(ROOM_TTL)).arg(NODE_PREFIX);
+            inv.arg(ms(SETTLE_WINDOW))
+                .arg(me)
+                .arg(ms(ROOM_TTL))
+                .arg(NODE_PREFIX);
             let held: Vec<i64> = timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await??;
             lost.extend(
                 chunk

@@ -154,3 +154,50 @@ async fn an_unreachable_redis_is_a_clear_error_within_the_bound() {
     );
     assert!(err.to_string().starts_with("redis"), "{err}");
 }
+
+/// Redis loses its data (a restart without persistence; here a flush) while a room runs on
+/// A. A placement of that room by B must not open it on B before A has written its placement
+/// again (A refreshes within a second): it waits, and gets A.
+#[tokio::test]
+async fn after_redis_lost_its_data_placements_wait_for_the_owners_refresh() {
+    let Some(r) = redis() else { return };
+    let s = store(&r).await;
+    s.register(&node("ND_a")).await.unwrap();
+    s.register(&node("ND_b")).await.unwrap();
+    // A fresh Redis starts settled once the window that its first script opened is over.
+    tokio::time::sleep(lkr_cluster::store::SETTLE_WINDOW).await;
+    assert_eq!(s.place("running", "ND_a").await.unwrap(), "ND_a");
+
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", r.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+
+    // B's placement (and a lookup) come first after the flush; A refreshes 600 ms later.
+    let flushed = Instant::now();
+    let b = {
+        let s = s.clone();
+        tokio::spawn(async move { s.place("running", "ND_b").await.unwrap() })
+    };
+    let look = {
+        let s = s.clone();
+        tokio::spawn(async move { s.owner("running").await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.register(&node("ND_a")).await.unwrap();
+    s.register(&node("ND_b")).await.unwrap();
+    assert!(
+        s.refresh_rooms("ND_a", &["running".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(b.await.unwrap(), "ND_a", "the running room was placed anew");
+    assert_eq!(look.await.unwrap().as_deref(), Some("ND_a"));
+    let waited = flushed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < lkr_cluster::store::SETTLE_WINDOW * 2,
+        "{waited:?}"
+    );
+    // A room nobody runs is placed once the window is over.
+    assert_eq!(s.place("new", "ND_b").await.unwrap(), "ND_b");
+}

@@ -5,14 +5,13 @@ second room of the same name elsewhere (after which the room stays split: the ow
 "another node holds this room's placement" every second and keeps its participants apart).
 
 Six rooms at once, so that a selector picking the right node by luck (1 in 3 per room) cannot
-hide the fault. Known to fail against the server as of this test's commit: strict xfail, so a
-fix shows up as an XPASS failure and the marker is removed then."""
+hide the fault. The server holds such joins until placements settle (three refresh periods
+after Redis is found empty)."""
 
 from __future__ import annotations
 
 import time
 
-import pytest
 
 import lkhelpers
 from clusterhelpers import ClusterEnv
@@ -21,11 +20,6 @@ from mediahelpers import MediaEnv
 ROOMS = 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: after a Redis restart, a join through a non-owner node places the running room anew "
-    "(selector) before its owner has written the placement again: the room splits over two nodes",
-)
 def test_joins_right_after_a_redis_restart_find_the_running_rooms(cluster: ClusterEnv):
     rooms = [lkhelpers.unique(f"clu-split{i}") for i in range(ROOMS)]
     # One participant in each room (signal connections held open by the admin process).
