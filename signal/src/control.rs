@@ -69,9 +69,6 @@ enum Input {
         psid: String,
         message: Box<pb::signal_request::Message>,
     },
-    Seen {
-        psid: String,
-    },
     Lost {
         psid: String,
         link: u64,
@@ -202,14 +199,6 @@ impl Control {
         self.send(Input::Signal {
             psid: psid.to_string(),
             message: Box::new(message),
-        })
-        .await
-    }
-
-    /// A frame from participant `psid` that carried no request: the connection is alive.
-    pub async fn seen(&self, psid: &str) -> Result<(), ControlGone> {
-        self.send(Input::Seen {
-            psid: psid.to_string(),
         })
         .await
     }
@@ -446,7 +435,6 @@ impl Task {
                     tracing::debug!(participant = %psid, fault = ?e.fault(), "signal request failed: {e}");
                 }
             }
-            Input::Seen { psid } => self.machine.handle_signal_seen(now, &psid),
             Input::Lost { psid, link } => {
                 // Only the participant's current connection counts: one a resume replaced
                 // going away changes nothing.
@@ -644,5 +632,111 @@ mod tests {
         // dropped connection; its requests are no longer read.
         let count = control.call(|m, _| m.participant_count()).await.unwrap();
         assert_eq!(count, 2);
+    }
+
+    /// Pings are answered by the session itself; a connection that says nothing for the
+    /// ping timeout is ended by its session and its participant keeps its place (as any
+    /// dropped connection, for a resume), while one that keeps pinging stays.
+    #[tokio::test(start_paused = true)]
+    async fn pings_are_answered_and_a_silent_connection_is_cut_after_the_ping_timeout() {
+        use futures_util::{SinkExt, StreamExt};
+        use pb::signal_response::Message as Resp;
+        use prost::Message as _;
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let (control, _task) = Control::spawn(machine(), None, None);
+        let mut clients = Vec::new();
+        for who in ["pinger", "silent"] {
+            let joined = control.join(join(who)).await.unwrap().unwrap();
+            let (server_io, client_io) = tokio::io::duplex(1 << 16);
+            let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+            tokio::spawn(crate::session::run(server, control.clone(), joined));
+            clients.push(WebSocketStream::from_raw_socket(client_io, Role::Client, None).await);
+        }
+        let mut silent = clients.pop().unwrap();
+        let mut pinger = clients.pop().unwrap();
+        let send = |m: pb::signal_request::Message| {
+            WsMessage::Binary(
+                pb::SignalRequest { message: Some(m) }
+                    .encode_to_vec()
+                    .into(),
+            )
+        };
+        // Reads until the answer to a ping; other messages (join, updates) are skipped.
+        async fn pong(
+            ws: &mut WebSocketStream<tokio::io::DuplexStream>,
+        ) -> pb::signal_response::Message {
+            while let Some(Ok(WsMessage::Binary(b))) = ws.next().await {
+                let m = pb::SignalResponse::decode(b.as_ref())
+                    .unwrap()
+                    .message
+                    .unwrap();
+                if matches!(m, Resp::Pong(_) | Resp::PongResp(_)) {
+                    return m;
+                }
+            }
+            panic!("the connection ended without a pong");
+        }
+        let started = tokio::time::Instant::now();
+        for round in 0..4 {
+            pinger
+                .send(send(pb::signal_request::Message::Ping(7)))
+                .await
+                .unwrap();
+            assert!(matches!(pong(&mut pinger).await, Resp::Pong(ms) if ms > 1_700_000_000_000));
+            pinger
+                .send(send(pb::signal_request::Message::PingReq(pb::Ping {
+                    timestamp: 1000 + round,
+                    rtt: 0,
+                })))
+                .await
+                .unwrap();
+            match pong(&mut pinger).await {
+                Resp::PongResp(p) => assert_eq!(p.last_ping_timestamp, 1000 + round),
+                other => panic!("{other:?}"),
+            }
+            if round == 2 {
+                // 10 s of silence: not cut yet.
+                while let Some(f) = futures_util::FutureExt::now_or_never(silent.next()) {
+                    assert!(
+                        matches!(f, Some(Ok(WsMessage::Binary(_)))),
+                        "cut before the ping timeout: {f:?}"
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        // 20 s have passed: the silent one was cut (after 15 s), the pinger was not.
+        assert!(started.elapsed() >= Duration::from_secs(20));
+        let closed = tokio::time::timeout(Duration::from_millis(10), async {
+            while let Some(Ok(frame)) = silent.next().await {
+                if matches!(frame, WsMessage::Close(_)) {
+                    return true;
+                }
+            }
+            true
+        })
+        .await;
+        assert_eq!(closed, Ok(true), "the silent connection was not cut");
+        pinger
+            .send(send(pb::signal_request::Message::Ping(8)))
+            .await
+            .unwrap();
+        assert!(matches!(pong(&mut pinger).await, Resp::Pong(_)));
+        let connected = control
+            .call(|m, _| {
+                m.api_list_participants("r")
+                    .map(|ps| ps.into_iter().map(|p| p.identity).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            connected.len(),
+            2,
+            "the silent one keeps its place: {connected:?}"
+        );
     }
 }

@@ -1,10 +1,14 @@
 //! One participant's WebSocket: a pump between the connection and the control task.
 //!
 //! Frames in are decoded (binary protobuf or JSON, answered in the same form) and handed to
-//! the room machine; what the machine addresses to the participant is written out. The
+//! the room machine; what the machine addresses to the participant is written out. Pings are
+//! answered here, and a connection silent past the ping timeout is ended here (the machine
+//! learns of it as of any dropped connection). The
 //! session holds no room state: when the connection drops, the machine decides what the
 //! participant's place becomes (kept for the departure timeout), and the socket and its
 //! buffers are released at once.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use lkr_proto::pb;
@@ -17,7 +21,18 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::control::{Control, Joined, ToSession};
 
+use pb::signal_request::Message as Req;
 use pb::signal_response::Message as Resp;
+
+/// Silence after which a signal connection counts as dropped.
+const PING_TIMEOUT: Duration = Duration::from_secs(lkr_room::machine::PING_TIMEOUT as u64);
+
+/// Milliseconds since the Unix epoch, for pongs.
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// How the session ended, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +71,15 @@ where
         abort,
     } = joined;
     let mut json = false;
+    // The connection's liveness is watched here: a client that sends nothing (LiveKit's
+    // clients ping every `ping_interval`) for the ping timeout is treated as gone.
+    let silence = tokio::time::sleep(PING_TIMEOUT);
+    tokio::pin!(silence);
     let end = loop {
         tokio::select! {
             frame = ws.next() => {
                 let Some(Ok(frame)) = frame else { break End::Gone };
+                silence.as_mut().reset(tokio::time::Instant::now() + PING_TIMEOUT);
                 let req = match frame {
                     WsMessage::Binary(b) => {
                         json = false;
@@ -72,17 +92,37 @@ where
                     WsMessage::Close(_) => break End::Gone,
                     _ => Ok(pb::SignalRequest { message: None }),
                 };
-                let sent = match req {
-                    Ok(pb::SignalRequest { message: Some(m) }) => control.signal(&psid, m).await,
-                    Ok(_) => control.seen(&psid).await,
+                let m = match req {
+                    Ok(pb::SignalRequest { message: Some(m) }) => m,
+                    Ok(_) => continue,
                     Err(e) => {
                         tracing::debug!(participant = %psid, "undecodable signal frame dropped: {e}");
-                        control.seen(&psid).await
+                        continue;
                     }
                 };
-                if sent.is_err() {
-                    break End::Shutdown;
+                // Pings are answered here, without a trip through the room machine.
+                let pong = match m {
+                    Req::Ping(_) => Resp::Pong(wall_ms()),
+                    Req::PingReq(p) => Resp::PongResp(pb::Pong {
+                        last_ping_timestamp: p.timestamp,
+                        timestamp: wall_ms(),
+                    }),
+                    m => {
+                        if control.signal(&psid, m).await.is_err() {
+                            break End::Shutdown;
+                        }
+                        continue;
+                    }
+                };
+                if let Some(frame) = encode(pong, json)
+                    && ws.send(frame).await.is_err()
+                {
+                    break End::Gone;
                 }
+            }
+            _ = &mut silence => {
+                tracing::info!(participant = %psid, "no signal message within the ping timeout");
+                break End::Gone;
             }
             out = rx.recv() => match out {
                 Some(ToSession::Signal(m)) => {

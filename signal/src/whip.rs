@@ -524,10 +524,6 @@ impl HttpSessions {
             }
             e.candidates += frag.candidates;
         }
-        self.control
-            .seen(psid)
-            .await
-            .map_err(|_| HttpError::gone())?;
         Ok(())
     }
 
@@ -884,9 +880,6 @@ async fn run(
                 None => break "server shutting down",
             },
             _ = tick.tick() => {
-                if control.seen(&psid).await.is_err() {
-                    break "server shutting down";
-                }
                 let p = psid.clone();
                 let state = control
                     .call(move |m, _| {

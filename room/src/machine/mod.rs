@@ -368,8 +368,6 @@ struct TrackEntry {
 enum Leaving {
     /// It sent `leave`.
     Client,
-    /// Its signal connection went silent past the ping timeout.
-    Timeout,
     /// Its signal connection dropped and did not come back within the departure timeout.
     Gone,
     /// The server sends it away with this leave.
@@ -489,8 +487,8 @@ impl Machine {
             .min()
     }
 
-    /// Runs what is due at `now`: delayed answers, ping timeouts, departure grace, room
-    /// closing.
+    /// Runs what is due at `now`: delayed answers, departure grace, room closing. (A
+    /// connection silent past the ping timeout is ended by its session and arrives as lost.)
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         self.flush_due_updates(now);
@@ -502,13 +500,6 @@ impl Machine {
             }
         }
         for (psid, why) in ended {
-            if why == Leaving::Timeout {
-                // As a dropped connection: closed, the place kept for a resume.
-                tracing::info!(participant = %psid, "no signal message within the ping timeout");
-                self.out.close(&psid, None);
-                self.handle_signal_lost(now, &psid);
-                continue;
-            }
             self.remove(now, &psid, true, reason_of(why));
         }
         for room in self.rooms.close_expired(now) {
@@ -700,7 +691,7 @@ impl Machine {
             .get_mut(&psid)
             .filter(|p| p.room() == j.room && p.identity() == j.identity)
             .ok_or(RoomError::ParticipantNotFound)?;
-        p.resume(now);
+        p.resume();
         let room = self.rooms.get(&j.room)?;
         let records: Vec<pb::ParticipantInfo> = room
             .participants()
@@ -1068,7 +1059,7 @@ impl Machine {
 fn reason_of(why: Leaving) -> pb::DisconnectReason {
     match why {
         Leaving::Client => pb::DisconnectReason::ClientInitiated,
-        Leaving::Timeout | Leaving::Gone => pb::DisconnectReason::SignalClose,
+        Leaving::Gone => pb::DisconnectReason::SignalClose,
         Leaving::Server(r, _) => r,
     }
 }

@@ -20,7 +20,7 @@ use lkr_sfu::{
 };
 use prost::Message as _;
 
-use super::{ANSWER_DELAY, Config, Join, Leaving, Outbox, PING_TIMEOUT, Resp, TrackOffer};
+use super::{ANSWER_DELAY, Config, Join, Leaving, Outbox, Resp, TrackOffer};
 use crate::RoomError;
 use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
 
@@ -139,8 +139,9 @@ struct Down {
 /// The participant's signal connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
-    /// Open; the last message came at `last_seen`.
-    Open { last_seen: Instant },
+    /// Open. Its liveness (the ping timeout) is the session's to watch: a silent
+    /// connection is ended there and arrives here as lost.
+    Open,
     /// Dropped without `leave`; the participant keeps its place until `until`.
     Lost { until: Instant },
 }
@@ -201,7 +202,7 @@ impl Participant {
             auto_subscribe: j.auto_subscribe,
             single_pc: j.single_pc,
             joined_at: now,
-            link: Link::Open { last_seen: now },
+            link: Link::Open,
             session_id: rand::random::<u32>() as u64,
             version: 1,
             pub_t: None,
@@ -258,12 +259,12 @@ impl Participant {
 
     /// Whether its signal connection is open (messages to it can be delivered).
     pub fn connected(&self) -> bool {
-        matches!(self.link, Link::Open { .. })
+        matches!(self.link, Link::Open)
     }
 
     /// A new signal connection took the participant over.
-    pub fn resume(&mut self, now: Instant) {
-        self.link = Link::Open { last_seen: now };
+    pub fn resume(&mut self) {
+        self.link = Link::Open;
     }
 
     /// After a resume: the server restarts ICE on its subscriber transport with a new offer
@@ -301,13 +302,6 @@ impl Participant {
         Ok(Effects::default())
     }
 
-    /// Notes a message from the client.
-    pub fn seen(&mut self, now: Instant) {
-        if let Link::Open { last_seen } = &mut self.link {
-            *last_seen = now;
-        }
-    }
-
     /// The signal connection dropped: the participant keeps its place for `grace`.
     pub fn lose_link(&mut self, now: Instant, grace: Duration) {
         self.link = Link::Lost { until: now + grace };
@@ -327,11 +321,11 @@ impl Participant {
     /// The earliest instant something is due.
     pub fn deadline(&self) -> Option<Instant> {
         let link = match self.link {
-            Link::Open { last_seen } => last_seen + Duration::from_secs(PING_TIMEOUT as u64),
-            Link::Lost { until } => until,
+            Link::Open => None,
+            Link::Lost { until } => Some(until),
         };
         let deferred = self.deferred.front().map(|d| d.0);
-        Some(deferred.map_or(link, |d| d.min(link)))
+        [link, deferred].into_iter().flatten().min()
     }
 
     /// Sends the delayed answers that are due.
@@ -346,11 +340,6 @@ impl Participant {
     /// Why the participant must go at `now`, if it must.
     pub fn expired(&self, now: Instant) -> Option<Leaving> {
         match self.link {
-            Link::Open { last_seen }
-                if now >= last_seen + Duration::from_secs(PING_TIMEOUT as u64) =>
-            {
-                Some(Leaving::Timeout)
-            }
             Link::Lost { until } if now >= until => Some(Leaving::Gone),
             _ => None,
         }

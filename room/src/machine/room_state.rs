@@ -20,20 +20,10 @@ impl Machine {
         m: pb::signal_request::Message,
     ) -> Result<(), RoomError> {
         self.last_now = now;
-        let p = self
-            .participants
-            .get_mut(psid)
-            .ok_or(RoomError::ParticipantNotFound)?;
-        p.seen(now);
-        self.with_participant(now, psid, |p, ctx| p.handle_request(ctx, m))
-    }
-
-    /// Any frame (even an undecodable one) from the participant's connection: it is alive.
-    pub fn handle_signal_seen(&mut self, now: Instant, psid: &str) {
-        self.last_now = now;
-        if let Some(p) = self.participants.get_mut(psid) {
-            p.seen(now);
+        if !self.participants.contains_key(psid) {
+            return Err(RoomError::ParticipantNotFound);
         }
+        self.with_participant(now, psid, |p, ctx| p.handle_request(ctx, m))
     }
 
     /// The participant's signal connection dropped without `leave`: it keeps its place for

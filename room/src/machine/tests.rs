@@ -849,36 +849,6 @@ fn a_lost_connection_keeps_the_place_for_the_departure_timeout() {
     );
 }
 
-#[test]
-fn a_silent_connection_is_dropped_after_the_ping_timeout() {
-    let mut w = World::new();
-    let a = w.join("alice", false);
-    let b = w.join("bob", false);
-    w.run_for(UPDATE_BATCH);
-    w.clear();
-    // Alice pings every 5 s; Bob says nothing.
-    for _ in 0..3 {
-        w.run_for(Duration::from_secs(5));
-        w.signal(&a, Req::Ping(1)).unwrap();
-    }
-    w.run_for(Duration::from_secs(1));
-    assert_eq!(w.closes.len(), 1);
-    assert_eq!(w.closes[0].0, b);
-    assert!(
-        w.to(&a)
-            .iter()
-            .any(|m| matches!(m, Resp::Pong(ms) if *ms > 1_700_000_000_000))
-    );
-    // Its place is kept for the departure timeout, for a resume; then it goes.
-    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
-    for _ in 0..5 {
-        w.run_for(Duration::from_secs(4));
-        w.signal(&a, Req::Ping(1)).unwrap();
-    }
-    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
-    assert_eq!(updates_about(&w, &a, &b).len(), 1);
-}
-
 fn ice_ufrag(sdp: &str) -> String {
     sdp.lines()
         .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
@@ -1293,10 +1263,16 @@ fn data_is_stamped_and_forwarded_to_the_others() {
 fn poll_timeout_is_the_earliest_real_deadline() {
     let mut w = World::new();
     assert_eq!(w.m.poll_timeout(), None, "nothing to wait for");
-    let start = w.now;
-    w.join("alice", false);
-    // The room has someone: the only deadline is alice's ping timeout.
-    assert_eq!(w.m.poll_timeout(), Some(start + Duration::from_secs(15)));
+    let a = w.join("alice", false);
+    // A connected participant has no deadline here (its connection's silence is its
+    // session's to notice); the update about its join is due within the batch.
+    assert!(w.m.poll_timeout().is_none_or(|t| t <= w.now + UPDATE_BATCH));
+    w.run_for(UPDATE_BATCH);
+    assert_eq!(w.m.poll_timeout(), None, "a quiet room waits for nothing");
+    // Its connection drops: the only deadline is the 20 s departure timeout.
+    let lost = w.now;
+    w.m.handle_signal_lost(lost, &a);
+    assert_eq!(w.m.poll_timeout(), Some(lost + Duration::from_secs(20)));
 }
 
 #[test]
