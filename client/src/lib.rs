@@ -15,6 +15,8 @@
 //!   extensions and a retransmission cache; reordering, NACK and in-order delivery.
 //! - [`session`]: the sans-IO session machine: negotiation, publishing, receiving, data,
 //!   pings, with `now` in and datagrams, signal requests, events and a timeout polled out.
+//! - [`udp`]: a peer connection's UDP socket, which counts the datagrams the kernel dropped
+//!   on it (`SO_RXQ_OVFL`) so that a receiver can tell its own drops from loss upstream.
 //! - [`room`]: the thin tokio driver around it that owns the sockets and signalling:
 //!   [`Room`] takes commands (publish a track, send media or data, subscribe, request
 //!   keyframes) and yields [`RoomEvent`]s (participants, subscribed tracks, media packets,
@@ -34,6 +36,7 @@ pub mod rtp_out;
 pub mod sdp;
 pub mod session;
 pub mod signal;
+pub mod udp;
 #[cfg(test)]
 mod testserver;
 
@@ -45,3 +48,4 @@ pub use room::{
 };
 pub use rtp_in::{MediaPacket, ReceiveStats};
 pub use signal::JoinSettings;
+pub use udp::SocketDrops;

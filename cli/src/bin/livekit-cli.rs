@@ -56,7 +56,13 @@ fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
         }
         Action::LoadTest(args) => {
             let creds = creds()?;
-            let report = media_runtime()?.block_on(loadtest::run(&url, &creds, &args))?;
+            // The participants run on the load test's own worker threads; this runtime only
+            // paces the joins and gathers the results.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("could not start the async runtime")?;
+            let report = runtime.block_on(loadtest::run(&url, &creds, &args))?;
             Ok(Some(report))
         }
     }
