@@ -12,7 +12,7 @@ use lkr_cli::admin::command::{Action, Cli, JoinForm};
 use lkr_cli::admin::connection::{Credentials, ServerUrl};
 use lkr_cli::admin::twirp::RoomClient;
 use lkr_cli::admin::{self, Report, rooms, token};
-use lkr_cli::media::{join, loadtest};
+use lkr_cli::media::{janus, join, loadtest};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,6 +57,10 @@ fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
         Action::LoadTest(args) => {
             let creds = creds()?;
             let report = media_runtime()?.block_on(loadtest::run(&url, &creds, &args))?;
+            Ok(Some(report))
+        }
+        Action::JanusLoadTest(args) => {
+            let report = media_runtime()?.block_on(janus::run(&args))?;
             Ok(Some(report))
         }
     }

@@ -75,15 +75,15 @@ pub struct LoadTestArgs {
 }
 
 /// Marks the trailer of a load-test payload.
-const TRAILER_MAGIC: u32 = 0x4c4b_4c54;
-const TRAILER_LEN: usize = 12;
+pub(crate) const TRAILER_MAGIC: u32 = 0x4c4b_4c54;
+pub(crate) const TRAILER_LEN: usize = 12;
 /// Time between keyframes.
-const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One simulcast layer of a resolution preset: rid, width, height, bits per second.
-type Layer = (&'static str, u32, u32, u32);
+pub(crate) type Layer = (&'static str, u32, u32, u32);
 
-fn preset(resolution: &str) -> (&'static [Layer], u32) {
+pub(crate) fn preset(resolution: &str) -> (&'static [Layer], u32) {
     const HIGH: [Layer; 3] = [
         ("q", 320, 180, 150_000),
         ("h", 640, 360, 500_000),
@@ -112,14 +112,14 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn with_trailer(mut payload: Vec<u8>) -> Vec<u8> {
+pub(crate) fn with_trailer(mut payload: Vec<u8>) -> Vec<u8> {
     payload.extend_from_slice(&TRAILER_MAGIC.to_be_bytes());
     payload.extend_from_slice(&unix_micros().to_be_bytes());
     payload
 }
 
 /// The send time in a payload's trailer.
-fn trailer_time(payload: &[u8]) -> Option<u64> {
+pub(crate) fn trailer_time(payload: &[u8]) -> Option<u64> {
     let t = payload.get(payload.len().checked_sub(TRAILER_LEN)?..)?;
     if t[..4] != TRAILER_MAGIC.to_be_bytes() {
         return None;
@@ -128,7 +128,13 @@ fn trailer_time(payload: &[u8]) -> Option<u64> {
 }
 
 /// A VP8-shaped frame of `size` bytes: frame tag, and on keyframes the start code and size.
-fn synthetic_vp8_frame(key: bool, width: u32, height: u32, size: usize, n: u64) -> Vec<u8> {
+pub(crate) fn synthetic_vp8_frame(
+    key: bool,
+    width: u32,
+    height: u32,
+    size: usize,
+    n: u64,
+) -> Vec<u8> {
     let mut f = if key {
         let (w, h) = (width as u16 & 0x3fff, height as u16 & 0x3fff);
         let mut v = vec![0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a];
@@ -176,7 +182,7 @@ struct Joined {
     failures: Vec<String>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -185,10 +191,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// CPU seconds (user + system) and peak resident memory (kB) of a process.
-type Usage = (f64, u64);
+pub(crate) type Usage = (f64, u64);
 
 /// The [`Usage`] of a process, from /proc.
-fn process_usage(pid: u32) -> Option<Usage> {
+pub(crate) fn process_usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')')?.1;
@@ -335,12 +341,14 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let run_started = Instant::now();
+    let steady_start = SteadyMark::take(args.server_pid, &live.packets);
     let mut interrupted = false;
     tokio::select! {
         _ = tokio::time::sleep(args.duration) => {}
         _ = tokio::signal::ctrl_c() => interrupted = true,
     }
     let run_time = run_started.elapsed();
+    let steady = steady_start.until(args.server_pid, &live.packets);
     stop.store(true, Ordering::Relaxed);
     let mut subscribers = Vec::new();
     let collect = async {
@@ -367,6 +375,7 @@ pub async fn run(
         subscribers,
         server: server_start.zip(server_end),
         client: self_start.zip(self_end),
+        steady,
     }))
 }
 
@@ -611,6 +620,78 @@ struct Summary {
     subscribers: Vec<SubscriberResult>,
     server: Option<(Usage, Usage)>,
     client: Option<(Usage, Usage)>,
+    steady: Steady,
+}
+
+/// The start of the measured window: when, the server's CPU time, packets delivered so far.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SteadyMark {
+    at: Instant,
+    server_cpu: Option<f64>,
+    packets: u64,
+}
+
+impl SteadyMark {
+    pub(crate) fn take(server_pid: Option<u32>, packets: &AtomicU64) -> Self {
+        Self {
+            at: Instant::now(),
+            server_cpu: server_pid.and_then(process_usage).map(|u| u.0),
+            packets: packets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The window from this mark to now.
+    pub(crate) fn until(self, server_pid: Option<u32>, packets: &AtomicU64) -> Steady {
+        let end = Self::take(server_pid, packets);
+        Steady {
+            seconds: end.at.duration_since(self.at).as_secs_f64(),
+            packets: end.packets.saturating_sub(self.packets),
+            server_cpu: self.server_cpu.zip(end.server_cpu).map(|(a, b)| b - a),
+        }
+    }
+}
+
+/// The measured window (everyone joined, media flowing): packets delivered to subscribers
+/// (each forwarded packet counted once per subscriber that got it) and the server's CPU time
+/// over the same window.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Steady {
+    pub(crate) seconds: f64,
+    pub(crate) packets: u64,
+    pub(crate) server_cpu: Option<f64>,
+}
+
+impl Steady {
+    /// Server CPU microseconds per forwarded packet.
+    pub(crate) fn cpu_us_per_packet(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.packets > 0).then(|| cpu * 1e6 / self.packets as f64)
+    }
+
+    /// The summary line (parsed by `benches/scripts/janus-compare.sh`).
+    pub(crate) fn line(&self) -> String {
+        let per = self
+            .cpu_us_per_packet()
+            .map_or_else(|| "-".to_owned(), |us| format!("{us:.2}"));
+        let cpu = self
+            .server_cpu
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"));
+        format!(
+            "Steady state: {} packets forwarded in {:.1} s ({:.0}/s); server {cpu} CPU s; {per} CPU us per forwarded packet\n",
+            self.packets,
+            self.seconds,
+            self.packets as f64 / self.seconds.max(0.001)
+        )
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "seconds": self.seconds,
+            "packets": self.packets,
+            "server_cpu_seconds": self.server_cpu,
+            "cpu_us_per_packet": self.cpu_us_per_packet(),
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -777,6 +858,7 @@ fn summarise(s: Summary) -> Report {
     } else if let Some(pid) = a.server_pid {
         let _ = writeln!(human, "Server (pid {pid}): /proc/{pid} could not be read");
     }
+    human.push_str(&s.steady.line());
     if let Some((cpu, pct, hwm)) = client {
         let _ = writeln!(
             human,
@@ -832,6 +914,7 @@ fn summarise(s: Summary) -> Report {
         "client": client.map(|(cpu, pct, hwm)| json!({
             "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
         })),
+        "steady": s.steady.json(),
     });
     Report { human, json }
 }
