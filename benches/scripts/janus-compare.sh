@@ -158,18 +158,20 @@ field() { # file sed-expression
     sed -n "$2" "$1" | head -1
 }
 summary() { # name file -> one table row
-    local name=$1 f=$2 us pk lost loss p50 p99 mem
-    us=$(field "$f" 's/^Steady state: .*; \([0-9.]*\) CPU us per forwarded packet$/\1/p')
+    local name=$1 f=$2 us user pk lost loss p50 p99 mem
+    us=$(us_of "$f")
+    user=$(user_of "$f")
     pk=$(field "$f" 's/^Steady state: \([0-9]*\) packets forwarded.*/\1/p')
     lost=$(field "$f" 's/^Received [0-9]* packets; lost \([0-9]*\) .*/\1/p')
     loss=$(field "$f" 's/^Received [0-9]* packets; lost [0-9]* (\([0-9.]*%\)).*/\1/p')
     p50=$(field "$f" 's/^Forwarding latency (ms): p50 \([0-9.]*\),.*/\1/p')
     p99=$(field "$f" 's/^Forwarding latency (ms): .*p99 \([0-9.]*\),.*/\1/p')
     mem=$(field "$f" 's/^Server (pid [0-9]*): .*peak memory \([0-9.]*\) MB$/\1/p')
-    printf '%-7s %14s %12s %8s %9s %9s %9s %12s\n' "$name" "${us:--}" "${pk:--}" "${lost:--}" \
-        "${loss:--}" "${p50:--}" "${p99:--}" "${mem:--}"
+    printf '%-7s %12s %12s %12s %8s %9s %9s %9s %12s\n' "$name" "${us:--}" "${user:--}" "${pk:--}" \
+        "${lost:--}" "${loss:--}" "${p50:--}" "${p99:--}" "${mem:--}"
 }
-us_of() { field "$1" 's/^Steady state: .*; \([0-9.]*\) CPU us per forwarded packet$/\1/p'; }
+us_of() { field "$1" 's/^Steady state: .*; \([0-9.]*\) CPU us per forwarded packet (.*/\1/p'; }
+user_of() { field "$1" 's/^Steady state: .* CPU us per forwarded packet (\([0-9.]*\) user)$/\1/p'; }
 
 wait_http() { # url
     for _ in $(seq 100); do
@@ -241,15 +243,18 @@ for scen in "${list[@]}"; do
         grep -E '^  join failed' "$f" 2>/dev/null | head -3 || true
     done
     grep -h '^SRTP profile' "$out/janus-$scen.txt" 2>/dev/null | sed 's/^/janus /' || true
-    printf '%-7s %14s %12s %8s %9s %9s %9s %12s\n' server "CPU us/packet" "fwd packets" lost loss \
-        "p50 ms" "p99 ms" "peak RSS MB"
+    printf '%-7s %12s %12s %12s %8s %9s %9s %9s %12s\n' server "CPU us/pkt" "user us/pkt" \
+        "fwd packets" lost loss "p50 ms" "p99 ms" "peak RSS MB"
     summary janus "$out/janus-$scen.txt"
     summary ours "$out/ours-$scen.txt"
     j=$(us_of "$out/janus-$scen.txt")
     o=$(us_of "$out/ours-$scen.txt")
+    ju=$(user_of "$out/janus-$scen.txt")
+    ou=$(user_of "$out/ours-$scen.txt")
     if [ -n "$j" ] && [ -n "$o" ]; then
-        awk -v j="$j" -v o="$o" 'BEGIN {
-            if (o > 0) printf "Janus spent %.1fx the CPU per forwarded packet that we did\n", j / o
+        awk -v j="$j" -v o="$o" -v ju="$ju" -v ou="$ou" 'BEGIN {
+            if (o > 0 && ou > 0)
+                printf "Janus spent %.1fx the CPU per forwarded packet that we did (user space alone: %.1fx)\n", j / o, ju / ou
             else print "Janus/ours: ours measured 0 CPU (too short a run)" }'
     fi
 done

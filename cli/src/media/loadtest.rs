@@ -193,8 +193,8 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// CPU seconds (user + system) and peak resident memory (kB) of a process.
 pub(crate) type Usage = (f64, u64);
 
-/// The [`Usage`] of a process, from /proc.
-pub(crate) fn process_usage(pid: u32) -> Option<Usage> {
+/// User and system CPU seconds of a process, from /proc.
+pub(crate) fn process_cpu(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')')?.1;
@@ -202,7 +202,13 @@ pub(crate) fn process_usage(pid: u32) -> Option<Usage> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on Linux.
-    let cpu = (utime + stime) / 100.0;
+    Some((utime / 100.0, stime / 100.0))
+}
+
+/// The [`Usage`] of a process, from /proc.
+pub(crate) fn process_usage(pid: u32) -> Option<Usage> {
+    let (user, system) = process_cpu(pid)?;
+    let cpu = user + system;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status
         .lines()
@@ -627,7 +633,7 @@ struct Summary {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SteadyMark {
     at: Instant,
-    server_cpu: Option<f64>,
+    server_cpu: Option<(f64, f64)>,
     packets: u64,
 }
 
@@ -635,7 +641,7 @@ impl SteadyMark {
     pub(crate) fn take(server_pid: Option<u32>, packets: &AtomicU64) -> Self {
         Self {
             at: Instant::now(),
-            server_cpu: server_pid.and_then(process_usage).map(|u| u.0),
+            server_cpu: server_pid.and_then(process_cpu),
             packets: packets.load(Ordering::Relaxed),
         }
     }
@@ -646,38 +652,52 @@ impl SteadyMark {
         Steady {
             seconds: end.at.duration_since(self.at).as_secs_f64(),
             packets: end.packets.saturating_sub(self.packets),
-            server_cpu: self.server_cpu.zip(end.server_cpu).map(|(a, b)| b - a),
+            server_cpu: self
+                .server_cpu
+                .zip(end.server_cpu)
+                .map(|((u0, s0), (u1, s1))| (u1 - u0, s1 - s0)),
         }
     }
 }
 
 /// The measured window (everyone joined, media flowing): packets delivered to subscribers
 /// (each forwarded packet counted once per subscriber that got it) and the server's CPU time
-/// over the same window.
+/// (user, system) over the same window.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Steady {
     pub(crate) seconds: f64,
     pub(crate) packets: u64,
-    pub(crate) server_cpu: Option<f64>,
+    pub(crate) server_cpu: Option<(f64, f64)>,
 }
 
 impl Steady {
-    /// Server CPU microseconds per forwarded packet.
+    /// Server CPU microseconds (user + system) per forwarded packet.
     pub(crate) fn cpu_us_per_packet(&self) -> Option<f64> {
-        let cpu = self.server_cpu?;
-        (self.packets > 0).then(|| cpu * 1e6 / self.packets as f64)
+        let (user, system) = self.server_cpu?;
+        (self.packets > 0).then(|| (user + system) * 1e6 / self.packets as f64)
+    }
+
+    /// Server user-space CPU microseconds per forwarded packet.
+    pub(crate) fn user_us_per_packet(&self) -> Option<f64> {
+        let (user, _) = self.server_cpu?;
+        (self.packets > 0).then(|| user * 1e6 / self.packets as f64)
     }
 
     /// The summary line (parsed by `benches/scripts/janus-compare.sh`).
     pub(crate) fn line(&self) -> String {
         let per = self
             .cpu_us_per_packet()
-            .map_or_else(|| "-".to_owned(), |us| format!("{us:.2}"));
-        let cpu = self
-            .server_cpu
-            .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"));
+            .zip(self.user_us_per_packet())
+            .map_or_else(
+                || "-".to_owned(),
+                |(us, user)| format!("{us:.2} CPU us per forwarded packet ({user:.2} user)"),
+            );
+        let cpu = self.server_cpu.map_or_else(
+            || "-".to_owned(),
+            |(u, s)| format!("{:.2} CPU s ({u:.2} user, {s:.2} system)", u + s),
+        );
         format!(
-            "Steady state: {} packets forwarded in {:.1} s ({:.0}/s); server {cpu} CPU s; {per} CPU us per forwarded packet\n",
+            "Steady state: {} packets forwarded in {:.1} s ({:.0}/s); server {cpu}; {per}\n",
             self.packets,
             self.seconds,
             self.packets as f64 / self.seconds.max(0.001)
@@ -688,8 +708,11 @@ impl Steady {
         json!({
             "seconds": self.seconds,
             "packets": self.packets,
-            "server_cpu_seconds": self.server_cpu,
+            "server_cpu_seconds": self.server_cpu.map(|(u, s)| u + s),
+            "server_user_cpu_seconds": self.server_cpu.map(|(u, _)| u),
+            "server_system_cpu_seconds": self.server_cpu.map(|(_, s)| s),
             "cpu_us_per_packet": self.cpu_us_per_packet(),
+            "user_cpu_us_per_packet": self.user_us_per_packet(),
         })
     }
 }
@@ -941,6 +964,25 @@ mod tests {
         let delta = synthetic_vp8_frame(false, 1280, 720, 500, 1);
         assert!(!lkr_rtp::vp8::is_keyframe(&p.packetize(&delta, 200)[0]));
         assert_eq!(u16::from_le_bytes([key[6], key[7]]), 1280);
+    }
+
+    #[test]
+    fn steady_state_is_cpu_per_forwarded_packet() {
+        let s = Steady {
+            seconds: 10.0,
+            packets: 200_000,
+            server_cpu: Some((0.6, 0.4)),
+        };
+        assert_eq!(s.cpu_us_per_packet(), Some(5.0));
+        assert_eq!(s.user_us_per_packet(), Some(3.0));
+        assert_eq!(
+            s.line(),
+            "Steady state: 200000 packets forwarded in 10.0 s (20000/s); server 1.00 CPU s \
+             (0.60 user, 0.40 system); 5.00 CPU us per forwarded packet (3.00 user)\n"
+        );
+        let none = Steady { packets: 0, ..s };
+        assert_eq!(none.cpu_us_per_packet(), None);
+        assert!(none.line().ends_with("; -\n"));
     }
 
     #[test]
