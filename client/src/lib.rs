@@ -36,9 +36,9 @@ pub mod rtp_out;
 pub mod sdp;
 pub mod session;
 pub mod signal;
-pub mod udp;
 #[cfg(test)]
 mod testserver;
+pub mod udp;
 
 pub use codec::{Codec, MediaKind};
 pub use error::ClientError;

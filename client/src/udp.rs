@@ -101,32 +101,31 @@ impl PeerSocket {
 
         let fd = self.socket.as_raw_fd();
         let cmsg = &mut self.cmsg;
-        let (n, from, dropped) = self
-            .socket
-            .async_io(Interest::READABLE, || {
-                let mut iov = [IoSliceMut::new(buf)];
-                let msg = recvmsg::<SockaddrStorage>(
-                    fd,
-                    &mut iov,
-                    Some(cmsg.as_mut_slice()),
-                    MsgFlags::empty(),
-                )?;
-                let mut dropped = None;
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::RxqOvfl(d) = c {
-                            dropped = Some(d);
+        let (n, from, dropped) =
+            self.socket
+                .async_io(Interest::READABLE, || {
+                    let mut iov = [IoSliceMut::new(buf)];
+                    let msg = recvmsg::<SockaddrStorage>(
+                        fd,
+                        &mut iov,
+                        Some(cmsg.as_mut_slice()),
+                        MsgFlags::empty(),
+                    )?;
+                    let mut dropped = None;
+                    if let Ok(cmsgs) = msg.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::RxqOvfl(d) = c {
+                                dropped = Some(d);
+                            }
                         }
                     }
-                }
-                let from = msg
-                    .address
-                    .as_ref()
-                    .and_then(std_addr)
-                    .ok_or_else(|| io::Error::other("a datagram without a source address"))?;
-                Ok((msg.bytes, from, dropped))
-            })
-            .await?;
+                    let from =
+                        msg.address.as_ref().and_then(std_addr).ok_or_else(|| {
+                            io::Error::other("a datagram without a source address")
+                        })?;
+                    Ok((msg.bytes, from, dropped))
+                })
+                .await?;
         if let Some(d) = dropped {
             self.drops.per_socket[self.index].store(u64::from(d), Ordering::Relaxed);
         }
@@ -238,7 +237,10 @@ mod tests {
             data += 1;
         };
         let dropped = u64::from(SENT) - data;
-        assert!(dropped > 0, "a {granted}-byte buffer held all {SENT} datagrams");
+        assert!(
+            dropped > 0,
+            "a {granted}-byte buffer held all {SENT} datagrams"
+        );
         assert_eq!(
             drops.total(),
             Some(dropped + u64::from(first_marker_queued)),

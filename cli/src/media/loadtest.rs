@@ -100,15 +100,15 @@ pub struct LoadTestArgs {
 }
 
 /// Marks the trailer of a load-test payload.
-const TRAILER_MAGIC: u32 = 0x4c4b_4c54;
-const TRAILER_LEN: usize = 12;
+pub(crate) const TRAILER_MAGIC: u32 = 0x4c4b_4c54;
+pub(crate) const TRAILER_LEN: usize = 12;
 /// Time between keyframes.
-const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One simulcast layer of a resolution preset: rid, width, height, bits per second.
-type Layer = (&'static str, u32, u32, u32);
+pub(crate) type Layer = (&'static str, u32, u32, u32);
 
-fn preset(resolution: &str) -> (&'static [Layer], u32) {
+pub(crate) fn preset(resolution: &str) -> (&'static [Layer], u32) {
     const HIGH: [Layer; 3] = [
         ("q", 320, 180, 150_000),
         ("h", 640, 360, 500_000),
@@ -137,14 +137,14 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn with_trailer(mut payload: Vec<u8>) -> Vec<u8> {
+pub(crate) fn with_trailer(mut payload: Vec<u8>) -> Vec<u8> {
     payload.extend_from_slice(&TRAILER_MAGIC.to_be_bytes());
     payload.extend_from_slice(&unix_micros().to_be_bytes());
     payload
 }
 
 /// The send time in a payload's trailer.
-fn trailer_time(payload: &[u8]) -> Option<u64> {
+pub(crate) fn trailer_time(payload: &[u8]) -> Option<u64> {
     let t = payload.get(payload.len().checked_sub(TRAILER_LEN)?..)?;
     if t[..4] != TRAILER_MAGIC.to_be_bytes() {
         return None;
@@ -153,7 +153,13 @@ fn trailer_time(payload: &[u8]) -> Option<u64> {
 }
 
 /// A VP8-shaped frame of `size` bytes: frame tag, and on keyframes the start code and size.
-fn synthetic_vp8_frame(key: bool, width: u32, height: u32, size: usize, n: u64) -> Vec<u8> {
+pub(crate) fn synthetic_vp8_frame(
+    key: bool,
+    width: u32,
+    height: u32,
+    size: usize,
+    n: u64,
+) -> Vec<u8> {
     let mut f = if key {
         let (w, h) = (width as u16 & 0x3fff, height as u16 & 0x3fff);
         let mut v = vec![0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a];
@@ -211,7 +217,7 @@ struct Joined {
     failures: Vec<String>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -220,12 +226,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// CPU seconds (user + system) and peak resident memory (kB) of a process.
-type Usage = (f64, u64);
+pub(crate) type Usage = (f64, u64);
+
+/// User and system CPU seconds of a process, from /proc.
+pub(crate) fn process_cpu(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&stat)
+}
 
 /// The [`Usage`] of a process, from /proc.
-fn process_usage(pid: u32) -> Option<Usage> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let cpu = stat_cpu(&stat)?;
+pub(crate) fn process_usage(pid: u32) -> Option<Usage> {
+    let (user, system) = process_cpu(pid)?;
+    let cpu = user + system;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status
         .lines()
@@ -258,16 +270,19 @@ enum Role {
 }
 
 /// Worker threads, each running a single-threaded runtime that participants are spawned on.
-struct Workers {
+pub(crate) struct Workers {
     handles: Vec<tokio::runtime::Handle>,
-    threads: Vec<(std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+    threads: Vec<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
 /// Name prefix of the worker threads (also how their CPU time is found in /proc).
 const WORKER_NAME: &str = "load-worker-";
 
 impl Workers {
-    fn start(n: usize) -> Result<Self, MediaError> {
+    pub(crate) fn start(n: usize) -> Result<Self, MediaError> {
         let mut w = Workers {
             handles: Vec::new(),
             threads: Vec::new(),
@@ -291,7 +306,7 @@ impl Workers {
     }
 
     /// Spawns participant `n` on its worker.
-    fn spawn<F>(&self, n: usize, f: F) -> tokio::task::JoinHandle<F::Output>
+    pub(crate) fn spawn<F>(&self, n: usize, f: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
@@ -300,11 +315,22 @@ impl Workers {
     }
 
     /// Ends the workers; what still runs on them is dropped.
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         for (thread, done) in self.threads {
             let _ = done.send(());
             let _ = thread.join();
         }
+    }
+}
+
+/// The worker thread count: `--threads`, or one per core.
+pub(crate) fn worker_threads(arg: Option<usize>) -> Result<usize, MediaError> {
+    match arg {
+        Some(0) => Err(MediaError::BadArgument(
+            "--threads must be at least 1".into(),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
     }
 }
 
@@ -326,6 +352,7 @@ fn worker_cpu() -> BTreeMap<String, f64> {
         if let Some(cpu) = std::fs::read_to_string(path.join("stat"))
             .ok()
             .and_then(|s| stat_cpu(&s))
+            .map(|(user, system)| user + system)
         {
             out.insert(name.to_owned(), cpu);
         }
@@ -333,34 +360,28 @@ fn worker_cpu() -> BTreeMap<String, f64> {
     out
 }
 
-/// User + system CPU seconds from a /proc `stat` line.
-fn stat_cpu(stat: &str) -> Option<f64> {
+/// User and system CPU seconds from a /proc `stat` line.
+fn stat_cpu(stat: &str) -> Option<(f64, f64)> {
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on Linux.
-    Some((utime + stime) / 100.0)
+    Some((utime / 100.0, stime / 100.0))
 }
 
-/// One moment of the run, for figures over the measured window.
+/// The load tester's own CPU time at one moment of the run.
 #[derive(Debug, Clone, Default)]
-struct Sample {
-    at: Option<Instant>,
-    packets: u64,
-    server: Option<Usage>,
+pub(crate) struct Sample {
     client: Option<Usage>,
     /// CPU seconds of each worker thread, by name.
     workers: BTreeMap<String, f64>,
 }
 
 impl Sample {
-    fn take(live: &Live, server_pid: Option<u32>) -> Self {
+    pub(crate) fn take() -> Self {
         Sample {
-            at: Some(Instant::now()),
-            packets: live.packets.load(Ordering::Relaxed),
-            server: server_pid.and_then(process_usage),
             client: process_usage(std::process::id()),
             workers: worker_cpu(),
         }
@@ -425,7 +446,12 @@ fn drops_between(
 ) -> BTreeMap<String, u64> {
     after
         .iter()
-        .map(|(r, &n)| (r.clone(), n.saturating_sub(before.get(r).copied().unwrap_or(0))))
+        .map(|(r, &n)| {
+            (
+                r.clone(),
+                n.saturating_sub(before.get(r).copied().unwrap_or(0)),
+            )
+        })
         .filter(|&(_, n)| n > 0)
         .collect()
 }
@@ -446,12 +472,7 @@ pub async fn run(
             "--num-per-second must be above zero".into(),
         ));
     }
-    if args.threads == Some(0) {
-        return Err(MediaError::BadArgument("--threads must be at least 1".into()));
-    }
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let threads = worker_threads(args.threads)?;
     let room = args
         .room
         .clone()
@@ -541,15 +562,17 @@ pub async fn run(
         Some(u) => Some(server_drops(u).await),
         None => None,
     };
-    let run_start = Sample::take(&live, args.server_pid);
+    let run_start = Sample::take();
     live.measuring.store(true, Ordering::Relaxed);
     let run_started = Instant::now();
+    let steady_start = SteadyMark::take(args.server_pid, &live.packets);
     let mut interrupted = false;
     tokio::select! {
         _ = tokio::time::sleep(args.duration) => {}
         _ = tokio::signal::ctrl_c() => interrupted = true,
     }
-    let run_end = Sample::take(&live, args.server_pid);
+    let steady = steady_start.until(args.server_pid, &live.packets);
+    let run_end = Sample::take();
     let run_time = run_started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut results = Vec::new();
@@ -567,9 +590,11 @@ pub async fn run(
     workers.stop();
     let _ = progress.await;
     let server_drops = match (&args.server_metrics, metrics_before) {
-        (Some(u), Some(Ok(before))) => {
-            Some(server_drops(u).await.map(|after| drops_between(&before, &after)))
-        }
+        (Some(u), Some(Ok(before))) => Some(
+            server_drops(u)
+                .await
+                .map(|after| drops_between(&before, &after)),
+        ),
         (_, Some(Err(e))) => Some(Err(e)),
         _ => None,
     };
@@ -588,6 +613,7 @@ pub async fn run(
         results,
         server: server_start.zip(server_end),
         client: self_start.zip(self_end),
+        steady,
         window: (run_start, run_end),
         server_drops,
     }))
@@ -743,10 +769,7 @@ async fn publish_video(
 
 /// Publishes the audio track and starts sending 20 ms packets on a task of its own until
 /// the run stops.
-async fn publish_audio(
-    room: &Room,
-    stop: Arc<AtomicBool>,
-) -> Option<tokio::task::JoinHandle<()>> {
+async fn publish_audio(room: &Room, stop: Arc<AtomicBool>) -> Option<tokio::task::JoinHandle<()>> {
     let spec = TrackSpec {
         name: "load-test-audio".into(),
         codec: Codec::Opus,
@@ -852,7 +875,7 @@ async fn receive(
 /// How a subscriber's loss splits: up to its sockets' drops it is ours (a datagram our
 /// socket dropped and no retransmission replaced), the rest was lost by the server or on
 /// the way. Returns (ours, elsewhere).
-fn split_loss(lost: u64, socket_drops: Option<u64>) -> (u64, u64) {
+pub(crate) fn split_loss(lost: u64, socket_drops: Option<u64>) -> (u64, u64) {
     let ours = lost.min(socket_drops.unwrap_or(0));
     (ours, lost - ours)
 }
@@ -869,44 +892,153 @@ struct Summary {
     results: Vec<ParticipantResult>,
     server: Option<(Usage, Usage)>,
     client: Option<(Usage, Usage)>,
-    /// The measured window's ends.
+    /// The measured window: packets and the server's CPU time.
+    steady: Steady,
+    /// The load tester's own CPU readings at the measured window's ends.
     window: (Sample, Sample),
     /// The server's drops over the run, by reason (with `--server-metrics`).
     server_drops: Option<Result<BTreeMap<String, u64>, String>>,
 }
 
-/// Figures over the measured window.
-struct Window {
-    secs: f64,
-    packets: u64,
-    /// CPU seconds and µs per received packet.
-    server: Option<(f64, f64)>,
+/// The load tester's own figures over the measured window.
+pub(crate) struct Window {
+    /// Its CPU seconds, and µs per packet its subscribers received.
     client: Option<(f64, f64)>,
     busiest_worker_pct: f64,
 }
 
-fn window_figures((a, b): &(Sample, Sample)) -> Option<Window> {
-    let secs = b.at?.duration_since(a.at?).as_secs_f64();
-    if secs <= 0.0 {
-        return None;
+impl Window {
+    /// The summary line.
+    pub(crate) fn line(&self, threads: usize) -> String {
+        self.client.map_or_else(String::new, |(cpu, per)| {
+            format!(
+                "Load tester in the measured window: {cpu:.2} CPU s, {per:.2} CPU us per packet received, on {threads} worker threads (busiest {:.0}% of a core)\n",
+                self.busiest_worker_pct
+            )
+        })
     }
-    let packets = b.packets.saturating_sub(a.packets);
-    let per = |x: Option<Usage>, y: Option<Usage>| {
-        let cpu = y?.0 - x?.0;
-        Some((cpu, cpu * 1e6 / packets.max(1) as f64))
-    };
+
+    pub(crate) fn json(&self, threads: usize) -> Value {
+        json!({
+            "cpu_seconds": self.client.map(|(c, _)| c),
+            "cpu_us_per_packet": self.client.map(|(_, p)| p),
+            "threads": threads,
+            "busiest_worker_percent": self.busiest_worker_pct,
+        })
+    }
+}
+
+/// The summary line of the load tester's own socket drops.
+pub(crate) fn socket_drops_line(drops: Option<u64>) -> String {
+    match drops {
+        Some(n) => format!("load tester socket drops: {n}\n"),
+        None => "load tester socket drops: not counted on this system (no SO_RXQ_OVFL)\n".into(),
+    }
+}
+
+pub(crate) fn window_figures((a, b): &(Sample, Sample), steady: &Steady) -> Window {
+    let secs = steady.seconds.max(0.001);
+    let client = a.client.zip(b.client).map(|((c0, _), (c1, _))| {
+        let cpu = c1 - c0;
+        (cpu, cpu * 1e6 / steady.packets.max(1) as f64)
+    });
     let busiest = b
         .workers
         .iter()
         .map(|(name, &end)| end - a.workers.get(name).copied().unwrap_or(0.0))
         .fold(0.0, f64::max);
-    Some(Window {
-        secs,
-        packets,
-        server: per(a.server, b.server),
-        client: per(a.client, b.client),
+    Window {
+        client,
         busiest_worker_pct: busiest * 100.0 / secs,
-    })
+    }
+}
+
+/// The start of the measured window: when, the server's CPU time, packets delivered so far.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SteadyMark {
+    at: Instant,
+    server_cpu: Option<(f64, f64)>,
+    packets: u64,
+}
+
+impl SteadyMark {
+    pub(crate) fn take(server_pid: Option<u32>, packets: &AtomicU64) -> Self {
+        Self {
+            at: Instant::now(),
+            server_cpu: server_pid.and_then(process_cpu),
+            packets: packets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The window from this mark to now.
+    pub(crate) fn until(self, server_pid: Option<u32>, packets: &AtomicU64) -> Steady {
+        let end = Self::take(server_pid, packets);
+        Steady {
+            seconds: end.at.duration_since(self.at).as_secs_f64(),
+            packets: end.packets.saturating_sub(self.packets),
+            server_cpu: self
+                .server_cpu
+                .zip(end.server_cpu)
+                .map(|((u0, s0), (u1, s1))| (u1 - u0, s1 - s0)),
+        }
+    }
+}
+
+/// The measured window (everyone joined, media flowing): packets delivered to subscribers
+/// (each forwarded packet counted once per subscriber that got it) and the server's CPU time
+/// (user, system) over the same window.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Steady {
+    pub(crate) seconds: f64,
+    pub(crate) packets: u64,
+    pub(crate) server_cpu: Option<(f64, f64)>,
+}
+
+impl Steady {
+    /// Server CPU microseconds (user + system) per forwarded packet.
+    pub(crate) fn cpu_us_per_packet(&self) -> Option<f64> {
+        let (user, system) = self.server_cpu?;
+        (self.packets > 0).then(|| (user + system) * 1e6 / self.packets as f64)
+    }
+
+    /// Server user-space CPU microseconds per forwarded packet.
+    pub(crate) fn user_us_per_packet(&self) -> Option<f64> {
+        let (user, _) = self.server_cpu?;
+        (self.packets > 0).then(|| user * 1e6 / self.packets as f64)
+    }
+
+    /// The summary line (parsed by `benches/scripts/janus-compare.sh`).
+    pub(crate) fn line(&self) -> String {
+        let per = self
+            .cpu_us_per_packet()
+            .zip(self.user_us_per_packet())
+            .map_or_else(
+                || "-".to_owned(),
+                |(us, user)| format!("{us:.2} CPU us per forwarded packet ({user:.2} user)"),
+            );
+        let cpu = self.server_cpu.map_or_else(
+            || "-".to_owned(),
+            |(u, s)| format!("{:.2} CPU s ({u:.2} user, {s:.2} system)", u + s),
+        );
+        format!(
+            "Steady state: {} packets forwarded in {:.1} s ({:.0}/s); server {cpu}; {per}\n",
+            self.packets,
+            self.seconds,
+            self.packets as f64 / self.seconds.max(0.001)
+        )
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "seconds": self.seconds,
+            "packets": self.packets,
+            "server_cpu_seconds": self.server_cpu.map(|(u, s)| u + s),
+            "server_user_cpu_seconds": self.server_cpu.map(|(u, _)| u),
+            "server_system_cpu_seconds": self.server_cpu.map(|(_, s)| s),
+            "cpu_us_per_packet": self.cpu_us_per_packet(),
+            "user_cpu_us_per_packet": self.user_us_per_packet(),
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -1076,14 +1208,7 @@ fn summarise(s: Summary) -> Report {
         human,
         "Loss: {lost_elsewhere} lost by the server or on the way, {lost_ours} dropped by our own sockets"
     );
-    if drops_counted {
-        let _ = writeln!(human, "load tester socket drops: {socket_drops}");
-    } else {
-        let _ = writeln!(
-            human,
-            "load tester socket drops: not counted on this system (no SO_RXQ_OVFL)"
-        );
-    }
+    human.push_str(&socket_drops_line(drops_counted.then_some(socket_drops)));
     match &s.server_drops {
         Some(Ok(d)) if d.is_empty() => {
             let _ = writeln!(human, "Server drops over the run (its metrics): none");
@@ -1103,7 +1228,7 @@ fn summarise(s: Summary) -> Report {
     }
     let _ = writeln!(
         human,
-        "Forwarding latency once everyone had joined (ms): p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2} ({} samples)",
+        "Forwarding latency (ms): p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2} ({} samples, once everyone had joined)",
         percentile(&latencies, 50.0),
         percentile(&latencies, 90.0),
         percentile(&latencies, 99.0),
@@ -1140,6 +1265,7 @@ fn summarise(s: Summary) -> Report {
     } else if let Some(pid) = a.server_pid {
         let _ = writeln!(human, "Server (pid {pid}): /proc/{pid} could not be read");
     }
+    human.push_str(&s.steady.line());
     if let Some((cpu, pct, hwm)) = client {
         let _ = writeln!(
             human,
@@ -1147,30 +1273,8 @@ fn summarise(s: Summary) -> Report {
             hwm as f64 / 1024.0
         );
     }
-    let window = window_figures(&s.window);
-    if let Some(w) = &window {
-        let _ = writeln!(
-            human,
-            "Measured window: {} packets received in {:.1} s ({:.0} packets/s)",
-            w.packets,
-            w.secs,
-            w.packets as f64 / w.secs
-        );
-        if let Some((cpu, per)) = w.server {
-            let _ = writeln!(
-                human,
-                "  server: {cpu:.2} CPU s, {per:.1} µs per packet received by our subscribers"
-            );
-        }
-        if let Some((cpu, per)) = w.client {
-            let _ = writeln!(
-                human,
-                "  load tester: {cpu:.2} CPU s, {per:.1} µs per packet received, on {} worker threads (busiest {:.0}% of a core)",
-                s.threads,
-                w.busiest_worker_pct
-            );
-        }
-    }
+    let window = window_figures(&s.window, &s.steady);
+    human.push_str(&window.line(s.threads));
     let tracks: Vec<Value> = by_track
         .iter()
         .map(|(sid, t)| {
@@ -1235,15 +1339,8 @@ fn summarise(s: Summary) -> Report {
             Some(Err(e)) => json!({ "error": e }),
             None => Value::Null,
         },
-        "window": window.as_ref().map(|w| json!({
-            "seconds": w.secs,
-            "packets": w.packets,
-            "server_cpu_seconds": w.server.map(|(c, _)| c),
-            "server_us_per_packet": w.server.map(|(_, p)| p),
-            "client_cpu_seconds": w.client.map(|(c, _)| c),
-            "client_us_per_packet": w.client.map(|(_, p)| p),
-            "busiest_worker_percent": w.busiest_worker_pct,
-        })),
+        "load_tester_window": window.json(s.threads),
+        "steady": s.steady.json(),
     });
     Report { human, json }
 }
@@ -1325,6 +1422,25 @@ mod tests {
             names,
             ["0", "1", "2", "0", "1", "2"].map(|i| format!("{WORKER_NAME}{i}"))
         );
+    }
+
+    #[test]
+    fn steady_state_is_cpu_per_forwarded_packet() {
+        let s = Steady {
+            seconds: 10.0,
+            packets: 200_000,
+            server_cpu: Some((0.6, 0.4)),
+        };
+        assert_eq!(s.cpu_us_per_packet(), Some(5.0));
+        assert_eq!(s.user_us_per_packet(), Some(3.0));
+        assert_eq!(
+            s.line(),
+            "Steady state: 200000 packets forwarded in 10.0 s (20000/s); server 1.00 CPU s \
+             (0.60 user, 0.40 system); 5.00 CPU us per forwarded packet (3.00 user)\n"
+        );
+        let none = Steady { packets: 0, ..s };
+        assert_eq!(none.cpu_us_per_packet(), None);
+        assert!(none.line().ends_with("; -\n"));
     }
 
     #[test]
