@@ -534,6 +534,11 @@ fn load_test_two_publishers_twenty_subscribers() {
     );
     // Our own sockets' drops are counted (Linux), and the loss splits into ours and the rest.
     assert!(report["socket_drops"].is_u64(), "{report:#}");
+    // Every datagram read came with the kernel's receive time.
+    assert!(
+        report["socket_wait"]["datagrams"].as_u64().unwrap() > 20_000,
+        "{report:#}"
+    );
     assert_eq!(
         report["lost_by_own_sockets"].as_u64().unwrap()
             + report["lost_elsewhere"].as_u64().unwrap(),

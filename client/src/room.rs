@@ -344,6 +344,12 @@ impl Room {
         self.drops.total()
     }
 
+    /// How long the datagrams read so far waited between the kernel's receipt and our read,
+    /// as a histogram (see [`crate::udp::SocketDrops::waits`]).
+    pub fn socket_waits(&self) -> [u64; crate::udp::WAIT_BUCKETS] {
+        self.drops.waits()
+    }
+
     /// Publishes a track: AddTrackRequest, then an offer with its section. Returns once the
     /// server answered; media may be sent from then on.
     pub async fn publish_track(&self, spec: TrackSpec) -> Result<LocalTrack, ClientError> {

@@ -6,6 +6,12 @@
 //! up). The latest count is kept in a [`SocketDrops`] that the application can read while
 //! the socket is in use. Elsewhere the count is not available and reads as `None`.
 //!
+//! It also enables `SO_TIMESTAMPNS`: each datagram comes with the time the kernel received
+//! it, and the time from then until we read it (softirq backlog, the socket's queue, our own
+//! lateness) is kept as a histogram in the same [`SocketDrops`]. A reader that is behind
+//! shows there well before its queue overflows: a default receive buffer holds seconds of
+//! audio.
+//!
 //! The receive buffer size (`SO_RCVBUF`) may be set at bind time; the kernel doubles the
 //! value given and clamps it to its own bounds (`net.core.rmem_max`).
 
@@ -23,6 +29,18 @@ pub struct SocketDrops {
     counted: AtomicBool,
     /// The latest count of each socket, by socket index (primary, subscriber).
     per_socket: [AtomicU64; 2],
+    /// Datagrams by how long they waited between the kernel's receipt and our read: bucket
+    /// `i` counts waits below 2^i µs (the last one, anything longer).
+    waits: [AtomicU64; WAIT_BUCKETS],
+}
+
+/// Buckets of [`SocketDrops::waits`]: powers of two of microseconds, up to about 1 s.
+pub const WAIT_BUCKETS: usize = 21;
+
+/// The bucket of a wait of `us` microseconds.
+fn wait_bucket(us: u64) -> usize {
+    // 0 µs -> bucket 0, 1 -> 1, 2..3 -> 2, 4..7 -> 3, ...: its bit length.
+    (64 - us.leading_zeros() as usize).min(WAIT_BUCKETS - 1)
 }
 
 impl SocketDrops {
@@ -36,6 +54,35 @@ impl SocketDrops {
                 .sum()
         })
     }
+
+    /// How long datagrams waited between the kernel's receipt and our read: counts by
+    /// bucket, bucket `i` holding waits below 2^i µs (the last one, the rest). All zero
+    /// where the kernel does not timestamp datagrams.
+    pub fn waits(&self) -> [u64; WAIT_BUCKETS] {
+        std::array::from_fn(|i| self.waits[i].load(Ordering::Relaxed))
+    }
+
+    fn note_wait(&self, us: u64) {
+        self.waits[wait_bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The wait (in µs, a bucket's upper bound) below which `p` percent of the datagrams of a
+/// [`SocketDrops::waits`] histogram waited; `None` for an empty histogram.
+pub fn wait_percentile(waits: &[u64; WAIT_BUCKETS], p: f64) -> Option<u64> {
+    let total: u64 = waits.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = ((total as f64) * p / 100.0).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, &n) in waits.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return Some(1u64 << i);
+        }
+    }
+    Some(1u64 << (WAIT_BUCKETS - 1))
 }
 
 /// A peer connection's UDP socket.
@@ -44,7 +91,7 @@ pub struct PeerSocket {
     socket: UdpSocket,
     drops: Arc<SocketDrops>,
     index: usize,
-    /// Room for one `SO_RXQ_OVFL` control message.
+    /// Room for one `SO_RXQ_OVFL` and one `SO_TIMESTAMPNS` control message.
     #[cfg(target_os = "linux")]
     cmsg: Vec<u8>,
 }
@@ -70,7 +117,7 @@ impl PeerSocket {
             drops,
             index: index.min(1),
             #[cfg(target_os = "linux")]
-            cmsg: nix::cmsg_space!(u32),
+            cmsg: nix::cmsg_space!(u32, nix::sys::time::TimeSpec),
         })
     }
 
@@ -101,7 +148,7 @@ impl PeerSocket {
 
         let fd = self.socket.as_raw_fd();
         let cmsg = &mut self.cmsg;
-        let (n, from, dropped) =
+        let (n, from, dropped, stamp) =
             self.socket
                 .async_io(Interest::READABLE, || {
                     let mut iov = [IoSliceMut::new(buf)];
@@ -111,11 +158,13 @@ impl PeerSocket {
                         Some(cmsg.as_mut_slice()),
                         MsgFlags::empty(),
                     )?;
-                    let mut dropped = None;
+                    let (mut dropped, mut stamp) = (None, None);
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
-                            if let ControlMessageOwned::RxqOvfl(d) = c {
-                                dropped = Some(d);
+                            match c {
+                                ControlMessageOwned::RxqOvfl(d) => dropped = Some(d),
+                                ControlMessageOwned::ScmTimestampns(t) => stamp = Some(t),
+                                _ => {}
                             }
                         }
                     }
@@ -123,11 +172,23 @@ impl PeerSocket {
                         msg.address.as_ref().and_then(std_addr).ok_or_else(|| {
                             io::Error::other("a datagram without a source address")
                         })?;
-                    Ok((msg.bytes, from, dropped))
+                    Ok((msg.bytes, from, dropped, stamp))
                 })
                 .await?;
         if let Some(d) = dropped {
             self.drops.per_socket[self.index].store(u64::from(d), Ordering::Relaxed);
+        }
+        if let Some(t) = stamp {
+            // Both are the realtime clock; a step of the clock in between reads as 0 or huge.
+            let received = std::time::Duration::new(
+                u64::try_from(t.tv_sec()).unwrap_or(0),
+                u32::try_from(t.tv_nsec()).unwrap_or(0),
+            );
+            if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                let waited = now.saturating_sub(received);
+                self.drops
+                    .note_wait(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+            }
         }
         Ok((n, from))
     }
@@ -149,6 +210,9 @@ fn std_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
 
 #[cfg(target_os = "linux")]
 fn enable_drop_count(socket: &UdpSocket) -> bool {
+    // The receive timestamps are a bonus: without them the wait histogram stays empty.
+    let _ =
+        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
     nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RxqOvfl, &1).is_ok()
 }
 
@@ -264,5 +328,55 @@ mod tests {
             assert_eq!(&buf[..n], &seq.to_be_bytes());
         }
         assert_eq!(drops.total(), Some(0));
+        // Every datagram came with the kernel's receive time.
+        assert_eq!(drops.waits().iter().sum::<u64>(), 50);
+    }
+
+    /// Datagrams left unread for 50 ms are counted as having waited at least that long.
+    #[tokio::test]
+    async fn datagrams_left_in_the_queue_count_their_wait() {
+        let drops = Arc::new(SocketDrops::default());
+        let mut rx = PeerSocket::bind("127.0.0.1:0".parse().unwrap(), None, drops.clone(), 0)
+            .await
+            .unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in 0u32..5 {
+            tx.send_to(&seq.to_be_bytes(), to).unwrap();
+        }
+        // A lower bound, not a race: they were received before send_to returned.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0u8; 64];
+        for _ in 0..5 {
+            rx.recv_from(&mut buf).await.unwrap();
+        }
+        let waits = drops.waits();
+        assert_eq!(waits.iter().sum::<u64>(), 5);
+        // 50 ms = 50 000 µs lies in the bucket below 2^16 µs.
+        assert_eq!(waits[..16].iter().sum::<u64>(), 0, "{waits:?}");
+        assert!(wait_percentile(&waits, 1.0).unwrap() >= 1 << 16);
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+
+    #[test]
+    fn waits_fall_in_power_of_two_buckets() {
+        assert_eq!(wait_bucket(0), 0);
+        assert_eq!(wait_bucket(1), 1);
+        assert_eq!(wait_bucket(3), 2);
+        assert_eq!(wait_bucket(4), 3);
+        assert_eq!(wait_bucket(1023), 10);
+        assert_eq!(wait_bucket(u64::MAX), WAIT_BUCKETS - 1);
+        let mut w = [0u64; WAIT_BUCKETS];
+        assert_eq!(wait_percentile(&w, 50.0), None);
+        w[3] = 98;
+        w[12] = 2;
+        assert_eq!(wait_percentile(&w, 50.0), Some(8));
+        assert_eq!(wait_percentile(&w, 98.0), Some(8));
+        assert_eq!(wait_percentile(&w, 99.0), Some(4096));
+        assert_eq!(wait_percentile(&w, 100.0), Some(4096));
     }
 }

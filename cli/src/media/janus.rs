@@ -541,6 +541,8 @@ struct SubscriberResult {
     profile: Option<String>,
     /// Datagrams the kernel dropped on its socket (`None`: not counted on this system).
     socket_drops: Option<u64>,
+    /// How long its datagrams waited in the kernel before it read them (histogram).
+    socket_waits: [u64; lkr_client::udp::WAIT_BUCKETS],
 }
 
 struct Ctx {
@@ -703,7 +705,9 @@ pub async fn run(args: &JanusLoadTestArgs) -> Result<Report, MediaError> {
     let mut profiles: Vec<String> = Vec::new();
     let (mut socket_drops, mut drops_counted) = (0u64, false);
     let (mut lost_ours, mut lost_elsewhere) = (0u64, 0u64);
+    let mut waits = [0u64; lkr_client::udp::WAIT_BUCKETS];
     for s in &subscribers {
+        super::loadtest::add_waits(&mut waits, &s.socket_waits);
         if let Some(d) = s.socket_drops {
             socket_drops += d;
             drops_counted = true;
@@ -744,6 +748,7 @@ pub async fn run(args: &JanusLoadTestArgs) -> Result<Report, MediaError> {
         threads,
         window,
         socket_drops: drops_counted.then_some(socket_drops),
+        socket_waits: waits,
         lost_ours,
         lost_elsewhere,
     }))
@@ -1043,6 +1048,7 @@ async fn receive_media(
         result.stats.recovered += st.recovered;
     }
     result.socket_drops = link.drops.total();
+    result.socket_waits = link.drops.waits();
     result
 }
 
@@ -1087,6 +1093,8 @@ struct Summary<'a> {
     window: super::loadtest::Window,
     /// Datagrams the kernel dropped on the subscribers' sockets (`None`: not counted here).
     socket_drops: Option<u64>,
+    /// How long the subscribers' datagrams waited in the kernel before we read them.
+    socket_waits: [u64; lkr_client::udp::WAIT_BUCKETS],
     /// Subscribers' loss up to their sockets' drops, and the rest.
     lost_ours: u64,
     lost_elsewhere: u64,
@@ -1146,6 +1154,7 @@ fn summarise(s: &Summary<'_>) -> Report {
         s.lost_elsewhere, s.lost_ours
     );
     human.push_str(&super::loadtest::socket_drops_line(s.socket_drops));
+    human.push_str(&super::loadtest::socket_wait_line(&s.socket_waits));
     let _ = writeln!(
         human,
         "Forwarding latency (ms): p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2} ({} samples)",
@@ -1212,6 +1221,7 @@ fn summarise(s: &Summary<'_>) -> Report {
         })),
         "steady": s.steady.json(),
         "socket_drops": s.socket_drops,
+        "socket_wait": super::loadtest::socket_wait_json(&s.socket_waits),
         "lost_by_own_sockets": s.lost_ours,
         "lost_elsewhere": s.lost_elsewhere,
         "load_tester_window": s.window.json(s.threads),

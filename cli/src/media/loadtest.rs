@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use lkr_client::udp::{WAIT_BUCKETS, wait_percentile};
 use lkr_client::{
     Codec, JoinSettings, LayerSpec, ReceiveStats, Room, RoomEvent, RoomOptions, TrackSpec,
 };
@@ -209,6 +210,8 @@ struct ParticipantResult {
     joining_latencies_us: Vec<u32>,
     /// Datagrams the kernel dropped on its sockets (`None`: not counted on this system).
     socket_drops: Option<u64>,
+    /// How long its datagrams waited in the kernel before it read them (histogram).
+    socket_waits: [u64; WAIT_BUCKETS],
 }
 
 #[derive(Debug, Clone, Default)]
@@ -690,6 +693,7 @@ async fn run_participant(
         t.recovered += s.stats.recovered;
     }
     result.socket_drops = room.socket_drops();
+    result.socket_waits = room.socket_waits();
     room.close().await;
     result
 }
@@ -928,6 +932,51 @@ impl Window {
     }
 }
 
+/// A wait histogram bucket's upper bound, readably.
+fn wait_bound(us: u64) -> String {
+    if us < 1000 {
+        format!("< {us} us")
+    } else {
+        format!("< {:.0} ms", us as f64 / 1000.0)
+    }
+}
+
+/// Adds a participant's socket wait histogram to a total.
+pub(crate) fn add_waits(total: &mut [u64; WAIT_BUCKETS], waits: &[u64; WAIT_BUCKETS]) {
+    for (t, w) in total.iter_mut().zip(waits) {
+        *t += w;
+    }
+}
+
+/// The summary line of how long datagrams waited in the kernel before the load tester read
+/// them (empty where the kernel does not timestamp them).
+pub(crate) fn socket_wait_line(waits: &[u64; WAIT_BUCKETS]) -> String {
+    let (Some(p50), Some(p99), Some(max)) = (
+        wait_percentile(waits, 50.0),
+        wait_percentile(waits, 99.0),
+        wait_percentile(waits, 100.0),
+    ) else {
+        return String::new();
+    };
+    format!(
+        "load tester socket wait (kernel receipt to our read): p50 {}, p99 {}, max {} ({} datagrams)\n",
+        wait_bound(p50),
+        wait_bound(p99),
+        wait_bound(max),
+        waits.iter().sum::<u64>()
+    )
+}
+
+/// The JSON of a socket wait histogram: percentiles as bucket upper bounds in µs.
+pub(crate) fn socket_wait_json(waits: &[u64; WAIT_BUCKETS]) -> Value {
+    json!({
+        "p50_below_us": wait_percentile(waits, 50.0),
+        "p99_below_us": wait_percentile(waits, 99.0),
+        "max_below_us": wait_percentile(waits, 100.0),
+        "datagrams": waits.iter().sum::<u64>(),
+    })
+}
+
 /// The summary line of the load tester's own socket drops.
 pub(crate) fn socket_drops_line(drops: Option<u64>) -> String {
     match drops {
@@ -1059,7 +1108,9 @@ fn summarise(s: Summary) -> Report {
     let mut joining: Vec<f64> = Vec::new();
     let (mut socket_drops, mut drops_counted) = (0u64, false);
     let (mut lost_ours, mut lost_elsewhere) = (0u64, 0u64);
+    let mut waits = [0u64; WAIT_BUCKETS];
     for r in &s.results {
+        add_waits(&mut waits, &r.socket_waits);
         if let Some(d) = r.socket_drops {
             socket_drops += d;
             drops_counted = true;
@@ -1209,6 +1260,7 @@ fn summarise(s: Summary) -> Report {
         "Loss: {lost_elsewhere} lost by the server or on the way, {lost_ours} dropped by our own sockets"
     );
     human.push_str(&socket_drops_line(drops_counted.then_some(socket_drops)));
+    human.push_str(&socket_wait_line(&waits));
     match &s.server_drops {
         Some(Ok(d)) if d.is_empty() => {
             let _ = writeln!(human, "Server drops over the run (its metrics): none");
@@ -1332,6 +1384,7 @@ fn summarise(s: Summary) -> Report {
             "threads": s.threads,
         })),
         "socket_drops": drops_counted.then_some(socket_drops),
+        "socket_wait": socket_wait_json(&waits),
         "lost_by_own_sockets": lost_ours,
         "lost_elsewhere": lost_elsewhere,
         "server_drops": match &s.server_drops {
