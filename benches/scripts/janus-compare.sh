@@ -27,7 +27,9 @@
 #
 # Per run, `--server-pid` makes the load tester read the server's CPU time over the measured
 # window (everyone joined, media flowing) and its peak RSS (VmHWM), and the table divides
-# that CPU time by the packets the subscribers received in the window.
+# that CPU time by the packets the subscribers received in the window. Below the table, the
+# datagrams the load tester's own sockets dropped in each run (SO_RXQ_OVFL): loss up to that
+# count is the load tester's, not the server's.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
