@@ -36,6 +36,10 @@ pub struct RoomOptions {
     /// The receive buffer (`SO_RCVBUF`) of the peer connections' sockets, in bytes (the
     /// kernel's default when `None`).
     pub recv_buffer: Option<usize>,
+    /// Keep only the remote participants that publish tracks, and raise events only for
+    /// them (also in [`Room::join_response`]): for load tests, where thousands of
+    /// subscribers each knowing all the others would cost memory quadratic in the room size.
+    pub publishers_only: bool,
 }
 
 /// One simulcast layer of a published video track.
@@ -248,7 +252,10 @@ impl Room {
         options: RoomOptions,
     ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), ClientError> {
         let started = Instant::now();
-        let (ws, join) = signal::connect(url, token, &options.settings).await?;
+        let (ws, mut join) = signal::connect(url, token, &options.settings).await?;
+        if options.publishers_only {
+            join.other_participants.retain(|p| !p.tracks.is_empty());
+        }
         let local_ip = local_ip_toward(url).await;
         let cert = Certificate::generate().map_err(|e| ClientError::Dtls(e.to_string()))?;
         let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
@@ -270,7 +277,7 @@ impl Room {
                 .transpose()?
                 .map(|a| a.port()),
         );
-        let session = Session::new(
+        let mut session = Session::new(
             join.clone(),
             options.settings,
             cert,
@@ -279,6 +286,9 @@ impl Room {
             Instant::now(),
             SystemTime::now(),
         );
+        if options.publishers_only {
+            session.keep_publishers_only();
+        }
         let mut driver = Driver {
             session,
             ws,

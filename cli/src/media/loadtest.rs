@@ -536,6 +536,9 @@ pub async fn run(
                 ..settings
             },
             recv_buffer: args.recv_buffer,
+            // Nobody here needs to know the other subscribers: without this, every
+            // participant keeps every other's info, quadratic in the room size.
+            publishers_only: true,
         };
         tasks.push(workers.spawn(n, async move {
             let connected = Room::connect(&url, &tok, options).await;
