@@ -482,6 +482,8 @@ fn load_test_two_publishers_twenty_subscribers() {
             "medium",
             "--server-pid",
             &pid,
+            "--threads",
+            "2",
         ],
     );
     assert!(
@@ -515,6 +517,32 @@ fn load_test_two_publishers_twenty_subscribers() {
     );
     assert!(
         report["server"]["peak_memory_kb"].as_u64().unwrap() > 1000,
+        "{report:#}"
+    );
+    // The measured window: the server's CPU per forwarded packet, the load tester's own.
+    let steady = &report["steady"];
+    assert!(steady["packets"].as_u64().unwrap() > 10_000, "{report:#}");
+    assert!(
+        steady["cpu_us_per_packet"].as_f64().unwrap() > 0.0,
+        "{report:#}"
+    );
+    let tester = &report["load_tester_window"];
+    assert_eq!(tester["threads"], 2, "{report:#}");
+    assert!(
+        tester["cpu_us_per_packet"].as_f64().unwrap() > 0.0,
+        "{report:#}"
+    );
+    // Our own sockets' drops are counted (Linux), and the loss splits into ours and the rest.
+    assert!(report["socket_drops"].is_u64(), "{report:#}");
+    // Every datagram read came with the kernel's receive time.
+    assert!(
+        report["socket_wait"]["datagrams"].as_u64().unwrap() > 20_000,
+        "{report:#}"
+    );
+    assert_eq!(
+        report["lost_by_own_sockets"].as_u64().unwrap()
+            + report["lost_elsewhere"].as_u64().unwrap(),
+        report["lost"].as_u64().unwrap(),
         "{report:#}"
     );
     let _ = std::fs::remove_dir_all(&dir);

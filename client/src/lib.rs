@@ -15,6 +15,8 @@
 //!   extensions and a retransmission cache; reordering, NACK and in-order delivery.
 //! - [`session`]: the sans-IO session machine: negotiation, publishing, receiving, data,
 //!   pings, with `now` in and datagrams, signal requests, events and a timeout polled out.
+//! - [`udp`]: a peer connection's UDP socket, which counts the datagrams the kernel dropped
+//!   on it (`SO_RXQ_OVFL`) so that a receiver can tell its own drops from loss upstream.
 //! - [`room`]: the thin tokio driver around it that owns the sockets and signalling:
 //!   [`Room`] takes commands (publish a track, send media or data, subscribe, request
 //!   keyframes) and yields [`RoomEvent`]s (participants, subscribed tracks, media packets,
@@ -36,6 +38,7 @@ pub mod session;
 pub mod signal;
 #[cfg(test)]
 mod testserver;
+pub mod udp;
 
 pub use codec::{Codec, MediaKind};
 pub use error::ClientError;
@@ -45,3 +48,4 @@ pub use room::{
 };
 pub use rtp_in::{MediaPacket, ReceiveStats};
 pub use signal::JoinSettings;
+pub use udp::SocketDrops;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::{SinkExt as _, StreamExt as _};
 use lkr_dtls_glue::cert::Certificate;
 use lkr_proto::pb;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ClientError;
@@ -20,6 +19,7 @@ use crate::codec::{Codec, MediaKind};
 use crate::rtp_in::{MediaPacket, ReceiveStats};
 use crate::session::{PcId, PublishRequest, Session, SessionEvent};
 use crate::signal::{self, JoinSettings, SignalStream};
+use crate::udp::{PeerSocket, SocketDrops};
 
 pub use crate::session::PUBLISH_TIMEOUT;
 
@@ -33,6 +33,13 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 pub struct RoomOptions {
     /// Single or dual PC, auto-subscribe.
     pub settings: JoinSettings,
+    /// The receive buffer (`SO_RCVBUF`) of the peer connections' sockets, in bytes (the
+    /// kernel's default when `None`).
+    pub recv_buffer: Option<usize>,
+    /// Keep only the remote participants that publish tracks, and raise events only for
+    /// them (also in [`Room::join_response`]): for load tests, where thousands of
+    /// subscribers each knowing all the others would cost memory quadratic in the room size.
+    pub publishers_only: bool,
 }
 
 /// One simulcast layer of a published video track.
@@ -205,6 +212,7 @@ pub struct Room {
     cmd: mpsc::UnboundedSender<Command>,
     join: pb::JoinResponse,
     join_time: Duration,
+    drops: Arc<SocketDrops>,
 }
 
 /// Sends media on one published track from any task.
@@ -244,15 +252,19 @@ impl Room {
         options: RoomOptions,
     ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), ClientError> {
         let started = Instant::now();
-        let (ws, join) = signal::connect(url, token, &options.settings).await?;
+        let (ws, mut join) = signal::connect(url, token, &options.settings).await?;
+        if options.publishers_only {
+            join.other_participants.retain(|p| !p.tracks.is_empty());
+        }
         let local_ip = local_ip_toward(url).await;
         let cert = Certificate::generate().map_err(|e| ClientError::Dtls(e.to_string()))?;
         let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-        let primary = UdpSocket::bind(bind).await?;
+        let drops = Arc::new(SocketDrops::default());
+        let primary = PeerSocket::bind(bind, options.recv_buffer, drops.clone(), 0).await?;
         let subscriber = if options.settings.single_pc {
             None
         } else {
-            Some(UdpSocket::bind(bind).await?)
+            Some(PeerSocket::bind(bind, options.recv_buffer, drops.clone(), 1).await?)
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -261,11 +273,11 @@ impl Room {
             primary.local_addr()?.port(),
             subscriber
                 .as_ref()
-                .map(UdpSocket::local_addr)
+                .map(PeerSocket::local_addr)
                 .transpose()?
                 .map(|a| a.port()),
         );
-        let session = Session::new(
+        let mut session = Session::new(
             join.clone(),
             options.settings,
             cert,
@@ -274,6 +286,9 @@ impl Room {
             Instant::now(),
             SystemTime::now(),
         );
+        if options.publishers_only {
+            session.keep_publishers_only();
+        }
         let mut driver = Driver {
             session,
             ws,
@@ -303,6 +318,7 @@ impl Room {
                 cmd: cmd_tx,
                 join,
                 join_time: started.elapsed(),
+                drops,
             },
             ev_rx,
         ))
@@ -329,6 +345,19 @@ impl Room {
     /// From opening signalling to connected peer connections.
     pub fn join_time(&self) -> Duration {
         self.join_time
+    }
+
+    /// Datagrams the kernel dropped on our sockets because we did not read them in time
+    /// (their receive queues were full), as of the last datagram read; `None` where the
+    /// system does not count them (see [`crate::udp`]).
+    pub fn socket_drops(&self) -> Option<u64> {
+        self.drops.total()
+    }
+
+    /// How long the datagrams read so far waited between the kernel's receipt and our read,
+    /// as a histogram (see [`crate::udp::SocketDrops::waits`]).
+    pub fn socket_waits(&self) -> [u64; crate::udp::WAIT_BUCKETS] {
+        self.drops.waits()
     }
 
     /// Publishes a track: AddTrackRequest, then an offer with its section. Returns once the
@@ -445,8 +474,8 @@ async fn local_ip_toward(url: &str) -> IpAddr {
 struct Driver {
     session: Session,
     ws: SignalStream,
-    primary: UdpSocket,
-    subscriber: Option<UdpSocket>,
+    primary: PeerSocket,
+    subscriber: Option<PeerSocket>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<RoomEvent>,
     ready: Option<oneshot::Sender<Result<(), ClientError>>>,
@@ -493,7 +522,7 @@ impl Driver {
                         self.session.handle_datagram(Instant::now(), PcId::Primary, from, &mut buf[..n]);
                     }
                 }
-                r = recv_opt(self.subscriber.as_ref(), &mut sub_buf) => {
+                r = recv_opt(self.subscriber.as_mut(), &mut sub_buf) => {
                     if let Ok((n, from)) = r {
                         self.session.handle_datagram(Instant::now(), PcId::Subscriber, from, &mut sub_buf[..n]);
                     }
@@ -592,7 +621,7 @@ impl Driver {
 }
 
 async fn recv_opt(
-    socket: Option<&UdpSocket>,
+    socket: Option<&mut PeerSocket>,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr)> {
     match socket {

@@ -183,6 +183,8 @@ pub struct Session {
     retired: Vec<TrackStats>,
     early: VecDeque<Early>,
     participants: HashMap<String, pb::ParticipantInfo>,
+    /// Keep (and report) only the remote participants that publish tracks.
+    publishers_only: bool,
     rtcp_ssrc: u32,
     data_sequence: u32,
     channels_open: Vec<String>,
@@ -250,6 +252,7 @@ impl Session {
             retired: Vec::new(),
             early: VecDeque::new(),
             participants: HashMap::new(),
+            publishers_only: false,
             rtcp_ssrc: rand::random::<u32>() | 1,
             data_sequence: 0,
             channels_open: Vec::new(),
@@ -487,8 +490,25 @@ impl Session {
         Ok(())
     }
 
+    /// From now on, keeps only the remote participants that publish tracks and raises no
+    /// events for the others: in a room of N where few publish, every client knowing every
+    /// other costs memory quadratic in N (a load tester runs them all in one process). The
+    /// join response keeps only the publishers too.
+    pub fn keep_publishers_only(&mut self) {
+        self.publishers_only = true;
+        self.participants.retain(|_, p| !p.tracks.is_empty());
+        self.join
+            .other_participants
+            .retain(|p| !p.tracks.is_empty());
+    }
+
     fn update_participant(&mut self, p: pb::ParticipantInfo) {
         if Some(p.sid.as_str()) == self.join.participant.as_ref().map(|me| me.sid.as_str()) {
+            return;
+        }
+        if self.publishers_only && p.tracks.is_empty() {
+            // Gone or never publishing: forget it silently, as it was never reported.
+            self.participants.remove(&p.sid);
             return;
         }
         if p.state == pb::participant_info::State::Disconnected as i32 {
@@ -1525,6 +1545,46 @@ mod tests {
         assert!(
             matches!(&evs[1], SessionEvent::Room(RoomEvent::ParticipantDisconnected(p)) if p.sid == "PA_other")
         );
+    }
+
+    #[test]
+    fn publishers_only_keeps_no_trackless_participant() {
+        let now = Instant::now();
+        let mut s = session(now);
+        // "PA_other" of the join response publishes nothing: dropped.
+        s.keep_publishers_only();
+        assert!(s.participants.is_empty());
+        assert!(s.join.other_participants.is_empty());
+        events(&mut s);
+        let mut publisher = participant("PA_pub", "pub");
+        publisher.tracks.push(pb::TrackInfo {
+            sid: "TR_a".into(),
+            ..Default::default()
+        });
+        s.handle_signal(
+            now,
+            Resp::Update(pb::ParticipantUpdate {
+                participants: vec![participant("PA_sub", "sub"), publisher.clone()],
+            }),
+        )
+        .unwrap();
+        let evs = events(&mut s);
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        assert!(
+            matches!(&evs[0], SessionEvent::Room(RoomEvent::ParticipantConnected(p)) if p.sid == "PA_pub")
+        );
+        assert_eq!(s.participants.keys().collect::<Vec<_>>(), ["PA_pub"]);
+        // A publisher that unpublishes everything is forgotten.
+        publisher.tracks.clear();
+        s.handle_signal(
+            now,
+            Resp::Update(pb::ParticipantUpdate {
+                participants: vec![publisher],
+            }),
+        )
+        .unwrap();
+        assert!(s.participants.is_empty());
+        assert!(events(&mut s).is_empty());
     }
 
     #[test]

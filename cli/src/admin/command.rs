@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
+use crate::media::janus::JanusLoadTestArgs;
 use crate::media::join::{LegacyJoinArgs, RoomJoinArgs};
 use crate::media::loadtest::LoadTestArgs;
 
@@ -100,6 +101,8 @@ pub enum Action {
     Join(JoinForm),
     /// Run a load test.
     LoadTest(LoadTestArgs),
+    /// Run the load test against a Janus VideoRoom.
+    JanusLoadTest(JanusLoadTestArgs),
 }
 
 /// The two ways of asking for a join.
@@ -125,6 +128,8 @@ pub enum RoomSubcommand {
 pub enum PerfCommand {
     /// Publishers and subscribers against a server: join times, bitrates, loss, latency
     LoadTest(LoadTestArgs),
+    /// The same load against a Janus VideoRoom over Janus's HTTP API, for comparisons
+    JanusLoadTest(JanusLoadTestArgs),
 }
 
 impl Command {
@@ -147,6 +152,9 @@ impl Command {
                 command: PerfCommand::LoadTest(args),
             }
             | Command::LoadTest(args) => Action::LoadTest(args),
+            Command::Perf {
+                command: PerfCommand::JanusLoadTest(args),
+            } => Action::JanusLoadTest(args),
             Command::CreateRoom(a) => Action::Room(RoomCommand::Create(a)),
             Command::ListRooms(a) => Action::Room(RoomCommand::List(a)),
             Command::DeleteRoom(a) => Action::Room(RoomCommand::Delete(a)),

@@ -167,6 +167,8 @@ pub async fn run(plan: JoinPlan) -> Result<(), MediaError> {
             single_pc: !plan.session.dual_pc,
             auto_subscribe: plan.auto_subscribe || plan.session.record.is_some(),
         },
+        recv_buffer: None,
+        publishers_only: false,
     };
     let (room, mut events) = Room::connect(&plan.url, &plan.token, options).await?;
     let me = room.join_response().participant.clone().unwrap_or_default();

@@ -10,7 +10,9 @@
 //! - [`record`]: one writer per subscribed track (Opus → `.ogg`, VP8/VP9/AV1 → `.ivf`).
 //! - [`join`]: `room join` and the legacy `join`.
 //! - [`loadtest`]: `perf load-test`.
+//! - [`janus`]: `perf janus-load-test`, the same load against a Janus VideoRoom.
 
+pub mod janus;
 pub mod join;
 pub mod loadtest;
 pub mod record;

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Side by side with Janus, in one run: Janus VideoRoom (Debian package `janus`) and our
+# livekit-server, in turn, in one private network namespace, under the same load from our
+# own client stack, and one table per scenario.
+#
+#   bash benches/scripts/janus-compare.sh [options]
+#
+#   --bin-dir DIR       where livekit-server and livekit-cli are (default target/release)
+#   --server PATH, --cli PATH   the two binaries one by one (override --bin-dir)
+#   --duration D        measured time per run, e.g. 20s (default 15s)
+#   --scenarios LIST    comma-separated, from v10 (1 video -> 10), v100 (1 video -> 100),
+#                       a500 (1 audio -> 500) (default v10,v100,a500)
+#   --resolution R      video: high (720p, 1.7 Mbit/s), medium (360p, 500 kbit/s) or low
+#                       (default high); one layer for both servers
+#   --rate N            participants joining per second (default 50)
+#   --janus-loops N     Janus `event_loops` (0: Janus's default, a thread per handle;
+#                       default 2, one per core here)
+#   --keep DIR          keep logs and configs in DIR instead of a temp dir removed on exit
+#
+# The namespace has lo and a veth pair, lkjan-a 10.77.80.1/24 <-> lkjan-b 10.77.80.2/24, and
+# no route out: nothing leaves it. Both servers bind 10.77.80.1 (Janus does not gather
+# loopback candidates, and takes one UDP port per peer connection from 20000-40000); the
+# load tester runs in the namespace too. Janus runs with only the HTTP transport and the
+# VideoRoom plugin, ICE lite, no STUN/TURN, IPv4 only. Both servers negotiate
+# SRTP_AEAD_AES_128_GCM with our client (its DTLS offers AES-128-GCM first; the Janus run
+# prints the profile it got).
+#
+# Per run, `--server-pid` makes the load tester read the server's CPU time over the measured
+# window (everyone joined, media flowing) and its peak RSS (VmHWM), and the table divides
+# that CPU time by the packets the subscribers received in the window. Below the table, the
+# datagrams the load tester's own sockets dropped in each run (SO_RXQ_OVFL): loss up to that
+# count is the load tester's, not the server's.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin_dir="$root/target/release"
+duration=15s
+scenarios=v10,v100,a500
+resolution=high
+rate=50
+loops=2
+keep=""
+server_bin=""
+cli_bin=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    --server) server_bin=$2; shift 2 ;;
+    --cli) cli_bin=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --scenarios) scenarios=$2; shift 2 ;;
+    --resolution) resolution=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --janus-loops) loops=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+server_bin=${server_bin:-$bin_dir/livekit-server}
+cli_bin=${cli_bin:-$bin_dir/livekit-cli}
+for b in "$server_bin" "$cli_bin"; do
+    [ -x "$b" ] || { echo "missing $b (cargo build --release -p lkr-cli)" >&2; exit 2; }
+done
+janus_bin=$(command -v janus || true)
+[ -n "$janus_bin" ] || { echo "janus is not installed (apt-get install janus)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "needs root (it creates a network namespace)" >&2; exit 2; }
+janus_lib=$(dirname "$(dirname "$(readlink -f "$(ls /usr/lib/*/janus/plugins/libjanus_videoroom.so | head -1)")")")
+
+ns="lkjan$$"
+ip_srv=10.77.80.1
+ip_peer=10.77.80.2
+if [ -n "$keep" ]; then
+    out=$keep
+    mkdir -p "$out"
+else
+    out=$(mktemp -d "${TMPDIR:-/tmp}/lkjan-XXXXXX")
+fi
+
+cleanup() {
+    local pids
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] && kill $pids 2>/dev/null || true
+    sleep 0.3
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+    [ -z "$keep" ] && rm -rf "$out"
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$ns"
+nsx() { ip netns exec "$ns" "$@"; }
+nsx ip link set lo up
+nsx ip link add lkjan-a type veth peer name lkjan-b
+nsx ip addr add "$ip_srv/24" dev lkjan-a
+nsx ip addr add "$ip_peer/24" dev lkjan-b
+nsx ip link set lkjan-a up
+nsx ip link set lkjan-b up
+
+# Janus's configuration: only what this run loads.
+cfg="$out/janus"
+mkdir -p "$cfg/plugins" "$cfg/transports" "$cfg/events" "$cfg/loggers"
+ln -sf "$janus_lib/plugins/libjanus_videoroom.so" "$cfg/plugins/"
+ln -sf "$janus_lib/transports/libjanus_http.so" "$cfg/transports/"
+cat >"$cfg/janus.jcfg" <<EOF
+general: {
+	configs_folder = "$cfg"
+	plugins_folder = "$cfg/plugins"
+	transports_folder = "$cfg/transports"
+	events_folder = "$cfg/events"
+	loggers_folder = "$cfg/loggers"
+	debug_level = 3
+	interface = "$ip_srv"
+	admin_secret = "lkjan-admin"
+	session_timeout = 0
+	event_loops = $loops
+	exit_on_dl_error = true
+}
+media: {
+	ipv6 = false
+	rtp_port_range = "20000-40000"
+}
+nat: {
+	ice_lite = true
+	ice_enforce_list = "lkjan-a"
+	ignore_mdns = true
+	nice_debug = false
+}
+plugins: {
+}
+transports: {
+}
+events: {
+	broadcast = false
+}
+EOF
+cat >"$cfg/janus.transport.http.jcfg" <<EOF
+general: {
+	json = "plain"
+	base_path = "/janus"
+	http = true
+	ip = "$ip_srv"
+	port = 18000
+	https = false
+}
+admin: {
+	admin_http = false
+	admin_https = false
+}
+EOF
+cat >"$cfg/janus.plugin.videoroom.jcfg" <<EOF
+general: {
+}
+EOF
+
+# "Received N packets; lost L (X%)" etc. -> fields for the table.
+field() { # file sed-expression
+    sed -n "$2" "$1" | head -1
+}
+summary() { # name file -> one table row
+    local name=$1 f=$2 us user pk lost loss p50 p99 mem
+    us=$(us_of "$f")
+    user=$(user_of "$f")
+    pk=$(field "$f" 's/^Steady state: \([0-9]*\) packets forwarded.*/\1/p')
+    lost=$(field "$f" 's/^Received [0-9]* packets; lost \([0-9]*\) .*/\1/p')
+    loss=$(field "$f" 's/^Received [0-9]* packets; lost [0-9]* (\([0-9.]*%\)).*/\1/p')
+    p50=$(field "$f" 's/^Forwarding latency (ms): p50 \([0-9.]*\),.*/\1/p')
+    p99=$(field "$f" 's/^Forwarding latency (ms): .*p99 \([0-9.]*\),.*/\1/p')
+    mem=$(field "$f" 's/^Server (pid [0-9]*): .*peak memory \([0-9.]*\) MB$/\1/p')
+    printf '%-7s %12s %12s %12s %8s %9s %9s %9s %12s\n' "$name" "${us:--}" "${user:--}" "${pk:--}" \
+        "${lost:--}" "${loss:--}" "${p50:--}" "${p99:--}" "${mem:--}"
+}
+us_of() { field "$1" 's/^Steady state: .*; \([0-9.]*\) CPU us per forwarded packet (.*/\1/p'; }
+user_of() { field "$1" 's/^Steady state: .* CPU us per forwarded packet (\([0-9.]*\) user)$/\1/p'; }
+
+wait_http() { # url
+    for _ in $(seq 100); do
+        nsx curl -sf -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+}
+
+# (The servers are started without the nsx function: `$!` must be their own pid.)
+run_janus() { # scenario load-args...
+    local scen=$1
+    shift
+    ip netns exec "$ns" nice -n 10 "$janus_bin" -F "$cfg" -C "$cfg/janus.jcfg" >"$out/janus-$scen.log" 2>&1 &
+    local pid=$!
+    if ! wait_http "http://$ip_srv:18000/janus/info"; then
+        echo "Janus did not start; its log:" >&2
+        tail -20 "$out/janus-$scen.log" >&2
+        exit 1
+    fi
+    nsx nice -n 10 "$cli_bin" perf janus-load-test --janus-url "http://$ip_srv:18000/janus" \
+        --server-pid "$pid" --num-per-second "$rate" --duration "$duration" \
+        --video-resolution "$resolution" "$@" >"$out/janus-$scen.txt" 2>"$out/janus-$scen.err" || true
+    stop_pid "$pid"
+}
+
+run_ours() { # scenario load-args...
+    local scen=$1
+    shift
+    ip netns exec "$ns" nice -n 10 "$server_bin" --dev --bind "$ip_srv" --node-ip "$ip_srv" --port 18010 \
+        --udp-port 18012 >"$out/ours-$scen.log" 2>&1 &
+    local pid=$!
+    if ! wait_http "http://$ip_srv:18010/"; then
+        echo "livekit-server did not start; its log:" >&2
+        tail -20 "$out/ours-$scen.log" >&2
+        exit 1
+    fi
+    nsx nice -n 10 "$cli_bin" --dev --url "http://$ip_srv:18010" perf load-test \
+        --server-pid "$pid" --num-per-second "$rate" --duration "$duration" --no-simulcast \
+        --video-resolution "$resolution" "$@" >"$out/ours-$scen.txt" 2>"$out/ours-$scen.err" || true
+    stop_pid "$pid"
+}
+
+echo "janus-compare: $(nproc) cores, $(uname -r), Janus $("$janus_bin" --version 2>/dev/null | sed -n 's/^Janus version: [0-9]* (\(.*\))/\1/p'), event_loops=$loops, duration $duration, video $resolution (one layer)"
+IFS=, read -ra list <<<"$scenarios"
+for scen in "${list[@]}"; do
+    case "$scen" in
+    v10) title="1 -> 10 video"; load=(--video-publishers 1 --subscribers 10) ;;
+    v100) title="1 -> 100 video"; load=(--video-publishers 1 --subscribers 100) ;;
+    a500) title="1 -> 500 audio"; load=(--audio-publishers 1 --subscribers 500) ;;
+    *) echo "unknown scenario $scen" >&2; exit 2 ;;
+    esac
+    run_janus "$scen" "${load[@]}"
+    run_ours "$scen" "${load[@]}"
+    echo
+    echo "== $title, $duration measured"
+    for name in janus ours; do
+        f="$out/$name-$scen.txt"
+        if ! grep -q '^Steady state' "$f" 2>/dev/null; then
+            echo "$name: the load test failed:"
+            tail -5 "$out/$name-$scen.err" "$f" 2>/dev/null | sed 's/^/  /'
+        fi
+        grep -E '^  join failed' "$f" 2>/dev/null | head -3 || true
+    done
+    grep -h '^SRTP profile' "$out/janus-$scen.txt" 2>/dev/null | sed 's/^/janus /' || true
+    printf '%-7s %12s %12s %12s %8s %9s %9s %9s %12s\n' server "CPU us/pkt" "user us/pkt" \
+        "fwd packets" lost loss "p50 ms" "p99 ms" "peak RSS MB"
+    summary janus "$out/janus-$scen.txt"
+    summary ours "$out/ours-$scen.txt"
+    # Loss the load tester's own sockets caused (SO_RXQ_OVFL) is not the server's.
+    jd=$(field "$out/janus-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')
+    od=$(field "$out/ours-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')
+    echo "load tester socket drops: janus ${jd:--}, ours ${od:--}"
+    j=$(us_of "$out/janus-$scen.txt")
+    o=$(us_of "$out/ours-$scen.txt")
+    ju=$(user_of "$out/janus-$scen.txt")
+    ou=$(user_of "$out/ours-$scen.txt")
+    if [ -n "$j" ] && [ -n "$o" ]; then
+        awk -v j="$j" -v o="$o" -v ju="$ju" -v ou="$ou" 'BEGIN {
+            if (o > 0 && ou > 0)
+                printf "Janus spent %.1fx the CPU per forwarded packet that we did (user space alone: %.1fx)\n", j / o, ju / ou
+            else print "Janus/ours: ours measured 0 CPU (too short a run)" }'
+    fi
+done
+[ -n "$keep" ] && echo "(logs in $out)"
+exit 0

@@ -1,0 +1,58 @@
+"""The side-by-side comparison with Janus, short: benches/scripts/janus-compare.sh runs Janus
+VideoRoom (Debian's `janus`) and our server in turn in a private network namespace, drives
+each with one video publisher and ten subscribers from our own client stack for a few
+seconds, and prints the table. Checks the whole pipeline against both servers: every
+subscriber joined, packets were forwarded, the server CPU per forwarded packet was measured
+for both, Janus negotiated AES-GCM SRTP, and the ratio line was printed. The full-length
+figures are in the README ("Performance")."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import lkhelpers
+
+SCRIPT = Path(__file__).resolve().parents[3] / "benches" / "scripts" / "janus-compare.sh"
+
+
+@pytest.mark.timeout(120)
+def test_janus_compare_short_runs_against_both_servers():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (it creates a network namespace)")
+    assert shutil.which("janus"), "janus is not installed (scripts/test installs the Debian package)"
+    cp = subprocess.run(
+        [
+            "bash", str(SCRIPT), "--server", lkhelpers.SERVER_BIN, "--cli", lkhelpers.CLI_BIN,
+            "--scenarios", "v10", "--duration", "4s", "--resolution", "medium",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    out = cp.stdout
+    assert cp.returncode == 0, (out[-3000:], cp.stderr[-3000:])
+    assert "== 1 -> 10 video" in out, out
+    assert "load test failed" not in out and "join failed" not in out, out
+    assert "janus SRTP profile: AeadAes128Gcm" in out, out
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(
+            r"^(janus|ours)\s+([0-9.]+)\s+([0-9.]+)\s+(\d+)\s+(\d+)\s+([0-9.]+)%\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$",
+            line,
+        )
+        if m:
+            rows[m.group(1)] = [float(x) for x in m.groups()[1:]]
+    assert set(rows) == {"janus", "ours"}, out
+    for name, (us, user_us, packets, lost, loss, p50, p99, rss) in rows.items():
+        assert packets > 1000, (name, out)
+        assert us > 0 and 0 <= user_us <= us and rss > 0, (name, out)
+        assert p50 <= p99, (name, out)
+    # Our load tester counts what its own sockets dropped, apart from the servers' loss.
+    assert re.search(r"^load tester socket drops: janus \d+, ours \d+$", out, re.M), out
+    assert re.search(r"^Janus spent [0-9.]+x the CPU per forwarded packet that we did \(user space alone: [0-9.]+x\)$", out, re.M), out
