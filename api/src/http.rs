@@ -226,39 +226,18 @@ async fn signal(
         }
         return text(StatusCode::OK, "success");
     }
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    let Some(key) = websocket_key(&req) else {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     };
-    if !is_upgrade {
-        return text(StatusCode::NOT_FOUND, "404 page not found");
-    }
-    let slot = req.extensions_mut().remove::<ConnectionSlot>();
-    let upgrade_timeout = node.settings.limits.websocket_upgrade_timeout;
     let joined = node.control.join(params.to_join()).await;
     if params.reconnect && !matches!(joined, Ok(Ok(_))) {
         tracing::debug!(participant = %params.participant_sid, "resume refused; asking for a full reconnect");
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        let config = ws_config(&node);
-        tokio::spawn(async move {
-            if let Ok(Ok(upgraded)) = tokio::time::timeout(upgrade_timeout, on_upgrade).await {
-                let io = SlottedIo {
-                    io: TokioIo::new(upgraded),
-                    _slot: slot,
-                };
-                let ws = WebSocketStream::from_raw_socket(
-                    io,
-                    tungstenite::protocol::Role::Server,
-                    Some(config),
-                )
-                .await;
-                lkr_signal::session::refuse_resume(ws).await;
-            }
-        });
+        spawn_upgraded(
+            &node,
+            &mut req,
+            lkr_signal::session::refuse_resume,
+            |_| async {},
+        );
         return switching_protocols(&key);
     }
     let joined = match joined {
@@ -272,33 +251,17 @@ async fn signal(
         Err(e) => return join_error(&JoinError::new(503, e.to_string())),
     };
     let control = node.control.clone();
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = ws_config(&node);
-    tokio::spawn(async move {
-        match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
-            Err(_) => {
-                tracing::debug!(participant = %joined.participant_sid, "websocket upgrade timed out");
-                let _ = control.lost(&joined.participant_sid, joined.link).await;
-            }
-            Ok(Ok(upgraded)) => {
-                let io = SlottedIo {
-                    io: TokioIo::new(upgraded),
-                    _slot: slot,
-                };
-                let ws = WebSocketStream::from_raw_socket(
-                    io,
-                    tungstenite::protocol::Role::Server,
-                    Some(config),
-                )
-                .await;
-                lkr_signal::session::run(ws, control, joined).await;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "websocket upgrade failed");
-                let _ = control.lost(&joined.participant_sid, joined.link).await;
-            }
-        }
-    });
+    let (psid, link) = (joined.participant_sid.clone(), joined.link);
+    let on_failure = control.clone();
+    spawn_upgraded(
+        &node,
+        &mut req,
+        move |ws| lkr_signal::session::run(ws, control, joined),
+        move |why| async move {
+            tracing::debug!(participant = %psid, "websocket upgrade {why}");
+            let _ = on_failure.lost(&psid, link).await;
+        },
+    );
     switching_protocols(&key)
 }
 
@@ -323,17 +286,9 @@ async fn relay_signal(
             .validate(owner, &path_and_query, authorization.as_ref())
             .await;
     }
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    let Some(key) = websocket_key(&req) else {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     };
-    if !is_upgrade {
-        return text(StatusCode::NOT_FOUND, "404 page not found");
-    }
     let config = ws_config(node);
     let upstream = match cluster
         .connect_upstream(owner, &path_and_query, authorization.as_ref(), config)
@@ -343,24 +298,12 @@ async fn relay_signal(
         Err(refusal) => return refusal,
     };
     tracing::debug!(node = %owner.id, "signal connection relayed to the room's node");
-    let slot = req.extensions_mut().remove::<ConnectionSlot>();
-    let upgrade_timeout = node.settings.limits.websocket_upgrade_timeout;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        if let Ok(Ok(upgraded)) = tokio::time::timeout(upgrade_timeout, on_upgrade).await {
-            let io = SlottedIo {
-                io: TokioIo::new(upgraded),
-                _slot: slot,
-            };
-            let ws = WebSocketStream::from_raw_socket(
-                io,
-                tungstenite::protocol::Role::Server,
-                Some(config),
-            )
-            .await;
-            crate::cluster::pipe(ws, upstream).await;
-        }
-    });
+    spawn_upgraded(
+        node,
+        &mut req,
+        move |ws| crate::cluster::pipe(ws, upstream),
+        |_| async {},
+    );
     switching_protocols(&key)
 }
 
@@ -369,17 +312,9 @@ async fn relay_signal(
 /// the worker runs. Refusals are LiveKit's: 404 for a request that is not an upgrade, 401
 /// without the grant, 503 past the cap on connected workers.
 async fn agent_worker(node: Arc<Node>, mut req: Request<Incoming>) -> Resp {
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    let Some(key) = websocket_key(&req) else {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     };
-    if !is_upgrade {
-        return text(StatusCode::NOT_FOUND, "404 page not found");
-    }
     let claims = match auth::authenticate(req.headers(), req.uri().query(), &node.settings.keys) {
         Ok(c) => c,
         Err(e) => {
@@ -413,11 +348,48 @@ async fn agent_worker(node: Arc<Node>, mut req: Request<Incoming>) -> Resp {
         }
         Err(e) => return join_error(&JoinError::new(503, e.to_string())),
     };
+    let control = node.control.clone();
+    let (conn, on_failure) = (joined.conn, control.clone());
+    spawn_upgraded(
+        &node,
+        &mut req,
+        move |ws| lkr_signal::agents::run_worker(ws, control, joined),
+        move |why| async move {
+            tracing::debug!(worker = conn, "agent worker upgrade {why}");
+            let _ = on_failure.worker_gone(conn).await;
+        },
+    );
+    switching_protocols(&key)
+}
+
+/// The `Sec-WebSocket-Key` of a WebSocket upgrade request; `None` for anything else (which
+/// is answered 404, as LiveKit does).
+fn websocket_key(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    req.headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| is_upgrade)
+        .cloned()
+}
+
+/// Serves the WebSocket that `req` upgrades to, in a task of its own: waits for the upgrade
+/// (up to `limit.websocket_upgrade_timeout`), wraps it with the connection's slot and hands it
+/// to `serve`; an upgrade that fails or times out goes to `failed` with what happened.
+fn spawn_upgraded<S, SF, F, FF>(node: &Node, req: &mut Request<Incoming>, serve: S, failed: F)
+where
+    S: FnOnce(WebSocketStream<SlottedIo>) -> SF + Send + 'static,
+    SF: Future<Output = ()> + Send,
+    F: FnOnce(String) -> FF + Send + 'static,
+    FF: Future<Output = ()> + Send,
+{
     let slot = req.extensions_mut().remove::<ConnectionSlot>();
     let upgrade_timeout = node.settings.limits.websocket_upgrade_timeout;
-    let control = node.control.clone();
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = ws_config(&node);
+    let config = ws_config(node);
+    let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
             Ok(Ok(upgraded)) => {
@@ -431,18 +403,12 @@ async fn agent_worker(node: Arc<Node>, mut req: Request<Incoming>) -> Resp {
                     Some(config),
                 )
                 .await;
-                lkr_signal::agents::run_worker(ws, control, joined).await;
+                serve(ws).await;
             }
-            _ => {
-                tracing::debug!(
-                    worker = joined.conn,
-                    "agent worker upgrade failed or timed out"
-                );
-                let _ = control.worker_gone(joined.conn).await;
-            }
+            Ok(Err(e)) => failed(format!("failed: {e}")).await,
+            Err(_) => failed("timed out".to_string()).await,
         }
     });
-    switching_protocols(&key)
 }
 
 /// Read buffer of a WebSocket: tungstenite zero-fills the whole buffer before every read
