@@ -45,8 +45,8 @@ use tokio::sync::mpsc;
 
 use super::loadtest::{
     KEYFRAME_INTERVAL, Layer, Sample, SteadyMark, TRAILER_LEN, Usage, Workers, percentile, preset,
-    process_usage, split_loss, synthetic_vp8_frame, trailer_time, window_figures, with_trailer,
-    worker_threads,
+    process_usage, split_loss, synthetic_vp8_frame, trailer_time, usage_line, usage_over,
+    window_figures, with_trailer, worker_threads,
 };
 use super::vp8::Vp8Packetizer;
 use super::{MediaError, RTP_PAYLOAD_MTU};
@@ -1165,32 +1165,11 @@ fn summarise(s: &Summary<'_>) -> Report {
         s.latencies.len()
     );
     let wall = s.total_time.as_secs_f64().max(0.001);
-    let usage = |u: &Option<(Usage, Usage)>| {
-        u.map(|((c0, _), (c1, hwm))| {
-            let cpu = c1 - c0;
-            (cpu, cpu * 100.0 / wall, hwm)
-        })
-    };
-    let server = usage(&s.server);
-    let client = usage(&s.client);
-    if let Some((cpu, pct, hwm)) = server {
-        let _ = writeln!(
-            human,
-            "Server (pid {}): {cpu:.2} CPU s over {wall:.1} s ({pct:.1}% of one core), peak memory {:.1} MB",
-            a.server_pid.unwrap_or_default(),
-            hwm as f64 / 1024.0
-        );
-    } else if let Some(pid) = a.server_pid {
-        let _ = writeln!(human, "Server (pid {pid}): /proc/{pid} could not be read");
-    }
+    let server = usage_over(&s.server, wall);
+    let client = usage_over(&s.client, wall);
+    usage_line(&mut human, "Server", a.server_pid, server, wall);
     human.push_str(&s.steady.line());
-    if let Some((cpu, pct, hwm)) = client {
-        let _ = writeln!(
-            human,
-            "This load tester: {cpu:.2} CPU s ({pct:.1}% of one core), peak memory {:.1} MB",
-            hwm as f64 / 1024.0
-        );
-    }
+    usage_line(&mut human, "This load tester", None, client, wall);
     human.push_str(&s.window.line(s.threads));
     let json = json!({
         "target": "janus",

@@ -882,6 +882,46 @@ async fn receive(
 /// How a subscriber's loss splits: up to its sockets' drops it is ours (a datagram our
 /// socket dropped and no retransmission replaced), the rest was lost by the server or on
 /// the way. Returns (ours, elsewhere).
+/// CPU seconds, share of one core and peak memory (KiB) between two samples over `wall` s.
+pub(crate) fn usage_over(u: &Option<(Usage, Usage)>, wall: f64) -> Option<(f64, f64, u64)> {
+    u.map(|((c0, _), (c1, hwm))| {
+        let cpu = c1 - c0;
+        (cpu, cpu * 100.0 / wall, hwm)
+    })
+}
+
+/// The report's line on a process's CPU and memory: the server's (`pid` given, named in
+/// the line; says so when it could not be read) or the load tester's own.
+pub(crate) fn usage_line(
+    human: &mut String,
+    who: &str,
+    pid: Option<u32>,
+    usage: Option<(f64, f64, u64)>,
+    wall: f64,
+) {
+    let mb = |hwm: u64| hwm as f64 / 1024.0;
+    match (usage, pid) {
+        (Some((cpu, pct, hwm)), Some(pid)) => {
+            let _ = writeln!(
+                human,
+                "{who} (pid {pid}): {cpu:.2} CPU s over {wall:.1} s ({pct:.1}% of one core), peak memory {:.1} MB",
+                mb(hwm)
+            );
+        }
+        (Some((cpu, pct, hwm)), None) => {
+            let _ = writeln!(
+                human,
+                "{who}: {cpu:.2} CPU s ({pct:.1}% of one core), peak memory {:.1} MB",
+                mb(hwm)
+            );
+        }
+        (None, Some(pid)) => {
+            let _ = writeln!(human, "{who} (pid {pid}): /proc/{pid} could not be read");
+        }
+        (None, None) => {}
+    }
+}
+
 pub(crate) fn split_loss(lost: u64, socket_drops: Option<u64>) -> (u64, u64) {
     let ours = lost.min(socket_drops.unwrap_or(0));
     (ours, lost - ours)
@@ -1302,32 +1342,11 @@ fn summarise(s: Summary) -> Report {
         );
     }
     let wall = s.total_time.as_secs_f64().max(0.001);
-    let usage = |u: &Option<(Usage, Usage)>| {
-        u.map(|((c0, _), (c1, hwm))| {
-            let cpu = c1 - c0;
-            (cpu, cpu * 100.0 / wall, hwm)
-        })
-    };
-    let server = usage(&s.server);
-    let client = usage(&s.client);
-    if let Some((cpu, pct, hwm)) = server {
-        let _ = writeln!(
-            human,
-            "Server (pid {}): {cpu:.2} CPU s over {wall:.1} s ({pct:.1}% of one core), peak memory {:.1} MB",
-            a.server_pid.unwrap_or_default(),
-            hwm as f64 / 1024.0
-        );
-    } else if let Some(pid) = a.server_pid {
-        let _ = writeln!(human, "Server (pid {pid}): /proc/{pid} could not be read");
-    }
+    let server = usage_over(&s.server, wall);
+    let client = usage_over(&s.client, wall);
+    usage_line(&mut human, "Server", a.server_pid, server, wall);
     human.push_str(&s.steady.line());
-    if let Some((cpu, pct, hwm)) = client {
-        let _ = writeln!(
-            human,
-            "This load tester: {cpu:.2} CPU s ({pct:.1}% of one core), peak memory {:.1} MB",
-            hwm as f64 / 1024.0
-        );
-    }
+    usage_line(&mut human, "This load tester", None, client, wall);
     let window = window_figures(&s.window, &s.steady);
     human.push_str(&window.line(s.threads));
     let tracks: Vec<Value> = by_track
