@@ -13,7 +13,7 @@
 //! `a=setup:passive`, and we answer its `actpass` offers with `active`).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use lkr_datachannel::{DataChannelEvent, SctpTransport};
@@ -24,6 +24,7 @@ use lkr_dtls_glue::srtp::{SrtpContext, SrtpProfile};
 use lkr_ice::{AgentInput, AgentState, IceAgent};
 
 use crate::ClientError;
+use crate::sdp::LocalTransport;
 
 /// What a peer connection reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,23 @@ impl PeerConnection {
     /// Our certificate's fingerprint, for SDP.
     pub fn fingerprint(&self) -> Fingerprint {
         self.cert.fingerprint()
+    }
+
+    /// Our side for SDP: credentials, fingerprint and the one host candidate, `ip:port`.
+    pub fn local_transport(&self, ip: IpAddr, port: u16) -> LocalTransport {
+        let (ufrag, pwd) = self.ice_credentials();
+        let fp = self.fingerprint();
+        LocalTransport {
+            ufrag: ufrag.to_owned(),
+            pwd: pwd.to_owned(),
+            fingerprint: (fp.algorithm.clone(), fp.to_sdp_value()),
+            candidate: Some(lkr_ice::host_candidate_line(
+                "1",
+                ip,
+                port,
+                lkr_ice::candidate_priority(lkr_ice::HOST_TYPE_PREFERENCE, 65_535, 1),
+            )),
+        }
     }
 
     /// Whether DTLS is done and media may flow.

@@ -105,19 +105,7 @@ struct Pc {
 
 impl Pc {
     fn local(&self, ip: IpAddr) -> LocalTransport {
-        let (ufrag, pwd) = self.pc.ice_credentials();
-        let fp = self.pc.fingerprint();
-        LocalTransport {
-            ufrag: ufrag.to_owned(),
-            pwd: pwd.to_owned(),
-            fingerprint: (fp.algorithm.clone(), fp.to_sdp_value()),
-            candidate: Some(lkr_ice::host_candidate_line(
-                "1",
-                ip,
-                self.port,
-                lkr_ice::candidate_priority(lkr_ice::HOST_TYPE_PREFERENCE, 65_535, 1),
-            )),
-        }
+        self.pc.local_transport(ip, self.port)
     }
 }
 

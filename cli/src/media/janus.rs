@@ -400,19 +400,7 @@ impl Link {
     }
 
     fn local(&self) -> LocalTransport {
-        let (ufrag, pwd) = self.pc.ice_credentials();
-        let fp = self.pc.fingerprint();
-        LocalTransport {
-            ufrag: ufrag.to_owned(),
-            pwd: pwd.to_owned(),
-            fingerprint: (fp.algorithm.clone(), fp.to_sdp_value()),
-            candidate: Some(lkr_ice::host_candidate_line(
-                "1",
-                self.local_ip,
-                self.port,
-                lkr_ice::candidate_priority(lkr_ice::HOST_TYPE_PREFERENCE, 65_535, 1),
-            )),
-        }
+        self.pc.local_transport(self.local_ip, self.port)
     }
 
     /// Applies Janus's description (credentials, fingerprint, candidates) and extra
