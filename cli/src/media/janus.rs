@@ -44,8 +44,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::loadtest::{
-    KEYFRAME_INTERVAL, Layer, Sample, SteadyMark, TRAILER_LEN, Usage, Workers, percentile, preset,
-    process_usage, split_loss, synthetic_vp8_frame, trailer_time, usage_line, usage_over,
+    KEYFRAME_INTERVAL, Layer, Sample, SteadyMark, TRAILER_LEN, Usage, Workers, gather, percentile,
+    preset, process_usage, split_loss, synthetic_vp8_frame, trailer_time, usage_line, usage_over,
     window_figures, with_trailer, worker_threads,
 };
 use super::vp8::Vp8Packetizer;
@@ -668,18 +668,7 @@ pub async fn run(args: &JanusLoadTestArgs) -> Result<Report, MediaError> {
     let steady = mark.until(args.server_pid, &live.packets);
     let window = window_figures(&(window_start, Sample::take()), &steady);
     stop.store(true, Ordering::Relaxed);
-    let mut subscribers = Vec::new();
-    let collect = async {
-        for t in &mut tasks {
-            if let Ok(Some(s)) = t.await {
-                subscribers.push(s);
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(15), collect).await;
-    for t in &tasks {
-        t.abort();
-    }
+    let subscribers = gather(&mut tasks).await;
     let _ = progress.await;
     let server_end = args.server_pid.and_then(process_usage);
     let self_end = process_usage(std::process::id());

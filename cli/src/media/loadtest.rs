@@ -581,18 +581,7 @@ pub async fn run(
     let run_end = Sample::take();
     let run_time = run_started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut results = Vec::new();
-    let collect = async {
-        for t in &mut tasks {
-            if let Ok(Some(r)) = t.await {
-                results.push(r);
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(15), collect).await;
-    for t in &tasks {
-        t.abort();
-    }
+    let results = gather(&mut tasks).await;
     workers.stop();
     let _ = progress.await;
     let server_drops = match (&args.server_metrics, metrics_before) {
@@ -882,6 +871,24 @@ async fn receive(
 /// How a subscriber's loss splits: up to its sockets' drops it is ours (a datagram our
 /// socket dropped and no retransmission replaced), the rest was lost by the server or on
 /// the way. Returns (ours, elsewhere).
+/// What the participants' tasks return once told to stop: those that end within 15 s are
+/// kept; the rest are aborted.
+pub(crate) async fn gather<T>(tasks: &mut [tokio::task::JoinHandle<Option<T>>]) -> Vec<T> {
+    let mut results = Vec::new();
+    let collect = async {
+        for t in tasks.iter_mut() {
+            if let Ok(Some(r)) = t.await {
+                results.push(r);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(15), collect).await;
+    for t in tasks.iter() {
+        t.abort();
+    }
+    results
+}
+
 /// CPU seconds, share of one core and peak memory (KiB) between two samples over `wall` s.
 pub(crate) fn usage_over(u: &Option<(Usage, Usage)>, wall: f64) -> Option<(f64, f64, u64)> {
     u.map(|((c0, _), (c1, hwm))| {
