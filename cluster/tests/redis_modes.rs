@@ -3,22 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use lkr_cluster::{NodeInfo, NodeState, RedisSettings, Store};
+use lkr_cluster::{RedisSettings, Store};
 
 mod common;
-use common::{available, spawn, spawn_on, wait_port};
-
-fn node(id: &str) -> NodeInfo {
-    NodeInfo {
-        id: id.into(),
-        region: String::new(),
-        http_url: format!("http://127.0.0.1/{id}"),
-        rtc_addr: String::new(),
-        state: NodeState::Serving,
-        started_at: 0,
-        stats: Default::default(),
-    }
-}
+use common::{available, node, spawn, spawn_on, wait_port};
 
 /// Registers two nodes and places one room from four tasks at once through `s`; the
 /// placements must agree and the records must read back.

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use lkr_cluster::{NodeInfo, NodeState, RedisSettings, Store};
+use lkr_cluster::{NodeState, RedisSettings, Store};
 
 mod common;
-use common::{Redis, free_port, redis};
+use common::{Redis, free_port, node, redis};
 
 async fn store(r: &Redis) -> Store {
     Store::connect(&RedisSettings {
@@ -15,18 +15,6 @@ async fn store(r: &Redis) -> Store {
     })
     .await
     .unwrap()
-}
-
-fn node(id: &str) -> NodeInfo {
-    NodeInfo {
-        id: id.into(),
-        region: String::new(),
-        http_url: format!("http://127.0.0.1/{id}"),
-        rtc_addr: String::new(),
-        state: NodeState::Serving,
-        started_at: 0,
-        stats: Default::default(),
-    }
 }
 
 /// Shortens a node record's life to `ms`, as if it had stopped refreshing long ago.

@@ -19,6 +19,19 @@ impl Drop for Redis {
     }
 }
 
+/// A serving node's record with id `id` (no region, no stats).
+pub fn node(id: &str) -> lkr_cluster::NodeInfo {
+    lkr_cluster::NodeInfo {
+        id: id.into(),
+        region: String::new(),
+        http_url: format!("http://127.0.0.1/{id}"),
+        rtc_addr: String::new(),
+        state: lkr_cluster::NodeState::Serving,
+        started_at: 0,
+        stats: Default::default(),
+    }
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
