@@ -40,6 +40,26 @@ LOG_TAIL_CHARS = 12000
 # ports
 
 
+def failure_report_hook(fixture: str, env_type: type):
+    """A `pytest_runtest_makereport` hook for a conftest: a failed test that used the fixture
+    `fixture` (an `env_type`) gets that env's `failure_sections()` in its report (server logs,
+    client output). Use: `pytest_runtest_makereport = failure_report_hook("media", MediaEnv)`."""
+    import pytest
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(item, call):
+        outcome = yield
+        rep = outcome.get_result()
+        if not rep.failed:
+            return
+        env = (getattr(item, "funcargs", {}) or {}).get(fixture)
+        if isinstance(env, env_type):
+            for title, text in env.failure_sections():
+                rep.sections.append((title, text))
+
+    return pytest_runtest_makereport
+
+
 def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+import lkhelpers
 from agenthelpers import AgentEnv, agent_env_with
 
 
@@ -29,13 +30,4 @@ def agents(agent_env: AgentEnv):
         agent_env.close_clients()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    if not rep.failed:
-        return
-    env = (getattr(item, "funcargs", {}) or {}).get("agents")
-    if isinstance(env, AgentEnv):
-        for title, text in env.failure_sections():
-            rep.sections.append((title, text))
+pytest_runtest_makereport = lkhelpers.failure_report_hook("agents", AgentEnv)

@@ -12,6 +12,7 @@ import os
 import pytest
 
 import clusterhelpers
+import lkhelpers
 import mediahelpers
 from clusterhelpers import ClusterEnv
 
@@ -48,13 +49,4 @@ def cluster(cluster_env: ClusterEnv):
         cluster_env.close_clients()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    if not rep.failed:
-        return
-    env = (getattr(item, "funcargs", {}) or {}).get("cluster")
-    if isinstance(env, ClusterEnv):
-        for title, text in env.failure_sections():
-            rep.sections.append((title, text))
+pytest_runtest_makereport = lkhelpers.failure_report_hook("cluster", ClusterEnv)

@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+import lkhelpers
 import mediahelpers
 from mediahelpers import MediaEnv
 
@@ -55,13 +56,4 @@ def media(media_env: MediaEnv):
         media_env.close_clients()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    if not rep.failed:
-        return
-    env = (getattr(item, "funcargs", {}) or {}).get("media")
-    if isinstance(env, MediaEnv):
-        for title, text in env.failure_sections():
-            rep.sections.append((title, text))
+pytest_runtest_makereport = lkhelpers.failure_report_hook("media", MediaEnv)
