@@ -14,6 +14,7 @@ use lkr_proto::pb;
 use lkr_room::{Join, Machine, Output, RoomError, RoomEvent};
 
 use crate::agents::{AgentHost, WorkerJoined};
+use crate::session::Outgoing;
 use lkr_sfu::{Command, Event};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -36,7 +37,7 @@ pub struct MediaLink {
 #[derive(Debug)]
 pub enum ToSession {
     /// Send this signal response.
-    Signal(Box<pb::signal_response::Message>),
+    Signal(Arc<Outgoing>),
     /// Send `leave` (when given) and close.
     Close(Option<pb::LeaveRequest>),
 }
@@ -476,13 +477,20 @@ impl Task {
     }
 
     async fn drain(&mut self) {
+        // A message for several participants comes as consecutive outputs sharing it: they
+        // share its encodings too.
+        let mut last: Option<Arc<Outgoing>> = None;
         while let Some(out) = self.machine.poll_output() {
             match out {
                 Output::Signal { to, message } => {
                     let Some(s) = self.sessions.get(&to) else {
                         continue;
                     };
-                    match s.tx.try_send(ToSession::Signal(Box::new(message))) {
+                    let out = match &last {
+                        Some(o) if o.carries(&message) => o.clone(),
+                        _ => last.insert(Arc::new(Outgoing::new(message))).clone(),
+                    };
+                    match s.tx.try_send(ToSession::Signal(out)) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             if let Some(s) = self.sessions.remove(&to) {
@@ -598,7 +606,7 @@ mod tests {
             let mut n = 0usize;
             while let Some(m) = fast.rx.recv().await {
                 if let ToSession::Signal(m) = m
-                    && matches!(*m, pb::signal_response::Message::RoomUpdate(_))
+                    && matches!(m.message(), pb::signal_response::Message::RoomUpdate(_))
                 {
                     n += 1;
                     if n == 3 * SESSION_QUEUE {

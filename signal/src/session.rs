@@ -8,6 +8,7 @@
 //! participant's place becomes (kept for the departure timeout), and the socket and its
 //! buffers are released at once.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use crate::control::{Control, Joined, ToSession};
 
@@ -56,6 +59,85 @@ fn encode(m: Resp, json: bool) -> Option<WsMessage> {
     } else {
         Some(WsMessage::Binary(msg.encode_to_vec().into()))
     }
+}
+
+/// A signal response on its way to one or more connections: the room machine addresses one
+/// message to every participant of a room, and it is encoded once per form (binary, JSON)
+/// however many connections send it.
+#[derive(Debug)]
+pub struct Outgoing {
+    message: Arc<Resp>,
+    binary: OnceLock<Bytes>,
+    json: OnceLock<Option<Utf8Bytes>>,
+}
+
+impl Outgoing {
+    /// A message not yet encoded.
+    pub fn new(message: Arc<Resp>) -> Self {
+        Self {
+            message,
+            binary: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Resp {
+        &self.message
+    }
+
+    /// Whether this carries `message` itself (not an equal copy).
+    pub fn carries(&self, message: &Arc<Resp>) -> bool {
+        Arc::ptr_eq(&self.message, message)
+    }
+
+    /// The message as a WebSocket message of the given form, encoded on first use.
+    fn frame(&self, json: bool) -> Option<WsMessage> {
+        let wrap = || pb::SignalResponse {
+            message: Some((*self.message).clone()),
+        };
+        if json {
+            self.json
+                .get_or_init(|| serde_json::to_string(&wrap()).ok().map(Utf8Bytes::from))
+                .clone()
+                .map(WsMessage::Text)
+        } else {
+            let bytes = self
+                .binary
+                .get_or_init(|| Bytes::from(wrap().encode_to_vec()))
+                .clone();
+            Some(WsMessage::Binary(bytes))
+        }
+    }
+}
+
+/// Largest WebSocket frame a session writes: a longer message (a join response listing a
+/// thousand participants) goes out in fragments of this size, so that the connection's
+/// write buffer, which keeps its largest size for the connection's life, stays this small.
+const MAX_FRAME: usize = 8 * 1024;
+
+/// Sends `msg`, in fragments of at most [`MAX_FRAME`] bytes when it is longer.
+async fn send<S>(
+    ws: &mut WebSocketStream<S>,
+    msg: WsMessage,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (data, first) = match msg {
+        WsMessage::Binary(b) if b.len() > MAX_FRAME => (b, Data::Binary),
+        WsMessage::Text(t) if t.len() > MAX_FRAME => (Bytes::from(t), Data::Text),
+        msg => return ws.send(msg).await,
+    };
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + MAX_FRAME).min(data.len());
+        let opcode = OpCode::Data(if start == 0 { first } else { Data::Continue });
+        let frame = Frame::message(data.slice(start..end), opcode, end == data.len());
+        ws.send(WsMessage::Frame(frame)).await?;
+        start = end;
+    }
+    Ok(())
 }
 
 /// Runs a session on an accepted WebSocket until it ends.
@@ -115,7 +197,7 @@ where
                     }
                 };
                 if let Some(frame) = encode(pong, json)
-                    && ws.send(frame).await.is_err()
+                    && send(&mut ws, frame).await.is_err()
                 {
                     break End::Gone;
                 }
@@ -126,8 +208,8 @@ where
             }
             out = rx.recv() => match out {
                 Some(ToSession::Signal(m)) => {
-                    let Some(frame) = encode(*m, json) else { continue };
-                    if ws.send(frame).await.is_err() {
+                    let Some(frame) = m.frame(json) else { continue };
+                    if send(&mut ws, frame).await.is_err() {
                         break End::Gone;
                     }
                 }
@@ -190,4 +272,88 @@ where
             reason: "".into(),
         }))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameSocket;
+
+    fn payload(len: usize) -> Bytes {
+        Bytes::from((0..len).map(|i| (i * 7) as u8).collect::<Vec<_>>())
+    }
+
+    /// A long message leaves in frames of at most `MAX_FRAME` bytes (first binary, then
+    /// continuations, the last one final); a short one in one frame.
+    #[tokio::test]
+    async fn a_long_message_goes_out_in_bounded_fragments() {
+        let (server_io, mut client_io) = tokio::io::duplex(1 << 16);
+        let big = payload(10 * MAX_FRAME + 123);
+        let writer = tokio::spawn({
+            let big = big.clone();
+            async move {
+                let mut ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+                send(&mut ws, WsMessage::Binary(big)).await.unwrap();
+                send(&mut ws, WsMessage::Binary(payload(100)))
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut raw = Vec::new();
+        client_io.read_to_end(&mut raw).await.unwrap();
+        writer.await.unwrap();
+        let mut frames = FrameSocket::new(std::io::Cursor::new(raw));
+        let mut got = Vec::new();
+        let mut shapes = Vec::new();
+        while let Some(f) = frames.read(None).unwrap() {
+            shapes.push((f.header().opcode, f.header().is_final));
+            let p = f.into_payload();
+            assert!(p.len() <= MAX_FRAME, "a frame of {} bytes", p.len());
+            got.extend_from_slice(&p);
+        }
+        assert_eq!(shapes.len(), 12, "{shapes:?}");
+        assert_eq!(shapes[0].0, OpCode::Data(Data::Binary));
+        assert!(
+            shapes[1..11]
+                .iter()
+                .all(|s| s.0 == OpCode::Data(Data::Continue))
+        );
+        let finals: Vec<bool> = shapes.iter().map(|s| s.1).collect();
+        assert_eq!(finals.iter().filter(|f| **f).count(), 2, "{finals:?}");
+        assert!(finals[10] && finals[11]);
+        assert_eq!(shapes[11].0, OpCode::Data(Data::Binary));
+        assert_eq!(&got[..big.len()], &big[..]);
+        assert_eq!(&got[big.len()..], &payload(100)[..]);
+    }
+
+    /// A WebSocket client reads the fragments as the one message that was sent, in both
+    /// forms.
+    #[tokio::test]
+    async fn a_client_reassembles_the_fragments() {
+        let (server_io, client_io) = tokio::io::duplex(1 << 12);
+        let big = payload(5 * MAX_FRAME + 1);
+        let text: String = (0..3 * MAX_FRAME)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let writer = tokio::spawn({
+            let (big, text) = (big.clone(), text.clone());
+            async move {
+                let mut ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+                send(&mut ws, WsMessage::Binary(big)).await.unwrap();
+                send(&mut ws, WsMessage::Text(text.into())).await.unwrap();
+            }
+        });
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::Binary(big)
+        );
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::Text(text.into())
+        );
+        writer.await.unwrap();
+    }
 }

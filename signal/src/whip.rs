@@ -854,10 +854,10 @@ async fn run(
                 None => break "released",
             },
             m = rx.recv() => match m {
-                Some(ToSession::Signal(m)) => match *m {
+                Some(ToSession::Signal(m)) => match m.message() {
                     Resp::Answer(a) => {
                         if let Some(w) = waiter.take() {
-                            let _ = w.send(Ok(a.sdp));
+                            let _ = w.send(Ok(a.sdp.clone()));
                         }
                     }
                     Resp::RequestResponse(r)
@@ -867,9 +867,9 @@ async fn run(
                             let e = if r.reason == pb::request_response::Reason::NotAllowed as i32
                                 || r.reason == pb::request_response::Reason::LimitExceeded as i32
                             {
-                                HttpError::Forbidden(r.message)
+                                HttpError::Forbidden(r.message.clone())
                             } else {
-                                HttpError::BadRequest(r.message)
+                                HttpError::BadRequest(r.message.clone())
                             };
                             let _ = w.send(Err(e));
                         }

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lkr_proto::token::Claims;
@@ -259,8 +260,10 @@ pub enum RoomEvent {
 /// What the machine asks its owner to do.
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// Send this signal response to the participant.
-    Signal { to: String, message: Resp },
+    /// Send this signal response to the participant. A message that goes to several
+    /// participants is one allocation shared by all their outputs (and they come one after
+    /// another), so that a consumer can encode it once.
+    Signal { to: String, message: Arc<Resp> },
     /// Send `leave` (when given) to the participant and close its signal connection; nothing
     /// more goes to it.
     Close {
@@ -316,6 +319,11 @@ pub(crate) struct Outbox(VecDeque<Output>);
 
 impl Outbox {
     fn signal(&mut self, to: &str, message: Resp) {
+        self.shared(to, Arc::new(message));
+    }
+
+    /// Sends one message that several participants receive.
+    fn shared(&mut self, to: &str, message: Arc<Resp>) {
         self.0.push_back(Output::Signal {
             to: to.to_string(),
             message,
@@ -951,7 +959,8 @@ impl Machine {
         self.send_room(room, except, &msg);
     }
 
-    /// Sends `room`'s held-back participant updates: one message per recipient.
+    /// Sends `room`'s held-back participant updates: one message per recipient, the same
+    /// one for all but those an update is not meant for.
     fn flush_room_updates(&mut self, room: &str) {
         let Some(batch) = self.batched.remove(room) else {
             return;
@@ -959,18 +968,34 @@ impl Machine {
         if self.batched.is_empty() {
             self.batch_due = None;
         }
+        let update = |except: Option<&str>| {
+            let participants: Vec<pb::ParticipantInfo> = batch
+                .values()
+                .filter(|(_, e)| e.is_none() || e.as_deref() != except)
+                .map(|(info, _)| info.clone())
+                .collect();
+            (!participants.is_empty())
+                .then(|| Arc::new(Resp::Update(pb::ParticipantUpdate { participants })))
+        };
+        // Those the shared message is for first, back to back; then the others.
+        let mut own = Vec::new();
+        let everyone = update(None);
         for (sid, p) in &self.participants {
             if p.room() != room || !p.connected() {
                 continue;
             }
-            let participants: Vec<pb::ParticipantInfo> = batch
+            if batch
                 .values()
-                .filter(|(_, except)| except.as_deref() != Some(sid.as_str()))
-                .map(|(info, _)| info.clone())
-                .collect();
-            if !participants.is_empty() {
-                self.out
-                    .signal(sid, Resp::Update(pb::ParticipantUpdate { participants }));
+                .any(|(_, e)| e.as_deref() == Some(sid.as_str()))
+            {
+                own.push(sid);
+            } else if let Some(msg) = &everyone {
+                self.out.shared(sid, msg.clone());
+            }
+        }
+        for sid in own {
+            if let Some(msg) = update(Some(sid)) {
+                self.out.shared(sid, msg);
             }
         }
     }
@@ -988,9 +1013,10 @@ impl Machine {
 
     /// Sends `msg` to every connected participant of `room` but `except`.
     fn send_room(&mut self, room: &str, except: Option<&str>, msg: &Resp) {
+        let msg = Arc::new(msg.clone());
         for (sid, p) in &self.participants {
             if p.room() == room && Some(sid.as_str()) != except && p.connected() {
-                self.out.signal(sid, msg.clone());
+                self.out.shared(sid, msg.clone());
             }
         }
     }

@@ -64,7 +64,9 @@ impl World {
     fn drain(&mut self) {
         while let Some(o) = self.m.poll_output() {
             match o {
-                Output::Signal { to, message } => self.signals.push((to, message)),
+                Output::Signal { to, message } => {
+                    self.signals.push((to, Arc::unwrap_or_clone(message)))
+                }
                 Output::Close { to, leave } => self.closes.push((to, leave)),
                 Output::Media(c) => self.media.push(c),
                 Output::Event(e) => self.events.push(e),
@@ -1758,4 +1760,52 @@ fn a_burst_of_joins_is_told_in_one_update_per_participant() {
     w.signal(mid, Req::Leave(pb::LeaveRequest::default()))
         .unwrap();
     assert_eq!(update_messages(&w, &first), [vec!["p11".to_string()]]);
+}
+
+/// A batch of updates is one shared message for everyone it is the same for: those who
+/// were in the room before the burst get the very same allocation, back to back (so that the
+/// signal layer encodes it once); each joiner of the burst gets its own, without itself.
+#[test]
+fn a_batched_update_is_one_message_shared_by_its_recipients() {
+    let mut w = World::new();
+    let before: Vec<String> = (0..5).map(|i| w.join(&format!("old{i}"), false)).collect();
+    w.run_for(UPDATE_BATCH);
+    w.clear();
+    let joiners: Vec<String> = (0..3).map(|i| w.join(&format!("new{i}"), false)).collect();
+    w.clear();
+    let due = w.m.poll_timeout().unwrap();
+    w.m.handle_timeout(due.max(w.now + UPDATE_BATCH));
+    let mut updates = Vec::new();
+    while let Some(o) = w.m.poll_output() {
+        if let Output::Signal { to, message } = o
+            && matches!(*message, Resp::Update(_))
+        {
+            updates.push((to, message));
+        }
+    }
+    let to_old: Vec<&Arc<Resp>> = updates
+        .iter()
+        .filter(|(to, _)| before.contains(to))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(to_old.len(), 5);
+    assert!(to_old.iter().all(|m| Arc::ptr_eq(m, to_old[0])), "one shared message");
+    let Resp::Update(u) = &**to_old[0] else { unreachable!() };
+    assert_eq!(u.participants.len(), 3);
+    let positions: Vec<usize> = updates
+        .iter()
+        .enumerate()
+        .filter(|(_, (to, _))| before.contains(to))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        positions.windows(2).all(|p| p[1] == p[0] + 1),
+        "the shared copies come one after another: {positions:?}"
+    );
+    for j in &joiners {
+        let (_, m) = updates.iter().find(|(to, _)| to == j).unwrap();
+        assert!(!Arc::ptr_eq(m, to_old[0]));
+        let Resp::Update(u) = &**m else { unreachable!() };
+        assert_eq!(u.participants.len(), 2, "the others of the burst, not itself");
+    }
 }
