@@ -209,3 +209,24 @@ def test_revoke_publish_permissions(media, single_pc):
     alice.request("publish_data", text="after regrant", topic="p", timeout=10)
     bob.wait_for("data_received", text="after regrant", timeout=10)
     assert_none(bob, "data_received", text="while revoked")
+
+
+def test_metadata_longer_than_a_websocket_frame(media, single_pc):
+    """The server writes signal messages over 8 KiB as several WebSocket frames: a 30 000-byte
+    metadata reaches the others whole, in the update and in a later joiner's join response."""
+    room = lkhelpers.unique("bigmeta")
+    alice = media.python_client(
+        "alice", room, single_pc=single_pc, token=media.token("alice", room, can_update_own_metadata=True), max_seconds=120
+    )
+    bob = media.python_client("bob", room, single_pc=single_pc, max_seconds=120)
+    wait_all_see_each_other([alice, bob])
+
+    big = "".join(chr(ord("a") + (i * 7) % 26) for i in range(30_000))
+    alice.start("set_metadata", metadata=big)
+    ev = bob.wait_for("participant_metadata_changed", participant="alice", timeout=10)
+    assert ev["new"] == big, f"bob got {len(ev['new'])} bytes, not the 30000 sent"
+
+    carol = media.python_client("carol", room, single_pc=single_pc, max_seconds=120)
+    carol.wait_for("connected", timeout=20)
+    seen = carol.request("state", timeout=10)["remote"]["alice"]
+    assert seen["metadata"] == big, f"carol's join response gave alice {len(seen['metadata'])} bytes of metadata"
