@@ -521,7 +521,7 @@ impl Task {
                 Output::Event(ev) => {
                     self.agents.on_event(Instant::now(), &self.machine, &ev);
                     if let Some(tx) = &self.events
-                        && tx.try_send(ev).is_err()
+                        && tx.try_send(*ev).is_err()
                     {
                         tracing::debug!("room event dropped: its consumer is behind");
                     }

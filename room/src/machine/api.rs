@@ -39,12 +39,7 @@ impl Machine {
     /// DeleteRoom: every participant is sent away with ROOM_DELETED and the room goes.
     pub fn api_delete_room(&mut self, now: Instant, room: &str) -> Result<(), RoomError> {
         self.rooms.get(room)?;
-        let sids: Vec<String> = self
-            .participants
-            .iter()
-            .filter(|(_, p)| p.room() == room)
-            .map(|(sid, _)| sid.clone())
-            .collect();
+        let sids: Vec<String> = self.members.get(room).cloned().unwrap_or_default();
         for sid in sids {
             self.send_away(
                 now,

@@ -273,7 +273,7 @@ pub enum Output {
     /// A command for the media core.
     Media(Command),
     /// Something happened in a room.
-    Event(RoomEvent),
+    Event(Box<RoomEvent>),
 }
 
 /// A published track as subscribers are offered it.
@@ -335,7 +335,7 @@ impl Outbox {
     }
 
     fn event(&mut self, ev: RoomEvent) {
-        self.0.push_back(Output::Event(ev));
+        self.0.push_back(Output::Event(Box::new(ev)));
     }
 
     fn close(&mut self, to: &str, leave: Option<pb::LeaveRequest>) {
@@ -382,11 +382,27 @@ enum Leaving {
     Server(pb::DisconnectReason, pb::leave_request::Action),
 }
 
+/// The participants of `room`, from the per-room index, in the order they joined.
+fn members_of<'a>(
+    members: &'a HashMap<String, Vec<String>>,
+    participants: &'a HashMap<String, Participant>,
+    room: &str,
+) -> impl Iterator<Item = (&'a String, &'a Participant)> + 'a {
+    members
+        .get(room)
+        .into_iter()
+        .flatten()
+        .filter_map(|sid| participants.get_key_value(sid))
+}
+
 /// The participant and room machine of one node.
 pub struct Machine {
     config: Config,
     rooms: Rooms,
     participants: HashMap<String, Participant>,
+    /// Per room, its participants' sids in the order they joined: what a broadcast walks,
+    /// so that its cost is the room's size, not the node's.
+    members: HashMap<String, Vec<String>>,
     peer_owner: HashMap<PeerId, String>,
     tracks: BTreeMap<String, TrackEntry>,
     /// Per room, the speaking participants last announced: sid → level.
@@ -427,6 +443,7 @@ impl Machine {
             config,
             rooms,
             participants: HashMap::new(),
+            members: HashMap::new(),
             peer_owner: HashMap::new(),
             tracks: BTreeMap::new(),
             speakers: HashMap::new(),
@@ -514,12 +531,7 @@ impl Machine {
             // Only agents (or egress) may still be in it: they are sent away as LiveKit
             // does when it closes a room.
             let name = room.info().name;
-            let left: Vec<String> = self
-                .participants
-                .iter()
-                .filter(|(_, p)| p.room() == name)
-                .map(|(sid, _)| sid.clone())
-                .collect();
+            let left: Vec<String> = self.members.get(&name).cloned().unwrap_or_default();
             for psid in left {
                 self.send_away(
                     now,
@@ -666,6 +678,10 @@ impl Machine {
         }
         let p = Participant::new(now, &j, &psid, info.kind, permission);
         self.participants.insert(psid.clone(), p);
+        self.members
+            .entry(j.room.clone())
+            .or_default()
+            .push(psid.clone());
         self.joins_total += 1;
         tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, single_pc = j.single_pc, "participant joined");
         self.out.event(RoomEvent::ParticipantJoined {
@@ -871,6 +887,12 @@ impl Machine {
         let Some(p) = self.participants.remove(psid) else {
             return;
         };
+        if let Some(m) = self.members.get_mut(p.room()) {
+            m.retain(|s| s != psid);
+            if m.is_empty() {
+                self.members.remove(p.room());
+            }
+        }
         for peer in p.peers() {
             self.peer_owner.remove(&peer);
             self.out.media(Command::RemovePeer { peer });
@@ -931,10 +953,8 @@ impl Machine {
     fn broadcast(&mut self, room: &str, info: &pb::ParticipantInfo, except: Option<&str>) {
         let quiet = info.tracks.is_empty()
             && info.state != pb::participant_info::State::Disconnected as i32;
-        let heard = self
-            .participants
-            .iter()
-            .any(|(sid, p)| p.room() == room && p.connected() && Some(sid.as_str()) != except);
+        let heard = members_of(&self.members, &self.participants, room)
+            .any(|(sid, p)| p.connected() && Some(sid.as_str()) != except);
         if !heard {
             return;
         }
@@ -980,8 +1000,8 @@ impl Machine {
         // Those the shared message is for first, back to back; then the others.
         let mut own = Vec::new();
         let everyone = update(None);
-        for (sid, p) in &self.participants {
-            if p.room() != room || !p.connected() {
+        for (sid, p) in members_of(&self.members, &self.participants, room) {
+            if !p.connected() {
                 continue;
             }
             if batch
@@ -1014,8 +1034,8 @@ impl Machine {
     /// Sends `msg` to every connected participant of `room` but `except`.
     fn send_room(&mut self, room: &str, except: Option<&str>, msg: &Resp) {
         let msg = Arc::new(msg.clone());
-        for (sid, p) in &self.participants {
-            if p.room() == room && Some(sid.as_str()) != except && p.connected() {
+        for (sid, p) in members_of(&self.members, &self.participants, room) {
+            if Some(sid.as_str()) != except && p.connected() {
                 self.out.shared(sid, msg.clone());
             }
         }

@@ -242,15 +242,8 @@ impl Machine {
                 told: None,
             },
         );
-        let others: Vec<String> = self
-            .participants
-            .iter()
-            .filter(|(other, p)| {
-                other.as_str() != psid
-                    && p.room() == room
-                    && p.auto_subscribe()
-                    && p.can_subscribe()
-            })
+        let others: Vec<String> = super::members_of(&self.members, &self.participants, &room)
+            .filter(|(other, p)| other.as_str() != psid && p.auto_subscribe() && p.can_subscribe())
             .map(|(sid, _)| sid.clone())
             .collect();
         for other in others {
@@ -451,8 +444,8 @@ impl Machine {
         data: bytes::Bytes,
         destinations: &[String],
     ) {
-        for (sid, p) in &self.participants {
-            if p.room() != room || Some(sid.as_str()) == from {
+        for (sid, p) in super::members_of(&self.members, &self.participants, room) {
+            if Some(sid.as_str()) == from {
                 continue;
             }
             if !destinations.is_empty() && !destinations.iter().any(|d| d == p.identity()) {

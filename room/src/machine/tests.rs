@@ -69,7 +69,7 @@ impl World {
                 }
                 Output::Close { to, leave } => self.closes.push((to, leave)),
                 Output::Media(c) => self.media.push(c),
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => self.events.push(*e),
             }
         }
     }
@@ -1789,8 +1789,13 @@ fn a_batched_update_is_one_message_shared_by_its_recipients() {
         .map(|(_, m)| m)
         .collect();
     assert_eq!(to_old.len(), 5);
-    assert!(to_old.iter().all(|m| Arc::ptr_eq(m, to_old[0])), "one shared message");
-    let Resp::Update(u) = &**to_old[0] else { unreachable!() };
+    assert!(
+        to_old.iter().all(|m| Arc::ptr_eq(m, to_old[0])),
+        "one shared message"
+    );
+    let Resp::Update(u) = &**to_old[0] else {
+        unreachable!()
+    };
     assert_eq!(u.participants.len(), 3);
     let positions: Vec<usize> = updates
         .iter()
@@ -1805,7 +1810,66 @@ fn a_batched_update_is_one_message_shared_by_its_recipients() {
     for j in &joiners {
         let (_, m) = updates.iter().find(|(to, _)| to == j).unwrap();
         assert!(!Arc::ptr_eq(m, to_old[0]));
-        let Resp::Update(u) = &**m else { unreachable!() };
-        assert_eq!(u.participants.len(), 2, "the others of the burst, not itself");
+        let Resp::Update(u) = &**m else {
+            unreachable!()
+        };
+        assert_eq!(
+            u.participants.len(),
+            2,
+            "the others of the burst, not itself"
+        );
     }
+}
+
+/// Room-wide messages go to the room's participants only, as they come and go: a departed
+/// participant hears nothing more, a later joiner hears the next one, another room nothing;
+/// a room emptied and joined again starts afresh.
+#[test]
+fn room_messages_reach_exactly_the_rooms_participants() {
+    let mut w = World::new();
+    let join = |w: &mut World, room: &str, identity: &str| {
+        let claims = Claims {
+            sub: identity.into(),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: room.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let psid =
+            w.m.handle_join(w.now, join_of(room, identity, claims))
+                .unwrap();
+        w.drain();
+        psid
+    };
+    let a1 = join(&mut w, "a", "a1");
+    let a2 = join(&mut w, "a", "a2");
+    let b1 = join(&mut w, "b", "b1");
+    w.signal(&a1, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    let a3 = join(&mut w, "a", "a3");
+    w.run_for(UPDATE_BATCH);
+    let told = |w: &mut World, room: &str| {
+        w.clear();
+        w.m.api_update_room_metadata(room, "m").unwrap();
+        w.drain();
+        let mut to: Vec<String> = w
+            .signals
+            .iter()
+            .filter(|(_, m)| matches!(m, Resp::RoomUpdate(_)))
+            .map(|(to, _)| to.clone())
+            .collect();
+        to.sort();
+        to
+    };
+    let mut want = vec![a2.clone(), a3.clone()];
+    want.sort();
+    assert_eq!(told(&mut w, "a"), want);
+    assert_eq!(told(&mut w, "b"), vec![b1.clone()]);
+    w.signal(&b1, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    let b2 = join(&mut w, "b", "b2");
+    assert_eq!(told(&mut w, "b"), vec![b2]);
+    assert_eq!(told(&mut w, "a"), want);
 }
