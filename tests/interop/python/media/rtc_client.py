@@ -257,6 +257,7 @@ class AudioReceiver:
 class VideoReceiver:
     def __init__(self, track: rtc.Track, participant: str) -> None:
         self.participant = participant
+        self.track = track
         self.track_sid = track.sid
         self.frames = 0
         self.watchers: List[Dict[str, Any]] = []
@@ -558,7 +559,57 @@ class Client:
             res["median_rgb"] = [round(float(v), 1) for v in np.median(np.array([i["median"] for i in infos]), axis=0)]
         if len(infos) < want:
             res["error"] = f"only {len(infos)} of {want} frames before the deadline"
+            res["receiver"] = await self._video_receiver_report(rx)
         return res
+
+    async def _video_receiver_report(self, rx: "VideoReceiver") -> Dict[str, Any]:
+        """Where the frames of a short video analysis stopped, for its failure report (at most
+        about 4.5 s): the frames this track's stream ever yielded, the SDK peer connection's
+        inbound video counters (do packets arrive, on which SSRC and mid, are keyframes asked
+        for and decoded), and, when the stream yielded nothing, a second stream opened on the
+        same track for a moment next to the decoder's progress meanwhile (frames decoded but
+        handed to no stream point at the SDK's track, not at the server)."""
+
+        def inbound(stats: Any) -> List[Dict[str, Any]]:
+            out = []
+            for st in stats:
+                if not st.HasField("inbound_rtp") or st.inbound_rtp.stream.kind != "video":
+                    continue
+                i = st.inbound_rtp
+                out.append(
+                    {
+                        "ssrc": i.stream.ssrc,
+                        "mid": i.inbound.mid,
+                        "packets": i.received.packets_received,
+                        "lost": i.received.packets_lost,
+                        "frames_received": i.inbound.frames_received,
+                        "frames_decoded": i.inbound.frames_decoded,
+                        "key_frames_decoded": i.inbound.key_frames_decoded,
+                        "pli": i.inbound.pli_count,
+                        "nack": i.inbound.nack_count,
+                    }
+                )
+            return out
+
+        async def track_inbound() -> Any:
+            try:
+                return inbound(await asyncio.wait_for(rx.track.get_stats(), 1.0))
+            except Exception as e:  # noqa: BLE001
+                return repr(e)
+
+        report: Dict[str, Any] = {"stream_frames_ever": rx.frames, "track_inbound": await track_inbound()}
+        try:
+            s = await asyncio.wait_for(self.room.get_rtc_stats(), 1.0)
+            report["session_inbound"] = inbound(list(s.publisher_stats) + list(s.subscriber_stats))
+        except Exception as e:  # noqa: BLE001
+            report["session_inbound"] = repr(e)
+        if rx.frames == 0:
+            probe = VideoReceiver(rx.track, rx.participant)
+            await asyncio.sleep(1.5)
+            report["second_stream_frames_in_1.5s"] = probe.frames
+            report["track_inbound_after"] = await track_inbound()
+            probe.task.cancel()
+        return report
 
     # -------------------------------------------------------------- data, RPC, streams, state
 
