@@ -134,6 +134,28 @@ struct Down {
     mid: Option<String>,
     /// Forwarding is set up in the core.
     active: bool,
+    /// The subscriber's latest settings for it (paused; highest simulcast layer), kept so
+    /// that settings sent before forwarding is set up apply when it is.
+    paused: bool,
+    max_layer: Option<u8>,
+}
+
+impl Down {
+    /// The commands that give the core this subscription's settings.
+    fn settings(&self, peer: PeerId) -> impl Iterator<Item = Command> {
+        let track = self.offer.track_id;
+        let paused = self.paused.then_some(Command::SetPaused {
+            peer,
+            track,
+            paused: true,
+        });
+        let max_layer = self.max_layer.map(|max_layer| Command::SetMaxLayer {
+            peer,
+            track,
+            max_layer,
+        });
+        paused.into_iter().chain(max_layer)
+    }
 }
 
 /// The participant's signal connection.
@@ -548,19 +570,23 @@ impl Participant {
     #[allow(deprecated)] // `quality` is deprecated upstream but still sent by clients
     fn handle_track_setting(&mut self, ctx: &mut Ctx<'_>, ts: &pb::UpdateTrackSettings) -> Effects {
         let mut fx = Effects::default();
-        let Some(peer) = self.down_peer() else {
-            return fx;
-        };
+        let peer = self.down_peer();
         for sid in &ts.track_sids {
-            let Some(d) = self.downs.get(sid) else {
+            let Some(d) = self.downs.get_mut(sid) else {
                 continue;
             };
             let off = ts.disabled || ts.quality == pb::VideoQuality::Off as i32 && ts.width == 0;
-            ctx.out.media(Command::SetPaused {
-                peer,
-                track: d.offer.track_id,
-                paused: off,
-            });
+            d.paused = off;
+            // Until forwarding is set up the core has nothing to apply them to: they go
+            // with its setup.
+            let send = peer.filter(|_| d.active);
+            if let Some(peer) = send {
+                ctx.out.media(Command::SetPaused {
+                    peer,
+                    track: d.offer.track_id,
+                    paused: off,
+                });
+            }
             if d.offer.kind != MediaKind::Video {
                 continue;
             }
@@ -571,11 +597,14 @@ impl Participant {
             let quality = wanted_quality(ts, &d.offer.layers);
             if d.offer.layer_count > 1 {
                 let max_layer = (quality as usize).min(d.offer.layer_count - 1) as u8;
-                ctx.out.media(Command::SetMaxLayer {
-                    peer,
-                    track: d.offer.track_id,
-                    max_layer,
-                });
+                d.max_layer = Some(max_layer);
+                if let Some(peer) = send {
+                    ctx.out.media(Command::SetMaxLayer {
+                        peer,
+                        track: d.offer.track_id,
+                        max_layer,
+                    });
+                }
             }
             fx.qualities.push((sid.clone(), Some(quality)));
         }
@@ -998,13 +1027,23 @@ impl Participant {
                     })
                 })
                 .collect();
-            // Sections that disappeared or changed kind free their tracks.
+            // Sections that disappeared or changed kind free their tracks, and the core
+            // stops sending them until they are placed again.
+            let peer = self.down_peer();
             for d in self.downs.values_mut() {
                 if let Some(mid) = &d.mid
                     && !slots
                         .iter()
                         .any(|s| &s.mid == mid && s.kind == d.offer.kind)
                 {
+                    if d.active
+                        && let Some(peer) = peer
+                    {
+                        ctx.out.media(Command::Unsubscribe {
+                            peer,
+                            track: d.offer.track_id,
+                        });
+                    }
                     d.mid = None;
                     d.active = false;
                 }
@@ -1108,6 +1147,9 @@ impl Participant {
                     let extras = answer.down_extras.get(mid).cloned().unwrap_or_default();
                     ctx.out
                         .media(Command::Subscribe(subscribe_spec(peer, d, pts, extras)));
+                    for c in d.settings(peer) {
+                        ctx.out.media(c);
+                    }
                     d.active = true;
                     fx.subscribed.push(sid.clone());
                 }
@@ -1269,6 +1311,9 @@ impl Participant {
                 let x = extras.remove(mid).unwrap_or_default();
                 ctx.out
                     .media(Command::Subscribe(subscribe_spec(peer, d, p, x)));
+                for c in d.settings(peer) {
+                    ctx.out.media(c);
+                }
                 d.active = true;
                 fx.subscribed.push(sid.clone());
             }
@@ -1377,6 +1422,8 @@ impl Participant {
             ssrc,
             mid: None,
             active: false,
+            paused: false,
+            max_layer: None,
         };
         if self.single_pc {
             self.downs.insert(sid, d);

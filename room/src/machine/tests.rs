@@ -714,6 +714,31 @@ fn single_pc_places_tracks_on_receive_sections() {
             .iter()
             .any(|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer))
     );
+
+    // An offer without the receive sections frees the track: the core stops sending it.
+    w.clear();
+    w.offer(&b, client_offer(&[Sec::Data])).unwrap();
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Unsubscribe { peer, .. } if *peer == bob_peer)),
+        "{:?}",
+        w.media
+    );
+    // Placed again on a new section, it is sent again.
+    w.clear();
+    w.offer(
+        &b,
+        client_offer(&[Sec::Data, Sec::RecvAudio, Sec::RecvVideo]),
+    )
+    .unwrap();
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer)),
+        "{:?}",
+        w.media
+    );
 }
 
 #[test]
@@ -1872,4 +1897,83 @@ fn room_messages_reach_exactly_the_rooms_participants() {
     let b2 = join(&mut w, "b", "b2");
     assert_eq!(told(&mut w, "b"), vec![b2]);
     assert_eq!(told(&mut w, "a"), want);
+}
+
+/// Track settings that arrive before the subscriber's answer (the client knows the track
+/// from the offer) are not lost: the core gets them right after the subscription itself.
+#[test]
+fn track_settings_sent_before_the_answer_apply_when_forwarding_starts() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let c = w.join("carol", false);
+    w.answer_subscriber(&a);
+    let bob_peer = w.answer_subscriber(&b);
+    let carol_peer = w.answer_subscriber(&c);
+    w.signal(
+        &a,
+        Req::AddTrack(pb::AddTrackRequest {
+            cid: "cam".into(),
+            r#type: pb::TrackType::Video as i32,
+            source: pb::TrackSource::Camera as i32,
+            layers: [(0, 320), (1, 640), (2, 1280)]
+                .iter()
+                .map(|(q, wd)| pb::VideoLayer {
+                    quality: *q,
+                    width: *wd,
+                    height: wd * 9 / 16,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.offer(
+        &a,
+        client_offer(&[Sec::Data, Sec::SendVideo("cam", &["q", "h", "f"])]),
+    )
+    .unwrap();
+    let track = w.participant("alice").tracks[0].sid.clone();
+    let mark = w.media.len();
+    // Bob's element is small, carol's is hidden; both say so before answering.
+    w.signal(
+        &b,
+        Req::TrackSetting(pb::UpdateTrackSettings {
+            track_sids: vec![track.clone()],
+            width: 300,
+            height: 160,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.signal(
+        &c,
+        Req::TrackSetting(pb::UpdateTrackSettings {
+            track_sids: vec![track.clone()],
+            disabled: true,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(
+        !w.media[mark..]
+            .iter()
+            .any(|c| matches!(c, Command::SetMaxLayer { .. } | Command::SetPaused { .. })),
+        "settings for a subscription the core does not have yet: {:?}",
+        &w.media[mark..]
+    );
+    w.answer_subscriber(&b);
+    w.answer_subscriber(&c);
+    let at = |f: &dyn Fn(&Command) -> bool| w.media[mark..].iter().position(|c| f(c));
+    let sub_b = at(&|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer)).unwrap();
+    let max_b =
+        at(&|c| matches!(c, Command::SetMaxLayer { peer, max_layer: 0, .. } if *peer == bob_peer))
+            .expect("bob's layer cap reaches the core");
+    assert!(max_b > sub_b);
+    let sub_c = at(&|c| matches!(c, Command::Subscribe(s) if s.peer == carol_peer)).unwrap();
+    let paused_c =
+        at(&|c| matches!(c, Command::SetPaused { peer, paused: true, .. } if *peer == carol_peer))
+            .expect("carol's pause reaches the core");
+    assert!(paused_c > sub_c);
 }
