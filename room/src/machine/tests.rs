@@ -1965,7 +1965,7 @@ fn track_settings_sent_before_the_answer_apply_when_forwarding_starts() {
     );
     w.answer_subscriber(&b);
     w.answer_subscriber(&c);
-    let at = |f: &dyn Fn(&Command) -> bool| w.media[mark..].iter().position(|c| f(c));
+    let at = |f: &dyn Fn(&Command) -> bool| w.media[mark..].iter().position(f);
     let sub_b = at(&|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer)).unwrap();
     let max_b =
         at(&|c| matches!(c, Command::SetMaxLayer { peer, max_layer: 0, .. } if *peer == bob_peer))
