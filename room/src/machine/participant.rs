@@ -195,6 +195,10 @@ pub(crate) struct Participant {
     offered_inactive: Vec<String>,
     /// Dual PC: sections whose inactivity the client has answered, free for a new track.
     recyclable: std::collections::BTreeSet<String>,
+    /// Single PC: receive sections whose track was unsubscribed since the last answer. The
+    /// next answer marks them inactive, and only then may they carry another track: a section
+    /// that goes from one track straight to the next gives the client no new remote track.
+    cooling: std::collections::BTreeSet<String>,
     awaiting_answer: Option<u32>,
     sub_dirty: bool,
     next_offer_id: u32,
@@ -235,6 +239,7 @@ impl Participant {
             sub_sections: Vec::new(),
             offered_inactive: Vec::new(),
             recyclable: std::collections::BTreeSet::new(),
+            cooling: std::collections::BTreeSet::new(),
             awaiting_answer: None,
             sub_dirty: false,
             next_offer_id: 1,
@@ -1053,7 +1058,7 @@ impl Participant {
                     .downs
                     .values()
                     .any(|d| d.mid.as_deref() == Some(&slot.mid));
-                if taken {
+                if taken || self.cooling.contains(&slot.mid) {
                     continue;
                 }
                 if let Some(d) = self
@@ -1080,6 +1085,8 @@ impl Participant {
         let peer = t.peer;
         let answer =
             negotiation::answer_offer(&sd, &t.local, self.version, self.session_id, &downs_by_mid);
+        // This answer marks the unsubscribed sections inactive: the next offer may reuse them.
+        self.cooling.clear();
 
         // Publications: new sections bind to pending tracks; vanished ones unpublish.
         for ps in &answer.publish {
@@ -1476,6 +1483,9 @@ impl Participant {
             });
         }
         if self.single_pc {
+            if let Some(mid) = d.mid {
+                self.cooling.insert(mid);
+            }
             // Ask for a new offer so that the next answer marks the section inactive.
             self.send(
                 ctx,

@@ -1977,3 +1977,69 @@ fn track_settings_sent_before_the_answer_apply_when_forwarding_starts() {
             .expect("carol's pause reaches the core");
     assert!(paused_c > sub_c);
 }
+
+/// Single PC: a track unsubscribed and subscribed again before the client offers anew does
+/// not go straight back onto its old section (the client would see no new remote track): the
+/// next answer marks that section inactive and asks for another offer, which places it.
+#[test]
+fn single_pc_resubscription_passes_through_an_inactive_section() {
+    let mut w = World::new();
+    let a = w.join("alice", true);
+    let b = w.join_full(
+        "bob",
+        true,
+        VideoGrant::default(),
+        Some(client_offer(&[Sec::Data])),
+    );
+    let bob_peer = w.added_peers()[0];
+    w.media_event(Event::PeerConnected { peer: bob_peer });
+    w.offer(&a, client_offer(&[Sec::Data])).unwrap();
+    let track = w.publish_audio(&a, "c1");
+    w.offer(&a, client_offer(&[Sec::Data, Sec::SendAudio("c1")]))
+        .unwrap();
+    let bob_sections = || client_offer(&[Sec::Data, Sec::RecvAudio]);
+    w.offer(&b, bob_sections()).unwrap();
+    assert_eq!(w.last_answer(&b).mid_to_track_id.get("1"), Some(&track));
+
+    w.clear();
+    for subscribe in [false, true] {
+        w.signal(
+            &b,
+            Req::Subscription(pb::UpdateSubscription {
+                track_sids: vec![track.clone()],
+                subscribe,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    }
+    let nudges = |w: &World| {
+        w.to(&b)
+            .iter()
+            .filter(|m| matches!(m, Resp::MediaSectionsRequirement(_)))
+            .count()
+    };
+    assert!(nudges(&w) >= 1, "asked for a new offer");
+    // The first offer after it: the old section is answered inactive, the track waits.
+    w.clear();
+    w.offer(&b, bob_sections()).unwrap();
+    let ans = w.last_answer(&b);
+    assert_eq!(
+        ans.mid_to_track_id.get("1"),
+        None,
+        "{:?}",
+        ans.mid_to_track_id
+    );
+    assert!(ans.sdp.contains("a=inactive"), "{}", ans.sdp);
+    assert!(nudges(&w) >= 1, "asked for one more offer");
+    assert!(!w.media.iter().any(|c| matches!(c, Command::Subscribe(_))));
+    // The next one places it on the section again, and forwarding starts.
+    w.clear();
+    w.offer(&b, bob_sections()).unwrap();
+    assert_eq!(w.last_answer(&b).mid_to_track_id.get("1"), Some(&track));
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer))
+    );
+}
