@@ -331,6 +331,8 @@ class Client:
         self.local: Dict[str, Dict[str, Any]] = {}
         self.audio_rx: Dict[str, AudioReceiver] = {}  # by participant identity
         self.video_rx: Dict[str, VideoReceiver] = {}
+        # Sids of tracks whose subscription ended (for a resubscription to wait on).
+        self.unsubscribed: set = set()
         self.rx_changed = asyncio.Event()
         self.done = asyncio.Event()
         self.tasks: List[asyncio.Task] = []
@@ -376,6 +378,8 @@ class Client:
         @room.on("track_unsubscribed")
         def _tu(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
             emit("track_unsubscribed", participant=p.identity, sid=pub.sid, name=pub.name, kind=kind_name(track.kind))
+            self.unsubscribed.add(pub.sid)
+            self.rx_changed.set()
 
         @room.on("track_unpublished")
         def _tun(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
@@ -560,7 +564,50 @@ class Client:
         if len(infos) < want:
             res["error"] = f"only {len(infos)} of {want} frames before the deadline"
             res["receiver"] = await self._video_receiver_report(rx)
+            if rx.frames == 0 and not c.get("retried") and self._decodes(res["receiver"]):
+                # The SDK decodes this track but its stream hands out nothing (seen with
+                # livekit 1.2.1 under load, see cluster/README.md): subscribe to it afresh,
+                # which gives a new track object, and analyse again; the report stays.
+                wedged = res["receiver"]
+                if await self._resubscribe(who, rx, float(c.get("timeout", 15))):
+                    res = await self.cmd_analyze_video({**c, "retried": True})
+                    res["resubscribed_after"] = wedged
         return res
+
+    @staticmethod
+    def _decodes(report: Dict[str, Any]) -> bool:
+        """Whether a receiver report shows the SDK decoding frames of the track."""
+        after = report.get("track_inbound_after")
+        before = report.get("track_inbound")
+        if not isinstance(after, list) or not isinstance(before, list) or not after:
+            return False
+        return sum(i["frames_decoded"] for i in after) > sum(i["frames_decoded"] for i in before)
+
+    async def _resubscribe(self, who: str, rx: "VideoReceiver", timeout: float) -> bool:
+        """Unsubscribes from `who`'s track of `rx` and subscribes again; True once a new
+        receiver for it is in place."""
+        p = self.room.remote_participants.get(who)
+        pub = p.track_publications.get(rx.track_sid) if p else None
+        if pub is None:
+            return False
+        rx.task.cancel()
+        if self.video_rx.get(who) is rx:
+            del self.video_rx[who]
+        self.unsubscribed.discard(rx.track_sid)
+        pub.set_subscribed(False)
+        deadline = time.monotonic() + timeout
+        while rx.track_sid not in self.unsubscribed:
+            if time.monotonic() >= deadline:
+                return False
+            self.rx_changed.clear()
+            try:
+                await asyncio.wait_for(self.rx_changed.wait(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+        self.video_rx.pop(who, None)
+        pub.set_subscribed(True)
+        fresh = await self._receiver(self.video_rx, who, time.monotonic() + timeout)
+        return fresh is not None
 
     async def _video_receiver_report(self, rx: "VideoReceiver") -> Dict[str, Any]:
         """Where the frames of a short video analysis stopped, for its failure report (at most
@@ -881,6 +928,17 @@ class Client:
         self.done.set()
         return {}
 
+    async def cmd_resubscribe_video(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        """Unsubscribes from a participant's video (RemoteTrackPublication.set_subscribed)
+        and subscribes again; answers once the new track is subscribed."""
+        who = c["participant"]
+        timeout = float(c.get("timeout", 15))
+        rx = await self._receiver(self.video_rx, who, time.monotonic() + timeout)
+        if rx is None:
+            return {"participant": who, "error": "no video track subscribed from this participant"}
+        ok = await self._resubscribe(who, rx, timeout)
+        return {"participant": who, "sid": rx.track_sid, "ok": ok}
+
     async def handle(self, c: Dict[str, Any]) -> None:
         name = c.get("cmd", "")
         result_event = {
@@ -892,6 +950,7 @@ class Client:
             "analyze_audio": "audio_analysis",
             "analyze_video": "video_analysis",
             "disconnect": "disconnecting",
+            "resubscribe_video": "resubscribed",
             "publish_data": "data_published",
             "register_rpc": "rpc_registered",
             "perform_rpc": "rpc_result",

@@ -43,3 +43,24 @@ def test_audio_and_video_reach_the_subscriber(media: MediaEnv, single_pc: bool):
     v_ana = sub.start("analyze_video", participant="pub", frames=40, timeout=20)
     assert_tone(sub.result(a_ana, timeout=30), FREQ, "sub <- pub")
     assert_video(sub.result(v_ana, timeout=30), COLOR, "sub <- pub")
+
+
+@pytest.mark.parametrize("single_pc", MODES)
+def test_video_comes_back_after_unsubscribing_and_subscribing_again(media: MediaEnv, single_pc: bool):
+    """RemoteTrackPublication.set_subscribed(False) ends the subscription (the SDK reports the
+    track unsubscribed), set_subscribed(True) brings the video back, decoded."""
+    room = lkhelpers.unique("resub")
+    sub = media.python_client("sub", room, single_pc=single_pc)
+    sub.wait_for("connected", timeout=20)
+    pub = media.python_client("pub", room, single_pc=single_pc)
+    pub.wait_for("connected", timeout=20)
+    video = pub.request("publish_video", name="cam", color=COLOR, simulcast=True, timeout=20)
+    sub.wait_for("track_subscribed", participant="pub", kind="video", timeout=20)
+    assert_video(sub.request("analyze_video", participant="pub", frames=20, timeout=20), COLOR, "before")
+
+    mark = len(sub.events)
+    res = sub.request("resubscribe_video", participant="pub", timeout=20)
+    assert res.get("ok") is True and res["sid"] == video["sid"], res
+    sub.wait_for("track_unsubscribed", participant="pub", sid=video["sid"], after=mark, timeout=5)
+    sub.wait_for("track_subscribed", participant="pub", sid=video["sid"], after=mark, timeout=5)
+    assert_video(sub.request("analyze_video", participant="pub", frames=20, timeout=20), COLOR, "after subscribing again")
