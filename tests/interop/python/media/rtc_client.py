@@ -549,7 +549,21 @@ class Client:
             return {"participant": who, "error": "no video track subscribed from this participant"}
         want = int(c.get("frames", 30))
         t0 = time.monotonic()
-        infos = await rx.collect(want, deadline)
+        # A first window; a stream that has yielded nothing by then while the SDK decodes the
+        # track is stuck inside the SDK (seen with livekit 1.2.1 under load, see
+        # cluster/README.md): the track is subscribed to afresh, which gives a new track
+        # object, and analysed again within the same deadline; the report of the stuck one
+        # stays in the result.
+        infos = await rx.collect(want, min(deadline, t0 + 5.0))
+        if len(infos) < want and rx.frames == 0 and not c.get("retried") and time.monotonic() < deadline:
+            stuck = await self._video_receiver_report(rx)
+            left = deadline - time.monotonic()
+            if self._decodes(stuck) and left > 1 and await self._resubscribe(who, rx, left):
+                res = await self.cmd_analyze_video({**c, "retried": True, "timeout": max(1.0, deadline - time.monotonic())})
+                res["resubscribed_after"] = stuck
+                return res
+        if len(infos) < want:
+            infos += await rx.collect(want - len(infos), deadline)
         elapsed = time.monotonic() - t0
         res: Dict[str, Any] = {
             "participant": who,
@@ -564,14 +578,6 @@ class Client:
         if len(infos) < want:
             res["error"] = f"only {len(infos)} of {want} frames before the deadline"
             res["receiver"] = await self._video_receiver_report(rx)
-            if rx.frames == 0 and not c.get("retried") and self._decodes(res["receiver"]):
-                # The SDK decodes this track but its stream hands out nothing (seen with
-                # livekit 1.2.1 under load, see cluster/README.md): subscribe to it afresh,
-                # which gives a new track object, and analyse again; the report stays.
-                wedged = res["receiver"]
-                if await self._resubscribe(who, rx, float(c.get("timeout", 15))):
-                    res = await self.cmd_analyze_video({**c, "retried": True})
-                    res["resubscribed_after"] = wedged
         return res
 
     @staticmethod
