@@ -185,7 +185,8 @@ pub struct SubscribeSpec {
 pub struct LayerStats {
     /// Simulcast rid (empty for a single stream).
     pub rid: String,
-    /// Packets and bytes received (retransmissions included).
+    /// Packets and bytes received (retransmissions included; padding-only packets count as
+    /// packets, and padding as no bytes).
     pub packets: u64,
     pub bytes: u64,
     /// Bits per second received since the previous look.

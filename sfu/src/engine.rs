@@ -1379,7 +1379,13 @@ impl Engine {
         }
         let missing = t.layers[layer].missing.len();
         let ext = t.layers[layer].on_packet(seq, now);
-        t.layers[layer].bytes += pkt.len() as u64;
+        // A packet of nothing but padding (libwebrtc's bandwidth probe on the media SSRC of
+        // a publisher without RTX, e.g. the Rust SDK's) keeps its place in the sequence space
+        // but carries no media: the layer's rate, which the node page shows and allocation
+        // relies on, counts what the layer costs to forward.
+        if !view.payload().is_empty() {
+            t.layers[layer].bytes += (pkt.len() - view.padding_len()) as u64;
+        }
         if t.mirror.is_some() {
             // Upstream loss is the owning shard's to repair.
             t.layers[layer].missing.clear();

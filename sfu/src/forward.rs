@@ -85,7 +85,8 @@ pub struct Layer {
     pub last_keyframe: Option<Instant>,
     pub last_pli: Option<Instant>,
     pub packets: u64,
-    /// Bytes received (whole RTP packets).
+    /// Media bytes received: whole RTP packets less their padding; padding-only packets
+    /// count none.
     pub bytes: u64,
     /// (when, bytes, packets, expected) at the previous look of the node page's counters.
     pub stats_prior: Option<(Instant, u64, u64, u64)>,

@@ -391,6 +391,31 @@ impl Publisher {
         packet
     }
 
+    /// A packet of nothing but `padding` bytes of RTP padding (RFC 3550 §5.1), on the next
+    /// sequence number and the timestamp of the last frame: what libwebrtc sends on a media
+    /// SSRC to probe bandwidth when no RTX stream was negotiated. Only between frames.
+    pub fn padding_packet(&mut self, padding: u8) -> Vec<u8> {
+        let seq = self.next_seq;
+        let ts = self.ts_base.wrapping_add(
+            self.frame
+                .wrapping_sub(1)
+                .wrapping_mul(self.source.ticks_per_frame()),
+        );
+        let mut packet = Vec::with_capacity(12 + usize::from(padding) + SRTP_ROOM);
+        packet.resize(12, 0);
+        let pt = self.source.payload_type().pt;
+        let n = RtpWriter::write_header(&mut packet, false, pt, seq, ts, self.ssrc, &[])
+            .expect("12 bytes hold a header without extensions");
+        packet.truncate(n);
+        if padding > 0 {
+            packet[0] |= 0x20;
+            packet.resize(n + usize::from(padding), 0);
+            packet[n + usize::from(padding) - 1] = padding;
+        }
+        self.next_seq = seq.wrapping_add(1);
+        packet
+    }
+
     /// VP8 payload descriptor (RFC 7741 §4.2) with a 15-bit PictureID, then on a frame's
     /// first packet the VP8 payload header (RFC 6386 §9.1), with the keyframe start code and
     /// a 640x360 size on keyframes. Returns the length of the payload descriptor.

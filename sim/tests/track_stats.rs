@@ -42,3 +42,58 @@ fn track_stats_report_the_bitrate_sent_and_no_loss_on_a_clean_network() {
     assert_eq!(l.loss, 0.0);
     assert!(l.live && l.packets > 200 && l.bytes > 200_000, "{l:?}");
 }
+
+/// libwebrtc publishers without RTX (the Rust SDK's offer carries none) probe bandwidth with
+/// packets of nothing but padding on a media SSRC, in the Rust SDK's simulcast on the lowest
+/// layer. They are no media: the layer's rate stays what its frames cost, and they are no
+/// loss either.
+#[test]
+fn probe_padding_on_the_media_ssrc_does_not_count_toward_the_layer_rate() {
+    let mut sim = Sim::new(SimConfig::seeded(12));
+    let publisher = sim.add_client();
+    assert!(sim.connect_all(Duration::from_secs(5)));
+    let track = TrackId(1);
+    let video = VideoConfig::default();
+    sim.publish(publisher, track, MediaSource::Video(video));
+    let from = sim.client(publisher).addr;
+    let to = sim.server_addr();
+    let frame = Duration::from_secs(1) / video.fps;
+    // Between frames, 20 padding packets of 255 bytes: about 1.3 Mbit/s of probes next to
+    // about 0.7 Mbit/s of media.
+    let probe = |sim: &mut Sim, d: Duration| {
+        let end = sim.elapsed() + d;
+        while sim.elapsed() < end {
+            sim.run_for(frame);
+            for _ in 0..20 {
+                let c = sim.client_mut(publisher);
+                let pkt = c
+                    .publisher_mut(track)
+                    .expect("published")
+                    .padding_packet(255);
+                let data = c.protect_rtp(pkt).expect("connected");
+                sim.inject(from, to, data);
+            }
+        }
+    };
+    probe(&mut sim, Duration::from_secs(1));
+    let mut out = Vec::new();
+    let now = sim.now();
+    sim.parts().0.track_stats(now, &mut out);
+    probe(&mut sim, Duration::from_secs(2));
+    let now = sim.now();
+    sim.parts().0.track_stats(now, &mut out);
+    let l = &out[0].layers[0];
+    let media = f64::from(video.fps)
+        * f64::from(video.packets_per_frame)
+        * (video.payload_len as f64 + 12.0)
+        * 8.0;
+    let ratio = l.bitrate_bps as f64 / media;
+    assert!(
+        (0.9..1.1).contains(&ratio),
+        "{} bit/s for {media} bit/s of media",
+        l.bitrate_bps
+    );
+    assert_eq!(l.loss, 0.0, "{l:?}");
+    // The probes are packets received all the same: 30 fps x (3 + 20) over 3 s.
+    assert!(l.packets > 1_800, "{l:?}");
+}

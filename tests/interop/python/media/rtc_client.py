@@ -10,7 +10,12 @@ JSON object per line on stdout (`{"event": ..., ...}`), so the test can wait on 
 deadlines instead of sleeping. Commands (an optional "id" is echoed in the command's result):
 
     {"cmd": "publish_audio", "name": "tone", "freq": 440}          -> published
-    {"cmd": "publish_video", "name": "cam", "color": [r, g, b], "simulcast": true} -> published
+    {"cmd": "publish_video", "name": "cam", "color": [r, g, b], "simulcast": true,
+     "width": 640, "height": 480}                                   -> published
+    {"cmd": "video_send_stats", "name": "cam"}                      -> the SDK's outbound RTP streams of
+        that track (rid, ssrc, frame size, bytes sent, target bitrate), for per-layer checks
+    {"cmd": "set_video_quality", "participant": "alice", "quality": "low" | "medium" | "high"}
+        -> quality_set (the SDK asks the server for that simulcast layer of alice's video)
     {"cmd": "mute" | "unmute" | "unpublish", "name": "tone"}       -> muted / unmuted / unpublished
     {"cmd": "analyze_audio", "participant": "alice", "seconds": 1} -> audio_analysis
     {"cmd": "analyze_video", "participant": "alice", "frames": 30} -> video_analysis
@@ -307,16 +312,17 @@ async def audio_loop(source: rtc.AudioSource, freq: float) -> None:
         await source.capture_frame(frame)
 
 
-async def video_loop(source: rtc.VideoSource, color: List[int]) -> None:
-    bg = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
+async def video_loop(source: rtc.VideoSource, color: List[int], width: int = WIDTH, height: int = HEIGHT) -> None:
+    bg = np.zeros((height, width, 4), dtype=np.uint8)
     bg[:, :, 0], bg[:, :, 1], bg[:, :, 2], bg[:, :, 3] = color[0], color[1], color[2], 255
+    bar_height = max(2, BAR_HEIGHT * height // HEIGHT)
     i = 0
     start = time.monotonic()
     while True:
         buf = bg.copy()
-        y = (i * BAR_STEP) % (HEIGHT - BAR_HEIGHT)
-        buf[y : y + BAR_HEIGHT, :, 0:3] = BAR_RGB
-        source.capture_frame(rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, buf.tobytes()))
+        y = (i * BAR_STEP * height // HEIGHT) % (height - bar_height)
+        buf[y : y + bar_height, :, 0:3] = BAR_RGB
+        source.capture_frame(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, buf.tobytes()))
         i += 1
         await asyncio.sleep(max(0.0, start + i / FPS - time.monotonic()))
 
@@ -481,13 +487,53 @@ class Client:
 
     async def cmd_publish_video(self, c: Dict[str, Any]) -> Dict[str, Any]:
         name = c.get("name", "cam")
-        source = rtc.VideoSource(WIDTH, HEIGHT)
+        width, height = int(c.get("width", WIDTH)), int(c.get("height", HEIGHT))
+        source = rtc.VideoSource(width, height)
         track = rtc.LocalVideoTrack.create_video_track(name, source)
-        task = asyncio.ensure_future(video_loop(source, list(c.get("color", [200, 60, 90]))))
+        task = asyncio.ensure_future(video_loop(source, list(c.get("color", [200, 60, 90])), width, height))
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=bool(c.get("simulcast", True)))
         pub = await self.room.local_participant.publish_track(track, opts)
         self.local[name] = {"track": track, "pub": pub, "source": source, "task": task}
         return {"name": name, "sid": pub.sid, "kind": "video"}
+
+    async def cmd_video_send_stats(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        lt = self._local(c)
+        streams = []
+        for st in await lt["track"].get_stats():
+            if not st.HasField("outbound_rtp") or st.outbound_rtp.stream.kind != "video":
+                continue
+            o = st.outbound_rtp
+            streams.append(
+                {
+                    "rid": o.outbound.rid,
+                    "ssrc": o.stream.ssrc,
+                    "width": o.outbound.frame_width,
+                    "height": o.outbound.frame_height,
+                    "bytes_sent": o.sent.bytes_sent,
+                    "frames_sent": o.outbound.frames_sent,
+                    "target_bitrate": o.outbound.target_bitrate,
+                    "active": o.outbound.active,
+                    "at": time.monotonic(),
+                }
+            )
+        return {"name": c.get("name", "cam"), "streams": sorted(streams, key=lambda x: x["rid"])}
+
+    async def cmd_set_video_quality(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        who = c["participant"]
+        qualities = {
+            "low": rtc.VideoQuality.VIDEO_QUALITY_LOW,
+            "medium": rtc.VideoQuality.VIDEO_QUALITY_MEDIUM,
+            "high": rtc.VideoQuality.VIDEO_QUALITY_HIGH,
+        }
+        p = self.room.remote_participants.get(who)
+        if p is None:
+            raise KeyError(f"no remote participant {who!r}")
+        pubs = [x for x in p.track_publications.values() if x.kind == rtc.TrackKind.KIND_VIDEO]
+        if not pubs:
+            raise KeyError(f"{who!r} publishes no video")
+        for x in pubs:
+            x.set_video_quality(qualities[c.get("quality", "high")])
+        return {"participant": who, "quality": c.get("quality", "high"), "sids": [x.sid for x in pubs]}
 
     def _local(self, c: Dict[str, Any]) -> Dict[str, Any]:
         name = c.get("name", "tone")
@@ -971,6 +1017,8 @@ class Client:
             "set_name": "local_update",
             "set_attributes": "local_update",
             "state": "state",
+            "video_send_stats": "video_send_stats",
+            "set_video_quality": "quality_set",
         }.get(name)
         fn = getattr(self, f"cmd_{name}", None)
         if fn is None or result_event is None:
