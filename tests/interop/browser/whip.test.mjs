@@ -235,6 +235,12 @@ describe('WHIP and WHEP from a plain page on another origin', { skip: why || fal
       const color = [200, 60, 90];
       await pyCmd(py, 'publish_audio', { name: 'tone', freq: 440 }, 'published');
       await pyCmd(py, 'publish_video', { name: 'cam', color, simulcast: false }, 'published');
+      // The SDK reports the track published once the server has accepted it, before its
+      // offer has reached the server; a WHEP player plays what is published when it asks.
+      const published = () => (twirp('ListParticipants', { room }).participants.find((p) => p.identity === 'pypub')?.tracks || []).length;
+      const t = Date.now();
+      while (published() < 2 && Date.now() - t < 15000) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(published(), 2, 'the publisher\'s two tracks are published on the server');
       await browser.command('open', { page: 'P', path: '/whip.html' }, 45000);
       const res = await browser.call('P', 'whepPlay', ['play', `${BASE}/whep/v1/${room}/pypub`, await env.token('whep-viewer', room)], 30000);
       assert.equal(res.status, 201, JSON.stringify(res));
