@@ -238,6 +238,43 @@ impl World {
             .expect("a subscriber peer")
     }
 
+    /// Publishes a three-layer simulcast camera (320, 640, 1280 wide, 16:9): add_track, then
+    /// an offer carrying it (rids q, h, f) with a data section; returns the track sid.
+    fn publish_simulcast_camera(&mut self, psid: &str) -> String {
+        self.signal(
+            psid,
+            Req::AddTrack(pb::AddTrackRequest {
+                cid: "cam".into(),
+                r#type: pb::TrackType::Video as i32,
+                source: pb::TrackSource::Camera as i32,
+                layers: [(0, 320), (1, 640), (2, 1280)]
+                    .iter()
+                    .map(|(q, wd)| pb::VideoLayer {
+                        quality: *q,
+                        width: *wd,
+                        height: wd * 9 / 16,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        self.offer(
+            psid,
+            client_offer(&[Sec::Data, Sec::SendVideo("cam", &["q", "h", "f"])]),
+        )
+        .unwrap();
+        let record = self.participant(self.m.participants[psid].identity());
+        record
+            .tracks
+            .iter()
+            .find(|t| t.r#type == pb::TrackType::Video as i32)
+            .expect("video published")
+            .sid
+            .clone()
+    }
+
     /// Sends add_track for an audio track and an offer carrying it; returns the track sid.
     fn publish_audio(&mut self, psid: &str, cid: &str) -> String {
         self.signal(
@@ -1309,37 +1346,13 @@ fn simulcast_layers_follow_track_settings_and_dynacast() {
     let b = w.join("bob", false);
     w.answer_subscriber(&a);
     w.answer_subscriber(&b);
-    w.signal(
-        &a,
-        Req::AddTrack(pb::AddTrackRequest {
-            cid: "cam".into(),
-            r#type: pb::TrackType::Video as i32,
-            source: pb::TrackSource::Camera as i32,
-            layers: [(0, 320), (1, 640), (2, 1280)]
-                .iter()
-                .map(|(q, wd)| pb::VideoLayer {
-                    quality: *q,
-                    width: *wd,
-                    height: wd * 9 / 16,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    )
-    .unwrap();
-    w.offer(
-        &a,
-        client_offer(&[Sec::Data, Sec::SendVideo("cam", &["q", "h", "f"])]),
-    )
-    .unwrap();
+    let track = w.publish_simulcast_camera(&a);
     assert!(
         w.media
             .iter()
             .any(|c| matches!(c, Command::Publish(p) if p.rids == ["q", "h", "f"]))
     );
     let bob_peer = w.answer_subscriber(&b);
-    let track = w.participant("alice").tracks[0].sid.clone();
     #[allow(deprecated)] // clients still read TrackInfo.simulcast
     let simulcast = w.participant("alice").tracks[0].simulcast;
     assert!(simulcast);
@@ -1910,31 +1923,7 @@ fn track_settings_sent_before_the_answer_apply_when_forwarding_starts() {
     w.answer_subscriber(&a);
     let bob_peer = w.answer_subscriber(&b);
     let carol_peer = w.answer_subscriber(&c);
-    w.signal(
-        &a,
-        Req::AddTrack(pb::AddTrackRequest {
-            cid: "cam".into(),
-            r#type: pb::TrackType::Video as i32,
-            source: pb::TrackSource::Camera as i32,
-            layers: [(0, 320), (1, 640), (2, 1280)]
-                .iter()
-                .map(|(q, wd)| pb::VideoLayer {
-                    quality: *q,
-                    width: *wd,
-                    height: wd * 9 / 16,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    )
-    .unwrap();
-    w.offer(
-        &a,
-        client_offer(&[Sec::Data, Sec::SendVideo("cam", &["q", "h", "f"])]),
-    )
-    .unwrap();
-    let track = w.participant("alice").tracks[0].sid.clone();
+    let track = w.publish_simulcast_camera(&a);
     let mark = w.media.len();
     // Bob's element is small, carol's is hidden; both say so before answering.
     w.signal(

@@ -252,31 +252,7 @@ fn a_recording_asks_the_publisher_for_its_best_layer_until_it_ends() {
     let mut w = World::new();
     let a = w.join("alice", false);
     w.answer_subscriber(&a);
-    w.signal(
-        &a,
-        Req::AddTrack(pb::AddTrackRequest {
-            cid: "cam".into(),
-            r#type: pb::TrackType::Video as i32,
-            source: pb::TrackSource::Camera as i32,
-            layers: [(0, 320), (1, 640), (2, 1280)]
-                .iter()
-                .map(|(q, wd)| pb::VideoLayer {
-                    quality: *q,
-                    width: *wd,
-                    height: wd * 9 / 16,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    )
-    .unwrap();
-    w.offer(
-        &a,
-        client_offer(&[Sec::Data, Sec::SendVideo("cam", &["q", "h", "f"])]),
-    )
-    .unwrap();
-    let track = w.participant("alice").tracks[0].sid.clone();
+    let track = w.publish_simulcast_camera(&a);
     let told = |w: &World| -> Vec<Vec<bool>> {
         w.to(&a)
             .into_iter()
