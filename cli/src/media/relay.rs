@@ -161,14 +161,15 @@ pub async fn run(args: &UdpRelayArgs) -> Result<Report, MediaError> {
     {
         let relay = linux::Relay::bind(args.bind, args.max_receivers).await?;
         let addr = relay.local_addr()?;
-        // The first line tells a script that the socket is bound.
+        let stop = stop_signal()?;
+        // The first line tells a script that the socket is bound and the signals are caught.
         println!(
             "udp-relay: listening on {addr} (at most {} receivers)",
             args.max_receivers
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        let (counters, receivers) = relay.run(stop_signal()?).await;
+        let (counters, receivers) = relay.run(stop).await;
         Ok(report(&counters, receivers))
     }
     #[cfg(not(target_os = "linux"))]
@@ -194,6 +195,7 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>, MediaError> {
     })
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn report(c: &RelayCounters, receivers: usize) -> Report {
     let mut human = String::new();
     let _ = write!(human, "{}", c.line(receivers));
