@@ -12,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::media::janus::JanusLoadTestArgs;
 use crate::media::join::{LegacyJoinArgs, RoomJoinArgs};
 use crate::media::loadtest::LoadTestArgs;
+use crate::media::relay::UdpRelayArgs;
+use crate::media::relay_load::RelayLoadTestArgs;
 
 /// Access tokens and room administration for a LiveKit-compatible server.
 #[derive(Debug, Parser)]
@@ -103,6 +105,10 @@ pub enum Action {
     LoadTest(LoadTestArgs),
     /// Run the load test against a Janus VideoRoom.
     JanusLoadTest(JanusLoadTestArgs),
+    /// Run the plain UDP relay.
+    UdpRelay(UdpRelayArgs),
+    /// Run the audio load through the plain UDP relay.
+    RelayLoadTest(RelayLoadTestArgs),
 }
 
 /// The two ways of asking for a join.
@@ -130,6 +136,11 @@ pub enum PerfCommand {
     LoadTest(LoadTestArgs),
     /// The same load against a Janus VideoRoom over Janus's HTTP API, for comparisons
     JanusLoadTest(JanusLoadTestArgs),
+    /// A plain UDP relay (recvmmsg/sendmmsg, no crypto): the CPU baseline for forwarding
+    UdpRelay(UdpRelayArgs),
+    /// The audio load of `load-test` (1 sender, N receivers) through `udp-relay`, with the
+    /// relay's CPU per forwarded packet
+    RelayLoadTest(RelayLoadTestArgs),
 }
 
 impl Command {
@@ -155,6 +166,12 @@ impl Command {
             Command::Perf {
                 command: PerfCommand::JanusLoadTest(args),
             } => Action::JanusLoadTest(args),
+            Command::Perf {
+                command: PerfCommand::UdpRelay(args),
+            } => Action::UdpRelay(args),
+            Command::Perf {
+                command: PerfCommand::RelayLoadTest(args),
+            } => Action::RelayLoadTest(args),
             Command::CreateRoom(a) => Action::Room(RoomCommand::Create(a)),
             Command::ListRooms(a) => Action::Room(RoomCommand::List(a)),
             Command::DeleteRoom(a) => Action::Room(RoomCommand::Delete(a)),

@@ -12,7 +12,7 @@ use lkr_cli::admin::command::{Action, Cli, JoinForm};
 use lkr_cli::admin::connection::{Credentials, ServerUrl};
 use lkr_cli::admin::twirp::RoomClient;
 use lkr_cli::admin::{self, Report, rooms, token};
-use lkr_cli::media::{janus, join, loadtest};
+use lkr_cli::media::{janus, join, loadtest, relay, relay_load};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,6 +61,12 @@ fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
         }
         Action::JanusLoadTest(args) => {
             let report = load_test_runtime()?.block_on(janus::run(&args))?;
+            Ok(Some(report))
+        }
+        // One thread: the relay's socket loop and its signal handlers.
+        Action::UdpRelay(args) => Ok(Some(load_test_runtime()?.block_on(relay::run(&args))?)),
+        Action::RelayLoadTest(args) => {
+            let report = load_test_runtime()?.block_on(relay_load::run(&args))?;
             Ok(Some(report))
         }
     }

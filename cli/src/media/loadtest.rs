@@ -103,6 +103,8 @@ pub struct LoadTestArgs {
 /// Marks the trailer of a load-test payload.
 pub(crate) const TRAILER_MAGIC: u32 = 0x4c4b_4c54;
 pub(crate) const TRAILER_LEN: usize = 12;
+/// Bytes of an audio publisher's Opus-shaped payload (32 kbit/s in 20 ms), trailer included.
+pub(crate) const AUDIO_PAYLOAD_LEN: usize = 80;
 /// Time between keyframes.
 pub(crate) const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -790,7 +792,7 @@ async fn publish_audio(room: &Room, stop: Arc<AtomicBool>) -> Option<tokio::task
             tick.tick().await;
             // 32 kbit/s: 80 bytes per 20 ms, TOC byte of CELT 20 ms first.
             let mut p = vec![31 << 3];
-            p.resize(80 - TRAILER_LEN, (n % 251) as u8);
+            p.resize(AUDIO_PAYLOAD_LEN - TRAILER_LEN, (n % 251) as u8);
             if sender
                 .send(0, with_trailer(p), ts_base.wrapping_add(n * 960), n == 0)
                 .is_err()

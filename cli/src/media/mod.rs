@@ -11,11 +11,16 @@
 //! - [`join`]: `room join` and the legacy `join`.
 //! - [`loadtest`]: `perf load-test`.
 //! - [`janus`]: `perf janus-load-test`, the same load against a Janus VideoRoom.
+//! - [`relay`]: `perf udp-relay`, a plain UDP relay (`recvmmsg`/`sendmmsg`, no crypto), and
+//!   [`relay_load`]: `perf relay-load-test`, the audio load through it: the baseline for
+//!   the server's CPU per forwarded packet.
 
 pub mod janus;
 pub mod join;
 pub mod loadtest;
 pub mod record;
+pub mod relay;
+pub mod relay_load;
 pub mod source;
 
 pub use lkr_media_file::{av1, ivf, ogg, vp8, vp9};
