@@ -1164,17 +1164,9 @@ fn summarise(s: &Summary<'_>) -> Report {
         "loss_percent": loss_pct,
         "nacked": st.nacked,
         "recovered": st.recovered,
-        "latency_ms": {
-            "p50": lat(50.0), "p90": lat(90.0), "p99": lat(99.0),
-            "max": s.latencies.last().copied().unwrap_or(0.0),
-            "samples": s.latencies.len(),
-        },
-        "server": server.map(|(cpu, pct, hwm)| json!({
-            "pid": a.server_pid, "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
-        })),
-        "client": client.map(|(cpu, pct, hwm)| json!({
-            "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
-        })),
+        "latency_ms": super::loadtest::latency_json(&s.latencies),
+        "server": super::loadtest::usage_json(server, json!({ "pid": a.server_pid })),
+        "client": super::loadtest::usage_json(client, json!({})),
         "steady": s.steady.json(),
         "socket_drops": s.socket_drops,
         "socket_wait": super::loadtest::socket_wait_json(&s.socket_waits),

@@ -891,6 +891,29 @@ pub(crate) async fn gather<T>(tasks: &mut [tokio::task::JoinHandle<Option<T>>]) 
     results
 }
 
+/// Latencies (ms, sorted) for a JSON report: p50, p90, p99, max and how many.
+pub(crate) fn latency_json(sorted: &[f64]) -> Value {
+    json!({
+        "p50": percentile(sorted, 50.0),
+        "p90": percentile(sorted, 90.0),
+        "p99": percentile(sorted, 99.0),
+        "max": sorted.last().copied().unwrap_or(0.0),
+        "samples": sorted.len(),
+    })
+}
+
+/// A process's CPU and peak memory (from [`usage_over`]) for a JSON report, with `extra`
+/// fields (its pid, threads); `null` when it was not measured.
+pub(crate) fn usage_json(usage: Option<(f64, f64, u64)>, extra: Value) -> Value {
+    usage.map_or(Value::Null, |(cpu, pct, hwm)| {
+        let mut v = json!({ "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm });
+        if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
+            m.extend(x);
+        }
+        v
+    })
+}
+
 /// CPU seconds, share of one core and peak memory (KiB) between two samples over `wall` s.
 pub(crate) fn usage_over(u: &Option<(Usage, Usage)>, wall: f64) -> Option<(f64, f64, u64)> {
     u.map(|((c0, _), (c1, hwm))| {
@@ -1393,27 +1416,10 @@ fn summarise(s: Summary) -> Report {
         "loss_percent": loss_pct,
         "nacked": nacked,
         "recovered": recovered,
-        "latency_ms": {
-            "p50": percentile(&latencies, 50.0),
-            "p90": percentile(&latencies, 90.0),
-            "p99": percentile(&latencies, 99.0),
-            "max": latencies.last().copied().unwrap_or(0.0),
-            "samples": latencies.len(),
-        },
-        "latency_while_joining_ms": {
-            "p50": percentile(&joining, 50.0),
-            "p90": percentile(&joining, 90.0),
-            "p99": percentile(&joining, 99.0),
-            "max": joining.last().copied().unwrap_or(0.0),
-            "samples": joining.len(),
-        },
-        "server": server.map(|(cpu, pct, hwm)| json!({
-            "pid": a.server_pid, "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
-        })),
-        "client": client.map(|(cpu, pct, hwm)| json!({
-            "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
-            "threads": s.threads,
-        })),
+        "latency_ms": latency_json(&latencies),
+        "latency_while_joining_ms": latency_json(&joining),
+        "server": usage_json(server, json!({ "pid": a.server_pid })),
+        "client": usage_json(client, json!({ "threads": s.threads })),
         "socket_drops": drops_counted.then_some(socket_drops),
         "socket_wait": socket_wait_json(&waits),
         "lost_by_own_sockets": lost_ours,

@@ -31,8 +31,9 @@ use serde_json::json;
 use super::MediaError;
 use super::loadtest::{
     AUDIO_PAYLOAD_LEN, Sample, Steady, SteadyMark, TRAILER_LEN, TRAILER_MAGIC, Usage, Workers,
-    add_waits, gather, percentile, process_usage, socket_drops_line, socket_wait_json,
-    socket_wait_line, split_loss, usage_line, usage_over, window_figures, worker_threads,
+    add_waits, gather, latency_json, percentile, process_usage, socket_drops_line,
+    socket_wait_json, socket_wait_line, split_loss, usage_json, usage_line, usage_over,
+    window_figures, worker_threads,
 };
 use super::relay::{FULL_REPLY, JOIN_MARKER, JOINED_REPLY};
 use crate::admin::Report;
@@ -458,18 +459,9 @@ fn summarise(s: &Summary<'_>) -> Report {
         "packets": packets,
         "lost": lost,
         "loss_percent": loss_pct,
-        "latency_ms": {
-            "p50": lat(50.0), "p90": lat(90.0), "p99": lat(99.0),
-            "max": latencies.last().copied().unwrap_or(0.0),
-            "samples": latencies.len(),
-        },
-        "relay_process": relay.map(|(cpu, pct, hwm)| json!({
-            "pid": a.relay_pid, "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
-        })),
-        "client": client.map(|(cpu, pct, hwm)| json!({
-            "cpu_seconds": cpu, "cpu_percent": pct, "peak_memory_kb": hwm,
-            "threads": s.threads,
-        })),
+        "latency_ms": latency_json(&latencies),
+        "relay_process": usage_json(relay, json!({ "pid": a.relay_pid })),
+        "client": usage_json(client, json!({ "threads": s.threads })),
         "socket_drops": drops_counted.then_some(socket_drops),
         "socket_wait": socket_wait_json(&waits),
         "lost_by_own_sockets": lost_ours,
