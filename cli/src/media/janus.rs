@@ -44,8 +44,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::loadtest::{
-    KEYFRAME_INTERVAL, Layer, Sample, SteadyMark, TRAILER_LEN, Usage, Workers, gather, percentile,
-    preset, process_usage, split_loss, synthetic_vp8_frame, trailer_time, usage_line, usage_over,
+    KEYFRAME_INTERVAL, Layer, TRAILER_LEN, Usage, Workers, gather, percentile, preset,
+    process_usage, split_loss, synthetic_vp8_frame, trailer_time, usage_line, usage_over,
     window_figures, with_trailer, worker_threads,
 };
 use super::vp8::Vp8Packetizer;
@@ -656,17 +656,14 @@ pub async fn run(args: &JanusLoadTestArgs) -> Result<Report, MediaError> {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let run_started = Instant::now();
-    let window_start = Sample::take();
-    let mark = SteadyMark::take(args.server_pid, &live.packets);
-    let mut interrupted = false;
-    tokio::select! {
-        _ = tokio::time::sleep(args.duration) => {}
-        _ = tokio::signal::ctrl_c() => interrupted = true,
-    }
-    let run_time = run_started.elapsed();
-    let steady = mark.until(args.server_pid, &live.packets);
-    let window = window_figures(&(window_start, Sample::take()), &steady);
+    let super::loadtest::Measured {
+        start,
+        end,
+        time: run_time,
+        steady,
+        interrupted,
+    } = super::loadtest::measure(args.server_pid, &live.packets, args.duration).await;
+    let window = window_figures(&(start, end), &steady);
     stop.store(true, Ordering::Relaxed);
     let subscribers = gather(&mut tasks).await;
     let _ = progress.await;

@@ -570,18 +570,14 @@ pub async fn run(
         Some(u) => Some(server_drops(u).await),
         None => None,
     };
-    let run_start = Sample::take();
     live.measuring.store(true, Ordering::Relaxed);
-    let run_started = Instant::now();
-    let steady_start = SteadyMark::take(args.server_pid, &live.packets);
-    let mut interrupted = false;
-    tokio::select! {
-        _ = tokio::time::sleep(args.duration) => {}
-        _ = tokio::signal::ctrl_c() => interrupted = true,
-    }
-    let steady = steady_start.until(args.server_pid, &live.packets);
-    let run_end = Sample::take();
-    let run_time = run_started.elapsed();
+    let Measured {
+        start: run_start,
+        end: run_end,
+        time: run_time,
+        steady,
+        interrupted,
+    } = measure(args.server_pid, &live.packets, args.duration).await;
     stop.store(true, Ordering::Relaxed);
     let results = gather(&mut tasks).await;
     workers.stop();
@@ -1074,6 +1070,38 @@ pub(crate) fn window_figures((a, b): &(Sample, Sample), steady: &Steady) -> Wind
     Window {
         client,
         busiest_worker_pct: busiest * 100.0 / secs,
+    }
+}
+
+/// One measured window of load, between two samples of our own usage.
+pub(crate) struct Measured {
+    pub(crate) start: Sample,
+    pub(crate) end: Sample,
+    pub(crate) time: Duration,
+    /// What the process under test spent and what was delivered meanwhile.
+    pub(crate) steady: Steady,
+    /// Ctrl-C ended the window early.
+    pub(crate) interrupted: bool,
+}
+
+/// Lets the load run for `duration` (or until Ctrl-C) and measures it: the CPU of the
+/// process under test (`pid`), the `packets` delivered, and our own usage.
+pub(crate) async fn measure(pid: Option<u32>, packets: &AtomicU64, duration: Duration) -> Measured {
+    let start = Sample::take();
+    let started = Instant::now();
+    let mark = SteadyMark::take(pid, packets);
+    let mut interrupted = false;
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = tokio::signal::ctrl_c() => interrupted = true,
+    }
+    let steady = mark.until(pid, packets);
+    Measured {
+        start,
+        end: Sample::take(),
+        time: started.elapsed(),
+        steady,
+        interrupted,
     }
 }
 

@@ -30,8 +30,8 @@ use serde_json::json;
 
 use super::MediaError;
 use super::loadtest::{
-    AUDIO_PAYLOAD_LEN, Sample, Steady, SteadyMark, TRAILER_LEN, TRAILER_MAGIC, Usage, Workers,
-    add_waits, gather, latency_json, percentile, process_usage, socket_drops_line,
+    AUDIO_PAYLOAD_LEN, Measured, Sample, Steady, TRAILER_LEN, TRAILER_MAGIC, Usage, Workers,
+    add_waits, gather, latency_json, measure, percentile, process_usage, socket_drops_line,
     socket_wait_json, socket_wait_line, split_loss, usage_json, usage_line, usage_over,
     window_figures, worker_threads,
 };
@@ -184,18 +184,14 @@ pub async fn run(args: &RelayLoadTestArgs) -> Result<Report, MediaError> {
     let progress = tokio::spawn(progress_line(live.clone(), stop.clone(), total));
     tokio::time::sleep(WARM_UP).await;
 
-    let run_start = Sample::take();
     live.measuring.store(true, Ordering::Relaxed);
-    let run_started = Instant::now();
-    let steady_start = SteadyMark::take(args.relay_pid, &live.packets);
-    let mut interrupted = false;
-    tokio::select! {
-        _ = tokio::time::sleep(args.duration) => {}
-        _ = tokio::signal::ctrl_c() => interrupted = true,
-    }
-    let steady = steady_start.until(args.relay_pid, &live.packets);
-    let run_end = Sample::take();
-    let run_time = run_started.elapsed();
+    let Measured {
+        start: run_start,
+        end: run_end,
+        time: run_time,
+        steady,
+        interrupted,
+    } = measure(args.relay_pid, &live.packets, args.duration).await;
     live.measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let send_error = sending.await.ok().and_then(Result::err);
