@@ -50,15 +50,28 @@ enum End {
     Shutdown,
 }
 
-fn encode(m: Resp, json: bool) -> Option<WsMessage> {
-    let msg = pb::SignalResponse { message: Some(m) };
+fn encode(m: &Resp, json: bool) -> Option<WsMessage> {
     if json {
-        serde_json::to_string(&msg)
-            .ok()
-            .map(|t| WsMessage::Text(t.into()))
+        json_text(m).map(WsMessage::Text)
     } else {
-        Some(WsMessage::Binary(msg.encode_to_vec().into()))
+        Some(WsMessage::Binary(binary(m)))
     }
+}
+
+/// `m` as the protobuf bytes of a `SignalResponse` carrying it. A message whose only field
+/// is the oneof encodes as that field, so `m` is encoded as it is, not copied into one.
+fn binary(m: &Resp) -> Bytes {
+    let mut out = Vec::with_capacity(m.encoded_len());
+    m.encode(&mut out);
+    Bytes::from(out)
+}
+
+/// `m` as the JSON of a `SignalResponse` carrying it.
+fn json_text(m: &Resp) -> Option<Utf8Bytes> {
+    let msg = pb::SignalResponse {
+        message: Some(m.clone()),
+    };
+    serde_json::to_string(&msg).ok().map(Utf8Bytes::from)
 }
 
 /// A signal response on its way to one or more connections: the room machine addresses one
@@ -93,20 +106,14 @@ impl Outgoing {
 
     /// The message as a WebSocket message of the given form, encoded on first use.
     fn frame(&self, json: bool) -> Option<WsMessage> {
-        let wrap = || pb::SignalResponse {
-            message: Some((*self.message).clone()),
-        };
         if json {
             self.json
-                .get_or_init(|| serde_json::to_string(&wrap()).ok().map(Utf8Bytes::from))
+                .get_or_init(|| json_text(&self.message))
                 .clone()
                 .map(WsMessage::Text)
         } else {
-            let bytes = self
-                .binary
-                .get_or_init(|| Bytes::from(wrap().encode_to_vec()))
-                .clone();
-            Some(WsMessage::Binary(bytes))
+            let bytes = self.binary.get_or_init(|| binary(&self.message));
+            Some(WsMessage::Binary(bytes.clone()))
         }
     }
 }
@@ -196,7 +203,7 @@ where
                         continue;
                     }
                 };
-                if let Some(frame) = encode(pong, json)
+                if let Some(frame) = encode(&pong, json)
                     && send(&mut ws, frame).await.is_err()
                 {
                     break End::Gone;
@@ -215,7 +222,7 @@ where
                 }
                 Some(ToSession::Close(leave)) => {
                     if let Some(l) = leave
-                        && let Some(frame) = encode(Resp::Leave(l), json)
+                        && let Some(frame) = encode(&Resp::Leave(l), json)
                     {
                         let _ = ws.send(frame).await;
                     }
@@ -228,7 +235,7 @@ where
                         action: pb::leave_request::Action::Disconnect as i32,
                         regions: None,
                     };
-                    if let Some(frame) = encode(Resp::Leave(leave), json) {
+                    if let Some(frame) = encode(&Resp::Leave(leave), json) {
                         let _ = ws.send(frame).await;
                     }
                     break End::Shutdown;
@@ -283,6 +290,24 @@ mod tests {
 
     fn payload(len: usize) -> Bytes {
         Bytes::from((0..len).map(|i| (i * 7) as u8).collect::<Vec<_>>())
+    }
+
+    /// The binary form is the bytes of a `SignalResponse` carrying the message, and decodes
+    /// back to it.
+    #[test]
+    fn the_binary_form_is_a_signal_response() {
+        let m = Resp::RoomUpdate(pb::RoomUpdate {
+            room: Some(pb::Room {
+                name: "r".into(),
+                metadata: "m".repeat(300),
+                ..Default::default()
+            }),
+        });
+        let wrapped = pb::SignalResponse {
+            message: Some(m.clone()),
+        };
+        assert_eq!(&binary(&m)[..], &wrapped.encode_to_vec()[..]);
+        assert_eq!(pb::SignalResponse::decode(binary(&m)).unwrap(), wrapped);
     }
 
     /// A long message leaves in frames of at most `MAX_FRAME` bytes (first binary, then
