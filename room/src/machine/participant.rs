@@ -141,20 +141,32 @@ struct Down {
 }
 
 impl Down {
-    /// The commands that give the core this subscription's settings.
-    fn settings(&self, peer: PeerId) -> impl Iterator<Item = Command> {
+    /// Sets up forwarding in the core from what the subscriber's answer accepted, with the
+    /// settings it has sent so far.
+    fn start(
+        &mut self,
+        out: &mut Outbox,
+        peer: PeerId,
+        pts: &[(lkr_sfu::CodecKind, u8)],
+        extras: negotiation::DownExtras,
+    ) {
+        out.media(Command::Subscribe(subscribe_spec(peer, self, pts, extras)));
         let track = self.offer.track_id;
-        let paused = self.paused.then_some(Command::SetPaused {
-            peer,
-            track,
-            paused: true,
-        });
-        let max_layer = self.max_layer.map(|max_layer| Command::SetMaxLayer {
-            peer,
-            track,
-            max_layer,
-        });
-        paused.into_iter().chain(max_layer)
+        if self.paused {
+            out.media(Command::SetPaused {
+                peer,
+                track,
+                paused: true,
+            });
+        }
+        if let Some(max_layer) = self.max_layer {
+            out.media(Command::SetMaxLayer {
+                peer,
+                track,
+                max_layer,
+            });
+        }
+        self.active = true;
     }
 }
 
@@ -1152,12 +1164,7 @@ impl Participant {
                 }
                 if let Some(pts) = answer.down_payload_types.get(mid) {
                     let extras = answer.down_extras.get(mid).cloned().unwrap_or_default();
-                    ctx.out
-                        .media(Command::Subscribe(subscribe_spec(peer, d, pts, extras)));
-                    for c in d.settings(peer) {
-                        ctx.out.media(c);
-                    }
-                    d.active = true;
+                    d.start(ctx.out, peer, pts, extras);
                     fx.subscribed.push(sid.clone());
                 }
             }
@@ -1316,12 +1323,7 @@ impl Participant {
             let Some(mid) = &d.mid else { continue };
             if let Some(p) = pts.get(mid).filter(|p| !p.is_empty()) {
                 let x = extras.remove(mid).unwrap_or_default();
-                ctx.out
-                    .media(Command::Subscribe(subscribe_spec(peer, d, p, x)));
-                for c in d.settings(peer) {
-                    ctx.out.media(c);
-                }
-                d.active = true;
+                d.start(ctx.out, peer, p, x);
                 fx.subscribed.push(sid.clone());
             }
         }
