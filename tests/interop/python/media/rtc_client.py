@@ -559,16 +559,21 @@ class Client:
         self.local.pop(c.get("name", "tone"), None)
         return {"name": c.get("name", "tone"), "sid": sid}
 
-    async def _receiver(self, table: Dict[str, Any], who: str, deadline: float) -> Optional[Any]:
-        while who not in table:
+    async def _until(self, cond: Any, deadline: float) -> bool:
+        """Waits until `cond()` holds, looking again at each subscription change; False if the
+        deadline (monotonic) passes first."""
+        while not cond():
             if time.monotonic() >= deadline:
-                return None
+                return False
             self.rx_changed.clear()
             try:
                 await asyncio.wait_for(self.rx_changed.wait(), max(0.01, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 pass
-        return table[who]
+        return True
+
+    async def _receiver(self, table: Dict[str, Any], who: str, deadline: float) -> Optional[Any]:
+        return table[who] if await self._until(lambda: who in table, deadline) else None
 
     async def cmd_analyze_audio(self, c: Dict[str, Any]) -> Dict[str, Any]:
         who = c["participant"]
@@ -647,15 +652,8 @@ class Client:
             del self.video_rx[who]
         self.unsubscribed.discard(rx.track_sid)
         pub.set_subscribed(False)
-        deadline = time.monotonic() + timeout
-        while rx.track_sid not in self.unsubscribed:
-            if time.monotonic() >= deadline:
-                return False
-            self.rx_changed.clear()
-            try:
-                await asyncio.wait_for(self.rx_changed.wait(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
+        if not await self._until(lambda: rx.track_sid in self.unsubscribed, time.monotonic() + timeout):
+            return False
         self.video_rx.pop(who, None)
         pub.set_subscribed(True)
         fresh = await self._receiver(self.video_rx, who, time.monotonic() + timeout)
