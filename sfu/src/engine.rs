@@ -36,6 +36,11 @@ mod bwe;
 const TWCC_INTERVAL: Duration = Duration::from_millis(20);
 /// Minimum time between keyframe requests for one layer.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// A video layer silent this long that comes back without a keyframe (the publisher's path
+/// was down and its encoder went on with delta frames) gets a keyframe request at once: its
+/// subscribers cannot decode the rest until one comes, and would otherwise each have to
+/// notice and ask.
+const RESUME_GAP: Duration = Duration::from_secs(1);
 /// Time between NACKs for the same lost packet: about a round trip, so that a resent packet
 /// still in flight is not asked for again.
 const NACK_RETRY: Duration = Duration::from_millis(100);
@@ -1378,6 +1383,10 @@ impl Engine {
             t.audio.observe(level);
         }
         let missing = t.layers[layer].missing.len();
+        let silent = t.layers[layer]
+            .last_packet
+            .map(|at| now.saturating_duration_since(at))
+            .filter(|gap| *gap >= RESUME_GAP);
         let ext = t.layers[layer].on_packet(seq, now);
         // A packet of nothing but padding (libwebrtc's bandwidth probe on the media SSRC of
         // a publisher without RTX, e.g. the Rust SDK's) keeps its place in the sequence space
@@ -1399,6 +1408,15 @@ impl Engine {
             t.layers[layer].last_keyframe = Some(now);
         }
         let mut want_keyframe: Option<usize> = None;
+        if let Some(gap) = silent
+            && t.kind == MediaKind::Video
+            && t.mirror.is_none()
+        {
+            tracing::debug!(track = ?tid, layer, gap_ms = gap.as_millis() as u64, keyframe, "video layer resumed after a gap");
+            if !keyframe {
+                want_keyframe = Some(layer);
+            }
+        }
         let live = t.liveness(now);
         let n_layers = t.layers.len();
         if t.mirror.is_none() {
@@ -1568,6 +1586,7 @@ impl Engine {
         self.traffic.nack_in += nacks.len() as u64;
         self.traffic.pli_in += plis.len() as u64;
         for &t in &plis {
+            tracing::trace!(peer = ?id, track = ?t, "keyframe request from a subscriber");
             self.request_keyframe(now, t, None);
         }
         if let Some(view) = twcc {
@@ -1880,6 +1899,7 @@ impl Engine {
             }
         }
         for ssrc in ssrcs.into_iter().flatten() {
+            tracing::trace!(track = ?tid, ssrc, "keyframe request to the publisher");
             self.traffic.pli_out += 1;
             self.send_feedback(publisher, |out| {
                 lkr_rtp::write_pli(out, FEEDBACK_SSRC, ssrc)

@@ -277,3 +277,32 @@ fn peers_report_connected_and_tracks_start() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_video_stream_back_after_a_silence_without_a_keyframe_gets_one_asked_for_at_once() {
+    let video = VideoConfig {
+        keyframe_interval: None,
+        ..VideoConfig::default()
+    };
+    let mut r = room(6, 2, video);
+    r.sim.run_for(Duration::from_secs(2));
+    let plis = |sim: &Sim| {
+        sim.client(r.publisher)
+            .publisher(VIDEO)
+            .unwrap()
+            .stats
+            .plis_received
+    };
+    let before = plis(&r.sim);
+
+    // The publisher's path goes away for 2 s; its encoder goes on with delta frames.
+    r.sim.set_uplink(r.publisher, LinkConfig::lossy(1.0));
+    r.sim.run_for(Duration::from_secs(2));
+    r.sim.set_uplink(r.publisher, LinkConfig::default());
+    // The first frame after the silence (33 ms at 30 fps) brings a request back.
+    r.sim.run_for(Duration::from_millis(60));
+    assert!(
+        plis(&r.sim) > before,
+        "no keyframe request within 60 ms of the stream's return"
+    );
+}
