@@ -25,6 +25,14 @@
 # SRTP_AEAD_AES_128_GCM with our client (its DTLS offers AES-128-GCM first; the Janus run
 # prints the profile it got).
 #
+# After both, a plain UDP relay (`livekit-cli perf udp-relay`: recvmmsg/sendmmsg, no
+# crypto, no allocation per packet) on the same address is driven by `perf relay-load-test`
+# with the same number of receivers and datagrams at the rate our server forwarded them to
+# each subscriber in its run (audio: the 108 bytes our server sends; video: 1128 bytes, a
+# full packet, so if anything dearer than the average forwarded one). It is the floor set by
+# the kernel: what moving these datagrams costs with no media server work at all. "Janus /
+# relay" is then the most any server on kernel UDP could beat Janus by in that scenario.
+#
 # Per run, `--server-pid` makes the load tester read the server's CPU time over the measured
 # window (everyone joined, media flowing) and its peak RSS (VmHWM), and the table divides
 # that CPU time by the packets the subscribers received in the window. Below the table, the
@@ -168,7 +176,7 @@ summary() { # name file -> one table row
     loss=$(field "$f" 's/^Received [0-9]* packets; lost [0-9]* (\([0-9.]*%\)).*/\1/p')
     p50=$(field "$f" 's/^Forwarding latency (ms): p50 \([0-9.]*\),.*/\1/p')
     p99=$(field "$f" 's/^Forwarding latency (ms): .*p99 \([0-9.]*\),.*/\1/p')
-    mem=$(field "$f" 's/^Server (pid [0-9]*): .*peak memory \([0-9.]*\) MB$/\1/p')
+    mem=$(field "$f" 's/^\(Server\|Relay\) (pid [0-9]*): .*peak memory \([0-9.]*\) MB$/\2/p')
     printf '%-7s %12s %12s %12s %8s %9s %9s %9s %12s\n' "$name" "${us:--}" "${user:--}" "${pk:--}" \
         "${lost:--}" "${loss:--}" "${p50:--}" "${p99:--}" "${mem:--}"
 }
@@ -223,20 +231,37 @@ run_ours() { # scenario load-args...
     stop_pid "$pid"
 }
 
+run_relay() { # scenario subscribers datagram-size rate
+    local scen=$1 subs=$2 size=$3 rate_pps=$4
+    ip netns exec "$ns" nice -n 10 "$cli_bin" perf udp-relay --bind "$ip_srv:18020" \
+        >"$out/relay-$scen.log" 2>&1 &
+    local pid=$!
+    sleep 0.3
+    nsx nice -n 10 "$cli_bin" perf relay-load-test --relay "$ip_srv:18020" --relay-pid "$pid" \
+        --subscribers "$subs" --duration "$duration" --datagram-size "$size" --rate "$rate_pps" \
+        >"$out/relay-$scen.txt" 2>"$out/relay-$scen.err" || true
+    stop_pid "$pid"
+}
+
 echo "janus-compare: $(nproc) cores, $(uname -r), Janus $("$janus_bin" --version 2>/dev/null | sed -n 's/^Janus version: [0-9]* (\(.*\))/\1/p'), event_loops=$loops, duration $duration, video $resolution (one layer)"
 IFS=, read -ra list <<<"$scenarios"
 for scen in "${list[@]}"; do
     case "$scen" in
-    v10) title="1 -> 10 video"; load=(--video-publishers 1 --subscribers 10) ;;
-    v100) title="1 -> 100 video"; load=(--video-publishers 1 --subscribers 100) ;;
-    a500) title="1 -> 500 audio"; load=(--audio-publishers 1 --subscribers 500) ;;
+    v10) title="1 -> 10 video"; subs=10; size=1128; load=(--video-publishers 1 --subscribers 10) ;;
+    v100) title="1 -> 100 video"; subs=100; size=1128; load=(--video-publishers 1 --subscribers 100) ;;
+    a500) title="1 -> 500 audio"; subs=500; size=108; load=(--audio-publishers 1 --subscribers 500) ;;
     *) echo "unknown scenario $scen" >&2; exit 2 ;;
     esac
     run_janus "$scen" "${load[@]}"
     run_ours "$scen" "${load[@]}"
+    # The relay sends each receiver as many datagrams a second as our server forwarded to
+    # each subscriber (audio: 50).
+    pps=$(sed -n 's/^Steady state: \([0-9]*\) packets forwarded in \([0-9.]*\) s.*/\1 \2/p' \
+        "$out/ours-$scen.txt" | awk -v n="$subs" 'NR == 1 && $2 > 0 { r = int($1 / $2 / n + 0.5); print (r > 0 ? r : 1) }')
+    run_relay "$scen" "$subs" "$size" "${pps:-50}"
     echo
     echo "== $title, $duration measured"
-    for name in janus ours; do
+    for name in janus ours relay; do
         f="$out/$name-$scen.txt"
         if ! grep -q '^Steady state' "$f" 2>/dev/null; then
             echo "$name: the load test failed:"
@@ -249,6 +274,8 @@ for scen in "${list[@]}"; do
         "fwd packets" lost loss "p50 ms" "p99 ms" "peak RSS MB"
     summary janus "$out/janus-$scen.txt"
     summary ours "$out/ours-$scen.txt"
+    summary relay "$out/relay-$scen.txt"
+    echo "(relay: ${size}-byte datagrams, ${pps:-50} a second to each of $subs receivers)"
     # Loss the load tester's own sockets caused (SO_RXQ_OVFL) is not the server's.
     jd=$(field "$out/janus-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')
     od=$(field "$out/ours-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')
@@ -257,11 +284,19 @@ for scen in "${list[@]}"; do
     o=$(us_of "$out/ours-$scen.txt")
     ju=$(user_of "$out/janus-$scen.txt")
     ou=$(user_of "$out/ours-$scen.txt")
+    r=$(us_of "$out/relay-$scen.txt")
     if [ -n "$j" ] && [ -n "$o" ]; then
         awk -v j="$j" -v o="$o" -v ju="$ju" -v ou="$ou" 'BEGIN {
-            if (o > 0 && ou > 0)
-                printf "Janus spent %.1fx the CPU per forwarded packet that we did (user space alone: %.1fx)\n", j / o, ju / ou
-            else print "Janus/ours: ours measured 0 CPU (too short a run)" }'
+            if (o <= 0) { print "Janus/ours: ours measured 0 CPU (too short a run)"; exit }
+            printf "Janus spent %.1fx the CPU per forwarded packet that we did", j / o
+            if (ou > 0) printf " (user space alone: %.1fx)", ju / ou
+            else printf " (our user time was below /proc'"'"'s 10 ms ticks)"
+            printf "\n" }'
+    fi
+    if [ -n "$j" ] && [ -n "$o" ] && [ -n "$r" ]; then
+        awk -v j="$j" -v o="$o" -v r="$r" 'BEGIN {
+            if (r > 0)
+                printf "The plain relay spent %.2f us per packet: Janus / relay = %.1fx (the most any server on kernel UDP could save), ours / relay = %.2fx\n", r, j / r, o / r }'
     fi
 done
 [ -n "$keep" ] && echo "(logs in $out)"

@@ -5,7 +5,10 @@
 //! One sender socket sends a datagram every 20 ms, of the size the server forwards for the
 //! load tester's audio publisher: a 12-byte RTP header, the same 80-byte Opus-shaped
 //! payload (ending with the send-time trailer from which latency is measured) and a 16-byte
-//! tag in place of SRTP's AES-GCM tag, 108 bytes in all. `--subscribers` receiver sockets
+//! tag in place of SRTP's AES-GCM tag, 108 bytes in all. `--datagram-size` and `--rate`
+//! change both (a video stream's packets: e.g. 1128 bytes, a full 1100-byte payload,
+//! 190 a second for 720p at 1.7 Mbit/s), with the trailer always at the end of the payload,
+//! before the tag. `--subscribers` receiver sockets
 //! register with the relay first (each retries until the relay answers) and count what
 //! arrives. They are the load tester's own sockets ([`PeerSocket`]: the datagrams the kernel
 //! dropped on them are counted apart from the relay's loss), spread over `--threads` worker
@@ -61,6 +64,14 @@ pub struct RelayLoadTestArgs {
     /// Receive buffer of each receiver socket in bytes (SO_RCVBUF; default: the system's)
     #[arg(long, value_name = "BYTES")]
     pub recv_buffer: Option<usize>,
+    /// Size of each datagram in bytes (default: a forwarded audio packet's, 108)
+    #[arg(long, value_name = "BYTES", default_value_t = DATAGRAM_LEN as u16,
+          value_parser = clap::value_parser!(u16).range(MIN_DATAGRAM_LEN as i64..=MAX_DATAGRAM_LEN as i64))]
+    pub datagram_size: u16,
+    /// Datagrams sent per second (default: one 20 ms audio frame each, 50)
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
 }
 
 /// RTP's fixed header.
@@ -69,16 +80,21 @@ const RTP_HEADER_LEN: usize = 12;
 const SRTP_TAG_LEN: usize = 16;
 /// One datagram: what the server sends each subscriber for the audio publisher.
 pub const DATAGRAM_LEN: usize = RTP_HEADER_LEN + AUDIO_PAYLOAD_LEN + SRTP_TAG_LEN;
-/// Time between datagrams (one 20 ms Opus frame each).
-const FRAME: Duration = Duration::from_millis(20);
+/// The smallest datagram that holds a header, a payload byte, the trailer and the tag.
+const MIN_DATAGRAM_LEN: usize = RTP_HEADER_LEN + 1 + TRAILER_LEN + SRTP_TAG_LEN;
+/// The largest: what fits an Ethernet MTU's IPv4 UDP datagram.
+const MAX_DATAGRAM_LEN: usize = 1472;
 /// Sending before the measured window starts.
 const WARM_UP: Duration = Duration::from_secs(1);
 /// How long a receiver waits for the relay's answer before registering again.
 const REGISTER_WAIT: Duration = Duration::from_millis(200);
 /// Registrations a receiver sends at most.
 const REGISTER_TRIES: u32 = 50;
-/// Where the send-time trailer sits in a datagram.
-const TRAILER_AT: usize = RTP_HEADER_LEN + AUDIO_PAYLOAD_LEN - TRAILER_LEN;
+/// Where the send-time trailer sits in a datagram of `len` bytes: at the end of the
+/// payload, before the tag.
+const fn trailer_at(len: usize) -> usize {
+    len - SRTP_TAG_LEN - TRAILER_LEN
+}
 
 fn unix_micros() -> u64 {
     SystemTime::now()
@@ -86,9 +102,11 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Writes datagram `n` into `buf`: RTP header (version 2, payload type 111), the Opus-shaped
-/// payload with its trailer stamped now, and a zero tag.
-fn audio_datagram(buf: &mut [u8; DATAGRAM_LEN], n: u32, ts_base: u32, ssrc: u32) {
+/// Writes datagram `n` into `buf` (at least [`MIN_DATAGRAM_LEN`] bytes): RTP header
+/// (version 2, payload type 111), the Opus-shaped payload with its trailer stamped now, and
+/// a zero tag.
+fn audio_datagram(buf: &mut [u8], n: u32, ts_base: u32, ssrc: u32) {
+    let at = trailer_at(buf.len());
     buf[0] = 0x80;
     buf[1] = 111;
     buf[2..4].copy_from_slice(&(n as u16).to_be_bytes());
@@ -96,20 +114,22 @@ fn audio_datagram(buf: &mut [u8; DATAGRAM_LEN], n: u32, ts_base: u32, ssrc: u32)
     buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
     // TOC byte of CELT 20 ms, then filler, as `perf load-test`'s audio publisher.
     buf[RTP_HEADER_LEN] = 31 << 3;
-    buf[RTP_HEADER_LEN + 1..TRAILER_AT].fill((n % 251) as u8);
-    buf[TRAILER_AT..TRAILER_AT + 4].copy_from_slice(&TRAILER_MAGIC.to_be_bytes());
-    buf[TRAILER_AT + 4..TRAILER_AT + 12].copy_from_slice(&unix_micros().to_be_bytes());
-    buf[TRAILER_AT + 12..].fill(0);
+    buf[RTP_HEADER_LEN + 1..at].fill((n % 251) as u8);
+    buf[at..at + 4].copy_from_slice(&TRAILER_MAGIC.to_be_bytes());
+    buf[at + 4..at + 12].copy_from_slice(&unix_micros().to_be_bytes());
+    buf[at + 12..].fill(0);
 }
 
 /// The send time of one of our datagrams; `None` for anything else (the relay's answers).
 fn datagram_time(d: &[u8]) -> Option<u64> {
-    if d.len() != DATAGRAM_LEN || d[TRAILER_AT..TRAILER_AT + 4] != TRAILER_MAGIC.to_be_bytes() {
+    if d.len() < MIN_DATAGRAM_LEN || d[0] != 0x80 {
         return None;
     }
-    Some(u64::from_be_bytes(
-        d[TRAILER_AT + 4..TRAILER_AT + 12].try_into().ok()?,
-    ))
+    let at = trailer_at(d.len());
+    if d[at..at + 4] != TRAILER_MAGIC.to_be_bytes() {
+        return None;
+    }
+    Some(u64::from_be_bytes(d[at + 4..at + 12].try_into().ok()?))
 }
 
 /// Counters shared by the receivers and the sender.
@@ -180,7 +200,14 @@ pub async fn run(args: &RelayLoadTestArgs) -> Result<Report, MediaError> {
     }
 
     let sender = tokio::net::UdpSocket::bind(local).await?;
-    let sending = tokio::spawn(send(sender, args.relay, live.clone(), stop.clone()));
+    let every = Duration::from_secs(1) / args.rate;
+    let sending = tokio::spawn(send(
+        sender,
+        args.relay,
+        (usize::from(args.datagram_size), every),
+        live.clone(),
+        stop.clone(),
+    ));
     let progress = tokio::spawn(progress_line(live.clone(), stop.clone(), total));
     tokio::time::sleep(WARM_UP).await;
 
@@ -219,16 +246,18 @@ pub async fn run(args: &RelayLoadTestArgs) -> Result<Report, MediaError> {
     }))
 }
 
-/// Sends a datagram every 20 ms until the run stops.
+/// Sends a datagram of `size` bytes `every` so often until the run stops.
 async fn send(
     socket: tokio::net::UdpSocket,
     relay: SocketAddr,
+    (size, every): (usize, Duration),
     live: Arc<Live>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
-    let mut buf = [0u8; DATAGRAM_LEN];
+    let mut buf = vec![0u8; size];
     let (ts_base, ssrc): (u32, u32) = (rand::random(), rand::random());
-    let mut tick = tokio::time::interval(FRAME);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut n: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
@@ -393,11 +422,17 @@ fn summarise(s: &Summary<'_>) -> Report {
     let mut human = String::new();
     let _ = writeln!(
         human,
-        "Relay load test against {}: {:.1} s measured{}; 1 sender ({DATAGRAM_LEN}-byte datagrams every {} ms, the size the server forwards for an audio publisher), {} subscribers",
+        "Relay load test against {}: {:.1} s measured{}; 1 sender ({}-byte datagrams, {} a second{}), {} subscribers",
         a.relay,
         s.run_time.as_secs_f64(),
         if s.interrupted { " (interrupted)" } else { "" },
-        FRAME.as_millis(),
+        a.datagram_size,
+        a.rate,
+        if (usize::from(a.datagram_size), a.rate) == (DATAGRAM_LEN, 50) {
+            ": what the server forwards for an audio publisher"
+        } else {
+            ""
+        },
         a.subscribers
     );
     let _ = writeln!(
@@ -449,7 +484,8 @@ fn summarise(s: &Summary<'_>) -> Report {
         "registered": s.registered,
         "refused": s.refused,
         "registration_failures": s.failed,
-        "datagram_bytes": DATAGRAM_LEN,
+        "datagram_bytes": a.datagram_size,
+        "datagrams_per_second": a.rate,
         "sent": s.sent,
         "send_error": s.send_error,
         "packets": packets,
@@ -477,6 +513,10 @@ mod tests {
         assert_eq!(DATAGRAM_LEN, 108);
         let mut buf = [0u8; DATAGRAM_LEN];
         audio_datagram(&mut buf, 3, 1000, 0xabcd);
+        assert_eq!(
+            trailer_at(DATAGRAM_LEN),
+            RTP_HEADER_LEN + AUDIO_PAYLOAD_LEN - TRAILER_LEN
+        );
         assert_eq!(buf[0] >> 6, 2);
         assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), 3);
         assert_eq!(
@@ -510,7 +550,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_short_run_through_a_relay_counts_every_datagram() {
+    fn a_short_run_of_video_sized_datagrams_through_a_relay_counts_every_one() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -525,6 +565,8 @@ mod tests {
             duration: Duration::from_millis(500),
             threads: Some(2),
             recv_buffer: None,
+            datagram_size: 1128,
+            rate: 200,
         };
         let report = rt.block_on(run(&args)).unwrap();
         stop.send(()).unwrap();
@@ -534,7 +576,9 @@ mod tests {
         let j = &report.json;
         assert_eq!(j["registered"], 5, "{}", report.human);
         let sent = j["sent"].as_u64().unwrap();
-        assert!(sent >= 50, "{}", report.human);
+        // A second of warm-up and half a second measured, at 200 a second.
+        assert!(sent >= 250, "{}", report.human);
+        assert_eq!(j["datagram_bytes"], 1128);
         assert_eq!(j["packets"].as_u64().unwrap(), 5 * sent, "{}", report.human);
         assert_eq!(j["lost"], 0);
         assert!(j["steady"]["packets"].as_u64().unwrap() > 0);
