@@ -18,6 +18,11 @@
 //! 4. Consent freshness (RFC 7675): the driver calls [`IceLite::handle_timeout`] at
 //!    [`IceLite::poll_timeout`]; without a check for 30 s an address loses consent, and with
 //!    none left the state is [`IceState::Disconnected`].
+//! 5. A peer whose selected address has sent no check for [`PROBE_AFTER_SILENCE`] (its
+//!    owner asks [`IceLite::check_silence`] now and then) gets checks of ours every
+//!    [`PROBE_INTERVAL`] ([`IceLite::poll_probe`], a controlled agent's consent check) until
+//!    it answers, checks us again or loses consent: a client whose network comes back hears
+//!    from us at once and revives the path without an ICE restart.
 //!
 //! Our own client (and the simulated client of the deterministic simulation) is the other
 //! role: [`IceAgent`], a controlling full agent that sends checks with USE-CANDIDATE to the
@@ -46,11 +51,12 @@ pub use credentials::{PWD_LEN, UFRAG_LEN, new_transaction_id, random_pwd, random
 pub use error::StunError;
 pub use lite::{
     CONSENT_TIMEOUT, IceInput, IceLite, IceState, MAX_VALID_SOURCES, MOVE_AFTER_SILENCE,
+    PROBE_AFTER_SILENCE, PROBE_INTERVAL,
 };
 pub use stun::{
     BindingRequest, BindingResponse, MAX_MESSAGE_LEN, is_stun, parse_binding_request,
     parse_binding_response, stun_username, stun_username_str, write_binding_error,
-    write_binding_request, write_binding_success,
+    write_binding_request, write_binding_success, write_controlled_check,
 };
 
 #[cfg(test)]

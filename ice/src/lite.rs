@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::StunError;
 use crate::stun::{
-    BINDING_INDICATION, BINDING_REQUEST, parse_binding_request, scan, stun_username_str,
-    write_binding_error, write_binding_success,
+    BINDING_ERROR, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, parse_binding_request,
+    parse_binding_response, scan, stun_username_str, write_binding_error, write_binding_success,
+    write_controlled_check,
 };
 
 /// Consent expires when no check arrived for this long (RFC 7675 §5.1).
@@ -20,6 +21,16 @@ pub const MAX_VALID_SOURCES: usize = 8;
 /// (libwebrtc every 2.5 s, consent checks every 4-6 s, RFC 7675 §5.1) and so is not moved
 /// to a backup path it merely validated.
 pub const MOVE_AFTER_SILENCE: Duration = Duration::from_secs(8);
+/// The selected address silent (no check from the peer) this long: the peer's path may have
+/// gone down, so we check it ourselves every [`PROBE_INTERVAL`] until it answers, checks us
+/// again, or loses consent. A client whose network comes back then hears from us within
+/// that interval, and answering revives its side of the path (libwebrtc checks a connection
+/// again at once when it receives a check on it) without waiting for its own backed-off
+/// checks or an ICE restart through the signal connection. Clients check the selected
+/// address every 2.5-5 s (libwebrtc, RFC 7675), so a healthy peer is never probed.
+pub const PROBE_AFTER_SILENCE: Duration = Duration::from_secs(6);
+/// Time between our checks of a silent peer.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Transaction ids of recent checks remembered, so that a check replayed from another
 /// address cannot move the peer's media there.
 const RECENT_CHECKS: usize = 16;
@@ -68,7 +79,9 @@ struct Source {
 /// [`selected`](Self::selected). The driver calls [`handle_timeout`](Self::handle_timeout) at
 /// [`poll_timeout`](Self::poll_timeout).
 ///
-/// A lite agent is always controlled (RFC 8445 §6.1.1) and sends no checks of its own.
+/// A lite agent is always controlled (RFC 8445 §6.1.1) and sends no connectivity checks of
+/// its own; it does check a peer that has gone silent ([`PROBE_AFTER_SILENCE`]), as a
+/// consent check (RFC 7675), so that a client whose network comes back finds its path alive.
 #[derive(Debug)]
 pub struct IceLite {
     local_ufrag: String,
@@ -83,6 +96,13 @@ pub struct IceLite {
     recent: [([u8; 12], Option<SocketAddr>); RECENT_CHECKS],
     next_recent: usize,
     state: IceState,
+    /// When our next check of a silent peer goes out; `None` while the peer is heard.
+    probe_at: Option<Instant>,
+    /// A check of ours is due ([`IceLite::poll_probe`]).
+    probe_due: bool,
+    /// Our last check's transaction id: its answer refreshes consent.
+    probe_tid: Option<[u8; 12]>,
+    tie_breaker: u64,
 }
 
 impl IceLite {
@@ -98,6 +118,10 @@ impl IceLite {
             recent: [([0; 12], None); RECENT_CHECKS],
             next_recent: 0,
             state: IceState::New,
+            probe_at: None,
+            probe_due: false,
+            probe_tid: None,
+            tie_breaker: rand::random(),
         }
     }
 
@@ -167,6 +191,7 @@ impl IceLite {
         match layout.message_type {
             BINDING_REQUEST => {}
             BINDING_INDICATION => return Ok(IceInput::default()),
+            BINDING_SUCCESS | BINDING_ERROR => return self.handle_answer(now, from, buf),
             _ => return Err(StunError::UnexpectedMessage),
         }
         let username = stun_username_str(buf).ok_or(StunError::MissingUsername)?;
@@ -217,12 +242,79 @@ impl IceLite {
             self.nominated = Some(from);
         }
         self.state = IceState::Connected;
+        if !self.is_silent(now) {
+            self.probe_at = None;
+            self.probe_due = false;
+        }
         Ok(IceInput {
             response_written: true,
             became_valid,
             nominated: request.use_candidate,
             moved: before.is_some_and(|b| b != from) && self.selected() == Some(from),
         })
+    }
+
+    /// An answer to one of our checks of a silent peer: a success from the address we
+    /// checked refreshes its consent (RFC 7675 §5.1) and ends the probing.
+    fn handle_answer(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<IceInput, StunError> {
+        // Only an answer to our outstanding check, from where it went, is read further.
+        let tid = buf.get(8..20).and_then(|t| <[u8; 12]>::try_from(t).ok());
+        if tid.is_none() || self.probe_tid != tid || self.selected() != Some(from) {
+            return Err(StunError::UnexpectedMessage);
+        }
+        let pwd = self
+            .remote_pwd
+            .as_deref()
+            .ok_or(StunError::UnexpectedMessage)?;
+        let answer = parse_binding_response(buf, pwd)?;
+        self.probe_tid = None;
+        if answer.success {
+            self.record_check(now, from);
+            self.probe_at = None;
+            self.probe_due = false;
+        }
+        // An error answer (a restarted or closed agent) leaves consent to expire.
+        Ok(IceInput::default())
+    }
+
+    /// Whether a check of ours waits in [`IceLite::poll_probe`].
+    pub fn probe_due(&self) -> bool {
+        self.probe_due
+    }
+
+    /// Writes our check of a silent peer to `out` when one is due, and returns where it
+    /// goes (the selected address).
+    pub fn poll_probe(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        if !std::mem::take(&mut self.probe_due) {
+            return None;
+        }
+        let to = self.selected()?;
+        let pwd = self.remote_pwd.as_deref()?;
+        let username = format!("{}:{}", self.remote_ufrag.as_deref()?, self.local_ufrag);
+        let tid = crate::new_transaction_id();
+        // A host candidate's priority (RFC 8445 §5.1.2.1, type preference 126).
+        write_controlled_check(out, tid, &username, pwd, 0x7eff_ffff, self.tie_breaker).ok()?;
+        self.probe_tid = Some(tid);
+        Some(to)
+    }
+
+    /// Whether the selected address has had no check for [`PROBE_AFTER_SILENCE`] (and we
+    /// can sign a check of our own).
+    fn is_silent(&self, now: Instant) -> bool {
+        let Some(selected) = self.selected() else {
+            return false;
+        };
+        self.remote_pwd.is_some()
+            && self
+                .sources
+                .iter()
+                .find(|s| s.addr == selected)
+                .is_some_and(|s| now >= s.last_check + PROBE_AFTER_SILENCE)
     }
 
     /// Where media goes: the address of the last nomination or of the last first check from
@@ -257,13 +349,42 @@ impl IceLite {
         if self.state == IceState::Connected && self.sources.is_empty() {
             self.state = IceState::Disconnected;
         }
+        if let Some(at) = self.probe_at {
+            if !self.is_silent(now) {
+                self.probe_at = None;
+                self.probe_due = false;
+            } else if now >= at {
+                self.probe_due = true;
+                self.probe_at = Some(now + PROBE_INTERVAL);
+            }
+        }
     }
 
-    /// When consent next expires on some address.
+    /// Starts checking the peer ourselves when its selected address has been silent for
+    /// [`PROBE_AFTER_SILENCE`]; true when a check is now due ([`IceLite::poll_probe`]). The
+    /// owner calls this now and then (the media core: once a second over its peers) rather
+    /// than every peer keeping a timer that its own checks would keep moving; once probing,
+    /// the next checks are in [`IceLite::poll_timeout`].
+    pub fn check_silence(&mut self, now: Instant) -> bool {
+        if self.probe_at.is_some() || !self.is_silent(now) {
+            return false;
+        }
+        self.probe_due = true;
+        self.probe_at = Some(now + PROBE_INTERVAL);
+        true
+    }
+
+    /// Whether we are checking a silent peer ourselves.
+    pub fn probing(&self) -> bool {
+        self.probe_at.is_some()
+    }
+
+    /// When consent next expires on some address, or our next check of a silent peer is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sources
             .iter()
             .map(|source| source.last_check + CONSENT_TIMEOUT)
+            .chain(self.probe_at)
             .min()
     }
 

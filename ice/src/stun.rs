@@ -64,8 +64,8 @@ const ATTR_FINGERPRINT: u16 = 0x8028;
 /// Message types (method and class bits together), RFC 5389 §6.
 pub(crate) const BINDING_REQUEST: u16 = 0x0001;
 pub(crate) const BINDING_INDICATION: u16 = 0x0011;
-const BINDING_SUCCESS: u16 = 0x0101;
-const BINDING_ERROR: u16 = 0x0111;
+pub(crate) const BINDING_SUCCESS: u16 = 0x0101;
+pub(crate) const BINDING_ERROR: u16 = 0x0111;
 
 /// Whether `buf` looks like a STUN message: the first byte is 0..=3 (RFC 7983 demultiplexing)
 /// and the magic cookie sits at bytes 4..8 of a full 20-byte header.
@@ -250,6 +250,28 @@ pub fn write_binding_request(
     if use_candidate {
         message.add_attribute(UseCandidate::new());
     }
+    finish(message, Some(remote_pwd), out)
+}
+
+/// Appends a check as the controlled agent sends it (a consent check, RFC 7675 §5.1):
+/// USERNAME `remote:local`, ICE-CONTROLLED, PRIORITY, MESSAGE-INTEGRITY with the remote
+/// password, FINGERPRINT.
+pub fn write_controlled_check(
+    out: &mut Vec<u8>,
+    transaction_id: [u8; 12],
+    username: &str,
+    remote_pwd: &str,
+    priority: u32,
+    tie_breaker: u64,
+) -> Result<(), StunError> {
+    let mut message = Message::new(
+        MessageClass::Request,
+        BINDING,
+        TransactionId::new(transaction_id),
+    );
+    message.add_attribute(Username::new(username.to_owned()).map_err(|_| StunError::Encode)?);
+    message.add_attribute(IceControlled::new(tie_breaker));
+    message.add_attribute(Priority::new(priority));
     finish(message, Some(remote_pwd), out)
 }
 

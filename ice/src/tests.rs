@@ -871,3 +871,144 @@ fn random_and_truncated_input_never_panics() {
         exercise(&buf, &mut lite, now);
     }
 }
+
+const CLIENT_PWD: &str = "client-password-0123456789";
+
+/// A success answer to our check `tid`, signed as the client signs it.
+fn client_answer(tid: [u8; 12], to: SocketAddr) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_binding_success(&mut out, tid, to, CLIENT_PWD).unwrap();
+    out
+}
+
+#[test]
+fn lite_checks_a_silent_peer_every_500_ms_until_it_answers() {
+    let mut lite = lite();
+    let t0 = Instant::now();
+    let from = addr(1, 1000);
+    let mut out = Vec::new();
+    lite.handle_stun(t0, from, &server_check(true).0, &mut out)
+        .unwrap();
+    out.clear();
+
+    // Checked 5 s ago: not silent yet.
+    assert!(!lite.check_silence(t0 + Duration::from_secs(5)));
+    assert_eq!(lite.poll_probe(&mut out), None);
+    assert_eq!(lite.poll_timeout(), Some(t0 + CONSENT_TIMEOUT));
+
+    let t1 = t0 + PROBE_AFTER_SILENCE;
+    assert!(lite.check_silence(t1));
+    assert!(lite.probing());
+    assert_eq!(lite.poll_probe(&mut out), Some(from));
+    // A controlled agent's check, signed with the client's password, named `client:server`.
+    let first = parse_binding_request(&out, CLIENT_PWD).unwrap();
+    assert_eq!(first.username, format!("{CLIENT_UFRAG}:{SERVER_UFRAG}"));
+    assert!(first.ice_controlled.is_some() && first.ice_controlling.is_none());
+    assert!(!first.use_candidate);
+    assert!(parse_binding_request(&out, SERVER_PWD).is_err());
+    out.clear();
+    assert_eq!(lite.poll_probe(&mut out), None, "one check per due time");
+    assert!(
+        !lite.check_silence(t1 + Duration::from_millis(100)),
+        "already checking"
+    );
+    assert_eq!(lite.poll_timeout(), Some(t1 + PROBE_INTERVAL));
+
+    lite.handle_timeout(t1 + PROBE_INTERVAL);
+    assert_eq!(lite.poll_probe(&mut out), Some(from));
+    let second = parse_binding_request(&out, CLIENT_PWD).unwrap();
+    assert_ne!(second.transaction_id, first.transaction_id);
+    out.clear();
+
+    // An answer to the earlier check, or from elsewhere, is refused; the answer to the last
+    // one refreshes consent and ends the checking.
+    let at = t1 + Duration::from_millis(600);
+    assert_eq!(
+        lite.handle_stun(
+            at,
+            from,
+            &client_answer(first.transaction_id, from),
+            &mut out
+        ),
+        Err(StunError::UnexpectedMessage)
+    );
+    assert_eq!(
+        lite.handle_stun(
+            at,
+            addr(2, 1000),
+            &client_answer(second.transaction_id, from),
+            &mut out
+        ),
+        Err(StunError::UnexpectedMessage)
+    );
+    let mut forged = Vec::new();
+    write_binding_success(&mut forged, second.transaction_id, from, "not-the-password").unwrap();
+    assert!(lite.handle_stun(at, from, &forged, &mut out).is_err());
+    assert!(lite.probing());
+    assert_eq!(
+        lite.handle_stun(
+            at,
+            from,
+            &client_answer(second.transaction_id, from),
+            &mut out
+        ),
+        Ok(IceInput::default())
+    );
+    assert!(out.is_empty(), "an answer is not answered");
+    assert!(!lite.probing());
+    assert_eq!(lite.poll_timeout(), Some(at + CONSENT_TIMEOUT));
+    assert!(!lite.check_silence(at + Duration::from_secs(5)));
+    assert!(lite.check_silence(at + PROBE_AFTER_SILENCE));
+}
+
+#[test]
+fn lite_stops_checking_a_peer_that_checks_again() {
+    let mut lite = lite();
+    let t0 = Instant::now();
+    let from = addr(1, 1000);
+    let mut out = Vec::new();
+    lite.handle_stun(t0, from, &server_check(true).0, &mut out)
+        .unwrap();
+    let t1 = t0 + PROBE_AFTER_SILENCE;
+    assert!(lite.check_silence(t1));
+    lite.handle_stun(
+        t1 + Duration::from_millis(200),
+        from,
+        &server_check(false).0,
+        &mut out,
+    )
+    .unwrap();
+    assert!(!lite.probing());
+    lite.handle_timeout(t1 + PROBE_INTERVAL);
+    out.clear();
+    assert_eq!(lite.poll_probe(&mut out), None);
+}
+
+#[test]
+fn lite_checks_an_unanswering_peer_only_until_consent_expires() {
+    let mut lite = lite();
+    let t0 = Instant::now();
+    let from = addr(1, 1000);
+    let mut out = Vec::new();
+    lite.handle_stun(t0, from, &server_check(true).0, &mut out)
+        .unwrap();
+    assert!(lite.check_silence(t0 + PROBE_AFTER_SILENCE));
+    let mut checks = 0;
+    let mut now = t0;
+    while let Some(next) = lite.poll_timeout() {
+        out.clear();
+        if lite.poll_probe(&mut out).is_some() {
+            checks += 1;
+        }
+        assert!(next >= now && checks < 100);
+        now = next;
+        lite.handle_timeout(now);
+    }
+    // From 6 s to 30 s of silence, one every 500 ms; then nothing is left to check.
+    let expected =
+        ((CONSENT_TIMEOUT - PROBE_AFTER_SILENCE).as_millis() / PROBE_INTERVAL.as_millis()) as usize;
+    assert!((expected..=expected + 1).contains(&checks), "{checks}");
+    assert_eq!(lite.state(), IceState::Disconnected);
+    assert!(!lite.probing());
+    assert!(!lite.check_silence(now + Duration::from_secs(10)));
+}

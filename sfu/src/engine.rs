@@ -248,6 +248,8 @@ pub struct Engine {
     /// Where retransmissions are rebuilt into the packets they repair.
     scratch: Vec<u8>,
     rtcp: RtcpScratch,
+    /// Peers a silence sweep started checking (kept for its capacity).
+    silent_scratch: Vec<PeerId>,
     next_report: Option<Instant>,
     next_levels: Option<Instant>,
     /// Highest upstream loss per publishing peer since the last `Loss` event.
@@ -263,6 +265,23 @@ pub struct Engine {
     /// What was forwarded and heard.
     pub traffic: Traffic,
     limits: MediaLimits,
+}
+
+/// Sends our check of a silent peer when its ICE has one due.
+fn probe(p: &mut Peer, id: PeerId, pool: &mut Vec<Vec<u8>>, transmits: &mut VecDeque<Transmit>) {
+    if !p.ice.probe_due() {
+        return;
+    }
+    let mut out = take_buf(pool);
+    if let Some(to) = p.ice.poll_probe(&mut out) {
+        tracing::debug!(peer = ?id, %to, "peer silent: checking its path");
+        transmits.push_back(Transmit {
+            dest: to,
+            data: out,
+        });
+    } else {
+        pool.push(out);
+    }
 }
 
 fn take_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
@@ -459,6 +478,7 @@ impl Engine {
             next_probe: None,
             scratch: Vec::with_capacity(1500),
             rtcp: RtcpScratch::default(),
+            silent_scratch: Vec::new(),
             next_report: None,
             next_levels: None,
             loss: Vec::new(),
@@ -1938,6 +1958,7 @@ impl Engine {
             }
             p.armed = None;
             p.ice.handle_timeout(now);
+            probe(p, id, &mut self.pool, &mut self.transmits);
             // Addresses whose consent expired no longer route to the peer.
             if p.addrs.iter().any(|a| !p.ice.is_valid_source(*a)) {
                 let (ice, by_addr) = (&p.ice, &mut self.by_addr);
@@ -2004,6 +2025,7 @@ impl Engine {
                 }
             }
             self.send_receiver_reports(now);
+            self.sweep_silence(now);
             self.reports_since_loss += 1;
             if self.reports_since_loss >= 5 {
                 self.reports_since_loss = 0;
@@ -2016,6 +2038,27 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Looks over the peers for one whose selected path has gone silent, and starts checking
+    /// it ourselves (RFC 7675 consent checks, every 500 ms from then on, on its own timer).
+    /// It runs with the receiver reports, once a second while the shard has media (a few
+    /// nanoseconds a peer, and no wake-up of its own), instead of a timer per peer that
+    /// every check from it would move: what a path coming back needs is its media flowing
+    /// again at once. A shard without media does not look (its peers' clients find their
+    /// paths again with their own checks or an ICE restart).
+    fn sweep_silence(&mut self, now: Instant) {
+        let mut started = std::mem::take(&mut self.silent_scratch);
+        for (id, p) in self.peers.iter_mut() {
+            if p.ice.check_silence(now) {
+                probe(p, *id, &mut self.pool, &mut self.transmits);
+                started.push(*id);
+            }
+        }
+        for id in started.drain(..) {
+            self.arm(id);
+        }
+        self.silent_scratch = started;
     }
 
     fn send_nacks(&mut self, now: Instant) {

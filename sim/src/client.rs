@@ -425,6 +425,25 @@ impl Client {
         self.pc.protect_rtcp(buf).ok().flatten()
     }
 
+    /// A consent check to the server (as the agent sends every few seconds), returned
+    /// instead of sent (for tests that drive the engine directly).
+    pub fn consent_check(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let username = format!("{}:{}", self.creds.server_ufrag, self.creds.client_ufrag);
+        let tid = std::array::from_fn(|_| self.rng.next_u32() as u8);
+        lkr_ice::write_binding_request(
+            &mut out,
+            tid,
+            &username,
+            &self.creds.server_pwd,
+            0x6e00_01ff,
+            self.rng.next_u64(),
+            false,
+        )
+        .expect("a check encodes");
+        out
+    }
+
     /// Sends a PLI for an incoming stream.
     pub fn send_pli(&mut self, media_ssrc: u32) {
         let sender = self.feedback_ssrc;

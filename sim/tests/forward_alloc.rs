@@ -234,6 +234,25 @@ fn batches_to_a_hundred_subscribers_with_feedback_allocate_nothing() {
     let mut rounds: Vec<Round> = (0..ROUNDS)
         .map(|r| make_round(clients, ROUNDS + r, false))
         .collect();
+    // Clients keep consent as real ones do (a check every 2.5-5 s): one check each right
+    // before the window, which is shorter than the silence after which the server checks a
+    // peer's path itself (`lkr_ice::PROBE_AFTER_SILENCE`).
+    assert!(
+        Duration::from_millis(40) * ROUNDS as u32 + Duration::from_secs(1)
+            < lkr_ice::PROBE_AFTER_SILENCE
+    );
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut check = c.consent_check();
+        let addr = if i == 0 {
+            from
+        } else {
+            subscriber_addrs[i - 1]
+        };
+        engine.handle_receive(t, addr, &mut check);
+    }
+    while let Some(tx) = engine.poll_transmit() {
+        engine.recycle(tx.data);
+    }
     let (mut media_out, mut feedback_out, mut loss_reports) = (0, 0, 0);
     let allocations = count_allocations(|| {
         for round in &mut rounds {
