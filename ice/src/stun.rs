@@ -239,18 +239,16 @@ pub fn write_binding_request(
     tie_breaker: u64,
     use_candidate: bool,
 ) -> Result<(), StunError> {
-    let mut message = Message::new(
-        MessageClass::Request,
-        BINDING,
-        TransactionId::new(transaction_id),
-    );
-    message.add_attribute(Username::new(username.to_owned()).map_err(|_| StunError::Encode)?);
-    message.add_attribute(IceControlling::new(tie_breaker));
-    message.add_attribute(Priority::new(priority));
-    if use_candidate {
-        message.add_attribute(UseCandidate::new());
-    }
-    finish(message, Some(remote_pwd), out)
+    let role = IceAttribute::IceControlling(IceControlling::new(tie_breaker));
+    write_check(
+        out,
+        transaction_id,
+        username,
+        remote_pwd,
+        priority,
+        role,
+        use_candidate,
+    )
 }
 
 /// Appends a check as the controlled agent sends it (a consent check, RFC 7675 §5.1):
@@ -264,14 +262,38 @@ pub fn write_controlled_check(
     priority: u32,
     tie_breaker: u64,
 ) -> Result<(), StunError> {
+    let role = IceAttribute::IceControlled(IceControlled::new(tie_breaker));
+    write_check(
+        out,
+        transaction_id,
+        username,
+        remote_pwd,
+        priority,
+        role,
+        false,
+    )
+}
+
+fn write_check(
+    out: &mut Vec<u8>,
+    transaction_id: [u8; 12],
+    username: &str,
+    remote_pwd: &str,
+    priority: u32,
+    role: IceAttribute,
+    use_candidate: bool,
+) -> Result<(), StunError> {
     let mut message = Message::new(
         MessageClass::Request,
         BINDING,
         TransactionId::new(transaction_id),
     );
     message.add_attribute(Username::new(username.to_owned()).map_err(|_| StunError::Encode)?);
-    message.add_attribute(IceControlled::new(tie_breaker));
+    message.add_attribute(role);
     message.add_attribute(Priority::new(priority));
+    if use_candidate {
+        message.add_attribute(UseCandidate::new());
+    }
     finish(message, Some(remote_pwd), out)
 }
 

@@ -429,10 +429,7 @@ const CLIENT_UFRAG: &str = "cliU";
 
 fn lite() -> IceLite {
     let mut lite = IceLite::new(SERVER_UFRAG.to_owned(), SERVER_PWD.to_owned());
-    lite.set_remote_credentials(
-        CLIENT_UFRAG.to_owned(),
-        "client-password-0123456789".to_owned(),
-    );
+    lite.set_remote_credentials(CLIENT_UFRAG.to_owned(), CLIENT_PWD.to_owned());
     lite
 }
 
@@ -874,6 +871,15 @@ fn random_and_truncated_input_never_panics() {
 
 const CLIENT_PWD: &str = "client-password-0123456789";
 
+/// A responder whose peer nominated `addr(1, 1000)` at the returned instant.
+fn nominated() -> (IceLite, Instant, SocketAddr) {
+    let mut lite = lite();
+    let (t0, from) = (Instant::now(), addr(1, 1000));
+    lite.handle_stun(t0, from, &server_check(true).0, &mut Vec::new())
+        .unwrap();
+    (lite, t0, from)
+}
+
 /// A success answer to our check `tid`, signed as the client signs it.
 fn client_answer(tid: [u8; 12], to: SocketAddr) -> Vec<u8> {
     let mut out = Vec::new();
@@ -883,12 +889,8 @@ fn client_answer(tid: [u8; 12], to: SocketAddr) -> Vec<u8> {
 
 #[test]
 fn lite_checks_a_silent_peer_every_500_ms_until_it_answers() {
-    let mut lite = lite();
-    let t0 = Instant::now();
-    let from = addr(1, 1000);
+    let (mut lite, t0, from) = nominated();
     let mut out = Vec::new();
-    lite.handle_stun(t0, from, &server_check(true).0, &mut out)
-        .unwrap();
     out.clear();
 
     // Checked 5 s ago: not silent yet.
@@ -963,12 +965,8 @@ fn lite_checks_a_silent_peer_every_500_ms_until_it_answers() {
 
 #[test]
 fn lite_stops_checking_a_peer_that_checks_again() {
-    let mut lite = lite();
-    let t0 = Instant::now();
-    let from = addr(1, 1000);
+    let (mut lite, t0, from) = nominated();
     let mut out = Vec::new();
-    lite.handle_stun(t0, from, &server_check(true).0, &mut out)
-        .unwrap();
     let t1 = t0 + PROBE_AFTER_SILENCE;
     assert!(lite.check_silence(t1));
     lite.handle_stun(
@@ -986,12 +984,8 @@ fn lite_stops_checking_a_peer_that_checks_again() {
 
 #[test]
 fn lite_checks_an_unanswering_peer_only_until_consent_expires() {
-    let mut lite = lite();
-    let t0 = Instant::now();
-    let from = addr(1, 1000);
+    let (mut lite, t0, from) = nominated();
     let mut out = Vec::new();
-    lite.handle_stun(t0, from, &server_check(true).0, &mut out)
-        .unwrap();
     assert!(lite.check_silence(t0 + PROBE_AFTER_SILENCE));
     let mut checks = 0;
     let mut now = t0;
