@@ -984,7 +984,7 @@ fn lite_stops_checking_a_peer_that_checks_again() {
 
 #[test]
 fn lite_checks_an_unanswering_peer_only_until_consent_expires() {
-    let (mut lite, t0, from) = nominated();
+    let (mut lite, t0, _) = nominated();
     let mut out = Vec::new();
     assert!(lite.check_silence(t0 + PROBE_AFTER_SILENCE));
     let mut checks = 0;
