@@ -147,6 +147,64 @@ where
     Ok(())
 }
 
+/// Messages written between two looks at the rest of the session's queue at most.
+const BATCH: usize = 32;
+
+/// Writes `first` and whatever else the session's queue already holds (up to [`BATCH`]
+/// messages), flushing once the buffered frames reach [`MAX_FRAME`] bytes and at the end
+/// rather than after every message: a join's burst (the join response, an offer, updates)
+/// leaves in one or two writes to the socket instead of one each. A message longer than
+/// [`MAX_FRAME`] goes out in fragments as [`send`] writes it. Returns what was met in the
+/// queue and is not a signal message (`Some(None)`: the queue has ended), for the caller to
+/// handle next.
+async fn write_queued<S>(
+    ws: &mut WebSocketStream<S>,
+    first: Arc<Outgoing>,
+    rx: &mut tokio::sync::mpsc::Receiver<ToSession>,
+    json: bool,
+) -> Result<Option<Option<ToSession>>, tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::sync::mpsc::error::TryRecvError;
+    let mut buffered = 0;
+    let mut next = Some(first);
+    let mut written = 0;
+    let mut leftover = None;
+    while let Some(m) = next.take() {
+        if let Some(frame) = m.frame(json) {
+            let len = frame.len();
+            if len > MAX_FRAME {
+                if buffered > 0 {
+                    ws.flush().await?;
+                    buffered = 0;
+                }
+                send(ws, frame).await?;
+            } else {
+                ws.feed(frame).await?;
+                buffered += len;
+                if buffered >= MAX_FRAME {
+                    ws.flush().await?;
+                    buffered = 0;
+                }
+            }
+        }
+        written += 1;
+        if written < BATCH {
+            match rx.try_recv() {
+                Ok(ToSession::Signal(m)) => next = Some(m),
+                Ok(other) => leftover = Some(Some(other)),
+                Err(TryRecvError::Disconnected) => leftover = Some(None),
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+    }
+    if buffered > 0 {
+        ws.flush().await?;
+    }
+    Ok(leftover)
+}
+
 /// Runs a session on an accepted WebSocket until it ends.
 pub async fn run<S>(mut ws: WebSocketStream<S>, control: Control, joined: Joined)
 where
@@ -164,7 +222,7 @@ where
     // clients ping every `ping_interval`) for the ping timeout is treated as gone.
     let silence = tokio::time::sleep(PING_TIMEOUT);
     tokio::pin!(silence);
-    let end = loop {
+    let end = 'session: loop {
         tokio::select! {
             frame = ws.next() => {
                 let Some(Ok(frame)) = frame else { break End::Gone };
@@ -213,34 +271,38 @@ where
                 tracing::info!(participant = %psid, "no signal message within the ping timeout");
                 break End::Gone;
             }
-            out = rx.recv() => match out {
-                Some(ToSession::Signal(m)) => {
-                    let Some(frame) = m.frame(json) else { continue };
-                    if send(&mut ws, frame).await.is_err() {
-                        break End::Gone;
+            out = rx.recv() => {
+                let mut out = out;
+                loop {
+                    match out {
+                        Some(ToSession::Signal(m)) => match write_queued(&mut ws, m, &mut rx, json).await {
+                            Ok(Some(next)) => out = next,
+                            Ok(None) => break,
+                            Err(_) => break 'session End::Gone,
+                        },
+                        Some(ToSession::Close(leave)) => {
+                            if let Some(l) = leave
+                                && let Some(frame) = encode(&Resp::Leave(l), json)
+                            {
+                                let _ = ws.send(frame).await;
+                            }
+                            break 'session End::Closed;
+                        }
+                        None => {
+                            let leave = pb::LeaveRequest {
+                                can_reconnect: false,
+                                reason: pb::DisconnectReason::ServerShutdown as i32,
+                                action: pb::leave_request::Action::Disconnect as i32,
+                                regions: None,
+                            };
+                            if let Some(frame) = encode(&Resp::Leave(leave), json) {
+                                let _ = ws.send(frame).await;
+                            }
+                            break 'session End::Shutdown;
+                        }
                     }
                 }
-                Some(ToSession::Close(leave)) => {
-                    if let Some(l) = leave
-                        && let Some(frame) = encode(&Resp::Leave(l), json)
-                    {
-                        let _ = ws.send(frame).await;
-                    }
-                    break End::Closed;
-                }
-                None => {
-                    let leave = pb::LeaveRequest {
-                        can_reconnect: false,
-                        reason: pb::DisconnectReason::ServerShutdown as i32,
-                        action: pb::leave_request::Action::Disconnect as i32,
-                        regions: None,
-                    };
-                    if let Some(frame) = encode(&Resp::Leave(leave), json) {
-                        let _ = ws.send(frame).await;
-                    }
-                    break End::Shutdown;
-                }
-            },
+            }
             _ = abort.notified() => break End::Aborted,
         }
     };
@@ -351,6 +413,126 @@ mod tests {
         assert_eq!(shapes[11].0, OpCode::Data(Data::Binary));
         assert_eq!(&got[..big.len()], &big[..]);
         assert_eq!(&got[big.len()..], &payload(100)[..]);
+    }
+
+    /// The server's end of a connection, counting the writes it is asked for (on a TCP
+    /// socket, one system call each).
+    struct CountingIo {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingIo {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingIo {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    fn outgoing(text: &str) -> Arc<Outgoing> {
+        Arc::new(Outgoing::new(Arc::new(Resp::RoomUpdate(pb::RoomUpdate {
+            room: Some(pb::Room {
+                name: text.into(),
+                ..Default::default()
+            }),
+        }))))
+    }
+
+    fn room_name(m: WsMessage) -> String {
+        let WsMessage::Binary(b) = m else {
+            panic!("not binary: {m:?}")
+        };
+        match pb::SignalResponse::decode(b).unwrap().message {
+            Some(Resp::RoomUpdate(u)) => u.room.unwrap().name,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Queued messages leave together: ten small ones in one write, in order; a long one
+    /// in the middle goes in fragments after what was buffered before it; a close met in
+    /// the queue is handed back, and what follows it stays queued.
+    #[tokio::test]
+    async fn queued_messages_leave_in_few_writes_and_in_order() {
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = CountingIo {
+            inner: server_io,
+            writes: writes.clone(),
+        };
+        let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+
+        for i in 1..10 {
+            tx.send(ToSession::Signal(outgoing(&format!("m{i}"))))
+                .await
+                .unwrap();
+        }
+        let left = write_queued(&mut ws, outgoing("m0"), &mut rx, false)
+            .await
+            .unwrap();
+        assert!(left.is_none());
+        assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        for i in 0..10 {
+            assert_eq!(
+                room_name(client.next().await.unwrap().unwrap()),
+                format!("m{i}")
+            );
+        }
+
+        let long = "x".repeat(3 * MAX_FRAME);
+        tx.send(ToSession::Signal(outgoing(&long))).await.unwrap();
+        tx.send(ToSession::Signal(outgoing("after"))).await.unwrap();
+        tx.send(ToSession::Close(None)).await.unwrap();
+        tx.send(ToSession::Signal(outgoing("later"))).await.unwrap();
+        let left = write_queued(&mut ws, outgoing("before"), &mut rx, false)
+            .await
+            .unwrap();
+        assert!(matches!(left, Some(Some(ToSession::Close(None)))));
+        for name in ["before", long.as_str(), "after"] {
+            assert_eq!(room_name(client.next().await.unwrap().unwrap()), name);
+        }
+        match rx.try_recv() {
+            Ok(ToSession::Signal(m)) => assert!(
+                matches!(m.message(), Resp::RoomUpdate(u) if u.room.as_ref().unwrap().name == "later")
+            ),
+            _ => panic!("what followed the close was not left queued"),
+        }
+
+        drop(tx);
+        let left = write_queued(&mut ws, outgoing("last"), &mut rx, false)
+            .await
+            .unwrap();
+        assert!(matches!(left, Some(None)), "the queue's end is handed back");
     }
 
     /// A WebSocket client reads the fragments as the one message that was sent, in both
