@@ -200,9 +200,21 @@ impl Peer {
     }
 
     /// The earliest timer of the peer's ICE consent, DTLS and SCTP.
-    fn deadline(&self) -> Option<Instant> {
+    /// The peer's earliest deadline. Consent expiry (30 s after the last check, moved by
+    /// every check) is rounded up to the next whole second after `grid`, so that the
+    /// expiries of many idle peers come due together in one wake-up instead of one each;
+    /// expiring up to a second late changes nothing. Our checks of a silent peer, DTLS and
+    /// SCTP keep their exact times.
+    fn deadline(&self, grid: Option<Instant>) -> Option<Instant> {
+        let ice = self.ice.poll_timeout().map(|t| match grid {
+            Some(grid) if !self.ice.probing() && t > grid => {
+                let secs = (t - grid).as_secs() + u64::from((t - grid).subsec_nanos() > 0);
+                grid + Duration::from_secs(secs)
+            }
+            _ => t,
+        });
         [
-            self.ice.poll_timeout(),
+            ice,
             self.dtls.as_ref().and_then(DtlsEndpoint::poll_timeout),
             self.sctp.as_ref().and_then(SctpTransport::poll_timeout),
         ]
@@ -257,6 +269,9 @@ pub struct Engine {
     reports_since_loss: u32,
     /// The first instant the engine saw; arrival times are counted from it.
     epoch: Option<Instant>,
+    /// Where the whole seconds that consent expiries are rounded to start
+    /// ([`Peer::deadline`]): the time the first peer was added.
+    grid: Option<Instant>,
     relays: RelayOut,
     /// The track of each local sink.
     sink_tracks: FxHashMap<SinkId, TrackId>,
@@ -484,6 +499,7 @@ impl Engine {
             loss: Vec::new(),
             reports_since_loss: 0,
             epoch: None,
+            grid: None,
             relays: RelayOut::default(),
             sink_tracks: FxHashMap::default(),
             sink_out: SinkOut::default(),
@@ -566,7 +582,9 @@ impl Engine {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(d) = p.deadline() else { return };
+        let Some(d) = p.deadline(self.grid) else {
+            return;
+        };
         if p.armed.is_none_or(|a| d < a) {
             p.armed = Some(d);
             self.timers.push(Reverse((d, id)));
@@ -768,7 +786,7 @@ impl Engine {
                 bwe: None,
             },
         );
-        let _ = now;
+        self.grid.get_or_insert(now);
         self.arm(id);
     }
 
