@@ -549,6 +549,7 @@ impl Participant {
             Req::AddTrack(t) => self.handle_add_track(ctx, t),
             Req::Mute(m) => fx.mute = Some((m.sid, m.muted)),
             Req::Subscription(u) => {
+                tracing::debug!(participant = %self.psid, tracks = ?u.track_sids, subscribe = u.subscribe, "subscription update");
                 for sid in &u.track_sids {
                     fx.subscriptions.push((sid.clone(), u.subscribe));
                 }

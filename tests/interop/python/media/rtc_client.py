@@ -339,6 +339,8 @@ class Client:
         self.video_rx: Dict[str, VideoReceiver] = {}
         # Sids of tracks whose subscription ended (for a resubscription to wait on).
         self.unsubscribed: set = set()
+        # How many times a subscription was asked for again (see `_resubscribe`).
+        self.subscribe_resent = 0
         self.rx_changed = asyncio.Event()
         self.done = asyncio.Event()
         self.tasks: List[asyncio.Task] = []
@@ -655,8 +657,18 @@ class Client:
         if not await self._until(lambda: rx.track_sid in self.unsubscribed, time.monotonic() + timeout):
             return False
         self.video_rx.pop(who, None)
+        # The SDK reports the track unsubscribed as soon as it is asked, and sends each
+        # set_subscribed on its own: the two requests can reach the server in either order
+        # (seen in the server's log: subscribe=true, then subscribe=false, the same
+        # millisecond), which leaves the track unsubscribed. Asking again once, when the
+        # track has not come back in 3 s, is what an app would do; it is reported.
+        deadline = time.monotonic() + timeout
         pub.set_subscribed(True)
-        fresh = await self._receiver(self.video_rx, who, time.monotonic() + timeout)
+        fresh = await self._receiver(self.video_rx, who, min(deadline, time.monotonic() + 3.0))
+        if fresh is None and time.monotonic() < deadline:
+            self.subscribe_resent += 1
+            pub.set_subscribed(True)
+            fresh = await self._receiver(self.video_rx, who, deadline)
         return fresh is not None
 
     async def _video_receiver_report(self, rx: "VideoReceiver") -> Dict[str, Any]:
@@ -986,8 +998,9 @@ class Client:
         rx = await self._receiver(self.video_rx, who, time.monotonic() + timeout)
         if rx is None:
             return {"participant": who, "error": "no video track subscribed from this participant"}
+        resent = self.subscribe_resent
         ok = await self._resubscribe(who, rx, timeout)
-        return {"participant": who, "sid": rx.track_sid, "ok": ok}
+        return {"participant": who, "sid": rx.track_sid, "ok": ok, "subscribe_resent": self.subscribe_resent > resent}
 
     async def handle(self, c: Dict[str, Any]) -> None:
         name = c.get("cmd", "")
