@@ -258,7 +258,8 @@ for scen in "${list[@]}"; do
     # each subscriber (audio: 50).
     pps=$(sed -n 's/^Steady state: \([0-9]*\) packets forwarded in \([0-9.]*\) s.*/\1 \2/p' \
         "$out/ours-$scen.txt" | awk -v n="$subs" 'NR == 1 && $2 > 0 { r = int($1 / $2 / n + 0.5); print (r > 0 ? r : 1) }')
-    run_relay "$scen" "$subs" "$size" "${pps:-50}"
+    pps=${pps:-50}
+    run_relay "$scen" "$subs" "$size" "$pps"
     echo
     echo "== $title, $duration measured"
     for name in janus ours relay; do
@@ -275,7 +276,7 @@ for scen in "${list[@]}"; do
     summary janus "$out/janus-$scen.txt"
     summary ours "$out/ours-$scen.txt"
     summary relay "$out/relay-$scen.txt"
-    echo "(relay: ${size}-byte datagrams, ${pps:-50} a second to each of $subs receivers)"
+    echo "(relay: ${size}-byte datagrams, $pps a second to each of $subs receivers)"
     # Loss the load tester's own sockets caused (SO_RXQ_OVFL) is not the server's.
     jd=$(field "$out/janus-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')
     od=$(field "$out/ours-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')

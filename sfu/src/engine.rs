@@ -199,12 +199,11 @@ impl Peer {
         self.ice.selected()
     }
 
-    /// The earliest timer of the peer's ICE consent, DTLS and SCTP.
-    /// The peer's earliest deadline. Consent expiry (30 s after the last check, moved by
-    /// every check) is rounded up to the next whole second after `grid`, so that the
-    /// expiries of many idle peers come due together in one wake-up instead of one each;
-    /// expiring up to a second late changes nothing. Our checks of a silent peer, DTLS and
-    /// SCTP keep their exact times.
+    /// The peer's earliest deadline (ICE, DTLS, SCTP). Consent expiry (30 s after the last
+    /// check, moved by every check) is rounded up to the next whole second after `grid`, so
+    /// that the expiries of many idle peers come due together in one wake-up instead of one
+    /// each; expiring up to a second late changes nothing. Our checks of a silent peer, DTLS
+    /// and SCTP keep their exact times.
     fn deadline(&self, grid: Option<Instant>) -> Option<Instant> {
         let ice = self.ice.poll_timeout().map(|t| match grid {
             Some(grid) if !self.ice.probing() && t > grid => {

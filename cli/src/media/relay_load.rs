@@ -69,7 +69,7 @@ pub struct RelayLoadTestArgs {
           value_parser = clap::value_parser!(u16).range(MIN_DATAGRAM_LEN as i64..=MAX_DATAGRAM_LEN as i64))]
     pub datagram_size: u16,
     /// Datagrams sent per second (default: one 20 ms audio frame each, 50)
-    #[arg(long, value_name = "PER_SECOND", default_value_t = 50,
+    #[arg(long, value_name = "PER_SECOND", default_value_t = AUDIO_RATE,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub rate: u32,
 }
@@ -80,6 +80,8 @@ const RTP_HEADER_LEN: usize = 12;
 const SRTP_TAG_LEN: usize = 16;
 /// One datagram: what the server sends each subscriber for the audio publisher.
 pub const DATAGRAM_LEN: usize = RTP_HEADER_LEN + AUDIO_PAYLOAD_LEN + SRTP_TAG_LEN;
+/// Datagrams a second of the audio publisher: one 20 ms Opus frame each.
+const AUDIO_RATE: u32 = 50;
 /// The smallest datagram that holds a header, a payload byte, the trailer and the tag.
 const MIN_DATAGRAM_LEN: usize = RTP_HEADER_LEN + 1 + TRAILER_LEN + SRTP_TAG_LEN;
 /// The largest: what fits an Ethernet MTU's IPv4 UDP datagram.
@@ -428,7 +430,7 @@ fn summarise(s: &Summary<'_>) -> Report {
         if s.interrupted { " (interrupted)" } else { "" },
         a.datagram_size,
         a.rate,
-        if (usize::from(a.datagram_size), a.rate) == (DATAGRAM_LEN, 50) {
+        if (usize::from(a.datagram_size), a.rate) == (DATAGRAM_LEN, AUDIO_RATE) {
             ": what the server forwards for an audio publisher"
         } else {
             ""
