@@ -1,51 +1,20 @@
 //! STUN Binding messages as ICE uses them (RFC 5389/8489, RFC 8445 §7).
 //!
-//! Parsing is two-step: a cheap scan of the raw TLV layout first (framing, where USERNAME,
-//! MESSAGE-INTEGRITY and FINGERPRINT sit, the CRC-32 of FINGERPRINT), then `stun_codec`
-//! decodes the attributes and checks the short-term MESSAGE-INTEGRITY. The scan rejects
-//! datagrams that are not STUN, cut short or oversized before any allocation happens, and
-//! it gives each refusal its own [`StunError`] variant.
+//! Read and written in place, without a general codec: one scan of the raw TLV layout checks
+//! the framing and notes where each attribute ICE reads sits (the first of each kind), then
+//! FINGERPRINT (CRC-32) and MESSAGE-INTEGRITY (HMAC-SHA1 over the bytes before it, with the
+//! header's length as if it ended the message) are checked on those bytes. Nothing is
+//! allocated: a check borrows its USERNAME from the datagram, and answers are appended to the
+//! caller's buffer. Datagrams that are not STUN, cut short or oversized are refused by the
+//! scan, each refusal with its own [`StunError`] variant. Attributes ICE does not read are
+//! skipped (SOFTWARE in particular, so that a badly encoded description cannot fail a check).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bytecodec::{DecodeExt, EncodeExt};
-use stun_codec::rfc5245::attributes::{IceControlled, IceControlling, Priority, UseCandidate};
-use stun_codec::rfc5389::attributes::{
-    ErrorCode, Fingerprint, MessageIntegrity, Username, XorMappedAddress,
-};
-use stun_codec::rfc5389::methods::BINDING;
-use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, TransactionId};
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 
 use crate::StunError;
-
-/// The attributes this crate reads or writes. Every other attribute is kept raw by
-/// `stun_codec` (so MESSAGE-INTEGRITY still covers its exact bytes) and otherwise ignored;
-/// SOFTWARE in particular is left raw so that a badly encoded description cannot make a
-/// check fail.
-pub(crate) mod attrs {
-    use super::{
-        ErrorCode, Fingerprint, IceControlled, IceControlling, MessageIntegrity, Priority,
-        UseCandidate, Username, XorMappedAddress,
-    };
-
-    stun_codec::define_attribute_enums!(
-        IceAttribute,
-        IceAttributeDecoder,
-        IceAttributeEncoder,
-        [
-            Username,
-            MessageIntegrity,
-            ErrorCode,
-            XorMappedAddress,
-            Fingerprint,
-            Priority,
-            UseCandidate,
-            IceControlled,
-            IceControlling
-        ]
-    );
-}
-pub(crate) use attrs::IceAttribute;
 
 /// The magic cookie, RFC 5389 §6.
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
@@ -60,6 +29,17 @@ const ATTR_USERNAME: u16 = 0x0006;
 const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
 const ATTR_MESSAGE_INTEGRITY_SHA256: u16 = 0x001c;
 const ATTR_FINGERPRINT: u16 = 0x8028;
+const ATTR_ERROR_CODE: u16 = 0x0009;
+const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+const ATTR_PRIORITY: u16 = 0x0024;
+const ATTR_USE_CANDIDATE: u16 = 0x0025;
+const ATTR_ICE_CONTROLLED: u16 = 0x8029;
+const ATTR_ICE_CONTROLLING: u16 = 0x802a;
+/// USERNAME is at most 513 bytes (RFC 5389 §15.3).
+const MAX_USERNAME_LEN: usize = 513;
+/// ERROR-CODE reason phrases are at most 763 bytes (RFC 5389 §15.6).
+const MAX_REASON_LEN: usize = 763;
+const INTEGRITY_LEN: usize = 20;
 
 /// Message types (method and class bits together), RFC 5389 §6.
 pub(crate) const BINDING_REQUEST: u16 = 0x0001;
@@ -91,13 +71,14 @@ pub fn stun_username_str(buf: &[u8]) -> Option<&str> {
     std::str::from_utf8(&buf[start..end]).ok()
 }
 
-/// A binding request that passed its MESSAGE-INTEGRITY and FINGERPRINT checks.
+/// A binding request that passed its MESSAGE-INTEGRITY and FINGERPRINT checks, borrowing
+/// its USERNAME from the datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindingRequest {
+pub struct BindingRequest<'a> {
     /// Echoed in the response.
     pub transaction_id: [u8; 12],
     /// USERNAME: `receiver-ufrag:sender-ufrag` (RFC 8445 §7.2.2).
-    pub username: String,
+    pub username: &'a str,
     /// USE-CANDIDATE: the controlling agent nominates this pair.
     pub use_candidate: bool,
     /// PRIORITY of the peer-reflexive candidate the sender would learn.
@@ -123,36 +104,26 @@ pub struct BindingResponse {
 
 /// Parses a binding request and checks it: class and method, FINGERPRINT, and
 /// MESSAGE-INTEGRITY with the short-term credential `local_pwd` (RFC 8445 §7.3).
-pub fn parse_binding_request(buf: &[u8], local_pwd: &str) -> Result<BindingRequest, StunError> {
+pub fn parse_binding_request<'a>(
+    buf: &'a [u8],
+    local_pwd: &str,
+) -> Result<BindingRequest<'a>, StunError> {
     let layout = scan(buf)?;
     if layout.message_type != BINDING_REQUEST {
         return Err(StunError::UnexpectedMessage);
     }
     check_fingerprint(buf, &layout)?;
-    if !layout.integrity {
-        return Err(StunError::MissingIntegrity);
-    }
-    if layout.username.is_none() {
-        return Err(StunError::MissingUsername);
-    }
-    let message = decode(buf)?;
-    check_integrity(&message, local_pwd)?;
-    let username = message
-        .get_attribute::<Username>()
-        .ok_or(StunError::MissingUsername)?
-        .name()
-        .to_owned();
+    let integrity = layout.integrity.ok_or(StunError::MissingIntegrity)?;
+    let (start, end) = layout.username.ok_or(StunError::MissingUsername)?;
+    check_integrity(buf, integrity, local_pwd)?;
+    let username = std::str::from_utf8(&buf[start..end]).map_err(|_| StunError::Malformed)?;
     Ok(BindingRequest {
-        transaction_id: *message.transaction_id().as_bytes(),
+        transaction_id: transaction_id(buf),
         username,
-        use_candidate: message.get_attribute::<UseCandidate>().is_some(),
-        priority: message.get_attribute::<Priority>().map(Priority::prio),
-        ice_controlling: message
-            .get_attribute::<IceControlling>()
-            .map(IceControlling::prio),
-        ice_controlled: message
-            .get_attribute::<IceControlled>()
-            .map(IceControlled::prio),
+        use_candidate: layout.use_candidate,
+        priority: layout.priority,
+        ice_controlling: layout.ice_controlling,
+        ice_controlled: layout.ice_controlled,
     })
 }
 
@@ -170,20 +141,21 @@ pub fn parse_binding_response(buf: &[u8], remote_pwd: &str) -> Result<BindingRes
         _ => return Err(StunError::UnexpectedMessage),
     };
     check_fingerprint(buf, &layout)?;
-    if success && !layout.integrity {
-        return Err(StunError::MissingIntegrity);
+    match layout.integrity {
+        Some(at) => check_integrity(buf, at, remote_pwd)?,
+        None if success => return Err(StunError::MissingIntegrity),
+        None => {}
     }
-    let message = decode(buf)?;
-    if layout.integrity {
-        check_integrity(&message, remote_pwd)?;
-    }
+    let tid = transaction_id(buf);
+    let mapped = match layout.mapped {
+        Some((start, end)) => Some(xor_address(&buf[start..end], &tid)?),
+        None => None,
+    };
     Ok(BindingResponse {
-        transaction_id: *message.transaction_id().as_bytes(),
+        transaction_id: tid,
         success,
-        mapped: message
-            .get_attribute::<XorMappedAddress>()
-            .map(XorMappedAddress::address),
-        error_code: message.get_attribute::<ErrorCode>().map(ErrorCode::code),
+        mapped,
+        error_code: layout.error_code,
     })
 }
 
@@ -195,13 +167,25 @@ pub fn write_binding_success(
     mapped: SocketAddr,
     local_pwd: &str,
 ) -> Result<(), StunError> {
-    let mut message = Message::new(
-        MessageClass::SuccessResponse,
-        BINDING,
-        TransactionId::new(transaction_id),
-    );
-    message.add_attribute(XorMappedAddress::new(mapped));
-    finish(message, Some(local_pwd), out)
+    let start = begin(out, BINDING_SUCCESS, &transaction_id);
+    let port = mapped.port() ^ 0x2112;
+    match mapped.ip() {
+        IpAddr::V4(ip) => {
+            attribute_header(out, ATTR_XOR_MAPPED_ADDRESS, 8);
+            out.extend_from_slice(&[0, 0x01]);
+            out.extend_from_slice(&port.to_be_bytes());
+            out.extend(ip.octets().iter().zip(MAGIC_COOKIE).map(|(a, b)| a ^ b));
+        }
+        IpAddr::V6(ip) => {
+            attribute_header(out, ATTR_XOR_MAPPED_ADDRESS, 20);
+            out.extend_from_slice(&[0, 0x02]);
+            out.extend_from_slice(&port.to_be_bytes());
+            let key = MAGIC_COOKIE.iter().chain(&transaction_id);
+            out.extend(ip.octets().iter().zip(key).map(|(a, b)| a ^ b));
+        }
+    }
+    end(out, start, Some(local_pwd));
+    Ok(())
 }
 
 /// Appends a binding error response to `out`: ERROR-CODE `code` (400 Bad Request,
@@ -216,15 +200,16 @@ pub fn write_binding_error(
     if !(300..=599).contains(&code) {
         return Err(StunError::InvalidErrorCode(code));
     }
-    let error = ErrorCode::new(code, reason_phrase(code).to_owned())
-        .map_err(|_| StunError::InvalidErrorCode(code))?;
-    let mut message = Message::new(
-        MessageClass::ErrorResponse,
-        BINDING,
-        TransactionId::new(transaction_id),
-    );
-    message.add_attribute(error);
-    finish(message, local_pwd, out)
+    let reason = reason_phrase(code).as_bytes();
+    let start = begin(out, BINDING_ERROR, &transaction_id);
+    attribute_header(out, ATTR_ERROR_CODE, 4 + reason.len());
+    // Class (hundreds) and number (the rest), RFC 5389 §15.6; both fit a byte.
+    let [class, number] = [code / 100, code % 100].map(|v| u8::try_from(v).unwrap_or(0));
+    out.extend_from_slice(&[0, 0, class, number]);
+    out.extend_from_slice(reason);
+    pad(out);
+    end(out, start, local_pwd);
+    Ok(())
 }
 
 /// Appends a connectivity check to `out`, as a controlling full agent sends it
@@ -239,7 +224,7 @@ pub fn write_binding_request(
     tie_breaker: u64,
     use_candidate: bool,
 ) -> Result<(), StunError> {
-    let role = IceAttribute::IceControlling(IceControlling::new(tie_breaker));
+    let role = (ATTR_ICE_CONTROLLING, tie_breaker);
     write_check(
         out,
         transaction_id,
@@ -262,7 +247,7 @@ pub fn write_controlled_check(
     priority: u32,
     tie_breaker: u64,
 ) -> Result<(), StunError> {
-    let role = IceAttribute::IceControlled(IceControlled::new(tie_breaker));
+    let role = (ATTR_ICE_CONTROLLED, tie_breaker);
     write_check(
         out,
         transaction_id,
@@ -274,27 +259,32 @@ pub fn write_controlled_check(
     )
 }
 
+/// `role` is the ICE-CONTROLLING or ICE-CONTROLLED attribute type and its tie-breaker.
 fn write_check(
     out: &mut Vec<u8>,
     transaction_id: [u8; 12],
     username: &str,
     remote_pwd: &str,
     priority: u32,
-    role: IceAttribute,
+    role: (u16, u64),
     use_candidate: bool,
 ) -> Result<(), StunError> {
-    let mut message = Message::new(
-        MessageClass::Request,
-        BINDING,
-        TransactionId::new(transaction_id),
-    );
-    message.add_attribute(Username::new(username.to_owned()).map_err(|_| StunError::Encode)?);
-    message.add_attribute(role);
-    message.add_attribute(Priority::new(priority));
-    if use_candidate {
-        message.add_attribute(UseCandidate::new());
+    if username.len() > MAX_USERNAME_LEN {
+        return Err(StunError::Encode);
     }
-    finish(message, Some(remote_pwd), out)
+    let start = begin(out, BINDING_REQUEST, &transaction_id);
+    attribute_header(out, ATTR_USERNAME, username.len());
+    out.extend_from_slice(username.as_bytes());
+    pad(out);
+    attribute_header(out, role.0, 8);
+    out.extend_from_slice(&role.1.to_be_bytes());
+    attribute_header(out, ATTR_PRIORITY, 4);
+    out.extend_from_slice(&priority.to_be_bytes());
+    if use_candidate {
+        attribute_header(out, ATTR_USE_CANDIDATE, 0);
+    }
+    end(out, start, Some(remote_pwd));
+    Ok(())
 }
 
 fn reason_phrase(code: u16) -> &'static str {
@@ -308,38 +298,109 @@ fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
-/// Signs (when a password is given), fingerprints and encodes `message` onto `out`.
-pub(crate) fn finish(
-    mut message: Message<IceAttribute>,
-    pwd: Option<&str>,
-    out: &mut Vec<u8>,
-) -> Result<(), StunError> {
-    if let Some(pwd) = pwd {
-        let integrity = MessageIntegrity::new_short_term_credential(&message, pwd)
-            .map_err(|_| StunError::Encode)?;
-        message.add_attribute(integrity);
-    }
-    let fingerprint = Fingerprint::new(&message).map_err(|_| StunError::Encode)?;
-    message.add_attribute(fingerprint);
-    let bytes = MessageEncoder::new()
-        .encode_into_bytes(message)
-        .map_err(|_| StunError::Encode)?;
-    out.extend_from_slice(&bytes);
-    Ok(())
+/// Appends a message header (length zero for now) and returns where the message starts.
+fn begin(out: &mut Vec<u8>, message_type: u16, transaction_id: &[u8; 12]) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&message_type.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&MAGIC_COOKIE);
+    out.extend_from_slice(transaction_id);
+    start
 }
 
-/// Where the attributes ICE cares about sit in a raw message.
+/// Appends an attribute's type and length; the caller appends the value (and its padding).
+fn attribute_header(out: &mut Vec<u8>, kind: u16, len: usize) {
+    out.extend_from_slice(&kind.to_be_bytes());
+    // Callers write values of a few hundred bytes at most (USERNAME is capped).
+    out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+}
+
+/// Pads the last attribute's value to a multiple of four bytes with zeros.
+fn pad(out: &mut Vec<u8>) {
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// Sets the header's length to cover what follows it plus `more` bytes still to come.
+fn set_length(out: &mut [u8], start: usize, more: usize) {
+    let len = out.len() - start - HEADER_LEN + more;
+    let len = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
+    out[start + 2..start + 4].copy_from_slice(&len);
+}
+
+/// Signs (when a password is given) and fingerprints the message that starts at `start`.
+fn end(out: &mut Vec<u8>, start: usize, pwd: Option<&str>) {
+    if let Some(pwd) = pwd {
+        // The length covers MESSAGE-INTEGRITY itself but not FINGERPRINT (RFC 5389 §15.4).
+        set_length(out, start, 4 + INTEGRITY_LEN);
+        let mut mac = new_mac(pwd);
+        mac.update(&out[start..]);
+        let tag = mac.finalize().into_bytes();
+        attribute_header(out, ATTR_MESSAGE_INTEGRITY, INTEGRITY_LEN);
+        out.extend_from_slice(&tag);
+    }
+    set_length(out, start, 8);
+    let crc = CRC32.checksum(&out[start..]) ^ FINGERPRINT_XOR;
+    attribute_header(out, ATTR_FINGERPRINT, 4);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// HMAC-SHA1 keyed with a short-term password (RFC 5389 §15.4).
+fn new_mac(pwd: &str) -> Hmac<Sha1> {
+    // HMAC takes a key of any length.
+    Hmac::<Sha1>::new_from_slice(pwd.as_bytes()).unwrap_or_else(|_| unreachable!())
+}
+
+fn transaction_id(buf: &[u8]) -> [u8; 12] {
+    let mut tid = [0; 12];
+    tid.copy_from_slice(&buf[8..HEADER_LEN]);
+    tid
+}
+
+/// Decodes an XOR-MAPPED-ADDRESS value (RFC 5389 §15.2).
+fn xor_address(value: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, StunError> {
+    let port = u16::from_be_bytes([value[2], value[3]]) ^ 0x2112;
+    let key = MAGIC_COOKIE.iter().chain(tid);
+    let ip = match (value[1], value.len()) {
+        (0x01, 8) => {
+            let mut o = [0u8; 4];
+            for ((o, v), k) in o.iter_mut().zip(&value[4..]).zip(key) {
+                *o = v ^ k;
+            }
+            IpAddr::V4(Ipv4Addr::from(o))
+        }
+        (0x02, 20) => {
+            let mut o = [0u8; 16];
+            for ((o, v), k) in o.iter_mut().zip(&value[4..]).zip(key) {
+                *o = v ^ k;
+            }
+            IpAddr::V6(Ipv6Addr::from(o))
+        }
+        _ => return Err(StunError::Malformed),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Where the attributes ICE reads sit in a raw message, and the small ones' values (the
+/// first attribute of each kind counts).
 #[derive(Debug, Default)]
 pub(crate) struct Layout {
     pub(crate) message_type: u16,
-    /// Value range of the first USERNAME.
+    /// Value range of the USERNAME.
     username: Option<(usize, usize)>,
-    integrity: bool,
+    /// Offset of the MESSAGE-INTEGRITY attribute header.
+    integrity: Option<usize>,
     /// Offset of the FINGERPRINT attribute header.
     fingerprint: Option<usize>,
+    /// Value range of the XOR-MAPPED-ADDRESS (8 or 20 bytes, checked by the scan).
+    mapped: Option<(usize, usize)>,
+    error_code: Option<u16>,
+    priority: Option<u32>,
+    use_candidate: bool,
+    ice_controlling: Option<u64>,
+    ice_controlled: Option<u64>,
 }
 
-/// Checks the framing of a STUN message without decoding attribute values.
+/// Checks the framing of a STUN message and notes where ICE's attributes sit.
 pub(crate) fn scan(buf: &[u8]) -> Result<Layout, StunError> {
     if buf.len() > MAX_MESSAGE_LEN {
         return Err(StunError::TooLarge);
@@ -367,30 +428,72 @@ pub(crate) fn scan(buf: &[u8]) -> Result<Layout, StunError> {
         if next > buf.len() {
             return Err(StunError::Malformed);
         }
+        let value = &buf[value_at..value_at + len];
         // FINGERPRINT is always last (RFC 5389 §15.5).
         if layout.fingerprint.is_some() {
             return Err(StunError::Malformed);
         }
         // Only FINGERPRINT (and its SHA-256 sibling from RFC 8489) may follow
         // MESSAGE-INTEGRITY; anything else would not be covered by the integrity check.
-        if layout.integrity && kind != ATTR_FINGERPRINT && kind != ATTR_MESSAGE_INTEGRITY_SHA256 {
+        if layout.integrity.is_some()
+            && kind != ATTR_FINGERPRINT
+            && kind != ATTR_MESSAGE_INTEGRITY_SHA256
+        {
             return Err(StunError::AttributeAfterIntegrity);
         }
         match kind {
             ATTR_USERNAME if layout.username.is_none() => {
+                if len > MAX_USERNAME_LEN {
+                    return Err(StunError::Malformed);
+                }
                 layout.username = Some((value_at, value_at + len));
             }
             ATTR_MESSAGE_INTEGRITY => {
-                if len != 20 {
+                if len != INTEGRITY_LEN {
                     return Err(StunError::Malformed);
                 }
-                layout.integrity = true;
+                layout.integrity = Some(at);
             }
             ATTR_FINGERPRINT => {
                 if len != 4 {
                     return Err(StunError::Malformed);
                 }
                 layout.fingerprint = Some(at);
+            }
+            ATTR_XOR_MAPPED_ADDRESS if layout.mapped.is_none() => {
+                let family_fits = matches!((value.get(1), len), (Some(0x01), 8) | (Some(0x02), 20));
+                if !family_fits {
+                    return Err(StunError::Malformed);
+                }
+                layout.mapped = Some((value_at, value_at + len));
+            }
+            ATTR_ERROR_CODE if layout.error_code.is_none() => {
+                if !(4..=4 + MAX_REASON_LEN).contains(&len) {
+                    return Err(StunError::Malformed);
+                }
+                let (class, number) = (u16::from(value[2] & 0x07), u16::from(value[3]));
+                if !(3..=6).contains(&class) || number > 99 {
+                    return Err(StunError::Malformed);
+                }
+                layout.error_code = Some(class * 100 + number);
+            }
+            ATTR_PRIORITY if layout.priority.is_none() => {
+                let v: [u8; 4] = value.try_into().map_err(|_| StunError::Malformed)?;
+                layout.priority = Some(u32::from_be_bytes(v));
+            }
+            ATTR_USE_CANDIDATE => {
+                if len != 0 {
+                    return Err(StunError::Malformed);
+                }
+                layout.use_candidate = true;
+            }
+            ATTR_ICE_CONTROLLING if layout.ice_controlling.is_none() => {
+                let v: [u8; 8] = value.try_into().map_err(|_| StunError::Malformed)?;
+                layout.ice_controlling = Some(u64::from_be_bytes(v));
+            }
+            ATTR_ICE_CONTROLLED if layout.ice_controlled.is_none() => {
+                let v: [u8; 8] = value.try_into().map_err(|_| StunError::Malformed)?;
+                layout.ice_controlled = Some(u64::from_be_bytes(v));
             }
             _ => {}
         }
@@ -411,17 +514,15 @@ fn check_fingerprint(buf: &[u8], layout: &Layout) -> Result<(), StunError> {
     Ok(())
 }
 
-fn check_integrity(message: &Message<IceAttribute>, pwd: &str) -> Result<(), StunError> {
-    message
-        .get_attribute::<MessageIntegrity>()
-        .ok_or(StunError::MissingIntegrity)?
-        .check_short_term_credential(pwd)
+/// Checks the MESSAGE-INTEGRITY whose attribute header sits at `at` (RFC 5389 §15.4): the
+/// HMAC covers the message before it, with the header's length counting up to its end.
+fn check_integrity(buf: &[u8], at: usize, pwd: &str) -> Result<(), StunError> {
+    let len =
+        u16::try_from(at + 4 + INTEGRITY_LEN - HEADER_LEN).map_err(|_| StunError::Malformed)?;
+    let mut mac = new_mac(pwd);
+    mac.update(&buf[..2]);
+    mac.update(&len.to_be_bytes());
+    mac.update(&buf[4..at]);
+    mac.verify_slice(&buf[at + 4..at + 4 + INTEGRITY_LEN])
         .map_err(|_| StunError::BadIntegrity)
-}
-
-fn decode(buf: &[u8]) -> Result<Message<IceAttribute>, StunError> {
-    match MessageDecoder::<IceAttribute>::new().decode_from_bytes(buf) {
-        Ok(Ok(message)) => Ok(message),
-        _ => Err(StunError::Malformed),
-    }
 }
