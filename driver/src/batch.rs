@@ -9,6 +9,43 @@ use tokio::net::UdpSocket;
 
 use lkr_sfu::Transmit;
 
+/// A UDP socket the batch calls read and write without blocking.
+///
+/// A tokio socket clears its readiness when a call would block; the driver's own
+/// [`crate::driver::MediaSocket`] may also be a plain socket, out of the reactor, that it
+/// reads on its own schedule.
+pub trait BatchSocket {
+    /// Runs `f`, a non-blocking system call on the socket.
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    /// The descriptor the system calls use.
+    #[cfg(unix)]
+    fn raw_fd(&self) -> std::os::fd::RawFd;
+    /// One datagram, without blocking.
+    #[cfg(not(target_os = "linux"))]
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// One datagram out, without blocking.
+    #[cfg(not(target_os = "linux"))]
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+impl BatchSocket for UdpSocket {
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        UdpSocket::try_io(self, interest, f)
+    }
+    #[cfg(unix)]
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+    #[cfg(not(target_os = "linux"))]
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        UdpSocket::try_recv_from(self, buf)
+    }
+    #[cfg(not(target_os = "linux"))]
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        UdpSocket::try_send_to(self, buf, to)
+    }
+}
+
 /// Datagrams moved per system call at most.
 pub const BATCH: usize = 64;
 /// Room for one received datagram.
@@ -40,7 +77,7 @@ impl Default for RecvBatch {
 impl RecvBatch {
     /// Reads what is waiting without blocking (up to [`BATCH`] datagrams); `Ok(0)` when
     /// nothing is.
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub fn recv(&mut self, socket: &impl BatchSocket) -> io::Result<usize> {
         self.count = 0;
         #[cfg(target_os = "linux")]
         {
@@ -104,7 +141,7 @@ impl SendBatch {
     /// Sends `items` (at most [`BATCH`]) without blocking; returns how many went out, or an
     /// error for which [`is_full`] holds when the first could not. A datagram the kernel
     /// refuses for another reason (e.g. unreachable) is skipped, not retried.
-    pub fn send(&mut self, socket: &UdpSocket, items: &[Transmit]) -> io::Result<usize> {
+    pub fn send(&mut self, socket: &impl BatchSocket, items: &[Transmit]) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
             socket.try_io(Interest::WRITABLE, || {
@@ -132,15 +169,11 @@ mod linux {
     //! The system calls. Every pointer handed to the kernel points into buffers owned by the
     //! caller for the duration of the call.
 
+    use super::{BATCH, BatchSocket};
+    use lkr_sfu::Transmit;
     use std::io;
     use std::mem::{size_of, zeroed};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    use std::os::fd::AsRawFd;
-
-    use tokio::net::UdpSocket;
-
-    use super::BATCH;
-    use lkr_sfu::Transmit;
 
     pub struct RecvHeaders {
         hdrs: Vec<libc::mmsghdr>,
@@ -232,7 +265,7 @@ mod linux {
     }
 
     pub fn recvmmsg(
-        socket: &UdpSocket,
+        socket: &impl BatchSocket,
         h: &mut RecvHeaders,
         bufs: &mut [Vec<u8>],
         lens: &mut [usize],
@@ -256,7 +289,7 @@ mod linux {
         // SAFETY: the headers describe `n` valid, writable buffers owned by the caller.
         let r = unsafe {
             libc::recvmmsg(
-                socket.as_raw_fd(),
+                socket.raw_fd(),
                 h.hdrs.as_mut_ptr(),
                 n as libc::c_uint,
                 libc::MSG_DONTWAIT,
@@ -275,7 +308,7 @@ mod linux {
     }
 
     pub fn sendmmsg(
-        socket: &UdpSocket,
+        socket: &impl BatchSocket,
         h: &mut SendHeaders,
         items: &[Transmit],
     ) -> io::Result<usize> {
@@ -302,7 +335,7 @@ mod linux {
         // reads them.
         let r = unsafe {
             libc::sendmmsg(
-                socket.as_raw_fd(),
+                socket.raw_fd(),
                 h.hdrs.as_mut_ptr(),
                 n as libc::c_uint,
                 libc::MSG_DONTWAIT,

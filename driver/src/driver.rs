@@ -15,7 +15,7 @@ use lkr_sfu::{Command, Engine, Event, PublishSpec, Relay, SinkId, TrackId, Trans
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{Notify, mpsc};
 
-use crate::batch::{BATCH, RecvBatch, SendBatch};
+use crate::batch::{BATCH, BatchSocket, RecvBatch, SendBatch};
 use crate::ring::{self, Consumer, Handoff, Producer};
 use crate::router::Router;
 use crate::sink::{SinkRegistry, SinkSender};
@@ -28,6 +28,111 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// are bounded by the control plane, so this is only a guard against a control plane that
 /// stopped reading altogether.
 const OVERFLOW_LIMIT: usize = 1 << 16;
+
+/// A shard whose socket woke it at least this often in the last second, for nothing but
+/// idle peers' upkeep, reads it on a schedule instead ([`MediaSocket::Polled`]).
+const POLL_ABOVE: u32 = 50;
+/// How often a polling shard reads its socket: an idle peer's consent check is answered
+/// up to this late (clients allow seconds).
+const POLL_PERIOD: Duration = Duration::from_millis(50);
+/// A polling shard that read fewer datagrams than this in the last second goes back to
+/// waking on each: polling would cost it more wake-ups than it saves.
+const POLL_BELOW: u64 = 20;
+/// Batches a polling shard reads at most per round, so that a flood cannot hold it.
+const POLL_BATCHES: usize = 16;
+
+/// A shard's UDP socket: in the reactor, which wakes the shard for every datagram, or out
+/// of it while the shard only hears idle peers' consent checks, read every
+/// [`POLL_PERIOD`] instead. On a virtual machine a wake-up costs tens of microseconds, more
+/// than answering a check, so a shard with a thousand idle peers spends most of its time
+/// waking up; reading their checks together costs a wake-up per period. Anything that
+/// wants an answer at once (media, a handshake, a command, an event for the control plane)
+/// puts the socket back in the reactor.
+pub enum MediaSocket {
+    /// In the reactor: readable wakes the shard.
+    Registered(tokio::net::UdpSocket),
+    /// Out of it: read when the shard polls.
+    Polled(UdpSocket),
+}
+
+impl MediaSocket {
+    /// Waits until the socket is readable; never, while it is polled.
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            MediaSocket::Registered(s) => s.readable().await,
+            MediaSocket::Polled(_) => std::future::pending().await,
+        }
+    }
+
+    fn is_polled(&self) -> bool {
+        matches!(self, MediaSocket::Polled(_))
+    }
+
+    /// Takes the socket out of the reactor (it stays non-blocking).
+    fn into_polled(self) -> std::io::Result<Self> {
+        match self {
+            MediaSocket::Registered(s) => Ok(MediaSocket::Polled(s.into_std()?)),
+            polled => Ok(polled),
+        }
+    }
+
+    /// Puts the socket back in the reactor.
+    fn into_registered(self) -> std::io::Result<Self> {
+        match self {
+            MediaSocket::Polled(s) => {
+                Ok(MediaSocket::Registered(tokio::net::UdpSocket::from_std(s)?))
+            }
+            registered => Ok(registered),
+        }
+    }
+}
+
+impl BatchSocket for MediaSocket {
+    fn try_io<R>(
+        &self,
+        interest: tokio::io::Interest,
+        f: impl FnOnce() -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        match self {
+            MediaSocket::Registered(s) => s.try_io(interest, f),
+            MediaSocket::Polled(_) => f(),
+        }
+    }
+    #[cfg(unix)]
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            MediaSocket::Registered(s) => s.as_raw_fd(),
+            MediaSocket::Polled(s) => s.as_raw_fd(),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    fn try_recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match self {
+            MediaSocket::Registered(s) => s.try_recv_from(buf),
+            MediaSocket::Polled(s) => s.recv_from(buf),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        match self {
+            MediaSocket::Registered(s) => s.try_send_to(buf, to),
+            MediaSocket::Polled(s) => s.send_to(buf, to),
+        }
+    }
+}
+
+/// What a shard counts to choose between waking on each datagram and polling.
+struct PollCounts {
+    /// Wake-ups by the socket since the last decision.
+    wakes: u32,
+    /// Datagrams read by polling since the last decision.
+    polled: u64,
+    /// [`Engine::urgent_inputs`] at the last decision.
+    urgent: u64,
+    /// When a polling shard reads next.
+    next: Instant,
+}
 
 /// Sizes of a media core.
 #[derive(Debug, Clone)]
@@ -325,7 +430,7 @@ fn on_runtime(f: impl Future<Output = ()>) {
 /// congested path cannot stop receiving and sending for everyone.
 fn flush(
     engine: &mut Engine,
-    socket: &tokio::net::UdpSocket,
+    socket: &MediaSocket,
     tx: &mut SendBatch,
     out: &mut Vec<Transmit>,
     tcp: &mut TcpSide,
@@ -633,7 +738,7 @@ impl Shard {
     }
 
     /// One datagram from our socket: ours, or handed to the shard it belongs to.
-    fn on_datagram(&mut self, socket: &tokio::net::UdpSocket, from: SocketAddr, d: &mut [u8]) {
+    fn on_datagram(&mut self, socket: &MediaSocket, from: SocketAddr, d: &mut [u8]) {
         if self.to_peers.len() > 1
             && !self.engine.owns(from, d)
             && let Some(s) = self.owner_of(from, d)
@@ -652,7 +757,7 @@ impl Shard {
     }
 
     /// Relays what the last input produced and sends a batch once there is one.
-    fn after_input(&mut self, socket: &tokio::net::UdpSocket) {
+    fn after_input(&mut self, socket: &MediaSocket) {
         self.relay();
         // A batch's worth goes out at once, so buffers return to the pool before the next
         // packet's fan-out.
@@ -671,7 +776,7 @@ impl Shard {
 
     /// Takes what the other shards handed us, at most a ring's worth each; `true` when some
     /// ring may still hold more.
-    fn drain_rings(&mut self, socket: &tokio::net::UdpSocket) -> bool {
+    fn drain_rings(&mut self, socket: &MediaSocket) -> bool {
         let mut more = false;
         for i in 0..self.from_peers.len() {
             let mut budget = 1024;
@@ -731,7 +836,7 @@ impl Shard {
     }
 
     /// One frame from an ICE-TCP connection: ours, or handed to the shard it belongs to.
-    fn on_tcp_frame(&mut self, socket: &tokio::net::UdpSocket, from: SocketAddr, d: &mut [u8]) {
+    fn on_tcp_frame(&mut self, socket: &MediaSocket, from: SocketAddr, d: &mut [u8]) {
         if self.to_peers.len() > 1
             && !self.engine.owns(from, d)
             && let Some(s) = self.owner_of(from, d)
@@ -804,8 +909,8 @@ impl Shard {
         mut inbox: mpsc::Receiver<ShardMsg>,
         mut events: EventOut,
     ) {
-        let socket = match tokio::net::UdpSocket::from_std(socket) {
-            Ok(s) => s,
+        let mut socket = match tokio::net::UdpSocket::from_std(socket) {
+            Ok(s) => MediaSocket::Registered(s),
             Err(e) => {
                 tracing::error!("media socket: {e}");
                 self.halt();
@@ -814,19 +919,30 @@ impl Shard {
         };
         let mut rx = RecvBatch::default();
         let mut next_stats = Instant::now() + STATS_INTERVAL;
+        let mut counts = PollCounts {
+            wakes: 0,
+            polled: 0,
+            urgent: 0,
+            next: next_stats,
+        };
         let wakers = self.wakers.clone();
         let me = &wakers[usize::from(self.index)];
         loop {
-            let deadline = self
+            let mut deadline = self
                 .engine
                 .poll_timeout()
                 .map_or(next_stats, |t| t.min(next_stats));
+            if socket.is_polled() {
+                deadline = deadline.min(counts.next);
+            }
             let waiting = !events.overflow.is_empty();
             let mut received_at = None;
+            let mut command = false;
             tokio::select! {
                 biased;
                 msg = inbox.recv() => {
                     let Some(msg) = msg else { break };
+                    command = true;
                     self.on_message(msg);
                     while let Ok(msg) = inbox.try_recv() {
                         self.on_message(msg);
@@ -835,6 +951,7 @@ impl Shard {
                 _ = me.notified() => {}
                 r = socket.readable() => {
                     if r.is_ok() {
+                        counts.wakes += 1;
                         received_at = Some(Instant::now());
                         match rx.recv(&socket) {
                             Ok(_) => rx.for_each(|from, d| self.on_datagram(&socket, from, d)),
@@ -850,6 +967,38 @@ impl Shard {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            if socket.is_polled() && Instant::now() >= counts.next {
+                counts.next = Instant::now() + POLL_PERIOD;
+                for _ in 0..POLL_BATCHES {
+                    match rx.recv(&socket) {
+                        Ok(n) => {
+                            counts.polled += n as u64;
+                            rx.for_each(|from, d| self.on_datagram(&socket, from, d));
+                            if n < BATCH {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!("media recv: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            // Back in the reactor as soon as something wants an answer at once.
+            if socket.is_polled() && (command || self.engine.urgent_inputs() != counts.urgent) {
+                socket = match socket.into_registered() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("media socket: {e}");
+                        break;
+                    }
+                };
+                tracing::debug!(shard = self.index, "media socket: waking on each datagram");
+                self.stats.set_polling(usize::from(self.index), false);
+                counts.wakes = 0;
+                counts.urgent = self.engine.urgent_inputs();
             }
             if self.stop.load(Relaxed) {
                 break;
@@ -890,6 +1039,13 @@ impl Shard {
             }
             if now >= next_stats {
                 next_stats = now + STATS_INTERVAL;
+                socket = match self.choose_polling(socket, &mut counts, now) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("media socket: {e}");
+                        break;
+                    }
+                };
                 let i = usize::from(self.index);
                 self.stats.store_engine(i, &self.engine.drops);
                 self.stats.store_traffic(i, &self.engine.traffic);
@@ -906,6 +1062,39 @@ impl Shard {
             }
         }
         self.halt();
+    }
+
+    /// Once a second: polls the socket when it woke the shard at least [`POLL_ABOVE`] times
+    /// and nothing urgent came in; wakes on each datagram again when polling read fewer than
+    /// [`POLL_BELOW`].
+    fn choose_polling(
+        &self,
+        socket: MediaSocket,
+        counts: &mut PollCounts,
+        now: Instant,
+    ) -> std::io::Result<MediaSocket> {
+        let urgent = self.engine.urgent_inputs();
+        let socket = if !socket.is_polled() && counts.wakes >= POLL_ABOVE && urgent == counts.urgent
+        {
+            tracing::debug!(
+                shard = self.index,
+                wakes = counts.wakes,
+                "media socket: idle peers only, polling"
+            );
+            counts.next = now + POLL_PERIOD;
+            socket.into_polled()?
+        } else if socket.is_polled() && counts.polled < POLL_BELOW {
+            tracing::debug!(shard = self.index, "media socket: waking on each datagram");
+            socket.into_registered()?
+        } else {
+            socket
+        };
+        self.stats
+            .set_polling(usize::from(self.index), socket.is_polled());
+        counts.wakes = 0;
+        counts.polled = 0;
+        counts.urgent = urgent;
+        Ok(socket)
     }
 
     /// Stops every shard and the router: one stopped shard stops the media core.

@@ -4,7 +4,7 @@
 //! per-peer table under a lock it only tries to take); readers take a [`StatsSnapshot`].
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use lkr_sfu::{Drops, PeerId, TrackStats, Traffic};
 
@@ -37,6 +37,9 @@ pub struct MediaStats {
     per_peer: Vec<Mutex<Vec<(PeerId, u64)>>>,
     /// Each shard's published tracks, as of the last second (for the node page).
     tracks: Vec<Mutex<Vec<TrackStats>>>,
+    /// Each shard: reading its socket on a schedule (idle peers only), as of the last
+    /// second.
+    polling: Vec<AtomicBool>,
 }
 
 impl Default for MediaStats {
@@ -146,6 +149,8 @@ pub struct StatsSnapshot {
     pub send_failed: u64,
     pub wakeups: u64,
     pub handoff_dropped: u64,
+    /// Shards reading their socket on a schedule because they hear only idle peers.
+    pub polling_shards: usize,
     /// The ICE-TCP port's counters.
     pub tcp: TcpSnapshot,
     /// The engine's own counters (bad input, late packets, unsent datagrams).
@@ -177,6 +182,14 @@ impl MediaStats {
             latency: (0..n).map(|_| LatencyCounters::default()).collect(),
             per_peer: (0..n).map(|_| Mutex::default()).collect(),
             tracks: (0..n).map(|_| Mutex::default()).collect(),
+            polling: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// Notes whether shard `shard` reads its socket on a schedule.
+    pub(crate) fn set_polling(&self, shard: usize, on: bool) {
+        if let Some(p) = self.polling.get(shard) {
+            p.store(on, Relaxed);
         }
     }
 
@@ -313,6 +326,7 @@ impl MediaStats {
             send_failed: self.send_failed.load(Relaxed),
             wakeups: self.wakeups.load(Relaxed),
             handoff_dropped: self.handoff_dropped.load(Relaxed),
+            polling_shards: self.polling.iter().filter(|p| p.load(Relaxed)).count(),
             tcp: TcpSnapshot {
                 accepted: self.tcp.accepted.load(Relaxed),
                 refused: self.tcp.refused.load(Relaxed),

@@ -279,6 +279,8 @@ pub struct Engine {
     /// What was forwarded and heard.
     pub traffic: Traffic,
     limits: MediaLimits,
+    /// Inputs that want handling at once, counted: see [`Engine::urgent_inputs`].
+    urgent: u64,
 }
 
 /// Sends our check of a silent peer when its ICE has one due.
@@ -503,6 +505,7 @@ impl Engine {
             sink_tracks: FxHashMap::default(),
             sink_out: SinkOut::default(),
             drops: Drops::default(),
+            urgent: 0,
             traffic: Traffic::default(),
             limits: MediaLimits::default(),
         }
@@ -552,7 +555,17 @@ impl Engine {
 
     /// The next event for the control plane.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.urgent += u64::from(!self.events.is_empty());
         self.events.pop_front()
+    }
+
+    /// How many inputs so far wanted handling at once: media and its reports (SRTP, SRTCP),
+    /// handshakes (a check before ICE connects, DTLS before it does) and whatever the
+    /// control plane hears of (every event). What is left out is an idle connected peer's
+    /// upkeep: its consent checks and its SCTP heartbeats. A driver that sees this unchanged
+    /// may batch its reads.
+    pub fn urgent_inputs(&self) -> u64 {
+        self.urgent
     }
 
     /// When [`Engine::handle_timeout`] is due: the earliest real deadline of any part, or
@@ -949,6 +962,7 @@ impl Engine {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        self.urgent += u64::from(p.ice.state() != IceState::Connected);
         let mut out = take_buf(&mut self.pool);
         match p.ice.handle_stun(now, from, buf, &mut out) {
             Ok(input) => {
@@ -1000,6 +1014,7 @@ impl Engine {
             self.drops.unknown_source += 1;
             return;
         }
+        self.urgent += u64::from(!p.connected);
         if p.dtls.is_none() {
             let Some(fp) = p.remote_fp.clone() else {
                 return;
@@ -1165,6 +1180,7 @@ impl Engine {
             self.drops.unknown_source += 1;
             return;
         };
+        self.urgent += 1;
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };

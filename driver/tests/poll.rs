@@ -1,0 +1,214 @@
+//! A shard that hears nothing but idle peers' consent checks reads its socket on a schedule
+//! instead of waking for each datagram, answers every check all the same, and wakes on
+//! each datagram again as soon as media or a command comes.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use lkr_driver::{DriverConfig, Media, spawn};
+use lkr_sfu::{Command, PeerConfig, PeerId, RemoteFingerprint};
+
+const CLIENT_PWD: &str = "client-password-0123456789";
+const SERVER_PWD: &str = "server-password-0123456789";
+
+fn peer_config(ufrag: &str) -> PeerConfig {
+    PeerConfig {
+        local_ufrag: ufrag.into(),
+        local_pwd: SERVER_PWD.into(),
+        remote_ufrag: "cliU".into(),
+        remote_pwd: CLIENT_PWD.into(),
+        remote_fingerprint: RemoteFingerprint {
+            algorithm: "sha-256".into(),
+            value: "00".into(),
+        },
+        open_channels: Vec::new(),
+        group: 1,
+    }
+}
+
+/// A client that checks the server at a fixed rate, as a thousand idle peers would.
+struct Checker {
+    socket: UdpSocket,
+    server: SocketAddr,
+    sent: u64,
+    answered: u64,
+}
+
+impl Checker {
+    fn new(server: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        Checker {
+            socket,
+            server,
+            sent: 0,
+            answered: 0,
+        }
+    }
+
+    /// Checks until the server knows the peer (the command adding it may come after the
+    /// first check), then counts from there.
+    fn connect(mut self) -> Self {
+        let end = Instant::now() + Duration::from_secs(2);
+        while self.answered == 0 && Instant::now() < end {
+            self.send();
+            std::thread::sleep(Duration::from_millis(20));
+            self.read();
+        }
+        assert!(self.answered > 0, "the server answers a check");
+        self.sent = self.answered;
+        self
+    }
+
+    /// Sends one check every 5 ms for `period`, reading answers as they come.
+    fn run(&mut self, period: Duration) {
+        let end = Instant::now() + period;
+        let mut next = Instant::now();
+        while Instant::now() < end {
+            if Instant::now() >= next {
+                self.send();
+                next += Duration::from_millis(5);
+            }
+            self.read();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn send(&mut self) {
+        self.sent += 1;
+        let mut tid = [0u8; 12];
+        tid[..8].copy_from_slice(&self.sent.to_be_bytes());
+        let mut out = Vec::new();
+        lkr_ice::write_binding_request(&mut out, tid, "srvU:cliU", SERVER_PWD, 1_000, 7, true)
+            .unwrap();
+        self.socket.send_to(&out, self.server).unwrap();
+    }
+
+    fn read(&mut self) {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+            if lkr_ice::parse_binding_response(&buf[..n], SERVER_PWD).is_ok_and(|r| r.success) {
+                self.answered += 1;
+            }
+        }
+    }
+
+    /// Reads answers until every check has one, for at most `within`.
+    fn all_answered(&mut self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while self.answered < self.sent && Instant::now() < end {
+            self.read();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.answered >= self.sent
+    }
+}
+
+fn polling(media: &Media) -> bool {
+    media.handle.stats.snapshot().polling_shards > 0
+}
+
+/// Keeps checking until the shard polls (or `within` passes).
+fn check_until(c: &mut Checker, media: &Media, within: Duration, want: bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if polling(media) == want {
+            return true;
+        }
+        c.run(Duration::from_millis(50));
+    }
+    polling(media) == want
+}
+
+#[test]
+fn idle_checks_are_read_on_a_schedule_and_media_ends_it() {
+    let media = spawn(DriverConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let server = media.handle.local_addr;
+    media
+        .handle
+        .send(Command::AddPeer {
+            peer: PeerId(1),
+            config: peer_config("srvU"),
+        })
+        .unwrap();
+    let mut c = Checker::new(server).connect();
+
+    // 200 checks a second and nothing else: the shard starts polling.
+    assert!(
+        check_until(&mut c, &media, Duration::from_secs(4), true),
+        "the shard polls its socket"
+    );
+    let before = media.handle.stats.snapshot().wakeups;
+    c.run(Duration::from_secs(1));
+    let wakeups = media.handle.stats.snapshot().wakeups - before;
+    eprintln!(
+        "{wakeups} wake-ups for {} checks in a second while polling",
+        c.sent
+    );
+    assert!(
+        c.all_answered(Duration::from_millis(500)),
+        "every check answered"
+    );
+    // 200 checks; a read every 50 ms is 20 wake-ups, plus the once-a-second work.
+    assert!(
+        wakeups <= 40,
+        "{wakeups} wake-ups for 200 checks in a second while polling"
+    );
+
+    // A media packet (RTP's first byte, from the peer's address) wants an answer at once.
+    let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9];
+    rtp.extend_from_slice(&[0; 40]);
+    c.socket.send_to(&rtp, server).unwrap();
+    let end = Instant::now() + Duration::from_millis(500);
+    while polling(&media) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!polling(&media), "media ends the polling");
+
+    // Back to checks only, then a command: a joining peer is not kept waiting.
+    assert!(
+        check_until(&mut c, &media, Duration::from_secs(4), true),
+        "the shard polls again"
+    );
+    media
+        .handle
+        .send(Command::AddPeer {
+            peer: PeerId(2),
+            config: peer_config("srv2"),
+        })
+        .unwrap();
+    let end = Instant::now() + Duration::from_millis(500);
+    while polling(&media) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!polling(&media), "a command ends the polling");
+    assert!(
+        c.all_answered(Duration::from_millis(500)),
+        "every check answered"
+    );
+}
+
+#[test]
+fn a_few_peers_keep_waking_the_shard_for_each_datagram() {
+    let media = spawn(DriverConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    media
+        .handle
+        .send(Command::AddPeer {
+            peer: PeerId(1),
+            config: peer_config("srvU"),
+        })
+        .unwrap();
+    let mut c = Checker::new(media.handle.local_addr).connect();
+    // One check every 5 ms for 100 ms, then one every 100 ms: 10 a second, under the
+    // threshold.
+    c.run(Duration::from_millis(100));
+    let end = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < end {
+        c.send();
+        std::thread::sleep(Duration::from_millis(100));
+        c.read();
+        assert!(!polling(&media), "a quiet shard does not poll");
+    }
+    let answered = c.all_answered(Duration::from_millis(500));
+    assert!(answered, "{} of {} checks answered", c.answered, c.sent);
+}
