@@ -104,6 +104,25 @@ impl Checker {
     }
 }
 
+fn add_peer(media: &Media, id: u64, ufrag: &str) {
+    media
+        .handle
+        .send(Command::AddPeer {
+            peer: PeerId(id),
+            config: peer_config(ufrag),
+        })
+        .unwrap();
+}
+
+/// Waits up to 500 ms for the shard to stop polling.
+fn stops_polling(media: &Media) -> bool {
+    let end = Instant::now() + Duration::from_millis(500);
+    while polling(media) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    !polling(media)
+}
+
 fn polling(media: &Media) -> bool {
     media.handle.stats.snapshot().polling_shards > 0
 }
@@ -124,13 +143,7 @@ fn check_until(c: &mut Checker, media: &Media, within: Duration, want: bool) -> 
 fn idle_checks_are_read_on_a_schedule_and_media_ends_it() {
     let media = spawn(DriverConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
     let server = media.handle.local_addr;
-    media
-        .handle
-        .send(Command::AddPeer {
-            peer: PeerId(1),
-            config: peer_config("srvU"),
-        })
-        .unwrap();
+    add_peer(&media, 1, "srvU");
     let mut c = Checker::new(server).connect();
 
     // 200 checks a second and nothing else: the shard starts polling.
@@ -159,29 +172,15 @@ fn idle_checks_are_read_on_a_schedule_and_media_ends_it() {
     let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9];
     rtp.extend_from_slice(&[0; 40]);
     c.socket.send_to(&rtp, server).unwrap();
-    let end = Instant::now() + Duration::from_millis(500);
-    while polling(&media) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(!polling(&media), "media ends the polling");
+    assert!(stops_polling(&media), "media ends the polling");
 
     // Back to checks only, then a command: a joining peer is not kept waiting.
     assert!(
         check_until(&mut c, &media, Duration::from_secs(4), true),
         "the shard polls again"
     );
-    media
-        .handle
-        .send(Command::AddPeer {
-            peer: PeerId(2),
-            config: peer_config("srv2"),
-        })
-        .unwrap();
-    let end = Instant::now() + Duration::from_millis(500);
-    while polling(&media) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(!polling(&media), "a command ends the polling");
+    add_peer(&media, 2, "srv2");
+    assert!(stops_polling(&media), "a command ends the polling");
     assert!(
         c.all_answered(Duration::from_millis(500)),
         "every check answered"
@@ -191,13 +190,7 @@ fn idle_checks_are_read_on_a_schedule_and_media_ends_it() {
 #[test]
 fn a_few_peers_keep_waking_the_shard_for_each_datagram() {
     let media = spawn(DriverConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-    media
-        .handle
-        .send(Command::AddPeer {
-            peer: PeerId(1),
-            config: peer_config("srvU"),
-        })
-        .unwrap();
+    add_peer(&media, 1, "srvU");
     let mut c = Checker::new(media.handle.local_addr).connect();
     // One check every 5 ms for 100 ms, then one every 100 ms: 10 a second, under the
     // threshold.
