@@ -94,8 +94,11 @@ impl BatchSocket for MediaSocket {
         f: impl FnOnce() -> std::io::Result<R>,
     ) -> std::io::Result<R> {
         match self {
-            MediaSocket::Registered(s) => s.try_io(interest, f),
-            MediaSocket::Polled(_) => f(),
+            // The shard never waits for the socket to take a datagram, so it need not track
+            // writability; and a socket just put back in the reactor is not known writable
+            // until the reactor next looks, which would drop what it sends meanwhile.
+            MediaSocket::Registered(s) if !interest.is_writable() => s.try_io(interest, f),
+            _ => f(),
         }
     }
     #[cfg(unix)]
@@ -354,6 +357,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
         };
         std::thread::Builder::new().name(name).spawn(move || {
             let shard = Shard {
+                handed_urgent: 0,
                 index: index as u8,
                 engine,
                 to_peers,
@@ -599,6 +603,9 @@ const ADDR_ROUTES: usize = 1 << 16;
 struct Shard {
     index: u8,
     engine: Engine,
+    /// Datagrams other than STUN that landed on our socket and were handed to the shard of
+    /// their peer: urgent for polling like the engine's own (see [`Shard::urgent`]).
+    handed_urgent: u64,
     /// Rings to the other shards, by shard index (`None` at our own).
     to_peers: Vec<Option<Producer>>,
     from_peers: Vec<Consumer>,
@@ -743,6 +750,8 @@ impl Shard {
             && !self.engine.owns(from, d)
             && let Some(s) = self.owner_of(from, d)
         {
+            // Media for another shard's peer that lands here must not wait for our polling.
+            self.handed_urgent += u64::from(d.first().is_some_and(|b| *b > 3));
             let Shard {
                 to_peers,
                 wake,
@@ -987,7 +996,7 @@ impl Shard {
                 }
             }
             // Back in the reactor as soon as something wants an answer at once.
-            if socket.is_polled() && (command || self.engine.urgent_inputs() != counts.urgent) {
+            if socket.is_polled() && (command || self.urgent() != counts.urgent) {
                 socket = match socket.into_registered() {
                     Ok(s) => s,
                     Err(e) => {
@@ -998,7 +1007,7 @@ impl Shard {
                 tracing::debug!(shard = self.index, "media socket: waking on each datagram");
                 self.stats.set_polling(usize::from(self.index), false);
                 counts.wakes = 0;
-                counts.urgent = self.engine.urgent_inputs();
+                counts.urgent = self.urgent();
             }
             if self.stop.load(Relaxed) {
                 break;
@@ -1064,6 +1073,12 @@ impl Shard {
         self.halt();
     }
 
+    /// Inputs that want handling at once: the engine's ([`Engine::urgent_inputs`]) and what
+    /// we handed to other shards.
+    fn urgent(&self) -> u64 {
+        self.engine.urgent_inputs() + self.handed_urgent
+    }
+
     /// Once a second: polls the socket when it woke the shard at least [`POLL_ABOVE`] times
     /// and nothing urgent came in; wakes on each datagram again when polling read fewer than
     /// [`POLL_BELOW`].
@@ -1073,7 +1088,7 @@ impl Shard {
         counts: &mut PollCounts,
         now: Instant,
     ) -> std::io::Result<MediaSocket> {
-        let urgent = self.engine.urgent_inputs();
+        let urgent = self.urgent();
         let socket = if !socket.is_polled() && counts.wakes >= POLL_ABOVE && urgent == counts.urgent
         {
             tracing::debug!(

@@ -32,6 +32,10 @@ struct Checker {
     server: SocketAddr,
     sent: u64,
     answered: u64,
+    /// Numbers the transaction ids, never reused.
+    seq: u64,
+    /// Checks not answered yet: number and when sent.
+    outstanding: std::collections::BTreeMap<u64, Instant>,
 }
 
 impl Checker {
@@ -43,6 +47,8 @@ impl Checker {
             server,
             sent: 0,
             answered: 0,
+            seq: 0,
+            outstanding: Default::default(),
         }
     }
 
@@ -76,8 +82,13 @@ impl Checker {
 
     fn send(&mut self) {
         self.sent += 1;
+        self.seq += 1;
         let mut tid = [0u8; 12];
-        tid[..8].copy_from_slice(&self.sent.to_be_bytes());
+        tid[..8].copy_from_slice(&self.seq.to_be_bytes());
+        self.outstanding.insert(self.seq, Instant::now());
+        // Distinct per source: the same transaction id from two addresses is a replay.
+        let port = self.socket.local_addr().unwrap().port();
+        tid[8..10].copy_from_slice(&port.to_be_bytes());
         let mut out = Vec::new();
         lkr_ice::write_binding_request(&mut out, tid, "srvU:cliU", SERVER_PWD, 1_000, 7, true)
             .unwrap();
@@ -87,8 +98,12 @@ impl Checker {
     fn read(&mut self) {
         let mut buf = [0u8; 1500];
         while let Ok((n, _)) = self.socket.recv_from(&mut buf) {
-            if lkr_ice::parse_binding_response(&buf[..n], SERVER_PWD).is_ok_and(|r| r.success) {
+            let r = lkr_ice::parse_binding_response(&buf[..n], SERVER_PWD);
+            if r.as_ref().is_ok_and(|r| r.success) {
                 self.answered += 1;
+                let t = r.unwrap().transaction_id;
+                self.outstanding
+                    .remove(&u64::from_be_bytes(t[..8].try_into().unwrap()));
             }
         }
     }
@@ -204,4 +219,65 @@ fn a_few_peers_keep_waking_the_shard_for_each_datagram() {
     }
     let answered = c.all_answered(Duration::from_millis(500));
     assert!(answered, "{} of {} checks answered", c.answered, c.sent);
+}
+
+#[test]
+fn media_handed_to_another_shard_ends_the_polling_of_the_shard_it_landed_on() {
+    let mut config = DriverConfig::new("127.0.0.1:0".parse().unwrap());
+    config.shards = 2;
+    let media = spawn(config).unwrap();
+    // A first room's peer takes shard 0, ours (another room) shard 1: the checks and media
+    // of sources the kernel puts on shard 0's socket are handed to shard 1.
+    let mut other = peer_config("othr");
+    other.group = 9;
+    media
+        .handle
+        .send(Command::AddPeer {
+            peer: PeerId(9),
+            config: other,
+        })
+        .unwrap();
+    add_peer(&media, 1, "srvU");
+    // Eight sources (as many as a peer may have valid), one check every 40 ms each: 200 a
+    // second, spread by the kernel over both shards' sockets.
+    let server = media.handle.local_addr;
+    let mut checkers: Vec<Checker> = (0..8).map(|_| Checker::new(server).connect()).collect();
+    let both_poll = |media: &Media| media.handle.stats.snapshot().polling_shards == 2;
+    let end = Instant::now() + Duration::from_secs(5);
+    while !both_poll(&media) && Instant::now() < end {
+        for c in &mut checkers {
+            c.send();
+            c.read();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert!(both_poll(&media), "both shards poll");
+    let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9];
+    rtp.extend_from_slice(&[0; 40]);
+    for c in &checkers {
+        c.socket.send_to(&rtp, server).unwrap();
+    }
+    assert!(
+        stops_polling_all(&media),
+        "media ends the polling of both shards"
+    );
+    for c in &mut checkers {
+        let all = c.all_answered(Duration::from_millis(500));
+        let now = Instant::now();
+        let late: Vec<_> = c.outstanding.iter().map(|(k, t)| (*k, now - *t)).collect();
+        assert!(
+            all,
+            "{} of {} checks answered; unanswered: {late:?}",
+            c.answered, c.sent
+        );
+    }
+}
+
+/// Waits up to 500 ms for every shard to stop polling.
+fn stops_polling_all(media: &Media) -> bool {
+    let end = Instant::now() + Duration::from_millis(500);
+    while media.handle.stats.snapshot().polling_shards > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    media.handle.stats.snapshot().polling_shards == 0
 }
