@@ -207,6 +207,11 @@ pub(crate) struct Participant {
     offered_inactive: Vec<String>,
     /// Dual PC: sections whose inactivity the client has answered, free for a new track.
     recyclable: std::collections::BTreeSet<String>,
+    /// Dual PC: the track each emptied section last carried (by mid). A track subscribed
+    /// again is not put back in the section it just left: the Python SDK's libwebrtc
+    /// reported no track for a section that went inactive and came back with the same track
+    /// (about once in twenty resubscriptions), while a fresh section always works.
+    left_by: BTreeMap<String, String>,
     /// Single PC: receive sections whose track was unsubscribed since the last answer. The
     /// next answer marks them inactive, and only then may they carry another track: a section
     /// that goes from one track straight to the next gives the client no new remote track.
@@ -251,6 +256,7 @@ impl Participant {
             sub_sections: Vec::new(),
             offered_inactive: Vec::new(),
             recyclable: std::collections::BTreeSet::new(),
+            left_by: BTreeMap::new(),
             cooling: std::collections::BTreeSet::new(),
             awaiting_answer: None,
             sub_dirty: false,
@@ -1313,6 +1319,7 @@ impl Participant {
         {
             tracing::debug!(participant = %self.psid, "answer for an older offer");
         }
+        tracing::debug!(participant = %self.psid, id = a.id, awaiting = ?self.awaiting_answer, again = self.sub_dirty, "subscriber answer");
         self.awaiting_answer = None;
         self.recyclable.extend(self.offered_inactive.drain(..));
         let pts = negotiation::accepted_payload_types(&sd);
@@ -1373,6 +1380,13 @@ impl Participant {
         let id = self.next_offer_id;
         self.next_offer_id += 1;
         self.awaiting_answer = Some(id);
+        tracing::debug!(
+            participant = %self.psid,
+            id,
+            tracks = self.sub_sections.iter().filter(|s| matches!(s, OfferSection::Media { track: Some(_), .. })).count(),
+            inactive = self.offered_inactive.len(),
+            "subscriber offer"
+        );
         self.send(
             ctx,
             Resp::Offer(pb::SessionDescription {
@@ -1446,7 +1460,11 @@ impl Participant {
                     mid,
                     kind: k,
                     track,
-                } if *k == kind && track.is_none() && self.recyclable.contains(mid.as_str()) => {
+                } if *k == kind
+                    && track.is_none()
+                    && self.recyclable.contains(mid.as_str())
+                    && self.left_by.get(mid.as_str()) != Some(&sid) =>
+                {
                     Some((mid.clone(), track))
                 }
                 _ => None,
@@ -1454,6 +1472,7 @@ impl Participant {
             match reuse {
                 Some((mid, slot)) => {
                     self.recyclable.remove(&mid);
+                    self.left_by.remove(&mid);
                     d.mid = Some(mid);
                     *slot = Some(down_track(&d));
                 }
@@ -1467,6 +1486,9 @@ impl Participant {
                     });
                 }
             }
+            // Only the section it left last is avoided: a track toggled on and off takes
+            // turns between two sections instead of growing the offer.
+            self.left_by.retain(|_, t| *t != sid);
             self.downs.insert(sid, d);
             self.negotiate_subscriber(ctx);
         }
@@ -1500,6 +1522,7 @@ impl Participant {
                     && d.mid.as_deref() == Some(mid.as_str())
                 {
                     *track = None;
+                    self.left_by.insert(mid.clone(), sid.to_owned());
                 }
             }
             self.negotiate_subscriber(ctx);

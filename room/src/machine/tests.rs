@@ -2032,3 +2032,58 @@ fn single_pc_resubscription_passes_through_an_inactive_section() {
             .any(|c| matches!(c, Command::Subscribe(s) if s.peer == bob_peer))
     );
 }
+
+/// Dual PC: a track unsubscribed and subscribed again after the client answered its section
+/// inactive is not put back on that section (the Python SDK then reported no track), but on
+/// another one; toggled again, it takes turns between the two, so the offer stays small.
+#[test]
+fn dual_pc_resubscription_takes_another_section() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.answer_subscriber(&a);
+    w.answer_subscriber(&b);
+    let track = w.publish_audio(&a, "mic-cid");
+    w.offer(&a, client_offer(&[Sec::SendAudio("mic-cid")]))
+        .unwrap();
+    w.answer_subscriber(&b);
+    // The mids of the offer's sections that carry the track, and how many sections it has.
+    let mid_of = |w: &World| {
+        let sdp = w.last_offer(&b).sdp;
+        let sections: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
+        let with_track: Vec<String> = sections
+            .iter()
+            .filter(|m| m.contains(track.as_str()))
+            .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("a=mid:")))
+            .map(str::to_owned)
+            .collect();
+        (with_track, sections.len())
+    };
+    let (first, _) = mid_of(&w);
+    assert_eq!(first.len(), 1, "the track has one section");
+    let mut mids = vec![first[0].clone()];
+    for _ in 0..3 {
+        for subscribe in [false, true] {
+            w.signal(
+                &b,
+                Req::Subscription(pb::UpdateSubscription {
+                    track_sids: vec![track.clone()],
+                    subscribe,
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+            // The client answers each offer before the next request.
+            w.answer_subscriber(&b);
+        }
+        let (now, sections) = mid_of(&w);
+        assert_eq!(now.len(), 1, "the track has one section");
+        assert_ne!(Some(&now[0]), mids.last(), "not the section it just left");
+        assert!(
+            sections <= 3,
+            "data and two audio sections at most: {sections}"
+        );
+        mids.push(now[0].clone());
+    }
+    assert_eq!(mids[0], mids[2], "two sections taken in turn: {mids:?}");
+}
