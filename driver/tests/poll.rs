@@ -30,6 +30,8 @@ fn peer_config(ufrag: &str) -> PeerConfig {
 struct Checker {
     socket: UdpSocket,
     server: SocketAddr,
+    /// `server-ufrag:client-ufrag`.
+    username: String,
     sent: u64,
     answered: u64,
     /// Numbers the transaction ids, never reused.
@@ -40,11 +42,17 @@ struct Checker {
 
 impl Checker {
     fn new(server: SocketAddr) -> Self {
+        Self::to(server, "srvU")
+    }
+
+    /// A client of the peer whose server ufrag is `ufrag`.
+    fn to(server: SocketAddr, ufrag: &str) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         Checker {
             socket,
             server,
+            username: format!("{ufrag}:cliU"),
             sent: 0,
             answered: 0,
             seq: 0,
@@ -90,7 +98,7 @@ impl Checker {
         let port = self.socket.local_addr().unwrap().port();
         tid[8..10].copy_from_slice(&port.to_be_bytes());
         let mut out = Vec::new();
-        lkr_ice::write_binding_request(&mut out, tid, "srvU:cliU", SERVER_PWD, 1_000, 7, true)
+        lkr_ice::write_binding_request(&mut out, tid, &self.username, SERVER_PWD, 1_000, 7, true)
             .unwrap();
         self.socket.send_to(&out, self.server).unwrap();
     }
@@ -238,17 +246,22 @@ fn media_handed_to_another_shard_ends_the_polling_of_the_shard_it_landed_on() {
         })
         .unwrap();
     add_peer(&media, 1, "srvU");
-    // Eight sources (as many as a peer may have valid), one check every 40 ms each: 200 a
-    // second, spread by the kernel over both shards' sockets.
+    add_peer(&media, 2, "srv2");
+    // Sixteen sources (eight for each of two peers, as many as a peer may have valid), a
+    // check every 10 ms or so each, spread by the kernel over both shards' sockets. One
+    // source alone wakes a shard more often than the 50 times a second that start polling;
+    // a shard gets none of them once in 32 768 runs.
     let server = media.handle.local_addr;
-    let mut checkers: Vec<Checker> = (0..8).map(|_| Checker::new(server).connect()).collect();
+    let mut checkers: Vec<Checker> = (0..16)
+        .map(|i| Checker::to(server, if i % 2 == 0 { "srvU" } else { "srv2" }).connect())
+        .collect();
     let both_poll = |media: &Media| media.handle.stats.snapshot().polling_shards == 2;
     let end = Instant::now() + Duration::from_secs(5);
     while !both_poll(&media) && Instant::now() < end {
         for c in &mut checkers {
             c.send();
             c.read();
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_micros(600));
         }
     }
     assert!(both_poll(&media), "both shards poll");

@@ -206,6 +206,19 @@ impl World {
         self.m.api_get_participant("r", identity).expect("present")
     }
 
+    /// Asks for `track` to be subscribed or not, as `psid`.
+    fn set_subscribed(&mut self, psid: &str, track: &str, subscribe: bool) {
+        self.signal(
+            psid,
+            Req::Subscription(pb::UpdateSubscription {
+                track_sids: vec![track.to_owned()],
+                subscribe,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    }
+
     /// Dual PC: answers the server's last subscriber offer as libwebrtc would, and brings
     /// the subscriber transport up.
     fn answer_subscriber(&mut self, psid: &str) -> PeerId {
@@ -1992,15 +2005,7 @@ fn single_pc_resubscription_passes_through_an_inactive_section() {
 
     w.clear();
     for subscribe in [false, true] {
-        w.signal(
-            &b,
-            Req::Subscription(pb::UpdateSubscription {
-                track_sids: vec![track.clone()],
-                subscribe,
-                ..Default::default()
-            }),
-        )
-        .unwrap();
+        w.set_subscribed(&b, &track, subscribe);
     }
     let nudges = |w: &World| {
         w.to(&b)
@@ -2064,15 +2069,7 @@ fn dual_pc_resubscription_takes_another_section() {
     let mut mids = vec![first[0].clone()];
     for _ in 0..3 {
         for subscribe in [false, true] {
-            w.signal(
-                &b,
-                Req::Subscription(pb::UpdateSubscription {
-                    track_sids: vec![track.clone()],
-                    subscribe,
-                    ..Default::default()
-                }),
-            )
-            .unwrap();
+            w.set_subscribed(&b, &track, subscribe);
             // The client answers each offer before the next request.
             w.answer_subscriber(&b);
         }
