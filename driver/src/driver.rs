@@ -962,10 +962,7 @@ impl Shard {
                     if r.is_ok() {
                         counts.wakes += 1;
                         received_at = Some(Instant::now());
-                        match rx.recv(&socket) {
-                            Ok(_) => rx.for_each(|from, d| self.on_datagram(&socket, from, d)),
-                            Err(e) => tracing::debug!("media recv: {e}"),
-                        }
+                        self.read_batch(&mut rx, &socket);
                     }
                 }
                 permit = events.tx.reserve(), if waiting => {
@@ -980,34 +977,22 @@ impl Shard {
             if socket.is_polled() && Instant::now() >= counts.next {
                 counts.next = Instant::now() + POLL_PERIOD;
                 for _ in 0..POLL_BATCHES {
-                    match rx.recv(&socket) {
-                        Ok(n) => {
-                            counts.polled += n as u64;
-                            rx.for_each(|from, d| self.on_datagram(&socket, from, d));
-                            if n < BATCH {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!("media recv: {e}");
-                            break;
-                        }
+                    let n = self.read_batch(&mut rx, &socket);
+                    counts.polled += n as u64;
+                    if n < BATCH {
+                        break;
                     }
                 }
             }
             // Back in the reactor as soon as something wants an answer at once.
             if socket.is_polled() && (command || self.urgent() != counts.urgent) {
-                socket = match socket.into_registered() {
+                socket = match self.wake_on_each(socket, &mut counts) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!("media socket: {e}");
                         break;
                     }
                 };
-                tracing::debug!(shard = self.index, "media socket: waking on each datagram");
-                self.stats.set_polling(usize::from(self.index), false);
-                counts.wakes = 0;
-                counts.urgent = self.urgent();
             }
             if self.stop.load(Relaxed) {
                 break;
@@ -1099,8 +1084,7 @@ impl Shard {
             counts.next = now + POLL_PERIOD;
             socket.into_polled()?
         } else if socket.is_polled() && counts.polled < POLL_BELOW {
-            tracing::debug!(shard = self.index, "media socket: waking on each datagram");
-            socket.into_registered()?
+            return self.wake_on_each(socket, counts);
         } else {
             socket
         };
@@ -1110,6 +1094,35 @@ impl Shard {
         counts.polled = 0;
         counts.urgent = urgent;
         Ok(socket)
+    }
+
+    /// Puts a polled socket back in the reactor and starts counting afresh.
+    fn wake_on_each(
+        &self,
+        socket: MediaSocket,
+        counts: &mut PollCounts,
+    ) -> std::io::Result<MediaSocket> {
+        let socket = socket.into_registered()?;
+        tracing::debug!(shard = self.index, "media socket: waking on each datagram");
+        self.stats.set_polling(usize::from(self.index), false);
+        counts.wakes = 0;
+        counts.polled = 0;
+        counts.urgent = self.urgent();
+        Ok(socket)
+    }
+
+    /// Reads what waits on the socket (one batch) and takes each datagram; how many.
+    fn read_batch(&mut self, rx: &mut RecvBatch, socket: &MediaSocket) -> usize {
+        match rx.recv(socket) {
+            Ok(n) => {
+                rx.for_each(|from, d| self.on_datagram(socket, from, d));
+                n
+            }
+            Err(e) => {
+                tracing::debug!("media recv: {e}");
+                0
+            }
+        }
     }
 
     /// Stops every shard and the router: one stopped shard stops the media core.

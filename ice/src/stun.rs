@@ -174,14 +174,13 @@ pub fn write_binding_success(
             attribute_header(out, ATTR_XOR_MAPPED_ADDRESS, 8);
             out.extend_from_slice(&[0, 0x01]);
             out.extend_from_slice(&port.to_be_bytes());
-            out.extend(ip.octets().iter().zip(MAGIC_COOKIE).map(|(a, b)| a ^ b));
+            out.extend(xor(&ip.octets(), &transaction_id));
         }
         IpAddr::V6(ip) => {
             attribute_header(out, ATTR_XOR_MAPPED_ADDRESS, 20);
             out.extend_from_slice(&[0, 0x02]);
             out.extend_from_slice(&port.to_be_bytes());
-            let key = MAGIC_COOKIE.iter().chain(&transaction_id);
-            out.extend(ip.octets().iter().zip(key).map(|(a, b)| a ^ b));
+            out.extend(xor(&ip.octets(), &transaction_id));
         }
     }
     end(out, start, Some(local_pwd));
@@ -356,25 +355,25 @@ fn transaction_id(buf: &[u8]) -> [u8; 12] {
     tid
 }
 
+/// An address's bytes XORed with the magic cookie and then the transaction id, as
+/// XOR-MAPPED-ADDRESS carries them (RFC 5389 §15.2): the same both ways.
+fn xor<'a>(bytes: &'a [u8], tid: &'a [u8; 12]) -> impl Iterator<Item = u8> + 'a {
+    bytes
+        .iter()
+        .zip(MAGIC_COOKIE.iter().chain(tid))
+        .map(|(a, b)| a ^ b)
+}
+
 /// Decodes an XOR-MAPPED-ADDRESS value (RFC 5389 §15.2).
 fn xor_address(value: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, StunError> {
     let port = u16::from_be_bytes([value[2], value[3]]) ^ 0x2112;
-    let key = MAGIC_COOKIE.iter().chain(tid);
+    let mut o = [0u8; 16];
+    for (o, x) in o.iter_mut().zip(xor(&value[4..], tid)) {
+        *o = x;
+    }
     let ip = match (value[1], value.len()) {
-        (0x01, 8) => {
-            let mut o = [0u8; 4];
-            for ((o, v), k) in o.iter_mut().zip(&value[4..]).zip(key) {
-                *o = v ^ k;
-            }
-            IpAddr::V4(Ipv4Addr::from(o))
-        }
-        (0x02, 20) => {
-            let mut o = [0u8; 16];
-            for ((o, v), k) in o.iter_mut().zip(&value[4..]).zip(key) {
-                *o = v ^ k;
-            }
-            IpAddr::V6(Ipv6Addr::from(o))
-        }
+        (0x01, 8) => IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])),
+        (0x02, 20) => IpAddr::V6(Ipv6Addr::from(o)),
         _ => return Err(StunError::Malformed),
     };
     Ok(SocketAddr::new(ip, port))

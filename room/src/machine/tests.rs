@@ -1564,9 +1564,9 @@ fn a_microphone_only_token_cannot_publish_video() {
     assert_eq!(kinds, [lkr_sfu::MediaKind::Audio]);
 }
 
-#[test]
-fn the_subscriber_offer_reuses_sections() {
-    let mut w = World::new();
+/// Dual PC: alice publishes an audio track that bob, subscribed, has answered; bob's
+/// participant sid and the track's.
+fn bob_receives_alices_audio(w: &mut World) -> (String, String) {
     let a = w.join("alice", false);
     let b = w.join("bob", false);
     w.answer_subscriber(&a);
@@ -1574,28 +1574,28 @@ fn the_subscriber_offer_reuses_sections() {
     let track = w.publish_audio(&a, "c");
     w.offer(&a, client_offer(&[Sec::SendAudio("c")])).unwrap();
     w.answer_subscriber(&b);
-    let sub = |subscribe: bool| {
-        Req::Subscription(pb::UpdateSubscription {
-            track_sids: vec![track.clone()],
-            subscribe,
-            ..Default::default()
-        })
-    };
+    (b, track)
+}
+
+#[test]
+fn the_subscriber_offer_reuses_sections() {
+    let mut w = World::new();
+    let (b, track) = bob_receives_alices_audio(&mut w);
     for _ in 0..500 {
-        w.signal(&b, sub(false)).unwrap();
+        w.set_subscribed(&b, &track, false);
         w.answer_subscriber(&b);
-        w.signal(&b, sub(true)).unwrap();
+        w.set_subscribed(&b, &track, true);
         w.answer_subscriber(&b);
         w.signals.clear();
         w.media.clear();
     }
-    w.signal(&b, sub(false)).unwrap();
+    w.set_subscribed(&b, &track, false);
     let offer = w.last_offer(&b);
     let sections = offer.sdp.matches("\r\nm=").count();
     assert!(sections <= 3, "{sections} sections after 500 cycles");
     assert!(offer.sdp.len() < 4000, "{} bytes", offer.sdp.len());
     w.answer_subscriber(&b);
-    w.signal(&b, sub(true)).unwrap();
+    w.set_subscribed(&b, &track, true);
     let offer = w.last_offer(&b);
     assert!(offer.sdp.contains(&track));
 }
@@ -2044,14 +2044,7 @@ fn single_pc_resubscription_passes_through_an_inactive_section() {
 #[test]
 fn dual_pc_resubscription_takes_another_section() {
     let mut w = World::new();
-    let a = w.join("alice", false);
-    let b = w.join("bob", false);
-    w.answer_subscriber(&a);
-    w.answer_subscriber(&b);
-    let track = w.publish_audio(&a, "mic-cid");
-    w.offer(&a, client_offer(&[Sec::SendAudio("mic-cid")]))
-        .unwrap();
-    w.answer_subscriber(&b);
+    let (b, track) = bob_receives_alices_audio(&mut w);
     // The mids of the offer's sections that carry the track, and how many sections it has.
     let mid_of = |w: &World| {
         let sdp = w.last_offer(&b).sdp;
