@@ -945,14 +945,13 @@ impl Machine {
     }
 
     /// Tells every participant of `room` but `except` about `info`. An update about a
-    /// participant that publishes nothing and stays is held back for [`UPDATE_BATCH`] and
-    /// goes out with the room's others, only its latest record (joins at a high rate cost a
-    /// message per participant per batch, not one per join each); any other update goes out at
-    /// once, after what the room had held back, so that no one hears of a track before its
-    /// publisher.
+    /// participant that has never published is held back for [`UPDATE_BATCH`] and goes out
+    /// with the room's others, only its latest record (joins or departures at a high rate
+    /// cost a message per participant per batch, not one per join or departure each, as
+    /// LiveKit batches its subscribers' updates); any other update goes out at once, after
+    /// what the room had held back, so that no one hears of a track before its publisher.
     fn broadcast(&mut self, room: &str, info: &pb::ParticipantInfo, except: Option<&str>) {
-        let quiet = info.tracks.is_empty()
-            && info.state != pb::participant_info::State::Disconnected as i32;
+        let quiet = info.tracks.is_empty() && !info.is_publisher;
         let heard = members_of(&self.members, &self.participants, room)
             .any(|(sid, p)| p.connected() && Some(sid.as_str()) != except);
         if !heard {
@@ -989,11 +988,15 @@ impl Machine {
             self.batch_due = None;
         }
         let update = |except: Option<&str>| {
-            let participants: Vec<pb::ParticipantInfo> = batch
+            let mut participants: Vec<pb::ParticipantInfo> = batch
                 .values()
                 .filter(|(_, e)| e.is_none() || e.as_deref() != except)
                 .map(|(info, _)| info.clone())
                 .collect();
+            // Departures first: clients key participants by identity, so an identity's old
+            // session must be gone before its new one is told.
+            participants
+                .sort_by_key(|i| i.state != pb::participant_info::State::Disconnected as i32);
             (!participants.is_empty())
                 .then(|| Arc::new(Resp::Update(pb::ParticipantUpdate { participants })))
         };

@@ -537,6 +537,11 @@ fn join_tells_the_others_and_leave_removes() {
         .unwrap();
     assert_eq!(w.closes.len(), 1);
     assert_eq!(w.closes[0].0, b);
+    assert!(
+        updates_about(&w, &a, &b).is_empty(),
+        "a departure waits for the room's batch"
+    );
+    w.run_for(UPDATE_BATCH);
     let gone = updates_about(&w, &a, &b);
     assert_eq!(gone.len(), 1);
     assert_eq!(
@@ -1807,10 +1812,69 @@ fn a_burst_of_joins_is_told_in_one_update_per_participant() {
         "{all} update messages for 30 joins (435 one by one)"
     );
     w.clear();
-    // A departure is told at once.
-    w.signal(mid, Req::Leave(pb::LeaveRequest::default()))
+    // Departures of participants who never published are batched the same way.
+    for s in &sids[..20] {
+        w.signal(s, Req::Leave(pb::LeaveRequest::default()))
+            .unwrap();
+    }
+    assert!(update_messages(&w, &first).is_empty(), "held for the batch");
+    w.run_for(UPDATE_BATCH);
+    let to_first = update_messages(&w, &first);
+    assert_eq!(to_first.len(), 1, "{to_first:?}");
+    assert_eq!(to_first[0].len(), 20);
+    let all: usize = std::iter::once(&first)
+        .chain(&sids[20..])
+        .map(|s| update_messages(&w, s).len())
+        .sum();
+    assert_eq!(
+        all, 10,
+        "one update each for 20 departures (200 one by one)"
+    );
+}
+
+/// A publisher's departure is told at once; an identity that leaves and joins again within
+/// one batch is told gone before it is told back (clients key participants by identity).
+#[test]
+fn a_publishers_departure_is_told_at_once_and_a_replaced_session_leaves_first() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.publish_simulcast_camera(&b);
+    w.run_for(UPDATE_BATCH);
+    w.clear();
+    w.signal(&b, Req::Leave(pb::LeaveRequest::default()))
         .unwrap();
-    assert_eq!(update_messages(&w, &first), [vec!["p11".to_string()]]);
+    let gone = updates_about(&w, &a, &b);
+    assert_eq!(gone.len(), 1, "told without waiting for the batch");
+    assert_eq!(
+        gone[0].state,
+        pb::participant_info::State::Disconnected as i32
+    );
+
+    let c1 = w.join("carol", false);
+    w.run_for(UPDATE_BATCH);
+    w.clear();
+    w.signal(&c1, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    let c2 = w.join("carol", false);
+    assert_ne!(c1, c2);
+    w.run_for(UPDATE_BATCH);
+    let carol: Vec<(String, i32)> = w
+        .to(&a)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::Update(u) => Some(u.participants.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|p| p.identity == "carol")
+        .map(|p| (p.sid, p.state))
+        .collect();
+    let disconnected = pb::participant_info::State::Disconnected as i32;
+    assert_eq!(carol.len(), 2, "{carol:?}");
+    assert_eq!(carol[0], (c1, disconnected), "{carol:?}");
+    assert_eq!(carol[1].0, c2);
+    assert_ne!(carol[1].1, disconnected);
 }
 
 /// A batch of updates is one shared message for everyone it is the same for: those who
