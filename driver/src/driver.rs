@@ -50,9 +50,66 @@ const POLL_BATCHES: usize = 16;
 /// puts the socket back in the reactor.
 pub enum MediaSocket {
     /// In the reactor: readable wakes the shard.
-    Registered(tokio::net::UdpSocket),
+    Registered(Watched),
     /// Out of it: read when the shard polls.
     Polled(UdpSocket),
+}
+
+/// A socket in the reactor for reading only. The shard never waits for a socket to take a
+/// datagram (what does not fit is dropped and counted), and a UDP socket watched for
+/// writability reports it again each time the kernel frees a sent datagram: a wake-up of
+/// the reactor after every send for nothing.
+#[cfg(unix)]
+pub struct Watched(tokio::io::unix::AsyncFd<UdpSocket>);
+
+#[cfg(unix)]
+impl Watched {
+    fn new(socket: UdpSocket) -> std::io::Result<Self> {
+        // SAFETY: the `UdpSocket` owns its descriptor, which stays open and the same until
+        // the `AsyncFd` is dropped or gives the socket back.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE)
+        };
+        fd.map(Self).map_err(std::io::Error::from)
+    }
+    /// Waits until the socket is readable; it stays so until a read finds nothing.
+    async fn readable(&self) -> std::io::Result<()> {
+        self.0.readable().await.map(drop)
+    }
+    /// Reads with `f`, noting that the socket is drained when it finds nothing.
+    fn try_read<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
+        self.0.try_io(tokio::io::Interest::READABLE, |_| f())
+    }
+    fn socket(&self) -> &UdpSocket {
+        self.0.get_ref()
+    }
+    fn into_inner(self) -> UdpSocket {
+        self.0.into_inner()
+    }
+}
+
+/// A socket in the reactor (tokio's own, which also watches writability).
+#[cfg(not(unix))]
+pub struct Watched(tokio::net::UdpSocket, UdpSocket);
+
+#[cfg(not(unix))]
+impl Watched {
+    fn new(socket: UdpSocket) -> std::io::Result<Self> {
+        let copy = socket.try_clone()?;
+        Ok(Self(tokio::net::UdpSocket::from_std(socket)?, copy))
+    }
+    async fn readable(&self) -> std::io::Result<()> {
+        self.0.readable().await
+    }
+    fn try_read<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
+        self.0.try_io(tokio::io::Interest::READABLE, f)
+    }
+    fn socket(&self) -> &UdpSocket {
+        &self.1
+    }
+    fn into_inner(self) -> UdpSocket {
+        self.1
+    }
 }
 
 impl MediaSocket {
@@ -71,7 +128,7 @@ impl MediaSocket {
     /// Takes the socket out of the reactor (it stays non-blocking).
     fn into_polled(self) -> std::io::Result<Self> {
         match self {
-            MediaSocket::Registered(s) => Ok(MediaSocket::Polled(s.into_std()?)),
+            MediaSocket::Registered(s) => Ok(MediaSocket::Polled(s.into_inner())),
             polled => Ok(polled),
         }
     }
@@ -79,10 +136,16 @@ impl MediaSocket {
     /// Puts the socket back in the reactor.
     fn into_registered(self) -> std::io::Result<Self> {
         match self {
-            MediaSocket::Polled(s) => {
-                Ok(MediaSocket::Registered(tokio::net::UdpSocket::from_std(s)?))
-            }
+            MediaSocket::Polled(s) => Ok(MediaSocket::Registered(Watched::new(s)?)),
             registered => Ok(registered),
+        }
+    }
+
+    /// The socket itself (non-blocking).
+    fn socket(&self) -> &UdpSocket {
+        match self {
+            MediaSocket::Registered(s) => s.socket(),
+            MediaSocket::Polled(s) => s,
         }
     }
 }
@@ -94,34 +157,23 @@ impl BatchSocket for MediaSocket {
         f: impl FnOnce() -> std::io::Result<R>,
     ) -> std::io::Result<R> {
         match self {
-            // The shard never waits for the socket to take a datagram, so it need not track
-            // writability; and a socket just put back in the reactor is not known writable
-            // until the reactor next looks, which would drop what it sends meanwhile.
-            MediaSocket::Registered(s) if !interest.is_writable() => s.try_io(interest, f),
+            // Writes go straight to the socket: the reactor does not track writability.
+            MediaSocket::Registered(s) if !interest.is_writable() => s.try_read(f),
             _ => f(),
         }
     }
     #[cfg(unix)]
     fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        match self {
-            MediaSocket::Registered(s) => s.as_raw_fd(),
-            MediaSocket::Polled(s) => s.as_raw_fd(),
-        }
+        self.socket().as_raw_fd()
     }
     #[cfg(not(target_os = "linux"))]
     fn try_recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-        match self {
-            MediaSocket::Registered(s) => s.try_recv_from(buf),
-            MediaSocket::Polled(s) => s.recv_from(buf),
-        }
+        self.socket().recv_from(buf)
     }
     #[cfg(not(target_os = "linux"))]
     fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-        match self {
-            MediaSocket::Registered(s) => s.try_send_to(buf, to),
-            MediaSocket::Polled(s) => s.send_to(buf, to),
-        }
+        self.socket().send_to(buf, to)
     }
 }
 
@@ -918,7 +970,7 @@ impl Shard {
         mut inbox: mpsc::Receiver<ShardMsg>,
         mut events: EventOut,
     ) {
-        let mut socket = match tokio::net::UdpSocket::from_std(socket) {
+        let mut socket = match Watched::new(socket) {
             Ok(s) => MediaSocket::Registered(s),
             Err(e) => {
                 tracing::error!("media socket: {e}");
