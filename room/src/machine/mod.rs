@@ -56,8 +56,30 @@ pub const PING_TIMEOUT: i32 = 15;
 
 /// How long an answer to update_metadata waits (see `Participant::update_metadata`).
 const ANSWER_DELAY: Duration = Duration::from_millis(30);
-/// How long an update about a participant that publishes nothing waits for others of its room.
+/// How long an update about a participant that has never published waits for others of its
+/// room, at least: in a room of up to 100 members.
 pub const UPDATE_BATCH: Duration = Duration::from_millis(200);
+/// How long such an update waits at most: LiveKit's interval for its subscribers' updates.
+pub const UPDATE_BATCH_MAX: Duration = Duration::from_secs(3);
+/// A batch goes to every member of its room, so a larger room waits longer, this much per
+/// member: a room's batches stay near 500 messages a second however fast participants come
+/// and go (in a room of 1000, a non-publisher's join is told after up to 2 s).
+const UPDATE_BATCH_PER_MEMBER: Duration = Duration::from_millis(2);
+
+/// How long a room of `members` participants holds back updates about non-publishers.
+pub fn update_batch(members: usize) -> Duration {
+    UPDATE_BATCH_PER_MEMBER
+        .saturating_mul(u32::try_from(members).unwrap_or(u32::MAX))
+        .clamp(UPDATE_BATCH, UPDATE_BATCH_MAX)
+}
+
+/// A room's held-back participant updates.
+struct Batch {
+    /// When they go out.
+    due: Instant,
+    /// Per participant sid: its latest record and who is not to be sent it.
+    updates: BTreeMap<String, (pb::ParticipantInfo, Option<String>)>,
+}
 
 type Resp = pb::signal_response::Message;
 
@@ -409,11 +431,9 @@ pub struct Machine {
     speakers: HashMap<String, BTreeMap<String, f32>>,
     /// Per participant, the connection quality last announced: (level, score).
     quality: HashMap<String, (i32, f32)>,
-    /// Participant updates held back for [`UPDATE_BATCH`]: per room, per participant sid,
-    /// its latest record and who is not to be sent it.
-    batched: HashMap<String, BTreeMap<String, (pb::ParticipantInfo, Option<String>)>>,
-    /// When the held-back updates go out.
-    batch_due: Option<Instant>,
+    /// Participant updates held back (see [`update_batch`]): per room, when they go out and,
+    /// per participant sid, its latest record and who is not to be sent it.
+    batched: HashMap<String, Batch>,
     /// The time of the latest input (for deadlines set by calls that carry none).
     last_now: Instant,
     out: Outbox,
@@ -449,7 +469,6 @@ impl Machine {
             speakers: HashMap::new(),
             quality: HashMap::new(),
             batched: HashMap::new(),
-            batch_due: None,
             last_now: now,
             out: Outbox::default(),
             next_id: 1,
@@ -508,7 +527,7 @@ impl Machine {
         let people = self.participants.values().filter_map(Participant::deadline);
         people
             .chain(self.rooms.next_deadline())
-            .chain(self.batch_due)
+            .chain(self.batched.values().map(|b| b.due))
             .min()
     }
 
@@ -945,7 +964,7 @@ impl Machine {
     }
 
     /// Tells every participant of `room` but `except` about `info`. An update about a
-    /// participant that has never published is held back for [`UPDATE_BATCH`] and goes out
+    /// participant that has never published is held back (see [`update_batch`]) and goes out
     /// with the room's others, only its latest record (joins or departures at a high rate
     /// cost a message per participant per batch, not one per join or departure each, as
     /// LiveKit batches its subscribers' updates); any other update goes out at once, after
@@ -958,11 +977,16 @@ impl Machine {
             return;
         }
         if quiet {
+            let members = self.members.get(room).map_or(0, Vec::len);
+            let due = self.last_now + update_batch(members);
             self.batched
                 .entry(room.to_string())
-                .or_default()
+                .or_insert_with(|| Batch {
+                    due,
+                    updates: BTreeMap::new(),
+                })
+                .updates
                 .insert(info.sid.clone(), (info.clone(), except.map(str::to_string)));
-            self.batch_due.get_or_insert(self.last_now + UPDATE_BATCH);
             return;
         }
         self.broadcast_now(room, info, except);
@@ -981,12 +1005,9 @@ impl Machine {
     /// Sends `room`'s held-back participant updates: one message per recipient, the same
     /// one for all but those an update is not meant for.
     fn flush_room_updates(&mut self, room: &str) {
-        let Some(batch) = self.batched.remove(room) else {
+        let Some(Batch { updates: batch, .. }) = self.batched.remove(room) else {
             return;
         };
-        if self.batched.is_empty() {
-            self.batch_due = None;
-        }
         let update = |except: Option<&str>| {
             let mut participants: Vec<pb::ParticipantInfo> = batch
                 .values()
@@ -1025,12 +1046,16 @@ impl Machine {
 
     /// Sends every room's held-back participant updates when they are due.
     fn flush_due_updates(&mut self, now: Instant) {
-        if self.batch_due.is_some_and(|t| t <= now) {
-            let rooms: Vec<String> = self.batched.keys().cloned().collect();
+        if self.batched.values().any(|b| b.due <= now) {
+            let rooms: Vec<String> = self
+                .batched
+                .iter()
+                .filter(|(_, b)| b.due <= now)
+                .map(|(room, _)| room.clone())
+                .collect();
             for room in rooms {
                 self.flush_room_updates(&room);
             }
-            self.batch_due = None;
         }
     }
 

@@ -1832,6 +1832,45 @@ fn a_burst_of_joins_is_told_in_one_update_per_participant() {
     );
 }
 
+/// A large room holds its batches longer, as each goes to every member: a room of 300
+/// hears of a join after 600 ms, not 200.
+#[test]
+fn a_large_room_batches_for_longer() {
+    assert_eq!(update_batch(2), UPDATE_BATCH);
+    assert_eq!(update_batch(100), UPDATE_BATCH);
+    assert_eq!(update_batch(500), Duration::from_secs(1));
+    assert_eq!(update_batch(1_000_000), UPDATE_BATCH_MAX);
+    let mut w = World::new();
+    let sids: Vec<String> = (0..300).map(|i| w.join(&format!("p{i}"), false)).collect();
+    w.run_for(UPDATE_BATCH_MAX);
+    let join_small = |w: &mut World, identity: &str| {
+        let claims = Claims {
+            sub: identity.into(),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: "small".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sid = w.m.handle_join(w.now, join_of("small", identity, claims));
+        w.drain();
+        sid.expect("join is admitted")
+    };
+    let a = join_small(&mut w, "a");
+    w.run_for(UPDATE_BATCH);
+    w.clear();
+    w.join("late", false);
+    join_small(&mut w, "b");
+    // A small room beside it keeps its own, shorter batch.
+    w.run_for(UPDATE_BATCH);
+    assert_eq!(update_messages(&w, &a), [vec!["b".to_string()]]);
+    w.run_for(Duration::from_millis(390));
+    assert!(update_messages(&w, &sids[0]).is_empty(), "held for 600 ms");
+    w.run_for(Duration::from_millis(20));
+    assert_eq!(update_messages(&w, &sids[0]), [vec!["late".to_string()]]);
+}
+
 /// A publisher's departure is told at once; an identity that leaves and joins again within
 /// one batch is told gone before it is told back (clients key participants by identity).
 #[test]
