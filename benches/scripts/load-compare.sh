@@ -7,7 +7,8 @@
 # turn: a server on loopback (--dev), then `livekit-cli perf load-test --server-pid`:
 #   idle-short / idle-long: SUBSCRIBERS (default 100) participants join and stay idle for 5 s
 #     and for 35 s. Idle cost per participant = CPU difference / 30 s / participants; join
-#     cost = (short-run CPU - 5 s of idle) / participants.
+#     cost = (short-run CPU - 5 s of idle) / participants. The load tester reads the server's
+#     CPU once its participants have left, so the join cost includes each one's departure.
 #   audio: 1 audio publisher -> SUBSCRIBERS subscribers for 20 s (loss, latency, CPU).
 # Prints the load tester's summary lines and a table of the derived figures.
 set -euo pipefail
