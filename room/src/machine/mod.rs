@@ -1046,16 +1046,14 @@ impl Machine {
 
     /// Sends every room's held-back participant updates when they are due.
     fn flush_due_updates(&mut self, now: Instant) {
-        if self.batched.values().any(|b| b.due <= now) {
-            let rooms: Vec<String> = self
-                .batched
-                .iter()
-                .filter(|(_, b)| b.due <= now)
-                .map(|(room, _)| room.clone())
-                .collect();
-            for room in rooms {
-                self.flush_room_updates(&room);
-            }
+        let due: Vec<String> = self
+            .batched
+            .iter()
+            .filter(|(_, b)| b.due <= now)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            self.flush_room_updates(&room);
         }
     }
 

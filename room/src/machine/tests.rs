@@ -110,11 +110,23 @@ impl World {
         grant: VideoGrant,
         offer: Option<String>,
     ) -> String {
+        self.join_in("r", identity, single_pc, grant, offer)
+    }
+
+    /// Joins `identity` to `room` with `grant` (room join added), optionally with an offer.
+    fn join_in(
+        &mut self,
+        room: &str,
+        identity: &str,
+        single_pc: bool,
+        grant: VideoGrant,
+        offer: Option<String>,
+    ) -> String {
         let claims = Claims {
             sub: identity.into(),
             video: Some(VideoGrant {
                 room_join: true,
-                room: "r".into(),
+                room: room.into(),
                 ..grant
             }),
             ..Default::default()
@@ -124,21 +136,14 @@ impl World {
             .handle_join(
                 self.now,
                 Join {
-                    room: "r".into(),
-                    identity: identity.into(),
-                    claims,
                     single_pc,
-                    auto_subscribe: true,
-                    client_protocol: 16,
                     publisher_offer: offer.map(|sdp| pb::SessionDescription {
                         r#type: "offer".into(),
                         sdp,
                         id: 1,
                         mid_to_track_id: HashMap::new(),
                     }),
-                    metadata: None,
-                    attributes: HashMap::new(),
-                    resume: None,
+                    ..join_of(room, identity, claims)
                 },
             )
             .expect("join is admitted");
@@ -1843,25 +1848,11 @@ fn a_large_room_batches_for_longer() {
     let mut w = World::new();
     let sids: Vec<String> = (0..300).map(|i| w.join(&format!("p{i}"), false)).collect();
     w.run_for(UPDATE_BATCH_MAX);
-    let join_small = |w: &mut World, identity: &str| {
-        let claims = Claims {
-            sub: identity.into(),
-            video: Some(VideoGrant {
-                room_join: true,
-                room: "small".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let sid = w.m.handle_join(w.now, join_of("small", identity, claims));
-        w.drain();
-        sid.expect("join is admitted")
-    };
-    let a = join_small(&mut w, "a");
+    let a = w.join_in("small", "a", false, VideoGrant::default(), None);
     w.run_for(UPDATE_BATCH);
     w.clear();
     w.join("late", false);
-    join_small(&mut w, "b");
+    w.join_in("small", "b", false, VideoGrant::default(), None);
     // A small room beside it keeps its own, shorter batch.
     w.run_for(UPDATE_BATCH);
     assert_eq!(update_messages(&w, &a), [vec!["b".to_string()]]);
