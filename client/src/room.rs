@@ -582,11 +582,18 @@ impl Driver {
 
     /// Carries out everything the session has queued: signal requests, datagrams, events.
     async fn drain(&mut self) {
+        // Requests queued together (a ping and a ping_req) leave in one write.
+        let mut fed = false;
         while let Some(m) = self.session.poll_signal() {
-            if let Err(e) = self.ws.send(signal::encode(m)).await {
+            if let Err(e) = self.ws.feed(signal::encode(m)).await {
                 self.session
                     .finish(format!("signalling connection failed: {e}"));
             }
+            fed = true;
+        }
+        if fed && let Err(e) = self.ws.flush().await {
+            self.session
+                .finish(format!("signalling connection failed: {e}"));
         }
         while let Some(t) = self.session.poll_transmit() {
             let socket = match t.pc {

@@ -747,4 +747,67 @@ mod tests {
             "the silent one keeps its place: {connected:?}"
         );
     }
+
+    /// Pings that arrive together are answered together: forty pings sent in one write get
+    /// their forty pongs in a few writes (at most `BATCH` frames are read before the
+    /// session looks at its other work), not one write each.
+    #[tokio::test]
+    async fn pings_sent_together_are_answered_in_few_writes() {
+        use futures_util::{SinkExt, StreamExt};
+        use pb::signal_response::Message as Resp;
+        use prost::Message as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let (control, _task) = Control::spawn(machine(), None, None);
+        let joined = control.join(join("pinger")).await.unwrap().unwrap();
+        let (server_io, client_io) = tokio::io::duplex(1 << 16);
+        let writes = std::sync::Arc::new(AtomicUsize::new(0));
+        let io = crate::session::tests::CountingIo {
+            inner: server_io,
+            writes: writes.clone(),
+        };
+        let server = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        tokio::spawn(crate::session::run(server, control.clone(), joined));
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let ping = |ts: i64| {
+            WsMessage::Binary(
+                pb::SignalRequest {
+                    message: Some(pb::signal_request::Message::PingReq(pb::Ping {
+                        timestamp: ts,
+                        rtt: 0,
+                    })),
+                }
+                .encode_to_vec()
+                .into(),
+            )
+        };
+        // Reads until `n` pongs have come, in order; other messages are skipped.
+        async fn pongs(ws: &mut WebSocketStream<tokio::io::DuplexStream>, n: i64) {
+            let mut next = 0;
+            while next < n {
+                let Some(Ok(WsMessage::Binary(b))) = ws.next().await else {
+                    panic!("the connection ended after {next} pongs");
+                };
+                if let Some(Resp::PongResp(p)) =
+                    pb::SignalResponse::decode(b.as_ref()).unwrap().message
+                {
+                    assert_eq!(p.last_ping_timestamp, next);
+                    next += 1;
+                }
+            }
+        }
+        client.send(ping(0)).await.unwrap();
+        pongs(&mut client, 1).await;
+        let before = writes.load(Ordering::Relaxed);
+        for ts in 0..40 {
+            client.feed(ping(ts)).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        pongs(&mut client, 40).await;
+        let used = writes.load(Ordering::Relaxed) - before;
+        assert!(used <= 3, "{used} writes for 40 pongs");
+    }
 }

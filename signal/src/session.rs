@@ -11,7 +11,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use lkr_proto::pb;
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -205,6 +205,54 @@ where
     Ok(leftover)
 }
 
+/// What one frame from the client asks of the session (a value handed straight back to the
+/// read loop, so its size matters less than boxing each request would).
+#[allow(clippy::large_enum_variant)]
+enum Incoming {
+    /// Nothing: a control frame, an empty or undecodable request.
+    Nothing,
+    /// The client closed the connection.
+    Closed,
+    /// A ping, answered by this pong without a trip through the room machine.
+    Pong(Resp),
+    /// A request for the room machine.
+    Request(Req),
+}
+
+/// Decodes `frame` (binary protobuf or JSON; `json` notes which form the client last
+/// used, and so which form it is answered in).
+fn incoming(frame: WsMessage, json: &mut bool, psid: &str) -> Incoming {
+    let req = match frame {
+        WsMessage::Binary(b) => {
+            *json = false;
+            pb::SignalRequest::decode(b.as_ref()).map_err(|e| e.to_string())
+        }
+        WsMessage::Text(t) => {
+            *json = true;
+            serde_json::from_str::<pb::SignalRequest>(t.as_str()).map_err(|e| e.to_string())
+        }
+        WsMessage::Close(_) => return Incoming::Closed,
+        _ => return Incoming::Nothing,
+    };
+    match req {
+        Ok(pb::SignalRequest {
+            message: Some(Req::Ping(_)),
+        }) => Incoming::Pong(Resp::Pong(wall_ms())),
+        Ok(pb::SignalRequest {
+            message: Some(Req::PingReq(p)),
+        }) => Incoming::Pong(Resp::PongResp(pb::Pong {
+            last_ping_timestamp: p.timestamp,
+            timestamp: wall_ms(),
+        })),
+        Ok(pb::SignalRequest { message: Some(m) }) => Incoming::Request(m),
+        Ok(_) => Incoming::Nothing,
+        Err(e) => {
+            tracing::debug!(participant = %psid, "undecodable signal frame dropped: {e}");
+            Incoming::Nothing
+        }
+    }
+}
+
 /// Runs a session on an accepted WebSocket until it ends.
 pub async fn run<S>(mut ws: WebSocketStream<S>, control: Control, joined: Joined)
 where
@@ -225,45 +273,42 @@ where
     let end = 'session: loop {
         tokio::select! {
             frame = ws.next() => {
-                let Some(Ok(frame)) = frame else { break End::Gone };
-                silence.as_mut().reset(tokio::time::Instant::now() + PING_TIMEOUT);
-                let req = match frame {
-                    WsMessage::Binary(b) => {
-                        json = false;
-                        pb::SignalRequest::decode(b.as_ref()).map_err(|e| e.to_string())
-                    }
-                    WsMessage::Text(t) => {
-                        json = true;
-                        serde_json::from_str::<pb::SignalRequest>(t.as_str()).map_err(|e| e.to_string())
-                    }
-                    WsMessage::Close(_) => break End::Gone,
-                    _ => Ok(pb::SignalRequest { message: None }),
-                };
-                let m = match req {
-                    Ok(pb::SignalRequest { message: Some(m) }) => m,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        tracing::debug!(participant = %psid, "undecodable signal frame dropped: {e}");
-                        continue;
-                    }
-                };
-                // Pings are answered here, without a trip through the room machine.
-                let pong = match m {
-                    Req::Ping(_) => Resp::Pong(wall_ms()),
-                    Req::PingReq(p) => Resp::PongResp(pb::Pong {
-                        last_ping_timestamp: p.timestamp,
-                        timestamp: wall_ms(),
-                    }),
-                    m => {
-                        if control.signal(&psid, m).await.is_err() {
-                            break End::Shutdown;
+                // Frames that arrived together (a browser sends `ping` and `ping_req` back
+                // to back) are read together and their pongs leave in one write; at most
+                // `BATCH` frames before the other branches get their turn.
+                let mut frame = frame;
+                let mut read = 0;
+                let mut pongs = 0;
+                loop {
+                    let Some(Ok(f)) = frame else { break 'session End::Gone };
+                    silence.as_mut().reset(tokio::time::Instant::now() + PING_TIMEOUT);
+                    match incoming(f, &mut json, &psid) {
+                        Incoming::Closed => break 'session End::Gone,
+                        Incoming::Nothing => {}
+                        Incoming::Pong(pong) => {
+                            if let Some(frame) = encode(&pong, json) {
+                                if ws.feed(frame).await.is_err() {
+                                    break 'session End::Gone;
+                                }
+                                pongs += 1;
+                            }
                         }
-                        continue;
+                        Incoming::Request(m) => {
+                            if control.signal(&psid, m).await.is_err() {
+                                break 'session End::Shutdown;
+                            }
+                        }
                     }
-                };
-                if let Some(frame) = encode(&pong, json)
-                    && send(&mut ws, frame).await.is_err()
-                {
+                    read += 1;
+                    if read == BATCH {
+                        break;
+                    }
+                    match ws.next().now_or_never() {
+                        Some(next) => frame = next,
+                        None => break,
+                    }
+                }
+                if pongs > 0 && ws.flush().await.is_err() {
                     break End::Gone;
                 }
             }
@@ -344,7 +389,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::AsyncReadExt as _;
     use tokio_tungstenite::tungstenite::protocol::Role;
@@ -417,9 +462,9 @@ mod tests {
 
     /// The server's end of a connection, counting the writes it is asked for (on a TCP
     /// socket, one system call each).
-    struct CountingIo {
-        inner: tokio::io::DuplexStream,
-        writes: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) struct CountingIo {
+        pub(crate) inner: tokio::io::DuplexStream,
+        pub(crate) writes: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl AsyncRead for CountingIo {
