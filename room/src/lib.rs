@@ -17,8 +17,8 @@ pub mod rooms;
 
 pub use error::{Fault, RoomError};
 pub use machine::{
-    Config, JOIN_LATENCY_BUCKETS_MS, Join, Limits, Machine, Output, PlayOffer, RoomEvent, Stats,
-    TrackOffer, TurnIce,
+    Config, JOIN_LATENCY_BUCKETS_MS, Join, JoinReply, Limits, Machine, Output, PlayOffer,
+    RoomEvent, Stats, TrackOffer, TurnIce,
 };
 pub use machine::{EgressEnd, EgressTrack, PublishedTrack, StartEgress};
 pub use rooms::*;

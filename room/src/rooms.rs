@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lkr_proto::{id, pb};
+use prost::Message as _;
 
 use crate::error::RoomError;
 
@@ -88,10 +89,37 @@ impl From<&pb::CreateRoomRequest> for CreateRoom {
 }
 
 /// One participant as the room sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Participant {
     /// The record sent to clients and API callers.
     pub info: pb::ParticipantInfo,
+    /// `info` in protobuf and the version it was encoded at: every join response of the
+    /// room lists this participant, and copies these bytes instead of cloning and encoding
+    /// the record again.
+    encoded: (u32, bytes::Bytes),
+}
+
+impl PartialEq for Participant {
+    fn eq(&self, other: &Self) -> bool {
+        self.info == other.info
+    }
+}
+
+impl Participant {
+    fn new(info: pb::ParticipantInfo) -> Self {
+        let encoded = (info.version, bytes::Bytes::from(info.encode_to_vec()));
+        Self { info, encoded }
+    }
+
+    /// `info` in protobuf: the bytes encoded when it last changed (a record changed
+    /// without a new version, which no update here does, is encoded afresh).
+    pub fn encoded(&self) -> bytes::Bytes {
+        if self.encoded.0 == self.info.version {
+            self.encoded.1.clone()
+        } else {
+            bytes::Bytes::from(self.info.encode_to_vec())
+        }
+    }
 }
 
 /// One room.
@@ -102,6 +130,8 @@ pub struct Room {
     first_joined_at: Option<Instant>,
     last_left_at: Option<Instant>,
     participants: BTreeMap<String, Participant>,
+    /// How many of `participants` publish a track (kept as they change, for [`Room::info`]).
+    publishers: usize,
     /// The agent dispatches the room was created with (token `roomConfig` or CreateRoom).
     agents: Vec<pb::RoomAgentDispatch>,
 }
@@ -124,11 +154,7 @@ impl Room {
     pub fn info(&self) -> pb::Room {
         let mut info = self.info.clone();
         info.num_participants = self.participants.len() as u32;
-        info.num_publishers = self
-            .participants
-            .values()
-            .filter(|p| !p.info.tracks.is_empty())
-            .count() as u32;
+        info.num_publishers = self.publishers as u32;
         info
     }
 
@@ -248,6 +274,7 @@ impl Rooms {
                 first_joined_at: None,
                 last_left_at: None,
                 participants: BTreeMap::new(),
+                publishers: 0,
                 agents: Vec::new(),
             }
         });
@@ -324,9 +351,14 @@ impl Rooms {
         if !is_dependent(&info) {
             room.first_joined_at.get_or_insert(now);
         }
-        Ok(room
+        room.publishers += usize::from(!info.tracks.is_empty());
+        let replaced = room
             .participants
-            .insert(info.identity.clone(), Participant { info }))
+            .insert(info.identity.clone(), Participant::new(info));
+        if let Some(old) = &replaced {
+            room.publishers -= usize::from(!old.info.tracks.is_empty());
+        }
+        Ok(replaced)
     }
 
     /// Removes a participant; the room's departure clock starts when it becomes empty.
@@ -341,6 +373,7 @@ impl Rooms {
             .participants
             .remove(identity)
             .ok_or(RoomError::ParticipantNotFound)?;
+        room.publishers -= usize::from(!p.info.tracks.is_empty());
         // As LiveKit: the departure clock runs from the last leave of anyone, and counts
         // once only agents and egress remain.
         room.last_left_at = Some(now);
@@ -379,8 +412,12 @@ impl Rooms {
             .participants
             .get_mut(identity)
             .ok_or(RoomError::ParticipantNotFound)?;
+        let published = !p.info.tracks.is_empty();
         let r = f(&mut p.info);
         p.info.version += 1;
+        *p = Participant::new(std::mem::take(&mut p.info));
+        room.publishers =
+            room.publishers + usize::from(!p.info.tracks.is_empty()) - usize::from(published);
         Ok((r, p.info.clone()))
     }
 
@@ -418,6 +455,43 @@ mod tests {
             sid: id::new_id(id::PARTICIPANT_PREFIX),
             ..Default::default()
         }
+    }
+
+    /// The room's publisher count follows its participants' tracks: a track added or
+    /// removed, a publisher leaving, a publisher replaced by a join with its identity.
+    #[test]
+    fn the_publisher_count_follows_the_tracks() {
+        let now = Instant::now();
+        let mut rooms = Rooms::new(RoomDefaults::default());
+        rooms.create(now, &req("a")).unwrap();
+        let publishers = |rooms: &Rooms| rooms.get("a").unwrap().info().num_publishers;
+        for who in ["p", "q", "r"] {
+            rooms.join(now, "a", person(who)).unwrap();
+        }
+        let track = |t: &mut pb::ParticipantInfo| {
+            t.tracks.push(pb::TrackInfo {
+                sid: id::new_id("TR_"),
+                ..Default::default()
+            })
+        };
+        rooms.update_participant("a", "p", track).unwrap();
+        rooms.update_participant("a", "p", track).unwrap();
+        rooms.update_participant("a", "q", track).unwrap();
+        rooms.update_participant("a", "r", track).unwrap();
+        assert_eq!(publishers(&rooms), 3);
+        rooms
+            .update_participant("a", "p", |t| t.tracks.truncate(1))
+            .unwrap();
+        assert_eq!(publishers(&rooms), 3);
+        rooms
+            .update_participant("a", "p", |t| t.tracks.clear())
+            .unwrap();
+        assert_eq!(publishers(&rooms), 2);
+        rooms.leave(now, "a", "q").unwrap();
+        assert_eq!(publishers(&rooms), 1);
+        rooms.join(now, "a", person("r")).unwrap();
+        assert_eq!(publishers(&rooms), 0);
+        assert_eq!(rooms.get("a").unwrap().info().num_participants, 2);
     }
 
     #[test]

@@ -476,6 +476,27 @@ impl Task {
         }
     }
 
+    /// Queues `out` for the session of participant `to`; a session whose queue is full is
+    /// cut, one that has gone is reported lost.
+    fn queue(&mut self, to: &str, out: Arc<Outgoing>) {
+        let Some(s) = self.sessions.get(to) else {
+            return;
+        };
+        match s.tx.try_send(ToSession::Signal(out)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(s) = self.sessions.remove(to) {
+                    s.abort.notify_one();
+                }
+                self.machine.handle_signal_stalled(Instant::now(), to);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.sessions.remove(to);
+                self.machine.handle_signal_lost(Instant::now(), to);
+            }
+        }
+    }
+
     async fn drain(&mut self) {
         // A message for several participants comes as consecutive outputs sharing it: they
         // share its encodings too.
@@ -483,25 +504,18 @@ impl Task {
         while let Some(out) = self.machine.poll_output() {
             match out {
                 Output::Signal { to, message } => {
-                    let Some(s) = self.sessions.get(&to) else {
+                    if !self.sessions.contains_key(&to) {
                         continue;
-                    };
+                    }
                     let out = match &last {
                         Some(o) if o.carries(&message) => o.clone(),
                         _ => last.insert(Arc::new(Outgoing::new(message))).clone(),
                     };
-                    match s.tx.try_send(ToSession::Signal(out)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            if let Some(s) = self.sessions.remove(&to) {
-                                s.abort.notify_one();
-                            }
-                            self.machine.handle_signal_stalled(Instant::now(), &to);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.sessions.remove(&to);
-                            self.machine.handle_signal_lost(Instant::now(), &to);
-                        }
+                    self.queue(&to, out);
+                }
+                Output::Join { to, reply } => {
+                    if self.sessions.contains_key(&to) {
+                        self.queue(&to, Arc::new(Outgoing::join(reply)));
                     }
                 }
                 Output::Close { to, leave } => {

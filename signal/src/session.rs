@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use crate::control::{Control, Joined, ToSession};
+use lkr_room::JoinReply;
 
 use pb::signal_request::Message as Req;
 use pb::signal_response::Message as Resp;
@@ -79,16 +80,41 @@ fn json_text(m: &Resp) -> Option<Utf8Bytes> {
 /// however many connections send it.
 #[derive(Debug)]
 pub struct Outgoing {
-    message: Arc<Resp>,
+    body: Body,
     binary: OnceLock<Bytes>,
     json: OnceLock<Option<Utf8Bytes>>,
+}
+
+/// What an [`Outgoing`] carries.
+#[derive(Debug)]
+enum Body {
+    /// A message.
+    Message(Arc<Resp>),
+    /// A join response whose other participants come encoded; decoded only when asked for
+    /// (JSON, [`Outgoing::message`]).
+    Join {
+        reply: Box<JoinReply>,
+        decoded: OnceLock<Box<Resp>>,
+    },
 }
 
 impl Outgoing {
     /// A message not yet encoded.
     pub fn new(message: Arc<Resp>) -> Self {
+        Self::of(Body::Message(message))
+    }
+
+    /// A join response.
+    pub fn join(reply: Box<JoinReply>) -> Self {
+        Self::of(Body::Join {
+            reply,
+            decoded: OnceLock::new(),
+        })
+    }
+
+    fn of(body: Body) -> Self {
         Self {
-            message,
+            body,
             binary: OnceLock::new(),
             json: OnceLock::new(),
         }
@@ -96,23 +122,31 @@ impl Outgoing {
 
     /// The message.
     pub fn message(&self) -> &Resp {
-        &self.message
+        match &self.body {
+            Body::Message(m) => m,
+            Body::Join { reply, decoded } => {
+                decoded.get_or_init(|| Box::new(Resp::Join(reply.decoded())))
+            }
+        }
     }
 
     /// Whether this carries `message` itself (not an equal copy).
     pub fn carries(&self, message: &Arc<Resp>) -> bool {
-        Arc::ptr_eq(&self.message, message)
+        matches!(&self.body, Body::Message(m) if Arc::ptr_eq(m, message))
     }
 
     /// The message as a WebSocket message of the given form, encoded on first use.
     fn frame(&self, json: bool) -> Option<WsMessage> {
         if json {
             self.json
-                .get_or_init(|| json_text(&self.message))
+                .get_or_init(|| json_text(self.message()))
                 .clone()
                 .map(WsMessage::Text)
         } else {
-            let bytes = self.binary.get_or_init(|| binary(&self.message));
+            let bytes = self.binary.get_or_init(|| match &self.body {
+                Body::Message(m) => binary(m),
+                Body::Join { reply, .. } => reply.encode(),
+            });
             Some(WsMessage::Binary(bytes.clone()))
         }
     }
@@ -415,6 +449,54 @@ pub(crate) mod tests {
         };
         assert_eq!(&binary(&m)[..], &wrapped.encode_to_vec()[..]);
         assert_eq!(pb::SignalResponse::decode(binary(&m)).unwrap(), wrapped);
+    }
+
+    /// A join response with encoded participants reaches binary and JSON clients whole:
+    /// both forms read back as the response with its other participants.
+    #[test]
+    fn a_join_response_reads_back_whole_in_both_forms() {
+        let others: Vec<pb::ParticipantInfo> = (0..3)
+            .map(|i| pb::ParticipantInfo {
+                sid: format!("PA_{i}"),
+                identity: format!("p{i}"),
+                metadata: "m".repeat(i * 100),
+                version: i as u32 + 1,
+                ..Default::default()
+            })
+            .collect();
+        let response = pb::JoinResponse {
+            room: Some(pb::Room {
+                name: "r".into(),
+                ..Default::default()
+            }),
+            server_version: "1.9.0".into(),
+            ping_interval: 5,
+            ..Default::default()
+        };
+        let whole = pb::JoinResponse {
+            other_participants: others.clone(),
+            ..response.clone()
+        };
+        let out = Outgoing::join(Box::new(JoinReply {
+            response,
+            others: others
+                .iter()
+                .map(|o| Bytes::from(o.encode_to_vec()))
+                .collect(),
+        }));
+        let Some(WsMessage::Binary(b)) = out.frame(false) else {
+            panic!("not binary")
+        };
+        assert_eq!(
+            pb::SignalResponse::decode(b).unwrap().message,
+            Some(Resp::Join(whole.clone()))
+        );
+        let Some(WsMessage::Text(t)) = out.frame(true) else {
+            panic!("not text")
+        };
+        let json: pb::SignalResponse = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!(json.message, Some(Resp::Join(whole.clone())));
+        assert_eq!(out.message(), &Resp::Join(whole));
     }
 
     /// A long message leaves in frames of at most `MAX_FRAME` bytes (first binary, then

@@ -292,10 +292,69 @@ pub enum Output {
         to: String,
         leave: Option<pb::LeaveRequest>,
     },
+    /// Send this join response to the participant (a signal response built from records
+    /// the room keeps encoded).
+    Join { to: String, reply: Box<JoinReply> },
     /// A command for the media core.
     Media(Command),
     /// Something happened in a room.
     Event(Box<RoomEvent>),
+}
+
+/// A join response whose other participants are already in protobuf: a room of N members
+/// lists N records in each join response, and each record is encoded once per change
+/// ([`crate::rooms::Participant::encoded`]) rather than cloned and encoded for every join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinReply {
+    /// The response, its `other_participants` left empty.
+    pub response: pb::JoinResponse,
+    /// The other participants' records in protobuf, in order.
+    pub others: Vec<bytes::Bytes>,
+}
+
+impl JoinReply {
+    /// `SignalResponse.join`'s field number.
+    const JOIN_FIELD: u32 = 1;
+    /// `JoinResponse.other_participants`'s field number.
+    const OTHERS_FIELD: u32 = 3;
+
+    /// The protobuf of the `SignalResponse` carrying this response: the response's own
+    /// fields, then each other participant's record as one more `other_participants`
+    /// entry (protobuf reads a repeated field's entries wherever they stand).
+    pub fn encode(&self) -> bytes::Bytes {
+        use prost::Message as _;
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        let others: usize = self
+            .others
+            .iter()
+            .map(|b| key_len(Self::OTHERS_FIELD) + encoded_len_varint(b.len() as u64) + b.len())
+            .sum();
+        let inner = self.response.encoded_len() + others;
+        let mut out = Vec::with_capacity(
+            key_len(Self::JOIN_FIELD) + encoded_len_varint(inner as u64) + inner,
+        );
+        encode_key(Self::JOIN_FIELD, WireType::LengthDelimited, &mut out);
+        encode_varint(inner as u64, &mut out);
+        self.response.encode_raw(&mut out);
+        for b in &self.others {
+            encode_key(Self::OTHERS_FIELD, WireType::LengthDelimited, &mut out);
+            encode_varint(b.len() as u64, &mut out);
+            out.extend_from_slice(b);
+        }
+        bytes::Bytes::from(out)
+    }
+
+    /// The whole response, the other participants decoded (for JSON clients and tests).
+    pub fn decoded(&self) -> pb::JoinResponse {
+        use prost::Message as _;
+        let mut response = self.response.clone();
+        response.other_participants = self
+            .others
+            .iter()
+            .filter_map(|b| pb::ParticipantInfo::decode(b.as_ref()).ok())
+            .collect();
+        response
+    }
 }
 
 /// A published track as subscribers are offered it.
@@ -349,6 +408,13 @@ impl Outbox {
         self.0.push_back(Output::Signal {
             to: to.to_string(),
             message,
+        });
+    }
+
+    fn join(&mut self, to: &str, reply: JoinReply) {
+        self.0.push_back(Output::Join {
+            to: to.to_string(),
+            reply: Box::new(reply),
         });
     }
 
@@ -672,16 +738,15 @@ impl Machine {
         }
         let room = self.rooms.get(&j.room)?;
         let room_info = room.info();
-        let others: Vec<pb::ParticipantInfo> = room
+        let others: Vec<bytes::Bytes> = room
             .participants()
             .filter(|o| o.info.sid != psid && !o.info.permission.as_ref().is_some_and(|p| p.hidden))
-            .map(|o| o.info.clone())
+            .map(|o| o.encoded())
             .collect();
         let subscriber_primary = !j.single_pc && permission.can_subscribe;
         let response = pb::JoinResponse {
             room: Some(room_info.clone()),
             participant: Some(info.clone()),
-            other_participants: others,
             server_version: SERVER_VERSION.into(),
             subscriber_primary,
             ping_timeout: PING_TIMEOUT,
@@ -707,7 +772,7 @@ impl Machine {
             room: room_info,
             participant: info,
         });
-        self.out.signal(&psid, Resp::Join(response));
+        self.out.join(&psid, JoinReply { response, others });
         if let Some(o) = j.publisher_offer
             && let Err(e) = self.with_participant(now, &psid, |p, ctx| p.handle_offer(ctx, o))
         {

@@ -67,6 +67,15 @@ impl World {
                 Output::Signal { to, message } => {
                     self.signals.push((to, Arc::unwrap_or_clone(message)))
                 }
+                Output::Join { to, reply } => {
+                    // What a client reads: the bytes sent, decoded.
+                    let bytes = reply.encode();
+                    let m = <pb::SignalResponse as prost::Message>::decode(bytes.as_ref())
+                        .unwrap()
+                        .message;
+                    assert_eq!(m, Some(Resp::Join(reply.decoded())));
+                    self.signals.push((to, m.unwrap()))
+                }
                 Output::Close { to, leave } => self.closes.push((to, leave)),
                 Output::Media(c) => self.media.push(c),
                 Output::Event(e) => self.events.push(*e),
@@ -511,6 +520,48 @@ fn join_hands_out_time_limited_turn_credentials() {
         panic!("JoinResponse first")
     };
     assert!(jr.ice_servers.is_empty());
+}
+
+/// A join response lists the others as they are now: a record changed after it was
+/// first encoded (twice here) is listed as changed, a hidden participant not at all, and
+/// the list equals what the API returns for the room.
+#[test]
+fn join_response_lists_the_others_records_as_they_are_now() {
+    let mut w = World::new();
+    w.join("alice", true);
+    for (metadata, name) in [("first", ""), ("after", "Alice")] {
+        w.m.api_update_participant(
+            w.now,
+            &pb::UpdateParticipantRequest {
+                room: "r".into(),
+                identity: "alice".into(),
+                metadata: metadata.into(),
+                name: name.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    w.join_with(
+        "ghost",
+        true,
+        VideoGrant {
+            hidden: true,
+            ..Default::default()
+        },
+    );
+    w.clear();
+    let b = w.join("bob", true);
+    let Resp::Join(jr) = w.to(&b)[0] else {
+        panic!("JoinResponse first")
+    };
+    let alice = w.m.api_get_participant("r", "alice").unwrap();
+    assert_eq!(
+        (alice.metadata.as_str(), alice.name.as_str()),
+        ("after", "Alice")
+    );
+    assert_eq!(alice.version, 3);
+    assert_eq!(jr.other_participants, [alice]);
 }
 
 #[test]
