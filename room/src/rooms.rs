@@ -96,7 +96,7 @@ pub struct Participant {
     /// `info` in protobuf and the version it was encoded at: every join response of the
     /// room lists this participant, and copies these bytes instead of cloning and encoding
     /// the record again.
-    encoded: (u32, bytes::Bytes),
+    encoded: (u32, Box<[u8]>),
 }
 
 impl PartialEq for Participant {
@@ -107,17 +107,17 @@ impl PartialEq for Participant {
 
 impl Participant {
     fn new(info: pb::ParticipantInfo) -> Self {
-        let encoded = (info.version, bytes::Bytes::from(info.encode_to_vec()));
+        let encoded = (info.version, info.encode_to_vec().into_boxed_slice());
         Self { info, encoded }
     }
 
     /// `info` in protobuf: the bytes encoded when it last changed (a record changed
     /// without a new version, which no update here does, is encoded afresh).
-    pub fn encoded(&self) -> bytes::Bytes {
+    pub fn encoded(&self) -> std::borrow::Cow<'_, [u8]> {
         if self.encoded.0 == self.info.version {
-            self.encoded.1.clone()
+            std::borrow::Cow::Borrowed(&self.encoded.1)
         } else {
-            bytes::Bytes::from(self.info.encode_to_vec())
+            std::borrow::Cow::Owned(self.info.encode_to_vec())
         }
     }
 }

@@ -145,7 +145,7 @@ impl Outgoing {
         } else {
             let bytes = self.binary.get_or_init(|| match &self.body {
                 Body::Message(m) => binary(m),
-                Body::Join { reply, .. } => reply.encode(),
+                Body::Join { reply, .. } => reply.bytes(),
             });
             Some(WsMessage::Binary(bytes.clone()))
         }
@@ -477,13 +477,8 @@ pub(crate) mod tests {
             other_participants: others.clone(),
             ..response.clone()
         };
-        let out = Outgoing::join(Box::new(JoinReply {
-            response,
-            others: others
-                .iter()
-                .map(|o| Bytes::from(o.encode_to_vec()))
-                .collect(),
-        }));
+        let encoded: Vec<Vec<u8>> = others.iter().map(|o| o.encode_to_vec()).collect();
+        let out = Outgoing::join(Box::new(JoinReply::new(&response, &encoded)));
         let Some(WsMessage::Binary(b)) = out.frame(false) else {
             panic!("not binary")
         };

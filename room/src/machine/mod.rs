@@ -301,16 +301,12 @@ pub enum Output {
     Event(Box<RoomEvent>),
 }
 
-/// A join response whose other participants are already in protobuf: a room of N members
+/// A join response in protobuf, as the `SignalResponse` that carries it: a room of N members
 /// lists N records in each join response, and each record is encoded once per change
-/// ([`crate::rooms::Participant::encoded`]) rather than cloned and encoded for every join.
+/// ([`crate::rooms::Participant::encoded`]) and copied from there rather than cloned and
+/// encoded for every join.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JoinReply {
-    /// The response, its `other_participants` left empty.
-    pub response: pb::JoinResponse,
-    /// The other participants' records in protobuf, in order.
-    pub others: Vec<bytes::Bytes>,
-}
+pub struct JoinReply(bytes::Bytes);
 
 impl JoinReply {
     /// `SignalResponse.join`'s field number.
@@ -318,42 +314,47 @@ impl JoinReply {
     /// `JoinResponse.other_participants`'s field number.
     const OTHERS_FIELD: u32 = 3;
 
-    /// The protobuf of the `SignalResponse` carrying this response: the response's own
-    /// fields, then each other participant's record as one more `other_participants`
-    /// entry (protobuf reads a repeated field's entries wherever they stand).
-    pub fn encode(&self) -> bytes::Bytes {
+    /// `response` (its `other_participants` left out) followed by `others`, each an encoded
+    /// `ParticipantInfo`, as one more `other_participants` entry (protobuf reads a repeated
+    /// field's entries wherever they stand).
+    pub fn new<B: AsRef<[u8]>>(response: &pb::JoinResponse, others: &[B]) -> Self {
         use prost::Message as _;
         use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-        let others: usize = self
-            .others
-            .iter()
-            .map(|b| key_len(Self::OTHERS_FIELD) + encoded_len_varint(b.len() as u64) + b.len())
-            .sum();
-        let inner = self.response.encoded_len() + others;
+        let entry = |b: &B| {
+            let n = b.as_ref().len();
+            key_len(Self::OTHERS_FIELD) + encoded_len_varint(n as u64) + n
+        };
+        let inner = response.encoded_len() + others.iter().map(entry).sum::<usize>();
         let mut out = Vec::with_capacity(
             key_len(Self::JOIN_FIELD) + encoded_len_varint(inner as u64) + inner,
         );
         encode_key(Self::JOIN_FIELD, WireType::LengthDelimited, &mut out);
         encode_varint(inner as u64, &mut out);
-        self.response.encode_raw(&mut out);
-        for b in &self.others {
+        response.encode_raw(&mut out);
+        for b in others {
+            let b = b.as_ref();
             encode_key(Self::OTHERS_FIELD, WireType::LengthDelimited, &mut out);
             encode_varint(b.len() as u64, &mut out);
             out.extend_from_slice(b);
         }
-        bytes::Bytes::from(out)
+        Self(bytes::Bytes::from(out))
     }
 
-    /// The whole response, the other participants decoded (for JSON clients and tests).
+    /// The protobuf of the `SignalResponse` carrying the response.
+    pub fn bytes(&self) -> bytes::Bytes {
+        self.0.clone()
+    }
+
+    /// The response, decoded (for JSON clients and tests).
     pub fn decoded(&self) -> pb::JoinResponse {
         use prost::Message as _;
-        let mut response = self.response.clone();
-        response.other_participants = self
-            .others
-            .iter()
-            .filter_map(|b| pb::ParticipantInfo::decode(b.as_ref()).ok())
-            .collect();
-        response
+        match pb::SignalResponse::decode(self.0.as_ref()).map(|r| r.message) {
+            Ok(Some(Resp::Join(j))) => j,
+            other => {
+                debug_assert!(false, "a JoinReply that does not read back: {other:?}");
+                pb::JoinResponse::default()
+            }
+        }
     }
 }
 
@@ -738,7 +739,7 @@ impl Machine {
         }
         let room = self.rooms.get(&j.room)?;
         let room_info = room.info();
-        let others: Vec<bytes::Bytes> = room
+        let others: Vec<std::borrow::Cow<'_, [u8]>> = room
             .participants()
             .filter(|o| o.info.sid != psid && !o.info.permission.as_ref().is_some_and(|p| p.hidden))
             .map(|o| o.encoded())
@@ -757,6 +758,8 @@ impl Machine {
             ice_servers: self.ice_servers(now, &psid),
             ..Default::default()
         };
+        let reply = JoinReply::new(&response, &others);
+        drop(others);
         if !permission.hidden {
             self.broadcast(&j.room, &info, Some(&psid));
         }
@@ -772,7 +775,7 @@ impl Machine {
             room: room_info,
             participant: info,
         });
-        self.out.join(&psid, JoinReply { response, others });
+        self.out.join(&psid, reply);
         if let Some(o) = j.publisher_offer
             && let Err(e) = self.with_participant(now, &psid, |p, ctx| p.handle_offer(ctx, o))
         {
