@@ -90,10 +90,10 @@ pub struct Outgoing {
 enum Body {
     /// A message.
     Message(Arc<Resp>),
-    /// A join response whose other participants come encoded; decoded only when asked for
-    /// (JSON, [`Outgoing::message`]).
+    /// A join response, already in protobuf; decoded only when asked for (JSON,
+    /// [`Outgoing::message`]).
     Join {
-        reply: Box<JoinReply>,
+        reply: JoinReply,
         decoded: OnceLock<Box<Resp>>,
     },
 }
@@ -105,7 +105,7 @@ impl Outgoing {
     }
 
     /// A join response.
-    pub fn join(reply: Box<JoinReply>) -> Self {
+    pub fn join(reply: JoinReply) -> Self {
         Self::of(Body::Join {
             reply,
             decoded: OnceLock::new(),
@@ -478,7 +478,7 @@ pub(crate) mod tests {
             ..response.clone()
         };
         let encoded: Vec<Vec<u8>> = others.iter().map(|o| o.encode_to_vec()).collect();
-        let out = Outgoing::join(Box::new(JoinReply::new(&response, &encoded)));
+        let out = Outgoing::join(JoinReply::new(&response, &encoded));
         let Some(WsMessage::Binary(b)) = out.frame(false) else {
             panic!("not binary")
         };

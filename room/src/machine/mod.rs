@@ -294,7 +294,7 @@ pub enum Output {
     },
     /// Send this join response to the participant (a signal response built from records
     /// the room keeps encoded).
-    Join { to: String, reply: Box<JoinReply> },
+    Join { to: String, reply: JoinReply },
     /// A command for the media core.
     Media(Command),
     /// Something happened in a room.
@@ -415,7 +415,7 @@ impl Outbox {
     fn join(&mut self, to: &str, reply: JoinReply) {
         self.0.push_back(Output::Join {
             to: to.to_string(),
-            reply: Box::new(reply),
+            reply,
         });
     }
 
