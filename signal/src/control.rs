@@ -504,20 +504,13 @@ impl Task {
         while let Some(out) = self.machine.poll_output() {
             match out {
                 Output::Signal { to, message } => {
-                    if !self.sessions.contains_key(&to) {
-                        continue;
-                    }
                     let out = match &last {
                         Some(o) if o.carries(&message) => o.clone(),
                         _ => last.insert(Arc::new(Outgoing::new(message))).clone(),
                     };
                     self.queue(&to, out);
                 }
-                Output::Join { to, reply } => {
-                    if self.sessions.contains_key(&to) {
-                        self.queue(&to, Arc::new(Outgoing::join(reply)));
-                    }
-                }
+                Output::Join { to, reply } => self.queue(&to, Arc::new(Outgoing::join(reply))),
                 Output::Close { to, leave } => {
                     if let Some(s) = self.sessions.remove(&to)
                         && s.tx.try_send(ToSession::Close(leave)).is_err()
