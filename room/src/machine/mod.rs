@@ -14,7 +14,8 @@
 //! owner (the signalling pump) feeds it and delivers what it emits. Randomness (ICE
 //! credentials, SSRCs, ids) comes from the thread's generator.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -501,6 +502,12 @@ pub struct Machine {
     /// Participant updates held back (see [`update_batch`]): per room, when they go out and,
     /// per participant sid, its latest record and who is not to be sent it.
     batched: HashMap<String, Batch>,
+    /// Participants' deadlines (delayed answers, departure grace), earliest first: an entry
+    /// is pushed whenever a participant's deadline changes, so that finding the next one and
+    /// what is due costs the entries, not a walk over every participant. An entry whose
+    /// deadline was since withdrawn (a link back before its grace ran out) only wakes the
+    /// machine once for nothing.
+    timers: BinaryHeap<Reverse<(Instant, String)>>,
     /// The time of the latest input (for deadlines set by calls that carry none).
     last_now: Instant,
     out: Outbox,
@@ -536,6 +543,7 @@ impl Machine {
             speakers: HashMap::new(),
             quality: HashMap::new(),
             batched: HashMap::new(),
+            timers: BinaryHeap::new(),
             last_now: now,
             out: Outbox::default(),
             next_id: 1,
@@ -591,8 +599,9 @@ impl Machine {
 
     /// The earliest instant at which [`Machine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let people = self.participants.values().filter_map(Participant::deadline);
+        let people = self.timers.peek().map(|Reverse((t, _))| *t);
         people
+            .into_iter()
             .chain(self.rooms.next_deadline())
             .chain(self.batched.values().map(|b| b.due))
             .min()
@@ -603,11 +612,25 @@ impl Machine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         self.flush_due_updates(now);
+        let mut due: Vec<String> = Vec::new();
+        while self.timers.peek().is_some_and(|Reverse((t, _))| *t <= now) {
+            if let Some(Reverse((_, psid))) = self.timers.pop() {
+                due.push(psid);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
         let mut ended: Vec<(String, Leaving)> = Vec::new();
-        for (psid, p) in self.participants.iter_mut() {
+        for psid in due {
+            let Some(p) = self.participants.get_mut(&psid) else {
+                continue;
+            };
             p.flush_deferred(now, &mut self.out);
             if let Some(why) = p.expired(now) {
-                ended.push((psid.clone(), why));
+                ended.push((psid, why));
+            } else {
+                p.deadline_fired();
+                self.watch(&psid);
             }
         }
         for (psid, why) in ended {
@@ -803,6 +826,7 @@ impl Machine {
             .filter(|p| p.room() == j.room && p.identity() == j.identity)
             .ok_or(RoomError::ParticipantNotFound)?;
         p.resume();
+        self.watch(&psid);
         let room = self.rooms.get(&j.room)?;
         let records: Vec<pb::ParticipantInfo> = room
             .participants()
@@ -933,9 +957,21 @@ impl Machine {
             config,
             peer_owner,
         };
-        let effects = f(p, &mut ctx)?;
-        self.apply(now, psid, effects);
+        let effects = f(p, &mut ctx);
+        self.watch(psid);
+        self.apply(now, psid, effects?);
         Ok(())
+    }
+
+    /// Queues participant `psid`'s deadline if it changed (see `timers`).
+    fn watch(&mut self, psid: &str) {
+        if let Some(t) = self
+            .participants
+            .get_mut(psid)
+            .and_then(Participant::new_deadline)
+        {
+            self.timers.push(Reverse((t, psid.to_string())));
+        }
     }
 
     /// Sends a participant away with `leave` and forgets it (`remove_from_room`: its place in

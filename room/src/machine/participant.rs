@@ -226,6 +226,8 @@ pub(crate) struct Participant {
     seen_nonces: VecDeque<Vec<u8>>,
     /// Answers to send a little later, in order.
     deferred: VecDeque<(Instant, Resp)>,
+    /// The deadline last handed to the machine's timer queue.
+    watched: Option<Instant>,
 }
 
 impl Participant {
@@ -266,6 +268,7 @@ impl Participant {
             last_data_sequence: 0,
             seen_nonces: VecDeque::new(),
             deferred: VecDeque::new(),
+            watched: None,
         }
     }
 
@@ -371,6 +374,22 @@ impl Participant {
         };
         let deferred = self.deferred.front().map(|d| d.0);
         [link, deferred].into_iter().flatten().min()
+    }
+
+    /// Its deadline, if it is not the one last returned here: what the machine's timer
+    /// queue has no entry for yet.
+    pub fn new_deadline(&mut self) -> Option<Instant> {
+        let d = self.deadline();
+        if d == self.watched {
+            return None;
+        }
+        self.watched = d;
+        d
+    }
+
+    /// Its queue entry fell due: its deadline, even unchanged, needs a new one.
+    pub fn deadline_fired(&mut self) {
+        self.watched = None;
     }
 
     /// Sends the delayed answers that are due.

@@ -46,6 +46,7 @@ impl Machine {
         if let Some(p) = self.participants.get_mut(psid) {
             p.lose_link(now, Duration::from_secs(u64::from(grace)));
         }
+        self.watch(psid);
         if grace == 0 {
             self.remove(now, psid, true, reason_of(Leaving::Gone));
         }

@@ -1409,6 +1409,76 @@ fn poll_timeout_is_the_earliest_real_deadline() {
 }
 
 #[test]
+fn deadlines_moved_or_withdrawn_end_no_one_early_and_queued_answers_keep_their_delay() {
+    let mut w = World::with(
+        config(),
+        RoomDefaults {
+            departure_timeout: 20,
+            ..RoomDefaults::default()
+        },
+    );
+    let grant = VideoGrant {
+        can_update_own_metadata: Some(true),
+        ..Default::default()
+    };
+    let a = w.join("alice", false);
+    let b = w.join_with("bob", false, grant);
+    w.run_for(UPDATE_BATCH);
+    // Alice's link drops and comes back within her grace, then drops again 10 s later:
+    // the first grace's deadline must not end her, the second one does.
+    w.m.handle_signal_lost(w.now, &a);
+    w.run_for(Duration::from_secs(5));
+    assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+    w.run_for(Duration::from_secs(5));
+    w.m.handle_signal_lost(w.now, &a);
+    let second = w.now + Duration::from_secs(20);
+    w.run_for(Duration::from_secs(15));
+    assert_eq!(
+        w.m.api_list_participants("r").unwrap().len(),
+        2,
+        "alice is still within her second grace"
+    );
+    // Bob asks for two updates 10 ms apart: each answer 30 ms after its request.
+    w.clear();
+    let start = w.now;
+    for (i, gap) in [(1u32, 0u64), (2, 10)] {
+        w.run_for(Duration::from_millis(gap));
+        w.signal(
+            &b,
+            Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+                metadata: format!("m{i}"),
+                request_id: i,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    }
+    let answered = |w: &World| -> Vec<u32> {
+        w.to(&b)
+            .iter()
+            .filter_map(|m| match m {
+                Resp::RequestResponse(r) => Some(r.request_id),
+                _ => None,
+            })
+            .collect()
+    };
+    w.run_for(start + Duration::from_millis(29) - w.now);
+    assert!(answered(&w).is_empty());
+    w.run_for(Duration::from_millis(1));
+    assert_eq!(answered(&w), [1]);
+    w.run_for(Duration::from_millis(9));
+    assert_eq!(answered(&w), [1]);
+    w.run_for(Duration::from_millis(1));
+    assert_eq!(answered(&w), [1, 2]);
+    // Alice goes at the end of her second grace, not before.
+    w.run_for(second - Duration::from_millis(1) - w.now);
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
+    w.run_for(Duration::from_millis(1));
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+    assert_eq!(w.m.poll_timeout().filter(|t| *t <= w.now), None);
+}
+
+#[test]
 fn simulcast_layers_follow_track_settings_and_dynacast() {
     let mut w = World::new();
     let a = w.join("alice", false);
