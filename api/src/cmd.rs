@@ -246,6 +246,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lkr_driver::DriverConfig::new(SocketAddr::new(udp_ip, settings.udp_port.start));
     driver.shards = settings.shards;
     driver.spill = settings.shard_spill;
+    driver.segmentation = settings.udp_segmentation;
     driver.tcp = settings
         .tcp_port
         .map(|p| lkr_driver::TcpConfig::new(SocketAddr::new(udp_ip, p)));

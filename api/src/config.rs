@@ -100,6 +100,9 @@ pub struct RtcConfig {
     /// How many more peers a room's home shard may hold than the least loaded one before
     /// the room spreads over shards.
     pub shard_spill: Option<u32>,
+    /// Datagrams to one subscriber that leave together go out as one segmented send
+    /// (`UDP_SEGMENT`) where the kernel offers it (absent: on).
+    pub udp_segmentation: Option<bool>,
     pub tcp_port: Option<u16>,
     pub port_range_start: Option<u16>,
     pub port_range_end: Option<u16>,
@@ -521,6 +524,7 @@ const SUPPORTED: &[&str] = &[
     "rtc.udp_port",
     "rtc.shards",
     "rtc.shard_spill",
+    "rtc.udp_segmentation",
     "rtc.node_ip",
     "rtc.tcp_port",
     "turn",
@@ -892,6 +896,8 @@ pub struct Settings {
     /// Media shards, resolved (at least 1).
     pub shards: usize,
     pub shard_spill: u32,
+    /// Segmented sends of the media (`rtc.udp_segmentation`, default on).
+    pub udp_segmentation: bool,
     /// The ICE-TCP port (`rtc.tcp_port`, default 7881; 0 turns ICE-TCP off).
     pub tcp_port: Option<u16>,
     /// The embedded TURN server (`turn:`), when enabled.
@@ -1093,6 +1099,7 @@ impl Settings {
                 .shard_spill
                 .or(config.rtc.shard_spill)
                 .unwrap_or(lkr_driver::DEFAULT_SPILL),
+            udp_segmentation: config.rtc.udp_segmentation.unwrap_or(true),
             turn: config.turn.resolve()?,
             tcp_port: match config.rtc.tcp_port.unwrap_or(7881) {
                 0 => None,
@@ -1454,6 +1461,22 @@ limit:
         let s = Settings::resolve(&c, &o).unwrap();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(s.shards, cores, "0 means one per core");
+    }
+
+    #[test]
+    fn udp_segmentation_is_on_unless_turned_off() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(&Config::default(), &dev)
+                .unwrap()
+                .udp_segmentation
+        );
+        let (c, unsupported) = Config::load("rtc:\n  udp_segmentation: false\n").unwrap();
+        assert!(unsupported.is_empty(), "{unsupported:?}");
+        assert!(!Settings::resolve(&c, &dev).unwrap().udp_segmentation);
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! Batched UDP I/O for the driver: `recvmmsg`/`sendmmsg` on Linux, one datagram per call
 //! elsewhere. Buffers and headers are allocated once and reused.
+//!
+//! Where the kernel segments UDP (`UDP_SEGMENT`, Linux 4.18 and later), [`SendBatch::send_runs`]
+//! also sends the datagrams of a batch that go to one destination, one size but the last,
+//! as one segmented send: one pass through the kernel's UDP and IP layers for the run
+//! instead of one per datagram. A video frame's packets fanned out to a subscriber are such
+//! a run.
 
 use std::io;
 use std::net::SocketAddr;
@@ -48,6 +54,13 @@ impl BatchSocket for UdpSocket {
 
 /// Datagrams moved per system call at most.
 pub const BATCH: usize = 64;
+/// Datagrams the driver gathers and orders by destination before it sends them: enough for a few packets' fan-out to a hundred subscribers, so
+/// that each subscriber's share can leave as one segmented send.
+pub const WINDOW: usize = 4 * BATCH;
+/// Segments in one segmented send at most (the kernel's limit before Linux 6.8 is 64).
+pub const MAX_SEGMENTS: usize = 64;
+/// Bytes in one segmented send at most (it travels as one UDP datagram of at most 64 KiB).
+pub const MAX_SEGMENTED_BYTES: usize = 60_000;
 /// Room for one received datagram.
 const DATAGRAM: usize = 2048;
 
@@ -131,13 +144,89 @@ pub fn is_full(e: &io::Error) -> bool {
 }
 
 /// Headers for one send batch.
-#[derive(Default)]
 pub struct SendBatch {
     #[cfg(target_os = "linux")]
     sys: linux::SendHeaders,
+    /// Runs to one destination leave as one segmented send.
+    segment: bool,
+    /// Scratch for [`SendBatch::send_runs`]'s ordering, allocated once.
+    order: Vec<(SocketAddr, u16)>,
+    scratch: Vec<Transmit>,
+}
+
+impl Default for SendBatch {
+    /// Plain batches: one datagram per header.
+    fn default() -> Self {
+        Self {
+            #[cfg(target_os = "linux")]
+            sys: linux::SendHeaders::default(),
+            segment: false,
+            order: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// Whether the kernel segments UDP sends on `socket` (`UDP_SEGMENT`; Linux only).
+pub fn segmentation_supported(socket: &std::net::UdpSocket) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        linux::segmentation_supported(std::os::fd::AsRawFd::as_raw_fd(socket))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        false
+    }
+}
+
+/// How many datagrams at the head of `items` one segmented send can carry: those to the
+/// first one's destination, each the first one's size but the last, which may be smaller,
+/// at most [`MAX_SEGMENTS`] and [`MAX_SEGMENTED_BYTES`]. At least 1 for a non-empty slice.
+pub fn run_len(items: &[Transmit]) -> usize {
+    let Some(first) = items.first() else {
+        return 0;
+    };
+    let size = first.data.len();
+    if size == 0 {
+        return 1;
+    }
+    let mut n = 1;
+    let mut bytes = size;
+    while let Some(t) = items.get(n) {
+        let len = t.data.len();
+        if n >= MAX_SEGMENTS
+            || t.dest != first.dest
+            || items[n - 1].data.len() != size
+            || len > size
+            || len == 0
+            || bytes + len > MAX_SEGMENTED_BYTES
+        {
+            break;
+        }
+        bytes += len;
+        n += 1;
+    }
+    n
 }
 
 impl SendBatch {
+    /// Headers for [`SendBatch::send_runs`]: segmented sends when `segment` (see
+    /// [`segmentation_supported`]), plain batches otherwise.
+    pub fn grouping(segment: bool) -> Self {
+        Self {
+            segment,
+            order: Vec::with_capacity(WINDOW),
+            scratch: Vec::with_capacity(WINDOW),
+            ..Self::default()
+        }
+    }
+
+    /// Whether runs to one destination leave as one segmented send.
+    pub fn segments(&self) -> bool {
+        self.segment
+    }
+
     /// Sends `items` (at most [`BATCH`]) without blocking; returns how many went out, or an
     /// error for which [`is_full`] holds when the first could not. A datagram the kernel
     /// refuses for another reason (e.g. unreachable) is skipped, not retried.
@@ -162,6 +251,60 @@ impl SendBatch {
             Ok(sent)
         }
     }
+
+    /// Sends runs of `items` ([`run_len`]; `items` ordered by [`SendBatch::by_destination`])
+    /// without blocking, each as one segmented send, at most [`BATCH`] of them in one system
+    /// call; returns how many datagrams went out (the first `n` of `items`), or an error for
+    /// which [`is_full`] holds when the first could not. Without segmentation, as
+    /// [`SendBatch::send`]. A kernel that refuses a segmented send (a device without
+    /// checksum offload, say) turns segmentation off for good and the batch goes out plainly.
+    pub fn send_runs(
+        &mut self,
+        socket: &impl BatchSocket,
+        items: &[Transmit],
+    ) -> io::Result<usize> {
+        if !self.segment || items.len() < 2 {
+            return self.send(socket, items);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let r = socket.try_io(Interest::WRITABLE, || {
+                linux::sendmmsg_grouped(socket, &mut self.sys, items)
+            });
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    tracing::warn!("UDP segmentation refused ({e}); sending datagrams one by one");
+                    self.segment = false;
+                    self.send(socket, items)
+                }
+                r => r,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.send(socket, items)
+        }
+    }
+
+    /// With segmentation, orders `items` by destination, each destination's datagrams in
+    /// their order, without allocating (up to [`WINDOW`] items), so that each destination's
+    /// runs are adjacent for [`SendBatch::send_runs`]. Without, leaves them as they are.
+    pub fn by_destination(&mut self, items: &mut Vec<Transmit>) {
+        if !self.segment || items.len() < 2 {
+            return;
+        }
+        self.order.clear();
+        self.order
+            .extend(items.iter().enumerate().map(|(i, t)| (t.dest, i as u16)));
+        self.order.sort_unstable();
+        self.scratch.clear();
+        for &(dest, i) in &self.order {
+            let data = std::mem::take(&mut items[usize::from(i)].data);
+            self.scratch.push(Transmit { dest, data });
+        }
+        std::mem::swap(items, &mut self.scratch);
+        self.scratch.clear();
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -169,7 +312,7 @@ mod linux {
     //! The system calls. Every pointer handed to the kernel points into buffers owned by the
     //! caller for the duration of the call.
 
-    use super::{BATCH, BatchSocket};
+    use super::{BATCH, BatchSocket, WINDOW};
     use lkr_sfu::Transmit;
     use std::io;
     use std::mem::{size_of, zeroed};
@@ -196,9 +339,19 @@ mod linux {
 
     pub struct SendHeaders {
         hdrs: Vec<libc::mmsghdr>,
+        /// One per datagram: [`WINDOW`] for grouped sends.
         iovs: Vec<libc::iovec>,
         addrs: Vec<libc::sockaddr_storage>,
+        /// One `UDP_SEGMENT` control message per header.
+        cmsgs: Vec<Cmsg>,
+        /// Datagrams per header of the last grouped send.
+        counts: Vec<usize>,
     }
+
+    /// Room for one control message carrying a `u16`, aligned for `cmsghdr`.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 32]);
 
     impl Default for SendHeaders {
         fn default() -> Self {
@@ -206,11 +359,114 @@ mod linux {
             unsafe {
                 Self {
                     hdrs: vec![zeroed(); BATCH],
-                    iovs: vec![zeroed(); BATCH],
+                    iovs: vec![zeroed(); WINDOW],
                     addrs: vec![zeroed(); BATCH],
+                    cmsgs: vec![Cmsg([0; 32]); BATCH],
+                    counts: vec![0; BATCH],
                 }
             }
         }
+    }
+
+    /// Whether the kernel knows `UDP_SEGMENT` on this socket.
+    pub fn segmentation_supported(fd: std::os::fd::RawFd) -> bool {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for writes of the sizes given.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        r == 0
+    }
+
+    /// One `sendmmsg` of `items` grouped in runs ([`super::run_len`]), a header per run;
+    /// returns the datagrams of the headers sent. A segmented first header the kernel
+    /// refuses as such (`EIO`, `EINVAL`, `EOPNOTSUPP`) is reported as `Unsupported`.
+    pub fn sendmmsg_grouped(
+        socket: &impl BatchSocket,
+        h: &mut SendHeaders,
+        items: &[Transmit],
+    ) -> io::Result<usize> {
+        let (mut hi, mut ii, mut i) = (0, 0, 0);
+        while i < items.len() && hi < BATCH {
+            let n = super::run_len(&items[i..]).min(h.iovs.len() - ii);
+            if n == 0 {
+                break;
+            }
+            for (k, t) in items[i..i + n].iter().enumerate() {
+                h.iovs[ii + k] = libc::iovec {
+                    iov_base: t.data.as_ptr() as *mut libc::c_void,
+                    iov_len: t.data.len(),
+                };
+            }
+            let namelen = to_sockaddr(items[i].dest, &mut h.addrs[hi]);
+            let m = &mut h.hdrs[hi];
+            // SAFETY: all-zero is a valid msghdr; the fields set below point into `h` and
+            // `items`, which outlive the call.
+            m.msg_hdr = unsafe { zeroed() };
+            m.msg_hdr.msg_name = (&mut h.addrs[hi] as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = namelen;
+            m.msg_hdr.msg_iov = &mut h.iovs[ii];
+            m.msg_hdr.msg_iovlen = n;
+            m.msg_len = 0;
+            if n > 1 {
+                let buf = &mut h.cmsgs[hi];
+                m.msg_hdr.msg_control = buf.0.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE of a u16 (24 bytes) fits the 32-byte buffer, which is
+                // aligned for cmsghdr; CMSG_FIRSTHDR of a header with that control length
+                // is the buffer's start.
+                unsafe {
+                    m.msg_hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+                    let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(
+                        libc::CMSG_DATA(c).cast::<u16>(),
+                        items[i].data.len() as u16,
+                    );
+                }
+            }
+            h.counts[hi] = n;
+            hi += 1;
+            ii += n;
+            i += n;
+        }
+        if hi == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the headers describe `hi` valid buffers owned by the caller; the kernel
+        // only reads them.
+        let r = unsafe {
+            libc::sendmmsg(
+                socket.raw_fd(),
+                h.hdrs.as_mut_ptr(),
+                hi as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if super::is_full(&e) {
+                return Err(e);
+            }
+            let refused = matches!(
+                e.raw_os_error(),
+                Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+            );
+            if h.counts[0] > 1 && refused {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+            }
+            // The first run was refused (e.g. no route): skip it rather than stall.
+            return Ok(h.counts[0]);
+        }
+        Ok(h.counts[..r as usize].iter().sum())
     }
 
     fn to_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
@@ -391,5 +647,143 @@ mod tests {
             assert_eq!(*from, src);
             assert_eq!(d, &vec![i as u8; 10 + i]);
         }
+    }
+
+    fn t(dest: SocketAddr, len: usize, tag: u8) -> Transmit {
+        Transmit {
+            dest,
+            data: vec![tag; len],
+        }
+    }
+
+    #[test]
+    fn a_run_is_one_destination_one_size_and_a_smaller_last() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        assert_eq!(run_len(&[]), 0);
+        assert_eq!(
+            run_len(&[t(a, 100, 0), t(a, 100, 1), t(a, 60, 2), t(a, 60, 3)]),
+            3
+        );
+        assert_eq!(
+            run_len(&[t(a, 100, 0), t(a, 101, 1)]),
+            1,
+            "a larger one ends it"
+        );
+        assert_eq!(
+            run_len(&[t(a, 100, 0), t(b, 100, 1)]),
+            1,
+            "another destination"
+        );
+        let many: Vec<Transmit> = (0..100).map(|i| t(a, 100, i)).collect();
+        assert_eq!(run_len(&many), MAX_SEGMENTS);
+        let big: Vec<Transmit> = (0..60).map(|i| t(a, 1200, i)).collect();
+        assert_eq!(run_len(&big), MAX_SEGMENTED_BYTES / 1200);
+    }
+
+    /// A window of datagrams to three receivers, interleaved as a fan-out makes them (each
+    /// packet to everyone in turn), with a smaller last packet and a size change: each
+    /// receiver gets exactly its datagrams, whole and in order, in fewer sends than
+    /// datagrams when the kernel segments.
+    #[tokio::test]
+    async fn grouped_sends_keep_every_datagram_whole_and_in_order() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let std_a = a.into_std().unwrap();
+        let segment = segmentation_supported(&std_a);
+        #[cfg(target_os = "linux")]
+        assert!(segment, "Linux 4.18 and later segment UDP");
+        let a = UdpSocket::from_std(std_a).unwrap();
+        let rx: Vec<UdpSocket> = futures_rx().await;
+        let dests: Vec<SocketAddr> = rx.iter().map(|r| r.local_addr().unwrap()).collect();
+        // Packets 0..6 of 1000 bytes, packet 6 of 400, packets 7..9 of 700.
+        let size = |p: u8| match p {
+            0..=5 => 1000,
+            6 => 400,
+            _ => 700,
+        };
+        let mut items: Vec<Transmit> = Vec::with_capacity(WINDOW);
+        for p in 0..10u8 {
+            for (r, d) in dests.iter().enumerate() {
+                items.push(t(*d, size(p), p * 10 + r as u8));
+            }
+        }
+        let total = items.len();
+        let mut sb = SendBatch::grouping(segment);
+        assert_eq!(sb.segments(), segment);
+        let mut sent = 0;
+        let mut calls = 0;
+        sb.by_destination(&mut items);
+        while !items.is_empty() {
+            a.writable().await.unwrap();
+            match sb.send_runs(&a, &items) {
+                Ok(n) => {
+                    sent += n;
+                    calls += 1;
+                    items.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(sent, total);
+        let mut buf = vec![0u8; 4096];
+        for (r, sock) in rx.iter().enumerate() {
+            for p in 0..10u8 {
+                let n = sock.recv(&mut buf).await.unwrap();
+                assert_eq!(n, size(p), "receiver {r}, packet {p}");
+                assert!(buf[..n].iter().all(|b| *b == p * 10 + r as u8));
+            }
+        }
+        if segment {
+            // Per receiver: runs 0..=6 (six of 1000 and a smaller last) and 7..=9.
+            let mut check = SendBatch::grouping(true);
+            let mut again: Vec<Transmit> = (0..10u8)
+                .flat_map(|p| dests.iter().map(move |d| t(*d, size(p), p)))
+                .collect();
+            check.by_destination(&mut again);
+            let mut runs = 0;
+            let mut i = 0;
+            while i < again.len() {
+                i += run_len(&again[i..]);
+                runs += 1;
+            }
+            assert_eq!(runs, 2 * dests.len());
+            assert_eq!(calls, 1, "one system call for the whole window");
+        }
+    }
+
+    async fn futures_rx() -> Vec<UdpSocket> {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn ordering_by_destination_keeps_each_destinations_order_in_the_same_buffers() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:999".parse().unwrap();
+        let mut items: Vec<Transmit> = Vec::with_capacity(WINDOW);
+        for i in 0..8u8 {
+            items.push(t(if i % 2 == 0 { a } else { b }, 10, i));
+        }
+        let mut sb = SendBatch::grouping(true);
+        sb.by_destination(&mut items);
+        let got: Vec<(SocketAddr, u8)> = items.iter().map(|t| (t.dest, t.data[0])).collect();
+        assert_eq!(
+            got,
+            [
+                (b, 1),
+                (b, 3),
+                (b, 5),
+                (b, 7),
+                (a, 0),
+                (a, 2),
+                (a, 4),
+                (a, 6)
+            ]
+        );
+        assert!(items.capacity() >= WINDOW && sb.scratch.capacity() >= WINDOW);
     }
 }

@@ -15,7 +15,7 @@ use lkr_sfu::{Command, Engine, Event, PublishSpec, Relay, SinkId, TrackId, Trans
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{Notify, mpsc};
 
-use crate::batch::{BATCH, BatchSocket, RecvBatch, SendBatch};
+use crate::batch::{BATCH, BatchSocket, RecvBatch, SendBatch, WINDOW};
 use crate::ring::{self, Consumer, Handoff, Producer};
 use crate::router::Router;
 use crate::sink::{SinkRegistry, SinkSender};
@@ -206,6 +206,9 @@ pub struct DriverConfig {
     pub spill: u32,
     /// The ICE-TCP port (`rtc.tcp_port`), if any.
     pub tcp: Option<TcpConfig>,
+    /// Datagrams to one subscriber that leave together go out as one segmented send where
+    /// the kernel offers it (`rtc.udp_segmentation`; see [`crate::batch`]).
+    pub segmentation: bool,
 }
 
 impl DriverConfig {
@@ -218,6 +221,7 @@ impl DriverConfig {
             shards: 1,
             spill: crate::router::DEFAULT_SPILL,
             tcp: None,
+            segmentation: true,
         }
     }
 }
@@ -407,6 +411,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
         } else {
             format!("media-{index}")
         };
+        let segment = config.segmentation && crate::batch::segmentation_supported(&socket);
         std::thread::Builder::new().name(name).spawn(move || {
             let shard = Shard {
                 handed_urgent: 0,
@@ -419,8 +424,8 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
                 ufrags: FxHashMap::default(),
                 addrs: FxHashMap::default(),
                 stop,
-                tx: SendBatch::default(),
-                out: Vec::with_capacity(BATCH),
+                tx: SendBatch::grouping(segment),
+                out: Vec::with_capacity(WINDOW),
                 stats,
                 latency: crate::stats::Latency::default(),
                 tcp_in,
@@ -483,7 +488,9 @@ fn on_runtime(f: impl Future<Output = ()>) {
 /// Sends what the engine produced, a batch per system call, while at least `min` datagrams
 /// wait. Never waits for the socket: when it is full (`EAGAIN`/`ENOBUFS`) what is waiting
 /// is dropped and counted, per peer in the engine and in total in `stats`, so that one
-/// congested path cannot stop receiving and sending for everyone.
+/// congested path cannot stop receiving and sending for everyone. With segmentation, up to
+/// [`WINDOW`] datagrams are gathered per round so that each subscriber's share of them can
+/// leave as one segmented send.
 fn flush(
     engine: &mut Engine,
     socket: &MediaSocket,
@@ -494,22 +501,22 @@ fn flush(
     min: usize,
 ) {
     let min = min.max(1);
+    let segments = tx.segments();
     while engine.pending_transmits() + out.len() >= min {
-        while out.len() < BATCH {
-            match engine.poll_transmit() {
-                // Addresses of ICE-TCP connections take the ring to the TCP port.
-                Some(t) if !tcp.peers.is_empty() && tcp.peers.contains(&t.dest) => {
-                    tcp.send(&t, stats);
-                    engine.recycle(t.data);
-                }
-                Some(t) => out.push(t),
-                None => break,
+        if segments {
+            // A window is gathered and ordered once, then sent to its end before the next,
+            // so that each destination's datagrams keep their order.
+            if out.is_empty() {
+                gather(engine, out, WINDOW, tcp, stats);
+                tx.by_destination(out);
             }
+        } else {
+            gather(engine, out, BATCH, tcp, stats);
         }
         if out.is_empty() {
             continue;
         }
-        match tx.send(socket, out) {
+        match tx.send_runs(socket, out) {
             // A partial send leaves the rest in `out` for the next round.
             Ok(n) if n > 0 => {
                 for t in out.drain(..n.min(out.len())) {
@@ -537,6 +544,27 @@ fn flush(
                 stats.send_dropped.fetch_add(dropped, Relaxed);
                 return;
             }
+        }
+    }
+}
+
+/// Takes the engine's datagrams into `out` until it holds `up_to`; those for ICE-TCP
+/// connections go to the TCP port's ring instead.
+fn gather(
+    engine: &mut Engine,
+    out: &mut Vec<Transmit>,
+    up_to: usize,
+    tcp: &mut TcpSide,
+    stats: &MediaStats,
+) {
+    while out.len() < up_to {
+        match engine.poll_transmit() {
+            Some(t) if !tcp.peers.is_empty() && tcp.peers.contains(&t.dest) => {
+                tcp.send(&t, stats);
+                engine.recycle(t.data);
+            }
+            Some(t) => out.push(t),
+            None => break,
         }
     }
 }
@@ -820,9 +848,10 @@ impl Shard {
     /// Relays what the last input produced and sends a batch once there is one.
     fn after_input(&mut self, socket: &MediaSocket) {
         self.relay();
-        // A batch's worth goes out at once, so buffers return to the pool before the next
-        // packet's fan-out.
-        if self.engine.pending_transmits() >= BATCH {
+        // A batch's worth (a window's with segmentation) goes out at once, so buffers
+        // return to the pool before the next packets' fan-out.
+        let batch = if self.tx.segments() { WINDOW } else { BATCH };
+        if self.engine.pending_transmits() >= batch {
             flush(
                 &mut self.engine,
                 socket,
@@ -830,7 +859,7 @@ impl Shard {
                 &mut self.out,
                 &mut self.tcp,
                 &self.stats,
-                BATCH,
+                batch,
             );
         }
     }
