@@ -3,7 +3,6 @@
 //! a participant's join to a room of N and its leave. An input's cost should not grow with
 //! the number of participants it does not concern.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -32,26 +31,16 @@ fn config() -> Config {
 }
 
 fn join(identity: &str) -> Join {
-    Join {
-        room: "r".into(),
-        identity: identity.into(),
-        claims: Claims {
-            sub: identity.into(),
-            video: Some(VideoGrant {
-                room_join: true,
-                room: "r".into(),
-                ..Default::default()
-            }),
+    let claims = Claims {
+        sub: identity.into(),
+        video: Some(VideoGrant {
+            room_join: true,
+            room: "r".into(),
             ..Default::default()
-        },
-        single_pc: false,
-        auto_subscribe: true,
-        client_protocol: 16,
-        publisher_offer: None,
-        metadata: None,
-        attributes: HashMap::new(),
-        resume: None,
-    }
+        }),
+        ..Default::default()
+    };
+    Join::new("r", identity, claims)
 }
 
 /// Drains the outputs and asks for the next deadline, as the control task does after

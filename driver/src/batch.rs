@@ -234,7 +234,7 @@ impl SendBatch {
         #[cfg(target_os = "linux")]
         {
             socket.try_io(Interest::WRITABLE, || {
-                linux::sendmmsg(socket, &mut self.sys, items)
+                linux::sendmmsg(socket, &mut self.sys, items, false)
             })
         }
         #[cfg(not(target_os = "linux"))]
@@ -269,7 +269,7 @@ impl SendBatch {
         #[cfg(target_os = "linux")]
         {
             let r = socket.try_io(Interest::WRITABLE, || {
-                linux::sendmmsg_grouped(socket, &mut self.sys, items)
+                linux::sendmmsg(socket, &mut self.sys, items, true)
             });
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
@@ -385,17 +385,24 @@ mod linux {
         r == 0
     }
 
-    /// One `sendmmsg` of `items` grouped in runs ([`super::run_len`]), a header per run;
-    /// returns the datagrams of the headers sent. A segmented first header the kernel
-    /// refuses as such (`EIO`, `EINVAL`, `EOPNOTSUPP`) is reported as `Unsupported`.
-    pub fn sendmmsg_grouped(
+    /// One `sendmmsg` of `items`, a header per datagram or, with `segment`, per run
+    /// ([`super::run_len`]); returns the datagrams of the headers sent. A segmented first
+    /// header the kernel refuses as such (`EIO`, `EINVAL`, `EOPNOTSUPP`) is reported as
+    /// `Unsupported`; another refused first header is skipped rather than stall.
+    pub fn sendmmsg(
         socket: &impl BatchSocket,
         h: &mut SendHeaders,
         items: &[Transmit],
+        segment: bool,
     ) -> io::Result<usize> {
         let (mut hi, mut ii, mut i) = (0, 0, 0);
         while i < items.len() && hi < BATCH {
-            let n = super::run_len(&items[i..]).min(h.iovs.len() - ii);
+            let run = if segment {
+                super::run_len(&items[i..])
+            } else {
+                1
+            };
+            let n = run.min(h.iovs.len() - ii);
             if n == 0 {
                 break;
             }
@@ -561,51 +568,6 @@ mod linux {
             from[i] = from_sockaddr(&h.addrs[i]);
         }
         Ok(got)
-    }
-
-    pub fn sendmmsg(
-        socket: &impl BatchSocket,
-        h: &mut SendHeaders,
-        items: &[Transmit],
-    ) -> io::Result<usize> {
-        let n = items.len().min(BATCH);
-        if n == 0 {
-            return Ok(0);
-        }
-        for (i, t) in items.iter().take(n).enumerate() {
-            let namelen = to_sockaddr(t.dest, &mut h.addrs[i]);
-            h.iovs[i] = libc::iovec {
-                iov_base: t.data.as_ptr() as *mut libc::c_void,
-                iov_len: t.data.len(),
-            };
-            // SAFETY: all-zero is a valid msghdr; the fields set below point into `h` and
-            // `items`, which outlive the call.
-            h.hdrs[i].msg_hdr = unsafe { zeroed() };
-            h.hdrs[i].msg_hdr.msg_name = (&mut h.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.hdrs[i].msg_hdr.msg_namelen = namelen;
-            h.hdrs[i].msg_hdr.msg_iov = &mut h.iovs[i];
-            h.hdrs[i].msg_hdr.msg_iovlen = 1;
-            h.hdrs[i].msg_len = 0;
-        }
-        // SAFETY: the headers describe `n` valid buffers owned by the caller; the kernel only
-        // reads them.
-        let r = unsafe {
-            libc::sendmmsg(
-                socket.raw_fd(),
-                h.hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if super::is_full(&e) {
-                return Err(e);
-            }
-            // The first datagram was refused (e.g. no route): skip it rather than stall.
-            return Ok(1);
-        }
-        Ok(r as usize)
     }
 }
 

@@ -565,25 +565,18 @@ mod tests {
     }
 
     fn join(identity: &str) -> Join {
-        Join {
-            room: "r".into(),
-            identity: identity.into(),
-            claims: Claims {
-                sub: identity.into(),
-                video: Some(VideoGrant {
-                    room_join: true,
-                    room: "r".into(),
-                    ..Default::default()
-                }),
+        let claims = Claims {
+            sub: identity.into(),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: "r".into(),
                 ..Default::default()
-            },
+            }),
+            ..Default::default()
+        };
+        Join {
             single_pc: true,
-            auto_subscribe: true,
-            client_protocol: 16,
-            publisher_offer: None,
-            metadata: None,
-            attributes: HashMap::new(),
-            resume: None,
+            ..Join::new("r", identity, claims)
         }
     }
 

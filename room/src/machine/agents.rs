@@ -88,16 +88,8 @@ mod tests {
         m.handle_join(
             now,
             Join {
-                room: "r".into(),
-                identity: identity.into(),
-                claims,
                 single_pc: true,
-                auto_subscribe: true,
-                client_protocol: 16,
-                publisher_offer: None,
-                metadata: None,
-                attributes: HashMap::new(),
-                resume: None,
+                ..Join::new("r", identity, claims)
             },
         )
         .expect("admitted")

@@ -227,6 +227,25 @@ pub struct Join {
     pub resume: Option<String>,
 }
 
+impl Join {
+    /// A fresh join of `identity` to `room` as a current client makes it: two peer
+    /// connections, auto-subscribe, protocol 16, no offer, metadata or attributes.
+    pub fn new(room: &str, identity: &str, claims: Claims) -> Self {
+        Self {
+            room: room.into(),
+            identity: identity.into(),
+            claims,
+            single_pc: false,
+            auto_subscribe: true,
+            client_protocol: 16,
+            publisher_offer: None,
+            metadata: None,
+            attributes: HashMap::new(),
+            resume: None,
+        }
+    }
+}
+
 /// What happened in a room, for webhooks, metrics and logs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoomEvent {

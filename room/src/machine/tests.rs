@@ -335,18 +335,7 @@ impl World {
 
 /// A join of `identity` to `room` with `claims`, dual PC, auto-subscribing.
 fn join_of(room: &str, identity: &str, claims: Claims) -> Join {
-    Join {
-        room: room.into(),
-        identity: identity.into(),
-        claims,
-        single_pc: false,
-        auto_subscribe: true,
-        client_protocol: 16,
-        publisher_offer: None,
-        metadata: None,
-        attributes: HashMap::new(),
-        resume: None,
-    }
+    Join::new(room, identity, claims)
 }
 
 /// One m-section of a client offer.
