@@ -48,7 +48,6 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::{Duration, Instant};
 
@@ -189,16 +188,8 @@ mod tests {
         let refused = m.handle_join(
             now,
             Join {
-                room: "r".into(),
-                identity: "bob".into(),
-                claims,
                 single_pc: true,
-                auto_subscribe: true,
-                client_protocol: 16,
-                publisher_offer: None,
-                metadata: None,
-                attributes: HashMap::new(),
-                resume: None,
+                ..Join::new("r", "bob", claims)
             },
         );
         assert!(
