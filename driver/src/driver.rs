@@ -501,17 +501,12 @@ fn flush(
     min: usize,
 ) {
     let min = min.max(1);
-    let segments = tx.segments();
     while engine.pending_transmits() + out.len() >= min {
-        if segments {
-            // A window is gathered and ordered once, then sent to its end before the next,
-            // so that each destination's datagrams keep their order.
-            if out.is_empty() {
-                gather(engine, out, WINDOW, tcp, stats);
-                tx.by_destination(out);
-            }
-        } else {
-            gather(engine, out, BATCH, tcp, stats);
+        // With segmentation a window is gathered and ordered once, then sent to its end
+        // before the next, so that each destination's datagrams keep their order.
+        if !tx.segments() || out.is_empty() {
+            gather(engine, out, tx.window(), tcp, stats);
+            tx.by_destination(out);
         }
         if out.is_empty() {
             continue;
@@ -850,7 +845,7 @@ impl Shard {
         self.relay();
         // A batch's worth (a window's with segmentation) goes out at once, so buffers
         // return to the pool before the next packets' fan-out.
-        let batch = if self.tx.segments() { WINDOW } else { BATCH };
+        let batch = self.tx.window();
         if self.engine.pending_transmits() >= batch {
             flush(
                 &mut self.engine,
