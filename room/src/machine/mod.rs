@@ -57,6 +57,16 @@ pub const PING_TIMEOUT: i32 = 15;
 
 /// How long an answer to update_metadata waits (see `Participant::update_metadata`).
 const ANSWER_DELAY: Duration = Duration::from_millis(30);
+
+/// Answers a participant may have waiting for [`ANSWER_DELAY`] at once; past it they are
+/// sent without the delay.
+const MAX_DEFERRED: usize = 32;
+
+/// The most entries the timer queue keeps for `participants` participants before it is
+/// rebuilt from their deadlines (one live entry each, as many stale ones, and some slack).
+fn timer_cap(participants: usize) -> usize {
+    2 * participants + 64
+}
 /// How long an update about a participant that has never published waits for others of its
 /// room, at least: in a room of up to 100 members.
 pub const UPDATE_BATCH: Duration = Duration::from_millis(200);
@@ -990,7 +1000,24 @@ impl Machine {
             .and_then(Participant::new_deadline)
         {
             self.timers.push(Reverse((t, psid.to_string())));
+            if self.timers.len() > timer_cap(self.participants.len()) {
+                self.rebuild_timers();
+            }
         }
+    }
+
+    /// Rebuilds the timer queue from the participants' current deadlines, leaving out the
+    /// entries withdrawn or moved since they were queued. Participants that drop their link
+    /// and come back again and again leave an entry each time that would otherwise stay
+    /// until its grace ran out; past [`timer_cap`] they are swept, so the queue holds at
+    /// most that many entries whatever the clients do, at a cost of one walk per as many
+    /// pushes as there are participants.
+    fn rebuild_timers(&mut self) {
+        let live = self
+            .participants
+            .iter()
+            .filter_map(|(psid, p)| p.watched().map(|t| Reverse((t, psid.clone()))));
+        self.timers = live.collect();
     }
 
     /// Sends a participant away with `leave` and forgets it (`remove_from_room`: its place in

@@ -20,7 +20,7 @@ use lkr_sfu::{
 };
 use prost::Message as _;
 
-use super::{ANSWER_DELAY, Config, Join, Leaving, Outbox, Resp, TrackOffer};
+use super::{ANSWER_DELAY, Config, Join, Leaving, MAX_DEFERRED, Outbox, Resp, TrackOffer};
 use crate::RoomError;
 use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
 
@@ -387,6 +387,11 @@ impl Participant {
         d
     }
 
+    /// The deadline the machine's timer queue last took for it.
+    pub fn watched(&self) -> Option<Instant> {
+        self.watched
+    }
+
     /// Its queue entry fell due: its deadline, even unchanged, needs a new one.
     pub fn deadline_fired(&mut self) {
         self.watched = None;
@@ -688,15 +693,20 @@ impl Participant {
         // Clients of protocol 14 and later wait for this answer (older ones for their update).
         // The Rust SDK starts listening for it only after its request is written, so an
         // answer sent at once can arrive before it listens: it goes out a moment later.
-        self.deferred.push_back((
-            ctx.now + ANSWER_DELAY,
-            Resp::RequestResponse(pb::RequestResponse {
-                request_id: u.request_id,
-                reason: pb::request_response::Reason::Ok as i32,
-                message: String::new(),
-                request: None,
-            }),
-        ));
+        let answer = Resp::RequestResponse(pb::RequestResponse {
+            request_id: u.request_id,
+            reason: pb::request_response::Reason::Ok as i32,
+            message: String::new(),
+            request: None,
+        });
+        if self.deferred.len() == MAX_DEFERRED {
+            // A client this far ahead of its answers is not one waiting for its first: those
+            // held go now, in order, so that the queue stays bounded.
+            while let Some((_, m)) = self.deferred.pop_front() {
+                self.send(ctx, m);
+            }
+        }
+        self.deferred.push_back((ctx.now + ANSWER_DELAY, answer));
         fx
     }
 

@@ -1468,6 +1468,78 @@ fn deadlines_moved_or_withdrawn_end_no_one_early_and_queued_answers_keep_their_d
 }
 
 #[test]
+fn links_dropped_and_resumed_without_end_keep_the_timer_queue_bounded() {
+    let mut w = World::with(
+        config(),
+        RoomDefaults {
+            departure_timeout: 20,
+            ..RoomDefaults::default()
+        },
+    );
+    let a = w.join("alice", false);
+    let _b = w.join("bob", false);
+    w.run_for(UPDATE_BATCH);
+    // Every drop queues a grace of 20 s that the resume withdraws: without a sweep each
+    // would stay queued for its 20 s.
+    let cap = super::timer_cap(2);
+    let mut most = 0;
+    for _ in 0..500 {
+        w.m.handle_signal_lost(w.now, &a);
+        most = most.max(w.m.timers.len());
+        w.run_for(Duration::from_millis(1));
+        assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+        most = most.max(w.m.timers.len());
+    }
+    assert!(most <= cap, "{most} entries queued, more than {cap}");
+    // The last drop still ends her at the end of its grace, not before.
+    w.m.handle_signal_lost(w.now, &a);
+    let end = w.now + Duration::from_secs(20);
+    w.run_for(end - Duration::from_millis(1) - w.now);
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
+    w.run_for(Duration::from_millis(1));
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+}
+
+#[test]
+fn a_flood_of_metadata_updates_is_answered_whole_and_in_order_with_a_bounded_wait() {
+    let mut w = World::new();
+    let grant = VideoGrant {
+        can_update_own_metadata: Some(true),
+        ..Default::default()
+    };
+    let b = w.join_with("bob", false, grant);
+    w.run_for(UPDATE_BATCH);
+    w.clear();
+    let answered = |w: &World| -> Vec<u32> {
+        w.to(&b)
+            .iter()
+            .filter_map(|m| match m {
+                Resp::RequestResponse(r) => Some(r.request_id),
+                _ => None,
+            })
+            .collect()
+    };
+    let n = 3 * super::MAX_DEFERRED as u32 + 5;
+    for i in 1..=n {
+        w.signal(
+            &b,
+            Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+                metadata: format!("m{i}"),
+                request_id: i,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    }
+    // At most MAX_DEFERRED wait at once: the first three full queues went out when the next
+    // request came, the last five wait their delay.
+    let early = answered(&w);
+    assert_eq!(early, (1..=n - 5).collect::<Vec<_>>());
+    w.run_for(ANSWER_DELAY);
+    assert_eq!(answered(&w), (1..=n).collect::<Vec<_>>());
+}
+
+#[test]
 fn simulcast_layers_follow_track_settings_and_dynacast() {
     let mut w = World::new();
     let a = w.join("alice", false);
