@@ -265,6 +265,28 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
         }
         metric(
             &mut out,
+            "livekit_media_segmented_sends_total",
+            "counter",
+            "Runs of datagrams to one destination sent as one segmented (UDP GSO) send.",
+        );
+        let _ = writeln!(
+            out,
+            "livekit_media_segmented_sends_total{{{node}}} {}",
+            m.segmented_sends
+        );
+        metric(
+            &mut out,
+            "livekit_media_segmented_datagrams_total",
+            "counter",
+            "Datagrams that left in segmented sends.",
+        );
+        let _ = writeln!(
+            out,
+            "livekit_media_segmented_datagrams_total{{{node}}} {}",
+            m.segmented_datagrams
+        );
+        metric(
+            &mut out,
             "livekit_nack_total",
             "counter",
             "NACKed packets by direction.",

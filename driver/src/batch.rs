@@ -293,6 +293,18 @@ impl SendBatch {
         }
     }
 
+    /// Segmented sends made since the last call, and the datagrams they carried.
+    pub fn take_segmented(&mut self) -> (u64, u64) {
+        #[cfg(target_os = "linux")]
+        {
+            std::mem::take(&mut self.sys.runs)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            (0, 0)
+        }
+    }
+
     /// With segmentation, orders `items` by destination, each destination's datagrams in
     /// their order, without allocating (up to [`WINDOW`] items), so that each destination's
     /// runs are adjacent for [`SendBatch::send_runs`]. Without, leaves them as they are.
@@ -353,6 +365,9 @@ mod linux {
         cmsgs: Vec<Cmsg>,
         /// Datagrams per header of the last grouped send.
         counts: Vec<usize>,
+        /// Headers sent that carried a run of two or more, and their datagrams, since
+        /// [`super::SendBatch::take_segmented`] last took them.
+        pub runs: (u64, u64),
     }
 
     /// Room for one control message carrying a `u16`, aligned for `cmsghdr`.
@@ -370,6 +385,7 @@ mod linux {
                     addrs: vec![zeroed(); BATCH],
                     cmsgs: vec![Cmsg([0; 32]); BATCH],
                     counts: vec![0; BATCH],
+                    runs: (0, 0),
                 }
             }
         }
@@ -480,7 +496,15 @@ mod linux {
             // The first run was refused (e.g. no route): skip it rather than stall.
             return Ok(h.counts[0]);
         }
-        Ok(h.counts[..r as usize].iter().sum())
+        let mut sent = 0;
+        for &n in &h.counts[..r as usize] {
+            sent += n;
+            if n > 1 {
+                h.runs.0 += 1;
+                h.runs.1 += n as u64;
+            }
+        }
+        Ok(sent)
     }
 
     fn to_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
@@ -650,17 +674,32 @@ mod tests {
         assert_eq!(run_len(&big), MAX_SEGMENTED_BYTES / 1200);
     }
 
-    /// A window of datagrams to three receivers, interleaved as a fan-out makes them (each
-    /// packet to everyone in turn), with a smaller last packet and a size change: each
-    /// receiver gets exactly its datagrams, whole and in order, in fewer sends than
-    /// datagrams when the kernel segments.
-    #[tokio::test]
-    async fn grouped_sends_keep_every_datagram_whole_and_in_order() {
+    /// Sends a window of datagrams to three receivers, interleaved as a fan-out makes them
+    /// (each packet to everyone in turn), with a smaller last packet and a size change, and
+    /// checks that each receiver gets exactly its datagrams, whole and in order. With
+    /// `no_checksum` the sending socket has `SO_NO_CHECK`, with which the kernel refuses
+    /// segmented sends (`EINVAL`). Returns the batch and how many system calls it took.
+    async fn fan_out_window(no_checksum: bool) -> (SendBatch, usize) {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let std_a = a.into_std().unwrap();
         let segment = segmentation_supported(&std_a);
         #[cfg(target_os = "linux")]
         assert!(segment, "Linux 4.18 and later segment UDP");
+        #[cfg(target_os = "linux")]
+        if no_checksum {
+            let one: libc::c_int = 1;
+            // SAFETY: a valid descriptor and an int option value of the stated size.
+            let r = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&std_a),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        }
         let a = UdpSocket::from_std(std_a).unwrap();
         let mut rx: Vec<UdpSocket> = Vec::new();
         for _ in 0..3 {
@@ -716,9 +755,28 @@ mod tests {
                 assert!(buf[..n].iter().all(|b| *b == p * 10 + r as u8));
             }
         }
-        if segment {
+        (sb, calls)
+    }
+
+    #[tokio::test]
+    async fn grouped_sends_keep_every_datagram_whole_and_in_order() {
+        let (mut sb, calls) = fan_out_window(false).await;
+        if sb.segments() {
             assert_eq!(calls, 1, "one system call for the whole window");
+            assert_eq!(sb.take_segmented(), (6, 30), "two runs per receiver");
+            assert_eq!(sb.take_segmented(), (0, 0), "taken once");
         }
+    }
+
+    /// The kernel refuses segmented sends on this socket: the window still arrives whole and
+    /// in order, one datagram per header, and the batch stops segmenting.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_refused_segmented_send_falls_back_to_plain_datagrams() {
+        let (mut sb, calls) = fan_out_window(true).await;
+        assert!(!sb.segments(), "segmentation turned off after the refusal");
+        assert_eq!(sb.take_segmented(), (0, 0));
+        assert!(calls >= 1);
     }
 
     #[test]

@@ -424,16 +424,10 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
                 ufrags: FxHashMap::default(),
                 addrs: FxHashMap::default(),
                 stop,
-                tx: SendBatch::grouping(segment),
-                out: Vec::with_capacity(WINDOW),
+                send: Outbound::with_tcp(segment, tcp_out),
                 stats,
                 latency: crate::stats::Latency::default(),
                 tcp_in,
-                tcp: TcpSide {
-                    out: tcp_out,
-                    peers: FxHashSet::default(),
-                    wake: false,
-                },
                 registry,
                 sinks: FxHashMap::default(),
                 closed_sinks: Vec::new(),
@@ -485,59 +479,98 @@ fn on_runtime(f: impl Future<Output = ()>) {
     }
 }
 
-/// Sends what the engine produced, a batch per system call, while at least `min` datagrams
-/// wait. Never waits for the socket: when it is full (`EAGAIN`/`ENOBUFS`) what is waiting
-/// is dropped and counted, per peer in the engine and in total in `stats`, so that one
-/// congested path cannot stop receiving and sending for everyone. With segmentation, up to
-/// [`WINDOW`] datagrams are gathered per round so that each subscriber's share of them can
-/// leave as one segmented send.
-fn flush(
-    engine: &mut Engine,
-    socket: &MediaSocket,
-    tx: &mut SendBatch,
-    out: &mut Vec<Transmit>,
-    tcp: &mut TcpSide,
-    stats: &MediaStats,
-    min: usize,
-) {
-    let min = min.max(1);
-    while engine.pending_transmits() + out.len() >= min {
-        // With segmentation a window is gathered and ordered once, then sent to its end
-        // before the next, so that each destination's datagrams keep their order.
-        if !tx.segments() || out.is_empty() {
-            gather(engine, out, tx.window(), tcp, stats);
-            tx.by_destination(out);
+/// A shard's sending side: the send headers, the datagrams gathered from the engine for
+/// the current round, and its side of the ICE-TCP port.
+pub struct Outbound {
+    tx: SendBatch,
+    out: Vec<Transmit>,
+    tcp: TcpSide,
+}
+
+impl Outbound {
+    /// UDP only (no ICE-TCP port); runs to one destination leave as one segmented send when
+    /// `segment` (see [`crate::batch::segmentation_supported`]).
+    pub fn new(segment: bool) -> Self {
+        Self::with_tcp(segment, None)
+    }
+
+    fn with_tcp(segment: bool, tcp_out: Option<Producer>) -> Self {
+        Self {
+            tx: SendBatch::grouping(segment),
+            out: Vec::with_capacity(WINDOW),
+            tcp: TcpSide {
+                out: tcp_out,
+                peers: FxHashSet::default(),
+                wake: false,
+            },
         }
-        if out.is_empty() {
-            continue;
-        }
-        match tx.send_runs(socket, out) {
-            // A partial send leaves the rest in `out` for the next round.
-            Ok(n) if n > 0 => {
-                for t in out.drain(..n.min(out.len())) {
-                    engine.recycle(t.data);
-                }
+    }
+
+    /// How many waiting datagrams make a send round worth starting before the end of a wake
+    /// (see [`SendBatch::window`]).
+    pub fn window(&self) -> usize {
+        self.tx.window()
+    }
+
+    /// Sends what the engine produced, a batch per system call, while at least `min`
+    /// datagrams wait. Never waits for the socket: when it is full (`EAGAIN`/`ENOBUFS`) what
+    /// is waiting is dropped and counted, per peer in the engine and in total in `stats`, so
+    /// that one congested path cannot stop receiving and sending for everyone. With
+    /// segmentation, up to [`WINDOW`] datagrams are gathered per round so that each
+    /// subscriber's share of them can leave as one segmented send.
+    pub fn flush(
+        &mut self,
+        engine: &mut Engine,
+        socket: &impl BatchSocket,
+        stats: &MediaStats,
+        min: usize,
+    ) {
+        let Self { tx, out, tcp } = self;
+        let min = min.max(1);
+        while engine.pending_transmits() + out.len() >= min {
+            // With segmentation a window is gathered and ordered once, then sent to its end
+            // before the next, so that each destination's datagrams keep their order.
+            if !tx.segments() || out.is_empty() {
+                gather(engine, out, tx.window(), tcp, stats);
+                tx.by_destination(out);
             }
-            Err(e) if !crate::batch::is_full(&e) => {
-                tracing::trace!("media send: {e}");
-                stats.send_failed.fetch_add(out.len() as u64, Relaxed);
-                for t in out.drain(..) {
-                    engine.recycle(t.data);
-                }
+            if out.is_empty() {
+                continue;
             }
-            _ => {
-                // Full: this batch and everything behind it would find it full too.
-                let mut dropped = 0;
-                for t in out.drain(..) {
-                    dropped += 1;
-                    engine.note_unsent(t);
+            let sent = tx.send_runs(socket, out);
+            let (sends, datagrams) = tx.take_segmented();
+            if sends > 0 {
+                stats.segmented_sends.fetch_add(sends, Relaxed);
+                stats.segmented_datagrams.fetch_add(datagrams, Relaxed);
+            }
+            match sent {
+                // A partial send leaves the rest in `out` for the next round.
+                Ok(n) if n > 0 => {
+                    for t in out.drain(..n.min(out.len())) {
+                        engine.recycle(t.data);
+                    }
                 }
-                while let Some(t) = engine.poll_transmit() {
-                    dropped += 1;
-                    engine.note_unsent(t);
+                Err(e) if !crate::batch::is_full(&e) => {
+                    tracing::trace!("media send: {e}");
+                    stats.send_failed.fetch_add(out.len() as u64, Relaxed);
+                    for t in out.drain(..) {
+                        engine.recycle(t.data);
+                    }
                 }
-                stats.send_dropped.fetch_add(dropped, Relaxed);
-                return;
+                _ => {
+                    // Full: this batch and everything behind it would find it full too.
+                    let mut dropped = 0;
+                    for t in out.drain(..) {
+                        dropped += 1;
+                        engine.note_unsent(t);
+                    }
+                    while let Some(t) = engine.poll_transmit() {
+                        dropped += 1;
+                        engine.note_unsent(t);
+                    }
+                    stats.send_dropped.fetch_add(dropped, Relaxed);
+                    return;
+                }
             }
         }
     }
@@ -693,14 +726,12 @@ struct Shard {
     /// Source addresses whose datagrams land on our socket but belong to another shard.
     addrs: FxHashMap<SocketAddr, u8>,
     stop: Arc<AtomicBool>,
-    tx: SendBatch,
-    out: Vec<Transmit>,
+    send: Outbound,
     stats: Arc<MediaStats>,
     /// Time from a batch's receive to the end of the wake that forwarded it.
     latency: crate::stats::Latency,
     /// Frames from the ICE-TCP port.
     tcp_in: Option<Consumer>,
-    tcp: TcpSide,
     /// Sinks registered by the control plane, taken at their `AddSink`.
     registry: SinkRegistry,
     /// The sinks this shard feeds.
@@ -845,17 +876,10 @@ impl Shard {
         self.relay();
         // A batch's worth (a window's with segmentation) goes out at once, so buffers
         // return to the pool before the next packets' fan-out.
-        let batch = self.tx.window();
+        let batch = self.send.window();
         if self.engine.pending_transmits() >= batch {
-            flush(
-                &mut self.engine,
-                socket,
-                &mut self.tx,
-                &mut self.out,
-                &mut self.tcp,
-                &self.stats,
-                batch,
-            );
+            self.send
+                .flush(&mut self.engine, socket, &self.stats, batch);
         }
     }
 
@@ -872,7 +896,7 @@ impl Shard {
                 }
                 budget -= 1;
                 let engine = &mut self.engine;
-                let tcp = &mut self.tcp;
+                let tcp = &mut self.send.tcp;
                 let took = self.from_peers[i].pop(|what, bytes| {
                     let now = Instant::now();
                     match what {
@@ -935,7 +959,7 @@ impl Shard {
             Self::hand_off(to_peers, wake, stats, s, Handoff::TcpIn { from }, d);
             return;
         }
-        self.tcp.note(from, &self.engine);
+        self.send.tcp.note(from, &self.engine);
         self.engine.handle_receive(Instant::now(), from, d);
         self.after_input(socket);
     }
@@ -979,8 +1003,8 @@ impl Shard {
             self.wake &= self.wake - 1;
             self.wakers[s].notify_one();
         }
-        if self.tcp.wake {
-            self.tcp.wake = false;
+        if self.send.tcp.wake {
+            self.send.tcp.wake = false;
             // The TCP port's waker is the last.
             if let Some(w) = self.wakers.last() {
                 w.notify_one();
@@ -1084,15 +1108,7 @@ impl Shard {
                 self.engine.handle_timeout(now);
                 self.relay();
             }
-            flush(
-                &mut self.engine,
-                &socket,
-                &mut self.tx,
-                &mut self.out,
-                &mut self.tcp,
-                &self.stats,
-                1,
-            );
+            self.send.flush(&mut self.engine, &socket, &self.stats, 1);
             self.wake_others();
             if let Some(at) = received_at {
                 self.latency.observe(at.elapsed());
@@ -1123,8 +1139,8 @@ impl Shard {
                 let engine = &self.engine;
                 self.stats
                     .try_store_per_peer(i, |v| engine.unsent_by_peer(v));
-                if !self.tcp.peers.is_empty() {
-                    self.tcp.peers.retain(|a| engine.knows_address(*a));
+                if !self.send.tcp.peers.is_empty() {
+                    self.send.tcp.peers.retain(|a| engine.knows_address(*a));
                 }
                 let engine = &mut self.engine;
                 self.stats

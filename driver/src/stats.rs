@@ -25,6 +25,11 @@ pub struct MediaStats {
     pub send_failed: AtomicU64,
     /// Wake-ups of the media threads.
     pub wakeups: AtomicU64,
+    /// Segmented sends: runs of two datagrams or more to one destination that left as one
+    /// `UDP_SEGMENT` send.
+    pub segmented_sends: AtomicU64,
+    /// The datagrams those runs carried.
+    pub segmented_datagrams: AtomicU64,
     /// Hand-offs between shards (datagrams, relayed packets) dropped because the ring to
     /// the other shard was full.
     pub handoff_dropped: AtomicU64,
@@ -148,6 +153,8 @@ pub struct StatsSnapshot {
     pub send_dropped: u64,
     pub send_failed: u64,
     pub wakeups: u64,
+    pub segmented_sends: u64,
+    pub segmented_datagrams: u64,
     pub handoff_dropped: u64,
     /// Shards reading their socket on a schedule because they hear only idle peers.
     pub polling_shards: usize,
@@ -175,6 +182,8 @@ impl MediaStats {
             send_dropped: AtomicU64::new(0),
             send_failed: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
+            segmented_sends: AtomicU64::new(0),
+            segmented_datagrams: AtomicU64::new(0),
             handoff_dropped: AtomicU64::new(0),
             tcp: TcpCounters::default(),
             engine: (0..n).map(|_| EngineCounters::default()).collect(),
@@ -325,6 +334,8 @@ impl MediaStats {
             send_dropped: self.send_dropped.load(Relaxed),
             send_failed: self.send_failed.load(Relaxed),
             wakeups: self.wakeups.load(Relaxed),
+            segmented_sends: self.segmented_sends.load(Relaxed),
+            segmented_datagrams: self.segmented_datagrams.load(Relaxed),
             handoff_dropped: self.handoff_dropped.load(Relaxed),
             polling_shards: self.polling.iter().filter(|p| p.load(Relaxed)).count(),
             tcp: TcpSnapshot {

@@ -24,6 +24,9 @@ pub struct SimConfig {
     /// follows from this.
     pub seed: u64,
     pub server_addr: SocketAddr,
+    /// Clients get the addresses after this one, port 50 000 (10.0.1.1, 10.0.1.2, … by
+    /// default; a test that hands the engine's datagrams to a real socket picks loopback).
+    pub client_net: Ipv4Addr,
     /// Links not configured otherwise.
     pub default_link: LinkConfig,
     pub client: ClientConfig,
@@ -34,6 +37,7 @@ impl Default for SimConfig {
         Self {
             seed: 1,
             server_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7882),
+            client_net: Ipv4Addr::new(10, 0, 1, 0),
             default_link: LinkConfig::default(),
             client: ClientConfig::default(),
         }
@@ -139,12 +143,12 @@ impl Sim {
         self.add_client_with(config)
     }
 
-    /// Adds a client at the next address 10.0.1.x, tells the engine about it
+    /// Adds a client at the next address after [`SimConfig::client_net`], tells the engine about it
     /// (`Command::AddPeer`, `PeerId` = index + 1) and lets it start connecting.
     pub fn add_client_with(&mut self, config: ClientConfig) -> ClientId {
         let index = self.clients.len();
         let n = u32::try_from(index).expect("fewer than 2^32 clients");
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 1, 0)) + n + 1);
+        let ip = Ipv4Addr::from(u32::from(self.config.client_net) + n + 1);
         let addr = SocketAddr::new(IpAddr::V4(ip), 50_000);
         let peer = PeerId(index as u64 + 1);
         let creds = IceCredentials {

@@ -283,3 +283,108 @@ fn batches_to_a_hundred_subscribers_with_feedback_allocate_nothing() {
         "allocations over {ROUNDS} wakes of {WAKE} datagrams to {BIG} subscribers with feedback"
     );
 }
+
+/// The driver's send round itself (`lkr_driver::Outbound`: gathering a window from the
+/// engine, ordering it by destination, segmented `sendmmsg`) allocates nothing either: one
+/// publisher, 100 subscribers at loopback addresses, 64 datagrams per wake with a send round
+/// whenever a window is waiting and one at the end of the wake, as the media thread does,
+/// into a real socket.
+#[test]
+fn the_driver_send_round_to_a_hundred_subscribers_allocates_nothing() {
+    let mut sim = Sim::new(SimConfig {
+        // Nothing listens at 127.0.1.x:50000; the kernel takes the datagrams all the same.
+        client_net: std::net::Ipv4Addr::new(127, 0, 1, 0),
+        ..SimConfig::seeded(53)
+    });
+    let publisher = sim.add_client();
+    for _ in 0..BIG {
+        sim.add_client();
+    }
+    assert!(sim.connect_all(Duration::from_secs(10)));
+    let track = TrackId(1);
+    sim.publish(publisher, track, MediaSource::Video(VideoConfig::default()));
+    for i in 1..=BIG {
+        sim.subscribe(lkr_sim::ClientId(i), track);
+    }
+    sim.run_for(Duration::from_secs(2));
+    let now = sim.now();
+    sim.client_mut(publisher)
+        .publisher_mut(track)
+        .expect("published")
+        .set_sending(false, now);
+    sim.run_for(Duration::from_millis(100));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    std_socket.set_nonblocking(true).expect("non-blocking");
+    let segment = lkr_driver::batch::segmentation_supported(&std_socket);
+    #[cfg(target_os = "linux")]
+    assert!(segment, "Linux 4.18 and later segment UDP");
+    let socket = tokio::net::UdpSocket::from_std(std_socket).expect("registered");
+    // The reactor sees the socket writable once; it stays so unless a send finds it full.
+    rt.block_on(socket.writable()).expect("writable");
+    let stats = lkr_driver::MediaStats::default();
+    let mut send = lkr_driver::Outbound::new(segment);
+
+    let from = sim.client(publisher).addr;
+    let now = sim.now();
+    let (engine, clients) = sim.parts();
+    let mut wake = |engine: &mut lkr_sfu::Engine, batch: &mut [Vec<u8>]| {
+        for d in batch.iter_mut() {
+            engine.handle_receive(now, from, d);
+            if engine.pending_transmits() >= send.window() {
+                send.flush(engine, &socket, &stats, send.window());
+            }
+        }
+        send.flush(engine, &socket, &stats, 1);
+    };
+    // Warm-up wakes fill the retransmission cache and the buffer pool.
+    for _ in 0..40 {
+        let mut batch: Vec<Vec<u8>> = (0..WAKE)
+            .map(|_| clients[0].next_media_datagram(track).expect("keyed"))
+            .collect();
+        wake(engine, &mut batch);
+    }
+    let mut wakes: Vec<Vec<Vec<u8>>> = (0..ROUNDS)
+        .map(|_| {
+            (0..WAKE)
+                .map(|_| clients[0].next_media_datagram(track).expect("keyed"))
+                .collect()
+        })
+        .collect();
+    let before = engine.traffic.rtp_out;
+    let segmented_before = stats
+        .segmented_datagrams
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let allocations = count_allocations(|| {
+        for batch in &mut wakes {
+            wake(engine, batch);
+        }
+    });
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        engine.traffic.rtp_out - before,
+        (ROUNDS * WAKE * BIG) as u64,
+        "every packet was forwarded to every subscriber"
+    );
+    assert_eq!(engine.pending_transmits(), 0, "and sent");
+    assert_eq!(
+        (snapshot.send_dropped, snapshot.send_failed),
+        (0, 0),
+        "the socket took every datagram"
+    );
+    if segment {
+        assert!(
+            snapshot.segmented_datagrams > segmented_before,
+            "the runs left as segmented sends"
+        );
+    }
+    assert_eq!(
+        allocations, 0,
+        "allocations over {ROUNDS} wakes of {WAKE} datagrams to {BIG} subscribers, sent"
+    );
+}
