@@ -11,7 +11,7 @@ deadlines instead of sleeping. Commands (an optional "id" is echoed in the comma
 
     {"cmd": "publish_audio", "name": "tone", "freq": 440}          -> published
     {"cmd": "publish_video", "name": "cam", "color": [r, g, b], "simulcast": true,
-     "width": 640, "height": 480}                                   -> published
+     "width": 640, "height": 480, "noise": 0}                       -> published
     {"cmd": "video_send_stats", "name": "cam"}                      -> the SDK's outbound RTP streams of
         that track (rid, ssrc, frame size, bytes sent, target bitrate), for per-layer checks
     {"cmd": "set_video_quality", "participant": "alice", "quality": "low" | "medium" | "high"}
@@ -312,14 +312,26 @@ async def audio_loop(source: rtc.AudioSource, freq: float) -> None:
         await source.capture_frame(frame)
 
 
-async def video_loop(source: rtc.VideoSource, color: List[int], width: int = WIDTH, height: int = HEIGHT) -> None:
+async def video_loop(
+    source: rtc.VideoSource, color: List[int], width: int = WIDTH, height: int = HEIGHT, noise: int = 0
+) -> None:
+    """Frames of `color` with a moving white bar; with `noise`, each pixel of the background
+    off by up to that much, afresh every frame (frames the encoder cannot shrink to a packet)."""
     bg = np.zeros((height, width, 4), dtype=np.uint8)
     bg[:, :, 0], bg[:, :, 1], bg[:, :, 2], bg[:, :, 3] = color[0], color[1], color[2], 255
     bar_height = max(2, BAR_HEIGHT * height // HEIGHT)
+    rng = np.random.default_rng(1)
+    base = bg.astype(np.int16)
     i = 0
     start = time.monotonic()
     while True:
-        buf = bg.copy()
+        if noise:
+            jitter = rng.integers(-noise, noise + 1, size=(height, width, 1), dtype=np.int16)
+            buf = base.copy()
+            buf[:, :, 0:3] += jitter
+            buf = np.clip(buf, 0, 255).astype(np.uint8)
+        else:
+            buf = bg.copy()
         y = (i * BAR_STEP * height // HEIGHT) % (height - bar_height)
         buf[y : y + bar_height, :, 0:3] = BAR_RGB
         source.capture_frame(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, buf.tobytes()))
@@ -492,7 +504,8 @@ class Client:
         width, height = int(c.get("width", WIDTH)), int(c.get("height", HEIGHT))
         source = rtc.VideoSource(width, height)
         track = rtc.LocalVideoTrack.create_video_track(name, source)
-        task = asyncio.ensure_future(video_loop(source, list(c.get("color", [200, 60, 90])), width, height))
+        color = list(c.get("color", [200, 60, 90]))
+        task = asyncio.ensure_future(video_loop(source, color, width, height, int(c.get("noise", 0))))
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=bool(c.get("simulcast", True)))
         pub = await self.room.local_participant.publish_track(track, opts)
         self.local[name] = {"track": track, "pub": pub, "source": source, "task": task}

@@ -1,0 +1,99 @@
+"""Segmented sends (UDP GSO) with real clients: a Python SDK subscriber decodes the simulcast
+video of a Python SDK publisher (a noisy picture, so that frames take several packets) while
+the server's /metrics shows that most of it left in segmented sends (a frame's datagrams to one
+subscriber in one send); a server with `rtc.udp_segmentation: false` makes none and the video
+is decoded all the same."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+import lkhelpers
+from mediafixtures import media_env_with
+from mediahelpers import SERVER_IP, MediaEnv, assert_video, python_bin
+
+METRICS_PORT = 18121
+USER, PASSWORD = "scraper", "s3cret"
+COLOR = [40, 160, 90]
+
+
+def config(segmentation: bool) -> str:
+    return (
+        f"prometheus:\n  port: {METRICS_PORT}\n  username: {USER}\n  password: {PASSWORD}\n"
+        f"rtc:\n  udp_segmentation: {'true' if segmentation else 'false'}\n"
+    )
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["segmented", "plain"])
+def media_env(request):
+    env = media_env_with(["--config-body", config(request.param)])
+    env.segmentation = request.param
+    try:
+        yield env
+    finally:
+        env.cleanup()
+
+
+def scrape(media: MediaEnv) -> str:
+    """The server's /metrics, read from inside the namespace."""
+    code = (
+        "import base64, sys, urllib.request\n"
+        "req = urllib.request.Request(sys.argv[1])\n"
+        "req.add_header('Authorization', 'Basic ' + base64.b64encode(sys.argv[2].encode()).decode())\n"
+        "sys.stdout.write(urllib.request.urlopen(req, timeout=10).read().decode())\n"
+    )
+    url = f"http://{SERVER_IP}:{METRICS_PORT}/metrics"
+    cp = subprocess.run(
+        media.ns.argv([python_bin(), "-c", code, url, f"{USER}:{PASSWORD}"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    return cp.stdout
+
+
+def value(text: str, name: str, **labels) -> float:
+    total = None
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total = (total or 0) + float(m.group(4))
+    assert total is not None, f"{name} {labels} not in metrics:\n{text}"
+    return total
+
+
+def figures(media: MediaEnv) -> dict:
+    text = scrape(media)
+    return {
+        "sends": value(text, "livekit_media_segmented_sends_total"),
+        "segmented": value(text, "livekit_media_segmented_datagrams_total"),
+        "out": value(text, "livekit_packet_total", direction="outgoing"),
+    }
+
+
+def test_video_reaches_real_subscribers_in_segmented_sends(media: MediaEnv):
+    room = lkhelpers.unique("gso")
+    pub = media.python_client("pub", room)
+    pub.wait_for("connected", timeout=20)
+    sub = media.python_client("sub", room)
+    sub.wait_for("connected", timeout=20)
+    pub.request("publish_video", name="cam", color=COLOR, simulcast=True, noise=12, timeout=20)
+    sub.wait_for("track_subscribed", participant="pub", kind="video", timeout=20)
+    before = figures(media)
+    assert_video(sub.request("analyze_video", participant="pub", frames=100, timeout=40), COLOR, "sub <- pub")
+    after = figures(media)
+    d = {k: after[k] - before[k] for k in before}
+    print("segmentation", media.segmentation, d)
+    assert d["out"] > 0, d
+    if media.segmentation:
+        assert d["sends"] > 0 and d["segmented"] >= 2 * d["sends"], d
+        assert d["segmented"] >= 0.3 * d["out"], f"most of the video should leave in runs: {d}"
+    else:
+        assert d["sends"] == 0 and d["segmented"] == 0, d
