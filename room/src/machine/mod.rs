@@ -315,7 +315,7 @@ pub enum Output {
     /// Send this signal response to the participant. A message that goes to several
     /// participants is one allocation shared by all their outputs (and they come one after
     /// another), so that a consumer can encode it once.
-    Signal { to: String, message: Arc<Resp> },
+    Signal { to: Arc<str>, message: Arc<Resp> },
     /// Send `leave` (when given) to the participant and close its signal connection; nothing
     /// more goes to it.
     Close {
@@ -431,15 +431,14 @@ pub(crate) struct Outbox(VecDeque<Output>);
 
 impl Outbox {
     fn signal(&mut self, to: &str, message: Resp) {
-        self.shared(to, Arc::new(message));
+        self.shared(to.into(), Arc::new(message));
     }
 
-    /// Sends one message that several participants receive.
-    fn shared(&mut self, to: &str, message: Arc<Resp>) {
-        self.0.push_back(Output::Signal {
-            to: to.to_string(),
-            message,
-        });
+    /// Sends one message that several participants receive (`to` shared with the
+    /// participant's own, see [`Participant::sid`], so that a message to a room of N costs no
+    /// allocation per member).
+    fn shared(&mut self, to: Arc<str>, message: Arc<Resp>) {
+        self.0.push_back(Output::Signal { to, message });
     }
 
     fn join(&mut self, to: &str, reply: JoinReply) {
@@ -1184,12 +1183,12 @@ impl Machine {
             {
                 own.push(sid);
             } else if let Some(msg) = &everyone {
-                self.out.shared(sid, msg.clone());
+                self.out.shared(p.sid().clone(), msg.clone());
             }
         }
         for sid in own {
             if let Some(msg) = update(Some(sid)) {
-                self.out.shared(sid, msg);
+                self.out.shared(sid.as_str().into(), msg);
             }
         }
     }
@@ -1212,7 +1211,7 @@ impl Machine {
         let msg = Arc::new(msg.clone());
         for (sid, p) in members_of(&self.members, &self.participants, room) {
             if Some(sid.as_str()) != except && p.connected() {
-                self.out.shared(sid, msg.clone());
+                self.out.shared(p.sid().clone(), msg.clone());
             }
         }
     }

@@ -11,6 +11,7 @@
 //! subscription started, data to forward) it reports as [`Effects`] for the machine to apply.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lkr_proto::{id, pb};
@@ -183,6 +184,8 @@ enum Link {
 /// One participant of a room.
 pub(crate) struct Participant {
     psid: String,
+    /// The same sid, shared by the outputs addressed to it.
+    sid: Arc<str>,
     room: String,
     identity: String,
     kind: i32,
@@ -240,6 +243,7 @@ impl Participant {
     ) -> Self {
         Self {
             psid: psid.to_string(),
+            sid: psid.into(),
             room: j.room.clone(),
             identity: j.identity.clone(),
             kind,
@@ -387,6 +391,11 @@ impl Participant {
         d
     }
 
+    /// Its sid, shared (cloning it allocates nothing).
+    pub fn sid(&self) -> &Arc<str> {
+        &self.sid
+    }
+
     /// The deadline the machine's timer queue last took for it.
     pub fn watched(&self) -> Option<Instant> {
         self.watched
@@ -401,7 +410,7 @@ impl Participant {
     pub fn flush_deferred(&mut self, now: Instant, out: &mut Outbox) {
         while self.deferred.front().is_some_and(|d| d.0 <= now) {
             if let Some((_, m)) = self.deferred.pop_front() {
-                out.signal(&self.psid, m);
+                out.shared(self.sid.clone(), Arc::new(m));
             }
         }
     }
@@ -421,7 +430,7 @@ impl Participant {
 
     fn send(&self, ctx: &mut Ctx<'_>, m: Resp) {
         if self.connected() {
-            ctx.out.signal(&self.psid, m);
+            ctx.out.shared(self.sid.clone(), Arc::new(m));
         }
     }
 

@@ -64,9 +64,9 @@ impl World {
     fn drain(&mut self) {
         while let Some(o) = self.m.poll_output() {
             match o {
-                Output::Signal { to, message } => {
-                    self.signals.push((to, Arc::unwrap_or_clone(message)))
-                }
+                Output::Signal { to, message } => self
+                    .signals
+                    .push((to.to_string(), Arc::unwrap_or_clone(message))),
                 Output::Join { to, reply } => {
                     // What a client reads: the bytes sent, decoded.
                     self.signals.push((to, Resp::Join(reply.decoded())))
@@ -2102,7 +2102,7 @@ fn a_batched_update_is_one_message_shared_by_its_recipients() {
         if let Output::Signal { to, message } = o
             && matches!(*message, Resp::Update(_))
         {
-            updates.push((to, message));
+            updates.push((to.to_string(), message));
         }
     }
     let to_old: Vec<&Arc<Resp>> = updates
