@@ -132,6 +132,9 @@ pub struct Room {
     participants: BTreeMap<String, Participant>,
     /// How many of `participants` publish a track (kept as they change, for [`Room::info`]).
     publishers: usize,
+    /// How many of `participants` only serve the room ([`is_dependent`]), kept as they
+    /// change so that `max_participants` costs no walk per join.
+    dependents: usize,
     /// The agent dispatches the room was created with (token `roomConfig` or CreateRoom).
     agents: Vec<pb::RoomAgentDispatch>,
 }
@@ -275,6 +278,7 @@ impl Rooms {
                 last_left_at: None,
                 participants: BTreeMap::new(),
                 publishers: 0,
+                dependents: 0,
                 agents: Vec::new(),
             }
         });
@@ -339,12 +343,7 @@ impl Rooms {
         if max > 0
             && !is_dependent(&info)
             && !room.participants.contains_key(&info.identity)
-            && room
-                .participants
-                .values()
-                .filter(|p| !is_dependent(&p.info))
-                .count()
-                >= max as usize
+            && room.participants.len() - room.dependents >= max as usize
         {
             return Err(RoomError::RoomFull(max));
         }
@@ -352,11 +351,13 @@ impl Rooms {
             room.first_joined_at.get_or_insert(now);
         }
         room.publishers += usize::from(!info.tracks.is_empty());
+        room.dependents += usize::from(is_dependent(&info));
         let replaced = room
             .participants
             .insert(info.identity.clone(), Participant::new(info));
         if let Some(old) = &replaced {
             room.publishers -= usize::from(!old.info.tracks.is_empty());
+            room.dependents -= usize::from(is_dependent(&old.info));
         }
         Ok(replaced)
     }
@@ -374,6 +375,7 @@ impl Rooms {
             .remove(identity)
             .ok_or(RoomError::ParticipantNotFound)?;
         room.publishers -= usize::from(!p.info.tracks.is_empty());
+        room.dependents -= usize::from(is_dependent(&p.info));
         // As LiveKit: the departure clock runs from the last leave of anyone, and counts
         // once only agents and egress remain.
         room.last_left_at = Some(now);
@@ -413,11 +415,14 @@ impl Rooms {
             .get_mut(identity)
             .ok_or(RoomError::ParticipantNotFound)?;
         let published = !p.info.tracks.is_empty();
+        let dependent = is_dependent(&p.info);
         let r = f(&mut p.info);
         p.info.version += 1;
         *p = Participant::new(std::mem::take(&mut p.info));
         room.publishers =
             room.publishers + usize::from(!p.info.tracks.is_empty()) - usize::from(published);
+        room.dependents =
+            room.dependents + usize::from(is_dependent(&p.info)) - usize::from(dependent);
         Ok((r, p.info.clone()))
     }
 
@@ -588,6 +593,70 @@ mod tests {
         rooms.leave(t1, "a", "p").unwrap();
         assert_eq!(rooms.next_deadline(), Some(t1 + Duration::from_secs(5)));
         assert_eq!(rooms.close_expired(t1 + Duration::from_secs(5)).len(), 1);
+    }
+
+    /// Agents and egress neither count toward `max_participants` nor are held back by it,
+    /// as their kind and permissions change, arrive and leave.
+    #[test]
+    fn only_participants_that_are_not_agents_or_egress_fill_a_room() {
+        use pb::participant_info::Kind;
+        let now = Instant::now();
+        let mut rooms = Rooms::new(RoomDefaults::default());
+        rooms
+            .create(
+                now,
+                &CreateRoom {
+                    name: "a".into(),
+                    max_participants: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let of_kind = |identity: &str, kind: Kind| pb::ParticipantInfo {
+            kind: kind as i32,
+            ..person(identity)
+        };
+        for p in [
+            of_kind("agent", Kind::Agent),
+            of_kind("egress", Kind::Egress),
+            person("p"),
+            person("q"),
+            of_kind("agent2", Kind::Agent),
+        ] {
+            assert_eq!(rooms.join(now, "a", p).map(|_| ()), Ok(()));
+        }
+        assert_eq!(
+            rooms.join(now, "a", person("r")),
+            Err(RoomError::RoomFull(2))
+        );
+        rooms.leave(now, "a", "agent").unwrap();
+        assert_eq!(
+            rooms.join(now, "a", person("r")),
+            Err(RoomError::RoomFull(2))
+        );
+        // q becomes a recorder: it serves the room and no longer fills it.
+        rooms
+            .update_participant("a", "q", |i| {
+                i.permission = Some(pb::ParticipantPermission {
+                    recorder: true,
+                    ..Default::default()
+                })
+            })
+            .unwrap();
+        assert_eq!(rooms.join(now, "a", person("r")).map(|_| ()), Ok(()));
+        assert_eq!(
+            rooms.join(now, "a", person("s")),
+            Err(RoomError::RoomFull(2))
+        );
+        // An agent replaced by a participant of its identity fills a place.
+        rooms.leave(now, "a", "r").unwrap();
+        assert_eq!(rooms.join(now, "a", person("agent2")).map(|_| ()), Ok(()));
+        assert_eq!(
+            rooms.join(now, "a", person("s")),
+            Err(RoomError::RoomFull(2))
+        );
+        rooms.leave(now, "a", "p").unwrap();
+        assert_eq!(rooms.join(now, "a", person("s")).map(|_| ()), Ok(()));
     }
 
     #[test]
