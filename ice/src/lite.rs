@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::StunError;
 use crate::stun::{
-    BINDING_ERROR, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, parse_binding_request,
-    parse_binding_response, scan, stun_username_str, write_binding_error, write_binding_success,
+    BINDING_ERROR, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, check_binding_request,
+    parse_binding_response, scan, write_binding_error, write_binding_success,
     write_controlled_check,
 };
 
@@ -194,9 +194,11 @@ impl IceLite {
             BINDING_SUCCESS | BINDING_ERROR => return self.handle_answer(now, from, buf),
             _ => return Err(StunError::UnexpectedMessage),
         }
-        let username = stun_username_str(buf).ok_or(StunError::MissingUsername)?;
+        // One scan serves the username check and the request's own checks.
+        let (start, end) = layout.username.ok_or(StunError::MissingUsername)?;
+        let username = std::str::from_utf8(&buf[start..end]).map_err(|_| StunError::Malformed)?;
         self.check_username(username)?;
-        let request = parse_binding_request(buf, &self.local_pwd)?;
+        let request = check_binding_request(buf, &layout, &self.local_pwd)?;
         if self.state == IceState::New {
             self.state = IceState::Checking;
         }

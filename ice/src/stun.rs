@@ -108,11 +108,19 @@ pub fn parse_binding_request<'a>(
     buf: &'a [u8],
     local_pwd: &str,
 ) -> Result<BindingRequest<'a>, StunError> {
-    let layout = scan(buf)?;
+    check_binding_request(buf, &scan(buf)?, local_pwd)
+}
+
+/// [`parse_binding_request`] of a datagram already scanned into `layout`.
+pub(crate) fn check_binding_request<'a>(
+    buf: &'a [u8],
+    layout: &Layout,
+    local_pwd: &str,
+) -> Result<BindingRequest<'a>, StunError> {
     if layout.message_type != BINDING_REQUEST {
         return Err(StunError::UnexpectedMessage);
     }
-    check_fingerprint(buf, &layout)?;
+    check_fingerprint(buf, layout)?;
     let integrity = layout.integrity.ok_or(StunError::MissingIntegrity)?;
     let (start, end) = layout.username.ok_or(StunError::MissingUsername)?;
     check_integrity(buf, integrity, local_pwd)?;
@@ -385,7 +393,7 @@ fn xor_address(value: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, StunError> {
 pub(crate) struct Layout {
     pub(crate) message_type: u16,
     /// Value range of the USERNAME.
-    username: Option<(usize, usize)>,
+    pub(crate) username: Option<(usize, usize)>,
     /// Offset of the MESSAGE-INTEGRITY attribute header.
     integrity: Option<usize>,
     /// Offset of the FINGERPRINT attribute header.
