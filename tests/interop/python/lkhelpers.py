@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -241,6 +242,21 @@ def start_server(extra_args: Optional[List[str]] = None, env: Optional[Dict[str,
 def run(coro: Awaitable[Any]) -> Any:
     """Run one coroutine on a fresh event loop (the SDK needs a running loop)."""
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the Prometheus samples of `name` in `text` whose labels include `labels`;
+    fails when there is none."""
+    total = None
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total = (total or 0) + float(m.group(4))
+    assert total is not None, f"{name} {labels} not in metrics:\n{text}"
+    return total
 
 
 def unique(prefix: str = "room") -> str:

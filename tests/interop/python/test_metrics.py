@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import time
 import urllib.error
 import urllib.request
@@ -41,17 +40,7 @@ def scrape(server, user=USER, password=PASSWORD):
         return r.read().decode()
 
 
-def value(text: str, name: str, **labels) -> float:
-    total = None
-    for line in text.splitlines():
-        m = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            total = (total or 0) + float(m.group(4))
-    assert total is not None, f"{name} {labels} not in metrics:\n{text}"
-    return total
+value = lkhelpers.metric_value
 
 
 def test_wrong_or_missing_credentials_get_401(server):

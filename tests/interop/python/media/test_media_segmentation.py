@@ -6,7 +6,6 @@ is decoded all the same."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
@@ -56,25 +55,12 @@ def scrape(media: MediaEnv) -> str:
     return cp.stdout
 
 
-def value(text: str, name: str, **labels) -> float:
-    total = None
-    for line in text.splitlines():
-        m = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            total = (total or 0) + float(m.group(4))
-    assert total is not None, f"{name} {labels} not in metrics:\n{text}"
-    return total
-
-
 def figures(media: MediaEnv) -> dict:
     text = scrape(media)
     return {
-        "sends": value(text, "livekit_media_segmented_sends_total"),
-        "segmented": value(text, "livekit_media_segmented_datagrams_total"),
-        "out": value(text, "livekit_packet_total", direction="outgoing"),
+        "sends": lkhelpers.metric_value(text, "livekit_media_segmented_sends_total"),
+        "segmented": lkhelpers.metric_value(text, "livekit_media_segmented_datagrams_total"),
+        "out": lkhelpers.metric_value(text, "livekit_packet_total", direction="outgoing"),
     }
 
 
