@@ -26,30 +26,15 @@ const TRACK: TrackId = TrackId(1);
 /// benchmark sends.
 fn established(subscribers: usize, transport_cc: u8) -> Sim {
     let mut sim = Sim::new(SimConfig::seeded(subscribers as u64));
-    let publisher = sim.add_client();
-    for _ in 0..subscribers {
-        sim.add_client();
-    }
-    assert!(sim.connect_all(Duration::from_secs(10)), "peers connect");
-    sim.publish(publisher, TRACK, MediaSource::Video(VideoConfig::default()));
-    for i in 1..=subscribers {
-        sim.subscribe_with(ClientId(i), TRACK, transport_cc);
-    }
-    sim.run_for(Duration::from_secs(1));
-    let now = sim.now();
-    sim.client_mut(publisher)
-        .publisher_mut(TRACK)
-        .expect("published")
-        .set_sending(false, now);
-    sim.run_for(Duration::from_millis(100));
-    for i in 1..=subscribers {
-        assert!(
-            sim.client(ClientId(i))
-                .stream_of(TRACK)
-                .is_some_and(|s| s.unique_packets() > 0),
-            "subscriber {i} receives"
-        );
-    }
+    sim.add_client();
+    sim.fan_out(
+        TRACK,
+        MediaSource::Video(VideoConfig::default()),
+        subscribers,
+        transport_cc,
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    );
     sim
 }
 

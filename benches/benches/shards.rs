@@ -36,30 +36,15 @@ fn env(name: &str, default: usize) -> usize {
 /// receiving, the publisher's own clock stopped.
 fn established(seed: u64, subscribers: usize, source: MediaSource) -> (Sim, Vec<u32>) {
     let mut sim = Sim::new(SimConfig::seeded(seed));
-    let publisher = sim.add_client();
-    for _ in 0..subscribers {
-        sim.add_client();
-    }
-    assert!(sim.connect_all(Duration::from_secs(20)), "peers connect");
-    sim.publish(publisher, TRACK, source);
-    let ssrcs = (1..=subscribers)
-        .map(|i| sim.subscribe(ClientId(i), TRACK))
-        .collect();
-    sim.run_for(Duration::from_millis(500));
-    let now = sim.now();
-    sim.client_mut(publisher)
-        .publisher_mut(TRACK)
-        .expect("published")
-        .set_sending(false, now);
-    sim.run_for(Duration::from_millis(100));
-    for i in 1..=subscribers {
-        assert!(
-            sim.client(ClientId(i))
-                .stream_of(TRACK)
-                .is_some_and(|s| s.unique_packets() > 0),
-            "subscriber {i} receives"
-        );
-    }
+    sim.add_client();
+    let (_, ssrcs) = sim.fan_out(
+        TRACK,
+        source,
+        subscribers,
+        0,
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+    );
     (sim, ssrcs)
 }
 

@@ -595,23 +595,29 @@ mod tests {
         assert_eq!(rooms.close_expired(t1 + Duration::from_secs(5)).len(), 1);
     }
 
-    /// Agents and egress neither count toward `max_participants` nor are held back by it,
-    /// as their kind and permissions change, arrive and leave.
-    #[test]
-    fn only_participants_that_are_not_agents_or_egress_fill_a_room() {
-        use pb::participant_info::Kind;
-        let now = Instant::now();
+    /// Rooms with one room "a" of at most `max` participants.
+    fn capped(now: Instant, max: u32) -> Rooms {
         let mut rooms = Rooms::new(RoomDefaults::default());
         rooms
             .create(
                 now,
                 &CreateRoom {
                     name: "a".into(),
-                    max_participants: 2,
+                    max_participants: max,
                     ..Default::default()
                 },
             )
             .unwrap();
+        rooms
+    }
+
+    /// Agents and egress neither count toward `max_participants` nor are held back by it,
+    /// as their kind and permissions change, arrive and leave.
+    #[test]
+    fn only_participants_that_are_not_agents_or_egress_fill_a_room() {
+        use pb::participant_info::Kind;
+        let now = Instant::now();
+        let mut rooms = capped(now, 2);
         let of_kind = |identity: &str, kind: Kind| pb::ParticipantInfo {
             kind: kind as i32,
             ..person(identity)
@@ -662,17 +668,7 @@ mod tests {
     #[test]
     fn max_participants_and_duplicate_identity() {
         let now = Instant::now();
-        let mut rooms = Rooms::new(RoomDefaults::default());
-        rooms
-            .create(
-                now,
-                &CreateRoom {
-                    name: "a".into(),
-                    max_participants: 1,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let mut rooms = capped(now, 1);
         assert_eq!(rooms.join(now, "a", person("p")).unwrap(), None);
         assert_eq!(
             rooms.join(now, "a", person("q")),

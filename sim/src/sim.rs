@@ -256,6 +256,54 @@ impl Sim {
         ssrc
     }
 
+    /// The set-up of the forwarding benches and allocation tests: `subscribers` more clients
+    /// (after the publisher, `ClientId(0)`, which the caller added), everyone connected within
+    /// `connect`, `track` published from client 0 and subscribed by the others (downstream
+    /// transport-cc extension id `transport_cc`, 0: none), media flowing for `warm_up` (every
+    /// subscriber must have received some), then the publisher stopped
+    /// ([`Sim::stop_publisher`]) so that only the caller sends. Returns the publisher's SSRC
+    /// and the subscribers' downstream SSRCs.
+    pub fn fan_out(
+        &mut self,
+        track: TrackId,
+        source: MediaSource,
+        subscribers: usize,
+        transport_cc: u8,
+        connect: Duration,
+        warm_up: Duration,
+    ) -> (u32, Vec<u32>) {
+        for _ in 0..subscribers {
+            self.add_client();
+        }
+        assert!(self.connect_all(connect), "peers connect");
+        let ssrc = self.publish(ClientId(0), track, source);
+        let down = (1..=subscribers)
+            .map(|i| self.subscribe_with(ClientId(i), track, transport_cc))
+            .collect();
+        self.run_for(warm_up);
+        self.stop_publisher(ClientId(0), track);
+        for i in 1..=subscribers {
+            assert!(
+                self.clients[i]
+                    .stream_of(track)
+                    .is_some_and(|s| s.unique_packets() > 0),
+                "subscriber {i} receives"
+            );
+        }
+        (ssrc, down)
+    }
+
+    /// Stops `id`'s publisher of `track` sending on its own clock and lets 100 ms pass for
+    /// what is in flight: from then on, only what the caller makes it send.
+    pub fn stop_publisher(&mut self, id: ClientId, track: TrackId) {
+        let now = self.now();
+        self.clients[id.0]
+            .publisher_mut(track)
+            .expect("a track this client publishes")
+            .set_sending(false, now);
+        self.run_for(Duration::from_millis(100));
+    }
+
     /// Subscribes a client to a published track with a fresh downstream SSRC and the
     /// publisher's payload type. Returns that SSRC.
     pub fn subscribe(&mut self, id: ClientId, track: TrackId) -> u32 {

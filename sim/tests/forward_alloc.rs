@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use lkr_driver::alloc_count::{Counting, count_allocations};
 use lkr_sfu::TrackId;
-use lkr_sim::{MediaSource, Sim, SimConfig, VideoConfig};
+use lkr_sim::{MediaSource, Sim, SimConfig};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 const SUBSCRIBERS: usize = 10;
+const CONNECT: Duration = Duration::from_secs(10);
+const WARM_UP: Duration = Duration::from_secs(2);
 const PACKETS: usize = 10_000;
 
 #[test]
@@ -24,23 +26,16 @@ fn forwarding_one_to_ten_allocates_nothing() {
 
     let mut sim = Sim::new(SimConfig::seeded(51));
     let publisher = sim.add_client();
-    for _ in 0..SUBSCRIBERS {
-        sim.add_client();
-    }
-    assert!(sim.connect_all(Duration::from_secs(5)));
     let track = TrackId(1);
-    sim.publish(publisher, track, MediaSource::Video(VideoConfig::default()));
-    for i in 1..=SUBSCRIBERS {
-        sim.subscribe(lkr_sim::ClientId(i), track);
-    }
     // Warm up through the network: keyframe, PLI, NACK-free steady state.
-    sim.run_for(Duration::from_secs(2));
-    let now = sim.now();
-    sim.client_mut(publisher)
-        .publisher_mut(track)
-        .expect("published")
-        .set_sending(false, now);
-    sim.run_for(Duration::from_millis(100));
+    sim.fan_out(
+        track,
+        MediaSource::video(),
+        SUBSCRIBERS,
+        0,
+        CONNECT,
+        WARM_UP,
+    );
 
     let from = sim.client(publisher).addr;
     let now = sim.now();
@@ -94,22 +89,8 @@ const ROUNDS: usize = 60;
 fn batches_to_a_hundred_subscribers_with_feedback_allocate_nothing() {
     let mut sim = Sim::new(SimConfig::seeded(52));
     let publisher = sim.add_client();
-    for _ in 0..BIG {
-        sim.add_client();
-    }
-    assert!(sim.connect_all(Duration::from_secs(10)));
     let track = TrackId(1);
-    let media_ssrc = sim.publish(publisher, track, MediaSource::Video(VideoConfig::default()));
-    let down: Vec<u32> = (1..=BIG)
-        .map(|i| sim.subscribe(lkr_sim::ClientId(i), track))
-        .collect();
-    sim.run_for(Duration::from_secs(2));
-    let now = sim.now();
-    sim.client_mut(publisher)
-        .publisher_mut(track)
-        .expect("published")
-        .set_sending(false, now);
-    sim.run_for(Duration::from_millis(100));
+    let (media_ssrc, down) = sim.fan_out(track, MediaSource::video(), BIG, 0, CONNECT, WARM_UP);
     // Where each subscriber's stream stands: the next outgoing sequence number.
     let next_out: Vec<u16> = (1..=BIG)
         .map(|i| {
@@ -297,22 +278,8 @@ fn the_driver_send_round_to_a_hundred_subscribers_allocates_nothing() {
         ..SimConfig::seeded(53)
     });
     let publisher = sim.add_client();
-    for _ in 0..BIG {
-        sim.add_client();
-    }
-    assert!(sim.connect_all(Duration::from_secs(10)));
     let track = TrackId(1);
-    sim.publish(publisher, track, MediaSource::Video(VideoConfig::default()));
-    for i in 1..=BIG {
-        sim.subscribe(lkr_sim::ClientId(i), track);
-    }
-    sim.run_for(Duration::from_secs(2));
-    let now = sim.now();
-    sim.client_mut(publisher)
-        .publisher_mut(track)
-        .expect("published")
-        .set_sending(false, now);
-    sim.run_for(Duration::from_millis(100));
+    sim.fan_out(track, MediaSource::video(), BIG, 0, CONNECT, WARM_UP);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()

@@ -109,12 +109,7 @@ fn feeding_a_sink_allocates_nothing() {
     let sink = SinkId(1);
     sim.command(Command::AddSink { sink, track });
     sim.run_for(Duration::from_secs(2));
-    let now = sim.now();
-    sim.client_mut(publisher)
-        .publisher_mut(track)
-        .expect("published")
-        .set_sending(false, now);
-    sim.run_for(Duration::from_millis(100));
+    sim.stop_publisher(publisher, track);
     let from = sim.client(publisher).addr;
     let now = sim.now();
     let (engine, clients) = sim.parts();

@@ -18,22 +18,15 @@ const TRACK: TrackId = TrackId(1);
 /// clock stopped. Returns the subscribers' SSRCs.
 fn established(seed: u64, subs: usize, source: MediaSource) -> (Sim, Vec<u32>) {
     let mut sim = Sim::new(SimConfig::seeded(seed));
-    let publisher = sim.add_client();
-    for _ in 0..subs {
-        sim.add_client();
-    }
-    assert!(sim.connect_all(Duration::from_secs(5)));
-    sim.publish(publisher, TRACK, source);
-    let ssrcs = (1..=subs)
-        .map(|i| sim.subscribe(ClientId(i), TRACK))
-        .collect();
-    sim.run_for(Duration::from_millis(1500));
-    let now = sim.now();
-    sim.client_mut(publisher)
-        .publisher_mut(TRACK)
-        .expect("published")
-        .set_sending(false, now);
-    sim.run_for(Duration::from_millis(100));
+    sim.add_client();
+    let (_, ssrcs) = sim.fan_out(
+        TRACK,
+        source,
+        subs,
+        0,
+        Duration::from_secs(5),
+        Duration::from_millis(1500),
+    );
     (sim, ssrcs)
 }
 

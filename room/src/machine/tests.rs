@@ -1397,6 +1397,30 @@ fn poll_timeout_is_the_earliest_real_deadline() {
     assert_eq!(w.m.poll_timeout(), Some(lost + Duration::from_secs(20)));
 }
 
+/// `who` asks for its metadata to become `m{request}`.
+fn update_metadata(w: &mut World, who: &str, request: u32) {
+    w.signal(
+        who,
+        Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+            metadata: format!("m{request}"),
+            request_id: request,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+}
+
+/// The request ids `who` has had answers for, in order.
+fn answered(w: &World, who: &str) -> Vec<u32> {
+    w.to(who)
+        .iter()
+        .filter_map(|m| match m {
+            Resp::RequestResponse(r) => Some(r.request_id),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn deadlines_moved_or_withdrawn_end_no_one_early_and_queued_answers_keep_their_delay() {
     let mut w = World::with(
@@ -1432,33 +1456,16 @@ fn deadlines_moved_or_withdrawn_end_no_one_early_and_queued_answers_keep_their_d
     let start = w.now;
     for (i, gap) in [(1u32, 0u64), (2, 10)] {
         w.run_for(Duration::from_millis(gap));
-        w.signal(
-            &b,
-            Req::UpdateMetadata(pb::UpdateParticipantMetadata {
-                metadata: format!("m{i}"),
-                request_id: i,
-                ..Default::default()
-            }),
-        )
-        .unwrap();
+        update_metadata(&mut w, &b, i);
     }
-    let answered = |w: &World| -> Vec<u32> {
-        w.to(&b)
-            .iter()
-            .filter_map(|m| match m {
-                Resp::RequestResponse(r) => Some(r.request_id),
-                _ => None,
-            })
-            .collect()
-    };
     w.run_for(start + Duration::from_millis(29) - w.now);
-    assert!(answered(&w).is_empty());
+    assert!(answered(&w, &b).is_empty());
     w.run_for(Duration::from_millis(1));
-    assert_eq!(answered(&w), [1]);
+    assert_eq!(answered(&w, &b), [1]);
     w.run_for(Duration::from_millis(9));
-    assert_eq!(answered(&w), [1]);
+    assert_eq!(answered(&w, &b), [1]);
     w.run_for(Duration::from_millis(1));
-    assert_eq!(answered(&w), [1, 2]);
+    assert_eq!(answered(&w, &b), [1, 2]);
     // Alice goes at the end of her second grace, not before.
     w.run_for(second - Duration::from_millis(1) - w.now);
     assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
@@ -1510,33 +1517,15 @@ fn a_flood_of_metadata_updates_is_answered_whole_and_in_order_with_a_bounded_wai
     let b = w.join_with("bob", false, grant);
     w.run_for(UPDATE_BATCH);
     w.clear();
-    let answered = |w: &World| -> Vec<u32> {
-        w.to(&b)
-            .iter()
-            .filter_map(|m| match m {
-                Resp::RequestResponse(r) => Some(r.request_id),
-                _ => None,
-            })
-            .collect()
-    };
     let n = 3 * super::MAX_DEFERRED as u32 + 5;
     for i in 1..=n {
-        w.signal(
-            &b,
-            Req::UpdateMetadata(pb::UpdateParticipantMetadata {
-                metadata: format!("m{i}"),
-                request_id: i,
-                ..Default::default()
-            }),
-        )
-        .unwrap();
+        update_metadata(&mut w, &b, i);
     }
     // At most MAX_DEFERRED wait at once: the first three full queues went out when the next
     // request came, the last five wait their delay.
-    let early = answered(&w);
-    assert_eq!(early, (1..=n - 5).collect::<Vec<_>>());
+    assert_eq!(answered(&w, &b), (1..=n - 5).collect::<Vec<_>>());
     w.run_for(ANSWER_DELAY);
-    assert_eq!(answered(&w), (1..=n).collect::<Vec<_>>());
+    assert_eq!(answered(&w, &b), (1..=n).collect::<Vec<_>>());
 }
 
 #[test]
