@@ -19,6 +19,13 @@ const PROBE_GUARD_US: i64 = 1_000_000;
 const RAISE_WATCH_US: i64 = 3_000_000;
 /// Most statuses read from one feedback packet.
 const MAX_STATUSES: usize = 4096;
+/// Sending with no feedback for this long (µs) means the feedback, or the path, is lost:
+/// the estimate backs off, as libwebrtc's does when its feedback times out.
+const FEEDBACK_TIMEOUT_US: i64 = 3_000_000;
+/// While feedback stays away, the estimate drops by this factor at most once per
+/// [`FEEDBACK_BACKOFF_US`].
+const FEEDBACK_BACKOFF: f64 = 0.8;
+const FEEDBACK_BACKOFF_US: i64 = 500_000;
 
 /// What one feedback packet changed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +63,12 @@ pub struct Estimator {
     last_received_us: Option<i64>,
     /// Until when a raise from a probe is watched for overuse.
     raise_watch: Option<i64>,
+    /// When feedback last arrived, and when the estimate last backed off for the lack of it
+    /// (µs).
+    last_feedback_us: Option<i64>,
+    last_backoff_us: i64,
+    /// When the first packet sent since the last feedback left (µs).
+    unanswered_since_us: Option<i64>,
 }
 
 impl Estimator {
@@ -76,7 +89,37 @@ impl Estimator {
             probe_guard: None,
             last_received_us: None,
             raise_watch: None,
+            last_feedback_us: None,
+            last_backoff_us: 0,
+            unanswered_since_us: None,
         }
+    }
+
+    /// Backs the estimate off when packets have been sent and no feedback has come for
+    /// [`FEEDBACK_TIMEOUT_US`] (since the later of the last feedback and the first packet
+    /// sent after it): 20% down at most every half second, to the minimum. Does nothing
+    /// before the first feedback (a peer that never sends any is not estimated). Returns
+    /// whether the estimate moved.
+    pub fn on_feedback_timeout(&mut self, now: Instant) -> bool {
+        let now_us = self.history.micros(now);
+        let (Some(fed), Some(sent)) = (self.last_feedback_us, self.unanswered_since_us) else {
+            return false;
+        };
+        if now_us - fed.max(sent) < FEEDBACK_TIMEOUT_US
+            || now_us - self.last_backoff_us < FEEDBACK_BACKOFF_US
+            || self.estimate <= self.min
+        {
+            return false;
+        }
+        self.last_backoff_us = now_us;
+        let lower = ((self.estimate as f64 * FEEDBACK_BACKOFF) as u64).max(self.min);
+        self.rate.set_rate(lower);
+        self.estimate = self
+            .rate
+            .rate()
+            .min(self.loss.estimate())
+            .clamp(self.min, self.max);
+        true
     }
 
     /// The estimate, bit/s.
@@ -134,6 +177,7 @@ impl Estimator {
     /// transport-wide sequence number to stamp on it.
     pub fn on_send(&mut self, now: Instant, size: u32) -> u16 {
         let us = self.history.micros(now);
+        self.unanswered_since_us.get_or_insert(us);
         let cluster = self.probe.sending();
         self.probe.on_send(us, size);
         self.history.on_send(now, size, cluster)
@@ -262,6 +306,8 @@ impl Estimator {
         if received > 0 {
             self.last_received_us = Some(now_us);
         }
+        self.last_feedback_us = Some(now_us);
+        self.unanswered_since_us = None;
         self.estimate = self
             .rate
             .rate()

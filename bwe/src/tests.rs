@@ -42,6 +42,9 @@ struct Link {
     burst_bytes: f64,
     tokens: f64,
     tokens_at: i64,
+    /// From..until µs, every packet is lost (a path that swallows everything, so that no
+    /// feedback comes back at all).
+    blackout: Option<(i64, i64)>,
 }
 
 impl Link {
@@ -61,6 +64,7 @@ impl Link {
             burst_bytes: 0.0,
             tokens: 0.0,
             tokens_at: 0,
+            blackout: None,
         }
     }
 
@@ -94,6 +98,12 @@ impl Link {
             return None;
         }
         if self.loss > 0.0 && self.random() < self.loss {
+            return None;
+        }
+        if self
+            .blackout
+            .is_some_and(|(from, until)| t >= from && t < until)
+        {
             return None;
         }
         let start = self.busy_until.max(t);
@@ -306,6 +316,10 @@ fn simulate(link: &mut Link, source: Source, initial: u64, seconds: f64) -> Trac
                 est.probing()
             );
         }
+        // As the engine does with its receiver reports, once a second.
+        if t % 1_000_000 == 0 {
+            est.on_feedback_timeout(at(t));
+        }
         if t % 10_000 == 0 {
             trace
                 .points
@@ -472,6 +486,69 @@ fn below_the_lowest_layer_pauses_and_resumes() {
             .is_some_and(|t| t < 30.0),
         "resumed"
     );
+}
+
+/// A path that swallows every packet sends no feedback at all: the estimate backs off
+/// after the feedback timeout and the video pauses, instead of filling the path at the last
+/// estimate for good; once packets get through again, feedback resumes and so does video.
+#[test]
+fn a_path_that_swallows_everything_backs_the_estimate_off_and_pauses() {
+    let mut link = Link::new(vec![(0, 1_000_000)], 200, 0.0);
+    link.blackout = Some((5_000_000, 25_000_000));
+    let tr = simulate(
+        &mut link,
+        Source::Layers(vec![simulcast(0)]),
+        1_000_000,
+        45.0,
+    );
+    let before = tr.estimate_at(4.9);
+    // No backoff before the timeout: the last feedback came just before 5 s.
+    assert!(
+        tr.estimate_at(7.5) >= before,
+        "held until the timeout: {before} -> {}",
+        tr.estimate_at(7.5)
+    );
+    let paused = tr
+        .first(5.0, |p| p.3[0] == LayerChoice::Paused)
+        .expect("paused during the blackout");
+    assert!(paused < 20.0, "paused at {paused:.1} s");
+    assert!(
+        tr.estimate_at(24.0) < before / 4,
+        "backed off: {before} -> {}",
+        tr.estimate_at(24.0)
+    );
+    assert!(
+        tr.first(25.0, |p| p.3[0] != LayerChoice::Paused).is_some(),
+        "video resumes after the blackout"
+    );
+}
+
+/// Feedback that keeps coming, however late, is not a timeout.
+#[test]
+fn the_feedback_timeout_needs_sending_without_any_feedback() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut est = Estimator::new(t0, 1_000_000, 50_000, 20_000_000);
+    // Before any feedback: nothing to back off from.
+    est.on_send(at(0), 1200);
+    assert!(!est.on_feedback_timeout(at(10_000)));
+    let seq = est.on_send(at(10_000), 1200);
+    est.on_feedback(at(10_050), 0, [(seq, Some(0))].into_iter());
+    let start = est.estimate();
+    // Nothing sent since: no timeout.
+    assert!(!est.on_feedback_timeout(at(20_000)));
+    // Sent at 20 s and unanswered: not before 23 s, then 20% at most every half second.
+    est.on_send(at(20_000), 1200);
+    assert!(!est.on_feedback_timeout(at(22_999)));
+    assert!(est.on_feedback_timeout(at(23_000)));
+    assert_eq!(est.estimate(), start * 4 / 5);
+    assert!(!est.on_feedback_timeout(at(23_400)));
+    assert!(est.on_feedback_timeout(at(23_500)));
+    // Feedback again: the clock starts over.
+    let seq = est.on_send(at(23_600), 1200);
+    est.on_feedback(at(23_650), 0, [(seq, Some(0))].into_iter());
+    est.on_send(at(23_700), 1200);
+    assert!(!est.on_feedback_timeout(at(26_000)));
 }
 
 #[test]

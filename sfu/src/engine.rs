@@ -261,6 +261,9 @@ pub struct Engine {
     rtcp: RtcpScratch,
     /// Peers a silence sweep started checking (kept for its capacity).
     silent_scratch: Vec<PeerId>,
+    /// Peers whose estimate backed off for lack of feedback (reused; see
+    /// [`Engine::back_off_silent_estimates`]).
+    backoff_scratch: Vec<PeerId>,
     next_report: Option<Instant>,
     next_levels: Option<Instant>,
     /// Highest upstream loss per publishing peer since the last `Loss` event.
@@ -495,6 +498,7 @@ impl Engine {
             scratch: Vec::with_capacity(1500),
             rtcp: RtcpScratch::default(),
             silent_scratch: Vec::new(),
+            backoff_scratch: Vec::new(),
             next_report: None,
             next_levels: None,
             loss: Vec::new(),
@@ -2059,6 +2063,7 @@ impl Engine {
             }
             self.send_receiver_reports(now);
             self.sweep_silence(now);
+            self.back_off_silent_estimates(now);
             self.reports_since_loss += 1;
             if self.reports_since_loss >= 5 {
                 self.reports_since_loss = 0;

@@ -111,6 +111,28 @@ impl Engine {
         self.allocate(now, id);
     }
 
+    /// Once a second with the receiver reports: a subscriber whose estimate is in force and
+    /// that has sent no transport feedback for a while although packets went to it (every
+    /// one lost on a saturated path, say) has its estimate backed off
+    /// ([`Estimator::on_feedback_timeout`]) and its subscriptions fitted again, so that a
+    /// path that swallows everything is not filled at the last estimate for good.
+    pub(super) fn back_off_silent_estimates(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.backoff_scratch);
+        for (id, p) in self.peers.iter_mut() {
+            if let Some(b) = p.bwe.as_deref_mut()
+                && b.active
+                && b.est.on_feedback_timeout(now)
+            {
+                tracing::debug!(peer = ?id, estimate = b.est.estimate(), "no transport feedback: estimate backed off");
+                due.push(*id);
+            }
+        }
+        for id in due.drain(..) {
+            self.allocate(now, id);
+        }
+        self.backoff_scratch = due;
+    }
+
     /// Fits the peer's video subscriptions into its estimate.
     fn allocate(&mut self, now: Instant, id: PeerId) {
         let allow_pause = self.limits.allow_pause;
