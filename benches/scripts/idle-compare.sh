@@ -54,10 +54,14 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"; kill $(jobs -p) 2>/dev/null || true' EXIT
 hz=$(getconf CLK_TCK)
 
-# Ticks per thread name of process $1: "name ticks" lines.
+# Ticks per thread name of process $1: "name ticks" lines (a thread that ends while it is
+# read is left out).
 ticks() {
     for t in /proc/"$1"/task/*; do
-        printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+        local name stat
+        name="$(tr ' ' _ < "$t/comm" 2> /dev/null)" || continue
+        stat="$(cat "$t/stat" 2> /dev/null)" || continue
+        printf '%s %s\n' "$name" "$(sed 's/.*) //' <<< "$stat" | awk '{print $12 + $13}')"
     done | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}' | sort
 }
 
