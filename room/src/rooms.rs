@@ -130,13 +130,32 @@ pub struct Room {
     first_joined_at: Option<Instant>,
     last_left_at: Option<Instant>,
     participants: BTreeMap<String, Participant>,
-    /// How many of `participants` publish a track (kept as they change, for [`Room::info`]).
-    publishers: usize,
-    /// How many of `participants` only serve the room ([`is_dependent`]), kept as they
-    /// change so that `max_participants` costs no walk per join.
-    dependents: usize,
+    /// What it counts of its participants, kept as they change.
+    tally: Tally,
     /// The agent dispatches the room was created with (token `roomConfig` or CreateRoom).
     agents: Vec<pb::RoomAgentDispatch>,
+}
+
+/// A room's counts of its participants, kept as they join, change and leave, so that
+/// neither [`Room::info`] nor `max_participants` walks the room.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Participants publishing a track.
+    publishers: usize,
+    /// Participants that only serve the room ([`is_dependent`]).
+    dependents: usize,
+}
+
+impl Tally {
+    fn add(&mut self, info: &pb::ParticipantInfo) {
+        self.publishers += usize::from(!info.tracks.is_empty());
+        self.dependents += usize::from(is_dependent(info));
+    }
+
+    fn remove(&mut self, info: &pb::ParticipantInfo) {
+        self.publishers -= usize::from(!info.tracks.is_empty());
+        self.dependents -= usize::from(is_dependent(info));
+    }
 }
 
 /// Whether a participant only serves the room (an agent or egress, as LiveKit's
@@ -157,7 +176,7 @@ impl Room {
     pub fn info(&self) -> pb::Room {
         let mut info = self.info.clone();
         info.num_participants = self.participants.len() as u32;
-        info.num_publishers = self.publishers as u32;
+        info.num_publishers = self.tally.publishers as u32;
         info
     }
 
@@ -277,8 +296,7 @@ impl Rooms {
                 first_joined_at: None,
                 last_left_at: None,
                 participants: BTreeMap::new(),
-                publishers: 0,
-                dependents: 0,
+                tally: Tally::default(),
                 agents: Vec::new(),
             }
         });
@@ -343,21 +361,19 @@ impl Rooms {
         if max > 0
             && !is_dependent(&info)
             && !room.participants.contains_key(&info.identity)
-            && room.participants.len() - room.dependents >= max as usize
+            && room.participants.len() - room.tally.dependents >= max as usize
         {
             return Err(RoomError::RoomFull(max));
         }
         if !is_dependent(&info) {
             room.first_joined_at.get_or_insert(now);
         }
-        room.publishers += usize::from(!info.tracks.is_empty());
-        room.dependents += usize::from(is_dependent(&info));
+        room.tally.add(&info);
         let replaced = room
             .participants
             .insert(info.identity.clone(), Participant::new(info));
         if let Some(old) = &replaced {
-            room.publishers -= usize::from(!old.info.tracks.is_empty());
-            room.dependents -= usize::from(is_dependent(&old.info));
+            room.tally.remove(&old.info);
         }
         Ok(replaced)
     }
@@ -374,8 +390,7 @@ impl Rooms {
             .participants
             .remove(identity)
             .ok_or(RoomError::ParticipantNotFound)?;
-        room.publishers -= usize::from(!p.info.tracks.is_empty());
-        room.dependents -= usize::from(is_dependent(&p.info));
+        room.tally.remove(&p.info);
         // As LiveKit: the departure clock runs from the last leave of anyone, and counts
         // once only agents and egress remain.
         room.last_left_at = Some(now);
@@ -414,15 +429,11 @@ impl Rooms {
             .participants
             .get_mut(identity)
             .ok_or(RoomError::ParticipantNotFound)?;
-        let published = !p.info.tracks.is_empty();
-        let dependent = is_dependent(&p.info);
+        room.tally.remove(&p.info);
         let r = f(&mut p.info);
+        room.tally.add(&p.info);
         p.info.version += 1;
         *p = Participant::new(std::mem::take(&mut p.info));
-        room.publishers =
-            room.publishers + usize::from(!p.info.tracks.is_empty()) - usize::from(published);
-        room.dependents =
-            room.dependents + usize::from(is_dependent(&p.info)) - usize::from(dependent);
         Ok((r, p.info.clone()))
     }
 

@@ -183,9 +183,8 @@ enum Link {
 
 /// One participant of a room.
 pub(crate) struct Participant {
-    psid: String,
-    /// The same sid, shared by the outputs addressed to it.
-    sid: Arc<str>,
+    /// Its sid, shared by the outputs addressed to it.
+    psid: Arc<str>,
     room: String,
     identity: String,
     kind: i32,
@@ -242,8 +241,7 @@ impl Participant {
         permission: pb::ParticipantPermission,
     ) -> Self {
         Self {
-            psid: psid.to_string(),
-            sid: psid.into(),
+            psid: psid.into(),
             room: j.room.clone(),
             identity: j.identity.clone(),
             kind,
@@ -393,7 +391,7 @@ impl Participant {
 
     /// Its sid, shared (cloning it allocates nothing).
     pub fn sid(&self) -> &Arc<str> {
-        &self.sid
+        &self.psid
     }
 
     /// The deadline the machine's timer queue last took for it.
@@ -410,7 +408,7 @@ impl Participant {
     pub fn flush_deferred(&mut self, now: Instant, out: &mut Outbox) {
         while self.deferred.front().is_some_and(|d| d.0 <= now) {
             if let Some((_, m)) = self.deferred.pop_front() {
-                out.shared(self.sid.clone(), Arc::new(m));
+                out.shared(self.psid.clone(), Arc::new(m));
             }
         }
     }
@@ -430,7 +428,7 @@ impl Participant {
 
     fn send(&self, ctx: &mut Ctx<'_>, m: Resp) {
         if self.connected() {
-            ctx.out.shared(self.sid.clone(), Arc::new(m));
+            ctx.out.shared(self.psid.clone(), Arc::new(m));
         }
     }
 
@@ -511,7 +509,7 @@ impl Participant {
             return Ok(());
         }
         t.remote_ice = Some((r.ufrag.clone(), r.pwd.clone()));
-        ctx.peer_owner.insert(t.peer, self.psid.clone());
+        ctx.peer_owner.insert(t.peer, self.psid.to_string());
         ctx.out.media(Command::AddPeer {
             peer: t.peer,
             config: PeerConfig {
@@ -708,12 +706,12 @@ impl Participant {
             message: String::new(),
             request: None,
         });
-        if self.deferred.len() == MAX_DEFERRED {
+        if self.deferred.len() == MAX_DEFERRED
+            && let Some(&(last, _)) = self.deferred.back()
+        {
             // A client this far ahead of its answers is not one waiting for its first: those
             // held go now, in order, so that the queue stays bounded.
-            while let Some((_, m)) = self.deferred.pop_front() {
-                self.send(ctx, m);
-            }
+            self.flush_deferred(last, ctx.out);
         }
         self.deferred.push_back((ctx.now + ANSWER_DELAY, answer));
         fx
@@ -928,7 +926,7 @@ impl Participant {
         let sid = if hidden {
             String::new()
         } else {
-            self.psid.clone()
+            self.psid.to_string()
         };
         match &mut pkt.value {
             Some(Value::User(u)) => {
@@ -1286,7 +1284,7 @@ impl Participant {
         let offer = TrackOffer {
             track_sid: info.sid.clone(),
             track_id: track,
-            publisher_sid: self.psid.clone(),
+            publisher_sid: self.psid.to_string(),
             kind: ps.kind,
             codecs: ps.codecs.clone(),
             layers,
