@@ -114,12 +114,18 @@ impl Estimator {
         self.last_backoff_us = now_us;
         let lower = ((self.estimate as f64 * FEEDBACK_BACKOFF) as u64).max(self.min);
         self.rate.set_rate(lower);
+        self.refresh_estimate();
+        true
+    }
+
+    /// The estimate from its parts: the delay-based rate bounded by the loss-based one,
+    /// within `min..=max`.
+    fn refresh_estimate(&mut self) {
         self.estimate = self
             .rate
             .rate()
             .min(self.loss.estimate())
             .clamp(self.min, self.max);
-        true
     }
 
     /// The estimate, bit/s.
@@ -308,11 +314,7 @@ impl Estimator {
         }
         self.last_feedback_us = Some(now_us);
         self.unanswered_since_us = None;
-        self.estimate = self
-            .rate
-            .rate()
-            .min(self.loss.estimate())
-            .clamp(self.min, self.max);
+        self.refresh_estimate();
         FeedbackSummary {
             received,
             lost,

@@ -195,9 +195,7 @@ impl IceLite {
             _ => return Err(StunError::UnexpectedMessage),
         }
         // One scan serves the username check and the request's own checks.
-        let (start, end) = layout.username.ok_or(StunError::MissingUsername)?;
-        let username = std::str::from_utf8(&buf[start..end]).map_err(|_| StunError::Malformed)?;
-        self.check_username(username)?;
+        self.check_username(layout.username(buf)?)?;
         let request = check_binding_request(buf, &layout, &self.local_pwd)?;
         if self.state == IceState::New {
             self.state = IceState::Checking;

@@ -67,8 +67,7 @@ pub fn stun_username_str(buf: &[u8]) -> Option<&str> {
     if layout.message_type != BINDING_REQUEST {
         return None;
     }
-    let (start, end) = layout.username?;
-    std::str::from_utf8(&buf[start..end]).ok()
+    layout.username(buf).ok()
 }
 
 /// A binding request that passed its MESSAGE-INTEGRITY and FINGERPRINT checks, borrowing
@@ -122,9 +121,11 @@ pub(crate) fn check_binding_request<'a>(
     }
     check_fingerprint(buf, layout)?;
     let integrity = layout.integrity.ok_or(StunError::MissingIntegrity)?;
-    let (start, end) = layout.username.ok_or(StunError::MissingUsername)?;
+    if layout.username.is_none() {
+        return Err(StunError::MissingUsername);
+    }
     check_integrity(buf, integrity, local_pwd)?;
-    let username = std::str::from_utf8(&buf[start..end]).map_err(|_| StunError::Malformed)?;
+    let username = layout.username(buf)?;
     Ok(BindingRequest {
         transaction_id: transaction_id(buf),
         username,
@@ -393,7 +394,7 @@ fn xor_address(value: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, StunError> {
 pub(crate) struct Layout {
     pub(crate) message_type: u16,
     /// Value range of the USERNAME.
-    pub(crate) username: Option<(usize, usize)>,
+    username: Option<(usize, usize)>,
     /// Offset of the MESSAGE-INTEGRITY attribute header.
     integrity: Option<usize>,
     /// Offset of the FINGERPRINT attribute header.
@@ -405,6 +406,14 @@ pub(crate) struct Layout {
     use_candidate: bool,
     ice_controlling: Option<u64>,
     ice_controlled: Option<u64>,
+}
+
+impl Layout {
+    /// The USERNAME of the message scanned from `buf`.
+    pub(crate) fn username<'a>(&self, buf: &'a [u8]) -> Result<&'a str, StunError> {
+        let (start, end) = self.username.ok_or(StunError::MissingUsername)?;
+        std::str::from_utf8(&buf[start..end]).map_err(|_| StunError::Malformed)
+    }
 }
 
 /// Checks the framing of a STUN message and notes where ICE's attributes sit.
