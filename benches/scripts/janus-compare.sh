@@ -16,6 +16,8 @@
 #   --janus-loops N     Janus `event_loops` (0: Janus's default, a thread per handle;
 #                       default 2, one per core here)
 #   --keep DIR          keep logs and configs in DIR instead of a temp dir removed on exit
+#   --gro               also run ours with the load tester's sockets reading segmented runs
+#                       whole (`perf load-test --udp-gro`): one more row, "ours-gro"
 #
 # The namespace has lo and a veth pair, lkjan-a 10.77.80.1/24 <-> lkjan-b 10.77.80.2/24, and
 # no route out: nothing leaves it. Both servers bind 10.77.80.1 (Janus does not gather
@@ -30,8 +32,17 @@
 # with the same number of receivers and datagrams at the rate our server forwarded them to
 # each subscriber in its run (audio: the 108 bytes our server sends; video: 1128 bytes, a
 # full packet, so if anything dearer than the average forwarded one). It is the floor set by
-# the kernel: what moving these datagrams costs with no media server work at all. "Janus /
-# relay" is then the most any server on kernel UDP could beat Janus by in that scenario.
+# the kernel: what moving these datagrams costs with no media server work at all, one
+# datagram per system-call header. (Ours sends a subscriber's run of datagrams as one
+# segmented header, UDP GSO, so it can go below that floor.)
+#
+# With `--gro`, ours runs a second time with the load tester's sockets asking for UDP_GRO:
+# on one machine a sender is charged for splitting its segmented runs and queueing each
+# datagram on its receiver's socket (and waking the receiver), work that in a deployment
+# the network card and the subscribers' own hosts do; a receiver reading runs whole spares
+# the server most of it. Janus sends no runs, so it would gain nothing from it, while it is
+# charged for the receivers' per-datagram work all the same: the main ratio stays the
+# one with plain receivers, and this row says how much of ours is that delivery work.
 #
 # Per run, `--server-pid` makes the load tester read the server's CPU time over the measured
 # window (everyone joined, media flowing) and its peak RSS (VmHWM), and the table divides
@@ -48,6 +59,7 @@ resolution=high
 rate=50
 loops=2
 keep=""
+gro=""
 server_bin=""
 cli_bin=""
 while [ $# -gt 0 ]; do
@@ -61,6 +73,7 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2; shift 2 ;;
     --janus-loops) loops=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
+    --gro) gro=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -214,20 +227,20 @@ run_janus() { # scenario load-args...
     stop_pid "$pid"
 }
 
-run_ours() { # scenario load-args...
-    local scen=$1
-    shift
+run_ours() { # name scenario load-args...
+    local name=$1 scen=$2
+    shift 2
     ip netns exec "$ns" nice -n 10 "$server_bin" --dev --bind "$ip_srv" --node-ip "$ip_srv" --port 18010 \
-        --udp-port 18012 >"$out/ours-$scen.log" 2>&1 &
+        --udp-port 18012 >"$out/$name-$scen.log" 2>&1 &
     local pid=$!
     if ! wait_http "http://$ip_srv:18010/"; then
         echo "livekit-server did not start; its log:" >&2
-        tail -20 "$out/ours-$scen.log" >&2
+        tail -20 "$out/$name-$scen.log" >&2
         exit 1
     fi
     nsx nice -n 10 "$cli_bin" --dev --url "http://$ip_srv:18010" perf load-test \
         --server-pid "$pid" --num-per-second "$rate" --duration "$duration" --no-simulcast \
-        --video-resolution "$resolution" "$@" >"$out/ours-$scen.txt" 2>"$out/ours-$scen.err" || true
+        --video-resolution "$resolution" "$@" >"$out/$name-$scen.txt" 2>"$out/$name-$scen.err" || true
     stop_pid "$pid"
 }
 
@@ -253,7 +266,12 @@ for scen in "${list[@]}"; do
     *) echo "unknown scenario $scen" >&2; exit 2 ;;
     esac
     run_janus "$scen" "${load[@]}"
-    run_ours "$scen" "${load[@]}"
+    run_ours ours "$scen" "${load[@]}"
+    rows=(janus ours relay)
+    if [ -n "$gro" ]; then
+        run_ours ours-gro "$scen" "${load[@]}" --udp-gro
+        rows=(janus ours ours-gro relay)
+    fi
     # The relay sends each receiver as many datagrams a second as our server forwarded to
     # each subscriber (audio: 50).
     pps=$(sed -n 's/^Steady state: \([0-9]*\) packets forwarded in \([0-9.]*\) s.*/\1 \2/p' \
@@ -262,7 +280,7 @@ for scen in "${list[@]}"; do
     run_relay "$scen" "$subs" "$size" "$pps"
     echo
     echo "== $title, $duration measured"
-    for name in janus ours relay; do
+    for name in "${rows[@]}"; do
         f="$out/$name-$scen.txt"
         if ! grep -q '^Steady state' "$f" 2>/dev/null; then
             echo "$name: the load test failed:"
@@ -275,6 +293,7 @@ for scen in "${list[@]}"; do
         "fwd packets" lost loss "p50 ms" "p99 ms" "peak RSS MB"
     summary janus "$out/janus-$scen.txt"
     summary ours "$out/ours-$scen.txt"
+    [ -n "$gro" ] && summary ours-gro "$out/ours-gro-$scen.txt"
     summary relay "$out/relay-$scen.txt"
     echo "(relay: ${size}-byte datagrams, $pps a second to each of $subs receivers)"
     # Loss the load tester's own sockets caused (SO_RXQ_OVFL) is not the server's.
@@ -297,7 +316,14 @@ for scen in "${list[@]}"; do
     if [ -n "$j" ] && [ -n "$o" ] && [ -n "$r" ]; then
         awk -v j="$j" -v o="$o" -v r="$r" 'BEGIN {
             if (r > 0)
-                printf "The plain relay spent %.2f us per packet: Janus / relay = %.1fx (the most any server on kernel UDP could save), ours / relay = %.2fx\n", r, j / r, o / r }'
+                printf "The plain relay spent %.2f us per packet: Janus / relay = %.1fx (the most a server sending one datagram per header could save), ours / relay = %.2fx\n", r, j / r, o / r }'
+    fi
+    g=""
+    [ -n "$gro" ] && g=$(us_of "$out/ours-gro-$scen.txt")
+    if [ -n "$g" ] && [ -n "$j" ] && [ -n "$o" ]; then
+        awk -v j="$j" -v o="$o" -v g="$g" 'BEGIN {
+            if (g > 0)
+                printf "With receivers reading runs whole (UDP_GRO): ours %.2f us per packet, %.2fx the plain-receiver figure; Janus / ours-gro = %.1fx (Janus not re-run: it sends no runs)\n", g, g / o, j / g }'
     fi
 done
 [ -n "$keep" ] && echo "(logs in $out)"

@@ -40,6 +40,9 @@ pub struct RoomOptions {
     /// them (also in [`Room::join_response`]): for load tests, where thousands of
     /// subscribers each knowing all the others would cost memory quadratic in the room size.
     pub publishers_only: bool,
+    /// Read segmented runs of datagrams whole (`UDP_GRO`, see [`PeerSocket::enable_gro`]),
+    /// where the kernel offers it.
+    pub udp_gro: bool,
 }
 
 /// One simulcast layer of a published video track.
@@ -260,12 +263,18 @@ impl Room {
         let cert = Certificate::generate().map_err(|e| ClientError::Dtls(e.to_string()))?;
         let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
         let drops = Arc::new(SocketDrops::default());
-        let primary = PeerSocket::bind(bind, options.recv_buffer, drops.clone(), 0).await?;
-        let subscriber = if options.settings.single_pc {
+        let mut primary = PeerSocket::bind(bind, options.recv_buffer, drops.clone(), 0).await?;
+        let mut subscriber = if options.settings.single_pc {
             None
         } else {
             Some(PeerSocket::bind(bind, options.recv_buffer, drops.clone(), 1).await?)
         };
+        if options.udp_gro {
+            primary.enable_gro();
+            if let Some(s) = subscriber.as_mut() {
+                s.enable_gro();
+            }
+        }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();

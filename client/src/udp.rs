@@ -15,6 +15,14 @@
 //!
 //! The receive buffer size (`SO_RCVBUF`) may be set at bind time; the kernel doubles the
 //! value given and clamps it to its own bounds (`net.core.rmem_max`).
+//!
+//! A socket may also ask for `UDP_GRO` ([`PeerSocket::enable_gro`]): a sender's segmented
+//! run (`UDP_SEGMENT`) that reaches it whole, as over loopback or a veth, is then read in
+//! one call and handed out a datagram at a time, instead of the kernel splitting it and
+//! queueing each piece on its own. A high-rate receiver on Linux does this to save its own
+//! reads; a load tester does it also so that, on one machine, the sender is not charged for
+//! splitting and delivering every piece (work a network card and the receivers' own hosts
+//! do in a deployment).
 
 use std::io;
 use std::net::SocketAddr;
@@ -63,8 +71,8 @@ impl SocketDrops {
         std::array::from_fn(|i| self.waits[i].load(Ordering::Relaxed))
     }
 
-    fn note_wait(&self, us: u64) {
-        self.waits[wait_bucket(us)].fetch_add(1, Ordering::Relaxed);
+    fn note_waits(&self, us: u64, count: u64) {
+        self.waits[wait_bucket(us)].fetch_add(count, Ordering::Relaxed);
     }
 }
 
@@ -92,10 +100,31 @@ pub struct PeerSocket {
     socket: UdpSocket,
     drops: Arc<SocketDrops>,
     index: usize,
-    /// Room for one `SO_RXQ_OVFL` and one `SO_TIMESTAMPNS` control message.
+    /// Room for one `SO_RXQ_OVFL`, one `SO_TIMESTAMPNS` and one `UDP_GRO` control message.
     #[cfg(target_os = "linux")]
     cmsg: Vec<u8>,
+    /// With `UDP_GRO`: the last run read, and what of it is still to be handed out.
+    #[cfg(target_os = "linux")]
+    gro: Option<GroRun>,
 }
+
+/// A run of datagrams read at once (`UDP_GRO`), handed out one by one.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct GroRun {
+    buf: Box<[u8]>,
+    /// Bytes of the run in `buf`.
+    len: usize,
+    /// Where the next datagram starts.
+    next: usize,
+    /// The size of each datagram but the last, which may be smaller.
+    segment: usize,
+    from: SocketAddr,
+}
+
+/// The most one read with `UDP_GRO` can return: a whole datagram's worth.
+#[cfg(target_os = "linux")]
+const GRO_BUF: usize = 65_536;
 
 impl PeerSocket {
     /// Binds to `addr`, with a receive buffer of `recv_buffer` bytes when given, counting
@@ -118,8 +147,43 @@ impl PeerSocket {
             drops,
             index: index.min(1),
             #[cfg(target_os = "linux")]
-            cmsg: nix::cmsg_space!(u32, nix::sys::time::TimeSpec),
+            cmsg: nix::cmsg_space!(u32, nix::sys::time::TimeSpec, i32),
+            #[cfg(target_os = "linux")]
+            gro: None,
         })
+    }
+
+    /// Asks the kernel for `UDP_GRO`: runs of datagrams arriving whole are read at once and
+    /// handed out one by one by [`Self::recv_from`]. False where the kernel refuses (the
+    /// socket then reads one datagram at a time, as before).
+    #[cfg(target_os = "linux")]
+    pub fn enable_gro(&mut self) -> bool {
+        if self.gro.is_some() {
+            return true;
+        }
+        if nix::sys::socket::setsockopt(
+            &self.socket,
+            nix::sys::socket::sockopt::UdpGroSegment,
+            &true,
+        )
+        .is_err()
+        {
+            return false;
+        }
+        self.gro = Some(GroRun {
+            buf: vec![0u8; GRO_BUF].into_boxed_slice(),
+            len: 0,
+            next: 0,
+            segment: 0,
+            from: SocketAddr::from(([0, 0, 0, 0], 0)),
+        });
+        true
+    }
+
+    /// `UDP_GRO` is a Linux option.
+    #[cfg(not(target_os = "linux"))]
+    pub fn enable_gro(&mut self) -> bool {
+        false
     }
 
     /// The local address.
@@ -138,7 +202,8 @@ impl PeerSocket {
     }
 
     /// Receives one datagram, noting the kernel's drop count when it comes with one.
-    /// Cancel-safe: a datagram is either returned or left in the socket.
+    /// Cancel-safe: a datagram is either returned or left in the socket (or, with
+    /// `UDP_GRO`, in the run being handed out). A datagram longer than `buf` is cut to it.
     #[cfg(target_os = "linux")]
     pub async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         use std::io::IoSliceMut;
@@ -147,24 +212,36 @@ impl PeerSocket {
         use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
         use tokio::io::Interest;
 
+        if let Some(run) = self.gro.as_mut()
+            && let Some(got) = run.take(buf)
+        {
+            return Ok(got);
+        }
         let fd = self.socket.as_raw_fd();
         let cmsg = &mut self.cmsg;
-        let (n, from, dropped, stamp) =
+        let target: &mut [u8] = match self.gro.as_mut() {
+            Some(run) => &mut run.buf,
+            None => buf,
+        };
+        let (n, from, dropped, stamp, segment) =
             self.socket
                 .async_io(Interest::READABLE, || {
-                    let mut iov = [IoSliceMut::new(buf)];
+                    let mut iov = [IoSliceMut::new(target)];
                     let msg = recvmsg::<SockaddrStorage>(
                         fd,
                         &mut iov,
                         Some(cmsg.as_mut_slice()),
                         MsgFlags::empty(),
                     )?;
-                    let (mut dropped, mut stamp) = (None, None);
+                    let (mut dropped, mut stamp, mut segment) = (None, None, None);
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
                             match c {
                                 ControlMessageOwned::RxqOvfl(d) => dropped = Some(d),
                                 ControlMessageOwned::ScmTimestampns(t) => stamp = Some(t),
+                                ControlMessageOwned::UdpGroSegments(s) => {
+                                    segment = usize::try_from(s).ok().filter(|&s| s > 0);
+                                }
                                 _ => {}
                             }
                         }
@@ -173,7 +250,7 @@ impl PeerSocket {
                         msg.address.as_ref().and_then(std_addr).ok_or_else(|| {
                             io::Error::other("a datagram without a source address")
                         })?;
-                    Ok((msg.bytes, from, dropped, stamp))
+                    Ok((msg.bytes, from, dropped, stamp, segment))
                 })
                 .await?;
         if let Some(d) = dropped {
@@ -187,17 +264,44 @@ impl PeerSocket {
             );
             if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
                 let waited = now.saturating_sub(received);
+                // Every datagram of a run waited as long as the run.
+                let count = segment.map_or(1, |s| n.div_ceil(s).max(1)) as u64;
                 self.drops
-                    .note_wait(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+                    .note_waits(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX), count);
             }
         }
-        Ok((n, from))
+        match self.gro.as_mut() {
+            Some(run) => {
+                run.len = n;
+                run.next = 0;
+                run.segment = segment.unwrap_or(n).max(1);
+                run.from = from;
+                Ok(run.take(buf).unwrap_or((0, from)))
+            }
+            None => Ok((n, from)),
+        }
     }
 
     /// Receives one datagram.
     #[cfg(not(target_os = "linux"))]
     pub async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.socket.recv_from(buf).await
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl GroRun {
+    /// Copies the next datagram of the run into `buf` (cut to its length).
+    fn take(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        if self.next >= self.len {
+            return None;
+        }
+        let end = (self.next + self.segment).min(self.len);
+        let datagram = &self.buf[self.next..end];
+        let n = datagram.len().min(buf.len());
+        buf[..n].copy_from_slice(&datagram[..n]);
+        self.next = end;
+        Some((n, self.from))
     }
 }
 
@@ -331,6 +435,50 @@ mod tests {
         assert_eq!(drops.total(), Some(0));
         // Every datagram came with the kernel's receive time.
         assert_eq!(drops.waits().iter().sum::<u64>(), 50);
+    }
+
+    /// A segmented run (`UDP_SEGMENT`, 5 × 1200 bytes and a last 1000) reaches a socket
+    /// that asked for `UDP_GRO` whole: one read takes all of it, and the datagrams come out
+    /// one by one, in order, with their sizes, each counted in the wait histogram; a plain
+    /// datagram after it comes as it is; one longer than the caller's buffer is cut to it.
+    #[tokio::test]
+    async fn a_segmented_run_is_read_whole_and_handed_out_datagram_by_datagram() {
+        let drops = Arc::new(SocketDrops::default());
+        let mut rx = PeerSocket::bind("127.0.0.1:0".parse().unwrap(), None, drops.clone(), 0)
+            .await
+            .unwrap();
+        assert!(rx.enable_gro(), "this kernel refuses UDP_GRO");
+        let to = rx.local_addr().unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        nix::sys::socket::setsockopt(&tx, nix::sys::socket::sockopt::UdpGsoSegment, &1200).unwrap();
+        let run: Vec<u8> = (0..7000u32).map(|i| (i / 1200) as u8 + 1).collect();
+        assert_eq!(tx.send_to(&run, to).unwrap(), 7000);
+        let mut buf = vec![0u8; 2048];
+        let mut sizes = Vec::new();
+        for k in 0..6u8 {
+            let (n, from) = rx.recv_from(&mut buf).await.unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            assert!(
+                buf[..n].iter().all(|&b| b == k + 1),
+                "datagram {k} out of order"
+            );
+            sizes.push(n);
+            if k == 0 {
+                // The whole run came in the first read: nothing was split by the kernel.
+                assert_eq!(rx.gro.as_ref().unwrap().len, 7000);
+            }
+        }
+        assert_eq!(sizes, [1200, 1200, 1200, 1200, 1200, 1000]);
+        assert_eq!(drops.waits().iter().sum::<u64>(), 6);
+
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        plain.send_to(&[7u8; 300], to).unwrap();
+        let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &[7u8; 300]);
+        plain.send_to(&[8u8; 3000], to).unwrap();
+        let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+        assert_eq!(n, 2048);
+        assert_eq!(drops.waits().iter().sum::<u64>(), 8);
     }
 
     /// Datagrams left unread for 50 ms are counted as having waited at least that long.

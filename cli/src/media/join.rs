@@ -169,6 +169,7 @@ pub async fn run(plan: JoinPlan) -> Result<(), MediaError> {
         },
         recv_buffer: None,
         publishers_only: false,
+        udp_gro: false,
     };
     let (room, mut events) = Room::connect(&plan.url, &plan.token, options).await?;
     let me = room.join_response().participant.clone().unwrap_or_default();

@@ -94,6 +94,11 @@ pub struct LoadTestArgs {
     /// Receive buffer of each participant socket in bytes (SO_RCVBUF; default: the system's)
     #[arg(long, value_name = "BYTES")]
     pub recv_buffer: Option<usize>,
+    /// Read segmented runs of datagrams whole (UDP_GRO): on one machine the server is then
+    /// not charged for splitting its runs and queueing each piece on a participant's
+    /// socket, work a network card and the participants' own hosts do in a deployment
+    #[arg(long)]
+    pub udp_gro: bool,
     /// The server's Prometheus endpoint (e.g. http://127.0.0.1:6789/metrics): its drop
     /// counters over the run are reported next to ours
     #[arg(long, value_name = "URL")]
@@ -541,6 +546,7 @@ pub async fn run(
             // Nobody here needs to know the other subscribers: without this, every
             // participant keeps every other's info, quadratic in the room size.
             publishers_only: true,
+            udp_gro: args.udp_gro,
         };
         tasks.push(workers.spawn(n, async move {
             let connected = Room::connect(&url, &tok, options).await;

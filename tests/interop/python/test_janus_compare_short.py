@@ -1,8 +1,9 @@
 """The side-by-side comparison with Janus, short: benches/scripts/janus-compare.sh runs Janus
 VideoRoom (Debian's `janus`) and our server in turn in a private network namespace, drives
 each with one video publisher and ten subscribers from our own client stack for a few
-seconds, then the plain UDP relay with the same receivers and packet rate, and prints the
-table. Checks the whole pipeline against all three: every subscriber joined, packets were
+seconds, ours a second time with the load tester's sockets reading segmented runs whole
+(`--gro`: UDP_GRO), then the plain UDP relay with the same receivers and packet rate, and
+prints the table. Checks the whole pipeline against all three: every subscriber joined, packets were
 forwarded, the CPU per forwarded packet was measured for each, Janus negotiated AES-GCM
 SRTP, the relay got our server's per-subscriber packet rate, and both ratio lines were
 printed. The full-length
@@ -31,7 +32,7 @@ def test_janus_compare_short_runs_against_both_servers():
     cp = subprocess.run(
         [
             "bash", str(SCRIPT), "--server", lkhelpers.SERVER_BIN, "--cli", lkhelpers.CLI_BIN,
-            "--scenarios", "v10", "--duration", "4s", "--resolution", "medium",
+            "--scenarios", "v10", "--duration", "4s", "--resolution", "medium", "--gro",
         ],
         capture_output=True,
         text=True,
@@ -45,16 +46,19 @@ def test_janus_compare_short_runs_against_both_servers():
     rows = {}
     for line in out.splitlines():
         m = re.match(
-            r"^(janus|ours|relay)\s+([0-9.]+)\s+([0-9.]+)\s+(\d+)\s+(\d+)\s+([0-9.]+)%\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$",
+            r"^(janus|ours|ours-gro|relay)\s+([0-9.]+)\s+([0-9.]+)\s+(\d+)\s+(\d+)\s+([0-9.]+)%\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$",
             line,
         )
         if m:
             rows[m.group(1)] = [float(x) for x in m.groups()[1:]]
-    assert set(rows) == {"janus", "ours", "relay"}, out
+    assert set(rows) == {"janus", "ours", "ours-gro", "relay"}, out
     for name, (us, user_us, packets, lost, loss, p50, p99, rss) in rows.items():
         assert packets > 1000, (name, out)
         assert us > 0 and 0 <= user_us <= us and rss > 0, (name, out)
         assert p50 <= p99, (name, out)
+    # Reading runs whole loses nothing: the subscribers got as many packets as with plain
+    # sockets, none lost.
+    assert rows["ours-gro"][3] == 0 and rows["ours-gro"][2] >= 0.9 * rows["ours"][2], out
     # Our load tester counts what its own sockets dropped, apart from the servers' loss.
     assert re.search(r"^load tester socket drops: janus \d+, ours \d+$", out, re.M), out
     assert re.search(r"^Janus spent [0-9.]+x the CPU per forwarded packet that we did \(", out, re.M), out
@@ -64,6 +68,11 @@ def test_janus_compare_short_runs_against_both_servers():
     assert m and 10 <= int(m.group(1)) <= 400, out
     assert re.search(
         r"^The plain relay spent [0-9.]+ us per packet: Janus / relay = [0-9.]+x .*, ours / relay = [0-9.]+x$",
+        out,
+        re.M,
+    ), out
+    assert re.search(
+        r"^With receivers reading runs whole \(UDP_GRO\): ours [0-9.]+ us per packet, [0-9.]+x the plain-receiver figure; Janus / ours-gro = [0-9.]+x",
         out,
         re.M,
     ), out
