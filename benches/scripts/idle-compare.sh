@@ -2,9 +2,10 @@
 # An idle connected participant's cost on this machine, beside the floors under it, in one
 # run: our server with N participants connected and silent but for their clients' keepalives
 # (a `ping` and `ping_req` every 5 s, a STUN consent check every 4 s), against `ws-floor`, a
-# bare tokio + tungstenite server answering one message from each of N clients every 5 s,
-# and `ws-floor --raw 1`, one thread of plain epoll echoing TCP (what the kernel alone costs
-# for a message and its answer every 5 s).
+# bare tokio + tungstenite server answering one message from each of N clients every 5 s
+# and echoing a 100-byte datagram from each every 4 s, and `ws-floor --raw 1`, one thread
+# of plain epoll echoing the same over TCP and UDP (what the kernel alone costs for the
+# same traffic: a message and its answer every 5 s, a datagram and its answer every 4 s).
 #
 #   bash benches/scripts/idle-compare.sh [--bin-dir DIR] [--participants N] [--pairs K]
 #                                        [--measure S] [--port P]
@@ -93,16 +94,16 @@ ours() {
 }
 
 floor() {
-    "$floor_bin" --connections "$n" --interval 5 --measure "$measure" --raw "$1" \
-        | sed -E 's/.* ([0-9.]+) us\/s per connection/\1/' \
-        | awk -v what="$2" '{printf "%-6s %6.1f us/s per connection (%s)\n", "floor", $1, what}'
+    "$floor_bin" --connections "$n" --interval 5 --udp-interval 4 --measure "$measure" --raw "$1" \
+        | sed -E 's/.* ([0-9.]+) us\/s per connection; answered ([0-9]+) messages, ([0-9]+) datagrams/\1 \2 \3/' \
+        | awk -v what="$2" '{printf "%-6s %6.1f us/s per connection (%s; answered %d messages, %d datagrams)\n", "floor", $1, what, $2, $3}'
 }
 
 for p in $(seq "$pairs"); do
     echo "pair $p"
     if [ $((p % 2)) -eq 1 ]; then
-        ours; floor 0 "bare WebSocket server"; floor 1 "raw epoll, no WebSocket"
+        ours; floor 0 "bare WebSocket server, tokio UDP echo"; floor 1 "raw epoll, TCP and UDP echo"
     else
-        floor 1 "raw epoll, no WebSocket"; floor 0 "bare WebSocket server"; ours
+        floor 1 "raw epoll, TCP and UDP echo"; floor 0 "bare WebSocket server, tokio UDP echo"; ours
     fi
 done

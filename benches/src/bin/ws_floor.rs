@@ -10,7 +10,13 @@
 //! costs for a message and its answer every interval (the wake-up, the read, the write and,
 //! on loopback, the delivery to the client, charged to the sender).
 //!
-//! `ws-floor --connections 1000 --interval 5 --measure 20 [--raw 1]`
+//! With `--udp-interval S` each client also sends a 100-byte UDP datagram every `S` seconds
+//! (the size of a STUN consent check; our load tester's clients send one every 4 s) to one
+//! server socket, which echoes it: the rest of an idle participant's traffic. The raw server
+//! serves that socket from its one `epoll` as well; the WebSocket server, from a task of its
+//! runtime.
+//!
+//! `ws-floor --connections 1000 --interval 5 --measure 20 [--raw 1] [--udp-interval 4]`
 
 use std::time::Duration;
 
@@ -25,7 +31,26 @@ struct Args {
     interval: Duration,
     measure: Duration,
     raw: bool,
+    /// Zero: no datagrams.
+    udp_interval: Duration,
 }
+
+/// Answers the clients have had: messages, datagrams.
+static ANSWERS: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+fn answered(kind: usize) {
+    ANSWERS[kind].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn answers() -> [u64; 2] {
+    [0, 1].map(|k| ANSWERS[k].load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The datagram each client sends every `udp_interval`: a STUN consent check's size.
+const DATAGRAM: usize = 100;
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
@@ -33,6 +58,7 @@ fn args() -> Result<Args, String> {
         interval: Duration::from_secs(5),
         measure: Duration::from_secs(20),
         raw: false,
+        udp_interval: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +71,7 @@ fn args() -> Result<Args, String> {
             "--interval" => a.interval = Duration::from_secs(n),
             "--measure" => a.measure = Duration::from_secs(n),
             "--raw" => a.raw = n != 0,
+            "--udp-interval" => a.udp_interval = Duration::from_secs(n),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -92,8 +119,19 @@ async fn serve(listener: tokio::net::TcpListener) {
     }
 }
 
-/// The raw server: one thread, one `epoll`, every read echoed.
-fn serve_raw(mut listener: mio::net::TcpListener) {
+/// The WebSocket server's datagram echo.
+async fn serve_udp(socket: tokio::net::UdpSocket) {
+    let mut buf = [0u8; 2048];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        let _ = socket.send_to(&buf[..n], from).await;
+    }
+}
+
+/// The token of the raw server's UDP socket.
+const UDP_TOKEN: mio::Token = mio::Token(usize::MAX);
+
+/// The raw server: one thread, one `epoll`, every read echoed (TCP and UDP).
+fn serve_raw(mut listener: mio::net::TcpListener, mut udp: mio::net::UdpSocket) {
     use mio::{Events, Interest, Poll, Token};
     use std::io::{Read, Write};
     let Ok(mut poll) = Poll::new() else { return };
@@ -101,6 +139,10 @@ fn serve_raw(mut listener: mio::net::TcpListener) {
         .registry()
         .register(&mut listener, Token(0), Interest::READABLE)
         .is_err()
+        || poll
+            .registry()
+            .register(&mut udp, UDP_TOKEN, Interest::READABLE)
+            .is_err()
     {
         return;
     }
@@ -112,6 +154,12 @@ fn serve_raw(mut listener: mio::net::TcpListener) {
             return;
         }
         for e in events.iter() {
+            if e.token() == UDP_TOKEN {
+                while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(&buf[..n], from);
+                }
+                continue;
+            }
             if e.token() == Token(0) {
                 while let Ok((mut s, _)) = listener.accept() {
                     let _ = s.set_nodelay(true);
@@ -161,6 +209,34 @@ async fn raw_client(addr: std::net::SocketAddr, interval: Duration, offset: Dura
             if s.write_all(&[0u8; 16]).await.is_err() || s.read_exact(&mut buf).await.is_err() {
                 return;
             }
+            answered(0);
+        }
+    });
+    true
+}
+
+/// One client's datagrams: `DATAGRAM` bytes every `interval` to `server`, then the echo
+/// (given up after a second, so that a lost one does not stop the client).
+async fn udp_client(server: std::net::SocketAddr, interval: Duration, offset: Duration) -> bool {
+    let Ok(s) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+        return false;
+    };
+    if s.connect(server).await.is_err() {
+        return false;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(offset).await;
+        let mut tick = tokio::time::interval(interval);
+        let mut buf = [0u8; 2048];
+        loop {
+            tick.tick().await;
+            if s.send(&[0u8; DATAGRAM]).await.is_err() {
+                return;
+            }
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), s.recv(&mut buf)).await
+            {
+                answered(1);
+            }
         }
     });
     true
@@ -186,6 +262,7 @@ async fn ws_client(addr: std::net::SocketAddr, interval: Duration, offset: Durat
             if !matches!(ws.next().await, Some(Ok(_))) {
                 return;
             }
+            answered(0);
         }
     });
     true
@@ -205,29 +282,41 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("server runtime");
-    let addr = if a.raw {
-        let listener =
-            mio::net::TcpListener::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
-        let addr = listener.local_addr().expect("address");
+    let (addr, udp_addr) = if a.raw {
+        let any = "127.0.0.1:0".parse().expect("address");
+        let listener = mio::net::TcpListener::bind(any).expect("bind");
+        let udp = mio::net::UdpSocket::bind(any).expect("bind");
+        let addrs = (
+            listener.local_addr().expect("address"),
+            udp.local_addr().expect("address"),
+        );
         std::thread::Builder::new()
             .name(SERVER_THREAD.into())
-            .spawn(move || serve_raw(listener))
+            .spawn(move || serve_raw(listener, udp))
             .expect("server thread");
-        addr
+        addrs
     } else {
-        let listener = server
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
+        let (listener, udp) = server.block_on(async {
+            (
+                tokio::net::TcpListener::bind("127.0.0.1:0").await,
+                tokio::net::UdpSocket::bind("127.0.0.1:0").await,
+            )
+        });
+        let (listener, udp) = (listener.expect("bind"), udp.expect("bind"));
+        let addrs = (
+            listener.local_addr().expect("address"),
+            udp.local_addr().expect("address"),
+        );
         server.spawn(serve(listener));
-        addr
+        server.spawn(serve_udp(udp));
+        addrs
     };
     let clients = tokio::runtime::Builder::new_multi_thread()
         .thread_name("floor-client")
         .enable_all()
         .build()
         .expect("client runtime");
-    let (n, interval, raw) = (a.connections, a.interval, a.raw);
+    let (n, interval, raw, udp_interval) = (a.connections, a.interval, a.raw, a.udp_interval);
     let connected = clients.block_on(async move {
         let mut connected = 0;
         for i in 0..n {
@@ -238,10 +327,17 @@ fn main() -> std::process::ExitCode {
             } else {
                 ws_client(addr, interval, offset).await
             };
-            connected += usize::from(ok);
+            let udp_ok = udp_interval.is_zero()
+                || udp_client(
+                    udp_addr,
+                    udp_interval,
+                    udp_interval.mul_f64(i as f64 / n as f64),
+                )
+                .await;
+            connected += usize::from(ok && udp_ok);
         }
         // Every client sends at least once before the window opens.
-        tokio::time::sleep(interval + Duration::from_secs(1)).await;
+        tokio::time::sleep(interval.max(udp_interval) + Duration::from_secs(1)).await;
         connected
     });
     if connected < n {
@@ -250,16 +346,23 @@ fn main() -> std::process::ExitCode {
     }
     // `/proc` counts in USER_HZ, 100 on Linux whatever the kernel's own tick.
     let hz = 100.0;
-    let before = thread_ticks(SERVER_THREAD);
+    let (before, answers_before) = (thread_ticks(SERVER_THREAD), answers());
     std::thread::sleep(a.measure);
-    let after = thread_ticks(SERVER_THREAD);
+    let (after, answers_after) = (thread_ticks(SERVER_THREAD), answers());
     let cpu_s = (after - before) as f64 / hz;
     let per = cpu_s * 1e6 / a.measure.as_secs_f64() / n as f64;
+    let datagrams = if udp_interval.is_zero() {
+        String::new()
+    } else {
+        format!(" and a datagram every {} s", udp_interval.as_secs())
+    };
     println!(
-        "ws-floor{}: {n} connections, a message every {} s each: server {cpu_s:.2} CPU s over {} s, {per:.1} us/s per connection",
+        "ws-floor{}: {n} connections, a message every {} s{datagrams} each: server {cpu_s:.2} CPU s over {} s, {per:.1} us/s per connection; answered {} messages, {} datagrams",
         if raw { " (raw epoll)" } else { "" },
         interval.as_secs(),
-        a.measure.as_secs()
+        a.measure.as_secs(),
+        answers_after[0] - answers_before[0],
+        answers_after[1] - answers_before[1],
     );
     std::process::ExitCode::SUCCESS
 }

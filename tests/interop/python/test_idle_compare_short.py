@@ -1,8 +1,10 @@
 """The idle comparison, short: benches/scripts/idle-compare.sh connects 100 participants to our
 server (`livekit-server --dev` on 127.0.0.1, `livekit-cli perf load-test --subscribers N`) and
-reads its threads' CPU while they are idle, then runs `ws-floor` (a bare WebSocket server, then
-plain epoll) with as many connections pinging at the same rate. Checks the whole pipeline, not
-a performance figure: everyone joined, each of the three was measured and printed. The
+reads its threads' CPU while they are idle, then runs `ws-floor` (a bare WebSocket server with a
+UDP echo, then plain epoll echoing TCP and UDP) with as many connections pinging, and sending a
+consent-check-sized datagram, at the same rates. Checks the whole pipeline, not a performance
+figure: everyone joined, each of the three was measured and printed, and each floor's clients
+had their messages and datagrams answered. The
 full-length figures are in the README ("Performance")."""
 
 from __future__ import annotations
@@ -45,5 +47,13 @@ def test_idle_compare_short_measures_ours_and_both_floors():
     assert ours, out
     total, workers, media, other = (float(x) for x in ours.groups())
     assert total > 0 and abs(total - (workers + media + other)) <= 0.2, out
-    assert re.search(rf"^floor\s+{num} us/s per connection \(bare WebSocket server\)$", out, re.M), out
-    assert re.search(rf"^floor\s+{num} us/s per connection \(raw epoll, no WebSocket\)$", out, re.M), out
+    for what in ("bare WebSocket server, tokio UDP echo", "raw epoll, TCP and UDP echo"):
+        m = re.search(
+            rf"^floor\s+{num} us/s per connection \({what}; answered (\d+) messages, (\d+) datagrams\)$",
+            out,
+            re.M,
+        )
+        assert m, (what, out)
+        # 100 connections over 8 s: a message every 5 s and a datagram every 4 s each.
+        messages, datagrams = int(m.group(2)), int(m.group(3))
+        assert 140 <= messages <= 180 and 180 <= datagrams <= 220, (what, out)
