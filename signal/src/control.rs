@@ -748,6 +748,88 @@ mod tests {
         );
     }
 
+    /// A ping followed by requests in one write, while the control task is busy and its
+    /// queue fills up: the pong leaves at once, not once the requests behind it are taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pong_does_not_wait_behind_requests_to_a_busy_control_task() {
+        use futures_util::{SinkExt, StreamExt};
+        use pb::signal_response::Message as Resp;
+        use prost::Message as _;
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let (control, _task) = Control::spawn(machine(), None, None);
+        let joined = control.join(join("busy")).await.unwrap().unwrap();
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        tokio::spawn(crate::session::run(server, control.clone(), joined));
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        // The control task blocks until told to go on (handing its worker's other tasks to
+        // another thread, as the session's may be queued there).
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (blocked_tx, blocked) = tokio::sync::oneshot::channel();
+        let held = control.clone();
+        tokio::spawn(async move {
+            let _ = held
+                .call(move |_, _| {
+                    let _ = blocked_tx.send(());
+                    tokio::task::block_in_place(|| wait.recv()).ok();
+                })
+                .await;
+        });
+        blocked.await.unwrap();
+        let frame = |m: pb::signal_request::Message| {
+            WsMessage::Binary(
+                pb::SignalRequest { message: Some(m) }
+                    .encode_to_vec()
+                    .into(),
+            )
+        };
+        // A request the room takes and answers with nothing: a setting for a track that
+        // does not exist.
+        let request = || {
+            frame(pb::signal_request::Message::TrackSetting(
+                pb::UpdateTrackSettings {
+                    track_sids: vec!["TR_none".into()],
+                    ..Default::default()
+                },
+            ))
+        };
+        // The queue filled to the brim, then a ping and requests that find no room.
+        for _ in 0..INPUT_QUEUE {
+            client.feed(request()).await.unwrap();
+        }
+        client
+            .feed(frame(pb::signal_request::Message::PingReq(pb::Ping {
+                timestamp: 42,
+                rtt: 0,
+            })))
+            .await
+            .unwrap();
+        for _ in 0..64 {
+            client.feed(request()).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        let pong = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(WsMessage::Binary(b))) = client.next().await {
+                if let Some(Resp::PongResp(p)) =
+                    pb::SignalResponse::decode(b.as_ref()).unwrap().message
+                {
+                    return Some(p.last_ping_timestamp);
+                }
+            }
+            None
+        })
+        .await;
+        go.send(()).unwrap();
+        assert_eq!(
+            pong,
+            Ok(Some(42)),
+            "no pong while the control task was busy"
+        );
+    }
+
     /// Pings that arrive together are answered together: forty pings sent in one write get
     /// their forty pongs in a few writes (at most `BATCH` frames are read before the
     /// session looks at its other work), not one write each.

@@ -328,6 +328,15 @@ where
                             }
                         }
                         Incoming::Request(m) => {
+                            // A pong already fed leaves before a request that may wait
+                            // for room in the control queue: a busy node still answers
+                            // pings at once.
+                            if pongs > 0 {
+                                if ws.flush().await.is_err() {
+                                    break 'session End::Gone;
+                                }
+                                pongs = 0;
+                            }
                             if control.signal(&psid, m).await.is_err() {
                                 break 'session End::Shutdown;
                             }
