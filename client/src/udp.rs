@@ -418,12 +418,17 @@ mod tests {
         assert_eq!(drops.per_socket[0].load(Ordering::Relaxed), 0);
     }
 
+    /// A socket on 127.0.0.1 with the default buffer, counting into slot 0 of `drops`.
+    async fn loopback(drops: &Arc<SocketDrops>) -> PeerSocket {
+        PeerSocket::bind("127.0.0.1:0".parse().unwrap(), None, drops.clone(), 0)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_socket_that_keeps_up_drops_nothing() {
         let drops = Arc::new(SocketDrops::default());
-        let mut rx = PeerSocket::bind("127.0.0.1:0".parse().unwrap(), None, drops.clone(), 0)
-            .await
-            .unwrap();
+        let mut rx = loopback(&drops).await;
         let to = rx.local_addr().unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buf = vec![0u8; 2048];
@@ -444,9 +449,7 @@ mod tests {
     #[tokio::test]
     async fn a_segmented_run_is_read_whole_and_handed_out_datagram_by_datagram() {
         let drops = Arc::new(SocketDrops::default());
-        let mut rx = PeerSocket::bind("127.0.0.1:0".parse().unwrap(), None, drops.clone(), 0)
-            .await
-            .unwrap();
+        let mut rx = loopback(&drops).await;
         assert!(rx.enable_gro(), "this kernel refuses UDP_GRO");
         let to = rx.local_addr().unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -490,9 +493,7 @@ mod tests {
     #[tokio::test]
     async fn datagrams_left_in_the_queue_count_their_wait() {
         let drops = Arc::new(SocketDrops::default());
-        let mut rx = PeerSocket::bind("127.0.0.1:0".parse().unwrap(), None, drops.clone(), 0)
-            .await
-            .unwrap();
+        let mut rx = loopback(&drops).await;
         let to = rx.local_addr().unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buf = vec![0u8; 64];
