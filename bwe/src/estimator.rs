@@ -26,6 +26,11 @@ const FEEDBACK_TIMEOUT_US: i64 = 3_000_000;
 /// [`FEEDBACK_BACKOFF_US`].
 const FEEDBACK_BACKOFF: f64 = 0.8;
 const FEEDBACK_BACKOFF_US: i64 = 500_000;
+/// The feedback timeout backs off only while the receiver itself was heard this recently
+/// (µs): a path that swallows our packets while the receiver's reports and checks come
+/// through is congested; one where nothing comes either is down, and its estimate is held
+/// for when it comes back.
+pub const HEARD_WITHIN_US: i64 = 2_000_000;
 
 /// What one feedback packet changed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,15 +102,20 @@ impl Estimator {
 
     /// Backs the estimate off when packets have been sent and no feedback has come for
     /// [`FEEDBACK_TIMEOUT_US`] (since the later of the last feedback and the first packet
-    /// sent after it): 20% down at most every half second, to the minimum. Does nothing
-    /// before the first feedback (a peer that never sends any is not estimated). Returns
-    /// whether the estimate moved.
-    pub fn on_feedback_timeout(&mut self, now: Instant) -> bool {
+    /// sent after it) while the receiver was heard otherwise (`heard`: when anything last
+    /// came from it) within [`HEARD_WITHIN_US`]: 20% down at most every half second, to
+    /// the minimum. A receiver not heard at all is cut off both ways (an outage, a moving
+    /// client): its estimate is held, so that its media resumes at once when the path comes
+    /// back instead of climbing back from the floor. Does nothing before the first feedback
+    /// (a peer that never sends any is not estimated). Returns whether the estimate moved.
+    pub fn on_feedback_timeout(&mut self, now: Instant, heard: Option<Instant>) -> bool {
         let now_us = self.history.micros(now);
         let (Some(fed), Some(sent)) = (self.last_feedback_us, self.unanswered_since_us) else {
             return false;
         };
-        if now_us - fed.max(sent) < FEEDBACK_TIMEOUT_US
+        let heard_us = heard.map(|h| self.history.micros(h));
+        if heard_us.is_none_or(|h| now_us - h > HEARD_WITHIN_US)
+            || now_us - fed.max(sent) < FEEDBACK_TIMEOUT_US
             || now_us - self.last_backoff_us < FEEDBACK_BACKOFF_US
             || self.estimate <= self.min
         {

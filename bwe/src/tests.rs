@@ -45,6 +45,9 @@ struct Link {
     /// From..until µs, every packet is lost (a path that swallows everything, so that no
     /// feedback comes back at all).
     blackout: Option<(i64, i64)>,
+    /// From..until µs, nothing at all comes from the receiver (its reports and checks are
+    /// lost too: the whole path is down). Otherwise it is heard all the time.
+    receiver_silent: Option<(i64, i64)>,
 }
 
 impl Link {
@@ -65,7 +68,13 @@ impl Link {
             tokens: 0.0,
             tokens_at: 0,
             blackout: None,
+            receiver_silent: None,
         }
+    }
+
+    fn receiver_heard(&self, t: i64) -> bool {
+        self.receiver_silent
+            .is_none_or(|(from, until)| t < from || t >= until)
     }
 
     fn capacity_at(&self, t: i64) -> u64 {
@@ -210,6 +219,7 @@ fn simulate(link: &mut Link, source: Source, initial: u64, seconds: f64) -> Trac
     let end = (seconds * 1e6) as i64;
     let mut t = 0;
     let mut last_probe_check = 0;
+    let mut heard = None;
     while t < end {
         // Allocation from the estimate.
         let rate = match &source {
@@ -279,7 +289,7 @@ fn simulate(link: &mut Link, source: Source, initial: u64, seconds: f64) -> Trac
                 statuses.push((seq, delta));
             }
             arrived.drain(..cut);
-            if !statuses.is_empty() {
+            if !statuses.is_empty() && link.receiver_heard(t) {
                 in_flight.push_back((t + RETURN_US, reference, statuses));
             }
         }
@@ -317,8 +327,11 @@ fn simulate(link: &mut Link, source: Source, initial: u64, seconds: f64) -> Trac
             );
         }
         // As the engine does with its receiver reports, once a second.
+        if link.receiver_heard(t) {
+            heard = Some(at(t));
+        }
         if t % 1_000_000 == 0 {
-            est.on_feedback_timeout(at(t));
+            est.on_feedback_timeout(at(t), heard);
         }
         if t % 10_000 == 0 {
             trace
@@ -523,7 +536,37 @@ fn a_path_that_swallows_everything_backs_the_estimate_off_and_pauses() {
     );
 }
 
-/// Feedback that keeps coming, however late, is not a timeout.
+/// A path down both ways (an outage: nothing comes from the receiver either, as when a
+/// client loses its network for 18 s) holds the estimate instead of backing it off, so the
+/// video is not paused for it and goes on at the same layer when the path comes back.
+/// (With the backoff applied regardless, the estimate fell below a quarter and the video
+/// paused: the path-that-swallows-everything test's outcome.)
+#[test]
+fn an_outage_of_the_whole_path_holds_the_estimate() {
+    let mut link = Link::new(vec![(0, 1_000_000)], 200, 0.0);
+    link.blackout = Some((5_000_000, 23_000_000));
+    link.receiver_silent = Some((5_000_000, 23_000_000));
+    let tr = simulate(
+        &mut link,
+        Source::Layers(vec![simulcast(0)]),
+        1_000_000,
+        35.0,
+    );
+    let before = tr.estimate_at(4.9);
+    assert!(
+        tr.estimate_at(22.9) >= before,
+        "held through the outage: {before} -> {}",
+        tr.estimate_at(22.9)
+    );
+    assert!(
+        tr.first(0.0, |p| p.3[0] == LayerChoice::Paused)
+            .is_none_or(|t| t >= 23.0),
+        "paused during the outage"
+    );
+}
+
+/// Feedback that keeps coming, however late, is not a timeout; nor is silence from a
+/// receiver not heard at all for 2 s.
 #[test]
 fn the_feedback_timeout_needs_sending_without_any_feedback() {
     let t0 = Instant::now();
@@ -531,24 +574,30 @@ fn the_feedback_timeout_needs_sending_without_any_feedback() {
     let mut est = Estimator::new(t0, 1_000_000, 50_000, 20_000_000);
     // Before any feedback: nothing to back off from.
     est.on_send(at(0), 1200);
-    assert!(!est.on_feedback_timeout(at(10_000)));
+    assert!(!est.on_feedback_timeout(at(10_000), Some(at(10_000))));
     let seq = est.on_send(at(10_000), 1200);
     est.on_feedback(at(10_050), 0, [(seq, Some(0))].into_iter());
     let start = est.estimate();
     // Nothing sent since: no timeout.
-    assert!(!est.on_feedback_timeout(at(20_000)));
+    assert!(!est.on_feedback_timeout(at(20_000), Some(at(20_000))));
     // Sent at 20 s and unanswered: not before 23 s, then 20% at most every half second.
     est.on_send(at(20_000), 1200);
-    assert!(!est.on_feedback_timeout(at(22_999)));
-    assert!(est.on_feedback_timeout(at(23_000)));
+    assert!(!est.on_feedback_timeout(at(22_999), Some(at(22_999))));
+    assert!(est.on_feedback_timeout(at(23_000), Some(at(23_000))));
     assert_eq!(est.estimate(), start * 4 / 5);
-    assert!(!est.on_feedback_timeout(at(23_400)));
-    assert!(est.on_feedback_timeout(at(23_500)));
+    assert!(!est.on_feedback_timeout(at(23_400), Some(at(23_400))));
+    assert!(est.on_feedback_timeout(at(23_500), Some(at(23_500))));
     // Feedback again: the clock starts over.
     let seq = est.on_send(at(23_600), 1200);
     est.on_feedback(at(23_650), 0, [(seq, Some(0))].into_iter());
     est.on_send(at(23_700), 1200);
-    assert!(!est.on_feedback_timeout(at(26_000)));
+    assert!(!est.on_feedback_timeout(at(26_000), Some(at(26_000))));
+    // Timed out, but the receiver unheard for more than 2 s (or never): held.
+    let held = est.estimate();
+    assert!(!est.on_feedback_timeout(at(26_700), None));
+    assert!(!est.on_feedback_timeout(at(26_800), Some(at(24_799))));
+    assert_eq!(est.estimate(), held);
+    assert!(est.on_feedback_timeout(at(26_900), Some(at(24_900))));
 }
 
 #[test]

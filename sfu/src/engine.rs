@@ -181,6 +181,10 @@ struct Peer {
     twcc_media_ssrc: u32,
     /// The deadline this peer has in the engine's timer heap (the earliest of its entries).
     armed: Option<Instant>,
+    /// When the last datagram from the peer that passed its checks (STUN, SRTP, SRTCP)
+    /// arrived: a subscriber whose transport feedback stops while it is still heard has its
+    /// estimate backed off, one not heard at all (an outage) keeps it.
+    heard: Option<Instant>,
     /// Datagrams to this peer the driver could not send.
     unsent: u64,
     /// The addresses `by_addr` maps to this peer (as many as ICE keeps valid, plus the one
@@ -795,6 +799,7 @@ impl Engine {
                 twcc_ext: 0,
                 twcc_media_ssrc: 0,
                 armed: None,
+                heard: None,
                 unsent: 0,
                 addrs: Vec::new(),
                 rtx_window: None,
@@ -970,6 +975,7 @@ impl Engine {
         let mut out = take_buf(&mut self.pool);
         match p.ice.handle_stun(now, from, buf, &mut out) {
             Ok(input) => {
+                p.heard = Some(now);
                 if input.moved {
                     tracing::debug!(?id, to = %from, "peer's media moved to a new address");
                 }
@@ -1194,13 +1200,19 @@ impl Engine {
         };
         if lkr_rtp::is_rtcp(buf) {
             match srtp.unprotect_rtcp(buf) {
-                Ok(n) => self.handle_rtcp(now, id, n, buf),
+                Ok(n) => {
+                    p.heard = Some(now);
+                    self.handle_rtcp(now, id, n, buf);
+                }
                 Err(SrtpError::Replay) => self.drops.replayed += 1,
                 Err(_) => self.drops.srtp_error += 1,
             }
         } else {
             match srtp.unprotect_rtp(buf) {
-                Ok(n) => self.handle_rtp(now, id, &buf[..n]),
+                Ok(n) => {
+                    p.heard = Some(now);
+                    self.handle_rtp(now, id, &buf[..n]);
+                }
                 Err(SrtpError::Replay) => self.drops.replayed += 1,
                 Err(_) => self.drops.srtp_error += 1,
             }

@@ -113,15 +113,17 @@ impl Engine {
 
     /// Once a second with the receiver reports: a subscriber whose estimate is in force and
     /// that has sent no transport feedback for a while although packets went to it (every
-    /// one lost on a saturated path, say) has its estimate backed off
-    /// ([`Estimator::on_feedback_timeout`]) and its subscriptions fitted again, so that a
-    /// path that swallows everything is not filled at the last estimate for good.
+    /// one lost on a saturated path, say) while it is still heard otherwise (its reports,
+    /// its checks) has its estimate backed off ([`Estimator::on_feedback_timeout`]) and its
+    /// subscriptions fitted again, so that a path that swallows everything is not filled at
+    /// the last estimate for good. One not heard at all is cut off (an outage): its
+    /// estimate is held for when its path comes back.
     pub(super) fn back_off_silent_estimates(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.backoff_scratch);
         for (id, p) in self.peers.iter_mut() {
             if let Some(b) = p.bwe.as_deref_mut()
                 && b.active
-                && b.est.on_feedback_timeout(now)
+                && b.est.on_feedback_timeout(now, p.heard)
             {
                 tracing::debug!(peer = ?id, estimate = b.est.estimate(), "no transport feedback: estimate backed off");
                 due.push(*id);
