@@ -30,7 +30,7 @@ const FEEDBACK_BACKOFF_US: i64 = 500_000;
 /// (µs): a path that swallows our packets while the receiver's reports and checks come
 /// through is congested; one where nothing comes either is down, and its estimate is held
 /// for when it comes back.
-pub const HEARD_WITHIN_US: i64 = 2_000_000;
+const HEARD_WITHIN_US: i64 = 2_000_000;
 
 /// What one feedback packet changed.
 #[derive(Debug, Clone, Copy, PartialEq)]

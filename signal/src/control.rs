@@ -564,6 +564,16 @@ mod tests {
         Machine::new(config, Rooms::new(RoomDefaults::default()), Instant::now())
     }
 
+    /// A signal request as a client sends it: one binary WebSocket frame.
+    fn request_frame(m: pb::signal_request::Message) -> tokio_tungstenite::tungstenite::Message {
+        use prost::Message as _;
+        tokio_tungstenite::tungstenite::Message::Binary(
+            pb::SignalRequest { message: Some(m) }
+                .encode_to_vec()
+                .into(),
+        )
+    }
+
     fn join(identity: &str) -> Join {
         let claims = Claims {
             sub: identity.into(),
@@ -665,13 +675,6 @@ mod tests {
         }
         let mut silent = clients.pop().unwrap();
         let mut pinger = clients.pop().unwrap();
-        let send = |m: pb::signal_request::Message| {
-            WsMessage::Binary(
-                pb::SignalRequest { message: Some(m) }
-                    .encode_to_vec()
-                    .into(),
-            )
-        };
         // Reads until the answer to a ping; other messages (join, updates) are skipped.
         async fn pong(
             ws: &mut WebSocketStream<tokio::io::DuplexStream>,
@@ -690,15 +693,17 @@ mod tests {
         let started = tokio::time::Instant::now();
         for round in 0..4 {
             pinger
-                .send(send(pb::signal_request::Message::Ping(7)))
+                .send(request_frame(pb::signal_request::Message::Ping(7)))
                 .await
                 .unwrap();
             assert!(matches!(pong(&mut pinger).await, Resp::Pong(ms) if ms > 1_700_000_000_000));
             pinger
-                .send(send(pb::signal_request::Message::PingReq(pb::Ping {
-                    timestamp: 1000 + round,
-                    rtt: 0,
-                })))
+                .send(request_frame(pb::signal_request::Message::PingReq(
+                    pb::Ping {
+                        timestamp: 1000 + round,
+                        rtt: 0,
+                    },
+                )))
                 .await
                 .unwrap();
             match pong(&mut pinger).await {
@@ -729,7 +734,7 @@ mod tests {
         .await;
         assert_eq!(closed, Ok(true), "the silent connection was not cut");
         pinger
-            .send(send(pb::signal_request::Message::Ping(8)))
+            .send(request_frame(pb::signal_request::Message::Ping(8)))
             .await
             .unwrap();
         assert!(matches!(pong(&mut pinger).await, Resp::Pong(_)));
@@ -779,17 +784,10 @@ mod tests {
                 .await;
         });
         blocked.await.unwrap();
-        let frame = |m: pb::signal_request::Message| {
-            WsMessage::Binary(
-                pb::SignalRequest { message: Some(m) }
-                    .encode_to_vec()
-                    .into(),
-            )
-        };
         // A request the room takes and answers with nothing: a setting for a track that
         // does not exist.
         let request = || {
-            frame(pb::signal_request::Message::TrackSetting(
+            request_frame(pb::signal_request::Message::TrackSetting(
                 pb::UpdateTrackSettings {
                     track_sids: vec!["TR_none".into()],
                     ..Default::default()
@@ -801,10 +799,12 @@ mod tests {
             client.feed(request()).await.unwrap();
         }
         client
-            .feed(frame(pb::signal_request::Message::PingReq(pb::Ping {
-                timestamp: 42,
-                rtt: 0,
-            })))
+            .feed(request_frame(pb::signal_request::Message::PingReq(
+                pb::Ping {
+                    timestamp: 42,
+                    rtt: 0,
+                },
+            )))
             .await
             .unwrap();
         for _ in 0..64 {
@@ -855,16 +855,10 @@ mod tests {
         tokio::spawn(crate::session::run(server, control.clone(), joined));
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let ping = |ts: i64| {
-            WsMessage::Binary(
-                pb::SignalRequest {
-                    message: Some(pb::signal_request::Message::PingReq(pb::Ping {
-                        timestamp: ts,
-                        rtt: 0,
-                    })),
-                }
-                .encode_to_vec()
-                .into(),
-            )
+            request_frame(pb::signal_request::Message::PingReq(pb::Ping {
+                timestamp: ts,
+                rtt: 0,
+            }))
         };
         // Reads until `n` pongs have come, in order; other messages are skipped.
         async fn pongs(ws: &mut WebSocketStream<tokio::io::DuplexStream>, n: i64) {
