@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use lkr_dtls_glue::cert::Certificate;
 use lkr_sfu::{Command, Engine, Event, PublishSpec, Relay, SinkId, TrackId, Transmit};
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::batch::{BATCH, BatchSocket, RecvBatch, SendBatch, WINDOW};
 use crate::ring::{self, Consumer, Handoff, Producer};
@@ -21,7 +21,11 @@ use crate::router::Router;
 use crate::sink::{SinkRegistry, SinkSender};
 use crate::stats::MediaStats;
 use crate::tcp::{TcpConfig, TcpPort};
+use crate::wake::{ShardWaker, Wakers};
 
+/// How soon a shard tries again to hand the control plane the events that found its
+/// channel full.
+const EVENT_RETRY: Duration = Duration::from_millis(2);
 /// How often the per-peer drop table is published.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// State events kept while the event channel is full. They are a few per peer and peers
@@ -41,139 +45,80 @@ const POLL_BELOW: u64 = 20;
 /// Batches a polling shard reads at most per round, so that a flood cannot hold it.
 const POLL_BATCHES: usize = 16;
 
-/// A shard's UDP socket: in the reactor, which wakes the shard for every datagram, or out
-/// of it while the shard only hears idle peers' consent checks, read every
+/// A shard's UDP socket: in the shard's poll, which wakes the shard for every datagram,
+/// or out of it while the shard only hears idle peers' consent checks, read every
 /// [`POLL_PERIOD`] instead. On a virtual machine a wake-up costs tens of microseconds, more
 /// than answering a check, so a shard with a thousand idle peers spends most of its time
 /// waking up; reading their checks together costs a wake-up per period. Anything that
 /// wants an answer at once (media, a handshake, a command, an event for the control plane)
-/// puts the socket back in the reactor.
-pub enum MediaSocket {
-    /// In the reactor: readable wakes the shard.
-    Registered(Watched),
-    /// Out of it: read when the shard polls.
-    Polled(UdpSocket),
+/// puts the socket back in the poll. The poll watches it for reading only: the shard never
+/// waits for the socket to take a datagram (what does not fit is dropped and counted).
+pub struct MediaSocket {
+    socket: mio::net::UdpSocket,
+    polled: bool,
 }
 
-/// A socket in the reactor for reading only. The shard never waits for a socket to take a
-/// datagram (what does not fit is dropped and counted), and a UDP socket watched for
-/// writability reports it again each time the kernel frees a sent datagram: a wake-up of
-/// the reactor after every send for nothing.
-#[cfg(unix)]
-pub struct Watched(tokio::io::unix::AsyncFd<UdpSocket>);
-
-#[cfg(unix)]
-impl Watched {
-    fn new(socket: UdpSocket) -> std::io::Result<Self> {
-        // SAFETY: the `UdpSocket` owns its descriptor, which stays open and the same until
-        // the `AsyncFd` is dropped or gives the socket back.
-        let fd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE)
-        };
-        fd.map(Self).map_err(std::io::Error::from)
-    }
-    /// Waits until the socket is readable; it stays so until a read finds nothing.
-    async fn readable(&self) -> std::io::Result<()> {
-        self.0.readable().await.map(drop)
-    }
-    /// Reads with `f`, noting that the socket is drained when it finds nothing.
-    fn try_read<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
-        self.0.try_io(tokio::io::Interest::READABLE, |_| f())
-    }
-    fn socket(&self) -> &UdpSocket {
-        self.0.get_ref()
-    }
-    fn into_inner(self) -> UdpSocket {
-        self.0.into_inner()
-    }
-}
-
-/// A socket in the reactor (tokio's own, which also watches writability).
-#[cfg(not(unix))]
-pub struct Watched(tokio::net::UdpSocket, UdpSocket);
-
-#[cfg(not(unix))]
-impl Watched {
-    fn new(socket: UdpSocket) -> std::io::Result<Self> {
-        let copy = socket.try_clone()?;
-        Ok(Self(tokio::net::UdpSocket::from_std(socket)?, copy))
-    }
-    async fn readable(&self) -> std::io::Result<()> {
-        self.0.readable().await
-    }
-    fn try_read<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
-        self.0.try_io(tokio::io::Interest::READABLE, f)
-    }
-    fn socket(&self) -> &UdpSocket {
-        &self.1
-    }
-    fn into_inner(self) -> UdpSocket {
-        self.1
-    }
-}
+/// The poll token of a shard's socket.
+const SOCKET: mio::Token = mio::Token(0);
+/// The poll token of a shard's waker.
+const WAKER: mio::Token = mio::Token(1);
 
 impl MediaSocket {
-    /// Waits until the socket is readable; never, while it is polled.
-    async fn readable(&self) -> std::io::Result<()> {
-        match self {
-            MediaSocket::Registered(s) => s.readable().await,
-            MediaSocket::Polled(_) => std::future::pending().await,
-        }
+    /// Registers `socket` (non-blocking) in `registry`.
+    fn new(socket: UdpSocket, registry: &mio::Registry) -> std::io::Result<Self> {
+        let mut s = Self {
+            socket: mio::net::UdpSocket::from_std(socket),
+            polled: true,
+        };
+        s.wake_on_each(registry)?;
+        Ok(s)
     }
 
     fn is_polled(&self) -> bool {
-        matches!(self, MediaSocket::Polled(_))
+        self.polled
     }
 
-    /// Takes the socket out of the reactor (it stays non-blocking).
-    fn into_polled(self) -> std::io::Result<Self> {
-        match self {
-            MediaSocket::Registered(s) => Ok(MediaSocket::Polled(s.into_inner())),
-            polled => Ok(polled),
+    /// Takes the socket out of the poll (it stays non-blocking).
+    fn poll_instead(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        if !self.polled {
+            registry.deregister(&mut self.socket)?;
+            self.polled = true;
         }
+        Ok(())
     }
 
-    /// Puts the socket back in the reactor.
-    fn into_registered(self) -> std::io::Result<Self> {
-        match self {
-            MediaSocket::Polled(s) => Ok(MediaSocket::Registered(Watched::new(s)?)),
-            registered => Ok(registered),
+    /// Puts the socket back in the poll.
+    fn wake_on_each(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        if self.polled {
+            registry.register(&mut self.socket, SOCKET, mio::Interest::READABLE)?;
+            self.polled = false;
         }
-    }
-
-    /// The socket itself (non-blocking).
-    fn socket(&self) -> &UdpSocket {
-        match self {
-            MediaSocket::Registered(s) => s.socket(),
-            MediaSocket::Polled(s) => s,
-        }
+        Ok(())
     }
 }
 
 impl BatchSocket for MediaSocket {
     fn try_io<R>(
         &self,
-        interest: tokio::io::Interest,
+        _interest: tokio::io::Interest,
         f: impl FnOnce() -> std::io::Result<R>,
     ) -> std::io::Result<R> {
-        match self {
-            // Writes go straight to the socket: the reactor does not track writability.
-            MediaSocket::Registered(s) if !interest.is_writable() => s.try_read(f),
-            _ => f(),
-        }
+        // No readiness to track: the poll is edge-triggered and the shard reads until a
+        // read comes back short.
+        f()
     }
     #[cfg(unix)]
     fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        self.socket().as_raw_fd()
+        self.socket.as_raw_fd()
     }
     #[cfg(not(target_os = "linux"))]
     fn try_recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-        self.socket().recv_from(buf)
+        self.socket.recv_from(buf)
     }
     #[cfg(not(target_os = "linux"))]
     fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-        self.socket().send_to(buf, to)
+        self.socket.send_to(buf, to)
     }
 }
 
@@ -350,10 +295,15 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
         Some((l, _)) => Some(l.local_addr()?),
         None => None,
     };
-    // One waker per shard, one for the router, and one for the TCP port when open.
-    let wakers: Arc<[Notify]> = (0..n + 1 + usize::from(tcp.is_some()))
-        .map(|_| Notify::new())
-        .collect();
+    // A poll and its waker per shard.
+    let mut polls = Vec::with_capacity(n);
+    let mut shard_wakers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = mio::Poll::new()?;
+        shard_wakers.push(ShardWaker::new(mio::Waker::new(poll.registry(), WAKER)?));
+        polls.push(poll);
+    }
+    let wakers = Arc::new(Wakers::new(shard_wakers));
     // Rings between each shard and the TCP port.
     let mut tcp_links: Vec<(Option<Producer>, Option<Consumer>)> = Vec::with_capacity(n);
     let mut tcp_rings = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -388,8 +338,9 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
     }
     let mut fingerprint = None;
     let mut shard_tx = Vec::with_capacity(n);
-    for (index, (((socket, to_peers), from_peers), (tcp_out, tcp_in))) in sockets
+    for (index, ((((socket, poll), to_peers), from_peers), (tcp_out, tcp_in))) in sockets
         .into_iter()
+        .zip(polls)
         .zip(producers)
         .zip(consumers)
         .zip(tcp_links)
@@ -432,7 +383,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
                 sinks: FxHashMap::default(),
                 closed_sinks: Vec::new(),
             };
-            on_runtime(shard.run(socket, rx, events))
+            shard.run(poll, socket, rx, events)
         })?;
     }
     drop(ev_tx);
@@ -454,7 +405,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
     let (rw, rs) = (wakers.clone(), stop.clone());
     std::thread::Builder::new()
         .name("media-router".into())
-        .spawn(move || on_runtime(router.run(cmd_rx, rw, n, rs)))?;
+        .spawn(move || on_runtime(router.run(cmd_rx, rw, rs)))?;
     Ok(Media {
         handle: MediaHandle {
             commands: cmd_tx,
@@ -717,8 +668,8 @@ struct Shard {
     /// Rings to the other shards, by shard index (`None` at our own).
     to_peers: Vec<Option<Producer>>,
     from_peers: Vec<Consumer>,
-    /// Every shard's waker, and the router's last.
-    wakers: Arc<[Notify]>,
+    /// Every thread's waker.
+    wakers: Arc<Wakers>,
     /// Shards (bit each) we handed something to since we last woke them.
     wake: u64,
     /// The shard of each other shard's peer, by local ufrag.
@@ -1001,31 +952,35 @@ impl Shard {
         while self.wake != 0 {
             let s = self.wake.trailing_zeros() as usize;
             self.wake &= self.wake - 1;
-            self.wakers[s].notify_one();
+            if let Some(w) = self.wakers.shard(s) {
+                w.wake();
+            }
         }
         if self.send.tcp.wake {
             self.send.tcp.wake = false;
-            // The TCP port's waker is the last.
-            if let Some(w) = self.wakers.last() {
-                w.notify_one();
-            }
+            self.wakers.tcp().notify_one();
         }
     }
 
-    async fn run(
+    /// The shard's loop: sleeps in its poll until its socket has datagrams, its waker is
+    /// woken (a command, a hand-off from another thread, the stop flag) or its next
+    /// deadline, then handles what came and sends what that produced.
+    fn run(
         mut self,
+        mut poll: mio::Poll,
         socket: UdpSocket,
         mut inbox: mpsc::Receiver<ShardMsg>,
         mut events: EventOut,
     ) {
-        let mut socket = match Watched::new(socket) {
-            Ok(s) => MediaSocket::Registered(s),
+        let mut socket = match MediaSocket::new(socket, poll.registry()) {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!("media socket: {e}");
                 self.halt();
                 return;
             }
         };
+        let mut ready = mio::Events::with_capacity(4);
         let mut rx = RecvBatch::default();
         let mut next_stats = Instant::now() + STATS_INTERVAL;
         let mut counts = PollCounts {
@@ -1035,8 +990,15 @@ impl Shard {
             next: next_stats,
         };
         let wakers = self.wakers.clone();
-        let me = &wakers[usize::from(self.index)];
-        loop {
+        let Some(me) = wakers.shard(usize::from(self.index)) else {
+            return;
+        };
+        // Datagrams may wait on the socket: the poll is edge-triggered, so it is read until
+        // a read comes back short before the shard sleeps again.
+        let mut readable = true;
+        // Something is left for the next round (a ring with more): no sleep before it.
+        let mut again = false;
+        'run: loop {
             let mut deadline = self
                 .engine
                 .poll_timeout()
@@ -1044,35 +1006,41 @@ impl Shard {
             if socket.is_polled() {
                 deadline = deadline.min(counts.next);
             }
-            let waiting = !events.overflow.is_empty();
-            let mut received_at = None;
+            if !events.overflow.is_empty() {
+                // The control plane is behind: try it again shortly.
+                deadline = deadline.min(Instant::now() + EVENT_RETRY);
+            }
+            let timeout = if again || (readable && !socket.is_polled()) {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            again = false;
+            if let Err(e) = poll.poll(&mut ready, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!("media poll: {e}");
+                break;
+            }
+            readable |= ready.iter().any(|e| e.token() == SOCKET);
+            me.take();
             let mut command = false;
-            tokio::select! {
-                biased;
-                msg = inbox.recv() => {
-                    let Some(msg) = msg else { break };
-                    command = true;
-                    self.on_message(msg);
-                    while let Ok(msg) = inbox.try_recv() {
+            loop {
+                match inbox.try_recv() {
+                    Ok(msg) => {
+                        command = true;
                         self.on_message(msg);
                     }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break 'run,
                 }
-                _ = me.notified() => {}
-                r = socket.readable() => {
-                    if r.is_ok() {
-                        counts.wakes += 1;
-                        received_at = Some(Instant::now());
-                        self.read_batch(&mut rx, &socket);
-                    }
-                }
-                permit = events.tx.reserve(), if waiting => {
-                    match (permit, events.overflow.pop_front()) {
-                        (Ok(p), Some(e)) => p.send(e),
-                        (Err(_), _) => break,
-                        _ => {}
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            let mut received_at = None;
+            if readable && !socket.is_polled() {
+                counts.wakes += 1;
+                received_at = Some(Instant::now());
+                let n = self.read_batch(&mut rx, &socket);
+                readable = n == BATCH;
             }
             if socket.is_polled() && Instant::now() >= counts.next {
                 counts.next = Instant::now() + POLL_PERIOD;
@@ -1084,15 +1052,13 @@ impl Shard {
                     }
                 }
             }
-            // Back in the reactor as soon as something wants an answer at once.
+            // Back in the poll as soon as something wants an answer at once.
             if socket.is_polled() && (command || self.urgent() != counts.urgent) {
-                socket = match self.wake_on_each(socket, &mut counts) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!("media socket: {e}");
-                        break;
-                    }
-                };
+                if let Err(e) = self.wake_on_each(&mut socket, poll.registry(), &mut counts) {
+                    tracing::error!("media socket: {e}");
+                    break;
+                }
+                readable = true;
             }
             if self.stop.load(Relaxed) {
                 break;
@@ -1100,7 +1066,7 @@ impl Shard {
             self.stats.wakeups.fetch_add(1, Relaxed);
             if (!self.from_peers.is_empty() || self.tcp_in.is_some()) && self.drain_rings(&socket) {
                 // More waits: come round again without sleeping.
-                me.notify_one();
+                again = true;
             }
             // Timers run even while the socket stays readable.
             let now = Instant::now();
@@ -1125,13 +1091,12 @@ impl Shard {
             }
             if now >= next_stats {
                 next_stats = now + STATS_INTERVAL;
-                socket = match self.choose_polling(socket, &mut counts, now) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!("media socket: {e}");
-                        break;
-                    }
-                };
+                if let Err(e) = self.choose_polling(&mut socket, poll.registry(), &mut counts, now)
+                {
+                    tracing::error!("media socket: {e}");
+                    break;
+                }
+                readable = true;
                 let i = usize::from(self.index);
                 self.stats.store_engine(i, &self.engine.drops);
                 self.stats.store_traffic(i, &self.engine.traffic);
@@ -1161,46 +1126,45 @@ impl Shard {
     /// [`POLL_BELOW`].
     fn choose_polling(
         &self,
-        socket: MediaSocket,
+        socket: &mut MediaSocket,
+        registry: &mio::Registry,
         counts: &mut PollCounts,
         now: Instant,
-    ) -> std::io::Result<MediaSocket> {
+    ) -> std::io::Result<()> {
         let urgent = self.urgent();
-        let socket = if !socket.is_polled() && counts.wakes >= POLL_ABOVE && urgent == counts.urgent
-        {
+        if !socket.is_polled() && counts.wakes >= POLL_ABOVE && urgent == counts.urgent {
             tracing::debug!(
                 shard = self.index,
                 wakes = counts.wakes,
                 "media socket: idle peers only, polling"
             );
             counts.next = now + POLL_PERIOD;
-            socket.into_polled()?
+            socket.poll_instead(registry)?;
         } else if socket.is_polled() && counts.polled < POLL_BELOW {
-            return self.wake_on_each(socket, counts);
-        } else {
-            socket
-        };
+            return self.wake_on_each(socket, registry, counts);
+        }
         self.stats
             .set_polling(usize::from(self.index), socket.is_polled());
         counts.wakes = 0;
         counts.polled = 0;
         counts.urgent = urgent;
-        Ok(socket)
+        Ok(())
     }
 
-    /// Puts a polled socket back in the reactor and starts counting afresh.
+    /// Puts a polled socket back in the poll and starts counting afresh.
     fn wake_on_each(
         &self,
-        socket: MediaSocket,
+        socket: &mut MediaSocket,
+        registry: &mio::Registry,
         counts: &mut PollCounts,
-    ) -> std::io::Result<MediaSocket> {
-        let socket = socket.into_registered()?;
+    ) -> std::io::Result<()> {
+        socket.wake_on_each(registry)?;
         tracing::debug!(shard = self.index, "media socket: waking on each datagram");
         self.stats.set_polling(usize::from(self.index), false);
         counts.wakes = 0;
         counts.polled = 0;
         counts.urgent = self.urgent();
-        Ok(socket)
+        Ok(())
     }
 
     /// Reads what waits on the socket (one batch) and takes each datagram; how many.
@@ -1220,9 +1184,7 @@ impl Shard {
     /// Stops every shard and the router: one stopped shard stops the media core.
     fn halt(&self) {
         self.stop.store(true, Relaxed);
-        for w in self.wakers.iter() {
-            w.notify_one();
-        }
+        self.wakers.all();
     }
 }
 

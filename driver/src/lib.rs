@@ -26,6 +26,7 @@ pub mod sink;
 mod stats;
 pub mod tcp;
 pub mod turn;
+mod wake;
 
 pub use driver::{DriverConfig, Media, MediaHandle, Outbound, SendError, spawn};
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use lkr_sfu::{Command, PeerId, PublishSpec, TrackId};
 use rustc_hash::FxHashMap;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::driver::ShardMsg;
+use crate::wake::Wakers;
 
 /// Shards at most (a track's relay targets are a 64-bit set).
 pub const MAX_SHARDS: usize = 64;
@@ -339,11 +340,10 @@ impl Router {
     pub(crate) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        wakers: Arc<[Notify]>,
-        n: usize,
+        wakers: Arc<Wakers>,
         stop: Arc<AtomicBool>,
     ) {
-        let me = &wakers[n];
+        let me = wakers.router();
         let mut out: Out = Vec::new();
         'run: loop {
             let cmd = tokio::select! {
@@ -359,15 +359,16 @@ impl Router {
                 if tx.send(msg).await.is_err() {
                     break 'run;
                 }
+                if let Some(w) = wakers.shard(usize::from(s)) {
+                    w.wake();
+                }
             }
             if stop.load(Relaxed) {
                 break;
             }
         }
         stop.store(true, Relaxed);
-        for w in wakers.iter() {
-            w.notify_one();
-        }
+        wakers.all();
     }
 }
 

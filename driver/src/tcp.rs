@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::ring::{Consumer, Handoff, Producer, SLOT_BYTES};
 use crate::stats::MediaStats;
+use crate::wake::Wakers;
 
 /// The largest frame accepted: one datagram, as a ring slot holds.
 pub const MAX_FRAME: usize = SLOT_BYTES;
@@ -188,8 +189,8 @@ pub(crate) struct TcpPort {
     /// Rings to each shard, and from each shard.
     pub to_shards: Vec<Producer>,
     pub from_shards: Vec<Consumer>,
-    /// Every shard's waker, the router's, then ours (last).
-    pub wakers: Arc<[Notify]>,
+    /// Every thread's waker (ours among them).
+    pub(crate) wakers: Arc<Wakers>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<MediaStats>,
 }
@@ -247,7 +248,7 @@ impl TcpPort {
             send_buffer: config.send_buffer.max(2 + MAX_FRAME),
         }));
         let config = Rc::new(config);
-        let me = &wakers[wakers.len() - 1];
+        let me = wakers.tcp();
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
@@ -293,7 +294,7 @@ impl TcpPort {
 fn admit(
     gw: &Rc<RefCell<Gateway>>,
     config: &Rc<TcpConfig>,
-    wakers: &Arc<[Notify]>,
+    wakers: &Arc<Wakers>,
     stop: &Arc<AtomicBool>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -340,7 +341,7 @@ fn admit(
 async fn connection(
     gw: &RefCell<Gateway>,
     config: &TcpConfig,
-    wakers: &[Notify],
+    wakers: &Wakers,
     stop: &AtomicBool,
     stream: &TcpStream,
     peer: SocketAddr,
@@ -388,8 +389,8 @@ async fn connection(
                 while g.wake != 0 {
                     let s = g.wake.trailing_zeros() as usize;
                     g.wake &= g.wake - 1;
-                    if let Some(w) = wakers.get(s) {
-                        w.notify_one();
+                    if let Some(w) = wakers.shard(s) {
+                        w.wake();
                     }
                 }
             }
