@@ -95,6 +95,7 @@ struct EngineCounters {
     nack_duplicate: AtomicU64,
     nack_over_cap: AtomicU64,
     nack_over_rate: AtomicU64,
+    sender_report_over_rate: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +269,8 @@ impl MediaStats {
         e.nack_duplicate.store(d.nack_duplicate, Relaxed);
         e.nack_over_cap.store(d.nack_over_cap, Relaxed);
         e.nack_over_rate.store(d.nack_over_rate, Relaxed);
+        e.sender_report_over_rate
+            .store(d.sender_report_over_rate, Relaxed);
     }
 
     /// Replaces the per-peer table unless a reader holds it (the media thread never waits).
@@ -300,6 +303,7 @@ impl MediaStats {
             engine.nack_duplicate += e.nack_duplicate.load(Relaxed);
             engine.nack_over_cap += e.nack_over_cap.load(Relaxed);
             engine.nack_over_rate += e.nack_over_rate.load(Relaxed);
+            engine.sender_report_over_rate += e.sender_report_over_rate.load(Relaxed);
         }
         let mut latency = Latency::default();
         for c in &self.latency {

@@ -51,6 +51,10 @@ const NACK_GIVE_UP: Duration = Duration::from_millis(1000);
 const LEVELS_INTERVAL: Duration = Duration::from_millis(400);
 /// Time between receiver reports to publishers.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A publisher's sender reports for one layer are sent on to its subscribers at most this
+/// often (libwebrtc sends one a second per video stream, randomized down to half that);
+/// the ones in between only update what our receiver reports answer.
+const SR_MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// Room for the SRTP tag behind a packet.
 const SRTP_ROOM: usize = 32;
 /// Local sinks one track feeds at most (further `AddSink`s for it are ignored and logged).
@@ -152,6 +156,9 @@ pub struct Drops {
     pub nack_over_cap: u64,
     /// NACKed packets past the peer's `max_retransmissions_per_sec`.
     pub nack_over_rate: u64,
+    /// Sender reports of a layer that came within [`SR_MIN_INTERVAL`] of the last one sent
+    /// on, not sent on to its subscribers.
+    pub sender_report_over_rate: u64,
 }
 
 struct Peer {
@@ -1733,7 +1740,8 @@ impl Engine {
     }
 
     /// Notes a publisher's sender report and sends each subscriber of that layer one with
-    /// its own SSRC and rewritten timestamp, so receivers can keep audio and video in sync.
+    /// its own SSRC and rewritten timestamp, so receivers can keep audio and video in sync;
+    /// at most one per [`SR_MIN_INTERVAL`] and layer, however many the publisher packs.
     fn forward_sender_report(
         &mut self,
         now: Instant,
@@ -1749,6 +1757,13 @@ impl Engine {
             return;
         };
         l.last_sr = Some((ntp, now));
+        if l.sr_forwarded
+            .is_some_and(|at| now.saturating_duration_since(at) < SR_MIN_INTERVAL)
+        {
+            self.drops.sender_report_over_rate += 1;
+            return;
+        }
+        l.sr_forwarded = Some(now);
         if t.relay_to != 0 {
             let relay = Relay::SenderReport {
                 to: t.relay_to,

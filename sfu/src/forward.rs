@@ -99,6 +99,8 @@ pub struct Layer {
     pub received_prior: u64,
     /// The publisher's last sender report: NTP time and when it arrived.
     pub last_sr: Option<(u64, Instant)>,
+    /// When a sender report of this layer was last sent on to its subscribers.
+    pub sr_forwarded: Option<Instant>,
     /// The bit rate measured from `bytes`.
     pub rate_bps: u64,
     /// Byte count and time of the last rate measurement.
@@ -125,6 +127,7 @@ impl Layer {
             lost_last_interval: 0,
             received_prior: 0,
             last_sr: None,
+            sr_forwarded: None,
             rate_bps: 0,
             rate_mark: None,
         }

@@ -1,5 +1,6 @@
 //! A connected peer turned hostile: NACK storms, ICE checks from ever new source ports,
-//! repeated subscriptions. Each is bounded per peer, and media to the others keeps flowing.
+//! repeated subscriptions, bursts of sender reports. Each is bounded per peer, and media to
+//! the others keeps flowing.
 
 mod common;
 
@@ -207,4 +208,53 @@ fn resubscribing_keeps_one_entry_per_subscriber() {
         .rtcp_datagram(&[], |out| nack(out, 7, last, &[(seq, 0)]))
         .unwrap();
     assert_eq!(answers(&mut r, sub_addr, sub_addr, &mut current), 1);
+}
+
+#[test]
+fn sender_reports_packed_by_a_publisher_reach_each_subscriber_once() {
+    let mut r = room(74, 3, VideoConfig::default());
+    r.sim.run_for(Duration::from_secs(2));
+    let from = r.sim.client(r.publisher).addr;
+    let subs: Vec<SocketAddr> = (0..3).map(|i| subscriber(&r, i).1).collect();
+    let video_ssrc = r.video_ssrc;
+    // A burst of sender reports for the publisher's video, each in one compound datagram.
+    let send = |r: &mut common::Room, reports: usize, ntp: u64| {
+        let mut datagram = r
+            .sim
+            .client_mut(r.publisher)
+            .rtcp_datagram(&[], |out| {
+                let mut at = 0;
+                for i in 0..reports as u64 {
+                    at += lkr_rtp::write_sender_report(
+                        &mut out[at..],
+                        video_ssrc,
+                        ntp + i,
+                        90_000,
+                        100,
+                        100_000,
+                        &[],
+                    )
+                    .ok()?;
+                }
+                Some(at)
+            })
+            .unwrap();
+        let now = r.sim.now();
+        r.sim.engine.handle_receive(now, from, &mut datagram);
+        let mut to = [0usize; 3];
+        while let Some(t) = r.sim.engine.poll_transmit() {
+            if let Some(i) = subs.iter().position(|a| *a == t.dest) {
+                to[i] += 1;
+            }
+        }
+        to
+    };
+    // 40 in one datagram, another 40 right after: the subscribers hear the first only.
+    let before = r.sim.engine.drops.sender_report_over_rate;
+    assert!(send(&mut r, 40, 1 << 40).iter().all(|n| *n <= 1));
+    assert_eq!(send(&mut r, 40, 1 << 41), [0; 3]);
+    assert!(r.sim.engine.drops.sender_report_over_rate - before >= 79);
+    // A report a second later is sent on to every subscriber.
+    r.sim.run_for(Duration::from_secs(1));
+    assert_eq!(send(&mut r, 1, 1 << 42), [1; 3]);
 }
