@@ -317,6 +317,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(lkr_signal::MediaLink {
             commands: media.handle.commands.clone(),
             events: media.events,
+            data_queued: media.data_queued,
         }),
         room_events,
     );

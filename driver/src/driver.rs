@@ -6,8 +6,8 @@
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use lkr_dtls_glue::cert::Certificate;
@@ -32,6 +32,10 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// are bounded by the control plane, so this is only a guard against a control plane that
 /// stopped reading altogether.
 const OVERFLOW_LIMIT: usize = 1 << 16;
+/// Bytes of data messages that may wait in the event channel for the control plane; a data
+/// event that would pass it is dropped and counted (a data message is up to 256 KiB, so a
+/// channel of 4096 events could otherwise hold a gigabyte).
+pub const EVENT_DATA_BYTES: usize = 16 << 20;
 
 /// A shard whose socket woke it at least this often in the last second, for nothing but
 /// idle peers' upkeep, reads it on a schedule instead ([`MediaSocket::Polled`]).
@@ -240,6 +244,9 @@ pub struct Media {
     pub handle: MediaHandle,
     /// Events from the media threads (bounded).
     pub events: mpsc::Receiver<Event>,
+    /// Bytes of data messages in `events`: the reader takes each [`Event::Data`]'s length
+    /// off when it receives it (at most [`EVENT_DATA_BYTES`] wait).
+    pub data_queued: Arc<AtomicUsize>,
 }
 
 /// Binds `n` sockets on `addr` (with `SO_REUSEPORT` when `n > 1`; port 0 picks one port
@@ -276,6 +283,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
     let stats = Arc::new(MediaStats::new(n));
+    let data_queued = Arc::new(AtomicUsize::new(0));
     // The TCP port is a fallback: a port that cannot be opened is logged and left out of
     // the candidates rather than stopping the server.
     let tcp = config
@@ -354,6 +362,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             tx: ev_tx.clone(),
             overflow: VecDeque::new(),
             stats: stats.clone(),
+            data_queued: data_queued.clone(),
         };
         let (wakers, stop, stats) = (wakers.clone(), stop.clone(), stats.clone());
         let registry = sinks.clone();
@@ -416,6 +425,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             sinks,
         },
         events: ev_rx,
+        data_queued,
     })
 }
 
@@ -595,18 +605,37 @@ struct EventOut {
     /// State events that found the channel full, oldest first; drained before anything new.
     overflow: VecDeque<Event>,
     stats: Arc<MediaStats>,
+    /// Bytes of data messages in the channel (see [`EVENT_DATA_BYTES`]).
+    data_queued: Arc<AtomicUsize>,
 }
 
 impl EventOut {
     /// Queues `e`; `false` once the control plane is gone.
     fn push(&mut self, e: Event) -> bool {
+        let data = match &e {
+            Event::Data { data, .. } => data.len(),
+            _ => 0,
+        };
+        if data > 0 {
+            let queued = self.data_queued.fetch_add(data, Relaxed);
+            if queued + data > EVENT_DATA_BYTES {
+                self.data_queued.fetch_sub(data, Relaxed);
+                self.stats.events_dropped.fetch_add(1, Relaxed);
+                return true;
+            }
+        }
         if self.overflow.is_empty() {
             match self.tx.try_send(e) {
                 Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                Err(mpsc::error::TrySendError::Full(e)) => self.defer(e),
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    // Data is never deferred: it leaves the budget now.
+                    self.data_queued.fetch_sub(data, Relaxed);
+                    self.defer(e)
+                }
             }
         } else {
+            self.data_queued.fetch_sub(data, Relaxed);
             self.defer(e);
         }
         true
@@ -1199,6 +1228,7 @@ mod tests {
             tx,
             overflow: VecDeque::new(),
             stats: Arc::new(MediaStats::new(1)),
+            data_queued: Arc::new(AtomicUsize::new(0)),
         };
         (out, rx)
     }
@@ -1262,10 +1292,41 @@ mod tests {
     }
 
     #[test]
+    fn data_waiting_for_the_control_plane_is_bounded_in_bytes() {
+        let (mut ev, mut rx) = out(4096);
+        let big = |peer| Event::Data {
+            peer: PeerId(peer),
+            label: "_reliable".into(),
+            binary: true,
+            data: vec![7; 256 * 1024],
+        };
+        // The channel has room for 4096 events; the budget for 64 of these.
+        for i in 0..200 {
+            assert!(ev.push(big(i)));
+        }
+        assert_eq!(rx.len(), EVENT_DATA_BYTES / (256 * 1024));
+        assert_eq!(ev.data_queued.load(Relaxed), EVENT_DATA_BYTES);
+        assert_eq!(ev.stats.snapshot().events_dropped, 200 - rx.len() as u64);
+        // State events still pass.
+        assert!(ev.push(Event::PeerConnected { peer: PeerId(1) }));
+        // The reader takes one off: room for one more.
+        let Some(Event::Data { data, .. }) = rx.try_recv().ok() else {
+            panic!("data first");
+        };
+        ev.data_queued.fetch_sub(data.len(), Relaxed);
+        assert!(ev.push(big(300)));
+        assert_eq!(ev.data_queued.load(Relaxed), EVENT_DATA_BYTES);
+        assert!(ev.push(big(301)));
+        assert_eq!(ev.stats.snapshot().events_dropped, 200 - 64 + 1);
+    }
+
+    #[test]
     fn shards_share_one_port_and_stop_together() {
         let mut config = DriverConfig::new("127.0.0.1:0".parse().unwrap());
         config.shards = 2;
-        let Media { handle, mut events } = spawn(config).expect("spawned");
+        let Media {
+            handle, mut events, ..
+        } = spawn(config).expect("spawned");
         let port = handle.candidate_port();
         assert_ne!(port, 0);
         // Both shards hold the port; a socket outside the group cannot take it.

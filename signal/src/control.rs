@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use lkr_agent::Dispatcher;
@@ -31,6 +32,9 @@ pub const SESSION_QUEUE: usize = 1024;
 pub struct MediaLink {
     pub commands: mpsc::Sender<Command>,
     pub events: mpsc::Receiver<Event>,
+    /// Bytes of data messages waiting in `events`, counted up by the media core: each
+    /// [`Event::Data`] taken off the channel takes its length off.
+    pub data_queued: Arc<AtomicUsize>,
 }
 
 /// What the control task sends one signal connection.
@@ -159,7 +163,7 @@ impl Control {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let (media_up_tx, media_up) = tokio::sync::watch::channel(true);
         let (commands, media_events) = match media {
-            Some(m) => (Some(m.commands), Some(m.events)),
+            Some(m) => (Some(m.commands), Some((m.events, m.data_queued))),
             None => (None, None),
         };
         let task = Task {
@@ -335,7 +339,7 @@ impl Task {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Input>,
-        mut media_events: Option<mpsc::Receiver<Event>>,
+        mut media_events: Option<(mpsc::Receiver<Event>, Arc<AtomicUsize>)>,
     ) {
         loop {
             let deadline = match (
@@ -353,7 +357,13 @@ impl Task {
             };
             let media_event = async {
                 match media_events.as_mut() {
-                    Some(rx) => rx.recv().await,
+                    Some((rx, data_queued)) => {
+                        let ev = rx.recv().await;
+                        if let Some(Event::Data { data, .. }) = &ev {
+                            data_queued.fetch_sub(data.len(), Relaxed);
+                        }
+                        ev
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -595,14 +605,50 @@ mod tests {
     async fn a_stopped_media_core_is_reported() {
         let (commands, _cmd_rx) = mpsc::channel(16);
         let (events_tx, events) = mpsc::channel(16);
-        let (control, _task) =
-            Control::spawn(machine(), Some(MediaLink { commands, events }), None);
+        let link = MediaLink {
+            commands,
+            events,
+            data_queued: Arc::default(),
+        };
+        let (control, _task) = Control::spawn(machine(), Some(link), None);
         assert!(control.media_up());
         drop(events_tx); // the media thread ended (its sender goes with it, panic or not)
         tokio::time::timeout(Duration::from_secs(5), control.media_lost())
             .await
             .expect("reported");
         assert!(!control.media_up());
+    }
+
+    /// Each data message taken off the media core's channel leaves the media core's byte
+    /// budget for them.
+    #[tokio::test]
+    async fn data_taken_from_the_media_core_leaves_its_byte_budget() {
+        let (commands, _cmd_rx) = mpsc::channel(16);
+        let (events_tx, events) = mpsc::channel(16);
+        let data_queued = Arc::new(AtomicUsize::new(0));
+        let link = MediaLink {
+            commands,
+            events,
+            data_queued: data_queued.clone(),
+        };
+        let (_control, _task) = Control::spawn(machine(), Some(link), None);
+        for n in [1000, 24] {
+            data_queued.fetch_add(n, Relaxed);
+            let data = Event::Data {
+                peer: lkr_sfu::PeerId(9),
+                label: "_reliable".into(),
+                binary: true,
+                data: vec![0; n],
+            };
+            events_tx.send(data).await.expect("control running");
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while data_queued.load(Relaxed) != 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("both taken off");
     }
 
     /// A participant that stops reading its signal connection is cut once its queue is
