@@ -61,6 +61,17 @@ async fn on_control<R: Send + 'static>(
     }
 }
 
+/// Every dispatch method needs `roomAdmin` (for the request's room, checked once it is
+/// decoded): checked before the body is read (see [`crate::room_service::precheck`]).
+pub(crate) fn precheck(method: &str, claims: &Claims) -> Result<(), TwirpError> {
+    match method {
+        "CreateDispatch" | "DeleteDispatch" | "ListDispatch" => {
+            crate::room_service::ensure_some_admin(claims)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `method` with a decoded `body`; `claims` are the caller's verified token, if any.
 pub async fn dispatch(
     node: &Node,

@@ -58,6 +58,12 @@ impl EgressRuntime {
     }
 }
 
+/// Every egress method needs `roomRecord`: checked before the body is read (see
+/// [`crate::room_service::precheck`]).
+pub(crate) fn precheck(claims: &Claims) -> Result<(), TwirpError> {
+    ensure_record(claims)
+}
+
 fn ensure_record(claims: &Claims) -> Result<(), TwirpError> {
     if claims.video().room_record {
         Ok(())

@@ -490,6 +490,15 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
             TwirpError::new(Code::Unauthenticated, e.to_string())
         })?
         .ok_or_else(|| TwirpError::new(Code::Unauthenticated, "permissions denied"))?;
+    // So is the grant the method needs whatever its request: a token that cannot call it
+    // (a participant's roomJoin token, say) costs no body reading or decoding either.
+    if service == crate::egress::SERVICE {
+        crate::egress::precheck(&claims)?;
+    } else if service == crate::agent_service::SERVICE {
+        crate::agent_service::precheck(rpc, &claims)?;
+    } else {
+        room_service::precheck(rpc, &claims)?;
+    }
     let cluster = node
         .cluster
         .get()

@@ -128,6 +128,54 @@ async fn no_token_is_refused_before_any_body_byte() {
 }
 
 #[tokio::test]
+async fn a_token_without_the_methods_grant_is_refused_before_any_body_byte() {
+    let (addr, _node) = start("  max_api_request_body_size: 10485760\n").await;
+    // A participant's token (roomJoin only) calling admin methods of each service: the
+    // 9 MiB body is announced but never sent, and the refusal names the missing grant.
+    let join = AccessToken::new("devkey", "secret")
+        .with_grant(VideoGrant {
+            room_join: true,
+            room: "r".into(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    for (path, says) in [
+        (
+            "livekit.RoomService/CreateRoom",
+            "the roomCreate grant is required",
+        ),
+        (
+            "livekit.RoomService/ListRooms",
+            "the roomList grant is required",
+        ),
+        (
+            "livekit.RoomService/UpdateParticipant",
+            "the roomAdmin grant is required",
+        ),
+        (
+            "livekit.RoomService/SendData",
+            "the roomAdmin grant is required",
+        ),
+        (
+            "livekit.AgentDispatchService/CreateDispatch",
+            "the roomAdmin grant is required",
+        ),
+        (
+            "livekit.Egress/StartRoomCompositeEgress",
+            "permissions denied",
+        ),
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = post_head(Some(&join), 9 << 20).replace("livekit.RoomService/CreateRoom", path);
+        s.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_head(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+        assert!(answer.contains(says), "{path}: {answer}");
+    }
+}
+
+#[tokio::test]
 async fn body_over_the_limit_is_413_declared_or_chunked() {
     let (addr, _node) = start("  max_api_request_body_size: 1024\n").await;
     let t = token();
