@@ -24,6 +24,10 @@ const INPUT_QUEUE: usize = 1024;
 /// Messages queued for one signal connection; a connection that falls this far behind is
 /// closed (its participant is treated as having lost its connection).
 pub const SESSION_QUEUE: usize = 1024;
+/// Bytes (encoded) queued for one signal connection; past them the connection is closed as
+/// at [`SESSION_QUEUE`]. A message is always queued when nothing else waits, however large
+/// (a join response in a large room).
+pub const SESSION_QUEUE_BYTES: usize = 32 << 20;
 
 /// The media core's channels, as the driver hands them out (both bounded). Commands are sent
 /// with backpressure: the media thread drains them on every wake and never waits for the
@@ -57,9 +61,63 @@ pub struct Joined {
     pub participant_sid: String,
     /// This connection among those the participant had (a resume makes a new one).
     pub link: u64,
-    pub rx: mpsc::Receiver<ToSession>,
+    pub rx: SessionQueue,
     /// Notified when the connection must close at once (it fell behind).
     pub abort: Arc<Notify>,
+}
+
+/// A connection's end of its queue: the messages, and the bytes they hold (see
+/// [`SESSION_QUEUE_BYTES`]), taken off as each message is.
+#[derive(Debug)]
+pub struct SessionQueue {
+    rx: mpsc::Receiver<ToSession>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl SessionQueue {
+    /// A queue fed straight through `rx` (tests: nothing is counted in).
+    #[cfg(test)]
+    pub(crate) fn unmetered(rx: mpsc::Receiver<ToSession>) -> Self {
+        Self {
+            rx,
+            bytes: Arc::new(AtomicUsize::new(usize::MAX / 2)),
+        }
+    }
+
+    /// The next message; `None` once the control task has dropped the connection.
+    pub async fn recv(&mut self) -> Option<ToSession> {
+        let m = self.rx.recv().await;
+        self.took(m.as_ref());
+        m
+    }
+
+    /// The next message if one waits.
+    pub fn try_recv(&mut self) -> Result<ToSession, mpsc::error::TryRecvError> {
+        let m = self.rx.try_recv();
+        self.took(m.as_ref().ok());
+        m
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether no message waits.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Bytes the waiting messages hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Relaxed)
+    }
+
+    fn took(&self, m: Option<&ToSession>) {
+        if let Some(ToSession::Signal(m)) = m {
+            self.bytes.fetch_sub(m.size(), Relaxed);
+        }
+    }
 }
 
 type Call = Box<dyn FnOnce(&mut Machine, Instant) + Send>;
@@ -322,6 +380,8 @@ impl Control {
 struct SessionLink {
     id: u64,
     tx: mpsc::Sender<ToSession>,
+    /// Bytes of the messages in `tx`'s queue.
+    bytes: Arc<AtomicUsize>,
     abort: Arc<Notify>,
 }
 
@@ -416,12 +476,14 @@ impl Task {
             Input::Join { join, reply } => {
                 let r = self.machine.handle_join(now, *join).map(|psid| {
                     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+                    let bytes = Arc::new(AtomicUsize::new(0));
                     let abort = Arc::new(Notify::new());
                     let id = self.next_link;
                     self.next_link += 1;
                     let link = SessionLink {
                         id,
                         tx,
+                        bytes: bytes.clone(),
                         abort: abort.clone(),
                     };
                     // A resume takes over from a connection that may still be open.
@@ -431,7 +493,7 @@ impl Task {
                     Joined {
                         participant_sid: psid,
                         link: id,
-                        rx,
+                        rx: SessionQueue { rx, bytes },
                         abort,
                     }
                 });
@@ -486,13 +548,27 @@ impl Task {
         }
     }
 
-    /// Queues `out` for the session of participant `to`; a session whose queue is full is
-    /// cut, one that has gone is reported lost.
+    /// Queues `out` for the session of participant `to`; a session whose queue is full (in
+    /// messages or bytes) is cut, one that has gone is reported lost.
     fn queue(&mut self, to: &str, out: Arc<Outgoing>) {
         let Some(s) = self.sessions.get(to) else {
             return;
         };
-        match s.tx.try_send(ToSession::Signal(out)) {
+        let size = out.size();
+        let held = s.bytes.load(Relaxed);
+        let sent = if held > 0 && held + size > SESSION_QUEUE_BYTES {
+            Err(mpsc::error::TrySendError::Full(()))
+        } else {
+            s.bytes.fetch_add(size, Relaxed);
+            s.tx.try_send(ToSession::Signal(out)).map_err(|e| {
+                s.bytes.fetch_sub(size, Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                    mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+                }
+            })
+        };
+        match sent {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if let Some(s) = self.sessions.remove(to) {
@@ -649,6 +725,57 @@ mod tests {
         })
         .await
         .expect("both taken off");
+    }
+
+    /// Large messages fill a connection's queue by bytes before they fill it by count: one
+    /// that stops reading is cut once [`SESSION_QUEUE_BYTES`] wait, while another reads all.
+    #[tokio::test]
+    async fn a_connection_that_stops_reading_is_cut_at_its_byte_bound() {
+        let (control, _task) = Control::spawn(machine(), None, None);
+        let slow = control.join(join("slow")).await.unwrap().unwrap();
+        let mut fast = control.join(join("fast")).await.unwrap().unwrap();
+        const UPDATES: usize = 160;
+        const BIG: usize = 500 << 10;
+        let reader = tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Some(m) = fast.rx.recv().await {
+                if let ToSession::Signal(m) = m
+                    && matches!(m.message(), pb::signal_response::Message::RoomUpdate(_))
+                {
+                    n += 1;
+                    if n == UPDATES {
+                        return (n, fast.rx.bytes());
+                    }
+                }
+            }
+            (n, fast.rx.bytes())
+        });
+        for i in 0..UPDATES {
+            let metadata = format!("{i}{}", "x".repeat(BIG));
+            control
+                .call(move |m, _| m.api_update_room_metadata("r", &metadata))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(5), slow.abort.notified())
+            .await
+            .expect("the slow connection is told to close");
+        // 160 messages of 500 KiB would fit the count; the bytes stopped them at 32 MiB.
+        // (And a few small messages of the join before them.)
+        let queued = slow.rx.len();
+        assert!(queued <= SESSION_QUEUE_BYTES / BIG + 8, "{queued} queued");
+        assert!(
+            slow.rx.bytes() <= SESSION_QUEUE_BYTES,
+            "{} bytes",
+            slow.rx.bytes()
+        );
+        let (seen, left) = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, UPDATES, "the reading participant got every update");
+        assert_eq!(left, 0, "what it took left its count");
     }
 
     /// A participant that stops reading its signal connection is cut once its queue is

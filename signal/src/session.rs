@@ -83,6 +83,7 @@ pub struct Outgoing {
     body: Body,
     binary: OnceLock<Bytes>,
     json: OnceLock<Option<Utf8Bytes>>,
+    size: OnceLock<usize>,
 }
 
 /// What an [`Outgoing`] carries.
@@ -117,7 +118,16 @@ impl Outgoing {
             body,
             binary: OnceLock::new(),
             json: OnceLock::new(),
+            size: OnceLock::new(),
         }
+    }
+
+    /// Its size in protobuf, measured on first use (what it holds in a session's queue).
+    pub fn size(&self) -> usize {
+        *self.size.get_or_init(|| match &self.body {
+            Body::Message(m) => m.encoded_len(),
+            Body::Join { reply, .. } => reply.bytes().len(),
+        })
     }
 
     /// The message.
@@ -194,7 +204,7 @@ const BATCH: usize = 32;
 async fn write_queued<S>(
     ws: &mut WebSocketStream<S>,
     first: Arc<Outgoing>,
-    rx: &mut tokio::sync::mpsc::Receiver<ToSession>,
+    rx: &mut crate::control::SessionQueue,
     json: bool,
 ) -> Result<Option<Option<ToSession>>, tokio_tungstenite::tungstenite::Error>
 where
@@ -621,7 +631,8 @@ pub(crate) mod tests {
         };
         let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut rx = crate::control::SessionQueue::unmetered(rx);
 
         for i in 1..10 {
             tx.send(ToSession::Signal(outgoing(&format!("m{i}"))))
