@@ -9,7 +9,7 @@
 //! retried with backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 
 /// Events waiting for one URL.
 pub const URL_QUEUE: usize = 1024;
+/// Bytes (protobuf) of the events waiting for one URL: an event past them is dropped as
+/// one past [`URL_QUEUE`] is. One is always queued when nothing else waits.
+pub const URL_QUEUE_BYTES: usize = 64 << 20;
 /// Attempts per event and URL.
 const ATTEMPTS: u32 = 3;
 /// How long one POST may take.
@@ -117,6 +120,58 @@ fn sign(settings: &WebhookSettings, body: &[u8]) -> Option<String> {
     token.to_jwt().ok()
 }
 
+/// One URL's queue, bounded in events and in bytes.
+struct UrlQueue {
+    tx: mpsc::Sender<pb::WebhookEvent>,
+    /// Bytes of the events in the queue: counted in here, taken off by [`Delivery::recv`].
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The delivering end of a [`UrlQueue`].
+struct Delivery {
+    rx: mpsc::Receiver<pb::WebhookEvent>,
+    bytes: Arc<AtomicUsize>,
+}
+
+fn url_queue() -> (UrlQueue, Delivery) {
+    let (tx, rx) = mpsc::channel(URL_QUEUE);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        UrlQueue {
+            tx,
+            bytes: bytes.clone(),
+        },
+        Delivery { rx, bytes },
+    )
+}
+
+impl UrlQueue {
+    /// Queues `event`; `false` when the queue is full (in events or bytes) or gone.
+    fn offer(&self, event: &pb::WebhookEvent) -> bool {
+        use prost::Message as _;
+        let size = event.encoded_len();
+        let held = self.bytes.load(Ordering::Relaxed);
+        if held > 0 && held + size > URL_QUEUE_BYTES {
+            return false;
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        if self.tx.try_send(event.clone()).is_err() {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+impl Delivery {
+    async fn recv(&mut self) -> Option<pb::WebhookEvent> {
+        use prost::Message as _;
+        let event = self.rx.recv().await?;
+        self.bytes.fetch_sub(event.encoded_len(), Ordering::Relaxed);
+        Some(event)
+    }
+}
+
 /// Starts the notifier: it reads room events from `events` until the channel closes; its task
 /// ends once every URL's queue is delivered (or given up on).
 pub fn spawn(
@@ -130,7 +185,7 @@ pub fn spawn(
     let mut queues = Vec::new();
     let mut deliveries = tokio::task::JoinSet::new();
     for url in settings.urls.clone() {
-        let (tx, rx) = mpsc::channel::<pb::WebhookEvent>(URL_QUEUE);
+        let (tx, rx) = url_queue();
         deliveries.spawn(deliver(
             url.clone(),
             rx,
@@ -149,9 +204,9 @@ pub fn spawn(
             let now = lkr_proto::token::unix_now() as i64;
             let event = to_webhook_event(&ev, now);
             for (url, tx, dropped) in queues.iter_mut() {
-                match tx.try_send(event.clone()) {
-                    Ok(()) => *dropped = 0,
-                    Err(_) => {
+                match tx.offer(&event) {
+                    true => *dropped = 0,
+                    false => {
                         *dropped += 1;
                         st.dropped.fetch_add(1, Ordering::Relaxed);
                         if dropped.is_power_of_two() {
@@ -171,7 +226,7 @@ pub fn spawn(
 /// Delivers one URL's events in order.
 async fn deliver(
     url: String,
-    mut rx: mpsc::Receiver<pb::WebhookEvent>,
+    mut rx: Delivery,
     client: Client<HttpConnector, Full<Bytes>>,
     settings: Arc<WebhookSettings>,
     stats: Arc<WebhookStats>,
@@ -232,6 +287,41 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A URL that does not take its events holds at most [`URL_QUEUE_BYTES`] of them, however
+    /// large each is; each one delivered makes room again.
+    #[tokio::test]
+    async fn a_url_queue_is_bounded_in_bytes() {
+        let (queue, mut delivery) = url_queue();
+        let big = pb::WebhookEvent {
+            event: "participant_left".into(),
+            participant: Some(pb::ParticipantInfo {
+                identity: "p".into(),
+                metadata: "x".repeat(512 << 10),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let taken = (0..URL_QUEUE).take_while(|_| queue.offer(&big)).count();
+        assert_eq!(taken, URL_QUEUE_BYTES / prost::Message::encoded_len(&big));
+        assert!(queue.bytes.load(Ordering::Relaxed) <= URL_QUEUE_BYTES);
+        assert!(!queue.offer(&big));
+        assert!(delivery.recv().await.is_some());
+        assert!(queue.offer(&big), "room for one again");
+        for _ in 0..taken {
+            assert!(delivery.recv().await.is_some());
+        }
+        assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
+        // Alone in the queue, an event over the whole budget still goes.
+        let huge = pb::WebhookEvent {
+            room: Some(pb::Room {
+                metadata: "y".repeat(URL_QUEUE_BYTES + 1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(queue.offer(&huge));
+    }
 
     #[test]
     fn events_carry_livekit_names_and_records() {
