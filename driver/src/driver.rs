@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::batch::{BATCH, BatchSocket, RecvBatch, SendBatch, WINDOW};
 use crate::ring::{self, Consumer, Handoff, Producer};
 use crate::router::Router;
+use crate::routes::Routes;
 use crate::sink::{SinkRegistry, SinkSender};
 use crate::stats::MediaStats;
 use crate::tcp::{TcpConfig, TcpPort};
@@ -381,8 +382,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
                 from_peers,
                 wakers,
                 wake: 0,
-                ufrags: FxHashMap::default(),
-                addrs: FxHashMap::default(),
+                routes: Routes::default(),
                 stop,
                 send: Outbound::with_tcp(segment, tcp_out),
                 stats,
@@ -682,10 +682,6 @@ pub(crate) enum ShardMsg {
     Relay { track: TrackId, to: u8, on: bool },
 }
 
-/// Learned source-address routes kept per shard at most (cleared when full; they are
-/// learned again from the next STUN check).
-const ADDR_ROUTES: usize = 1 << 16;
-
 /// One media shard: a thread with its own engine and socket, rings to and from the other
 /// shards.
 struct Shard {
@@ -701,10 +697,8 @@ struct Shard {
     wakers: Arc<Wakers>,
     /// Shards (bit each) we handed something to since we last woke them.
     wake: u64,
-    /// The shard of each other shard's peer, by local ufrag.
-    ufrags: FxHashMap<String, u8>,
-    /// Source addresses whose datagrams land on our socket but belong to another shard.
-    addrs: FxHashMap<SocketAddr, u8>,
+    /// Other shards' peers, by local ufrag and by the sources their checks came from.
+    routes: Routes,
     stop: Arc<AtomicBool>,
     send: Outbound,
     stats: Arc<MediaStats>,
@@ -724,19 +718,11 @@ impl Shard {
     /// The other shard that a datagram we do not own belongs to, if any.
     fn owner_of(&mut self, from: SocketAddr, d: &[u8]) -> Option<u8> {
         if matches!(d.first(), Some(0..=3))
-            && let Some(s) = lkr_ice::stun_username_str(d)
-                .and_then(|u| u.split(':').next())
-                .and_then(|local| self.ufrags.get(local).copied())
+            && let Some(local) = lkr_ice::stun_username_str(d).and_then(|u| u.split(':').next())
         {
-            if self.addrs.len() >= ADDR_ROUTES && !self.addrs.contains_key(&from) {
-                self.addrs.clear();
-            }
-            if self.addrs.insert(from, s) != Some(s) {
-                tracing::debug!(%from, shard = self.index, to = s, "source handed to its shard");
-            }
-            return Some(s);
+            return self.routes.by_ufrag(local, from);
         }
-        self.addrs.get(&from).copied()
+        self.routes.by_source(from)
     }
 
     /// Puts one hand-off in the ring to shard `to`; counts it when the ring is full.
@@ -962,14 +948,10 @@ impl Shard {
                 }
                 self.engine.handle_command(now, cmd)
             }
-            ShardMsg::Ufrag { ufrag, shard } => match shard {
-                Some(s) if s != self.index => {
-                    self.ufrags.insert(ufrag, s);
-                }
-                _ => {
-                    self.ufrags.remove(&ufrag);
-                }
-            },
+            ShardMsg::Ufrag { ufrag, shard } => {
+                let other = shard.filter(|s| *s != self.index);
+                self.routes.set_ufrag(ufrag, other);
+            }
             ShardMsg::Mirror { spec, owner } => self.engine.add_mirror(&spec, owner),
             ShardMsg::Relay { track, to, on } => self.engine.set_relay(track, to, on),
         }

@@ -22,6 +22,7 @@ pub mod batch;
 mod driver;
 pub mod ring;
 mod router;
+mod routes;
 pub mod sink;
 mod stats;
 pub mod tcp;
