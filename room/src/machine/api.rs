@@ -128,8 +128,14 @@ impl Machine {
         now: Instant,
         req: &pb::UpdateParticipantRequest,
     ) -> Result<pb::ParticipantInfo, RoomError> {
+        let current = &self.rooms.participant(&req.room, &req.identity)?.info;
         self.config
-            .check_limits(&req.metadata, &req.attributes)
+            .check_limits(&req.metadata, std::iter::empty())
+            .and_then(|()| self.config.check_name(&req.name))
+            .and_then(|()| {
+                self.config
+                    .check_merged_attributes(&current.attributes, &req.attributes)
+            })
             .map_err(RoomError::InvalidArgument)?;
         let (_, info) = self
             .rooms

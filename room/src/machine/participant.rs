@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut Outbox,
     pub next_id: &'a mut u64,
     pub config: &'a Config,
+    /// The rooms' records (the participant's own among them), read-only.
+    pub rooms: &'a crate::Rooms,
     pub peer_owner: &'a mut HashMap<PeerId, String>,
 }
 
@@ -680,7 +682,20 @@ impl Participant {
             );
             return fx;
         }
-        if let Err(msg) = ctx.config.check_limits(&u.metadata, &u.attributes) {
+        // The attributes limit covers what the participant holds once the update is merged,
+        // so that updates of new keys cannot add up past it.
+        let no_attributes = HashMap::new();
+        let current = ctx
+            .rooms
+            .participant(&self.room, &self.identity)
+            .map(|r| &r.info.attributes)
+            .unwrap_or(&no_attributes);
+        let checked = ctx
+            .config
+            .check_limits(&u.metadata, std::iter::empty())
+            .and_then(|()| ctx.config.check_name(&u.name))
+            .and_then(|()| ctx.config.check_merged_attributes(current, &u.attributes));
+        if let Err(msg) = checked {
             self.send(
                 ctx,
                 Resp::RequestResponse(pb::RequestResponse {

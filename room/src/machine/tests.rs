@@ -1811,6 +1811,38 @@ fn a_join_over_the_size_limits_is_refused() {
         j(ok.clone(), Some("m".repeat(65))).unwrap_err().fault(),
         Fault::Limit
     );
+    // The token's attributes and the request's fit alone, not together (64 bytes allowed).
+    let from_token = Claims {
+        sub: "x".into(),
+        attributes: [("t".to_string(), "v".repeat(39))].into_iter().collect(),
+        video: Some(VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e =
+        w.m.handle_join(
+            w.now,
+            Join {
+                attributes: [("j".to_string(), "v".repeat(39))].into_iter().collect(),
+                ..join_of("r", "x", from_token)
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        RoomError::LimitExceeded("attributes are 80 bytes, larger than the limit of 64".into())
+    );
+    let mut j = |claims: Claims, metadata: Option<String>| {
+        w.m.handle_join(
+            w.now,
+            Join {
+                metadata,
+                ..join_of("r", "x", claims)
+            },
+        )
+    };
     assert!(j(ok, None).is_ok());
 }
 
@@ -2336,4 +2368,150 @@ fn dual_pc_resubscription_takes_another_section() {
         mids.push(now[0].clone());
     }
     assert_eq!(mids[0], mids[2], "two sections taken in turn: {mids:?}");
+}
+
+/// The RequestResponses `who` got: (request id, reason, message).
+fn request_responses(w: &World, who: &str) -> Vec<(u32, i32, String)> {
+    w.to(who)
+        .iter()
+        .filter_map(|m| match m {
+            Resp::RequestResponse(r) => Some((r.request_id, r.reason, r.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An update of `who`'s own attributes, as request `request`.
+fn update_attributes(w: &mut World, who: &str, request: u32, attributes: &[(&str, &str)]) {
+    w.signal(
+        who,
+        Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            request_id: request,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.advance(ANSWER_DELAY);
+}
+
+fn attribute_bytes(info: &pb::ParticipantInfo) -> usize {
+    info.attributes.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+#[test]
+fn attribute_updates_cannot_add_up_past_the_limit() {
+    // The test config allows 64 bytes of attributes.
+    let mut w = World::new();
+    let a = w.join_with(
+        "alice",
+        false,
+        VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        },
+    );
+    w.clear();
+    let thirty = "x".repeat(30);
+    update_attributes(&mut w, &a, 1, &[("a", &thirty)]);
+    update_attributes(&mut w, &a, 2, &[("b", &thirty)]);
+    assert_eq!(attribute_bytes(&w.participant("alice")), 62);
+    // A third key of the same size is small on its own, but the total would be 93 bytes.
+    update_attributes(&mut w, &a, 3, &[("c", &thirty)]);
+    let ok = pb::request_response::Reason::Ok as i32;
+    let limit = pb::request_response::Reason::LimitExceeded as i32;
+    assert_eq!(
+        request_responses(&w, &a),
+        [
+            (1, ok, String::new()),
+            (2, ok, String::new()),
+            (
+                3,
+                limit,
+                "attributes are 93 bytes, larger than the limit of 64".into()
+            ),
+        ]
+    );
+    let record = w.participant("alice");
+    assert_eq!(attribute_bytes(&record), 62);
+    assert!(!record.attributes.contains_key("c"));
+    // An empty value deletes its key (LiveKit's rule): replacing one key with another fits.
+    w.clear();
+    update_attributes(&mut w, &a, 4, &[("a", ""), ("c", &thirty)]);
+    assert_eq!(request_responses(&w, &a), [(4, ok, String::new())]);
+    let mut keys: Vec<String> = w.participant("alice").attributes.into_keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["b", "c"]);
+
+    // UpdateParticipant (Twirp) merges the same way and refuses with the same text.
+    let add = |key: &str| pb::UpdateParticipantRequest {
+        room: "r".into(),
+        identity: "alice".into(),
+        attributes: [(key.to_string(), thirty.clone())].into_iter().collect(),
+        ..Default::default()
+    };
+    let e = w.m.api_update_participant(w.now, &add("d")).unwrap_err();
+    assert_eq!(
+        e,
+        RoomError::InvalidArgument("attributes are 93 bytes, larger than the limit of 64".into())
+    );
+    assert_eq!(e.twirp_code(), "invalid_argument");
+    assert_eq!(attribute_bytes(&w.participant("alice")), 62);
+    let mut replace = add("d");
+    replace.attributes.insert("b".into(), String::new());
+    let info = w.m.api_update_participant(w.now, &replace).unwrap();
+    assert_eq!(attribute_bytes(&info), 62);
+}
+
+#[test]
+fn a_name_update_is_held_to_the_name_limit() {
+    let mut w = World::new();
+    let a = w.join_with(
+        "alice",
+        false,
+        VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        },
+    );
+    w.clear();
+    let rename = |name: String, request_id| {
+        Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+            name,
+            request_id,
+            ..Default::default()
+        })
+    };
+    w.signal(&a, rename("n".repeat(257), 1)).unwrap();
+    w.signal(&a, rename("n".repeat(256), 2)).unwrap();
+    w.advance(ANSWER_DELAY);
+    assert_eq!(
+        request_responses(&w, &a),
+        [
+            (
+                1,
+                pb::request_response::Reason::LimitExceeded as i32,
+                "participant name is longer than 256 bytes".into()
+            ),
+            (2, pb::request_response::Reason::Ok as i32, String::new()),
+        ]
+    );
+    assert_eq!(w.participant("alice").name, "n".repeat(256));
+
+    let rename = pb::UpdateParticipantRequest {
+        room: "r".into(),
+        identity: "alice".into(),
+        name: "m".repeat(100_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        w.m.api_update_participant(w.now, &rename),
+        Err(RoomError::InvalidArgument(
+            "participant name is longer than 256 bytes".into()
+        ))
+    );
+    assert_eq!(w.participant("alice").name, "n".repeat(256));
 }
