@@ -25,6 +25,9 @@ use super::{ANSWER_DELAY, Config, Join, Leaving, MAX_DEFERRED, Outbox, Resp, Tra
 use crate::RoomError;
 use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
 
+/// Most audio features one add_track may list (LiveKit defines seven).
+const MAX_AUDIO_FEATURES: usize = 16;
+
 /// What a participant's handler may use besides the participant itself.
 pub(crate) struct Ctx<'a> {
     pub now: Instant,
@@ -885,6 +888,21 @@ impl Participant {
                 "too many simulcast layers or codecs".into(),
             ));
         }
+        let mut layers = t
+            .layers
+            .iter()
+            .chain(t.simulcast_codecs.iter().flat_map(|c| &c.layers));
+        if layers.any(|l| l.rid.len() > negotiation::MAX_RID_LEN) {
+            return Err(RoomError::LimitExceeded(format!(
+                "a simulcast layer's rid is longer than {} bytes",
+                negotiation::MAX_RID_LEN
+            )));
+        }
+        if t.audio_features.len() > MAX_AUDIO_FEATURES {
+            return Err(RoomError::LimitExceeded(format!(
+                "more than {MAX_AUDIO_FEATURES} audio features"
+            )));
+        }
         use pb::TrackSource as S;
         let audio_source = [S::Microphone as i32, S::ScreenShareAudio as i32].contains(&t.source);
         let video_source = [S::Camera as i32, S::ScreenShare as i32].contains(&t.source);
@@ -1073,6 +1091,16 @@ impl Participant {
         let mut fx = Effects::default();
         let sd = lkr_sdp::parse(&o.sdp)
             .map_err(|e| RoomError::InvalidArgument(format!("bad offer: {e}")))?;
+        if sd.media.iter().any(|m| {
+            m.mid
+                .as_ref()
+                .is_some_and(|mid| mid.len() > negotiation::MAX_MID_LEN)
+        }) {
+            return Err(RoomError::InvalidArgument(format!(
+                "bad offer: a mid is longer than {} bytes",
+                negotiation::MAX_MID_LEN
+            )));
+        }
         let mut t = match self.pub_t.take() {
             Some(t) => t,
             None => self.new_transport(ctx, pb::SignalTarget::Publisher, Vec::new()),

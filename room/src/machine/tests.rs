@@ -2515,3 +2515,114 @@ fn a_name_update_is_held_to_the_name_limit() {
     );
     assert_eq!(w.participant("alice").name, "n".repeat(256));
 }
+
+#[test]
+fn add_track_bounds_the_layers_rids_and_audio_features_it_keeps() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.clear();
+    let layer = |rid: &str| pb::VideoLayer {
+        quality: 2,
+        width: 1280,
+        height: 720,
+        rid: rid.into(),
+        ..Default::default()
+    };
+    let video = |cid: &str, layers: Vec<pb::VideoLayer>| pb::AddTrackRequest {
+        cid: cid.into(),
+        r#type: pb::TrackType::Video as i32,
+        source: pb::TrackSource::Camera as i32,
+        layers,
+        ..Default::default()
+    };
+    let long_rid = "r".repeat(100_000);
+    let requests = [
+        video("v1", vec![layer(&long_rid)]),
+        pb::AddTrackRequest {
+            simulcast_codecs: vec![pb::SimulcastCodec {
+                codec: "vp8".into(),
+                cid: "v2".into(),
+                layers: vec![layer("q"), layer(&"r".repeat(17))],
+                ..Default::default()
+            }],
+            ..video("v2", Vec::new())
+        },
+        pb::AddTrackRequest {
+            cid: "mic".into(),
+            r#type: pb::TrackType::Audio as i32,
+            source: pb::TrackSource::Microphone as i32,
+            audio_features: vec![pb::AudioTrackFeature::TfStereo as i32; 100_000],
+            ..Default::default()
+        },
+        // What the SDKs send: short rids, a few features.
+        video("v3", vec![layer("q"), layer("h"), layer(&"f".repeat(16))]),
+        pb::AddTrackRequest {
+            cid: "mic2".into(),
+            r#type: pb::TrackType::Audio as i32,
+            source: pb::TrackSource::Microphone as i32,
+            audio_features: vec![
+                pb::AudioTrackFeature::TfEchoCancellation as i32,
+                pb::AudioTrackFeature::TfNoiseSuppression as i32,
+                pb::AudioTrackFeature::TfAutoGainControl as i32,
+            ],
+            ..Default::default()
+        },
+    ];
+    for r in requests {
+        w.signal(&a, Req::AddTrack(r)).unwrap();
+    }
+    assert_eq!(
+        request_responses(&w, &a),
+        [
+            "a simulcast layer's rid is longer than 16 bytes",
+            "a simulcast layer's rid is longer than 16 bytes",
+            "more than 16 audio features",
+        ]
+        .map(|m| (
+            0,
+            pb::request_response::Reason::LimitExceeded as i32,
+            m.to_string()
+        ))
+    );
+    let published: Vec<&str> = w
+        .to(&a)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::TrackPublished(t) => Some(t.cid.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, ["v3", "mic2"]);
+}
+
+#[test]
+fn an_offer_with_a_long_mid_is_refused_whole() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let track = w.publish_audio(&a, "c");
+    w.clear();
+    let with_mid = |mid: &str| {
+        client_offer(&[Sec::Data, Sec::SendAudio("c")])
+            .replace("BUNDLE 0 1", &format!("BUNDLE 0 {mid}"))
+            .replace("a=mid:1\r\n", &format!("a=mid:{mid}\r\n"))
+    };
+    let long = "m".repeat(100_000);
+    let e = w.offer(&a, with_mid(&long)).unwrap_err();
+    assert_eq!(
+        e,
+        RoomError::InvalidArgument("bad offer: a mid is longer than 32 bytes".into())
+    );
+    assert_eq!(e.fault(), Fault::Invalid);
+    assert!(w.media.is_empty(), "{:?}", w.media);
+    assert!(w.signals.is_empty());
+    assert!(w.participant("alice").tracks.is_empty());
+    // A mid of 32 bytes publishes the track under it.
+    let mid = "m".repeat(32);
+    w.offer(&a, with_mid(&mid)).unwrap();
+    let record = w.participant("alice");
+    assert_eq!(record.tracks.len(), 1);
+    assert_eq!(
+        (record.tracks[0].sid.as_str(), &record.tracks[0].mid),
+        (track.as_str(), &mid)
+    );
+}
