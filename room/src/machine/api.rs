@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use lkr_proto::pb;
 
+use super::participant::{check_subscription_update, subscription_targets};
 use super::{Machine, Resp, RoomEvent};
 use crate::{CreateRoom, RoomError};
 
@@ -194,13 +195,13 @@ impl Machine {
             .info
             .sid
             .clone();
+        check_subscription_update(&req.track_sids, &req.participant_tracks)?;
         if !self.participants.contains_key(&psid) {
             return Ok(());
         }
-        let mut sids: Vec<String> = req.track_sids.clone();
-        for pt in &req.participant_tracks {
-            sids.extend(pt.track_sids.iter().cloned());
-        }
+        // Participants named without tracks name none here, as before.
+        let (sids, _) =
+            subscription_targets(req.track_sids.clone(), req.participant_tracks.clone());
         for sid in sids {
             if req.subscribe {
                 let offer = self

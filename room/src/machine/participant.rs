@@ -25,6 +25,56 @@ use super::{ANSWER_DELAY, Config, Join, Leaving, MAX_DEFERRED, Outbox, Resp, Tra
 use crate::RoomError;
 use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
 
+/// Most track sids one subscription update may name (its own and its participants' lists
+/// together); the SDKs name one at a time.
+pub const MAX_SUBSCRIPTION_TRACKS: usize = 1024;
+/// Most participants one subscription update may name.
+pub const MAX_SUBSCRIPTION_PARTICIPANTS: usize = 1024;
+
+/// Refuses a subscription update (signalling or Twirp) that names too much.
+pub(crate) fn check_subscription_update(
+    track_sids: &[String],
+    participant_tracks: &[pb::ParticipantTracks],
+) -> Result<(), RoomError> {
+    let tracks = participant_tracks.iter().fold(track_sids.len(), |n, pt| {
+        n.saturating_add(pt.track_sids.len())
+    });
+    if tracks > MAX_SUBSCRIPTION_TRACKS || participant_tracks.len() > MAX_SUBSCRIPTION_PARTICIPANTS
+    {
+        return Err(RoomError::LimitExceeded(format!(
+            "a subscription update may name at most {MAX_SUBSCRIPTION_TRACKS} tracks and \
+             {MAX_SUBSCRIPTION_PARTICIPANTS} participants"
+        )));
+    }
+    Ok(())
+}
+
+/// What a subscription update names, each once in the order first named: track sids, and
+/// the participants whose tracks are all meant (those named without tracks).
+pub(crate) fn subscription_targets(
+    track_sids: Vec<String>,
+    participant_tracks: Vec<pb::ParticipantTracks>,
+) -> (Vec<String>, Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut sids = Vec::new();
+    let mut seen_participants = std::collections::HashSet::new();
+    let mut participants = Vec::new();
+    let mut named = track_sids;
+    for pt in participant_tracks {
+        if !pt.track_sids.is_empty() {
+            named.extend(pt.track_sids);
+        } else if seen_participants.insert(pt.participant_sid.clone()) {
+            participants.push(pt.participant_sid);
+        }
+    }
+    for sid in named {
+        if seen.insert(sid.clone()) {
+            sids.push(sid);
+        }
+    }
+    (sids, participants)
+}
+
 /// Most audio features one add_track may list (LiveKit defines seven).
 const MAX_AUDIO_FEATURES: usize = 16;
 
@@ -426,6 +476,11 @@ impl Participant {
         }
     }
 
+    /// The sids of the tracks it publishes.
+    pub fn published_tracks(&self) -> impl Iterator<Item = &String> {
+        self.published.values()
+    }
+
     /// The downstream track `track_sid`, if it receives it.
     pub fn downstream(&self, track_sid: &str) -> Option<&TrackOffer> {
         self.downs.get(track_sid).map(|d| &d.offer)
@@ -590,22 +645,7 @@ impl Participant {
             Req::Trickle(_) => {}
             Req::AddTrack(t) => self.handle_add_track(ctx, t),
             Req::Mute(m) => fx.mute = Some((m.sid, m.muted)),
-            Req::Subscription(u) => {
-                tracing::debug!(participant = %self.psid, tracks = ?u.track_sids, subscribe = u.subscribe, "subscription update");
-                for sid in &u.track_sids {
-                    fx.subscriptions.push((sid.clone(), u.subscribe));
-                }
-                for pt in &u.participant_tracks {
-                    if pt.track_sids.is_empty() {
-                        fx.subscriptions_of
-                            .push((pt.participant_sid.clone(), u.subscribe));
-                    } else {
-                        for sid in &pt.track_sids {
-                            fx.subscriptions.push((sid.clone(), u.subscribe));
-                        }
-                    }
-                }
-            }
+            Req::Subscription(u) => return Ok(self.update_subscription(ctx, u)),
             Req::TrackSetting(ts) => return Ok(self.handle_track_setting(ctx, &ts)),
             Req::Leave(_) => fx.leave = Some(Leaving::Client),
             Req::Ping(_) => self.send(ctx, Resp::Pong(ctx.wall_ms)),
@@ -623,6 +663,31 @@ impl Participant {
             _ => {}
         }
         Ok(fx)
+    }
+
+    /// UpdateSubscription: the tracks named, and every track of the participants named
+    /// without tracks, each once. An update naming more than [`MAX_SUBSCRIPTION_TRACKS`]
+    /// tracks or [`MAX_SUBSCRIPTION_PARTICIPANTS`] participants is refused whole: each name
+    /// costs a lookup and, for an unknown track, an answer.
+    fn update_subscription(&mut self, ctx: &mut Ctx<'_>, u: pb::UpdateSubscription) -> Effects {
+        let mut fx = Effects::default();
+        if let Err(e) = check_subscription_update(&u.track_sids, &u.participant_tracks) {
+            tracing::debug!(participant = %self.psid, "subscription update refused: {e}");
+            self.send(
+                ctx,
+                Resp::RequestResponse(pb::RequestResponse {
+                    reason: e.request_reason() as i32,
+                    message: e.to_string(),
+                    ..Default::default()
+                }),
+            );
+            return fx;
+        }
+        tracing::debug!(participant = %self.psid, tracks = u.track_sids.len(), participants = u.participant_tracks.len(), subscribe = u.subscribe, "subscription update");
+        let (sids, participants) = subscription_targets(u.track_sids, u.participant_tracks);
+        fx.subscriptions = sids.into_iter().map(|s| (s, u.subscribe)).collect();
+        fx.subscriptions_of = participants.into_iter().map(|p| (p, u.subscribe)).collect();
+        fx
     }
 
     /// UpdateTrackSettings: pause or resume, and the simulcast layer this subscriber gets

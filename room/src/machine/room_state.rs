@@ -423,15 +423,23 @@ impl Machine {
             .map(|t| t.offer.clone())
     }
 
-    /// The sids of tracks published by `participant_sid` in the participant's room.
+    /// The sids of tracks published by `participant_sid` in the participant's room, from
+    /// the publisher's own list: the cost is its tracks, not the node's.
     fn tracks_of(&self, psid: &str, participant_sid: &str) -> Vec<String> {
-        let Some(room) = self.participants.get(psid).map(|p| p.room()) else {
+        let (Some(room), Some(publisher)) = (
+            self.participants.get(psid).map(|p| p.room()),
+            self.participants.get(participant_sid),
+        ) else {
             return Vec::new();
         };
-        self.tracks
-            .iter()
-            .filter(|(_, t)| t.room == room && t.publisher_sid == participant_sid)
-            .map(|(sid, _)| sid.clone())
+        publisher
+            .published_tracks()
+            .filter(|sid| {
+                self.tracks
+                    .get(*sid)
+                    .is_some_and(|t| t.room == room && t.publisher_sid == participant_sid)
+            })
+            .cloned()
             .collect()
     }
 

@@ -2626,3 +2626,114 @@ fn an_offer_with_a_long_mid_is_refused_whole() {
         (track.as_str(), &mid)
     );
 }
+
+fn subscription_responses(w: &World, who: &str) -> Vec<String> {
+    w.to(who)
+        .iter()
+        .filter_map(|m| match m {
+            Resp::SubscriptionResponse(r) => Some(r.track_sid.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscription_update_names_a_bounded_number_of_tracks_each_once() {
+    let mut w = World::new();
+    let (b, track) = bob_receives_alices_audio(&mut w);
+    let alice = w.participant("alice").sid;
+    w.clear();
+    let update = |track_sids: Vec<String>, participant_tracks: Vec<pb::ParticipantTracks>| {
+        Req::Subscription(pb::UpdateSubscription {
+            track_sids,
+            participant_tracks,
+            subscribe: true,
+        })
+    };
+    // The same unknown sid named as often as allowed is answered once.
+    w.signal(
+        &b,
+        update(vec!["TR_nope".into(); MAX_SUBSCRIPTION_TRACKS], Vec::new()),
+    )
+    .unwrap();
+    assert_eq!(subscription_responses(&w, &b), ["TR_nope"]);
+
+    // Past the cap, in either list, the update is refused whole: no answer per name.
+    let limit = MAX_SUBSCRIPTION_TRACKS;
+    let unknown: Vec<String> = (0..=limit).map(|i| format!("TR_{i}")).collect();
+    let by_participant = vec![pb::ParticipantTracks {
+        participant_sid: alice.clone(),
+        track_sids: unknown.clone(),
+    }];
+    let empty_entries = vec![
+        pb::ParticipantTracks {
+            participant_sid: alice.clone(),
+            track_sids: Vec::new(),
+        };
+        MAX_SUBSCRIPTION_PARTICIPANTS + 1
+    ];
+    w.clear();
+    for (sids, pts) in [
+        (vec![String::new(); 1_000_000], Vec::new()),
+        (unknown, Vec::new()),
+        (Vec::new(), by_participant),
+        (Vec::new(), empty_entries),
+    ] {
+        w.signal(&b, update(sids, pts)).unwrap();
+    }
+    assert!(subscription_responses(&w, &b).is_empty());
+    let message = format!(
+        "a subscription update may name at most {MAX_SUBSCRIPTION_TRACKS} tracks and \
+         {MAX_SUBSCRIPTION_PARTICIPANTS} participants"
+    );
+    let limit_exceeded = pb::request_response::Reason::LimitExceeded as i32;
+    assert_eq!(
+        request_responses(&w, &b),
+        vec![(0, limit_exceeded, message.clone()); 4]
+    );
+    assert_eq!(
+        w.m.participants[&b].downstream(&track).map(|_| ()),
+        Some(())
+    );
+
+    // At the cap it goes through: an unsubscription by participant, many times over.
+    w.clear();
+    let entries = vec![
+        pb::ParticipantTracks {
+            participant_sid: alice.clone(),
+            track_sids: Vec::new(),
+        };
+        MAX_SUBSCRIPTION_PARTICIPANTS
+    ];
+    w.signal(
+        &b,
+        Req::Subscription(pb::UpdateSubscription {
+            participant_tracks: entries,
+            subscribe: false,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(w.m.participants[&b].downstream(&track).is_none());
+    assert!(request_responses(&w, &b).is_empty());
+
+    // UpdateSubscriptions (Twirp) is held to the same caps.
+    let req = pb::UpdateSubscriptionsRequest {
+        room: "r".into(),
+        identity: "bob".into(),
+        track_sids: vec![track.clone(); limit + 1],
+        subscribe: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        w.m.api_update_subscriptions(w.now, &req),
+        Err(RoomError::LimitExceeded(message))
+    );
+    assert!(w.m.participants[&b].downstream(&track).is_none());
+    let req = pb::UpdateSubscriptionsRequest {
+        track_sids: vec![track.clone(); limit],
+        ..req
+    };
+    w.m.api_update_subscriptions(w.now, &req).unwrap();
+    assert!(w.m.participants[&b].downstream(&track).is_some());
+}
