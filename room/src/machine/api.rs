@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use lkr_proto::pb;
 
-use super::participant::{check_subscription_update, subscription_targets};
+use super::participant::{MAX_DATA_DESTINATIONS, check_subscription_update, subscription_targets};
 use super::{Machine, Resp, RoomEvent};
 use crate::{CreateRoom, RoomError};
 
@@ -223,6 +223,11 @@ impl Machine {
     #[allow(deprecated)] // kind and the inner destination fields are still read by clients
     pub fn api_send_data(&mut self, req: &pb::SendDataRequest) -> Result<(), RoomError> {
         self.rooms.get(&req.room)?;
+        if req.destination_identities.len() > MAX_DATA_DESTINATIONS {
+            return Err(RoomError::LimitExceeded(format!(
+                "a data packet may name at most {MAX_DATA_DESTINATIONS} destinations"
+            )));
+        }
         let reliable = req.kind != pb::data_packet::Kind::Lossy as i32;
         let packet = pb::DataPacket {
             kind: req.kind,

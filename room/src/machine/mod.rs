@@ -43,7 +43,9 @@ use participant::{Ctx, Effects, Participant};
 
 pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
 pub use node_view::PublishedTrack;
-pub use participant::{MAX_SUBSCRIPTION_PARTICIPANTS, MAX_SUBSCRIPTION_TRACKS, wanted_quality};
+pub use participant::{
+    MAX_DATA_DESTINATIONS, MAX_SUBSCRIPTION_PARTICIPANTS, MAX_SUBSCRIPTION_TRACKS, wanted_quality,
+};
 pub use whep::PlayOffer;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.

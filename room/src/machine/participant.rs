@@ -75,6 +75,11 @@ pub(crate) fn subscription_targets(
     (sids, participants)
 }
 
+/// Longest data packet nonce remembered for de-duplication: LiveKit's is 16 bytes.
+const MAX_NONCE_LEN: usize = 16;
+/// Most destination identities one data packet may name.
+pub const MAX_DATA_DESTINATIONS: usize = 1024;
+
 /// Most audio features one add_track may list (LiveKit defines seven).
 const MAX_AUDIO_FEATURES: usize = 16;
 
@@ -992,7 +997,9 @@ impl Participant {
 
     /// A DataPacket from the client: checked, stamped with the sender, to be forwarded
     /// (LiveKit's rules: canPublishData, reliable sequence and nonce dedupe, destinations,
-    /// never back to the sender, same kind of channel out as in).
+    /// never back to the sender, same kind of channel out as in). A packet naming more than
+    /// [`MAX_DATA_DESTINATIONS`] destinations, or with a nonce longer than LiveKit's 16
+    /// bytes, is dropped.
     pub fn handle_data(&mut self, label: &str, data: &[u8]) -> Effects {
         let mut fx = Effects::default();
         let reliable = match label {
@@ -1015,6 +1022,16 @@ impl Participant {
             self.last_data_sequence = pkt.sequence;
         }
         use pb::data_packet::Value;
+        #[allow(deprecated)] // the SDKs still send the inner destinations
+        let destinations = match &pkt.value {
+            Some(Value::User(u)) => u.destination_identities.len(),
+            _ => 0,
+        }
+        .max(pkt.destination_identities.len());
+        if destinations > MAX_DATA_DESTINATIONS {
+            tracing::debug!(participant = %self.psid, destinations, "data packet to too many destinations dropped");
+            return fx;
+        }
         let hidden = self.permission.hidden;
         let identity = if hidden {
             String::new()
@@ -1028,6 +1045,12 @@ impl Participant {
         };
         match &mut pkt.value {
             Some(Value::User(u)) => {
+                if u.nonce.len() > MAX_NONCE_LEN {
+                    // LiveKit's nonce is 16 bytes or absent; a longer one would make the
+                    // remembered nonces as large as the packets.
+                    tracing::debug!(participant = %self.psid, len = u.nonce.len(), "data packet with an over-long nonce dropped");
+                    return fx;
+                }
                 if !u.nonce.is_empty() {
                     if self.seen_nonces.contains(&u.nonce) {
                         return fx;

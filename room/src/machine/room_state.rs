@@ -1,7 +1,7 @@
 //! The machine's room-level state changes: signal requests, published tracks, subscriptions,
 //! dynacast, data forwarding.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use lkr_proto::pb;
@@ -453,11 +453,13 @@ impl Machine {
         data: bytes::Bytes,
         destinations: &[String],
     ) {
+        // Looked up once per member: the cost is the room's size plus the list's.
+        let named: HashSet<&str> = destinations.iter().map(String::as_str).collect();
         for (sid, p) in super::members_of(&self.members, &self.participants, room) {
             if Some(sid.as_str()) == from {
                 continue;
             }
-            if !destinations.is_empty() && !destinations.iter().any(|d| d == p.identity()) {
+            if !named.is_empty() && !named.contains(p.identity()) {
                 continue;
             }
             if let Some(peer) = p.data_peer() {

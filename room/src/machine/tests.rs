@@ -2737,3 +2737,75 @@ fn a_subscription_update_names_a_bounded_number_of_tracks_each_once() {
     w.m.api_update_subscriptions(w.now, &req).unwrap();
     assert!(w.m.participants[&b].downstream(&track).is_some());
 }
+
+#[test]
+fn data_packets_name_a_bounded_number_of_destinations_and_short_nonces() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let c = w.join("carol", false);
+    let pa = w.answer_subscriber(&a);
+    let pb_ = w.answer_subscriber(&b);
+    w.answer_subscriber(&c);
+    #[allow(deprecated)]
+    let mut send = |outer: Vec<String>, inner: Vec<String>, nonce: Vec<u8>| {
+        w.clear();
+        let pkt = pb::DataPacket {
+            destination_identities: outer,
+            value: Some(pb::data_packet::Value::User(pb::UserPacket {
+                payload: b"hi".to_vec(),
+                destination_identities: inner,
+                nonce,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        w.media_event(Event::Data {
+            peer: pa,
+            label: "_reliable".into(),
+            binary: true,
+            data: prost::Message::encode_to_vec(&pkt),
+        });
+        w.media
+            .iter()
+            .filter_map(|c| match c {
+                Command::SendData { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect::<Vec<PeerId>>()
+    };
+    // Bob among as many destinations as allowed: to bob alone.
+    let mut names: Vec<String> = (1..MAX_DATA_DESTINATIONS)
+        .map(|i| format!("x{i}"))
+        .collect();
+    names.push("bob".into());
+    assert_eq!(send(names.clone(), Vec::new(), Vec::new()), [pb_]);
+    assert_eq!(send(Vec::new(), names.clone(), Vec::new()), [pb_]);
+    // One more, in either list, and the packet goes nowhere.
+    names.push("x0".into());
+    assert!(send(names.clone(), Vec::new(), Vec::new()).is_empty());
+    assert!(send(Vec::new(), names.clone(), Vec::new()).is_empty());
+
+    // A 16-byte nonce (LiveKit's) is forwarded once; a longer one is not kept or forwarded.
+    let nonce = vec![7u8; 16];
+    assert_eq!(send(Vec::new(), Vec::new(), nonce.clone()).len(), 2);
+    assert!(send(Vec::new(), Vec::new(), nonce).is_empty());
+    for i in 0..100u8 {
+        assert!(send(Vec::new(), Vec::new(), vec![i; 17]).is_empty());
+    }
+    assert_eq!(send(Vec::new(), Vec::new(), Vec::new()).len(), 2);
+
+    // SendData (Twirp) is held to the same number of destinations.
+    let req = pb::SendDataRequest {
+        room: "r".into(),
+        data: b"hi".to_vec(),
+        destination_identities: names,
+        ..Default::default()
+    };
+    assert_eq!(
+        w.m.api_send_data(&req),
+        Err(RoomError::LimitExceeded(format!(
+            "a data packet may name at most {MAX_DATA_DESTINATIONS} destinations"
+        )))
+    );
+}
