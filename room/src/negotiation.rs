@@ -23,8 +23,13 @@ use lkr_sdp::ext::{
 
 /// Most simulcast layers accepted on one published section (LiveKit's q, h, f).
 pub const MAX_SIMULCAST_LAYERS: usize = 3;
-/// Longest rid accepted.
-const MAX_RID_LEN: usize = 16;
+/// Longest rid accepted: what the RTP stream id header extension carries in its one-byte
+/// form (RFC 8285 §4.2); LiveKit's rids are `q`, `h` and `f`.
+pub const MAX_RID_LEN: usize = 16;
+/// Longest mid accepted in an offer. RFC 8843 mids are short tokens (libwebrtc writes `0`,
+/// `1`, …, Firefox `sdparta_0`, …); a mid is kept for each section and in each published
+/// track's record.
+pub const MAX_MID_LEN: usize = 32;
 
 /// Extensions accepted from publishers.
 const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_TWCC];

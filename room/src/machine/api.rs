@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use lkr_proto::pb;
 
+use super::participant::{MAX_DATA_DESTINATIONS, check_subscription_update, subscription_targets};
 use super::{Machine, Resp, RoomEvent};
 use crate::{CreateRoom, RoomError};
 
@@ -128,8 +129,14 @@ impl Machine {
         now: Instant,
         req: &pb::UpdateParticipantRequest,
     ) -> Result<pb::ParticipantInfo, RoomError> {
+        let current = &self.rooms.participant(&req.room, &req.identity)?.info;
         self.config
-            .check_limits(&req.metadata, &req.attributes)
+            .check_limits(&req.metadata, std::iter::empty())
+            .and_then(|()| self.config.check_name(&req.name))
+            .and_then(|()| {
+                self.config
+                    .check_merged_attributes(&current.attributes, &req.attributes)
+            })
             .map_err(RoomError::InvalidArgument)?;
         let (_, info) = self
             .rooms
@@ -188,13 +195,13 @@ impl Machine {
             .info
             .sid
             .clone();
+        check_subscription_update(&req.track_sids, &req.participant_tracks)?;
         if !self.participants.contains_key(&psid) {
             return Ok(());
         }
-        let mut sids: Vec<String> = req.track_sids.clone();
-        for pt in &req.participant_tracks {
-            sids.extend(pt.track_sids.iter().cloned());
-        }
+        // Participants named without tracks name none here, as before.
+        let (sids, _) =
+            subscription_targets(req.track_sids.clone(), req.participant_tracks.clone());
         for sid in sids {
             if req.subscribe {
                 let offer = self
@@ -216,6 +223,11 @@ impl Machine {
     #[allow(deprecated)] // kind and the inner destination fields are still read by clients
     pub fn api_send_data(&mut self, req: &pb::SendDataRequest) -> Result<(), RoomError> {
         self.rooms.get(&req.room)?;
+        if req.destination_identities.len() > MAX_DATA_DESTINATIONS {
+            return Err(RoomError::LimitExceeded(format!(
+                "a data packet may name at most {MAX_DATA_DESTINATIONS} destinations"
+            )));
+        }
         let reliable = req.kind != pb::data_packet::Kind::Lossy as i32;
         let packet = pb::DataPacket {
             kind: req.kind,

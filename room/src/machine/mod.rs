@@ -43,7 +43,9 @@ use participant::{Ctx, Effects, Participant};
 
 pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
 pub use node_view::PublishedTrack;
-pub use participant::wanted_quality;
+pub use participant::{
+    MAX_DATA_DESTINATIONS, MAX_SUBSCRIPTION_PARTICIPANTS, MAX_SUBSCRIPTION_TRACKS, wanted_quality,
+};
 pub use whep::PlayOffer;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.
@@ -165,11 +167,45 @@ impl Config {
             ));
         }
         let size: usize = attributes.into_iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.check_attributes_size(size)
+    }
+
+    /// Checks the attributes a participant would hold once `update` is merged into
+    /// `current` (as LiveKit merges them: an empty value deletes its key) against the
+    /// limit, which covers all of a participant's attributes, not one request's.
+    pub fn check_merged_attributes(
+        &self,
+        current: &HashMap<String, String>,
+        update: &HashMap<String, String>,
+    ) -> Result<(), String> {
+        let kept: usize = current
+            .iter()
+            .filter(|(k, _)| !update.contains_key(*k))
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        let added: usize = update
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        self.check_attributes_size(kept + added)
+    }
+
+    fn check_attributes_size(&self, size: usize) -> Result<(), String> {
         if self.max_attributes_size > 0 && size > self.max_attributes_size {
             return Err(format!(
                 "attributes are {size} bytes, larger than the limit of {}",
                 self.max_attributes_size
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks a participant name against `limit.max_participant_name_length`.
+    pub fn check_name(&self, name: &str) -> Result<(), String> {
+        let max = self.limits.max_participant_name_length;
+        if max > 0 && name.len() > max {
+            return Err(format!("participant name is longer than {max} bytes"));
         }
         Ok(())
     }
@@ -749,9 +785,6 @@ impl Machine {
             tracing::info!(room = %j.room, "room created by join");
             self.out.event(RoomEvent::RoomStarted { room });
         }
-        self.check_join(&j)?;
-        let ms = self.clock.ms(now);
-        let psid = id::new_id(id::PARTICIPANT_PREFIX);
         let mut metadata = j.claims.metadata.clone();
         let mut attributes: HashMap<String, String> =
             j.claims.attributes.clone().into_iter().collect();
@@ -761,6 +794,9 @@ impl Machine {
             }
             attributes.extend(j.attributes.clone());
         }
+        self.check_join(&j, &attributes)?;
+        let ms = self.clock.ms(now);
+        let psid = id::new_id(id::PARTICIPANT_PREFIX);
         let info = pb::ParticipantInfo {
             sid: psid.clone(),
             identity: j.identity.clone(),
@@ -928,20 +964,18 @@ impl Machine {
         }
     }
 
-    /// The sizes a join brings in (token and join request) against the limits.
-    fn check_join(&self, j: &Join) -> Result<(), RoomError> {
+    /// The sizes a join brings in (token and join request) against the limits;
+    /// `attributes` are the participant's, the token's and the request's merged.
+    fn check_join(&self, j: &Join, attributes: &HashMap<String, String>) -> Result<(), RoomError> {
         let max_identity = self.config.limits.max_participant_identity_length;
         if max_identity > 0 && j.identity.len() > max_identity {
             return Err(RoomError::LimitExceeded(format!(
                 "participant identity is longer than {max_identity} bytes"
             )));
         }
-        let max_name = self.config.limits.max_participant_name_length;
-        if max_name > 0 && j.claims.name.len() > max_name {
-            return Err(RoomError::LimitExceeded(format!(
-                "participant name is longer than {max_name} bytes"
-            )));
-        }
+        self.config
+            .check_name(&j.claims.name)
+            .map_err(RoomError::LimitExceeded)?;
         let metadata = j.metadata.as_deref().unwrap_or_default();
         for m in [j.claims.metadata.as_str(), metadata] {
             self.config
@@ -953,6 +987,9 @@ impl Machine {
             .map_err(RoomError::LimitExceeded)?;
         self.config
             .check_limits("", j.attributes.iter())
+            .map_err(RoomError::LimitExceeded)?;
+        self.config
+            .check_limits("", attributes)
             .map_err(RoomError::LimitExceeded)?;
         Ok(())
     }
@@ -967,6 +1004,7 @@ impl Machine {
     ) -> Result<(), RoomError> {
         let Machine {
             participants,
+            rooms,
             out,
             next_id,
             config,
@@ -983,6 +1021,7 @@ impl Machine {
             out,
             next_id,
             config,
+            rooms,
             peer_owner,
         };
         let effects = f(p, &mut ctx);

@@ -25,6 +25,64 @@ use super::{ANSWER_DELAY, Config, Join, Leaving, MAX_DEFERRED, Outbox, Resp, Tra
 use crate::RoomError;
 use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
 
+/// Most track sids one subscription update may name (its own and its participants' lists
+/// together); the SDKs name one at a time.
+pub const MAX_SUBSCRIPTION_TRACKS: usize = 1024;
+/// Most participants one subscription update may name.
+pub const MAX_SUBSCRIPTION_PARTICIPANTS: usize = 1024;
+
+/// Refuses a subscription update (signalling or Twirp) that names too much.
+pub(crate) fn check_subscription_update(
+    track_sids: &[String],
+    participant_tracks: &[pb::ParticipantTracks],
+) -> Result<(), RoomError> {
+    let tracks = participant_tracks.iter().fold(track_sids.len(), |n, pt| {
+        n.saturating_add(pt.track_sids.len())
+    });
+    if tracks > MAX_SUBSCRIPTION_TRACKS || participant_tracks.len() > MAX_SUBSCRIPTION_PARTICIPANTS
+    {
+        return Err(RoomError::LimitExceeded(format!(
+            "a subscription update may name at most {MAX_SUBSCRIPTION_TRACKS} tracks and \
+             {MAX_SUBSCRIPTION_PARTICIPANTS} participants"
+        )));
+    }
+    Ok(())
+}
+
+/// What a subscription update names, each once in the order first named: track sids, and
+/// the participants whose tracks are all meant (those named without tracks).
+pub(crate) fn subscription_targets(
+    track_sids: Vec<String>,
+    participant_tracks: Vec<pb::ParticipantTracks>,
+) -> (Vec<String>, Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut sids = Vec::new();
+    let mut seen_participants = std::collections::HashSet::new();
+    let mut participants = Vec::new();
+    let mut named = track_sids;
+    for pt in participant_tracks {
+        if !pt.track_sids.is_empty() {
+            named.extend(pt.track_sids);
+        } else if seen_participants.insert(pt.participant_sid.clone()) {
+            participants.push(pt.participant_sid);
+        }
+    }
+    for sid in named {
+        if seen.insert(sid.clone()) {
+            sids.push(sid);
+        }
+    }
+    (sids, participants)
+}
+
+/// Longest data packet nonce remembered for de-duplication: LiveKit's is 16 bytes.
+const MAX_NONCE_LEN: usize = 16;
+/// Most destination identities one data packet may name.
+pub const MAX_DATA_DESTINATIONS: usize = 1024;
+
+/// Most audio features one add_track may list (LiveKit defines seven).
+const MAX_AUDIO_FEATURES: usize = 16;
+
 /// What a participant's handler may use besides the participant itself.
 pub(crate) struct Ctx<'a> {
     pub now: Instant,
@@ -32,6 +90,8 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut Outbox,
     pub next_id: &'a mut u64,
     pub config: &'a Config,
+    /// The rooms' records (the participant's own among them), read-only.
+    pub rooms: &'a crate::Rooms,
     pub peer_owner: &'a mut HashMap<PeerId, String>,
 }
 
@@ -421,6 +481,11 @@ impl Participant {
         }
     }
 
+    /// The sids of the tracks it publishes.
+    pub fn published_tracks(&self) -> impl Iterator<Item = &String> {
+        self.published.values()
+    }
+
     /// The downstream track `track_sid`, if it receives it.
     pub fn downstream(&self, track_sid: &str) -> Option<&TrackOffer> {
         self.downs.get(track_sid).map(|d| &d.offer)
@@ -585,22 +650,7 @@ impl Participant {
             Req::Trickle(_) => {}
             Req::AddTrack(t) => self.handle_add_track(ctx, t),
             Req::Mute(m) => fx.mute = Some((m.sid, m.muted)),
-            Req::Subscription(u) => {
-                tracing::debug!(participant = %self.psid, tracks = ?u.track_sids, subscribe = u.subscribe, "subscription update");
-                for sid in &u.track_sids {
-                    fx.subscriptions.push((sid.clone(), u.subscribe));
-                }
-                for pt in &u.participant_tracks {
-                    if pt.track_sids.is_empty() {
-                        fx.subscriptions_of
-                            .push((pt.participant_sid.clone(), u.subscribe));
-                    } else {
-                        for sid in &pt.track_sids {
-                            fx.subscriptions.push((sid.clone(), u.subscribe));
-                        }
-                    }
-                }
-            }
+            Req::Subscription(u) => return Ok(self.update_subscription(ctx, u)),
             Req::TrackSetting(ts) => return Ok(self.handle_track_setting(ctx, &ts)),
             Req::Leave(_) => fx.leave = Some(Leaving::Client),
             Req::Ping(_) => self.send(ctx, Resp::Pong(ctx.wall_ms)),
@@ -618,6 +668,31 @@ impl Participant {
             _ => {}
         }
         Ok(fx)
+    }
+
+    /// UpdateSubscription: the tracks named, and every track of the participants named
+    /// without tracks, each once. An update naming more than [`MAX_SUBSCRIPTION_TRACKS`]
+    /// tracks or [`MAX_SUBSCRIPTION_PARTICIPANTS`] participants is refused whole: each name
+    /// costs a lookup and, for an unknown track, an answer.
+    fn update_subscription(&mut self, ctx: &mut Ctx<'_>, u: pb::UpdateSubscription) -> Effects {
+        let mut fx = Effects::default();
+        if let Err(e) = check_subscription_update(&u.track_sids, &u.participant_tracks) {
+            tracing::debug!(participant = %self.psid, "subscription update refused: {e}");
+            self.send(
+                ctx,
+                Resp::RequestResponse(pb::RequestResponse {
+                    reason: e.request_reason() as i32,
+                    message: e.to_string(),
+                    ..Default::default()
+                }),
+            );
+            return fx;
+        }
+        tracing::debug!(participant = %self.psid, tracks = u.track_sids.len(), participants = u.participant_tracks.len(), subscribe = u.subscribe, "subscription update");
+        let (sids, participants) = subscription_targets(u.track_sids, u.participant_tracks);
+        fx.subscriptions = sids.into_iter().map(|s| (s, u.subscribe)).collect();
+        fx.subscriptions_of = participants.into_iter().map(|p| (p, u.subscribe)).collect();
+        fx
     }
 
     /// UpdateTrackSettings: pause or resume, and the simulcast layer this subscriber gets
@@ -680,7 +755,20 @@ impl Participant {
             );
             return fx;
         }
-        if let Err(msg) = ctx.config.check_limits(&u.metadata, &u.attributes) {
+        // The attributes limit covers what the participant holds once the update is merged,
+        // so that updates of new keys cannot add up past it.
+        let no_attributes = HashMap::new();
+        let current = ctx
+            .rooms
+            .participant(&self.room, &self.identity)
+            .map(|r| &r.info.attributes)
+            .unwrap_or(&no_attributes);
+        let checked = ctx
+            .config
+            .check_limits(&u.metadata, std::iter::empty())
+            .and_then(|()| ctx.config.check_name(&u.name))
+            .and_then(|()| ctx.config.check_merged_attributes(current, &u.attributes));
+        if let Err(msg) = checked {
             self.send(
                 ctx,
                 Resp::RequestResponse(pb::RequestResponse {
@@ -870,6 +958,21 @@ impl Participant {
                 "too many simulcast layers or codecs".into(),
             ));
         }
+        let mut layers = t
+            .layers
+            .iter()
+            .chain(t.simulcast_codecs.iter().flat_map(|c| &c.layers));
+        if layers.any(|l| l.rid.len() > negotiation::MAX_RID_LEN) {
+            return Err(RoomError::LimitExceeded(format!(
+                "a simulcast layer's rid is longer than {} bytes",
+                negotiation::MAX_RID_LEN
+            )));
+        }
+        if t.audio_features.len() > MAX_AUDIO_FEATURES {
+            return Err(RoomError::LimitExceeded(format!(
+                "more than {MAX_AUDIO_FEATURES} audio features"
+            )));
+        }
         use pb::TrackSource as S;
         let audio_source = [S::Microphone as i32, S::ScreenShareAudio as i32].contains(&t.source);
         let video_source = [S::Camera as i32, S::ScreenShare as i32].contains(&t.source);
@@ -894,7 +997,9 @@ impl Participant {
 
     /// A DataPacket from the client: checked, stamped with the sender, to be forwarded
     /// (LiveKit's rules: canPublishData, reliable sequence and nonce dedupe, destinations,
-    /// never back to the sender, same kind of channel out as in).
+    /// never back to the sender, same kind of channel out as in). A packet naming more than
+    /// [`MAX_DATA_DESTINATIONS`] destinations, or with a nonce longer than LiveKit's 16
+    /// bytes, is dropped.
     pub fn handle_data(&mut self, label: &str, data: &[u8]) -> Effects {
         let mut fx = Effects::default();
         let reliable = match label {
@@ -917,6 +1022,16 @@ impl Participant {
             self.last_data_sequence = pkt.sequence;
         }
         use pb::data_packet::Value;
+        #[allow(deprecated)] // the SDKs still send the inner destinations
+        let destinations = match &pkt.value {
+            Some(Value::User(u)) => u.destination_identities.len(),
+            _ => 0,
+        }
+        .max(pkt.destination_identities.len());
+        if destinations > MAX_DATA_DESTINATIONS {
+            tracing::debug!(participant = %self.psid, destinations, "data packet to too many destinations dropped");
+            return fx;
+        }
         let hidden = self.permission.hidden;
         let identity = if hidden {
             String::new()
@@ -930,6 +1045,12 @@ impl Participant {
         };
         match &mut pkt.value {
             Some(Value::User(u)) => {
+                if u.nonce.len() > MAX_NONCE_LEN {
+                    // LiveKit's nonce is 16 bytes or absent; a longer one would make the
+                    // remembered nonces as large as the packets.
+                    tracing::debug!(participant = %self.psid, len = u.nonce.len(), "data packet with an over-long nonce dropped");
+                    return fx;
+                }
                 if !u.nonce.is_empty() {
                     if self.seen_nonces.contains(&u.nonce) {
                         return fx;
@@ -1058,6 +1179,16 @@ impl Participant {
         let mut fx = Effects::default();
         let sd = lkr_sdp::parse(&o.sdp)
             .map_err(|e| RoomError::InvalidArgument(format!("bad offer: {e}")))?;
+        if sd.media.iter().any(|m| {
+            m.mid
+                .as_ref()
+                .is_some_and(|mid| mid.len() > negotiation::MAX_MID_LEN)
+        }) {
+            return Err(RoomError::InvalidArgument(format!(
+                "bad offer: a mid is longer than {} bytes",
+                negotiation::MAX_MID_LEN
+            )));
+        }
         let mut t = match self.pub_t.take() {
             Some(t) => t,
             None => self.new_transport(ctx, pb::SignalTarget::Publisher, Vec::new()),

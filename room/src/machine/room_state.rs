@@ -1,7 +1,7 @@
 //! The machine's room-level state changes: signal requests, published tracks, subscriptions,
 //! dynacast, data forwarding.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use lkr_proto::pb;
@@ -423,15 +423,23 @@ impl Machine {
             .map(|t| t.offer.clone())
     }
 
-    /// The sids of tracks published by `participant_sid` in the participant's room.
+    /// The sids of tracks published by `participant_sid` in the participant's room, from
+    /// the publisher's own list: the cost is its tracks, not the node's.
     fn tracks_of(&self, psid: &str, participant_sid: &str) -> Vec<String> {
-        let Some(room) = self.participants.get(psid).map(|p| p.room()) else {
+        let (Some(room), Some(publisher)) = (
+            self.participants.get(psid).map(|p| p.room()),
+            self.participants.get(participant_sid),
+        ) else {
             return Vec::new();
         };
-        self.tracks
-            .iter()
-            .filter(|(_, t)| t.room == room && t.publisher_sid == participant_sid)
-            .map(|(sid, _)| sid.clone())
+        publisher
+            .published_tracks()
+            .filter(|sid| {
+                self.tracks
+                    .get(*sid)
+                    .is_some_and(|t| t.room == room && t.publisher_sid == participant_sid)
+            })
+            .cloned()
             .collect()
     }
 
@@ -445,11 +453,13 @@ impl Machine {
         data: bytes::Bytes,
         destinations: &[String],
     ) {
+        // Looked up once per member: the cost is the room's size plus the list's.
+        let named: HashSet<&str> = destinations.iter().map(String::as_str).collect();
         for (sid, p) in super::members_of(&self.members, &self.participants, room) {
             if Some(sid.as_str()) == from {
                 continue;
             }
-            if !destinations.is_empty() && !destinations.iter().any(|d| d == p.identity()) {
+            if !named.is_empty() && !named.contains(p.identity()) {
                 continue;
             }
             if let Some(peer) = p.data_peer() {

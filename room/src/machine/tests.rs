@@ -1811,6 +1811,38 @@ fn a_join_over_the_size_limits_is_refused() {
         j(ok.clone(), Some("m".repeat(65))).unwrap_err().fault(),
         Fault::Limit
     );
+    // The token's attributes and the request's fit alone, not together (64 bytes allowed).
+    let from_token = Claims {
+        sub: "x".into(),
+        attributes: [("t".to_string(), "v".repeat(39))].into_iter().collect(),
+        video: Some(VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e =
+        w.m.handle_join(
+            w.now,
+            Join {
+                attributes: [("j".to_string(), "v".repeat(39))].into_iter().collect(),
+                ..join_of("r", "x", from_token)
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        RoomError::LimitExceeded("attributes are 80 bytes, larger than the limit of 64".into())
+    );
+    let mut j = |claims: Claims, metadata: Option<String>| {
+        w.m.handle_join(
+            w.now,
+            Join {
+                metadata,
+                ..join_of("r", "x", claims)
+            },
+        )
+    };
     assert!(j(ok, None).is_ok());
 }
 
@@ -2336,4 +2368,444 @@ fn dual_pc_resubscription_takes_another_section() {
         mids.push(now[0].clone());
     }
     assert_eq!(mids[0], mids[2], "two sections taken in turn: {mids:?}");
+}
+
+/// The RequestResponses `who` got: (request id, reason, message).
+fn request_responses(w: &World, who: &str) -> Vec<(u32, i32, String)> {
+    w.to(who)
+        .iter()
+        .filter_map(|m| match m {
+            Resp::RequestResponse(r) => Some((r.request_id, r.reason, r.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An update of `who`'s own attributes, as request `request`.
+fn update_attributes(w: &mut World, who: &str, request: u32, attributes: &[(&str, &str)]) {
+    w.signal(
+        who,
+        Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            request_id: request,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.advance(ANSWER_DELAY);
+}
+
+fn attribute_bytes(info: &pb::ParticipantInfo) -> usize {
+    info.attributes.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+#[test]
+fn attribute_updates_cannot_add_up_past_the_limit() {
+    // The test config allows 64 bytes of attributes.
+    let mut w = World::new();
+    let a = w.join_with(
+        "alice",
+        false,
+        VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        },
+    );
+    w.clear();
+    let thirty = "x".repeat(30);
+    update_attributes(&mut w, &a, 1, &[("a", &thirty)]);
+    update_attributes(&mut w, &a, 2, &[("b", &thirty)]);
+    assert_eq!(attribute_bytes(&w.participant("alice")), 62);
+    // A third key of the same size is small on its own, but the total would be 93 bytes.
+    update_attributes(&mut w, &a, 3, &[("c", &thirty)]);
+    let ok = pb::request_response::Reason::Ok as i32;
+    let limit = pb::request_response::Reason::LimitExceeded as i32;
+    assert_eq!(
+        request_responses(&w, &a),
+        [
+            (1, ok, String::new()),
+            (2, ok, String::new()),
+            (
+                3,
+                limit,
+                "attributes are 93 bytes, larger than the limit of 64".into()
+            ),
+        ]
+    );
+    let record = w.participant("alice");
+    assert_eq!(attribute_bytes(&record), 62);
+    assert!(!record.attributes.contains_key("c"));
+    // An empty value deletes its key (LiveKit's rule): replacing one key with another fits.
+    w.clear();
+    update_attributes(&mut w, &a, 4, &[("a", ""), ("c", &thirty)]);
+    assert_eq!(request_responses(&w, &a), [(4, ok, String::new())]);
+    let mut keys: Vec<String> = w.participant("alice").attributes.into_keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["b", "c"]);
+
+    // UpdateParticipant (Twirp) merges the same way and refuses with the same text.
+    let add = |key: &str| pb::UpdateParticipantRequest {
+        room: "r".into(),
+        identity: "alice".into(),
+        attributes: [(key.to_string(), thirty.clone())].into_iter().collect(),
+        ..Default::default()
+    };
+    let e = w.m.api_update_participant(w.now, &add("d")).unwrap_err();
+    assert_eq!(
+        e,
+        RoomError::InvalidArgument("attributes are 93 bytes, larger than the limit of 64".into())
+    );
+    assert_eq!(e.twirp_code(), "invalid_argument");
+    assert_eq!(attribute_bytes(&w.participant("alice")), 62);
+    let mut replace = add("d");
+    replace.attributes.insert("b".into(), String::new());
+    let info = w.m.api_update_participant(w.now, &replace).unwrap();
+    assert_eq!(attribute_bytes(&info), 62);
+}
+
+#[test]
+fn a_name_update_is_held_to_the_name_limit() {
+    let mut w = World::new();
+    let a = w.join_with(
+        "alice",
+        false,
+        VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        },
+    );
+    w.clear();
+    let rename = |name: String, request_id| {
+        Req::UpdateMetadata(pb::UpdateParticipantMetadata {
+            name,
+            request_id,
+            ..Default::default()
+        })
+    };
+    w.signal(&a, rename("n".repeat(257), 1)).unwrap();
+    w.signal(&a, rename("n".repeat(256), 2)).unwrap();
+    w.advance(ANSWER_DELAY);
+    assert_eq!(
+        request_responses(&w, &a),
+        [
+            (
+                1,
+                pb::request_response::Reason::LimitExceeded as i32,
+                "participant name is longer than 256 bytes".into()
+            ),
+            (2, pb::request_response::Reason::Ok as i32, String::new()),
+        ]
+    );
+    assert_eq!(w.participant("alice").name, "n".repeat(256));
+
+    let rename = pb::UpdateParticipantRequest {
+        room: "r".into(),
+        identity: "alice".into(),
+        name: "m".repeat(100_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        w.m.api_update_participant(w.now, &rename),
+        Err(RoomError::InvalidArgument(
+            "participant name is longer than 256 bytes".into()
+        ))
+    );
+    assert_eq!(w.participant("alice").name, "n".repeat(256));
+}
+
+#[test]
+fn add_track_bounds_the_layers_rids_and_audio_features_it_keeps() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.clear();
+    let layer = |rid: &str| pb::VideoLayer {
+        quality: 2,
+        width: 1280,
+        height: 720,
+        rid: rid.into(),
+        ..Default::default()
+    };
+    let video = |cid: &str, layers: Vec<pb::VideoLayer>| pb::AddTrackRequest {
+        cid: cid.into(),
+        r#type: pb::TrackType::Video as i32,
+        source: pb::TrackSource::Camera as i32,
+        layers,
+        ..Default::default()
+    };
+    let long_rid = "r".repeat(100_000);
+    let requests = [
+        video("v1", vec![layer(&long_rid)]),
+        pb::AddTrackRequest {
+            simulcast_codecs: vec![pb::SimulcastCodec {
+                codec: "vp8".into(),
+                cid: "v2".into(),
+                layers: vec![layer("q"), layer(&"r".repeat(17))],
+                ..Default::default()
+            }],
+            ..video("v2", Vec::new())
+        },
+        pb::AddTrackRequest {
+            cid: "mic".into(),
+            r#type: pb::TrackType::Audio as i32,
+            source: pb::TrackSource::Microphone as i32,
+            audio_features: vec![pb::AudioTrackFeature::TfStereo as i32; 100_000],
+            ..Default::default()
+        },
+        // What the SDKs send: short rids, a few features.
+        video("v3", vec![layer("q"), layer("h"), layer(&"f".repeat(16))]),
+        pb::AddTrackRequest {
+            cid: "mic2".into(),
+            r#type: pb::TrackType::Audio as i32,
+            source: pb::TrackSource::Microphone as i32,
+            audio_features: vec![
+                pb::AudioTrackFeature::TfEchoCancellation as i32,
+                pb::AudioTrackFeature::TfNoiseSuppression as i32,
+                pb::AudioTrackFeature::TfAutoGainControl as i32,
+            ],
+            ..Default::default()
+        },
+    ];
+    for r in requests {
+        w.signal(&a, Req::AddTrack(r)).unwrap();
+    }
+    assert_eq!(
+        request_responses(&w, &a),
+        [
+            "a simulcast layer's rid is longer than 16 bytes",
+            "a simulcast layer's rid is longer than 16 bytes",
+            "more than 16 audio features",
+        ]
+        .map(|m| (
+            0,
+            pb::request_response::Reason::LimitExceeded as i32,
+            m.to_string()
+        ))
+    );
+    let published: Vec<&str> = w
+        .to(&a)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::TrackPublished(t) => Some(t.cid.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, ["v3", "mic2"]);
+}
+
+#[test]
+fn an_offer_with_a_long_mid_is_refused_whole() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let track = w.publish_audio(&a, "c");
+    w.clear();
+    let with_mid = |mid: &str| {
+        client_offer(&[Sec::Data, Sec::SendAudio("c")])
+            .replace("BUNDLE 0 1", &format!("BUNDLE 0 {mid}"))
+            .replace("a=mid:1\r\n", &format!("a=mid:{mid}\r\n"))
+    };
+    let long = "m".repeat(100_000);
+    let e = w.offer(&a, with_mid(&long)).unwrap_err();
+    assert_eq!(
+        e,
+        RoomError::InvalidArgument("bad offer: a mid is longer than 32 bytes".into())
+    );
+    assert_eq!(e.fault(), Fault::Invalid);
+    assert!(w.media.is_empty(), "{:?}", w.media);
+    assert!(w.signals.is_empty());
+    assert!(w.participant("alice").tracks.is_empty());
+    // A mid of 32 bytes publishes the track under it.
+    let mid = "m".repeat(32);
+    w.offer(&a, with_mid(&mid)).unwrap();
+    let record = w.participant("alice");
+    assert_eq!(record.tracks.len(), 1);
+    assert_eq!(
+        (record.tracks[0].sid.as_str(), &record.tracks[0].mid),
+        (track.as_str(), &mid)
+    );
+}
+
+fn subscription_responses(w: &World, who: &str) -> Vec<String> {
+    w.to(who)
+        .iter()
+        .filter_map(|m| match m {
+            Resp::SubscriptionResponse(r) => Some(r.track_sid.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscription_update_names_a_bounded_number_of_tracks_each_once() {
+    let mut w = World::new();
+    let (b, track) = bob_receives_alices_audio(&mut w);
+    let alice = w.participant("alice").sid;
+    w.clear();
+    let update = |track_sids: Vec<String>, participant_tracks: Vec<pb::ParticipantTracks>| {
+        Req::Subscription(pb::UpdateSubscription {
+            track_sids,
+            participant_tracks,
+            subscribe: true,
+        })
+    };
+    // The same unknown sid named as often as allowed is answered once.
+    w.signal(
+        &b,
+        update(vec!["TR_nope".into(); MAX_SUBSCRIPTION_TRACKS], Vec::new()),
+    )
+    .unwrap();
+    assert_eq!(subscription_responses(&w, &b), ["TR_nope"]);
+
+    // Past the cap, in either list, the update is refused whole: no answer per name.
+    let limit = MAX_SUBSCRIPTION_TRACKS;
+    let unknown: Vec<String> = (0..=limit).map(|i| format!("TR_{i}")).collect();
+    let by_participant = vec![pb::ParticipantTracks {
+        participant_sid: alice.clone(),
+        track_sids: unknown.clone(),
+    }];
+    let empty_entries = vec![
+        pb::ParticipantTracks {
+            participant_sid: alice.clone(),
+            track_sids: Vec::new(),
+        };
+        MAX_SUBSCRIPTION_PARTICIPANTS + 1
+    ];
+    w.clear();
+    for (sids, pts) in [
+        (vec![String::new(); 1_000_000], Vec::new()),
+        (unknown, Vec::new()),
+        (Vec::new(), by_participant),
+        (Vec::new(), empty_entries),
+    ] {
+        w.signal(&b, update(sids, pts)).unwrap();
+    }
+    assert!(subscription_responses(&w, &b).is_empty());
+    let message = format!(
+        "a subscription update may name at most {MAX_SUBSCRIPTION_TRACKS} tracks and \
+         {MAX_SUBSCRIPTION_PARTICIPANTS} participants"
+    );
+    let limit_exceeded = pb::request_response::Reason::LimitExceeded as i32;
+    assert_eq!(
+        request_responses(&w, &b),
+        vec![(0, limit_exceeded, message.clone()); 4]
+    );
+    assert_eq!(
+        w.m.participants[&b].downstream(&track).map(|_| ()),
+        Some(())
+    );
+
+    // At the cap it goes through: an unsubscription by participant, many times over.
+    w.clear();
+    let entries = vec![
+        pb::ParticipantTracks {
+            participant_sid: alice.clone(),
+            track_sids: Vec::new(),
+        };
+        MAX_SUBSCRIPTION_PARTICIPANTS
+    ];
+    w.signal(
+        &b,
+        Req::Subscription(pb::UpdateSubscription {
+            participant_tracks: entries,
+            subscribe: false,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert!(w.m.participants[&b].downstream(&track).is_none());
+    assert!(request_responses(&w, &b).is_empty());
+
+    // UpdateSubscriptions (Twirp) is held to the same caps.
+    let req = pb::UpdateSubscriptionsRequest {
+        room: "r".into(),
+        identity: "bob".into(),
+        track_sids: vec![track.clone(); limit + 1],
+        subscribe: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        w.m.api_update_subscriptions(w.now, &req),
+        Err(RoomError::LimitExceeded(message))
+    );
+    assert!(w.m.participants[&b].downstream(&track).is_none());
+    let req = pb::UpdateSubscriptionsRequest {
+        track_sids: vec![track.clone(); limit],
+        ..req
+    };
+    w.m.api_update_subscriptions(w.now, &req).unwrap();
+    assert!(w.m.participants[&b].downstream(&track).is_some());
+}
+
+#[test]
+fn data_packets_name_a_bounded_number_of_destinations_and_short_nonces() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let c = w.join("carol", false);
+    let pa = w.answer_subscriber(&a);
+    let pb_ = w.answer_subscriber(&b);
+    w.answer_subscriber(&c);
+    #[allow(deprecated)]
+    let mut send = |outer: Vec<String>, inner: Vec<String>, nonce: Vec<u8>| {
+        w.clear();
+        let pkt = pb::DataPacket {
+            destination_identities: outer,
+            value: Some(pb::data_packet::Value::User(pb::UserPacket {
+                payload: b"hi".to_vec(),
+                destination_identities: inner,
+                nonce,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        w.media_event(Event::Data {
+            peer: pa,
+            label: "_reliable".into(),
+            binary: true,
+            data: prost::Message::encode_to_vec(&pkt),
+        });
+        w.media
+            .iter()
+            .filter_map(|c| match c {
+                Command::SendData { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect::<Vec<PeerId>>()
+    };
+    // Bob among as many destinations as allowed: to bob alone.
+    let mut names: Vec<String> = (1..MAX_DATA_DESTINATIONS)
+        .map(|i| format!("x{i}"))
+        .collect();
+    names.push("bob".into());
+    assert_eq!(send(names.clone(), Vec::new(), Vec::new()), [pb_]);
+    assert_eq!(send(Vec::new(), names.clone(), Vec::new()), [pb_]);
+    // One more, in either list, and the packet goes nowhere.
+    names.push("x0".into());
+    assert!(send(names.clone(), Vec::new(), Vec::new()).is_empty());
+    assert!(send(Vec::new(), names.clone(), Vec::new()).is_empty());
+
+    // A 16-byte nonce (LiveKit's) is forwarded once; a longer one is not kept or forwarded.
+    let nonce = vec![7u8; 16];
+    assert_eq!(send(Vec::new(), Vec::new(), nonce.clone()).len(), 2);
+    assert!(send(Vec::new(), Vec::new(), nonce).is_empty());
+    for i in 0..100u8 {
+        assert!(send(Vec::new(), Vec::new(), vec![i; 17]).is_empty());
+    }
+    assert_eq!(send(Vec::new(), Vec::new(), Vec::new()).len(), 2);
+
+    // SendData (Twirp) is held to the same number of destinations.
+    let req = pb::SendDataRequest {
+        room: "r".into(),
+        data: b"hi".to_vec(),
+        destination_identities: names,
+        ..Default::default()
+    };
+    assert_eq!(
+        w.m.api_send_data(&req),
+        Err(RoomError::LimitExceeded(format!(
+            "a data packet may name at most {MAX_DATA_DESTINATIONS} destinations"
+        )))
+    );
 }
