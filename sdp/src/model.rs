@@ -414,7 +414,8 @@ pub struct Codec {
     pub channels: Option<u16>,
     /// The parameters of `a=fmtp:<pt> <params>`, as written.
     pub fmtp: Option<String>,
-    /// Values of `a=rtcp-fb:<pt> <value>` (and of `a=rtcp-fb:* <value>`), e.g. `nack pli`.
+    /// Values of `a=rtcp-fb:<pt> <value>` (and of `a=rtcp-fb:* <value>`), e.g. `nack pli`,
+    /// each once, in line order.
     pub rtcp_fb: Vec<String>,
 }
 
