@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::Limit;
+
 /// Why a session description, a candidate or a fingerprint could not be read.
 ///
 /// `line` numbers count from 1 over the lines of the input as given (empty lines included).
@@ -48,4 +50,13 @@ pub enum SdpError {
     /// An ICE candidate (RFC 8839 §5.1) could not be read; the text says which part.
     #[error("invalid candidate: {0}")]
     InvalidCandidate(&'static str),
+    /// A list that grows with the input would pass its cap (a [`Limit`]); the whole
+    /// description is refused. `line` is the line that would have passed it.
+    #[error("line {line}: {limit}")]
+    OverLimit {
+        /// 1-based line number.
+        line: usize,
+        /// Which cap.
+        limit: Limit,
+    },
 }

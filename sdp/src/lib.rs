@@ -14,9 +14,11 @@
 //! [`MediaSection`] per `m=` line, with [`Codec`]s joined from `rtpmap`/`fmtp`/`rtcp-fb`) →
 //! [`SessionDescription::write`] → CRLF text.
 //!
-//! Nothing is dropped: lines and attributes without a typed field are kept in `other` and
-//! `extra_lines`, so `parse(&parse(x)?.write()) == parse(x)`. Input comes from remote peers:
-//! malformed input yields an [`SdpError`], never a panic. Candidates are kept as text in the
+//! Nothing is dropped but repeats of one rtcp-fb value of a codec (kept once): lines and
+//! attributes without a typed field are kept in `other` and `extra_lines`, so `parse(&parse(x)?.write()) == parse(x)`. Input comes from remote peers:
+//! malformed input yields an [`SdpError`], never a panic, and every list a description holds
+//! has a cap (a [`Limit`]: media sections, SSRCs, rtcp-fb values, candidates, ...), so a
+//! parse costs time and memory linear in its input. Candidates are kept as text in the
 //! description; [`parse_candidate`] reads one (also the form trickled over signalling).
 //!
 //! This crate does no I/O and keeps no state; it is not on the media path.
@@ -25,6 +27,7 @@
 
 mod candidate;
 mod error;
+mod limits;
 mod model;
 mod parse;
 mod sections;
@@ -32,6 +35,7 @@ mod write;
 
 pub use candidate::{Candidate, parse_candidate};
 pub use error::SdpError;
+pub use limits::Limit;
 pub use model::{
     Attribute, Codec, Direction, ExtMap, Fingerprint, MediaKind, MediaSection, Msid, Origin,
     RawLine, Rid, RidDirection, SessionDescription, Setup, Simulcast, SimulcastId, SsrcGroup,

@@ -1,5 +1,6 @@
 //! The data model: a session description as plain, owned, comparable values.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::SdpError;
@@ -414,7 +415,8 @@ pub struct Codec {
     pub channels: Option<u16>,
     /// The parameters of `a=fmtp:<pt> <params>`, as written.
     pub fmtp: Option<String>,
-    /// Values of `a=rtcp-fb:<pt> <value>` (and of `a=rtcp-fb:* <value>`), e.g. `nack pli`.
+    /// Values of `a=rtcp-fb:<pt> <value>` (and of `a=rtcp-fb:* <value>`), e.g. `nack pli`,
+    /// each once, in line order.
     pub rtcp_fb: Vec<String>,
 }
 
@@ -701,24 +703,26 @@ impl MediaSection {
 
     /// Every SSRC named by `a=ssrc` or `a=ssrc-group`, first appearance first, except those
     /// that are the repair member (second) of an `FID` (RTX) or `FEC-FR` group.
+    ///
+    /// Linear in the number of SSRCs named (sets, not scans), whatever the section holds.
     pub fn primary_ssrcs(&self) -> Vec<u32> {
-        let is_repair = |ssrc: u32| {
-            self.ssrc_groups.iter().any(|g| {
-                (g.semantics == "FID" || g.semantics == "FEC-FR") && g.ssrcs.get(1) == Some(&ssrc)
-            })
-        };
-        let mut out: Vec<u32> = Vec::new();
-        let named = self.ssrcs.iter().map(|l| l.ssrc).chain(
-            self.ssrc_groups
-                .iter()
-                .flat_map(|g| g.ssrcs.iter().copied()),
-        );
-        for ssrc in named {
-            if !out.contains(&ssrc) && !is_repair(ssrc) {
-                out.push(ssrc);
-            }
-        }
-        out
+        let repair: HashSet<u32> = self
+            .ssrc_groups
+            .iter()
+            .filter(|g| g.semantics == "FID" || g.semantics == "FEC-FR")
+            .filter_map(|g| g.ssrcs.get(1).copied())
+            .collect();
+        let mut seen = HashSet::new();
+        self.ssrcs
+            .iter()
+            .map(|l| l.ssrc)
+            .chain(
+                self.ssrc_groups
+                    .iter()
+                    .flat_map(|g| g.ssrcs.iter().copied()),
+            )
+            .filter(|ssrc| !repair.contains(ssrc) && seen.insert(*ssrc))
+            .collect()
     }
 
     /// The repair SSRC paired with `ssrc` by an `FID` group.
@@ -855,6 +859,33 @@ mod tests {
         assert_eq!(m.rtx_ssrc_for(30), None);
         assert_eq!(m.ssrc_attribute(30, "cname"), Some("b"));
         assert_eq!(m.ssrc_attribute(30, "msid"), None);
+    }
+
+    /// A section built in code is not held to the parser's caps: 300,000 SSRCs in groups
+    /// (the size of a hostile offer before the caps) come out in order, each once, without
+    /// their repair members.
+    #[test]
+    fn primary_ssrcs_of_a_huge_section() {
+        let mut m = MediaSection::new(MediaKind::Audio, "UDP/TLS/RTP/SAVPF");
+        let n = 300_000;
+        m.ssrc_groups = vec![
+            SsrcGroup {
+                semantics: "SIM".into(),
+                ssrcs: (0..n).collect(),
+            },
+            SsrcGroup {
+                semantics: "SIM".into(),
+                ssrcs: (0..n).rev().collect(),
+            },
+            SsrcGroup {
+                semantics: "FID".into(),
+                ssrcs: vec![n, 7],
+            },
+        ];
+        let primary = m.primary_ssrcs();
+        assert_eq!(primary.len(), n as usize);
+        assert_eq!(primary[..8], [0, 1, 2, 3, 4, 5, 6, 8]);
+        assert_eq!(primary[n as usize - 2..], [n - 1, n]);
     }
 
     #[test]

@@ -2,14 +2,18 @@
 //!
 //! Lines end in CRLF or LF; empty lines and trailing blanks are skipped. Attributes this
 //! crate models must be well formed, or the whole description is refused; any other
-//! attribute or line is kept verbatim.
+//! attribute or line is kept verbatim. Every list stays within its [`Limit`], checked as
+//! the line that would pass it is read; lookups by payload type are by index, so a parse is
+//! linear in its input.
 
-use crate::SdpError;
+use std::collections::BTreeMap;
+
 use crate::model::{
     Attribute, Codec, Direction, ExtMap, Fingerprint, MediaKind, MediaSection, Msid, Origin,
     RawLine, Rid, RidDirection, SessionDescription, Setup, Simulcast, SimulcastId, SsrcGroup,
     SsrcLine, Timing,
 };
+use crate::{Limit, SdpError};
 
 /// Parses a session description.
 pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
@@ -29,12 +33,17 @@ pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
     let mut seen_name = false;
     let mut seen_timing = false;
     let mut current: Option<MediaBuilder> = None;
+    let mut sections = 0;
 
     for (n, line) in lines {
         let (letter, value) = split_line(n, line)?;
         if letter == 'm' {
+            if sections == Limit::MediaSections.max() {
+                return Err(over(n, Limit::MediaSections));
+            }
+            sections += 1;
             if let Some(done) = current.take() {
-                sd.media.push(done.finish());
+                sd.media.push(done.finish()?);
             }
             current = Some(MediaBuilder::new(parse_media_line(n, value)?));
             continue;
@@ -48,7 +57,12 @@ pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
                 'v' | 'o' | 's' | 't' | 'r' | 'z' | 'u' | 'e' | 'p' => {
                     return Err(SdpError::MisplacedLine { line: n, letter });
                 }
-                _ => m.section.extra_lines.push(raw(letter, value)),
+                _ => push(
+                    &mut m.section.extra_lines,
+                    raw(letter, value),
+                    Limit::Lines,
+                    n,
+                )?,
             }
             continue;
         }
@@ -69,11 +83,16 @@ pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
                 seen_timing = true;
             }
             'a' => session_attribute(&mut sd, n, value)?,
-            _ => sd.extra_lines.push(raw(letter, value)),
+            _ => push(
+                &mut sd.extra_lines,
+                raw(letter, value),
+                Limit::SessionLines,
+                n,
+            )?,
         }
     }
     if let Some(done) = current.take() {
-        sd.media.push(done.finish());
+        sd.media.push(done.finish()?);
     }
     // Kept lines are held in the order they will be written (RFC 8866 §5), so that a
     // description read from misordered text equals the one read back from its rewrite.
@@ -127,8 +146,34 @@ fn invalid(line: usize, field: &'static str) -> SdpError {
     SdpError::InvalidField { line, field }
 }
 
+fn over(line: usize, limit: Limit) -> SdpError {
+    SdpError::OverLimit { line, limit }
+}
+
+/// Appends `item` unless `v` already holds `limit` items.
+fn push<T>(v: &mut Vec<T>, item: T, limit: Limit, line: usize) -> Result<(), SdpError> {
+    if v.len() >= limit.max() {
+        return Err(over(line, limit));
+    }
+    v.push(item);
+    Ok(())
+}
+
+/// Collects the items of `it`, refusing more than `limit` of them before reading further.
+fn collect_capped<T>(
+    it: impl Iterator<Item = Result<T, SdpError>>,
+    limit: Limit,
+    line: usize,
+) -> Result<Vec<T>, SdpError> {
+    let mut out = Vec::new();
+    for item in it {
+        push(&mut out, item?, limit, line)?;
+    }
+    Ok(out)
+}
+
 fn parse_origin(n: usize, value: &str) -> Result<Origin, SdpError> {
-    let t: Vec<&str> = value.split_ascii_whitespace().collect();
+    let t: Vec<&str> = value.split_ascii_whitespace().take(7).collect();
     let [username, id, version, _net, _addr_type, address] = t[..] else {
         return Err(invalid(n, "o="));
     };
@@ -161,7 +206,7 @@ fn parse_media_line(n: usize, value: &str) -> Result<MediaSection, SdpError> {
     let port = port.parse().map_err(|_| invalid(n, "m= port"))?;
     let mut m = MediaSection::new(MediaKind::from_value(kind), protocol);
     m.port = port;
-    m.formats = it.map(str::to_owned).collect();
+    m.formats = collect_capped(it.map(|f| Ok(f.to_owned())), Limit::Formats, n)?;
     Ok(m)
 }
 
@@ -180,92 +225,103 @@ fn parse_setup(n: usize, value: &str) -> Result<Setup, SdpError> {
     Setup::from_value(value.trim()).ok_or(invalid(n, "setup"))
 }
 
-/// Stores `value` in `slot` if it is empty; otherwise keeps the line as another attribute so
-/// that a repeated attribute survives a round trip.
-fn claim<T>(slot: &mut Option<T>, value: T, other: &mut Vec<Attribute>, key: &str, raw: &str) {
-    if slot.is_none() {
-        *slot = Some(value);
-    } else {
-        other.push(Attribute::new(key, raw));
+/// Where attributes without a typed field go: a list and its cap.
+struct Others<'a> {
+    list: &'a mut Vec<Attribute>,
+    limit: Limit,
+    line: usize,
+}
+
+impl Others<'_> {
+    fn push(&mut self, a: Attribute) -> Result<(), SdpError> {
+        push(self.list, a, self.limit, self.line)
+    }
+
+    /// Stores `value` in `slot` if it is empty; otherwise keeps the line as another
+    /// attribute so that a repeated attribute survives a round trip.
+    fn claim<T>(
+        &mut self,
+        slot: &mut Option<T>,
+        value: T,
+        key: &str,
+        raw: &str,
+    ) -> Result<(), SdpError> {
+        if slot.is_none() {
+            *slot = Some(value);
+            Ok(())
+        } else {
+            self.push(Attribute::new(key, raw))
+        }
     }
 }
 
 fn session_attribute(sd: &mut SessionDescription, n: usize, line: &str) -> Result<(), SdpError> {
     let (key, value) = split_attribute(line);
+    let mut other = Others {
+        list: &mut sd.other,
+        limit: Limit::SessionAttributes,
+        line: n,
+    };
     match (key, value) {
         ("group", Some(v)) => {
             let mut it = v.split_ascii_whitespace();
             if it.next() == Some("BUNDLE") && sd.bundle_mids.is_empty() {
-                sd.bundle_mids = it.map(str::to_owned).collect();
+                sd.bundle_mids =
+                    collect_capped(it.map(|m| Ok(m.to_owned())), Limit::BundleMids, n)?;
                 if !sd.bundle_mids.is_empty() {
                     return Ok(());
                 }
             }
-            sd.other.push(Attribute::new(key, v));
+            other.push(Attribute::new(key, v))
         }
-        ("ice-lite", None) => sd.ice_lite = true,
-        ("extmap-allow-mixed", None) => sd.extmap_allow_mixed = true,
-        ("ice-ufrag", Some(v)) => claim(
-            &mut sd.ice_ufrag,
-            v.trim().to_owned(),
-            &mut sd.other,
-            key,
-            v,
-        ),
-        ("ice-pwd", Some(v)) => claim(&mut sd.ice_pwd, v.trim().to_owned(), &mut sd.other, key, v),
-        ("ice-options", Some(v)) => {
-            claim(
-                &mut sd.ice_options,
-                v.trim().to_owned(),
-                &mut sd.other,
-                key,
-                v,
-            );
+        ("ice-lite", None) => {
+            sd.ice_lite = true;
+            Ok(())
         }
+        ("extmap-allow-mixed", None) => {
+            sd.extmap_allow_mixed = true;
+            Ok(())
+        }
+        ("ice-ufrag", Some(v)) => other.claim(&mut sd.ice_ufrag, v.trim().to_owned(), key, v),
+        ("ice-pwd", Some(v)) => other.claim(&mut sd.ice_pwd, v.trim().to_owned(), key, v),
+        ("ice-options", Some(v)) => other.claim(&mut sd.ice_options, v.trim().to_owned(), key, v),
         ("msid-semantic", Some(v)) => {
-            claim(
-                &mut sd.msid_semantic,
-                v.trim().to_owned(),
-                &mut sd.other,
-                key,
-                v,
-            );
+            other.claim(&mut sd.msid_semantic, v.trim().to_owned(), key, v)
         }
         ("fingerprint", Some(v)) => {
             let fp = parse_fingerprint(n, v)?;
-            claim(&mut sd.fingerprint, fp, &mut sd.other, key, v);
+            other.claim(&mut sd.fingerprint, fp, key, v)
         }
         ("setup", Some(v)) => {
             let s = parse_setup(n, v)?;
-            claim(&mut sd.setup, s, &mut sd.other, key, v);
+            other.claim(&mut sd.setup, s, key, v)
         }
         (
             "ice-ufrag" | "ice-pwd" | "ice-options" | "msid-semantic" | "fingerprint" | "setup",
             None,
-        ) => {
-            return Err(invalid(n, "attribute value"));
-        }
-        _ => sd.other.push(Attribute {
+        ) => Err(invalid(n, "attribute value")),
+        _ => other.push(Attribute {
             key: key.to_owned(),
             value: value.map(str::to_owned),
         }),
     }
-    Ok(())
 }
 
-/// A payload type field of rtpmap/fmtp/rtcp-fb.
-enum PtRef {
-    One(u8),
-    All,
-}
+/// The values of `a=rtcp-fb` lines of one payload type (`None`: `*`), each once, with the
+/// line it was first read on.
+type RtcpFbs = BTreeMap<Option<u8>, Vec<(usize, String)>>;
 
 /// A media section being read; codec lines are gathered and joined at the end.
 struct MediaBuilder {
     section: MediaSection,
+    /// One per payload type, in line order.
     rtpmaps: Vec<Codec>,
+    has_rtpmap: [bool; 256],
     /// (payload type, parameters)
     fmtps: Vec<(u8, String)>,
-    rtcp_fbs: Vec<(PtRef, String)>,
+    rtcp_fbs: RtcpFbs,
+    /// Distinct SSRCs named so far by `a=ssrc` and `a=ssrc-group`.
+    ssrcs: Vec<u32>,
 }
 
 impl MediaBuilder {
@@ -273,104 +329,133 @@ impl MediaBuilder {
         Self {
             section,
             rtpmaps: Vec::new(),
+            has_rtpmap: [false; 256],
             fmtps: Vec::new(),
-            rtcp_fbs: Vec::new(),
+            rtcp_fbs: BTreeMap::new(),
+            ssrcs: Vec::new(),
         }
+    }
+
+    /// Counts `ssrc` among the section's distinct SSRCs.
+    fn name_ssrc(&mut self, n: usize, ssrc: u32) -> Result<(), SdpError> {
+        if !self.ssrcs.contains(&ssrc) {
+            push(&mut self.ssrcs, ssrc, Limit::Ssrcs, n)?;
+        }
+        Ok(())
     }
 
     fn attribute(&mut self, n: usize, line: &str) -> Result<(), SdpError> {
         let (key, value) = split_attribute(line);
         let m = &mut self.section;
-        let other = &mut m.other;
+        let mut other = Others {
+            list: &mut m.other,
+            limit: Limit::Attributes,
+            line: n,
+        };
         match (key, value) {
-            ("mid", Some(v)) => claim(&mut m.mid, v.trim().to_owned(), other, key, v),
+            ("mid", Some(v)) => other.claim(&mut m.mid, v.trim().to_owned(), key, v)?,
             ("sendrecv" | "sendonly" | "recvonly" | "inactive", None) => {
                 let d = Direction::from_value(key).ok_or(invalid(n, "direction"))?;
                 if m.direction.is_none() {
                     m.direction = Some(d);
                 } else {
-                    other.push(Attribute::flag(key));
+                    other.push(Attribute::flag(key))?;
                 }
             }
-            ("ice-ufrag", Some(v)) => claim(&mut m.ice_ufrag, v.trim().to_owned(), other, key, v),
-            ("ice-pwd", Some(v)) => claim(&mut m.ice_pwd, v.trim().to_owned(), other, key, v),
+            ("ice-ufrag", Some(v)) => {
+                other.claim(&mut m.ice_ufrag, v.trim().to_owned(), key, v)?;
+            }
+            ("ice-pwd", Some(v)) => other.claim(&mut m.ice_pwd, v.trim().to_owned(), key, v)?,
             ("ice-options", Some(v)) => {
-                claim(&mut m.ice_options, v.trim().to_owned(), other, key, v);
+                other.claim(&mut m.ice_options, v.trim().to_owned(), key, v)?;
             }
             ("fingerprint", Some(v)) => {
                 let fp = parse_fingerprint(n, v)?;
-                claim(&mut m.fingerprint, fp, other, key, v);
+                other.claim(&mut m.fingerprint, fp, key, v)?;
             }
             ("setup", Some(v)) => {
                 let s = parse_setup(n, v)?;
-                claim(&mut m.setup, s, other, key, v);
+                other.claim(&mut m.setup, s, key, v)?;
             }
             ("rtcp-mux", None) => m.rtcp_mux = true,
             ("rtcp-rsize", None) => m.rtcp_rsize = true,
             ("end-of-candidates", None) => m.end_of_candidates = true,
-            ("rtcp", Some(v)) => claim(&mut m.rtcp, v.trim().to_owned(), other, key, v),
-            ("candidate", Some(v)) => m.candidates.push(v.to_owned()),
+            ("rtcp", Some(v)) => other.claim(&mut m.rtcp, v.trim().to_owned(), key, v)?,
+            ("candidate", Some(v)) => push(&mut m.candidates, v.to_owned(), Limit::Candidates, n)?,
             ("rtpmap", Some(v)) => {
                 let (pt, rest) = split_word(v);
-                let Ok(pt) = pt.parse::<u8>() else {
-                    other.push(Attribute::new(key, v));
-                    return Ok(());
-                };
-                if self.rtpmaps.iter().any(|c| c.pt == pt) {
-                    other.push(Attribute::new(key, v));
-                } else {
-                    self.rtpmaps.push(parse_rtpmap(n, pt, rest)?);
+                match pt.parse::<u8>() {
+                    Ok(pt) if !self.has_rtpmap[usize::from(pt)] => {
+                        self.rtpmaps.push(parse_rtpmap(n, pt, rest)?);
+                        self.has_rtpmap[usize::from(pt)] = true;
+                    }
+                    _ => other.push(Attribute::new(key, v))?,
                 }
             }
             ("fmtp", Some(v)) => {
                 let (pt, rest) = split_word(v);
                 match pt.parse::<u8>() {
-                    Ok(pt) => self.fmtps.push((pt, rest.to_owned())),
-                    Err(_) => other.push(Attribute::new(key, v)),
+                    Ok(pt) => push(&mut self.fmtps, (pt, rest.to_owned()), Limit::Fmtps, n)?,
+                    Err(_) => other.push(Attribute::new(key, v))?,
                 }
             }
             ("rtcp-fb", Some(v)) => {
                 let (pt, rest) = split_word(v);
                 let pt = match pt {
-                    "*" => PtRef::All,
+                    "*" => None,
                     pt => match pt.parse::<u8>() {
-                        Ok(pt) => PtRef::One(pt),
-                        Err(_) => {
-                            other.push(Attribute::new(key, v));
-                            return Ok(());
-                        }
+                        Ok(pt) => Some(pt),
+                        Err(_) => return other.push(Attribute::new(key, v)),
                     },
                 };
                 if rest.is_empty() {
                     return Err(invalid(n, "rtcp-fb"));
                 }
-                self.rtcp_fbs.push((pt, rest.to_owned()));
+                if rest.len() > Limit::RtcpFbValueLength.max() {
+                    return Err(over(n, Limit::RtcpFbValueLength));
+                }
+                let values = self.rtcp_fbs.entry(pt).or_default();
+                if !values.iter().any(|(_, x)| x == rest) {
+                    push(values, (n, rest.to_owned()), Limit::RtcpFbPerCodec, n)?;
+                }
             }
             ("extmap", Some(v)) => match parse_extmap(n, v)? {
-                Some(e) => m.extmaps.push(e),
-                None => other.push(Attribute::new(key, v)),
+                Some(e) => push(&mut m.extmaps, e, Limit::ExtMaps, n)?,
+                None => other.push(Attribute::new(key, v))?,
             },
             ("msid", Some(v)) => {
                 let msid = parse_msid(n, v)?;
-                claim(&mut m.msid, msid, other, key, v);
+                other.claim(&mut m.msid, msid, key, v)?;
             }
-            ("ssrc", Some(v)) => m.ssrcs.push(parse_ssrc(n, v)?),
-            ("ssrc-group", Some(v)) => m.ssrc_groups.push(parse_ssrc_group(n, v)?),
-            ("rid", Some(v)) => m.rids.push(parse_rid(n, v)?),
+            ("ssrc", Some(v)) => {
+                let line = parse_ssrc(n, v)?;
+                let ssrc = line.ssrc;
+                push(&mut m.ssrcs, line, Limit::SsrcLines, n)?;
+                self.name_ssrc(n, ssrc)?;
+            }
+            ("ssrc-group", Some(v)) => {
+                let group = parse_ssrc_group(n, v)?;
+                let members = group.ssrcs.clone();
+                push(&mut m.ssrc_groups, group, Limit::SsrcGroups, n)?;
+                for ssrc in members {
+                    self.name_ssrc(n, ssrc)?;
+                }
+            }
+            ("rid", Some(v)) => push(&mut m.rids, parse_rid(n, v)?, Limit::Rids, n)?,
             ("simulcast", Some(v)) => {
                 let sc = parse_simulcast(n, v)?;
-                claim(&mut m.simulcast, sc, other, key, v);
+                other.claim(&mut m.simulcast, sc, key, v)?;
             }
             ("sctp-port", Some(v)) => {
                 let port = v.trim().parse().map_err(|_| invalid(n, "sctp-port"))?;
-                claim(&mut m.sctp_port, port, other, key, v);
+                other.claim(&mut m.sctp_port, port, key, v)?;
             }
             ("max-message-size", Some(v)) => {
                 let size = v
                     .trim()
                     .parse()
                     .map_err(|_| invalid(n, "max-message-size"))?;
-                claim(&mut m.max_message_size, size, other, key, v);
+                other.claim(&mut m.max_message_size, size, key, v)?;
             }
             (
                 "mid" | "ice-ufrag" | "ice-pwd" | "ice-options" | "fingerprint" | "setup" | "rtcp"
@@ -381,65 +466,103 @@ impl MediaBuilder {
             _ => other.push(Attribute {
                 key: key.to_owned(),
                 value: value.map(str::to_owned),
-            }),
+            })?,
         }
         Ok(())
     }
 
     /// Joins rtpmap, fmtp and rtcp-fb lines into codecs in `m=` format order. Lines that
     /// name no codec are kept as other attributes.
-    fn finish(self) -> MediaSection {
+    fn finish(self) -> Result<MediaSection, SdpError> {
         let Self {
             mut section,
-            mut rtpmaps,
+            rtpmaps,
             fmtps,
             rtcp_fbs,
+            ..
         } = self;
         let is_rtp = section.protocol.contains("RTP/");
+        let mut rtpmap_of = [None::<usize>; 256];
+        for (i, c) in rtpmaps.iter().enumerate() {
+            rtpmap_of[usize::from(c.pt)] = Some(i);
+        }
+        let mut rtpmaps: Vec<Option<Codec>> = rtpmaps.into_iter().map(Some).collect();
         let mut codecs: Vec<Codec> = Vec::with_capacity(rtpmaps.len());
+        let mut listed = [false; 256];
         for pt in section.formats.iter().filter_map(|f| f.parse::<u8>().ok()) {
-            if codecs.iter().any(|c| c.pt == pt) {
+            if std::mem::replace(&mut listed[usize::from(pt)], true) {
                 continue;
             }
-            if let Some(i) = rtpmaps.iter().position(|c| c.pt == pt) {
-                codecs.push(rtpmaps.remove(i));
-            } else if let Some(c) = is_rtp.then(|| static_codec(pt)).flatten() {
-                codecs.push(c);
+            match rtpmap_of[usize::from(pt)].and_then(|i| rtpmaps[i].take()) {
+                Some(c) => codecs.push(c),
+                None => codecs.extend(is_rtp.then(|| static_codec(pt)).flatten()),
             }
         }
-        codecs.append(&mut rtpmaps);
+        codecs.extend(rtpmaps.into_iter().flatten());
+        // Payload types are distinct among the codecs.
+        let mut codec_of = [None::<usize>; 256];
+        for (i, c) in codecs.iter().enumerate() {
+            codec_of[usize::from(c.pt)] = Some(i);
+        }
 
         for (pt, params) in fmtps {
-            match codecs.iter_mut().find(|c| c.pt == pt && c.fmtp.is_none()) {
+            match codec_of[usize::from(pt)]
+                .map(|i| &mut codecs[i])
+                .filter(|c| c.fmtp.is_none())
+            {
                 Some(c) => c.fmtp = Some(params),
                 None => section
                     .other
                     .push(Attribute::new("fmtp", format!("{pt} {params}"))),
             }
         }
-        for (pt, value) in rtcp_fbs {
-            match pt {
-                PtRef::All if !codecs.is_empty() => {
-                    for c in &mut codecs {
-                        c.rtcp_fb.push(value.clone());
-                    }
+
+        // Each codec takes the `*` values and its own, in line order, each once.
+        let all: &[(usize, String)] = rtcp_fbs.get(&None).map_or(&[], Vec::as_slice);
+        let mut total = 0;
+        for c in &mut codecs {
+            let own = rtcp_fbs.get(&Some(c.pt)).map_or(&[][..], Vec::as_slice);
+            let mut values: Vec<&(usize, String)> = all.iter().chain(own).collect();
+            values.sort_by_key(|(n, _)| *n);
+            for (n, value) in values {
+                if c.has_rtcp_fb(value) {
+                    continue;
                 }
-                PtRef::All => section
-                    .other
-                    .push(Attribute::new("rtcp-fb", format!("* {value}"))),
-                PtRef::One(pt) => match codecs.iter_mut().find(|c| c.pt == pt) {
-                    Some(c) => c.rtcp_fb.push(value),
-                    None => section
-                        .other
-                        .push(Attribute::new("rtcp-fb", format!("{pt} {value}"))),
-                },
+                if c.rtcp_fb.len() == Limit::RtcpFbPerCodec.max() {
+                    return Err(over(*n, Limit::RtcpFbPerCodec));
+                }
+                if total == Limit::RtcpFbPerSection.max() {
+                    return Err(over(*n, Limit::RtcpFbPerSection));
+                }
+                total += 1;
+                c.rtcp_fb.push(value.clone());
             }
         }
+        let mut unclaimed: Vec<(usize, Attribute)> = Vec::new();
+        for (pt, values) in rtcp_fbs {
+            let value = |v: &str| match pt {
+                Some(pt) => format!("{pt} {v}"),
+                None => format!("* {v}"),
+            };
+            let claimed = match pt {
+                Some(pt) => codec_of[usize::from(pt)].is_some(),
+                None => !codecs.is_empty(),
+            };
+            if !claimed {
+                unclaimed.extend(
+                    values
+                        .into_iter()
+                        .map(|(n, v)| (n, Attribute::new("rtcp-fb", value(&v)))),
+                );
+            }
+        }
+        unclaimed.sort_by_key(|(n, _)| *n);
+        section.other.extend(unclaimed.into_iter().map(|(_, a)| a));
         section.codecs = codecs;
         section
             .extra_lines
             .sort_by_key(|l| crate::model::media_line_rank(l.letter));
-        section
+        Ok(section)
     }
 }
 
@@ -559,9 +682,11 @@ fn parse_ssrc(n: usize, v: &str) -> Result<SsrcLine, SdpError> {
 fn parse_ssrc_group(n: usize, v: &str) -> Result<SsrcGroup, SdpError> {
     let mut it = v.split_ascii_whitespace();
     let semantics = it.next().ok_or(invalid(n, "ssrc-group"))?;
-    let ssrcs = it
-        .map(|s| s.parse().map_err(|_| invalid(n, "ssrc-group ssrc")))
-        .collect::<Result<_, _>>()?;
+    let ssrcs = collect_capped(
+        it.map(|s| s.parse().map_err(|_| invalid(n, "ssrc-group ssrc"))),
+        Limit::SsrcGroupMembers,
+        n,
+    )?;
     Ok(SsrcGroup {
         semantics: semantics.to_owned(),
         ssrcs,
@@ -595,7 +720,7 @@ fn parse_rid(n: usize, v: &str) -> Result<Rid, SdpError> {
 
 /// `a=simulcast:<send|recv> <list> [<recv|send> <list>]` (RFC 8853 §5.1).
 fn parse_simulcast(n: usize, v: &str) -> Result<Simulcast, SdpError> {
-    let tokens: Vec<&str> = v.split_ascii_whitespace().collect();
+    let tokens: Vec<&str> = v.split_ascii_whitespace().take(5).collect();
     if !matches!(tokens.len(), 2 | 4) {
         return Err(invalid(n, "simulcast"));
     }
@@ -610,10 +735,15 @@ fn parse_simulcast(n: usize, v: &str) -> Result<Simulcast, SdpError> {
         if std::mem::replace(&mut seen[slot], true) {
             return Err(invalid(n, "simulcast direction"));
         }
+        let mut rids = 0;
         for stream in pair[1].split(';') {
             let alts = stream
                 .split(',')
                 .map(|id| {
+                    rids += 1;
+                    if rids > Limit::SimulcastRids.max() {
+                        return Err(over(n, Limit::SimulcastRids));
+                    }
                     let (paused, rid) = match id.strip_prefix('~') {
                         Some(rid) => (true, rid),
                         None => (false, id),
@@ -941,6 +1071,162 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    /// A description with `k` items of one list; the item that passes the cap is always on
+    /// the last line.
+    fn with_items(limit: Limit, k: usize) -> String {
+        let lines = |f: &dyn Fn(usize) -> String| (0..k).map(f).collect::<Vec<_>>().join("\r\n");
+        let list = |prefix: &str, sep: &str| {
+            (0..k)
+                .map(|i| format!("{prefix}{i}"))
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        let m = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        let body = match limit {
+            Limit::MediaSections => lines(&|_| "m=audio 9 RTP/AVP 0".into()),
+            Limit::BundleMids => format!("a=group:BUNDLE {}", list("", " ")),
+            Limit::SessionAttributes => lines(&|i| format!("a=x-{i}")),
+            Limit::SessionLines => lines(&|i| format!("b=AS:{i}")),
+            Limit::Formats => format!("m=video 9 UDP/TLS/RTP/SAVPF {}", list("", " ")),
+            Limit::Candidates => format!(
+                "{m}{}",
+                lines(&|i| format!("a=candidate:{i} 1 udp 1 10.0.0.1 {i} typ host"))
+            ),
+            Limit::ExtMaps => format!(
+                "{m}{}",
+                lines(&|i| format!("a=extmap:{} urn:x:{i}", i % 255 + 1))
+            ),
+            Limit::Fmtps => format!("{m}{}", lines(&|i| format!("a=fmtp:{} x={i}", i % 256))),
+            Limit::RtcpFbPerCodec => format!("{m}{}", lines(&|i| format!("a=rtcp-fb:* x-{i}"))),
+            Limit::RtcpFbValueLength => format!("{m}a=rtcp-fb:96 {}", "x".repeat(k)),
+            Limit::Ssrcs => format!("{m}{}", lines(&|i| format!("a=ssrc:{i} cname:c"))),
+            Limit::SsrcLines => format!("{m}{}", lines(&|i| format!("a=ssrc:1 x-{i}"))),
+            Limit::SsrcGroups => format!("{m}{}", lines(&|_| "a=ssrc-group:FID 1 2".into())),
+            Limit::SsrcGroupMembers => format!("{m}a=ssrc-group:SIM {}", list("", " ")),
+            Limit::Rids => format!("{m}{}", lines(&|i| format!("a=rid:r{i} send"))),
+            Limit::SimulcastRids => format!("{m}a=simulcast:send {}", list("r", ";")),
+            Limit::Attributes => format!("{m}{}", lines(&|i| format!("a=x-{i}"))),
+            Limit::Lines => format!("{m}{}", lines(&|i| format!("b=AS:{i}"))),
+            other => panic!("no generator for {other:?}"),
+        };
+        format!("{MINIMAL}{body}\r\n")
+    }
+
+    #[test]
+    fn every_list_stops_at_its_cap() {
+        let limits = [
+            Limit::MediaSections,
+            Limit::BundleMids,
+            Limit::SessionAttributes,
+            Limit::SessionLines,
+            Limit::Formats,
+            Limit::Candidates,
+            Limit::ExtMaps,
+            Limit::Fmtps,
+            Limit::RtcpFbPerCodec,
+            Limit::RtcpFbValueLength,
+            Limit::Ssrcs,
+            Limit::SsrcLines,
+            Limit::SsrcGroups,
+            Limit::SsrcGroupMembers,
+            Limit::Rids,
+            Limit::SimulcastRids,
+            Limit::Attributes,
+            Limit::Lines,
+        ];
+        for limit in limits {
+            let at = with_items(limit, limit.max());
+            assert!(parse(&at).is_ok(), "{limit:?} at its cap: {:?}", parse(&at));
+            let past = with_items(limit, limit.max() + 1);
+            let line = past.lines().count();
+            assert_eq!(parse(&past), Err(SdpError::OverLimit { line, limit }));
+        }
+    }
+
+    #[test]
+    fn over_limit_errors_name_the_cap() {
+        let e = parse(&with_items(Limit::Ssrcs, 65)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 71: a media section has more than 64 SSRCs"
+        );
+        let e = parse(&with_items(Limit::MediaSections, 4097)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 4101: the description has more than 4096 media sections"
+        );
+        let e = parse(&with_items(Limit::SsrcGroupMembers, 300_000)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 7: an ssrc-group has more than 16 SSRCs"
+        );
+        let e = parse(&with_items(Limit::RtcpFbPerCodec, 33)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 39: a payload type has more than 32 distinct rtcp-fb values"
+        );
+    }
+
+    /// 256 codecs and a flood of identical `a=rtcp-fb:*` lines: every codec holds the value
+    /// once, rather than once per line.
+    #[test]
+    fn repeated_rtcp_fb_values_are_kept_once() {
+        let mut sdp = format!("{MINIMAL}m=video 9 UDP/TLS/RTP/SAVPF 96\r\n");
+        for pt in 0..=255 {
+            sdp += &format!("a=rtpmap:{pt} c{pt}/90000\r\n");
+        }
+        sdp += &"a=rtcp-fb:* nack\r\n".repeat(20_000);
+        sdp += "a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 nack\r\n";
+        let m = with_media(&sdp[MINIMAL.len()..]);
+        assert_eq!(m.codecs.len(), 256);
+        let held: usize = m.codecs.iter().map(|c| c.rtcp_fb.len()).sum();
+        assert_eq!(held, 257);
+        assert_eq!(m.codec(96).unwrap().rtcp_fb, ["nack", "nack pli"]);
+        assert_eq!(m.codec(0).unwrap().rtcp_fb, ["nack"]);
+    }
+
+    #[test]
+    fn rtcp_fb_caps_hold_once_star_lines_are_applied() {
+        // 32 `*` values and one of its own: the codec would hold 33.
+        let star: String = (0..32).map(|i| format!("a=rtcp-fb:* s{i}\r\n")).collect();
+        let sdp = format!(
+            "{MINIMAL}m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\n\
+             a=rtpmap:97 VP9/90000\r\n{star}a=rtcp-fb:97 own\r\n"
+        );
+        assert_eq!(
+            parse(&sdp),
+            Err(SdpError::OverLimit {
+                line: sdp.lines().count(),
+                limit: Limit::RtcpFbPerCodec
+            })
+        );
+        // An own value equal to a `*` one is the same value.
+        let sdp = sdp.replace("a=rtcp-fb:97 own", "a=rtcp-fb:97 s3");
+        let m = with_media(&sdp[MINIMAL.len()..]);
+        assert_eq!(m.codec(97).unwrap().rtcp_fb.len(), 32);
+        // 64 codecs with 16 values each pass the section's 1024.
+        let mut sdp = format!("{MINIMAL}m=video 9 UDP/TLS/RTP/SAVPF 0\r\n");
+        for pt in 0..64 {
+            sdp += &format!("a=rtpmap:{pt} c{pt}/90000\r\n");
+        }
+        for i in 0..16 {
+            sdp += &format!("a=rtcp-fb:* v{i}\r\n");
+        }
+        let m = with_media(&sdp[MINIMAL.len()..]);
+        assert_eq!(
+            m.codecs.iter().map(|c| c.rtcp_fb.len()).sum::<usize>(),
+            1024
+        );
+        sdp += "a=rtcp-fb:63 one-more\r\n";
+        assert_eq!(
+            parse(&sdp),
+            Err(SdpError::OverLimit {
+                line: sdp.lines().count(),
+                limit: Limit::RtcpFbPerSection
+            })
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! offer), parsed and checked field by field.
 
 use lkr_sdp::{
-    Attribute, Direction, MediaKind, RidDirection, SessionDescription, Setup, SimulcastId, parse,
-    parse_candidate,
+    Attribute, Direction, Limit, MediaKind, RidDirection, SessionDescription, Setup, SimulcastId,
+    parse, parse_candidate,
 };
 
 const PY_DATA: &str = include_str!("data/python_datachannel_offer.sdp");
@@ -351,5 +351,72 @@ fn every_fixture_round_trips() {
         // Display and FromStr agree with write/parse
         assert_eq!(first.to_string(), written);
         assert_eq!(written.parse::<SessionDescription>().unwrap(), first);
+    }
+}
+
+/// Every captured offer parses, and fills no capped list past a quarter of its cap: the caps
+/// leave real clients (a browser's 34-codec video section with 77 rtcp-fb values included)
+/// room to grow.
+#[test]
+fn every_fixture_stays_far_below_the_caps() {
+    let quarter = |limit: Limit| limit.max() / 4;
+    for (name, text) in ALL {
+        let sd = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut counts = vec![
+            (Limit::MediaSections, sd.media.len()),
+            (Limit::BundleMids, sd.bundle_mids.len()),
+            (Limit::SessionAttributes, sd.other.len()),
+            (Limit::SessionLines, sd.extra_lines.len()),
+        ];
+        for m in &sd.media {
+            let mut ssrcs: Vec<u32> = m.ssrcs.iter().map(|l| l.ssrc).collect();
+            ssrcs.extend(m.ssrc_groups.iter().flat_map(|g| g.ssrcs.iter().copied()));
+            ssrcs.sort_unstable();
+            ssrcs.dedup();
+            counts.extend([
+                (Limit::Formats, m.formats.len()),
+                (Limit::Candidates, m.candidates.len()),
+                (Limit::ExtMaps, m.extmaps.len()),
+                (
+                    Limit::Fmtps,
+                    m.codecs.iter().filter(|c| c.fmtp.is_some()).count(),
+                ),
+                (
+                    Limit::RtcpFbPerSection,
+                    m.codecs.iter().map(|c| c.rtcp_fb.len()).sum(),
+                ),
+                (Limit::Ssrcs, ssrcs.len()),
+                (Limit::SsrcLines, m.ssrcs.len()),
+                (Limit::SsrcGroups, m.ssrc_groups.len()),
+                (Limit::Rids, m.rids.len()),
+                (Limit::Attributes, m.other.len()),
+                (Limit::Lines, m.extra_lines.len()),
+            ]);
+            counts.extend(
+                m.codecs
+                    .iter()
+                    .map(|c| (Limit::RtcpFbPerCodec, c.rtcp_fb.len())),
+            );
+            counts.extend(
+                m.codecs
+                    .iter()
+                    .flat_map(|c| &c.rtcp_fb)
+                    .map(|v| (Limit::RtcpFbValueLength, v.len())),
+            );
+            counts.extend(
+                m.ssrc_groups
+                    .iter()
+                    .map(|g| (Limit::SsrcGroupMembers, g.ssrcs.len())),
+            );
+            if let Some(sc) = &m.simulcast {
+                for list in [&sc.send, &sc.recv] {
+                    let rids = list.iter().map(Vec::len).sum();
+                    counts.push((Limit::SimulcastRids, rids));
+                }
+            }
+        }
+        for (limit, n) in counts {
+            assert!(n <= quarter(limit), "{name}: {n} against {limit}");
+        }
     }
 }

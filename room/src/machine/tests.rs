@@ -1573,7 +1573,7 @@ fn simulcast_layers_follow_track_settings_and_dynacast() {
 }
 
 #[test]
-fn an_offer_with_thousands_of_rids_publishes_three_layers() {
+fn an_offer_with_more_rids_than_layers_publishes_three() {
     let mut w = World::new();
     let a = w.join("alice", false);
     w.signal(
@@ -1586,12 +1586,22 @@ fn an_offer_with_thousands_of_rids_publishes_three_layers() {
         }),
     )
     .unwrap();
-    let rids: Vec<String> = (0..5000).map(|i| format!("r{i}")).collect();
-    let rid_refs: Vec<&str> = rids.iter().map(String::as_str).collect();
-    let sdp = client_offer(&[Sec::SendVideo("cam", &rid_refs)]);
-    assert!(sdp.len() > 50_000);
+    let offer = |n: usize| {
+        let rids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+        let rid_refs: Vec<&str> = rids.iter().map(String::as_str).collect();
+        client_offer(&[Sec::SendVideo("cam", &rid_refs)])
+    };
     w.clear();
-    w.offer(&a, sdp).unwrap();
+    // Thousands of rids are past the parser's cap.
+    let e = w.offer(&a, offer(5000)).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("a media section has more than 16 rid lines"),
+        "{e}"
+    );
+    assert!(w.media.is_empty(), "{:?}", w.media);
+    // As many as the parser takes: three are published.
+    w.offer(&a, offer(lkr_sdp::Limit::Rids.max())).unwrap();
     let published: Vec<usize> = w
         .media
         .iter()
@@ -1603,6 +1613,80 @@ fn an_offer_with_thousands_of_rids_publishes_three_layers() {
     assert_eq!(published, [3]);
     let answer = w.last_answer(&a);
     assert_eq!(answer.sdp.matches("a=rid:").count(), 3);
+}
+
+/// The 1-based number of the first line of `sdp` that starts with `prefix`, counted from
+/// the `skip`-th such line.
+fn line_of(sdp: &str, prefix: &str, skip: usize) -> usize {
+    sdp.split('\n')
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(prefix))
+        .nth(skip)
+        .map(|(i, _)| i + 1)
+        .expect("the line is there")
+}
+
+/// Offers past the SDP parser's caps (the shapes that cost the control task memory or time
+/// before the caps) get an invalid-argument error naming the cap and the line; nothing is
+/// answered or published, and the participant's next, ordinary offer is answered.
+#[test]
+fn an_offer_past_an_sdp_cap_is_refused_with_the_cap() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.publish_audio(&a, "mic");
+    w.clear();
+    let ok = client_offer(&[Sec::SendAudio("mic")]);
+    let with = |extra: &str| {
+        ok.replace(
+            "a=rtpmap:111 opus/48000/2\r\n",
+            &format!("a=rtpmap:111 opus/48000/2\r\n{extra}"),
+        )
+    };
+
+    let members: Vec<String> = (0..300_000).map(|i| i.to_string()).collect();
+    let sim = with(&format!("a=ssrc-group:SIM {}\r\n", members.join(" ")));
+    let flood = with(
+        &(0..140_000)
+            .map(|i| format!("a=rtcp-fb:* x{i}\r\n"))
+            .collect::<String>(),
+    );
+    let sections = ok.clone() + &"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(4096);
+    let cases = [
+        (
+            &sim,
+            line_of(&sim, "a=ssrc-group", 0),
+            "an ssrc-group has more than 16 SSRCs",
+        ),
+        (
+            &flood,
+            line_of(&flood, "a=rtcp-fb", 32),
+            "a payload type has more than 32 distinct rtcp-fb values",
+        ),
+        (
+            &sections,
+            line_of(&sections, "m=", 4096),
+            "the description has more than 4096 media sections",
+        ),
+    ];
+    for (sdp, line, cap) in cases {
+        let e = w.offer(&a, sdp.clone()).unwrap_err();
+        assert_eq!(e.to_string(), format!("bad offer: line {line}: {cap}"));
+        assert_eq!(e.fault(), Fault::Invalid);
+        assert_eq!(
+            e.request_reason(),
+            pb::request_response::Reason::InvalidRequest
+        );
+    }
+    assert!(w.media.is_empty(), "{:?}", w.media);
+    assert!(!w.to(&a).iter().any(|m| matches!(m, Resp::Answer(_))));
+
+    w.offer(&a, ok).unwrap();
+    assert!(w.to(&a).iter().any(|m| matches!(m, Resp::Answer(_))));
+    assert!(
+        w.media
+            .iter()
+            .any(|c| matches!(c, Command::Publish(p) if p.ssrcs == [1000]))
+    );
 }
 
 #[test]
