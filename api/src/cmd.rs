@@ -287,6 +287,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         max_attributes_size: settings.max_attributes_size,
         limits: lkr_room::Limits {
             max_pending_tracks: settings.limits.max_pending_tracks,
+            max_rids_per_track: settings.limits.max_rids_per_track,
             num_tracks: settings.limits.num_tracks as usize,
             max_participant_name_length: settings.limits.max_participant_name_length,
             max_participant_identity_length: settings.limits.max_participant_identity_length,

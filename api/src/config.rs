@@ -834,11 +834,19 @@ impl Limits {
                 l.max_pending_tracks,
                 d.max_pending_tracks,
             )?,
-            max_rids_per_track: positive(
+            max_rids_per_track: match positive(
                 "limit.max_rids_per_track",
                 l.max_rids_per_track,
                 d.max_rids_per_track,
-            )?,
+            )? {
+                n if n > lkr_room::negotiation::MAX_SIMULCAST_LAYERS => {
+                    return Err(invalid(
+                        "limit.max_rids_per_track",
+                        "must be at most 3 (LiveKit's q, h and f)",
+                    ));
+                }
+                n => n,
+            },
             max_data_channels: positive(
                 "limit.max_data_channels",
                 l.max_data_channels,
@@ -1371,6 +1379,7 @@ limit:
         assert_eq!((s.limits.num_tracks, s.max_api_request_body_size), (0, 0));
         for bad in [
             "max_data_channels: 0",
+            "max_rids_per_track: 4",
             "http_read_body_timeout: 0",
             "http_read_header_timeout: -1",
         ] {

@@ -298,12 +298,15 @@ fn session(version: u64, session_id: u64) -> SessionDescription {
 
 /// Answers a client offer (publisher PC, or the single PC). `downs` assigns downstream
 /// tracks to the offer's receive slots by mid.
+/// `max_layers`: simulcast layers answered per published section (lowest quality first,
+/// at most [`MAX_SIMULCAST_LAYERS`]).
 pub fn answer_offer(
     offer: &SessionDescription,
     local: &LocalTransport,
     version: u64,
     session_id: u64,
     downs: &HashMap<String, DownTrack>,
+    max_layers: usize,
 ) -> Answer {
     let mut sd = session(version, session_id);
     let mut publish = Vec::new();
@@ -384,7 +387,7 @@ pub fn answer_offer(
                     });
                     rids.sort_by_key(rank);
                     rids.dedup();
-                    rids.truncate(MAX_SIMULCAST_LAYERS);
+                    rids.truncate(max_layers.clamp(1, MAX_SIMULCAST_LAYERS));
                     if !rids.is_empty() {
                         m.set_simulcast(&rids, RidDirection::Recv);
                     }
@@ -677,7 +680,7 @@ a=rtcp-mux\r\na=rtcp-rsize\r\n";
     fn single_pc_answer_sends_rtx_and_transport_cc_on_downstream_video() {
         let offer = lkr_sdp::parse(OFFER).unwrap();
         let downs = HashMap::from([("0".to_string(), down())]);
-        let a = answer_offer(&offer, &local(), 1, 1, &downs);
+        let a = answer_offer(&offer, &local(), 1, 1, &downs, MAX_SIMULCAST_LAYERS);
         let text = a.sdp.write();
         let rtx = rtx_ssrc(0x1234_5678);
         for line in [

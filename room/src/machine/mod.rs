@@ -126,6 +126,9 @@ pub struct Limits {
     pub max_pending_tracks: usize,
     /// Tracks published at once (LiveKit's `limit.num_tracks`; 0: no limit).
     pub num_tracks: usize,
+    /// Simulcast layers answered for one published section, lowest quality first (at most
+    /// [`crate::negotiation::MAX_SIMULCAST_LAYERS`]).
+    pub max_rids_per_track: usize,
     /// Longest track name and client track id, in bytes.
     pub max_track_name_length: usize,
     /// Longest participant name, in bytes (LiveKit's `limit.max_participant_name_length`).
@@ -143,6 +146,7 @@ impl Default for Limits {
         Self {
             max_pending_tracks: 16,
             num_tracks: 0,
+            max_rids_per_track: crate::negotiation::MAX_SIMULCAST_LAYERS,
             max_track_name_length: 256,
             max_participant_name_length: 256,
             max_participant_identity_length: 256,

@@ -1269,8 +1269,14 @@ impl Participant {
             .as_ref()
             .ok_or_else(|| RoomError::Internal("transport vanished".into()))?;
         let peer = t.peer;
-        let answer =
-            negotiation::answer_offer(&sd, &t.local, self.version, self.session_id, &downs_by_mid);
+        let answer = negotiation::answer_offer(
+            &sd,
+            &t.local,
+            self.version,
+            self.session_id,
+            &downs_by_mid,
+            ctx.config.limits.max_rids_per_track,
+        );
         // This answer marks the unsubscribed sections inactive: the next offer may reuse them.
         self.cooling.clear();
 

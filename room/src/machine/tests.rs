@@ -1615,6 +1615,45 @@ fn an_offer_with_more_rids_than_layers_publishes_three() {
     assert_eq!(answer.sdp.matches("a=rid:").count(), 3);
 }
 
+/// `limit.max_rids_per_track` below three: a three-layer offer is answered with the lowest
+/// layers only, and those are published.
+#[test]
+fn the_rids_per_track_limit_answers_the_lowest_layers() {
+    let mut c = config();
+    c.limits.max_rids_per_track = 2;
+    let mut w = World::with(c, RoomDefaults::default());
+    let a = w.join("alice", false);
+    w.signal(
+        &a,
+        Req::AddTrack(pb::AddTrackRequest {
+            cid: "cam".into(),
+            r#type: pb::TrackType::Video as i32,
+            source: pb::TrackSource::Camera as i32,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.clear();
+    w.offer(&a, client_offer(&[Sec::SendVideo("cam", &["f", "q", "h"])]))
+        .unwrap();
+    let published: Vec<Vec<String>> = w
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::Publish(p) => Some(p.rids.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, [["q", "h"]]);
+    let answer = w.last_answer(&a);
+    assert_eq!(answer.sdp.matches("a=rid:").count(), 2);
+    assert!(
+        answer.sdp.contains("a=simulcast:recv q;h"),
+        "{}",
+        answer.sdp
+    );
+}
+
 /// The 1-based number of the first line of `sdp` that starts with `prefix`, counted from
 /// the `skip`-th such line.
 fn line_of(sdp: &str, prefix: &str, skip: usize) -> usize {
