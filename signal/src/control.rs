@@ -727,29 +727,33 @@ mod tests {
         .expect("both taken off");
     }
 
+    /// Reads a connection's queue until it has seen `want` room updates (or the queue ends):
+    /// how many it saw, and the bytes its queue still counted then.
+    async fn read_room_updates(mut joined: Joined, want: usize) -> (usize, usize) {
+        let mut n = 0usize;
+        while let Some(m) = joined.rx.recv().await {
+            if let ToSession::Signal(m) = m
+                && matches!(m.message(), pb::signal_response::Message::RoomUpdate(_))
+            {
+                n += 1;
+                if n == want {
+                    break;
+                }
+            }
+        }
+        (n, joined.rx.bytes())
+    }
+
     /// Large messages fill a connection's queue by bytes before they fill it by count: one
     /// that stops reading is cut once [`SESSION_QUEUE_BYTES`] wait, while another reads all.
     #[tokio::test]
     async fn a_connection_that_stops_reading_is_cut_at_its_byte_bound() {
         let (control, _task) = Control::spawn(machine(), None, None);
         let slow = control.join(join("slow")).await.unwrap().unwrap();
-        let mut fast = control.join(join("fast")).await.unwrap().unwrap();
+        let fast = control.join(join("fast")).await.unwrap().unwrap();
         const UPDATES: usize = 160;
         const BIG: usize = 500 << 10;
-        let reader = tokio::spawn(async move {
-            let mut n = 0usize;
-            while let Some(m) = fast.rx.recv().await {
-                if let ToSession::Signal(m) = m
-                    && matches!(m.message(), pb::signal_response::Message::RoomUpdate(_))
-                {
-                    n += 1;
-                    if n == UPDATES {
-                        return (n, fast.rx.bytes());
-                    }
-                }
-            }
-            (n, fast.rx.bytes())
-        });
+        let reader = tokio::spawn(read_room_updates(fast, UPDATES));
         for i in 0..UPDATES {
             let metadata = format!("{i}{}", "x".repeat(BIG));
             control
@@ -784,21 +788,8 @@ mod tests {
     async fn a_connection_that_stops_reading_is_cut_at_its_queue_bound() {
         let (control, _task) = Control::spawn(machine(), None, None);
         let slow = control.join(join("slow")).await.unwrap().unwrap();
-        let mut fast = control.join(join("fast")).await.unwrap().unwrap();
-        let reader = tokio::spawn(async move {
-            let mut n = 0usize;
-            while let Some(m) = fast.rx.recv().await {
-                if let ToSession::Signal(m) = m
-                    && matches!(m.message(), pb::signal_response::Message::RoomUpdate(_))
-                {
-                    n += 1;
-                    if n == 3 * SESSION_QUEUE {
-                        return n;
-                    }
-                }
-            }
-            n
-        });
+        let fast = control.join(join("fast")).await.unwrap().unwrap();
+        let reader = tokio::spawn(read_room_updates(fast, 3 * SESSION_QUEUE));
         for i in 0..3 * SESSION_QUEUE {
             control
                 .call(move |m, _| m.api_update_room_metadata("r", &format!("m{i}")))
@@ -810,7 +801,7 @@ mod tests {
             .await
             .expect("the slow connection is told to close");
         assert!(slow.rx.len() <= SESSION_QUEUE, "{} queued", slow.rx.len());
-        let seen = tokio::time::timeout(Duration::from_secs(5), reader)
+        let (seen, _) = tokio::time::timeout(Duration::from_secs(5), reader)
             .await
             .unwrap()
             .unwrap();

@@ -678,14 +678,7 @@ impl Participant {
         let mut fx = Effects::default();
         if let Err(e) = check_subscription_update(&u.track_sids, &u.participant_tracks) {
             tracing::debug!(participant = %self.psid, "subscription update refused: {e}");
-            self.send(
-                ctx,
-                Resp::RequestResponse(pb::RequestResponse {
-                    reason: e.request_reason() as i32,
-                    message: e.to_string(),
-                    ..Default::default()
-                }),
-            );
+            self.refuse(ctx, &e);
             return fx;
         }
         tracing::debug!(participant = %self.psid, tracks = u.track_sids.len(), participants = u.participant_tracks.len(), subscribe = u.subscribe, "subscription update");
@@ -899,9 +892,9 @@ impl Participant {
         );
     }
 
-    /// An add_track that breaks a rule or a limit: refused with its reason, nothing kept.
-    fn refuse_track(&self, ctx: &mut Ctx<'_>, t: &pb::AddTrackRequest, e: RoomError) {
-        tracing::debug!(participant = %self.psid, cid = %t.cid.chars().take(64).collect::<String>(), "add_track refused: {e}");
+    /// Answers a refused request with its reason (a `RequestResponse` without a request id:
+    /// the requests refused so carry none).
+    fn refuse(&self, ctx: &mut Ctx<'_>, e: &RoomError) {
         self.send(
             ctx,
             Resp::RequestResponse(pb::RequestResponse {
@@ -910,6 +903,12 @@ impl Participant {
                 ..Default::default()
             }),
         );
+    }
+
+    /// An add_track that breaks a rule or a limit: refused with its reason, nothing kept.
+    fn refuse_track(&self, ctx: &mut Ctx<'_>, t: &pb::AddTrackRequest, e: RoomError) {
+        tracing::debug!(participant = %self.psid, cid = %t.cid.chars().take(64).collect::<String>(), "add_track refused: {e}");
+        self.refuse(ctx, &e);
     }
 
     /// The sizes and kinds an add_track may have.

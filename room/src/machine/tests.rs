@@ -1285,14 +1285,7 @@ fn a_full_room_refuses_joins() {
 #[test]
 fn update_metadata_answers_after_the_update() {
     let mut w = World::new();
-    let a = w.join_with(
-        "alice",
-        false,
-        VideoGrant {
-            can_update_own_metadata: Some(true),
-            ..Default::default()
-        },
-    );
+    let a = join_updating(&mut w, "alice");
     let b = w.join("bob", false);
     w.clear();
     w.signal(
@@ -2521,6 +2514,18 @@ fn update_attributes(w: &mut World, who: &str, request: u32, attributes: &[(&str
     w.advance(ANSWER_DELAY);
 }
 
+/// Joins `identity` with the grant to update its own metadata, name and attributes.
+fn join_updating(w: &mut World, identity: &str) -> String {
+    w.join_with(
+        identity,
+        false,
+        VideoGrant {
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
 fn attribute_bytes(info: &pb::ParticipantInfo) -> usize {
     info.attributes.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
@@ -2529,14 +2534,7 @@ fn attribute_bytes(info: &pb::ParticipantInfo) -> usize {
 fn attribute_updates_cannot_add_up_past_the_limit() {
     // The test config allows 64 bytes of attributes.
     let mut w = World::new();
-    let a = w.join_with(
-        "alice",
-        false,
-        VideoGrant {
-            can_update_own_metadata: Some(true),
-            ..Default::default()
-        },
-    );
+    let a = join_updating(&mut w, "alice");
     w.clear();
     let thirty = "x".repeat(30);
     update_attributes(&mut w, &a, 1, &[("a", &thirty)]);
@@ -2592,14 +2590,7 @@ fn attribute_updates_cannot_add_up_past_the_limit() {
 #[test]
 fn a_name_update_is_held_to_the_name_limit() {
     let mut w = World::new();
-    let a = w.join_with(
-        "alice",
-        false,
-        VideoGrant {
-            can_update_own_metadata: Some(true),
-            ..Default::default()
-        },
-    );
+    let a = join_updating(&mut w, "alice");
     w.clear();
     let rename = |name: String, request_id| {
         Req::UpdateMetadata(pb::UpdateParticipantMetadata {
