@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use lkr_room::negotiation::{
-    DownTrack, LocalTransport, TrackCodec, accepted_payload_types, answer_offer, remote_transport,
+    DownTrack, LocalTransport, MAX_SIMULCAST_LAYERS, TrackCodec, accepted_payload_types,
+    answer_offer, remote_transport,
 };
 use lkr_sfu::MediaKind;
 
@@ -72,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = remote_transport(&offer);
-    let answer = answer_offer(&offer, local(), 2, 42, downs());
+    let answer = answer_offer(&offer, local(), 2, 42, downs(), MAX_SIMULCAST_LAYERS);
     let _ = (answer.publish.len(), answer.recv_slots.len());
     let written = answer.sdp.write();
     if let Ok(back) = lkr_sdp::parse(&written) {

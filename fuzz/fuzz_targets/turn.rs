@@ -15,11 +15,19 @@ use lkr_turn::{Client, Credentials, Transport, TurnConfig, TurnServer, frame_len
 #[derive(Debug, Arbitrary)]
 enum Step {
     /// Bytes from client `client` (0..4) over UDP or a stream.
-    FromClient { client: u8, stream: bool, data: Vec<u8> },
+    FromClient {
+        client: u8,
+        stream: bool,
+        data: Vec<u8>,
+    },
     /// Bytes split off a stream the way the driver does.
     Stream(Vec<u8>),
     /// A datagram on a relay port from the media address or elsewhere.
-    FromPeer { relay: u8, media: bool, data: Vec<u8> },
+    FromPeer {
+        relay: u8,
+        media: bool,
+        data: Vec<u8>,
+    },
     /// Time passes.
     Wait { secs: u16 },
     /// A stream client's connection closes.
@@ -28,7 +36,11 @@ enum Step {
 
 fn client(n: u8, stream: bool) -> Client {
     Client {
-        transport: if stream { Transport::Tcp } else { Transport::Udp },
+        transport: if stream {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
         remote: SocketAddr::from(([10, 0, 0, 2], 40000 + u16::from(n % 4))),
     }
 }
@@ -46,7 +58,11 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut out = Vec::new();
     for step in steps.into_iter().take(64) {
         match step {
-            Step::FromClient { client: c, stream, data } => {
+            Step::FromClient {
+                client: c,
+                stream,
+                data,
+            } => {
                 let mut bind = || {
                     next_port = next_port.wrapping_add(1);
                     Some(SocketAddr::from(([10, 0, 0, 1], next_port)))
@@ -62,11 +78,22 @@ fuzz_target!(|steps: Vec<Step>| {
                     assert!(n >= 4);
                 }
             }
-            Step::FromPeer { relay, media: from_media, data } => {
+            Step::FromPeer {
+                relay,
+                media: from_media,
+                data,
+            } => {
                 let relay = SocketAddr::from(([10, 0, 0, 1], 30001 + u16::from(relay % 8)));
-                let from = if from_media { media } else { "192.0.2.1:9".parse().unwrap() };
+                let from = if from_media {
+                    media
+                } else {
+                    "192.0.2.1:9".parse().unwrap()
+                };
                 let to = server.handle_peer(now, relay, from, &data, &mut out);
-                assert!(from_media || to.is_none(), "only the media address is relayed");
+                assert!(
+                    from_media || to.is_none(),
+                    "only the media address is relayed"
+                );
             }
             Step::Wait { secs } => {
                 now += Duration::from_secs(u64::from(secs));
