@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use lkr_proto::pb;
 
-use super::participant::{MAX_DATA_DESTINATIONS, check_subscription_update, subscription_targets};
+use super::participant::{
+    DataTargets, MAX_DATA_DESTINATIONS, check_subscription_update, subscription_targets,
+};
 use super::{Machine, Resp, RoomEvent};
 use crate::{CreateRoom, RoomError};
 
@@ -223,7 +225,12 @@ impl Machine {
     #[allow(deprecated)] // kind and the inner destination fields are still read by clients
     pub fn api_send_data(&mut self, req: &pb::SendDataRequest) -> Result<(), RoomError> {
         self.rooms.get(&req.room)?;
-        if req.destination_identities.len() > MAX_DATA_DESTINATIONS {
+        if req
+            .destination_identities
+            .len()
+            .max(req.destination_sids.len())
+            > MAX_DATA_DESTINATIONS
+        {
             return Err(RoomError::LimitExceeded(format!(
                 "a data packet may name at most {MAX_DATA_DESTINATIONS} destinations"
             )));
@@ -243,7 +250,11 @@ impl Machine {
             ..Default::default()
         };
         let data = bytes::Bytes::from(prost::Message::encode_to_vec(&packet));
-        self.broadcast_data(None, &req.room, reliable, data, &req.destination_identities);
+        let targets = DataTargets {
+            identities: req.destination_identities.clone(),
+            sids: req.destination_sids.clone(),
+        };
+        self.broadcast_data(None, &req.room, reliable, data, &targets);
         Ok(())
     }
 

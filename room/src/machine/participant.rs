@@ -80,6 +80,15 @@ const MAX_NONCE_LEN: usize = 16;
 /// Most destination identities one data packet may name.
 pub const MAX_DATA_DESTINATIONS: usize = 1024;
 
+/// Whom a data packet is for: the participants with these identities or these sids (the
+/// deprecated `destination_sids` older SDKs and `SendData` callers still use), or, when both
+/// lists are empty, everyone in the room but the sender. LiveKit routes on both lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataTargets {
+    pub identities: Vec<String>,
+    pub sids: Vec<String>,
+}
+
 /// Most audio features one add_track may list (LiveKit defines seven).
 const MAX_AUDIO_FEATURES: usize = 16;
 
@@ -118,8 +127,8 @@ pub(crate) struct Effects {
     pub qualities: Vec<(String, Option<i32>)>,
     /// The primary transport came up: the participant is active.
     pub active: bool,
-    /// A data packet to forward: reliable, stamped bytes, destination identities.
-    pub data: Option<(bool, bytes::Bytes, Vec<String>)>,
+    /// A data packet to forward: reliable, stamped bytes, destinations.
+    pub data: Option<(bool, bytes::Bytes, DataTargets)>,
     /// The participant's record changes (name, metadata, attributes).
     pub record: Option<RecordChange>,
     /// A track's muted flag changes.
@@ -1023,7 +1032,7 @@ impl Participant {
         use pb::data_packet::Value;
         #[allow(deprecated)] // the SDKs still send the inner destinations
         let destinations = match &pkt.value {
-            Some(Value::User(u)) => u.destination_identities.len(),
+            Some(Value::User(u)) => u.destination_identities.len().max(u.destination_sids.len()),
             _ => 0,
         }
         .max(pkt.destination_identities.len());
@@ -1088,8 +1097,15 @@ impl Participant {
                 pb::data_packet::Kind::Lossy as i32
             };
         }
-        let dests = pkt.destination_identities.clone();
-        fx.data = Some((reliable, bytes::Bytes::from(pkt.encode_to_vec()), dests));
+        #[allow(deprecated)] // older SDKs name destinations by participant sid
+        let targets = DataTargets {
+            identities: pkt.destination_identities.clone(),
+            sids: match &pkt.value {
+                Some(Value::User(u)) => u.destination_sids.clone(),
+                _ => Vec::new(),
+            },
+        };
+        fx.data = Some((reliable, bytes::Bytes::from(pkt.encode_to_vec()), targets));
         fx
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lkr_proto::pb;
 use lkr_sfu::{Command, MediaKind};
 
-use super::participant::{Ctx, Effects};
+use super::participant::{Ctx, DataTargets, Effects};
 use super::{Leaving, Machine, Resp, RoomEvent, TrackEntry, TrackOffer, reason_of};
 use crate::RoomError;
 
@@ -140,10 +140,10 @@ impl Machine {
         if active {
             self.set_active(now, psid);
         }
-        if let Some((reliable, bytes, dests)) = data {
+        if let Some((reliable, bytes, targets)) = data {
             let room = self.participants.get(psid).map(|p| p.room().to_string());
             if let Some(room) = room {
-                self.broadcast_data(Some(psid), &room, reliable, bytes, &dests);
+                self.broadcast_data(Some(psid), &room, reliable, bytes, &targets);
             }
         }
         if let Some(why) = leave {
@@ -451,15 +451,17 @@ impl Machine {
         room: &str,
         reliable: bool,
         data: bytes::Bytes,
-        destinations: &[String],
+        targets: &DataTargets,
     ) {
-        // Looked up once per member: the cost is the room's size plus the list's.
-        let named: HashSet<&str> = destinations.iter().map(String::as_str).collect();
+        // Looked up once per member: the cost is the room's size plus the lists'.
+        let identities: HashSet<&str> = targets.identities.iter().map(String::as_str).collect();
+        let sids: HashSet<&str> = targets.sids.iter().map(String::as_str).collect();
+        let everyone = identities.is_empty() && sids.is_empty();
         for (sid, p) in super::members_of(&self.members, &self.participants, room) {
             if Some(sid.as_str()) == from {
                 continue;
             }
-            if !named.is_empty() && !named.contains(p.identity()) {
+            if !everyone && !identities.contains(p.identity()) && !sids.contains(sid.as_str()) {
                 continue;
             }
             if let Some(peer) = p.data_peer() {

@@ -2853,6 +2853,86 @@ fn a_subscription_update_names_a_bounded_number_of_tracks_each_once() {
 }
 
 #[test]
+fn data_packets_reach_participants_named_by_sid() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let c = w.join("carol", false);
+    let pa = w.answer_subscriber(&a);
+    let pb_ = w.answer_subscriber(&b);
+    let pc = w.answer_subscriber(&c);
+    #[allow(deprecated)]
+    let mut send = |identities: Vec<String>, sids: Vec<String>| {
+        w.clear();
+        let pkt = pb::DataPacket {
+            value: Some(pb::data_packet::Value::User(pb::UserPacket {
+                payload: b"hi".to_vec(),
+                destination_identities: identities,
+                destination_sids: sids,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        w.media_event(Event::Data {
+            peer: pa,
+            label: "_reliable".into(),
+            binary: true,
+            data: prost::Message::encode_to_vec(&pkt),
+        });
+        let mut to: Vec<PeerId> = w
+            .media
+            .iter()
+            .filter_map(|c| match c {
+                Command::SendData { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        to.sort();
+        to
+    };
+    // The deprecated sid list routes as identities do; either list names a participant.
+    assert_eq!(send(Vec::new(), vec![c.to_string()]), [pc]);
+    let mut both = vec![pb_, pc];
+    both.sort();
+    assert_eq!(send(vec!["bob".into()], vec![c.to_string()]), both);
+    // A sid of nobody in the room reaches nobody; the sender is never sent its own packet.
+    assert!(send(Vec::new(), vec!["PA_nobody".into()]).is_empty());
+    assert!(send(Vec::new(), vec![a.to_string()]).is_empty());
+    // Over the cap of destinations in the sid list: dropped.
+    let many: Vec<String> = (0..=MAX_DATA_DESTINATIONS)
+        .map(|i| format!("PA_{i}"))
+        .collect();
+    assert!(send(Vec::new(), many.clone()).is_empty());
+
+    // SendData (Twirp) routes on destination_sids too, and caps them.
+    #[allow(deprecated)]
+    let req = |sids: Vec<String>| pb::SendDataRequest {
+        room: "r".into(),
+        data: b"hi".to_vec(),
+        destination_sids: sids,
+        ..Default::default()
+    };
+    w.clear();
+    w.m.api_send_data(&req(vec![b.to_string()])).unwrap();
+    w.drain();
+    let sent: Vec<PeerId> = w
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::SendData { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [pb_]);
+    assert_eq!(
+        w.m.api_send_data(&req(many)),
+        Err(RoomError::LimitExceeded(format!(
+            "a data packet may name at most {MAX_DATA_DESTINATIONS} destinations"
+        )))
+    );
+}
+
+#[test]
 fn data_packets_name_a_bounded_number_of_destinations_and_short_nonces() {
     let mut w = World::new();
     let a = w.join("alice", false);

@@ -5,7 +5,8 @@ from inside the media test's network namespace:
     ns_data_admin.py URL KEY SECRET METHOD JSON_ARGS
 
 METHOD is one of
-    SendData            {room, text | data_b64, kind: "RELIABLE"|"LOSSY", topic?, destination_identities?}
+    SendData            {room, text | data_b64, kind: "RELIABLE"|"LOSSY", topic?, destination_identities?,
+                         destination_sids?}
                         through `room.send_data` (which sets a fresh 16-byte nonce itself)
     SendDataRawNonce    {room, text, nonce_hex, kind?, topic?}: the same request with the given
                         nonce, sent through the SDK's Twirp client because `send_data`
@@ -84,6 +85,8 @@ async def call(url: str, key: str, secret: str, method: str, args: dict) -> None
                     kind=_kind(args),
                     topic=args.get("topic"),
                     destination_identities=args.get("destination_identities", []),
+                    # deprecated in the protocol, still sent by older callers
+                    destination_sids=args.get("destination_sids", []),
                 )
             )
             out({"ok": True, "result": {}})

@@ -1,6 +1,7 @@
 """Twirp RoomService.SendData, called by `livekit-api` (`room.send_data`) from inside the
 namespace, received by real Python SDK clients (spec §3.3 rule 11, §4.2): every participant gets
-the payload with its topic and kind and no sender; destination identities restrict delivery; a
+the payload with its topic and kind and no sender; destination identities (and the deprecated
+destination sids, which LiveKit still routes on) restrict delivery; a
 nonce that is not 16 bytes is refused with invalid_argument and delivers nothing.
 
 Negative checks use a barrier: a later broadcast SendData; the server sends API packets to a
@@ -62,6 +63,17 @@ def test_send_data_api(media, single_pc):
     for rx in (alice, carol):
         rx.wait_for("data_received", text="alice and carol", timeout=10)
 
+    # destination sids (deprecated, routed as LiveKit does), alone and with identities
+    sid_of = {c: c.wait_for("connected", timeout=10)["sid"] for c in clients}
+    twirp_ok(media, "SendData", room=room, text="carol by sid", kind="RELIABLE", topic="dm", destination_sids=[sid_of[carol]])
+    carol.wait_for("data_received", text="carol by sid", timeout=10)
+    twirp_ok(
+        media, "SendData", room=room, text="sid and identity", kind="RELIABLE", topic="dm",
+        destination_sids=[sid_of[alice]], destination_identities=["bob"],
+    )
+    for rx in (alice, bob):
+        rx.wait_for("data_received", text="sid and identity", timeout=10)
+
     # a nonce that is not 16 bytes: invalid_argument, and nothing is delivered
     bad = twirp(media, "SendDataRawNonce", room=room, text="bad nonce", nonce_hex="0102030405", topic="nonce")
     assert not bad.get("ok"), f"SendData with a 5-byte nonce succeeded: {bad}"
@@ -79,6 +91,9 @@ def test_send_data_api(media, single_pc):
     assert_none(alice, "data_received", text="only bob")
     assert_none(carol, "data_received", text="only bob")
     assert_none(bob, "data_received", text="alice and carol")
+    assert_none(alice, "data_received", text="carol by sid")
+    assert_none(bob, "data_received", text="carol by sid")
+    assert_none(carol, "data_received", text="sid and identity")
     for rx in clients:
         assert_none(rx, "data_received", text="bad nonce")
         assert len(rx.find("data_received", text="hello from the server")) == 1, rx.describe()
