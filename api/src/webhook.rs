@@ -9,7 +9,7 @@
 //! retried with backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -120,55 +120,22 @@ fn sign(settings: &WebhookSettings, body: &[u8]) -> Option<String> {
     token.to_jwt().ok()
 }
 
-/// One URL's queue, bounded in events and in bytes.
-struct UrlQueue {
-    tx: mpsc::Sender<pb::WebhookEvent>,
-    /// Bytes of the events in the queue: counted in here, taken off by [`Delivery::recv`].
-    bytes: Arc<AtomicUsize>,
-}
+/// One URL's queue, bounded in events ([`URL_QUEUE`]) and in bytes ([`URL_QUEUE_BYTES`]).
+struct UrlQueue(lkr_signal::bounded::Sender<pb::WebhookEvent>);
 
 /// The delivering end of a [`UrlQueue`].
-struct Delivery {
-    rx: mpsc::Receiver<pb::WebhookEvent>,
-    bytes: Arc<AtomicUsize>,
-}
+type Delivery = lkr_signal::bounded::Receiver<pb::WebhookEvent>;
 
 fn url_queue() -> (UrlQueue, Delivery) {
-    let (tx, rx) = mpsc::channel(URL_QUEUE);
-    let bytes = Arc::new(AtomicUsize::new(0));
-    (
-        UrlQueue {
-            tx,
-            bytes: bytes.clone(),
-        },
-        Delivery { rx, bytes },
-    )
+    let (tx, rx) = lkr_signal::bounded::channel(URL_QUEUE, URL_QUEUE_BYTES);
+    (UrlQueue(tx), rx)
 }
 
 impl UrlQueue {
     /// Queues `event`; `false` when the queue is full (in events or bytes) or gone.
     fn offer(&self, event: &pb::WebhookEvent) -> bool {
-        use prost::Message as _;
-        let size = event.encoded_len();
-        let held = self.bytes.load(Ordering::Relaxed);
-        if held > 0 && held + size > URL_QUEUE_BYTES {
-            return false;
-        }
-        self.bytes.fetch_add(size, Ordering::Relaxed);
-        if self.tx.try_send(event.clone()).is_err() {
-            self.bytes.fetch_sub(size, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-}
-
-impl Delivery {
-    async fn recv(&mut self) -> Option<pb::WebhookEvent> {
-        use prost::Message as _;
-        let event = self.rx.recv().await?;
-        self.bytes.fetch_sub(event.encoded_len(), Ordering::Relaxed);
-        Some(event)
+        let size = prost::Message::encoded_len(event);
+        self.0.try_send(event.clone(), size).is_ok()
     }
 }
 
@@ -304,14 +271,14 @@ mod tests {
         };
         let taken = (0..URL_QUEUE).take_while(|_| queue.offer(&big)).count();
         assert_eq!(taken, URL_QUEUE_BYTES / prost::Message::encoded_len(&big));
-        assert!(queue.bytes.load(Ordering::Relaxed) <= URL_QUEUE_BYTES);
+        assert!(queue.0.bytes() <= URL_QUEUE_BYTES);
         assert!(!queue.offer(&big));
         assert!(delivery.recv().await.is_some());
         assert!(queue.offer(&big), "room for one again");
         for _ in 0..taken {
             assert!(delivery.recv().await.is_some());
         }
-        assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(queue.0.bytes(), 0);
         // Alone in the queue, an event over the whole budget still goes.
         let huge = pb::WebhookEvent {
             room: Some(pb::Room {

@@ -66,59 +66,9 @@ pub struct Joined {
     pub abort: Arc<Notify>,
 }
 
-/// A connection's end of its queue: the messages, and the bytes they hold (see
-/// [`SESSION_QUEUE_BYTES`]), taken off as each message is.
-#[derive(Debug)]
-pub struct SessionQueue {
-    rx: mpsc::Receiver<ToSession>,
-    bytes: Arc<AtomicUsize>,
-}
-
-impl SessionQueue {
-    /// A queue fed straight through `rx` (tests: nothing is counted in).
-    #[cfg(test)]
-    pub(crate) fn unmetered(rx: mpsc::Receiver<ToSession>) -> Self {
-        Self {
-            rx,
-            bytes: Arc::new(AtomicUsize::new(usize::MAX / 2)),
-        }
-    }
-
-    /// The next message; `None` once the control task has dropped the connection.
-    pub async fn recv(&mut self) -> Option<ToSession> {
-        let m = self.rx.recv().await;
-        self.took(m.as_ref());
-        m
-    }
-
-    /// The next message if one waits.
-    pub fn try_recv(&mut self) -> Result<ToSession, mpsc::error::TryRecvError> {
-        let m = self.rx.try_recv();
-        self.took(m.as_ref().ok());
-        m
-    }
-
-    /// Messages waiting.
-    pub fn len(&self) -> usize {
-        self.rx.len()
-    }
-
-    /// Whether no message waits.
-    pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
-    }
-
-    /// Bytes the waiting messages hold.
-    pub fn bytes(&self) -> usize {
-        self.bytes.load(Relaxed)
-    }
-
-    fn took(&self, m: Option<&ToSession>) {
-        if let Some(ToSession::Signal(m)) = m {
-            self.bytes.fetch_sub(m.size(), Relaxed);
-        }
-    }
-}
+/// A connection's end of its queue, bounded in messages ([`SESSION_QUEUE`]) and in bytes
+/// ([`SESSION_QUEUE_BYTES`]).
+pub type SessionQueue = crate::bounded::Receiver<ToSession>;
 
 type Call = Box<dyn FnOnce(&mut Machine, Instant) + Send>;
 type AgentCall = Box<dyn FnOnce(&mut Machine, &mut Dispatcher, Instant) + Send>;
@@ -379,9 +329,7 @@ impl Control {
 
 struct SessionLink {
     id: u64,
-    tx: mpsc::Sender<ToSession>,
-    /// Bytes of the messages in `tx`'s queue.
-    bytes: Arc<AtomicUsize>,
+    tx: crate::bounded::Sender<ToSession>,
     abort: Arc<Notify>,
 }
 
@@ -464,7 +412,7 @@ impl Task {
                 action: pb::leave_request::Action::Disconnect as i32,
                 regions: None,
             };
-            if s.tx.try_send(ToSession::Close(Some(leave))).is_err() {
+            if s.tx.try_send(ToSession::Close(Some(leave)), 0).is_err() {
                 s.abort.notify_one();
             }
         }
@@ -475,15 +423,13 @@ impl Task {
         match input {
             Input::Join { join, reply } => {
                 let r = self.machine.handle_join(now, *join).map(|psid| {
-                    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-                    let bytes = Arc::new(AtomicUsize::new(0));
+                    let (tx, rx) = crate::bounded::channel(SESSION_QUEUE, SESSION_QUEUE_BYTES);
                     let abort = Arc::new(Notify::new());
                     let id = self.next_link;
                     self.next_link += 1;
                     let link = SessionLink {
                         id,
                         tx,
-                        bytes: bytes.clone(),
                         abort: abort.clone(),
                     };
                     // A resume takes over from a connection that may still be open.
@@ -493,7 +439,7 @@ impl Task {
                     Joined {
                         participant_sid: psid,
                         link: id,
-                        rx: SessionQueue { rx, bytes },
+                        rx,
                         abort,
                     }
                 });
@@ -555,19 +501,7 @@ impl Task {
             return;
         };
         let size = out.size();
-        let held = s.bytes.load(Relaxed);
-        let sent = if held > 0 && held + size > SESSION_QUEUE_BYTES {
-            Err(mpsc::error::TrySendError::Full(()))
-        } else {
-            s.bytes.fetch_add(size, Relaxed);
-            s.tx.try_send(ToSession::Signal(out)).map_err(|e| {
-                s.bytes.fetch_sub(size, Relaxed);
-                match e {
-                    mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
-                    mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
-                }
-            })
-        };
+        let sent = s.tx.try_send(ToSession::Signal(out), size);
         match sent {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -599,7 +533,7 @@ impl Task {
                 Output::Join { to, reply } => self.queue(&to, Arc::new(Outgoing::join(reply))),
                 Output::Close { to, leave } => {
                     if let Some(s) = self.sessions.remove(&to)
-                        && s.tx.try_send(ToSession::Close(leave)).is_err()
+                        && s.tx.try_send(ToSession::Close(leave), 0).is_err()
                     {
                         s.abort.notify_one();
                     }

@@ -14,6 +14,7 @@
 //! No room logic lives here: the machine decides, the pumps carry.
 
 pub mod agents;
+pub mod bounded;
 pub mod control;
 pub mod join;
 pub mod session;

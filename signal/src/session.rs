@@ -210,7 +210,7 @@ async fn write_queued<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::sync::mpsc::error::TryRecvError;
+    use crate::bounded::TryRecvError;
     let mut buffered = 0;
     let mut next = Some(first);
     let mut written = 0;
@@ -631,12 +631,10 @@ pub(crate) mod tests {
         };
         let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let mut rx = crate::control::SessionQueue::unmetered(rx);
+        let (tx, mut rx) = crate::bounded::channel(64, usize::MAX);
 
         for i in 1..10 {
-            tx.send(ToSession::Signal(outgoing(&format!("m{i}"))))
-                .await
+            tx.try_send(ToSession::Signal(outgoing(&format!("m{i}"))), 0)
                 .unwrap();
         }
         let left = write_queued(&mut ws, outgoing("m0"), &mut rx, false)
@@ -652,10 +650,12 @@ pub(crate) mod tests {
         }
 
         let long = "x".repeat(3 * MAX_FRAME);
-        tx.send(ToSession::Signal(outgoing(&long))).await.unwrap();
-        tx.send(ToSession::Signal(outgoing("after"))).await.unwrap();
-        tx.send(ToSession::Close(None)).await.unwrap();
-        tx.send(ToSession::Signal(outgoing("later"))).await.unwrap();
+        tx.try_send(ToSession::Signal(outgoing(&long)), 0).unwrap();
+        tx.try_send(ToSession::Signal(outgoing("after")), 0)
+            .unwrap();
+        tx.try_send(ToSession::Close(None), 0).unwrap();
+        tx.try_send(ToSession::Signal(outgoing("later")), 0)
+            .unwrap();
         let left = write_queued(&mut ws, outgoing("before"), &mut rx, false)
             .await
             .unwrap();
