@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::StunError;
 use crate::stun::{
-    BINDING_ERROR, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, check_binding_request,
-    parse_binding_response, scan, write_binding_error, write_binding_success,
+    BINDING_ERROR, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, IntegrityKey,
+    check_binding_request, parse_binding_response, scan, sign_binding_error, sign_binding_success,
     write_controlled_check,
 };
 
@@ -86,6 +86,8 @@ struct Source {
 pub struct IceLite {
     local_ufrag: String,
     local_pwd: String,
+    /// `local_pwd`'s key: every check is verified and answered with it.
+    local_key: IntegrityKey,
     remote_ufrag: Option<String>,
     remote_pwd: Option<String>,
     sources: Vec<Source>,
@@ -110,6 +112,7 @@ impl IceLite {
     pub fn new(local_ufrag: String, local_pwd: String) -> Self {
         Self {
             local_ufrag,
+            local_key: IntegrityKey::new(&local_pwd),
             local_pwd,
             remote_ufrag: None,
             remote_pwd: None,
@@ -146,6 +149,7 @@ impl IceLite {
         remote_pwd: String,
     ) {
         self.local_ufrag = local_ufrag;
+        self.local_key = IntegrityKey::new(&local_pwd);
         self.local_pwd = local_pwd;
         self.remote_ufrag = Some(remote_ufrag);
         self.remote_pwd = Some(remote_pwd);
@@ -196,13 +200,13 @@ impl IceLite {
         }
         // One scan serves the username check and the request's own checks.
         self.check_username(layout.username(buf)?)?;
-        let request = check_binding_request(buf, &layout, &self.local_pwd)?;
+        let request = check_binding_request(buf, &layout, &self.local_key)?;
         if self.state == IceState::New {
             self.state = IceState::Checking;
         }
 
         if request.ice_controlled.is_some() {
-            write_binding_error(out, request.transaction_id, 487, Some(&self.local_pwd))?;
+            sign_binding_error(out, request.transaction_id, 487, Some(&self.local_key))?;
             return Ok(IceInput {
                 response_written: true,
                 ..IceInput::default()
@@ -222,7 +226,7 @@ impl IceLite {
         self.recent[self.next_recent] = (tid, Some(from));
         self.next_recent = (self.next_recent + 1) % RECENT_CHECKS;
 
-        write_binding_success(out, tid, from, &self.local_pwd)?;
+        sign_binding_success(out, tid, from, &self.local_key)?;
         let before = self.selected();
         let became_valid = self.record_check(now, from);
         // Media follows a nomination at once. A client whose address changed (a NAT

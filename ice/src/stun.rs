@@ -107,14 +107,14 @@ pub fn parse_binding_request<'a>(
     buf: &'a [u8],
     local_pwd: &str,
 ) -> Result<BindingRequest<'a>, StunError> {
-    check_binding_request(buf, &scan(buf)?, local_pwd)
+    check_binding_request(buf, &scan(buf)?, &IntegrityKey::new(local_pwd))
 }
 
 /// [`parse_binding_request`] of a datagram already scanned into `layout`.
 pub(crate) fn check_binding_request<'a>(
     buf: &'a [u8],
     layout: &Layout,
-    local_pwd: &str,
+    local_key: &IntegrityKey,
 ) -> Result<BindingRequest<'a>, StunError> {
     if layout.message_type != BINDING_REQUEST {
         return Err(StunError::UnexpectedMessage);
@@ -124,7 +124,7 @@ pub(crate) fn check_binding_request<'a>(
     if layout.username.is_none() {
         return Err(StunError::MissingUsername);
     }
-    check_integrity(buf, integrity, local_pwd)?;
+    check_integrity(buf, integrity, local_key)?;
     let username = layout.username(buf)?;
     Ok(BindingRequest {
         transaction_id: transaction_id(buf),
@@ -143,6 +143,14 @@ pub(crate) fn check_binding_request<'a>(
 /// 401 cannot be signed when the request could not be authenticated, RFC 5389 §10.1.2); when
 /// present it is checked.
 pub fn parse_binding_response(buf: &[u8], remote_pwd: &str) -> Result<BindingResponse, StunError> {
+    check_binding_response(buf, &IntegrityKey::new(remote_pwd))
+}
+
+/// [`parse_binding_response`] with the remote password's key.
+pub(crate) fn check_binding_response(
+    buf: &[u8],
+    remote_key: &IntegrityKey,
+) -> Result<BindingResponse, StunError> {
     let layout = scan(buf)?;
     let success = match layout.message_type {
         BINDING_SUCCESS => true,
@@ -151,7 +159,7 @@ pub fn parse_binding_response(buf: &[u8], remote_pwd: &str) -> Result<BindingRes
     };
     check_fingerprint(buf, &layout)?;
     match layout.integrity {
-        Some(at) => check_integrity(buf, at, remote_pwd)?,
+        Some(at) => check_integrity(buf, at, remote_key)?,
         None if success => return Err(StunError::MissingIntegrity),
         None => {}
     }
@@ -176,6 +184,16 @@ pub fn write_binding_success(
     mapped: SocketAddr,
     local_pwd: &str,
 ) -> Result<(), StunError> {
+    sign_binding_success(out, transaction_id, mapped, &IntegrityKey::new(local_pwd))
+}
+
+/// [`write_binding_success`] with our password's key.
+pub(crate) fn sign_binding_success(
+    out: &mut Vec<u8>,
+    transaction_id: [u8; 12],
+    mapped: SocketAddr,
+    local_key: &IntegrityKey,
+) -> Result<(), StunError> {
     let start = begin(out, BINDING_SUCCESS, &transaction_id);
     let port = mapped.port() ^ 0x2112;
     match mapped.ip() {
@@ -192,7 +210,7 @@ pub fn write_binding_success(
             out.extend(xor(&ip.octets(), &transaction_id));
         }
     }
-    end(out, start, Some(local_pwd));
+    end(out, start, Some(local_key));
     Ok(())
 }
 
@@ -205,6 +223,17 @@ pub fn write_binding_error(
     code: u16,
     local_pwd: Option<&str>,
 ) -> Result<(), StunError> {
+    let key = local_pwd.map(IntegrityKey::new);
+    sign_binding_error(out, transaction_id, code, key.as_ref())
+}
+
+/// [`write_binding_error`] with our password's key.
+pub(crate) fn sign_binding_error(
+    out: &mut Vec<u8>,
+    transaction_id: [u8; 12],
+    code: u16,
+    local_key: Option<&IntegrityKey>,
+) -> Result<(), StunError> {
     if !(300..=599).contains(&code) {
         return Err(StunError::InvalidErrorCode(code));
     }
@@ -216,7 +245,7 @@ pub fn write_binding_error(
     out.extend_from_slice(&[0, 0, class, number]);
     out.extend_from_slice(reason);
     pad(out);
-    end(out, start, local_pwd);
+    end(out, start, local_key);
     Ok(())
 }
 
@@ -291,7 +320,7 @@ fn write_check(
     if use_candidate {
         attribute_header(out, ATTR_USE_CANDIDATE, 0);
     }
-    end(out, start, Some(remote_pwd));
+    end(out, start, Some(&IntegrityKey::new(remote_pwd)));
     Ok(())
 }
 
@@ -336,11 +365,11 @@ fn set_length(out: &mut [u8], start: usize, more: usize) {
 }
 
 /// Signs (when a password is given) and fingerprints the message that starts at `start`.
-fn end(out: &mut Vec<u8>, start: usize, pwd: Option<&str>) {
-    if let Some(pwd) = pwd {
+fn end(out: &mut Vec<u8>, start: usize, key: Option<&IntegrityKey>) {
+    if let Some(key) = key {
         // The length covers MESSAGE-INTEGRITY itself but not FINGERPRINT (RFC 5389 §15.4).
         set_length(out, start, 4 + INTEGRITY_LEN);
-        let mut mac = new_mac(pwd);
+        let mut mac = key.mac();
         mac.update(&out[start..]);
         let tag = mac.finalize().into_bytes();
         attribute_header(out, ATTR_MESSAGE_INTEGRITY, INTEGRITY_LEN);
@@ -352,10 +381,28 @@ fn end(out: &mut Vec<u8>, start: usize, pwd: Option<&str>) {
     out.extend_from_slice(&crc.to_be_bytes());
 }
 
-/// HMAC-SHA1 keyed with a short-term password (RFC 5389 §15.4).
-fn new_mac(pwd: &str) -> Hmac<Sha1> {
-    // HMAC takes a key of any length.
-    Hmac::<Sha1>::new_from_slice(pwd.as_bytes()).unwrap_or_else(|_| unreachable!())
+/// A short-term password made into its HMAC-SHA1 key once (RFC 5389 §15.4): keying hashes
+/// the password's two padded blocks, a third of what signing or checking a consent check
+/// costs, so an agent keeps its key for every check instead of its password.
+#[derive(Clone)]
+pub struct IntegrityKey(Hmac<Sha1>);
+
+impl IntegrityKey {
+    /// The key of `pwd`.
+    pub fn new(pwd: &str) -> Self {
+        // HMAC takes a key of any length.
+        Self(Hmac::<Sha1>::new_from_slice(pwd.as_bytes()).unwrap_or_else(|_| unreachable!()))
+    }
+
+    fn mac(&self) -> Hmac<Sha1> {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for IntegrityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IntegrityKey(..)")
+    }
 }
 
 fn transaction_id(buf: &[u8]) -> [u8; 12] {
@@ -532,10 +579,10 @@ fn check_fingerprint(buf: &[u8], layout: &Layout) -> Result<(), StunError> {
 
 /// Checks the MESSAGE-INTEGRITY whose attribute header sits at `at` (RFC 5389 §15.4): the
 /// HMAC covers the message before it, with the header's length counting up to its end.
-fn check_integrity(buf: &[u8], at: usize, pwd: &str) -> Result<(), StunError> {
+fn check_integrity(buf: &[u8], at: usize, key: &IntegrityKey) -> Result<(), StunError> {
     let len =
         u16::try_from(at + 4 + INTEGRITY_LEN - HEADER_LEN).map_err(|_| StunError::Malformed)?;
-    let mut mac = new_mac(pwd);
+    let mut mac = key.mac();
     mac.update(&buf[..2]);
     mac.update(&len.to_be_bytes());
     mac.update(&buf[4..at]);
