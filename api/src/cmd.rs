@@ -247,6 +247,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     driver.shards = settings.shards;
     driver.spill = settings.shard_spill;
     driver.segmentation = settings.udp_segmentation;
+    driver.idle_poll_wakeups = settings.idle_poll_wakeups;
     driver.tcp = settings
         .tcp_port
         .map(|p| lkr_driver::TcpConfig::new(SocketAddr::new(udp_ip, p)));

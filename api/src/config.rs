@@ -103,6 +103,9 @@ pub struct RtcConfig {
     /// Datagrams to one subscriber that leave together go out as one segmented send
     /// (`UDP_SEGMENT`) where the kernel offers it (absent: on).
     pub udp_segmentation: Option<bool>,
+    /// A shard whose socket woke it at least this many times in a second for nothing but
+    /// idle peers' upkeep reads its socket every 50 ms instead (absent: 50; 0: never).
+    pub idle_poll_wakeups: Option<u32>,
     pub tcp_port: Option<u16>,
     pub port_range_start: Option<u16>,
     pub port_range_end: Option<u16>,
@@ -525,6 +528,7 @@ const SUPPORTED: &[&str] = &[
     "rtc.shards",
     "rtc.shard_spill",
     "rtc.udp_segmentation",
+    "rtc.idle_poll_wakeups",
     "rtc.node_ip",
     "rtc.tcp_port",
     "turn",
@@ -906,6 +910,9 @@ pub struct Settings {
     pub shard_spill: u32,
     /// Segmented sends of the media (`rtc.udp_segmentation`, default on).
     pub udp_segmentation: bool,
+    /// Wake-ups a second for idle upkeep past which a shard polls its socket
+    /// (`rtc.idle_poll_wakeups`, default [`lkr_driver::IDLE_POLL_WAKEUPS`]; 0: never).
+    pub idle_poll_wakeups: u32,
     /// The ICE-TCP port (`rtc.tcp_port`, default 7881; 0 turns ICE-TCP off).
     pub tcp_port: Option<u16>,
     /// The embedded TURN server (`turn:`), when enabled.
@@ -1108,6 +1115,10 @@ impl Settings {
                 .or(config.rtc.shard_spill)
                 .unwrap_or(lkr_driver::DEFAULT_SPILL),
             udp_segmentation: config.rtc.udp_segmentation.unwrap_or(true),
+            idle_poll_wakeups: config
+                .rtc
+                .idle_poll_wakeups
+                .unwrap_or(lkr_driver::IDLE_POLL_WAKEUPS),
             turn: config.turn.resolve()?,
             tcp_port: match config.rtc.tcp_port.unwrap_or(7881) {
                 0 => None,
@@ -1486,6 +1497,19 @@ limit:
         let (c, unsupported) = Config::load("rtc:\n  udp_segmentation: false\n").unwrap();
         assert!(unsupported.is_empty(), "{unsupported:?}");
         assert!(!Settings::resolve(&c, &dev).unwrap().udp_segmentation);
+    }
+
+    #[test]
+    fn idle_polling_threshold_defaults_to_the_drivers() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let s = Settings::resolve(&Config::default(), &dev).unwrap();
+        assert_eq!(s.idle_poll_wakeups, lkr_driver::IDLE_POLL_WAKEUPS);
+        let (c, unsupported) = Config::load("rtc:\n  idle_poll_wakeups: 0\n").unwrap();
+        assert!(unsupported.is_empty(), "{unsupported:?}");
+        assert_eq!(Settings::resolve(&c, &dev).unwrap().idle_poll_wakeups, 0);
     }
 
     #[test]

@@ -265,6 +265,17 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
         }
         metric(
             &mut out,
+            "livekit_media_polling_shards",
+            "gauge",
+            "Media shards reading their socket on a schedule (only idle peers' upkeep arrived).",
+        );
+        let _ = writeln!(
+            out,
+            "livekit_media_polling_shards{{{node}}} {}",
+            m.polling_shards
+        );
+        metric(
+            &mut out,
             "livekit_media_segmented_sends_total",
             "counter",
             "Runs of datagrams to one destination sent as one segmented (UDP GSO) send.",

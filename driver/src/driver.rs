@@ -39,14 +39,18 @@ const OVERFLOW_LIMIT: usize = 1 << 16;
 pub const EVENT_DATA_BYTES: usize = 16 << 20;
 
 /// A shard whose socket woke it at least this often in the last second, for nothing but
-/// idle peers' upkeep, reads it on a schedule instead ([`MediaSocket::Polled`]).
-const POLL_ABOVE: u32 = 50;
+/// idle peers' upkeep, reads it on a schedule instead ([`MediaSocket::poll_instead`]); the
+/// default of [`DriverConfig::idle_poll_wakeups`].
+pub const IDLE_POLL_WAKEUPS: u32 = 50;
 /// How often a polling shard reads its socket: an idle peer's consent check is answered
 /// up to this late (clients allow seconds).
 const POLL_PERIOD: Duration = Duration::from_millis(50);
-/// A polling shard that read fewer datagrams than this in the last second goes back to
-/// waking on each: polling would cost it more wake-ups than it saves.
-const POLL_BELOW: u64 = 20;
+/// A polling shard that read fewer datagrams than this share of the wake-ups that made it
+/// poll in the last second goes back to waking on each: polling would cost it more
+/// wake-ups than it saves (20 for the default 50).
+fn poll_below(wakeups: u32) -> u64 {
+    u64::from(wakeups) * 2 / 5
+}
 /// Batches a polling shard reads at most per round, so that a flood cannot hold it.
 const POLL_BATCHES: usize = 16;
 
@@ -159,6 +163,9 @@ pub struct DriverConfig {
     /// Datagrams to one subscriber that leave together go out as one segmented send where
     /// the kernel offers it (`rtc.udp_segmentation`; see [`crate::batch`]).
     pub segmentation: bool,
+    /// Wake-ups in a second, for nothing but idle peers' upkeep, past which a shard reads
+    /// its socket on a schedule (`rtc.idle_poll_wakeups`; 0: never).
+    pub idle_poll_wakeups: u32,
 }
 
 impl DriverConfig {
@@ -172,6 +179,7 @@ impl DriverConfig {
             spill: crate::router::DEFAULT_SPILL,
             tcp: None,
             segmentation: true,
+            idle_poll_wakeups: IDLE_POLL_WAKEUPS,
         }
     }
 }
@@ -373,8 +381,10 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             format!("media-{index}")
         };
         let segment = config.segmentation && crate::batch::segmentation_supported(&socket);
+        let idle_poll_wakeups = config.idle_poll_wakeups;
         std::thread::Builder::new().name(name).spawn(move || {
             let shard = Shard {
+                idle_poll_wakeups,
                 handed_urgent: 0,
                 index: index as u8,
                 engine,
@@ -687,6 +697,8 @@ pub(crate) enum ShardMsg {
 struct Shard {
     index: u8,
     engine: Engine,
+    /// Idle wake-ups a second past which the socket is polled (0: never).
+    idle_poll_wakeups: u32,
     /// Datagrams other than STUN that landed on our socket and were handed to the shard of
     /// their peer: urgent for polling like the engine's own (see [`Shard::urgent`]).
     handed_urgent: u64,
@@ -1132,9 +1144,9 @@ impl Shard {
         self.engine.urgent_inputs() + self.handed_urgent
     }
 
-    /// Once a second: polls the socket when it woke the shard at least [`POLL_ABOVE`] times
-    /// and nothing urgent came in; wakes on each datagram again when polling read fewer than
-    /// [`POLL_BELOW`].
+    /// Once a second: polls the socket when it woke the shard at least
+    /// [`Shard::idle_poll_wakeups`] times and nothing urgent came in; wakes on each datagram
+    /// again when polling read fewer than [`poll_below`] of them.
     fn choose_polling(
         &self,
         socket: &mut MediaSocket,
@@ -1143,7 +1155,8 @@ impl Shard {
         now: Instant,
     ) -> std::io::Result<()> {
         let urgent = self.urgent();
-        if !socket.is_polled() && counts.wakes >= POLL_ABOVE && urgent == counts.urgent {
+        let above = self.idle_poll_wakeups;
+        if !socket.is_polled() && above > 0 && counts.wakes >= above && urgent == counts.urgent {
             tracing::debug!(
                 shard = self.index,
                 wakes = counts.wakes,
@@ -1151,7 +1164,7 @@ impl Shard {
             );
             counts.next = now + POLL_PERIOD;
             socket.poll_instead(registry)?;
-        } else if socket.is_polled() && counts.polled < POLL_BELOW {
+        } else if socket.is_polled() && counts.polled < poll_below(above) {
             return self.wake_on_each(socket, registry, counts);
         }
         self.stats

@@ -29,7 +29,10 @@ pub mod tcp;
 pub mod turn;
 mod wake;
 
-pub use driver::{DriverConfig, EVENT_DATA_BYTES, Media, MediaHandle, Outbound, SendError, spawn};
+pub use driver::{
+    DriverConfig, EVENT_DATA_BYTES, IDLE_POLL_WAKEUPS, Media, MediaHandle, Outbound, SendError,
+    spawn,
+};
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};
 pub use sink::{SINK_CAPACITY, SinkPacket, SinkReceiver, SinkSender, sink_channel};
 pub use stats::{LATENCY_BUCKETS_US, Latency, MediaStats, StatsSnapshot, TcpCounters, TcpSnapshot};

@@ -505,6 +505,25 @@ class MediaEnv:
         return sections
 
 
+def scrape_metrics(media: "MediaEnv", port: int, user: str, password: str) -> str:
+    """The server's /metrics (`prometheus.port` with basic auth), read from inside the namespace."""
+    code = (
+        "import base64, sys, urllib.request\n"
+        "req = urllib.request.Request(sys.argv[1])\n"
+        "req.add_header('Authorization', 'Basic ' + base64.b64encode(sys.argv[2].encode()).decode())\n"
+        "sys.stdout.write(urllib.request.urlopen(req, timeout=10).read().decode())\n"
+    )
+    url = f"http://{SERVER_IP}:{port}/metrics"
+    cp = subprocess.run(
+        media.ns.argv([python_bin(), "-c", code, url, f"{user}:{password}"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    return cp.stdout
+
+
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
     """Polls pred() until it returns something truthy or the deadline passes; returns its last value."""
     deadline = time.monotonic() + timeout

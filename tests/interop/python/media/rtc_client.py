@@ -20,6 +20,8 @@ deadlines instead of sleeping. Commands (an optional "id" is echoed in the comma
     {"cmd": "analyze_audio", "participant": "alice", "seconds": 1} -> audio_analysis
     {"cmd": "analyze_video", "participant": "alice", "frames": 30} -> video_analysis
     {"cmd": "disconnect"}                                          -> closed, then exit
+    {"cmd": "ice_stats"} -> ice_stats: the SDK's candidate pairs (state, nominated, STUN requests
+        sent and responses received), over both peer connections
 
 Data, RPC, streams and participant state (results carry "size"/"sha256" of what was sent, so a
 test can compare them with what the other side reports; "text" or "size"+"seed" give the payload):
@@ -733,6 +735,24 @@ class Client:
             probe.task.cancel()
         return report
 
+    async def cmd_ice_stats(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        s = await asyncio.wait_for(self.room.get_rtc_stats(), 5.0)
+        pairs = []
+        for st in list(s.publisher_stats) + list(s.subscriber_stats):
+            if st.WhichOneof("stats") != "candidate_pair":
+                continue
+            p = st.candidate_pair.candidate_pair
+            pairs.append(
+                {
+                    "state": int(p.state),
+                    "nominated": p.nominated,
+                    "requests_sent": p.requests_sent,
+                    "responses_received": p.responses_received,
+                    "consent_requests_sent": p.consent_requests_sent,
+                }
+            )
+        return {"pairs": pairs}
+
     # -------------------------------------------------------------- data, RPC, streams, state
 
     async def cmd_publish_data(self, c: Dict[str, Any]) -> Dict[str, Any]:
@@ -1043,6 +1063,7 @@ class Client:
             "state": "state",
             "video_send_stats": "video_send_stats",
             "set_video_quality": "quality_set",
+            "ice_stats": "ice_stats",
         }.get(name)
         fn = getattr(self, f"cmd_{name}", None)
         if fn is None or result_event is None:

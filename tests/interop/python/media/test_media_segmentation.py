@@ -6,13 +6,11 @@ is decoded all the same."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 import lkhelpers
 from mediafixtures import media_env_with
-from mediahelpers import SERVER_IP, MediaEnv, assert_video, python_bin
+from mediahelpers import MediaEnv, assert_video, scrape_metrics
 
 METRICS_PORT = 18121
 USER, PASSWORD = "scraper", "s3cret"
@@ -36,27 +34,8 @@ def media_env(request):
         env.cleanup()
 
 
-def scrape(media: MediaEnv) -> str:
-    """The server's /metrics, read from inside the namespace."""
-    code = (
-        "import base64, sys, urllib.request\n"
-        "req = urllib.request.Request(sys.argv[1])\n"
-        "req.add_header('Authorization', 'Basic ' + base64.b64encode(sys.argv[2].encode()).decode())\n"
-        "sys.stdout.write(urllib.request.urlopen(req, timeout=10).read().decode())\n"
-    )
-    url = f"http://{SERVER_IP}:{METRICS_PORT}/metrics"
-    cp = subprocess.run(
-        media.ns.argv([python_bin(), "-c", code, url, f"{USER}:{PASSWORD}"]),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert cp.returncode == 0, cp.stderr[-2000:]
-    return cp.stdout
-
-
 def figures(media: MediaEnv) -> dict:
-    text = scrape(media)
+    text = scrape_metrics(media, METRICS_PORT, USER, PASSWORD)
     return {
         "sends": lkhelpers.metric_value(text, "livekit_media_segmented_sends_total"),
         "segmented": lkhelpers.metric_value(text, "livekit_media_segmented_datagrams_total"),
