@@ -374,6 +374,7 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
             ("malformed_rtp", d.malformed_rtp),
             ("unknown_ssrc", d.unknown_ssrc),
             ("late", d.late),
+            ("padding", d.padding),
             ("nack_duplicate", d.nack_duplicate),
             ("nack_over_cap", d.nack_over_cap),
             ("nack_over_rate", d.nack_over_rate),

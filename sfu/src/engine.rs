@@ -143,8 +143,9 @@ pub struct Drops {
     pub malformed_rtp: u64,
     pub unknown_ssrc: u64,
     pub unknown_first_byte: u64,
-    /// Bandwidth probes from publishers: padding-only retransmission packets, and
-    /// retransmissions of packets already held (libwebrtc probes with old packets).
+    /// Bandwidth probes from publishers: padding-only retransmission packets,
+    /// retransmissions of packets already held (libwebrtc probes with old packets), and
+    /// padding-only packets on a media stream left out for some subscriber.
     pub padding: u64,
     /// Packets too old to forward to a subscriber (behind its current segment).
     pub late: u64,
@@ -1517,6 +1518,7 @@ impl Engine {
             }
         }
         let payload = view.payload();
+        let mut padding_left_out = false;
         for s in t.subs.iter_mut() {
             if s.paused || s.cc_paused {
                 continue;
@@ -1546,6 +1548,13 @@ impl Engine {
                         continue;
                     }
                 }
+            }
+            // A packet of nothing but padding next in sequence is left out (the packets
+            // after it move down by one): it is no media, and a subscriber's own estimate
+            // probes for itself.
+            if payload.is_empty() && s.munger.layer == layer && s.munger.skip(ext) {
+                padding_left_out = true;
+                continue;
             }
             let mapped = if s.munger.layer == layer {
                 s.munger.map(ext, view.timestamp(), now)
@@ -1581,6 +1590,9 @@ impl Engine {
                 traffic.rtp_out_bytes += data.len() as u64;
                 transmits.push_back(Transmit { dest, data });
             }
+        }
+        if padding_left_out {
+            self.drops.padding += 1;
         }
         if want_keyframe.is_some() {
             self.request_keyframe(now, tid, want_keyframe);

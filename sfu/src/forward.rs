@@ -253,9 +253,96 @@ pub struct Munger {
     last_out_ts: u32,
     last_out_at: Option<Instant>,
     clock_rate: u32,
+    /// Padding-only packets of the current segment left out of the output.
+    skips: Skips,
+    /// The highest incoming extended sequence number of the current segment mapped or
+    /// left out.
+    last_in: u64,
     /// The segment before the current one: late packets (retransmissions) of it are still
     /// placed where they belong.
     prev: Option<Segment>,
+}
+
+/// Ranges of a segment's incoming sequence numbers left out (padding-only packets dropped
+/// in order, as LiveKit does), oldest first. Packets after them move down by as many; a fixed
+/// array, so a segment stays `Copy` and nothing is allocated.
+#[derive(Debug, Clone, Copy, Default)]
+struct Skips {
+    /// `(first, count)`.
+    ranges: [(u64, u64); SKIP_RANGES],
+    len: usize,
+}
+
+/// Runs of left-out packets a segment remembers; one more moves the segment's start past
+/// the oldest (packets from before it are then too late to forward).
+const SKIP_RANGES: usize = 16;
+
+impl Skips {
+    fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges[..self.len]
+    }
+
+    /// How many left-out sequence numbers lie below `ext`.
+    fn before(&self, ext: u64) -> u64 {
+        let mut n = 0;
+        for &(first, count) in self.ranges() {
+            if first >= ext {
+                break;
+            }
+            n += count.min(ext - first);
+        }
+        n
+    }
+
+    fn contains(&self, ext: u64) -> bool {
+        self.ranges()
+            .iter()
+            .any(|&(first, count)| ext >= first && ext - first < count)
+    }
+
+    /// Forgets the oldest run: `(first, count)`.
+    fn pop_oldest(&mut self) -> Option<(u64, u64)> {
+        let oldest = *self.ranges().first()?;
+        self.ranges.copy_within(1..self.len, 0);
+        self.len -= 1;
+        Some(oldest)
+    }
+
+    /// Leaves out `ext`, newer than every sequence number seen; `false` when a new range
+    /// would be needed and there is no room.
+    fn push(&mut self, ext: u64) -> bool {
+        if let Some((first, count)) = self.len.checked_sub(1).map(|i| &mut self.ranges[i])
+            && *first + *count == ext
+        {
+            *count += 1;
+            return true;
+        }
+        if self.len == SKIP_RANGES {
+            return false;
+        }
+        self.ranges[self.len] = (ext, 1);
+        self.len += 1;
+        true
+    }
+
+    /// The incoming sequence number `offset` packets into the output of a segment that began
+    /// at `in_base`.
+    fn unmap(&self, in_base: u64, offset: u64) -> u64 {
+        let mut ext = in_base + offset;
+        for &(first, count) in self.ranges() {
+            if first > ext {
+                break;
+            }
+            ext += count;
+        }
+        ext
+    }
+
+    /// How far into the output of a segment beginning at `in_base` packet `ext` went;
+    /// `None` for one left out or before the segment.
+    fn offset(&self, in_base: u64, ext: u64) -> Option<u64> {
+        (ext >= in_base && !self.contains(ext)).then(|| ext - in_base - self.before(ext))
+    }
 }
 
 /// How far `out_seq` lies into a segment that starts at `out_base` and has sent up to
@@ -276,6 +363,7 @@ struct Segment {
     in_ts_base: u32,
     out_ts_base: u32,
     last_out_seq: u16,
+    skips: Skips,
 }
 
 /// Where an outgoing sequence number came from: its layer and incoming extended sequence
@@ -309,6 +397,8 @@ impl Munger {
             last_out_ts: 0,
             last_out_at: None,
             clock_rate,
+            skips: Skips::default(),
+            last_in: 0,
             prev: None,
         }
     }
@@ -328,6 +418,7 @@ impl Munger {
                 in_ts_base: self.in_ts_base,
                 out_ts_base: self.out_ts_base,
                 last_out_seq: self.last_out_seq,
+                skips: self.skips,
             });
             let elapsed = self
                 .last_out_at
@@ -341,6 +432,8 @@ impl Munger {
         self.started = true;
         self.layer = layer;
         self.in_base = ext;
+        self.last_in = ext;
+        self.skips = Skips::default();
         self.in_ts_base = ts;
         self.last_out_seq = self.out_base.wrapping_sub(1);
         self.last_out_ts = self.out_ts_base;
@@ -353,14 +446,40 @@ impl Munger {
         if !self.started {
             return None;
         }
-        segment_offset(self.out_base, self.last_out_seq, out_seq).map(|d| self.in_base + d)
+        segment_offset(self.out_base, self.last_out_seq, out_seq)
+            .map(|d| self.skips.unmap(self.in_base, d))
+    }
+
+    /// Leaves a padding-only packet of the current segment out of the output when it is the
+    /// next in sequence (nothing missing before it, nothing after it sent yet): the packets
+    /// after it move down by one, so the subscriber sees no gap. Returns whether it was left
+    /// out; one out of order is forwarded as any packet. With [`SKIP_RANGES`] runs already
+    /// left out, the segment starts again after the oldest.
+    pub fn skip(&mut self, ext: u64) -> bool {
+        if !self.started || ext != self.last_in + 1 {
+            return false;
+        }
+        if !self.skips.push(ext) {
+            // The oldest run has nothing left out before it: the output continues from its
+            // end where it stood, and what came before it is late from now on.
+            let Some((first, count)) = self.skips.pop_oldest() else {
+                return false;
+            };
+            self.out_base = self.out_base.wrapping_add((first - self.in_base) as u16);
+            self.in_base = first + count;
+            if !self.skips.push(ext) {
+                return false;
+            }
+        }
+        self.last_in = ext;
+        true
     }
 
     /// The rewritten (sequence, timestamp) of a late packet of the previous segment's layer
     /// that falls inside that segment (a retransmission arriving after a switch).
     pub fn map_previous(&self, layer: usize, ext: u64, ts: u32) -> Option<(u16, u32)> {
-        let p = self.prev.filter(|p| p.layer == layer && ext >= p.in_base)?;
-        let delta = ext - p.in_base;
+        let p = self.prev.filter(|p| p.layer == layer)?;
+        let delta = p.skips.offset(p.in_base, ext)?;
         let span = p.last_out_seq.wrapping_sub(p.out_base);
         if span >= 0x8000 || delta > u64::from(span) {
             return None;
@@ -384,7 +503,7 @@ impl Munger {
         let p = self.prev?;
         segment_offset(p.out_base, p.last_out_seq, out_seq).map(|d| Origin {
             layer: p.layer,
-            ext: p.in_base + d,
+            ext: p.skips.unmap(p.in_base, d),
             in_ts_base: p.in_ts_base,
             out_ts_base: p.out_ts_base,
         })
@@ -401,10 +520,12 @@ impl Munger {
     /// The rewritten (sequence, timestamp) of a packet of the current segment, or `None` for
     /// a packet from before it.
     pub fn map(&mut self, ext: u64, ts: u32, now: Instant) -> Option<(u16, u32)> {
-        if !self.started || ext < self.in_base {
+        if !self.started {
             return None;
         }
-        let out_seq = self.out_base.wrapping_add((ext - self.in_base) as u16);
+        let offset = self.skips.offset(self.in_base, ext)?;
+        self.last_in = self.last_in.max(ext);
+        let out_seq = self.out_base.wrapping_add(offset as u16);
         let out_ts = self
             .out_ts_base
             .wrapping_add(ts.wrapping_sub(self.in_ts_base));
@@ -1066,6 +1187,81 @@ mod tests {
         assert_eq!(
             m.origin(first_new).map(|o| (o.layer, o.ext)),
             Some((1, 5000))
+        );
+    }
+
+    /// Padding-only packets next in sequence are left out and the packets after them move
+    /// down; packets before them, arriving late, keep their places; NACK lookups find each
+    /// packet's origin across the runs left out, in this segment and the previous one.
+    #[test]
+    fn padding_left_out_moves_later_packets_down() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(90_000);
+        assert!(!m.skip(99), "nothing to leave out before the first packet");
+        m.start_segment(0, 100, 0, t0);
+        let (s100, _) = m.map(100, 0, t0).unwrap();
+        // 101 is lost for now; 102 is padding but not next in sequence: forwarded.
+        assert!(!m.skip(102));
+        let (s102, _) = m.map(102, 0, t0).unwrap();
+        assert_eq!(s102, s100.wrapping_add(2));
+        // 103, 104 padding, next in sequence: left out; 105 follows 102 directly.
+        assert!(m.skip(103) && m.skip(104));
+        let (s105, _) = m.map(105, 0, t0).unwrap();
+        assert_eq!(s105, s102.wrapping_add(1));
+        assert!(
+            m.map(104, 0, t0).is_none(),
+            "a packet left out has no place"
+        );
+        // The late 101 keeps its place.
+        assert_eq!(m.map(101, 0, t0).unwrap().0, s100.wrapping_add(1));
+        // Another run after a gap in the output.
+        assert!(m.skip(106));
+        let (s107, _) = m.map(107, 0, t0).unwrap();
+        assert_eq!(s107, s105.wrapping_add(1));
+        for (out, ext) in [(s100, 100), (s102, 102), (s105, 105), (s107, 107)] {
+            assert_eq!(m.unmap(out), Some(ext));
+        }
+        // After a switch, the previous segment's late packets and origins still skip.
+        m.start_segment(1, 9000, 0, t0);
+        assert_eq!(m.map_previous(0, 105, 0).map(|p| p.0), Some(s105));
+        assert!(m.map_previous(0, 103, 0).is_none());
+        assert_eq!(m.origin(s107).map(|o| (o.layer, o.ext)), Some((0, 107)));
+        let (s9000, _) = m.map(9000, 0, t0).unwrap();
+        assert!(
+            m.skip(9001),
+            "the new segment leaves out from its own start"
+        );
+        assert_eq!(m.map(9002, 0, t0).unwrap().0, s9000.wrapping_add(1));
+    }
+
+    /// At most [`SKIP_RANGES`] runs are remembered: past them the segment starts after the
+    /// oldest, every padding packet is still left out and the output has no gap; packets from
+    /// before the new start are late.
+    #[test]
+    fn runs_left_out_are_bounded() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(90_000);
+        m.start_segment(0, 0, 0, t0);
+        let (mut out, _) = m.map(0, 0, t0).unwrap();
+        let mut ext = 0;
+        for _ in 0..3 * SKIP_RANGES {
+            ext += 1;
+            assert!(m.skip(ext));
+            ext += 1;
+            let (o, _) = m.map(ext, 0, t0).unwrap();
+            assert_eq!(o, out.wrapping_add(1), "no gap in the output");
+            assert_eq!(m.unmap(o), Some(ext));
+            out = o;
+            assert!(m.skips.len <= SKIP_RANGES);
+        }
+        assert!(
+            m.map(2, 0, t0).is_none(),
+            "from before the moved start: late"
+        );
+        let back = ext - 2 * (SKIP_RANGES as u64 - 1);
+        assert_eq!(
+            m.map(back, 0, t0).map(|(o, _)| m.unmap(o)),
+            Some(Some(back))
         );
     }
 

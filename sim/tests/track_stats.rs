@@ -97,3 +97,58 @@ fn probe_padding_on_the_media_ssrc_does_not_count_toward_the_layer_rate() {
     // The probes are packets received all the same: 30 fps x (3 + 20) over 3 s.
     assert!(l.packets > 1_800, "{l:?}");
 }
+
+/// Those probes are not forwarded either, as LiveKit does not: a subscriber receives the
+/// frames only, in a sequence without gaps (so it NACKs nothing and its PictureIDs run on),
+/// and the server counts each probe it left out once.
+#[test]
+fn probe_padding_on_the_media_ssrc_is_not_forwarded() {
+    let mut sim = Sim::new(SimConfig::seeded(13));
+    let publisher = sim.add_client();
+    let subscriber = sim.add_client();
+    assert!(sim.connect_all(Duration::from_secs(5)));
+    let track = TrackId(1);
+    let video = VideoConfig::default();
+    sim.publish(publisher, track, MediaSource::Video(video));
+    sim.subscribe(subscriber, track);
+    sim.run_for(Duration::from_secs(1));
+    let from = sim.client(publisher).addr;
+    let to = sim.server_addr();
+    let frame = Duration::from_secs(1) / video.fps;
+    let before = sim
+        .client(subscriber)
+        .stream_of(track)
+        .expect("receives")
+        .unique_packets();
+    let padding_before = sim.parts().0.drops.padding;
+    let frames = 60;
+    for _ in 0..frames {
+        sim.run_for(frame);
+        for _ in 0..5 {
+            let c = sim.client_mut(publisher);
+            let pkt = c
+                .publisher_mut(track)
+                .expect("published")
+                .padding_packet(255);
+            let data = c.protect_rtp(pkt).expect("connected");
+            sim.inject(from, to, data);
+        }
+    }
+    sim.run_for(Duration::from_millis(200));
+    let s = sim.client(subscriber).stream_of(track).expect("receives");
+    let got = s.unique_packets() - before;
+    let per_frame = video.packets_per_frame as usize;
+    assert!(
+        (frames - 2) * per_frame <= got && got <= (frames + 8) * per_frame,
+        "{got} packets for {frames} frames of {per_frame}: probes were forwarded"
+    );
+    assert!(s.gaps().is_empty(), "gaps {:?}", s.gaps());
+    assert_eq!(s.stats.nacks_sent, 0);
+    assert!(
+        s.packets.iter().all(|p| p.tag.is_some()),
+        "a packet without media reached the subscriber"
+    );
+    s.check_picture_ids().expect("PictureIDs run on");
+    let left_out = sim.parts().0.drops.padding - padding_before;
+    assert_eq!(left_out, frames as u64 * 5);
+}
