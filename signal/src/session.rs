@@ -31,6 +31,21 @@ use pb::signal_response::Message as Resp;
 /// Silence after which a signal connection counts as dropped.
 const PING_TIMEOUT: Duration = Duration::from_secs(lkr_room::machine::PING_TIMEOUT as u64);
 
+/// Flushes the frames fed since the last flush, if any (`fed` counts them, and is reset).
+async fn flush_fed<S>(
+    ws: &mut WebSocketStream<S>,
+    fed: &mut usize,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if *fed > 0 {
+        ws.flush().await?;
+        *fed = 0;
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch, for pongs.
 fn wall_ms() -> i64 {
     SystemTime::now()
@@ -341,11 +356,8 @@ where
                             // A pong already fed leaves before a request that may wait
                             // for room in the control queue: a busy node still answers
                             // pings at once.
-                            if pongs > 0 {
-                                if ws.flush().await.is_err() {
-                                    break 'session End::Gone;
-                                }
-                                pongs = 0;
+                            if flush_fed(&mut ws, &mut pongs).await.is_err() {
+                                break 'session End::Gone;
                             }
                             if control.signal(&psid, m).await.is_err() {
                                 break 'session End::Shutdown;
@@ -361,7 +373,7 @@ where
                         None => break,
                     }
                 }
-                if pongs > 0 && ws.flush().await.is_err() {
+                if flush_fed(&mut ws, &mut pongs).await.is_err() {
                     break End::Gone;
                 }
             }
