@@ -384,9 +384,9 @@ impl JoinReply {
     /// `JoinResponse.other_participants`'s field number.
     const OTHERS_FIELD: u32 = 3;
 
-    /// `response` (its `other_participants` left out) followed by `others`, each an encoded
-    /// `ParticipantInfo`, as one more `other_participants` entry (protobuf reads a repeated
-    /// field's entries wherever they stand).
+    /// `response` followed by `others`, each an encoded `ParticipantInfo`, as one more
+    /// `other_participants` entry: protobuf reads a repeated field's entries wherever they
+    /// stand, so entries already in `response.other_participants` come first and these after.
     pub fn new<B: AsRef<[u8]>>(response: &pb::JoinResponse, others: &[B]) -> Self {
         use prost::Message as _;
         use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};

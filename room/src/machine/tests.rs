@@ -3003,3 +3003,28 @@ fn data_packets_name_a_bounded_number_of_destinations_and_short_nonces() {
         )))
     );
 }
+
+/// A join reply's participants: those in the response itself, then the encoded records, in
+/// that order, and nothing else changed.
+#[test]
+fn a_join_reply_lists_the_responses_own_participants_then_the_encoded_ones() {
+    use prost::Message as _;
+    let info = |identity: &str| pb::ParticipantInfo {
+        identity: identity.into(),
+        ..Default::default()
+    };
+    let response = pb::JoinResponse {
+        other_participants: vec![info("a")],
+        server_version: "v".into(),
+        ..Default::default()
+    };
+    let encoded = [info("b").encode_to_vec(), info("c").encode_to_vec()];
+    let back = JoinReply::new(&response, &encoded).decoded();
+    let names: Vec<&str> = back
+        .other_participants
+        .iter()
+        .map(|p| p.identity.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(back.server_version, "v");
+}
