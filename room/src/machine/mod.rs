@@ -139,6 +139,10 @@ pub struct Limits {
     pub subscription_limit_audio: usize,
     /// Video tracks received at once (LiveKit's `limit.subscription_limit_video`; 0: no limit).
     pub subscription_limit_video: usize,
+    /// Sections of one peer connection: tracks received (and published, with one PC) plus
+    /// data. The most a description may hold ([`lkr_sdp::Limit::MediaSections`]); past it a
+    /// subscription is refused, since the client's answer or offer would be.
+    pub max_media_sections: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +156,7 @@ impl Default for Limits {
             max_participant_identity_length: 256,
             subscription_limit_audio: 0,
             subscription_limit_video: 0,
+            max_media_sections: lkr_sdp::Limit::MediaSections.max(),
         }
     }
 }

@@ -1606,13 +1606,17 @@ impl Participant {
                 >= limit
         {
             tracing::debug!(participant = %self.psid, track = %offer.track_sid, limit, "subscription limit reached");
-            self.send(
-                ctx,
-                Resp::SubscriptionResponse(pb::SubscriptionResponse {
-                    track_sid: offer.track_sid,
-                    err: pb::SubscriptionError::SeUnknown as i32,
-                }),
-            );
+            self.refuse_subscription(ctx, offer.track_sid);
+            return;
+        }
+        // The peer connection's sections: one per track received (and, with one PC, per
+        // track published), one for data. Past the cap the client's next description would
+        // be refused (`lkr_sdp::Limit::MediaSections`), so the subscription is refused now.
+        let max = ctx.config.limits.max_media_sections;
+        if self.single_pc && self.downs.len() + self.published.len() + self.pending.len() + 1 >= max
+        {
+            tracing::debug!(participant = %self.psid, track = %offer.track_sid, max, "media section limit reached");
+            self.refuse_subscription(ctx, offer.track_sid);
             return;
         }
         let ssrc = loop {
@@ -1641,6 +1645,7 @@ impl Participant {
             self.downs.insert(sid, d);
             self.request_sections(ctx);
         } else {
+            let sections = self.sub_sections.len();
             // An answered inactive section of the same kind carries the new track, so that
             // the subscriber PC does not grow a section per subscription.
             let reuse = self.sub_sections.iter_mut().find_map(|s| match s {
@@ -1664,6 +1669,11 @@ impl Participant {
                     d.mid = Some(mid);
                     *slot = Some(down_track(&d));
                 }
+                None if sections >= ctx.config.limits.max_media_sections => {
+                    tracing::debug!(participant = %self.psid, track = %sid, "media section limit reached");
+                    self.refuse_subscription(ctx, sid);
+                    return;
+                }
                 None => {
                     let mid = self.sub_sections.len().to_string();
                     d.mid = Some(mid.clone());
@@ -1680,6 +1690,17 @@ impl Participant {
             self.downs.insert(sid, d);
             self.negotiate_subscriber(ctx);
         }
+    }
+
+    /// Answers a subscription that cannot be taken (LiveKit has no closer error).
+    fn refuse_subscription(&self, ctx: &mut Ctx<'_>, track_sid: String) {
+        self.send(
+            ctx,
+            Resp::SubscriptionResponse(pb::SubscriptionResponse {
+                track_sid,
+                err: pb::SubscriptionError::SeUnknown as i32,
+            }),
+        );
     }
 
     /// Stops receiving a track; returns whether it was received.

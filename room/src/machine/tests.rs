@@ -3028,3 +3028,70 @@ fn a_join_reply_lists_the_responses_own_participants_then_the_encoded_ones() {
     assert_eq!(names, ["a", "b", "c"]);
     assert_eq!(back.server_version, "v");
 }
+
+/// Publishes `n` audio tracks of `psid` (add_track, then one offer carrying them); returns
+/// their sids.
+fn publish_audios(w: &mut World, psid: &str, n: usize) -> Vec<String> {
+    let cids: Vec<String> = (0..n).map(|i| format!("mic{i}")).collect();
+    let sids = cids.iter().map(|c| w.publish_audio(psid, c)).collect();
+    let secs: Vec<Sec> = cids.iter().map(|c| Sec::SendAudio(c.as_str())).collect();
+    w.offer(psid, client_offer(&secs)).unwrap();
+    sids
+}
+
+fn refused_subscriptions(w: &World, psid: &str) -> Vec<String> {
+    w.to(psid)
+        .iter()
+        .filter_map(|m| match m {
+            Resp::SubscriptionResponse(r) if r.err == pb::SubscriptionError::SeUnknown as i32 => {
+                Some(r.track_sid.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A peer connection holds at most `max_media_sections` sections (the most a description
+/// may hold): a subscriber whose connection is full is refused further tracks, with one PC
+/// (its own publications counted) and with two; and LiveKit's per-kind subscription limit.
+#[test]
+fn subscriptions_stop_at_the_section_cap_and_the_subscription_limit() {
+    for single_pc in [false, true] {
+        let mut c = config();
+        c.limits.max_media_sections = 3;
+        let mut w = World::with(c, RoomDefaults::default());
+        let a = w.join("alice", false);
+        let b = w.join("bob", single_pc);
+        w.answer_subscriber(&a);
+        if !single_pc {
+            w.answer_subscriber(&b);
+        }
+        w.clear();
+        let sids = publish_audios(&mut w, &a, 4);
+        let received: Vec<&String> = sids
+            .iter()
+            .filter(|s| w.m.participants[&b].downstream(s).is_some())
+            .collect();
+        // Dual PC: data + 2 tracks; single PC: data + 2 tracks as well (nothing published).
+        assert_eq!(received.len(), 2, "single_pc {single_pc}: {received:?}");
+        let refused = refused_subscriptions(&w, &b);
+        assert_eq!(refused.len(), 2, "single_pc {single_pc}: {refused:?}");
+        assert!(refused.iter().all(|s| !received.contains(&s)));
+    }
+
+    let mut c = config();
+    c.limits.subscription_limit_audio = 1;
+    let mut w = World::with(c, RoomDefaults::default());
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    w.answer_subscriber(&a);
+    w.answer_subscriber(&b);
+    w.clear();
+    let sids = publish_audios(&mut w, &a, 3);
+    let received = sids
+        .iter()
+        .filter(|s| w.m.participants[&b].downstream(s).is_some())
+        .count();
+    assert_eq!(received, 1);
+    assert_eq!(refused_subscriptions(&w, &b).len(), 2);
+}
