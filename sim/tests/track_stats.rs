@@ -3,7 +3,23 @@
 use std::time::Duration;
 
 use lkr_sfu::{MediaKind, TrackId};
-use lkr_sim::{MediaSource, Sim, SimConfig, VideoConfig};
+use lkr_sim::{ClientId, MediaSource, Sim, SimConfig, VideoConfig};
+
+/// `n` packets of 255 bytes of padding from `publisher` on the media SSRC of `track`, next
+/// in its sequence, as libwebrtc probes bandwidth without RTX.
+fn send_padding(sim: &mut Sim, publisher: ClientId, track: TrackId, n: usize) {
+    let from = sim.client(publisher).addr;
+    let to = sim.server_addr();
+    for _ in 0..n {
+        let c = sim.client_mut(publisher);
+        let pkt = c
+            .publisher_mut(track)
+            .expect("published")
+            .padding_packet(255);
+        let data = c.protect_rtp(pkt).expect("connected");
+        sim.inject(from, to, data);
+    }
+}
 
 #[test]
 fn track_stats_report_the_bitrate_sent_and_no_loss_on_a_clean_network() {
@@ -55,8 +71,6 @@ fn probe_padding_on_the_media_ssrc_does_not_count_toward_the_layer_rate() {
     let track = TrackId(1);
     let video = VideoConfig::default();
     sim.publish(publisher, track, MediaSource::Video(video));
-    let from = sim.client(publisher).addr;
-    let to = sim.server_addr();
     let frame = Duration::from_secs(1) / video.fps;
     // Between frames, 20 padding packets of 255 bytes: about 1.3 Mbit/s of probes next to
     // about 0.7 Mbit/s of media.
@@ -64,15 +78,7 @@ fn probe_padding_on_the_media_ssrc_does_not_count_toward_the_layer_rate() {
         let end = sim.elapsed() + d;
         while sim.elapsed() < end {
             sim.run_for(frame);
-            for _ in 0..20 {
-                let c = sim.client_mut(publisher);
-                let pkt = c
-                    .publisher_mut(track)
-                    .expect("published")
-                    .padding_packet(255);
-                let data = c.protect_rtp(pkt).expect("connected");
-                sim.inject(from, to, data);
-            }
+            send_padding(sim, publisher, track, 20);
         }
     };
     probe(&mut sim, Duration::from_secs(1));
@@ -112,8 +118,6 @@ fn probe_padding_on_the_media_ssrc_is_not_forwarded() {
     sim.publish(publisher, track, MediaSource::Video(video));
     sim.subscribe(subscriber, track);
     sim.run_for(Duration::from_secs(1));
-    let from = sim.client(publisher).addr;
-    let to = sim.server_addr();
     let frame = Duration::from_secs(1) / video.fps;
     let before = sim
         .client(subscriber)
@@ -124,15 +128,7 @@ fn probe_padding_on_the_media_ssrc_is_not_forwarded() {
     let frames = 60;
     for _ in 0..frames {
         sim.run_for(frame);
-        for _ in 0..5 {
-            let c = sim.client_mut(publisher);
-            let pkt = c
-                .publisher_mut(track)
-                .expect("published")
-                .padding_packet(255);
-            let data = c.protect_rtp(pkt).expect("connected");
-            sim.inject(from, to, data);
-        }
+        send_padding(&mut sim, publisher, track, 5);
     }
     sim.run_for(Duration::from_millis(200));
     let s = sim.client(subscriber).stream_of(track).expect("receives");

@@ -170,6 +170,27 @@ impl World {
         self.drain();
     }
 
+    /// `pkt` from the client of `peer` on its reliable data channel.
+    fn send_data(&mut self, peer: PeerId, pkt: &pb::DataPacket) {
+        self.media_event(Event::Data {
+            peer,
+            label: "_reliable".into(),
+            binary: true,
+            data: prost::Message::encode_to_vec(pkt),
+        });
+    }
+
+    /// The peers the media core was told to send data to, in order.
+    fn data_sent_to(&self) -> Vec<PeerId> {
+        self.media
+            .iter()
+            .filter_map(|c| match c {
+                Command::SendData { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn to(&self, psid: &str) -> Vec<&Resp> {
         self.signals
             .iter()
@@ -1146,14 +1167,7 @@ fn api_operations_on_live_participants() {
     })
     .unwrap();
     w.drain();
-    let sent: Vec<PeerId> = w
-        .media
-        .iter()
-        .filter_map(|c| match c {
-            Command::SendData { peer, .. } => Some(*peer),
-            _ => None,
-        })
-        .collect();
+    let sent = w.data_sent_to();
     assert_eq!(sent, vec![w.peer_of_subscriber(&b)]);
 
     // Room metadata reaches everyone.
@@ -2873,20 +2887,8 @@ fn data_packets_reach_participants_named_by_sid() {
             })),
             ..Default::default()
         };
-        w.media_event(Event::Data {
-            peer: pa,
-            label: "_reliable".into(),
-            binary: true,
-            data: prost::Message::encode_to_vec(&pkt),
-        });
-        let mut to: Vec<PeerId> = w
-            .media
-            .iter()
-            .filter_map(|c| match c {
-                Command::SendData { peer, .. } => Some(*peer),
-                _ => None,
-            })
-            .collect();
+        w.send_data(pa, &pkt);
+        let mut to = w.data_sent_to();
         to.sort();
         to
     };
@@ -2915,14 +2917,7 @@ fn data_packets_reach_participants_named_by_sid() {
     w.clear();
     w.m.api_send_data(&req(vec![b.to_string()])).unwrap();
     w.drain();
-    let sent: Vec<PeerId> = w
-        .media
-        .iter()
-        .filter_map(|c| match c {
-            Command::SendData { peer, .. } => Some(*peer),
-            _ => None,
-        })
-        .collect();
+    let sent = w.data_sent_to();
     assert_eq!(sent, [pb_]);
     assert_eq!(
         w.m.api_send_data(&req(many)),
@@ -2954,19 +2949,8 @@ fn data_packets_name_a_bounded_number_of_destinations_and_short_nonces() {
             })),
             ..Default::default()
         };
-        w.media_event(Event::Data {
-            peer: pa,
-            label: "_reliable".into(),
-            binary: true,
-            data: prost::Message::encode_to_vec(&pkt),
-        });
-        w.media
-            .iter()
-            .filter_map(|c| match c {
-                Command::SendData { peer, .. } => Some(*peer),
-                _ => None,
-            })
-            .collect::<Vec<PeerId>>()
+        w.send_data(pa, &pkt);
+        w.data_sent_to()
     };
     // Bob among as many destinations as allowed: to bob alone.
     let mut names: Vec<String> = (1..MAX_DATA_DESTINATIONS)
