@@ -282,30 +282,12 @@ impl Skips {
         &self.ranges[..self.len]
     }
 
-    /// How many left-out sequence numbers lie below `ext`.
-    fn before(&self, ext: u64) -> u64 {
-        let mut n = 0;
-        for &(first, count) in self.ranges() {
-            if first >= ext {
-                break;
-            }
-            n += count.min(ext - first);
-        }
-        n
-    }
-
-    fn contains(&self, ext: u64) -> bool {
-        self.ranges()
-            .iter()
-            .any(|&(first, count)| ext >= first && ext - first < count)
-    }
-
-    /// Forgets the oldest run: `(first, count)`.
-    fn pop_oldest(&mut self) -> Option<(u64, u64)> {
-        let oldest = *self.ranges().first()?;
+    /// Forgets the oldest run: `(first, count)`. Only called when full.
+    fn pop_oldest(&mut self) -> (u64, u64) {
+        let oldest = self.ranges[0];
         self.ranges.copy_within(1..self.len, 0);
         self.len -= 1;
-        Some(oldest)
+        oldest
     }
 
     /// Leaves out `ext`, newer than every sequence number seen; `false` when a new range
@@ -341,7 +323,19 @@ impl Skips {
     /// How far into the output of a segment beginning at `in_base` packet `ext` went;
     /// `None` for one left out or before the segment.
     fn offset(&self, in_base: u64, ext: u64) -> Option<u64> {
-        (ext >= in_base && !self.contains(ext)).then(|| ext - in_base - self.before(ext))
+        let mut offset = ext.checked_sub(in_base)?;
+        // The runs are in order: those wholly below `ext` move it down; one holding it
+        // means it was left out.
+        for &(first, count) in self.ranges() {
+            if ext < first {
+                break;
+            }
+            if ext - first < count {
+                return None;
+            }
+            offset -= count;
+        }
+        Some(offset)
     }
 }
 
@@ -460,16 +454,13 @@ impl Munger {
             return false;
         }
         if !self.skips.push(ext) {
-            // The oldest run has nothing left out before it: the output continues from its
-            // end where it stood, and what came before it is late from now on.
-            let Some((first, count)) = self.skips.pop_oldest() else {
-                return false;
-            };
+            // Full. The oldest run has nothing left out before it: the output continues from
+            // its end where it stood, and what came before it is late from now on.
+            let (first, count) = self.skips.pop_oldest();
             self.out_base = self.out_base.wrapping_add((first - self.in_base) as u16);
             self.in_base = first + count;
-            if !self.skips.push(ext) {
-                return false;
-            }
+            let pushed = self.skips.push(ext);
+            debug_assert!(pushed, "a run was just made room for");
         }
         self.last_in = ext;
         true
