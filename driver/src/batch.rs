@@ -150,8 +150,9 @@ pub struct SendBatch {
     sys: linux::SendHeaders,
     /// Runs to one destination leave as one segmented send.
     segment: bool,
-    /// Scratch for [`SendBatch::by_destination`], allocated once: IPv4 destinations and
-    /// indices packed as one integer each (the usual case), any destinations otherwise.
+    /// Scratch for [`SendBatch::by_destination`], allocated once: the items' indices in
+    /// sending order, packed with their IPv4 destinations to be sorted as one integer each
+    /// (the usual case); `order` sorts any destinations otherwise.
     keys: Vec<u64>,
     order: Vec<(SocketAddr, u16)>,
     scratch: Vec<Transmit>,
@@ -316,27 +317,27 @@ impl SendBatch {
         if !self.segment || items.len() < 2 {
             return;
         }
-        self.scratch.clear();
+        // `keys` ends in the order to send, each item's index in its low 16 bits.
         if self.v4_keys(items) {
             // Address, port and index in one integer: one comparison each instead of a
             // comparison of addresses field by field.
             self.keys.sort_unstable();
-            for &k in &self.keys {
-                let t = &mut items[(k & 0xffff) as usize];
-                self.scratch.push(Transmit {
-                    dest: t.dest,
-                    data: std::mem::take(&mut t.data),
-                });
-            }
         } else {
             self.order.clear();
             self.order
                 .extend(items.iter().enumerate().map(|(i, t)| (t.dest, i as u16)));
             self.order.sort_unstable();
-            for &(dest, i) in &self.order {
-                let data = std::mem::take(&mut items[usize::from(i)].data);
-                self.scratch.push(Transmit { dest, data });
-            }
+            self.keys.clear();
+            self.keys
+                .extend(self.order.iter().map(|&(_, i)| u64::from(i)));
+        }
+        self.scratch.clear();
+        for &k in &self.keys {
+            let t = &mut items[(k & 0xffff) as usize];
+            self.scratch.push(Transmit {
+                dest: t.dest,
+                data: std::mem::take(&mut t.data),
+            });
         }
         std::mem::swap(items, &mut self.scratch);
         self.scratch.clear();

@@ -143,14 +143,6 @@ pub(crate) fn check_binding_request<'a>(
 /// 401 cannot be signed when the request could not be authenticated, RFC 5389 §10.1.2); when
 /// present it is checked.
 pub fn parse_binding_response(buf: &[u8], remote_pwd: &str) -> Result<BindingResponse, StunError> {
-    check_binding_response(buf, &IntegrityKey::new(remote_pwd))
-}
-
-/// [`parse_binding_response`] with the remote password's key.
-pub(crate) fn check_binding_response(
-    buf: &[u8],
-    remote_key: &IntegrityKey,
-) -> Result<BindingResponse, StunError> {
     let layout = scan(buf)?;
     let success = match layout.message_type {
         BINDING_SUCCESS => true,
@@ -159,7 +151,7 @@ pub(crate) fn check_binding_response(
     };
     check_fingerprint(buf, &layout)?;
     match layout.integrity {
-        Some(at) => check_integrity(buf, at, remote_key)?,
+        Some(at) => check_integrity(buf, at, &IntegrityKey::new(remote_pwd))?,
         None if success => return Err(StunError::MissingIntegrity),
         None => {}
     }
