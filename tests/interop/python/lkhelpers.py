@@ -61,6 +61,15 @@ def failure_report_hook(fixture: str, env_type: type):
     return pytest_runtest_makereport
 
 
+METRICS_USER, METRICS_PASSWORD = "scraper", "s3cret"
+
+
+def prometheus_config(port: int) -> str:
+    """A config body's `prometheus:` section: /metrics on `port`, behind basic auth with
+    METRICS_USER / METRICS_PASSWORD."""
+    return f"prometheus:\n  port: {port}\n  username: {METRICS_USER}\n  password: {METRICS_PASSWORD}\n"
+
+
 def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))

@@ -14,13 +14,13 @@ from livekit import api
 
 import lkhelpers
 
-USER, PASSWORD = "scraper", "s3cret"
+USER, PASSWORD = lkhelpers.METRICS_USER, lkhelpers.METRICS_PASSWORD
 
 
 @pytest.fixture(scope="module")
 def server():
     port = lkhelpers.free_tcp_port()
-    body = f"prometheus:\n  port: {port}\n  username: {USER}\n  password: {PASSWORD}\n"
+    body = lkhelpers.prometheus_config(port)
     srv = lkhelpers.start_server(
         ["--keys", f"{lkhelpers.API_KEY}: {lkhelpers.API_SECRET}", "--config-body", body]
     )

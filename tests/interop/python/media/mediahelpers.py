@@ -505,8 +505,8 @@ class MediaEnv:
         return sections
 
 
-def scrape_metrics(media: "MediaEnv", port: int, user: str, password: str) -> str:
-    """The server's /metrics (`prometheus.port` with basic auth), read from inside the namespace."""
+def scrape_metrics(media: "MediaEnv", port: int) -> str:
+    """The server's /metrics (`lkhelpers.prometheus_config(port)`), read from inside the namespace."""
     code = (
         "import base64, sys, urllib.request\n"
         "req = urllib.request.Request(sys.argv[1])\n"
@@ -515,7 +515,7 @@ def scrape_metrics(media: "MediaEnv", port: int, user: str, password: str) -> st
     )
     url = f"http://{SERVER_IP}:{port}/metrics"
     cp = subprocess.run(
-        media.ns.argv([python_bin(), "-c", code, url, f"{user}:{password}"]),
+        media.ns.argv([python_bin(), "-c", code, url, f"{lkhelpers.METRICS_USER}:{lkhelpers.METRICS_PASSWORD}"]),
         capture_output=True,
         text=True,
         timeout=30,

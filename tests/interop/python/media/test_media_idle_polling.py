@@ -15,16 +15,12 @@ from mediafixtures import media_env_with
 from mediahelpers import MediaEnv, assert_tone, scrape_metrics, wait_until
 
 METRICS_PORT = 18123
-USER, PASSWORD = "scraper", "s3cret"
 FREQ = 660
 
 
 @pytest.fixture(scope="module")
 def media_env():
-    config = (
-        f"prometheus:\n  port: {METRICS_PORT}\n  username: {USER}\n  password: {PASSWORD}\n"
-        "rtc:\n  idle_poll_wakeups: 1\n"
-    )
+    config = lkhelpers.prometheus_config(METRICS_PORT) + "rtc:\n  idle_poll_wakeups: 1\n"
     env = media_env_with(["--config-body", config])
     try:
         yield env
@@ -33,7 +29,7 @@ def media_env():
 
 
 def polling(media: MediaEnv) -> float:
-    text = scrape_metrics(media, METRICS_PORT, USER, PASSWORD)
+    text = scrape_metrics(media, METRICS_PORT)
     return lkhelpers.metric_value(text, "livekit_media_polling_shards")
 
 

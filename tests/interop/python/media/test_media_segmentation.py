@@ -13,14 +13,13 @@ from mediafixtures import media_env_with
 from mediahelpers import MediaEnv, assert_video, scrape_metrics
 
 METRICS_PORT = 18121
-USER, PASSWORD = "scraper", "s3cret"
 COLOR = [40, 160, 90]
 
 
 def config(segmentation: bool) -> str:
     return (
-        f"prometheus:\n  port: {METRICS_PORT}\n  username: {USER}\n  password: {PASSWORD}\n"
-        f"rtc:\n  udp_segmentation: {'true' if segmentation else 'false'}\n"
+        lkhelpers.prometheus_config(METRICS_PORT)
+        + f"rtc:\n  udp_segmentation: {'true' if segmentation else 'false'}\n"
     )
 
 
@@ -35,7 +34,7 @@ def media_env(request):
 
 
 def figures(media: MediaEnv) -> dict:
-    text = scrape_metrics(media, METRICS_PORT, USER, PASSWORD)
+    text = scrape_metrics(media, METRICS_PORT)
     return {
         "sends": lkhelpers.metric_value(text, "livekit_media_segmented_sends_total"),
         "segmented": lkhelpers.metric_value(text, "livekit_media_segmented_datagrams_total"),
