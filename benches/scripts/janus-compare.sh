@@ -34,7 +34,16 @@
 # full packet, so if anything dearer than the average forwarded one). It is the floor set by
 # the kernel: what moving these datagrams costs with no media server work at all, one
 # datagram per system-call header. (Ours sends a subscriber's run of datagrams as one
-# segmented header, UDP GSO, so it can go below that floor.)
+# segmented header, UDP GSO, so it can go below that floor.) The relay's sender sends a
+# video frame's packets back to back (rate / frame rate at a time), as a publisher does.
+#
+# Then the same relay once more doing what any server forwarding SRTP must do at least for
+# each copy, the "floor" row: `perf udp-relay --segment --seal` seals each receiver's copy
+# with SRTP AES-128-GCM under a context of its own (the server's own SRTP code) and sends
+# each receiver's copies of a frame as one segmented send (the server's own send code); its
+# receivers open what they get (`--sealed`). It leaves out what a server also does (the
+# publisher's packets decrypted once, RTCP, rewriting headers, bookkeeping), so Janus / floor
+# bounds the ratio any server built on these sockets and this crypto could reach here.
 #
 # With `--gro`, ours runs a second time with the load tester's sockets asking for UDP_GRO:
 # on one machine a sender is charged for splitting its segmented runs and queueing each
@@ -244,15 +253,18 @@ run_ours() { # name scenario load-args...
     stop_pid "$pid"
 }
 
-run_relay() { # scenario subscribers datagram-size rate
-    local scen=$1 subs=$2 size=$3 rate_pps=$4
-    ip netns exec "$ns" nice -n 10 "$cli_bin" perf udp-relay --bind "$ip_srv:18020" \
-        >"$out/relay-$scen.log" 2>&1 &
+run_relay() { # name scenario subscribers datagram-size rate burst [relay flags]
+    local name=$1 scen=$2 subs=$3 size=$4 rate_pps=$5 burst=$6
+    shift 6
+    local sealed=()
+    [[ " $* " == *" --seal "* ]] && sealed=(--sealed)
+    ip netns exec "$ns" nice -n 10 "$cli_bin" perf udp-relay --bind "$ip_srv:18020" "$@" \
+        >"$out/$name-$scen.log" 2>&1 &
     local pid=$!
     sleep 0.3
     nsx nice -n 10 "$cli_bin" perf relay-load-test --relay "$ip_srv:18020" --relay-pid "$pid" \
         --subscribers "$subs" --duration "$duration" --datagram-size "$size" --rate "$rate_pps" \
-        >"$out/relay-$scen.txt" 2>"$out/relay-$scen.err" || true
+        --burst "$burst" "${sealed[@]}" >"$out/$name-$scen.txt" 2>"$out/$name-$scen.err" || true
     stop_pid "$pid"
 }
 
@@ -277,7 +289,16 @@ for scen in "${list[@]}"; do
     pps=$(sed -n 's/^Steady state: \([0-9]*\) packets forwarded in \([0-9.]*\) s.*/\1 \2/p' \
         "$out/ours-$scen.txt" | awk -v n="$subs" 'NR == 1 && $2 > 0 { r = int($1 / $2 / n + 0.5); print (r > 0 ? r : 1) }')
     pps=${pps:-50}
-    run_relay "$scen" "$subs" "$size" "$pps"
+    # A video frame's packets leave the publisher together (30 frames a second, 15 at low).
+    burst=1
+    if [ "$size" != 108 ]; then
+        fps=30
+        [ "$resolution" = low ] && fps=15
+        burst=$(awk -v p="$pps" -v f="$fps" 'BEGIN { b = int(p / f + 0.5); print (b < 1 ? 1 : (b > 64 ? 64 : b)) }')
+    fi
+    run_relay relay "$scen" "$subs" "$size" "$pps" "$burst"
+    run_relay floor "$scen" "$subs" "$size" "$pps" "$burst" --segment --seal
+    rows+=(floor)
     echo
     echo "== $title, $duration measured"
     for name in "${rows[@]}"; do
@@ -295,7 +316,8 @@ for scen in "${list[@]}"; do
     summary ours "$out/ours-$scen.txt"
     [ -n "$gro" ] && summary ours-gro "$out/ours-gro-$scen.txt"
     summary relay "$out/relay-$scen.txt"
-    echo "(relay: ${size}-byte datagrams, $pps a second to each of $subs receivers)"
+    summary floor "$out/floor-$scen.txt"
+    echo "(relay, floor: ${size}-byte datagrams, $pps a second to each of $subs receivers, $burst back to back; floor: each copy sealed, each receiver's copies of a burst in one segmented send)"
     # Loss the load tester's own sockets caused (SO_RXQ_OVFL) is not the server's.
     jd=$(field "$out/janus-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')
     od=$(field "$out/ours-$scen.txt" 's/^load tester socket drops: \([0-9]*\)$/\1/p')
@@ -317,6 +339,12 @@ for scen in "${list[@]}"; do
         awk -v j="$j" -v o="$o" -v r="$r" 'BEGIN {
             if (r > 0)
                 printf "The plain relay spent %.2f us per packet: Janus / relay = %.1fx (the most a server sending one datagram per header could save), ours / relay = %.2fx\n", r, j / r, o / r }'
+    fi
+    fl=$(us_of "$out/floor-$scen.txt")
+    if [ -n "$j" ] && [ -n "$o" ] && [ -n "$fl" ]; then
+        awk -v j="$j" -v o="$o" -v f="$fl" 'BEGIN {
+            if (f > 0)
+                printf "The floor (sealing, segmenting relay) spent %.2f us per packet: Janus / floor = %.1fx (the most a server built on these sockets and this SRTP could reach here), ours / floor = %.2fx\n", f, j / f, o / f }'
     fi
     g=""
     [ -n "$gro" ] && g=$(us_of "$out/ours-gro-$scen.txt")

@@ -1,6 +1,6 @@
 //! `perf udp-relay` forwards without allocating: once the relay's buffers exist, relaying
 //! a datagram to its receivers allocates nothing on the relay's thread (counted with
-//! `lkr_driver::alloc_count`).
+//! `lkr_driver::alloc_count`), plainly and when it segments and seals each copy.
 
 #![cfg(target_os = "linux")]
 
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lkr_cli::media::relay::{JOIN_MARKER, JOINED_REPLY, Relay};
+use lkr_cli::media::relay::{JOIN_MARKER, JOINED_REPLY, Relay, Work};
 use lkr_driver::alloc_count::{Counting, allocations};
 
 #[global_allocator]
@@ -55,7 +55,12 @@ fn receiver(relay: SocketAddr) -> UdpSocket {
 fn relay_round(sender: &UdpSocket, relay: SocketAddr, receivers: &[UdpSocket], count: usize) {
     let mut buf = [0u8; 256];
     for i in 0..count {
-        sender.send_to(&[i as u8; 108], relay).unwrap();
+        // RTP-shaped, so that a sealing relay takes it: version 2, payload type 111, one
+        // SSRC.
+        let mut d = [i as u8; 108];
+        d[..4].copy_from_slice(&[0x80, 111, (i >> 8) as u8, i as u8]);
+        d[8..12].copy_from_slice(&[0x5a; 4]);
+        sender.send_to(&d, relay).unwrap();
         for r in receivers {
             let n = r.recv(&mut buf).expect("every datagram arrives");
             assert_eq!(n, 108);
@@ -65,6 +70,18 @@ fn relay_round(sender: &UdpSocket, relay: SocketAddr, receivers: &[UdpSocket], c
 
 #[test]
 fn relaying_allocates_nothing_once_running() {
+    relaying_allocates_nothing(Work::default());
+}
+
+#[test]
+fn segmenting_and_sealing_allocate_nothing_once_running() {
+    relaying_allocates_nothing(Work {
+        segment: true,
+        seal: true,
+    });
+}
+
+fn relaying_allocates_nothing(work: Work) {
     let stop = Arc::new(AtomicBool::new(false));
     let counted = Arc::new(AtomicU64::new(0));
     let polls = Arc::new(AtomicU64::new(0));
@@ -80,7 +97,7 @@ fn relaying_allocates_nothing_once_running() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let relay = Relay::bind("127.0.0.1:0".parse().unwrap(), 16)
+            let relay = Relay::bind("127.0.0.1:0".parse().unwrap(), 16, work)
                 .await
                 .unwrap();
             addr_tx.send(relay.local_addr().unwrap()).unwrap();
@@ -115,6 +132,10 @@ fn relaying_allocates_nothing_once_running() {
         "the relay's thread allocated while relaying 500 datagrams to 2 receivers"
     );
     assert_eq!(n, 2);
-    // 550 datagrams to two receivers, and the wake-up datagram if it was read before the flag.
+    // 550 datagrams to two receivers, and the wake-up datagram if it was read before the flag
+    // (a sealing relay takes it for no RTP packet and does not relay it).
     assert!(counters.forwarded == 1100 || counters.forwarded == 1102);
+    if work.seal {
+        assert_eq!(counters.forwarded, 1100);
+    }
 }

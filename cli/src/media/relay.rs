@@ -7,11 +7,27 @@
 //! starts with [`JOIN_MARKER`] registers its source as a receiver (answered with
 //! [`JOINED_REPLY`], or [`FULL_REPLY`] once `--max-receivers` receivers, default
 //! [`DEFAULT_MAX_RECEIVERS`], are registered: the refusal is counted). Every other datagram
-//! is sent, unchanged, to every registered receiver except its own source.
+//! is sent (unchanged unless `--seal`) to every registered receiver except its own source.
+//!
+//! Two flags make it do what a media server must do at least for each copy, so that what
+//! the kernel charges for the same datagrams can be set beside the server's with the
+//! server's own unavoidable work included:
+//! - `--segment`: each receiver's copies of what was read together leave as segmented
+//!   sends (UDP GSO), gathered, ordered by destination and sent by the server's own code
+//!   ([`SendBatch::by_destination`](lkr_driver::batch::SendBatch::by_destination),
+//!   [`send_runs`](lkr_driver::batch::SendBatch::send_runs)), up to
+//!   [`WINDOW`](lkr_driver::batch::WINDOW) datagrams a round;
+//! - `--seal`: each receiver's copy is protected with SRTP AES-128-GCM under a context of
+//!   its own (the server's [`SrtpContext`](lkr_dtls_glue::srtp::SrtpContext)): a datagram
+//!   is taken as an RTP packet whose last [`SEAL_TAG_LEN`] bytes are room for the tag, so a
+//!   copy keeps its size. Every context has the same fixed, public key ([`SEAL_KEY`],
+//!   [`SEAL_SALT`]), which `perf relay-load-test --sealed` opens with: the point is the work,
+//!   not secrecy. A datagram that is not RTP-shaped is not relayed and is counted.
 //!
 //! Buffers are allocated once: the receive batch, the send batch (one buffer per slot, each
 //! receiver's copy of a datagram is written into a slot, as the server writes each
-//! subscriber's own SRTP packet), and the receiver list up to its cap. Sending never waits:
+//! subscriber's own SRTP packet), and the receiver list up to its cap (with `--seal`, each
+//! receiver's context when it registers). Sending never waits:
 //! when the socket is full (`EAGAIN`, `ENOBUFS`) what is left of the batch is dropped and
 //! counted. The counters are printed when the relay stops (SIGTERM, SIGINT).
 //!
@@ -40,6 +56,19 @@ pub const FULL_REPLY: &[u8] = b"LKR-RELAY-FULL";
 pub const DEFAULT_MAX_RECEIVERS: usize = 10_000;
 /// Room for one datagram in a send slot (the receive buffers are as large).
 const SLOT: usize = 2048;
+/// The SRTP master key of every `--seal` context (public: the relay measures work).
+pub const SEAL_KEY: [u8; 16] = *b"lkr-relay-seal-k";
+/// The SRTP master salt of every `--seal` context.
+pub const SEAL_SALT: [u8; 12] = *b"lkr-relay-sa";
+/// The bytes at the end of a datagram that `--seal` writes the AES-GCM tag over.
+pub const SEAL_TAG_LEN: usize = 16;
+
+/// A context for one receiver of `--seal`.
+pub(crate) fn seal_context() -> lkr_dtls_glue::srtp::SrtpContext {
+    use lkr_dtls_glue::srtp::{SrtpContext, SrtpProfile};
+    SrtpContext::new(SrtpProfile::AeadAes128Gcm, &SEAL_KEY, &SEAL_SALT)
+        .expect("the fixed key and salt have AES-128-GCM's lengths")
+}
 
 /// `perf udp-relay` flags.
 #[derive(Debug, Clone, Args)]
@@ -50,6 +79,23 @@ pub struct UdpRelayArgs {
     /// Receivers registered at most; registrations beyond are refused and counted
     #[arg(long, default_value_t = DEFAULT_MAX_RECEIVERS)]
     pub max_receivers: usize,
+    /// Send each receiver's copies of what was read together as segmented sends (UDP GSO),
+    /// as the server does; without, one datagram per system-call header
+    #[arg(long)]
+    pub segment: bool,
+    /// Protect each receiver's copy with SRTP AES-128-GCM under a context of its own (the
+    /// datagram's last 16 bytes are the tag's room), as the server does
+    #[arg(long)]
+    pub seal: bool,
+}
+
+/// What the relay does to each copy beyond sending it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    /// `--segment`.
+    pub segment: bool,
+    /// `--seal`.
+    pub seal: bool,
 }
 
 /// What the relay did.
@@ -67,19 +113,26 @@ pub struct RelayCounters {
     pub dropped_full: u64,
     /// Datagrams the kernel refused for another reason.
     pub send_failed: u64,
+    /// With `--seal`: datagrams not relayed because they are not RTP-shaped.
+    pub unsealable: u64,
+    /// Segmented sends made, and the datagrams they carried.
+    pub segmented: (u64, u64),
 }
 
 impl RelayCounters {
     /// The one-line summary printed when the relay stops.
     pub fn line(&self, receivers: usize) -> String {
         format!(
-            "udp-relay: received {} datagrams ({} registrations, {} refused); forwarded {} to {receivers} receivers; dropped {} (socket full), {} send errors\n",
+            "udp-relay: received {} datagrams ({} registrations, {} refused); forwarded {} to {receivers} receivers ({} segmented sends carrying {}); dropped {} (socket full), {} send errors, {} not RTP-shaped\n",
             self.received,
             self.registrations,
             self.refused,
             self.forwarded,
+            self.segmented.0,
+            self.segmented.1,
             self.dropped_full,
-            self.send_failed
+            self.send_failed,
+            self.unsealable
         )
     }
 
@@ -91,6 +144,9 @@ impl RelayCounters {
             "forwarded": self.forwarded,
             "dropped_full": self.dropped_full,
             "send_failed": self.send_failed,
+            "unsealable": self.unsealable,
+            "segmented_sends": self.segmented.0,
+            "segmented_datagrams": self.segmented.1,
             "receivers": receivers,
         })
     }
@@ -159,13 +215,25 @@ impl Receivers {
 pub async fn run(args: &UdpRelayArgs) -> Result<Report, MediaError> {
     #[cfg(target_os = "linux")]
     {
-        let relay = linux::Relay::bind(args.bind, args.max_receivers).await?;
+        let work = Work {
+            segment: args.segment,
+            seal: args.seal,
+        };
+        let relay = linux::Relay::bind(args.bind, args.max_receivers, work).await?;
         let addr = relay.local_addr()?;
         let stop = stop_signal()?;
         // The first line tells a script that the socket is bound and the signals are caught.
         println!(
-            "udp-relay: listening on {addr} (at most {} receivers)",
-            args.max_receivers
+            "udp-relay: listening on {addr} (at most {} receivers{}{})",
+            args.max_receivers,
+            if relay.segments() {
+                ", segmented sends"
+            } else if args.segment {
+                ", segmentation refused by the kernel"
+            } else {
+                ""
+            },
+            if args.seal { ", each copy sealed" } else { "" },
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -214,14 +282,16 @@ mod linux {
 
     use std::future::Future;
     use std::io;
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::SocketAddr;
 
-    use lkr_driver::batch::{BATCH, RecvBatch, SendBatch, is_full};
+    use lkr_driver::batch::{RecvBatch, SendBatch, is_full, segmentation_supported};
+    use lkr_dtls_glue::srtp::SrtpContext;
     use lkr_sfu::Transmit;
     use tokio::net::UdpSocket;
 
     use super::{
-        FULL_REPLY, JOIN_MARKER, JOINED_REPLY, Receivers, Registration, RelayCounters, SLOT,
+        FULL_REPLY, JOIN_MARKER, JOINED_REPLY, Receivers, Registration, RelayCounters,
+        SEAL_TAG_LEN, SLOT, Work, seal_context,
     };
 
     /// The relay: its socket, receivers, counters and the buffers it reuses. It holds raw
@@ -229,38 +299,47 @@ mod linux {
     pub struct Relay {
         socket: UdpSocket,
         receivers: Receivers,
+        /// With `--seal`, each receiver's context, in registration order.
+        seals: Option<Vec<SrtpContext>>,
         counters: RelayCounters,
         rx: RecvBatch,
         tx: SendBatch,
-        /// The send slots; the first `filled` are waiting to go out.
+        /// The copies waiting to go out, at most a send window of them.
         out: Vec<Transmit>,
-        filled: usize,
+        /// Buffers for `out`'s slots, taken back after each round.
+        pool: Vec<Vec<u8>>,
     }
 
     impl Relay {
-        /// Binds the socket; takes at most `max_receivers` receivers.
-        pub async fn bind(addr: SocketAddr, max_receivers: usize) -> io::Result<Self> {
-            let socket = UdpSocket::bind(addr).await?;
-            let unset = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        /// Binds the socket; takes at most `max_receivers` receivers and does `work` to each
+        /// copy.
+        pub async fn bind(addr: SocketAddr, max_receivers: usize, work: Work) -> io::Result<Self> {
+            let socket = std::net::UdpSocket::bind(addr)?;
+            let segment = work.segment && segmentation_supported(&socket);
+            socket.set_nonblocking(true)?;
+            let socket = UdpSocket::from_std(socket)?;
+            let tx = SendBatch::grouping(segment);
+            let window = tx.window();
             Ok(Self {
                 socket,
                 receivers: Receivers::new(max_receivers),
+                seals: work.seal.then(|| Vec::with_capacity(max_receivers)),
                 counters: RelayCounters::default(),
                 rx: RecvBatch::default(),
-                tx: SendBatch::default(),
-                out: (0..BATCH)
-                    .map(|_| Transmit {
-                        dest: unset,
-                        data: Vec::with_capacity(SLOT),
-                    })
-                    .collect(),
-                filled: 0,
+                tx,
+                out: Vec::with_capacity(window),
+                pool: (0..window).map(|_| Vec::with_capacity(SLOT)).collect(),
             })
         }
 
         /// The address it is bound to.
         pub fn local_addr(&self) -> io::Result<SocketAddr> {
             self.socket.local_addr()
+        }
+
+        /// Whether copies leave as segmented sends (asked for, and the kernel takes them).
+        pub fn segments(&self) -> bool {
+            self.tx.segments()
         }
 
         /// Relays until `stop` resolves (or the socket fails); returns the counters and how
@@ -282,6 +361,9 @@ mod linux {
                     }
                 }
             }
+            let (runs, datagrams) = self.tx.take_segmented();
+            self.counters.segmented.0 += runs;
+            self.counters.segmented.1 += datagrams;
             (self.counters, self.receivers.len())
         }
 
@@ -296,16 +378,25 @@ mod linux {
                 let Self {
                     socket,
                     receivers,
+                    seals,
                     counters,
                     rx,
                     tx,
                     out,
-                    filled,
+                    pool,
                 } = self;
+                let window = tx.window();
                 rx.for_each(|from, data| {
                     if data.starts_with(JOIN_MARKER) {
                         let reply = match receivers.register(from) {
-                            Registration::Added | Registration::Again => {
+                            Registration::Added => {
+                                counters.registrations += 1;
+                                if let Some(seals) = seals.as_mut() {
+                                    seals.push(seal_context());
+                                }
+                                JOINED_REPLY
+                            }
+                            Registration::Again => {
                                 counters.registrations += 1;
                                 JOINED_REPLY
                             }
@@ -318,34 +409,69 @@ mod linux {
                         let _ = socket.try_send_to(reply, from);
                         return;
                     }
-                    for &dest in receivers.addrs() {
+                    if seals.is_some() && data.len() <= SEAL_TAG_LEN {
+                        counters.unsealable += 1;
+                        return;
+                    }
+                    for (i, &dest) in receivers.addrs().iter().enumerate() {
                         if dest == from {
                             continue;
                         }
-                        let slot = &mut out[*filled];
-                        slot.dest = dest;
-                        slot.data.clear();
-                        slot.data.extend_from_slice(data);
-                        *filled += 1;
-                        if *filled == BATCH {
-                            flush(socket, tx, &out[..], counters);
-                            *filled = 0;
+                        // The window is flushed before the pool runs dry: no allocation here.
+                        let mut buf = pool.pop().unwrap_or_default();
+                        buf.clear();
+                        buf.extend_from_slice(data);
+                        if let Some(seals) = seals.as_mut() {
+                            let plain = buf.len() - SEAL_TAG_LEN;
+                            if seals[i].protect_rtp(&mut buf, plain).is_err() {
+                                counters.unsealable += 1;
+                                pool.push(buf);
+                                return;
+                            }
+                        }
+                        out.push(Transmit { dest, data: buf });
+                        if out.len() == window {
+                            flush(socket, tx, out, pool, counters);
                         }
                     }
                 });
-                flush(socket, tx, &out[..*filled], counters);
-                *filled = 0;
+                flush(socket, tx, out, pool, counters);
             }
         }
     }
 
+    /// Any port of 127.0.0.1.
+    #[cfg(test)]
+    fn loopback() -> SocketAddr {
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+    }
+
     #[cfg(test)]
     impl Relay {
+        /// A relay on 127.0.0.1 that relays only when [`Relay::relay_queued`] is called.
+        pub(crate) async fn bind_for_test(cap: usize, work: Work) -> Self {
+            Self::bind(loopback(), cap, work)
+                .await
+                .expect("bind 127.0.0.1")
+        }
+
+        /// Waits until its socket is readable, then relays what is queued on it; returns the
+        /// counters so far.
+        pub(crate) async fn relay_queued(&mut self) -> io::Result<RelayCounters> {
+            self.socket.readable().await?;
+            self.drain()?;
+            let (runs, datagrams) = self.tx.take_segmented();
+            self.counters.segmented.0 += runs;
+            self.counters.segmented.1 += datagrams;
+            Ok(self.counters)
+        }
+
         /// A relay on 127.0.0.1 with at most `cap` receivers, on a thread of its own (its
         /// buffers hold raw pointers for the kernel: it stays on one thread), until `stop` fires
         /// or is dropped; the thread returns the counters and the receivers registered.
         pub(crate) fn spawn_for_test(
             cap: usize,
+            work: Work,
         ) -> (
             SocketAddr,
             tokio::sync::oneshot::Sender<()>,
@@ -359,7 +485,7 @@ mod linux {
                     .build()
                     .expect("a runtime");
                 rt.block_on(async {
-                    let relay = Relay::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cap)
+                    let relay = Relay::bind(loopback(), cap, work)
                         .await
                         .expect("bind 127.0.0.1");
                     addr_tx
@@ -377,29 +503,38 @@ mod linux {
         }
     }
 
-    /// Sends `items`, a batch per call, never waiting: on a full socket the rest is dropped.
-    fn flush(socket: &UdpSocket, tx: &mut SendBatch, items: &[Transmit], c: &mut RelayCounters) {
+    /// Sends `out` (ordered by destination when segmenting), never waiting: on a full
+    /// socket the rest is dropped. Its buffers go back to `pool`.
+    fn flush(
+        socket: &UdpSocket,
+        tx: &mut SendBatch,
+        out: &mut Vec<Transmit>,
+        pool: &mut Vec<Vec<u8>>,
+        c: &mut RelayCounters,
+    ) {
+        tx.by_destination(out);
         let mut sent = 0;
-        while sent < items.len() {
-            match tx.send(socket, &items[sent..]) {
+        while sent < out.len() {
+            match tx.send_runs(socket, &out[sent..]) {
                 Ok(n) if n > 0 => {
                     c.forwarded += n as u64;
                     sent += n;
                 }
                 Ok(_) => {
-                    c.send_failed += (items.len() - sent) as u64;
-                    return;
+                    c.send_failed += (out.len() - sent) as u64;
+                    break;
                 }
                 Err(e) if is_full(&e) => {
-                    c.dropped_full += (items.len() - sent) as u64;
-                    return;
+                    c.dropped_full += (out.len() - sent) as u64;
+                    break;
                 }
                 Err(_) => {
-                    c.send_failed += (items.len() - sent) as u64;
-                    return;
+                    c.send_failed += (out.len() - sent) as u64;
+                    break;
                 }
             }
         }
+        pool.extend(out.drain(..).map(|t| t.data));
     }
 }
 
@@ -431,13 +566,21 @@ mod tests {
             forwarded: 18,
             dropped_full: 0,
             send_failed: 0,
+            unsealable: 1,
+            segmented: (3, 12),
         };
         assert_eq!(
             c.line(2),
             "udp-relay: received 12 datagrams (2 registrations, 1 refused); forwarded 18 to 2 \
-             receivers; dropped 0 (socket full), 0 send errors\n"
+             receivers (3 segmented sends carrying 12); dropped 0 (socket full), 0 send errors, \
+             1 not RTP-shaped\n"
         );
-        assert_eq!(report(&c, 2).json["forwarded"], 18);
+        let j = report(&c, 2).json;
+        assert_eq!(j["forwarded"], 18);
+        assert_eq!(
+            (&j["segmented_sends"], &j["unsealable"]),
+            (&json!(3), &json!(1))
+        );
     }
 
     #[cfg(target_os = "linux")]
@@ -464,7 +607,7 @@ mod tests {
 
         #[tokio::test]
         async fn every_datagram_reaches_every_receiver() {
-            let (relay, stop, task) = Relay::spawn_for_test(10);
+            let (relay, stop, task) = Relay::spawn_for_test(10, Work::default());
             let (a, ra) = register(relay).await;
             let (b, rb) = register(relay).await;
             assert_eq!((ra.as_slice(), rb.as_slice()), (JOINED_REPLY, JOINED_REPLY));
@@ -493,7 +636,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_registration_beyond_the_cap_is_refused_and_counted() {
-            let (relay, stop, task) = Relay::spawn_for_test(2);
+            let (relay, stop, task) = Relay::spawn_for_test(2, Work::default());
             let (_a, ra) = register(relay).await;
             let (b, rb) = register(relay).await;
             let (c, rc) = register(relay).await;
@@ -519,6 +662,80 @@ mod tests {
             assert_eq!(receivers, 2);
             assert_eq!((counters.registrations, counters.refused), (2, 1));
             assert_eq!(counters.forwarded, 2);
+        }
+
+        /// An RTP-shaped datagram of `len` bytes with sequence number `seq`, its last 16
+        /// bytes the tag's room.
+        fn rtp(seq: u16, len: usize) -> Vec<u8> {
+            let mut d = vec![0u8; len];
+            d[0] = 0x80;
+            d[1] = 96;
+            d[2..4].copy_from_slice(&seq.to_be_bytes());
+            d[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+            for (i, b) in d[12..len - SEAL_TAG_LEN].iter_mut().enumerate() {
+                *b = (i as u16 ^ seq) as u8;
+            }
+            d
+        }
+
+        #[tokio::test]
+        async fn segmented_and_sealed_copies_open_to_what_was_sent() {
+            let mut relay = Relay::bind_for_test(
+                10,
+                Work {
+                    segment: true,
+                    seal: true,
+                },
+            )
+            .await;
+            assert!(relay.segments(), "loopback takes UDP_SEGMENT");
+            let addr = relay.local_addr().unwrap();
+            let receivers = [
+                UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+                UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            ];
+            for r in &receivers {
+                r.send_to(JOIN_MARKER, addr).await.unwrap();
+            }
+            // A loopback send is queued on the relay's socket when it returns, so each
+            // `relay_queued` reads everything sent before it in one go.
+            relay.relay_queued().await.unwrap();
+            // One video frame's packets, sent back to back: the last one shorter.
+            let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let frame: Vec<Vec<u8>> = (0..6u16)
+                .map(|i| rtp(100 + i, if i == 5 { 700 } else { 1128 }))
+                .collect();
+            for d in &frame {
+                sender.send_to(d, addr).await.unwrap();
+            }
+            let c = relay.relay_queued().await.unwrap();
+            assert_eq!((c.received, c.registrations), (8, 2));
+            assert_eq!(c.forwarded, 12);
+            // Each receiver's six left as one segmented send.
+            assert_eq!(c.segmented, (2, 12));
+            assert_eq!((c.unsealable, c.dropped_full, c.send_failed), (0, 0, 0));
+            for r in &receivers {
+                let mut opener = seal_context();
+                let mut buf = [0u8; 2048];
+                // The registration's answer first.
+                let n = r.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], JOINED_REPLY);
+                for d in &frame {
+                    let n = tokio::time::timeout(Duration::from_secs(5), r.recv(&mut buf))
+                        .await
+                        .expect("every copy arrives")
+                        .unwrap();
+                    assert_eq!(n, d.len(), "a copy keeps its size");
+                    let plain = d.len() - SEAL_TAG_LEN;
+                    assert_ne!(&buf[12..plain], &d[12..plain], "the payload is encrypted");
+                    assert_eq!(opener.unprotect_rtp(&mut buf[..n]).unwrap(), plain);
+                    assert_eq!(&buf[..plain], &d[..plain]);
+                }
+            }
+            // What is not RTP-shaped is not relayed, and counted.
+            sender.send_to(b"short", addr).await.unwrap();
+            let c = relay.relay_queued().await.unwrap();
+            assert_eq!((c.unsealable, c.forwarded), (1, 12));
         }
     }
 }

@@ -38,7 +38,7 @@ use super::loadtest::{
     socket_wait_json, socket_wait_line, split_loss, usage_json, usage_line, usage_over,
     window_figures, worker_threads,
 };
-use super::relay::{FULL_REPLY, JOIN_MARKER, JOINED_REPLY};
+use super::relay::{FULL_REPLY, JOIN_MARKER, JOINED_REPLY, seal_context};
 use crate::admin::Report;
 use crate::admin::command::parse_duration;
 
@@ -72,6 +72,15 @@ pub struct RelayLoadTestArgs {
     #[arg(long, value_name = "PER_SECOND", default_value_t = AUDIO_RATE,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub rate: u32,
+    /// Datagrams sent back to back at a time, as a video frame's packets leave a publisher
+    /// together (the rate stays `--rate`: a burst every BURST/RATE seconds)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub burst: u32,
+    /// The relay seals each copy (`perf udp-relay --seal`): each receiver opens what it gets
+    /// with an SRTP context of its own before counting it
+    #[arg(long)]
+    pub sealed: bool,
 }
 
 /// RTP's fixed header.
@@ -150,6 +159,8 @@ struct Live {
 #[derive(Debug, Default)]
 struct ReceiverResult {
     packets: u64,
+    /// With `--sealed`: datagrams that did not open.
+    unopened: u64,
     latencies_us: Vec<u32>,
     socket_drops: Option<u64>,
     socket_waits: [u64; WAIT_BUCKETS],
@@ -186,9 +197,9 @@ pub async fn run(args: &RelayLoadTestArgs) -> Result<Report, MediaError> {
     let mut tasks = Vec::new();
     for n in 0..args.subscribers as usize {
         let (live, stop) = (live.clone(), stop.clone());
-        let (relay, recv_buffer) = (args.relay, args.recv_buffer);
+        let (relay, recv_buffer, sealed) = (args.relay, args.recv_buffer, args.sealed);
         tasks.push(workers.spawn(n, async move {
-            receiver(relay, local, recv_buffer, &live, &stop).await
+            receiver(relay, local, (recv_buffer, sealed), &live, &stop).await
         }));
     }
     let settle = Instant::now() + Duration::from_secs(20);
@@ -202,11 +213,11 @@ pub async fn run(args: &RelayLoadTestArgs) -> Result<Report, MediaError> {
     }
 
     let sender = tokio::net::UdpSocket::bind(local).await?;
-    let every = Duration::from_secs(1) / args.rate;
+    let every = Duration::from_secs(1) * args.burst / args.rate;
     let sending = tokio::spawn(send(
         sender,
         args.relay,
-        (usize::from(args.datagram_size), every),
+        (usize::from(args.datagram_size), every, args.burst),
         live.clone(),
         stop.clone(),
     ));
@@ -248,11 +259,12 @@ pub async fn run(args: &RelayLoadTestArgs) -> Result<Report, MediaError> {
     }))
 }
 
-/// Sends a datagram of `size` bytes `every` so often until the run stops.
+/// Sends `burst` datagrams of `size` bytes back to back `every` so often until the run
+/// stops.
 async fn send(
     socket: tokio::net::UdpSocket,
     relay: SocketAddr,
-    (size, every): (usize, Duration),
+    (size, every, burst): (usize, Duration, u32),
     live: Arc<Live>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
@@ -263,23 +275,26 @@ async fn send(
     let mut n: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        audio_datagram(&mut buf, n, ts_base, ssrc);
-        socket
-            .send_to(&buf, relay)
-            .await
-            .map_err(|e| format!("sending to {relay}: {e}"))?;
-        live.sent.fetch_add(1, Ordering::Relaxed);
-        n = n.wrapping_add(1);
+        for _ in 0..burst {
+            audio_datagram(&mut buf, n, ts_base, ssrc);
+            socket
+                .send_to(&buf, relay)
+                .await
+                .map_err(|e| format!("sending to {relay}: {e}"))?;
+            live.sent.fetch_add(1, Ordering::Relaxed);
+            n = n.wrapping_add(1);
+        }
     }
     Ok(())
 }
 
 /// One receiver: registers with the relay, then counts what arrives until a second after the
-/// run stops. `None` when it could not register.
+/// run stops (when `sealed`, what opens under its own SRTP context). `None` when it could
+/// not register.
 async fn receiver(
     relay: SocketAddr,
     local: SocketAddr,
-    recv_buffer: Option<usize>,
+    (recv_buffer, sealed): (Option<usize>, bool),
     live: &Live,
     stop: &AtomicBool,
 ) -> Option<ReceiverResult> {
@@ -319,12 +334,20 @@ async fn receiver(
         }
     };
     let mut result = ReceiverResult::default();
+    let mut opener = sealed.then(seal_context);
     let mut check = tokio::time::interval(Duration::from_millis(100));
     let mut stopping_at: Option<Instant> = None;
     loop {
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, _)) = r else { break };
+                if let Some(ctx) = opener.as_mut() {
+                    // The plaintext keeps its place; the tag's bytes stay behind it.
+                    if ctx.unprotect_rtp(&mut buf[..n]).is_err() {
+                        result.unopened += 1;
+                        continue;
+                    }
+                }
                 let Some(sent) = datagram_time(&buf[..n]) else { continue };
                 result.packets += 1;
                 live.packets.fetch_add(1, Ordering::Relaxed);
@@ -400,8 +423,10 @@ fn summarise(s: &Summary<'_>) -> Report {
     let (mut socket_drops, mut drops_counted) = (0u64, false);
     let mut waits = [0u64; WAIT_BUCKETS];
     let mut latencies: Vec<f64> = Vec::new();
+    let mut unopened = 0u64;
     for r in &s.results {
         packets += r.packets;
+        unopened += r.unopened;
         let l = s.sent.saturating_sub(r.packets);
         lost += l;
         let (ours, elsewhere) = split_loss(l, r.socket_drops);
@@ -424,18 +449,28 @@ fn summarise(s: &Summary<'_>) -> Report {
     let mut human = String::new();
     let _ = writeln!(
         human,
-        "Relay load test against {}: {:.1} s measured{}; 1 sender ({}-byte datagrams, {} a second{}), {} subscribers",
+        "Relay load test against {}: {:.1} s measured{}; 1 sender ({}-byte datagrams, {} a second{}{}), {} subscribers{}",
         a.relay,
         s.run_time.as_secs_f64(),
         if s.interrupted { " (interrupted)" } else { "" },
         a.datagram_size,
         a.rate,
+        if a.burst > 1 {
+            format!(", {} back to back at a time", a.burst)
+        } else {
+            String::new()
+        },
         if (usize::from(a.datagram_size), a.rate) == (DATAGRAM_LEN, AUDIO_RATE) {
             ": what the server forwards for an audio publisher"
         } else {
             ""
         },
-        a.subscribers
+        a.subscribers,
+        if a.sealed {
+            format!(" opening SRTP ({unopened} did not open)")
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         human,
@@ -488,6 +523,9 @@ fn summarise(s: &Summary<'_>) -> Report {
         "registration_failures": s.failed,
         "datagram_bytes": a.datagram_size,
         "datagrams_per_second": a.rate,
+        "burst": a.burst,
+        "sealed": a.sealed,
+        "unopened": unopened,
         "sent": s.sent,
         "send_error": s.send_error,
         "packets": packets,
@@ -557,8 +595,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let (addr, stop, relay) =
-            super::super::relay::Relay::spawn_for_test(super::super::relay::DEFAULT_MAX_RECEIVERS);
+        let (addr, stop, relay) = super::super::relay::Relay::spawn_for_test(
+            super::super::relay::DEFAULT_MAX_RECEIVERS,
+            super::super::relay::Work::default(),
+        );
         let args = RelayLoadTestArgs {
             relay: addr,
             // The relay runs in this process: its CPU time is read from /proc all the same.
@@ -569,6 +609,8 @@ mod tests {
             recv_buffer: None,
             datagram_size: 1128,
             rate: 200,
+            burst: 1,
+            sealed: false,
         };
         let report = rt.block_on(run(&args)).unwrap();
         stop.send(()).unwrap();
@@ -586,6 +628,55 @@ mod tests {
         assert!(j["steady"]["packets"].as_u64().unwrap() > 0);
         assert!(
             report.human.contains("\nSteady state: "),
+            "{}",
+            report.human
+        );
+    }
+
+    #[test]
+    fn sealed_bursts_through_a_sealing_segmenting_relay_open_at_every_receiver() {
+        use super::super::relay::{DEFAULT_MAX_RECEIVERS, Relay, Work};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let work = Work {
+            segment: true,
+            seal: true,
+        };
+        let (addr, stop, relay) = Relay::spawn_for_test(DEFAULT_MAX_RECEIVERS, work);
+        let args = RelayLoadTestArgs {
+            relay: addr,
+            relay_pid: None,
+            subscribers: 4,
+            duration: Duration::from_millis(500),
+            threads: Some(2),
+            recv_buffer: None,
+            datagram_size: 1128,
+            rate: 180,
+            burst: 6,
+            sealed: true,
+        };
+        let report = rt.block_on(run(&args)).unwrap();
+        stop.send(()).unwrap();
+        let (counters, receivers) = relay.join().unwrap();
+        assert_eq!(receivers, 4);
+        assert_eq!(counters.unsealable, 0);
+        let j = &report.json;
+        let sent = j["sent"].as_u64().unwrap();
+        // Whole bursts: 30 a second for a second and a half.
+        assert_eq!(sent % 6, 0, "{}", report.human);
+        assert!(sent >= 6 * 30, "{}", report.human);
+        assert_eq!(j["unopened"], 0, "{}", report.human);
+        assert_eq!(j["packets"].as_u64().unwrap(), 4 * sent, "{}", report.human);
+        assert_eq!(counters.forwarded, 4 * sent);
+        assert!(
+            report.human.contains("6 back to back at a time"),
+            "{}",
+            report.human
+        );
+        assert!(
+            report.human.contains("opening SRTP (0 did not open)"),
             "{}",
             report.human
         );
