@@ -54,10 +54,10 @@ impl BatchSocket for UdpSocket {
 
 /// Datagrams moved per system call at most.
 pub const BATCH: usize = 64;
-/// Datagrams the driver gathers and orders by destination before it sends them: five
-/// packets' fan-out to a hundred subscribers, so that each subscriber's share can leave as
-/// one segmented send.
-pub const WINDOW: usize = 8 * BATCH;
+/// Datagrams the driver gathers and orders by destination before it sends them: a video
+/// frame's fan-out (six packets of 720p) to three hundred subscribers, so that each
+/// subscriber's share can leave as one segmented send.
+pub const WINDOW: usize = 32 * BATCH;
 /// Segments in one segmented send at most (the kernel's limit before Linux 6.8 is 64).
 pub const MAX_SEGMENTS: usize = 64;
 /// Bytes in one segmented send at most (it travels as one UDP datagram of at most 64 KiB).
