@@ -589,21 +589,31 @@ mod tests {
     }
 
     #[cfg(target_os = "linux")]
-    #[test]
-    fn a_short_run_of_video_sized_datagrams_through_a_relay_counts_every_one() {
+    /// A relay doing `work`, on a thread of its own, driven by `args` (whose `relay` is set
+    /// here); returns the report, the relay's counters and its receivers.
+    fn through_relay(
+        work: super::super::relay::Work,
+        mut args: RelayLoadTestArgs,
+    ) -> (Report, super::super::relay::RelayCounters, usize) {
+        use super::super::relay::{DEFAULT_MAX_RECEIVERS, Relay};
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let (addr, stop, relay) = super::super::relay::Relay::spawn_for_test(
-            super::super::relay::DEFAULT_MAX_RECEIVERS,
-            super::super::relay::Work::default(),
-        );
-        let args = RelayLoadTestArgs {
-            relay: addr,
-            // The relay runs in this process: its CPU time is read from /proc all the same.
-            relay_pid: Some(std::process::id()),
-            subscribers: 5,
+        let (addr, stop, relay) = Relay::spawn_for_test(DEFAULT_MAX_RECEIVERS, work);
+        args.relay = addr;
+        let report = rt.block_on(run(&args)).unwrap();
+        stop.send(()).unwrap();
+        let (counters, receivers) = relay.join().unwrap();
+        (report, counters, receivers)
+    }
+
+    /// Flags for a half-second run of `subscribers` receivers on two threads.
+    fn short_run(subscribers: u32) -> RelayLoadTestArgs {
+        RelayLoadTestArgs {
+            relay: SocketAddr::from(([127, 0, 0, 1], 0)),
+            relay_pid: None,
+            subscribers,
             duration: Duration::from_millis(500),
             threads: Some(2),
             recv_buffer: None,
@@ -611,10 +621,18 @@ mod tests {
             rate: 200,
             burst: 1,
             sealed: false,
+        }
+    }
+
+    #[test]
+    fn a_short_run_of_video_sized_datagrams_through_a_relay_counts_every_one() {
+        let args = RelayLoadTestArgs {
+            // The relay runs in this process: its CPU time is read from /proc all the same.
+            relay_pid: Some(std::process::id()),
+            ..short_run(5)
         };
-        let report = rt.block_on(run(&args)).unwrap();
-        stop.send(()).unwrap();
-        let (counters, receivers) = relay.join().unwrap();
+        let (report, counters, receivers) =
+            through_relay(super::super::relay::Work::default(), args);
         assert_eq!(receivers, 5);
         assert!(counters.forwarded > 0);
         let j = &report.json;
@@ -635,31 +653,17 @@ mod tests {
 
     #[test]
     fn sealed_bursts_through_a_sealing_segmenting_relay_open_at_every_receiver() {
-        use super::super::relay::{DEFAULT_MAX_RECEIVERS, Relay, Work};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let work = Work {
+        let work = super::super::relay::Work {
             segment: true,
             seal: true,
         };
-        let (addr, stop, relay) = Relay::spawn_for_test(DEFAULT_MAX_RECEIVERS, work);
         let args = RelayLoadTestArgs {
-            relay: addr,
-            relay_pid: None,
-            subscribers: 4,
-            duration: Duration::from_millis(500),
-            threads: Some(2),
-            recv_buffer: None,
-            datagram_size: 1128,
             rate: 180,
             burst: 6,
             sealed: true,
+            ..short_run(4)
         };
-        let report = rt.block_on(run(&args)).unwrap();
-        stop.send(()).unwrap();
-        let (counters, receivers) = relay.join().unwrap();
+        let (report, counters, receivers) = through_relay(work, args);
         assert_eq!(receivers, 4);
         assert_eq!(counters.unsealable, 0);
         let j = &report.json;
