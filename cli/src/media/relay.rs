@@ -361,9 +361,6 @@ mod linux {
                     }
                 }
             }
-            let (runs, datagrams) = self.tx.take_segmented();
-            self.counters.segmented.0 += runs;
-            self.counters.segmented.1 += datagrams;
             (self.counters, self.receivers.len())
         }
 
@@ -389,15 +386,11 @@ mod linux {
                 rx.for_each(|from, data| {
                     if data.starts_with(JOIN_MARKER) {
                         let reply = match receivers.register(from) {
-                            Registration::Added => {
+                            r @ (Registration::Added | Registration::Again) => {
                                 counters.registrations += 1;
-                                if let Some(seals) = seals.as_mut() {
+                                if let (Registration::Added, Some(seals)) = (r, seals.as_mut()) {
                                     seals.push(seal_context());
                                 }
-                                JOINED_REPLY
-                            }
-                            Registration::Again => {
-                                counters.registrations += 1;
                                 JOINED_REPLY
                             }
                             Registration::Refused => {
@@ -460,9 +453,6 @@ mod linux {
         pub(crate) async fn relay_queued(&mut self) -> io::Result<RelayCounters> {
             self.socket.readable().await?;
             self.drain()?;
-            let (runs, datagrams) = self.tx.take_segmented();
-            self.counters.segmented.0 += runs;
-            self.counters.segmented.1 += datagrams;
             Ok(self.counters)
         }
 
@@ -504,7 +494,8 @@ mod linux {
     }
 
     /// Sends `out` (ordered by destination when segmenting), never waiting: on a full
-    /// socket the rest is dropped. Its buffers go back to `pool`.
+    /// socket the rest is dropped. Its buffers go back to `pool`; the segmented sends made
+    /// are counted.
     fn flush(
         socket: &UdpSocket,
         tx: &mut SendBatch,
@@ -534,6 +525,9 @@ mod linux {
                 }
             }
         }
+        let (runs, datagrams) = tx.take_segmented();
+        c.segmented.0 += runs;
+        c.segmented.1 += datagrams;
         pool.extend(out.drain(..).map(|t| t.data));
     }
 }

@@ -131,9 +131,14 @@ fn audio_datagram(buf: &mut [u8], n: u32, ts_base: u32, ssrc: u32) {
     buf[at + 12..].fill(0);
 }
 
+/// Whether `d` has the shape of one of our datagrams (the relay's answers do not).
+fn rtp_shaped(d: &[u8]) -> bool {
+    d.len() >= MIN_DATAGRAM_LEN && d[0] == 0x80
+}
+
 /// The send time of one of our datagrams; `None` for anything else (the relay's answers).
 fn datagram_time(d: &[u8]) -> Option<u64> {
-    if d.len() < MIN_DATAGRAM_LEN || d[0] != 0x80 {
+    if !rtp_shaped(d) {
         return None;
     }
     let at = trailer_at(d.len());
@@ -342,7 +347,11 @@ async fn receiver(
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, _)) = r else { break };
                 if let Some(ctx) = opener.as_mut() {
-                    // The plaintext keeps its place; the tag's bytes stay behind it.
+                    // A late answer to a repeated registration is not a copy that failed
+                    // to open. The plaintext keeps its place; the tag's bytes stay behind it.
+                    if !rtp_shaped(&buf[..n]) {
+                        continue;
+                    }
                     if ctx.unprotect_rtp(&mut buf[..n]).is_err() {
                         result.unopened += 1;
                         continue;
