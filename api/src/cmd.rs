@@ -218,7 +218,7 @@ fn start_turn(
     }))
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for ip in &settings.bind {
         let addr = SocketAddr::new(*ip, settings.http_port);
@@ -248,6 +248,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     driver.spill = settings.shard_spill;
     driver.segmentation = settings.udp_segmentation;
     driver.idle_poll_wakeups = settings.idle_poll_wakeups;
+    // An event for the control plane ends the signalling threads' pacing at once.
+    driver.on_event = Some(lkr_driver::EventHook(std::sync::Arc::new({
+        let pacer = pacer.clone();
+        move || pacer.busy()
+    })));
     driver.tcp = settings
         .tcp_port
         .map(|p| lkr_driver::TcpConfig::new(SocketAddr::new(udp_ip, p)));
@@ -314,7 +319,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         });
         tx
     });
-    let (control, control_task) = lkr_signal::Control::spawn(
+    let (control, control_task) = lkr_signal::Control::spawn_paced(
         machine,
         Some(lkr_signal::MediaLink {
             commands: media.handle.commands.clone(),
@@ -322,6 +327,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             data_queued: media.data_queued,
         }),
         room_events,
+        lkr_agent::Limits::default(),
+        lkr_agent::Timing::default(),
+        pacer,
     );
     let node = Arc::new(Node::new(settings, control));
     let _ = node.egress.set(crate::egress::EgressRuntime::new(
@@ -517,8 +525,13 @@ pub fn server_main() -> ExitCode {
         println!("RTC (media): UDP {}", settings.udp_port.start);
         return ExitCode::SUCCESS;
     }
+    let pacer = std::sync::Arc::new(lkr_signal::Pacer::new(settings.idle_signal_pacing));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park({
+            let pacer = pacer.clone();
+            move || pacer.park()
+        })
         .build()
     {
         Ok(rt) => rt,
@@ -527,7 +540,7 @@ pub fn server_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(settings)) {
+    match rt.block_on(run(settings, pacer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

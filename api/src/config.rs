@@ -106,6 +106,9 @@ pub struct RtcConfig {
     /// A shard whose socket woke it at least this many times in a second for nothing but
     /// idle peers' upkeep reads its socket every 50 ms instead (absent: 50; 0: never).
     pub idle_poll_wakeups: Option<u32>,
+    /// The signalling threads wake on a schedule after a window of nothing but clients'
+    /// keepalives, at least this many a second (absent: 50; 0: never).
+    pub idle_signal_pacing: Option<f64>,
     pub tcp_port: Option<u16>,
     pub port_range_start: Option<u16>,
     pub port_range_end: Option<u16>,
@@ -529,6 +532,7 @@ const SUPPORTED: &[&str] = &[
     "rtc.shard_spill",
     "rtc.udp_segmentation",
     "rtc.idle_poll_wakeups",
+    "rtc.idle_signal_pacing",
     "rtc.node_ip",
     "rtc.tcp_port",
     "turn",
@@ -913,6 +917,9 @@ pub struct Settings {
     /// Wake-ups a second for idle upkeep past which a shard polls its socket
     /// (`rtc.idle_poll_wakeups`, default [`lkr_driver::IDLE_POLL_WAKEUPS`]; 0: never).
     pub idle_poll_wakeups: u32,
+    /// Keepalives a second past which the signalling threads pace (`rtc.idle_signal_pacing`,
+    /// default [`lkr_signal::pacing::PACE_KEEPALIVES`]; 0: never).
+    pub idle_signal_pacing: f64,
     /// The ICE-TCP port (`rtc.tcp_port`, default 7881; 0 turns ICE-TCP off).
     pub tcp_port: Option<u16>,
     /// The embedded TURN server (`turn:`), when enabled.
@@ -1049,6 +1056,16 @@ impl Settings {
         {
             room.max_metadata_size = n as usize;
         }
+        let idle_signal_pacing = config
+            .rtc
+            .idle_signal_pacing
+            .unwrap_or(lkr_signal::pacing::PACE_KEEPALIVES);
+        if !(idle_signal_pacing.is_finite() && idle_signal_pacing >= 0.0) {
+            return Err(invalid(
+                "rtc.idle_signal_pacing",
+                "must be a number of keepalives a second, 0 (never) or more",
+            ));
+        }
         let webhook = if config.webhook.urls.is_empty() {
             None
         } else {
@@ -1119,6 +1136,7 @@ impl Settings {
                 .rtc
                 .idle_poll_wakeups
                 .unwrap_or(lkr_driver::IDLE_POLL_WAKEUPS),
+            idle_signal_pacing,
             turn: config.turn.resolve()?,
             tcp_port: match config.rtc.tcp_port.unwrap_or(7881) {
                 0 => None,
@@ -1497,6 +1515,22 @@ limit:
         let (c, unsupported) = Config::load("rtc:\n  udp_segmentation: false\n").unwrap();
         assert!(unsupported.is_empty(), "{unsupported:?}");
         assert!(!Settings::resolve(&c, &dev).unwrap().udp_segmentation);
+    }
+
+    #[test]
+    fn signal_pacing_defaults_to_fifty_keepalives_and_refuses_a_negative_rate() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let s = Settings::resolve(&Config::default(), &dev).unwrap();
+        assert_eq!(s.idle_signal_pacing, lkr_signal::pacing::PACE_KEEPALIVES);
+        let (c, unsupported) = Config::load("rtc:\n  idle_signal_pacing: 0.2\n").unwrap();
+        assert!(unsupported.is_empty(), "{unsupported:?}");
+        assert_eq!(Settings::resolve(&c, &dev).unwrap().idle_signal_pacing, 0.2);
+        let (c, _) = Config::load("rtc:\n  idle_signal_pacing: -1\n").unwrap();
+        let e = Settings::resolve(&c, &dev).unwrap_err().to_string();
+        assert!(e.contains("rtc.idle_signal_pacing"), "{e}");
     }
 
     #[test]

@@ -636,6 +636,8 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         let header_timeout = limits.http_read_header_timeout;
         tokio::spawn(async move {
             let svc = service_fn(move |mut req: Request<Incoming>| {
+                // A request is not a keepalive: the signalling threads stop pacing.
+                node.control.pacer().busy();
                 let node = node.clone();
                 req.extensions_mut().insert(slot.clone());
                 async move { Ok::<_, Infallible>(handle(node, req).await) }

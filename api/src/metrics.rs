@@ -276,6 +276,17 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
         );
         metric(
             &mut out,
+            "livekit_signal_pacing",
+            "gauge",
+            "1 while the signalling threads wake on a schedule (only keepalives arrived).",
+        );
+        let _ = writeln!(
+            out,
+            "livekit_signal_pacing{{{node}}} {}",
+            u8::from(control.pacer().is_pacing())
+        );
+        metric(
+            &mut out,
             "livekit_media_segmented_sends_total",
             "counter",
             "Runs of datagrams to one destination sent as one segmented (UDP GSO) send.",

@@ -166,6 +166,19 @@ pub struct DriverConfig {
     /// Wake-ups in a second, for nothing but idle peers' upkeep, past which a shard reads
     /// its socket on a schedule (`rtc.idle_poll_wakeups`; 0: never).
     pub idle_poll_wakeups: u32,
+    /// Called after an event was queued for the control plane (the control plane's threads
+    /// may be resting: see `lkr_signal::pacing`).
+    pub on_event: Option<EventHook>,
+}
+
+/// A call made by a media thread after it queued an event.
+#[derive(Clone)]
+pub struct EventHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for EventHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventHook")
+    }
 }
 
 impl DriverConfig {
@@ -180,6 +193,7 @@ impl DriverConfig {
             tcp: None,
             segmentation: true,
             idle_poll_wakeups: IDLE_POLL_WAKEUPS,
+            on_event: None,
         }
     }
 }
@@ -372,6 +386,7 @@ pub fn spawn(config: DriverConfig) -> std::io::Result<Media> {
             overflow: VecDeque::new(),
             stats: stats.clone(),
             data_queued: data_queued.clone(),
+            hook: config.on_event.clone(),
         };
         let (wakers, stop, stats) = (wakers.clone(), stop.clone(), stats.clone());
         let registry = sinks.clone();
@@ -617,6 +632,8 @@ struct EventOut {
     stats: Arc<MediaStats>,
     /// Bytes of data messages in the channel (see [`EVENT_DATA_BYTES`]).
     data_queued: Arc<AtomicUsize>,
+    /// Told of each event queued.
+    hook: Option<EventHook>,
 }
 
 impl EventOut {
@@ -636,7 +653,12 @@ impl EventOut {
         }
         if self.overflow.is_empty() {
             match self.tx.try_send(e) {
-                Ok(()) => return true,
+                Ok(()) => {
+                    if let Some(h) = &self.hook {
+                        (h.0)();
+                    }
+                    return true;
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 Err(mpsc::error::TrySendError::Full(e)) => {
                     // Data is never deferred: it leaves the budget now.
@@ -1224,6 +1246,7 @@ mod tests {
             overflow: VecDeque::new(),
             stats: Arc::new(MediaStats::new(1)),
             data_queued: Arc::new(AtomicUsize::new(0)),
+            hook: None,
         };
         (out, rx)
     }

@@ -30,8 +30,8 @@ pub mod turn;
 mod wake;
 
 pub use driver::{
-    DriverConfig, EVENT_DATA_BYTES, IDLE_POLL_WAKEUPS, Media, MediaHandle, Outbound, SendError,
-    spawn,
+    DriverConfig, EVENT_DATA_BYTES, EventHook, IDLE_POLL_WAKEUPS, Media, MediaHandle, Outbound,
+    SendError, spawn,
 };
 pub use router::{DEFAULT_SPILL, MAX_SHARDS};
 pub use sink::{SINK_CAPACITY, SinkPacket, SinkReceiver, SinkSender, sink_channel};

@@ -15,6 +15,7 @@ use lkr_proto::pb;
 use lkr_room::{Join, Machine, Output, RoomError, RoomEvent};
 
 use crate::agents::{AgentHost, WorkerJoined};
+use crate::pacing::Pacer;
 use crate::session::Outgoing;
 use lkr_sfu::{Command, Event};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -93,6 +94,21 @@ enum Input {
     },
 }
 
+impl Input {
+    /// Whether this input is more than upkeep: participants' and agent workers' requests
+    /// are; calls (an API request already said so, a metrics scrape should not), an agent
+    /// worker's liveness and its pings are not.
+    fn ends_pacing(&self) -> bool {
+        match self {
+            Input::Call(_) | Input::Agent(AgentInput::Seen { .. }) => false,
+            Input::Agent(AgentInput::Message { message, .. }) => {
+                !matches!(message.message, Some(pb::worker_message::Message::Ping(_)))
+            }
+            _ => true,
+        }
+    }
+}
+
 /// What an agent worker connection (or the AgentDispatchService) sends the control task.
 enum AgentInput {
     Connect {
@@ -121,6 +137,8 @@ pub struct Control {
     media_up: tokio::sync::watch::Receiver<bool>,
     /// Signal connections whose session task is running.
     live: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Told what the sessions and the control task do (keepalives or anything else).
+    pacer: Arc<Pacer>,
 }
 
 /// Counts one running session task while it lives.
@@ -157,6 +175,26 @@ impl Control {
         agent_limits: lkr_agent::Limits,
         agent_timing: lkr_agent::Timing,
     ) -> (Control, tokio::task::JoinHandle<()>) {
+        Self::spawn_paced(
+            machine,
+            media,
+            events,
+            agent_limits,
+            agent_timing,
+            Arc::new(Pacer::never()),
+        )
+    }
+
+    /// [`Control::spawn_with_agents`] telling `pacer` (the runtime's park hook) what the
+    /// sessions and the control task do.
+    pub fn spawn_paced(
+        machine: Machine,
+        media: Option<MediaLink>,
+        events: Option<mpsc::Sender<RoomEvent>>,
+        agent_limits: lkr_agent::Limits,
+        agent_timing: lkr_agent::Timing,
+        pacer: Arc<Pacer>,
+    ) -> (Control, tokio::task::JoinHandle<()>) {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -182,10 +220,19 @@ impl Control {
             events,
             media_up: media_up_tx,
             agents: AgentHost::new(dispatcher),
+            pacer: pacer.clone(),
         };
         let handle = tokio::spawn(task.run(rx, media_events));
         let live = Arc::new(tokio::sync::watch::channel(0).0);
-        (Control { tx, media_up, live }, handle)
+        (
+            Control {
+                tx,
+                media_up,
+                live,
+                pacer,
+            },
+            handle,
+        )
     }
 
     async fn send(&self, input: Input) -> Result<(), ControlGone> {
@@ -244,6 +291,11 @@ impl Control {
     pub async fn media_lost(&self) {
         let mut rx = self.media_up.clone();
         let _ = rx.wait_for(|up| !*up).await;
+    }
+
+    /// The pacing of the signalling threads, told what sessions do.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 
     /// Marks a session task as running until the guard drops.
@@ -341,6 +393,7 @@ struct Task {
     events: Option<mpsc::Sender<RoomEvent>>,
     media_up: tokio::sync::watch::Sender<bool>,
     agents: AgentHost,
+    pacer: Arc<Pacer>,
 }
 
 impl Task {
@@ -378,6 +431,12 @@ impl Task {
             tokio::select! {
                 input = rx.recv() => {
                     let Some(input) = input else { break };
+                    // Participants' and agent workers' requests end pacing; calls (an API
+                    // request already did, a metrics scrape should not) and an agent
+                    // worker's liveness do not.
+                    if input.ends_pacing() {
+                        self.pacer.busy();
+                    }
                     if let Input::Shutdown { reply } = input {
                         tracing::info!(participants = self.machine.participant_count(), "shutting down rooms");
                         self.machine.handle_shutdown(Instant::now());
@@ -388,7 +447,10 @@ impl Task {
                     self.handle(input);
                 }
                 ev = media_event => match ev {
-                    Some(ev) => self.machine.handle_media_event(Instant::now(), ev),
+                    Some(ev) => {
+                        self.pacer.busy();
+                        self.machine.handle_media_event(Instant::now(), ev)
+                    }
                     None => {
                         tracing::error!("media core has stopped");
                         media_events = None;

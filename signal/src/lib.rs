@@ -5,6 +5,7 @@
 //!   sessions, commands to the media core, room events).
 //! - [`join`]: reading a join from `/rtc` (query parameters) or `/rtc/v1` (`join_request`),
 //!   with the token checks `/validate` reports.
+//! - [`pacing`]: the signalling threads wake on a schedule while they hear only keepalives.
 //! - [`session`]: one participant's WebSocket: frames in to the machine, its responses out.
 //! - [`whip`]: participants whose signalling is HTTP (WHIP ingest, WHEP playback).
 //!
@@ -17,7 +18,9 @@ pub mod agents;
 pub mod bounded;
 pub mod control;
 pub mod join;
+pub mod pacing;
 pub mod session;
 pub mod whip;
 
 pub use control::{Control, ControlGone, Joined, MediaLink, ToSession};
+pub use pacing::Pacer;

@@ -338,6 +338,7 @@ where
                 let mut frame = frame;
                 let mut read = 0;
                 let mut pongs = 0;
+                let mut requests = false;
                 loop {
                     let Some(Ok(f)) = frame else { break 'session End::Gone };
                     silence.as_mut().reset(tokio::time::Instant::now() + PING_TIMEOUT);
@@ -353,6 +354,8 @@ where
                             }
                         }
                         Incoming::Request(m) => {
+                            requests = true;
+                            control.pacer().busy();
                             // A pong already fed leaves before a request that may wait
                             // for room in the control queue: a busy node still answers
                             // pings at once.
@@ -373,6 +376,9 @@ where
                         None => break,
                     }
                 }
+                if !requests {
+                    control.pacer().keepalive();
+                }
                 if flush_fed(&mut ws, &mut pongs).await.is_err() {
                     break End::Gone;
                 }
@@ -382,6 +388,7 @@ where
                 break End::Gone;
             }
             out = rx.recv() => {
+                control.pacer().busy();
                 let mut out = out;
                 loop {
                     match out {
