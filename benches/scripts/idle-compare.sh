@@ -74,13 +74,15 @@ ours() {
         curl -sf "http://127.0.0.1:$port/" > /dev/null 2>&1 && break
         sleep 0.1
     done
-    local run=$((n / 100 + 10 + measure + 5))
+    # Joins at 100 a second, then every client's first keepalives, then a quiet window or
+    # two for the signalling threads to start pacing (they decide every 5 s).
+    local settle=$((n / 100 + 20))
+    local run=$((settle + measure + 5))
     "$cli" --url "http://127.0.0.1:$port" --dev perf load-test \
         --subscribers "$n" --num-per-second 100 --threads 2 --duration "${run}s" \
         > "$tmp/lt.log" 2>&1 &
     local lp=$!
-    # Joins at 100 a second, then every client's first keepalives.
-    sleep $((n / 100 + 10))
+    sleep "$settle"
     grep -q "joined $n/$n" "$tmp/lt.log" || { echo "idle-compare: not everyone joined" >&2; tail -3 "$tmp/lt.log" >&2; }
     ticks "$sp" > "$tmp/a"
     sleep "$measure"
