@@ -4,8 +4,8 @@ nothing but their pings, make the node's signalling threads pace (`livekit_signa
 one thread wakes every 50 ms and answers whatever pings arrived). For longer than the clients'
 ping timeout the node stays pacing and neither client reconnects or disconnects (their pings are
 answered); a third participant joins while it paces and is seen by the others, which ends
-pacing at once (the metric 0); a data message gets through; and once the room is quiet again
-for a window the threads pace again."""
+pacing at once (the metric 0); a data message gets through; once the room is quiet again for
+a window the threads pace again; and a RoomService call made then is answered and ends pacing."""
 
 from __future__ import annotations
 
@@ -70,3 +70,10 @@ def test_idle_signal_connections_are_served_by_pacing_threads(media: MediaEnv):
 
     # Quiet again: pacing resumes.
     assert wait_until(lambda: pacing(media) == 1, timeout=30), "pacing never resumed"
+
+    # An API request while the threads pace is answered (by the `livekit-api` SDK), and ends
+    # pacing too.
+    res = media.twirp("ListParticipants", room=room)
+    assert res.get("ok"), f"ListParticipants failed: {res}"
+    assert {p["identity"] for p in res["result"]["participants"]} == {"alice", "bob", "carol"}, res
+    assert pacing(media) == 0, "an API request did not end pacing"
