@@ -583,7 +583,14 @@ impl Task {
         // A message for several participants comes as consecutive outputs sharing it: they
         // share its encodings too.
         let mut last: Option<Arc<Outgoing>> = None;
+        // Whether a message went to a client: that is not a keepalive, and ends pacing
+        // (once per drain, whatever its number of recipients).
+        let mut to_clients = false;
         while let Some(out) = self.machine.poll_output() {
+            to_clients |= matches!(
+                out,
+                Output::Signal { .. } | Output::Join { .. } | Output::Close { .. }
+            );
             match out {
                 Output::Signal { to, message } => {
                     let out = match &last {
@@ -616,6 +623,9 @@ impl Task {
                     }
                 }
             }
+        }
+        if to_clients {
+            self.pacer.busy();
         }
         self.agents.drain(Instant::now());
     }

@@ -3,10 +3,10 @@
 //! A connected, idle participant's client pings its signal connection every few seconds;
 //! with a thousand of them the signalling threads wake hundreds of times a second, one
 //! ping each, and on a virtual machine the wake-up (the context switch out of `epoll_wait`
-//! and back) costs more than answering the ping. While a whole window
-//! ([`WINDOW`]) passes with nothing but keepalives, and at least
-//! [`Pacer::threshold`] of them a second, the runtime's threads stop waking for each
-//! connection: one of them wakes every [`PERIOD`] and serves whatever arrived meanwhile
+//! and back) costs more than answering the ping. While a whole window ([`WINDOW`]) passes
+//! with nothing but keepalives, and at least the threshold of them a second
+//! (`rtc.idle_signal_pacing`), the runtime's threads stop waking for each connection: one
+//! of them wakes every [`PERIOD`] and serves whatever arrived meanwhile
 //! (the others every [`REST`]), as the media shards read their sockets on a schedule for
 //! idle peers' consent checks. Anything else (a signal request, a message to a client, an
 //! HTTP request, a media event for the control plane) ends pacing at once: the first such
@@ -14,7 +14,9 @@
 //!
 //! The runtime calls [`Pacer::park`] before each of its threads parks
 //! (`tokio::runtime::Builder::on_thread_park`); the sessions call [`Pacer::keepalive`] for
-//! a wake-up that only answered pings and [`Pacer::busy`] for anything else.
+//! a wake-up that only answered pings, and [`Pacer::busy`] is called for anything else: by
+//! the control task (for its inputs, and once per round of messages to clients), the HTTP
+//! service and the media core's event hook.
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -81,11 +83,6 @@ impl Pacer {
     /// A pacer that never paces.
     pub fn never() -> Self {
         Self::new(0.0)
-    }
-
-    /// The keepalive-only wake-ups a second past which pacing starts (0: never).
-    pub fn threshold(&self) -> f64 {
-        self.threshold
     }
 
     /// Whether the threads pace now.
@@ -194,6 +191,14 @@ mod tests {
         WINDOW * n as u32
     }
 
+    /// A pacer at one keepalive a second that paces after its first window.
+    fn pacing() -> Pacer {
+        let p = Pacer::new(1.0);
+        (0..5).for_each(|_| p.keepalive());
+        assert!(p.decide(window(1)));
+        p
+    }
+
     #[test]
     fn paces_after_a_window_of_keepalives_only() {
         let p = Pacer::new(2.0);
@@ -226,9 +231,7 @@ mod tests {
 
     #[test]
     fn busy_ends_pacing_at_once_and_it_resumes_after_a_quiet_window() {
-        let p = Pacer::new(1.0);
-        (0..5).for_each(|_| p.keepalive());
-        assert!(p.decide(window(1)));
+        let p = pacing();
         p.busy();
         assert!(!p.is_pacing());
         (0..50).for_each(|_| p.keepalive());
@@ -260,9 +263,7 @@ mod tests {
 
     #[test]
     fn a_decision_is_made_once_per_window() {
-        let p = Pacer::new(1.0);
-        (0..5).for_each(|_| p.keepalive());
-        assert!(p.decide(window(1)));
+        let p = pacing();
         // Keepalives counted since: the next decision is not due before another window.
         p.busy();
         (0..5).for_each(|_| p.keepalive());
@@ -273,11 +274,7 @@ mod tests {
     /// A thread resting in `park` is woken by `busy` long before its rest would end.
     #[test]
     fn busy_wakes_a_resting_thread() {
-        let p = Arc::new(Pacer::new(1.0));
-        (0..5).for_each(|_| p.keepalive());
-        assert!(p.decide(window(1)));
-        // The first thread to park paces; this one (the second) rests for `REST`.
-        p.threads.store(1, Relaxed);
+        let p = Arc::new(pacing());
         let (done, parked) = mpsc::channel();
         let t = std::thread::spawn({
             let p = p.clone();
@@ -300,9 +297,7 @@ mod tests {
 
     #[test]
     fn the_first_thread_paces_and_the_others_rest() {
-        let p = Arc::new(Pacer::new(1.0));
-        (0..5).for_each(|_| p.keepalive());
-        assert!(p.decide(window(1)));
+        let p = Arc::new(pacing());
         // Force the next decision far off so that `park` only rests.
         p.next_decision.store(u64::MAX, Relaxed);
         let started = Instant::now();

@@ -354,8 +354,8 @@ where
                             }
                         }
                         Incoming::Request(m) => {
+                            // Not a keepalive (the control task ends pacing on it).
                             requests = true;
-                            control.pacer().busy();
                             // A pong already fed leaves before a request that may wait
                             // for room in the control queue: a busy node still answers
                             // pings at once.
@@ -388,7 +388,6 @@ where
                 break End::Gone;
             }
             out = rx.recv() => {
-                control.pacer().busy();
                 let mut out = out;
                 loop {
                     match out {
