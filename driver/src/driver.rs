@@ -984,6 +984,19 @@ impl Shard {
             }
             ShardMsg::Ufrag { ufrag, shard } => {
                 let other = shard.filter(|s| *s != self.index);
+                if let Some(to) = other {
+                    // Checks for this peer that came here before we knew whose it is.
+                    let Shard {
+                        engine,
+                        to_peers,
+                        wake,
+                        stats,
+                        ..
+                    } = self;
+                    engine.take_early_checks(now, &ufrag, |from, d| {
+                        Self::hand_off(to_peers, wake, stats, to, Handoff::Datagram { from }, d);
+                    });
+                }
                 self.routes.set_ufrag(ufrag, other);
             }
             ShardMsg::Mirror { spec, owner } => self.engine.add_mirror(&spec, owner),

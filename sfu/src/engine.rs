@@ -31,6 +31,9 @@ const FEEDBACK_SSRC: u32 = 1;
 /// for.
 const NACK_DELAY: Duration = Duration::from_millis(10);
 mod bwe;
+mod early;
+
+pub use early::{EARLY_CHECK_AGE, EARLY_CHECK_BYTES, EARLY_CHECKS};
 
 /// Time between transport-wide congestion feedback packets to a sending peer.
 const TWCC_INTERVAL: Duration = Duration::from_millis(20);
@@ -254,6 +257,8 @@ pub struct Engine {
     peers: FxHashMap<PeerId, Peer>,
     by_addr: FxHashMap<SocketAddr, PeerId>,
     by_ufrag: FxHashMap<String, PeerId>,
+    /// Binding requests for a ufrag no peer has yet, answered when the peer arrives.
+    early: early::EarlyChecks,
     tracks: FxHashMap<TrackId, Track>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -499,6 +504,7 @@ impl Engine {
             peers: FxHashMap::default(),
             by_addr: FxHashMap::default(),
             by_ufrag: FxHashMap::default(),
+            early: early::EarlyChecks::default(),
             tracks: FxHashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -648,7 +654,9 @@ impl Engine {
                     p.config.remote_ufrag = remote_ufrag.clone();
                     p.config.remote_pwd = remote_pwd.clone();
                     p.ice
-                        .restart(local_ufrag, local_pwd, remote_ufrag, remote_pwd);
+                        .restart(local_ufrag.clone(), local_pwd, remote_ufrag, remote_pwd);
+                    // Checks with the new ufrag from a new address may have come first.
+                    self.answer_early(now, &local_ufrag);
                 }
             }
             Command::Publish(spec) => {
@@ -784,7 +792,8 @@ impl Engine {
         )
         .map_err(|e| tracing::warn!(?id, "unusable remote fingerprint: {e}"))
         .ok();
-        self.by_ufrag.insert(config.local_ufrag.clone(), id);
+        let ufrag = config.local_ufrag.clone();
+        self.by_ufrag.insert(ufrag.clone(), id);
         self.peers.insert(
             id,
             Peer {
@@ -817,6 +826,34 @@ impl Engine {
         );
         self.grid.get_or_insert(now);
         self.arm(id);
+        self.answer_early(now, &ufrag);
+    }
+
+    /// Answers the binding requests that came for `ufrag` before its peer did.
+    fn answer_early(&mut self, now: Instant, ufrag: &str) {
+        while let Some((from, data)) = self.early.take(now, ufrag, &mut self.pool) {
+            self.handle_stun(now, from, &data);
+            self.pool.push(data);
+        }
+    }
+
+    /// Hands `f` the binding requests kept for `ufrag` ([`EARLY_CHECKS`]) because they came
+    /// before its peer, for the driver to pass to the shard that has the peer now.
+    pub fn take_early_checks(
+        &mut self,
+        now: Instant,
+        ufrag: &str,
+        mut f: impl FnMut(SocketAddr, &mut [u8]),
+    ) {
+        while let Some((from, mut data)) = self.early.take(now, ufrag, &mut self.pool) {
+            f(from, &mut data);
+            self.pool.push(data);
+        }
+    }
+
+    /// Binding requests kept for peers not known yet.
+    pub fn early_checks(&self) -> usize {
+        self.early.len()
     }
 
     /// Starts feeding `sink` with an owned track's packets (a mirror has no sinks: the
@@ -967,14 +1004,20 @@ impl Engine {
 
     fn handle_stun(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
         let id = match self.by_addr.get(&from) {
-            Some(id) => Some(*id),
-            None => lkr_ice::stun_username_str(buf)
-                .and_then(|u| u.split(':').next())
-                .and_then(|local| self.by_ufrag.get(local).copied()),
-        };
-        let Some(id) = id else {
-            self.drops.unknown_source += 1;
-            return;
+            Some(id) => *id,
+            None => {
+                let Some(local) = early::local_ufrag(buf) else {
+                    self.drops.unknown_source += 1;
+                    return;
+                };
+                let Some(id) = self.by_ufrag.get(local) else {
+                    // Counted here, and kept: its peer may be on its way (see `early`).
+                    self.drops.unknown_source += 1;
+                    self.early.keep(now, from, buf, &mut self.pool);
+                    return;
+                };
+                *id
+            }
         };
         let Some(p) = self.peers.get_mut(&id) else {
             return;
@@ -2217,9 +2260,7 @@ impl Engine {
     pub fn owns(&self, from: SocketAddr, buf: &[u8]) -> bool {
         self.by_addr.contains_key(&from)
             || matches!(buf.first(), Some(0..=3))
-                && lkr_ice::stun_username_str(buf)
-                    .and_then(|u| u.split(':').next())
-                    .is_some_and(|local| self.by_ufrag.contains_key(local))
+                && early::local_ufrag(buf).is_some_and(|local| self.by_ufrag.contains_key(local))
     }
 
     /// Adds a mirror of a track that shard `owner` publishes: subscribers of this engine

@@ -18,4 +18,6 @@ pub mod engine;
 pub mod forward;
 
 pub use api::*;
-pub use engine::{Drops, Engine, Relay, Traffic, Transmit};
+pub use engine::{
+    Drops, EARLY_CHECK_AGE, EARLY_CHECK_BYTES, EARLY_CHECKS, Engine, Relay, Traffic, Transmit,
+};

@@ -146,6 +146,15 @@ impl Sim {
     /// Adds a client at the next address after [`SimConfig::client_net`], tells the engine about it
     /// (`Command::AddPeer`, `PeerId` = index + 1) and lets it start connecting.
     pub fn add_client_with(&mut self, config: ClientConfig) -> ClientId {
+        let (id, add) = self.add_client_unannounced(config);
+        self.command(add);
+        id
+    }
+
+    /// Adds a client that starts connecting at once, as [`Sim::add_client_with`] does, but
+    /// leaves telling the engine to the caller: returns the `Command::AddPeer` to apply
+    /// (the command can reach a shard after the client's first checks).
+    pub fn add_client_unannounced(&mut self, config: ClientConfig) -> (ClientId, Command) {
         let index = self.clients.len();
         let n = u32::try_from(index).expect("fewer than 2^32 clients");
         let ip = Ipv4Addr::from(u32::from(self.config.client_net) + n + 1);
@@ -159,24 +168,21 @@ impl Sim {
         };
         let fp = self.client_cert.fingerprint();
         let now = self.now();
-        self.engine.handle_command(
-            now,
-            Command::AddPeer {
-                peer,
-                config: PeerConfig {
-                    local_ufrag: creds.server_ufrag.clone(),
-                    local_pwd: creds.server_pwd.clone(),
-                    remote_ufrag: creds.client_ufrag.clone(),
-                    remote_pwd: creds.client_pwd.clone(),
-                    remote_fingerprint: RemoteFingerprint {
-                        algorithm: fp.algorithm.clone(),
-                        value: fp.to_sdp_value(),
-                    },
-                    open_channels: Vec::new(),
-                    group: 0,
+        let add = Command::AddPeer {
+            peer,
+            config: PeerConfig {
+                local_ufrag: creds.server_ufrag.clone(),
+                local_pwd: creds.server_pwd.clone(),
+                remote_ufrag: creds.client_ufrag.clone(),
+                remote_pwd: creds.client_pwd.clone(),
+                remote_fingerprint: RemoteFingerprint {
+                    algorithm: fp.algorithm.clone(),
+                    value: fp.to_sdp_value(),
                 },
+                open_channels: Vec::new(),
+                group: 0,
             },
-        );
+        };
         let seed = self.rng.next_u64();
         self.clients.push(Client::new(
             peer,
@@ -191,7 +197,7 @@ impl Sim {
         ));
         self.by_addr.insert(addr, index);
         self.flush();
-        ClientId(index)
+        (ClientId(index), add)
     }
 
     /// ICE characters (RFC 8445 §5.3: ALPHA / DIGIT / "+" / "/").
