@@ -1059,6 +1059,13 @@ impl Engine {
                 self.drops.bad_stun += 1;
                 tracing::trace!(?id, %from, "STUN dropped: {e}");
                 self.pool.push(out);
+                // From a peer's address but for a ufrag nobody has: an ICE restart's first
+                // check, come before the restart command; kept like a new peer's.
+                if matches!(e, lkr_ice::StunError::UnknownUsername)
+                    && early::local_ufrag(buf).is_some_and(|l| !self.by_ufrag.contains_key(l))
+                {
+                    self.early.keep(now, from, buf, &mut self.pool);
+                }
             }
         }
     }

@@ -68,3 +68,40 @@ fn checks_for_unknown_peers_are_kept_up_to_the_cap_and_a_real_one_still_gets_thr
     assert!(sim.connect_all(Duration::from_secs(2)));
     assert_eq!(sim.undeliverable, 0);
 }
+
+#[test]
+fn an_ice_restart_check_that_comes_before_the_restart_is_answered_by_it() {
+    let mut sim = Sim::new(SimConfig::seeded(93));
+    let c = sim.add_client();
+    assert!(sim.connect_all(Duration::from_secs(2)));
+    let (peer, from) = (sim.client(c).peer, sim.client(c).addr);
+    // The client restarts ICE with fresh credentials on both sides and checks at once,
+    // from its known address, before the engine has the restart.
+    let (ufrag, pwd) = ("rstU", "restart-password-0123456789");
+    let mut check = Vec::new();
+    let tid = [7u8; 12];
+    lkr_ice::write_binding_request(&mut check, tid, &format!("{ufrag}:rstC"), pwd, 1, 2, true)
+        .unwrap();
+    let now = sim.now();
+    while sim.engine.poll_transmit().is_some() {}
+    sim.engine.handle_receive(now, from, &mut check);
+    assert!(sim.engine.poll_transmit().is_none(), "not answerable yet");
+    assert_eq!(sim.engine.early_checks(), 1);
+    sim.engine.handle_command(
+        now,
+        lkr_sfu::Command::RestartIce {
+            peer,
+            local_ufrag: ufrag.into(),
+            local_pwd: pwd.into(),
+            remote_ufrag: "rstC".into(),
+            remote_pwd: "client-restart-password-0123".into(),
+        },
+    );
+    let answer = std::iter::from_fn(|| sim.engine.poll_transmit())
+        .find(|t| t.dest == from && t.data.first().is_some_and(|b| *b <= 3))
+        .expect("the kept check is answered");
+    let r = lkr_ice::parse_binding_response(&answer.data, pwd).unwrap();
+    assert!(r.success);
+    assert_eq!(r.transaction_id, tid);
+    assert_eq!(sim.engine.early_checks(), 0);
+}

@@ -5,7 +5,9 @@
 //! on two paths: the client's first check can come before the command reaches the shard (the
 //! router thread may not have run yet). Dropped, that check costs the join the client's
 //! retransmission interval (ours 50 ms, longer for others); kept a moment, it is answered as
-//! soon as the peer arrives. What is kept is bounded in number, size and age, and a kept
+//! soon as the peer arrives. The same holds for an ICE restart: the first check with the new
+//! credentials, from the peer's known address, can come before `Command::RestartIce`. What is
+//! kept is bounded in number, size and age, and a kept
 //! request is checked (MESSAGE-INTEGRITY with the peer's password) only when it is answered,
 //! like any other.
 
