@@ -986,15 +986,16 @@ impl Shard {
                 let other = shard.filter(|s| *s != self.index);
                 if let Some(to) = other {
                     // Checks for this peer that came here before we knew whose it is.
-                    let Shard {
-                        engine,
-                        to_peers,
-                        wake,
-                        stats,
-                        ..
-                    } = self;
-                    engine.take_early_checks(now, &ufrag, |from, d| {
-                        Self::hand_off(to_peers, wake, stats, to, Handoff::Datagram { from }, d);
+                    self.engine.take_early_checks(now, &ufrag, |from, d| {
+                        let what = Handoff::Datagram { from };
+                        Self::hand_off(
+                            &mut self.to_peers,
+                            &mut self.wake,
+                            &self.stats,
+                            to,
+                            what,
+                            d,
+                        );
                     });
                 }
                 self.routes.set_ufrag(ufrag, other);
