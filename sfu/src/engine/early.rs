@@ -7,9 +7,8 @@
 //! retransmission interval (ours 50 ms, longer for others); kept a moment, it is answered as
 //! soon as the peer arrives. The same holds for an ICE restart: the first check with the new
 //! credentials, from the peer's known address, can come before `Command::RestartIce`. What is
-//! kept is bounded in number, size and age, and a kept
-//! request is checked (MESSAGE-INTEGRITY with the peer's password) only when it is answered,
-//! like any other.
+//! kept is bounded in number, size and age, and a kept request is checked (MESSAGE-INTEGRITY
+//! with the peer's password) only when it is answered, like any other.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -73,9 +72,6 @@ impl EarlyChecks {
         pool: &mut Vec<Vec<u8>>,
     ) -> Option<(SocketAddr, Vec<u8>)> {
         self.expire(now, pool);
-        if self.held.is_empty() {
-            return None;
-        }
         let i = self
             .held
             .iter()
