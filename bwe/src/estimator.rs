@@ -74,6 +74,9 @@ pub struct Estimator {
     last_backoff_us: i64,
     /// When the first packet sent since the last feedback left (µs).
     unanswered_since_us: Option<i64>,
+    /// Packets sent before this (µs) and reported lost were lost to an outage, not to
+    /// congestion ([`Estimator::on_receiver_back`]).
+    excused_before_us: i64,
 }
 
 impl Estimator {
@@ -97,6 +100,24 @@ impl Estimator {
             last_feedback_us: None,
             last_backoff_us: 0,
             unanswered_since_us: None,
+            excused_before_us: 0,
+        }
+    }
+
+    /// The receiver is heard again after a silence (an outage of the whole path, a client
+    /// moving between networks). What was sent into the silence and is now reported lost
+    /// is the outage's loss, not the path's: it does not cut the estimate, and neither
+    /// the loss window, the delay trend nor the delivered rate spans the gap. The feedback
+    /// timeout counts from now, so that the return itself is not taken for feedback that
+    /// stopped. The estimate held through the outage stays in force.
+    pub fn on_receiver_back(&mut self, now: Instant) {
+        let now_us = self.history.micros(now);
+        self.excused_before_us = now_us;
+        self.loss.restart();
+        self.delay = DelayDetector::default();
+        self.delivered_len = 0;
+        if self.unanswered_since_us.is_some() {
+            self.unanswered_since_us = Some(now_us);
         }
     }
 
@@ -269,6 +290,7 @@ impl Estimator {
                     last_send = last_send.max(r.sent_us);
                     self.delay.on_packet(r.sent_us, a);
                 }
+                None if r.sent_us < self.excused_before_us => {}
                 None => lost += 1,
             }
         }

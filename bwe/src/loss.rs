@@ -47,6 +47,13 @@ impl LossBased {
         self.estimate = self.estimate.max(bps as f64).min(self.max);
     }
 
+    /// Drops the window in progress: the next one starts with the next feedback.
+    pub fn restart(&mut self) {
+        self.start_us = None;
+        self.received = 0;
+        self.lost = 0;
+    }
+
     /// The loss share of the last judged window.
     pub fn last_loss(&self) -> f64 {
         self.last_loss

@@ -44,6 +44,10 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// subscribers cannot decode the rest until one comes, and would otherwise each have to
 /// notice and ask.
 const RESUME_GAP: Duration = Duration::from_secs(1);
+/// A peer heard again after this long without a datagram from it had its path down (an
+/// outage, a move between networks; a peer receiving media sends feedback several times a
+/// second, and any peer checks consent every few seconds).
+const PATH_SILENCE: Duration = Duration::from_secs(2);
 /// Time between NACKs for the same lost packet: about a round trip, so that a resent packet
 /// still in flight is not asked for again.
 const NACK_RETRY: Duration = Duration::from_millis(100);
@@ -194,7 +198,8 @@ struct Peer {
     armed: Option<Instant>,
     /// When the last datagram from the peer that passed its checks (STUN, SRTP, SRTCP)
     /// arrived: a subscriber whose transport feedback stops while it is still heard has its
-    /// estimate backed off, one not heard at all (an outage) keeps it.
+    /// estimate backed off, one not heard at all (an outage) keeps it; one heard again after
+    /// [`PATH_SILENCE`] has its loss readings start over ([`Engine::on_path_back`]).
     heard: Option<Instant>,
     /// Datagrams to this peer the driver could not send.
     unsent: u64,
@@ -210,6 +215,16 @@ struct Peer {
 }
 
 impl Peer {
+    /// Notes a datagram from the peer that passed its checks; returns whether the peer was
+    /// silent for [`PATH_SILENCE`] before it (its path is back from an outage).
+    fn hear(&mut self, now: Instant) -> bool {
+        let back = self
+            .heard
+            .is_some_and(|h| now.saturating_duration_since(h) >= PATH_SILENCE);
+        self.heard = Some(now);
+        back
+    }
+
     fn dest(&self) -> Option<SocketAddr> {
         self.ice.selected()
     }
@@ -1024,9 +1039,10 @@ impl Engine {
         };
         self.urgent += u64::from(p.ice.state() != IceState::Connected);
         let mut out = take_buf(&mut self.pool);
+        let mut back = false;
         match p.ice.handle_stun(now, from, buf, &mut out) {
             Ok(input) => {
-                p.heard = Some(now);
+                back = p.hear(now);
                 if input.moved {
                     tracing::debug!(?id, to = %from, "peer's media moved to a new address");
                 }
@@ -1066,6 +1082,31 @@ impl Engine {
                 {
                     self.early.keep(now, from, buf, &mut self.pool);
                 }
+            }
+        }
+        if back {
+            self.on_path_back(now, id);
+        }
+    }
+
+    /// A peer heard again after [`PATH_SILENCE`]: what was sent to it meanwhile was lost to
+    /// the outage, so its loss readings start over, and the first reports after the
+    /// outage, which count that loss, neither cut its estimate nor pause its video.
+    fn on_path_back(&mut self, now: Instant, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        tracing::debug!(peer = ?id, "heard again after a silence: loss readings start over");
+        if let Some(b) = p.bwe.as_deref_mut() {
+            b.est.on_receiver_back(now);
+        }
+        for tid in &p.subscribed {
+            if let Some(s) = self
+                .tracks
+                .get_mut(tid)
+                .and_then(|t| t.subs.iter_mut().find(|s| s.peer == id))
+            {
+                s.restart_loss_window();
             }
         }
     }
@@ -1259,7 +1300,9 @@ impl Engine {
         if lkr_rtp::is_rtcp(buf) {
             match srtp.unprotect_rtcp(buf) {
                 Ok(n) => {
-                    p.heard = Some(now);
+                    if p.hear(now) {
+                        self.on_path_back(now, id);
+                    }
                     self.handle_rtcp(now, id, n, buf);
                 }
                 Err(SrtpError::Replay) => self.drops.replayed += 1,
@@ -1268,7 +1311,9 @@ impl Engine {
         } else {
             match srtp.unprotect_rtp(buf) {
                 Ok(n) => {
-                    p.heard = Some(now);
+                    if p.hear(now) {
+                        self.on_path_back(now, id);
+                    }
                     self.handle_rtp(now, id, &buf[..n]);
                 }
                 Err(SrtpError::Replay) => self.drops.replayed += 1,

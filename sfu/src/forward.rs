@@ -715,6 +715,13 @@ impl Subscription {
         self.on_loss_report(loss, layers)
     }
 
+    /// Starts the loss readings over with the next receiver report (the path was down:
+    /// the loss its next report counts was the outage's).
+    pub fn restart_loss_window(&mut self) {
+        self.loss_window = None;
+        self.bad_reports = 0;
+    }
+
     /// Applies a loss window's loss (fraction 0..1) for a video subscription of a track
     /// with `layers` layers. Returns `Some(paused)` when the subscription is paused or
     /// resumed. Heavy loss steps the cap down a layer (pausing below the lowest); a run of
