@@ -631,6 +631,10 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
             drop(stream);
             continue;
         };
+        // Signal messages are small and often written back to back (an answer, then an
+        // update): with Nagle's algorithm the second would wait for the client's delayed
+        // ACK, up to 40 ms. Go, and so LiveKit, turns it off on every connection.
+        let _ = stream.set_nodelay(true);
         let slot = ConnectionSlot(Arc::new(slot));
         let node = node.clone();
         let header_timeout = limits.http_read_header_timeout;

@@ -137,8 +137,10 @@ pub async fn connect(
     // costs a 128 KiB memset per signal message read.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER);
+    // Nagle's algorithm off (`true`): a message written right after another (an offer
+    // after an AddTrackRequest) would otherwise wait for the server's delayed ACK.
     let (mut ws, _) =
-        match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
+        match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
             Ok(ok) => ok,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
