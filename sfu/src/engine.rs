@@ -848,7 +848,7 @@ impl Engine {
     fn answer_early(&mut self, now: Instant, ufrag: &str) {
         while let Some((from, data)) = self.early.take(now, ufrag, &mut self.pool) {
             self.handle_stun(now, from, &data);
-            self.pool.push(data);
+            self.recycle(data);
         }
     }
 
@@ -862,7 +862,7 @@ impl Engine {
     ) {
         while let Some((from, mut data)) = self.early.take(now, ufrag, &mut self.pool) {
             f(from, &mut data);
-            self.pool.push(data);
+            self.recycle(data);
         }
     }
 
