@@ -716,8 +716,13 @@ impl Subscription {
     }
 
     /// Starts the loss readings over with the next receiver report (the path was down:
-    /// the loss its next report counts was the outage's).
+    /// the loss its next report counts was the outage's). A paused subscription keeps its
+    /// window: nothing was sent to it, so there is no loss to excuse, and its quiet windows
+    /// count towards the clean run that resumes it.
     pub fn restart_loss_window(&mut self) {
+        if self.cc_paused {
+            return;
+        }
         self.loss_window = None;
         self.bad_reports = 0;
     }
@@ -1120,6 +1125,34 @@ mod tests {
         let t4 = t3 + Duration::from_millis(1000);
         assert_eq!(s.on_receiver_report(t4, 28, 1300, 3), None);
         assert_eq!(s.good_reports, 1);
+    }
+
+    /// After an outage the loss readings start over, so the first report's loss (the
+    /// outage's) is not judged; a paused subscription keeps its window and its clean run.
+    #[test]
+    fn an_outage_restarts_the_loss_window_unless_paused() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut s = Subscription::new(PeerId(1), 1, vec![], 90_000);
+        s.munger.start_segment(0, 0, 0, t0);
+        assert_eq!(s.on_receiver_report(at(0), 0, 1000, 1), None);
+        // Back from a 5 s outage: 450 of 480 packets lost, not judged.
+        s.restart_loss_window();
+        assert_eq!(s.on_receiver_report(at(6), 450, 1480, 1), None);
+        assert_eq!(s.on_receiver_report(at(7), 450, 1570, 1), None);
+        assert!(!s.cc_paused);
+        // Without the restart the same reports pause it.
+        let mut s = Subscription::new(PeerId(1), 1, vec![], 90_000);
+        s.munger.start_segment(0, 0, 0, t0);
+        s.on_receiver_report(at(0), 0, 1000, 1);
+        assert_eq!(s.on_receiver_report(at(6), 450, 1480, 1), Some(true));
+        // Paused: a restart keeps the window, and quiet windows still resume it.
+        s.restart_loss_window();
+        assert_eq!(s.on_receiver_report(at(7), 450, 1480, 1), None);
+        s.restart_loss_window();
+        assert_eq!(s.on_receiver_report(at(8), 450, 1480, 1), None);
+        s.restart_loss_window();
+        assert_eq!(s.on_receiver_report(at(9), 450, 1480, 1), Some(false));
     }
 
     #[test]
