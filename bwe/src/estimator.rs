@@ -1,6 +1,6 @@
 //! One subscriber's estimate: history, delay detector, rate control, loss bound and probes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::delay::{DelayDetector, Usage};
 use crate::history::SendHistory;
@@ -26,11 +26,13 @@ const FEEDBACK_TIMEOUT_US: i64 = 3_000_000;
 /// [`FEEDBACK_BACKOFF_US`].
 const FEEDBACK_BACKOFF: f64 = 0.8;
 const FEEDBACK_BACKOFF_US: i64 = 500_000;
-/// The feedback timeout backs off only while the receiver itself was heard this recently
-/// (µs): a path that swallows our packets while the receiver's reports and checks come
-/// through is congested; one where nothing comes either is down, and its estimate is held
-/// for when it comes back.
-const HEARD_WITHIN_US: i64 = 2_000_000;
+/// The feedback timeout backs off only while the receiver itself was heard this recently:
+/// a path that swallows our packets while the receiver's reports and checks come through is
+/// congested; one where nothing comes either is down, and its estimate is held for when it
+/// comes back. A receiver heard again after this long is back from such an outage
+/// ([`Estimator::on_receiver_back`]).
+pub const HEARD_WITHIN: Duration = Duration::from_secs(2);
+const HEARD_WITHIN_US: i64 = HEARD_WITHIN.as_micros() as i64;
 
 /// What one feedback packet changed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -124,7 +126,7 @@ impl Estimator {
     /// Backs the estimate off when packets have been sent and no feedback has come for
     /// [`FEEDBACK_TIMEOUT_US`] (since the later of the last feedback and the first packet
     /// sent after it) while the receiver was heard otherwise (`heard`: when anything last
-    /// came from it) within [`HEARD_WITHIN_US`]: 20% down at most every half second, to
+    /// came from it) within [`HEARD_WITHIN`]: 20% down at most every half second, to
     /// the minimum. A receiver not heard at all is cut off both ways (an outage, a moving
     /// client): its estimate is held, so that its media resumes at once when the path comes
     /// back instead of climbing back from the floor. Does nothing before the first feedback

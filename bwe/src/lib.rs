@@ -34,7 +34,7 @@ pub mod probe;
 pub mod rate;
 
 pub use allocator::{Allocation, LayerChoice, Subscription, allocate};
-pub use estimator::{Estimator, FeedbackSummary};
+pub use estimator::{Estimator, FeedbackSummary, HEARD_WITHIN};
 pub use history::{PacketResult, SendHistory};
 
 #[cfg(test)]

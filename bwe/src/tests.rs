@@ -329,7 +329,7 @@ fn simulate(link: &mut Link, source: Source, initial: u64, seconds: f64) -> Trac
         // As the engine does when a peer is heard again after 2 s of silence, and (below)
         // with its receiver reports, once a second.
         if link.receiver_heard(t) {
-            if heard.is_some_and(|h: Instant| at(t).duration_since(h) >= Duration::from_secs(2)) {
+            if heard.is_some_and(|h: Instant| at(t).duration_since(h) >= crate::HEARD_WITHIN) {
                 est.on_receiver_back(at(t));
             }
             heard = Some(at(t));

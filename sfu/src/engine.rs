@@ -46,8 +46,9 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 const RESUME_GAP: Duration = Duration::from_secs(1);
 /// A peer heard again after this long without a datagram from it had its path down (an
 /// outage, a move between networks; a peer receiving media sends feedback several times a
-/// second, and any peer checks consent every few seconds).
-const PATH_SILENCE: Duration = Duration::from_secs(2);
+/// second, and any peer checks consent every few seconds): the same span after which its
+/// estimator takes it for unheard and holds its estimate.
+const PATH_SILENCE: Duration = lkr_bwe::HEARD_WITHIN;
 /// Time between NACKs for the same lost packet: about a round trip, so that a resent packet
 /// still in flight is not asked for again.
 const NACK_RETRY: Duration = Duration::from_millis(100);
