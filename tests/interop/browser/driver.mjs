@@ -57,6 +57,7 @@ const CHROMIUM_FLAGS = [
   '--autoplay-policy=no-user-gesture-required',
   // The TURN/TLS tests use a self-signed certificate (everything else is plain http/ws).
   '--ignore-certificate-errors',
+  ...(process.env.LK_CHROMIUM_FLAGS ? process.env.LK_CHROMIUM_FLAGS.split(' ').filter(Boolean) : []),
 ];
 
 const emit = (event, fields = {}) => {

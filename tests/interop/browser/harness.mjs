@@ -8,7 +8,8 @@
 //
 // Environment: LIVEKIT_SERVER_BIN (default target/debug/livekit-server), LK_CHROMIUM
 // (default /usr/bin/chromium), LK_BROWSER_RUST_LOG (server RUST_LOG, default "debug"),
-// LK_PYTHON (default .venv/bin/python, else python3).
+// LK_PYTHON (default .venv/bin/python, else python3), LK_CHROMIUM_FLAGS (more Chromium flags,
+// space-separated, e.g. "--enable-logging --log-file=/tmp/chromium.log --v=1").
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
