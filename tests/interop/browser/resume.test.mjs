@@ -63,7 +63,7 @@ async function connectPage(page, identity, room, mode) {
  * ms since the pair last received). */
 async function decodes(n, timeout, since = Date.now()) {
   const trail = [];
-  const vs = await browser.pollUntil('B', 'videoStats', ['alice'], (v, h) => {
+  const vs = await browser.pollUntil('B', 'videoStats', ['alice', { ice: true }], (v, h) => {
     trail.push(v.error ? `${Date.now() - since}ms ${v.error}`
       : `${Date.now() - since}ms f${v.framesDecoded} p${v.packetsReceived} k${v.keyFramesDecoded} pli${v.pliCount} ssrc${v.ssrc} [${(v.pairs || []).join(' || ')}]`);
     const first = h.find((x) => !x.error) || {};
