@@ -35,7 +35,8 @@ mod transport;
 
 pub use error::DataChannelError;
 pub use transport::{
-    ChannelInfo, DataChannelEvent, MAX_MESSAGE_SIZE, SCTP_PORT, SctpLimits, SctpTransport,
+    ChannelInfo, DataChannelEvent, MAX_MESSAGE_SIZE, RTO_MAX_MS, SCTP_PORT, SctpLimits,
+    SctpTransport,
 };
 
 #[cfg(test)]

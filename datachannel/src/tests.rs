@@ -18,6 +18,8 @@ struct Pair {
     /// Decides, per client → server packet (by index), whether the network loses it.
     drop_to_server: Box<dyn FnMut(usize) -> bool>,
     sent_to_server: usize,
+    /// When each client → server packet was sent, lost or not.
+    sent_to_server_at: Vec<Instant>,
 }
 
 impl Pair {
@@ -33,6 +35,7 @@ impl Pair {
             to_client: Vec::new(),
             drop_to_server: Box::new(|_| false),
             sent_to_server: 0,
+            sent_to_server_at: Vec::new(),
         }
     }
 
@@ -52,6 +55,7 @@ impl Pair {
                 moved = true;
                 let index = self.sent_to_server;
                 self.sent_to_server += 1;
+                self.sent_to_server_at.push(self.now);
                 if (self.drop_to_server)(index) {
                     continue;
                 }
@@ -553,6 +557,46 @@ fn reliable_messages_survive_packet_loss() {
         .map(|data| message(id, true, data))
         .collect();
     assert_eq!(pair.take_server_events(), expected);
+}
+
+#[test]
+fn after_a_long_outage_a_waiting_message_is_retried_within_rto_max() {
+    let mut pair = Pair::established();
+    let id = pair
+        .client
+        .open_channel("_reliable", true, None, "")
+        .unwrap();
+    pair.flush();
+    pair.take_server_events();
+
+    // The path is down for a minute: every client → server packet is lost meanwhile.
+    let down = std::rc::Rc::new(std::cell::Cell::new(true));
+    let path = down.clone();
+    pair.drop_to_server = Box::new(move |_| path.get());
+    let start = pair.now;
+    let first = pair.sent_to_server_at.len();
+    pair.client.send(id, true, b"held").unwrap();
+    while pair.now < start + Duration::from_secs(60) {
+        pair.tick();
+    }
+    assert_eq!(count_messages(&pair.server_events), 0);
+    // The timer backed off, but never past 3 s between two tries (libwebrtc's cap too).
+    let rto_max = Duration::from_secs(3);
+    let tries = &pair.sent_to_server_at[first..];
+    assert!(tries.len() >= 20, "{} tries in 60 s", tries.len());
+    let longest = tries.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(longest <= rto_max, "{longest:?} between two tries");
+
+    // Back: the message arrives by the next try, at most 3 s later.
+    down.set(false);
+    let back = pair.now;
+    assert!(pair.run_until(|p| count_messages(&p.server_events) == 1));
+    assert!(
+        pair.now - back <= rto_max,
+        "{:?} after the return",
+        pair.now - back
+    );
+    assert_eq!(pair.take_server_events(), [message(id, true, b"held")]);
 }
 
 /// Replaces the CRC32c of an SCTP packet (RFC 4960 §6.8; little-endian on the wire, as

@@ -21,6 +21,9 @@ pub const SCTP_PORT: u16 = 5000;
 pub const MAX_MESSAGE_SIZE: u32 = 262_144;
 /// Stream id 65535 is reserved (RFC 8831 §6.5).
 const MAX_STREAM_ID: u16 = 65_534;
+/// The longest retransmission timeout, in ms, and so the longest wait between two tries
+/// of a message the peer has not acknowledged, however long the path was down.
+pub const RTO_MAX_MS: u64 = 3_000;
 
 /// Caps on what the peer can make one association hold. Past them a channel the peer opens
 /// is refused (its stream reset, counted) and a message we send is dropped with
@@ -189,7 +192,10 @@ fn transport_config() -> TransportConfig {
         .with_max_data_retransmits(None)
         .with_rto_initial_ms(1000)
         .with_rto_min_ms(400)
-        .with_rto_max_ms(10_000)
+        // Also the cap on the retransmission timer's backoff: after an outage, what waits
+        // is retransmitted at most this long after the path returns (libwebrtc caps its
+        // own backoff at 3 s for the same reason).
+        .with_rto_max_ms(RTO_MAX_MS)
         .with_local_port(SCTP_PORT)
         .with_remote_port(SCTP_PORT)
 }

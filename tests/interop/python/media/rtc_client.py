@@ -21,7 +21,8 @@ deadlines instead of sleeping. Commands (an optional "id" is echoed in the comma
     {"cmd": "analyze_video", "participant": "alice", "frames": 30} -> video_analysis
     {"cmd": "disconnect"}                                          -> closed, then exit
     {"cmd": "ice_stats"} -> ice_stats: the SDK's candidate pairs (state, nominated, STUN requests
-        sent and responses received), over both peer connections
+        sent and responses received), over both peer connections, and the ports of its
+        local UDP candidates
 
 Data, RPC, streams and participant state (results carry "size"/"sha256" of what was sent, so a
 test can compare them with what the other side reports; "text" or "size"+"seed" give the payload):
@@ -738,7 +739,10 @@ class Client:
     async def cmd_ice_stats(self, c: Dict[str, Any]) -> Dict[str, Any]:
         s = await asyncio.wait_for(self.room.get_rtc_stats(), 5.0)
         pairs = []
+        local_udp_ports = set()
         for st in list(s.publisher_stats) + list(s.subscriber_stats):
+            if st.WhichOneof("stats") == "local_candidate" and st.local_candidate.candidate.protocol == "udp":
+                local_udp_ports.add(int(st.local_candidate.candidate.port))
             if st.WhichOneof("stats") != "candidate_pair":
                 continue
             p = st.candidate_pair.candidate_pair
@@ -751,7 +755,7 @@ class Client:
                     "consent_requests_sent": p.consent_requests_sent,
                 }
             )
-        return {"pairs": pairs}
+        return {"pairs": pairs, "local_udp_ports": sorted(local_udp_ports)}
 
     # -------------------------------------------------------------- data, RPC, streams, state
 
