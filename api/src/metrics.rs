@@ -367,6 +367,17 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
         );
         metric(
             &mut out,
+            "livekit_media_path_returns_total",
+            "counter",
+            "Participants heard again after an outage of their path (media was sent into the silence).",
+        );
+        let _ = writeln!(
+            out,
+            "livekit_media_path_returns_total{{{node}}} {}",
+            t.path_returns
+        );
+        metric(
+            &mut out,
             "livekit_media_dropped_total",
             "counter",
             "What the media plane dropped, by reason.",

@@ -106,6 +106,12 @@ impl Estimator {
         }
     }
 
+    /// Whether packets have been sent since the last feedback (what a receiver heard again
+    /// after a silence would have had to answer).
+    pub fn awaiting_feedback(&self) -> bool {
+        self.unanswered_since_us.is_some()
+    }
+
     /// The receiver is heard again after a silence (an outage of the whole path, a client
     /// moving between networks). What was sent into the silence and is now reported lost
     /// is the outage's loss, not the path's: it does not cut the estimate, and neither

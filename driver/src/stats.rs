@@ -109,6 +109,7 @@ struct TrafficCounters {
     pli_in: AtomicU64,
     pli_out: AtomicU64,
     upstream_lost: AtomicU64,
+    path_returns: AtomicU64,
 }
 
 /// Upper bounds of the forwarding latency histogram, in microseconds.
@@ -248,6 +249,7 @@ impl MediaStats {
         c.pli_in.store(t.pli_in, Relaxed);
         c.pli_out.store(t.pli_out, Relaxed);
         c.upstream_lost.store(t.upstream_lost, Relaxed);
+        c.path_returns.store(t.path_returns, Relaxed);
     }
 
     /// Copies shard `shard`'s engine counters (called by its media thread).
@@ -324,6 +326,7 @@ impl MediaStats {
             traffic.pli_in += t.pli_in.load(Relaxed);
             traffic.pli_out += t.pli_out.load(Relaxed);
             traffic.upstream_lost += t.upstream_lost.load(Relaxed);
+            traffic.path_returns += t.path_returns.load(Relaxed);
         }
         let mut unsent_by_peer = Vec::new();
         for m in &self.per_peer {

@@ -98,6 +98,9 @@ pub struct Traffic {
     /// Packets from publishers found missing at receiver reports (RFC 3550 interval loss,
     /// before any NACK repair).
     pub upstream_lost: u64,
+    /// Peers heard again after a silence that media was sent into (an outage): their loss
+    /// readings started over ([`Engine::on_path_back`]).
+    pub path_returns: u64,
 }
 
 /// Work for another shard of a sharded driver, queued by [`Engine`] and taken with
@@ -216,14 +219,15 @@ struct Peer {
 }
 
 impl Peer {
-    /// Notes a datagram from the peer that passed its checks; returns whether the peer was
-    /// silent for [`PATH_SILENCE`] before it (its path is back from an outage).
-    fn hear(&mut self, now: Instant) -> bool {
-        let back = self
+    /// Notes a datagram from the peer that passed its checks; when the peer was silent for
+    /// [`PATH_SILENCE`] before it (its path may be back from an outage), returns when it
+    /// was last heard.
+    fn hear(&mut self, now: Instant) -> Option<Instant> {
+        let silent_since = self
             .heard
-            .is_some_and(|h| now.saturating_duration_since(h) >= PATH_SILENCE);
+            .filter(|h| now.saturating_duration_since(*h) >= PATH_SILENCE);
         self.heard = Some(now);
-        back
+        silent_since
     }
 
     fn dest(&self) -> Option<SocketAddr> {
@@ -1040,7 +1044,7 @@ impl Engine {
         };
         self.urgent += u64::from(p.ice.state() != IceState::Connected);
         let mut out = take_buf(&mut self.pool);
-        let mut back = false;
+        let mut back = None;
         match p.ice.handle_stun(now, from, buf, &mut out) {
             Ok(input) => {
                 back = p.hear(now);
@@ -1085,30 +1089,41 @@ impl Engine {
                 }
             }
         }
-        if back {
-            self.on_path_back(now, id);
+        if let Some(since) = back {
+            self.on_path_back(now, id, since);
         }
     }
 
-    /// A peer heard again after [`PATH_SILENCE`]: what was sent to it meanwhile was lost to
-    /// the outage, so its loss readings start over, and the first reports after the
-    /// outage, which count that loss, neither cut its estimate nor pause its video.
-    fn on_path_back(&mut self, now: Instant, id: PeerId) {
+    /// A peer heard again after [`PATH_SILENCE`] (last heard at `since`): what was sent to
+    /// it meanwhile was lost to the outage, so its loss readings start over, and the first
+    /// reports after the outage, which count that loss, neither cut its estimate nor pause
+    /// its video. Only readings that media went into the silence for are touched: a peer
+    /// that receives nothing is heard only by its consent checks, every 2.5-5 s, and its
+    /// silences are no outage.
+    fn on_path_back(&mut self, now: Instant, id: PeerId, since: Instant) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        tracing::debug!(peer = ?id, "heard again after a silence: loss readings start over");
-        if let Some(b) = p.bwe.as_deref_mut() {
+        let mut restarted = 0usize;
+        if let Some(b) = p.bwe.as_deref_mut()
+            && b.est.awaiting_feedback()
+        {
             b.est.on_receiver_back(now);
+            restarted += 1;
         }
         for tid in &p.subscribed {
-            if let Some(s) = self
-                .tracks
-                .get_mut(tid)
-                .and_then(|t| t.subs.iter_mut().find(|s| s.peer == id))
+            if let Some(t) = self.tracks.get_mut(tid)
+                && t.kind == MediaKind::Video
+                && let Some(s) = t.subs.iter_mut().find(|s| s.peer == id)
+                && s.munger.last_out_at().is_some_and(|at| at > since)
             {
                 s.restart_loss_window();
+                restarted += 1;
             }
+        }
+        if restarted > 0 {
+            self.traffic.path_returns += 1;
+            tracing::debug!(peer = ?id, restarted, "heard again after a silence: loss readings start over");
         }
     }
 
@@ -1301,8 +1316,8 @@ impl Engine {
         if lkr_rtp::is_rtcp(buf) {
             match srtp.unprotect_rtcp(buf) {
                 Ok(n) => {
-                    if p.hear(now) {
-                        self.on_path_back(now, id);
+                    if let Some(since) = p.hear(now) {
+                        self.on_path_back(now, id, since);
                     }
                     self.handle_rtcp(now, id, n, buf);
                 }
@@ -1312,8 +1327,8 @@ impl Engine {
         } else {
             match srtp.unprotect_rtp(buf) {
                 Ok(n) => {
-                    if p.hear(now) {
-                        self.on_path_back(now, id);
+                    if let Some(since) = p.hear(now) {
+                        self.on_path_back(now, id, since);
                     }
                     self.handle_rtp(now, id, &buf[..n]);
                 }

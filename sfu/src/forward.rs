@@ -434,6 +434,11 @@ impl Munger {
         self.last_out_at = Some(now);
     }
 
+    /// When the newest packet so far was mapped out (sent), if any was.
+    pub fn last_out_at(&self) -> Option<Instant> {
+        self.last_out_at
+    }
+
     /// The incoming extended sequence number of an outgoing one of the current segment,
     /// if it is not newer than what was sent.
     pub fn unmap(&self, out_seq: u16) -> Option<u64> {

@@ -81,6 +81,7 @@ fn an_outages_loss_does_not_pause_the_video() {
     r.sim.run_for(Duration::from_millis(200));
     let (highest, lost) = report(&mut r, sub, video_ssrc);
     assert!(lost > 300, "the report counts the outage's loss: {lost}");
+    assert_eq!(r.sim.engine.traffic.path_returns, 1, "one return, counted");
     let back = r.sim.now();
     // Reports go on, with no new loss.
     for _ in 0..3 {
@@ -113,5 +114,29 @@ fn an_outages_loss_does_not_pause_the_video() {
         after.len() as u64,
         last - first + 1,
         "a gap after the outage"
+    );
+}
+
+/// Silences that are no outage: a peer that receives nothing is heard only by its consent
+/// checks (every 5 s here, 2.5-5 s from real clients), longer apart than `PATH_SILENCE`;
+/// nothing was sent into them, so nothing is restarted and no return is counted. The
+/// subscriber, which reports every second, is never silent.
+#[test]
+fn a_peer_that_receives_nothing_is_not_taken_for_one_back_from_an_outage() {
+    let mut r = room(92, 1, VideoConfig::default());
+    let idle = r.sim.add_client();
+    assert!(r.sim.connect_all(Duration::from_secs(5)), "peers connect");
+    let (sub, video_ssrc, _) = r.subscribers[0];
+    let checks_before = r.sim.client(idle).last_check_sent();
+    for _ in 0..16 {
+        r.sim.run_for(Duration::from_secs(1));
+        report(&mut r, sub, video_ssrc);
+    }
+    // The idle peer did check in meanwhile (three times, 5 s apart).
+    assert!(r.sim.client(idle).last_check_sent() > checks_before);
+    assert!(r.sim.client(idle).ice_connected());
+    assert_eq!(
+        r.sim.engine.traffic.path_returns, 0,
+        "a consent check after a quiet spell was taken for a return"
     );
 }

@@ -1,7 +1,10 @@
-"""Reliable data across outages (Python SDK, a room with no media): what was sent during an
-outage of the whole network arrives after it, in order, and new data flows again soon after
+"""Outages with the Python SDK. Reliable data (a room with no media): what was sent during
+an outage of the whole network arrives after it, in order, and new data flows again soon after
 the network returns (both signalling modes); what the server holds for a client cut off
-reaches it soon after its return."""
+reaches it soon after its return. None of this counts as a path's return on
+`livekit_media_path_returns_total`: no media went into those silences, and the clients'
+consent checks, seconds apart, are no outage. A subscriber cut off while a tone flows to it
+is counted once back, and hears the tone again."""
 
 from __future__ import annotations
 
@@ -11,14 +14,46 @@ import time
 import pytest
 
 import lkhelpers
-from mediahelpers import MediaEnv
+from mediafixtures import media_env_with
+from mediahelpers import MediaEnv, assert_tone, scrape_metrics, wait_until
 
 OUTAGE_S = 10
+METRICS_PORT = 18124
+FREQ = 550
 MODES = [pytest.param(True, id="single_pc"), pytest.param(False, id="dual_pc")]
+
+
+@pytest.fixture(scope="module")
+def media_env():
+    env = media_env_with(["--config-body", lkhelpers.prometheus_config(METRICS_PORT)])
+    try:
+        yield env
+    finally:
+        env.cleanup()
+
+
+def path_returns(media: MediaEnv) -> float:
+    return lkhelpers.metric_value(scrape_metrics(media, METRICS_PORT), "livekit_media_path_returns_total")
 
 
 def nft(media: MediaEnv, script: str) -> None:
     subprocess.run(media.ns.argv(["nft", "-f", "-"]), input=script, text=True, check=True, capture_output=True)
+
+
+def cut_udp(media: MediaEnv, client, others) -> None:
+    """Drops every UDP datagram to or from `client`'s local candidates (its signal connection
+    is TCP and stays up); the `others` share none of its ports."""
+    ports = client.request("ice_stats", timeout=10)["local_udp_ports"]
+    assert ports, "the client has no local UDP candidate"
+    for other in others:
+        theirs = set(other.request("ice_stats", timeout=10)["local_udp_ports"])
+        assert not theirs & set(ports), (ports, theirs)
+    plist = ", ".join(str(p) for p in ports)
+    nft(
+        media,
+        "table inet cut {\n chain out {\n  type filter hook output priority 0;\n"
+        f"  udp sport {{ {plist} }} drop\n  udp dport {{ {plist} }} drop\n }}\n}}\n",
+    )
 
 
 def received(client, prefix: str):
@@ -35,6 +70,7 @@ def test_reliable_data_sent_during_an_outage_arrives_after_it(media: MediaEnv, s
     a.wait_for("participant_connected", participant="b", timeout=20)
     a.request("publish_data", text="before", timeout=10)
     b.wait_for("data_received", text="before", timeout=10)
+    returns = path_returns(media)
 
     # Every packet in the namespace is dropped (shorter than the 15 s ping timeout: the
     # signal connections survive, so the data path has only ICE and SCTP to come back by).
@@ -54,6 +90,7 @@ def test_reliable_data_sent_during_an_outage_arrives_after_it(media: MediaEnv, s
     print(f"\n# data back {back:.2f} s after the network returned")
     assert received(b, "during") == during, b.describe()
     assert back <= 3.0, f"data flowed again {back:.2f} s after the network returned"
+    assert path_returns(media) == returns, "a return counted where no media went into the silence"
 
 
 def test_reliable_data_for_a_client_cut_off_reaches_it_soon_after_its_return(media: MediaEnv):
@@ -69,19 +106,10 @@ def test_reliable_data_for_a_client_cut_off_reaches_it_soon_after_its_return(med
     a.wait_for("participant_connected", participant="b", timeout=20)
     a.request("publish_data", text="before", timeout=10)
     b.wait_for("data_received", text="before", timeout=10)
-    ports = b.request("ice_stats", timeout=10)["local_udp_ports"]
-    assert ports, "b has no local UDP candidate"
-    a_ports = set(a.request("ice_stats", timeout=10)["local_udp_ports"])
-    assert not a_ports & set(ports), (ports, a_ports)
+    returns = path_returns(media)
 
-    # b's UDP, both ways (its signal connection is TCP and stays up: 13 s is under the
-    # 15 s ping timeout).
-    plist = ", ".join(str(p) for p in ports)
-    nft(
-        media,
-        "table inet cut {\n chain out {\n  type filter hook output priority 0;\n"
-        f"  udp sport {{ {plist} }} drop\n  udp dport {{ {plist} }} drop\n }}\n}}\n",
-    )
+    # b's UDP, both ways, for 13 s (under the 15 s ping timeout).
+    cut_udp(media, b, [a])
     during = [f"during{i}" for i in range(3)]
     for text in during:
         a.request("publish_data", text=text, timeout=10)
@@ -94,3 +122,25 @@ def test_reliable_data_for_a_client_cut_off_reaches_it_soon_after_its_return(med
     print(f"\n# data reached the client {back:.2f} s after its return")
     assert received(b, "during") == during, b.describe()
     assert back <= 3.5, f"the held data reached the client {back:.2f} s after its return"
+    assert path_returns(media) == returns, "a return counted where no media went into the silence"
+
+
+def test_a_subscriber_cut_off_from_a_tone_is_counted_back_once_and_hears_it_again(media: MediaEnv):
+    room = lkhelpers.unique("tonecut")
+    pub = media.python_client("pub", room)
+    pub.wait_for("connected", timeout=20)
+    tone = pub.request("publish_audio", name="tone", freq=FREQ, timeout=20)
+    sub = media.python_client("sub", room)
+    sub.wait_for("track_subscribed", participant="pub", sid=tone["sid"], timeout=20)
+    assert_tone(sub.request("analyze_audio", participant="pub", seconds=0.5, timeout=20), FREQ, "before")
+    returns = path_returns(media)
+
+    cut_udp(media, sub, [pub])
+    time.sleep(8)
+    assert path_returns(media) == returns
+    nft(media, "delete table inet cut\n")
+    assert_tone(sub.request("analyze_audio", participant="pub", seconds=0.5, timeout=20), FREQ, "after the cut")
+    # The subscriber came back once; the publisher, never cut, not at all (the media
+    # thread copies its counters out once a second).
+    now = wait_until(lambda: path_returns(media) > returns and path_returns(media), 5)
+    assert now == returns + 1, f"{now - returns} returns counted"
