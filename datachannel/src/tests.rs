@@ -47,6 +47,19 @@ impl Pair {
         pair
     }
 
+    /// An established pair with an ordered, reliable channel the client opened (the
+    /// server's events so far taken).
+    fn with_reliable_channel() -> (Self, u16) {
+        let mut pair = Self::established();
+        let id = pair
+            .client
+            .open_channel("_reliable", true, None, "")
+            .unwrap();
+        pair.flush();
+        pair.take_server_events();
+        (pair, id)
+    }
+
     /// Delivers packets both ways until neither side has anything to send.
     fn flush(&mut self) {
         for _ in 0..10_000 {
@@ -398,13 +411,7 @@ fn closing_a_channel_reaches_both_sides() {
 
 #[test]
 fn peer_abort_closes_and_a_restarted_peer_is_accepted() {
-    let mut pair = Pair::established();
-    let id = pair
-        .client
-        .open_channel("_reliable", true, None, "")
-        .unwrap();
-    pair.flush();
-    pair.take_server_events();
+    let (mut pair, id) = Pair::with_reliable_channel();
 
     // An ABORT (RFC 4960 §3.3.7) with the association's verification tag, as the client's
     // packets carry it.
@@ -537,13 +544,7 @@ fn refused_calls() {
 
 #[test]
 fn reliable_messages_survive_packet_loss() {
-    let mut pair = Pair::established();
-    let id = pair
-        .client
-        .open_channel("_reliable", true, None, "")
-        .unwrap();
-    pair.flush();
-    pair.take_server_events();
+    let (mut pair, id) = Pair::with_reliable_channel();
 
     // Lose every third client → server packet from here on.
     pair.drop_to_server = Box::new(|index| index % 3 == 2);
@@ -561,13 +562,7 @@ fn reliable_messages_survive_packet_loss() {
 
 #[test]
 fn after_a_long_outage_a_waiting_message_is_retried_within_rto_max() {
-    let mut pair = Pair::established();
-    let id = pair
-        .client
-        .open_channel("_reliable", true, None, "")
-        .unwrap();
-    pair.flush();
-    pair.take_server_events();
+    let (mut pair, id) = Pair::with_reliable_channel();
 
     // The path is down for a minute: every client → server packet is lost meanwhile.
     let down = std::rc::Rc::new(std::cell::Cell::new(true));

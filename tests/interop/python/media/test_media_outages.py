@@ -56,13 +56,9 @@ def cut_udp(media: MediaEnv, client, others) -> None:
     )
 
 
-def received(client, prefix: str):
-    return [e["text"] for e in client.find("data_received") if str(e.get("text", "")).startswith(prefix)]
-
-
-@pytest.mark.parametrize("single_pc", MODES)
-def test_reliable_data_sent_during_an_outage_arrives_after_it(media: MediaEnv, single_pc: bool):
-    room = lkhelpers.unique("dataout")
+def data_pair(media: MediaEnv, room: str, single_pc: bool = True):
+    """Clients `a` and `b` in `room`, publishing nothing, once a reliable message from `a`
+    has reached `b`."""
     a = media.python_client("a", room, single_pc=single_pc)
     a.wait_for("connected", timeout=20)
     b = media.python_client("b", room, single_pc=single_pc)
@@ -70,6 +66,16 @@ def test_reliable_data_sent_during_an_outage_arrives_after_it(media: MediaEnv, s
     a.wait_for("participant_connected", participant="b", timeout=20)
     a.request("publish_data", text="before", timeout=10)
     b.wait_for("data_received", text="before", timeout=10)
+    return a, b
+
+
+def received(client, prefix: str):
+    return [e["text"] for e in client.find("data_received") if str(e.get("text", "")).startswith(prefix)]
+
+
+@pytest.mark.parametrize("single_pc", MODES)
+def test_reliable_data_sent_during_an_outage_arrives_after_it(media: MediaEnv, single_pc: bool):
+    a, b = data_pair(media, lkhelpers.unique("dataout"), single_pc)
     returns = path_returns(media)
 
     # Every packet in the namespace is dropped (shorter than the 15 s ping timeout: the
@@ -98,14 +104,7 @@ def test_reliable_data_for_a_client_cut_off_reaches_it_soon_after_its_return(med
     holds the messages and keeps retransmitting them, with its retransmission timer backing
     off; they reach the client within 3.5 s of its return (the timer's backoff is capped at
     3 s, as libwebrtc caps its own; with a 10 s cap the next try came 9.4 s after)."""
-    room = lkhelpers.unique("datacut")
-    a = media.python_client("a", room)
-    a.wait_for("connected", timeout=20)
-    b = media.python_client("b", room)
-    b.wait_for("connected", timeout=20)
-    a.wait_for("participant_connected", participant="b", timeout=20)
-    a.request("publish_data", text="before", timeout=10)
-    b.wait_for("data_received", text="before", timeout=10)
+    a, b = data_pair(media, lkhelpers.unique("datacut"))
     returns = path_returns(media)
 
     # b's UDP, both ways, for 13 s (under the 15 s ping timeout).
