@@ -44,10 +44,11 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// subscribers cannot decode the rest until one comes, and would otherwise each have to
 /// notice and ask.
 const RESUME_GAP: Duration = Duration::from_secs(1);
-/// A peer heard again after this long without a datagram from it had its path down (an
-/// outage, a move between networks; a peer receiving media sends feedback several times a
-/// second, and any peer checks consent every few seconds): the same span after which its
-/// estimator takes it for unheard and holds its estimate.
+/// A peer heard again after this long without a datagram from it, while media was sent to
+/// it, had its path down (an outage, a move between networks: a peer receiving media sends
+/// feedback several times a second); the same span after which its estimator takes it for
+/// unheard and holds its estimate. A peer receiving nothing is heard only by its consent
+/// checks, seconds apart, and such a gap is no outage ([`Engine::on_path_back`]).
 const PATH_SILENCE: Duration = lkr_bwe::HEARD_WITHIN;
 /// Time between NACKs for the same lost packet: about a round trip, so that a resent packet
 /// still in flight is not asked for again.
@@ -203,7 +204,8 @@ struct Peer {
     /// When the last datagram from the peer that passed its checks (STUN, SRTP, SRTCP)
     /// arrived: a subscriber whose transport feedback stops while it is still heard has its
     /// estimate backed off, one not heard at all (an outage) keeps it; one heard again after
-    /// [`PATH_SILENCE`] has its loss readings start over ([`Engine::on_path_back`]).
+    /// [`PATH_SILENCE`] has the loss readings media went into the silence for start over
+    /// ([`Engine::on_path_back`]).
     heard: Option<Instant>,
     /// Datagrams to this peer the driver could not send.
     unsent: u64,
