@@ -100,7 +100,7 @@ pub struct Traffic {
     /// before any NACK repair).
     pub upstream_lost: u64,
     /// Peers heard again after a silence that media was sent into (an outage): their loss
-    /// readings started over ([`Engine::on_path_back`]).
+    /// readings started over (`Engine::on_path_back`).
     pub path_returns: u64,
 }
 
