@@ -1,10 +1,10 @@
 //! Delay-based congestion detection: is the queue on the path growing?
 //!
 //! Packets are grouped by send time into bursts (a group is what was sent within
-//! [`GROUP_SPAN_US`] of its first packet). Between consecutive groups, the difference of
+//! `GROUP_SPAN_US` of its first packet). Between consecutive groups, the difference of
 //! arrival spacing and send spacing is how much longer the second group waited in queues than
 //! the first. Those differences are summed into an accumulated delay, smoothed, and a
-//! least-squares line over the last [`WINDOW`] points (accumulated delay against arrival time)
+//! least-squares line over the last `WINDOW` points (accumulated delay against arrival time)
 //! gives the trend: a positive slope means the queue grows. The trend, scaled by the number
 //! of points and a gain, is compared with a threshold that itself adapts slowly to the
 //! trend's usual size, so that a path whose delay merely jitters is not read as congested.

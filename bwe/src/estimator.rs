@@ -130,7 +130,7 @@ impl Estimator {
     }
 
     /// Backs the estimate off when packets have been sent and no feedback has come for
-    /// [`FEEDBACK_TIMEOUT_US`] (since the later of the last feedback and the first packet
+    /// `FEEDBACK_TIMEOUT_US` (since the later of the last feedback and the first packet
     /// sent after it) while the receiver was heard otherwise (`heard`: when anything last
     /// came from it) within [`HEARD_WITHIN`]: 20% down at most every half second, to
     /// the minimum. A receiver not heard at all is cut off both ways (an outage, a moving

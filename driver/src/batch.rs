@@ -18,7 +18,7 @@ use lkr_sfu::Transmit;
 /// A UDP socket the batch calls read and write without blocking.
 ///
 /// A tokio socket clears its readiness when a call would block; the driver's own
-/// [`crate::driver::MediaSocket`] may also be a plain socket, out of the reactor, that it
+/// `MediaSocket` may also be a plain socket, out of the reactor, that it
 /// reads on its own schedule.
 pub trait BatchSocket {
     /// Runs `f`, a non-blocking system call on the socket.

@@ -39,7 +39,7 @@ const OVERFLOW_LIMIT: usize = 1 << 16;
 pub const EVENT_DATA_BYTES: usize = 16 << 20;
 
 /// A shard whose socket woke it at least this often in the last second, for nothing but
-/// idle peers' upkeep, reads it on a schedule instead ([`MediaSocket::poll_instead`]); the
+/// idle peers' upkeep, reads it on a schedule instead (`MediaSocket::poll_instead`); the
 /// default of [`DriverConfig::idle_poll_wakeups`].
 pub const IDLE_POLL_WAKEUPS: u32 = 50;
 /// How often a polling shard reads its socket: an idle peer's consent check is answered

@@ -169,7 +169,7 @@ pub struct Drops {
     pub nack_over_cap: u64,
     /// NACKed packets past the peer's `max_retransmissions_per_sec`.
     pub nack_over_rate: u64,
-    /// Sender reports of a layer that came within [`SR_MIN_INTERVAL`] of the last one sent
+    /// Sender reports of a layer that came within `SR_MIN_INTERVAL` of the last one sent
     /// on, not sent on to its subscribers.
     pub sender_report_over_rate: u64,
 }

@@ -452,7 +452,7 @@ impl Munger {
     /// Leaves a padding-only packet of the current segment out of the output when it is the
     /// next in sequence (nothing missing before it, nothing after it sent yet): the packets
     /// after it move down by one, so the subscriber sees no gap. Returns whether it was left
-    /// out; one out of order is forwarded as any packet. With [`SKIP_RANGES`] runs already
+    /// out; one out of order is forwarded as any packet. With `SKIP_RANGES` runs already
     /// left out, the segment starts again after the oldest.
     pub fn skip(&mut self, ext: u64) -> bool {
         if !self.started || ext != self.last_in + 1 {
