@@ -511,12 +511,7 @@ fn unordered_channel_goes_ordered_until_acknowledged() {
 
 #[test]
 fn refused_calls() {
-    let mut pair = Pair::established();
-    let id = pair
-        .client
-        .open_channel("_reliable", true, None, "")
-        .unwrap();
-    pair.flush();
+    let (mut pair, id) = Pair::with_reliable_channel();
     assert_eq!(
         pair.client.send(99, false, b"x"),
         Err(DataChannelError::UnknownChannel(99))
