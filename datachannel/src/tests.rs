@@ -51,13 +51,19 @@ impl Pair {
     /// server's events so far taken).
     fn with_reliable_channel() -> (Self, u16) {
         let mut pair = Self::established();
-        let id = pair
+        let id = pair.open_reliable();
+        (pair, id)
+    }
+
+    /// The client opens an ordered, reliable channel; the server's events so far are taken.
+    fn open_reliable(&mut self) -> u16 {
+        let id = self
             .client
             .open_channel("_reliable", true, None, "")
             .unwrap();
-        pair.flush();
-        pair.take_server_events();
-        (pair, id)
+        self.flush();
+        self.take_server_events();
+        id
     }
 
     /// Delivers packets both ways until neither side has anything to send.
@@ -732,12 +738,7 @@ fn a_peer_that_never_acknowledges_cannot_grow_the_send_buffer() {
         max_buffered_bytes: limit,
         ..SctpLimits::default()
     });
-    let id = pair
-        .client
-        .open_channel("_reliable", true, None, "")
-        .unwrap();
-    pair.flush();
-    pair.take_server_events();
+    let id = pair.open_reliable();
     // The client stops reading: nothing the server sends is delivered or acknowledged.
     let chunk = pattern(1024);
     let mut sent = 0;
