@@ -524,6 +524,17 @@ def scrape_metrics(media: "MediaEnv", port: int) -> str:
     return cp.stdout
 
 
+def nft(media: "MediaEnv", script: str) -> subprocess.CompletedProcess:
+    """Runs an nftables script inside the namespace (`nft -f -`); fails on its error."""
+    return subprocess.run(media.ns.argv(["nft", "-f", "-"]), input=script, text=True, check=True, capture_output=True)
+
+
+# Every TCP and UDP packet leaving anything in the namespace dropped (a total outage), and
+# the rule removed again.
+OUTAGE = "table inet outage {\n chain out {\n  type filter hook output priority 0;\n  meta l4proto {tcp, udp} drop\n }\n}\n"
+OUTAGE_END = "delete table inet outage\n"
+
+
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
     """Polls pred() until it returns something truthy or the deadline passes; returns its last value."""
     deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ import pytest
 
 import lkhelpers
 import mediahelpers
-from mediahelpers import MediaEnv, NetNs, assert_tone
+from mediahelpers import MediaEnv, NetNs, assert_tone, nft
 
 FREQ = 523
 TCP_PORT = 7881
@@ -51,10 +51,6 @@ def media_env():
         yield env
     finally:
         env.cleanup()
-
-
-def nft(media: MediaEnv, script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(media.ns.argv(["nft", "-f", "-"]), input=script, text=True, check=True, capture_output=True)
 
 
 def udp_dropped(media: MediaEnv) -> int:

@@ -8,14 +8,13 @@ is counted once back, and hears the tone again."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 import lkhelpers
 from mediafixtures import media_env_with
-from mediahelpers import MediaEnv, assert_tone, scrape_metrics, wait_until
+from mediahelpers import OUTAGE, OUTAGE_END, MediaEnv, assert_tone, nft, scrape_metrics, wait_until
 
 OUTAGE_S = 10
 METRICS_PORT = 18124
@@ -34,10 +33,6 @@ def media_env():
 
 def path_returns(media: MediaEnv) -> float:
     return lkhelpers.metric_value(scrape_metrics(media, METRICS_PORT), "livekit_media_path_returns_total")
-
-
-def nft(media: MediaEnv, script: str) -> None:
-    subprocess.run(media.ns.argv(["nft", "-f", "-"]), input=script, text=True, check=True, capture_output=True)
 
 
 def cut_udp(media: MediaEnv, client, others) -> None:
@@ -80,14 +75,14 @@ def test_reliable_data_sent_during_an_outage_arrives_after_it(media: MediaEnv, s
 
     # Every packet in the namespace is dropped (shorter than the 15 s ping timeout: the
     # signal connections survive, so the data path has only ICE and SCTP to come back by).
-    nft(media, "table inet outage {\n chain out {\n  type filter hook output priority 0;\n  meta l4proto {tcp, udp} drop\n }\n}\n")
+    nft(media, OUTAGE)
     during = [f"during{i}" for i in range(5)]
     for text in during:
         a.request("publish_data", text=text, timeout=10)
         time.sleep(1)
     time.sleep(OUTAGE_S - len(during))
     assert not received(b, "during"), "data crossed the outage"
-    nft(media, "delete table inet outage\n")
+    nft(media, OUTAGE_END)
     restored = time.monotonic()
 
     a.request("publish_data", text="after", timeout=10)

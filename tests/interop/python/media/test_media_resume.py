@@ -10,7 +10,7 @@ import time
 import pytest
 
 import lkhelpers
-from mediahelpers import PORT, MediaEnv, assert_tone
+from mediahelpers import OUTAGE, OUTAGE_END, PORT, MediaEnv, assert_tone, nft
 
 FREQ = 440
 MODES = [pytest.param(True, id="single_pc"), pytest.param(False, id="dual_pc")]
@@ -19,10 +19,6 @@ MODES = [pytest.param(True, id="single_pc"), pytest.param(False, id="dual_pc")]
 def cut_signal(media: MediaEnv) -> None:
     """Aborts every client-side TCP connection to the signalling port (media is untouched)."""
     subprocess.run(media.ns.argv(["ss", "-K", "dport", "=", f":{PORT}"]), capture_output=True, check=True)
-
-
-def nft(media: MediaEnv, script: str) -> None:
-    subprocess.run(media.ns.argv(["nft", "-f", "-"]), input=script, text=True, check=True, capture_output=True)
 
 
 def start(media: MediaEnv, room: str, single_pc: bool):
@@ -63,9 +59,9 @@ def test_resume_after_a_total_outage(media: MediaEnv, single_pc: bool):
     pub, sub, sid = start(media, room, single_pc)
     # Every packet inside the namespace is dropped for 18 s (signal and media alike): longer
     # than the 15 s ping timeout, so both sides notice the signal connection is gone.
-    nft(media, "table inet outage {\n chain out {\n  type filter hook output priority 0;\n  meta l4proto {tcp, udp} drop\n }\n}\n")
+    nft(media, OUTAGE)
     time.sleep(18)
-    nft(media, "delete table inet outage\n")
+    nft(media, OUTAGE_END)
     restored = time.monotonic()
     for c in (pub, sub):
         c.wait_for("reconnected", timeout=30)

@@ -22,7 +22,7 @@ import pytest
 
 import lkhelpers
 import mediahelpers
-from mediahelpers import UDP_PORT, MediaEnv, NetNs, assert_tone
+from mediahelpers import UDP_PORT, MediaEnv, NetNs, assert_tone, nft
 
 FREQ = 587
 TURN_PORT = 3478
@@ -89,10 +89,6 @@ def media_env(tmp_path_factory):
         yield env
     finally:
         env.cleanup()
-
-
-def nft(media: MediaEnv, script: str) -> None:
-    subprocess.run(media.ns.argv(["nft", "-f", "-"]), input=script, text=True, check=True, capture_output=True)
 
 
 def relayed_packets(media: MediaEnv) -> int:
