@@ -17,8 +17,7 @@ struct Pair {
     to_client: Vec<Vec<u8>>,
     /// Decides, per client → server packet (by index), whether the network loses it.
     drop_to_server: Box<dyn FnMut(usize) -> bool>,
-    sent_to_server: usize,
-    /// When each client → server packet was sent, lost or not.
+    /// When each client → server packet was sent, lost or not (its index is its place).
     sent_to_server_at: Vec<Instant>,
 }
 
@@ -34,7 +33,6 @@ impl Pair {
             to_server: Vec::new(),
             to_client: Vec::new(),
             drop_to_server: Box::new(|_| false),
-            sent_to_server: 0,
             sent_to_server_at: Vec::new(),
         }
     }
@@ -72,8 +70,7 @@ impl Pair {
             let mut moved = false;
             while let Some(packet) = self.client.poll_transmit(self.now) {
                 moved = true;
-                let index = self.sent_to_server;
-                self.sent_to_server += 1;
+                let index = self.sent_to_server_at.len();
                 self.sent_to_server_at.push(self.now);
                 if (self.drop_to_server)(index) {
                     continue;
