@@ -117,14 +117,20 @@ impl Estimator {
     /// is the outage's loss, not the path's: it does not cut the estimate, and neither
     /// the loss window, the delay trend nor the delivered rate spans the gap. The feedback
     /// timeout counts from now, so that the return itself is not taken for feedback that
-    /// stopped. The estimate held through the outage stays in force.
+    /// stopped; but only once per feedback: a receiver back again with no feedback since
+    /// its last return (one whose downlink starves, heard only by its consent checks, which
+    /// come further apart than a silence) has had its time to answer, and the timeout goes
+    /// on counting from that return. The estimate held through the outage stays in force.
     pub fn on_receiver_back(&mut self, now: Instant) {
         let now_us = self.history.micros(now);
+        let answered_since_last_return = self
+            .last_feedback_us
+            .is_some_and(|f| f >= self.excused_before_us);
         self.excused_before_us = now_us;
         self.loss.restart();
         self.delay = DelayDetector::default();
         self.delivered_len = 0;
-        if self.unanswered_since_us.is_some() {
+        if self.unanswered_since_us.is_some() && answered_since_last_return {
             self.unanswered_since_us = Some(now_us);
         }
     }

@@ -48,6 +48,9 @@ struct Link {
     /// From..until µs, nothing at all comes from the receiver (its reports and checks are
     /// lost too: the whole path is down). Otherwise it is heard all the time.
     receiver_silent: Option<(i64, i64)>,
+    /// From..until µs, the receiver is heard only once every so many µs (a client whose
+    /// downlink starves sends its consent checks and nothing else).
+    receiver_sparse: Option<(i64, i64, i64)>,
 }
 
 impl Link {
@@ -69,12 +72,16 @@ impl Link {
             tokens_at: 0,
             blackout: None,
             receiver_silent: None,
+            receiver_sparse: None,
         }
     }
 
     fn receiver_heard(&self, t: i64) -> bool {
         self.receiver_silent
             .is_none_or(|(from, until)| t < from || t >= until)
+            && self.receiver_sparse.is_none_or(|(from, until, every)| {
+                t < from || t >= until || (t - from) % every == 0
+            })
     }
 
     fn capacity_at(&self, t: i64) -> u64 {
@@ -531,6 +538,38 @@ fn a_path_that_swallows_everything_backs_the_estimate_off_and_pauses() {
     assert!(paused < 20.0, "paused at {paused:.1} s");
     assert!(
         tr.estimate_at(24.0) < before / 4,
+        "backed off: {before} -> {}",
+        tr.estimate_at(24.0)
+    );
+    assert!(
+        tr.first(25.0, |p| p.3[0] != LayerChoice::Paused).is_some(),
+        "video resumes after the blackout"
+    );
+}
+
+/// The same path, with the receiver heard only by its consent checks, one every 2.5 s (a
+/// client whose downlink starves sends no reports, and its checks are further apart than
+/// the 2 s of silence after which a peer heard again counts as back from an outage): each
+/// check is such a return, but one with no feedback since the last is no reason to wait
+/// for feedback again, so the estimate still backs off and the video pauses.
+#[test]
+fn a_swallowing_path_whose_receiver_is_heard_only_by_sparse_checks_still_pauses() {
+    let mut link = Link::new(vec![(0, 1_000_000)], 200, 0.0);
+    link.blackout = Some((5_000_000, 25_000_000));
+    link.receiver_sparse = Some((5_000_000, 25_000_000, 2_500_000));
+    let tr = simulate(
+        &mut link,
+        Source::Layers(vec![simulcast(0)]),
+        1_000_000,
+        45.0,
+    );
+    let before = tr.estimate_at(4.9);
+    let paused = tr
+        .first(5.0, |p| p.3[0] == LayerChoice::Paused)
+        .expect("paused during the blackout");
+    assert!(paused < 25.0, "paused at {paused:.1} s");
+    assert!(
+        tr.estimate_at(24.0) < before / 2,
         "backed off: {before} -> {}",
         tr.estimate_at(24.0)
     );
