@@ -526,11 +526,21 @@ describe('adaptive media: livekit-client in headless Chromium', { skip: why || f
         // paused it already at 300 kbit/s while the estimate found its feet; then it must still
         // be paused under this cap, else a new pause must come.
         const c60 = capped.events.length;
+        const at60 = new Date();
         link.capBandwidth('60kbit', { burst: '4kb' });
         const videoState = () =>
           capped.events.filter((e) => e.event === 'track_stream_state' && e.page === 'C' && e.participant === 'alice' && e.kind === 'video').at(-1)?.state ?? 'active';
         if (videoState() !== 'paused') {
-          await waitPageEvent(capped, 'C', 'track_stream_state', { participant: 'alice', kind: 'video', state: 'paused' }, { timeout: 40000, after: c60 });
+          await waitPageEvent(capped, 'C', 'track_stream_state', { participant: 'alice', kind: 'video', state: 'paused' }, { timeout: 40000, after: c60 }).catch((e) => {
+            // what the server's congestion control did meanwhile, first: the rest of the
+            // message (the page's own log, the tbf, the server's log tail) may be cut off
+            const decided = env.serverLinesSince(at60, /allocation|probe|backed off|silence/, 12);
+            const fed = env.serverLinesSince(at60, /transport feedback/, 6);
+            e.message =
+              `${e.message.split('\n')[0]}\n--- the server's congestion control since the 60 kbit/s cap: decisions (last ${decided.length}) ---\n${decided.join('\n')}\n` +
+              `--- feedback (last ${fed.length}) ---\n${fed.join('\n')}\n${e.message}`;
+            throw e;
+          });
         }
         t.diagnostic(`60 kbit/s: page C's video paused ${Date.now() - t0} ms after the first cap`);
 

@@ -430,6 +430,19 @@ export class BrowserEnv {
   }
 
   /**
+   * The last `n` server log lines written at or after `since` (a Date) that match `re`, each cut
+   * to 200 characters: what the server decided meanwhile, for a failure message's first lines.
+   */
+  serverLinesSince(since, re, n = 15) {
+    const from = since.toISOString().slice(0, 23);
+    return this.serverLog()
+      .split('\n')
+      .filter((l) => l.slice(0, 23) >= from && re.test(l))
+      .slice(-n)
+      .map((l) => l.slice(0, 200));
+  }
+
+  /**
    * Server log lines at WARN/ERROR level (or panics), without the DTLS library's warning about
    * the TLS 1.3 extensions (43, 45, 51) in every Chromium/libwebrtc ClientHello.
    */
