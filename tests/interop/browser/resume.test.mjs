@@ -21,6 +21,9 @@ const notRoot = Boolean(process.getuid && process.getuid() !== 0);
 let env = null;
 let browser = null;
 let mark = 0;
+/** When the test's current phase (its start, the outage) began: the server's log lines since
+ * are printed first when it fails. */
+let phaseAt = new Date();
 
 function inNs(cmd, input) {
   const argv = env.ns.argv(cmd);
@@ -30,12 +33,17 @@ function inNs(cmd, input) {
 
 async function withDiagnostics(fn) {
   mark = browser ? browser.events.length : 0;
+  phaseAt = new Date();
   try {
     await fn();
   } catch (e) {
     const diag = env ? env.diagnostics() : '';
     if (e && typeof e === 'object') {
-      e.message = `${e.message}\n\n${diag}`;
+      // what the server decided since the phase began, first: CI may show only the first
+      // lines of a failure
+      const decided = env ? env.serverLinesSince(phaseAt, /heard again|ICE restart|moved to a new|pauses|resumes|backed off|connection lost|resumed|allocation/, 15) : [];
+      const [head, ...rest] = e.message.split('\n');
+      e.message = `${head}\n--- the server since ${phaseAt.toISOString()} (last ${decided.length}) ---\n${decided.join('\n')}\n${rest.join('\n')}\n\n${diag}`;
       throw e;
     }
     throw new Error(`${e}\n\n${diag}`);
@@ -118,6 +126,7 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
 
         // 2. Everything is dropped for 18 s.
         const outage = browser.events.length;
+        phaseAt = new Date();
         inNs(['nft', '-f', '-'], 'table inet outage {\n chain out {\n  type filter hook output priority 0;\n  meta l4proto {tcp, udp} drop\n }\n}\n');
         await sleep(18000);
         inNs(['nft', '-f', '-'], 'delete table inet outage\n');
