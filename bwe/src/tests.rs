@@ -512,13 +512,12 @@ fn below_the_lowest_layer_pauses_and_resumes() {
     );
 }
 
-/// A path that swallows every packet sends no feedback at all: the estimate backs off
-/// after the feedback timeout and the video pauses, instead of filling the path at the last
-/// estimate for good; once packets get through again, feedback resumes and so does video.
-#[test]
-fn a_path_that_swallows_everything_backs_the_estimate_off_and_pauses() {
+/// A path that swallows every packet from 5 to 25 s, the receiver heard meanwhile every
+/// `heard_every` µs (`None`: all the time): the trace and the estimate just before.
+fn swallowing_path(heard_every: Option<i64>) -> (Trace, u64) {
     let mut link = Link::new(vec![(0, 1_000_000)], 200, 0.0);
     link.blackout = Some((5_000_000, 25_000_000));
+    link.receiver_sparse = heard_every.map(|every| (5_000_000, 25_000_000, every));
     let tr = simulate(
         &mut link,
         Source::Layers(vec![simulcast(0)]),
@@ -526,12 +525,12 @@ fn a_path_that_swallows_everything_backs_the_estimate_off_and_pauses() {
         45.0,
     );
     let before = tr.estimate_at(4.9);
-    // No backoff before the timeout: the last feedback came just before 5 s.
-    assert!(
-        tr.estimate_at(7.5) >= before,
-        "held until the timeout: {before} -> {}",
-        tr.estimate_at(7.5)
-    );
+    (tr, before)
+}
+
+/// The video paused during the swallowing path's blackout, before 20 s, the estimate by
+/// 24 s below a quarter of `before`, and the video back after the blackout.
+fn assert_paused_backed_off_and_resumed(tr: &Trace, before: u64) {
     let paused = tr
         .first(5.0, |p| p.3[0] == LayerChoice::Paused)
         .expect("paused during the blackout");
@@ -547,36 +546,31 @@ fn a_path_that_swallows_everything_backs_the_estimate_off_and_pauses() {
     );
 }
 
+/// A path that swallows every packet sends no feedback at all: the estimate backs off
+/// after the feedback timeout and the video pauses, instead of filling the path at the last
+/// estimate for good; once packets get through again, feedback resumes and so does video.
+#[test]
+fn a_path_that_swallows_everything_backs_the_estimate_off_and_pauses() {
+    let (tr, before) = swallowing_path(None);
+    // No backoff before the timeout: the last feedback came just before 5 s.
+    assert!(
+        tr.estimate_at(7.5) >= before,
+        "held until the timeout: {before} -> {}",
+        tr.estimate_at(7.5)
+    );
+    assert_paused_backed_off_and_resumed(&tr, before);
+}
+
 /// The same path, with the receiver heard only by its consent checks, one every 2.5 s (a
 /// client whose downlink starves sends no reports, and its checks are further apart than
 /// the 2 s of silence after which a peer heard again counts as back from an outage): each
 /// check is such a return, but one with no feedback since the last is no reason to wait
-/// for feedback again, so the estimate still backs off and the video pauses.
+/// for feedback again, so the estimate still backs off and the video pauses (without that
+/// rule, never).
 #[test]
 fn a_swallowing_path_whose_receiver_is_heard_only_by_sparse_checks_still_pauses() {
-    let mut link = Link::new(vec![(0, 1_000_000)], 200, 0.0);
-    link.blackout = Some((5_000_000, 25_000_000));
-    link.receiver_sparse = Some((5_000_000, 25_000_000, 2_500_000));
-    let tr = simulate(
-        &mut link,
-        Source::Layers(vec![simulcast(0)]),
-        1_000_000,
-        45.0,
-    );
-    let before = tr.estimate_at(4.9);
-    let paused = tr
-        .first(5.0, |p| p.3[0] == LayerChoice::Paused)
-        .expect("paused during the blackout");
-    assert!(paused < 25.0, "paused at {paused:.1} s");
-    assert!(
-        tr.estimate_at(24.0) < before / 2,
-        "backed off: {before} -> {}",
-        tr.estimate_at(24.0)
-    );
-    assert!(
-        tr.first(25.0, |p| p.3[0] != LayerChoice::Paused).is_some(),
-        "video resumes after the blackout"
-    );
+    let (tr, before) = swallowing_path(Some(2_500_000));
+    assert_paused_backed_off_and_resumed(&tr, before);
 }
 
 /// A path down both ways (an outage: nothing comes from the receiver either, as when a
