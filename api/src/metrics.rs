@@ -401,6 +401,7 @@ pub async fn render(control: &Control, counters: &ControlCounters, node_id: &str
             ("nack_over_cap", d.nack_over_cap),
             ("nack_over_rate", d.nack_over_rate),
             ("sender_report_over_rate", d.sender_report_over_rate),
+            ("data_over_hold", d.data_over_hold),
             ("tcp_refused", m.tcp.refused),
             ("tcp_bad_frame", m.tcp.bad_frames),
             ("tcp_timed_out", m.tcp.timed_out),

@@ -96,6 +96,7 @@ struct EngineCounters {
     nack_over_cap: AtomicU64,
     nack_over_rate: AtomicU64,
     sender_report_over_rate: AtomicU64,
+    data_over_hold: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -273,6 +274,7 @@ impl MediaStats {
         e.nack_over_rate.store(d.nack_over_rate, Relaxed);
         e.sender_report_over_rate
             .store(d.sender_report_over_rate, Relaxed);
+        e.data_over_hold.store(d.data_over_hold, Relaxed);
     }
 
     /// Replaces the per-peer table unless a reader holds it (the media thread never waits).
@@ -306,6 +308,7 @@ impl MediaStats {
             engine.nack_over_cap += e.nack_over_cap.load(Relaxed);
             engine.nack_over_rate += e.nack_over_rate.load(Relaxed);
             engine.sender_report_over_rate += e.sender_report_over_rate.load(Relaxed);
+            engine.data_over_hold += e.data_over_hold.load(Relaxed);
         }
         let mut latency = Latency::default();
         for c in &self.latency {

@@ -10,6 +10,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use lkr_datachannel::{DataChannelEvent, SctpTransport};
 use lkr_dtls_glue::cert::{Certificate, Fingerprint};
 use lkr_dtls_glue::dtls::{DtlsEndpoint, DtlsEvent, Role};
@@ -172,6 +173,67 @@ pub struct Drops {
     /// Sender reports of a layer that came within `SR_MIN_INTERVAL` of the last one sent
     /// on, not sent on to its subscribers.
     pub sender_report_over_rate: u64,
+    /// Reliable data messages for a peer whose reliable channel was not open yet, past
+    /// what is held for it (`HELD_DATA_MESSAGES`, `HELD_DATA_BYTES`).
+    pub data_over_hold: u64,
+}
+
+/// Reliable data messages held for a peer whose reliable channel is not open yet (a client
+/// that has connected but not finished opening its data channels), at most this many ...
+const HELD_DATA_MESSAGES: usize = 32;
+/// ... and this many bytes (two of the largest messages, 256 KiB) ...
+const HELD_DATA_BYTES: usize = 512 * 1024;
+/// ... and this many bytes for all the engine's peers together; what comes past any of the
+/// three is dropped and counted (`Drops::data_over_hold`).
+const HELD_DATA_TOTAL: usize = 8 * 1024 * 1024;
+/// The label of the reliable data channel.
+const RELIABLE_LABEL: &str = "_reliable";
+
+/// Reliable data for a peer, held in order until its reliable channel opens.
+#[derive(Default)]
+struct HeldData {
+    messages: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl HeldData {
+    /// Holds `data`, counted in `total` (what all peers hold); false (nothing held) past
+    /// the caps.
+    fn push(&mut self, data: Bytes, total: &mut usize) -> bool {
+        if self.messages.len() >= HELD_DATA_MESSAGES
+            || self.bytes + data.len() > HELD_DATA_BYTES
+            || *total + data.len() > HELD_DATA_TOTAL
+        {
+            return false;
+        }
+        self.bytes += data.len();
+        *total += data.len();
+        self.messages.push_back(data);
+        true
+    }
+
+    /// Sends what is held, in order, once `channels` has the reliable channel.
+    fn flush(
+        &mut self,
+        id: PeerId,
+        sctp: &mut SctpTransport,
+        channels: &[(u16, String)],
+        total: &mut usize,
+    ) {
+        if self.messages.is_empty() {
+            return;
+        }
+        let Some(&(sid, _)) = channels.iter().find(|(_, l)| l == RELIABLE_LABEL) else {
+            return;
+        };
+        for data in self.messages.drain(..) {
+            if let Err(e) = sctp.send(sid, true, &data) {
+                tracing::debug!(?id, "held data: send failed: {e}");
+            }
+        }
+        *total -= self.bytes;
+        self.bytes = 0;
+    }
 }
 
 struct Peer {
@@ -183,6 +245,8 @@ struct Peer {
     srtp_out: Option<SrtpContext>,
     sctp: Option<SctpTransport>,
     channels: Vec<(u16, String)>,
+    /// Reliable data sent to the peer before its reliable channel opened.
+    held: HeldData,
     connected: bool,
     disconnected: bool,
     /// Incoming SSRC → (track, layer).
@@ -282,6 +346,8 @@ pub struct Engine {
     /// Binding requests for a ufrag no peer has yet, answered when the peer arrives.
     early: early::EarlyChecks,
     tracks: FxHashMap<TrackId, Track>,
+    /// Bytes of reliable data all peers hold until their channels open (`Peer::held`).
+    held_total: usize,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pool: Vec<Vec<u8>>,
@@ -549,6 +615,7 @@ impl Engine {
             sink_tracks: FxHashMap::default(),
             sink_out: SinkOut::default(),
             drops: Drops::default(),
+            held_total: 0,
             urgent: 0,
             traffic: Traffic::default(),
             limits: MediaLimits::default(),
@@ -772,13 +839,29 @@ impl Engine {
                 reliable,
                 data,
             } => {
-                let label = if reliable { "_reliable" } else { "_lossy" };
-                if let Some(p) = self.peers.get_mut(&peer)
-                    && let Some(sctp) = p.sctp.as_mut()
-                    && let Some((sid, _)) = p.channels.iter().find(|(_, l)| l == label)
-                    && let Err(e) = sctp.send(*sid, true, &data)
-                {
-                    tracing::debug!(?peer, "data channel send failed: {e}");
+                let label = if reliable { RELIABLE_LABEL } else { "_lossy" };
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                let sid = p
+                    .channels
+                    .iter()
+                    .find(|(_, l)| l == label)
+                    .map(|(sid, _)| *sid);
+                match (p.sctp.as_mut(), sid) {
+                    // after what is held, if anything is: the pump sends it all in order
+                    (Some(sctp), Some(sid)) if !reliable || p.held.messages.is_empty() => {
+                        if let Err(e) = sctp.send(sid, true, &data) {
+                            tracing::debug!(?peer, "data channel send failed: {e}");
+                        }
+                    }
+                    // a client that has connected but not yet opened its reliable channel
+                    // gets it once it does (held), unless the caps are reached (dropped)
+                    _ if reliable && !p.held.push(data, &mut self.held_total) => {
+                        self.drops.data_over_hold += 1;
+                    }
+                    // held; or lossy data to a channel not open: lost, as lossy data may be
+                    _ => {}
                 }
                 self.pump(now, peer);
             }
@@ -827,6 +910,7 @@ impl Engine {
                 srtp_out: None,
                 sctp: None,
                 channels: Vec::new(),
+                held: HeldData::default(),
                 connected: false,
                 disconnected: false,
                 ssrc_routes: FxHashMap::default(),
@@ -975,6 +1059,7 @@ impl Engine {
         let Some(p) = self.peers.remove(&id) else {
             return;
         };
+        self.held_total -= p.held.bytes;
         self.sink_tracks.retain(|_, t| !p.published.contains(t));
         self.by_ufrag.remove(&p.config.local_ufrag);
         self.by_addr.retain(|_, v| *v != id);
@@ -1258,6 +1343,7 @@ impl Engine {
                         DataChannelEvent::Closed => {}
                     }
                 }
+                p.held.flush(id, s, &p.channels, &mut self.held_total);
                 while let Some(pkt) = s.poll_transmit(now) {
                     progressed = true;
                     if let Some(d) = p.dtls.as_mut()

@@ -110,6 +110,10 @@ pub struct Client {
     /// transport-wide sequence numbers seen, in arrival order.
     pub twcc_ext: u8,
     pub twcc_seqs: Vec<u16>,
+    /// Data channels open, by label, in the order they opened.
+    pub channels_open: Vec<String>,
+    /// Data channel messages received: (label, message), in arrival order.
+    pub data: Vec<(String, Vec<u8>)>,
 }
 
 impl Client {
@@ -168,10 +172,20 @@ impl Client {
             scratch: Vec::new(),
             twcc_ext: 0,
             twcc_seqs: Vec::new(),
+            channels_open: Vec::new(),
+            data: Vec::new(),
             stats: ClientStats::default(),
         };
         client.drain(now);
         client
+    }
+
+    /// Starts SCTP and opens the `_reliable` channel (ordered, reliable), as a LiveKit client
+    /// does; until then the client has no data channel.
+    pub fn open_reliable_channel(&mut self, now: Instant) {
+        self.pc.enable_sctp(now);
+        self.pc.open_channel("_reliable", true, None);
+        self.drain(now);
     }
 
     /// The ICE credentials (the server needs the same ones).
@@ -357,10 +371,9 @@ impl Client {
                 PeerEvent::Failed(reason) => {
                     self.dtls_failure.get_or_insert(reason);
                 }
-                PeerEvent::ChannelOpen { .. }
-                | PeerEvent::Data { .. }
-                | PeerEvent::Rtp(_)
-                | PeerEvent::Rtcp(_) => {}
+                PeerEvent::ChannelOpen { label } => self.channels_open.push(label),
+                PeerEvent::Data { label, data } => self.data.push((label, data)),
+                PeerEvent::Rtp(_) | PeerEvent::Rtcp(_) => {}
             }
         }
         self.drain(now);
