@@ -66,14 +66,15 @@ async function connectPage(page, identity, room, mode) {
 }
 
 /** Page B decodes `n` new frames of alice's video within `timeout`; returns the stats
- * polled meanwhile (time since `since`, frames decoded, packets, keyframes, PLIs, SSRC, and
+ * polled meanwhile (time since `since`, frames decoded / received / dropped, packets received
+ * and lost, keyframes, PLIs, NACKs, SSRC, width, and
  * each peer connection's ICE candidate pairs: checks received / answered, sent / answered,
  * ms since the pair last received). */
 async function decodes(n, timeout, since = Date.now()) {
   const trail = [];
   const vs = await browser.pollUntil('B', 'videoStats', ['alice', { ice: true }], (v, h) => {
     trail.push(v.error ? `${Date.now() - since}ms ${v.error}`
-      : `${Date.now() - since}ms f${v.framesDecoded} p${v.packetsReceived} k${v.keyFramesDecoded} pli${v.pliCount} ssrc${v.ssrc} [${(v.pairs || []).join(' || ')}]`);
+      : `${Date.now() - since}ms f${v.framesDecoded}/r${v.framesReceived}/d${v.framesDropped} p${v.packetsReceived} l${v.packetsLost} k${v.keyFramesDecoded} pli${v.pliCount} nack${v.nackCount} ssrc${v.ssrc} ${v.frameWidth}w [${(v.pairs || []).join(' || ')}]`);
     const first = h.find((x) => !x.error) || {};
     return !v.error && (v.framesDecoded || 0) - (first.framesDecoded || 0) >= n;
   }, { timeout, interval: 100 });
@@ -122,7 +123,7 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
         const cut = browser.events.length;
         inNs(['ss', '-K', 'dport', '=', `:${PORT}`]);
         for (const p of ['A', 'B']) await waitPageEvent(p, 'reconnected', {}, 30000, cut);
-        await decodes(20, 15000);
+        const beforeOutage = (await decodes(20, 15000)).at(-1);
 
         // 2. Everything is dropped for 18 s.
         const outage = browser.events.length;
@@ -144,7 +145,7 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
         assert.ok(audioBack <= 2, `audio received again ${audioBack.toFixed(2)} s after the network returned`);
         if (videoBack > 2) {
           const pairsA = await browser.call('A', 'icePairs', []).catch((e) => [String(e)]);
-          assert.fail(`video decoded again ${videoBack.toFixed(2)} s after the network returned; page B's video meanwhile: ${trail.join(', ')}; page A's ICE now: ${pairsA.join(' || ')}`);
+          assert.fail(`video decoded again ${videoBack.toFixed(2)} s after the network returned; page B's video before the outage: ${beforeOutage}; since the network returned: ${trail.join(', ')}; page A's ICE now: ${pairsA.join(' || ')}`);
         }
         for (const p of ['A', 'B']) await waitPageEvent(p, 'reconnected', {}, 30000, outage);
         await decodes(20, 15000);
