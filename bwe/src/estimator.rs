@@ -121,7 +121,9 @@ impl Estimator {
     /// its last return (one whose downlink starves, heard only by its consent checks, which
     /// come further apart than a silence) has had its time to answer, and the timeout goes
     /// on counting from that return. The estimate held through the outage stays in force.
-    pub fn on_receiver_back(&mut self, now: Instant) {
+    /// Returns whether the receiver had answered since its previous return (feedback came):
+    /// only then was its silence an outage of a path that worked.
+    pub fn on_receiver_back(&mut self, now: Instant) -> bool {
         let now_us = self.history.micros(now);
         let answered_since_last_return = self
             .last_feedback_us
@@ -133,6 +135,7 @@ impl Estimator {
         if self.unanswered_since_us.is_some() && answered_since_last_return {
             self.unanswered_since_us = Some(now_us);
         }
+        answered_since_last_return
     }
 
     /// Backs the estimate off when packets have been sent and no feedback has come for

@@ -1187,15 +1187,25 @@ impl Engine {
     /// its video. Only readings that media went into the silence for are touched: a peer
     /// that receives nothing is heard only by its consent checks, every 2.5-5 s, and its
     /// silences are no outage.
+    ///
+    /// When the peer's transport feedback, which comes every 50-100 ms from a receiver of
+    /// media, had been coming before the silence (so the silence was an outage of a path
+    /// that worked, not a starved receiver heard only by its consent checks), each video
+    /// stream that went into it also gets a keyframe: what was lost in it is more than the
+    /// retransmission cache holds once it lasts a second or two, and a decoder missing it
+    /// shows nothing until a keyframe, which libwebrtc asks for itself only after 3 s
+    /// without a decodable frame or when its NACK list overflows (1000 packets).
     fn on_path_back(&mut self, now: Instant, id: PeerId, since: Instant) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
         let mut restarted = 0usize;
+        let mut outage = false;
+        let mut keyframes: Vec<(TrackId, usize)> = Vec::new();
         if let Some(b) = p.bwe.as_deref_mut()
             && b.est.awaiting_feedback()
         {
-            b.est.on_receiver_back(now);
+            outage = b.est.on_receiver_back(now);
             restarted += 1;
         }
         for tid in &p.subscribed {
@@ -1206,11 +1216,17 @@ impl Engine {
             {
                 s.restart_loss_window();
                 restarted += 1;
+                if outage && s.munger.is_started() && !s.paused && !s.cc_paused {
+                    keyframes.push((*tid, s.munger.layer));
+                }
             }
         }
         if restarted > 0 {
             self.traffic.path_returns += 1;
-            tracing::debug!(peer = ?id, restarted, "heard again after a silence: loss readings start over");
+            tracing::debug!(peer = ?id, restarted, keyframes = keyframes.len(), "heard again after a silence: loss readings start over");
+        }
+        for (tid, layer) in keyframes {
+            self.request_keyframe(now, tid, Some(layer));
         }
     }
 

@@ -110,6 +110,11 @@ pub struct Client {
     /// transport-wide sequence numbers seen, in arrival order.
     pub twcc_ext: u8,
     pub twcc_seqs: Vec<u16>,
+    /// Transport-wide congestion feedback, once asked for ([`Client::send_transport_feedback`]):
+    /// the arrivals not yet reported, and the instant their arrival times count from.
+    twcc_feedback: Option<(lkr_rtp::TwccBuilder, Instant)>,
+    /// Transport-wide feedback packets sent.
+    pub twcc_feedback_sent: u64,
     /// Data channels open, by label, in the order they opened.
     pub channels_open: Vec<String>,
     /// Data channel messages received: (label, message), in arrival order.
@@ -172,6 +177,8 @@ impl Client {
             scratch: Vec::new(),
             twcc_ext: 0,
             twcc_seqs: Vec::new(),
+            twcc_feedback: None,
+            twcc_feedback_sent: 0,
             channels_open: Vec::new(),
             data: Vec::new(),
             stats: ClientStats::default(),
@@ -479,7 +486,36 @@ impl Client {
     }
 
     /// NACK retries, give-ups and PLIs of every receive stream.
+    /// From `now` on, reports the arrival of every downstream packet carrying a
+    /// transport-wide sequence number (`twcc_ext` must be set) back to the server with
+    /// each feedback tick, as a browser does every 50-100 ms.
+    pub fn send_transport_feedback(&mut self, now: Instant) {
+        self.twcc_feedback = Some((lkr_rtp::TwccBuilder::new(), now));
+    }
+
+    fn send_twcc(&mut self) {
+        let Some((mut builder, epoch)) = self.twcc_feedback.take() else {
+            return;
+        };
+        let sender = self.feedback_ssrc;
+        let media = self.streams.keys().next().copied().unwrap_or(0);
+        // One packet per call at most covers what fits; a few rounds empty the builder.
+        for _ in 0..8 {
+            if builder.pending() == 0 {
+                break;
+            }
+            let before = self.outbox.len();
+            self.send_rtcp(|out| builder.write(out, sender, media).ok().flatten());
+            if self.outbox.len() == before {
+                break;
+            }
+            self.twcc_feedback_sent += 1;
+        }
+        self.twcc_feedback = Some((builder, epoch));
+    }
+
     fn send_feedback(&mut self, now: Instant) {
+        self.send_twcc();
         let policy = self.config.nack;
         let ssrcs: Vec<u32> = self.streams.keys().copied().collect();
         let mut lost = std::mem::take(&mut self.scratch);
@@ -513,6 +549,12 @@ impl Client {
                 .and_then(lkr_rtp::parse_transport_cc)
         {
             self.twcc_seqs.push(seq);
+            if let Some((builder, epoch)) = self.twcc_feedback.as_mut() {
+                builder.push(
+                    seq,
+                    now.saturating_duration_since(*epoch).as_micros() as i64,
+                );
+            }
         }
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             self.stats.unknown_ssrc += 1;

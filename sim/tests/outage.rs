@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{VIDEO, room};
 use lkr_rtp::ReportBlock;
 use lkr_sfu::Event;
-use lkr_sim::{ClientId, LinkConfig, NackPolicy, VideoConfig};
+use lkr_sim::{ClientId, LinkConfig, MediaSource, NackPolicy, Sim, SimConfig, VideoConfig};
 
 /// A receiver report from `sub` on its video stream: its extended highest sequence number and
 /// what it is missing of the range it saw, as libwebrtc counts them; handed to the engine.
@@ -139,4 +139,91 @@ fn a_peer_that_receives_nothing_is_not_taken_for_one_back_from_an_outage() {
         r.sim.engine.traffic.path_returns, 0,
         "a consent check after a quiet spell was taken for a return"
     );
+}
+
+/// A subscriber with transport-cc feedback is cut off both ways for 8 s while the camera
+/// goes on: 720 packets went into the silence, more than the server's retransmission cache
+/// holds, fewer than the 1000 past which libwebrtc gives up NACKing and asks for a keyframe
+/// itself. It NACKs what it misses and, like libwebrtc, sends no PLI when its NACKs go
+/// unanswered (it would wait 3 s without a decodable frame first). The camera sends no
+/// periodic keyframes. When the subscriber is heard again, the server asks the publisher for
+/// a keyframe at once, and the subscriber has one within half a second of its path coming
+/// back. A receiver heard only by its consent checks, with no feedback between them, is
+/// not back from an outage each time.
+#[test]
+fn a_subscriber_back_from_an_outage_gets_a_keyframe() {
+    let mut sim = Sim::new(SimConfig::seeded(93));
+    let publisher = sim.add_client();
+    let sub = sim.add_client();
+    assert!(sim.connect_all(Duration::from_secs(5)), "peers connect");
+    let video = VideoConfig {
+        keyframe_interval: None,
+        ..VideoConfig::default()
+    };
+    sim.publish(publisher, VIDEO, MediaSource::Video(video));
+    let video_ssrc = sim.subscribe_with(sub, VIDEO, 3);
+    let now = sim.now();
+    sim.client_mut(sub).send_transport_feedback(now);
+    sim.client_mut(sub).set_nack_policy(NackPolicy {
+        pli_on_give_up: false,
+        ..NackPolicy::default()
+    });
+    sim.run_for(Duration::from_secs(3));
+    assert!(
+        sim.client(sub).twcc_feedback_sent > 20,
+        "transport feedback flows"
+    );
+    let plis_before = sim
+        .client(publisher)
+        .publisher(VIDEO)
+        .unwrap()
+        .stats
+        .plis_received;
+    sim.set_uplink(sub, LinkConfig::cut());
+    sim.set_downlink(sub, LinkConfig::cut());
+    sim.run_for(Duration::from_secs(8));
+    sim.set_uplink(sub, LinkConfig::default());
+    sim.set_downlink(sub, LinkConfig::default());
+    let back = sim.now();
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.engine.traffic.path_returns, 1, "one return, counted");
+    let stream = sim.client(sub).stream(video_ssrc).expect("video");
+    assert_eq!(
+        stream.stats.plis_sent, 0,
+        "the subscriber asked for a keyframe itself"
+    );
+    let keyframe_at = stream
+        .packets
+        .iter()
+        .find(|p| p.at > back && p.keyframe)
+        .map(|p| p.at - back);
+    let plis = sim
+        .client(publisher)
+        .publisher(VIDEO)
+        .unwrap()
+        .stats
+        .plis_received
+        - plis_before;
+    assert!(
+        keyframe_at.is_some_and(|d| d <= Duration::from_millis(500)),
+        "first keyframe after the return: {keyframe_at:?}; PLIs the publisher received: {plis}"
+    );
+    assert_eq!(plis, 1, "one keyframe asked for");
+
+    // Then only its downlink starves for 16 s: it is heard by its consent checks, 5 s
+    // apart, with no feedback between them. The first is a return from a path that worked
+    // (one more keyframe); the others are not.
+    sim.set_downlink(sub, LinkConfig::cut());
+    sim.run_for(Duration::from_secs(16));
+    let returns = sim.engine.traffic.path_returns;
+    let plis_starved = sim
+        .client(publisher)
+        .publisher(VIDEO)
+        .unwrap()
+        .stats
+        .plis_received
+        - plis_before
+        - plis;
+    assert!(returns >= 3, "{returns} returns");
+    assert_eq!(plis_starved, 1, "keyframes asked for a starved receiver");
 }
