@@ -41,6 +41,14 @@ fn report(r: &mut common::Room, sub: ClientId, ssrc: u32) -> (u32, i32) {
     (last as u32, lost)
 }
 
+fn plis_received(sim: &Sim, publisher: ClientId) -> u64 {
+    let p = sim
+        .client(publisher)
+        .publisher(VIDEO)
+        .expect("video published");
+    p.stats.plis_received
+}
+
 fn paused_events(r: &common::Room, sub_peer: lkr_sfu::PeerId) -> usize {
     r.sim
         .events()
@@ -173,12 +181,7 @@ fn a_subscriber_back_from_an_outage_gets_a_keyframe() {
         sim.client(sub).twcc_feedback_sent > 20,
         "transport feedback flows"
     );
-    let plis_before = sim
-        .client(publisher)
-        .publisher(VIDEO)
-        .unwrap()
-        .stats
-        .plis_received;
+    let plis_before = plis_received(&sim, publisher);
     sim.set_uplink(sub, LinkConfig::cut());
     sim.set_downlink(sub, LinkConfig::cut());
     sim.run_for(Duration::from_secs(8));
@@ -197,13 +200,7 @@ fn a_subscriber_back_from_an_outage_gets_a_keyframe() {
         .iter()
         .find(|p| p.at > back && p.keyframe)
         .map(|p| p.at - back);
-    let plis = sim
-        .client(publisher)
-        .publisher(VIDEO)
-        .unwrap()
-        .stats
-        .plis_received
-        - plis_before;
+    let plis = plis_received(&sim, publisher) - plis_before;
     assert!(
         keyframe_at.is_some_and(|d| d <= Duration::from_millis(500)),
         "first keyframe after the return: {keyframe_at:?}; PLIs the publisher received: {plis}"
@@ -216,14 +213,7 @@ fn a_subscriber_back_from_an_outage_gets_a_keyframe() {
     sim.set_downlink(sub, LinkConfig::cut());
     sim.run_for(Duration::from_secs(16));
     let returns = sim.engine.traffic.path_returns;
-    let plis_starved = sim
-        .client(publisher)
-        .publisher(VIDEO)
-        .unwrap()
-        .stats
-        .plis_received
-        - plis_before
-        - plis;
+    let plis_starved = plis_received(&sim, publisher) - plis_before - plis;
     assert!(returns >= 3, "{returns} returns");
     assert_eq!(plis_starved, 1, "keyframes asked for a starved receiver");
 }
