@@ -133,25 +133,58 @@ fn first_interface_ip() -> Option<std::net::IpAddr> {
         .find(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
 }
 
-async fn shutdown_signal() -> &'static str {
+/// SIGTERM and SIGINT, listened for from before the first until exit, so that a second
+/// signal sent while the first is being acted on is not lost between two waits. (Two sent
+/// before the first is taken still merge into one, as pending signals of a kind do.)
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.int.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+            tokio::select! {
+                _ = recv(&mut self.int) => "SIGINT",
+                _ = recv(&mut self.term) => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
 
@@ -411,8 +444,9 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
         }
     });
     let media_watch = node.control.clone();
+    let mut signals = ShutdownSignals::new();
     let sig = tokio::select! {
-        sig = shutdown_signal() => sig,
+        sig = signals.next() => sig,
         _ = media_watch.media_lost() => {
             // Serving signalling without media would take joins that cannot work.
             tracing::error!("the media plane stopped; exiting");
@@ -443,7 +477,7 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
         };
         tokio::select! {
             _ = emptied => tracing::info!("drained: no participant left"),
-            sig = shutdown_signal() => tracing::warn!(signal = sig, "second signal: stopping without waiting"),
+            sig = signals.next() => tracing::warn!(signal = sig, "second signal: stopping without waiting"),
         }
         c.leave().await;
     }
@@ -460,7 +494,7 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
         _ = tokio::time::sleep(SHUTDOWN_BOUND) => {
             tracing::warn!(bound_s = SHUTDOWN_BOUND.as_secs(), "shutdown did not finish in time; exiting");
         }
-        sig = shutdown_signal() => tracing::warn!(signal = sig, "second signal: exiting now"),
+        sig = signals.next() => tracing::warn!(signal = sig, "second signal: exiting now"),
     }
     tasks.abort_all();
     Ok(())

@@ -66,7 +66,13 @@ def test_a_second_sigterm_ends_the_drain_at_once(cluster: ClusterEnv):
     node = cluster.owner(room)
     proc = cluster.nodes[node].proc
     proc.send_signal(signal.SIGTERM)
-    # Draining: still up with its participant (the room still answers through another node).
+    # Draining: its record says so (the node has taken the first signal: a second one sent
+    # before it had would merge with it, as pending signals of one kind do), and it is still
+    # up with its participant (the room still answers through another node).
+    url = cluster.nodes[node].url
+    assert wait_until(
+        lambda: cluster.registered().get(url, {}).get("state") == "draining", timeout=5, interval=0.1
+    ), f"node {node} not draining after SIGTERM: {cluster.registered().get(url)}"
     other = next(n for n in cluster.nodes if n != node)
     assert wait_until(lambda: cluster.identities(other, room) == ["alice"], timeout=5, interval=0.3)
     assert proc.poll() is None, f"node {node} exited on the first SIGTERM with a participant in its room"
