@@ -189,6 +189,14 @@ const HELD_DATA_TOTAL: usize = 8 * 1024 * 1024;
 /// The label of the reliable data channel.
 const RELIABLE_LABEL: &str = "_reliable";
 
+/// The stream id of the open data channel labelled `label`.
+fn channel_sid(channels: &[(u16, String)], label: &str) -> Option<u16> {
+    channels
+        .iter()
+        .find(|(_, l)| l == label)
+        .map(|(sid, _)| *sid)
+}
+
 /// Reliable data for a peer, held in order until its reliable channel opens.
 #[derive(Default)]
 struct HeldData {
@@ -223,7 +231,7 @@ impl HeldData {
         if self.messages.is_empty() {
             return;
         }
-        let Some(&(sid, _)) = channels.iter().find(|(_, l)| l == RELIABLE_LABEL) else {
+        let Some(sid) = channel_sid(channels, RELIABLE_LABEL) else {
             return;
         };
         for data in self.messages.drain(..) {
@@ -843,11 +851,7 @@ impl Engine {
                 let Some(p) = self.peers.get_mut(&peer) else {
                     return;
                 };
-                let sid = p
-                    .channels
-                    .iter()
-                    .find(|(_, l)| l == label)
-                    .map(|(sid, _)| *sid);
+                let sid = channel_sid(&p.channels, label);
                 match (p.sctp.as_mut(), sid) {
                     // after what is held, if anything is: the pump sends it all in order
                     (Some(sctp), Some(sid)) if !reliable || p.held.messages.is_empty() => {

@@ -485,7 +485,6 @@ impl Client {
         }
     }
 
-    /// NACK retries, give-ups and PLIs of every receive stream.
     /// From `now` on, reports the arrival of every downstream packet carrying a
     /// transport-wide sequence number (`twcc_ext` must be set) back to the server with
     /// each feedback tick, as a browser does every 50-100 ms.
@@ -514,6 +513,8 @@ impl Client {
         self.twcc_feedback = Some((builder, epoch));
     }
 
+    /// Transport-wide feedback (once asked for), then NACK retries, give-ups and PLIs of
+    /// every receive stream.
     fn send_feedback(&mut self, now: Instant) {
         self.send_twcc();
         let policy = self.config.nack;
