@@ -164,7 +164,7 @@ impl Machine {
                 }
             })?;
         if req.permission.as_ref().is_some_and(|p| !p.can_publish) {
-            self.drop_tracks_of(now, &info.sid);
+            self.drop_tracks_of(now, &req.room, &info.sid);
         }
         let hidden = info.permission.as_ref().is_some_and(|p| p.hidden);
         if let Some(p) = self.participants.get_mut(&info.sid)

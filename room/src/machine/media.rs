@@ -63,27 +63,25 @@ impl Machine {
     /// Turns audio levels into `speakers_changed` deltas for each room: participants who
     /// started speaking or whose level moved, and those who stopped (level 0, inactive).
     fn update_speakers(&mut self, levels: &[(TrackId, f32, bool)]) {
-        // Loudest speaking track per participant, grouped by room.
-        let mut now: HashMap<String, BTreeMap<String, f32>> = HashMap::new();
-        let mut rooms: Vec<String> = Vec::new();
+        // Loudest speaking track per participant, grouped by room (every room with a track
+        // in `levels`, speaking or not).
+        let mut now: HashMap<&str, BTreeMap<String, f32>> = HashMap::new();
         for (tid, level, active) in levels {
-            let Some(t) = self.tracks.values().find(|t| t.offer.track_id == *tid) else {
+            let Some(t) = self.tracks.by_track_id(*tid) else {
                 continue;
             };
-            if !rooms.contains(&t.room) {
-                rooms.push(t.room.clone());
-            }
+            let speaking = now.entry(t.room.as_str()).or_default();
             if *active {
-                let e = now
-                    .entry(t.room.clone())
-                    .or_default()
-                    .entry(t.publisher_sid.clone())
-                    .or_insert(0.0);
+                let e = speaking.entry(t.publisher_sid.clone()).or_insert(0.0);
                 *e = e.max(*level);
             }
         }
-        for room in rooms {
-            let new = now.remove(&room).unwrap_or_default();
+        let mut now: Vec<(String, BTreeMap<String, f32>)> = now
+            .into_iter()
+            .map(|(room, speaking)| (room.to_string(), speaking))
+            .collect();
+        now.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (room, new) in now {
             let old = self.speakers.remove(&room).unwrap_or_default();
             let mut changes: Vec<pb::SpeakerInfo> = Vec::new();
             for (sid, level) in &new {

@@ -36,6 +36,7 @@ mod participant;
 mod room_state;
 #[cfg(test)]
 mod tests;
+mod tracks;
 mod whep;
 
 pub use agents::MAX_ROOM_AGENTS;
@@ -567,7 +568,7 @@ pub struct Machine {
     /// so that its cost is the room's size, not the node's.
     members: HashMap<String, Vec<String>>,
     peer_owner: HashMap<PeerId, String>,
-    tracks: BTreeMap<String, TrackEntry>,
+    tracks: tracks::Tracks,
     /// Per room, the speaking participants last announced: sid → level.
     speakers: HashMap<String, BTreeMap<String, f32>>,
     /// Per participant, the connection quality last announced: (level, score).
@@ -612,7 +613,7 @@ impl Machine {
             participants: HashMap::new(),
             members: HashMap::new(),
             peer_owner: HashMap::new(),
-            tracks: BTreeMap::new(),
+            tracks: tracks::Tracks::default(),
             speakers: HashMap::new(),
             quality: HashMap::new(),
             batched: HashMap::new(),
@@ -1113,11 +1114,12 @@ impl Machine {
             self.peer_owner.remove(&peer);
             self.out.media(Command::RemovePeer { peer });
         }
-        self.drop_tracks_of(now, psid);
-        for t in self.tracks.values_mut() {
+        self.drop_tracks_of(now, p.room(), psid);
+        // It subscribed only to tracks of its own room.
+        self.tracks.for_each_in_room_mut(p.room(), |t| {
             t.subscribers.remove(psid);
             t.wanted.remove(psid);
-        }
+        });
         let duration = now.saturating_duration_since(p.joined_at());
         let mut record = None;
         if remove_from_room {

@@ -201,12 +201,11 @@ impl Machine {
         if !(p.auto_subscribe() && p.can_subscribe()) {
             return;
         }
-        let room = p.room().to_string();
         let offers: Vec<TrackOffer> = self
             .tracks
-            .values()
-            .filter(|t| t.room == room && t.publisher_sid != psid)
-            .map(|t| t.offer.clone())
+            .in_room(p.room())
+            .filter(|(_, t)| t.publisher_sid != psid)
+            .map(|(_, t)| t.offer.clone())
             .collect();
         for offer in offers {
             self.subscribe(now, psid, offer);
@@ -275,10 +274,9 @@ impl Machine {
             return;
         };
         self.end_egresses_of_track(now, track_sid);
-        // Everyone who receives it or waits for a section for it (not yet forwarding).
-        let receivers: Vec<String> = self
-            .participants
-            .iter()
+        // Everyone who receives it or waits for a section for it (not yet forwarding): members
+        // of its room only.
+        let receivers: Vec<String> = super::members_of(&self.members, &self.participants, &t.room)
             .filter(|(_, p)| p.downstream(track_sid).is_some())
             .map(|(sid, _)| sid.clone())
             .collect();
@@ -290,11 +288,11 @@ impl Machine {
         });
     }
 
-    /// Forgets every track `publisher` published.
-    pub(super) fn drop_tracks_of(&mut self, now: Instant, publisher: &str) {
+    /// Forgets every track `publisher` published in `room`.
+    pub(super) fn drop_tracks_of(&mut self, now: Instant, room: &str, publisher: &str) {
         let gone: Vec<String> = self
             .tracks
-            .iter()
+            .in_room(room)
             .filter(|(_, t)| t.publisher_sid == publisher)
             .map(|(sid, _)| sid.clone())
             .collect();
@@ -436,7 +434,7 @@ impl Machine {
             .published_tracks()
             .filter(|sid| {
                 self.tracks
-                    .get(*sid)
+                    .get(sid)
                     .is_some_and(|t| t.room == room && t.publisher_sid == participant_sid)
             })
             .cloned()

@@ -3079,3 +3079,85 @@ fn subscriptions_stop_at_the_section_cap_and_the_subscription_limit() {
     assert_eq!(received, 1);
     assert_eq!(refused_subscriptions(&w, &b).len(), 2);
 }
+
+/// Who was sent a `speakers_changed`, and the speakers it named.
+fn speakers_told(w: &World) -> Vec<(String, Vec<String>)> {
+    w.signals
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Resp::SpeakersChanged(s) => Some((
+                to.clone(),
+                s.speakers.iter().map(|i| i.sid.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn audio_levels_and_departures_concern_only_their_own_room() {
+    let mut w = World::new();
+    // Room "r": alice publishes audio to bob; room "s": carol publishes audio to dave.
+    let (bob, alice_track) = bob_receives_alices_audio(&mut w);
+    let alice = w.participant("alice").sid;
+    let carol = w.join_in("s", "carol", false, VideoGrant::default(), None);
+    let dave = w.join_in("s", "dave", false, VideoGrant::default(), None);
+    w.answer_subscriber(&carol);
+    w.answer_subscriber(&dave);
+    let carol_track = w.publish_audio(&carol, "c");
+    w.offer(&carol, client_offer(&[Sec::SendAudio("c")]))
+        .unwrap();
+    w.answer_subscriber(&dave);
+    assert!(w.m.participants[&dave].downstream(&carol_track).is_some());
+    assert!(w.m.participants[&dave].downstream(&alice_track).is_none());
+    let id_of = |w: &World, sid: &str| {
+        w.m.published_tracks()
+            .into_iter()
+            .find(|t| t.sid == sid)
+            .expect("published")
+            .track_id
+    };
+    let (alice_id, carol_id) = (id_of(&w, &alice_track), id_of(&w, &carol_track));
+
+    // Alice speaks, carol is silent: only room "r" hears of a speaker, and it is alice.
+    w.clear();
+    w.media_event(Event::AudioLevels {
+        levels: vec![(carol_id, 0.0, false), (alice_id, 0.5, true)],
+    });
+    let mut told = speakers_told(&w);
+    told.sort();
+    let mut want = vec![
+        (alice.clone(), vec![alice.clone()]),
+        (bob.clone(), vec![alice.clone()]),
+    ];
+    want.sort();
+    assert_eq!(told, want);
+
+    // Bob leaves room "r": dave still receives carol, who still has her subscriber.
+    w.signal(&bob, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    assert!(w.m.participants[&dave].downstream(&carol_track).is_some());
+    assert_eq!(w.m.participant_subscriptions(&dave), 1);
+    assert_eq!(w.m.tracks.get(&carol_track).unwrap().subscribers.len(), 1);
+
+    // Alice leaves: her track goes, carol's stays and dave keeps it.
+    w.signal(&alice, Req::Leave(pb::LeaveRequest::default()))
+        .unwrap();
+    let left: Vec<String> = w.m.published_tracks().into_iter().map(|t| t.sid).collect();
+    assert_eq!(left, [carol_track.as_str()]);
+    assert!(w.m.participants[&dave].downstream(&carol_track).is_some());
+
+    // Now carol speaks: only room "s".
+    w.clear();
+    w.media_event(Event::AudioLevels {
+        levels: vec![(alice_id, 0.5, true), (carol_id, 0.4, true)],
+    });
+    let mut told = speakers_told(&w);
+    told.sort();
+    let mut want = vec![
+        (carol.clone(), vec![carol.clone()]),
+        (dave.clone(), vec![carol.clone()]),
+    ];
+    want.sort();
+    assert_eq!(told, want);
+}

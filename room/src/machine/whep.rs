@@ -38,9 +38,12 @@ impl Machine {
 
     /// How many tracks participant `psid` receives (forwarding set up).
     pub fn participant_subscriptions(&self, psid: &str) -> usize {
+        let Some(p) = self.participants.get(psid) else {
+            return 0;
+        };
         self.tracks
-            .values()
-            .filter(|t| t.subscribers.contains(psid))
+            .in_room(p.room())
+            .filter(|(_, t)| t.subscribers.contains(psid))
             .count()
     }
 
@@ -88,10 +91,9 @@ impl Machine {
         }
         let offers: Vec<_> = self
             .tracks
-            .iter()
+            .in_room(&room)
             .filter(|(sid, t)| {
-                t.room == room
-                    && t.publisher_sid == publisher_sid
+                t.publisher_sid == publisher_sid
                     && req.track_sid.as_ref().is_none_or(|want| want == *sid)
             })
             .map(|(_, t)| t.offer.clone())
