@@ -1333,7 +1333,7 @@ impl Engine {
                             }
                         }
                         DataChannelEvent::ChannelOpen { stream_id, label } => {
-                            if !p.channels.iter().any(|(_, l)| *l == label) {
+                            if channel_sid(&p.channels, &label).is_none() {
                                 p.channels.push((stream_id, label.clone()));
                             }
                             self.events
