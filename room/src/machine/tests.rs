@@ -3080,18 +3080,33 @@ fn subscriptions_stop_at_the_section_cap_and_the_subscription_limit() {
     assert_eq!(refused_subscriptions(&w, &b).len(), 2);
 }
 
-/// Who was sent a `speakers_changed`, and the speakers it named.
-fn speakers_told(w: &World) -> Vec<(String, Vec<String>)> {
-    w.signals
+/// Who was sent a `speakers_changed` on audio `levels` from the media core, and the speaker
+/// each message named (one each here), in order.
+fn speakers_told_after(w: &mut World, levels: Vec<(TrackId, f32, bool)>) -> Vec<(String, String)> {
+    w.clear();
+    w.media_event(Event::AudioLevels { levels });
+    let mut told: Vec<(String, String)> = w
+        .signals
         .iter()
         .filter_map(|(to, m)| match m {
-            Resp::SpeakersChanged(s) => Some((
-                to.clone(),
-                s.speakers.iter().map(|i| i.sid.clone()).collect(),
-            )),
+            Resp::SpeakersChanged(s) => {
+                let named: Vec<&str> = s.speakers.iter().map(|i| i.sid.as_str()).collect();
+                Some((to.clone(), named.join(",")))
+            }
             _ => None,
         })
-        .collect()
+        .collect();
+    told.sort();
+    told
+}
+
+fn sorted(pairs: Vec<(&String, &String)>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -3120,18 +3135,8 @@ fn audio_levels_and_departures_concern_only_their_own_room() {
     let (alice_id, carol_id) = (id_of(&w, &alice_track), id_of(&w, &carol_track));
 
     // Alice speaks, carol is silent: only room "r" hears of a speaker, and it is alice.
-    w.clear();
-    w.media_event(Event::AudioLevels {
-        levels: vec![(carol_id, 0.0, false), (alice_id, 0.5, true)],
-    });
-    let mut told = speakers_told(&w);
-    told.sort();
-    let mut want = vec![
-        (alice.clone(), vec![alice.clone()]),
-        (bob.clone(), vec![alice.clone()]),
-    ];
-    want.sort();
-    assert_eq!(told, want);
+    let told = speakers_told_after(&mut w, vec![(carol_id, 0.0, false), (alice_id, 0.5, true)]);
+    assert_eq!(told, sorted(vec![(&alice, &alice), (&bob, &alice)]));
 
     // Bob leaves room "r": dave still receives carol, who still has her subscriber.
     w.signal(&bob, Req::Leave(pb::LeaveRequest::default()))
@@ -3148,16 +3153,6 @@ fn audio_levels_and_departures_concern_only_their_own_room() {
     assert!(w.m.participants[&dave].downstream(&carol_track).is_some());
 
     // Now carol speaks: only room "s".
-    w.clear();
-    w.media_event(Event::AudioLevels {
-        levels: vec![(alice_id, 0.5, true), (carol_id, 0.4, true)],
-    });
-    let mut told = speakers_told(&w);
-    told.sort();
-    let mut want = vec![
-        (carol.clone(), vec![carol.clone()]),
-        (dave.clone(), vec![carol.clone()]),
-    ];
-    want.sort();
-    assert_eq!(told, want);
+    let told = speakers_told_after(&mut w, vec![(alice_id, 0.5, true), (carol_id, 0.4, true)]);
+    assert_eq!(told, sorted(vec![(&carol, &carol), (&dave, &carol)]));
 }
