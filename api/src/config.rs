@@ -175,7 +175,8 @@ pub struct RoomConfig {
     pub max_participants: u32,
     pub empty_timeout: u32,
     pub departure_timeout: u32,
-    pub enable_remote_unmute: Opaque,
+    /// Whether `MutePublishedTrack` may unmute (LiveKit's default: no).
+    pub enable_remote_unmute: bool,
     pub max_metadata_size: Option<u32>,
     pub playout_delay: Opaque,
     pub sync_streams: Opaque,
@@ -197,7 +198,7 @@ impl Default for RoomConfig {
             max_participants: 0,
             empty_timeout: 300,
             departure_timeout: 20,
-            enable_remote_unmute: None,
+            enable_remote_unmute: false,
             max_metadata_size: None,
             playout_delay: None,
             sync_streams: None,
@@ -546,6 +547,7 @@ const SUPPORTED: &[&str] = &[
     "room.auto_create",
     "room.enabled_codecs",
     "room.max_participants",
+    "room.enable_remote_unmute",
     "room.empty_timeout",
     "room.departure_timeout",
     "room.max_metadata_size",
@@ -937,6 +939,8 @@ pub struct Settings {
     pub max_api_request_body_size: u64,
     /// Largest total size of a participant's attributes, in bytes (0: no limit).
     pub max_attributes_size: usize,
+    /// `room.enable_remote_unmute`: whether `MutePublishedTrack` may unmute a track.
+    pub enable_remote_unmute: bool,
     /// Where room events are POSTed (`webhook:`), when any URL is set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
     /// The metrics port (`prometheus:` or `prometheus_port`), when set.
@@ -1159,6 +1163,7 @@ impl Settings {
                 Some(n) => u64::try_from(n).unwrap_or(0),
             },
             max_attributes_size: config.limit.max_attributes_size.unwrap_or(64 * 1024) as usize,
+            enable_remote_unmute: config.room.enable_remote_unmute,
             limits: Limits::resolve(config)?,
             congestion_control: config.rtc.congestion_control.clone(),
             redis: config.redis.resolve(),
@@ -1192,6 +1197,7 @@ room:
   empty_timeout: 60
   departure_timeout: 5
   max_participants: 10
+  enable_remote_unmute: true
   enabled_codecs:
     - mime: audio/opus
     - mime: video/vp8
@@ -1229,12 +1235,20 @@ region: us-west
             "logging.pion_level not reported: {unsupported:?}"
         );
         assert!(!unsupported.iter().any(|u| u.starts_with("redis")));
-        assert!(
-            !unsupported
-                .iter()
-                .any(|u| u == "port" || u.starts_with("room.empty"))
-        );
+        assert!(!unsupported.iter().any(|u| u == "port"
+            || u.starts_with("room.empty")
+            || u == "room.enable_remote_unmute"));
         let s = Settings::resolve(&c, &Overrides::default()).unwrap();
+        assert!(s.enable_remote_unmute);
+        assert!(
+            !Settings::resolve(
+                &Config::load("keys: {a: b}").unwrap().0,
+                &Overrides::default()
+            )
+            .unwrap()
+            .enable_remote_unmute,
+            "off unless configured, as in LiveKit"
+        );
         assert_eq!(s.http_port, 7890);
         assert_eq!(s.log_level, "warn");
         assert!(s.log_json);

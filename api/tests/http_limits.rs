@@ -32,6 +32,7 @@ async fn start(limit_yaml: &str) -> (std::net::SocketAddr, Arc<Node>) {
             fingerprint: ("sha-256".into(), "00".into()),
             max_metadata_size: 0,
             max_attributes_size: 0,
+            enable_remote_unmute: false,
             limits: lkr_room::Limits::default(),
         },
         lkr_room::Rooms::new(settings.room.clone()),

@@ -28,6 +28,7 @@ fn config() -> Config {
         fingerprint: ("sha-256".into(), "AA:BB".into()),
         max_metadata_size: 0,
         max_attributes_size: 0,
+        enable_remote_unmute: false,
         limits: Limits::default(),
     }
 }

@@ -50,6 +50,9 @@ pub enum RoomError {
     EgressNotFound,
     #[error("egress with status {0} cannot be stopped")]
     EgressNotStoppable(String),
+    /// `MutePublishedTrack` asked to unmute while `room.enable_remote_unmute` is off.
+    #[error("remote unmute not enabled")]
+    RemoteUnmuteDisabled,
 }
 
 impl RoomError {
@@ -60,7 +63,9 @@ impl RoomError {
             | RoomError::ParticipantNotFound
             | RoomError::TrackNotFound
             | RoomError::EgressNotFound => Fault::NotFound,
-            RoomError::EgressNotStoppable(_) => Fault::Precondition,
+            RoomError::EgressNotStoppable(_) | RoomError::RemoteUnmuteDisabled => {
+                Fault::Precondition
+            }
             RoomError::InvalidArgument(_) => Fault::Invalid,
             RoomError::RoomFull(_) | RoomError::LimitExceeded(_) => Fault::Limit,
             RoomError::NotAllowed(_) => Fault::NotPermitted,
@@ -91,7 +96,7 @@ impl RoomError {
             | RoomError::ParticipantNotFound
             | RoomError::TrackNotFound
             | RoomError::EgressNotFound => 404,
-            RoomError::EgressNotStoppable(_) => 412,
+            RoomError::EgressNotStoppable(_) | RoomError::RemoteUnmuteDisabled => 412,
             RoomError::LimitExceeded(_) => 429,
             RoomError::Internal(_) => 500,
             RoomError::ShuttingDown => 503,

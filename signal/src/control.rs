@@ -651,6 +651,7 @@ mod tests {
             fingerprint: ("sha-256".into(), "AA".into()),
             max_metadata_size: 0,
             max_attributes_size: 0,
+            enable_remote_unmute: false,
             limits: Limits::default(),
         };
         Machine::new(config, Rooms::new(RoomDefaults::default()), Instant::now())

@@ -67,6 +67,7 @@ mod tests {
             fingerprint: ("sha-256".into(), "AA".into()),
             max_metadata_size: 0,
             max_attributes_size: 0,
+            enable_remote_unmute: false,
             limits: Limits::default(),
             tcp_port: None,
             turn: None,

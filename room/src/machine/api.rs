@@ -101,7 +101,8 @@ impl Machine {
         Ok(())
     }
 
-    /// MutePublishedTrack: the publisher is told to mute; everyone sees the new state.
+    /// MutePublishedTrack: the publisher is told to mute (or unmute, where the configuration
+    /// allows it); everyone sees the new state.
     pub fn api_mute_published_track(
         &mut self,
         room: &str,
@@ -112,6 +113,9 @@ impl Machine {
         let p = self.rooms.participant(room, identity)?;
         if !p.info.tracks.iter().any(|t| t.sid == track_sid) {
             return Err(RoomError::TrackNotFound);
+        }
+        if !muted && !self.config.enable_remote_unmute {
+            return Err(RoomError::RemoteUnmuteDisabled);
         }
         let psid = p.info.sid.clone();
         self.send_one(

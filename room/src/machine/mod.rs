@@ -116,6 +116,10 @@ pub struct Config {
     pub max_metadata_size: usize,
     /// Largest total size of a participant's attributes, in bytes (0: no limit).
     pub max_attributes_size: usize,
+    /// Whether `MutePublishedTrack` may unmute a track (LiveKit's
+    /// `room.enable_remote_unmute`, off by default): a server-side unmute turns on someone's
+    /// microphone or camera without them.
+    pub enable_remote_unmute: bool,
     /// What one participant may hold.
     pub limits: Limits,
 }

@@ -30,6 +30,7 @@ fn config() -> Config {
         fingerprint: ("sha-256".into(), "AA:BB".into()),
         max_metadata_size: 64,
         max_attributes_size: 64,
+        enable_remote_unmute: false,
         limits: Limits::default(),
     }
 }
@@ -895,17 +896,18 @@ fn mute_updates_the_record_and_unknown_tracks_change_nothing() {
     );
     assert_eq!(w.participant("alice").version, version);
 
-    // MutePublishedTrack from the API tells the publisher and everyone.
+    // MutePublishedTrack from the API tells the publisher and everyone (unmuting it this way
+    // is in `remote_unmute_is_refused_unless_the_configuration_allows_it`).
     w.clear();
     let t =
-        w.m.api_mute_published_track("r", "alice", &track, false)
+        w.m.api_mute_published_track("r", "alice", &track, true)
             .unwrap();
     w.drain();
-    assert!(!t.muted);
+    assert!(t.muted);
     assert!(
         w.to(&a)
             .iter()
-            .any(|m| matches!(m, Resp::Mute(x) if x.sid == track && !x.muted))
+            .any(|m| matches!(m, Resp::Mute(x) if x.sid == track && x.muted))
     );
     assert_eq!(
         w.m.api_mute_published_track("r", "alice", "TR_x", true),
@@ -3155,4 +3157,61 @@ fn audio_levels_and_departures_concern_only_their_own_room() {
     // Now carol speaks: only room "s".
     let told = speakers_told_after(&mut w, vec![(alice_id, 0.5, true), (carol_id, 0.4, true)]);
     assert_eq!(told, sorted(vec![(&carol, &carol), (&dave, &carol)]));
+}
+
+/// The `mute` requests participant `psid` was sent: (track sid, muted).
+fn mutes_told(w: &World, psid: &str) -> Vec<(String, bool)> {
+    w.to(psid)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::Mute(r) => Some((r.sid.clone(), r.muted)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn remote_unmute_is_refused_unless_the_configuration_allows_it() {
+    for enabled in [false, true] {
+        let config = Config {
+            enable_remote_unmute: enabled,
+            ..config()
+        };
+        let mut w = World::with(config, RoomDefaults::default());
+        let (bob, track) = bob_receives_alices_audio(&mut w);
+        let alice = w.participant("alice").sid;
+        let muted_in_record = |w: &World| {
+            w.participant("alice")
+                .tracks
+                .iter()
+                .find(|t| t.sid == track)
+                .map(|t| t.muted)
+        };
+
+        // Muting is always allowed: alice is told to mute and the record says so.
+        w.clear();
+        let t = w.m.api_mute_published_track("r", "alice", &track, true);
+        w.drain();
+        assert!(t.expect("a mute is allowed").muted);
+        assert_eq!(mutes_told(&w, &alice), [(track.clone(), true)]);
+        assert_eq!(muted_in_record(&w), Some(true));
+
+        w.clear();
+        let t = w.m.api_mute_published_track("r", "alice", &track, false);
+        w.drain();
+        if enabled {
+            assert!(!t.expect("unmute allowed by the configuration").muted);
+            assert_eq!(mutes_told(&w, &alice), [(track.clone(), false)]);
+            assert_eq!(muted_in_record(&w), Some(false));
+        } else {
+            let e = t.expect_err("unmute refused by default, as LiveKit does");
+            assert_eq!(e, RoomError::RemoteUnmuteDisabled);
+            assert_eq!(e.to_string(), "remote unmute not enabled");
+            assert_eq!(e.twirp_code(), "failed_precondition");
+            // Nothing reached alice or bob, and the track stays muted.
+            assert!(mutes_told(&w, &alice).is_empty());
+            assert!(w.to(&bob).is_empty(), "{:?}", w.to(&bob));
+            assert_eq!(muted_in_record(&w), Some(true));
+        }
+    }
 }

@@ -4,7 +4,8 @@
     ns_admin.py wait_ready URL DEADLINE_S
         polls GET URL/ until it answers 200 "OK"; prints {"ok": true} or {"ok": false, "last": ...}
     ns_admin.py twirp URL KEY SECRET METHOD JSON_ARGS
-        one RoomService call through the unmodified `livekit-api` SDK (LiveKitAPI);
+        one RoomService call (ListParticipants, RemoveParticipant, MutePublishedTrack,
+        ListRooms) through the unmodified `livekit-api` SDK (LiveKitAPI);
         prints {"ok": true, "result": ...} or {"ok": false, "error": ..., "code": ..., "status": ...}
 
 Output is one JSON line on stdout; the exit code is 0 either way (judge by the JSON).
@@ -79,6 +80,12 @@ async def twirp(url: str, key: str, secret: str, method: str, args: dict) -> Non
         elif method == "RemoveParticipant":
             await lk.room.remove_participant(api.RoomParticipantIdentity(room=args["room"], identity=args["identity"]))
             out({"ok": True, "result": {}})
+        elif method == "MutePublishedTrack":
+            req = api.MuteRoomTrackRequest(
+                room=args["room"], identity=args["identity"], track_sid=args["track_sid"], muted=args["muted"]
+            )
+            res = await lk.room.mute_published_track(req)
+            out({"ok": True, "result": {"track": {"sid": res.track.sid, "muted": res.track.muted}}})
         elif method == "ListRooms":
             res = await lk.room.list_rooms(api.ListRoomsRequest(names=args.get("names", [])))
             out({"ok": True, "result": {"rooms": [{"name": r.name, "num_participants": r.num_participants} for r in res.rooms]}})

@@ -59,3 +59,34 @@ def test_list_participants_then_remove_participant(media: MediaEnv):
     remaining = wait_until(lambda: set(_participants(media, room)) == {"bob"}, timeout=10, interval=0.3)
     assert remaining, f"alice still listed after RemoveParticipant: {_participants(media, room)}"
     assert not bob.find("disconnected"), "bob was disconnected too: " + bob.describe()
+
+
+def test_an_admin_mutes_a_track_but_may_not_unmute_it_by_default(media: MediaEnv):
+    """MutePublishedTrack mutes a real client's track; unmuting is refused as LiveKit refuses
+    it unless `room.enable_remote_unmute` is set (failed_precondition, HTTP 412)."""
+    room = lkhelpers.unique("rmute")
+    pub = media.python_client("pub", room)
+    pub.wait_for("connected", timeout=20)
+    sub = media.python_client("sub", room)
+    sub.wait_for("connected", timeout=20)
+    tone = pub.request("publish_audio", name="tone", freq=440, timeout=20)
+    sub.wait_for("track_subscribed", participant="pub", sid=tone["sid"], kind="audio", timeout=20)
+
+    mark = len(sub.events)
+    res = media.twirp("MutePublishedTrack", room=room, identity="pub", track_sid=tone["sid"], muted=True)
+    assert res.get("ok") and res["result"]["track"] == {"sid": tone["sid"], "muted": True}, res
+    muted = sub.wait_for("track_muted", participant="pub", sid=tone["sid"], after=mark, timeout=10)
+    assert muted["muted"] is True, muted
+
+    res = media.twirp("MutePublishedTrack", room=room, identity="pub", track_sid=tone["sid"], muted=False)
+    assert not res.get("ok"), res
+    assert (res["code"], res["status"]) == ("failed_precondition", 412), res
+    assert "remote unmute not enabled" in res["error"], res
+    # The refusal changed nothing: the record (read after the refused call) still says muted.
+    tracks = _participants(media, room)["pub"]["tracks"]
+    assert [(t["sid"], t["muted"]) for t in tracks] == [(tone["sid"], True)], tracks
+    assert not sub.find("track_unmuted", after=sub.index_of(muted) + 1), sub.describe()
+    # The publisher's SDK muted its own track on the server's request and was not told to unmute.
+    own = pub.wait_for("track_muted", participant="pub", sid=tone["sid"], timeout=10)
+    assert own["local"] is True, own
+    assert not pub.find("track_unmuted", after=pub.index_of(own) + 1), pub.describe()
