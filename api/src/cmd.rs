@@ -325,6 +325,7 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
         max_metadata_size: settings.room.max_metadata_size,
         max_attributes_size: settings.max_attributes_size,
         enable_remote_unmute: settings.enable_remote_unmute,
+        ice_servers: settings.ice_servers.clone(),
         limits: lkr_room::Limits {
             max_pending_tracks: settings.limits.max_pending_tracks,
             max_rids_per_track: settings.limits.max_rids_per_track,

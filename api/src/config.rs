@@ -90,6 +90,70 @@ impl<'de> Deserialize<'de> for PortRange {
 /// Keys every config section may carry that we keep as raw YAML (never acted on).
 type Opaque = Option<Value>;
 
+/// One of `rtc.turn_servers`, as LiveKit reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnServerSpec {
+    pub host: String,
+    pub port: u16,
+    /// `udp`, `tcp` or `tls` (left out: `tcp`, as LiveKit reads it).
+    pub protocol: String,
+    pub username: String,
+    pub credential: String,
+}
+
+/// The ICE servers of `rtc.turn_servers` and `rtc.stun_servers`, written as LiveKit writes
+/// them into a join response: `turn:HOST:PORT?transport=udp` (or `tcp`), `turns:HOST:PORT?
+/// transport=tcp` for TLS, and one entry with every STUN server as `stun:HOST:PORT`.
+fn configured_ice_servers(rtc: &RtcConfig) -> Result<Vec<lkr_proto::pb::IceServer>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, s) in rtc.turn_servers.iter().enumerate() {
+        let path = |field: &str| format!("rtc.turn_servers[{i}].{field}");
+        if s.host.trim().is_empty() {
+            return Err(invalid(&path("host"), "is required"));
+        }
+        if s.port == 0 {
+            return Err(invalid(&path("port"), "must be a port number (1-65535)"));
+        }
+        let (scheme, transport) = match s.protocol.to_ascii_lowercase().as_str() {
+            "udp" => ("turn", "udp"),
+            // Left out, LiveKit takes TCP.
+            "tcp" | "" => ("turn", "tcp"),
+            "tls" => ("turns", "tcp"),
+            other => {
+                return Err(invalid(
+                    &path("protocol"),
+                    format!("{other:?} is not one of udp, tcp, tls"),
+                ));
+            }
+        };
+        let host = if s.host.contains(':') && !s.host.starts_with('[') {
+            format!("[{}]", s.host)
+        } else {
+            s.host.clone()
+        };
+        out.push(lkr_proto::pb::IceServer {
+            urls: vec![format!("{scheme}:{host}:{}?transport={transport}", s.port)],
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        });
+    }
+    if !rtc.stun_servers.is_empty() {
+        let mut urls = Vec::with_capacity(rtc.stun_servers.len());
+        for (i, a) in rtc.stun_servers.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(invalid(&format!("rtc.stun_servers[{i}]"), "is empty"));
+            }
+            urls.push(crate::whip::stun_url(a.trim()));
+        }
+        out.push(lkr_proto::pb::IceServer {
+            urls,
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
 /// `rtc:`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -114,7 +178,8 @@ pub struct RtcConfig {
     pub port_range_end: Option<u16>,
     pub node_ip: Option<String>,
     pub use_external_ip: bool,
-    pub stun_servers: Opaque,
+    /// STUN servers (`host:port`) handed to clients in the join response.
+    pub stun_servers: Vec<String>,
     pub use_ice_lite: Opaque,
     pub interfaces: Opaque,
     pub ips: Opaque,
@@ -123,7 +188,9 @@ pub struct RtcConfig {
     pub external_ip_only: Opaque,
     pub batch_io: Opaque,
     pub force_tcp: Opaque,
-    pub turn_servers: Opaque,
+    /// TURN servers of the operator's own (coturn, say), handed to clients in the join
+    /// response after the embedded TURN server's.
+    pub turn_servers: Vec<TurnServerSpec>,
     pub strict_acks: Opaque,
     pub packet_buffer_size: Opaque,
     pub packet_buffer_size_video: Opaque,
@@ -535,6 +602,7 @@ const SUPPORTED: &[&str] = &[
     "rtc.idle_poll_wakeups",
     "rtc.idle_signal_pacing",
     "rtc.node_ip",
+    "rtc.turn_servers",
     "rtc.tcp_port",
     "turn",
     "keys",
@@ -941,6 +1009,8 @@ pub struct Settings {
     pub max_attributes_size: usize,
     /// `room.enable_remote_unmute`: whether `MutePublishedTrack` may unmute a track.
     pub enable_remote_unmute: bool,
+    /// ICE servers of `rtc.turn_servers` and `rtc.stun_servers`, for every join response.
+    pub ice_servers: Vec<lkr_proto::pb::IceServer>,
     /// Where room events are POSTed (`webhook:`), when any URL is set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
     /// The metrics port (`prometheus:` or `prometheus_port`), when set.
@@ -1164,6 +1234,7 @@ impl Settings {
             },
             max_attributes_size: config.limit.max_attributes_size.unwrap_or(64 * 1024) as usize,
             enable_remote_unmute: config.room.enable_remote_unmute,
+            ice_servers: configured_ice_servers(&config.rtc)?,
             limits: Limits::resolve(config)?,
             congestion_control: config.rtc.congestion_control.clone(),
             redis: config.redis.resolve(),
@@ -1613,5 +1684,85 @@ limit:
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let k = read_key_file(&f).unwrap();
         assert_eq!(k.get("APIabc").map(String::as_str), Some("s3cr3t"));
+    }
+    #[test]
+    fn turn_and_stun_servers_become_join_response_ice_servers_as_livekit_writes_them() {
+        let yaml = r#"
+keys: {a: b}
+rtc:
+  turn_servers:
+    - host: turn.example.com
+      port: 3478
+      protocol: udp
+      username: u1
+      credential: p1
+    - host: turn.example.com
+      port: 443
+      protocol: TLS
+      username: u2
+      credential: p2
+    - host: "2001:db8::7"
+      port: 3478
+      protocol: tcp
+    - host: 198.51.100.4
+      port: 3478
+  stun_servers: ["stun.example.com:3478", "203.0.113.9:19302"]
+"#;
+        let (c, unsupported) = Config::load(yaml).unwrap();
+        assert!(
+            !unsupported.iter().any(|u| u.starts_with("rtc.")),
+            "{unsupported:?}"
+        );
+        let s = Settings::resolve(&c, &Overrides::default()).unwrap();
+        let got: Vec<(Vec<&str>, &str, &str)> = s
+            .ice_servers
+            .iter()
+            .map(|i| {
+                (
+                    i.urls.iter().map(String::as_str).collect(),
+                    i.username.as_str(),
+                    i.credential.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (vec!["turn:turn.example.com:3478?transport=udp"], "u1", "p1"),
+                (vec!["turns:turn.example.com:443?transport=tcp"], "u2", "p2"),
+                (vec!["turn:[2001:db8::7]:3478?transport=tcp"], "", ""),
+                (vec!["turn:198.51.100.4:3478?transport=tcp"], "", ""),
+                (
+                    vec!["stun:stun.example.com:3478", "stun:203.0.113.9:19302"],
+                    "",
+                    ""
+                ),
+            ]
+        );
+        let none = Config::load("keys: {a: b}").unwrap().0;
+        let s = Settings::resolve(&none, &Overrides::default()).unwrap();
+        assert!(s.ice_servers.is_empty(), "no public STUN server is added");
+
+        for (bad, want) in [
+            (
+                "  turn_servers: [{host: t, port: 3478, protocol: quic}]\n",
+                "rtc.turn_servers[0].protocol",
+            ),
+            (
+                "  turn_servers: [{host: t, port: 1, protocol: udp}, {port: 3478, protocol: udp}]\n",
+                "rtc.turn_servers[1].host",
+            ),
+            (
+                "  turn_servers: [{host: t, protocol: udp}]\n",
+                "rtc.turn_servers[0].port",
+            ),
+            ("  stun_servers: [\"\"]\n", "rtc.stun_servers[0]"),
+        ] {
+            let c = Config::load(&format!("keys: {{a: b}}\nrtc:\n{bad}"))
+                .unwrap()
+                .0;
+            let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(want), "{bad}: {e}");
+        }
     }
 }

@@ -399,22 +399,22 @@ async fn delete(node: &Node, req: Request<Incoming>, kind: Kind, psid: &str) -> 
 
 /// `Link` values for `rtc.stun_servers` (`host:port` strings, as LiveKit's config has them):
 /// `<stun:host:port>; rel="ice-server"`.
-pub fn ice_links(stun_servers: &Option<serde_yaml_ng::Value>) -> Vec<String> {
-    let Some(serde_yaml_ng::Value::Sequence(list)) = stun_servers else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|v| v.as_str())
+pub fn ice_links(stun_servers: &[String]) -> Vec<String> {
+    stun_servers
+        .iter()
+        .map(|s| s.trim())
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'>'))
-        .map(|s| {
-            let url = if s.starts_with("stun:") || s.starts_with("stuns:") {
-                s.to_string()
-            } else {
-                format!("stun:{s}")
-            };
-            format!("<{url}>; rel=\"ice-server\"")
-        })
+        .map(|s| format!("<{}>; rel=\"ice-server\"", stun_url(s)))
         .collect()
+}
+
+/// A `rtc.stun_servers` entry as a URL: `stun:host:port`, or as given when it has a scheme.
+pub fn stun_url(s: &str) -> String {
+    if s.starts_with("stun:") || s.starts_with("stuns:") {
+        s.to_string()
+    } else {
+        format!("stun:{s}")
+    }
 }
 
 #[cfg(test)]
@@ -450,16 +450,15 @@ mod tests {
 
     #[test]
     fn stun_servers_become_links() {
-        let v: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str("[\"stun.example.net:3478\", \"stun:x:1\"]").unwrap();
+        let v = ["stun.example.net:3478".to_string(), "stun:x:1".to_string()];
         assert_eq!(
-            ice_links(&Some(v)),
+            ice_links(&v),
             [
                 "<stun:stun.example.net:3478>; rel=\"ice-server\"",
                 "<stun:x:1>; rel=\"ice-server\""
             ]
         );
-        assert!(ice_links(&None).is_empty());
+        assert!(ice_links(&[]).is_empty());
     }
 
     #[test]

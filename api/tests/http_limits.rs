@@ -33,6 +33,7 @@ async fn start(limit_yaml: &str) -> (std::net::SocketAddr, Arc<Node>) {
             max_metadata_size: 0,
             max_attributes_size: 0,
             enable_remote_unmute: false,
+            ice_servers: Vec::new(),
             limits: lkr_room::Limits::default(),
         },
         lkr_room::Rooms::new(settings.room.clone()),

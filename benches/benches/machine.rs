@@ -29,6 +29,7 @@ fn config() -> Config {
         max_metadata_size: 0,
         max_attributes_size: 0,
         enable_remote_unmute: false,
+        ice_servers: Vec::new(),
         limits: Limits::default(),
     }
 }

@@ -652,6 +652,7 @@ mod tests {
             max_metadata_size: 0,
             max_attributes_size: 0,
             enable_remote_unmute: false,
+            ice_servers: Vec::new(),
             limits: Limits::default(),
         };
         Machine::new(config, Rooms::new(RoomDefaults::default()), Instant::now())

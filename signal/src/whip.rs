@@ -939,6 +939,7 @@ mod tests {
             max_metadata_size: 0,
             max_attributes_size: 0,
             enable_remote_unmute: false,
+            ice_servers: Vec::new(),
             limits: Limits::default(),
             tcp_port: None,
             turn: None,

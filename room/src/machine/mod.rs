@@ -120,6 +120,9 @@ pub struct Config {
     /// `room.enable_remote_unmute`, off by default): a server-side unmute turns on someone's
     /// microphone or camera without them.
     pub enable_remote_unmute: bool,
+    /// ICE servers of the configuration's own (`rtc.turn_servers`, `rtc.stun_servers`),
+    /// handed to every participant after the embedded TURN server's.
+    pub ice_servers: Vec<pb::IceServer>,
     /// What one participant may hold.
     pub limits: Limits,
 }
@@ -960,11 +963,14 @@ impl Machine {
     /// The TURN servers for participant `psid`, if TURN is on.
     fn ice_servers(&self, now: Instant, psid: &str) -> Vec<pb::IceServer> {
         let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
-        self.config
+        let mut servers = self
+            .config
             .turn
             .as_ref()
             .map(|t| t.ice_servers(unix, psid))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        servers.extend(self.config.ice_servers.iter().cloned());
+        servers
     }
 
     fn server_info(&self) -> pb::ServerInfo {

@@ -31,6 +31,7 @@ fn config() -> Config {
         max_metadata_size: 64,
         max_attributes_size: 64,
         enable_remote_unmute: false,
+        ice_servers: Vec::new(),
         limits: Limits::default(),
     }
 }
@@ -526,6 +527,35 @@ fn join_hands_out_time_limited_turn_credentials() {
         panic!("JoinResponse first")
     };
     assert!(jr.ice_servers.is_empty());
+    // The configuration's own TURN and STUN servers come after the embedded one's, as given.
+    let own = vec![
+        pb::IceServer {
+            urls: vec!["turn:turn.example.com:3478?transport=udp".into()],
+            username: "u".into(),
+            credential: "p".into(),
+        },
+        pb::IceServer {
+            urls: vec!["stun:stun.example.com:3478".into()],
+            ..Default::default()
+        },
+    ];
+    let mut c = config();
+    c.turn = Some(crate::TurnIce {
+        urls: vec!["turn:10.77.0.1:3478?transport=udp".into()],
+        credentials,
+    });
+    c.ice_servers = own.clone();
+    let mut w = World::with(c, RoomDefaults::default());
+    let d = w.join("dave", false);
+    let Resp::Join(jr) = w.to(&d)[0] else {
+        panic!("JoinResponse first")
+    };
+    assert_eq!(jr.ice_servers.len(), 3);
+    assert_eq!(
+        jr.ice_servers[0].urls,
+        ["turn:10.77.0.1:3478?transport=udp"]
+    );
+    assert_eq!(jr.ice_servers[1..], own[..]);
 }
 
 /// A join response lists the others as they are now: a record changed after it was
