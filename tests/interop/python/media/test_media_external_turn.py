@@ -18,7 +18,7 @@ import lkhelpers
 import mediahelpers
 from mediafixtures import media_env_with
 from mediahelpers import UDP_PORT, MediaEnv, nft
-from test_media_turn import MODES, exchange
+from test_media_turn import MODES, exchange, relayed_packets
 
 COTURN_PORT = 3479
 RELAY = (31000, 31099)
@@ -105,20 +105,12 @@ def media_env():
         logdir.cleanup()
 
 
-def relayed_packets(media: MediaEnv) -> int:
-    out = subprocess.run(
-        media.ns.argv(["nft", "list", "counter", "inet", "lknet_coturn", "relayed"]),
-        text=True, check=True, capture_output=True,
-    ).stdout.split()
-    return int(out[out.index("packets") + 1])
-
-
 @pytest.mark.parametrize("single_pc", MODES)
 def test_clients_reach_the_server_through_a_configured_turn_server(media: MediaEnv, single_pc: bool):
     nft(media, ONLY_RELAYED)
     try:
         exchange(media, lkhelpers.unique("coturn"), single_pc)
-        assert relayed_packets(media) > 0
+        assert relayed_packets(media, "lknet_coturn") > 0
     finally:
         media.close_clients()
         subprocess.run(media.ns.argv(["nft", "delete", "table", "inet", "lknet_coturn"]), capture_output=True)

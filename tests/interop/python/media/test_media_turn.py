@@ -91,9 +91,10 @@ def media_env(tmp_path_factory):
         env.cleanup()
 
 
-def relayed_packets(media: MediaEnv) -> int:
+def relayed_packets(media: MediaEnv, table: str = "lknet_relay") -> int:
+    """The `relayed` counter of nftables table `table` (what reached the media port from a relay)."""
     out = subprocess.run(
-        media.ns.argv(["nft", "list", "counter", "inet", "lknet_relay", "relayed"]),
+        media.ns.argv(["nft", "list", "counter", "inet", table, "relayed"]),
         text=True, check=True, capture_output=True,
     ).stdout.split()
     return int(out[out.index("packets") + 1])
