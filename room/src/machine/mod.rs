@@ -915,18 +915,12 @@ impl Machine {
             .map(|o| o.info.clone())
             .collect();
         let room_info = room.info();
-        let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
-        let turn_servers = self
-            .config
-            .turn
-            .as_ref()
-            .map(|t| t.ice_servers(unix, &psid))
-            .unwrap_or_default();
+        let ice_servers = self.ice_servers(now, &psid);
         tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, "participant resumed");
         self.out.signal(
             &psid,
             Resp::Reconnect(pb::ReconnectResponse {
-                ice_servers: turn_servers,
+                ice_servers,
                 client_configuration: None,
                 server_info: Some(self.server_info()),
                 last_message_seq: 0,

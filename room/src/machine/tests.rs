@@ -556,6 +556,17 @@ fn join_hands_out_time_limited_turn_credentials() {
         ["turn:10.77.0.1:3478?transport=udp"]
     );
     assert_eq!(jr.ice_servers[1..], own[..]);
+    let embedded = jr.ice_servers[0].urls.clone();
+    // A resume's ReconnectResponse carries the same list.
+    w.m.handle_signal_lost(w.now, &d);
+    w.clear();
+    assert_eq!(resume_join(&mut w, "dave", &d, false), Ok(d.clone()));
+    let Resp::Reconnect(rr) = w.to(&d)[0] else {
+        panic!("ReconnectResponse first")
+    };
+    assert_eq!(rr.ice_servers.len(), 3);
+    assert_eq!(rr.ice_servers[0].urls, embedded);
+    assert_eq!(rr.ice_servers[1..], own[..]);
 }
 
 /// A join response lists the others as they are now: a record changed after it was
