@@ -65,7 +65,7 @@ impl Machine {
     fn update_speakers(&mut self, levels: &[(TrackId, f32, bool)]) {
         // Loudest speaking track per participant, grouped by room (every room with a track
         // in `levels`, speaking or not).
-        let mut now: HashMap<&str, BTreeMap<String, f32>> = HashMap::new();
+        let mut now: BTreeMap<&str, BTreeMap<String, f32>> = BTreeMap::new();
         for (tid, level, active) in levels {
             let Some(t) = self.tracks.by_track_id(*tid) else {
                 continue;
@@ -76,11 +76,11 @@ impl Machine {
                 *e = e.max(*level);
             }
         }
-        let mut now: Vec<(String, BTreeMap<String, f32>)> = now
+        // Owned, in room order: what follows changes the machine.
+        let now: Vec<(String, BTreeMap<String, f32>)> = now
             .into_iter()
             .map(|(room, speaking)| (room.to_string(), speaking))
             .collect();
-        now.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (room, new) in now {
             let old = self.speakers.remove(&room).unwrap_or_default();
             let mut changes: Vec<pb::SpeakerInfo> = Vec::new();

@@ -954,7 +954,8 @@ impl Machine {
         *count += 1;
     }
 
-    /// The TURN servers for participant `psid`, if TURN is on.
+    /// The ICE servers for participant `psid`: the embedded TURN server's (with credentials
+    /// of its own), if TURN is on, then the configured TURN and STUN servers.
     fn ice_servers(&self, now: Instant, psid: &str) -> Vec<pb::IceServer> {
         let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
         let mut servers = self

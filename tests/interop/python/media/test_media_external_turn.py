@@ -17,8 +17,8 @@ import pytest
 import lkhelpers
 import mediahelpers
 from mediafixtures import media_env_with
-from mediahelpers import UDP_PORT, MediaEnv, nft
-from test_media_turn import MODES, exchange, relayed_packets
+from mediahelpers import MediaEnv, nft
+from test_media_turn import MODES, exchange, only_relayed_rules, relayed_packets
 
 COTURN_PORT = 3479
 RELAY = (31000, 31099)
@@ -32,15 +32,7 @@ CONFIG = (
     f"      username: {USER}\n"
     f"      credential: {PASSWORD}\n"
 )
-ONLY_RELAYED = f"""table inet lknet_coturn {{
- counter relayed {{}}
- chain out {{
-  type filter hook output priority 0;
-  udp dport {UDP_PORT} udp sport {RELAY[0]}-{RELAY[1]} counter name relayed accept
-  udp dport {UDP_PORT} drop
- }}
-}}
-"""
+ONLY_RELAYED = only_relayed_rules("lknet_coturn", RELAY)
 
 
 # Inside the namespace: a STUN binding request to coturn, answered within 0.2 s, or an error.

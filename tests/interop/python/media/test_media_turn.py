@@ -31,15 +31,23 @@ RELAY = (30000, 30099)
 MODES = [pytest.param(True, id="single_pc"), pytest.param(False, id="dual_pc")]
 RAW_CLIENT = Path(__file__).resolve().parent / "turn_probe.py"
 
-ONLY_RELAYED = f"""table inet lknet_relay {{
+
+
+def only_relayed_rules(table: str, relay: tuple) -> str:
+    """nftables table `table`: the server's media port takes UDP only from the `relay` port
+    range, counted in its `relayed` counter (see relayed_packets)."""
+    return f"""table inet {table} {{
  counter relayed {{}}
  chain out {{
   type filter hook output priority 0;
-  udp dport {UDP_PORT} udp sport {RELAY[0]}-{RELAY[1]} counter name relayed accept
+  udp dport {UDP_PORT} udp sport {relay[0]}-{relay[1]} counter name relayed accept
   udp dport {UDP_PORT} drop
  }}
 }}
 """
+
+
+ONLY_RELAYED = only_relayed_rules("lknet_relay", RELAY)
 NO_TURN_UDP = f"""table inet lknet_noturnudp {{
  chain out {{
   type filter hook output priority 0;
