@@ -499,15 +499,75 @@ impl TurnConfig {
     }
 }
 
-/// `audio:`.
+/// `audio:`: how audio levels become active speakers (LiveKit's keys and defaults, see
+/// [`lkr_sfu::SpeakerDetection`]). `active_red_encoding` is accepted and has no effect.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioConfig {
-    pub active_level: Opaque,
-    pub min_percentile: Opaque,
-    pub update_interval: Opaque,
-    pub smooth_intervals: Opaque,
+    pub active_level: Option<i64>,
+    pub min_percentile: Option<i64>,
+    /// Milliseconds.
+    pub update_interval: Option<i64>,
+    pub smooth_intervals: Option<i64>,
     pub active_red_encoding: Opaque,
+}
+
+/// Shortest `audio.update_interval` taken (other than 0, off): every interval may send each
+/// room a speaker update.
+const MIN_SPEAKER_INTERVAL_MS: i64 = 100;
+
+impl AudioConfig {
+    fn resolve(&self) -> Result<lkr_sfu::SpeakerDetection, ConfigError> {
+        let d = lkr_sfu::SpeakerDetection::default();
+        let within = |path: &str, v: Option<i64>, max: i64, what: &str| match v {
+            Some(n) if !(0..=max).contains(&n) => {
+                Err(invalid(path, format!("must be {what} (0-{max})")))
+            }
+            v => Ok(v),
+        };
+        let active_level = within(
+            "audio.active_level",
+            self.active_level,
+            127,
+            "a level in -dBov, 0 loudest",
+        )?
+        .map_or(d.active_level, |n| n as u8);
+        let min_percentile = within(
+            "audio.min_percentile",
+            self.min_percentile,
+            100,
+            "a percentage",
+        )?
+        .map_or(d.min_percentile, |n| n as u8);
+        let update_interval = match self.update_interval {
+            None => d.update_interval,
+            Some(0) => std::time::Duration::ZERO,
+            Some(n) if (MIN_SPEAKER_INTERVAL_MS..=60_000).contains(&n) => {
+                std::time::Duration::from_millis(n as u64)
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "audio.update_interval",
+                    format!(
+                        "must be 0 (no active speakers) or {MIN_SPEAKER_INTERVAL_MS}-60000 milliseconds"
+                    ),
+                ));
+            }
+        };
+        let smooth_intervals = within(
+            "audio.smooth_intervals",
+            self.smooth_intervals,
+            1000,
+            "a number of intervals",
+        )?
+        .map_or(d.smooth_intervals, |n| n as u32);
+        Ok(lkr_sfu::SpeakerDetection {
+            active_level,
+            min_percentile,
+            update_interval,
+            smooth_intervals,
+        })
+    }
 }
 
 /// `prometheus:`.
@@ -604,6 +664,10 @@ const SUPPORTED: &[&str] = &[
     "rtc.node_ip",
     "rtc.turn_servers",
     "rtc.tcp_port",
+    "audio.active_level",
+    "audio.min_percentile",
+    "audio.update_interval",
+    "audio.smooth_intervals",
     "turn",
     "keys",
     "key_file",
@@ -1021,6 +1085,8 @@ pub struct Settings {
     pub ice_links: Vec<String>,
     /// `rtc.congestion_control`.
     pub congestion_control: CongestionControl,
+    /// Active speaker detection (`audio:`).
+    pub speakers: lkr_sfu::SpeakerDetection,
     /// Where track egress files go (`egress.file_dir`).
     pub egress_dir: PathBuf,
     /// Track egresses recording at once (`egress.max_concurrent`, at least 1).
@@ -1237,6 +1303,7 @@ impl Settings {
             ice_servers: configured_ice_servers(&config.rtc)?,
             limits: Limits::resolve(config)?,
             congestion_control: config.rtc.congestion_control.clone(),
+            speakers: config.audio.resolve()?,
             redis: config.redis.resolve(),
             node_selector: config.node_selector.clone(),
         })
@@ -1759,6 +1826,49 @@ rtc:
             ("  stun_servers: [\"\"]\n", "rtc.stun_servers[0]"),
         ] {
             let c = Config::load(&format!("keys: {{a: b}}\nrtc:\n{bad}"))
+                .unwrap()
+                .0;
+            let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn audio_keys_set_speaker_detection_and_bad_values_name_the_key() {
+        let none = Config::load("keys: {a: b}").unwrap().0;
+        let s = Settings::resolve(&none, &Overrides::default()).unwrap();
+        assert_eq!(s.speakers, lkr_sfu::SpeakerDetection::default());
+
+        let (c, ignored) = Config::load(
+            "keys: {a: b}\naudio:\n  active_level: 50\n  min_percentile: 25\n  update_interval: 1000\n  smooth_intervals: 0\n  active_red_encoding: true\n",
+        )
+        .unwrap();
+        assert_eq!(ignored, ["audio.active_red_encoding"]);
+        let s = Settings::resolve(&c, &Overrides::default()).unwrap();
+        assert_eq!(
+            s.speakers,
+            lkr_sfu::SpeakerDetection {
+                active_level: 50,
+                min_percentile: 25,
+                update_interval: std::time::Duration::from_secs(1),
+                smooth_intervals: 0,
+            }
+        );
+        let off = Config::load("keys: {a: b}\naudio: {update_interval: 0}")
+            .unwrap()
+            .0;
+        let s = Settings::resolve(&off, &Overrides::default()).unwrap();
+        assert!(s.speakers.update_interval.is_zero());
+
+        for (bad, want) in [
+            ("active_level: 128", "audio.active_level"),
+            ("active_level: -1", "audio.active_level"),
+            ("min_percentile: 101", "audio.min_percentile"),
+            ("update_interval: 50", "audio.update_interval"),
+            ("update_interval: -400", "audio.update_interval"),
+            ("smooth_intervals: -2", "audio.smooth_intervals"),
+        ] {
+            let c = Config::load(&format!("keys: {{a: b}}\naudio: {{{bad}}}"))
                 .unwrap()
                 .0;
             let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();

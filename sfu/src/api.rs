@@ -4,6 +4,7 @@
 //! SDP text or HTTP. Every command is applied in order on the media thread.
 
 use bytes::Bytes;
+use std::time::Duration;
 
 /// One ICE/DTLS transport (one RTCPeerConnection of a participant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,6 +147,38 @@ pub struct MediaLimits {
     /// Congestion control may pause a subscriber's video when not even the lowest layer
     /// fits (`rtc.congestion_control.allow_pause`); otherwise it keeps the lowest layer.
     pub allow_pause: bool,
+    /// How audio levels become active speakers (`audio:`).
+    pub speakers: SpeakerDetection,
+}
+
+/// How the levels publishers write into their audio packets (the audio-level header
+/// extension) become active speakers: LiveKit's `audio:` keys and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpeakerDetection {
+    /// Level (`-dBov`, 0 loudest, 127 silence) at or under which a packet counts as speech
+    /// (`audio.active_level`, 35: -35 dBov or louder).
+    pub active_level: u8,
+    /// Share of an interval's packets, in percent, that must be speech for the interval to
+    /// be (`audio.min_percentile`, 40).
+    pub min_percentile: u8,
+    /// Time between level reports (`audio.update_interval`, 400 ms); zero turns detection
+    /// off: no levels, no active speakers.
+    pub update_interval: Duration,
+    /// The reported level is an exponential moving average with the centre of mass of this
+    /// many intervals, as LiveKit's (`audio.smooth_intervals`, 2; 0 or 1: none). A silent
+    /// interval reports 0 at once.
+    pub smooth_intervals: u32,
+}
+
+impl Default for SpeakerDetection {
+    fn default() -> Self {
+        Self {
+            active_level: 35,
+            min_percentile: 40,
+            update_interval: Duration::from_millis(400),
+            smooth_intervals: 2,
+        }
+    }
 }
 
 impl Default for MediaLimits {
@@ -156,6 +189,7 @@ impl Default for MediaLimits {
             data_channel: lkr_datachannel::SctpLimits::default(),
             bandwidth_estimation: true,
             allow_pause: true,
+            speakers: SpeakerDetection::default(),
         }
     }
 }

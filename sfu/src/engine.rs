@@ -57,8 +57,6 @@ const NACK_RETRY: Duration = Duration::from_millis(100);
 /// A lost packet is given up after this many NACKs or this long.
 const NACK_MAX_TRIES: u8 = 8;
 const NACK_GIVE_UP: Duration = Duration::from_millis(1000);
-/// Time between audio level reports (LiveKit's `audio.update_interval`).
-const LEVELS_INTERVAL: Duration = Duration::from_millis(400);
 /// Time between receiver reports to publishers.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A publisher's sender reports for one layer are sent on to its subscribers at most this
@@ -774,7 +772,10 @@ impl Engine {
                 }
                 self.tracks.insert(spec.track, t);
                 self.next_report.get_or_insert(now + REPORT_INTERVAL);
-                self.next_levels.get_or_insert(now + LEVELS_INTERVAL);
+                let every = self.limits.speakers.update_interval;
+                if !every.is_zero() {
+                    self.next_levels.get_or_insert(now + every);
+                }
             }
             Command::Unpublish { track } => {
                 self.sink_tracks.retain(|_, t| *t != track);
@@ -1672,11 +1673,12 @@ impl Engine {
         if t.mirror.is_none()
             && t.kind == MediaKind::Audio
             && t.ext.audio_level != 0
+            && !self.limits.speakers.update_interval.is_zero()
             && let Some((_, level)) = view
                 .extension(t.ext.audio_level)
                 .and_then(lkr_rtp::parse_audio_level)
         {
-            t.audio.observe(level);
+            t.audio.observe(level, &self.limits.speakers);
         }
         let missing = t.layers[layer].missing.len();
         let silent = t.layers[layer]
@@ -2300,13 +2302,14 @@ impl Engine {
             self.next_report = None;
             return;
         }
-        if self.next_levels.is_none_or(|t| t <= now) {
-            self.next_levels = Some(now + LEVELS_INTERVAL);
+        let speakers = self.limits.speakers;
+        if !speakers.update_interval.is_zero() && self.next_levels.is_none_or(|t| t <= now) {
+            self.next_levels = Some(now + speakers.update_interval);
             let levels: Vec<(TrackId, f32, bool)> = self
                 .tracks
                 .values_mut()
                 .filter(|t| t.kind == MediaKind::Audio)
-                .filter_map(|t| t.audio.take().map(|(l, a)| (t.id, l, a)))
+                .filter_map(|t| t.audio.take(&speakers).map(|(l, a)| (t.id, l, a)))
                 .collect();
             if !levels.is_empty() {
                 self.events.push_back(Event::AudioLevels { levels });

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lkr_rtp::SeqUnwrapper;
 
-use crate::api::{CodecKind, ExtIds, MediaKind, PayloadType, PeerId, TrackId};
+use crate::api::{CodecKind, ExtIds, MediaKind, PayloadType, PeerId, SpeakerDetection, TrackId};
 
 /// Packets kept per layer for answering NACKs.
 const CACHE_SLOTS: usize = 512;
@@ -850,49 +850,54 @@ pub struct LocalSink {
 /// live one.
 pub const SINK_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Audio levels of one track over the current interval (LiveKit's rule: speaking when louder
-/// than -35 dBov in at least 40% of the packets).
+/// Audio levels of one track over the current interval. An interval is speech when at least
+/// [`SpeakerDetection::min_percentile`] percent of its packets are at or above
+/// [`SpeakerDetection::active_level`]; its level is then the mean linear level of those
+/// packets, smoothed over intervals as [`SpeakerDetection::smooth_intervals`] says.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AudioLevels {
     packets: u32,
     loud: u32,
     loud_linear: f32,
+    /// The level reported last (0 after an interval that was not speech).
+    smoothed: f32,
     /// Whether the previous interval reported this track.
     pub reported: bool,
     /// Whether the last interval was speech (false once the track falls silent).
     pub speaking: bool,
 }
 
-/// dBov at or above which (i.e. -35 dBov or louder) a packet counts as speech.
-const ACTIVE_LEVEL: u8 = 35;
-/// Share of loud packets (percent) that makes an interval speech.
-const MIN_PERCENTILE: u32 = 40;
-
 impl AudioLevels {
     /// Notes one packet's level (`-dBov`, 0 loudest).
-    pub fn observe(&mut self, level: u8) {
+    pub fn observe(&mut self, level: u8, cfg: &SpeakerDetection) {
         self.packets += 1;
-        if level <= ACTIVE_LEVEL {
+        if level <= cfg.active_level {
             self.loud += 1;
             self.loud_linear += 10f32.powf(-f32::from(level) / 20.0);
         }
     }
 
     /// The interval's (linear level, speaking), and a fresh interval.
-    pub fn take(&mut self) -> Option<(f32, bool)> {
+    pub fn take(&mut self, cfg: &SpeakerDetection) -> Option<(f32, bool)> {
         if self.packets == 0 {
             self.speaking = false;
+            self.smoothed = 0.0;
             return None;
         }
-        let active = self.loud * 100 >= self.packets * MIN_PERCENTILE;
-        let level = if active && self.loud > 0 {
-            self.loud_linear / self.loud as f32
+        let active =
+            self.loud > 0 && self.loud * 100 >= self.packets * u32::from(cfg.min_percentile);
+        let level = if active {
+            let mean = self.loud_linear / self.loud as f32;
+            // LiveKit's factor: the centre of mass of a moving average of that many intervals.
+            let k = 2.0 / (cfg.smooth_intervals.max(1) as f32 + 1.0);
+            self.smoothed + (mean - self.smoothed) * k
         } else {
             0.0
         };
         *self = AudioLevels {
             reported: true,
             speaking: active,
+            smoothed: level,
             ..Default::default()
         };
         Some((level, active))
@@ -1020,6 +1025,93 @@ pub fn is_keyframe(codec: CodecKind, payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One interval of `loud` packets at `level` and `quiet` at 60 (-60 dBov).
+    fn interval(
+        a: &mut AudioLevels,
+        cfg: &SpeakerDetection,
+        level: u8,
+        loud: u32,
+        quiet: u32,
+    ) -> Option<(f32, bool)> {
+        for _ in 0..loud {
+            a.observe(level, cfg);
+        }
+        for _ in 0..quiet {
+            a.observe(60, cfg);
+        }
+        a.take(cfg)
+    }
+
+    fn near(got: Option<(f32, bool)>, level: f32, speaking: bool) {
+        let (l, s) = got.expect("a report");
+        assert!(
+            (l - level).abs() < 1e-6 && s == speaking,
+            "{got:?}: want ({level}, {speaking})"
+        );
+    }
+
+    #[test]
+    fn speech_is_as_loud_and_as_frequent_as_the_configuration_says() {
+        let d = SpeakerDetection {
+            smooth_intervals: 0,
+            ..SpeakerDetection::default()
+        };
+        let mut a = AudioLevels::default();
+        // -40 dBov is under LiveKit's default -35 dBov; -30 is over it.
+        assert_eq!(interval(&mut a, &d, 40, 20, 0), Some((0.0, false)));
+        let (level, speaking) = interval(&mut a, &d, 30, 20, 0).unwrap();
+        assert!(
+            speaking && (level - 10f32.powf(-1.5)).abs() < 1e-6,
+            "{level}"
+        );
+        // A lower bar (-45 dBov) takes the -40 dBov packets.
+        let low = SpeakerDetection {
+            active_level: 45,
+            ..d
+        };
+        near(interval(&mut a, &low, 40, 20, 0), 0.01, true);
+        // 3 loud packets in 10: under the default 40%, over a 30% bar.
+        assert_eq!(interval(&mut a, &d, 20, 3, 7), Some((0.0, false)));
+        let few = SpeakerDetection {
+            min_percentile: 30,
+            ..d
+        };
+        near(interval(&mut a, &few, 20, 3, 7), 0.1, true);
+        // Nothing heard: no report, no longer speaking.
+        assert_eq!(a.take(&d), None);
+        assert!(!a.speaking);
+        // A bar of 0% still wants one loud packet.
+        let none = SpeakerDetection {
+            min_percentile: 0,
+            ..d
+        };
+        assert_eq!(interval(&mut a, &none, 20, 0, 10), Some((0.0, false)));
+    }
+
+    #[test]
+    fn the_reported_level_is_smoothed_over_intervals_and_drops_at_once() {
+        let d = SpeakerDetection::default();
+        assert_eq!(d.smooth_intervals, 2);
+        let mut a = AudioLevels::default();
+        // 2 intervals: a factor of 2/3 toward each new level (-20 dBov: 0.1).
+        let (first, _) = interval(&mut a, &d, 20, 10, 0).unwrap();
+        assert!((first - 0.1 * 2.0 / 3.0).abs() < 1e-6, "{first}");
+        let (second, _) = interval(&mut a, &d, 20, 10, 0).unwrap();
+        assert!((second - 0.1 * 8.0 / 9.0).abs() < 1e-6, "{second}");
+        // Falls silent: 0 at once, and the next speech starts from 0 again.
+        assert_eq!(interval(&mut a, &d, 60, 0, 10), Some((0.0, false)));
+        let (again, _) = interval(&mut a, &d, 20, 10, 0).unwrap();
+        assert!((again - first).abs() < 1e-6, "{again}");
+        // 4 intervals: a factor of 2/5.
+        let slow = SpeakerDetection {
+            smooth_intervals: 4,
+            ..d
+        };
+        let mut b = AudioLevels::default();
+        let (l, _) = interval(&mut b, &slow, 20, 10, 0).unwrap();
+        assert!((l - 0.04).abs() < 1e-6, "{l}");
+    }
 
     #[test]
     fn a_track_holds_at_most_max_layers_whatever_the_offer_lists() {

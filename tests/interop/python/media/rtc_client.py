@@ -9,7 +9,8 @@ It connects at once, then reads one JSON command per line on stdin and reports e
 JSON object per line on stdout (`{"event": ..., ...}`), so the test can wait on events with
 deadlines instead of sleeping. Commands (an optional "id" is echoed in the command's result):
 
-    {"cmd": "publish_audio", "name": "tone", "freq": 440}          -> published
+    {"cmd": "publish_audio", "name": "tone", "freq": 440, "amplitude": 12000}  -> published
+        (amplitude: the sine's int16 peak; the default is about -12 dBov)
     {"cmd": "publish_video", "name": "cam", "color": [r, g, b], "simulcast": true,
      "width": 640, "height": 480, "noise": 0}                       -> published
     {"cmd": "video_send_stats", "name": "cam"}                      -> the SDK's outbound RTP streams of
@@ -18,6 +19,8 @@ deadlines instead of sleeping. Commands (an optional "id" is echoed in the comma
         -> quality_set (the SDK asks the server for that simulcast layer of alice's video)
     {"cmd": "mute" | "unmute" | "unpublish", "name": "tone"}       -> muted / unmuted / unpublished
     {"cmd": "analyze_audio", "participant": "alice", "seconds": 1} -> audio_analysis
+    {"cmd": "audio_peak", "participant": "alice"} -> audio_peak: frames received from alice's
+        audio and the largest int16 sample of the last 50 (quiet audio included)
     {"cmd": "analyze_video", "participant": "alice", "frames": 30} -> video_analysis
     {"cmd": "disconnect"}                                          -> closed, then exit
     {"cmd": "ice_stats"} -> ice_stats: the SDK's candidate pairs (state, nominated, STUN requests
@@ -51,7 +54,8 @@ participant_permissions_changed, room_metadata_changed.
 Room events are reported as they happen: participant_connected, participant_disconnected,
 track_published, track_subscribed, track_unsubscribed, track_muted, track_unmuted,
 track_unpublished, disconnected (with the SDK's DisconnectReason name), connection_state,
-reconnecting, reconnected (with the participant sid after it).
+reconnecting, reconnected (with the participant sid after it), active_speakers_changed (the
+SDK's list of active speakers, loudest first, as identities).
 
 The client exits on its own after `--max-seconds`, on stdin EOF, or when the room disconnects.
 A connect failure is reported as `connect_error` (exit code 3).
@@ -225,6 +229,7 @@ class AudioReceiver:
         self.kept = 0
         self.total = 0  # samples received since the tone started
         self.frames = 0
+        self.peaks: List[int] = []  # the largest sample of each of the last 50 frames
         self.started = False
         self.changed = asyncio.Event()
         self.task = asyncio.ensure_future(self.run(track))
@@ -235,6 +240,8 @@ class AudioReceiver:
             async for ev in stream:
                 d = np.frombuffer(ev.frame.data, dtype=np.int16).copy()
                 self.frames += 1
+                self.peaks.append(int(np.abs(d.astype(np.int32)).max()) if len(d) else 0)
+                del self.peaks[:-50]
                 if not self.started:
                     if len(d) == 0 or int(np.abs(d.astype(np.int32)).max()) < SILENCE_PEAK:
                         continue
@@ -303,13 +310,13 @@ class VideoReceiver:
 # ------------------------------------------------------------------------------ publishers
 
 
-async def audio_loop(source: rtc.AudioSource, freq: float) -> None:
+async def audio_loop(source: rtc.AudioSource, freq: float, amplitude: float = TONE_AMPLITUDE) -> None:
     n = RATE // 100
     t = 0
     while True:
         frame = rtc.AudioFrame.create(RATE, 1, n)
         d = np.frombuffer(frame.data, dtype=np.int16)
-        s = np.sin(2 * np.pi * freq * (np.arange(n) + t) / RATE) * TONE_AMPLITUDE
+        s = np.sin(2 * np.pi * freq * (np.arange(n) + t) / RATE) * amplitude
         np.copyto(d, s.astype(np.int16))
         t += n
         await source.capture_frame(frame)
@@ -485,6 +492,10 @@ class Client:
         def _reconnected() -> None:
             emit("reconnected", sid=room.local_participant.sid)
 
+        @room.on("active_speakers_changed")
+        def _asc(speakers: List[rtc.Participant]) -> None:
+            emit("active_speakers_changed", speakers=[p.identity for p in speakers])
+
         @room.on("disconnected")
         def _dc(reason: Any) -> None:
             emit("disconnected", reason=int(reason) if isinstance(reason, int) else str(reason), reason_name=reason_name(reason))
@@ -496,7 +507,8 @@ class Client:
         name = c.get("name", "tone")
         source = rtc.AudioSource(RATE, 1)
         track = rtc.LocalAudioTrack.create_audio_track(name, source)
-        task = asyncio.ensure_future(audio_loop(source, float(c.get("freq", 440))))
+        amplitude = float(c.get("amplitude", TONE_AMPLITUDE))
+        task = asyncio.ensure_future(audio_loop(source, float(c.get("freq", 440)), amplitude))
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         pub = await self.room.local_participant.publish_track(track, opts)
         self.local[name] = {"track": track, "pub": pub, "source": source, "task": task}
@@ -609,6 +621,13 @@ class Client:
                 "samples_since_tone": rx.total,
             }
         return {"participant": who, "frames": rx.frames, **analyze_tone(x)}
+
+    async def cmd_audio_peak(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        who = c["participant"]
+        rx = await self._receiver(self.audio_rx, who, time.monotonic() + float(c.get("timeout", 15)))
+        if rx is None:
+            return {"participant": who, "error": "no audio track subscribed from this participant"}
+        return {"participant": who, "frames": rx.frames, "peak": max(rx.peaks, default=0)}
 
     async def cmd_analyze_video(self, c: Dict[str, Any]) -> Dict[str, Any]:
         who = c["participant"]
@@ -1048,6 +1067,7 @@ class Client:
             "unmute": "unmuted",
             "unpublish": "unpublished",
             "analyze_audio": "audio_analysis",
+            "audio_peak": "audio_peak",
             "analyze_video": "video_analysis",
             "disconnect": "disconnecting",
             "resubscribe_video": "resubscribed",
