@@ -1081,8 +1081,6 @@ pub struct Settings {
     pub prometheus: Option<crate::metrics::PrometheusSettings>,
     /// Every other cap (`limit:` and `rtc.data_channel_max_buffered_amount`).
     pub limits: Limits,
-    /// `Link` header values naming ICE servers for WHIP/WHEP clients (`rtc.stun_servers`).
-    pub ice_links: Vec<String>,
     /// `rtc.congestion_control`.
     pub congestion_control: CongestionControl,
     /// Active speaker detection (`audio:`).
@@ -1250,7 +1248,6 @@ impl Settings {
             return Err(invalid("egress.max_concurrent", "must be at least 1"));
         }
         Ok(Settings {
-            ice_links: crate::whip::ice_links(&config.rtc.stun_servers),
             egress_dir: config
                 .egress
                 .file_dir

@@ -2,7 +2,8 @@
 //!
 //! - `POST /whip/v1` (`application/sdp`, `Authorization: Bearer <token>`): publish; the
 //!   token names the room and identity. `201 Created` with the answer, `Location:
-//!   /whip/v1/{participant_sid}` and `ETag` (the server's ICE ufrag).
+//!   /whip/v1/{participant_sid}`, `ETag` (the server's ICE ufrag) and a `Link` for each ICE
+//!   server URL ([`ice_links`]).
 //! - `POST /whep/v1/{room}/{identity}[/{track_sid}][?quality=low|medium|high]`: play that
 //!   participant's tracks (or one); `Location: /whep/v1/sessions/{participant_sid}`.
 //! - `PATCH` on a session (`application/trickle-ice-sdpfrag`): `If-Match: <etag>` trickles
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use lkr_proto::pb;
 use lkr_proto::token::Claims;
 use lkr_signal::whip::{HttpError, Kind, MAX_SDP_BYTES, PlayRequest};
 
@@ -329,8 +331,8 @@ async fn create(node: &Node, req: Request<Incoming>, play: Option<PlayPath>) -> 
         h.insert(header::ETAG, v);
     }
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
-    for link in &node.settings.ice_links {
-        if let Ok(v) = HeaderValue::from_str(link) {
+    for link in ice_links(&c.ice_servers) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
             h.append(header::LINK, v);
         }
     }
@@ -397,15 +399,35 @@ async fn delete(node: &Node, req: Request<Incoming>, kind: Kind, psid: &str) -> 
     }
 }
 
-/// `Link` values for `rtc.stun_servers` (`host:port` strings, as LiveKit's config has them):
-/// `<stun:host:port>; rel="ice-server"`.
-pub fn ice_links(stun_servers: &[String]) -> Vec<String> {
-    stun_servers
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'>'))
-        .map(|s| format!("<{}>; rel=\"ice-server\"", stun_url(s)))
-        .collect()
+/// `Link` values naming ICE servers (RFC 9725 §4.6), one per URL:
+/// `<stun:host:port>; rel="ice-server"`, and for a server with credentials (TURN)
+/// `<turn:host:port?transport=udp>; rel="ice-server"; username="u"; credential="c";
+/// credential-type="password"`. A URL or credential that cannot be written in a header (a
+/// control character, say, or `>` in a URL) leaves its entry out.
+pub fn ice_links(servers: &[pb::IceServer]) -> Vec<String> {
+    let url_ok = |u: &str| !u.is_empty() && u.bytes().all(|b| b.is_ascii_graphic() && b != b'>');
+    let quoted = |s: &str| {
+        s.bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic())
+            .then(|| s.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let mut out = Vec::new();
+    for s in servers {
+        let auth = if s.username.is_empty() && s.credential.is_empty() {
+            Some(String::new())
+        } else {
+            quoted(&s.username)
+                .zip(quoted(&s.credential))
+                .map(|(u, c)| {
+                    format!("; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\"")
+                })
+        };
+        let Some(auth) = auth else { continue };
+        for u in s.urls.iter().filter(|u| url_ok(u)) {
+            out.push(format!("<{u}>; rel=\"ice-server\"{auth}"));
+        }
+    }
+    out
 }
 
 /// A `rtc.stun_servers` entry as a URL: `stun:host:port`, or as given when it has a scheme.
@@ -449,15 +471,42 @@ mod tests {
     }
 
     #[test]
-    fn stun_servers_become_links() {
-        let v = ["stun.example.net:3478".to_string(), "stun:x:1".to_string()];
+    fn ice_servers_become_links() {
+        let server = |urls: &[&str], username: &str, credential: &str| pb::IceServer {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            username: username.into(),
+            credential: credential.into(),
+        };
+        let v = [
+            server(
+                &[
+                    "turn:t.example.net:3478?transport=udp",
+                    "turns:t.example.net:443?transport=tcp",
+                ],
+                "1765000000:PA_x",
+                "a/b+c=",
+            ),
+            server(&["turn:q:3478?transport=tcp"], "say \"hi\"", "back\\slash"),
+            server(&["turn:bad:1?transport=udp"], "new\nline", "c"),
+            server(
+                &["stun:stun.example.net:3478", "stun:x:1", "stun:<x>:1", ""],
+                "",
+                "",
+            ),
+        ];
         assert_eq!(
             ice_links(&v),
             [
+                "<turn:t.example.net:3478?transport=udp>; rel=\"ice-server\"; username=\"1765000000:PA_x\"; credential=\"a/b+c=\"; credential-type=\"password\"",
+                "<turns:t.example.net:443?transport=tcp>; rel=\"ice-server\"; username=\"1765000000:PA_x\"; credential=\"a/b+c=\"; credential-type=\"password\"",
+                "<turn:q:3478?transport=tcp>; rel=\"ice-server\"; username=\"say \\\"hi\\\"\"; credential=\"back\\\\slash\"; credential-type=\"password\"",
                 "<stun:stun.example.net:3478>; rel=\"ice-server\"",
-                "<stun:x:1>; rel=\"ice-server\""
+                "<stun:x:1>; rel=\"ice-server\"",
             ]
         );
+        for l in ice_links(&v) {
+            assert!(HeaderValue::from_str(&l).is_ok(), "{l}");
+        }
         assert!(ice_links(&[]).is_empty());
     }
 

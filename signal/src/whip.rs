@@ -153,6 +153,8 @@ pub struct Created {
     pub answer: String,
     /// The ICE session (the server's ufrag), for `ETag`.
     pub etag: String,
+    /// The ICE servers the participant may use, as a join response lists them.
+    pub ice_servers: Vec<pb::IceServer>,
 }
 
 /// An ICE restart's result.
@@ -444,6 +446,12 @@ impl HttpSessions {
             }
         };
         let etag = ice_session(&answer);
+        let p = psid.clone();
+        let ice_servers = self
+            .control
+            .call(move |m, now| m.ice_servers(now, &p))
+            .await
+            .map_err(|_| HttpError::gone())?;
         match self.lock().get_mut(&psid) {
             Some(e) => {
                 e.etag = etag.clone();
@@ -455,6 +463,7 @@ impl HttpSessions {
             participant_sid: psid,
             answer,
             etag,
+            ice_servers,
         })
     }
 

@@ -955,8 +955,10 @@ impl Machine {
     }
 
     /// The ICE servers for participant `psid`: the embedded TURN server's (with credentials
-    /// of its own), if TURN is on, then the configured TURN and STUN servers.
-    fn ice_servers(&self, now: Instant, psid: &str) -> Vec<pb::IceServer> {
+    /// of its own), if TURN is on, then the configured TURN and STUN servers. The join
+    /// response and a resume's ReconnectResponse list them; WHIP and WHEP answers name them
+    /// in `Link` headers.
+    pub fn ice_servers(&self, now: Instant, psid: &str) -> Vec<pb::IceServer> {
         let unix = u64::try_from(self.clock.ms(now) / 1000).unwrap_or(0);
         let mut servers = self
             .config

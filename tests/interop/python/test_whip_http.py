@@ -341,12 +341,20 @@ def test_an_ingress_header_makes_an_ingress_participant(server):
     assert request("DELETE", r.headers["location"], tok=tok).status == 200
 
 
-def test_stun_servers_are_offered_as_link_headers():
-    """`rtc.stun_servers` become `Link: <stun:...>; rel="ice-server"` on the 201 (its own server)."""
+def test_ice_servers_are_offered_as_link_headers():
+    """The ICE servers a join response lists become `Link` headers on the 201, as RFC 9725
+    writes them: `rtc.turn_servers` with their credentials, then `rtc.stun_servers` (its own
+    server)."""
     saved = (lkhelpers.free_tcp_port, lkhelpers.free_udp_port)
     lkhelpers.free_tcp_port = lambda: TCP_PORT + 2
     lkhelpers.free_udp_port = lambda avoid=(): UDP_PORT + 2
-    config = 'rtc:\n  stun_servers: ["stun.example.net:3478", "stun:198.51.100.7:19302"]\n'
+    config = (
+        "rtc:\n"
+        '  stun_servers: ["stun.example.net:3478", "stun:198.51.100.7:19302"]\n'
+        "  turn_servers:\n"
+        '    - {host: turn.example.net, port: 3478, protocol: udp, username: "u 1", credential: \'p"w\'}\n'
+        "    - {host: \"2001:db8::7\", port: 443, protocol: tls, username: u2, credential: c2}\n"
+    )
     try:
         srv = lkhelpers.start_server(["--keys", f"{API_KEY}: {API_SECRET}", "--config-body", config])
     except lkhelpers.ServerStartError as e:
@@ -364,10 +372,14 @@ def test_stun_servers_are_offered_as_link_headers():
         c.close()
         assert r.status == 201
         assert links == [
+            '<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username="u 1"; credential="p\\"w"; credential-type="password"',
+            '<turns:[2001:db8::7]:443?transport=tcp>; rel="ice-server"; username="u2"; credential="c2"; credential-type="password"',
             '<stun:stun.example.net:3478>; rel="ice-server"',
             '<stun:198.51.100.7:19302>; rel="ice-server"',
         ], links
-        unsupported = [l for l in srv.log_text().splitlines() if "not yet supported" in l and "stun_servers" in l]
-        assert unsupported == [], "rtc.stun_servers is acted on, not logged as unsupported"
+        unsupported = [
+            l for l in srv.log_text().splitlines() if "not yet supported" in l and ("stun_servers" in l or "turn_servers" in l)
+        ]
+        assert unsupported == [], "rtc.stun_servers and rtc.turn_servers are acted on, not logged as unsupported"
     finally:
         srv.cleanup()
