@@ -246,7 +246,9 @@ pub struct RoomConfig {
     pub enable_remote_unmute: bool,
     pub max_metadata_size: Option<u32>,
     pub playout_delay: Opaque,
-    pub sync_streams: Opaque,
+    /// A subscriber's tracks of one publisher's stream share a stream id (LiveKit's
+    /// default: no).
+    pub sync_streams: bool,
     pub max_room_name_length: Option<u32>,
     pub max_participant_identity_length: Option<u32>,
     pub room_configurations: Opaque,
@@ -268,7 +270,7 @@ impl Default for RoomConfig {
             enable_remote_unmute: false,
             max_metadata_size: None,
             playout_delay: None,
-            sync_streams: None,
+            sync_streams: false,
             max_room_name_length: None,
             max_participant_identity_length: None,
             room_configurations: None,
@@ -680,6 +682,7 @@ const SUPPORTED: &[&str] = &[
     "room.enabled_codecs",
     "room.max_participants",
     "room.enable_remote_unmute",
+    "room.sync_streams",
     "room.empty_timeout",
     "room.departure_timeout",
     "room.max_metadata_size",
@@ -1167,6 +1170,7 @@ impl Settings {
             empty_timeout: config.room.empty_timeout,
             departure_timeout: config.room.departure_timeout,
             max_participants: config.room.max_participants,
+            sync_streams: config.room.sync_streams,
             ..Default::default()
         };
         if !config.room.enabled_codecs.is_empty() {

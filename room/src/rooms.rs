@@ -33,6 +33,10 @@ pub struct RoomDefaults {
     pub max_room_name_length: usize,
     /// Largest room metadata accepted, in bytes (0: no limit).
     pub max_metadata_size: usize,
+    /// `room.sync_streams`: a subscriber's tracks of one publisher's stream (camera and
+    /// microphone, or a screen share and its audio) share one stream id, so that its
+    /// browser plays them in sync.
+    pub sync_streams: bool,
 }
 
 impl Default for RoomDefaults {
@@ -62,6 +66,7 @@ impl Default for RoomDefaults {
                 .collect(),
             max_room_name_length: 256,
             max_metadata_size: 512 * 1024,
+            sync_streams: false,
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct CreateRoom {
     pub departure_timeout: u32,
     pub max_participants: u32,
     pub metadata: String,
+    /// Turns [`RoomDefaults::sync_streams`] on for this room (false keeps the default).
+    pub sync_streams: bool,
 }
 
 impl From<&pb::CreateRoomRequest> for CreateRoom {
@@ -84,6 +91,7 @@ impl From<&pb::CreateRoomRequest> for CreateRoom {
             departure_timeout: r.departure_timeout,
             max_participants: r.max_participants,
             metadata: r.metadata.clone(),
+            sync_streams: r.sync_streams,
         }
     }
 }
@@ -134,6 +142,8 @@ pub struct Room {
     tally: Tally,
     /// The agent dispatches the room was created with (token `roomConfig` or CreateRoom).
     agents: Vec<pb::RoomAgentDispatch>,
+    /// [`RoomDefaults::sync_streams`], or CreateRoom's.
+    sync_streams: bool,
 }
 
 /// A room's counts of its participants, kept as they join, change and leave, so that
@@ -195,6 +205,12 @@ impl Room {
         self.participants
             .get(identity)
             .ok_or(RoomError::ParticipantNotFound)
+    }
+
+    /// Whether a subscriber's tracks of one publisher's stream share one stream id
+    /// ([`RoomDefaults::sync_streams`]).
+    pub fn sync_streams(&self) -> bool {
+        self.sync_streams
     }
 
     /// The agent dispatches the room was created with.
@@ -298,6 +314,7 @@ impl Rooms {
                 participants: BTreeMap::new(),
                 tally: Tally::default(),
                 agents: Vec::new(),
+                sync_streams: defaults.sync_streams,
             }
         });
         if req.empty_timeout > 0 {
@@ -312,6 +329,7 @@ impl Rooms {
         if !req.metadata.is_empty() {
             room.info.metadata = req.metadata.clone();
         }
+        room.sync_streams |= req.sync_streams;
         Ok((room.info(), created))
     }
 

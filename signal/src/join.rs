@@ -247,6 +247,14 @@ impl JoinParams {
             metadata: self.metadata.clone(),
             attributes: self.attributes.clone(),
             resume: self.reconnect.then(|| self.participant_sid.clone()),
+            // As LiveKit: protocol 10 brought stream ids of a publisher's stream, and Firefox
+            // does not sync the tracks of one stream.
+            sync_stream_id: self.client_info.protocol > 9
+                && !self
+                    .client_info
+                    .browser
+                    .to_ascii_lowercase()
+                    .contains("firefox"),
         }
     }
 }

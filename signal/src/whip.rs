@@ -384,6 +384,8 @@ impl HttpSessions {
             metadata: None,
             attributes: HashMap::new(),
             resume: None,
+            // A WHEP player plays a publisher's tracks in sync when they share a stream.
+            sync_stream_id: true,
         };
         let joined = self
             .control

@@ -288,6 +288,10 @@ pub struct Join {
     pub attributes: HashMap<String, String>,
     /// A resume (`reconnect=1`): the sid of the participant this connection takes over.
     pub resume: Option<String>,
+    /// The client takes a downstream track's stream id as its publisher's sid and stream
+    /// name (LiveKit protocol 10 and later, but not Firefox), so `room.sync_streams` applies
+    /// to it.
+    pub sync_stream_id: bool,
 }
 
 impl Join {
@@ -305,6 +309,7 @@ impl Join {
             metadata: None,
             attributes: HashMap::new(),
             resume: None,
+            sync_stream_id: true,
         }
     }
 }
@@ -453,6 +458,9 @@ pub struct TrackOffer {
     pub layers: Vec<pb::VideoLayer>,
     /// Number of layers the core sees (simulcast rids, or 1).
     pub layer_count: usize,
+    /// The publisher's stream the track belongs to (`TrackInfo.stream`: `camera`, `screen`
+    /// or the client's own), for synced stream ids.
+    pub stream: String,
     /// Bandwidth allocation priority for subscribers: 2 for a screen share, 0 otherwise.
     pub priority: u8,
 }
@@ -794,6 +802,7 @@ impl Machine {
                 req.departure_timeout = rc.departure_timeout;
                 req.max_participants = rc.max_participants;
                 req.metadata = rc.metadata;
+                req.sync_streams = rc.sync_streams;
             }
             let (room, _) = self.rooms.create(now, &req)?;
             if let Ok(Some(rc)) = j.claims.room_configuration() {
@@ -867,14 +876,15 @@ impl Machine {
         if !permission.hidden {
             self.broadcast(&j.room, &info, Some(&psid));
         }
-        let p = Participant::new(now, &j, &psid, info.kind, permission);
+        let sync = j.sync_stream_id && self.rooms.get(&j.room).is_ok_and(|r| r.sync_streams());
+        let p = Participant::new(now, &j, &psid, info.kind, permission, sync);
         self.participants.insert(psid.clone(), p);
         self.members
             .entry(j.room.clone())
             .or_default()
             .push(psid.clone());
         self.joins_total += 1;
-        tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, single_pc = j.single_pc, "participant joined");
+        tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, single_pc = j.single_pc, sync_streams = sync, "participant joined");
         self.out.event(RoomEvent::ParticipantJoined {
             room: room_info,
             participant: info,

@@ -299,6 +299,9 @@ pub(crate) struct Participant {
     deferred: VecDeque<(Instant, Resp)>,
     /// The deadline last handed to the machine's timer queue.
     watched: Option<Instant>,
+    /// Downstream tracks take `publisher sid|stream` stream ids (`room.sync_streams`, for a
+    /// client that takes them), so that one publisher's camera and microphone play in sync.
+    sync_streams: bool,
 }
 
 impl Participant {
@@ -308,6 +311,7 @@ impl Participant {
         psid: &str,
         kind: i32,
         permission: pb::ParticipantPermission,
+        sync_streams: bool,
     ) -> Self {
         Self {
             psid: psid.into(),
@@ -340,6 +344,7 @@ impl Participant {
             seen_nonces: VecDeque::new(),
             deferred: VecDeque::new(),
             watched: None,
+            sync_streams,
         }
     }
 
@@ -1272,7 +1277,7 @@ impl Participant {
             }
             for d in self.downs.values() {
                 if let Some(mid) = &d.mid {
-                    downs_by_mid.insert(mid.clone(), down_track(d));
+                    downs_by_mid.insert(mid.clone(), down_track(d, self.sync_streams));
                 }
             }
             self.slots = slots;
@@ -1441,6 +1446,7 @@ impl Participant {
             codecs: ps.codecs.clone(),
             layers,
             layer_count: ps.rids.len().max(1),
+            stream: info.stream.clone(),
             priority: if info.source == pb::TrackSource::ScreenShare as i32 {
                 2
             } else {
@@ -1647,13 +1653,17 @@ impl Participant {
         } else {
             let sections = self.sub_sections.len();
             // An answered inactive section of the same kind carries the new track, so that
-            // the subscriber PC does not grow a section per subscription.
+            // the subscriber PC does not grow a section per subscription. Not with synced
+            // stream ids (as LiveKit): a client names the track of a reused section by the
+            // track id it had first, and the stream id no longer carries the track's sid.
+            let sync = self.sync_streams;
             let reuse = self.sub_sections.iter_mut().find_map(|s| match s {
                 OfferSection::Media {
                     mid,
                     kind: k,
                     track,
-                } if *k == kind
+                } if !sync
+                    && *k == kind
                     && track.is_none()
                     && self.recyclable.contains(mid.as_str())
                     && self.left_by.get(mid.as_str()) != Some(&sid) =>
@@ -1667,7 +1677,7 @@ impl Participant {
                     self.recyclable.remove(&mid);
                     self.left_by.remove(&mid);
                     d.mid = Some(mid);
-                    *slot = Some(down_track(&d));
+                    *slot = Some(down_track(&d, self.sync_streams));
                 }
                 None if sections >= ctx.config.limits.max_media_sections => {
                     tracing::debug!(participant = %self.psid, track = %sid, "media section limit reached");
@@ -1680,7 +1690,7 @@ impl Participant {
                     self.sub_sections.push(OfferSection::Media {
                         mid,
                         kind,
-                        track: Some(down_track(&d)),
+                        track: Some(down_track(&d, self.sync_streams)),
                     });
                 }
             }
@@ -1760,10 +1770,20 @@ fn subscribe_spec(
     }
 }
 
-fn down_track(d: &Down) -> DownTrack {
+/// A downstream track as the subscriber's SDP names it: stream id `PA_…|TR_…`, or with
+/// `sync` `PA_…|<stream>` (`camera`, `screen` or the publisher's own name for it, when that is
+/// an msid token of at most 64 characters without `|`), which one publisher's tracks share.
+fn down_track(d: &Down, sync: bool) -> DownTrack {
+    let stream = &d.offer.stream;
+    let synced = sync
+        && (1..=64).contains(&stream.len())
+        && stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`{}~".contains(&b));
+    let group = if synced { stream } else { &d.offer.track_sid };
     DownTrack {
         kind: d.offer.kind,
-        stream_id: format!("{}|{}", d.offer.publisher_sid, d.offer.track_sid),
+        stream_id: format!("{}|{group}", d.offer.publisher_sid),
         track_sid: d.offer.track_sid.clone(),
         ssrc: d.ssrc,
         cname: d.offer.publisher_sid.clone(),

@@ -830,6 +830,148 @@ fn dual_pc_publish_reaches_a_subscriber() {
     );
 }
 
+/// Publishes a camera (simulcast q, h, f) and a microphone in one offer; returns their sids.
+fn publish_camera_and_microphone(w: &mut World, psid: &str) -> (String, String) {
+    let mic = w.publish_audio(psid, "mic-cid");
+    w.signal(
+        psid,
+        Req::AddTrack(pb::AddTrackRequest {
+            cid: "cam".into(),
+            r#type: pb::TrackType::Video as i32,
+            source: pb::TrackSource::Camera as i32,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    w.offer(
+        psid,
+        client_offer(&[
+            Sec::Data,
+            Sec::SendAudio("mic-cid"),
+            Sec::SendVideo("cam", &["q", "h", "f"]),
+        ]),
+    )
+    .unwrap();
+    let cam = w
+        .to(psid)
+        .into_iter()
+        .rev()
+        .find_map(|m| match m {
+            Resp::TrackPublished(t) if t.cid == "cam" => t.track.as_ref().map(|t| t.sid.clone()),
+            _ => None,
+        })
+        .expect("track_published answered");
+    (cam, mic)
+}
+
+/// Dual PC: answers the subscriber offers of `psid` until none is left; the last offer.
+fn settle_subscriber(w: &mut World, psid: &str) -> String {
+    loop {
+        let offer = w.last_offer(psid);
+        w.answer_subscriber(psid);
+        if w.last_offer(psid).id == offer.id {
+            return offer.sdp;
+        }
+    }
+}
+
+#[test]
+fn synced_streams_give_a_publishers_camera_and_microphone_one_stream_id() {
+    let mut w = World::with(
+        config(),
+        RoomDefaults {
+            sync_streams: true,
+            ..RoomDefaults::default()
+        },
+    );
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    // Carol's client takes no such stream ids (Firefox, or protocol 9 and before).
+    let claims = Claims {
+        sub: "carol".into(),
+        video: Some(VideoGrant {
+            room_join: true,
+            room: "r".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let c =
+        w.m.handle_join(
+            w.now,
+            Join {
+                sync_stream_id: false,
+                ..join_of("r", "carol", claims)
+            },
+        )
+        .expect("join is admitted");
+    w.drain();
+    for p in [&a, &b, &c] {
+        w.answer_subscriber(p);
+    }
+    let (cam, mic) = publish_camera_and_microphone(&mut w, &a);
+    let bob = settle_subscriber(&mut w, &b);
+    assert!(bob.contains(&format!("a=msid:{a}|camera {cam}")), "{bob}");
+    assert!(bob.contains(&format!("a=msid:{a}|camera {mic}")), "{bob}");
+    let carol = settle_subscriber(&mut w, &c);
+    assert!(
+        carol.contains(&format!("a=msid:{a}|{cam} {cam}")),
+        "{carol}"
+    );
+    assert!(
+        carol.contains(&format!("a=msid:{a}|{mic} {mic}")),
+        "{carol}"
+    );
+
+    // Dual PC: a section that carried a track is not reused with synced stream ids (the
+    // client would name the new track by the old one's id), as it is without them: a track
+    // toggled off and on twice takes turns between two sections, or takes a third.
+    let audio_sections = |sdp: &str| sdp.matches("m=audio").count();
+    for _ in 0..2 {
+        for p in [&b, &c] {
+            w.set_subscribed(p, &mic, false);
+            settle_subscriber(&mut w, p);
+            w.set_subscribed(p, &mic, true);
+            settle_subscriber(&mut w, p);
+        }
+    }
+    let bob = w.last_offer(&b).sdp;
+    assert_eq!(audio_sections(&bob), 3, "{bob}");
+    assert!(bob.contains(&format!("a=msid:{a}|camera {mic}")), "{bob}");
+    let carol = w.last_offer(&c).sdp;
+    assert_eq!(audio_sections(&carol), 2, "{carol}");
+}
+
+#[test]
+fn a_room_created_with_sync_streams_has_them_and_others_do_not() {
+    let mut w = World::new();
+    w.m.api_create_room(
+        w.now,
+        &CreateRoom {
+            name: "synced".into(),
+            sync_streams: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = w.join_in("synced", "alice", false, VideoGrant::default(), None);
+    let b = w.join_in("synced", "bob", false, VideoGrant::default(), None);
+    let x = w.join("xavier", false);
+    let y = w.join("yvonne", false);
+    for p in [&a, &b, &x, &y] {
+        w.answer_subscriber(p);
+    }
+    let (_, mic) = publish_camera_and_microphone(&mut w, &a);
+    let bob = settle_subscriber(&mut w, &b);
+    assert!(bob.contains(&format!("a=msid:{a}|camera {mic}")), "{bob}");
+    let (_, mic) = publish_camera_and_microphone(&mut w, &x);
+    let yvonne = settle_subscriber(&mut w, &y);
+    assert!(
+        yvonne.contains(&format!("a=msid:{x}|{mic} {mic}")),
+        "{yvonne}"
+    );
+}
+
 #[test]
 fn single_pc_places_tracks_on_receive_sections() {
     let mut w = World::new();

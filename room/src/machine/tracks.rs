@@ -112,6 +112,7 @@ mod tests {
                 codecs: Vec::new(),
                 layers: Vec::new(),
                 layer_count: 1,
+                stream: String::new(),
                 priority: 0,
             },
             subscribers: BTreeSet::new(),

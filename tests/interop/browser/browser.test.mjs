@@ -14,9 +14,10 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 
-import { BrowserEnv, WS_URL, prerequisites, unique } from './harness.mjs';
+import { API_KEY, API_SECRET, BrowserEnv, PORT, PYTHON, SERVER_IP, WS_URL, prerequisites, unique } from './harness.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {}, singlePC: true },
@@ -90,6 +91,22 @@ async function publishCamMic(page) {
   return { video, audio };
 }
 
+/** Creates `name` with the Python `livekit-api` SDK's CreateRoom (from inside the namespace). */
+function createRoom(name, fields) {
+  const code = [
+    'import asyncio, json, sys',
+    'from livekit import api',
+    'async def main():',
+    `    async with api.LiveKitAPI("http://${SERVER_IP}:${PORT}", "${API_KEY}", "${API_SECRET}") as lk:`,
+    '        r = await lk.room.create_room(api.CreateRoomRequest(**json.loads(sys.argv[1])))',
+    '        print(r.name)',
+    'asyncio.run(main())',
+  ].join('\n');
+  const argv = env.ns.argv([PYTHON, '-c', code, JSON.stringify({ name, ...fields })]);
+  const out = execFileSync(argv[0], argv.slice(1), { env: env.clientEnv(), timeout: 30000 }).toString().trim();
+  assert.equal(out, name, `CreateRoom ${name}`);
+}
+
 function waitPageEvent(page, event, match, timeout = 20000) {
   return browser.waitFor(
     (e) => e.page === page && e.event === event && Object.entries(match).every(([k, v]) => e[k] === v),
@@ -130,7 +147,7 @@ describe('livekit-client in headless Chromium', { skip: why || false }, () => {
       it('page B decodes the camera video and microphone audio that page A publishes', { timeout: 120000 }, () =>
         withDiagnostics(async () => {
           const room = unique('lkb-av');
-          await connectPage('A', 'alice', room, mode);
+          const alice = await connectPage('A', 'alice', room, mode);
           await connectPage('B', 'bob', room, mode);
           maybeBreakMedia();
           const { video, audio } = await publishCamMic('A');
@@ -142,6 +159,13 @@ describe('livekit-client in headless Chromium', { skip: why || false }, () => {
           assert.equal(sv.source, 'camera');
           assert.equal(sa.source, 'microphone');
           assert.equal(sv.simulcasted, true, `the camera track should be announced as simulcast: ${JSON.stringify(sv)}`);
+          // without room.sync_streams each track has a stream of its own
+          const streams = await browser.call('B', 'remoteStreams', ['alice']);
+          assert.deepEqual(
+            streams.map((s) => s.stream).sort(),
+            [`${alice.sid}|${audio.sid}`, `${alice.sid}|${video.sid}`].sort(),
+            JSON.stringify(streams),
+          );
 
           // video: the decoder and the <video> element must both count new frames
           const vs = await browser.pollUntil('B', 'videoStats', ['alice'], (v, h) => {
@@ -185,6 +209,38 @@ describe('livekit-client in headless Chromium', { skip: why || false }, () => {
             `page B did not receive ${AUDIO_SAMPLES} audio samples with sound within 20 s; last audioStats ` +
               `${JSON.stringify(as.value)}; first ${JSON.stringify(as.history[0])}`,
           );
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A', 'B');
+        }));
+
+      it('in a room created with sync_streams, page B gets page A\'s camera and microphone in one MediaStream and plays both', { timeout: 120000 }, () =>
+        withDiagnostics(async () => {
+          const room = unique('lkb-sync');
+          createRoom(room, { sync_streams: true });
+          const alice = await connectPage('A', 'alice', room, mode);
+          await connectPage('B', 'bob', room, mode);
+          const { video, audio } = await publishCamMic('A');
+          await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video', sid: video.sid });
+          await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'audio', sid: audio.sid });
+          const streams = await browser.call('B', 'remoteStreams', ['alice']);
+          assert.deepEqual(
+            streams.map((s) => [s.kind, s.sid, s.stream, s.tracksInStream]).sort(),
+            [
+              ['audio', audio.sid, `${alice.sid}|camera`, 2],
+              ['video', video.sid, `${alice.sid}|camera`, 2],
+            ],
+            `page B's tracks of alice are not one stream: ${JSON.stringify(streams)}`,
+          );
+          const vs = await browser.pollUntil('B', 'videoStats', ['alice'], (v, h) => {
+            const first = h.find((x) => !x.error) || {};
+            return !v.error && (v.framesDecoded || 0) - (first.framesDecoded || 0) >= VIDEO_FRAMES && v.videoWidth > 0;
+          }, { timeout: 25000 });
+          assert.ok(vs.ok, `page B did not decode ${VIDEO_FRAMES} new video frames within 25 s: ${JSON.stringify(vs.value)}`);
+          const as = await browser.pollUntil('B', 'audioStats', ['alice'], (a, h) => {
+            const first = h.find((x) => !x.error) || {};
+            return !a.error && (a.packetsReceived || 0) - (first.packetsReceived || 0) >= 40 && (a.totalAudioEnergy || 0) - (first.totalAudioEnergy || 0) > 0.01;
+          }, { timeout: 20000 });
+          assert.ok(as.ok, `page B did not play alice's audio within 20 s: ${JSON.stringify(as.value)}`);
           assert.ok(env.serverAlive(), 'livekit-server exited');
           await closePages('A', 'B');
         }));
