@@ -233,6 +233,38 @@ pub struct CodecSpec {
     pub fmtp_line: String,
 }
 
+/// `room.playout_delay`: how long subscribers should hold video before playing it out
+/// (LiveKit's keys; milliseconds).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlayoutDelayConfig {
+    pub enabled: bool,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+impl PlayoutDelayConfig {
+    fn resolve(&self) -> Result<Option<(u32, u32)>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let ms = |path: &str, v: Option<i64>| match v {
+            None => Ok(0),
+            Some(n) if (0..=i64::from(lkr_room::MAX_PLAYOUT_DELAY_MS)).contains(&n) => Ok(n as u32),
+            Some(_) => Err(invalid(
+                path,
+                format!("must be 0-{} milliseconds", lkr_room::MAX_PLAYOUT_DELAY_MS),
+            )),
+        };
+        let min = ms("room.playout_delay.min", self.min)?;
+        let max = ms("room.playout_delay.max", self.max)?;
+        if max != 0 && max < min {
+            return Err(invalid("room.playout_delay.max", "must not be under min"));
+        }
+        Ok(Some(lkr_room::playout_delay_range(min, max)))
+    }
+}
+
 /// `room:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -245,7 +277,7 @@ pub struct RoomConfig {
     /// Whether `MutePublishedTrack` may unmute (LiveKit's default: no).
     pub enable_remote_unmute: bool,
     pub max_metadata_size: Option<u32>,
-    pub playout_delay: Opaque,
+    pub playout_delay: PlayoutDelayConfig,
     /// A subscriber's tracks of one publisher's stream share a stream id (LiveKit's
     /// default: no).
     pub sync_streams: bool,
@@ -269,7 +301,7 @@ impl Default for RoomConfig {
             departure_timeout: 20,
             enable_remote_unmute: false,
             max_metadata_size: None,
-            playout_delay: None,
+            playout_delay: PlayoutDelayConfig::default(),
             sync_streams: false,
             max_room_name_length: None,
             max_participant_identity_length: None,
@@ -683,6 +715,7 @@ const SUPPORTED: &[&str] = &[
     "room.max_participants",
     "room.enable_remote_unmute",
     "room.sync_streams",
+    "room.playout_delay",
     "room.empty_timeout",
     "room.departure_timeout",
     "room.max_metadata_size",
@@ -1171,6 +1204,7 @@ impl Settings {
             departure_timeout: config.room.departure_timeout,
             max_participants: config.room.max_participants,
             sync_streams: config.room.sync_streams,
+            playout_delay: config.room.playout_delay.resolve()?,
             ..Default::default()
         };
         if !config.room.enabled_codecs.is_empty() {
@@ -1874,6 +1908,49 @@ rtc:
                 .0;
             let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn room_playout_delay_and_sync_streams() {
+        let resolve = |yaml: &str| {
+            let c = Config::load(&format!("keys: {{a: b}}\nroom:\n{yaml}")).map(|c| c.0);
+            c.and_then(|c| Settings::resolve(&c, &Overrides::default()))
+        };
+        let room = |yaml: &str| resolve(yaml).unwrap().room;
+        assert_eq!(room("  auto_create: true\n").playout_delay, None);
+        assert!(!room("  auto_create: true\n").sync_streams);
+        assert!(room("  sync_streams: true\n").sync_streams);
+        assert_eq!(
+            room("  playout_delay: {enabled: true, min: 100, max: 2000}\n").playout_delay,
+            Some((100, 2000))
+        );
+        // No max: LiveKit's 10 s. Not enabled: none, whatever the numbers.
+        assert_eq!(
+            room("  playout_delay: {enabled: true, min: 300}\n").playout_delay,
+            Some((300, 10_000))
+        );
+        assert_eq!(
+            room("  playout_delay: {enabled: false, min: 300}\n").playout_delay,
+            None
+        );
+        for (bad, want) in [
+            (
+                "  playout_delay: {enabled: true, min: 500, max: 200}\n",
+                "room.playout_delay.max",
+            ),
+            (
+                "  playout_delay: {enabled: true, min: -1}\n",
+                "room.playout_delay.min",
+            ),
+            (
+                "  playout_delay: {enabled: true, max: 50000}\n",
+                "room.playout_delay.max",
+            ),
+            ("  playout_delay: {enabled: true, mn: 1}\n", "mn"),
+        ] {
+            let e = resolve(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
         }
     }
 }

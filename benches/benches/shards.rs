@@ -99,6 +99,7 @@ fn run(shards: usize, subscribers: usize, packets: usize) -> f64 {
                         transport_cc: 0,
                         rtx: None,
                         priority: 0,
+                        playout_delay: None,
                     }),
                 );
             }

@@ -419,6 +419,7 @@ mod tests {
             transport_cc: 0,
             rtx: None,
             priority: 0,
+            playout_delay: None,
         })
     }
 

@@ -3,8 +3,9 @@
 //!
 //! The server is ICE-lite and always the DTLS server (`a=setup:passive` in answers,
 //! `actpass` in its own offers, which libwebrtc answers `active`). Downstream media carries
-//! one header extension, the transport-wide sequence number (for the subscriber's
-//! congestion feedback, which drives the server's bandwidth estimate), and video gets an
+//! the transport-wide sequence number (for the subscriber's congestion feedback, which
+//! drives the server's bandwidth estimate), video the playout delay where the room sets one
+//! (`room.playout_delay`; the extension is negotiated on every video section), and video gets an
 //! RTX stream (RFC 4588) for retransmissions and probe padding where the subscriber takes
 //! one. The forwarder writes a fresh RTP header for every packet.
 
@@ -17,8 +18,8 @@ use lkr_sdp::{
 use lkr_sfu::{CodecKind, ExtIds, MediaKind};
 
 use lkr_sdp::ext::{
-    AUDIO_LEVEL as EXT_AUDIO_LEVEL, MID as EXT_MID, REPAIRED_RID as EXT_RRID, RID as EXT_RID,
-    TRANSPORT_CC as EXT_TWCC,
+    AUDIO_LEVEL as EXT_AUDIO_LEVEL, MID as EXT_MID, PLAYOUT_DELAY as EXT_PLAYOUT_DELAY,
+    REPAIRED_RID as EXT_RRID, RID as EXT_RID, TRANSPORT_CC as EXT_TWCC,
 };
 
 /// Most simulcast layers accepted on one published section (LiveKit's q, h, f).
@@ -31,8 +32,16 @@ pub const MAX_RID_LEN: usize = 16;
 /// track's record.
 pub const MAX_MID_LEN: usize = 32;
 
-/// Extensions accepted from publishers.
-const ACCEPTED_EXTS: &[&str] = &[EXT_MID, EXT_RID, EXT_RRID, EXT_AUDIO_LEVEL, EXT_TWCC];
+/// Extensions accepted on a client's sections: from publishers, and the playout delay the
+/// server may write on downstream video (`room.playout_delay`).
+const ACCEPTED_EXTS: &[&str] = &[
+    EXT_MID,
+    EXT_RID,
+    EXT_RRID,
+    EXT_AUDIO_LEVEL,
+    EXT_TWCC,
+    EXT_PLAYOUT_DELAY,
+];
 
 /// A codec as a publisher negotiated it, offered again to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,10 +171,14 @@ pub struct DownExtras {
     pub transport_cc: u8,
     /// RTX payload types and the media payload type each repairs.
     pub rtx: Vec<(u8, u8)>,
+    /// The playout-delay extension id (0: not negotiated).
+    pub playout_delay: u8,
 }
 
 /// The extension id this server offers transport-cc under on subscriber sections.
 pub const DOWN_TWCC_EXT: u8 = 3;
+/// The extension id this server offers the playout delay under on subscriber video sections.
+pub const DOWN_PLAYOUT_DELAY_EXT: u8 = 5;
 
 /// The RTX SSRC paired with a downstream media SSRC.
 pub fn rtx_ssrc(ssrc: u32) -> u32 {
@@ -207,6 +220,7 @@ fn down_extras(m: &MediaSection) -> DownExtras {
             .filter(|c| c.name.eq_ignore_ascii_case("rtx"))
             .filter_map(|c| c.apt().map(|apt| (c.pt, apt)))
             .collect(),
+        playout_delay: m.extmap_id(EXT_PLAYOUT_DELAY).unwrap_or(0),
     }
 }
 
@@ -567,6 +581,14 @@ pub fn subscriber_offer(
                             uri: EXT_TWCC.into(),
                             params: None,
                         });
+                        if *kind == MediaKind::Video {
+                            m.extmaps.push(lkr_sdp::ExtMap {
+                                id: DOWN_PLAYOUT_DELAY_EXT,
+                                direction: None,
+                                uri: EXT_PLAYOUT_DELAY.into(),
+                                params: None,
+                            });
+                        }
                         add_down(&mut m, d);
                         add_down_rtx(&mut m, d);
                     }
@@ -698,7 +720,8 @@ a=rtcp-mux\r\na=rtcp-rsize\r\n";
             a.down_extras.get("0"),
             Some(&DownExtras {
                 transport_cc: 3,
-                rtx: vec![(97, 96)]
+                rtx: vec![(97, 96)],
+                playout_delay: 0,
             })
         );
     }
@@ -724,13 +747,20 @@ a=rtcp-mux\r\na=rtcp-rsize\r\n";
             text.contains(&format!("a=extmap:{DOWN_TWCC_EXT} {EXT_TWCC}")),
             "{text}"
         );
-        // An answer that keeps RTX and the extension.
+        assert!(
+            text.contains(&format!(
+                "a=extmap:{DOWN_PLAYOUT_DELAY_EXT} {EXT_PLAYOUT_DELAY}"
+            )),
+            "{text}"
+        );
+        // An answer that keeps RTX and the extensions.
         let extras = accepted_down_extras(&sd);
         assert_eq!(
             extras.get("1"),
             Some(&DownExtras {
                 transport_cc: DOWN_TWCC_EXT,
-                rtx: vec![(97, 96)]
+                rtx: vec![(97, 96)],
+                playout_delay: DOWN_PLAYOUT_DELAY_EXT,
             })
         );
     }

@@ -37,6 +37,9 @@ pub struct RoomDefaults {
     /// microphone, or a screen share and its audio) share one stream id, so that its
     /// browser plays them in sync.
     pub sync_streams: bool,
+    /// `room.playout_delay`: the least and most time, in milliseconds, subscribers should
+    /// hold video before playing it out (the playout-delay header extension).
+    pub playout_delay: Option<(u32, u32)>,
 }
 
 impl Default for RoomDefaults {
@@ -67,8 +70,21 @@ impl Default for RoomDefaults {
             max_room_name_length: 256,
             max_metadata_size: 512 * 1024,
             sync_streams: false,
+            playout_delay: None,
         }
     }
+}
+
+/// Longest playout delay the header extension carries, in milliseconds (12 bits of 10 ms).
+pub const MAX_PLAYOUT_DELAY_MS: u32 = 40_950;
+
+/// A playout delay range as LiveKit takes it: a maximum of 0 is 10 s (Chromium's default
+/// maximum), a maximum under the minimum is the minimum, and both are cut to
+/// [`MAX_PLAYOUT_DELAY_MS`].
+pub fn playout_delay_range(min_ms: u32, max_ms: u32) -> (u32, u32) {
+    let min = min_ms.min(MAX_PLAYOUT_DELAY_MS);
+    let max = if max_ms == 0 { 10_000 } else { max_ms }.clamp(min, MAX_PLAYOUT_DELAY_MS);
+    (min, max)
 }
 
 /// What a CreateRoom call (or a join that auto-creates) asks for; zero means "default".
@@ -81,6 +97,10 @@ pub struct CreateRoom {
     pub metadata: String,
     /// Turns [`RoomDefaults::sync_streams`] on for this room (false keeps the default).
     pub sync_streams: bool,
+    /// Milliseconds; either above 0 sets the room's playout delay (a maximum of 0 then
+    /// means LiveKit's 10 s).
+    pub min_playout_delay: u32,
+    pub max_playout_delay: u32,
 }
 
 impl From<&pb::CreateRoomRequest> for CreateRoom {
@@ -92,6 +112,8 @@ impl From<&pb::CreateRoomRequest> for CreateRoom {
             max_participants: r.max_participants,
             metadata: r.metadata.clone(),
             sync_streams: r.sync_streams,
+            min_playout_delay: r.min_playout_delay,
+            max_playout_delay: r.max_playout_delay,
         }
     }
 }
@@ -144,6 +166,8 @@ pub struct Room {
     agents: Vec<pb::RoomAgentDispatch>,
     /// [`RoomDefaults::sync_streams`], or CreateRoom's.
     sync_streams: bool,
+    /// [`RoomDefaults::playout_delay`], or CreateRoom's.
+    playout_delay: Option<(u32, u32)>,
 }
 
 /// A room's counts of its participants, kept as they join, change and leave, so that
@@ -211,6 +235,12 @@ impl Room {
     /// ([`RoomDefaults::sync_streams`]).
     pub fn sync_streams(&self) -> bool {
         self.sync_streams
+    }
+
+    /// The least and most milliseconds subscribers should hold video
+    /// ([`RoomDefaults::playout_delay`]).
+    pub fn playout_delay(&self) -> Option<(u32, u32)> {
+        self.playout_delay
     }
 
     /// The agent dispatches the room was created with.
@@ -315,6 +345,7 @@ impl Rooms {
                 tally: Tally::default(),
                 agents: Vec::new(),
                 sync_streams: defaults.sync_streams,
+                playout_delay: defaults.playout_delay,
             }
         });
         if req.empty_timeout > 0 {
@@ -330,6 +361,12 @@ impl Rooms {
             room.info.metadata = req.metadata.clone();
         }
         room.sync_streams |= req.sync_streams;
+        if req.min_playout_delay > 0 || req.max_playout_delay > 0 {
+            room.playout_delay = Some(playout_delay_range(
+                req.min_playout_delay,
+                req.max_playout_delay,
+            ));
+        }
         Ok((room.info(), created))
     }
 
@@ -475,6 +512,15 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn playout_delay_ranges_are_taken_as_livekit_takes_them() {
+        assert_eq!(playout_delay_range(100, 2000), (100, 2000));
+        assert_eq!(playout_delay_range(100, 0), (100, 10_000));
+        assert_eq!(playout_delay_range(20_000, 0), (20_000, 20_000));
+        assert_eq!(playout_delay_range(500, 200), (500, 500));
+        assert_eq!(playout_delay_range(90_000, 90_000), (40_950, 40_950));
+    }
 
     fn req(name: &str) -> CreateRoom {
         CreateRoom {

@@ -59,4 +59,6 @@ pub mod ext {
         "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
     /// Absolute send time.
     pub const ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+    /// The minimum and maximum delay a receiver should play video out with.
+    pub const PLAYOUT_DELAY: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 }

@@ -211,6 +211,23 @@ pub struct SubscribeSpec {
     /// Allocation priority when the link does not carry everything: 2 for screen share,
     /// 1 for what should go first otherwise, 0 for the rest.
     pub priority: u8,
+    /// The playout-delay header extension written on every packet, when the room asks
+    /// receivers to hold its video: the subscriber's extension id and the element's value
+    /// ([`playout_delay`]).
+    pub playout_delay: Option<(u8, [u8; 3])>,
+}
+
+/// The value of a playout-delay header extension element
+/// (`http://www.webrtc.org/experiments/rtp-hdrext/playout-delay`): the minimum and maximum
+/// delay in 10 ms units, 12 bits each. Milliseconds past 40 950 are cut to it.
+pub fn playout_delay(min_ms: u32, max_ms: u32) -> [u8; 3] {
+    let unit = |ms: u32| (ms / 10).min(0x0FFF);
+    let (min, max) = (unit(min_ms), unit(max_ms));
+    [
+        (min >> 4) as u8,
+        ((min & 0x0F) << 4) as u8 | (max >> 8) as u8,
+        max as u8,
+    ]
 }
 
 /// One layer of a published track as the node page shows it: cumulative counters and the

@@ -439,10 +439,10 @@ type Stamp<'a> = Option<(u8, &'a mut lkr_bwe::Estimator, Instant)>;
 /// estimator is told was sent.
 const SRTP_TAG: u32 = 10;
 
-/// Writes the transport-wide sequence number into a header written with one 2-byte
-/// extension element (one-byte form for ids 1–14, two-byte form otherwise).
-fn stamp_seq(buf: &mut [u8], ext: u8, seq: u16) {
-    let at = if (1..=14).contains(&ext) { 17 } else { 18 };
+/// Writes the transport-wide sequence number into a header written with it as the first
+/// extension element, in the one-byte form or (`one_byte` false) the two-byte form.
+fn stamp_seq(buf: &mut [u8], one_byte: bool, seq: u16) {
+    let at = if one_byte { 17 } else { 18 };
     if let Some(d) = buf.get_mut(at..at + 2) {
         d.copy_from_slice(&seq.to_be_bytes());
     }
@@ -478,13 +478,24 @@ fn write_down(
         None => (pt, p.seq, s.ssrc, None),
     };
     let mut buf = take_buf(pool);
-    buf.resize(20, 0);
-    let ext = stamp.as_ref().map(|(id, _, _)| *id);
-    let elems: &[(u8, &[u8])] = match ext {
-        Some(id) => &[(id, &[0, 0])],
-        None => &[],
-    };
-    let Ok(hdr) = lkr_rtp::RtpWriter::write_header(&mut buf, p.marker, pt, seq, p.ts, ssrc, elems)
+    // The fixed header and at most two elements in the two-byte form.
+    buf.resize(32, 0);
+    // Up to two elements: the transport-wide sequence number first (stamped below), then
+    // the playout delay.
+    let delay = s.playout_delay;
+    let mut elems: [(u8, &[u8]); 2] = [(0, &[]); 2];
+    let mut n = 0;
+    if let Some((id, _, _)) = &stamp {
+        elems[n] = (*id, &[0, 0]);
+        n += 1;
+    }
+    if let Some((id, v)) = &delay {
+        elems[n] = (*id, v);
+        n += 1;
+    }
+    let one_byte = elems[..n].iter().all(|(id, _)| (1..=14).contains(id));
+    let Ok(hdr) =
+        lkr_rtp::RtpWriter::write_header(&mut buf, p.marker, pt, seq, p.ts, ssrc, &elems[..n])
     else {
         pool.push(buf);
         return None;
@@ -499,9 +510,9 @@ fn write_down(
         s.vp8.rewrite(&mut buf[at..]);
     }
     let len = buf.len();
-    if let Some((id, est, now)) = stamp {
+    if let Some((_, est, now)) = stamp {
         let tseq = est.on_send(now, len as u32 + SRTP_TAG);
-        stamp_seq(&mut buf, id, tseq);
+        stamp_seq(&mut buf, one_byte, tseq);
     }
     protect(pool, srtp, buf, len).map(|b| (b, body.len()))
 }
@@ -803,6 +814,7 @@ impl Engine {
                 let mut sub = Subscription::new(spec.peer, spec.ssrc, spec.payload_types, clock);
                 sub.rtx = spec.rtx;
                 sub.priority = spec.priority;
+                sub.playout_delay = spec.playout_delay;
                 t.subs.push(sub);
                 if let Some(p) = self.peers.get_mut(&spec.peer) {
                     if spec.transport_cc != 0 && self.limits.bandwidth_estimation {

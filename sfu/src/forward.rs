@@ -633,6 +633,8 @@ pub struct Subscription {
     pub rtx_seq: u16,
     /// Bandwidth allocation priority (2: screen share).
     pub priority: u8,
+    /// The playout-delay extension element (id, value) every packet carries.
+    pub playout_delay: Option<(u8, [u8; 3])>,
 }
 
 impl Subscription {
@@ -663,6 +665,7 @@ impl Subscription {
             rtx: None,
             rtx_seq: rand::random(),
             priority: 0,
+            playout_delay: None,
         }
     }
 

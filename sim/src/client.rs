@@ -110,6 +110,10 @@ pub struct Client {
     /// transport-wide sequence numbers seen, in arrival order.
     pub twcc_ext: u8,
     pub twcc_seqs: Vec<u16>,
+    /// The playout-delay extension id to read (0: none), and the values read, with the
+    /// SSRC of each packet.
+    pub playout_delay_ext: u8,
+    pub playout_delays: Vec<(u32, Vec<u8>)>,
     /// Transport-wide congestion feedback, once asked for ([`Client::send_transport_feedback`]):
     /// the arrivals not yet reported, and the instant their arrival times count from.
     twcc_feedback: Option<(lkr_rtp::TwccBuilder, Instant)>,
@@ -177,6 +181,8 @@ impl Client {
             scratch: Vec::new(),
             twcc_ext: 0,
             twcc_seqs: Vec::new(),
+            playout_delay_ext: 0,
+            playout_delays: Vec::new(),
             twcc_feedback: None,
             twcc_feedback_sent: 0,
             channels_open: Vec::new(),
@@ -556,6 +562,11 @@ impl Client {
                     now.saturating_duration_since(*epoch).as_micros() as i64,
                 );
             }
+        }
+        if self.playout_delay_ext != 0
+            && let Some(v) = view.extension(self.playout_delay_ext)
+        {
+            self.playout_delays.push((ssrc, v.to_vec()));
         }
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             self.stats.unknown_ssrc += 1;

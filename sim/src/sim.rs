@@ -318,6 +318,18 @@ impl Sim {
 
     /// As [`Sim::subscribe`], with the downstream transport-cc extension id (0: none).
     pub fn subscribe_with(&mut self, id: ClientId, track: TrackId, transport_cc: u8) -> u32 {
+        self.subscribe_full(id, track, transport_cc, None)
+    }
+
+    /// As [`Sim::subscribe_with`], with a playout-delay extension element (id, value) on
+    /// every packet; the client records the values it receives under that id.
+    pub fn subscribe_full(
+        &mut self,
+        id: ClientId,
+        track: TrackId,
+        transport_cc: u8,
+        playout_delay: Option<(u8, [u8; 3])>,
+    ) -> u32 {
         let source = *self
             .tracks
             .get(&track)
@@ -326,6 +338,9 @@ impl Sim {
         let pt = source.payload_type();
         self.clients[id.0].expect_stream(ssrc, track, pt.codec);
         self.clients[id.0].twcc_ext = transport_cc;
+        if let Some((ext, _)) = playout_delay {
+            self.clients[id.0].playout_delay_ext = ext;
+        }
         let peer = self.clients[id.0].peer;
         self.command(Command::Subscribe(SubscribeSpec {
             peer,
@@ -335,6 +350,7 @@ impl Sim {
             transport_cc,
             rtx: None,
             priority: 0,
+            playout_delay,
         }));
         ssrc
     }

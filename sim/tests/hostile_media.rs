@@ -176,6 +176,7 @@ fn resubscribing_keeps_one_entry_per_subscriber() {
             transport_cc: 0,
             rtx: None,
             priority: 0,
+            playout_delay: None,
         }));
     }
     r.sim.run_for(Duration::from_secs(2));

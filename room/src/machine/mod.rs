@@ -803,6 +803,8 @@ impl Machine {
                 req.max_participants = rc.max_participants;
                 req.metadata = rc.metadata;
                 req.sync_streams = rc.sync_streams;
+                req.min_playout_delay = rc.min_playout_delay;
+                req.max_playout_delay = rc.max_playout_delay;
             }
             let (room, _) = self.rooms.create(now, &req)?;
             if let Ok(Some(rc)) = j.claims.room_configuration() {
@@ -876,8 +878,11 @@ impl Machine {
         if !permission.hidden {
             self.broadcast(&j.room, &info, Some(&psid));
         }
-        let sync = j.sync_stream_id && self.rooms.get(&j.room).is_ok_and(|r| r.sync_streams());
-        let p = Participant::new(now, &j, &psid, info.kind, permission, sync);
+        let (sync, delay) = match self.rooms.get(&j.room) {
+            Ok(r) => (j.sync_stream_id && r.sync_streams(), r.playout_delay()),
+            Err(_) => (false, None),
+        };
+        let p = Participant::new(now, &j, &psid, info.kind, permission, sync, delay);
         self.participants.insert(psid.clone(), p);
         self.members
             .entry(j.room.clone())

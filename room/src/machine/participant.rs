@@ -219,8 +219,11 @@ impl Down {
         peer: PeerId,
         pts: &[(lkr_sfu::CodecKind, u8)],
         extras: negotiation::DownExtras,
+        delay: Option<(u32, u32)>,
     ) {
-        out.media(Command::Subscribe(subscribe_spec(peer, self, pts, extras)));
+        out.media(Command::Subscribe(subscribe_spec(
+            peer, self, pts, extras, delay,
+        )));
         let track = self.offer.track_id;
         if self.paused {
             out.media(Command::SetPaused {
@@ -302,6 +305,9 @@ pub(crate) struct Participant {
     /// Downstream tracks take `publisher sid|stream` stream ids (`room.sync_streams`, for a
     /// client that takes them), so that one publisher's camera and microphone play in sync.
     sync_streams: bool,
+    /// The room's playout delay (least and most milliseconds), written on the video sent to
+    /// this participant.
+    playout_delay: Option<(u32, u32)>,
 }
 
 impl Participant {
@@ -312,6 +318,7 @@ impl Participant {
         kind: i32,
         permission: pb::ParticipantPermission,
         sync_streams: bool,
+        playout_delay: Option<(u32, u32)>,
     ) -> Self {
         Self {
             psid: psid.into(),
@@ -345,6 +352,7 @@ impl Participant {
             deferred: VecDeque::new(),
             watched: None,
             sync_streams,
+            playout_delay,
         }
     }
 
@@ -1357,6 +1365,7 @@ impl Participant {
         self.send_candidates(ctx, true, &first_mid);
 
         if self.single_pc {
+            let delay = self.playout_delay;
             for (sid, d) in self.downs.iter_mut() {
                 let Some(mid) = &d.mid else { continue };
                 if d.active {
@@ -1364,7 +1373,7 @@ impl Participant {
                 }
                 if let Some(pts) = answer.down_payload_types.get(mid) {
                     let extras = answer.down_extras.get(mid).cloned().unwrap_or_default();
-                    d.start(ctx.out, peer, pts, extras);
+                    d.start(ctx.out, peer, pts, extras, delay);
                     fx.subscribed.push(sid.clone());
                 }
             }
@@ -1518,6 +1527,7 @@ impl Participant {
         self.recyclable.extend(self.offered_inactive.drain(..));
         let pts = negotiation::accepted_payload_types(&sd);
         let mut extras = negotiation::accepted_down_extras(&sd);
+        let delay = self.playout_delay;
         for (sid, d) in self.downs.iter_mut() {
             if d.active {
                 continue;
@@ -1525,7 +1535,7 @@ impl Participant {
             let Some(mid) = &d.mid else { continue };
             if let Some(p) = pts.get(mid).filter(|p| !p.is_empty()) {
                 let x = extras.remove(mid).unwrap_or_default();
-                d.start(ctx.out, peer, p, x);
+                d.start(ctx.out, peer, p, x, delay);
                 fx.subscribed.push(sid.clone());
             }
         }
@@ -1756,6 +1766,7 @@ fn subscribe_spec(
     d: &Down,
     pts: &[(lkr_sfu::CodecKind, u8)],
     extras: negotiation::DownExtras,
+    delay: Option<(u32, u32)>,
 ) -> SubscribeSpec {
     let rtx = (d.offer.kind == MediaKind::Video && !extras.rtx.is_empty())
         .then(|| (negotiation::rtx_ssrc(d.ssrc), extras.rtx));
@@ -1767,6 +1778,9 @@ fn subscribe_spec(
         transport_cc: extras.transport_cc,
         rtx,
         priority: d.offer.priority,
+        playout_delay: delay
+            .filter(|_| d.offer.kind == MediaKind::Video && extras.playout_delay != 0)
+            .map(|(min, max)| (extras.playout_delay, lkr_sfu::playout_delay(min, max))),
     }
 }
 

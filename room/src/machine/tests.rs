@@ -461,6 +461,10 @@ fn answer_for(offer: &str) -> String {
                 s += &format!("m={kind} 9 UDP/TLS/RTP/SAVPF {}\r\n", pts.join(" "));
                 s += &common;
                 s += "a=recvonly\r\na=rtcp-mux\r\n";
+                // libwebrtc keeps the extensions it knows, which are all those offered here.
+                for e in &m.extmaps {
+                    s += &format!("a=extmap:{} {}\r\n", e.id, e.uri);
+                }
                 for c in &m.codecs {
                     match c.channels {
                         Some(ch) => {
@@ -940,6 +944,61 @@ fn synced_streams_give_a_publishers_camera_and_microphone_one_stream_id() {
     assert!(bob.contains(&format!("a=msid:{a}|camera {mic}")), "{bob}");
     let carol = w.last_offer(&c).sdp;
     assert_eq!(audio_sections(&carol), 2, "{carol}");
+}
+
+#[test]
+fn a_playout_delay_goes_on_the_video_of_rooms_that_set_one() {
+    let mut w = World::with(
+        config(),
+        RoomDefaults {
+            playout_delay: Some((400, 2000)),
+            ..RoomDefaults::default()
+        },
+    );
+    w.m.api_create_room(
+        w.now,
+        &CreateRoom {
+            name: "own".into(),
+            min_playout_delay: 150,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for room in ["r", "own"] {
+        let a = w.join_in(room, "alice", false, VideoGrant::default(), None);
+        let b = w.join_in(room, "bob", false, VideoGrant::default(), None);
+        for p in [&a, &b] {
+            w.answer_subscriber(p);
+        }
+        let (cam, mic) = publish_camera_and_microphone(&mut w, &a);
+        w.media.clear();
+        let offer = settle_subscriber(&mut w, &b);
+        assert!(
+            offer.contains("a=extmap:5 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"),
+            "{offer}"
+        );
+        let (min, max) = if room == "r" {
+            (400, 2000)
+        } else {
+            (150, 10_000)
+        };
+        let spec = |sid: &str| {
+            let id = w.m.tracks.get(sid).expect("track").offer.track_id;
+            w.media
+                .iter()
+                .find_map(|c| match c {
+                    Command::Subscribe(s) if s.track == id => Some(s.playout_delay),
+                    _ => None,
+                })
+                .expect("subscribed")
+        };
+        assert_eq!(
+            spec(&cam),
+            Some((5, lkr_sfu::playout_delay(min, max))),
+            "{room}"
+        );
+        assert_eq!(spec(&mic), None, "{room}: audio carries none");
+    }
 }
 
 #[test]

@@ -88,7 +88,7 @@ fn write_padding(
     let len = buf.len();
     buf[len - 1] = pad as u8;
     let tseq = est.on_send(now, len as u32 + SRTP_TAG);
-    stamp_seq(&mut buf, ext, tseq);
+    stamp_seq(&mut buf, (1..=14).contains(&ext), tseq);
     protect(pool, srtp, buf, len)
 }
 

@@ -245,6 +245,32 @@ describe('livekit-client in headless Chromium', { skip: why || false }, () => {
           await closePages('A', 'B');
         }));
 
+      it('in a room created with a playout delay, page B holds alice\'s video that long before decoding it', { timeout: 120000 }, (t) =>
+        withDiagnostics(async () => {
+          const room = unique('lkb-delay');
+          createRoom(room, { min_playout_delay: 600, max_playout_delay: 2000 });
+          await connectPage('A', 'alice', room, mode);
+          await connectPage('B', 'bob', room, mode);
+          const { video } = await publishCamMic('A');
+          await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video', sid: video.sid });
+          const started = await browser.pollUntil('B', 'videoStats', ['alice'], (v) => !v.error && (v.jitterBufferEmittedCount || 0) >= 20, { timeout: 25000 });
+          assert.ok(started.ok, `page B decodes no video: ${JSON.stringify(started.value)}`);
+          // the mean time a frame waited in the jitter buffer over the next 40 frames or more
+          const v0 = started.value;
+          const more = await browser.pollUntil('B', 'videoStats', ['alice'], (v) => !v.error && v.jitterBufferEmittedCount - v0.jitterBufferEmittedCount >= 40, { timeout: 25000 });
+          assert.ok(more.ok, `page B stopped decoding: ${JSON.stringify(more.value)}`);
+          const v1 = more.value;
+          const held = (v1.jitterBufferDelay - v0.jitterBufferDelay) / (v1.jitterBufferEmittedCount - v0.jitterBufferEmittedCount);
+          t.diagnostic(`page B held alice's frames ${(held * 1000).toFixed(0)} ms on average (jitterBufferTargetDelay ${JSON.stringify(v1.jitterBufferTargetDelay)})`);
+          // without a playout delay Chromium holds frames a few milliseconds here
+          assert.ok(
+            held >= 0.45 && held <= 2.0,
+            `page B held alice's frames ${(held * 1000).toFixed(0)} ms on average, not the room's 600-2000 ms: ${JSON.stringify(v1)}`,
+          );
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A', 'B');
+        }));
+
       it('a Python SDK subscriber decodes the video and audio the browser publishes', { timeout: 120000 }, () =>
         withDiagnostics(async () => {
           const room = unique('lkb-py');
