@@ -448,6 +448,31 @@ fn stamp_seq(buf: &mut [u8], one_byte: bool, seq: u16) {
     }
 }
 
+/// [`write_down`]'s header when the packet carries a playout delay: the transport-wide
+/// sequence number element (if any) first, then the delay. Returns the header's length and
+/// whether it took the one-byte form.
+#[cold]
+#[inline(never)]
+fn header_with_delay(
+    buf: &mut Vec<u8>,
+    p: &OutPacket<'_>,
+    (pt, seq, ssrc): (u8, u16, u32),
+    twcc: Option<u8>,
+    (pd, value): (u8, [u8; 3]),
+) -> (Result<usize, lkr_rtp::RtpError>, bool) {
+    // The fixed header and two elements in the two-byte form.
+    buf.resize(32, 0);
+    let both = [(twcc.unwrap_or(0), &[0u8, 0][..]), (pd, &value[..])];
+    let elems = if twcc.is_some() {
+        &both[..]
+    } else {
+        &both[1..]
+    };
+    let one_byte = elems.iter().all(|(id, _)| (1..=14).contains(id));
+    let w = lkr_rtp::RtpWriter::write_header(buf, p.marker, pt, seq, p.ts, ssrc, elems);
+    (w, one_byte)
+}
+
 /// Writes a downstream packet for subscription `s` into a pooled buffer and protects it:
 /// a fresh header with the subscriber's SSRC and payload type, the payload (a RED payload
 /// reduced to its primary Opus where the subscriber did not take RED), VP8 ids rewritten.
@@ -478,25 +503,23 @@ fn write_down(
         None => (pt, p.seq, s.ssrc, None),
     };
     let mut buf = take_buf(pool);
-    // The fixed header and at most two elements in the two-byte form.
-    buf.resize(32, 0);
-    // Up to two elements: the transport-wide sequence number first (stamped below), then
-    // the playout delay.
-    let delay = s.playout_delay;
-    let mut elems: [(u8, &[u8]); 2] = [(0, &[]); 2];
-    let mut n = 0;
-    if let Some((id, _, _)) = &stamp {
-        elems[n] = (*id, &[0, 0]);
-        n += 1;
-    }
-    if let Some((id, v)) = &delay {
-        elems[n] = (*id, v);
-        n += 1;
-    }
-    let one_byte = elems[..n].iter().all(|(id, _)| (1..=14).contains(id));
-    let Ok(hdr) =
-        lkr_rtp::RtpWriter::write_header(&mut buf, p.marker, pt, seq, p.ts, ssrc, &elems[..n])
-    else {
+    // The transport-wide sequence number (stamped below) is the first element; the playout
+    // delay, where the room sets one, the second.
+    let ext = stamp.as_ref().map(|(id, _, _)| *id);
+    let (written, one_byte) = match s.playout_delay {
+        None => {
+            buf.resize(20, 0);
+            let elems: &[(u8, &[u8])] = match ext {
+                Some(id) => &[(id, &[0, 0])],
+                None => &[],
+            };
+            let w =
+                lkr_rtp::RtpWriter::write_header(&mut buf, p.marker, pt, seq, p.ts, ssrc, elems);
+            (w, ext.is_none_or(|id| (1..=14).contains(&id)))
+        }
+        Some(delay) => header_with_delay(&mut buf, p, (pt, seq, ssrc), ext, delay),
+    };
+    let Ok(hdr) = written else {
         pool.push(buf);
         return None;
     };
