@@ -333,6 +333,26 @@ impl World {
             }),
         )
         .unwrap();
+        self.published_sid(psid, cid)
+    }
+
+    /// Sends add_track for a camera (cid `cam`, no layers); returns the track sid.
+    fn add_camera(&mut self, psid: &str) -> String {
+        self.signal(
+            psid,
+            Req::AddTrack(pb::AddTrackRequest {
+                cid: "cam".into(),
+                r#type: pb::TrackType::Video as i32,
+                source: pb::TrackSource::Camera as i32,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        self.published_sid(psid, "cam")
+    }
+
+    /// The sid the latest track_published answer to `psid` names for `cid`.
+    fn published_sid(&self, psid: &str, cid: &str) -> String {
         self.to(psid)
             .into_iter()
             .rev()
@@ -837,16 +857,7 @@ fn dual_pc_publish_reaches_a_subscriber() {
 /// Publishes a camera (simulcast q, h, f) and a microphone in one offer; returns their sids.
 fn publish_camera_and_microphone(w: &mut World, psid: &str) -> (String, String) {
     let mic = w.publish_audio(psid, "mic-cid");
-    w.signal(
-        psid,
-        Req::AddTrack(pb::AddTrackRequest {
-            cid: "cam".into(),
-            r#type: pb::TrackType::Video as i32,
-            source: pb::TrackSource::Camera as i32,
-            ..Default::default()
-        }),
-    )
-    .unwrap();
+    let cam = w.add_camera(psid);
     w.offer(
         psid,
         client_offer(&[
@@ -856,15 +867,6 @@ fn publish_camera_and_microphone(w: &mut World, psid: &str) -> (String, String) 
         ]),
     )
     .unwrap();
-    let cam = w
-        .to(psid)
-        .into_iter()
-        .rev()
-        .find_map(|m| match m {
-            Resp::TrackPublished(t) if t.cid == "cam" => t.track.as_ref().map(|t| t.sid.clone()),
-            _ => None,
-        })
-        .expect("track_published answered");
     (cam, mic)
 }
 
@@ -1827,16 +1829,7 @@ fn simulcast_layers_follow_track_settings_and_dynacast() {
 fn an_offer_with_more_rids_than_layers_publishes_three() {
     let mut w = World::new();
     let a = w.join("alice", false);
-    w.signal(
-        &a,
-        Req::AddTrack(pb::AddTrackRequest {
-            cid: "cam".into(),
-            r#type: pb::TrackType::Video as i32,
-            source: pb::TrackSource::Camera as i32,
-            ..Default::default()
-        }),
-    )
-    .unwrap();
+    w.add_camera(&a);
     let offer = |n: usize| {
         let rids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
         let rid_refs: Vec<&str> = rids.iter().map(String::as_str).collect();
@@ -1874,16 +1867,7 @@ fn the_rids_per_track_limit_answers_the_lowest_layers() {
     c.limits.max_rids_per_track = 2;
     let mut w = World::with(c, RoomDefaults::default());
     let a = w.join("alice", false);
-    w.signal(
-        &a,
-        Req::AddTrack(pb::AddTrackRequest {
-            cid: "cam".into(),
-            r#type: pb::TrackType::Video as i32,
-            source: pb::TrackSource::Camera as i32,
-            ..Default::default()
-        }),
-    )
-    .unwrap();
+    w.add_camera(&a);
     w.clear();
     w.offer(&a, client_offer(&[Sec::SendVideo("cam", &["f", "q", "h"])]))
         .unwrap();

@@ -19,8 +19,9 @@ deadlines instead of sleeping. Commands (an optional "id" is echoed in the comma
         -> quality_set (the SDK asks the server for that simulcast layer of alice's video)
     {"cmd": "mute" | "unmute" | "unpublish", "name": "tone"}       -> muted / unmuted / unpublished
     {"cmd": "analyze_audio", "participant": "alice", "seconds": 1} -> audio_analysis
-    {"cmd": "audio_peak", "participant": "alice"} -> audio_peak: frames received from alice's
-        audio and the largest int16 sample of the last 50 (quiet audio included)
+    {"cmd": "audio_peak", "participant": "alice", "frames": 100} -> audio_peak: once that many
+        frames of alice's audio arrived (quiet ones included), how many did and the largest
+        int16 sample of the last 50
     {"cmd": "analyze_video", "participant": "alice", "frames": 30} -> video_analysis
     {"cmd": "disconnect"}                                          -> closed, then exit
     {"cmd": "ice_stats"} -> ice_stats: the SDK's candidate pairs (state, nominated, STUN requests
@@ -244,6 +245,7 @@ class AudioReceiver:
                 del self.peaks[:-50]
                 if not self.started:
                     if len(d) == 0 or int(np.abs(d.astype(np.int32)).max()) < SILENCE_PEAK:
+                        self.changed.set()  # for audio_peak, which counts quiet frames too
                         continue
                     self.started = True
                 self.chunks.append(d)
@@ -624,9 +626,18 @@ class Client:
 
     async def cmd_audio_peak(self, c: Dict[str, Any]) -> Dict[str, Any]:
         who = c["participant"]
-        rx = await self._receiver(self.audio_rx, who, time.monotonic() + float(c.get("timeout", 15)))
+        deadline = time.monotonic() + float(c.get("timeout", 15))
+        rx = await self._receiver(self.audio_rx, who, deadline)
         if rx is None:
             return {"participant": who, "error": "no audio track subscribed from this participant"}
+        # the frames it asks for, quiet ones included, before the deadline
+        want = int(c.get("frames", 0))
+        while rx.frames < want and time.monotonic() < deadline:
+            rx.changed.clear()
+            try:
+                await asyncio.wait_for(rx.changed.wait(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
         return {"participant": who, "frames": rx.frames, "peak": max(rx.peaks, default=0)}
 
     async def cmd_analyze_video(self, c: Dict[str, Any]) -> Dict[str, Any]:

@@ -41,10 +41,31 @@ def tone_publisher(media: MediaEnv, sub: ClientProc, identity: str, room: str, f
     return c
 
 
-def assert_faint_audio_arrives(sub: ClientProc, identity: str, dbov: float) -> None:
-    """`sub` receives `identity`'s audio, and it is as faint as published: not silence, and
-    well under what a speaker's would be."""
+def assert_audio_arrives(sub: ClientProc, identity: str, dbov: float) -> None:
+    """`sub` receives `identity`'s audio at the level it was published at (its peak within a
+    factor of two): not silence, and no louder."""
     want = amplitude_at(dbov)
-    res = sub.request("audio_peak", participant=identity, timeout=20)
+    res = sub.request("audio_peak", participant=identity, frames=100, timeout=20)
     assert "error" not in res and res["frames"] >= 50, f"too little audio from {identity}: {res}"
     assert want / 2 <= res["peak"] <= want * 2, f"{identity}'s audio should peak near {want} ({dbov} dBov): {res}"
+
+
+def assert_speaker_and_not(media: MediaEnv, room: str, speaker: float, other: float) -> None:
+    """In `room`, a 440 Hz tone at `speaker` dBov is an active speaker and a 330 Hz tone at
+    `other` dBov, measured in the same intervals, is not, though its audio arrives; nor is it
+    once the speaker is muted, intervals later."""
+    sub = media.python_client("sub", room, max_seconds=90)
+    sub.wait_for("connected", timeout=20)
+    tone_publisher(media, sub, "other", room, 330, other)
+    loud = tone_publisher(media, sub, "speaker", room, 440, speaker)
+    assert_audio_arrives(sub, "speaker", speaker)
+
+    on = speakers_event(sub, lambda s: "speaker" in s, "speaker")
+    assert "other" not in on["speakers"], on
+    assert_audio_arrives(sub, "other", other)
+
+    mark = len(sub.events)
+    loud.request("mute", name="tone", timeout=10)
+    off = speakers_event(sub, lambda s: "speaker" not in s, "speaker gone", after=mark)
+    assert off["speakers"] == [], off
+    assert_audio_arrives(sub, "other", other)
