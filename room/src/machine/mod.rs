@@ -548,6 +548,9 @@ struct TrackEntry {
     wanted: BTreeMap<String, i32>,
     /// The highest wanted quality last told to the publisher.
     told: Option<i32>,
+    /// Participants that asked for it but may not have it (the publisher's subscription
+    /// permission): they get it if the permission comes to allow them.
+    denied: std::collections::BTreeSet<String>,
 }
 
 /// Why a participant goes.
@@ -588,6 +591,9 @@ pub struct Machine {
     speakers: HashMap<String, BTreeMap<String, f32>>,
     /// Per participant, the connection quality last announced: (level, score).
     quality: HashMap<String, (i32, f32)>,
+    /// Per publisher that restricted who may subscribe to its tracks, its
+    /// `SubscriptionPermission` (absent: everyone may).
+    permissions: HashMap<String, pb::SubscriptionPermission>,
     /// Participant updates held back (see [`update_batch`]): per room, when they go out and,
     /// per participant sid, its latest record and who is not to be sent it.
     batched: HashMap<String, Batch>,
@@ -630,6 +636,7 @@ impl Machine {
             peer_owner: HashMap::new(),
             tracks: tracks::Tracks::default(),
             speakers: HashMap::new(),
+            permissions: HashMap::new(),
             quality: HashMap::new(),
             batched: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -1137,10 +1144,12 @@ impl Machine {
             self.out.media(Command::RemovePeer { peer });
         }
         self.drop_tracks_of(now, p.room(), psid);
+        self.permissions.remove(psid);
         // It subscribed only to tracks of its own room.
         self.tracks.for_each_in_room_mut(p.room(), |t| {
             t.subscribers.remove(psid);
             t.wanted.remove(psid);
+            t.denied.remove(psid);
         });
         let duration = now.saturating_duration_since(p.joined_at());
         let mut record = None;

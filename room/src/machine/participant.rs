@@ -139,6 +139,8 @@ pub(crate) struct Effects {
     pub subscriptions_of: Vec<(String, bool)>,
     /// The participant leaves.
     pub leave: Option<Leaving>,
+    /// Who may subscribe to its tracks from now on.
+    pub permission: Option<pb::SubscriptionPermission>,
 }
 
 /// A change of a participant's own record, asked by the participant.
@@ -687,6 +689,24 @@ impl Participant {
                 )
             }
             Req::UpdateMetadata(u) => return Ok(self.update_metadata(ctx, u)),
+            Req::SubscriptionPermission(perm) => {
+                let tracks = perm.track_permissions.iter().map(|t| t.track_sids.len());
+                let named = tracks.fold(0usize, usize::saturating_add);
+                if perm.track_permissions.len() > MAX_SUBSCRIPTION_PARTICIPANTS
+                    || named > MAX_SUBSCRIPTION_TRACKS
+                {
+                    self.refuse(
+                        ctx,
+                        &RoomError::LimitExceeded(format!(
+                            "a subscription permission may name at most \
+                             {MAX_SUBSCRIPTION_PARTICIPANTS} participants and \
+                             {MAX_SUBSCRIPTION_TRACKS} tracks"
+                        )),
+                    );
+                } else {
+                    fx.permission = Some(perm);
+                }
+            }
             _ => {}
         }
         Ok(fx)

@@ -78,6 +78,7 @@ impl Machine {
             subscriptions,
             subscriptions_of,
             leave,
+            permission,
         } = fx;
         for sid in subscribed {
             self.track_subscribed(psid, &sid);
@@ -113,6 +114,9 @@ impl Machine {
         }
         if let Some((sid, muted)) = mute {
             self.set_track_muted(psid, &sid, muted);
+        }
+        if let Some(perm) = permission {
+            self.set_permission(now, psid, perm);
         }
         let mut wanted: Vec<(String, bool)> = subscriptions;
         for (publisher, subscribe) in subscriptions_of {
@@ -161,16 +165,31 @@ impl Machine {
         }
     }
 
-    /// Subscribes `psid` to a track (a no-op when it already receives it or may not).
+    /// Subscribes `psid` to a track (a no-op when it already receives it or may not). One
+    /// the publisher's permission leaves out is told so (`SubscriptionPermissionUpdate`, not
+    /// allowed) and remembered, to get the track if the permission comes to allow it.
     pub(super) fn subscribe(&mut self, now: Instant, psid: &str, offer: TrackOffer) {
+        if !self.may_subscribe(&offer.publisher_sid, &offer.track_sid, psid) {
+            let first = self
+                .tracks
+                .get_mut(&offer.track_sid)
+                .is_some_and(|t| t.denied.insert(psid.to_string()));
+            if first {
+                self.tell_permission(psid, &offer, false);
+            }
+            return;
+        }
         let _ = self.with_participant(now, psid, |p, ctx: &mut Ctx<'_>| {
             p.subscribe(ctx, offer);
             Ok(Effects::default())
         });
     }
 
-    /// Stops `psid` receiving a track.
+    /// Stops `psid` receiving a track (or waiting for the permission to).
     pub(super) fn unsubscribe(&mut self, now: Instant, psid: &str, sid: &str) {
+        if let Some(t) = self.tracks.get_mut(sid) {
+            t.denied.remove(psid);
+        }
         let sid_owned = sid.to_string();
         let _ = self.with_participant(now, psid, |p, ctx| {
             let mut fx = Effects::default();
@@ -179,6 +198,94 @@ impl Machine {
             }
             Ok(fx)
         });
+    }
+
+    /// Whether `subscriber` may receive `publisher`'s track `track_sid`, as the publisher's
+    /// `SubscriptionPermission` says (by the subscriber's sid or identity).
+    fn may_subscribe(&self, publisher: &str, track_sid: &str, subscriber: &str) -> bool {
+        let Some(perm) = self.permissions.get(publisher) else {
+            return true;
+        };
+        let identity = self.participants.get(subscriber).map(|p| p.identity());
+        perm.all_participants
+            || perm.track_permissions.iter().any(|tp| {
+                let names = tp.participant_sid == subscriber
+                    || (!tp.participant_identity.is_empty()
+                        && Some(tp.participant_identity.as_str()) == identity);
+                names && (tp.all_tracks || tp.track_sids.iter().any(|s| s == track_sid))
+            })
+    }
+
+    /// Tells `subscriber` whether it may have a track (`SubscriptionPermissionUpdate`).
+    fn tell_permission(&mut self, subscriber: &str, offer: &TrackOffer, allowed: bool) {
+        self.send_one(
+            subscriber,
+            Resp::SubscriptionPermissionUpdate(pb::SubscriptionPermissionUpdate {
+                participant_sid: offer.publisher_sid.clone(),
+                track_sid: offer.track_sid.clone(),
+                allowed,
+            }),
+        );
+    }
+
+    /// A publisher's new `SubscriptionPermission`: those it no longer allows stop receiving
+    /// its tracks and are told; those who asked for a track it now allows get it and are
+    /// told, as LiveKit does.
+    pub(super) fn set_permission(
+        &mut self,
+        now: Instant,
+        publisher: &str,
+        perm: pb::SubscriptionPermission,
+    ) {
+        if perm.all_participants {
+            self.permissions.remove(publisher);
+        } else {
+            self.permissions.insert(publisher.to_string(), perm);
+        }
+        let Some(room) = self
+            .participants
+            .get(publisher)
+            .map(|p| p.room().to_string())
+        else {
+            return;
+        };
+        let tracks: Vec<(String, TrackOffer, Vec<String>)> = self
+            .tracks
+            .in_room(&room)
+            .filter(|(_, t)| t.publisher_sid == publisher)
+            .map(|(sid, t)| {
+                (
+                    sid.clone(),
+                    t.offer.clone(),
+                    t.denied.iter().cloned().collect(),
+                )
+            })
+            .collect();
+        for (sid, offer, denied) in tracks {
+            let receivers: Vec<String> =
+                super::members_of(&self.members, &self.participants, &room)
+                    .filter(|(_, p)| p.downstream(&sid).is_some())
+                    .map(|(s, _)| s.clone())
+                    .collect();
+            for sub in receivers {
+                if !self.may_subscribe(publisher, &sid, &sub) {
+                    self.unsubscribe(now, &sub, &sid);
+                    if let Some(t) = self.tracks.get_mut(&sid) {
+                        t.denied.insert(sub.clone());
+                    }
+                    self.tell_permission(&sub, &offer, false);
+                }
+            }
+            for sub in denied {
+                if self.may_subscribe(publisher, &sid, &sub) {
+                    if let Some(t) = self.tracks.get_mut(&sid) {
+                        t.denied.remove(&sub);
+                    }
+                    self.tell_permission(&sub, &offer, true);
+                    self.subscribe(now, &sub, offer.clone());
+                }
+            }
+        }
     }
 
     /// Marks the participant active (its primary transport is up) and subscribes it to the
@@ -240,6 +347,7 @@ impl Machine {
                 subscribers: BTreeSet::new(),
                 wanted: BTreeMap::new(),
                 told: None,
+                denied: BTreeSet::new(),
             },
         );
         let others: Vec<String> = super::members_of(&self.members, &self.participants, &room)

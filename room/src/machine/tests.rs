@@ -1034,6 +1034,95 @@ fn a_room_created_with_sync_streams_has_them_and_others_do_not() {
 }
 
 #[test]
+fn subscription_permissions_decide_who_receives_a_publishers_tracks() {
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let c = w.join("carol", false);
+    for p in [&a, &b, &c] {
+        w.answer_subscriber(p);
+    }
+    let perm = |w: &mut World, all: bool, tps: Vec<pb::TrackPermission>| {
+        w.signal(
+            &a,
+            Req::SubscriptionPermission(pb::SubscriptionPermission {
+                all_participants: all,
+                track_permissions: tps,
+            }),
+        )
+        .unwrap();
+    };
+    let told = |w: &World, to: &str, track: &str| -> Vec<bool> {
+        w.to(to)
+            .iter()
+            .filter_map(|m| match m {
+                Resp::SubscriptionPermissionUpdate(u) if u.track_sid == track => {
+                    assert_eq!(u.participant_sid, a);
+                    Some(u.allowed)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Only bob, by identity, before anything is published.
+    perm(
+        &mut w,
+        false,
+        vec![pb::TrackPermission {
+            participant_identity: "bob".into(),
+            all_tracks: true,
+            ..Default::default()
+        }],
+    );
+    let mic = w.publish_audio(&a, "mic-cid");
+    w.offer(&a, client_offer(&[Sec::SendAudio("mic-cid")]))
+        .unwrap();
+    assert!(settle_subscriber(&mut w, &b).contains(&mic));
+    assert!(!w.last_offer(&c).sdp.contains(&mic));
+    assert_eq!(told(&w, &c, &mic), [false]);
+    assert!(told(&w, &b, &mic).is_empty());
+
+    // Only carol, by sid and track: bob loses it, carol (who asked) gets it.
+    w.clear();
+    perm(
+        &mut w,
+        false,
+        vec![pb::TrackPermission {
+            participant_sid: c.clone(),
+            track_sids: vec![mic.clone()],
+            ..Default::default()
+        }],
+    );
+    let bob_peer = w.peer_of_subscriber(&b);
+    assert!(
+        w.media
+            .iter()
+            .any(|m| matches!(m, Command::Unsubscribe { peer, .. } if *peer == bob_peer))
+    );
+    assert_eq!(told(&w, &b, &mic), [false]);
+    assert_eq!(told(&w, &c, &mic), [true]);
+    assert!(settle_subscriber(&mut w, &c).contains(&mic));
+    assert!(!settle_subscriber(&mut w, &b).contains(&mic));
+
+    // Everyone again: bob, who had it taken away, gets it back.
+    w.clear();
+    perm(&mut w, true, Vec::new());
+    assert_eq!(told(&w, &b, &mic), [true]);
+    assert!(settle_subscriber(&mut w, &b).contains(&mic));
+
+    // A permission past the caps is refused whole.
+    w.clear();
+    perm(
+        &mut w,
+        false,
+        vec![pb::TrackPermission::default(); MAX_SUBSCRIPTION_PARTICIPANTS + 1],
+    );
+    assert!(w.to(&a).iter().any(|m| matches!(m, Resp::RequestResponse(r)
+        if r.reason == pb::request_response::Reason::LimitExceeded as i32)));
+    assert!(told(&w, &b, &mic).is_empty(), "nothing changed");
+}
+
+#[test]
 fn single_pc_places_tracks_on_receive_sections() {
     let mut w = World::new();
     let a = w.join("alice", true);

@@ -118,6 +118,7 @@ mod tests {
             subscribers: BTreeSet::new(),
             wanted: BTreeMap::new(),
             told: None,
+            denied: BTreeSet::new(),
         }
     }
 

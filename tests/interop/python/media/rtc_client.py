@@ -46,6 +46,8 @@ test can compare them with what the other side reports; "text" or "size"+"seed" 
     {"cmd": "set_metadata", "metadata": "m"} / {"cmd": "set_name", "name": "n"} /
     {"cmd": "set_attributes", "attributes": {"k": "v"}}             -> local_update (raised, ffi_error)
     {"cmd": "state"}                                                -> state (local, remote, room_metadata)
+    {"cmd": "set_permissions", "all": false, "allow": [{"identity": "bob", "tracks": ["TR_x"]}]}
+        -> permissions_set (who may subscribe to this participant's tracks; no "tracks": all)
 
 and reported as data_received (participant, kind, topic, size, sha256, text),
 rpc_invoked / rpc_handled, stream_opened, text_stream_received / byte_stream_received (or stream_error),
@@ -624,6 +626,20 @@ class Client:
             }
         return {"participant": who, "frames": rx.frames, **analyze_tone(x)}
 
+    async def cmd_set_permissions(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        perms = [
+            rtc.ParticipantTrackPermission(
+                participant_identity=a["identity"],
+                allow_all="tracks" not in a,
+                allowed_track_sids=a.get("tracks", []),
+            )
+            for a in c.get("allow", [])
+        ]
+        self.room.local_participant.set_track_subscription_permissions(
+            allow_all_participants=bool(c.get("all", False)), participant_permissions=perms
+        )
+        return {"all": bool(c.get("all", False)), "allow": c.get("allow", [])}
+
     async def cmd_audio_peak(self, c: Dict[str, Any]) -> Dict[str, Any]:
         who = c["participant"]
         deadline = time.monotonic() + float(c.get("timeout", 15))
@@ -1079,6 +1095,7 @@ class Client:
             "unpublish": "unpublished",
             "analyze_audio": "audio_analysis",
             "audio_peak": "audio_peak",
+            "set_permissions": "permissions_set",
             "analyze_video": "video_analysis",
             "disconnect": "disconnecting",
             "resubscribe_video": "resubscribed",
