@@ -218,6 +218,7 @@ impl Machine {
 
     /// Tells `subscriber` whether it may have a track (`SubscriptionPermissionUpdate`).
     fn tell_permission(&mut self, subscriber: &str, offer: &TrackOffer, allowed: bool) {
+        tracing::debug!(participant = %subscriber, track = %offer.track_sid, allowed, "subscription permission");
         self.send_one(
             subscriber,
             Resp::SubscriptionPermissionUpdate(pb::SubscriptionPermissionUpdate {

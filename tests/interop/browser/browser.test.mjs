@@ -271,6 +271,36 @@ describe('livekit-client in headless Chromium', { skip: why || false }, () => {
           await closePages('A', 'B');
         }));
 
+      it('page A lets only carol subscribe: page B is told it may not and gets nothing, then gets both tracks once everyone may', { timeout: 120000 }, () =>
+        withDiagnostics(async () => {
+          const room = unique('lkb-perm');
+          await connectPage('A', 'alice', room, mode);
+          await browser.call('A', 'setTrackSubscriptionPermissions', [false, ['carol']]);
+          const { video, audio } = await publishCamMic('A');
+          const from = browser.events.length;
+          await connectPage('B', 'bob', room, mode);
+          // (told while page B still connects, when livekit-client updates the publication
+          // but holds the room event back)
+          const denied = await browser.pollUntil('B', 'trackPermissions', ['alice'], (ps) =>
+            !ps.error && ps.length === 2 && ps.every((p) => p.permission === 'not_allowed'), { timeout: 20000 });
+          assert.ok(denied.ok, `page B is not told it may not have alice's tracks: ${JSON.stringify(denied.value)}`);
+          assert.ok(denied.value.every((p) => !p.subscribed), `page B has a track it may not have: ${JSON.stringify(denied.value)}`);
+          assert.ok(
+            !browser.events.slice(from).some((e) => e.page === 'B' && e.event === 'track_subscribed'),
+            'page B subscribed to a track it may not have',
+          );
+          mark = browser.events.length;
+          await browser.call('A', 'setTrackSubscriptionPermissions', [true, []]);
+          for (const t of [video, audio]) {
+            await waitPageEvent('B', 'track_permission', { participant: 'alice', sid: t.sid, status: 'allowed' });
+            await waitPageEvent('B', 'track_subscribed', { participant: 'alice', sid: t.sid });
+          }
+          const vs = await browser.pollUntil('B', 'videoStats', ['alice'], (v) => !v.error && (v.framesDecoded || 0) >= 20, { timeout: 25000 });
+          assert.ok(vs.ok, `page B does not decode alice's video once allowed: ${JSON.stringify(vs.value)}`);
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A', 'B');
+        }));
+
       it('a Python SDK subscriber decodes the video and audio the browser publishes', { timeout: 120000 }, () =>
         withDiagnostics(async () => {
           const room = unique('lkb-py');
