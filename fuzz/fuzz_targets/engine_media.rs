@@ -394,6 +394,13 @@ impl Harness {
                         transport_cc: 0,
                         rtx: None,
                         priority: 0,
+                        // A playout delay under any extension id, one-byte form or two, from the ssrc's bits.
+                        playout_delay: (ssrc & 0x100 != 0).then(|| {
+                            (
+                                ((ssrc >> 9) as u8).max(1),
+                                lkr_sfu::playout_delay(ssrc & 0xfff, ssrc >> 12),
+                            )
+                        }),
                     }));
                 }
             }
