@@ -224,6 +224,20 @@ def analyze_frame(frame: rtc.VideoFrame) -> Dict[str, Any]:
 # ------------------------------------------------------------------------------ receivers
 
 
+async def wait_event_until(event: asyncio.Event, cond: Any, deadline: float) -> bool:
+    """Waits until `cond()` holds, looking again each time `event` is set; False if the
+    deadline (monotonic) passes first."""
+    while not cond():
+        if time.monotonic() >= deadline:
+            return False
+        event.clear()
+        try:
+            await asyncio.wait_for(event.wait(), max(0.01, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            pass
+    return True
+
+
 class AudioReceiver:
     def __init__(self, track: rtc.Track, participant: str) -> None:
         self.participant = participant
@@ -262,14 +276,8 @@ class AudioReceiver:
     async def collect(self, seconds: float, deadline: float) -> Optional[np.ndarray]:
         need = int(seconds * RATE)
         start = self.total
-        while self.total < start + need:
-            if time.monotonic() >= deadline:
-                return None
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
+        if not await wait_event_until(self.changed, lambda: self.total >= start + need, deadline):
+            return None
         return np.concatenate(self.chunks)[-need:]
 
 
@@ -596,15 +604,7 @@ class Client:
     async def _until(self, cond: Any, deadline: float) -> bool:
         """Waits until `cond()` holds, looking again at each subscription change; False if the
         deadline (monotonic) passes first."""
-        while not cond():
-            if time.monotonic() >= deadline:
-                return False
-            self.rx_changed.clear()
-            try:
-                await asyncio.wait_for(self.rx_changed.wait(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
-        return True
+        return await wait_event_until(self.rx_changed, cond, deadline)
 
     async def _receiver(self, table: Dict[str, Any], who: str, deadline: float) -> Optional[Any]:
         return table[who] if await self._until(lambda: who in table, deadline) else None
@@ -648,12 +648,7 @@ class Client:
             return {"participant": who, "error": "no audio track subscribed from this participant"}
         # the frames it asks for, quiet ones included, before the deadline
         want = int(c.get("frames", 0))
-        while rx.frames < want and time.monotonic() < deadline:
-            rx.changed.clear()
-            try:
-                await asyncio.wait_for(rx.changed.wait(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
+        await wait_event_until(rx.changed, lambda: rx.frames >= want, deadline)
         return {"participant": who, "frames": rx.frames, "peak": max(rx.peaks, default=0)}
 
     async def cmd_analyze_video(self, c: Dict[str, Any]) -> Dict[str, Any]:
