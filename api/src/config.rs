@@ -283,7 +283,9 @@ pub struct RoomConfig {
     pub sync_streams: bool,
     pub max_room_name_length: Option<u32>,
     pub max_participant_identity_length: Option<u32>,
-    pub room_configurations: Opaque,
+    /// Named room configurations (LiveKit's room presets) that a CreateRoom's
+    /// `room_preset` or a token's `roomPreset` picks.
+    pub room_configurations: BTreeMap<String, RoomPresetConfig>,
     pub create_room_enabled: Opaque,
     pub create_room_timeout: Opaque,
     pub create_room_attempts: Opaque,
@@ -305,13 +307,99 @@ impl Default for RoomConfig {
             sync_streams: false,
             max_room_name_length: None,
             max_participant_identity_length: None,
-            room_configurations: None,
+            room_configurations: BTreeMap::new(),
             create_room_enabled: None,
             create_room_timeout: None,
             create_room_attempts: None,
             update_batch_target_size: None,
             participant_disconnect_timeout: None,
         }
+    }
+}
+
+/// One entry of `room.room_configurations`: a RoomConfiguration. Keys are taken in snake
+/// case, in protobuf-JSON's camel case, and as LiveKit reads them from YAML (the field name
+/// lower-cased: `emptytimeout`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomPresetConfig {
+    pub name: String,
+    #[serde(alias = "emptytimeout", alias = "emptyTimeout")]
+    pub empty_timeout: u32,
+    #[serde(alias = "departuretimeout", alias = "departureTimeout")]
+    pub departure_timeout: u32,
+    #[serde(alias = "maxparticipants", alias = "maxParticipants")]
+    pub max_participants: u32,
+    pub metadata: String,
+    #[serde(alias = "minplayoutdelay", alias = "minPlayoutDelay")]
+    pub min_playout_delay: u32,
+    #[serde(alias = "maxplayoutdelay", alias = "maxPlayoutDelay")]
+    pub max_playout_delay: u32,
+    #[serde(alias = "syncstreams", alias = "syncStreams")]
+    pub sync_streams: bool,
+    /// Agents dispatched to a room created with this configuration (LiveKit Agents).
+    pub agents: Vec<PresetAgentConfig>,
+    /// Room composite or track egress at creation: accepted and not acted on (this server's
+    /// egress is started by API).
+    pub egress: Opaque,
+}
+
+/// One agent dispatch of a room configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresetAgentConfig {
+    #[serde(alias = "agentname", alias = "agentName")]
+    pub agent_name: String,
+    pub metadata: String,
+}
+
+impl RoomPresetConfig {
+    /// The configuration as the room model takes it; `name` is its key, for errors.
+    fn resolve(&self, name: &str) -> Result<lkr_proto::pb::RoomConfiguration, ConfigError> {
+        let path = |key: &str| format!("room.room_configurations.{name}.{key}");
+        for (key, v) in [
+            ("min_playout_delay", self.min_playout_delay),
+            ("max_playout_delay", self.max_playout_delay),
+        ] {
+            if v > lkr_room::MAX_PLAYOUT_DELAY_MS {
+                return Err(invalid(
+                    &path(key),
+                    format!("must be 0-{} milliseconds", lkr_room::MAX_PLAYOUT_DELAY_MS),
+                ));
+            }
+        }
+        if self.max_playout_delay != 0 && self.max_playout_delay < self.min_playout_delay {
+            return Err(invalid(
+                &path("max_playout_delay"),
+                "must not be under min_playout_delay",
+            ));
+        }
+        if self.agents.len() > lkr_room::machine::MAX_ROOM_AGENTS {
+            return Err(invalid(
+                &path("agents"),
+                format!("at most {} agents", lkr_room::machine::MAX_ROOM_AGENTS),
+            ));
+        }
+        Ok(lkr_proto::pb::RoomConfiguration {
+            name: self.name.clone(),
+            empty_timeout: self.empty_timeout,
+            departure_timeout: self.departure_timeout,
+            max_participants: self.max_participants,
+            metadata: self.metadata.clone(),
+            min_playout_delay: self.min_playout_delay,
+            max_playout_delay: self.max_playout_delay,
+            sync_streams: self.sync_streams,
+            agents: self
+                .agents
+                .iter()
+                .map(|a| lkr_proto::pb::RoomAgentDispatch {
+                    agent_name: a.agent_name.clone(),
+                    metadata: a.metadata.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
     }
 }
 
@@ -715,6 +803,7 @@ const SUPPORTED: &[&str] = &[
     "room.max_participants",
     "room.enable_remote_unmute",
     "room.sync_streams",
+    "room.room_configurations",
     "room.playout_delay",
     "room.empty_timeout",
     "room.departure_timeout",
@@ -1205,6 +1294,12 @@ impl Settings {
             max_participants: config.room.max_participants,
             sync_streams: config.room.sync_streams,
             playout_delay: config.room.playout_delay.resolve()?,
+            presets: config
+                .room
+                .room_configurations
+                .iter()
+                .map(|(name, p)| Ok((name.clone(), p.resolve(name)?)))
+                .collect::<Result<_, ConfigError>>()?,
             ..Default::default()
         };
         if !config.room.enabled_codecs.is_empty() {
@@ -1950,6 +2045,61 @@ rtc:
             ("  playout_delay: {enabled: true, mn: 1}\n", "mn"),
         ] {
             let e = resolve(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    /// `room.room_configurations`: snake-case keys, LiveKit's lower-cased YAML keys and
+    /// protobuf-JSON's camel case all land in the preset; bad values name their key; the
+    /// key is no longer reported as ignored.
+    #[test]
+    fn room_presets() {
+        let load = |yaml: &str| {
+            Config::load(&format!(
+                "keys: {{a: b}}\nroom:\n  room_configurations:\n{yaml}"
+            ))
+        };
+        let (c, ignored) = load(
+            "    small:\n      max_participants: 2\n      metadata: m\n      \
+             agents: [{agent_name: helper, metadata: hi}]\n    \
+             lk:\n      emptytimeout: 30\n      minplayoutdelay: 100\n      \
+             syncstreams: true\n      agents: [{agentname: x}]\n    \
+             camel: {departureTimeout: 7, maxPlayoutDelay: 900}\n",
+        )
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let room = Settings::resolve(&c, &Overrides::default()).unwrap().room;
+        let small = &room.presets["small"];
+        assert_eq!((small.max_participants, small.metadata.as_str()), (2, "m"));
+        assert_eq!(
+            (
+                small.agents[0].agent_name.as_str(),
+                small.agents[0].metadata.as_str()
+            ),
+            ("helper", "hi")
+        );
+        let lk = &room.presets["lk"];
+        assert_eq!((lk.empty_timeout, lk.min_playout_delay), (30, 100));
+        assert!(lk.sync_streams);
+        assert_eq!(lk.agents[0].agent_name, "x");
+        let camel = &room.presets["camel"];
+        assert_eq!((camel.departure_timeout, camel.max_playout_delay), (7, 900));
+        for (bad, want) in [
+            (
+                "    p: {min_playout_delay: 500, max_playout_delay: 200}\n",
+                "room.room_configurations.p.max_playout_delay",
+            ),
+            (
+                "    p: {max_playout_delay: 50000}\n",
+                "room.room_configurations.p.max_playout_delay",
+            ),
+            ("    p: {max_participnts: 2}\n", "max_participnts"),
+            ("    p: {max_participants: -1}\n", "max_participants"),
+        ] {
+            let e = load(bad)
+                .and_then(|(c, _)| Settings::resolve(&c, &Overrides::default()))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
     }

@@ -119,9 +119,11 @@ pub async fn dispatch(
         "CreateRoom" => {
             let r: pb::CreateRoomRequest = decode(format, body)?;
             ensure_create(claims)?;
-            let req: CreateRoom = (&r).into();
-            let agents = r.agents;
+            let mut req: CreateRoom = (&r).into();
+            let mut agents = r.agents;
+            let preset = r.room_preset;
             let room = on_machine(node, move |m, now| {
+                m.apply_room_preset(&preset, &mut req, &mut agents)?;
                 let existed = m.room_exists(&req.name);
                 let room = m.api_create_room(now, &req)?;
                 // A new room's agent dispatches (LiveKit Agents), read when it starts.

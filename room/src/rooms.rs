@@ -40,6 +40,10 @@ pub struct RoomDefaults {
     /// `room.playout_delay`: the least and most time, in milliseconds, subscribers should
     /// hold video before playing it out (the playout-delay header extension).
     pub playout_delay: Option<(u32, u32)>,
+    /// `room.room_configurations`: named room configurations (LiveKit's room presets) that
+    /// a CreateRoom's `room_preset` or a token's `roomPreset` picks; see
+    /// [`Rooms::apply_preset`].
+    pub presets: BTreeMap<String, pb::RoomConfiguration>,
 }
 
 impl Default for RoomDefaults {
@@ -71,6 +75,7 @@ impl Default for RoomDefaults {
             max_metadata_size: 512 * 1024,
             sync_streams: false,
             playout_delay: None,
+            presets: BTreeMap::new(),
         }
     }
 }
@@ -101,6 +106,22 @@ pub struct CreateRoom {
     /// means LiveKit's 10 s).
     pub min_playout_delay: u32,
     pub max_playout_delay: u32,
+}
+
+impl From<&pb::RoomConfiguration> for CreateRoom {
+    /// A token's `roomConfig` as a request to create room `rc.name` (callers name the room).
+    fn from(rc: &pb::RoomConfiguration) -> Self {
+        Self {
+            name: rc.name.clone(),
+            empty_timeout: rc.empty_timeout,
+            departure_timeout: rc.departure_timeout,
+            max_participants: rc.max_participants,
+            metadata: rc.metadata.clone(),
+            sync_streams: rc.sync_streams,
+            min_playout_delay: rc.min_playout_delay,
+            max_playout_delay: rc.max_playout_delay,
+        }
+    }
 }
 
 impl From<&pb::CreateRoomRequest> for CreateRoom {
@@ -368,6 +389,43 @@ impl Rooms {
             ));
         }
         Ok((room.info(), created))
+    }
+
+    /// Fills what `req` and `agents` leave unset (zero, empty or false) from the room
+    /// configuration called `preset`, as LiveKit applies a named room configuration before
+    /// creating a room; an empty `preset` changes nothing, an unknown one is refused.
+    pub fn apply_preset(
+        &self,
+        preset: &str,
+        req: &mut CreateRoom,
+        agents: &mut Vec<pb::RoomAgentDispatch>,
+    ) -> Result<(), RoomError> {
+        if preset.is_empty() {
+            return Ok(());
+        }
+        let Some(conf) = self.defaults.presets.get(preset) else {
+            return Err(RoomError::InvalidArgument(format!(
+                "unknown room configuration {preset:?} in create room request"
+            )));
+        };
+        let fill = |v: &mut u32, from: u32| {
+            if *v == 0 {
+                *v = from;
+            }
+        };
+        fill(&mut req.empty_timeout, conf.empty_timeout);
+        fill(&mut req.departure_timeout, conf.departure_timeout);
+        fill(&mut req.max_participants, conf.max_participants);
+        fill(&mut req.min_playout_delay, conf.min_playout_delay);
+        fill(&mut req.max_playout_delay, conf.max_playout_delay);
+        req.sync_streams |= conf.sync_streams;
+        if req.metadata.is_empty() {
+            req.metadata.clone_from(&conf.metadata);
+        }
+        if agents.is_empty() {
+            agents.clone_from(&conf.agents);
+        }
+        Ok(())
     }
 
     /// The room called `name`.

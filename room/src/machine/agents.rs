@@ -128,6 +128,71 @@ mod tests {
         assert_eq!(bot.kind, pb::participant_info::Kind::Agent as i32);
     }
 
+    /// A token's `roomPreset` names a configured room configuration: the room its join
+    /// creates takes what the token's own `roomConfig` leaves unset from it (agents
+    /// included); a preset nobody configured refuses the join and creates nothing.
+    #[test]
+    fn room_preset_fills_what_the_token_leaves_unset() {
+        let now = Instant::now();
+        let preset = pb::RoomConfiguration {
+            max_participants: 2,
+            empty_timeout: 42,
+            metadata: "from preset".into(),
+            agents: vec![pb::RoomAgentDispatch {
+                agent_name: "helper".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let defaults = RoomDefaults {
+            presets: [("small".to_string(), preset)].into(),
+            ..RoomDefaults::default()
+        };
+        let mut m = machine(now);
+        m.rooms = Rooms::new(defaults);
+        let claims = Claims {
+            room_preset: "small".into(),
+            room_config: Some(serde_json::json!({"emptyTimeout": 9})),
+            ..Default::default()
+        };
+        join(&mut m, now, "alice", claims);
+        let room = m.api_list_rooms(&[]).remove(0);
+        assert_eq!(
+            (
+                room.max_participants,
+                room.empty_timeout,
+                room.metadata.as_str()
+            ),
+            (2, 9, "from preset")
+        );
+        assert_eq!(m.room_agents("r")[0].agent_name, "helper");
+
+        let claims = Claims {
+            sub: "bob".into(),
+            room_preset: "large".into(),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: "other".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let refused = m.handle_join(
+            now,
+            Join {
+                single_pc: true,
+                ..Join::new("other", "bob", claims)
+            },
+        );
+        match refused {
+            Err(crate::RoomError::InvalidArgument(e)) => {
+                assert!(e.contains("unknown room configuration \"large\""), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!m.room_exists("other"));
+    }
+
     /// A room where only agents remain closes after the departure timeout (agents never
     /// keep it open), and the agents are sent away with ROOM_CLOSED.
     #[test]

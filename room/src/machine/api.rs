@@ -29,6 +29,17 @@ impl Machine {
         Ok(room)
     }
 
+    /// Fills what a CreateRoom leaves unset from the room configuration `preset` names
+    /// ([`crate::Rooms::apply_preset`]).
+    pub fn apply_room_preset(
+        &self,
+        preset: &str,
+        req: &mut CreateRoom,
+        agents: &mut Vec<pb::RoomAgentDispatch>,
+    ) -> Result<(), RoomError> {
+        self.rooms.apply_preset(preset, req, agents)
+    }
+
     /// ListRooms: all rooms, or those named.
     pub fn api_list_rooms(&self, names: &[String]) -> Vec<pb::Room> {
         self.rooms.list(names)

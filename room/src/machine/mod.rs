@@ -800,24 +800,18 @@ impl Machine {
             if !self.config.auto_create {
                 return Err(RoomError::RoomNotFound);
             }
-            let mut req = CreateRoom {
-                name: j.room.clone(),
-                ..Default::default()
-            };
-            if let Ok(Some(rc)) = j.claims.room_configuration() {
-                req.empty_timeout = rc.empty_timeout;
-                req.departure_timeout = rc.departure_timeout;
-                req.max_participants = rc.max_participants;
-                req.metadata = rc.metadata;
-                req.sync_streams = rc.sync_streams;
-                req.min_playout_delay = rc.min_playout_delay;
-                req.max_playout_delay = rc.max_playout_delay;
-            }
+            // The token's room configuration, then its preset for what that leaves unset.
+            let rc = j.claims.room_configuration().ok().flatten();
+            let mut req = rc.as_ref().map(CreateRoom::from).unwrap_or_default();
+            req.name.clone_from(&j.room);
+            let mut agents = rc.map(|rc| rc.agents).unwrap_or_default();
+            self.rooms
+                .apply_preset(&j.claims.room_preset, &mut req, &mut agents)?;
             let (room, _) = self.rooms.create(now, &req)?;
-            if let Ok(Some(rc)) = j.claims.room_configuration() {
-                self.rooms.set_agents(&j.room, rc.agents, MAX_ROOM_AGENTS)?;
+            if !agents.is_empty() {
+                self.rooms.set_agents(&j.room, agents, MAX_ROOM_AGENTS)?;
             }
-            tracing::info!(room = %j.room, "room created by join");
+            tracing::info!(room = %j.room, preset = %j.claims.room_preset, "room created by join");
             self.out.event(RoomEvent::RoomStarted { room });
         }
         let mut metadata = j.claims.metadata.clone();

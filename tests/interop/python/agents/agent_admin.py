@@ -8,8 +8,14 @@ OPs (through the unmodified `livekit-api` SDK, LiveKitAPI):
     delete_dispatch {room, dispatch_id}             -> the AgentDispatch
     list_dispatch {room}                            -> {"dispatches": [...]}
     list_participants {room}                        -> {"participants": [{identity, kind, attributes}]}
+    create_room {name, room_preset, metadata}       -> the Room (name, max_participants,
+                                                       empty_timeout, departure_timeout, metadata)
+    list_rooms {names}                              -> {"rooms": [the Room, ...]}
     twirp_json {service, method, body, grants}      -> the raw Twirp answer (status, body) of a
                                                        JSON request signed with `grants` (aiohttp)
+    join_refused {token}                            -> {"status", "body"} of a WebSocket upgrade
+                                                       to /rtc with that token (the body says why
+                                                       a refused join was refused)
 Raw worker connections to /agent (aiohttp):
     worker_refused {token_grants | token}           -> {"status", "body"} of the refused upgrade
     bad_worker {frames: ["register" | "garbage" | "json_garbage" | "ping"]}
@@ -87,6 +93,14 @@ async def sdk(op: str, url: str, key: str, secret: str, args: dict) -> None:
                     },
                 }
             )
+        elif op == "create_room":
+            req = api.CreateRoomRequest(
+                name=args["name"], room_preset=args.get("room_preset", ""), metadata=args.get("metadata", "")
+            )
+            out({"ok": True, "result": room_dict(await lk.room.create_room(req))})
+        elif op == "list_rooms":
+            res = await lk.room.list_rooms(api.ListRoomsRequest(names=args.get("names", [])))
+            out({"ok": True, "result": {"rooms": [room_dict(r) for r in res.rooms]}})
         else:
             out({"ok": False, "error": f"unknown op {op}"})
     except api.TwirpError as e:
@@ -95,6 +109,16 @@ async def sdk(op: str, url: str, key: str, secret: str, args: dict) -> None:
         out({"ok": False, "error": f"{type(e).__name__}: {e}"})
     finally:
         await lk.aclose()
+
+
+def room_dict(r) -> dict:
+    return {
+        "name": r.name,
+        "max_participants": r.max_participants,
+        "empty_timeout": r.empty_timeout,
+        "departure_timeout": r.departure_timeout,
+        "metadata": r.metadata,
+    }
 
 
 async def twirp_json(url: str, key: str, secret: str, args: dict) -> None:
@@ -110,14 +134,13 @@ async def twirp_json(url: str, key: str, secret: str, args: dict) -> None:
             out({"ok": True, "result": {"status": r.status, "body": await r.text()}})
 
 
-async def worker_refused(url: str, key: str, secret: str, args: dict) -> None:
-    """A WebSocket upgrade request to /agent with that token; reports the status and body."""
+async def refused_upgrade(url: str, tok: str) -> None:
+    """A WebSocket upgrade request to `url` with that token; reports the status and body."""
     import base64
     import os
 
     import aiohttp
 
-    tok = args.get("token") or token(key, secret, **args.get("token_grants", {}))
     headers = {
         "Authorization": f"Bearer {tok}",
         "Upgrade": "websocket",
@@ -126,9 +149,13 @@ async def worker_refused(url: str, key: str, secret: str, args: dict) -> None:
         "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
     }
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"{url}/agent", headers=headers) as r:
+        async with s.get(url, headers=headers) as r:
             body = await r.text() if r.status != 101 else ""
             out({"ok": True, "result": {"status": r.status, "body": body}})
+
+
+async def worker_refused(url: str, key: str, secret: str, args: dict) -> None:
+    await refused_upgrade(f"{url}/agent", args.get("token") or token(key, secret, **args.get("token_grants", {})))
 
 
 async def bad_worker(url: str, key: str, secret: str, args: dict) -> None:
@@ -188,6 +215,8 @@ def main() -> None:
         asyncio.run(worker_refused(url, key, secret, args))
     elif op == "bad_worker":
         asyncio.run(bad_worker(url, key, secret, args))
+    elif op == "join_refused":
+        asyncio.run(refused_upgrade(f"{url}/rtc", args["token"]))
     else:
         asyncio.run(sdk(op, url, key, secret, args))
 
