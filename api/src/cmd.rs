@@ -338,11 +338,16 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
             ..lkr_room::Limits::default()
         },
     };
-    let machine = lkr_room::Machine::new(
+    let mut machine = lkr_room::Machine::new(
         machine_config,
         lkr_room::Rooms::new(settings.room.clone()),
         std::time::Instant::now(),
     );
+    // Participants' refreshed tokens are signed with the first key (every node of a
+    // cluster has the same keys).
+    if let Some((key, secret)) = settings.keys.iter().next() {
+        machine.set_token_signer(lkr_room::TokenSigner::new(key, secret));
+    }
     let mut background = tokio::task::JoinSet::new();
     let mut webhook_stats = None;
     let room_events = settings.webhook.clone().map(|wh| {

@@ -396,7 +396,12 @@ impl AccessToken {
 
     /// Signs the token with HS256.
     pub fn to_jwt(&self) -> Result<String, TokenError> {
-        let now = unix_now();
+        self.to_jwt_at(unix_now())
+    }
+
+    /// Signs the token with HS256 as of `now` (seconds since the Unix epoch): valid from
+    /// then for its TTL.
+    pub fn to_jwt_at(&self, now: u64) -> Result<String, TokenError> {
         let mut claims = self.claims.clone();
         claims.iss = self.key.clone();
         claims.nbf = Some(now);

@@ -18,7 +18,7 @@ pub mod rooms;
 pub use error::{Fault, RoomError};
 pub use machine::{
     Config, JOIN_LATENCY_BUCKETS_MS, Join, JoinReply, Limits, Machine, Output, PlayOffer,
-    RoomEvent, Stats, TrackOffer, TurnIce,
+    RoomEvent, Stats, TokenSigner, TrackOffer, TurnIce,
 };
 pub use machine::{EgressEnd, EgressTrack, PublishedTrack, StartEgress};
 pub use rooms::*;

@@ -197,6 +197,8 @@ impl Machine {
                 }),
             );
         }
+        // Its token follows what the API granted (a client that joins afresh keeps it).
+        self.refresh_token(now, &info.sid);
         Ok(info)
     }
 

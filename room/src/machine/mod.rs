@@ -33,6 +33,7 @@ mod egress;
 mod media;
 mod node_view;
 mod participant;
+mod refresh;
 mod room_state;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ mod whep;
 
 pub use agents::MAX_ROOM_AGENTS;
 use participant::{Ctx, Effects, Participant};
+pub use refresh::{REFRESHED_TOKEN_TTL, TOKEN_REFRESH_INTERVAL, TokenSigner, refreshed_token};
 
 pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
 pub use node_view::PublishedTrack;
@@ -613,6 +615,8 @@ pub struct Machine {
     joins_total: u64,
     join_latency: ([u64; JOIN_LATENCY_BUCKETS_MS.len()], u64, u64),
     egresses: egress::Egresses,
+    /// Signs the tokens participants are handed ([`refresh`]); none are without it.
+    signer: Option<TokenSigner>,
 }
 
 impl Machine {
@@ -648,6 +652,7 @@ impl Machine {
             joins_total: 0,
             join_latency: ([0; JOIN_LATENCY_BUCKETS_MS.len()], 0, 0),
             egresses: egress::Egresses::default(),
+            signer: None,
         }
     }
 
@@ -717,6 +722,7 @@ impl Machine {
         due.sort_unstable();
         due.dedup();
         let mut ended: Vec<(String, Leaving)> = Vec::new();
+        let mut refresh: Vec<String> = Vec::new();
         for psid in due {
             let Some(p) = self.participants.get_mut(&psid) else {
                 continue;
@@ -726,11 +732,18 @@ impl Machine {
                 ended.push((psid, why));
             } else {
                 p.deadline_fired();
-                self.watch(&psid);
+                if p.refresh_due(now) {
+                    refresh.push(psid);
+                } else {
+                    self.watch(&psid);
+                }
             }
         }
         for (psid, why) in ended {
             self.remove(now, &psid, true, reason_of(why));
+        }
+        for psid in refresh {
+            self.refresh_token(now, &psid);
         }
         for room in self.rooms.close_expired(now) {
             // Only agents (or egress) may still be in it: they are sent away as LiveKit
@@ -896,6 +909,7 @@ impl Machine {
             participant: info,
         });
         self.out.join(&psid, reply);
+        self.refresh_token(now, &psid);
         if let Some(o) = j.publisher_offer
             && let Err(e) = self.with_participant(now, &psid, |p, ctx| p.handle_offer(ctx, o))
         {
@@ -955,6 +969,7 @@ impl Machine {
             }),
         );
         self.with_participant(now, &psid, |p, ctx| p.restart_ice(ctx))?;
+        self.refresh_token(now, &psid);
         Ok(psid)
     }
 

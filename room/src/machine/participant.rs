@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lkr_proto::token::Claims;
 use lkr_proto::{id, pb};
 use lkr_sfu::{
     ChannelSpec, CodecKind, Command, MediaKind, PayloadType, PeerConfig, PeerId, PublishSpec,
@@ -310,6 +311,10 @@ pub(crate) struct Participant {
     /// The room's playout delay (least and most milliseconds), written on the video sent to
     /// this participant.
     playout_delay: Option<(u32, u32)>,
+    /// The claims of the token it joined with, the base of the tokens it is handed.
+    claims: Claims,
+    /// When it is next handed a refreshed token (none without a token signer).
+    refresh_at: Option<Instant>,
 }
 
 impl Participant {
@@ -355,7 +360,24 @@ impl Participant {
             watched: None,
             sync_streams,
             playout_delay,
+            claims: j.claims.clone(),
+            refresh_at: None,
         }
+    }
+
+    /// The claims of the token it joined with.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// Sets when it is next handed a refreshed token.
+    pub fn set_refresh_at(&mut self, at: Instant) {
+        self.refresh_at = Some(at);
+    }
+
+    /// Whether a refreshed token is due at `now`.
+    pub fn refresh_due(&self, now: Instant) -> bool {
+        self.refresh_at.is_some_and(|t| t <= now)
     }
 
     pub fn room(&self) -> &str {
@@ -459,7 +481,10 @@ impl Participant {
             Link::Lost { until } => Some(until),
         };
         let deferred = self.deferred.front().map(|d| d.0);
-        [link, deferred].into_iter().flatten().min()
+        [link, deferred, self.refresh_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Its deadline, if it is not the one last returned here: what the machine's timer

@@ -111,6 +111,8 @@ impl Machine {
                     }
                 }
             });
+            // Its token follows its record.
+            self.refresh_token(now, psid);
         }
         if let Some((sid, muted)) = mute {
             self.set_track_muted(psid, &sid, muted);

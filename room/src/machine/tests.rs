@@ -3530,3 +3530,113 @@ fn remote_unmute_is_refused_unless_the_configuration_allows_it() {
         }
     }
 }
+
+/// Tokens handed to participants (`refresh_token`): one right after the join response,
+/// one every five minutes, and one at once when the API changes the participant's
+/// permission or metadata, each verifying under the node's key with the participant's
+/// current grants; valid ten minutes, or as long as the token it joined with if that is
+/// longer.
+#[test]
+fn participants_are_handed_tokens_of_their_current_grants() {
+    let mut w = World::new();
+    // The machine's wall clock six minutes behind the system's, so that its tokens verify
+    // (against the system clock) also after five minutes of virtual time.
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 6 * 60_000;
+    w.m = Machine::with_wall_clock(
+        config(),
+        Rooms::new(RoomDefaults::default()),
+        w.now,
+        unix_ms,
+    );
+    w.m.set_token_signer(TokenSigner::new("devkey", "secret"));
+    let keys = HashMap::from([("devkey".to_string(), "secret".to_string())]);
+    let tokens = |w: &World, who: &str| -> Vec<Claims> {
+        w.signals
+            .iter()
+            .filter(|(to, _)| to == who)
+            .filter_map(|(_, m)| match m {
+                Resp::RefreshToken(t) => {
+                    Some(lkr_proto::token::verify(t, &keys).expect("verifies"))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let a = w.join("alice", true);
+    let order: Vec<bool> = w
+        .signals
+        .iter()
+        .filter(|(to, _)| *to == a)
+        .map(|(_, m)| matches!(m, Resp::RefreshToken(_)))
+        .collect();
+    assert_eq!(
+        order.iter().position(|t| *t),
+        Some(1),
+        "after the join response"
+    );
+    let first = tokens(&w, &a);
+    assert_eq!(first.len(), 1);
+    let c = &first[0];
+    let v = c.video.as_ref().unwrap();
+    assert_eq!(
+        (c.sub.as_str(), v.room.as_str(), v.room_join),
+        ("alice", "r", true)
+    );
+    assert_eq!((v.can_publish, v.can_subscribe), (Some(true), Some(true)));
+    assert_eq!(
+        c.exp.unwrap() - c.nbf.unwrap(),
+        REFRESHED_TOKEN_TTL.as_secs()
+    );
+
+    w.clear();
+    w.run_for(TOKEN_REFRESH_INTERVAL - Duration::from_secs(1));
+    assert!(tokens(&w, &a).is_empty());
+    w.run_for(Duration::from_secs(2));
+    assert_eq!(tokens(&w, &a).len(), 1, "five minutes on");
+
+    w.clear();
+    w.m.api_update_participant(
+        w.now,
+        &pb::UpdateParticipantRequest {
+            room: "r".into(),
+            identity: "alice".into(),
+            metadata: "m2".into(),
+            permission: Some(pb::ParticipantPermission {
+                can_subscribe: true,
+                can_publish: false,
+                can_publish_data: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.drain();
+    let after = tokens(&w, &a);
+    assert_eq!(after.len(), 1);
+    let v = after[0].video.as_ref().unwrap();
+    assert_eq!(
+        (v.can_publish, after[0].metadata.as_str()),
+        (Some(false), "m2")
+    );
+
+    // A participant whose own token had an hour left keeps that expiry.
+    let exp = (unix_ms / 1000) as u64 + 3600;
+    let claims = Claims {
+        sub: "bob".into(),
+        exp: Some(exp),
+        video: Some(VideoGrant {
+            room_join: true,
+            room: "r".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let b = w.m.handle_join(w.now, join_of("r", "bob", claims)).unwrap();
+    w.drain();
+    assert_eq!(tokens(&w, &b)[0].exp, Some(exp));
+}

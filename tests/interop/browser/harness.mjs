@@ -452,9 +452,9 @@ export class BrowserEnv {
       .filter((l) => /\b(WARN|ERROR)\b|panicked/.test(l) && !/Unsupported Extension Type/.test(l));
   }
 
-  async token(identity, room, grants = {}) {
+  async token(identity, room, grants = {}, ttl = '10m') {
     const { AccessToken } = require('livekit-server-sdk');
-    const at = new AccessToken(API_KEY, API_SECRET, { identity, name: identity, ttl: '10m' });
+    const at = new AccessToken(API_KEY, API_SECRET, { identity, name: identity, ttl });
     at.addGrant({ roomJoin: true, room, canPublish: true, canSubscribe: true, canPublishData: true, ...grants });
     return at.toJwt();
   }

@@ -7,9 +7,9 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 
-import { BrowserEnv, PORT, WS_URL, prerequisites, sleep, unique } from './harness.mjs';
+import { API_KEY, API_SECRET, BrowserEnv, PORT, PYTHON, SERVER_IP, WS_URL, prerequisites, sleep, unique } from './harness.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {} },
@@ -91,6 +91,28 @@ async function hears(n, timeout) {
   assert.ok(as.ok, `page B received no new audio: ${JSON.stringify(as.value)}`);
 }
 
+/** UpdateParticipant with the Python `livekit-api` SDK (from inside the namespace). */
+function updateParticipant(room, identity, metadata, permission) {
+  const code = [
+    'import asyncio, json, sys',
+    'from livekit import api',
+    'async def main():',
+    `    async with api.LiveKitAPI("http://${SERVER_IP}:${PORT}", "${API_KEY}", "${API_SECRET}") as lk:`,
+    '        a = json.loads(sys.argv[1])',
+    '        p = await lk.room.update_participant(api.UpdateParticipantRequest(room=a["room"], identity=a["identity"],',
+    '            metadata=a["metadata"], permission=api.ParticipantPermission(**a["permission"])))',
+    '        print(p.metadata)',
+    'asyncio.run(main())',
+  ].join('\n');
+  const argv = env.ns.argv([PYTHON, '-c', code, JSON.stringify({ room, identity, metadata, permission })]);
+  const out = execFileSync(argv[0], argv.slice(1), { env: env.clientEnv(), timeout: 30000 }).toString().trim();
+  assert.equal(out, metadata, `UpdateParticipant ${identity}`);
+}
+
+function jwtClaims(token) {
+  return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
+}
+
 if (why && !notRoot) {
   it('the browser resume tests can run here', () => assert.fail(`cannot run the browser tests: ${why}`));
 }
@@ -168,6 +190,43 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
           await browser.call(p, 'disconnect', [], 10000).catch(() => {});
           await browser.command('close', { page: p }, 15000);
         }
+      }));
+
+    // The server hands each participant tokens of its current grants (`refresh_token`): at
+    // its join and when the API changes it. Joining afresh long after the token it connected
+    // with expired, livekit-client uses the latest one and keeps what the API granted.
+    it(`${mode.name}: a full reconnection after its token expired joins with the refreshed token`, { timeout: 120000 }, () =>
+      withDiagnostics(async () => {
+        const room = unique('lkb-refresh');
+        await browser.open('A');
+        const tok = await env.token('alice', room, {}, '8s');
+        const original = jwtClaims(tok);
+        const info = await browser.call('A', 'connect', [WS_URL, tok, mode.roomOptions], 30000);
+        // Refreshed at the join: valid ten minutes, signed with the node's key.
+        const first = await browser.pollUntil('A', 'tokenClaims', [], (c) => c && c.exp - c.nbf === 600, { timeout: 10000, interval: 100 });
+        assert.ok(first.ok, `page A was handed no refreshed token: ${JSON.stringify(first.value)} (its own: ${JSON.stringify(original)})`);
+        assert.equal(first.value.iss, API_KEY);
+        assert.equal(first.value.sub, 'alice');
+        assert.equal(first.value.video.room, room);
+        // The API takes publishing away and sets metadata: the next token carries both.
+        updateParticipant(room, 'alice', 'granted', { can_subscribe: true, can_publish: false, can_publish_data: true });
+        const changed = await browser.pollUntil('A', 'tokenClaims', [], (c) => c && c.metadata === 'granted' && c.video.canPublish === false,
+          { timeout: 10000, interval: 100 });
+        assert.ok(changed.ok, `page A's token did not follow UpdateParticipant: ${JSON.stringify(changed.value)}`);
+        // Once the token it connected with has expired, livekit-client joins afresh.
+        while (Date.now() < original.exp * 1000 + 1500) await sleep(250);
+        const restart = browser.events.length;
+        await browser.call('A', 'fullReconnect', [], 30000);
+        await waitPageEvent('A', 'reconnected', {}, 30000, restart);
+        const me = await browser.call('A', 'me', []);
+        assert.notEqual(me.sid, info.sid, 'a full reconnection is a new participant');
+        assert.equal(me.metadata, 'granted');
+        assert.equal(me.canPublish, false);
+        assert.equal(me.canSubscribe, true);
+        const gone = browser.events.slice(restart).filter((e) => e.page === 'A' && e.event === 'disconnected');
+        assert.deepEqual(gone, [], `page A was disconnected: ${JSON.stringify(gone)}`);
+        await browser.call('A', 'disconnect', [], 10000).catch(() => {});
+        await browser.command('close', { page: 'A' }, 15000);
       }));
   }
 });
