@@ -18,6 +18,10 @@
 #   --keep DIR          keep logs and configs in DIR instead of a temp dir removed on exit
 #   --gro               also run ours with the load tester's sockets reading segmented runs
 #                       whole (`perf load-test --udp-gro`): one more row, "ours-gro"
+#   --split             servers and load tester as two hosts: two namespaces joined by the
+#                       veth pair, the servers pinned to the first core and the load tester to
+#                       the second, each side's received packets processed on its own core
+#                       (RPS), segmentation done in software on the servers' side (see below)
 #
 # The namespace has lo and a veth pair, lkjan-a 10.77.80.1/24 <-> lkjan-b 10.77.80.2/24, and
 # no route out: nothing leaves it. Both servers bind 10.77.80.1 (Janus does not gather
@@ -53,6 +57,20 @@
 # charged for the receivers' per-datagram work all the same: the main ratio stays the
 # one with plain receivers, and this row says how much of ours is that delivery work.
 #
+# With `--split`, the servers (and relays) run in one namespace on core 0 and the load tester
+# in another on core 1, the veth pair between them (lkjan-a in the servers' namespace,
+# lkjan-b in the load tester's), and each veth end's receive processing is steered (RPS) to
+# its own side's core. Without it, everything shares the cores and every datagram a server
+# sends to a subscriber on this machine is also received, queued and its receiver woken on
+# the sender's account (loopback delivery runs in the sender's context), work that in a
+# deployment the subscribers' hosts do; with it, a server is charged for what it would be
+# charged on a host of its own: its system calls, its UDP/IP stack down to the device, and
+# its share of the processing of what it receives. The servers' veth end has UDP
+# segmentation offload turned off, so a segmented send is split in software on the servers'
+# core, as on a network card without it (one with it would spare the server that too). Both
+# servers are measured so; the ratio compares like with like, and a run without `--split`
+# (the default) is the one the earlier figures in the README come from.
+#
 # Per run, `--server-pid` makes the load tester read the server's CPU time over the measured
 # window (everyone joined, media flowing) and its peak RSS (VmHWM), and the table divides
 # that CPU time by the packets the subscribers received in the window. Below the table, the
@@ -69,6 +87,7 @@ rate=50
 loops=2
 keep=""
 gro=""
+split=""
 server_bin=""
 cli_bin=""
 while [ $# -gt 0 ]; do
@@ -83,6 +102,7 @@ while [ $# -gt 0 ]; do
     --janus-loops) loops=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
     --gro) gro=1; shift ;;
+    --split) split=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -97,6 +117,11 @@ janus_bin=$(command -v janus || true)
 janus_lib=$(dirname "$(dirname "$(readlink -f "$(ls /usr/lib/*/janus/plugins/libjanus_videoroom.so | head -1)")")")
 
 ns="lkjan$$"
+ns_cli=$ns
+if [ -n "$split" ]; then
+    [ "$(nproc)" -ge 2 ] || { echo "--split needs two cores" >&2; exit 2; }
+    ns_cli="lkjanc$$"
+fi
 ip_srv=10.77.80.1
 ip_peer=10.77.80.2
 if [ -n "$keep" ]; then
@@ -114,6 +139,11 @@ cleanup() {
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
     [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
+    if [ "$ns_cli" != "$ns" ]; then
+        pids=$(ip netns pids "$ns_cli" 2>/dev/null || true)
+        [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+        ip netns del "$ns_cli" 2>/dev/null || true
+    fi
     [ -z "$keep" ] && rm -rf "$out"
     return 0
 }
@@ -123,11 +153,30 @@ trap 'exit 130' INT TERM
 ip netns add "$ns"
 nsx() { ip netns exec "$ns" "$@"; }
 nsx ip link set lo up
-nsx ip link add lkjan-a type veth peer name lkjan-b
-nsx ip addr add "$ip_srv/24" dev lkjan-a
-nsx ip addr add "$ip_peer/24" dev lkjan-b
-nsx ip link set lkjan-a up
-nsx ip link set lkjan-b up
+# How the servers and the load tester are started: their namespace (and core, with --split).
+srv=(ip netns exec "$ns")
+cli=(ip netns exec "$ns")
+if [ -n "$split" ]; then
+    ip netns add "$ns_cli"
+    nsc() { ip netns exec "$ns_cli" "$@"; }
+    nsc ip link set lo up
+    nsx ip link add lkjan-a type veth peer name lkjan-b netns "$ns_cli"
+    nsx ip addr add "$ip_srv/24" dev lkjan-a
+    nsc ip addr add "$ip_peer/24" dev lkjan-b
+    nsx ip link set lkjan-a up
+    nsc ip link set lkjan-b up
+    nsx ethtool -K lkjan-a tx-udp-segmentation off >/dev/null
+    nsx sh -c 'echo 1 > /sys/class/net/lkjan-a/queues/rx-0/rps_cpus'
+    nsc sh -c 'echo 2 > /sys/class/net/lkjan-b/queues/rx-0/rps_cpus'
+    srv+=(taskset -c 0)
+    cli=(ip netns exec "$ns_cli" taskset -c 1)
+else
+    nsx ip link add lkjan-a type veth peer name lkjan-b
+    nsx ip addr add "$ip_srv/24" dev lkjan-a
+    nsx ip addr add "$ip_peer/24" dev lkjan-b
+    nsx ip link set lkjan-a up
+    nsx ip link set lkjan-b up
+fi
 
 # Janus's configuration: only what this run loads.
 cfg="$out/janus"
@@ -223,14 +272,14 @@ stop_pid() {
 run_janus() { # scenario load-args...
     local scen=$1
     shift
-    ip netns exec "$ns" nice -n 10 "$janus_bin" -F "$cfg" -C "$cfg/janus.jcfg" >"$out/janus-$scen.log" 2>&1 &
+    "${srv[@]}" nice -n 10 "$janus_bin" -F "$cfg" -C "$cfg/janus.jcfg" >"$out/janus-$scen.log" 2>&1 &
     local pid=$!
     if ! wait_http "http://$ip_srv:18000/janus/info"; then
         echo "Janus did not start; its log:" >&2
         tail -20 "$out/janus-$scen.log" >&2
         exit 1
     fi
-    nsx nice -n 10 "$cli_bin" perf janus-load-test --janus-url "http://$ip_srv:18000/janus" \
+    "${cli[@]}" nice -n 10 "$cli_bin" perf janus-load-test --janus-url "http://$ip_srv:18000/janus" \
         --server-pid "$pid" --num-per-second "$rate" --duration "$duration" \
         --video-resolution "$resolution" "$@" >"$out/janus-$scen.txt" 2>"$out/janus-$scen.err" || true
     stop_pid "$pid"
@@ -239,7 +288,7 @@ run_janus() { # scenario load-args...
 run_ours() { # name scenario load-args...
     local name=$1 scen=$2
     shift 2
-    ip netns exec "$ns" nice -n 10 "$server_bin" --dev --bind "$ip_srv" --node-ip "$ip_srv" --port 18010 \
+    "${srv[@]}" nice -n 10 "$server_bin" --dev --bind "$ip_srv" --node-ip "$ip_srv" --port 18010 \
         --udp-port 18012 >"$out/$name-$scen.log" 2>&1 &
     local pid=$!
     if ! wait_http "http://$ip_srv:18010/"; then
@@ -247,7 +296,7 @@ run_ours() { # name scenario load-args...
         tail -20 "$out/$name-$scen.log" >&2
         exit 1
     fi
-    nsx nice -n 10 "$cli_bin" --dev --url "http://$ip_srv:18010" perf load-test \
+    "${cli[@]}" nice -n 10 "$cli_bin" --dev --url "http://$ip_srv:18010" perf load-test \
         --server-pid "$pid" --num-per-second "$rate" --duration "$duration" --no-simulcast \
         --video-resolution "$resolution" "$@" >"$out/$name-$scen.txt" 2>"$out/$name-$scen.err" || true
     stop_pid "$pid"
@@ -258,17 +307,17 @@ run_relay() { # name scenario subscribers datagram-size rate burst [relay flags]
     shift 6
     local sealed=()
     [[ " $* " == *" --seal "* ]] && sealed=(--sealed)
-    ip netns exec "$ns" nice -n 10 "$cli_bin" perf udp-relay --bind "$ip_srv:18020" "$@" \
+    "${srv[@]}" nice -n 10 "$cli_bin" perf udp-relay --bind "$ip_srv:18020" "$@" \
         >"$out/$name-$scen.log" 2>&1 &
     local pid=$!
     sleep 0.3
-    nsx nice -n 10 "$cli_bin" perf relay-load-test --relay "$ip_srv:18020" --relay-pid "$pid" \
+    "${cli[@]}" nice -n 10 "$cli_bin" perf relay-load-test --relay "$ip_srv:18020" --relay-pid "$pid" \
         --subscribers "$subs" --duration "$duration" --datagram-size "$size" --rate "$rate_pps" \
         --burst "$burst" "${sealed[@]}" >"$out/$name-$scen.txt" 2>"$out/$name-$scen.err" || true
     stop_pid "$pid"
 }
 
-echo "janus-compare: $(nproc) cores, $(uname -r), Janus $("$janus_bin" --version 2>/dev/null | sed -n 's/^Janus version: [0-9]* (\(.*\))/\1/p'), event_loops=$loops, duration $duration, video $resolution (one layer)"
+echo "janus-compare: $(nproc) cores, $(uname -r), Janus $("$janus_bin" --version 2>/dev/null | sed -n 's/^Janus version: [0-9]* (\(.*\))/\1/p'), event_loops=$loops, duration $duration, video $resolution (one layer)${split:+, split: servers on core 0, load tester on core 1, two namespaces}"
 IFS=, read -ra list <<<"$scenarios"
 for scen in "${list[@]}"; do
     case "$scen" in
