@@ -76,12 +76,19 @@ mod tests {
         Machine::new(config, Rooms::new(RoomDefaults::default()), now)
     }
 
-    fn join(m: &mut Machine, now: Instant, identity: &str, claims: Claims) -> String {
+    /// Joins `identity` to `room` with `claims` plus a grant to join it.
+    fn try_join(
+        m: &mut Machine,
+        now: Instant,
+        room: &str,
+        identity: &str,
+        claims: Claims,
+    ) -> Result<String, crate::RoomError> {
         let claims = Claims {
             sub: identity.into(),
             video: Some(VideoGrant {
                 room_join: true,
-                room: "r".into(),
+                room: room.into(),
                 ..Default::default()
             }),
             ..claims
@@ -90,10 +97,13 @@ mod tests {
             now,
             Join {
                 single_pc: true,
-                ..Join::new("r", identity, claims)
+                ..Join::new(room, identity, claims)
             },
         )
-        .expect("admitted")
+    }
+
+    fn join(m: &mut Machine, now: Instant, identity: &str, claims: Claims) -> String {
+        try_join(m, now, "r", identity, claims).expect("admitted")
     }
 
     fn agent_claims() -> Claims {
@@ -168,23 +178,10 @@ mod tests {
         assert_eq!(m.room_agents("r")[0].agent_name, "helper");
 
         let claims = Claims {
-            sub: "bob".into(),
             room_preset: "large".into(),
-            video: Some(VideoGrant {
-                room_join: true,
-                room: "other".into(),
-                ..Default::default()
-            }),
             ..Default::default()
         };
-        let refused = m.handle_join(
-            now,
-            Join {
-                single_pc: true,
-                ..Join::new("other", "bob", claims)
-            },
-        );
-        match refused {
+        match try_join(&mut m, now, "other", "bob", claims) {
             Err(crate::RoomError::InvalidArgument(e)) => {
                 assert!(e.contains("unknown room configuration \"large\""), "{e}")
             }
@@ -243,22 +240,7 @@ mod tests {
         join(&mut m, now, "alice", one);
         join(&mut m, now, "bot", agent_claims());
         join(&mut m, now, "bot2", agent_claims());
-        let claims = Claims {
-            sub: "bob".into(),
-            video: Some(VideoGrant {
-                room_join: true,
-                room: "r".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let refused = m.handle_join(
-            now,
-            Join {
-                single_pc: true,
-                ..Join::new("r", "bob", claims)
-            },
-        );
+        let refused = try_join(&mut m, now, "r", "bob", Claims::default());
         assert!(
             matches!(refused, Err(crate::RoomError::RoomFull(1))),
             "{refused:?}"

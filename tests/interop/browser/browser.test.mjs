@@ -14,10 +14,9 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 
-import { API_KEY, API_SECRET, BrowserEnv, PORT, PYTHON, SERVER_IP, WS_URL, prerequisites, unique } from './harness.mjs';
+import { BrowserEnv, WS_URL, prerequisites, unique } from './harness.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {}, singlePC: true },
@@ -93,17 +92,7 @@ async function publishCamMic(page) {
 
 /** Creates `name` with the Python `livekit-api` SDK's CreateRoom (from inside the namespace). */
 function createRoom(name, fields) {
-  const code = [
-    'import asyncio, json, sys',
-    'from livekit import api',
-    'async def main():',
-    `    async with api.LiveKitAPI("http://${SERVER_IP}:${PORT}", "${API_KEY}", "${API_SECRET}") as lk:`,
-    '        r = await lk.room.create_room(api.CreateRoomRequest(**json.loads(sys.argv[1])))',
-    '        print(r.name)',
-    'asyncio.run(main())',
-  ].join('\n');
-  const argv = env.ns.argv([PYTHON, '-c', code, JSON.stringify({ name, ...fields })]);
-  const out = execFileSync(argv[0], argv.slice(1), { env: env.clientEnv(), timeout: 30000 }).toString().trim();
+  const out = env.livekitApi(['r = await lk.room.create_room(api.CreateRoomRequest(**a))', 'print(r.name)'], { name, ...fields });
   assert.equal(out, name, `CreateRoom ${name}`);
 }
 

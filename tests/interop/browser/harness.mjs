@@ -459,6 +459,27 @@ export class BrowserEnv {
     return at.toJwt();
   }
 
+  /**
+   * Runs `body` (Python lines, indented for the inside of `async with`) with `lk`, a
+   * `livekit-api` LiveKitAPI of this server, and `a`, the JSON of `args`, from inside the
+   * namespace; returns what it printed.
+   */
+  livekitApi(body, args) {
+    const code = [
+      'import asyncio, json, sys',
+      'from livekit import api',
+      'async def main():',
+      `    async with api.LiveKitAPI("http://${SERVER_IP}:${PORT}", "${API_KEY}", "${API_SECRET}") as lk:`,
+      '        a = json.loads(sys.argv[1])',
+      ...body.map((l) => `        ${l}`),
+      'asyncio.run(main())',
+    ].join('\n');
+    const argv = this.ns.argv([PYTHON, '-c', code, JSON.stringify(args)]);
+    const cp = spawnSync(argv[0], argv.slice(1), { env: this.clientEnv(), timeout: 30000, encoding: 'utf8' });
+    if (cp.status !== 0) throw new Error(`livekit-api call failed (${cp.status}): ${cp.stderr}`);
+    return cp.stdout.trim();
+  }
+
   clientEnv() {
     const env = { ...process.env, PYTHONUNBUFFERED: '1' };
     for (const v of ['LIVEKIT_URL', 'LIVEKIT_API_KEY', 'LIVEKIT_API_SECRET', 'RUST_LOG']) delete env[v];

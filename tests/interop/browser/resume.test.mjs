@@ -7,9 +7,9 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 
-import { API_KEY, API_SECRET, BrowserEnv, PORT, PYTHON, SERVER_IP, WS_URL, prerequisites, sleep, unique } from './harness.mjs';
+import { API_KEY, BrowserEnv, PORT, WS_URL, prerequisites, sleep, unique } from './harness.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {} },
@@ -93,19 +93,11 @@ async function hears(n, timeout) {
 
 /** UpdateParticipant with the Python `livekit-api` SDK (from inside the namespace). */
 function updateParticipant(room, identity, metadata, permission) {
-  const code = [
-    'import asyncio, json, sys',
-    'from livekit import api',
-    'async def main():',
-    `    async with api.LiveKitAPI("http://${SERVER_IP}:${PORT}", "${API_KEY}", "${API_SECRET}") as lk:`,
-    '        a = json.loads(sys.argv[1])',
-    '        p = await lk.room.update_participant(api.UpdateParticipantRequest(room=a["room"], identity=a["identity"],',
-    '            metadata=a["metadata"], permission=api.ParticipantPermission(**a["permission"])))',
-    '        print(p.metadata)',
-    'asyncio.run(main())',
-  ].join('\n');
-  const argv = env.ns.argv([PYTHON, '-c', code, JSON.stringify({ room, identity, metadata, permission })]);
-  const out = execFileSync(argv[0], argv.slice(1), { env: env.clientEnv(), timeout: 30000 }).toString().trim();
+  const out = env.livekitApi([
+    'p = await lk.room.update_participant(api.UpdateParticipantRequest(room=a["room"], identity=a["identity"],',
+    '    metadata=a["metadata"], permission=api.ParticipantPermission(**a["permission"])))',
+    'print(p.metadata)',
+  ], { room, identity, metadata, permission });
   assert.equal(out, metadata, `UpdateParticipant ${identity}`);
 }
 
