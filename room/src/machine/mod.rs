@@ -599,11 +599,11 @@ pub struct Machine {
     /// Participant updates held back (see [`update_batch`]): per room, when they go out and,
     /// per participant sid, its latest record and who is not to be sent it.
     batched: HashMap<String, Batch>,
-    /// Participants' deadlines (delayed answers, departure grace), earliest first: an entry
-    /// is pushed whenever a participant's deadline changes, so that finding the next one and
-    /// what is due costs the entries, not a walk over every participant. An entry whose
-    /// deadline was since withdrawn (a link back before its grace ran out) only wakes the
-    /// machine once for nothing.
+    /// Participants' deadlines (delayed answers, departure grace, token refreshes), earliest
+    /// first: an entry is pushed whenever a participant's deadline changes, so that finding
+    /// the next one and what is due costs the entries, not a walk over every participant. An
+    /// entry whose deadline was since withdrawn (a link back before its grace ran out) only
+    /// wakes the machine once for nothing.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     /// The time of the latest input (for deadlines set by calls that carry none).
     last_now: Instant,
@@ -708,8 +708,9 @@ impl Machine {
             .min()
     }
 
-    /// Runs what is due at `now`: delayed answers, departure grace, room closing. (A
-    /// connection silent past the ping timeout is ended by its session and arrives as lost.)
+    /// Runs what is due at `now`: delayed answers, token refreshes, departure grace, room
+    /// closing. (A connection silent past the ping timeout is ended by its session and
+    /// arrives as lost.)
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         self.flush_due_updates(now);
