@@ -142,6 +142,66 @@ pub(crate) struct Effects {
     pub leave: Option<Leaving>,
     /// Who may subscribe to its tracks from now on.
     pub permission: Option<pb::SubscriptionPermission>,
+    /// The publisher's own update of a published track's record.
+    pub track_update: Option<TrackUpdate>,
+}
+
+/// A publisher's update of one of its tracks' records: `UpdateLocalAudioTrack` (the audio
+/// features it now has, e.g. after noise cancellation was turned on) or
+/// `UpdateLocalVideoTrack` (the video's new dimensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TrackUpdate {
+    /// Known feature values only, each once, in the order first named.
+    Audio { sid: String, features: Vec<i32> },
+    Video {
+        sid: String,
+        width: u32,
+        height: u32,
+    },
+}
+
+impl TrackUpdate {
+    fn audio(u: pb::UpdateLocalAudioTrack) -> Self {
+        let mut features: Vec<i32> = Vec::new();
+        // Unknown values are dropped, so the list is at most the enum's length whatever the
+        // request carried.
+        for f in u.features {
+            if pb::AudioTrackFeature::try_from(f).is_ok() && !features.contains(&f) {
+                features.push(f);
+            }
+        }
+        TrackUpdate::Audio {
+            sid: u.track_sid,
+            features,
+        }
+    }
+
+    pub fn sid(&self) -> &str {
+        match self {
+            TrackUpdate::Audio { sid, .. } | TrackUpdate::Video { sid, .. } => sid,
+        }
+    }
+
+    /// Applies the update to a track record as LiveKit does (the features also set `stereo`
+    /// and `disable_dtx`). Returns whether the record changed: an update for a track of the
+    /// other kind, or one that changes nothing, leaves it as it was.
+    #[allow(deprecated)] // `stereo` and `disable_dtx` are deprecated upstream, still read by clients
+    pub fn apply(&self, t: &mut pb::TrackInfo) -> bool {
+        let before = t.clone();
+        match self {
+            TrackUpdate::Audio { features, .. } if t.r#type == pb::TrackType::Audio as i32 => {
+                t.audio_features = features.clone();
+                t.stereo = features.contains(&(pb::AudioTrackFeature::TfStereo as i32));
+                t.disable_dtx = features.contains(&(pb::AudioTrackFeature::TfNoDtx as i32));
+            }
+            TrackUpdate::Video { width, height, .. } if t.r#type == pb::TrackType::Video as i32 => {
+                t.width = *width;
+                t.height = *height;
+            }
+            _ => {}
+        }
+        *t != before
+    }
 }
 
 /// A change of a participant's own record, asked by the participant.
@@ -714,6 +774,14 @@ impl Participant {
                 )
             }
             Req::UpdateMetadata(u) => return Ok(self.update_metadata(ctx, u)),
+            Req::UpdateAudioTrack(u) => fx.track_update = self.update_track(TrackUpdate::audio(u)),
+            Req::UpdateVideoTrack(u) => {
+                fx.track_update = self.update_track(TrackUpdate::Video {
+                    sid: u.track_sid,
+                    width: u.width,
+                    height: u.height,
+                })
+            }
             Req::SubscriptionPermission(perm) => {
                 let tracks = perm.track_permissions.iter().map(|t| t.track_sids.len());
                 let named = tracks.fold(0usize, usize::saturating_add);
@@ -735,6 +803,21 @@ impl Participant {
             _ => {}
         }
         Ok(fx)
+    }
+
+    /// UpdateLocalAudioTrack / UpdateLocalVideoTrack: a track still pending (announced, not
+    /// yet in an offer) takes the update here and publishes with it; a published one's
+    /// update is handed to the room, which holds its record. An unknown sid changes nothing.
+    fn update_track(&mut self, u: TrackUpdate) -> Option<TrackUpdate> {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.info.sid == u.sid()) {
+            u.apply(&mut p.info);
+            return None;
+        }
+        if self.published.values().any(|sid| sid == u.sid()) {
+            return Some(u);
+        }
+        tracing::debug!(participant = %self.psid, track = u.sid(), "track update for a track it does not publish");
+        None
     }
 
     /// UpdateSubscription: the tracks named, and every track of the participants named

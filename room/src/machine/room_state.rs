@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lkr_proto::pb;
 use lkr_sfu::{Command, MediaKind};
 
-use super::participant::{Ctx, DataTargets, Effects};
+use super::participant::{Ctx, DataTargets, Effects, TrackUpdate};
 use super::{Leaving, Machine, Resp, RoomEvent, TrackEntry, TrackOffer, reason_of};
 use crate::RoomError;
 
@@ -79,6 +79,7 @@ impl Machine {
             subscriptions_of,
             leave,
             permission,
+            track_update,
         } = fx;
         for sid in subscribed {
             self.track_subscribed(psid, &sid);
@@ -116,6 +117,9 @@ impl Machine {
         }
         if let Some((sid, muted)) = mute {
             self.set_track_muted(psid, &sid, muted);
+        }
+        if let Some(u) = track_update {
+            self.update_track(psid, &u);
         }
         if let Some(perm) = permission {
             self.set_permission(now, psid, perm);
@@ -432,6 +436,33 @@ impl Machine {
             })
         })
         .flatten()
+    }
+
+    /// A publisher's update of one of its published tracks' records; everyone is told when
+    /// it changes the record (not when it repeats it, nor for a track of the other kind).
+    fn update_track(&mut self, psid: &str, u: &TrackUpdate) {
+        let Some(p) = self.participants.get(psid) else {
+            return;
+        };
+        let Ok(room) = self.rooms.get(p.room()) else {
+            return;
+        };
+        let Ok(rec) = room.participant(p.identity()) else {
+            return;
+        };
+        let changes = rec
+            .info
+            .tracks
+            .iter()
+            .find(|t| t.sid == u.sid())
+            .is_some_and(|t| u.apply(&mut t.clone()));
+        if changes {
+            self.update_participant(psid, |p| {
+                if let Some(t) = p.tracks.iter_mut().find(|t| t.sid == u.sid()) {
+                    u.apply(t);
+                }
+            });
+        }
     }
 
     /// Notes that `subscriber` now receives `track_sid`; the publisher hears of its first

@@ -1249,6 +1249,157 @@ fn mute_updates_the_record_and_unknown_tracks_change_nothing() {
 }
 
 #[test]
+fn a_publishers_track_updates_reach_the_record_and_everyone() {
+    use pb::AudioTrackFeature as F;
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+    let (cam, mic) = publish_camera_and_microphone(&mut w, &a);
+    // A track still pending takes the update and publishes with it.
+    let screen = {
+        w.signal(
+            &a,
+            Req::AddTrack(pb::AddTrackRequest {
+                cid: "screen".into(),
+                r#type: pb::TrackType::Video as i32,
+                source: pb::TrackSource::ScreenShare as i32,
+                width: 1920,
+                height: 1080,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        w.published_sid(&a, "screen")
+    };
+    w.clear();
+    let version = w.participant("alice").version;
+    w.signal(
+        &a,
+        Req::UpdateVideoTrack(pb::UpdateLocalVideoTrack {
+            track_sid: screen.clone(),
+            width: 1280,
+            height: 720,
+        }),
+    )
+    .unwrap();
+    assert!(
+        updates_about(&w, &b, &a).is_empty(),
+        "pending: nothing to tell"
+    );
+    assert_eq!(w.participant("alice").version, version);
+
+    // Audio features: unknown values dropped, each once; stereo and DTX follow them.
+    w.signal(
+        &a,
+        Req::UpdateAudioTrack(pb::UpdateLocalAudioTrack {
+            track_sid: mic.clone(),
+            features: vec![
+                F::TfStereo as i32,
+                F::TfEnhancedNoiseCancellation as i32,
+                9999,
+                F::TfStereo as i32,
+                F::TfNoDtx as i32,
+            ],
+        }),
+    )
+    .unwrap();
+    let seen = updates_about(&w, &b, &a);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let t = seen[0].tracks.iter().find(|t| t.sid == mic).unwrap();
+    assert_eq!(
+        t.audio_features,
+        [
+            F::TfStereo as i32,
+            F::TfEnhancedNoiseCancellation as i32,
+            F::TfNoDtx as i32
+        ]
+    );
+    #[allow(deprecated)]
+    {
+        assert!(t.stereo && t.disable_dtx);
+    }
+    assert!(w.participant("alice").version > version);
+
+    // Dimensions of a published video.
+    w.clear();
+    w.signal(
+        &a,
+        Req::UpdateVideoTrack(pb::UpdateLocalVideoTrack {
+            track_sid: cam.clone(),
+            width: 640,
+            height: 360,
+        }),
+    )
+    .unwrap();
+    let seen = updates_about(&w, &b, &a);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let t = seen[0].tracks.iter().find(|t| t.sid == cam).unwrap();
+    assert_eq!((t.width, t.height), (640, 360));
+    let rec = w.participant("alice");
+    let t = rec.tracks.iter().find(|t| t.sid == cam).unwrap();
+    assert_eq!((t.width, t.height), (640, 360));
+
+    // The same update again, one for a track of the other kind, and one for a track it does
+    // not publish change nothing and tell no one.
+    w.clear();
+    let version = w.participant("alice").version;
+    for req in [
+        Req::UpdateVideoTrack(pb::UpdateLocalVideoTrack {
+            track_sid: cam.clone(),
+            width: 640,
+            height: 360,
+        }),
+        Req::UpdateVideoTrack(pb::UpdateLocalVideoTrack {
+            track_sid: mic.clone(),
+            width: 1,
+            height: 1,
+        }),
+        Req::UpdateAudioTrack(pb::UpdateLocalAudioTrack {
+            track_sid: cam.clone(),
+            features: vec![F::TfStereo as i32],
+        }),
+        Req::UpdateAudioTrack(pb::UpdateLocalAudioTrack {
+            track_sid: "TR_unknown".into(),
+            features: vec![F::TfStereo as i32],
+        }),
+    ] {
+        w.signal(&a, req).unwrap();
+    }
+    assert!(w.signals.is_empty(), "nothing is told: {:?}", w.signals);
+    assert_eq!(w.participant("alice").version, version);
+    // Bob's update of Alice's track is not his to make.
+    w.signal(
+        &b,
+        Req::UpdateVideoTrack(pb::UpdateLocalVideoTrack {
+            track_sid: cam.clone(),
+            width: 320,
+            height: 180,
+        }),
+    )
+    .unwrap();
+    assert_eq!(w.participant("alice").version, version);
+
+    // The pending screen share publishes with the size its update gave it.
+    w.offer(
+        &a,
+        client_offer(&[
+            Sec::Data,
+            Sec::SendAudio("mic-cid"),
+            Sec::SendVideo("cam", &["q", "h", "f"]),
+            Sec::SendVideo("screen", &[]),
+        ]),
+    )
+    .unwrap();
+    let rec = w.participant("alice");
+    let t = rec
+        .tracks
+        .iter()
+        .find(|t| t.sid == screen)
+        .expect("published");
+    assert_eq!((t.width, t.height), (1280, 720));
+}
+
+#[test]
 fn losing_can_publish_unpublishes() {
     let mut w = World::new();
     let a = w.join("alice", false);

@@ -202,6 +202,56 @@ describe('livekit-client in headless Chromium', { skip: why || false }, () => {
           await closePages('A', 'B');
         }));
 
+      it('page B and livekit-api see the audio features and the video size page A updates', { timeout: 90000 }, () =>
+        withDiagnostics(async () => {
+          const room = unique('lkb-upd');
+          await connectPage('A', 'alice', room, mode);
+          await connectPage('B', 'bob', room, mode);
+          const { video, audio } = await publishCamMic('A');
+          await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'audio', sid: audio.sid });
+          await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video', sid: video.sid });
+          const ENHANCED_NC = 5; // AudioTrackFeature.TF_ENHANCED_NOISE_CANCELLATION
+          const sorted = (xs) => [...xs].sort((x, y) => x - y);
+          const pubOf = (ps, sid) => (Array.isArray(ps) ? ps.find((p) => p.sid === sid) : undefined);
+          // What the server holds, as the Python livekit-api SDK reads it.
+          const record = () =>
+            JSON.parse(
+              env.livekitApi(
+                [
+                  'p = await lk.room.get_participant(api.RoomParticipantIdentity(room=a["room"], identity="alice"))',
+                  'print(json.dumps({t.sid: {"width": t.width, "height": t.height, "features": list(t.audio_features)} for t in p.tracks}))',
+                ],
+                { room },
+              ),
+            );
+
+          // livekit-client's own UpdateLocalAudioTrack: the noise filter turned on, then off.
+          for (const on of [true, false]) {
+            const sent = await browser.call('A', 'noiseFilter', [on]);
+            assert.equal(sent.sid, audio.sid, JSON.stringify(sent));
+            assert.equal(sent.features.includes(ENHANCED_NC), on, `features page A sent: ${JSON.stringify(sent)}`);
+            const seen = await browser.pollUntil('B', 'remotePublications', ['alice'], (ps) => {
+              const a = pubOf(ps, audio.sid);
+              return Boolean(a) && JSON.stringify(sorted(a.audioFeatures)) === JSON.stringify(sorted(sent.features));
+            }, { timeout: 10000 });
+            assert.ok(seen.ok, `page B's record of alice's microphone does not have the features page A sent (${JSON.stringify(sent.features)}): ${JSON.stringify(seen.value)}`);
+            assert.deepEqual(sorted(record()[audio.sid].features), sorted(sent.features), 'GetParticipant');
+          }
+
+          // UpdateLocalVideoTrack: page B's publication takes the new dimensions.
+          const size = { width: 400, height: 224 };
+          await browser.call('A', 'sendVideoTrackSize', [size.width, size.height]);
+          const seen = await browser.pollUntil('B', 'remotePublications', ['alice'], (ps) => {
+            const v = pubOf(ps, video.sid);
+            return Boolean(v && v.dimensions) && v.dimensions.width === size.width && v.dimensions.height === size.height;
+          }, { timeout: 10000 });
+          assert.ok(seen.ok, `page B's record of alice's camera is not ${size.width}x${size.height}: ${JSON.stringify(seen.value)}`);
+          const rec = record()[video.sid];
+          assert.deepEqual([rec.width, rec.height], [size.width, size.height], 'GetParticipant');
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A', 'B');
+        }));
+
       it('in a room created with sync_streams, page B gets page A\'s camera and microphone in one MediaStream and plays both', { timeout: 120000 }, () =>
         withDiagnostics(async () => {
           const room = unique('lkb-sync');
