@@ -724,6 +724,7 @@ impl Machine {
         due.dedup();
         let mut ended: Vec<(String, Leaving)> = Vec::new();
         let mut refresh: Vec<String> = Vec::new();
+        let mut speaking_ended: Vec<String> = Vec::new();
         for psid in due {
             let Some(p) = self.participants.get_mut(&psid) else {
                 continue;
@@ -733,6 +734,9 @@ impl Machine {
                 ended.push((psid, why));
             } else {
                 p.deadline_fired();
+                if p.take_speaking_end(now) {
+                    speaking_ended.push(psid.clone());
+                }
                 if p.refresh_due(now) {
                     refresh.push(psid);
                 } else {
@@ -745,6 +749,9 @@ impl Machine {
         }
         for psid in refresh {
             self.refresh_token(now, &psid);
+        }
+        for psid in speaking_ended {
+            self.end_simulated_speaking(&psid);
         }
         for room in self.rooms.close_expired(now) {
             // Only agents (or egress) may still be in it: they are sent away as LiveKit

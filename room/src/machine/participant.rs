@@ -144,6 +144,21 @@ pub(crate) struct Effects {
     pub permission: Option<pb::SubscriptionPermission>,
     /// The publisher's own update of a published track's record.
     pub track_update: Option<TrackUpdate>,
+    /// A scenario the client asked to have played on it.
+    pub simulate: Option<Simulation>,
+}
+
+/// What a client's `SimulateScenario` (livekit-client's `room.simulateScenario`) has the
+/// server do, as LiveKit does it, for testing how clients recover. The scenarios that send
+/// the participant away go through [`Effects::leave`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Simulation {
+    /// `speaker_update`: everyone is told it speaks (level 0.9), and this long after that it
+    /// stopped.
+    Speaker(Duration),
+    /// `node_failure`, `migration`: its signal connection is closed without a leave, as when
+    /// a node goes away; it keeps its place for the departure timeout and may resume.
+    DropSignal,
 }
 
 /// A publisher's update of one of its tracks' records: `UpdateLocalAudioTrack` (the audio
@@ -375,6 +390,8 @@ pub(crate) struct Participant {
     claims: Claims,
     /// When it is next handed a refreshed token (none without a token signer).
     refresh_at: Option<Instant>,
+    /// A simulated speaker update (`SimulateScenario`): when the room is told it stopped.
+    speaking_until: Option<Instant>,
 }
 
 impl Participant {
@@ -422,6 +439,7 @@ impl Participant {
             playout_delay,
             claims: j.claims.clone(),
             refresh_at: None,
+            speaking_until: None,
         }
     }
 
@@ -433,6 +451,20 @@ impl Participant {
     /// Sets when it is next handed a refreshed token.
     pub fn set_refresh_at(&mut self, at: Instant) {
         self.refresh_at = Some(at);
+    }
+
+    /// Notes that a simulated speaker update ends at `at`.
+    pub fn set_speaking_until(&mut self, at: Instant) {
+        self.speaking_until = Some(at);
+    }
+
+    /// Whether a simulated speaker update ends by `now`; if so it is over.
+    pub fn take_speaking_end(&mut self, now: Instant) -> bool {
+        let over = self.speaking_until.is_some_and(|t| t <= now);
+        if over {
+            self.speaking_until = None;
+        }
+        over
     }
 
     /// Whether a refreshed token is due at `now`.
@@ -541,7 +573,7 @@ impl Participant {
             Link::Lost { until } => Some(until),
         };
         let deferred = self.deferred.front().map(|d| d.0);
-        [link, deferred, self.refresh_at]
+        [link, deferred, self.refresh_at, self.speaking_until]
             .into_iter()
             .flatten()
             .min()
@@ -775,6 +807,34 @@ impl Participant {
             }
             Req::UpdateMetadata(u) => return Ok(self.update_metadata(ctx, u)),
             Req::UpdateAudioTrack(u) => fx.track_update = self.update_track(TrackUpdate::audio(u)),
+            Req::Simulate(s) => {
+                use pb::simulate_scenario::Scenario as S;
+                tracing::info!(participant = %self.psid, scenario = ?s.scenario, "simulating a scenario the client asked for");
+                match s.scenario {
+                    Some(S::SpeakerUpdate(secs)) => {
+                        let secs = u64::try_from(secs).unwrap_or(0);
+                        fx.simulate = Some(Simulation::Speaker(Duration::from_secs(secs)));
+                    }
+                    Some(S::NodeFailure(true) | S::Migration(true)) => {
+                        fx.simulate = Some(Simulation::DropSignal)
+                    }
+                    Some(S::ServerLeave(true)) => {
+                        fx.leave = Some(Leaving::Server(
+                            pb::DisconnectReason::ServerShutdown,
+                            pb::leave_request::Action::Disconnect,
+                        ))
+                    }
+                    Some(S::LeaveRequestFullReconnect(true)) => {
+                        fx.leave = Some(Leaving::Server(
+                            pb::DisconnectReason::UnknownReason,
+                            pb::leave_request::Action::Reconnect,
+                        ))
+                    }
+                    // Candidate protocol switches, subscriber bandwidth caps and dropped
+                    // resumes are not played.
+                    _ => {}
+                }
+            }
             Req::UpdateVideoTrack(u) => {
                 fx.track_update = self.update_track(TrackUpdate::Video {
                     sid: u.track_sid,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lkr_proto::pb;
 use lkr_sfu::{Command, MediaKind};
 
-use super::participant::{Ctx, DataTargets, Effects, TrackUpdate};
+use super::participant::{Ctx, DataTargets, Effects, Simulation, TrackUpdate};
 use super::{Leaving, Machine, Resp, RoomEvent, TrackEntry, TrackOffer, reason_of};
 use crate::RoomError;
 
@@ -80,6 +80,7 @@ impl Machine {
             leave,
             permission,
             track_update,
+            simulate,
         } = fx;
         for sid in subscribed {
             self.track_subscribed(psid, &sid);
@@ -120,6 +121,17 @@ impl Machine {
         }
         if let Some(u) = track_update {
             self.update_track(psid, &u);
+        }
+        match simulate {
+            Some(Simulation::Speaker(d)) => self.simulate_speaker(now, psid, d),
+            Some(Simulation::DropSignal) => {
+                tracing::info!(participant = %psid, "closing its signal connection (simulated)");
+                if self.participants.get(psid).is_some_and(|p| p.connected()) {
+                    self.out.close(psid, None);
+                }
+                self.handle_signal_lost(now, psid);
+            }
+            None => {}
         }
         if let Some(perm) = permission {
             self.set_permission(now, psid, perm);
@@ -436,6 +448,41 @@ impl Machine {
             })
         })
         .flatten()
+    }
+
+    /// A simulated speaker update: the room is told `psid` speaks now, and that it stopped
+    /// once `d` has passed (from its deadline, [`Machine::end_simulated_speaking`]).
+    fn simulate_speaker(&mut self, now: Instant, psid: &str, d: Duration) {
+        let Some(p) = self.participants.get_mut(psid) else {
+            return;
+        };
+        let room = p.room().to_string();
+        p.set_speaking_until(now.checked_add(d).unwrap_or(now));
+        self.watch(psid);
+        let msg = Resp::SpeakersChanged(pb::SpeakersChanged {
+            speakers: vec![pb::SpeakerInfo {
+                sid: psid.to_string(),
+                level: 0.9,
+                active: true,
+            }],
+        });
+        self.send_room(&room, None, &msg);
+    }
+
+    /// The end of a simulated speaker update: the room is told `psid` stopped.
+    pub(super) fn end_simulated_speaking(&mut self, psid: &str) {
+        let Some(p) = self.participants.get(psid) else {
+            return;
+        };
+        let room = p.room().to_string();
+        let msg = Resp::SpeakersChanged(pb::SpeakersChanged {
+            speakers: vec![pb::SpeakerInfo {
+                sid: psid.to_string(),
+                level: 0.0,
+                active: false,
+            }],
+        });
+        self.send_room(&room, None, &msg);
     }
 
     /// A publisher's update of one of its published tracks' records; everyone is told when

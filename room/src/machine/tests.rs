@@ -1510,6 +1510,93 @@ fn resume_join(
 }
 
 #[test]
+fn simulated_scenarios_are_played_as_livekit_plays_them() {
+    use pb::simulate_scenario::Scenario as S;
+    fn simulate(w: &mut World, psid: &str, s: S) {
+        w.signal(
+            psid,
+            Req::Simulate(pb::SimulateScenario { scenario: Some(s) }),
+        )
+        .unwrap();
+    }
+    fn speakers(w: &World, to: &str) -> Vec<(String, bool)> {
+        w.to(to)
+            .into_iter()
+            .filter_map(|m| match m {
+                Resp::SpeakersChanged(s) => Some(s.speakers.iter()),
+                _ => None,
+            })
+            .flatten()
+            .map(|s| (s.sid.clone(), s.active))
+            .collect()
+    }
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    let b = w.join("bob", false);
+
+    // A speaker update: everyone is told at once that alice speaks, and 3 s later that she
+    // stopped.
+    w.clear();
+    simulate(&mut w, &a, S::SpeakerUpdate(3));
+    for who in [&a, &b] {
+        assert_eq!(speakers(&w, who), [(a.clone(), true)]);
+    }
+    w.clear();
+    w.run_for(Duration::from_millis(2900));
+    assert!(speakers(&w, &b).is_empty());
+    w.run_for(Duration::from_millis(200));
+    for who in [&a, &b] {
+        assert_eq!(speakers(&w, who), [(a.clone(), false)]);
+    }
+
+    // A node failure: the signal connection closes without a leave, alice keeps her place,
+    // bob is told nothing, and she resumes.
+    w.clear();
+    simulate(&mut w, &a, S::NodeFailure(true));
+    assert_eq!(w.closes, [(a.clone(), None)]);
+    assert!(updates_about(&w, &b, &a).is_empty());
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 2);
+    assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+    // A migration is played the same way.
+    w.clear();
+    simulate(&mut w, &a, S::Migration(true));
+    assert_eq!(w.closes, [(a.clone(), None)]);
+    assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+
+    // Asked for a full reconnection: sent away with leave RECONNECT.
+    w.clear();
+    simulate(&mut w, &a, S::LeaveRequestFullReconnect(true));
+    assert_eq!(w.closes.len(), 1);
+    let leave = w.closes[0].1.clone().expect("a leave");
+    assert_eq!(leave.action, pb::leave_request::Action::Reconnect as i32);
+    w.run_for(UPDATE_BATCH);
+    assert!(
+        updates_about(&w, &b, &a)
+            .iter()
+            .any(|p| p.state == pb::participant_info::State::Disconnected as i32)
+    );
+    let a2 = w.join("alice", false);
+
+    // A server leave: sent away with SERVER_SHUTDOWN, not to come back.
+    w.clear();
+    simulate(&mut w, &a2, S::ServerLeave(true));
+    assert_eq!(w.closes.len(), 1);
+    let leave = w.closes[0].1.clone().expect("a leave");
+    assert_eq!(
+        leave_reason(&Some(leave.clone())),
+        Some(pb::DisconnectReason::ServerShutdown)
+    );
+    assert_eq!(leave.action, pb::leave_request::Action::Disconnect as i32);
+    assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
+
+    // Scenarios not played change nothing.
+    w.clear();
+    simulate(&mut w, &b, S::SubscriberBandwidth(100_000));
+    simulate(&mut w, &b, S::NodeFailure(false));
+    assert!(w.closes.is_empty() && w.signals.is_empty());
+}
+
+#[test]
 fn a_dual_pc_resume_keeps_the_participant_and_restarts_ice() {
     let mut w = World::new();
     let a = w.join("alice", false);

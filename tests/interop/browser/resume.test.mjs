@@ -184,6 +184,62 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
         }
       }));
 
+    // Scenarios livekit-client asks the server to play on it (`room.simulateScenario`), played
+    // as LiveKit plays them: a speaker update, a node failure and a migration (the signal
+    // connection closes without a leave and the client resumes), a leave asking for a full
+    // reconnection, and a server leave.
+    it(`${mode.name}: the scenarios livekit-client asks the server to simulate`, { timeout: 150000 }, () =>
+      withDiagnostics(async () => {
+        const room = unique('lkb-sim');
+        const a = await connectPage('A', 'alice', room, mode);
+        await connectPage('B', 'bob', room, mode);
+        await waitPageEvent('B', 'participant_connected', { participant: 'alice' }).catch(() => {});
+        const next = (ev) => browser.events.indexOf(ev) + 1;
+        const speaking = (e) => e.speakers.some((x) => x.identity === 'alice');
+
+        // Alice publishes no audio; page B is told she speaks, then, 3 s later, that she stopped.
+        let at = browser.events.length;
+        await browser.call('A', 'simulate', ['speaker'], 10000);
+        const on = await browser.waitFor((e) => e.page === 'B' && e.event === 'active_speakers' && speaking(e),
+          { timeout: 10000, after: at, what: 'page B seeing alice speak' });
+        await browser.waitFor((e) => e.page === 'B' && e.event === 'active_speakers' && !speaking(e),
+          { timeout: 10000, after: next(on), what: 'page B seeing alice stop speaking' });
+
+        // A node failure and a migration: page A resumes as the same participant, and page B
+        // never sees her leave.
+        for (const scenario of ['node-failure', 'migration']) {
+          at = browser.events.length;
+          await browser.call('A', 'simulate', [scenario], 10000);
+          await waitPageEvent('A', 'reconnected', {}, 30000, at);
+          const me = await browser.call('A', 'me', []);
+          assert.equal(me.sid, a.sid, `${scenario}: page A resumed as another participant`);
+          const left = browser.events.slice(at).filter((e) =>
+            (e.page === 'B' && e.event === 'participant_disconnected') || (e.page === 'A' && e.event === 'disconnected'));
+          assert.deepEqual(left, [], `${scenario}: a page saw a departure`);
+        }
+
+        // A leave asking for a full reconnection: page A joins afresh, page B sees the new alice.
+        at = browser.events.length;
+        await browser.call('A', 'simulate', ['leave-full-reconnect'], 10000);
+        await waitPageEvent('A', 'reconnected', {}, 30000, at);
+        const again = await browser.call('A', 'me', []);
+        assert.notEqual(again.sid, a.sid, 'a full reconnection is a new participant');
+        await browser.waitFor((e) => e.page === 'B' && e.event === 'participant_connected' && e.participant === 'alice' && e.sid === again.sid,
+          { timeout: 15000, after: at, what: 'page B seeing alice join again' });
+
+        // A server leave: page A is disconnected with SERVER_SHUTDOWN and page B sees her go.
+        at = browser.events.length;
+        await browser.call('A', 'simulate', ['server-leave'], 10000);
+        const gone = await waitPageEvent('A', 'disconnected', {}, 15000, at);
+        assert.equal(gone.reason, 3, `page A's disconnect reason (DisconnectReason.SERVER_SHUTDOWN is 3): ${JSON.stringify(gone)}`);
+        await waitPageEvent('B', 'participant_disconnected', { participant: 'alice' }, 15000, at);
+        assert.ok(env.serverAlive(), 'livekit-server exited');
+        for (const p of ['A', 'B']) {
+          await browser.call(p, 'disconnect', [], 10000).catch(() => {});
+          await browser.command('close', { page: p }, 15000);
+        }
+      }));
+
     // The server hands each participant tokens of its current grants (`refresh_token`): at
     // its join and when the API changes it. Joining afresh long after the token it connected
     // with expired, livekit-client uses the latest one and keeps what the API granted.
