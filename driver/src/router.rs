@@ -254,6 +254,7 @@ impl Placement {
                 }
             }
             cmd @ (Command::SetPaused { peer, .. }
+            | Command::SetChannelCapacity { peer, .. }
             | Command::SetMaxLayer { peer, .. }
             | Command::SendData { peer, .. }) => {
                 out.push((self.shard_of(peer), ShardMsg::Command(cmd)));

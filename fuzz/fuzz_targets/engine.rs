@@ -88,6 +88,7 @@ enum Op {
     Unsubscribe(u8, u8),
     SetPaused(u8, u8, bool),
     SetMaxLayer(u8, u8, u8),
+    SetChannelCapacity(u8, u64),
     SendData(u8, bool, Vec<u8>),
     RequestKeyframe(u8),
     /// A binding request from `from` to `peer`, signed with its password unless `unsigned`.
@@ -241,6 +242,10 @@ impl Harness {
                 peer: PeerId((p % PEERS).into()),
                 track: TrackId((t % TRACKS).into()),
                 paused,
+            }),
+            Op::SetChannelCapacity(p, bps) => Some(Command::SetChannelCapacity {
+                peer: PeerId((p % PEERS).into()),
+                bps,
             }),
             Op::SetMaxLayer(p, t, max_layer) => Some(Command::SetMaxLayer {
                 peer: PeerId((p % PEERS).into()),

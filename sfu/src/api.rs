@@ -287,6 +287,13 @@ pub enum Command {
         peer: PeerId,
         track: TrackId,
     },
+    /// Caps what congestion control may send one subscriber, bit/s, below its estimate
+    /// (0: no cap). A client's simulated bandwidth (`SimulateScenario`), as LiveKit's
+    /// channel capacity.
+    SetChannelCapacity {
+        peer: PeerId,
+        bps: u64,
+    },
     /// Pause or resume forwarding of one subscription.
     SetPaused {
         peer: PeerId,

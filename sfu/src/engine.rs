@@ -288,6 +288,8 @@ struct Peer {
     /// The bandwidth estimate of this peer's downstream link, once it negotiated
     /// transport-cc on a subscription.
     bwe: Option<Box<bwe::PeerBwe>>,
+    /// A cap on what congestion control allocates it, bit/s (`SetChannelCapacity`).
+    capacity: Option<u64>,
 }
 
 impl Peer {
@@ -861,6 +863,12 @@ impl Engine {
                 self.request_keyframe(now, spec.track, None);
             }
             Command::Unsubscribe { peer, track } => self.unsubscribe(peer, track),
+            Command::SetChannelCapacity { peer, bps } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.capacity = (bps > 0).then_some(bps);
+                    self.allocate(now, peer);
+                }
+            }
             Command::SetPaused {
                 peer,
                 track,
@@ -968,6 +976,7 @@ impl Engine {
                 rtx_window: None,
                 rtx_spent: 0,
                 bwe: None,
+                capacity: None,
             },
         );
         self.grid.get_or_insert(now);

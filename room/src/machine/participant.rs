@@ -830,8 +830,16 @@ impl Participant {
                             pb::leave_request::Action::Reconnect,
                         ))
                     }
-                    // Candidate protocol switches, subscriber bandwidth caps and dropped
-                    // resumes are not played.
+                    // What congestion control may send it, until a 0 lifts the cap.
+                    Some(S::SubscriberBandwidth(bps)) => {
+                        if let Some(peer) = self.down_peer() {
+                            ctx.out.media(Command::SetChannelCapacity {
+                                peer,
+                                bps: u64::try_from(bps).unwrap_or(0),
+                            });
+                        }
+                    }
+                    // Candidate protocol switches and dropped resumes are not played.
                     _ => {}
                 }
             }

@@ -1589,11 +1589,18 @@ fn simulated_scenarios_are_played_as_livekit_plays_them() {
     assert_eq!(leave.action, pb::leave_request::Action::Disconnect as i32);
     assert_eq!(w.m.api_list_participants("r").unwrap().len(), 1);
 
+    // A subscriber bandwidth: a cap on what congestion control sends its downstream peer.
+    w.clear();
+    let b_peer = w.peer_of_subscriber(&b);
+    simulate(&mut w, &b, S::SubscriberBandwidth(100_000));
+    assert!(w.media.iter().any(|c| matches!(c,
+        Command::SetChannelCapacity { peer, bps: 100_000 } if *peer == b_peer)));
+
     // Scenarios not played change nothing.
     w.clear();
-    simulate(&mut w, &b, S::SubscriberBandwidth(100_000));
     simulate(&mut w, &b, S::NodeFailure(false));
-    assert!(w.closes.is_empty() && w.signals.is_empty());
+    simulate(&mut w, &b, S::SwitchCandidateProtocol(1));
+    assert!(w.closes.is_empty() && w.signals.is_empty() && w.media.is_empty());
 }
 
 #[test]

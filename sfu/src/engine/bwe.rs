@@ -136,7 +136,7 @@ impl Engine {
     }
 
     /// Fits the peer's video subscriptions into its estimate.
-    fn allocate(&mut self, now: Instant, id: PeerId) {
+    pub(super) fn allocate(&mut self, now: Instant, id: PeerId) {
         let allow_pause = self.limits.allow_pause;
         let Engine {
             peers,
@@ -204,7 +204,8 @@ impl Engine {
         if !b.active {
             return;
         }
-        let budget = b.est.estimate().saturating_sub(audio);
+        let capacity = p.capacity.unwrap_or(u64::MAX);
+        let budget = b.est.estimate().min(capacity).saturating_sub(audio);
         let a = lkr_bwe::allocate(budget, &b.subs, &mut b.order, &mut b.choices);
         b.resumed.clear();
         for (i, (tid, choice)) in b.tids.iter().zip(&b.choices).enumerate() {
@@ -254,7 +255,8 @@ impl Engine {
                 LayerChoice::Idle => {}
             }
         }
-        if let Some(want) = a.probe_bps
+        // No probing past a cap: what the estimate could rise to would not be sent.
+        if let Some(want) = a.probe_bps.filter(|w| w + audio <= capacity)
             && b.est.start_probe(now, want + audio)
         {
             tracing::debug!(peer = ?id, want = want + audio, estimate = b.est.estimate(), "probe");

@@ -501,6 +501,33 @@ describe('adaptive media: livekit-client in headless Chromium', { skip: why || f
   }
 
   describe('congestion control (single PC)', () => {
+    // livekit-client's simulateScenario('subscriber-bandwidth', bps): the server caps what its
+    // congestion control sends page B, as LiveKit does, until asked again with 0.
+    it('a simulated subscriber bandwidth holds page B below the top layer until it is lifted', { timeout: 150000 }, (t) =>
+      withDiagnostics(async () => {
+        const room = unique('lka-simbw');
+        await connectPage(browser, 'A', 'alice', room, {});
+        await connectPage(browser, 'B', 'bob', room, {});
+        await browser.call('A', 'publishCamera', []);
+        await waitPageEvent(browser, 'B', 'track_subscribed', { participant: 'alice', kind: 'video' });
+        const top = (await waitTopLayer(browser, 'B', browser, 'A', 'alice')).l.f.frameWidth;
+        const t0 = Date.now();
+        await browser.call('B', 'simulate', ['subscriber-bandwidth', 300000], 10000);
+        const down = await pollVideo(browser, 'B', null, null, 'alice', ({ v }) => v.frameWidth < top, { timeout: 30000 });
+        assert.ok(down.ok, `page B still decodes the top layer (${top} wide) 30 s after asking for 300 kbit/s: ${JSON.stringify(down.history.slice(-5))}`);
+        t.diagnostic(`300 kbit/s simulated: page B left the top layer after ${Date.now() - t0} ms (decodes ${down.v.frameWidth} wide)`);
+        // while the cap holds, it stays below the top layer
+        const held = await pollVideo(browser, 'B', null, null, 'alice', ({ v }) => v.frameWidth >= top, { timeout: 8000 });
+        assert.ok(!held.ok, `page B went back to the top layer under the simulated 300 kbit/s: ${JSON.stringify(held.history.slice(-5))}`);
+        const t1 = Date.now();
+        await browser.call('B', 'simulate', ['subscriber-bandwidth', 0], 10000);
+        const up = await pollVideo(browser, 'B', null, null, 'alice', ({ v }) => v.frameWidth === top, { timeout: 60000 });
+        assert.ok(up.ok, `page B does not climb back to the top layer within 60 s of the cap's removal: ${JSON.stringify(up.history.slice(-5))}`);
+        t.diagnostic(`cap lifted: page B back on the top layer after ${Date.now() - t1} ms`);
+        assert.ok(env.serverAlive(), 'livekit-server exited');
+        await closePages(browser, 'A', 'B');
+      }));
+
     it('5% random loss (below the 10% step-down threshold, repaired by NACK) does not make the layer flap', { timeout: 150000 }, (t) =>
       withDiagnostics(async () => {
         const room = unique('lka-flap');
