@@ -617,7 +617,16 @@ pub struct Machine {
     egresses: egress::Egresses,
     /// Signs the tokens participants are handed ([`refresh`]); none are without it.
     signer: Option<TokenSigner>,
+    /// (room, identity) whose next join is offered only ICE-TCP (a simulated `force-tcp`),
+    /// until when; at most [`MAX_TCP_ONLY`].
+    tcp_only: HashMap<(String, String), Instant>,
 }
+
+/// Identities remembered at once for a simulated `force-tcp`; past it the one due to expire
+/// first is forgotten.
+pub const MAX_TCP_ONLY: usize = 1024;
+/// How long a simulated `force-tcp` waits for its participant's next join.
+const TCP_ONLY_FOR: Duration = Duration::from_secs(300);
 
 impl Machine {
     /// A machine with the rooms of `rooms` and no participants; `now` anchors its wall clock
@@ -653,6 +662,7 @@ impl Machine {
             join_latency: ([0; JOIN_LATENCY_BUCKETS_MS.len()], 0, 0),
             egresses: egress::Egresses::default(),
             signer: None,
+            tcp_only: HashMap::new(),
         }
     }
 
@@ -904,7 +914,12 @@ impl Machine {
             Ok(r) => (j.sync_stream_id && r.sync_streams(), r.playout_delay()),
             Err(_) => (false, None),
         };
-        let p = Participant::new(now, &j, &psid, info.kind, permission, sync, delay);
+        let mut p = Participant::new(now, &j, &psid, info.kind, permission, sync, delay);
+        let key = (j.room.clone(), j.identity.clone());
+        if self.tcp_only.remove(&key).is_some_and(|until| until > now) {
+            tracing::info!(participant = %psid, "offering only ICE-TCP (simulated force-tcp)");
+            p.set_tcp_only();
+        }
         self.participants.insert(psid.clone(), p);
         self.members
             .entry(j.room.clone())

@@ -159,6 +159,9 @@ pub(crate) enum Simulation {
     /// `node_failure`, `migration`: its signal connection is closed without a leave, as when
     /// a node goes away; it keeps its place for the departure timeout and may resume.
     DropSignal,
+    /// `switch_candidate_protocol` TCP (livekit-client's `force-tcp`, which then rejoins):
+    /// its identity's next join in the room is offered only the ICE-TCP candidate.
+    PreferTcp,
 }
 
 /// A publisher's update of one of its tracks' records: `UpdateLocalAudioTrack` (the audio
@@ -392,6 +395,8 @@ pub(crate) struct Participant {
     refresh_at: Option<Instant>,
     /// A simulated speaker update (`SimulateScenario`): when the room is told it stopped.
     speaking_until: Option<Instant>,
+    /// Its transports offer only the ICE-TCP candidate (a simulated `force-tcp`).
+    tcp_only: bool,
 }
 
 impl Participant {
@@ -440,7 +445,13 @@ impl Participant {
             claims: j.claims.clone(),
             refresh_at: None,
             speaking_until: None,
+            tcp_only: false,
         }
+    }
+
+    /// Has its transports offer only the ICE-TCP candidate.
+    pub fn set_tcp_only(&mut self) {
+        self.tcp_only = true;
     }
 
     /// The claims of the token it joined with.
@@ -650,7 +661,12 @@ impl Participant {
                 ufrag: random_token(8),
                 pwd: random_token(24),
                 fingerprint: ctx.config.fingerprint.clone(),
-                candidates: ctx.config.candidates(),
+                candidates: ctx
+                    .config
+                    .candidates()
+                    .into_iter()
+                    .filter(|c| !self.tcp_only || c.contains(" tcp "))
+                    .collect(),
             },
             remote_ice: None,
             added: false,
@@ -839,7 +855,12 @@ impl Participant {
                             });
                         }
                     }
-                    // Candidate protocol switches and dropped resumes are not played.
+                    Some(S::SwitchCandidateProtocol(p))
+                        if p == pb::CandidateProtocol::Tcp as i32 =>
+                    {
+                        fx.simulate = Some(Simulation::PreferTcp)
+                    }
+                    // A switch to TLS and dropped resumes are not played.
                     _ => {}
                 }
             }

@@ -8,7 +8,10 @@ use lkr_proto::pb;
 use lkr_sfu::{Command, MediaKind};
 
 use super::participant::{Ctx, DataTargets, Effects, Simulation, TrackUpdate};
-use super::{Leaving, Machine, Resp, RoomEvent, TrackEntry, TrackOffer, reason_of};
+use super::{
+    Leaving, MAX_TCP_ONLY, Machine, Resp, RoomEvent, TCP_ONLY_FOR, TrackEntry, TrackOffer,
+    reason_of,
+};
 use crate::RoomError;
 
 impl Machine {
@@ -124,6 +127,7 @@ impl Machine {
         }
         match simulate {
             Some(Simulation::Speaker(d)) => self.simulate_speaker(now, psid, d),
+            Some(Simulation::PreferTcp) => self.prefer_tcp(now, psid),
             Some(Simulation::DropSignal) => {
                 tracing::info!(participant = %psid, "closing its signal connection (simulated)");
                 if self.participants.get(psid).is_some_and(|p| p.connected()) {
@@ -467,6 +471,32 @@ impl Machine {
             }],
         });
         self.send_room(&room, None, &msg);
+    }
+
+    /// A simulated `force-tcp`: the participant's identity is offered only the ICE-TCP
+    /// candidate at its next join in the room (within [`TCP_ONLY_FOR`]). Without an ICE-TCP
+    /// port there is nothing to switch to, and the request changes nothing.
+    fn prefer_tcp(&mut self, now: Instant, psid: &str) {
+        let Some(p) = self.participants.get(psid) else {
+            return;
+        };
+        if self.config.tcp_port.is_none() {
+            tracing::info!(participant = %psid, "force-tcp asked for, but rtc.tcp_port is off");
+            return;
+        }
+        let key = (p.room().to_string(), p.identity().to_string());
+        self.tcp_only.retain(|_, until| *until > now);
+        if self.tcp_only.len() >= MAX_TCP_ONLY && !self.tcp_only.contains_key(&key) {
+            let first = self
+                .tcp_only
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = first {
+                self.tcp_only.remove(&k);
+            }
+        }
+        self.tcp_only.insert(key, now + TCP_ONLY_FOR);
     }
 
     /// The end of a simulated speaker update: the room is told `psid` stopped.

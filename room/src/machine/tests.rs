@@ -1599,8 +1599,71 @@ fn simulated_scenarios_are_played_as_livekit_plays_them() {
     // Scenarios not played change nothing.
     w.clear();
     simulate(&mut w, &b, S::NodeFailure(false));
-    simulate(&mut w, &b, S::SwitchCandidateProtocol(1));
+    simulate(
+        &mut w,
+        &b,
+        S::SwitchCandidateProtocol(pb::CandidateProtocol::Tls as i32),
+    );
     assert!(w.closes.is_empty() && w.signals.is_empty() && w.media.is_empty());
+
+    // force-tcp: bob's next join is offered only the ICE-TCP candidate; the one after, both.
+    fn candidates(w: &World, to: &str) -> Vec<String> {
+        let mut c: Vec<String> = w
+            .to(to)
+            .into_iter()
+            .filter_map(|m| match m {
+                Resp::Trickle(t) => Some(t.candidate_init.clone()),
+                _ => None,
+            })
+            .collect();
+        c.extend(
+            w.last_offer(to)
+                .sdp
+                .lines()
+                .filter(|l| l.starts_with("a=candidate"))
+                .map(String::from),
+        );
+        c
+    }
+    simulate(
+        &mut w,
+        &b,
+        S::SwitchCandidateProtocol(pb::CandidateProtocol::Tcp as i32),
+    );
+    w.clear();
+    let b2 = w.join("bob", false);
+    let c = candidates(&w, &b2);
+    assert!(
+        !c.is_empty()
+            && c.iter()
+                .all(|c| c.contains(" tcp ") && !c.contains(" udp ")),
+        "{c:?}"
+    );
+    w.clear();
+    let b3 = w.join("bob", false);
+    let c = candidates(&w, &b3);
+    assert!(c.iter().any(|c| c.contains(" udp ")), "{c:?}");
+
+    // The identities waiting for a TCP-only join are capped: a full list forgets the one due
+    // first.
+    for i in 0..MAX_TCP_ONLY {
+        let until = w.now + Duration::from_secs(60 + i as u64);
+        w.m.tcp_only.insert(("r".into(), format!("id{i}")), until);
+    }
+    simulate(
+        &mut w,
+        &b3,
+        S::SwitchCandidateProtocol(pb::CandidateProtocol::Tcp as i32),
+    );
+    assert_eq!(w.m.tcp_only.len(), MAX_TCP_ONLY);
+    assert!(
+        w.m.tcp_only
+            .contains_key(&("r".to_string(), "bob".to_string()))
+    );
+    assert!(
+        !w.m.tcp_only
+            .contains_key(&("r".to_string(), "id0".to_string()))
+    );
 }
 
 #[test]

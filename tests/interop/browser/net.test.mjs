@@ -109,6 +109,30 @@ describe('livekit-client on hard networks', { skip: why || false }, () => {
   });
 
   for (const mode of MODES) {
+    // livekit-client's simulateScenario('force-tcp'): the server has the participant's next
+    // join offered only its ICE-TCP candidate, and the client rejoins at once.
+    it(`${mode.name}: simulateScenario('force-tcp') moves page B to ICE-TCP`, { timeout: 120000 }, () =>
+      withDiagnostics(async () => {
+        const room = unique('lknet-ftcp');
+        const tcpConns = () =>
+          inNs(['ss', '-Htn', 'state', 'established', '(', 'sport', '=', `:${TCP_PORT}`, ')']).split('\n').filter((l) => l.trim()).length;
+        await connectPage('A', 'alice', room, mode);
+        const b = await connectPage('B', 'bob', room, mode);
+        await browser.call('A', 'publishCameraAndMicrophone', [], 30000);
+        await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video' }, 30000);
+        await decodes(20, 30000);
+        assert.equal(tcpConns(), 0, 'both pages start on UDP');
+        const at = browser.events.length;
+        await browser.call('B', 'simulate', ['force-tcp'], 10000);
+        await waitPageEvent('B', 'reconnected', {}, 30000, at);
+        const me = await browser.call('B', 'me', []);
+        assert.notEqual(me.sid, b.sid, 'page B rejoined as a new participant');
+        await decodes(40, 30000);
+        await hears(20, 15000);
+        assert.ok(tcpConns() >= 1, `page B's media is not on ICE-TCP: ${tcpConns()} connections on :${TCP_PORT}`);
+        await closePages();
+      }));
+
     it(`${mode.name}: with all UDP dropped, media flows over ICE-TCP`, { timeout: 120000 }, () =>
       withDiagnostics(async () => {
         inNs(['nft', '-f', '-'], NO_UDP);
