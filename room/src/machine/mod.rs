@@ -761,7 +761,7 @@ impl Machine {
             self.refresh_token(now, &psid);
         }
         for psid in speaking_ended {
-            self.end_simulated_speaking(&psid);
+            self.tell_simulated_speaking(&psid, false);
         }
         for room in self.rooms.close_expired(now) {
             // Only agents (or egress) may still be in it: they are sent away as LiveKit

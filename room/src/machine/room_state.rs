@@ -455,22 +455,14 @@ impl Machine {
     }
 
     /// A simulated speaker update: the room is told `psid` speaks now, and that it stopped
-    /// once `d` has passed (from its deadline, [`Machine::end_simulated_speaking`]).
+    /// once `d` has passed (from its deadline, in `handle_timeout`).
     fn simulate_speaker(&mut self, now: Instant, psid: &str, d: Duration) {
         let Some(p) = self.participants.get_mut(psid) else {
             return;
         };
-        let room = p.room().to_string();
         p.set_speaking_until(now.checked_add(d).unwrap_or(now));
         self.watch(psid);
-        let msg = Resp::SpeakersChanged(pb::SpeakersChanged {
-            speakers: vec![pb::SpeakerInfo {
-                sid: psid.to_string(),
-                level: 0.9,
-                active: true,
-            }],
-        });
-        self.send_room(&room, None, &msg);
+        self.tell_simulated_speaking(psid, true);
     }
 
     /// A simulated `force-tcp`: the participant's identity is offered only the ICE-TCP
@@ -499,8 +491,9 @@ impl Machine {
         self.tcp_only.insert(key, now + TCP_ONLY_FOR);
     }
 
-    /// The end of a simulated speaker update: the room is told `psid` stopped.
-    pub(super) fn end_simulated_speaking(&mut self, psid: &str) {
+    /// A simulated speaker update's start (level 0.9) or end: the room is told `psid` speaks
+    /// or stopped.
+    pub(super) fn tell_simulated_speaking(&mut self, psid: &str, active: bool) {
         let Some(p) = self.participants.get(psid) else {
             return;
         };
@@ -508,8 +501,8 @@ impl Machine {
         let msg = Resp::SpeakersChanged(pb::SpeakersChanged {
             speakers: vec![pb::SpeakerInfo {
                 sid: psid.to_string(),
-                level: 0.0,
-                active: false,
+                level: if active { 0.9 } else { 0.0 },
+                active,
             }],
         });
         self.send_room(&room, None, &msg);

@@ -167,6 +167,16 @@ async function pollVideo(sub, subPage, pub, pubPage, who, pred, { timeout = 2000
 
 const show = (r) => JSON.stringify(r.history.slice(-12));
 
+/** Page A (alice) publishes the fake camera in `room` and page B (bob) decodes its top
+ * layer; returns that layer's width. */
+async function cameraAtTop(room) {
+  await connectPage(browser, 'A', 'alice', room, {});
+  await connectPage(browser, 'B', 'bob', room, {});
+  await browser.call('A', 'publishCamera', []);
+  await waitPageEvent(browser, 'B', 'track_subscribed', { participant: 'alice', kind: 'video' });
+  return (await waitTopLayer(browser, 'B', browser, 'A', 'alice')).l.f.frameWidth;
+}
+
 /**
  * Whether the publisher encoded its top layer (`f`, `top` wide) all through a poll's history:
  * every sample shows it active at that width, with frames encoded since the one before.
@@ -505,12 +515,7 @@ describe('adaptive media: livekit-client in headless Chromium', { skip: why || f
     // congestion control sends page B, as LiveKit does, until asked again with 0.
     it('a simulated subscriber bandwidth holds page B below the top layer until it is lifted', { timeout: 150000 }, (t) =>
       withDiagnostics(async () => {
-        const room = unique('lka-simbw');
-        await connectPage(browser, 'A', 'alice', room, {});
-        await connectPage(browser, 'B', 'bob', room, {});
-        await browser.call('A', 'publishCamera', []);
-        await waitPageEvent(browser, 'B', 'track_subscribed', { participant: 'alice', kind: 'video' });
-        const top = (await waitTopLayer(browser, 'B', browser, 'A', 'alice')).l.f.frameWidth;
+        const top = await cameraAtTop(unique('lka-simbw'));
         const t0 = Date.now();
         await browser.call('B', 'simulate', ['subscriber-bandwidth', 300000], 10000);
         const down = await pollVideo(browser, 'B', null, null, 'alice', ({ v }) => v.frameWidth < top, { timeout: 30000 });
@@ -530,12 +535,7 @@ describe('adaptive media: livekit-client in headless Chromium', { skip: why || f
 
     it('5% random loss (below the 10% step-down threshold, repaired by NACK) does not make the layer flap', { timeout: 150000 }, (t) =>
       withDiagnostics(async () => {
-        const room = unique('lka-flap');
-        await connectPage(browser, 'A', 'alice', room, {});
-        await connectPage(browser, 'B', 'bob', room, {});
-        await browser.call('A', 'publishCamera', []);
-        await waitPageEvent(browser, 'B', 'track_subscribed', { participant: 'alice', kind: 'video' });
-        const top = (await waitTopLayer(browser, 'B', browser, 'A', 'alice')).l.f.frameWidth;
+        const top = await cameraAtTop(unique('lka-flap'));
         // downstream only: what page B reports in its receiver reports is the only input
         const { v0, v1, samples, facts } = await underLoss(5, 0, 30000);
         t.diagnostic(facts);
