@@ -960,7 +960,15 @@ impl Machine {
             .filter(|p| p.room() == j.room && p.identity() == j.identity)
             .ok_or(RoomError::ParticipantNotFound)?;
         p.resume();
+        let dropped = p.take_drop_resume(now);
         self.watch(&psid);
+        if dropped == Some(true) {
+            // A simulated `disconnect-signal-on-resume-no-messages`.
+            tracing::info!(participant = %psid, "closing the resumed signal connection before any message (simulated)");
+            self.out.close(&psid, None);
+            self.handle_signal_lost(now, &psid);
+            return Ok(psid);
+        }
         let room = self.rooms.get(&j.room)?;
         let records: Vec<pb::ParticipantInfo> = room
             .participants()
@@ -993,6 +1001,12 @@ impl Machine {
         );
         self.with_participant(now, &psid, |p, ctx| p.restart_ice(ctx))?;
         self.refresh_token(now, &psid);
+        if dropped == Some(false) {
+            // A simulated `disconnect-signal-on-resume`: closed once its messages are out.
+            tracing::info!(participant = %psid, "closing the resumed signal connection (simulated)");
+            self.out.close(&psid, None);
+            self.handle_signal_lost(now, &psid);
+        }
         Ok(psid)
     }
 

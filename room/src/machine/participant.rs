@@ -162,7 +162,14 @@ pub(crate) enum Simulation {
     /// `switch_candidate_protocol` TCP (livekit-client's `force-tcp`, which then rejoins):
     /// its identity's next join in the room is offered only the ICE-TCP candidate.
     PreferTcp,
+    /// `disconnect_signal_on_resume` (`no_messages: false`) and its `_no_messages` twin: a
+    /// resume within [`DROP_RESUME_WITHIN`] has its new signal connection closed after the
+    /// resume's messages, or before any; the client resumes again.
+    DropResume { no_messages: bool },
 }
+
+/// How long a simulated `disconnect-signal-on-resume` waits for the resume it drops.
+pub(crate) const DROP_RESUME_WITHIN: Duration = Duration::from_secs(5);
 
 /// A publisher's update of one of its tracks' records: `UpdateLocalAudioTrack` (the audio
 /// features it now has, e.g. after noise cancellation was turned on) or
@@ -397,6 +404,8 @@ pub(crate) struct Participant {
     speaking_until: Option<Instant>,
     /// Its transports offer only the ICE-TCP candidate (a simulated `force-tcp`).
     tcp_only: bool,
+    /// A simulated `disconnect-signal-on-resume`: until when, and whether before any message.
+    drop_resume: Option<(Instant, bool)>,
 }
 
 impl Participant {
@@ -446,7 +455,22 @@ impl Participant {
             refresh_at: None,
             speaking_until: None,
             tcp_only: false,
+            drop_resume: None,
         }
+    }
+
+    /// Has its next resume before `until` dropped (`no_messages`: before any message).
+    pub fn set_drop_resume(&mut self, until: Instant, no_messages: bool) {
+        self.drop_resume = Some((until, no_messages));
+    }
+
+    /// Whether the resume at `now` is to be dropped, and how (`Some(true)`: before any
+    /// message); the request is used up either way.
+    pub fn take_drop_resume(&mut self, now: Instant) -> Option<bool> {
+        self.drop_resume
+            .take()
+            .filter(|(until, _)| now <= *until)
+            .map(|(_, no_messages)| no_messages)
     }
 
     /// Has its transports offer only the ICE-TCP candidate.
@@ -860,7 +884,13 @@ impl Participant {
                     {
                         fx.simulate = Some(Simulation::PreferTcp)
                     }
-                    // A switch to TLS and dropped resumes are not played.
+                    Some(S::DisconnectSignalOnResume(true)) => {
+                        fx.simulate = Some(Simulation::DropResume { no_messages: false })
+                    }
+                    Some(S::DisconnectSignalOnResumeNoMessages(true)) => {
+                        fx.simulate = Some(Simulation::DropResume { no_messages: true })
+                    }
+                    // A switch to TLS is not played.
                     _ => {}
                 }
             }

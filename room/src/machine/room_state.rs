@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lkr_proto::pb;
 use lkr_sfu::{Command, MediaKind};
 
-use super::participant::{Ctx, DataTargets, Effects, Simulation, TrackUpdate};
+use super::participant::{Ctx, DROP_RESUME_WITHIN, DataTargets, Effects, Simulation, TrackUpdate};
 use super::{
     Leaving, MAX_TCP_ONLY, Machine, Resp, RoomEvent, TCP_ONLY_FOR, TrackEntry, TrackOffer,
     reason_of,
@@ -128,6 +128,11 @@ impl Machine {
         match simulate {
             Some(Simulation::Speaker(d)) => self.simulate_speaker(now, psid, d),
             Some(Simulation::PreferTcp) => self.prefer_tcp(now, psid),
+            Some(Simulation::DropResume { no_messages }) => {
+                if let Some(p) = self.participants.get_mut(psid) {
+                    p.set_drop_resume(now + DROP_RESUME_WITHIN, no_messages);
+                }
+            }
             Some(Simulation::DropSignal) => {
                 tracing::info!(participant = %psid, "closing its signal connection (simulated)");
                 if self.participants.get(psid).is_some_and(|p| p.connected()) {

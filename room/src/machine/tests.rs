@@ -1563,6 +1563,36 @@ fn simulated_scenarios_are_played_as_livekit_plays_them() {
     assert_eq!(w.closes, [(a.clone(), None)]);
     assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
 
+    // disconnect-signal-on-resume: the next resume (within 5 s) has its connection closed
+    // once its messages are out, the one after it stands; the no-messages twin closes it
+    // before any message; a request older than 5 s has lapsed.
+    for no_messages in [false, true] {
+        let s = if no_messages {
+            S::DisconnectSignalOnResumeNoMessages(true)
+        } else {
+            S::DisconnectSignalOnResume(true)
+        };
+        simulate(&mut w, &a, s);
+        // livekit-client drops its connection to resume at once
+        w.m.handle_signal_lost(w.now, &a);
+        w.clear();
+        assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+        assert_eq!(w.closes, [(a.clone(), None)]);
+        let first = w.to(&a).first().map(|m| matches!(m, Resp::Reconnect(_)));
+        assert_eq!(first, if no_messages { None } else { Some(true) });
+        w.clear();
+        assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+        assert!(w.closes.is_empty());
+        assert!(matches!(w.to(&a)[0], Resp::Reconnect(_)));
+    }
+    simulate(&mut w, &a, S::DisconnectSignalOnResume(true));
+    w.m.handle_signal_lost(w.now, &a);
+    w.run_for(Duration::from_secs(6));
+    w.clear();
+    assert_eq!(resume_join(&mut w, "alice", &a, false), Ok(a.clone()));
+    assert!(w.closes.is_empty());
+    assert!(updates_about(&w, &b, &a).is_empty(), "bob saw none of it");
+
     // Asked for a full reconnection: sent away with leave RECONNECT.
     w.clear();
     simulate(&mut w, &a, S::LeaveRequestFullReconnect(true));

@@ -218,6 +218,24 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
           assert.deepEqual(left, [], `${scenario}: a page saw a departure`);
         }
 
+        // A resume whose new signal connection the server closes, after the resume's messages
+        // or before any: page A opens another and resumes again (two signal connections for
+        // the one resume livekit-client starts), and stays the same participant.
+        for (const scenario of ['disconnect-signal-on-resume', 'disconnect-signal-on-resume-no-messages']) {
+          at = browser.events.length;
+          const opened = await browser.call('A', 'webSocketsOpened', []);
+          await browser.call('A', 'simulate', [scenario], 10000);
+          await waitPageEvent('A', 'reconnected', {}, 30000, at);
+          const twice = await browser.pollUntil('A', 'webSocketsOpened', [], (n) => n >= opened + 2, { timeout: 15000, interval: 200 });
+          assert.ok(twice.ok, `${scenario}: page A opened ${twice.value - opened} signal connection(s) to resume, not 2`);
+          await waitPageEvent('A', 'connection_state', { state: 'connected' }, 15000, at);
+          const me = await browser.call('A', 'me', []);
+          assert.equal(me.sid, a.sid, `${scenario}: page A resumed as another participant`);
+          const left = browser.events.slice(at).filter((e) =>
+            (e.page === 'B' && e.event === 'participant_disconnected') || (e.page === 'A' && e.event === 'disconnected'));
+          assert.deepEqual(left, [], `${scenario}: a page saw a departure`);
+        }
+
         // A leave asking for a full reconnection: page A joins afresh, page B sees the new alice.
         at = browser.events.length;
         await browser.call('A', 'simulate', ['leave-full-reconnect'], 10000);
