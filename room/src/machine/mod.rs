@@ -915,8 +915,12 @@ impl Machine {
             Err(_) => (false, None),
         };
         let mut p = Participant::new(now, &j, &psid, info.kind, permission, sync, delay);
-        let key = (j.room.clone(), j.identity.clone());
-        if self.tcp_only.remove(&key).is_some_and(|until| until > now) {
+        if !self.tcp_only.is_empty()
+            && self
+                .tcp_only
+                .remove(&(j.room.clone(), j.identity.clone()))
+                .is_some_and(|until| until > now)
+        {
             tracing::info!(participant = %psid, "offering only ICE-TCP (simulated force-tcp)");
             p.set_tcp_only();
         }
@@ -965,8 +969,7 @@ impl Machine {
         if dropped == Some(true) {
             // A simulated `disconnect-signal-on-resume-no-messages`.
             tracing::info!(participant = %psid, "closing the resumed signal connection before any message (simulated)");
-            self.out.close(&psid, None);
-            self.handle_signal_lost(now, &psid);
+            self.drop_link(now, &psid);
             return Ok(psid);
         }
         let room = self.rooms.get(&j.room)?;
@@ -1004,8 +1007,7 @@ impl Machine {
         if dropped == Some(false) {
             // A simulated `disconnect-signal-on-resume`: closed once its messages are out.
             tracing::info!(participant = %psid, "closing the resumed signal connection (simulated)");
-            self.out.close(&psid, None);
-            self.handle_signal_lost(now, &psid);
+            self.drop_link(now, &psid);
         }
         Ok(psid)
     }
@@ -1412,15 +1414,27 @@ fn reason_of(why: Leaving) -> pb::DisconnectReason {
     }
 }
 
+/// The names tokens give track sources (`canPublishSources`).
+const SOURCE_NAMES: [(&str, pb::TrackSource); 4] = [
+    ("camera", pb::TrackSource::Camera),
+    ("microphone", pb::TrackSource::Microphone),
+    ("screen_share", pb::TrackSource::ScreenShare),
+    ("screen_share_audio", pb::TrackSource::ScreenShareAudio),
+];
+
 fn source_from_name(s: &str) -> Option<i32> {
-    let src = match s {
-        "camera" => pb::TrackSource::Camera,
-        "microphone" => pb::TrackSource::Microphone,
-        "screen_share" => pb::TrackSource::ScreenShare,
-        "screen_share_audio" => pb::TrackSource::ScreenShareAudio,
-        _ => return None,
-    };
-    Some(src as i32)
+    SOURCE_NAMES
+        .iter()
+        .find(|(name, _)| *name == s)
+        .map(|(_, src)| *src as i32)
+}
+
+/// A track source's name in a token (none for UNKNOWN or a value outside the enum).
+fn source_name(source: i32) -> Option<&'static str> {
+    SOURCE_NAMES
+        .iter()
+        .find(|(_, src)| *src as i32 == source)
+        .map(|(name, _)| *name)
 }
 
 fn kind_from_name(s: &str) -> i32 {

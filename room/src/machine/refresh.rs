@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use lkr_proto::pb;
 use lkr_proto::token::{AccessToken, Claims, TokenError};
 
-use super::{Machine, Resp};
+use super::{Machine, Resp, source_name};
 
 /// How often a connected participant gets a new token (LiveKit's interval).
 pub const TOKEN_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -41,17 +41,6 @@ impl std::fmt::Debug for TokenSigner {
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
-}
-
-fn source_name(source: i32) -> Option<&'static str> {
-    use pb::TrackSource;
-    Some(match TrackSource::try_from(source).ok()? {
-        TrackSource::Camera => "camera",
-        TrackSource::Microphone => "microphone",
-        TrackSource::ScreenShare => "screen_share",
-        TrackSource::ScreenShareAudio => "screen_share_audio",
-        TrackSource::Unknown => return None,
-    })
 }
 
 /// The token a participant that joined with `claims` is handed now (`now_unix`, seconds):

@@ -60,6 +60,12 @@ impl Machine {
     pub fn handle_signal_stalled(&mut self, now: Instant, psid: &str) {
         self.last_now = now;
         tracing::info!(participant = %psid, "signal connection not reading; closing it");
+        self.drop_link(now, psid);
+    }
+
+    /// Closes the signal connection of `psid` without a leave and treats it as lost: the
+    /// participant keeps its place for the departure timeout and may resume.
+    pub(super) fn drop_link(&mut self, now: Instant, psid: &str) {
         if self.participants.get(psid).is_some_and(|p| p.connected()) {
             self.out.close(psid, None);
         }
@@ -135,10 +141,7 @@ impl Machine {
             }
             Some(Simulation::DropSignal) => {
                 tracing::info!(participant = %psid, "closing its signal connection (simulated)");
-                if self.participants.get(psid).is_some_and(|p| p.connected()) {
-                    self.out.close(psid, None);
-                }
-                self.handle_signal_lost(now, psid);
+                self.drop_link(now, psid);
             }
             None => {}
         }

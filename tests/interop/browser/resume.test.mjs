@@ -196,6 +196,14 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
         await waitPageEvent('B', 'participant_connected', { participant: 'alice' }).catch(() => {});
         const next = (ev) => browser.events.indexOf(ev) + 1;
         const speaking = (e) => e.speakers.some((x) => x.identity === 'alice');
+        // Page A is still the participant it joined as, and no page saw a departure since `at`.
+        const resumedAsBefore = async (scenario, at) => {
+          const me = await browser.call('A', 'me', []);
+          assert.equal(me.sid, a.sid, `${scenario}: page A resumed as another participant`);
+          const left = browser.events.slice(at).filter((e) =>
+            (e.page === 'B' && e.event === 'participant_disconnected') || (e.page === 'A' && e.event === 'disconnected'));
+          assert.deepEqual(left, [], `${scenario}: a page saw a departure`);
+        };
 
         // Alice publishes no audio; page B is told she speaks, then, 3 s later, that she stopped.
         let at = browser.events.length;
@@ -211,11 +219,7 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
           at = browser.events.length;
           await browser.call('A', 'simulate', [scenario], 10000);
           await waitPageEvent('A', 'reconnected', {}, 30000, at);
-          const me = await browser.call('A', 'me', []);
-          assert.equal(me.sid, a.sid, `${scenario}: page A resumed as another participant`);
-          const left = browser.events.slice(at).filter((e) =>
-            (e.page === 'B' && e.event === 'participant_disconnected') || (e.page === 'A' && e.event === 'disconnected'));
-          assert.deepEqual(left, [], `${scenario}: a page saw a departure`);
+          await resumedAsBefore(scenario, at);
         }
 
         // A resume whose new signal connection the server closes, after the resume's messages
@@ -229,11 +233,7 @@ describe('livekit-client resumes its session', { skip: why || false }, () => {
           const twice = await browser.pollUntil('A', 'webSocketsOpened', [], (n) => n >= opened + 2, { timeout: 15000, interval: 200 });
           assert.ok(twice.ok, `${scenario}: page A opened ${twice.value - opened} signal connection(s) to resume, not 2`);
           await waitPageEvent('A', 'connection_state', { state: 'connected' }, 15000, at);
-          const me = await browser.call('A', 'me', []);
-          assert.equal(me.sid, a.sid, `${scenario}: page A resumed as another participant`);
-          const left = browser.events.slice(at).filter((e) =>
-            (e.page === 'B' && e.event === 'participant_disconnected') || (e.page === 'A' && e.event === 'disconnected'));
-          assert.deepEqual(left, [], `${scenario}: a page saw a departure`);
+          await resumedAsBefore(scenario, at);
         }
 
         // A leave asking for a full reconnection: page A joins afresh, page B sees the new alice.
