@@ -659,14 +659,16 @@ class Client:
             return {"participant": who, "error": "no video track subscribed from this participant"}
         want = int(c.get("frames", 30))
         t0 = time.monotonic()
-        # A first window; a stream that has yielded nothing by then while the SDK decodes the
-        # track is stuck inside the SDK (seen with livekit 1.2.1 under load, see
-        # cluster/README.md): the track is subscribed to afresh, which gives a new track
-        # object, and analysed again within the same deadline; the report of the stuck one
-        # stays in the result.
+        # A first window; a stream that has yielded nothing in it while the SDK decodes the
+        # track is stuck inside the SDK (seen with livekit 1.2.1 under load, after no frame or
+        # after the first one, see cluster/README.md): the track is subscribed to afresh, which
+        # gives a new track object, and analysed again within the same deadline; the report of
+        # the stuck one stays in the result.
+        yielded_before = rx.frames
         infos = await rx.collect(want, min(deadline, t0 + 5.0))
-        if len(infos) < want and rx.frames == 0 and not c.get("retried") and time.monotonic() < deadline:
-            stuck = await self._video_receiver_report(rx)
+        stalled = rx.frames == yielded_before
+        if len(infos) < want and stalled and not c.get("retried") and time.monotonic() < deadline:
+            stuck = await self._video_receiver_report(rx, stalled)
             left = deadline - time.monotonic()
             if self._decodes(stuck) and left > 1 and await self._resubscribe(who, rx, left):
                 res = await self.cmd_analyze_video({**c, "retried": True, "timeout": max(1.0, deadline - time.monotonic())})
@@ -687,7 +689,7 @@ class Client:
             res["median_rgb"] = [round(float(v), 1) for v in np.median(np.array([i["median"] for i in infos]), axis=0)]
         if len(infos) < want:
             res["error"] = f"only {len(infos)} of {want} frames before the deadline"
-            res["receiver"] = await self._video_receiver_report(rx)
+            res["receiver"] = await self._video_receiver_report(rx, rx.frames == yielded_before)
         return res
 
     @staticmethod
@@ -728,13 +730,14 @@ class Client:
             fresh = await self._receiver(self.video_rx, who, deadline)
         return fresh is not None
 
-    async def _video_receiver_report(self, rx: "VideoReceiver") -> Dict[str, Any]:
+    async def _video_receiver_report(self, rx: "VideoReceiver", stalled: bool) -> Dict[str, Any]:
         """Where the frames of a short video analysis stopped, for its failure report (at most
         about 4.5 s): the frames this track's stream ever yielded, the SDK peer connection's
         inbound video counters (do packets arrive, on which SSRC and mid, are keyframes asked
-        for and decoded), and, when the stream yielded nothing, a second stream opened on the
-        same track for a moment next to the decoder's progress meanwhile (frames decoded but
-        handed to no stream point at the SDK's track, not at the server)."""
+        for and decoded), and, when the stream yielded nothing during the analysis (`stalled`),
+        a second stream opened on the same track for a moment next to the decoder's progress
+        meanwhile (frames decoded but handed to no stream point at the SDK's track, not at the
+        server)."""
 
         def inbound(stats: Any) -> List[Dict[str, Any]]:
             out = []
@@ -769,7 +772,7 @@ class Client:
             report["session_inbound"] = inbound(list(s.publisher_stats) + list(s.subscriber_stats))
         except Exception as e:  # noqa: BLE001
             report["session_inbound"] = repr(e)
-        if rx.frames == 0:
+        if stalled:
             probe = VideoReceiver(rx.track, rx.participant)
             await asyncio.sleep(1.5)
             report["second_stream_frames_in_1.5s"] = probe.frames
