@@ -335,6 +335,8 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
             max_participant_identity_length: settings.limits.max_participant_identity_length,
             subscription_limit_audio: settings.limits.subscription_limit_audio as usize,
             subscription_limit_video: settings.limits.subscription_limit_video as usize,
+            data_tracks: settings.enable_data_tracks,
+            max_data_track_custom_encoding: settings.limits.max_data_track_custom_encoding,
             ..lkr_room::Limits::default()
         },
     };

@@ -437,7 +437,7 @@ pub struct LimitConfig {
     pub max_data_packet_size: Opaque,
     pub max_data_blob_key_length: Opaque,
     pub max_data_blobs_size: Opaque,
-    pub max_data_track_custom_encoding_length: Opaque,
+    pub max_data_track_custom_encoding_length: Option<u32>,
     pub agent_signal_message_size_limit: Opaque,
     // This server's own caps.
     pub max_pending_tracks: Option<u32>,
@@ -737,7 +737,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub limit: LimitConfig,
     pub development: bool,
-    pub enable_data_tracks: Opaque,
+    /// LiveKit data tracks (on unless set to false).
+    pub enable_data_tracks: Option<bool>,
 }
 
 impl Default for Config {
@@ -802,6 +803,8 @@ const SUPPORTED: &[&str] = &[
     "room.enabled_codecs",
     "room.max_participants",
     "room.enable_remote_unmute",
+    "enable_data_tracks",
+    "limit.max_data_track_custom_encoding_length",
     "room.sync_streams",
     "room.room_configurations",
     "room.playout_delay",
@@ -1015,6 +1018,10 @@ pub struct Limits {
     pub http_read_body_timeout: std::time::Duration,
     /// Time from the 101 answer until the WebSocket is usable; else the join is undone.
     pub websocket_upgrade_timeout: std::time::Duration,
+    /// Longest custom encoding a data track may name, in bytes (LiveKit's
+    /// `limit.max_data_track_custom_encoding_length`, 32; 0 leaves this server's own cap of
+    /// 256).
+    pub max_data_track_custom_encoding: usize,
 }
 
 impl Default for Limits {
@@ -1038,6 +1045,7 @@ impl Default for Limits {
             http_read_header_timeout: std::time::Duration::from_secs(10),
             http_read_body_timeout: std::time::Duration::from_secs(30),
             websocket_upgrade_timeout: std::time::Duration::from_secs(10),
+            max_data_track_custom_encoding: 32,
         }
     }
 }
@@ -1158,6 +1166,9 @@ impl Limits {
                 l.websocket_upgrade_timeout,
                 d.websocket_upgrade_timeout,
             )?,
+            max_data_track_custom_encoding: l
+                .max_data_track_custom_encoding_length
+                .map_or(d.max_data_track_custom_encoding, |n| n as usize),
         })
     }
 }
@@ -1198,6 +1209,8 @@ pub struct Settings {
     pub max_attributes_size: usize,
     /// `room.enable_remote_unmute`: whether `MutePublishedTrack` may unmute a track.
     pub enable_remote_unmute: bool,
+    /// `enable_data_tracks`: whether participants may publish data tracks (default on).
+    pub enable_data_tracks: bool,
     /// ICE servers of `rtc.turn_servers` and `rtc.stun_servers`, for every join response.
     pub ice_servers: Vec<lkr_proto::pb::IceServer>,
     /// Where room events are POSTed (`webhook:`), when any URL is set.
@@ -1430,6 +1443,7 @@ impl Settings {
             },
             max_attributes_size: config.limit.max_attributes_size.unwrap_or(64 * 1024) as usize,
             enable_remote_unmute: config.room.enable_remote_unmute,
+            enable_data_tracks: config.enable_data_tracks.unwrap_or(true),
             ice_servers: configured_ice_servers(&config.rtc)?,
             limits: Limits::resolve(config)?,
             congestion_control: config.rtc.congestion_control.clone(),

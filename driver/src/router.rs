@@ -256,7 +256,8 @@ impl Placement {
             cmd @ (Command::SetPaused { peer, .. }
             | Command::SetChannelCapacity { peer, .. }
             | Command::SetMaxLayer { peer, .. }
-            | Command::SendData { peer, .. }) => {
+            | Command::SendData { peer, .. }
+            | Command::SendDataTrack { peer, .. }) => {
                 out.push((self.shard_of(peer), ShardMsg::Command(cmd)));
             }
         }

@@ -90,6 +90,7 @@ enum Op {
     SetMaxLayer(u8, u8, u8),
     SetChannelCapacity(u8, u64),
     SendData(u8, bool, Vec<u8>),
+    SendDataTrack(u8, Vec<u8>),
     RequestKeyframe(u8),
     /// A binding request from `from` to `peer`, signed with its password unless `unsigned`.
     Stun {
@@ -255,6 +256,10 @@ impl Harness {
             Op::SendData(p, reliable, data) => Some(Command::SendData {
                 peer: PeerId((p % PEERS).into()),
                 reliable,
+                data: Bytes::from(data),
+            }),
+            Op::SendDataTrack(p, data) => Some(Command::SendDataTrack {
+                peer: PeerId((p % PEERS).into()),
                 data: Bytes::from(data),
             }),
             Op::RequestKeyframe(t) => Some(Command::RequestKeyframe {

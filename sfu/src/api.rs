@@ -312,6 +312,12 @@ pub enum Command {
         reliable: bool,
         data: Bytes,
     },
+    /// Send one data-track packet on the peer's `_data_track` channel (unordered, never
+    /// retransmitted); dropped when that channel is not open.
+    SendDataTrack {
+        peer: PeerId,
+        data: Bytes,
+    },
     /// Ask the publisher of `track` for a keyframe.
     RequestKeyframe {
         track: TrackId,

@@ -186,6 +186,8 @@ const HELD_DATA_BYTES: usize = 512 * 1024;
 const HELD_DATA_TOTAL: usize = 8 * 1024 * 1024;
 /// The label of the reliable data channel.
 const RELIABLE_LABEL: &str = "_reliable";
+/// The channel LiveKit's data tracks travel on, both ways.
+const DATA_TRACK_LABEL: &str = "_data_track";
 
 /// The stream id of the open data channel labelled `label`.
 fn channel_sid(channels: &[(u16, String)], label: &str) -> Option<u16> {
@@ -910,6 +912,19 @@ impl Engine {
                     }
                     // held; or lossy data to a channel not open: lost, as lossy data may be
                     _ => {}
+                }
+                self.pump(now, peer);
+            }
+            Command::SendDataTrack { peer, data } => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                // Lost when the channel is not open, as a lossy channel's data may be.
+                if let (Some(sctp), Some(sid)) =
+                    (p.sctp.as_mut(), channel_sid(&p.channels, DATA_TRACK_LABEL))
+                    && let Err(e) = sctp.send(sid, true, &data)
+                {
+                    tracing::debug!(?peer, "data track send failed: {e}");
                 }
                 self.pump(now, peer);
             }

@@ -46,6 +46,9 @@ pub struct JoinParams {
     pub identity: String,
     pub single_pc: bool,
     pub auto_subscribe: bool,
+    /// LiveKit's `auto_subscribe_data_track`: absent from the URL means yes, absent from a
+    /// join request means no, as LiveKit reads them.
+    pub auto_subscribe_data: bool,
     pub adaptive_stream: bool,
     pub client_info: pb::ClientInfo,
     pub publisher_offer: Option<pb::SessionDescription>,
@@ -178,6 +181,7 @@ pub fn parse_join(
         identity,
         single_pc: join_request.is_some(),
         auto_subscribe: q.get("auto_subscribe").is_none_or(|v| truthy(v)),
+        auto_subscribe_data: q.get("auto_subscribe_data_track").is_none_or(|v| truthy(v)),
         adaptive_stream: q.get("adaptive_stream").is_some_and(|v| truthy(v)),
         client_info: pb::ClientInfo {
             sdk: q.get("sdk").map(|s| sdk_from_name(s)).unwrap_or_default(),
@@ -211,6 +215,7 @@ pub fn parse_join(
         }
         if let Some(cs) = jr.connection_settings {
             params.auto_subscribe = cs.auto_subscribe;
+            params.auto_subscribe_data = cs.auto_subscribe_data_track.unwrap_or(false);
             params.adaptive_stream = cs.adaptive_stream;
         }
         params.publisher_offer = jr.publisher_offer;
@@ -242,6 +247,7 @@ impl JoinParams {
             claims: self.claims.clone(),
             single_pc: self.single_pc,
             auto_subscribe: self.auto_subscribe,
+            auto_subscribe_data: self.auto_subscribe_data,
             client_protocol: self.client_info.client_protocol,
             publisher_offer: self.publisher_offer.clone(),
             metadata: self.metadata.clone(),

@@ -379,6 +379,7 @@ impl HttpSessions {
             claims,
             single_pc: true,
             auto_subscribe: false,
+            auto_subscribe_data: false,
             client_protocol: lkr_room::machine::SERVER_PROTOCOL,
             publisher_offer: None,
             metadata: None,

@@ -29,6 +29,7 @@ use crate::{CreateRoom, RoomError, Rooms};
 
 mod agents;
 mod api;
+mod data_tracks;
 mod egress;
 mod media;
 mod node_view;
@@ -44,6 +45,7 @@ pub use agents::MAX_ROOM_AGENTS;
 use participant::{Ctx, Effects, Participant};
 pub use refresh::{REFRESHED_TOKEN_TTL, TOKEN_REFRESH_INTERVAL, TokenSigner, refreshed_token};
 
+pub use data_tracks::{MAX_DATA_SUBSCRIPTIONS, MAX_DATA_TRACKS};
 pub use egress::{ENDED_EGRESS_KEPT, EgressEnd, EgressTrack, StartEgress};
 pub use node_view::PublishedTrack;
 pub use participant::{
@@ -153,6 +155,11 @@ pub struct Limits {
     /// data. The most a description may hold ([`lkr_sdp::Limit::MediaSections`]); past it a
     /// subscription is refused, since the client's answer or offer would be.
     pub max_media_sections: usize,
+    /// Whether participants may publish data tracks (LiveKit's `enable_data_tracks`).
+    pub data_tracks: bool,
+    /// Longest custom encoding a data track may name (LiveKit's
+    /// `limit.max_data_track_custom_encoding_length`; 0: the crate's own cap).
+    pub max_data_track_custom_encoding: usize,
 }
 
 impl Default for Limits {
@@ -167,6 +174,8 @@ impl Default for Limits {
             subscription_limit_audio: 0,
             subscription_limit_video: 0,
             max_media_sections: lkr_sdp::Limit::MediaSections.max(),
+            data_tracks: true,
+            max_data_track_custom_encoding: 32,
         }
     }
 }
@@ -282,6 +291,9 @@ pub struct Join {
     /// `/rtc/v1` (or a `join_request` on `/rtc`): one peer connection.
     pub single_pc: bool,
     pub auto_subscribe: bool,
+    /// New data tracks in the room are subscribed for it (LiveKit's
+    /// `auto_subscribe_data_track`).
+    pub auto_subscribe_data: bool,
     pub client_protocol: i32,
     /// Single PC: the offer carried by the join request.
     pub publisher_offer: Option<pb::SessionDescription>,
@@ -306,6 +318,7 @@ impl Join {
             claims,
             single_pc: false,
             auto_subscribe: true,
+            auto_subscribe_data: true,
             client_protocol: 16,
             publisher_offer: None,
             metadata: None,
@@ -1192,6 +1205,7 @@ impl Machine {
             self.out.media(Command::RemovePeer { peer });
         }
         self.drop_tracks_of(now, p.room(), psid);
+        self.drop_data_tracks(p.room(), &p.data_tracks().published_sids());
         self.permissions.remove(psid);
         // It subscribed only to tracks of its own room.
         self.tracks.for_each_in_room_mut(p.room(), |t| {
@@ -1210,6 +1224,7 @@ impl Machine {
                 gone.info.state = pb::participant_info::State::Disconnected as i32;
                 gone.info.version += 1;
                 gone.info.tracks.clear();
+                gone.info.data_tracks.clear();
                 if !p.hidden() {
                     self.broadcast(p.room(), &gone.info, Some(psid));
                 }

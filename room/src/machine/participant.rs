@@ -22,6 +22,7 @@ use lkr_sfu::{
 };
 use prost::Message as _;
 
+use super::data_tracks::{self, DataTrackChange, DataTracks};
 use super::{ANSWER_DELAY, Config, Join, Leaving, MAX_DEFERRED, Outbox, Resp, TrackOffer};
 use crate::RoomError;
 use crate::negotiation::{self, DownTrack, LocalTransport, OfferSection};
@@ -146,6 +147,12 @@ pub(crate) struct Effects {
     pub track_update: Option<TrackUpdate>,
     /// A scenario the client asked to have played on it.
     pub simulate: Option<Simulation>,
+    /// A data track it published or unpublished.
+    pub data_track: Option<DataTrackChange>,
+    /// Data track subscription requests by track sid (true: subscribe).
+    pub data_subscriptions: Vec<(String, bool)>,
+    /// A packet of one of its data tracks to forward: the track's sid and the packet.
+    pub data_track_packet: Option<(String, bytes::Bytes)>,
 }
 
 /// What a client's `SimulateScenario` (livekit-client's `room.simulateScenario`) has the
@@ -406,6 +413,8 @@ pub(crate) struct Participant {
     tcp_only: bool,
     /// A simulated `disconnect-signal-on-resume`: until when, and whether before any message.
     drop_resume: Option<(Instant, bool)>,
+    /// The data tracks it publishes and receives.
+    data: DataTracks,
 }
 
 impl Participant {
@@ -456,6 +465,7 @@ impl Participant {
             speaking_until: None,
             tcp_only: false,
             drop_resume: None,
+            data: DataTracks::new(j.auto_subscribe_data),
         }
     }
 
@@ -714,6 +724,11 @@ impl Participant {
                     ordered: false,
                     max_retransmits: Some(0),
                 },
+                ChannelSpec {
+                    label: "_data_track".into(),
+                    ordered: false,
+                    max_retransmits: Some(0),
+                },
             ];
             self.sub_t = Some(self.new_transport(ctx, pb::SignalTarget::Subscriber, channels));
         }
@@ -900,6 +915,25 @@ impl Participant {
                     width: u.width,
                     height: u.height,
                 })
+            }
+            Req::PublishDataTrackRequest(r) => fx.data_track = self.publish_data_track(ctx, r),
+            Req::UnpublishDataTrackRequest(r) => fx.data_track = self.unpublish_data_track(ctx, r),
+            Req::UpdateDataSubscription(u) => {
+                if u.updates.len() > MAX_SUBSCRIPTION_TRACKS {
+                    self.refuse(
+                        ctx,
+                        &RoomError::LimitExceeded(format!(
+                            "a data subscription update may name at most \
+                             {MAX_SUBSCRIPTION_TRACKS} tracks"
+                        )),
+                    );
+                } else {
+                    fx.data_subscriptions = u
+                        .updates
+                        .into_iter()
+                        .map(|u| (u.track_sid, u.subscribe))
+                        .collect();
+                }
             }
             Req::SubscriptionPermission(perm) => {
                 let tracks = perm.track_permissions.iter().map(|t| t.track_sids.len());
@@ -1161,6 +1195,79 @@ impl Participant {
         );
     }
 
+    /// PublishDataTrackRequest: the new track's record is answered and handed to the room;
+    /// a refusal is answered with LiveKit's reason, which the client turns into its error.
+    fn publish_data_track(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: pb::PublishDataTrackRequest,
+    ) -> Option<DataTrackChange> {
+        let allowed = ctx.config.limits.data_tracks && self.permission.can_publish_data;
+        let limit = ctx.config.limits.max_data_track_custom_encoding;
+        match self.data.publish(&req, allowed, limit) {
+            Ok(info) => {
+                tracing::info!(participant = %self.psid, track = %info.sid, handle = info.pub_handle, "data track published");
+                self.send(
+                    ctx,
+                    Resp::PublishDataTrackResponse(pb::PublishDataTrackResponse {
+                        info: Some(info.clone()),
+                    }),
+                );
+                Some(DataTrackChange::Published(info))
+            }
+            Err((reason, message)) => {
+                tracing::debug!(participant = %self.psid, handle = req.pub_handle, "data track refused: {message}");
+                self.send(
+                    ctx,
+                    Resp::RequestResponse(pb::RequestResponse {
+                        reason: reason as i32,
+                        message,
+                        request: Some(pb::request_response::Request::PublishDataTrack(req)),
+                        ..Default::default()
+                    }),
+                );
+                None
+            }
+        }
+    }
+
+    /// UnpublishDataTrackRequest: answered with the track's record, or NOT_FOUND.
+    fn unpublish_data_track(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: pb::UnpublishDataTrackRequest,
+    ) -> Option<DataTrackChange> {
+        let Some(info) = self.data.unpublish(req.pub_handle) else {
+            self.send(
+                ctx,
+                Resp::RequestResponse(pb::RequestResponse {
+                    reason: pb::request_response::Reason::NotFound as i32,
+                    message: format!("no data track with handle {}", req.pub_handle),
+                    request: Some(pb::request_response::Request::UnpublishDataTrack(req)),
+                    ..Default::default()
+                }),
+            );
+            return None;
+        };
+        tracing::info!(participant = %self.psid, track = %info.sid, "data track unpublished");
+        self.send(
+            ctx,
+            Resp::UnpublishDataTrackResponse(pb::UnpublishDataTrackResponse {
+                info: Some(info.clone()),
+            }),
+        );
+        Some(DataTrackChange::Unpublished(info))
+    }
+
+    /// Its data tracks, published and received.
+    pub fn data_tracks(&self) -> &DataTracks {
+        &self.data
+    }
+
+    pub fn data_tracks_mut(&mut self) -> &mut DataTracks {
+        &mut self.data
+    }
+
     /// Answers a refused request with its reason (a `RequestResponse` without a request id:
     /// the requests refused so carry none).
     fn refuse(&self, ctx: &mut Ctx<'_>, e: &RoomError) {
@@ -1273,6 +1380,14 @@ impl Participant {
         let reliable = match label {
             "_reliable" => true,
             "_lossy" => false,
+            "_data_track" => {
+                // A packet of one of its data tracks, by the handle it published it under;
+                // anything else (too short, an unknown handle) is dropped.
+                fx.data_track_packet = data_tracks::packet_handle(data)
+                    .and_then(|h| self.data.track_of(h))
+                    .map(|sid| (sid.to_string(), bytes::Bytes::copy_from_slice(data)));
+                return fx;
+            }
             _ => return fx,
         };
         if !self.permission.can_publish_data {

@@ -90,6 +90,9 @@ impl Machine {
             permission,
             track_update,
             simulate,
+            data_track,
+            data_subscriptions,
+            data_track_packet,
         } = fx;
         for sid in subscribed {
             self.track_subscribed(psid, &sid);
@@ -171,8 +174,17 @@ impl Machine {
                 self.unsubscribe(now, psid, &sid);
             }
         }
+        if let Some(change) = data_track {
+            self.apply_data_track(psid, change);
+        }
+        if !data_subscriptions.is_empty() {
+            self.update_data_subscriptions(psid, data_subscriptions);
+        }
         if active {
             self.set_active(now, psid);
+        }
+        if let Some((sid, packet)) = data_track_packet {
+            self.forward_data_track(psid, &sid, &packet);
         }
         if let Some((reliable, bytes, targets)) = data {
             let room = self.participants.get(psid).map(|p| p.room().to_string());
@@ -232,7 +244,7 @@ impl Machine {
 
     /// Whether `subscriber` may receive `publisher`'s track `track_sid`, as the publisher's
     /// `SubscriptionPermission` says (by the subscriber's sid or identity).
-    fn may_subscribe(&self, publisher: &str, track_sid: &str, subscriber: &str) -> bool {
+    pub(super) fn may_subscribe(&self, publisher: &str, track_sid: &str, subscriber: &str) -> bool {
         let Some(perm) = self.permissions.get(publisher) else {
             return true;
         };
@@ -317,6 +329,7 @@ impl Machine {
                 }
             }
         }
+        self.revoke_data_tracks(publisher);
     }
 
     /// Marks the participant active (its primary transport is up) and subscribes it to the
@@ -333,6 +346,7 @@ impl Machine {
             self.out
                 .event(RoomEvent::ParticipantActive { room, participant });
         }
+        self.subscribe_existing_data_tracks(psid);
         let Some(p) = self.participants.get(psid) else {
             return;
         };

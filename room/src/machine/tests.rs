@@ -2696,6 +2696,7 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
     );
 }
 
+mod data_track_tests;
 mod egress_tests;
 
 /// The quality entries `to` was sent since the last clear: (participant sid, level).
