@@ -76,7 +76,7 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from livekit import rtc
@@ -376,6 +376,9 @@ class Client:
         # How many times a subscription was asked for again (see `_resubscribe`).
         self.subscribe_resent = 0
         self.rx_changed = asyncio.Event()
+        # Data tracks: ours by name; others' by (publisher identity, name), as announced.
+        self.local_data_tracks: Dict[str, Any] = {}
+        self.remote_data_tracks: Dict[Tuple[str, str], Any] = {}
         self.done = asyncio.Event()
         self.tasks: List[asyncio.Task] = []
         self.wire()
@@ -483,6 +486,16 @@ class Client:
         @room.on("room_metadata_changed")
         def _rmc(old: str, new: str) -> None:
             emit("room_metadata_changed", old=old, new=new)
+
+        @room.on("data_track_published")
+        def _dtp(track: Any) -> None:
+            self.remote_data_tracks[(track.publisher_identity, track.info.name)] = track
+            self.rx_changed.set()
+            emit("data_track_published", participant=track.publisher_identity, sid=track.info.sid, name=track.info.name)
+
+        @room.on("data_track_unpublished")
+        def _dtu(sid: str) -> None:
+            emit("data_track_unpublished", sid=sid)
 
         @room.on("local_track_unpublished")
         def _ltu(pub: rtc.LocalTrackPublication) -> None:
@@ -887,6 +900,64 @@ class Client:
             out["name"] = info.name
         return out
 
+    async def cmd_publish_data_track(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        """Publishes a data track; a refusal is returned, not raised, for the test to check."""
+        name = str(c["name"])
+        try:
+            track = await self.room.local_participant.publish_data_track(name=name)
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            return {"name": name, "error": type(e).__name__, "message": str(e)}
+        self.local_data_tracks[name] = track
+        return {"name": name, "sid": track.info.sid}
+
+    async def cmd_push_data_frames(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        """Pushes frames on a published data track, `interval_ms` apart: frame i is
+        `sizes[i]` bytes whose first four say i, then deterministic bytes; each frame's user
+        timestamp is 1e12 + i. Returns what was pushed (index, size, sha256)."""
+        track = self.local_data_tracks[str(c["name"])]
+        sent = []
+        for i, size in enumerate(c["sizes"]):
+            body = i.to_bytes(4, "big") + make_payload(max(0, int(size) - 4), seed=i)
+            track.try_push(rtc.DataTrackFrame(payload=body, user_timestamp=10**12 + i))
+            sent.append({"index": i, **digest(body)})
+            await asyncio.sleep(float(c.get("interval_ms", 20)) / 1000)
+        return {"sent": sent}
+
+    async def cmd_unpublish_data_track(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        track = self.local_data_tracks.pop(str(c["name"]))
+        await track.unpublish()
+        return {"sid": track.info.sid}
+
+    async def cmd_subscribe_data_track(self, c: Dict[str, Any]) -> Dict[str, Any]:
+        """Subscribes to `participant`'s data track `name` once announced; every frame read is
+        a `data_track_frame` event (index, size, sha256, user timestamp), the stream's end a
+        `data_track_ended` event."""
+        key = (str(c["participant"]), str(c["name"]))
+        deadline = time.monotonic() + float(c.get("timeout", 15))
+        if not await self._until(lambda: key in self.remote_data_tracks, deadline):
+            return {"error": f"data track {key} was never announced"}
+        track = self.remote_data_tracks[key]
+        stream = track.subscribe()
+
+        async def read() -> None:
+            try:
+                async for f in stream:
+                    data = bytes(f.payload)
+                    emit(
+                        "data_track_frame",
+                        sid=track.info.sid,
+                        index=int.from_bytes(data[:4], "big") if len(data) >= 4 else None,
+                        user_timestamp=f.user_timestamp,
+                        **digest(data),
+                    )
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                emit("data_track_ended", sid=track.info.sid, error=f"{type(e).__name__}: {e}")
+                return
+            emit("data_track_ended", sid=track.info.sid, error=None)
+
+        self.tasks.append(asyncio.ensure_future(read()))
+        return {"sid": track.info.sid}
+
     async def cmd_register_text_stream(self, c: Dict[str, Any]) -> Dict[str, Any]:
         topic = str(c.get("topic", ""))
 
@@ -1114,6 +1185,10 @@ class Client:
             "video_send_stats": "video_send_stats",
             "set_video_quality": "quality_set",
             "ice_stats": "ice_stats",
+            "publish_data_track": "data_track_publish_result",
+            "push_data_frames": "data_frames_pushed",
+            "unpublish_data_track": "data_track_unpublish_result",
+            "subscribe_data_track": "data_track_subscribe_result",
         }.get(name)
         fn = getattr(self, f"cmd_{name}", None)
         if fn is None or result_event is None:
