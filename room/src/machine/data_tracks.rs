@@ -295,7 +295,7 @@ impl super::Machine {
             }
             DataTrackChange::Unpublished(info) => {
                 self.update_participant(psid, |p| p.data_tracks.retain(|t| t.sid != info.sid));
-                if let Some(room) = self.participants.get(psid).map(|p| p.room().to_string()) {
+                if let Some(room) = self.room_of(psid) {
                     self.drop_data_tracks(&room, &[info.sid]);
                 }
             }
@@ -419,11 +419,7 @@ impl super::Machine {
     /// After a publisher's permission changed: those who receive its data tracks and may no
     /// longer stop receiving them.
     pub(super) fn revoke_data_tracks(&mut self, publisher: &str) {
-        let Some(room) = self
-            .participants
-            .get(publisher)
-            .map(|p| p.room().to_string())
-        else {
+        let Some(room) = self.room_of(publisher) else {
             return;
         };
         let revoked: Vec<(String, Vec<String>)> =

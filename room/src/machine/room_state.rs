@@ -187,7 +187,7 @@ impl Machine {
             self.forward_data_track(psid, &sid, &packet);
         }
         if let Some((reliable, bytes, targets)) = data {
-            let room = self.participants.get(psid).map(|p| p.room().to_string());
+            let room = self.room_of(psid);
             if let Some(room) = room {
                 self.broadcast_data(Some(psid), &room, reliable, bytes, &targets);
             }
@@ -285,11 +285,7 @@ impl Machine {
         } else {
             self.permissions.insert(publisher.to_string(), perm);
         }
-        let Some(room) = self
-            .participants
-            .get(publisher)
-            .map(|p| p.room().to_string())
-        else {
+        let Some(room) = self.room_of(publisher) else {
             return;
         };
         let tracks: Vec<(String, TrackOffer, Vec<String>)> = self
@@ -380,7 +376,7 @@ impl Machine {
                 track: info.clone(),
             });
         }
-        let Some(room) = self.participants.get(psid).map(|p| p.room().to_string()) else {
+        let Some(room) = self.room_of(psid) else {
             return;
         };
         self.tracks.insert(

@@ -128,6 +128,26 @@ impl World {
         grant: VideoGrant,
         offer: Option<String>,
     ) -> String {
+        self.join_shaped(room, identity, grant, |j| Join {
+            single_pc,
+            publisher_offer: offer.map(|sdp| pb::SessionDescription {
+                r#type: "offer".into(),
+                sdp,
+                id: 1,
+                mid_to_track_id: HashMap::new(),
+            }),
+            ..j
+        })
+    }
+
+    /// Joins `identity` to `room` with `grant` (room join added), the join shaped by `shape`.
+    fn join_shaped(
+        &mut self,
+        room: &str,
+        identity: &str,
+        grant: VideoGrant,
+        shape: impl FnOnce(Join) -> Join,
+    ) -> String {
         let claims = Claims {
             sub: identity.into(),
             video: Some(VideoGrant {
@@ -139,22 +159,15 @@ impl World {
         };
         let psid = self
             .m
-            .handle_join(
-                self.now,
-                Join {
-                    single_pc,
-                    publisher_offer: offer.map(|sdp| pb::SessionDescription {
-                        r#type: "offer".into(),
-                        sdp,
-                        id: 1,
-                        mid_to_track_id: HashMap::new(),
-                    }),
-                    ..join_of(room, identity, claims)
-                },
-            )
+            .handle_join(self.now, shape(join_of(room, identity, claims)))
             .expect("join is admitted");
         self.drain();
         psid
+    }
+
+    /// Joins `identity` to room `r`, the join shaped by `shape`.
+    fn join_as(&mut self, identity: &str, shape: impl FnOnce(Join) -> Join) -> String {
+        self.join_shaped("r", identity, VideoGrant::default(), shape)
     }
 
     fn join(&mut self, identity: &str, single_pc: bool) -> String {
@@ -893,25 +906,10 @@ fn synced_streams_give_a_publishers_camera_and_microphone_one_stream_id() {
     let a = w.join("alice", false);
     let b = w.join("bob", false);
     // Carol's client takes no such stream ids (Firefox, or protocol 9 and before).
-    let claims = Claims {
-        sub: "carol".into(),
-        video: Some(VideoGrant {
-            room_join: true,
-            room: "r".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let c =
-        w.m.handle_join(
-            w.now,
-            Join {
-                sync_stream_id: false,
-                ..join_of("r", "carol", claims)
-            },
-        )
-        .expect("join is admitted");
-    w.drain();
+    let c = w.join_as("carol", |j| Join {
+        sync_stream_id: false,
+        ..j
+    });
     for p in [&a, &b, &c] {
         w.answer_subscriber(p);
     }

@@ -78,6 +78,17 @@ fn forwarded(w: &World) -> Vec<(PeerId, Vec<u8>)> {
         .collect()
 }
 
+/// An update subscribing to (or unsubscribing from) one data track.
+fn data_subscription(sid: &str, subscribe: bool) -> Req {
+    Req::UpdateDataSubscription(pb::UpdateDataSubscription {
+        updates: vec![pb::update_data_subscription::Update {
+            track_sid: sid.into(),
+            subscribe,
+            options: None,
+        }],
+    })
+}
+
 fn send_packet(w: &mut World, peer: PeerId, data: Vec<u8>) {
     w.media_event(Event::Data {
         peer,
@@ -115,17 +126,7 @@ fn a_data_track_reaches_its_subscribers_under_their_own_handles() {
     // livekit-client still asks for the track, and waits for the map: it is sent again, with
     // the same handle.
     w.clear();
-    w.signal(
-        &b,
-        Req::UpdateDataSubscription(pb::UpdateDataSubscription {
-            updates: vec![pb::update_data_subscription::Update {
-                track_sid: info.sid.clone(),
-                subscribe: true,
-                options: None,
-            }],
-        }),
-    )
-    .unwrap();
+    w.signal(&b, data_subscription(&info.sid, true)).unwrap();
     assert_eq!(handles_to(&w, &b), Some(handles.clone()));
 
     // A packet goes to bob with his handle, the rest of it unchanged; never back to alice.
@@ -163,15 +164,7 @@ fn a_data_track_reaches_its_subscribers_under_their_own_handles() {
 
     // Bob unsubscribes: his map empties and nothing more comes; subscribing again brings
     // the track back under a handle he is told.
-    let update = |subscribe| {
-        Req::UpdateDataSubscription(pb::UpdateDataSubscription {
-            updates: vec![pb::update_data_subscription::Update {
-                track_sid: info.sid.clone(),
-                subscribe,
-                options: None,
-            }],
-        })
-    };
+    let update = |subscribe| data_subscription(&info.sid, subscribe);
     w.clear();
     w.signal(&b, update(false)).unwrap();
     assert_eq!(handles_to(&w, &b), Some(vec![]));
@@ -260,41 +253,16 @@ fn data_tracks_need_the_data_grant_and_a_join_may_decline_new_ones() {
     assert!(w.participant("alice").data_tracks.is_empty());
 
     // Carol's join asks for no new data tracks: bob's track is hers only when she asks.
-    let claims = Claims {
-        sub: "carol".into(),
-        video: Some(VideoGrant {
-            room_join: true,
-            room: "r".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let c =
-        w.m.handle_join(
-            w.now,
-            Join {
-                auto_subscribe_data: false,
-                ..join_of("r", "carol", claims)
-            },
-        )
-        .expect("carol joins");
-    w.drain();
+    let c = w.join_as("carol", |j| Join {
+        auto_subscribe_data: false,
+        ..j
+    });
     w.answer_subscriber(&c);
     w.clear();
     publish(&mut w, &b, 1, "sensor");
     let info = published_to(&w, &b).pop().unwrap();
     assert!(handles_to(&w, &c).is_none());
-    w.signal(
-        &c,
-        Req::UpdateDataSubscription(pb::UpdateDataSubscription {
-            updates: vec![pb::update_data_subscription::Update {
-                track_sid: info.sid.clone(),
-                subscribe: true,
-                options: None,
-            }],
-        }),
-    )
-    .unwrap();
+    w.signal(&c, data_subscription(&info.sid, true)).unwrap();
     assert_eq!(handles_to(&w, &c).map(|h| h[0].1.clone()), Some(info.sid));
     // One update may name at most MAX_SUBSCRIPTION_TRACKS tracks.
     w.clear();
