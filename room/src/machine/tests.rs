@@ -170,6 +170,17 @@ impl World {
         self.join_shaped("r", identity, VideoGrant::default(), shape)
     }
 
+    /// Alice and Bob joined with two peer connections, both active, the outputs cleared:
+    /// their sids and subscriber peers.
+    fn connected_pair(&mut self) -> (String, String, PeerId, PeerId) {
+        let a = self.join("alice", false);
+        let b = self.join("bob", false);
+        let pa = self.answer_subscriber(&a);
+        let pb = self.answer_subscriber(&b);
+        self.clear();
+        (a, b, pa, pb)
+    }
+
     fn join(&mut self, identity: &str, single_pc: bool) -> String {
         self.join_with(identity, single_pc, VideoGrant::default())
     }
@@ -2013,11 +2024,7 @@ fn update_metadata_answers_after_the_update() {
 #[test]
 fn data_is_stamped_and_forwarded_to_the_others() {
     let mut w = World::new();
-    let a = w.join("alice", false);
-    let b = w.join("bob", false);
-    let pa = w.answer_subscriber(&a);
-    let pb_ = w.answer_subscriber(&b);
-    w.clear();
+    let (a, b, pa, pb_) = w.connected_pair();
     #[allow(deprecated)]
     let pkt = pb::DataPacket {
         value: Some(pb::data_packet::Value::User(pb::UserPacket {

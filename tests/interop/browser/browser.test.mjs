@@ -12,11 +12,10 @@
 // Every wait has a deadline; a test fails with the server log, the browser console and the
 // clients' output when media or data does not arrive.
 
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 
-import { BrowserEnv, WS_URL, prerequisites, unique } from './harness.mjs';
+import { WS_URL, browserSuite, prerequisites, unique } from './harness.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {}, singlePC: true },
@@ -108,27 +107,9 @@ if (why && !notRoot) {
 }
 
 describe('livekit-client in headless Chromium', { skip: why || false }, () => {
-  before(async () => {
-    env = new BrowserEnv();
-    // whatever happens to this process, leave no namespace and no processes behind
-    process.once('exit', () => env && env.stopSync());
-    for (const sig of ['SIGINT', 'SIGTERM']) {
-      process.once(sig, () => {
-        if (env) env.stopSync();
-        process.exit(130);
-      });
-    }
-    await env.start();
-    browser = await env.browser('chromium');
-  }, { timeout: 90000 });
-
-  after(async () => {
-    if (!env) return;
-    // LK_BROWSER_KEEP_LOGS=1 keeps the server log (RUST_LOG=debug by default) for a look afterwards
-    const keep = process.env.LK_BROWSER_KEEP_LOGS === '1';
-    if (keep && browser) writeFileSync(`${env.dir}/browser-events.jsonl`, browser.events.map((e) => JSON.stringify(e)).join('\n') + '\n');
-    await env.cleanup({ keepDir: keep });
-    if (keep) console.log(`# logs kept in ${env.dir} (livekit-server.log, browser-events.jsonl)`);
+  browserSuite((e, b) => {
+    env = e;
+    browser = b;
   });
 
   for (const mode of MODES) {

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
 export const INTEROP = resolve(HERE, '..');
@@ -558,3 +559,36 @@ export class BrowserEnv {
 }
 
 export { sleep };
+
+/**
+ * Registers, in the calling `describe`, the hooks of a suite with one server and one Chromium:
+ * `before` starts a `BrowserEnv` and its browser and hands both to `ready(env, browser)`;
+ * whatever happens to the process (exit, SIGINT, SIGTERM) leaves no namespace and no processes
+ * behind; `after` cleans up, keeping the server log and the browser's events when
+ * LK_BROWSER_KEEP_LOGS=1 (the server logs at debug level by default).
+ */
+export function browserSuite(ready, label = 'chromium') {
+  let env = null;
+  let browser = null;
+  before(async () => {
+    env = new BrowserEnv();
+    process.once('exit', () => env && env.stopSync());
+    for (const sig of ['SIGINT', 'SIGTERM']) {
+      process.once(sig, () => {
+        if (env) env.stopSync();
+        process.exit(130);
+      });
+    }
+    await env.start();
+    browser = await env.browser(label);
+    ready(env, browser);
+  }, { timeout: 90000 });
+
+  after(async () => {
+    if (!env) return;
+    const keep = process.env.LK_BROWSER_KEEP_LOGS === '1';
+    if (keep && browser) writeFileSync(`${env.dir}/browser-events.jsonl`, browser.events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    await env.cleanup({ keepDir: keep });
+    if (keep) console.log(`# logs kept in ${env.dir} (livekit-server.log, browser-events.jsonl)`);
+  });
+}

@@ -101,11 +101,7 @@ fn send_packet(w: &mut World, peer: PeerId, data: Vec<u8>) {
 #[test]
 fn a_data_track_reaches_its_subscribers_under_their_own_handles() {
     let mut w = World::new();
-    let a = w.join("alice", false);
-    let b = w.join("bob", false);
-    let pa = w.answer_subscriber(&a);
-    let pb_ = w.answer_subscriber(&b);
-    w.clear();
+    let (a, b, pa, pb_) = w.connected_pair();
 
     publish(&mut w, &a, 7, "sensor");
     let info = published_to(&w, &a)
