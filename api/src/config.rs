@@ -195,7 +195,7 @@ pub struct RtcConfig {
     pub packet_buffer_size: Opaque,
     pub packet_buffer_size_video: Opaque,
     pub packet_buffer_size_audio: Opaque,
-    pub pli_throttle: Opaque,
+    pub pli_throttle: PliThrottleConfig,
     pub congestion_control: CongestionControl,
     pub allow_tcp_fallback: Opaque,
     pub reconnect_on_publication_error: Opaque,
@@ -204,6 +204,86 @@ pub struct RtcConfig {
     pub data_channel_max_buffered_amount: Option<u64>,
     pub datachannel_slow_threshold: Opaque,
     pub forward_stats: Opaque,
+}
+
+/// `rtc.pli_throttle`: the least time between two keyframe requests to a publisher for one
+/// layer, by quality, as Go durations (`500ms`, `1s`) or integer nanoseconds, as LiveKit
+/// reads them. Unset keys keep this server's 300 ms.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PliThrottleConfig {
+    pub low_quality: Option<Value>,
+    pub mid_quality: Option<Value>,
+    pub high_quality: Option<Value>,
+}
+
+/// Shortest and longest keyframe-request interval `rtc.pli_throttle` may set.
+const PLI_THROTTLE_RANGE: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(10),
+    std::time::Duration::from_secs(60),
+);
+
+impl PliThrottleConfig {
+    fn resolve(&self) -> Result<lkr_sfu::PliThrottle, ConfigError> {
+        let d = lkr_sfu::PliThrottle::default();
+        let one = |key: &str, v: &Option<Value>, default: std::time::Duration| {
+            let path = format!("rtc.pli_throttle.{key}");
+            let Some(v) = v else { return Ok(default) };
+            let parsed = match v {
+                Value::String(text) => go_duration(text),
+                Value::Number(n) => n.as_u64().map(std::time::Duration::from_nanos),
+                _ => None,
+            };
+            match parsed {
+                Some(t) if (PLI_THROTTLE_RANGE.0..=PLI_THROTTLE_RANGE.1).contains(&t) => Ok(t),
+                Some(_) => Err(invalid(&path, "must be between 10ms and 60s")),
+                None => Err(invalid(
+                    &path,
+                    "must be a duration such as 500ms or 1s (or integer nanoseconds)",
+                )),
+            }
+        };
+        Ok(lkr_sfu::PliThrottle {
+            low: one("low_quality", &self.low_quality, d.low)?,
+            mid: one("mid_quality", &self.mid_quality, d.mid)?,
+            high: one("high_quality", &self.high_quality, d.high)?,
+        })
+    }
+}
+
+/// A Go duration string (`300ms`, `1.5s`, `1m30s`; units ns, us, µs, ms, s, m, h), as Go's
+/// `time.ParseDuration` reads it, without a sign.
+fn go_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * seconds;
+    }
+    (total.is_finite() && total <= 86_400.0).then(|| std::time::Duration::from_secs_f64(total))
 }
 
 /// `rtc.congestion_control`: per-subscriber bandwidth estimation from transport-cc
@@ -787,6 +867,7 @@ const SUPPORTED: &[&str] = &[
     "rtc.node_ip",
     "rtc.turn_servers",
     "rtc.tcp_port",
+    "rtc.pli_throttle",
     "audio.active_level",
     "audio.min_percentile",
     "audio.update_interval",
@@ -1223,6 +1304,8 @@ pub struct Settings {
     pub congestion_control: CongestionControl,
     /// Active speaker detection (`audio:`).
     pub speakers: lkr_sfu::SpeakerDetection,
+    /// Keyframe-request intervals by layer quality (`rtc.pli_throttle`).
+    pub pli_throttle: lkr_sfu::PliThrottle,
     /// Where track egress files go (`egress.file_dir`).
     pub egress_dir: PathBuf,
     /// Track egresses recording at once (`egress.max_concurrent`, at least 1).
@@ -1448,6 +1531,7 @@ impl Settings {
             limits: Limits::resolve(config)?,
             congestion_control: config.rtc.congestion_control.clone(),
             speakers: config.audio.resolve()?,
+            pli_throttle: config.rtc.pli_throttle.resolve()?,
             redis: config.redis.resolve(),
             node_selector: config.node_selector.clone(),
         })
@@ -2018,6 +2102,77 @@ rtc:
             let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn pli_throttle_takes_go_durations_and_bad_values_name_the_key() {
+        let none = Config::load("keys: {a: b}").unwrap().0;
+        let s = Settings::resolve(&none, &Overrides::default()).unwrap();
+        assert_eq!(s.pli_throttle, lkr_sfu::PliThrottle::default());
+
+        // LiveKit's sample values, a compound duration and integer nanoseconds.
+        let (c, ignored) = Config::load(
+            "keys: {a: b}\nrtc:\n  pli_throttle:\n    low_quality: 500ms\n    mid_quality: 1.5s500ms\n    high_quality: 2000000000\n",
+        )
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let s = Settings::resolve(&c, &Overrides::default()).unwrap();
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(
+            s.pli_throttle,
+            lkr_sfu::PliThrottle {
+                low: ms(500),
+                mid: ms(2000),
+                high: ms(2000),
+            }
+        );
+        let partial = Config::load("keys: {a: b}\nrtc: {pli_throttle: {high_quality: 1s}}")
+            .unwrap()
+            .0;
+        let s = Settings::resolve(&partial, &Overrides::default()).unwrap();
+        assert_eq!(
+            (s.pli_throttle.low, s.pli_throttle.high),
+            (ms(300), ms(1000))
+        );
+
+        for (bad, want, why) in [
+            (
+                "low_quality: 5ms",
+                "rtc.pli_throttle.low_quality",
+                "between 10ms and 60s",
+            ),
+            (
+                "mid_quality: 2m",
+                "rtc.pli_throttle.mid_quality",
+                "between 10ms and 60s",
+            ),
+            (
+                "high_quality: 1 sec",
+                "rtc.pli_throttle.high_quality",
+                "a duration",
+            ),
+            (
+                "high_quality: -1s",
+                "rtc.pli_throttle.high_quality",
+                "a duration",
+            ),
+            (
+                "high_quality: [1]",
+                "rtc.pli_throttle.high_quality",
+                "a duration",
+            ),
+        ] {
+            let c = Config::load(&format!("keys: {{a: b}}\nrtc: {{pli_throttle: {{{bad}}}}}"))
+                .unwrap()
+                .0;
+            let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string().contains(want) && e.to_string().contains(why),
+                "{bad}: {e}"
+            );
+        }
+        let e = Config::load("keys: {a: b}\nrtc: {pli_throttle: {top_quality: 1s}}").unwrap_err();
+        assert!(e.to_string().contains("top_quality"), "{e}");
     }
 
     #[test]

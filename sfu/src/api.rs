@@ -149,6 +149,43 @@ pub struct MediaLimits {
     pub allow_pause: bool,
     /// How audio levels become active speakers (`audio:`).
     pub speakers: SpeakerDetection,
+    /// Least time between two keyframe requests to a publisher for one layer.
+    pub pli_throttle: PliThrottle,
+}
+
+/// Least time between two keyframe requests (PLI) for one layer of a published video
+/// track, by the layer's quality (LiveKit's `rtc.pli_throttle`): however many subscribers
+/// ask, the publisher is asked at most once per interval. A track without simulcast is its
+/// lowest layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PliThrottle {
+    pub low: std::time::Duration,
+    pub mid: std::time::Duration,
+    pub high: std::time::Duration,
+}
+
+impl Default for PliThrottle {
+    /// 300 ms for every layer: a subscriber that joins or switches layers waits at most that
+    /// long for its keyframe request to reach the publisher.
+    fn default() -> Self {
+        let d = std::time::Duration::from_millis(300);
+        Self {
+            low: d,
+            mid: d,
+            high: d,
+        }
+    }
+}
+
+impl PliThrottle {
+    /// The interval of simulcast layer `index` (0 lowest; 2 and above high).
+    pub fn for_layer(&self, index: usize) -> std::time::Duration {
+        match index {
+            0 => self.low,
+            1 => self.mid,
+            _ => self.high,
+        }
+    }
 }
 
 /// How the levels publishers write into their audio packets (the audio-level header
@@ -190,6 +227,7 @@ impl Default for MediaLimits {
             bandwidth_estimation: true,
             allow_pause: true,
             speakers: SpeakerDetection::default(),
+            pli_throttle: PliThrottle::default(),
         }
     }
 }

@@ -39,7 +39,6 @@ pub use early::{EARLY_CHECK_AGE, EARLY_CHECK_BYTES, EARLY_CHECKS};
 /// Time between transport-wide congestion feedback packets to a sending peer.
 const TWCC_INTERVAL: Duration = Duration::from_millis(20);
 /// Minimum time between keyframe requests for one layer.
-const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// A video layer silent this long that comes back without a keyframe (the publisher's path
 /// was down and its encoder went on with delta frames) gets a keyframe request at once: its
 /// subscribers cannot decode the rest until one comes, and would otherwise each have to
@@ -2237,15 +2236,16 @@ impl Engine {
         let publisher = t.publisher;
         if let Some(owner) = t.mirror {
             // Throttled here as well, so that a thousand subscribers make one request.
+            let throttle = self.limits.pli_throttle;
             let due = t
                 .layers
                 .iter_mut()
                 .enumerate()
                 .filter(|(i, _)| layer.is_none_or(|x| x == *i))
-                .fold(false, |due, (_, l)| {
-                    let d = l
-                        .last_pli
-                        .is_none_or(|at| now.saturating_duration_since(at) >= PLI_INTERVAL);
+                .fold(false, |due, (i, l)| {
+                    let d = l.last_pli.is_none_or(|at| {
+                        now.saturating_duration_since(at) >= throttle.for_layer(i)
+                    });
                     if d {
                         l.last_pli = Some(now);
                     }
@@ -2266,9 +2266,9 @@ impl Engine {
             if layer.is_some_and(|x| x != i) {
                 continue;
             }
-            let due = l
-                .last_pli
-                .is_none_or(|at| now.saturating_duration_since(at) >= PLI_INTERVAL);
+            let due = l.last_pli.is_none_or(|at| {
+                now.saturating_duration_since(at) >= self.limits.pli_throttle.for_layer(i)
+            });
             if let (Some(ssrc), true) = (l.ssrc, due) {
                 l.last_pli = Some(now);
                 ssrcs[i] = Some(ssrc);
