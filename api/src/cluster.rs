@@ -763,6 +763,9 @@ pub fn twirp_target(service: &str, rpc: &str, format: Format, body: &[u8]) -> Ta
         (crate::room_service::SERVICE, "UpdateRoomMetadata") => {
             room::<pb::UpdateRoomMetadataRequest>(format, body, false, |r| &r.room)
         }
+        (crate::room_service::SERVICE, "PerformRpc") => {
+            room::<pb::PerformRpcRequest>(format, body, false, |r| &r.room)
+        }
         (crate::agent_service::SERVICE, "CreateDispatch") => {
             room::<pb::CreateAgentDispatchRequest>(format, body, true, |r| &r.room)
         }

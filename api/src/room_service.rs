@@ -12,6 +12,7 @@ use http_body_util::Full;
 use lkr_proto::pb;
 use lkr_proto::token::Claims;
 use lkr_room::{CreateRoom, Machine, RoomError};
+use lkr_signal::RpcOutcome;
 use serde::de::DeserializeOwned;
 
 use crate::node::Node;
@@ -75,7 +76,8 @@ pub(crate) fn precheck(method: &str, claims: &Claims) -> Result<(), TwirpError> 
         | "UpdateParticipant"
         | "UpdateSubscriptions"
         | "SendData"
-        | "UpdateRoomMetadata" => ensure_some_admin(claims),
+        | "UpdateRoomMetadata"
+        | "PerformRpc" => ensure_some_admin(claims),
         _ => Ok(()),
     }
 }
@@ -216,6 +218,21 @@ pub async fn dispatch(
             })
             .await?;
             Ok(format.encode(&room))
+        }
+        "PerformRpc" => {
+            let r: pb::PerformRpcRequest = decode(format, body)?;
+            ensure_admin(claims, &r.room)?;
+            match node.control.perform_rpc(r).await {
+                Ok(RpcOutcome::Done(Ok(payload))) => {
+                    Ok(format.encode(&pb::PerformRpcResponse { payload }))
+                }
+                Ok(RpcOutcome::Done(Err(f))) => {
+                    let code = Code::from_name(f.twirp_code()).unwrap_or(Code::Internal);
+                    Err(TwirpError::new(code, f.to_string()))
+                }
+                Ok(RpcOutcome::Refused(e)) => Err(e.into()),
+                Err(e) => Err(TwirpError::new(Code::Internal, e.to_string())),
+            }
         }
         _ => Err(TwirpError::bad_route(
             format!("no handler for path \"/twirp/{SERVICE}/{method}\""),

@@ -25,6 +25,7 @@ pub enum Code {
     Unimplemented,
     Internal,
     Unavailable,
+    Canceled,
 }
 
 impl Code {
@@ -43,12 +44,13 @@ impl Code {
             Code::Unimplemented => "unimplemented",
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
+            Code::Canceled => "canceled",
         }
     }
 
     /// The code written as `name` in an error body.
     pub fn from_name(name: &str) -> Option<Code> {
-        const ALL: [Code; 12] = [
+        const ALL: [Code; 13] = [
             Code::InvalidArgument,
             Code::Malformed,
             Code::NotFound,
@@ -61,6 +63,7 @@ impl Code {
             Code::Unimplemented,
             Code::Internal,
             Code::Unavailable,
+            Code::Canceled,
         ];
         ALL.into_iter().find(|c| c.as_str() == name)
     }
@@ -78,6 +81,7 @@ impl Code {
             Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Canceled => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

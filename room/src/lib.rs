@@ -20,5 +20,5 @@ pub use machine::{
     Config, JOIN_LATENCY_BUCKETS_MS, Join, JoinReply, Limits, Machine, Output, PlayOffer,
     RoomEvent, Stats, TokenSigner, TrackOffer, TurnIce,
 };
-pub use machine::{EgressEnd, EgressTrack, PublishedTrack, StartEgress};
+pub use machine::{EgressEnd, EgressTrack, PublishedTrack, RpcFailure, StartEgress};
 pub use rooms::*;

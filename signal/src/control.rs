@@ -51,6 +51,16 @@ pub enum ToSession {
     Close(Option<pb::LeaveRequest>),
 }
 
+/// How a PerformRpc call ended.
+#[derive(Debug)]
+pub enum RpcOutcome {
+    /// Refused before anything was sent (unknown participant, payload too large, too many
+    /// calls waiting).
+    Refused(RoomError),
+    /// Sent: the participant's payload, or why there is none.
+    Done(Result<String, lkr_room::RpcFailure>),
+}
+
 /// The control task has stopped (the server is shutting down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the room control task has stopped")]
@@ -88,6 +98,11 @@ enum Input {
         link: u64,
     },
     Call(Call),
+    /// A PerformRpc call: its outcome comes once the participant answers or the call ends.
+    Rpc {
+        req: Box<pb::PerformRpcRequest>,
+        reply: oneshot::Sender<RpcOutcome>,
+    },
     Agent(AgentInput),
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -100,7 +115,7 @@ impl Input {
     /// worker's liveness and its pings are not.
     fn ends_pacing(&self) -> bool {
         match self {
-            Input::Call(_) | Input::Agent(AgentInput::Seen { .. }) => false,
+            Input::Call(_) | Input::Rpc { .. } | Input::Agent(AgentInput::Seen { .. }) => false,
             Input::Agent(AgentInput::Message { message, .. }) => {
                 !matches!(message.message, Some(pb::worker_message::Message::Ping(_)))
             }
@@ -221,6 +236,7 @@ impl Control {
             media_up: media_up_tx,
             agents: AgentHost::new(dispatcher),
             pacer: pacer.clone(),
+            rpc_waiters: HashMap::new(),
         };
         let handle = tokio::spawn(task.run(rx, media_events));
         let live = Arc::new(tokio::sync::watch::channel(0).0);
@@ -365,6 +381,17 @@ impl Control {
         rx.await.map_err(|_| ControlGone)
     }
 
+    /// PerformRpc: sends the call to its participant and waits until it ends.
+    pub async fn perform_rpc(&self, req: pb::PerformRpcRequest) -> Result<RpcOutcome, ControlGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Rpc {
+            req: Box::new(req),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ControlGone)
+    }
+
     /// Runs `f` on the machine (an API call) and returns its result.
     pub async fn call<R: Send + 'static>(
         &self,
@@ -394,6 +421,8 @@ struct Task {
     media_up: tokio::sync::watch::Sender<bool>,
     agents: AgentHost,
     pacer: Arc<Pacer>,
+    /// Who waits on each PerformRpc call the machine keeps (as many as it keeps).
+    rpc_waiters: HashMap<String, oneshot::Sender<RpcOutcome>>,
 }
 
 impl Task {
@@ -525,6 +554,15 @@ impl Task {
                 }
             }
             Input::Call(f) => f(&mut self.machine, now),
+            Input::Rpc { req, reply } => match self.machine.api_perform_rpc(now, &req) {
+                // One waiter per call the machine keeps, which ends each with RpcDone.
+                Ok(id) => {
+                    self.rpc_waiters.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(RpcOutcome::Refused(e));
+                }
+            },
             Input::Agent(a) => self.handle_agent(now, a),
             Input::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -612,6 +650,11 @@ impl Task {
                         && m.send(cmd).await.is_err()
                     {
                         tracing::error!("media core is gone");
+                    }
+                }
+                Output::RpcDone { id, result } => {
+                    if let Some(w) = self.rpc_waiters.remove(&id) {
+                        let _ = w.send(RpcOutcome::Done(result));
                     }
                 }
                 Output::Event(ev) => {

@@ -22,5 +22,5 @@ pub mod pacing;
 pub mod session;
 pub mod whip;
 
-pub use control::{Control, ControlGone, Joined, MediaLink, ToSession};
+pub use control::{Control, ControlGone, Joined, MediaLink, RpcOutcome, ToSession};
 pub use pacing::Pacer;

@@ -36,6 +36,7 @@ mod node_view;
 mod participant;
 mod refresh;
 mod room_state;
+mod rpc;
 #[cfg(test)]
 mod tests;
 mod tracks;
@@ -51,6 +52,7 @@ pub use node_view::PublishedTrack;
 pub use participant::{
     MAX_DATA_DESTINATIONS, MAX_SUBSCRIPTION_PARTICIPANTS, MAX_SUBSCRIPTION_TRACKS, wanted_quality,
 };
+pub use rpc::{MAX_PENDING_RPCS, MAX_RPC_PAYLOAD, RpcFailure};
 pub use whep::PlayOffer;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.
@@ -402,6 +404,11 @@ pub enum Output {
     Media(Command),
     /// Something happened in a room.
     Event(Box<RoomEvent>),
+    /// A call of [`Machine::api_perform_rpc`] ended: the participant's payload, or why not.
+    RpcDone {
+        id: String,
+        result: Result<String, RpcFailure>,
+    },
 }
 
 /// A join response in protobuf, as the `SignalResponse` that carries it: a room of N members
@@ -633,6 +640,8 @@ pub struct Machine {
     /// (room, identity) whose next join is offered only ICE-TCP (a simulated `force-tcp`),
     /// until when; at most [`MAX_TCP_ONLY`].
     tcp_only: HashMap<(String, String), Instant>,
+    /// The server's RPC calls to participants waiting for their answer.
+    rpcs: rpc::Rpcs,
 }
 
 /// Identities remembered at once for a simulated `force-tcp`; past it the one due to expire
@@ -676,6 +685,7 @@ impl Machine {
             egresses: egress::Egresses::default(),
             signer: None,
             tcp_only: HashMap::new(),
+            rpcs: rpc::Rpcs::default(),
         }
     }
 
@@ -728,6 +738,7 @@ impl Machine {
             .into_iter()
             .chain(self.rooms.next_deadline())
             .chain(self.batched.values().map(|b| b.due))
+            .chain(self.rpcs.next_deadline())
             .min()
     }
 
@@ -737,6 +748,7 @@ impl Machine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         self.flush_due_updates(now);
+        self.expire_rpcs(now);
         let mut due: Vec<String> = Vec::new();
         while self.timers.peek().is_some_and(|Reverse((t, _))| *t <= now) {
             if let Some(Reverse((_, psid))) = self.timers.pop() {
@@ -1206,6 +1218,7 @@ impl Machine {
         }
         self.drop_tracks_of(now, p.room(), psid);
         self.drop_data_tracks(p.room(), &p.data_tracks().published_sids());
+        self.end_rpcs_of(psid);
         self.permissions.remove(psid);
         // It subscribed only to tracks of its own room.
         self.tracks.for_each_in_room_mut(p.room(), |t| {

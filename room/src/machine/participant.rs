@@ -153,6 +153,8 @@ pub(crate) struct Effects {
     pub data_subscriptions: Vec<(String, bool)>,
     /// A packet of one of its data tracks to forward: the track's sid and the packet.
     pub data_track_packet: Option<(String, bytes::Bytes)>,
+    /// Its acknowledgement or answer of an RPC call, which may be one of the server's.
+    pub rpc_reply: Option<super::rpc::RpcReply>,
 }
 
 /// What a client's `SimulateScenario` (livekit-client's `room.simulateScenario`) has the
@@ -1455,6 +1457,12 @@ impl Participant {
                 }
             }
             Some(Value::Metrics(_)) => return fx,
+            Some(Value::RpcAck(a)) => {
+                fx.rpc_reply = Some(super::rpc::RpcReply::Ack(a.request_id.clone()))
+            }
+            Some(Value::RpcResponse(r)) => {
+                fx.rpc_reply = Some(super::rpc::RpcReply::Response(r.clone()))
+            }
             Some(Value::Transcription(_))
                 if self.kind != pb::participant_info::Kind::Agent as i32 =>
             {

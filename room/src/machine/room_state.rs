@@ -93,6 +93,7 @@ impl Machine {
             data_track,
             data_subscriptions,
             data_track_packet,
+            rpc_reply,
         } = fx;
         for sid in subscribed {
             self.track_subscribed(psid, &sid);
@@ -186,6 +187,12 @@ impl Machine {
         if let Some((sid, packet)) = data_track_packet {
             self.forward_data_track(psid, &sid, &packet);
         }
+        // An answer to one of the server's own calls is the server's, not forwarded.
+        let data = if rpc_reply.is_some_and(|reply| self.take_rpc_reply(psid, reply)) {
+            None
+        } else {
+            data
+        };
         if let Some((reliable, bytes, targets)) = data {
             let room = self.room_of(psid);
             if let Some(room) = room {

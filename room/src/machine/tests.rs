@@ -44,6 +44,8 @@ struct World {
     closes: Vec<(String, Option<pb::LeaveRequest>)>,
     media: Vec<Command>,
     events: Vec<RoomEvent>,
+    /// Ended RPC calls of the server's: (call id, result).
+    rpcs: Vec<(String, Result<String, RpcFailure>)>,
 }
 
 impl World {
@@ -60,6 +62,7 @@ impl World {
             closes: Vec::new(),
             media: Vec::new(),
             events: Vec::new(),
+            rpcs: Vec::new(),
         }
     }
 
@@ -76,6 +79,7 @@ impl World {
                 Output::Close { to, leave } => self.closes.push((to, leave)),
                 Output::Media(c) => self.media.push(c),
                 Output::Event(e) => self.events.push(*e),
+                Output::RpcDone { id, result } => self.rpcs.push((id, result)),
             }
         }
     }
@@ -86,6 +90,7 @@ impl World {
         self.closes.clear();
         self.media.clear();
         self.events.clear();
+        self.rpcs.clear();
     }
 
     fn advance(&mut self, d: Duration) {
@@ -2703,6 +2708,7 @@ fn shutdown_sends_everyone_away_and_finishes_every_room() {
 
 mod data_track_tests;
 mod egress_tests;
+mod rpc_tests;
 
 /// The quality entries `to` was sent since the last clear: (participant sid, level).
 fn quality_to(w: &World, to: &str) -> Vec<(String, i32)> {

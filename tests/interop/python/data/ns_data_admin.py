@@ -15,6 +15,8 @@ METHOD is one of
     UpdateRoomMetadata  {room, metadata}
     ListParticipants    {room}
     GetParticipant      {room, identity}
+    PerformRpc          {room, identity, rpc_method, payload?, response_timeout_ms?}: a call the
+                        server makes to that participant, through the SDK's Twirp client
 
 Prints one JSON line: {"ok": true, "result": ...} or
 {"ok": false, "error": ..., "code": ..., "status": ..., "message": ...}. Exit code 0 either way.
@@ -106,6 +108,23 @@ async def call(url: str, key: str, secret: str, method: str, args: dict) -> None
                 api.SendDataResponse,
             )
             out({"ok": True, "result": {}})
+        elif method == "PerformRpc":
+            # livekit-api 1.2 has no wrapper for it: the request goes through its Twirp client.
+            req = api.PerformRpcRequest(
+                room=args["room"],
+                destination_identity=args["identity"],
+                method=args["rpc_method"],
+                payload=args.get("payload", ""),
+                response_timeout_ms=int(args.get("response_timeout_ms", 0)),
+            )
+            res = await room._client.request(
+                SVC,
+                "PerformRpc",
+                req,
+                room._auth_header(api.VideoGrants(room_admin=True, room=req.room)),
+                api.PerformRpcResponse,
+            )
+            out({"ok": True, "result": {"payload": res.payload}})
         elif method == "UpdateParticipant":
             req = api.UpdateParticipantRequest(room=args["room"], identity=args["identity"])
             if "metadata" in args:
