@@ -11,7 +11,7 @@
 //! The room's side (who receives a track, forwarding, auto-subscription, permissions) is the
 //! `Machine` methods below, which apply the participant's [`DataTrackChange`]s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lkr_proto::{id, pb};
 
@@ -54,6 +54,8 @@ struct DataSub {
 pub(crate) struct DataTracks {
     published: BTreeMap<u16, pb::DataTrackInfo>,
     subs: BTreeMap<String, DataSub>,
+    /// The handles of `subs`.
+    handles_in_use: BTreeSet<u16>,
     last_handle: u16,
     /// New data tracks in its room are subscribed for it (LiveKit's
     /// `auto_subscribe_data_track`).
@@ -166,11 +168,6 @@ impl DataTracks {
         self.published.get(&handle).map(|t| t.sid.as_str())
     }
 
-    /// Whether it publishes the track `sid`.
-    pub fn publishes(&self, sid: &str) -> bool {
-        self.published.values().any(|t| t.sid == sid)
-    }
-
     /// The sids of the tracks it publishes.
     pub fn published_sids(&self) -> Vec<String> {
         self.published.values().map(|t| t.sid.clone()).collect()
@@ -190,11 +187,12 @@ impl DataTracks {
         let mut h = self.last_handle;
         loop {
             h = h.wrapping_add(1);
-            if h != 0 && !self.subs.values().any(|s| s.handle == h) {
+            if h != 0 && !self.handles_in_use.contains(&h) {
                 break;
             }
         }
         self.last_handle = h;
+        self.handles_in_use.insert(h);
         self.subs.insert(
             sid.to_string(),
             DataSub {
@@ -208,7 +206,11 @@ impl DataTracks {
 
     /// Stops receiving track `sid`; false when it did not.
     pub fn unsubscribe(&mut self, sid: &str) -> bool {
-        self.subs.remove(sid).is_some()
+        let Some(s) = self.subs.remove(sid) else {
+            return false;
+        };
+        self.handles_in_use.remove(&s.handle);
+        true
     }
 
     /// Its handle for track `sid`, when it receives it.
@@ -266,6 +268,7 @@ impl super::Machine {
         match change {
             DataTrackChange::Published(info) => {
                 let sid = info.sid.clone();
+                self.data_track_owner.insert(sid.clone(), psid.to_string());
                 self.update_participant(psid, |p| p.data_tracks.push(info));
                 let Some((room, identity)) = self
                     .participants
@@ -294,6 +297,7 @@ impl super::Machine {
                 }
             }
             DataTrackChange::Unpublished(info) => {
+                self.data_track_owner.remove(&info.sid);
                 self.update_participant(psid, |p| p.data_tracks.retain(|t| t.sid != info.sid));
                 if let Some(room) = self.room_of(psid) {
                     self.drop_data_tracks(&room, &[info.sid]);
@@ -321,8 +325,13 @@ impl super::Machine {
                     .is_some_and(|p| p.data_tracks_mut().unsubscribe(&sid));
                 continue;
             }
-            let publisher = super::members_of(&self.members, &self.participants, &room)
-                .find(|(s, p)| s.as_str() != psid && p.data_tracks().publishes(&sid))
+            // By the node's index of data tracks: the cost is the request's, not the room's.
+            let publisher = self
+                .data_track_owner
+                .get(&sid)
+                .filter(|owner| owner.as_str() != psid)
+                .and_then(|owner| self.participants.get_key_value(owner))
+                .filter(|(_, p)| p.room() == room)
                 .map(|(s, p)| (s.clone(), p.identity().to_string()));
             match publisher {
                 Some((publisher, identity))
@@ -377,6 +386,9 @@ impl super::Machine {
     pub(super) fn drop_data_tracks(&mut self, room: &str, sids: &[String]) {
         if sids.is_empty() {
             return;
+        }
+        for sid in sids {
+            self.data_track_owner.remove(sid);
         }
         let receivers: Vec<String> = super::members_of(&self.members, &self.participants, room)
             .filter(|(_, p)| sids.iter().any(|s| p.data_tracks().handle_for(s).is_some()))

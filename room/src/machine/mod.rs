@@ -642,6 +642,8 @@ pub struct Machine {
     tcp_only: HashMap<(String, String), Instant>,
     /// The server's RPC calls to participants waiting for their answer.
     rpcs: rpc::Rpcs,
+    /// Every data track on the node: sid → its publisher's sid.
+    data_track_owner: HashMap<String, String>,
 }
 
 /// Identities remembered at once for a simulated `force-tcp`; past it the one due to expire
@@ -686,6 +688,7 @@ impl Machine {
             signer: None,
             tcp_only: HashMap::new(),
             rpcs: rpc::Rpcs::default(),
+            data_track_owner: HashMap::new(),
         }
     }
 

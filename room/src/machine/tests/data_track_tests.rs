@@ -259,7 +259,16 @@ fn data_tracks_need_the_data_grant_and_a_join_may_decline_new_ones() {
     let info = published_to(&w, &b).pop().unwrap();
     assert!(handles_to(&w, &c).is_none());
     w.signal(&c, data_subscription(&info.sid, true)).unwrap();
-    assert_eq!(handles_to(&w, &c).map(|h| h[0].1.clone()), Some(info.sid));
+    assert_eq!(
+        handles_to(&w, &c).map(|h| h[0].1.clone()),
+        Some(info.sid.clone())
+    );
+    // Someone in another room may not have it, whatever sid it names.
+    let d = w.join_shaped("r2", "dave", VideoGrant::default(), |j| j);
+    w.answer_subscriber(&d);
+    w.clear();
+    w.signal(&d, data_subscription(&info.sid, true)).unwrap();
+    assert!(handles_to(&w, &d).is_none());
     // One update may name at most MAX_SUBSCRIPTION_TRACKS tracks.
     w.clear();
     let many = (0..=MAX_SUBSCRIPTION_TRACKS)
