@@ -123,14 +123,16 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
-/// The first non-loopback IPv4 address of this host's interfaces: the address advertised
-/// when the server listens on all addresses and no `node_ip` is configured.
-fn first_interface_ip() -> Option<std::net::IpAddr> {
-    let ifaces = if_addrs::get_if_addrs().ok()?;
-    ifaces
-        .iter()
-        .map(|i| i.ip())
-        .find(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
+/// The first non-loopback IPv4 address of this host's interfaces that `rtc.interfaces` and
+/// `rtc.ips` allow: the address advertised when the server listens on all addresses and no
+/// `node_ip` is configured.
+fn first_interface_ip(filter: &crate::config::AddressFilter) -> Option<std::net::IpAddr> {
+    let addrs: Vec<(String, std::net::IpAddr)> = if_addrs::get_if_addrs()
+        .ok()?
+        .into_iter()
+        .map(|i| (i.name.clone(), i.ip()))
+        .collect();
+    filter.pick(&addrs)
 }
 
 /// SIGTERM and SIGINT, listened for from before the first until exit, so that a second
@@ -269,8 +271,15 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
                 .copied()
                 .find(|ip| !ip.is_unspecified())
         })
-        .or_else(first_interface_ip)
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        .or_else(|| first_interface_ip(&settings.address_filter));
+    let node_ip = match node_ip {
+        Some(ip) => ip,
+        None if settings.address_filter.is_set() => anyhow::bail!(
+            "no address of this host is allowed by rtc.interfaces / rtc.ips (set rtc.node_ip, or \
+             widen the filters)"
+        ),
+        None => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
     let udp_ip = match settings.bind.as_slice() {
         [one] => *one,
         _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),

@@ -181,8 +181,8 @@ pub struct RtcConfig {
     /// STUN servers (`host:port`) handed to clients in the join response.
     pub stun_servers: Vec<String>,
     pub use_ice_lite: Opaque,
-    pub interfaces: Opaque,
-    pub ips: Opaque,
+    pub interfaces: IncludeExclude,
+    pub ips: IncludeExclude,
     pub enable_loopback_candidate: Opaque,
     pub use_mdns: Opaque,
     pub external_ip_only: Opaque,
@@ -204,6 +204,102 @@ pub struct RtcConfig {
     pub data_channel_max_buffered_amount: Option<u64>,
     pub datachannel_slow_threshold: Opaque,
     pub forward_stats: Opaque,
+}
+
+/// `rtc.interfaces` (interface names) or `rtc.ips` (CIDRs or addresses): which of the host's
+/// addresses may be advertised when `node_ip` is not set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IncludeExclude {
+    pub includes: Vec<String>,
+    pub excludes: Vec<String>,
+}
+
+/// An address block: an address and how many leading bits of it count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub bits: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/16`, or a bare address (all its bits).
+    fn parse(s: &str) -> Option<Cidr> {
+        let (a, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { addr, bits })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (a, b, width) = match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a).into(), u32::from(b).into(), 32),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        let shift = width - u32::from(self.bits);
+        shift >= width || (a >> shift) == (b >> shift)
+    }
+}
+
+/// Which of the host's addresses may be advertised when `node_ip` is not set (LiveKit's
+/// `rtc.interfaces` and `rtc.ips`): an interface named in `includes` (when any are), not in
+/// `excludes`, with an address in an `includes` block (when any are) and in no `excludes`
+/// block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressFilter {
+    pub interfaces_in: Vec<String>,
+    pub interfaces_out: Vec<String>,
+    pub ips_in: Vec<Cidr>,
+    pub ips_out: Vec<Cidr>,
+}
+
+impl AddressFilter {
+    fn resolve(rtc: &RtcConfig) -> Result<AddressFilter, ConfigError> {
+        let cidrs = |path: &str, list: &[String]| {
+            list.iter()
+                .map(|s| {
+                    Cidr::parse(s).ok_or_else(|| {
+                        invalid(path, format!("{s:?} is not an address or CIDR block"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(AddressFilter {
+            interfaces_in: rtc.interfaces.includes.clone(),
+            interfaces_out: rtc.interfaces.excludes.clone(),
+            ips_in: cidrs("rtc.ips.includes", &rtc.ips.includes)?,
+            ips_out: cidrs("rtc.ips.excludes", &rtc.ips.excludes)?,
+        })
+    }
+
+    /// Whether it says anything (an empty filter takes every address).
+    pub fn is_set(&self) -> bool {
+        *self != AddressFilter::default()
+    }
+
+    /// Whether the address `ip` of interface `name` may be advertised.
+    pub fn allows(&self, name: &str, ip: IpAddr) -> bool {
+        (self.interfaces_in.is_empty() || self.interfaces_in.iter().any(|i| i == name))
+            && !self.interfaces_out.iter().any(|i| i == name)
+            && (self.ips_in.is_empty() || self.ips_in.iter().any(|c| c.contains(ip)))
+            && !self.ips_out.iter().any(|c| c.contains(ip))
+    }
+
+    /// The address to advertise among the host's `(interface, address)` pairs: the first
+    /// non-loopback IPv4 one the filter allows.
+    pub fn pick(&self, addrs: &[(String, IpAddr)]) -> Option<IpAddr> {
+        addrs
+            .iter()
+            .find(|(name, ip)| {
+                ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified() && self.allows(name, *ip)
+            })
+            .map(|(_, ip)| *ip)
+    }
 }
 
 /// `rtc.pli_throttle`: the least time between two keyframe requests to a publisher for one
@@ -868,6 +964,8 @@ const SUPPORTED: &[&str] = &[
     "rtc.turn_servers",
     "rtc.tcp_port",
     "rtc.pli_throttle",
+    "rtc.interfaces",
+    "rtc.ips",
     "audio.active_level",
     "audio.min_percentile",
     "audio.update_interval",
@@ -1276,6 +1374,9 @@ pub struct Settings {
     /// The embedded TURN server (`turn:`), when enabled.
     pub turn: Option<TurnSettings>,
     pub node_ip: Option<IpAddr>,
+    /// Which host address is advertised when `node_ip` is not set (`rtc.interfaces`,
+    /// `rtc.ips`).
+    pub address_filter: AddressFilter,
     pub region: String,
     pub keys: BTreeMap<String, String>,
     pub development: bool,
@@ -1509,6 +1610,7 @@ impl Settings {
                 p => Some(p),
             },
             node_ip,
+            address_filter: AddressFilter::resolve(&config.rtc)?,
             region: o
                 .region
                 .clone()
@@ -2101,6 +2203,64 @@ rtc:
                 .0;
             let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn interface_and_ip_filters_choose_the_advertised_address() {
+        let host: Vec<(String, IpAddr)> = [
+            ("lo", "127.0.0.1"),
+            ("docker0", "172.17.0.1"),
+            ("eth0", "10.1.2.3"),
+            ("eth0", "fd00::3"),
+            ("eth1", "192.0.2.7"),
+        ]
+        .iter()
+        .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
+        .collect();
+        let pick = |yaml: &str| {
+            let c = Config::load(&format!("keys: {{a: b}}\nrtc:\n{yaml}")).unwrap();
+            assert!(c.1.is_empty(), "{:?}", c.1);
+            let s = Settings::resolve(&c.0, &Overrides::default()).unwrap();
+            s.address_filter.pick(&host).map(|ip| ip.to_string())
+        };
+        // No filter: the first non-loopback IPv4 address, as before.
+        assert_eq!(pick("  udp_port: 7882").as_deref(), Some("172.17.0.1"));
+        assert_eq!(
+            pick("  interfaces: {excludes: [docker0]}").as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(
+            pick("  interfaces: {includes: [eth1]}").as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(
+            pick("  ips: {includes: [192.0.2.0/24]}").as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(
+            pick("  ips: {excludes: [172.16.0.0/12, 10.1.2.3]}").as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(
+            pick("  interfaces: {includes: [eth0, eth1]}\n  ips: {excludes: [10.0.0.0/8]}")
+                .as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(
+            pick("  ips: {includes: [0.0.0.0/0]}").as_deref(),
+            Some("172.17.0.1")
+        );
+        assert_eq!(pick("  interfaces: {includes: [wlan0]}"), None);
+        for (bad, key) in [
+            ("ips: {includes: [10.0.0.0/33]}", "rtc.ips.includes"),
+            ("ips: {excludes: [eth0]}", "rtc.ips.excludes"),
+        ] {
+            let c = Config::load(&format!("keys: {{a: b}}\nrtc: {{{bad}}}"))
+                .unwrap()
+                .0;
+            let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
         }
     }
 
