@@ -321,6 +321,7 @@ async fn run(settings: Settings, pacer: std::sync::Arc<lkr_signal::Pacer>) -> an
             allow_pause: settings.congestion_control.allow_pause,
             speakers: settings.speakers,
             pli_throttle: settings.pli_throttle,
+            packet_buffer: settings.packet_buffer,
         }));
     let turn = start_turn(&settings, node_ip, udp_ip, media.handle.local_addr)?;
     let node_id = lkr_proto::id::new_id("ND_");

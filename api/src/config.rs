@@ -192,9 +192,9 @@ pub struct RtcConfig {
     /// response after the embedded TURN server's.
     pub turn_servers: Vec<TurnServerSpec>,
     pub strict_acks: Opaque,
-    pub packet_buffer_size: Opaque,
-    pub packet_buffer_size_video: Opaque,
-    pub packet_buffer_size_audio: Opaque,
+    pub packet_buffer_size: Option<i64>,
+    pub packet_buffer_size_video: Option<i64>,
+    pub packet_buffer_size_audio: Option<i64>,
     pub pli_throttle: PliThrottleConfig,
     pub congestion_control: CongestionControl,
     pub allow_tcp_fallback: Opaque,
@@ -299,6 +299,37 @@ impl AddressFilter {
                 ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified() && self.allows(name, *ip)
             })
             .map(|(_, ip)| *ip)
+    }
+}
+
+impl RtcConfig {
+    /// `rtc.packet_buffer_size_video` / `_audio` (either defaulting to the deprecated
+    /// `rtc.packet_buffer_size`, then to this server's 512): packets a published layer keeps
+    /// for NACKs, 16 to 4096.
+    fn packet_buffers(&self) -> Result<(usize, usize), ConfigError> {
+        let (lo, hi) = lkr_sfu::forward::CACHE_SLOTS_RANGE;
+        let one = |key: &str, v: Option<i64>| match v.or(self.packet_buffer_size) {
+            None => Ok(lkr_sfu::forward::CACHE_SLOTS),
+            Some(n) if (lo as i64..=hi as i64).contains(&n) => Ok(n as usize),
+            Some(_) => Err(invalid(
+                if v.is_some() {
+                    key
+                } else {
+                    "rtc.packet_buffer_size"
+                },
+                format!("must be {lo}-{hi} packets"),
+            )),
+        };
+        Ok((
+            one(
+                "rtc.packet_buffer_size_video",
+                self.packet_buffer_size_video,
+            )?,
+            one(
+                "rtc.packet_buffer_size_audio",
+                self.packet_buffer_size_audio,
+            )?,
+        ))
     }
 }
 
@@ -965,6 +996,9 @@ const SUPPORTED: &[&str] = &[
     "rtc.tcp_port",
     "rtc.pli_throttle",
     "rtc.interfaces",
+    "rtc.packet_buffer_size",
+    "rtc.packet_buffer_size_video",
+    "rtc.packet_buffer_size_audio",
     "rtc.ips",
     "audio.active_level",
     "audio.min_percentile",
@@ -1407,6 +1441,8 @@ pub struct Settings {
     pub speakers: lkr_sfu::SpeakerDetection,
     /// Keyframe-request intervals by layer quality (`rtc.pli_throttle`).
     pub pli_throttle: lkr_sfu::PliThrottle,
+    /// Packets a published layer keeps for NACKs: video, audio (`rtc.packet_buffer_size*`).
+    pub packet_buffer: (usize, usize),
     /// Where track egress files go (`egress.file_dir`).
     pub egress_dir: PathBuf,
     /// Track egresses recording at once (`egress.max_concurrent`, at least 1).
@@ -1634,6 +1670,7 @@ impl Settings {
             congestion_control: config.rtc.congestion_control.clone(),
             speakers: config.audio.resolve()?,
             pli_throttle: config.rtc.pli_throttle.resolve()?,
+            packet_buffer: config.rtc.packet_buffers()?,
             redis: config.redis.resolve(),
             node_selector: config.node_selector.clone(),
         })
@@ -2262,6 +2299,34 @@ rtc:
             let e = Settings::resolve(&c, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn packet_buffer_sizes_follow_livekits_keys() {
+        let sizes = |yaml: &str| {
+            let c = Config::load(&format!("keys: {{a: b}}\nrtc: {{{yaml}}}")).unwrap();
+            assert!(c.1.is_empty(), "{:?}", c.1);
+            Settings::resolve(&c.0, &Overrides::default())
+                .map(|s| s.packet_buffer)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(sizes("udp_port: 7882"), Ok((512, 512)));
+        assert_eq!(
+            sizes("packet_buffer_size_video: 500, packet_buffer_size_audio: 200"),
+            Ok((500, 200))
+        );
+        assert_eq!(sizes("packet_buffer_size: 300"), Ok((300, 300)));
+        assert_eq!(
+            sizes("packet_buffer_size: 300, packet_buffer_size_audio: 100"),
+            Ok((300, 100))
+        );
+        let e = sizes("packet_buffer_size_video: 8").unwrap_err();
+        assert!(
+            e.to_string().contains("rtc.packet_buffer_size_video"),
+            "{e}"
+        );
+        let e = sizes("packet_buffer_size: 100000").unwrap_err();
+        assert!(e.to_string().contains("rtc.packet_buffer_size"), "{e}");
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub struct MediaLimits {
     pub speakers: SpeakerDetection,
     /// Least time between two keyframe requests to a publisher for one layer.
     pub pli_throttle: PliThrottle,
+    /// Packets each layer of a published track keeps for answering NACKs: video, audio
+    /// (LiveKit's `rtc.packet_buffer_size_video` / `_audio`), rounded up to a power of two
+    /// within [`crate::forward::CACHE_SLOTS_RANGE`].
+    pub packet_buffer: (usize, usize),
 }
 
 /// Least time between two keyframe requests (PLI) for one layer of a published video
@@ -228,6 +232,7 @@ impl Default for MediaLimits {
             allow_pause: true,
             speakers: SpeakerDetection::default(),
             pli_throttle: PliThrottle::default(),
+            packet_buffer: (crate::forward::CACHE_SLOTS, crate::forward::CACHE_SLOTS),
         }
     }
 }

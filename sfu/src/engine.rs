@@ -670,6 +670,14 @@ impl Engine {
         self.limits = limits;
     }
 
+    /// Packets a new track's layers keep for answering NACKs.
+    fn cache_slots(&self, kind: MediaKind) -> usize {
+        match kind {
+            MediaKind::Video => self.limits.packet_buffer.0,
+            MediaKind::Audio => self.limits.packet_buffer.1,
+        }
+    }
+
     /// Entries a peer's subscriptions hold (tracks it receives, and downstream SSRCs).
     pub fn subscription_entries(&self, peer: PeerId) -> usize {
         self.peers
@@ -803,7 +811,7 @@ impl Engine {
                         p.ssrc_routes.insert(*ssrc, (spec.track, i));
                     }
                 }
-                let mut t = Track::new(&spec);
+                let mut t = Track::new(&spec, self.cache_slots(spec.kind));
                 if let (Some(ssrc), 1) = (spec.ssrcs.first(), t.layers.len()) {
                     t.layers[0].ssrc = Some(*ssrc);
                 }
@@ -2504,7 +2512,7 @@ impl Engine {
     /// Adds a mirror of a track that shard `owner` publishes: subscribers of this engine
     /// subscribe to it as to any track; its packets come from [`Engine::handle_relayed`].
     pub fn add_mirror(&mut self, spec: &crate::api::PublishSpec, owner: u8) {
-        let mut t = Track::new(spec);
+        let mut t = Track::new(spec, self.cache_slots(spec.kind));
         t.mirror = Some(owner);
         self.tracks.entry(spec.track).or_insert(t);
     }

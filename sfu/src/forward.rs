@@ -8,8 +8,11 @@ use lkr_rtp::SeqUnwrapper;
 
 use crate::api::{CodecKind, ExtIds, MediaKind, PayloadType, PeerId, SpeakerDetection, TrackId};
 
-/// Packets kept per layer for answering NACKs.
-const CACHE_SLOTS: usize = 512;
+/// Packets kept per layer for answering NACKs, unless configured
+/// ([`crate::MediaLimits::packet_buffer`]).
+pub const CACHE_SLOTS: usize = 512;
+/// The fewest and most packets a layer's cache may be configured to keep.
+pub const CACHE_SLOTS_RANGE: (usize, usize) = (16, 4096);
 /// Outgoing sequence numbers remembered per subscription for answering NACKs.
 const HISTORY_SLOTS: usize = 1024;
 /// Loss entries tracked per layer.
@@ -38,18 +41,27 @@ struct Slot {
 #[derive(Debug)]
 pub struct RtxCache {
     slots: Vec<Slot>,
+    /// `slots.len() - 1`: the length is a power of two, so a sequence number's slot is a mask
+    /// away.
+    mask: usize,
 }
 
 impl RtxCache {
-    fn new() -> Self {
+    /// A cache of at least `slots` packets (rounded up to a power of two, within
+    /// [`CACHE_SLOTS_RANGE`]).
+    fn new(slots: usize) -> Self {
+        let n = slots
+            .clamp(CACHE_SLOTS_RANGE.0, CACHE_SLOTS_RANGE.1)
+            .next_power_of_two();
         Self {
-            slots: (0..CACHE_SLOTS).map(|_| Slot::default()).collect(),
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            mask: n - 1,
         }
     }
 
     /// Keeps a copy of a plain RTP packet.
     pub fn store(&mut self, seq: u16, packet: &[u8]) {
-        let s = &mut self.slots[usize::from(seq) % CACHE_SLOTS];
+        let s = &mut self.slots[usize::from(seq) & self.mask];
         s.seq = seq;
         s.valid = true;
         s.data.clear();
@@ -58,7 +70,7 @@ impl RtxCache {
 
     /// The cached packet with `seq`, if still there.
     pub fn get(&self, seq: u16) -> Option<&[u8]> {
-        let s = &self.slots[usize::from(seq) % CACHE_SLOTS];
+        let s = &self.slots[usize::from(seq) & self.mask];
         (s.valid && s.seq == seq).then_some(s.data.as_slice())
     }
 }
@@ -108,13 +120,13 @@ pub struct Layer {
 }
 
 impl Layer {
-    fn new(rid: String) -> Self {
+    fn new(rid: String, cache_slots: usize) -> Self {
         Self {
             rid,
             ssrc: None,
             unwrapper: SeqUnwrapper::new(),
             highest: None,
-            cache: RtxCache::new(),
+            cache: RtxCache::new(cache_slots),
             missing: VecDeque::with_capacity(MAX_MISSING),
             last_packet: None,
             last_keyframe: None,
@@ -909,8 +921,9 @@ impl AudioLevels {
 
 impl Track {
     /// A track as `spec` describes it, with its lists cut to the caps above, so that no
-    /// offer can make one track hold more than [`MAX_LAYERS`] packet caches.
-    pub fn new(spec: &crate::api::PublishSpec) -> Self {
+    /// offer can make one track hold more than [`MAX_LAYERS`] packet caches (of
+    /// `cache_slots` packets each).
+    pub fn new(spec: &crate::api::PublishSpec, cache_slots: usize) -> Self {
         let rids: Vec<String> = spec
             .rids
             .iter()
@@ -919,9 +932,11 @@ impl Track {
             .cloned()
             .collect();
         let layers = if rids.is_empty() {
-            vec![Layer::new(String::new())]
+            vec![Layer::new(String::new(), cache_slots)]
         } else {
-            rids.iter().map(|r| Layer::new(r.clone())).collect()
+            rids.iter()
+                .map(|r| Layer::new(r.clone(), cache_slots))
+                .collect()
         };
         let capped = |v: &[u32]| v.iter().copied().take(MAX_LAYERS).collect::<Vec<_>>();
         Self {
@@ -1130,7 +1145,7 @@ mod tests {
             rtx: vec![(97, 96); 10_000],
             rtx_ssrcs: vec![(1, 2); 10_000],
         };
-        let t = Track::new(&spec);
+        let t = Track::new(&spec, CACHE_SLOTS);
         assert_eq!(t.layers.len(), MAX_LAYERS);
         assert_eq!(t.rids, ["r0", "r1", "r2", "r3"]);
         assert_eq!(t.announced_ssrcs.len(), MAX_LAYERS);
@@ -1140,7 +1155,7 @@ mod tests {
             rids: vec!["x".repeat(300), "q".into()],
             ..spec
         };
-        assert_eq!(Track::new(&long).rids, ["q"]);
+        assert_eq!(Track::new(&long, CACHE_SLOTS).rids, ["q"]);
     }
 
     #[test]
@@ -1399,7 +1414,7 @@ mod tests {
     #[test]
     fn loss_tracking() {
         let now = Instant::now();
-        let mut l = Layer::new(String::new());
+        let mut l = Layer::new(String::new(), CACHE_SLOTS);
         l.on_packet(10, now);
         l.on_packet(13, now);
         assert_eq!(
@@ -1415,10 +1430,19 @@ mod tests {
 
     #[test]
     fn cache_and_history() {
-        let mut c = RtxCache::new();
+        let mut c = RtxCache::new(CACHE_SLOTS);
         c.store(5, &[1, 2, 3]);
         assert_eq!(c.get(5), Some(&[1u8, 2, 3][..]));
         assert_eq!(c.get(5 + CACHE_SLOTS as u16), None);
+        // LiveKit's audio default, 200, keeps 256; the caps hold both ways.
+        let mut c = RtxCache::new(200);
+        for seq in 0..=300u16 {
+            c.store(seq, &seq.to_be_bytes());
+        }
+        assert_eq!(c.get(300 - 255), Some(&(300u16 - 255).to_be_bytes()[..]));
+        assert_eq!(c.get(300 - 256), None);
+        assert_eq!(RtxCache::new(1).slots.len(), 16);
+        assert_eq!(RtxCache::new(1 << 20).slots.len(), 4096);
         let mut s = Subscription::new(PeerId(1), 1, vec![], 90_000);
         s.remember(77, 7, 2, 900);
         assert_eq!(s.lookup(77), Some((2, 7, 900)));
