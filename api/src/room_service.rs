@@ -77,7 +77,9 @@ pub(crate) fn precheck(method: &str, claims: &Claims) -> Result<(), TwirpError> 
         | "UpdateSubscriptions"
         | "SendData"
         | "UpdateRoomMetadata"
-        | "PerformRpc" => ensure_some_admin(claims),
+        | "PerformRpc"
+        | "MoveParticipant"
+        | "ForwardParticipant" => ensure_some_admin(claims),
         _ => Ok(()),
     }
 }
@@ -107,6 +109,33 @@ async fn on_machine<R: Send + 'static>(
         Ok(r) => Ok(r?),
         Err(e) => Err(TwirpError::new(Code::Internal, e.to_string())),
     }
+}
+
+/// MoveParticipant / ForwardParticipant, checked as LiveKit checks them (the token
+/// administers the source room and names the destination as its `destinationRoom`; the two
+/// differ) and refused as not implemented.
+fn move_or_forward(claims: Option<&Claims>, room: &str, destination: &str) -> TwirpError {
+    if let Err(e) = ensure_admin(claims, room) {
+        return e;
+    }
+    let named = claims
+        .and_then(|c| c.video.as_ref())
+        .map(|v| v.destination_room.as_str());
+    if named != Some(destination) {
+        return denied(&format!(
+            "the token's destinationRoom must be the destination room {destination:?}"
+        ));
+    }
+    if room == destination {
+        return TwirpError::new(
+            Code::InvalidArgument,
+            "destination room cannot be the same as source room",
+        );
+    }
+    TwirpError::new(
+        Code::Unimplemented,
+        "not implemented: moving or forwarding a participant to another room",
+    )
 }
 
 /// Runs `method` with a decoded `body`; `claims` are the caller's verified token, if any.
@@ -218,6 +247,16 @@ pub async fn dispatch(
             })
             .await?;
             Ok(format.encode(&room))
+        }
+        // LiveKit Cloud's: the open-source server checks them as LiveKit does and answers that
+        // they are not implemented.
+        "MoveParticipant" => {
+            let r: pb::MoveParticipantRequest = decode(format, body)?;
+            Err(move_or_forward(claims, &r.room, &r.destination_room))
+        }
+        "ForwardParticipant" => {
+            let r: pb::ForwardParticipantRequest = decode(format, body)?;
+            Err(move_or_forward(claims, &r.room, &r.destination_room))
         }
         "PerformRpc" => {
             let r: pb::PerformRpcRequest = decode(format, body)?;

@@ -15,6 +15,7 @@ METHOD is one of
     UpdateRoomMetadata  {room, metadata}
     ListParticipants    {room}
     GetParticipant      {room, identity}
+    MoveParticipant, ForwardParticipant  {room, identity, destination_room}
     PerformRpc          {room, identity, rpc_method, payload?, response_timeout_ms?}: a call the
                         server makes to that participant, through the SDK's Twirp client
 
@@ -125,6 +126,13 @@ async def call(url: str, key: str, secret: str, method: str, args: dict) -> None
                 api.PerformRpcResponse,
             )
             out({"ok": True, "result": {"payload": res.payload}})
+        elif method in ("MoveParticipant", "ForwardParticipant"):
+            fields = dict(room=args["room"], identity=args["identity"], destination_room=args["destination_room"])
+            if method == "MoveParticipant":
+                await room.move_participant(api.MoveParticipantRequest(**fields))
+            else:
+                await room.forward_participant(api.ForwardParticipantRequest(**fields))
+            out({"ok": True, "result": {}})
         elif method == "UpdateParticipant":
             req = api.UpdateParticipantRequest(room=args["room"], identity=args["identity"])
             if "metadata" in args:

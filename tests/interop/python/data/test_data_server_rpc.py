@@ -2,7 +2,8 @@
 `livekit-api` SDK's Twirp client from inside the namespace) to a real Python SDK client that
 registered the method with `register_rpc_method`: the handler's answer is the call's result,
 its `RpcError` comes back as LiveKit's Twirp error, and a call nobody answers, to a method
-nobody registered or to nobody ends with LiveKit's errors.
+nobody registered or to nobody ends with LiveKit's errors. MoveParticipant and
+ForwardParticipant, LiveKit Cloud's, are checked and refused as not implemented.
 """
 
 from __future__ import annotations
@@ -49,3 +50,17 @@ def test_the_server_calls_a_participants_method(media, single_pc):
     res = twirp(media, "PerformRpc", room=room, identity="", rpc_method="greet")
     assert not res.get("ok") and res.get("code") == "invalid_argument", res
     assert "destination identity is required" in res["message"], res
+
+
+def test_moving_and_forwarding_are_checked_and_refused_as_not_implemented(media, single_pc):
+    """LiveKit Cloud's MoveParticipant and ForwardParticipant, through `livekit-api`'s own
+    `move_participant` / `forward_participant`: checked as LiveKit checks them, then refused."""
+    room = lkhelpers.unique("move")
+    join(media, room, ["alice"], single_pc)
+    for method in ("MoveParticipant", "ForwardParticipant"):
+        res = twirp(media, method, room=room, identity="alice", destination_room=room)
+        assert not res.get("ok") and res.get("code") == "invalid_argument", res
+        assert res["message"] == "destination room cannot be the same as source room", res
+        res = twirp(media, method, room=room, identity="alice", destination_room=room + "-b")
+        assert not res.get("ok") and res.get("code") == "unimplemented", res
+        assert res["message"].startswith("not implemented"), res
