@@ -1384,7 +1384,11 @@ impl Participant {
             "_lossy" => false,
             "_data_track" => {
                 // A packet of one of its data tracks, by the handle it published it under;
-                // anything else (too short, an unknown handle) is dropped.
+                // anything else (too short, an unknown handle), or anything once it may no
+                // longer publish data, is dropped.
+                if !self.permission.can_publish_data {
+                    return fx;
+                }
                 fx.data_track_packet = data_tracks::packet_handle(data)
                     .and_then(|h| self.data.track_of(h))
                     .map(|sid| (sid.to_string(), bytes::Bytes::copy_from_slice(data)));

@@ -198,6 +198,32 @@ fn a_data_track_reaches_its_subscribers_under_their_own_handles() {
     w.signal(&b, update(true)).unwrap();
     assert_eq!(handles_to(&w, &b).map(|h| h.len()), Some(1));
 
+    // Once alice may no longer publish data, her packets go nowhere; given back, they flow.
+    let data_grant = |w: &mut World, can_publish_data: bool| {
+        w.m.api_update_participant(
+            w.now,
+            &pb::UpdateParticipantRequest {
+                room: "r".into(),
+                identity: "alice".into(),
+                permission: Some(pb::ParticipantPermission {
+                    can_subscribe: true,
+                    can_publish: true,
+                    can_publish_data,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        w.clear();
+    };
+    data_grant(&mut w, false);
+    send_packet(&mut w, pa, packet(7, b"revoked"));
+    assert!(forwarded(&w).is_empty());
+    data_grant(&mut w, true);
+    send_packet(&mut w, pa, packet(7, b"granted"));
+    assert_eq!(forwarded(&w).len(), 1);
+
     // Unpublishing answers with the record; the room's record and bob's map lose it.
     w.clear();
     w.signal(
