@@ -297,7 +297,6 @@ impl super::Machine {
                 }
             }
             DataTrackChange::Unpublished(info) => {
-                self.data_track_owner.remove(&info.sid);
                 self.update_participant(psid, |p| p.data_tracks.retain(|t| t.sid != info.sid));
                 if let Some(room) = self.room_of(psid) {
                     self.drop_data_tracks(&room, &[info.sid]);
@@ -395,13 +394,18 @@ impl super::Machine {
             .map(|(s, _)| s.clone())
             .collect();
         for sub in receivers {
-            if let Some(p) = self.participants.get_mut(&sub) {
-                for sid in sids {
-                    p.data_tracks_mut().unsubscribe(sid);
-                }
-            }
-            self.tell_data_handles(&sub);
+            self.end_data_subscriptions(&sub, sids);
         }
+    }
+
+    /// Ends `sub`'s subscriptions to `sids` and tells it its handles.
+    fn end_data_subscriptions(&mut self, sub: &str, sids: &[String]) {
+        if let Some(p) = self.participants.get_mut(sub) {
+            for sid in sids {
+                p.data_tracks_mut().unsubscribe(sid);
+            }
+        }
+        self.tell_data_handles(sub);
     }
 
     /// A newly active participant that takes new data tracks gets those already in its room
@@ -448,12 +452,7 @@ impl super::Machine {
                 .filter(|(_, gone)| !gone.is_empty())
                 .collect();
         for (sub, gone) in revoked {
-            if let Some(p) = self.participants.get_mut(&sub) {
-                for sid in &gone {
-                    p.data_tracks_mut().unsubscribe(sid);
-                }
-            }
-            self.tell_data_handles(&sub);
+            self.end_data_subscriptions(&sub, &gone);
         }
     }
 

@@ -1376,12 +1376,12 @@ impl Machine {
         }
     }
 
-    /// Sends `msg` to one participant, if it is connected.
     /// The room of participant `psid`, owned (to be used while changing the machine).
     fn room_of(&self, psid: &str) -> Option<String> {
         self.participants.get(psid).map(|p| p.room().to_string())
     }
 
+    /// Sends `msg` to one participant, if it is connected.
     fn send_one(&mut self, psid: &str, msg: Resp) {
         if self.participants.get(psid).is_some_and(|p| p.connected()) {
             self.out.signal(psid, msg);

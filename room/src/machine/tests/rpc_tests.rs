@@ -14,6 +14,12 @@ fn call(room: &str, to: &str, payload: &str, timeout_ms: u32) -> pb::PerformRpcR
     }
 }
 
+/// Starts a call to `to` in room `r`; its id.
+fn start(w: &mut World, to: &str, payload: &str, timeout_ms: u32) -> String {
+    w.m.api_perform_rpc(w.now, &call("r", to, payload, timeout_ms))
+        .unwrap()
+}
+
 /// The RPC requests sent to `peer` since the last clear, with the caller identity they carry.
 fn requests_to(w: &World, peer: PeerId) -> Vec<(String, pb::RpcRequest)> {
     w.media
@@ -64,9 +70,7 @@ fn response(id: &str, value: pb::rpc_response::Value) -> pb::data_packet::Value 
 fn a_call_reaches_its_participant_and_its_answer_is_the_servers() {
     let mut w = World::new();
     let (_a, _b, pa, pb_) = w.connected_pair();
-    let id =
-        w.m.api_perform_rpc(w.now, &call("r", "alice", "hi", 5000))
-            .unwrap();
+    let id = start(&mut w, "alice", "hi", 5000);
     w.drain();
     let sent = requests_to(&w, pa);
     assert_eq!(sent.len(), 1);
@@ -94,9 +98,7 @@ fn a_call_reaches_its_participant_and_its_answer_is_the_servers() {
     );
 
     // An application error comes back as the client sent it.
-    let id =
-        w.m.api_perform_rpc(w.now, &call("r", "alice", "", 0))
-            .unwrap();
+    let id = start(&mut w, "alice", "", 0);
     w.clear();
     answer(
         &mut w,
@@ -117,9 +119,7 @@ fn a_call_reaches_its_participant_and_its_answer_is_the_servers() {
     assert_eq!(f.twirp_code(), "internal");
 
     // An answer naming a call, from someone the call was not sent to, is not its answer.
-    let id =
-        w.m.api_perform_rpc(w.now, &call("r", "alice", "", 0))
-            .unwrap();
+    let id = start(&mut w, "alice", "", 0);
     w.clear();
     answer(
         &mut w,
@@ -142,9 +142,7 @@ fn a_call_ends_without_an_ack_without_a_response_or_when_its_participant_leaves(
     let mut w = World::new();
     let (a, _b, pa, _) = w.connected_pair();
     // No acknowledgement within 2 s: connection timeout.
-    let silent =
-        w.m.api_perform_rpc(w.now, &call("r", "alice", "x", 10_000))
-            .unwrap();
+    let silent = start(&mut w, "alice", "x", 10_000);
     w.run_for(Duration::from_millis(1900));
     assert!(w.rpcs.is_empty());
     w.run_for(Duration::from_millis(200));
@@ -155,9 +153,7 @@ fn a_call_ends_without_an_ack_without_a_response_or_when_its_participant_leaves(
     assert_eq!(f.to_string(), "RpcError 1501: Connection timeout");
 
     // Acknowledged, never answered: response timeout at the call's own timeout.
-    let slow =
-        w.m.api_perform_rpc(w.now, &call("r", "alice", "x", 4000))
-            .unwrap();
+    let slow = start(&mut w, "alice", "x", 4000);
     answer(&mut w, pa, &slow, ack(&slow));
     w.run_for(Duration::from_millis(3900));
     assert!(w.rpcs.is_empty(), "{:?}", w.rpcs);
@@ -166,9 +162,7 @@ fn a_call_ends_without_an_ack_without_a_response_or_when_its_participant_leaves(
     assert_eq!((f.code, f.twirp_code()), (1502, "canceled"));
 
     // The participant leaves: its calls end at once.
-    let pending =
-        w.m.api_perform_rpc(w.now, &call("r", "alice", "x", 0))
-            .unwrap();
+    let pending = start(&mut w, "alice", "x", 0);
     w.signal(&a, Req::Leave(pb::LeaveRequest::default()))
         .unwrap();
     let (id, r) = w.rpcs.pop().unwrap();
@@ -204,8 +198,7 @@ fn calls_are_refused_at_once_for_what_cannot_be_sent_and_capped() {
         "RpcError 1402: Request payload too large"
     );
     for _ in 0..MAX_PENDING_RPCS {
-        w.m.api_perform_rpc(w.now, &call("r", "bob", "x", 0))
-            .unwrap();
+        start(&mut w, "bob", "x", 0);
     }
     let e =
         w.m.api_perform_rpc(w.now, &call("r", "bob", "x", 0))
@@ -214,6 +207,5 @@ fn calls_are_refused_at_once_for_what_cannot_be_sent_and_capped() {
     // Once they end (no acknowledgement), calls are taken again.
     w.run_for(Duration::from_secs(3));
     assert_eq!(w.rpcs.len(), MAX_PENDING_RPCS);
-    w.m.api_perform_rpc(w.now, &call("r", "bob", "x", 0))
-        .unwrap();
+    start(&mut w, "bob", "x", 0);
 }
