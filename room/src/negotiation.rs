@@ -321,6 +321,7 @@ pub fn answer_offer(
     session_id: u64,
     downs: &HashMap<String, DownTrack>,
     max_layers: usize,
+    preferred: &dyn Fn(&MediaSection) -> Option<String>,
 ) -> Answer {
     let mut sd = session(version, session_id);
     let mut publish = Vec::new();
@@ -338,12 +339,20 @@ pub fn answer_offer(
                 m.protocol = om.protocol.clone();
             }
             (_, Some(kind)) if !rejected => {
-                let codecs: Vec<&Codec> = om
+                let mut codecs: Vec<&Codec> = om
                     .codecs
                     .iter()
                     .filter(|c| supported(&om.kind, c))
                     .collect();
                 let dir = om.direction_or_default();
+                // A client sends with the first codec of the answer: the codec its track was
+                // announced with goes first (as LiveKit orders its answer), else a browser
+                // asked for VP9 or AV1 would send its offer's first codec (VP8).
+                if dir.sends()
+                    && let Some(name) = preferred(om)
+                {
+                    codecs.sort_by_key(|c| !c.name.eq_ignore_ascii_case(&name));
+                }
                 if codecs.is_empty() {
                     m.port = 0;
                     m.formats = om.formats.iter().take(1).cloned().collect();
@@ -702,7 +711,15 @@ a=rtcp-mux\r\na=rtcp-rsize\r\n";
     fn single_pc_answer_sends_rtx_and_transport_cc_on_downstream_video() {
         let offer = lkr_sdp::parse(OFFER).unwrap();
         let downs = HashMap::from([("0".to_string(), down())]);
-        let a = answer_offer(&offer, &local(), 1, 1, &downs, MAX_SIMULCAST_LAYERS);
+        let a = answer_offer(
+            &offer,
+            &local(),
+            1,
+            1,
+            &downs,
+            MAX_SIMULCAST_LAYERS,
+            &|_| None,
+        );
         let text = a.sdp.write();
         let rtx = rtx_ssrc(0x1234_5678);
         for line in [
@@ -724,6 +741,36 @@ a=rtcp-mux\r\na=rtcp-rsize\r\n";
                 playout_delay: 0,
             })
         );
+    }
+
+    /// A browser's publishing section: VP8 first, as Chromium offers it.
+    const SEND_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 45\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\n\
+a=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=98\r\na=rtpmap:45 AV1/90000\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sendonly\r\na=msid:s1 cam1\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\n\
+a=fingerprint:sha-256 E8:66:77:C1:E0:05:E7:03:7A:38:87:FE:E3:28:0E:9A:91:3B:FF:A9:DB:50:98:43:FB:29:1E:D8:CD:DF:57:55\r\n\
+a=rtcp-mux\r\na=rtcp-rsize\r\n";
+
+    #[test]
+    fn the_announced_codec_is_answered_first_and_published() {
+        let offer = lkr_sdp::parse(SEND_OFFER).unwrap();
+        let first = |a: &Answer| a.sdp.media[0].formats.first().cloned();
+        let plain = answer_offer(&offer, &local(), 1, 1, &HashMap::new(), 3, &|_| None);
+        assert_eq!(first(&plain).as_deref(), Some("96"));
+        assert_eq!(plain.publish[0].codecs[0].name, "VP8");
+        for (want, pt) in [("vp9", "98"), ("AV1", "45")] {
+            let asked = |m: &MediaSection| {
+                (m.msid.as_ref().map(|x| x.track.as_str()) == Some("cam1"))
+                    .then(|| want.to_string())
+            };
+            let a = answer_offer(&offer, &local(), 1, 1, &HashMap::new(), 3, &asked);
+            assert_eq!(first(&a).as_deref(), Some(pt), "{}", a.sdp.write());
+            assert!(a.publish[0].codecs[0].name.eq_ignore_ascii_case(want));
+            // The other codecs stay, in the offer's order.
+            assert_eq!(a.publish[0].codecs.len(), 3);
+        }
     }
 
     #[test]

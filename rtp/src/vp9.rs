@@ -1,10 +1,13 @@
-//! VP9 payload descriptor keyframe detection (RFC 9628 §4.2, formerly
-//! draft-ietf-payload-vp9).
+//! VP9 payload descriptor (RFC 9628 §4.2, formerly draft-ietf-payload-vp9): keyframe
+//! detection and the layer fields a forwarder needs to drop spatial layers.
 //!
 //! ```text
 //!  I P L F B E V Z    required
 //!  M PictureID        if I (7 or 15 bits)
 //!  TID U SID D        if L
+//!  TL0PICIDX          if L and not F
+//!  P_DIFF N           if F and P, up to 3
+//!  N_S Y G -          if V (the scalability structure; N_S + 1 spatial layers)
 //! ```
 
 /// Whether the payload starts a keyframe: P=0 (not inter-picture predicted), B=1 (start of
@@ -31,9 +34,105 @@ pub fn is_keyframe(payload: &[u8]) -> bool {
     payload.get(off).is_some_and(|&l| (l >> 1) & 0x07 == 0)
 }
 
+/// What one packet's descriptor says about its place in a scalable stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    /// Spatial layer id (0 without layer indices).
+    pub sid: u8,
+    /// Temporal layer id (0 without layer indices).
+    pub tid: u8,
+    /// B: the first packet of a layer frame.
+    pub begins_frame: bool,
+    /// E: the last packet of a layer frame.
+    pub ends_frame: bool,
+    /// P: the layer frame refers to an earlier picture.
+    pub inter_predicted: bool,
+    /// Spatial layers the scalability structure announces, when this packet carries one
+    /// (the first packet of a keyframe, from libwebrtc).
+    pub spatial_layers: Option<u8>,
+}
+
+/// The layer fields of a VP9 payload descriptor; `None` when it is cut short.
+pub fn layer(payload: &[u8]) -> Option<Layer> {
+    let &b0 = payload.first()?;
+    let (i, p, l, f, v) = (
+        b0 & 0x80 != 0,
+        b0 & 0x40 != 0,
+        b0 & 0x20 != 0,
+        b0 & 0x10 != 0,
+        b0 & 0x02 != 0,
+    );
+    let mut off = 1;
+    if i {
+        off += if payload.get(off)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    let (mut sid, mut tid) = (0, 0);
+    if l {
+        let &b = payload.get(off)?;
+        tid = b >> 5;
+        sid = (b >> 1) & 0x07;
+        off += if f { 1 } else { 2 };
+    }
+    if f && p {
+        // Up to three reference differences, each byte saying whether another follows.
+        for _ in 0..3 {
+            let &d = payload.get(off)?;
+            off += 1;
+            if d & 0x01 == 0 {
+                break;
+            }
+        }
+    }
+    let spatial_layers = if v {
+        Some((payload.get(off)? >> 5) + 1)
+    } else {
+        None
+    };
+    if off > payload.len() {
+        return None;
+    }
+    Some(Layer {
+        sid,
+        tid,
+        begins_frame: b0 & 0x08 != 0,
+        ends_frame: b0 & 0x04 != 0,
+        inter_predicted: p,
+        spatial_layers,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers() {
+        // I (15-bit id), L (TID 1, SID 2), not F: TL0PICIDX follows; B and E.
+        let l = layer(&[0xAC, 0x81, 0x23, 0x24, 0x07, 0xFF]).unwrap();
+        assert_eq!(
+            (l.sid, l.tid, l.begins_frame, l.ends_frame),
+            (2, 1, true, true)
+        );
+        assert!(!l.inter_predicted && l.spatial_layers.is_none());
+        // A keyframe's first packet with the scalability structure: N_S = 2 (three layers).
+        let l = layer(&[0xAA, 0x05, 0x00, 0x00, 0x58, 0x00]).unwrap();
+        assert_eq!((l.sid, l.spatial_layers), (0, Some(3)));
+        // Flexible mode, inter-predicted, two reference differences then SID 1.
+        let l = layer(&[0xF0, 0x05, 0x02, 0x03, 0x02]).unwrap();
+        assert_eq!((l.sid, l.inter_predicted), (1, true));
+        // No layer indices: layer 0.
+        assert_eq!(layer(&[0x8C, 0x05]).map(|l| l.sid), Some(0));
+        // Cut short.
+        for bad in [
+            &[][..],
+            &[0xA0],
+            &[0xA0, 0x81, 0x23],
+            &[0x22, 0x00, 0x00],
+            &[0xF0, 0x05, 0x02, 0x03],
+        ] {
+            assert!(layer(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn keyframes() {

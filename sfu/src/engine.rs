@@ -25,6 +25,7 @@ use crate::api::{
     TrackId, TrackStats,
 };
 use crate::forward::{LocalSink, Subscription, Track, is_keyframe, pick_layer, red_primary};
+use crate::svc;
 
 /// Our SSRC as the sender of RTCP feedback.
 const FEEDBACK_SSRC: u32 = 1;
@@ -1771,6 +1772,16 @@ impl Engine {
         if keyframe {
             t.layers[layer].last_keyframe = Some(now);
         }
+        // VP9 in one stream: its spatial layers, when it has several (SVC).
+        let spatial = if codec.codec == CodecKind::Vp9 && t.layers.len() == 1 {
+            let l = lkr_rtp::vp9::layer(view.payload());
+            if let Some(l) = &l {
+                t.spatial.on_packet(l, pkt.len() - view.padding_len());
+            }
+            l.filter(|_| t.spatial.is_scalable())
+        } else {
+            None
+        };
         let mut want_keyframe: Option<usize> = None;
         if let Some(gap) = silent
             && t.kind == MediaKind::Video
@@ -1843,6 +1854,23 @@ impl Engine {
                 padding_left_out = true;
                 continue;
             }
+            let mut marker = view.marker();
+            if let Some(l) = &spatial {
+                let target = u8::try_from(s.layer_cap()).unwrap_or(u8::MAX);
+                let (step, up) = s.spatial.step(l, marker, target, keyframe);
+                if up {
+                    want_keyframe = Some(layer);
+                }
+                match step {
+                    svc::Step::Forward { marker: m } => marker = m,
+                    svc::Step::LeaveOut => {
+                        if s.munger.layer == layer {
+                            s.munger.leave_out(ext);
+                        }
+                        continue;
+                    }
+                }
+            }
             let mapped = if s.munger.layer == layer {
                 s.munger.map(ext, view.timestamp(), now)
             } else {
@@ -1863,7 +1891,7 @@ impl Engine {
             };
             let stamp = sp.bwe.as_deref_mut().map(|b| (b.ext, &mut b.est, now));
             let out = OutPacket {
-                marker: view.marker(),
+                marker,
                 seq: out_seq,
                 ts: out_ts,
                 codec: codec.codec,
@@ -1980,7 +2008,7 @@ impl Engine {
             if t.kind != MediaKind::Video {
                 continue;
             }
-            let layers = t.layers.len();
+            let layers = t.choice_layers();
             let Some(s) = t.subs.iter_mut().find(|s| s.peer == id) else {
                 continue;
             };
@@ -2212,6 +2240,17 @@ impl Engine {
         else {
             return;
         };
+        // A layer of an SVC picture is resent as it was sent: not at all above the
+        // subscriber's layer, with the marker where its top layer ends.
+        let mut marker = view.marker();
+        if codec.codec == CodecKind::Vp9
+            && let Some(l) = lkr_rtp::vp9::layer(view.payload())
+        {
+            match s.spatial.decide(&l, marker) {
+                svc::Step::Forward { marker: m } => marker = m,
+                svc::Step::LeaveOut => return,
+            }
+        }
         let Some(sp) = peers.get_mut(&peer) else {
             return;
         };
@@ -2221,7 +2260,7 @@ impl Engine {
         };
         let stamp = sp.bwe.as_deref_mut().map(|b| (b.ext, &mut b.est, now));
         let out = OutPacket {
-            marker: view.marker(),
+            marker,
             seq: out_seq,
             ts: out_ts,
             codec: codec.codec,
@@ -2388,6 +2427,7 @@ impl Engine {
                 for l in t.layers.iter_mut() {
                     l.measure_rate(now);
                 }
+                t.spatial.measure_rate(now);
             }
             self.send_receiver_reports(now);
             self.sweep_silence(now);

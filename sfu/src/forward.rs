@@ -470,6 +470,17 @@ impl Munger {
         if !self.started || ext != self.last_in + 1 {
             return false;
         }
+        self.leave_out(ext)
+    }
+
+    /// Leaves a packet of the current segment newer than every one seen out of the output
+    /// (a spatial layer the subscriber does not take): the packets after it move down by
+    /// one. Packets missing before it keep their places when they come. Returns whether it
+    /// was left out; an older one cannot be (its place may have been counted on).
+    pub fn leave_out(&mut self, ext: u64) -> bool {
+        if !self.started || ext <= self.last_in {
+            return false;
+        }
         if !self.skips.push(ext) {
             // Full. The oldest run has nothing left out before it: the output continues from
             // its end where it stood, and what came before it is late from now on.
@@ -647,6 +658,8 @@ pub struct Subscription {
     pub priority: u8,
     /// The playout-delay extension element (id, value) every packet carries.
     pub playout_delay: Option<(u8, [u8; 3])>,
+    /// Its spatial layer of an SVC track.
+    pub spatial: crate::svc::SpatialChoice,
 }
 
 impl Subscription {
@@ -678,6 +691,17 @@ impl Subscription {
             rtx_seq: rand::random(),
             priority: 0,
             playout_delay: None,
+            spatial: crate::svc::SpatialChoice::default(),
+        }
+    }
+
+    /// The layer it is sent now: its spatial layer of an SVC track, else its simulcast
+    /// stream (0 before anything was sent).
+    pub fn current_layer(&self) -> usize {
+        match self.spatial.current {
+            Some(l) => usize::from(l),
+            None if self.munger.is_started() => self.munger.layer,
+            None => 0,
         }
     }
 
@@ -763,12 +787,7 @@ impl Subscription {
                 return None;
             }
             self.bad_reports = 0;
-            let current = if self.munger.is_started() {
-                self.munger.layer
-            } else {
-                0
-            };
-            let cap = self.layer_cap().min(current);
+            let cap = self.layer_cap().min(self.current_layer());
             if cap == 0 {
                 if layers > 1 || loss > 0.25 {
                     self.cc_paused = true;
@@ -846,6 +865,8 @@ pub struct Track {
     pub relay_to: u64,
     /// Local sinks (track egress) fed this track's packets.
     pub sinks: Vec<LocalSink>,
+    /// The spatial layers of a VP9 stream (one stream carrying several sizes: SVC).
+    pub spatial: crate::svc::SpatialLayers,
 }
 
 /// A local sink of a track and the simulcast layer it takes.
@@ -962,6 +983,23 @@ impl Track {
             mirror: None,
             relay_to: 0,
             sinks: Vec::new(),
+            spatial: crate::svc::SpatialLayers::default(),
+        }
+    }
+
+    /// Whether its one stream carries several spatial layers (VP9 SVC): subscribers then
+    /// choose among those, not among streams.
+    pub fn is_svc(&self) -> bool {
+        self.layers.len() == 1 && self.spatial.is_scalable()
+    }
+
+    /// The layers subscribers choose among: its simulcast streams, or the spatial layers of
+    /// its one SVC stream.
+    pub fn choice_layers(&self) -> usize {
+        if self.is_svc() {
+            usize::from(self.spatial.count)
+        } else {
+            self.layers.len()
         }
     }
 

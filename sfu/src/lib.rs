@@ -16,6 +16,7 @@
 mod api;
 pub mod engine;
 pub mod forward;
+pub mod svc;
 
 pub use api::*;
 pub use engine::{

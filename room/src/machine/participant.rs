@@ -294,6 +294,35 @@ struct PendingTrack {
     info: pb::TrackInfo,
 }
 
+impl PendingTrack {
+    /// The codec its AddTrackRequest announced for the section of `stream` (its
+    /// `simulcast_codecs` entry with that cid, else the first), e.g. `VP9`. Not AV1 in
+    /// several spatial layers: its layers are described only by the dependency descriptor,
+    /// which is not forwarded, and Chromium decodes no such stream without it.
+    #[allow(deprecated)] // TrackInfo.layers is what clients fill.
+    fn codec_for(&self, stream: &str) -> Option<String> {
+        let c = self
+            .info
+            .codecs
+            .iter()
+            .find(|c| c.cid == stream)
+            .or(self.info.codecs.first())?;
+        let name = c.mime_type.rsplit('/').next()?;
+        let layered = self.info.layers.len().max(c.layers.len()) > 1;
+        if name.is_empty() || (layered && name.eq_ignore_ascii_case("av1")) {
+            return None;
+        }
+        Some(name.to_string())
+    }
+}
+
+/// A publication of this participant: its track sid and the codec its section was answered
+/// with first (kept first when the client offers that section again).
+struct Published {
+    sid: String,
+    codec: String,
+}
+
 struct Down {
     offer: TrackOffer,
     ssrc: u32,
@@ -369,8 +398,8 @@ pub(crate) struct Participant {
     /// Dual PC: the PC the server offers on.
     sub_t: Option<Transport>,
     pending: Vec<PendingTrack>,
-    /// mid → track sid of this participant's publications.
-    published: BTreeMap<String, String>,
+    /// mid → this participant's publication on it.
+    published: BTreeMap<String, Published>,
     /// track sid → downstream track.
     downs: BTreeMap<String, Down>,
     sub_sections: Vec<OfferSection>,
@@ -671,7 +700,7 @@ impl Participant {
 
     /// The sids of the tracks it publishes.
     pub fn published_tracks(&self) -> impl Iterator<Item = &String> {
-        self.published.values()
+        self.published.values().map(|p| &p.sid)
     }
 
     /// The downstream track `track_sid`, if it receives it.
@@ -968,7 +997,7 @@ impl Participant {
             u.apply(&mut p.info);
             return None;
         }
-        if self.published.values().any(|sid| sid == u.sid()) {
+        if self.published.values().any(|p| p.sid == u.sid()) {
             return Some(u);
         }
         tracing::debug!(participant = %self.psid, track = u.sid(), "track update for a track it does not publish");
@@ -1671,6 +1700,17 @@ impl Participant {
             .as_ref()
             .ok_or_else(|| RoomError::Internal("transport vanished".into()))?;
         let peer = t.peer;
+        let preferred = |m: &lkr_sdp::MediaSection| -> Option<String> {
+            let mid = m.mid.as_deref()?;
+            if let Some(p) = self.published.get(mid) {
+                return Some(p.codec.clone());
+            }
+            let stream = m.msid.as_ref().map(|x| x.track.as_str())?;
+            self.pending
+                .iter()
+                .find(|p| p.cid == stream)
+                .and_then(|p| p.codec_for(stream))
+        };
         let answer = negotiation::answer_offer(
             &sd,
             &t.local,
@@ -1678,6 +1718,7 @@ impl Participant {
             self.session_id,
             &downs_by_mid,
             ctx.config.limits.max_rids_per_track,
+            &preferred,
         );
         // This answer marks the unsubscribed sections inactive: the next offer may reuse them.
         self.cooling.clear();
@@ -1706,7 +1747,7 @@ impl Participant {
             .published
             .iter()
             .filter(|(mid, _)| !answer.publish.iter().any(|p| &p.mid == *mid))
-            .map(|(m, s)| (m.clone(), s.clone()))
+            .map(|(m, p)| (m.clone(), p.sid.clone()))
             .collect();
         for (mid, sid) in gone {
             self.published.remove(&mid);
@@ -1811,7 +1852,18 @@ impl Participant {
             rtx: ps.rtx.clone(),
             rtx_ssrcs: ps.rtx_ssrcs.clone(),
         }));
-        self.published.insert(ps.mid.clone(), info.sid.clone());
+        self.published.insert(
+            ps.mid.clone(),
+            Published {
+                sid: info.sid.clone(),
+                codec: info
+                    .mime_type
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            },
+        );
         tracing::info!(participant = %self.psid, track = %info.sid, mid = %ps.mid, mime = %info.mime_type, rids = ?ps.rids, "track published");
         let layers = if info.layers.is_empty() {
             info.codecs
@@ -1821,14 +1873,26 @@ impl Participant {
         } else {
             info.layers.clone()
         };
+        // VP9 in one stream announced with several layers (livekit-client's L3T3_KEY):
+        // subscribers choose among its spatial layers as among simulcast streams.
+        let svc = ps.rids.len() <= 1
+            && ps
+                .codecs
+                .first()
+                .is_some_and(|c| c.name.eq_ignore_ascii_case("vp9"))
+            && layers.len() > 1;
         let offer = TrackOffer {
             track_sid: info.sid.clone(),
             track_id: track,
             publisher_sid: self.psid.to_string(),
             kind: ps.kind,
             codecs: ps.codecs.clone(),
+            layer_count: if svc {
+                layers.len().min(negotiation::MAX_SIMULCAST_LAYERS)
+            } else {
+                ps.rids.len().max(1)
+            },
             layers,
-            layer_count: ps.rids.len().max(1),
             stream: info.stream.clone(),
             priority: if info.source == pb::TrackSource::ScreenShare as i32 {
                 2

@@ -179,20 +179,27 @@ impl Engine {
                 continue;
             }
             probe_ok |= s.rtx.is_some();
-            let current = s.munger.is_started().then_some(s.munger.layer);
+            let current = s.munger.is_started().then_some(s.current_layer());
             let mut layer_bps = [0u64; MAX_LAYERS];
-            for (i, l) in t.layers.iter().take(MAX_LAYERS).enumerate() {
-                let above = current.is_none_or(|c| i > c);
-                layer_bps[i] = if above {
-                    (l.rate_bps as f64 * UPGRADE_MARGIN) as u64
+            // An SVC track's layer i costs its spatial layers 0 to i together.
+            let svc = t.is_svc();
+            for (i, bps) in layer_bps.iter_mut().enumerate().take(t.choice_layers()) {
+                let rate = if svc {
+                    t.spatial.cumulative_bps(i)
                 } else {
-                    l.rate_bps
+                    t.layers[i].rate_bps
+                };
+                let above = current.is_none_or(|c| i > c);
+                *bps = if above {
+                    (rate as f64 * UPGRADE_MARGIN) as u64
+                } else {
+                    rate
                 };
             }
             let speaker = u8::from(b.speaking.contains(&t.publisher));
             b.subs.push(lkr_bwe::Subscription {
                 priority: s.priority.max(speaker),
-                max_layer: s.max_layer.min(t.layers.len().saturating_sub(1)),
+                max_layer: s.max_layer.min(t.choice_layers().saturating_sub(1)),
                 layer_bps,
                 current,
             });

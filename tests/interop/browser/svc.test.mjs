@@ -1,0 +1,194 @@
+// Scalable video (SVC) from livekit-client in headless Chromium against our livekit-server.
+// Same setup as browser.test.mjs (see harness.mjs and README.md). In both signalling modes:
+//   1. VP9: page A publishes its camera with `videoCodec: 'vp9'`; livekit-client sends one
+//      VP9 stream with three spatial layers (`L3T3_KEY`). The server must answer VP9 first
+//      (else Chromium sends its offer's first codec, VP8, in one layer), pages B and C decode
+//      VP9 at the top layer's size, and when B asks for LOW, MEDIUM and HIGH
+//      (setVideoQuality) it decodes exactly a quarter, half and the whole width, while C keeps
+//      the whole picture; at LOW the server sends B less than a third of what C gets; the
+//      switches lose no packets;
+//   2. AV1: asked for in one spatial layer (`scalabilityMode: 'L1T3'`), page A sends AV1 and
+//      page B decodes it; asked for in livekit-client's default `L3T3_KEY`, the server answers
+//      the offer's first codec (VP8), as it did before: AV1 layers are described only by the
+//      dependency descriptor, which the server does not forward, and Chromium decodes no
+//      layered AV1 without it.
+// Every wait has a deadline; a failure prints the server's log, the browser console and the
+// samples.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { WS_URL, browserSuite, prerequisites, sleep, unique } from './harness.mjs';
+
+const MODES = [
+  { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {} },
+  { name: 'dual PC (singlePeerConnection: false)', roomOptions: { singlePeerConnection: false } },
+];
+
+const why = prerequisites();
+const notRoot = Boolean(process.getuid && process.getuid() !== 0);
+let env = null;
+let browser = null;
+
+async function withDiagnostics(fn) {
+  try {
+    await fn();
+  } catch (e) {
+    const diag = env ? env.diagnostics() : '';
+    if (e && typeof e === 'object') {
+      e.message = `${e.message}\n\n${diag}`;
+      throw e;
+    }
+    throw new Error(`${e}\n\n${diag}`);
+  }
+}
+
+async function connectPage(page, identity, room, mode) {
+  await browser.open(page);
+  const tok = await env.token(identity, room);
+  const info = await browser.call(page, 'connect', [WS_URL, tok, mode.roomOptions], 30000);
+  assert.equal(info.identity, identity, `page ${page} connected as ${JSON.stringify(info)}`);
+}
+
+async function closePages(...pages) {
+  for (const p of pages) {
+    try {
+      await browser.call(p, 'disconnect', [], 10000);
+    } catch {
+      /* broken already; closing the context is enough */
+    }
+    await browser.command('close', { page: p }, 15000);
+  }
+}
+
+/** Polls `fetch()` until pred(value) holds; returns {ok, value, history}. */
+async function poll(fetch, pred, { timeout = 20000, interval = 400 } = {}) {
+  const deadline = Date.now() + timeout;
+  const history = [];
+  for (;;) {
+    const value = await fetch();
+    history.push(value);
+    if (history.length > 30) history.shift();
+    if (pred(value, history)) return { ok: true, value, history };
+    if (Date.now() >= deadline) return { ok: false, value, history };
+    await sleep(interval);
+  }
+}
+
+const compact = (v) => ({ mime: v.mimeType, w: v.frameWidth, h: v.frameHeight, dec: v.framesDecoded, rx: v.packetsReceived, bytes: v.bytesReceived, lost: v.packetsLost, err: v.error });
+const show = (r) => JSON.stringify(r.history.slice(-8).map(compact));
+
+/** Waits until `page` decodes alice's video as `mime`, `width` wide, for 20 new frames. */
+async function decodes(page, mime, width, what) {
+  let from = null;
+  const r = await poll(() => browser.call(page, 'videoStats', ['alice']), (v) => {
+    if (v.error || v.mimeType !== mime || v.frameWidth !== width) {
+      from = null;
+      return false;
+    }
+    from = from ?? v.framesDecoded;
+    return v.framesDecoded - from >= 20;
+  });
+  assert.ok(r.ok, `page ${page} does not decode ${mime} ${width} wide (${what}): ${show(r)}`);
+  return r.value;
+}
+
+/** Bytes a second `page` receives of alice's video, over `ms`. */
+async function rate(page, ms = 3000) {
+  const a = await browser.call(page, 'videoStats', ['alice']);
+  await sleep(ms);
+  const b = await browser.call(page, 'videoStats', ['alice']);
+  return ((b.bytesReceived - a.bytesReceived) * 1000) / ms;
+}
+
+/** The fake camera's size as livekit-client captures it by default (720p). */
+const CAMERA_WIDTH = 1280;
+
+/** Page A's video sender once it encodes `mime` in `mode` at the camera's full size (its
+ * encoder starts smaller while its bandwidth estimate grows); returns its outbound-rtp. */
+async function publisherSends(mime, mode) {
+  const r = await poll(
+    async () => (await browser.call('A', 'outboundStats', [])).filter((s) => s.kind === 'video'),
+    (out) => out.length === 1 && out[0].mimeType === mime && out[0].scalabilityMode === mode && out[0].frameWidth === CAMERA_WIDTH,
+    { timeout: 30000 },
+  );
+  assert.ok(r.ok, `page A does not send one ${mime} stream in ${mode} ${CAMERA_WIDTH} wide: ${JSON.stringify(r.value)}`);
+  return r.value[0];
+}
+
+if (why && !notRoot) {
+  it('the SVC browser tests can run here', () => assert.fail(`cannot run the SVC browser tests: ${why}`));
+}
+
+describe('SVC: livekit-client VP9 and AV1 in headless Chromium', { skip: why || false }, () => {
+  browserSuite((e, b) => {
+    env = e;
+    browser = b;
+  });
+
+  for (const mode of MODES) {
+    describe(mode.name, () => {
+      it('VP9 L3T3_KEY: each subscriber decodes the spatial layer it asks for', { timeout: 150000 }, (t) =>
+        withDiagnostics(async () => {
+          const room = unique('lks-vp9');
+          await connectPage('A', 'alice', room, mode);
+          await connectPage('B', 'bob', room, mode);
+          await connectPage('C', 'carol', room, mode);
+          await browser.call('A', 'publishCamera', [null, { videoCodec: 'vp9' }]);
+          const sent = await publisherSends('video/VP9', 'L3T3_KEY');
+          const top = sent.frameWidth;
+          t.diagnostic(`page A sends VP9 L3T3_KEY, ${top}x${sent.frameHeight}`);
+          const start = await decodes('B', 'video/VP9', top, 'at first');
+          await decodes('C', 'video/VP9', top, 'at first');
+
+          for (const [quality, width] of [
+            ['LOW', top / 4],
+            ['MEDIUM', top / 2],
+            ['HIGH', top],
+          ]) {
+            const res = await browser.call('B', 'setVideoQuality', ['alice', quality]);
+            assert.ok(!res.error, `setVideoQuality(${quality}): ${JSON.stringify(res)}`);
+            await decodes('B', 'video/VP9', width, `after setVideoQuality(${quality})`);
+            // C asked for nothing and keeps the whole picture.
+            await decodes('C', 'video/VP9', top, `while page B has ${quality}`);
+            if (quality === 'LOW') {
+              const [low, full] = await Promise.all([rate('B'), rate('C')]);
+              t.diagnostic(`at LOW page B receives ${Math.round(low)} B/s, page C ${Math.round(full)} B/s`);
+              assert.ok(low * 3 < full, `page B at LOW receives ${Math.round(low)} B/s against page C's ${Math.round(full)}: the upper layers were not left out`);
+            }
+          }
+          const end = await browser.call('B', 'videoStats', ['alice']);
+          t.diagnostic(`three switches: page B lost ${end.packetsLost - start.packetsLost} packets, decoded ${end.keyFramesDecoded - start.keyFramesDecoded} keyframes`);
+          assert.ok(
+            end.packetsLost - start.packetsLost <= 5,
+            `page B counts ${end.packetsLost - start.packetsLost} lost packets over three layer switches on a loss-free network (layers left out leave gaps?): ${JSON.stringify(compact(start))} -> ${JSON.stringify(compact(end))}`,
+          );
+          assert.ok(env.serverAlive(), 'livekit-server exited');
+          await closePages('A', 'B', 'C');
+        }));
+
+      it('AV1: one spatial layer is published and decoded as AV1; three fall back to VP8', { timeout: 150000 }, (t) =>
+        withDiagnostics(async () => {
+          for (const [scalabilityMode, mime, sends] of [
+            ['L1T3', 'video/AV1', 'L1T3'],
+            [undefined, 'video/VP8', null],
+          ]) {
+            const room = unique('lks-av1');
+            await connectPage('A', 'alice', room, mode);
+            await connectPage('B', 'bob', room, mode);
+            await browser.call('A', 'publishCamera', [null, { videoCodec: 'av1', scalabilityMode }]);
+            const r = await poll(
+              async () => (await browser.call('A', 'outboundStats', [])).filter((s) => s.kind === 'video' && s.frameWidth > 0),
+              (out) => out.length > 0 && out.every((s) => s.mimeType === mime) && (!sends || out[0].scalabilityMode === sends),
+            );
+            assert.ok(r.ok, `page A asked for AV1 ${scalabilityMode || '(livekit-client default L3T3_KEY)'} does not send ${mime}: ${JSON.stringify(r.value)}`);
+            const width = Math.max(...r.value.map((s) => s.frameWidth));
+            t.diagnostic(`AV1 ${scalabilityMode || 'L3T3_KEY'} asked: page A sends ${mime} ${r.value.map((s) => `${s.frameWidth} ${s.scalabilityMode}`).join(', ')}`);
+            await decodes('B', mime, width, `AV1 ${scalabilityMode || 'L3T3_KEY'} asked`);
+            assert.ok(env.serverAlive(), 'livekit-server exited');
+            await closePages('A', 'B');
+          }
+        }));
+    });
+  }
+});
