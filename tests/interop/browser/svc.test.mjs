@@ -13,6 +13,9 @@
 //      the offer's first codec (VP8), as it did before: AV1 layers are described only by the
 //      dependency descriptor, which the server does not forward, and Chromium decodes no
 //      layered AV1 without it.
+// And once (single PC): page C in a namespace of its own behind a 500 kbit/s tbf gets a lower
+// spatial layer within 30 s (the congestion control prices layer i as layers 0 to i) while
+// page B keeps the top one, and climbs back to the top within 60 s of the cap's removal.
 // Every wait has a deadline; a failure prints the server's log, the browser console and the
 // samples.
 
@@ -20,6 +23,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { WS_URL, browserSuite, prerequisites, sleep, unique } from './harness.mjs';
+import { LinkedNs, shapingPrerequisites } from './shaping.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {} },
@@ -44,21 +48,21 @@ async function withDiagnostics(fn) {
   }
 }
 
-async function connectPage(page, identity, room, mode) {
-  await browser.open(page);
+async function connectPage(page, identity, room, mode, b = browser) {
+  await b.open(page);
   const tok = await env.token(identity, room);
-  const info = await browser.call(page, 'connect', [WS_URL, tok, mode.roomOptions], 30000);
+  const info = await b.call(page, 'connect', [WS_URL, tok, mode.roomOptions], 30000);
   assert.equal(info.identity, identity, `page ${page} connected as ${JSON.stringify(info)}`);
 }
 
-async function closePages(...pages) {
+async function closePages(b, ...pages) {
   for (const p of pages) {
     try {
-      await browser.call(p, 'disconnect', [], 10000);
+      await b.call(p, 'disconnect', [], 10000);
     } catch {
       /* broken already; closing the context is enough */
     }
-    await browser.command('close', { page: p }, 15000);
+    await b.command('close', { page: p }, 15000);
   }
 }
 
@@ -81,17 +85,19 @@ const show = (r) => JSON.stringify(r.history.slice(-8).map(compact));
 
 /** Waits until `page` decodes alice's video as `mime`, `width` wide (any width when null),
  * for 20 new frames. */
-async function decodes(page, mime, width, what) {
+async function decodes(page, mime, width, what, { b = browser, timeout = 20000 } = {}) {
   let from = null;
-  const r = await poll(() => browser.call(page, 'videoStats', ['alice']), (v) => {
-    if (v.error || v.mimeType !== mime || !(v.frameWidth > 0) || (width !== null && v.frameWidth !== width)) {
+  const fits = typeof width === 'function' ? width : (w) => width === null || w === width;
+  const r = await poll(() => b.call(page, 'videoStats', ['alice']), (v) => {
+    if (v.error || v.mimeType !== mime || !(v.frameWidth > 0) || !fits(v.frameWidth)) {
       from = null;
       return false;
     }
     from = from ?? v.framesDecoded;
     return v.framesDecoded - from >= 20;
-  });
-  assert.ok(r.ok, `page ${page} does not decode ${mime} ${width ?? 'any'} wide (${what}): ${show(r)}`);
+  }, { timeout });
+  const wide = typeof width === 'function' ? 'the width wanted' : (width ?? 'any');
+  assert.ok(r.ok, `page ${page} does not decode ${mime} ${wide} wide (${what}): ${show(r)}`);
   return r.value;
 }
 
@@ -166,7 +172,7 @@ describe('codecs and SVC: livekit-client VP9, H.264 and AV1 in headless Chromium
             `page B counts ${end.packetsLost - start.packetsLost} lost packets over three layer switches on a loss-free network (layers left out leave gaps?): ${JSON.stringify(compact(start))} -> ${JSON.stringify(compact(end))}`,
           );
           assert.ok(env.serverAlive(), 'livekit-server exited');
-          await closePages('A', 'B', 'C');
+          await closePages(browser, 'A', 'B', 'C');
         }));
 
       it('the codec asked for is sent: H.264, AV1 in one spatial layer; AV1 in three falls back to VP8', { timeout: 150000 }, (t) =>
@@ -189,9 +195,47 @@ describe('codecs and SVC: livekit-client VP9, H.264 and AV1 in headless Chromium
             t.diagnostic(`${asked} asked: page A sends ${mime} ${r.value.map((s) => `${s.frameWidth} ${s.scalabilityMode}`).join(', ')}`);
             await decodes('B', mime, null, `${asked} asked`);
             assert.ok(env.serverAlive(), 'livekit-server exited');
-            await closePages('A', 'B');
+            await closePages(browser, 'A', 'B');
           }
         }));
     });
   }
+
+  it('single PC: a subscriber behind 500 kbit/s gets a lower spatial layer while another keeps the top one; uncapped it climbs back', { timeout: 240000, skip: shapingPrerequisites() || false }, (t) =>
+    withDiagnostics(async () => {
+      const mode = MODES[0];
+      const room = unique('lks-cap');
+      const link = new LinkedNs(env.ns);
+      link.create();
+      try {
+        const capped = await link.browser(env, 'chromium-capped', 300);
+        await connectPage('A', 'alice', room, mode);
+        await connectPage('B', 'bob', room, mode);
+        await connectPage('C', 'carol', room, mode, capped);
+        await browser.call('A', 'publishCamera', [null, { videoCodec: 'vp9' }]);
+        const top = (await publisherSends('video/VP9', 'L3T3_KEY')).frameWidth;
+        await decodes('C', 'video/VP9', top, 'before the cap', { b: capped });
+        // The top layer takes about 1.5 Mbit/s here, the two below it together about 0.5.
+        link.capBandwidth('500kbit');
+        const t0 = Date.now();
+        await decodes('C', 'video/VP9', (w) => w < top, 'behind 500 kbit/s', { b: capped, timeout: 30000 });
+        const low = await capped.call('C', 'videoStats', ['alice']);
+        t.diagnostic(`500 kbit/s: page C decodes ${low.frameWidth}x${low.frameHeight} after ${Date.now() - t0} ms`);
+        await decodes('B', 'video/VP9', top, 'while page C is capped');
+        link.uncap();
+        const t1 = Date.now();
+        await decodes('C', 'video/VP9', top, 'after the cap is lifted', { b: capped, timeout: 60000 });
+        t.diagnostic(`uncapped: page C decodes the top layer again after ${Date.now() - t1} ms`);
+        assert.ok(env.serverAlive(), 'livekit-server exited');
+        await closePages(capped, 'C');
+        await closePages(browser, 'A', 'B');
+        capped.send({ cmd: 'exit' });
+        await capped.close(12000);
+      } catch (e) {
+        e.message = `${e.message}\n=== tbf ===\n${link.capStats()}\n--- the server's allocations ---\n${env.serverLinesSince(new Date(Date.now() - 120000), /allocation|probe|backed off/, 20).join('\n')}`;
+        throw e;
+      } finally {
+        link.destroySync();
+      }
+    }));
 });
