@@ -64,12 +64,12 @@ const emit = (event, fields = {}) => {
   process.stdout.write(JSON.stringify({ event, t: Date.now() / 1000, ...fields }) + '\n');
 };
 
-function umdPath() {
+function distPath(file) {
   // livekit-client's exports map hides dist/; find the package directory from its main entry.
   const main = require.resolve('livekit-client');
   let dir = dirname(main);
   while (!dir.endsWith('livekit-client') && dir !== dirname(dir)) dir = dirname(dir);
-  return join(dir, 'dist', 'livekit-client.umd.js');
+  return join(dir, 'dist', file);
 }
 
 function startPageServer() {
@@ -78,7 +78,9 @@ function startPageServer() {
     '/page.html': ['text/html; charset=utf-8', join(HERE, 'page.html')],
     // a plain RTCPeerConnection + fetch page (WHIP/WHEP), without livekit-client
     '/whip.html': ['text/html; charset=utf-8', join(HERE, 'whip.html')],
-    '/livekit-client.umd.js': ['text/javascript; charset=utf-8', umdPath()],
+    '/livekit-client.umd.js': ['text/javascript; charset=utf-8', distPath('livekit-client.umd.js')],
+    // the end-to-end encryption worker (a classic script)
+    '/livekit-client.e2ee.worker.js': ['text/javascript; charset=utf-8', distPath('livekit-client.e2ee.worker.js')],
   };
   const server = createServer((req, res) => {
     const path = (req.url || '/').split('?')[0];
