@@ -53,50 +53,7 @@ impl Vp9Packetizer {
 
 /// The length of a VP9 payload descriptor, or `None` when malformed.
 fn descriptor_len(p: &[u8]) -> Option<usize> {
-    let b0 = *p.first()?;
-    let (i, pbit, l, f, v) = (
-        b0 & 0x80 != 0,
-        b0 & 0x40 != 0,
-        b0 & 0x20 != 0,
-        b0 & 0x10 != 0,
-        b0 & 0x02 != 0,
-    );
-    let mut at = 1;
-    if i {
-        at += if *p.get(at)? & 0x80 != 0 { 2 } else { 1 };
-    }
-    if l {
-        at += 1;
-        if !f {
-            at += 1;
-        }
-    }
-    if f && pbit {
-        for _ in 0..3 {
-            let d = *p.get(at)?;
-            at += 1;
-            if d & 0x01 == 0 {
-                break;
-            }
-        }
-    }
-    if v {
-        let ss = *p.get(at)?;
-        at += 1;
-        let n_s = usize::from(ss >> 5) + 1;
-        if ss & 0x10 != 0 {
-            at += 4 * n_s;
-        }
-        if ss & 0x08 != 0 {
-            let n_g = *p.get(at)?;
-            at += 1;
-            for _ in 0..n_g {
-                let g = *p.get(at)?;
-                at += 1 + usize::from((g >> 2) & 0x03);
-            }
-        }
-    }
-    (at <= p.len()).then_some(at)
+    lkr_rtp::vp9::layer(p).map(|l| l.descriptor_len)
 }
 
 /// Joins RTP payloads back into frames (superframes for several spatial layers).

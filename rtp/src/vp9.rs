@@ -50,6 +50,8 @@ pub struct Layer {
     /// Spatial layers the scalability structure announces, when this packet carries one
     /// (the first packet of a keyframe, from libwebrtc).
     pub spatial_layers: Option<u8>,
+    /// Bytes of the descriptor: the VP9 data starts after them.
+    pub descriptor_len: usize,
 }
 
 /// The layer fields of a VP9 payload descriptor; `None` when it is cut short.
@@ -83,11 +85,25 @@ pub fn layer(payload: &[u8]) -> Option<Layer> {
             }
         }
     }
-    let spatial_layers = if v {
-        Some((payload.get(off)? >> 5) + 1)
-    } else {
-        None
-    };
+    let mut spatial_layers = None;
+    if v {
+        // N_S Y G, then (Y) each layer's width and height, (G) the picture group.
+        let ss = *payload.get(off)?;
+        off += 1;
+        let n_s = (ss >> 5) + 1;
+        spatial_layers = Some(n_s);
+        if ss & 0x10 != 0 {
+            off += 4 * usize::from(n_s);
+        }
+        if ss & 0x08 != 0 {
+            let n_g = *payload.get(off)?;
+            off += 1;
+            for _ in 0..n_g {
+                let g = *payload.get(off)?;
+                off += 1 + usize::from((g >> 2) & 0x03);
+            }
+        }
+    }
     if off > payload.len() {
         return None;
     }
@@ -98,6 +114,7 @@ pub fn layer(payload: &[u8]) -> Option<Layer> {
         ends_frame: b0 & 0x04 != 0,
         inter_predicted: p,
         spatial_layers,
+        descriptor_len: off,
     })
 }
 
@@ -113,10 +130,25 @@ mod tests {
             (l.sid, l.tid, l.begins_frame, l.ends_frame),
             (2, 1, true, true)
         );
+        assert_eq!(l.descriptor_len, 5);
         assert!(!l.inter_predicted && l.spatial_layers.is_none());
         // A keyframe's first packet with the scalability structure: N_S = 2 (three layers).
-        let l = layer(&[0xAA, 0x05, 0x00, 0x00, 0x58, 0x00]).unwrap();
-        assert_eq!((l.sid, l.spatial_layers), (0, Some(3)));
+        let l = layer(&[0xAA, 0x05, 0x00, 0x00, 0x40, 0x00]).unwrap();
+        assert_eq!((l.sid, l.spatial_layers, l.descriptor_len), (0, Some(3), 5));
+        // With each layer's size (Y) and a picture group of one picture with one reference
+        // (G): 1 + 3 * 4 + 1 + 2 bytes of structure.
+        let mut ss = vec![0xAA, 0x05, 0x00, 0x00, 0x58];
+        ss.extend_from_slice(&[0; 12]);
+        ss.extend_from_slice(&[0x01, 0x04, 0x01, 0xEE]);
+        let l = layer(&ss).unwrap();
+        assert_eq!(
+            (l.spatial_layers, l.descriptor_len),
+            (Some(3), ss.len() - 1)
+        );
+        assert!(
+            layer(&ss[..ss.len() - 2]).is_none(),
+            "a structure cut short"
+        );
         // Flexible mode, inter-predicted, two reference differences then SID 1.
         let l = layer(&[0xF0, 0x05, 0x02, 0x03, 0x02]).unwrap();
         assert_eq!((l.sid, l.inter_predicted), (1, true));

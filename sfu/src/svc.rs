@@ -130,6 +130,7 @@ mod tests {
             ends_frame: ends,
             inter_predicted: true,
             spatial_layers: None,
+            descriptor_len: 5,
         }
     }
 

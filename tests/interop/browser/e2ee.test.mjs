@@ -14,7 +14,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { WS_URL, browserSuite, prerequisites, sleep, unique } from './harness.mjs';
+import { browserSuite, closePages, connectPage as connectTo, prerequisites, sleep, unique, withEnvDiagnostics } from './harness.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {} },
@@ -33,35 +33,11 @@ let mark = 0;
 
 async function withDiagnostics(fn) {
   mark = browser ? browser.events.length : 0;
-  try {
-    await fn();
-  } catch (e) {
-    const diag = env ? env.diagnostics() : '';
-    if (e && typeof e === 'object') {
-      e.message = `${e.message}\n\n${diag}`;
-      throw e;
-    }
-    throw new Error(`${e}\n\n${diag}`);
-  }
+  await withEnvDiagnostics(env, fn);
 }
 
-async function connectPage(page, identity, room, mode, passphrase) {
-  await browser.open(page);
-  const tok = await env.token(identity, room);
-  const info = await browser.call(page, 'connect', [WS_URL, tok, { ...mode.roomOptions, encryptionPassphrase: passphrase }], 30000);
-  assert.equal(info.identity, identity, `page ${page} connected as ${JSON.stringify(info)}`);
-}
-
-async function closePages(...pages) {
-  for (const p of pages) {
-    try {
-      await browser.call(p, 'disconnect', [], 10000);
-    } catch {
-      /* broken already; closing the context is enough */
-    }
-    await browser.command('close', { page: p }, 15000);
-  }
-}
+const connectPage = (page, identity, room, mode, passphrase) =>
+  connectTo(env, browser, page, identity, room, { ...mode.roomOptions, encryptionPassphrase: passphrase });
 
 function waitPageEvent(page, event, match, timeout = 20000) {
   return browser.waitFor((e) => e.page === page && e.event === event && Object.entries(match).every(([k, v]) => e[k] === v), {
@@ -126,7 +102,7 @@ describe('end-to-end encryption: livekit-client in headless Chromium', { skip: w
           const cData = await browser.call('C', 'receivedData', []);
           assert.ok(!cData.some((x) => x.text === text), `page C, without the key, read "${text}"`);
           assert.ok(env.serverAlive(), 'livekit-server exited');
-          await closePages('A', 'B', 'C');
+          await closePages(browser, 'A', 'B', 'C');
         }));
     });
   }

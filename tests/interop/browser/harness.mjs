@@ -592,3 +592,42 @@ export function browserSuite(ready, label = 'chromium') {
     if (keep) console.log(`# logs kept in ${env.dir} (livekit-server.log, browser-events.jsonl)`);
   });
 }
+
+/**
+ * Opens `page` in browser `b` and connects it to `room` as `identity` (a token from `env`)
+ * with livekit-client room options `roomOptions`; fails unless it connected as `identity`.
+ */
+export async function connectPage(env, b, page, identity, room, roomOptions = {}) {
+  await b.open(page);
+  const tok = await env.token(identity, room);
+  const info = await b.call(page, 'connect', [WS_URL, tok, roomOptions], 30000);
+  if (!info || info.identity !== identity) throw new Error(`page ${page} connected as ${JSON.stringify(info)}, not ${identity}`);
+  return info;
+}
+
+/** Disconnects and closes pages of browser `b`; a page broken already is just closed. */
+export async function closePages(b, ...pages) {
+  for (const p of pages) {
+    try {
+      await b.call(p, 'disconnect', [], 10000);
+    } catch {
+      /* broken already; closing the context is enough */
+    }
+    await b.command('close', { page: p }, 15000);
+  }
+}
+
+/** Runs a test body; a failure's message gets the environment's diagnostics (server log,
+ * browser console) appended. */
+export async function withEnvDiagnostics(env, fn) {
+  try {
+    await fn();
+  } catch (e) {
+    const diag = env ? env.diagnostics() : '';
+    if (e && typeof e === 'object') {
+      e.message = `${e.message}\n\n${diag}`;
+      throw e;
+    }
+    throw new Error(`${e}\n\n${diag}`);
+  }
+}

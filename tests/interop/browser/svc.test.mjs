@@ -22,7 +22,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { WS_URL, browserSuite, prerequisites, sleep, unique } from './harness.mjs';
+import { browserSuite, closePages, connectPage as connectTo, prerequisites, sleep, unique, withEnvDiagnostics } from './harness.mjs';
 import { LinkedNs, shapingPrerequisites } from './shaping.mjs';
 
 const MODES = [
@@ -35,36 +35,8 @@ const notRoot = Boolean(process.getuid && process.getuid() !== 0);
 let env = null;
 let browser = null;
 
-async function withDiagnostics(fn) {
-  try {
-    await fn();
-  } catch (e) {
-    const diag = env ? env.diagnostics() : '';
-    if (e && typeof e === 'object') {
-      e.message = `${e.message}\n\n${diag}`;
-      throw e;
-    }
-    throw new Error(`${e}\n\n${diag}`);
-  }
-}
-
-async function connectPage(page, identity, room, mode, b = browser) {
-  await b.open(page);
-  const tok = await env.token(identity, room);
-  const info = await b.call(page, 'connect', [WS_URL, tok, mode.roomOptions], 30000);
-  assert.equal(info.identity, identity, `page ${page} connected as ${JSON.stringify(info)}`);
-}
-
-async function closePages(b, ...pages) {
-  for (const p of pages) {
-    try {
-      await b.call(p, 'disconnect', [], 10000);
-    } catch {
-      /* broken already; closing the context is enough */
-    }
-    await b.command('close', { page: p }, 15000);
-  }
-}
+const withDiagnostics = (fn) => withEnvDiagnostics(env, fn);
+const connectPage = (page, identity, room, mode, b = browser) => connectTo(env, b, page, identity, room, mode.roomOptions);
 
 /** Polls `fetch()` until pred(value) holds; returns {ok, value, history}. */
 async function poll(fetch, pred, { timeout = 20000, interval = 400 } = {}) {
