@@ -1772,8 +1772,9 @@ impl Engine {
         if keyframe {
             t.layers[layer].last_keyframe = Some(now);
         }
-        // VP9 in one stream: its spatial layers, when it has several (SVC).
-        let spatial = if codec.codec == CodecKind::Vp9 && t.layers.len() == 1 {
+        // VP9 whose stream carries several spatial layers (SVC; the Rust SDK offers three
+        // rids and sends them all in its top one).
+        let spatial = if codec.codec == CodecKind::Vp9 {
             let l = lkr_rtp::vp9::layer(view.payload());
             if let Some(l) = &l {
                 t.spatial.on_packet(l, pkt.len() - view.padding_len());
@@ -1794,6 +1795,7 @@ impl Engine {
         }
         let live = t.liveness(now);
         let n_layers = t.layers.len();
+        let svc = t.is_svc();
         if t.mirror.is_none() {
             for s in t.sinks.iter_mut() {
                 if s.layer.is_none() {
@@ -1825,7 +1827,9 @@ impl Engine {
             // pause (`resync`) the stream restarts on a keyframe of the layer it wants.
             if t.layers.len() > 1 {
                 let current = s.munger.is_started().then_some(s.munger.layer);
-                let target = pick_layer(&live, n_layers, s.layer_cap()).unwrap_or(layer);
+                // An SVC track's cap is a spatial layer: its streams follow the best live one.
+                let cap = if svc { usize::MAX } else { s.layer_cap() };
+                let target = pick_layer(&live, n_layers, cap).unwrap_or(layer);
                 s.pending_layer = (current != Some(target) || s.resync).then_some(target);
             } else if (!s.munger.is_started() || s.resync) && s.pending_layer.is_none() {
                 s.pending_layer = Some(0);

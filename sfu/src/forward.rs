@@ -987,14 +987,14 @@ impl Track {
         }
     }
 
-    /// Whether its one stream carries several spatial layers (VP9 SVC): subscribers then
-    /// choose among those, not among streams.
+    /// Whether its stream carries several spatial layers (VP9 SVC): subscribers then choose
+    /// among those; of several streams, the best live one carries them.
     pub fn is_svc(&self) -> bool {
-        self.layers.len() == 1 && self.spatial.is_scalable()
+        self.spatial.is_scalable()
     }
 
     /// The layers subscribers choose among: its simulcast streams, or the spatial layers of
-    /// its one SVC stream.
+    /// its SVC stream.
     pub fn choice_layers(&self) -> usize {
         if self.is_svc() {
             usize::from(self.spatial.count)

@@ -15,7 +15,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { WS_URL, browserSuite, prerequisites, unique } from './harness.mjs';
+import { browserSuite, prerequisites, unique, withEnvDiagnostics, WS_URL } from './harness.mjs';
 
 const MODES = [
   { name: 'single PC (/rtc/v1, livekit-client default)', roomOptions: {}, singlePC: true },
@@ -38,16 +38,7 @@ let mark = 0;
 async function withDiagnostics(fn) {
   mark = browser ? browser.events.length : 0;
   if (env) env.restoreMedia();
-  try {
-    await fn();
-  } catch (e) {
-    const diag = env ? env.diagnostics() : '';
-    if (e && typeof e === 'object') {
-      e.message = `${e.message}\n\n${diag}`;
-      throw e;
-    }
-    throw new Error(`${e}\n\n${diag}`);
-  }
+  await withEnvDiagnostics(env, fn);
 }
 
 // LK_BROWSER_BREAK_MEDIA=1 checks the checks: once the pages are connected, every UDP packet

@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { BrowserEnv, SERVER_IP, UDP_PORT, WS_URL, prerequisites, unique } from './harness.mjs';
+import { BrowserEnv, prerequisites, SERVER_IP, UDP_PORT, unique, withEnvDiagnostics, WS_URL } from './harness.mjs';
 import { LinkedNs } from './shaping.mjs';
 
 const TCP_PORT = 7881;
@@ -40,16 +40,7 @@ function inNs(cmd, input, check = true) {
 
 async function withDiagnostics(fn) {
   mark = browser ? browser.events.length : 0;
-  try {
-    await fn();
-  } catch (e) {
-    const diag = env ? env.diagnostics() : '';
-    if (e && typeof e === 'object') {
-      e.message = `${e.message}\n\n${diag}`;
-      throw e;
-    }
-    throw new Error(`${e}\n\n${diag}`);
-  }
+  await withEnvDiagnostics(env, fn);
 }
 
 function waitPageEvent(page, event, match = {}, timeout = 20000, after = mark) {

@@ -22,7 +22,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
-import { API_KEY, API_SECRET, BrowserEnv, LineProc, NetNs, PORT, PYTHON, ROOT, SERVER_IP, WS_URL, prerequisites, unique } from './harness.mjs';
+import { API_KEY, API_SECRET, BrowserEnv, LineProc, NetNs, PORT, prerequisites, PYTHON, ROOT, SERVER_IP, unique, withEnvDiagnostics, WS_URL } from './harness.mjs';
 import { LinkedNs, shapingPrerequisites } from './shaping.mjs';
 
 const BASE = `http://${SERVER_IP}:${PORT}`;
@@ -35,16 +35,7 @@ let cmdSeq = 0;
 
 async function withDiagnostics(fn) {
   if (env) env.restoreMedia();
-  try {
-    await fn();
-  } catch (e) {
-    const diag = env ? env.diagnostics() : '';
-    if (e && typeof e === 'object') {
-      e.message = `${e.message}\n\n${diag}`;
-      throw e;
-    }
-    throw new Error(`${e}\n\n${diag}`);
-  }
+  await withEnvDiagnostics(env, fn);
 }
 
 // LK_BROWSER_BREAK_MEDIA=1 checks the checks: once a session is connected, the server's media

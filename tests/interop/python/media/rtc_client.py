@@ -547,6 +547,9 @@ class Client:
         color = list(c.get("color", [200, 60, 90]))
         task = asyncio.ensure_future(video_loop(source, color, width, height, int(c.get("noise", 0))))
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=bool(c.get("simulcast", True)))
+        if c.get("codec"):
+            # "vp8", "vp9", "av1", "h264": the SDK's video_codec
+            opts.video_codec = getattr(rtc.VideoCodec, str(c["codec"]).upper())
         pub = await self.room.local_participant.publish_track(track, opts)
         self.local[name] = {"track": track, "pub": pub, "source": source, "task": task}
         return {"name": name, "sid": pub.sid, "kind": "video"}
