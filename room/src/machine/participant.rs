@@ -316,6 +316,29 @@ impl PendingTrack {
     }
 }
 
+/// A video codec's layer mode as LiveKit settles it: the client's, else several spatial
+/// layers per stream for the codecs that can carry them (VP9, AV1), one otherwise.
+fn layer_mode(announced: i32, mime: &str) -> i32 {
+    use pb::video_layer::Mode;
+    if announced != Mode::Unused as i32 {
+        return announced;
+    }
+    let codec = mime.rsplit('/').next().unwrap_or_default();
+    if codec.eq_ignore_ascii_case("vp9") || codec.eq_ignore_ascii_case("av1") {
+        Mode::MultipleSpatialLayersPerStream as i32
+    } else {
+        Mode::OneSpatialLayerPerStream as i32
+    }
+}
+
+/// Whether the primary codec sends its spatial layers in one stream (then the track is not
+/// "simulcast", however many layers it has).
+fn spatial_in_one_stream(codecs: &[pb::SimulcastCodecInfo]) -> bool {
+    codecs.first().is_some_and(|c| {
+        c.video_layer_mode == pb::video_layer::Mode::MultipleSpatialLayersPerStream as i32
+    })
+}
+
 /// A publication of this participant: its track sid and the codec its section was answered
 /// with first (kept first when the client offers that section again).
 struct Published {
@@ -1172,17 +1195,26 @@ impl Participant {
         let mut codecs: Vec<pb::SimulcastCodecInfo> = t
             .simulcast_codecs
             .iter()
-            .map(|c| pb::SimulcastCodecInfo {
-                mime_type: if c.codec.is_empty() {
+            .map(|c| {
+                let mime_type = if c.codec.is_empty() {
                     String::new()
                 } else if c.codec.contains('/') {
                     c.codec.clone()
                 } else {
                     format!("{kind_name}/{}", c.codec)
-                },
-                cid: c.cid.clone(),
-                layers: c.layers.clone(),
-                ..Default::default()
+                };
+                let video_layer_mode = if kind == MediaKind::Video {
+                    layer_mode(c.video_layer_mode, &mime_type)
+                } else {
+                    c.video_layer_mode
+                };
+                pb::SimulcastCodecInfo {
+                    mime_type,
+                    cid: c.cid.clone(),
+                    layers: c.layers.clone(),
+                    video_layer_mode,
+                    ..Default::default()
+                }
             })
             .collect();
         if codecs.is_empty() {
@@ -1199,7 +1231,9 @@ impl Participant {
             muted: t.muted,
             width: t.width,
             height: t.height,
-            simulcast: t.layers.len() > 1,
+            // As LiveKit has it: several layers of a primary codec that sends one spatial
+            // layer per stream.
+            simulcast: t.layers.len() > 1 && !spatial_in_one_stream(&codecs),
             disable_dtx: t.disable_dtx,
             source: t.source,
             layers: t.layers.clone(),
@@ -1823,14 +1857,17 @@ impl Participant {
             .unwrap_or_default();
         info.mid = ps.mid.clone();
         info.mime_type = mime.clone();
-        if ps.rids.len() > 1 {
-            info.simulcast = true;
-        }
         if let Some(c) = info.codecs.first_mut() {
             if c.mime_type.is_empty() {
                 c.mime_type = mime;
             }
+            if ps.kind == MediaKind::Video {
+                c.video_layer_mode = layer_mode(c.video_layer_mode, &c.mime_type);
+            }
             c.mid = ps.mid.clone();
+        }
+        if ps.rids.len() > 1 && !spatial_in_one_stream(&info.codecs) {
+            info.simulcast = true;
         }
         ctx.out.media(Command::Publish(PublishSpec {
             peer,

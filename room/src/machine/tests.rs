@@ -3990,3 +3990,68 @@ fn participants_are_handed_tokens_of_their_current_grants() {
     w.drain();
     assert_eq!(tokens(&w, &b)[0].exp, Some(exp));
 }
+
+#[test]
+#[allow(deprecated)] // TrackInfo.simulcast is what clients read
+fn vp9_and_av1_carry_their_spatial_layers_in_one_stream_as_livekit_announces_them() {
+    use pb::video_layer::Mode;
+    let mut w = World::new();
+    let a = w.join("alice", false);
+    w.clear();
+    let layers: Vec<pb::VideoLayer> = [(0, 320), (1, 640), (2, 1280)]
+        .iter()
+        .map(|&(quality, width)| pb::VideoLayer {
+            quality,
+            width,
+            height: width * 9 / 16,
+            ..Default::default()
+        })
+        .collect();
+    let video = |cid: &str, codec: &str, mode: Mode| pb::AddTrackRequest {
+        cid: cid.into(),
+        r#type: pb::TrackType::Video as i32,
+        source: pb::TrackSource::Camera as i32,
+        layers: layers.clone(),
+        simulcast_codecs: vec![pb::SimulcastCodec {
+            codec: codec.into(),
+            cid: cid.into(),
+            video_layer_mode: mode as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for r in [
+        video("vp9", "vp9", Mode::Unused),
+        video("av1", "av1", Mode::Unused),
+        video("vp8", "vp8", Mode::Unused),
+        // livekit-client's VP9 "SVC simulcast": one spatial layer per stream, as it says.
+        video("vp9s", "vp9", Mode::OneSpatialLayerPerStream),
+    ] {
+        w.signal(&a, Req::AddTrack(r)).unwrap();
+    }
+    let announced: Vec<(String, bool, i32)> = w
+        .to(&a)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::TrackPublished(t) => t.track.as_ref().map(|i| {
+                (
+                    t.cid.clone(),
+                    i.simulcast,
+                    i.codecs.first().map_or(-1, |c| c.video_layer_mode),
+                )
+            }),
+            _ => None,
+        })
+        .collect();
+    let multi = Mode::MultipleSpatialLayersPerStream as i32;
+    let one = Mode::OneSpatialLayerPerStream as i32;
+    assert_eq!(
+        announced,
+        [
+            ("vp9".to_string(), false, multi),
+            ("av1".to_string(), false, multi),
+            ("vp8".to_string(), true, one),
+            ("vp9s".to_string(), true, one),
+        ]
+    );
+}
