@@ -13,7 +13,8 @@
 //      the offer's first codec (VP8), as it did before: AV1 layers are described only by the
 //      dependency descriptor, which the server does not forward, and Chromium decodes no
 //      layered AV1 without it.
-// And once (single PC): page C in a namespace of its own behind a 500 kbit/s tbf gets a lower
+// And once (single PC): with adaptiveStream, page B's <video> element of 160x90, 1280x720 and
+// 600x338 makes it decode the low, top and middle spatial layer; page C in a namespace of its own behind a 500 kbit/s tbf gets a lower
 // spatial layer within 30 s (the congestion control prices layer i as layers 0 to i) while
 // page B keeps the top one, and climbs back to the top within 60 s of the cap's removal.
 // Every wait has a deadline; a failure prints the server's log, the browser console and the
@@ -172,6 +173,29 @@ describe('codecs and SVC: livekit-client VP9, H.264 and AV1 in headless Chromium
         }));
     });
   }
+
+  it('single PC: with adaptive stream, the size of the <video> element picks the spatial layer', { timeout: 150000 }, (t) =>
+    withDiagnostics(async () => {
+      const mode = MODES[0];
+      const room = unique('lks-as');
+      await connectPage('A', 'alice', room, mode);
+      await connectPage('B', 'bob', room, { roomOptions: { ...mode.roomOptions, adaptiveStream: { pixelDensity: 1 } } });
+      await browser.call('B', 'setVideoElementDefaultSize', [160, 90]);
+      await browser.call('A', 'publishCamera', [null, { videoCodec: 'vp9' }]);
+      const top = (await publisherSends('video/VP9', 'L3T3_KEY')).frameWidth;
+      await decodes('B', 'video/VP9', top / 4, 'in a 160x90 <video>');
+      for (const [w, h, want] of [
+        [1280, 720, top],
+        [600, 338, top / 2],
+      ]) {
+        const el = await browser.call('B', 'setVideoElementSize', ['alice', w, h]);
+        assert.ok(!el.error && el.width === w, `resize <video> to ${w}x${h}: ${JSON.stringify(el)}`);
+        await decodes('B', 'video/VP9', want, `in a ${w}x${h} <video>`);
+        t.diagnostic(`<video> ${w}x${h}: page B decodes ${want} wide`);
+      }
+      assert.ok(env.serverAlive(), 'livekit-server exited');
+      await closePages(browser, 'A', 'B');
+    }));
 
   it('single PC: a subscriber behind 500 kbit/s gets a lower spatial layer while another keeps the top one; uncapped it climbs back', { timeout: 240000, skip: shapingPrerequisites() || false }, (t) =>
     withDiagnostics(async () => {
