@@ -49,8 +49,9 @@ const MAX_REMEMBERED: usize = 10_000;
 const PENDING_GRACE: Duration = Duration::from_secs(30);
 /// Rooms placed here and not yet open, at most.
 const MAX_PENDING: usize = 10_000;
-/// The longest a forwarded call, or a relayed connection's opening, may take.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a forwarded call (but a `PerformRpc`: [`forward_timeout`]), or a relayed
+/// connection's opening, may take.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer a forwarded call may bring back.
 const MAX_FORWARDED_BODY: usize = 64 << 20;
 
@@ -271,7 +272,7 @@ impl Cluster {
                 .to_bytes();
             Ok((status, ct, body))
         };
-        tokio::time::timeout(FORWARD_TIMEOUT, answer)
+        tokio::time::timeout(call.timeout, answer)
             .await
             .map_err(|_| unreachable())?
     }
@@ -561,7 +562,30 @@ pub struct Forwarded {
     pub path_and_query: String,
     pub content_type: HeaderValue,
     pub authorization: Option<HeaderValue>,
+    /// How long the node it goes to may take to answer ([`FORWARD_TIMEOUT`], or more for a
+    /// call that waits on a participant: [`forward_timeout`]).
+    pub timeout: Duration,
 }
+
+/// How long a forwarded Twirp call may take: [`FORWARD_TIMEOUT`], or for `PerformRpc` the
+/// call's own acknowledgement and response deadlines and a margin, so that the caller hears
+/// the owning node's verdict (the answer, or LiveKit's RPC error) rather than a cut
+/// connection.
+pub fn forward_timeout(service: &str, rpc: &str, format: Format, body: &[u8]) -> Duration {
+    if service != crate::room_service::SERVICE || rpc != "PerformRpc" {
+        return FORWARD_TIMEOUT;
+    }
+    let wait = match format.decode::<pb::PerformRpcRequest>(body) {
+        Ok(r) if r.response_timeout_ms > 0 => {
+            Duration::from_millis(r.response_timeout_ms.into()).min(lkr_room::RPC_MAX_TIMEOUT)
+        }
+        _ => lkr_room::RPC_DEFAULT_TIMEOUT,
+    };
+    (lkr_room::RPC_ACK_WITHIN + wait + RPC_FORWARD_MARGIN).max(FORWARD_TIMEOUT)
+}
+
+/// What a forwarded `PerformRpc` may take beyond the call's own deadlines.
+const RPC_FORWARD_MARGIN: Duration = Duration::from_secs(3);
 
 /// Refreshes this node's part in the cluster every [`lkr_cluster::store::REFRESH`] (and at
 /// once when it starts draining), until the task is dropped.
@@ -794,6 +818,55 @@ pub fn twirp_target(service: &str, rpc: &str, format: Format, body: &[u8]) -> Ta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_perform_rpc_waits_as_long_as_its_call() {
+        let rpc = |ms: u32| {
+            serde_json::to_vec(&serde_json::json!({
+                "room": "r", "destination_identity": "a", "method": "m", "response_timeout_ms": ms
+            }))
+            .unwrap()
+        };
+        let svc = crate::room_service::SERVICE;
+        let secs = |d: Duration| d.as_secs();
+        // 2 s for the acknowledgement, the call's own timeout (LiveKit's 10 s when unset), 3 s.
+        assert_eq!(
+            secs(forward_timeout(svc, "PerformRpc", Format::Json, &rpc(0))),
+            15
+        );
+        assert_eq!(
+            secs(forward_timeout(
+                svc,
+                "PerformRpc",
+                Format::Json,
+                &rpc(30_000)
+            )),
+            35
+        );
+        assert_eq!(
+            secs(forward_timeout(
+                svc,
+                "PerformRpc",
+                Format::Json,
+                &rpc(1_000)
+            )),
+            10
+        );
+        assert_eq!(
+            secs(forward_timeout(
+                svc,
+                "PerformRpc",
+                Format::Json,
+                &rpc(u32::MAX)
+            )),
+            305,
+            "the call's timeout is cut where the machine cuts it"
+        );
+        assert_eq!(
+            forward_timeout(svc, "ListRooms", Format::Json, b"{}"),
+            FORWARD_TIMEOUT
+        );
+    }
 
     #[test]
     fn twirp_calls_are_routed_by_their_room() {

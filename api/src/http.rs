@@ -504,7 +504,7 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
         .get()
         .filter(|c| !c.is_relayed(req.headers()))
         .cloned();
-    let call = Forwarded {
+    let mut call = Forwarded {
         path_and_query: req
             .uri()
             .path_and_query()
@@ -513,11 +513,13 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
         content_type: HeaderValue::from_str(&ct)
             .unwrap_or(HeaderValue::from_static("application/json")),
         authorization: req.headers().get(header::AUTHORIZATION).cloned(),
+        timeout: crate::cluster::FORWARD_TIMEOUT,
     };
     let body = match read_body(&node.settings, req).await {
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
+    call.timeout = crate::cluster::forward_timeout(service, rpc, format, &body);
     let Some(cluster) = cluster else {
         return dispatch(node, service, rpc, format, &claims, &body).await;
     };

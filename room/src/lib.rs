@@ -20,5 +20,8 @@ pub use machine::{
     Config, JOIN_LATENCY_BUCKETS_MS, Join, JoinReply, Limits, Machine, Output, PlayOffer,
     RoomEvent, Stats, TokenSigner, TrackOffer, TurnIce,
 };
-pub use machine::{EgressEnd, EgressTrack, PublishedTrack, RpcFailure, StartEgress};
+pub use machine::{
+    EgressEnd, EgressTrack, PublishedTrack, RPC_ACK_WITHIN, RPC_DEFAULT_TIMEOUT, RPC_MAX_TIMEOUT,
+    RpcFailure, StartEgress,
+};
 pub use rooms::*;

@@ -52,7 +52,10 @@ pub use node_view::PublishedTrack;
 pub use participant::{
     MAX_DATA_DESTINATIONS, MAX_SUBSCRIPTION_PARTICIPANTS, MAX_SUBSCRIPTION_TRACKS, wanted_quality,
 };
-pub use rpc::{MAX_PENDING_RPCS, MAX_RPC_PAYLOAD, RpcFailure};
+pub use rpc::{
+    MAX_PENDING_RPCS, MAX_RPC_PAYLOAD, RPC_ACK_WITHIN, RPC_DEFAULT_TIMEOUT, RPC_MAX_TIMEOUT,
+    RpcFailure,
+};
 pub use whep::PlayOffer;
 
 /// The version this server reports: LiveKit clients gate features (RPC needs ≥ 1.8) on it.

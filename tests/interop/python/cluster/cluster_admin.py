@@ -101,7 +101,10 @@ class Admin:
         from livekit import api
 
         if url not in self.apis:
-            self.apis[url] = api.LiveKitAPI(url, self.key, self.secret)
+            import aiohttp
+
+            # The SDK's own default is 10 s for any call; PerformRpc may wait longer.
+            self.apis[url] = api.LiveKitAPI(url, self.key, self.secret, timeout=aiohttp.ClientTimeout(total=60))
         return self.apis[url]
 
     async def close(self) -> None:
@@ -161,6 +164,23 @@ class Admin:
                     api.UpdateRoomMetadataRequest(room=args["room"], metadata=args["metadata"])
                 )
                 return {"ok": True, "result": room_dict(r)}
+            if method == "PerformRpc":
+                # livekit-api has no wrapper for it: the request goes through its Twirp client.
+                req = api.PerformRpcRequest(
+                    room=args["room"],
+                    destination_identity=args["identity"],
+                    method=args["rpc_method"],
+                    payload=args.get("payload", ""),
+                    response_timeout_ms=int(args.get("response_timeout_ms", 0)),
+                )
+                res = await lk.room._client.request(
+                    "RoomService",
+                    "PerformRpc",
+                    req,
+                    lk.room._auth_header(api.VideoGrants(room_admin=True, room=req.room)),
+                    api.PerformRpcResponse,
+                )
+                return {"ok": True, "result": {"payload": res.payload}}
             return {"ok": False, "error": f"unknown method {method}"}
         except api.TwirpError as e:
             return {"ok": False, "error": str(e), "code": e.code, "status": e.status}

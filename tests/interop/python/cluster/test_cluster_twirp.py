@@ -4,6 +4,9 @@ DeleteRoom called there (by the `livekit-api` SDK) act on the room wherever it l
 
 from __future__ import annotations
 
+import json
+import time
+
 import lkhelpers
 from clusterflows import join, publish, wait_subscribed
 from clusterhelpers import ClusterEnv, wait_until
@@ -82,3 +85,35 @@ def test_room_service_through_a_third_node(cluster: ClusterEnv):
         res = cluster.admin_call("wait_rooms", url=cluster.nodes[n].url, room=room, present=False, deadline=10)
         assert res["ok"], f"ListRooms through {n} still shows {room} after DeleteRoom: {res}"
     assert cluster.owners(room) == [], cluster.local_rooms()
+
+
+def test_perform_rpc_through_another_node_waits_as_long_as_the_call(cluster: ClusterEnv):
+    """A PerformRpc to a participant on node a, called through another node, whose handler takes 12 s
+    of a 16 s response timeout: the caller gets the answer (the call forwarded to a is not cut
+    at the 10 s other forwarded calls get), and a call that outlasts its own timeout ends with
+    LiveKit's response-timeout error from a, not a cut connection."""
+    room = lkhelpers.unique("clu-rpc")
+    alice, _ = join(cluster, "alice", room, "a")
+    alice.request("register_rpc", timeout=10, method="slow", behavior="sleep", seconds=12)
+    via = next(n for n in ("a", "b", "c") if n != cluster.owner(room))
+
+    def call(timeout_ms: int):
+        t0 = time.monotonic()
+        res = cluster.admin_call(
+            "twirp",
+            wait=60,
+            url=cluster.nodes[via].url,
+            method="PerformRpc",
+            args={"room": room, "identity": "alice", "rpc_method": "slow", "payload": "x", "response_timeout_ms": timeout_ms},
+            deadline=50,
+        )
+        return res, time.monotonic() - t0
+
+    res, took = call(16_000)
+    assert res.get("ok"), f"PerformRpc through {via} with a 16 s timeout, answered after 12 s: {res} after {took:.1f} s"
+    assert json.loads(res["result"]["payload"])["by"] == "alice", res
+    assert took >= 11, f"answered after {took:.1f} s, before the handler's 12 s"
+
+    res, took = call(11_000)
+    assert not res.get("ok") and res.get("code") == "canceled", f"{res} after {took:.1f} s"
+    assert "1502" in res.get("error", ""), res
