@@ -265,6 +265,11 @@ pub struct TurnIce {
 }
 
 impl TurnIce {
+    /// Whether it takes TLS (a `turns:` URL).
+    fn has_tls(&self) -> bool {
+        self.urls.iter().any(|u| u.starts_with("turns:"))
+    }
+
     /// The `ice_servers` of participant `psid` at `unix` (seconds): time-limited credentials.
     fn ice_servers(&self, unix: u64, psid: &str) -> Vec<pb::IceServer> {
         self.credentials
@@ -640,20 +645,30 @@ pub struct Machine {
     egresses: egress::Egresses,
     /// Signs the tokens participants are handed ([`refresh`]); none are without it.
     signer: Option<TokenSigner>,
-    /// (room, identity) whose next join is offered only ICE-TCP (a simulated `force-tcp`),
-    /// until when; at most [`MAX_TCP_ONLY`].
-    tcp_only: HashMap<(String, String), Instant>,
+    /// (room, identity) whose next join is offered only ICE-TCP or the TURN/TLS relay (a
+    /// simulated `force-tcp` / `force-tls`), until when; at most [`MAX_FORCED_PATHS`].
+    forced_paths: HashMap<(String, String), (Instant, ForcedPath)>,
     /// The server's RPC calls to participants waiting for their answer.
     rpcs: rpc::Rpcs,
     /// Every data track on the node: sid → its publisher's sid.
     data_track_owner: HashMap<String, String>,
 }
 
-/// Identities remembered at once for a simulated `force-tcp`; past it the one due to expire
-/// first is forgotten.
-pub const MAX_TCP_ONLY: usize = 1024;
-/// How long a simulated `force-tcp` waits for its participant's next join.
-const TCP_ONLY_FOR: Duration = Duration::from_secs(300);
+/// Identities remembered at once for a simulated `force-tcp` / `force-tls`; past it the one
+/// due to expire first is forgotten.
+pub const MAX_FORCED_PATHS: usize = 1024;
+/// How long a simulated `force-tcp` / `force-tls` waits for its participant's next join.
+const FORCED_PATH_FOR: Duration = Duration::from_secs(300);
+
+/// The one way to the server a participant's next join is given (LiveKit's
+/// `switch_candidate_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForcedPath {
+    /// Only the ICE-TCP candidate.
+    Tcp,
+    /// Only the TURN server over TLS: `force_relay` and its `turns:` URLs alone.
+    Tls,
+}
 
 impl Machine {
     /// A machine with the rooms of `rooms` and no participants; `now` anchors its wall clock
@@ -689,7 +704,7 @@ impl Machine {
             join_latency: ([0; JOIN_LATENCY_BUCKETS_MS.len()], 0, 0),
             egresses: egress::Egresses::default(),
             signer: None,
-            tcp_only: HashMap::new(),
+            forced_paths: HashMap::new(),
             rpcs: rpc::Rpcs::default(),
             data_track_owner: HashMap::new(),
         }
@@ -923,6 +938,16 @@ impl Machine {
             .map(|o| o.encoded())
             .collect();
         let subscriber_primary = !j.single_pc && permission.can_subscribe;
+        let forced = if self.forced_paths.is_empty() {
+            None
+        } else {
+            self.forced_paths
+                .remove(&(j.room.clone(), j.identity.clone()))
+                .filter(|(until, _)| *until > now)
+                .map(|(_, path)| path)
+        };
+        let tls_only = forced == Some(ForcedPath::Tls);
+        let (ice_servers, client_configuration) = self.ice_config(now, &psid, tls_only);
         let response = pb::JoinResponse {
             room: Some(room_info.clone()),
             participant: Some(info.clone()),
@@ -933,7 +958,8 @@ impl Machine {
             server_info: Some(self.server_info()),
             server_region: self.config.region.clone(),
             fast_publish: permission.can_publish,
-            ice_servers: self.ice_servers(now, &psid),
+            ice_servers,
+            client_configuration,
             ..Default::default()
         };
         let reply = JoinReply::new(&response, &others);
@@ -946,14 +972,16 @@ impl Machine {
             Err(_) => (false, None),
         };
         let mut p = Participant::new(now, &j, &psid, info.kind, permission, sync, delay);
-        if !self.tcp_only.is_empty()
-            && self
-                .tcp_only
-                .remove(&(j.room.clone(), j.identity.clone()))
-                .is_some_and(|until| until > now)
-        {
-            tracing::info!(participant = %psid, "offering only ICE-TCP (simulated force-tcp)");
-            p.set_tcp_only();
+        match forced {
+            Some(ForcedPath::Tcp) => {
+                tracing::info!(participant = %psid, "offering only ICE-TCP (simulated force-tcp)");
+                p.set_tcp_only();
+            }
+            Some(ForcedPath::Tls) => {
+                tracing::info!(participant = %psid, "relay only, through TURN over TLS (simulated force-tls)");
+                p.set_tls_relay_only();
+            }
+            None => {}
         }
         self.participants.insert(psid.clone(), p);
         self.members
@@ -1010,13 +1038,17 @@ impl Machine {
             .map(|o| o.info.clone())
             .collect();
         let room_info = room.info();
-        let ice_servers = self.ice_servers(now, &psid);
+        let tls_only = self
+            .participants
+            .get(&psid)
+            .is_some_and(|p| p.tls_relay_only());
+        let (ice_servers, client_configuration) = self.ice_config(now, &psid, tls_only);
         tracing::info!(participant = %psid, identity = %j.identity, room = %j.room, "participant resumed");
         self.out.signal(
             &psid,
             Resp::Reconnect(pb::ReconnectResponse {
                 ice_servers,
-                client_configuration: None,
+                client_configuration,
                 server_info: Some(self.server_info()),
                 last_message_seq: 0,
             }),
@@ -1069,6 +1101,30 @@ impl Machine {
             .unwrap_or_default();
         servers.extend(self.config.ice_servers.iter().cloned());
         servers
+    }
+
+    /// The ICE servers and client configuration a join or resume of `psid` is given: with
+    /// `tls_only` (a simulated `force-tls`), only the TURN server's `turns:` URLs and
+    /// `force_relay`, so that the client reaches the server through TURN over TLS alone.
+    fn ice_config(
+        &self,
+        now: Instant,
+        psid: &str,
+        tls_only: bool,
+    ) -> (Vec<pb::IceServer>, Option<pb::ClientConfiguration>) {
+        let mut servers = self.ice_servers(now, psid);
+        if !tls_only {
+            return (servers, None);
+        }
+        for s in &mut servers {
+            s.urls.retain(|u| u.starts_with("turns:"));
+        }
+        servers.retain(|s| !s.urls.is_empty());
+        let config = pb::ClientConfiguration {
+            force_relay: pb::ClientConfigSetting::Enabled as i32,
+            ..Default::default()
+        };
+        (servers, Some(config))
     }
 
     fn server_info(&self) -> pb::ServerInfo {

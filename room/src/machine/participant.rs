@@ -168,9 +168,9 @@ pub(crate) enum Simulation {
     /// `node_failure`, `migration`: its signal connection is closed without a leave, as when
     /// a node goes away; it keeps its place for the departure timeout and may resume.
     DropSignal,
-    /// `switch_candidate_protocol` TCP (livekit-client's `force-tcp`, which then rejoins):
-    /// its identity's next join in the room is offered only the ICE-TCP candidate.
-    PreferTcp,
+    /// `switch_candidate_protocol` TCP or TLS (livekit-client's `force-tcp` / `force-tls`,
+    /// which then rejoins): its identity's next join in the room is offered only that path.
+    ForcePath(super::ForcedPath),
     /// `disconnect_signal_on_resume` (`no_messages: false`) and its `_no_messages` twin: a
     /// resume within [`DROP_RESUME_WITHIN`] has its new signal connection closed after the
     /// resume's messages, or before any; the client resumes again.
@@ -465,6 +465,8 @@ pub(crate) struct Participant {
     speaking_until: Option<Instant>,
     /// Its transports offer only the ICE-TCP candidate (a simulated `force-tcp`).
     tcp_only: bool,
+    /// Told to use only the TURN/TLS relay (a simulated `force-tls`).
+    tls_relay_only: bool,
     /// A simulated `disconnect-signal-on-resume`: until when, and whether before any message.
     drop_resume: Option<(Instant, bool)>,
     /// The data tracks it publishes and receives.
@@ -518,6 +520,7 @@ impl Participant {
             refresh_at: None,
             speaking_until: None,
             tcp_only: false,
+            tls_relay_only: false,
             drop_resume: None,
             data: DataTracks::new(j.auto_subscribe_data),
         }
@@ -540,6 +543,16 @@ impl Participant {
     /// Has its transports offer only the ICE-TCP candidate.
     pub fn set_tcp_only(&mut self) {
         self.tcp_only = true;
+    }
+
+    /// Has it told, at every resume too, to reach the server only through TURN over TLS.
+    pub fn set_tls_relay_only(&mut self) {
+        self.tls_relay_only = true;
+    }
+
+    /// Whether it reaches the server only through TURN over TLS (a simulated `force-tls`).
+    pub fn tls_relay_only(&self) -> bool {
+        self.tls_relay_only
     }
 
     /// The claims of the token it joined with.
@@ -951,7 +964,12 @@ impl Participant {
                     Some(S::SwitchCandidateProtocol(p))
                         if p == pb::CandidateProtocol::Tcp as i32 =>
                     {
-                        fx.simulate = Some(Simulation::PreferTcp)
+                        fx.simulate = Some(Simulation::ForcePath(super::ForcedPath::Tcp))
+                    }
+                    Some(S::SwitchCandidateProtocol(p))
+                        if p == pb::CandidateProtocol::Tls as i32 =>
+                    {
+                        fx.simulate = Some(Simulation::ForcePath(super::ForcedPath::Tls))
                     }
                     Some(S::DisconnectSignalOnResume(true)) => {
                         fx.simulate = Some(Simulation::DropResume { no_messages: false })
@@ -959,7 +977,6 @@ impl Participant {
                     Some(S::DisconnectSignalOnResumeNoMessages(true)) => {
                         fx.simulate = Some(Simulation::DropResume { no_messages: true })
                     }
-                    // A switch to TLS is not played.
                     _ => {}
                 }
             }

@@ -9,8 +9,8 @@ use lkr_sfu::{Command, MediaKind};
 
 use super::participant::{Ctx, DROP_RESUME_WITHIN, DataTargets, Effects, Simulation, TrackUpdate};
 use super::{
-    Leaving, MAX_TCP_ONLY, Machine, Resp, RoomEvent, TCP_ONLY_FOR, TrackEntry, TrackOffer,
-    reason_of,
+    FORCED_PATH_FOR, ForcedPath, Leaving, MAX_FORCED_PATHS, Machine, Resp, RoomEvent, TrackEntry,
+    TrackOffer, reason_of,
 };
 use crate::RoomError;
 
@@ -137,7 +137,7 @@ impl Machine {
         }
         match simulate {
             Some(Simulation::Speaker(d)) => self.simulate_speaker(now, psid, d),
-            Some(Simulation::PreferTcp) => self.prefer_tcp(now, psid),
+            Some(Simulation::ForcePath(path)) => self.force_path(now, psid, path),
             Some(Simulation::DropResume { no_messages }) => {
                 if let Some(p) = self.participants.get_mut(psid) {
                     p.set_drop_resume(now + DROP_RESUME_WITHIN, no_messages);
@@ -490,30 +490,35 @@ impl Machine {
         self.tell_simulated_speaking(psid, true);
     }
 
-    /// A simulated `force-tcp`: the participant's identity is offered only the ICE-TCP
-    /// candidate at its next join in the room (within [`TCP_ONLY_FOR`]). Without an ICE-TCP
-    /// port there is nothing to switch to, and the request changes nothing.
-    fn prefer_tcp(&mut self, now: Instant, psid: &str) {
+    /// A simulated `force-tcp` or `force-tls`: the participant's identity is offered only
+    /// the ICE-TCP candidate, or told to use only the TURN/TLS relay, at its next join in the
+    /// room (within [`FORCED_PATH_FOR`]). Without an ICE-TCP port, or without TURN over TLS,
+    /// there is nothing to switch to, and the request changes nothing.
+    fn force_path(&mut self, now: Instant, psid: &str, path: ForcedPath) {
         let Some(p) = self.participants.get(psid) else {
             return;
         };
-        if self.config.tcp_port.is_none() {
-            tracing::info!(participant = %psid, "force-tcp asked for, but rtc.tcp_port is off");
+        let available = match path {
+            ForcedPath::Tcp => self.config.tcp_port.is_some(),
+            ForcedPath::Tls => self.config.turn.as_ref().is_some_and(|t| t.has_tls()),
+        };
+        if !available {
+            tracing::info!(participant = %psid, ?path, "a forced path asked for, but the server has none (rtc.tcp_port, turn.tls_port)");
             return;
         }
         let key = (p.room().to_string(), p.identity().to_string());
-        self.tcp_only.retain(|_, until| *until > now);
-        if self.tcp_only.len() >= MAX_TCP_ONLY && !self.tcp_only.contains_key(&key) {
+        self.forced_paths.retain(|_, (until, _)| *until > now);
+        if self.forced_paths.len() >= MAX_FORCED_PATHS && !self.forced_paths.contains_key(&key) {
             let first = self
-                .tcp_only
+                .forced_paths
                 .iter()
-                .min_by_key(|(_, until)| **until)
+                .min_by_key(|(_, (until, _))| *until)
                 .map(|(k, _)| k.clone());
             if let Some(k) = first {
-                self.tcp_only.remove(&k);
+                self.forced_paths.remove(&k);
             }
         }
-        self.tcp_only.insert(key, now + TCP_ONLY_FOR);
+        self.forced_paths.insert(key, (now + FORCED_PATH_FOR, path));
     }
 
     /// A simulated speaker update's start (level 0.9) or end: the room is told `psid` speaks

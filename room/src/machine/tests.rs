@@ -1690,22 +1690,23 @@ fn simulated_scenarios_are_played_as_livekit_plays_them() {
 
     // The identities waiting for a TCP-only join are capped: a full list forgets the one due
     // first.
-    for i in 0..MAX_TCP_ONLY {
+    for i in 0..MAX_FORCED_PATHS {
         let until = w.now + Duration::from_secs(60 + i as u64);
-        w.m.tcp_only.insert(("r".into(), format!("id{i}")), until);
+        w.m.forced_paths
+            .insert(("r".into(), format!("id{i}")), (until, ForcedPath::Tcp));
     }
     simulate(
         &mut w,
         &b3,
         S::SwitchCandidateProtocol(pb::CandidateProtocol::Tcp as i32),
     );
-    assert_eq!(w.m.tcp_only.len(), MAX_TCP_ONLY);
+    assert_eq!(w.m.forced_paths.len(), MAX_FORCED_PATHS);
     assert!(
-        w.m.tcp_only
+        w.m.forced_paths
             .contains_key(&("r".to_string(), "bob".to_string()))
     );
     assert!(
-        !w.m.tcp_only
+        !w.m.forced_paths
             .contains_key(&("r".to_string(), "id0".to_string()))
     );
 }
@@ -4054,4 +4055,94 @@ fn vp9_and_av1_carry_their_spatial_layers_in_one_stream_as_livekit_announces_the
             ("vp9s".to_string(), true, one),
         ]
     );
+}
+
+/// A simulated `force-tls` (livekit-client's `simulateScenario('force-tls')`): the identity's
+/// next join in the room gets `force_relay` and only the TURN server's `turns:` URLs, and so
+/// does its resume; the join after that, everything again. Without TURN over TLS nothing
+/// changes.
+#[test]
+fn force_tls_sends_the_next_join_through_turn_over_tls_alone() {
+    use pb::simulate_scenario::Scenario as S;
+    let mut keys = std::collections::BTreeMap::new();
+    keys.insert("APIk".to_owned(), "secret-s".to_owned());
+    let turn = |urls: &[&str]| {
+        Some(crate::TurnIce {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            credentials: lkr_turn::Credentials::new(keys.clone()),
+        })
+    };
+    let relay = pb::ClientConfigSetting::Enabled as i32;
+    let join_config = |w: &World, p: &str| match w.to(p)[0] {
+        Resp::Join(jr) => (
+            jr.ice_servers
+                .iter()
+                .flat_map(|s| s.urls.clone())
+                .collect::<Vec<_>>(),
+            jr.client_configuration.as_ref().map(|c| c.force_relay),
+        ),
+        _ => panic!("JoinResponse first"),
+    };
+    let force_tls = |w: &mut World, p: &str| {
+        w.signal(
+            p,
+            Req::Simulate(pb::SimulateScenario {
+                scenario: Some(S::SwitchCandidateProtocol(
+                    pb::CandidateProtocol::Tls as i32,
+                )),
+            }),
+        )
+        .unwrap();
+    };
+    let both = [
+        "turn:10.77.0.1:3478?transport=udp",
+        "turns:10.77.0.1:5349?transport=tcp",
+    ];
+    let mut c = config();
+    c.turn = turn(&both);
+    let mut w = World::with(c, RoomDefaults::default());
+    let b = w.join("bob", true);
+    assert_eq!(join_config(&w, &b), (both.map(String::from).to_vec(), None));
+    force_tls(&mut w, &b);
+    w.m.handle_signal_lost(w.now, &b);
+    w.clear();
+    let b2 = w.join("bob", true);
+    assert_eq!(
+        join_config(&w, &b2),
+        (vec![both[1].to_string()], Some(relay)),
+        "the next join: TURN over TLS alone"
+    );
+    // Its resume keeps it so.
+    w.m.handle_signal_lost(w.now, &b2);
+    w.clear();
+    assert_eq!(resume_join(&mut w, "bob", &b2, true), Ok(b2.clone()));
+    let Resp::Reconnect(rr) = w.to(&b2)[0] else {
+        panic!("ReconnectResponse first")
+    };
+    assert_eq!(
+        rr.ice_servers
+            .iter()
+            .flat_map(|s| s.urls.clone())
+            .collect::<Vec<_>>(),
+        [both[1]]
+    );
+    assert_eq!(
+        rr.client_configuration.as_ref().map(|c| c.force_relay),
+        Some(relay)
+    );
+    // The join after that is a plain one.
+    w.clear();
+    let b3 = w.join("bob", true);
+    assert_eq!(
+        join_config(&w, &b3),
+        (both.map(String::from).to_vec(), None)
+    );
+
+    // TURN without TLS: nothing to force, nothing remembered.
+    let mut c = config();
+    c.turn = turn(&both[..1]);
+    let mut w = World::with(c, RoomDefaults::default());
+    let d = w.join("dave", true);
+    force_tls(&mut w, &d);
+    assert!(w.m.forced_paths.is_empty());
 }

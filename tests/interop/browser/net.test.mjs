@@ -4,7 +4,8 @@
 // Then, against a server with the embedded TURN server on, pages forced to relay
 // (`iceTransportPolicy: 'relay'`) exchange media through it over TURN/UDP and over TURN/TLS
 // (TURN/UDP and TURN/TCP dropped), while the media port takes datagrams only from the relay
-// port range. And a page whose address changes mid-call (a NAT rebinding done by nftables in
+// port range, and simulateScenario('force-tls') moves a page onto TURN over TLS (the server
+// tells its next join to relay, with the TLS URL alone). And a page whose address changes mid-call (a NAT rebinding done by nftables in
 // the server's namespace, the page running in a namespace of its own) keeps its session: same
 // SID, no reconnection, video both ways, nothing more sent to the old address.
 
@@ -285,5 +286,45 @@ describe('livekit-client relayed through the embedded TURN server', { skip: why 
           }
         }));
     }
+  }
+
+  // livekit-client's simulateScenario('force-tls'): the server has the participant's next join
+  // told to relay (force_relay) through the TURN server's TLS port alone, and the client
+  // rejoins at once.
+  for (const mode of MODES) {
+    it(`${mode.name}: simulateScenario('force-tls') moves page B onto TURN over TLS`, { timeout: 120000 }, () =>
+      withDiagnostics(async () => {
+        inNs(['nft', '-f', '-'], ONLY_RELAYED);
+        try {
+          const room = unique('lknet-ftls');
+          const tlsConns = () =>
+            inNs(['ss', '-Htn', 'state', 'established', '(', 'sport', '=', `:${TLS_PORT}`, ')']).split('\n').filter((l) => l.trim()).length;
+          // Page A relays over TURN/UDP (the media port takes only relayed datagrams here).
+          await connectPage('A', 'alice', room, mode, RELAY_ONLY);
+          const b = await connectPage('B', 'bob', room, mode);
+          await browser.call('A', 'publishCameraAndMicrophone', [], 30000);
+          await waitPageEvent('B', 'track_subscribed', { participant: 'alice', kind: 'video' }, 30000);
+          await decodes(20, 30000);
+          const usesTls = (sel) => Object.values(sel).some((c) => c && c.type === 'relay' && c.relayProtocol === 'tls');
+          const before = await browser.call('B', 'selectedCandidates', []);
+          assert.ok(!usesTls(before), `page B starts off TURN over TLS: ${JSON.stringify(before)}`);
+          const at = browser.events.length;
+          await browser.call('B', 'simulate', ['force-tls'], 10000);
+          await waitPageEvent('B', 'reconnected', {}, 30000, at);
+          const me = await browser.call('B', 'me', []);
+          assert.notEqual(me.sid, b.sid, 'page B rejoined as a new participant');
+          await decodes(40, 30000);
+          await hears(20, 15000);
+          const after = await browser.call('B', 'selectedCandidates', []);
+          assert.ok(
+            Object.values(after).every((c) => c === null || (c.type === 'relay' && c.relayProtocol === 'tls')) && usesTls(after),
+            `page B's selected candidates are not TURN over TLS: ${JSON.stringify(after)}`,
+          );
+          assert.ok(tlsConns() >= 1, `no TURN/TLS connection on :${TLS_PORT}`);
+          await closePages();
+        } finally {
+          inNs(['nft', '-f', '-'], 'delete table inet lknet_relay\n');
+        }
+      }));
   }
 });
