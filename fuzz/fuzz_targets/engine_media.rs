@@ -390,6 +390,7 @@ impl Harness {
                         payload_types: vec![
                             (CodecKind::Opus, pt & 0x7f),
                             (CodecKind::Vp8, pt & 0x7f),
+                            (CodecKind::Vp9, (pt ^ 1) & 0x7f),
                         ],
                         transport_cc: 0,
                         rtx: None,
@@ -477,11 +478,19 @@ fn publish(engine: &mut Engine, now: Instant) {
             mid: "1".into(),
             rids: vec!["q".into(), "h".into(), "f".into()],
             ssrcs: Vec::new(),
-            payload_types: vec![PayloadType {
-                pt: 96,
-                codec: CodecKind::Vp8,
-                clock_rate: 90_000,
-            }],
+            // VP8, and VP9 whose descriptors may announce spatial layers (the SVC path).
+            payload_types: vec![
+                PayloadType {
+                    pt: 96,
+                    codec: CodecKind::Vp8,
+                    clock_rate: 90_000,
+                },
+                PayloadType {
+                    pt: 98,
+                    codec: CodecKind::Vp9,
+                    clock_rate: 90_000,
+                },
+            ],
             ext,
             rtx: vec![(97, 96)],
             rtx_ssrcs: vec![(2222, 3333)],

@@ -36,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = lkr_rtp::rtx_original_sequence(payload);
         let _ = lkr_rtp::vp8::is_keyframe(payload);
         let _ = lkr_rtp::vp9::is_keyframe(payload);
+        if let Some(l) = lkr_rtp::vp9::layer(payload) {
+            assert!(l.descriptor_len <= payload.len());
+        }
         let _ = lkr_rtp::h264::is_keyframe(payload);
         let _ = lkr_rtp::av1::is_keyframe(payload);
         let vp8 = lkr_rtp::vp8::parse(payload);

@@ -73,7 +73,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = remote_transport(&offer);
-    let answer = answer_offer(&offer, local(), 2, 42, downs(), MAX_SIMULCAST_LAYERS);
+    // A section with a track id prefers VP9, as a track announced with it would.
+    let prefer = |m: &lkr_sdp::MediaSection| m.msid.as_ref().map(|_| "VP9".to_string());
+    let answer = answer_offer(
+        &offer,
+        local(),
+        2,
+        42,
+        downs(),
+        MAX_SIMULCAST_LAYERS,
+        &prefer,
+    );
     let _ = (answer.publish.len(), answer.recv_slots.len());
     let written = answer.sdp.write();
     if let Ok(back) = lkr_sdp::parse(&written) {

@@ -51,6 +51,10 @@ fn exercise(buf: &[u8]) -> usize {
         if let Ok(d) = vp8::parse(p) {
             assert!(d.header_len <= p.len());
         }
+        if let Some(l) = vp9::layer(p) {
+            assert!(l.descriptor_len <= p.len() && l.sid < 8 && l.tid < 8);
+            sink += l.descriptor_len + usize::from(l.spatial_layers.unwrap_or(0));
+        }
     }
     for p in [buf, buf.get(12..).unwrap_or_default()] {
         sink += usize::from(vp8::is_keyframe(p))
