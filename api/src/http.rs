@@ -519,10 +519,10 @@ async fn twirp(node: &Node, req: Request<Incoming>, rest: &str) -> Result<Resp, 
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
-    call.timeout = crate::cluster::forward_timeout(service, rpc, format, &body);
     let Some(cluster) = cluster else {
         return dispatch(node, service, rpc, format, &claims, &body).await;
     };
+    call.timeout = crate::cluster::forward_timeout(service, rpc, format, &body);
     match crate::cluster::twirp_target(service, rpc, format, &body) {
         Target::Here => dispatch(node, service, rpc, format, &claims, &body).await,
         Target::Room { name, create } => match cluster.route(node, &name, create).await {

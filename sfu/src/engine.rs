@@ -1779,7 +1779,7 @@ impl Engine {
             if let Some(l) = &l {
                 t.spatial.on_packet(l, pkt.len() - view.padding_len());
             }
-            l.filter(|_| t.spatial.is_scalable())
+            l.filter(|_| t.is_svc())
         } else {
             None
         };

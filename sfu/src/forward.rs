@@ -75,6 +75,16 @@ impl RtxCache {
     }
 }
 
+/// A measured bit rate after a fresh measurement: the mean of the two, or the fresh one at
+/// once when either is 0 (a layer starting, or silent for a whole interval).
+pub(crate) fn smoothed_rate(rate: u64, fresh: u64) -> u64 {
+    if fresh == 0 || rate == 0 {
+        fresh
+    } else {
+        (rate + fresh) / 2
+    }
+}
+
 /// A lost upstream packet waiting to be NACKed.
 #[derive(Debug, Clone, Copy)]
 pub struct Missing {
@@ -152,11 +162,7 @@ impl Layer {
             let dt = now.saturating_duration_since(at).as_secs_f64();
             if dt > 0.05 {
                 let fresh = ((self.bytes - bytes) as f64 * 8.0 / dt) as u64;
-                self.rate_bps = if fresh == 0 || self.rate_bps == 0 {
-                    fresh
-                } else {
-                    (self.rate_bps + fresh) / 2
-                };
+                self.rate_bps = smoothed_rate(self.rate_bps, fresh);
             }
         }
         self.rate_mark = Some((now, self.bytes));

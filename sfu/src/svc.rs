@@ -101,11 +101,7 @@ impl SpatialLayers {
             if dt > 0.05 {
                 for (i, rate) in self.rate_bps.iter_mut().enumerate() {
                     let fresh = ((self.bytes[i] - prior[i]) as f64 * 8.0 / dt) as u64;
-                    *rate = if fresh == 0 || *rate == 0 {
-                        fresh
-                    } else {
-                        (*rate + fresh) / 2
-                    };
+                    *rate = crate::forward::smoothed_rate(*rate, fresh);
                 }
             }
         }

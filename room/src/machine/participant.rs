@@ -307,7 +307,7 @@ impl PendingTrack {
             .iter()
             .find(|c| c.cid == stream)
             .or(self.info.codecs.first())?;
-        let name = c.mime_type.rsplit('/').next()?;
+        let name = codec_of_mime(&c.mime_type);
         let layered = self.info.layers.len().max(c.layers.len()) > 1;
         if name.is_empty() || (layered && name.eq_ignore_ascii_case("av1")) {
             return None;
@@ -323,12 +323,17 @@ fn layer_mode(announced: i32, mime: &str) -> i32 {
     if announced != Mode::Unused as i32 {
         return announced;
     }
-    let codec = mime.rsplit('/').next().unwrap_or_default();
+    let codec = codec_of_mime(mime);
     if codec.eq_ignore_ascii_case("vp9") || codec.eq_ignore_ascii_case("av1") {
         Mode::MultipleSpatialLayersPerStream as i32
     } else {
         Mode::OneSpatialLayerPerStream as i32
     }
+}
+
+/// The codec of a MIME type (`video/VP9` → `VP9`).
+fn codec_of_mime(mime: &str) -> &str {
+    mime.rsplit('/').next().unwrap_or_default()
 }
 
 /// Whether the primary codec sends its spatial layers in one stream (then the track is not
@@ -1865,12 +1870,15 @@ impl Participant {
         } else {
             "audio"
         };
-        let mime = ps
+        let codec = ps
             .codecs
             .iter()
             .find(|c| !c.name.eq_ignore_ascii_case("red"))
             .or(ps.codecs.first())
-            .map(|c| format!("{kind_name}/{}", c.name))
+            .map(|c| c.name.clone());
+        let mime = codec
+            .as_ref()
+            .map(|c| format!("{kind_name}/{c}"))
             .unwrap_or_default();
         info.mid = ps.mid.clone();
         info.mime_type = mime.clone();
@@ -1910,12 +1918,7 @@ impl Participant {
             ps.mid.clone(),
             Published {
                 sid: info.sid.clone(),
-                codec: info
-                    .mime_type
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
+                codec: codec.unwrap_or_default(),
             },
         );
         tracing::info!(participant = %self.psid, track = %info.sid, mid = %ps.mid, mime = %info.mime_type, rids = ?ps.rids, "track published");
