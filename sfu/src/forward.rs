@@ -28,6 +28,10 @@ const MAX_RID_LEN: usize = 255;
 /// Payload types one track may list (the dynamic range has 96).
 const MAX_PAYLOAD_TYPES: usize = 96;
 
+/// The capacities a cache slot grows through: audio packets take the first ones, a full
+/// video packet (about 1200 bytes) the third, the largest datagram the driver reads the last.
+const SLOT_CLASSES: [usize; 4] = [256, 512, 1280, 2048];
+
 /// One cached packet.
 #[derive(Debug, Default)]
 struct Slot {
@@ -65,6 +69,9 @@ impl RtxCache {
         s.seq = seq;
         s.valid = true;
         s.data.clear();
+        if s.data.capacity() < packet.len() {
+            grow_slot(&mut s.data, packet.len());
+        }
         s.data.extend_from_slice(packet);
     }
 
@@ -73,6 +80,21 @@ impl RtxCache {
         let s = &self.slots[usize::from(seq) & self.mask];
         (s.valid && s.seq == seq).then_some(s.data.as_slice())
     }
+}
+
+/// Makes room in an empty slot for a packet of `len` bytes. A slot grows by size classes,
+/// not to each packet's length: a packet a byte longer than the last one there (a keyframe's
+/// scalability structure, a larger header extension) costs no new allocation, and a slot
+/// grows at most a few times in its life.
+#[cold]
+#[inline(never)]
+fn grow_slot(data: &mut Vec<u8>, len: usize) {
+    let class = SLOT_CLASSES
+        .iter()
+        .copied()
+        .find(|&c| c >= len)
+        .unwrap_or(len);
+    data.reserve_exact(class);
 }
 
 /// A measured bit rate after a fresh measurement: the mean of the two, or the fresh one at
@@ -1491,5 +1513,21 @@ mod tests {
         s.remember(77, 7, 2, 900);
         assert_eq!(s.lookup(77), Some((2, 7, 900)));
         assert_eq!(s.lookup(78), None);
+    }
+
+    #[test]
+    fn a_cache_slot_grows_by_classes() {
+        let mut c = RtxCache::new(16);
+        c.store(0, &[0; 100]);
+        assert_eq!(c.slots[0].data.capacity(), 256);
+        c.store(16, &[0; 1128]);
+        let buf = c.slots[0].data.as_ptr();
+        assert_eq!(c.slots[0].data.capacity(), 1280);
+        // A packet a byte longer (a keyframe's extra descriptor byte) reuses the buffer.
+        c.store(32, &[0; 1129]);
+        assert_eq!(c.slots[0].data.as_ptr(), buf);
+        assert_eq!(c.get(32).map(<[u8]>::len), Some(1129));
+        c.store(48, &[0; 1500]);
+        assert_eq!(c.slots[0].data.capacity(), 2048);
     }
 }

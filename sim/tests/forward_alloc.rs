@@ -5,11 +5,14 @@
 //! To find an allocation, run with `LKR_ALLOC_BACKTRACE=1` (and `-- --nocapture`): the first
 //! few allocations inside the window print a backtrace.
 
+mod common;
+
 use std::time::Duration;
 
+use common::vp9;
 use lkr_driver::alloc_count::{Counting, count_allocations};
-use lkr_sfu::TrackId;
-use lkr_sim::{MediaSource, Sim, SimConfig};
+use lkr_sfu::{Command, TrackId};
+use lkr_sim::{ClientId, MediaSource, Sim, SimConfig};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -72,6 +75,114 @@ fn forwarding_one_to_ten_allocates_nothing() {
     assert_eq!(
         allocations, 0,
         "allocations while forwarding {PACKETS} packets to {SUBSCRIBERS}"
+    );
+}
+
+/// VP9 SVC allocates nothing either: ten subscribers of one stream of three spatial layers,
+/// some capped at the bottom or middle layer (the packets above left out of their sequence
+/// numbers, their marker bits moved), one of them raised before the window and taking its
+/// new layers at the window's keyframe.
+#[test]
+fn forwarding_vp9_svc_to_capped_subscribers_allocates_nothing() {
+    let mut sim = Sim::new(SimConfig::seeded(54));
+    let publisher = sim.add_client();
+    let subs: Vec<ClientId> = (0..SUBSCRIBERS).map(|_| sim.add_client()).collect();
+    assert!(sim.connect_all(CONNECT));
+    let track = TrackId(1);
+    vp9::publish(&mut sim, publisher, track);
+    // Subscribers 0-2 capped at layer 0, 3-5 at layer 1, the rest uncapped.
+    let cap = |i: usize| match i {
+        0..3 => Some(0u8),
+        3..6 => Some(1),
+        _ => None,
+    };
+    for (i, who) in subs.iter().enumerate() {
+        vp9::subscribe(&mut sim, *who, track, 0x3000_0000 + i as u32);
+        if let Some(max_layer) = cap(i) {
+            let peer = sim.client(*who).peer;
+            sim.command(Command::SetMaxLayer {
+                peer,
+                track,
+                max_layer,
+            });
+        }
+    }
+    let mut seq = vp9::send_picture(&mut sim, publisher, 1, 0, true);
+    for pic in 1..30 {
+        seq = vp9::send_picture(&mut sim, publisher, seq, pic, false);
+    }
+
+    let from = sim.client(publisher).addr;
+    let per_layer = usize::from(vp9::PER_LAYER);
+    let mut pic = 30u16;
+    let mut picture = |sim: &mut Sim, keyframe: bool| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for sid in 0..vp9::LAYERS {
+            for i in 0..vp9::PER_LAYER {
+                let plain = vp9::packet(seq, pic, sid, i, keyframe);
+                out.push(
+                    sim.client_mut(publisher)
+                        .protect_rtp(plain)
+                        .expect("SRTP keyed"),
+                );
+                seq = seq.wrapping_add(1);
+            }
+        }
+        pic = pic.wrapping_add(1);
+        out
+    };
+    // Warm up by hand: every slot of the retransmission cache and the buffer pool filled.
+    let warm: Vec<Vec<Vec<u8>>> = (0..400).map(|_| picture(&mut sim, false)).collect();
+    // Subscriber 0 raised to the top: it asks for a keyframe and waits for it.
+    let raised = sim.client(subs[0]).peer;
+    sim.command(Command::SetMaxLayer {
+        peer: raised,
+        track,
+        max_layer: 2,
+    });
+    const PICTURES: usize = 1_600;
+    let mut window: Vec<Vec<Vec<u8>>> = (0..PICTURES)
+        .map(|p| picture(&mut sim, p == PICTURES / 2))
+        .collect();
+    let now = sim.now();
+    let (engine, _) = sim.parts();
+    let forward = |engine: &mut lkr_sfu::Engine, datagram: &mut [u8]| {
+        let mut sent = 0;
+        engine.handle_receive(now, from, datagram);
+        while let Some(t) = engine.poll_transmit() {
+            sent += usize::from(t.dest != from);
+            engine.recycle(t.data);
+        }
+        sent
+    };
+    for mut p in warm {
+        for d in &mut p {
+            forward(engine, d);
+        }
+    }
+    let mut transmitted = 0;
+    let allocations = count_allocations(|| {
+        for p in &mut window {
+            for d in p.iter_mut() {
+                transmitted += forward(engine, d);
+            }
+        }
+    });
+    // Per picture: 2 packets to each subscriber capped at layer 0, 4 at layer 1, 6 to the
+    // uncapped ones; the raised one gets 2 until the keyframe and 6 from it on.
+    let layers = usize::from(vp9::LAYERS);
+    let steady: usize = (1..SUBSCRIBERS)
+        .map(|i| per_layer * cap(i).map_or(layers, |c| usize::from(c) + 1))
+        .sum();
+    let raised_gets = per_layer * (PICTURES / 2) + per_layer * layers * (PICTURES / 2);
+    assert_eq!(
+        transmitted,
+        steady * PICTURES + raised_gets,
+        "each subscriber got its layers"
+    );
+    assert_eq!(
+        allocations, 0,
+        "allocations while forwarding {PICTURES} VP9 SVC pictures to {SUBSCRIBERS}"
     );
 }
 

@@ -4,67 +4,13 @@
 //! it stays where it is until a keyframe (asking the publisher for one), then takes the
 //! layers up to its new cap. A subscriber without a cap receives every packet.
 
+mod common;
+
 use std::time::Duration;
 
-use lkr_sfu::{
-    CodecKind, Command, ExtIds, MediaKind, PayloadType, PublishSpec, SubscribeSpec, TrackId,
-};
+use common::vp9::{LAYERS, PER_LAYER, publish, send_picture, subscribe};
+use lkr_sfu::{Command, TrackId};
 use lkr_sim::{ClientId, Sim, SimConfig};
-
-const PT: u8 = 98;
-const SSRC: u32 = 0x5151_0001;
-const LAYERS: u8 = 3;
-/// Packets per layer frame.
-const PER_LAYER: u16 = 2;
-
-/// A packet of picture `pic`, spatial layer `sid`, packet `i` of its layer frame.
-fn packet(seq: u16, pic: u16, sid: u8, i: u16, keyframe: bool) -> Vec<u8> {
-    let begins = i == 0;
-    let ends = i + 1 == PER_LAYER;
-    let marker = ends && sid + 1 == LAYERS;
-    let ts = u32::from(pic) * 3000;
-    let mut p = vec![0x80, (u8::from(marker) << 7) | PT];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&SSRC.to_be_bytes());
-    // I, P (unless a keyframe), L, B, E, V (the scalability structure on a keyframe's
-    // first packet).
-    let ss = keyframe && sid == 0 && begins;
-    let b0 = 0x80
-        | if keyframe { 0 } else { 0x40 }
-        | 0x20
-        | if begins { 0x08 } else { 0 }
-        | if ends { 0x04 } else { 0 }
-        | if ss { 0x02 } else { 0 };
-    p.push(b0);
-    p.extend_from_slice(&(0x8000 | (pic & 0x7fff)).to_be_bytes());
-    p.push((sid << 1) | u8::from(sid > 0));
-    p.push(pic as u8);
-    if ss {
-        p.push((LAYERS - 1) << 5);
-    }
-    p.extend_from_slice(&[sid; 200]);
-    p
-}
-
-/// Sends one picture from the publisher, layer by layer; returns the next sequence number.
-fn send_picture(sim: &mut Sim, publisher: ClientId, seq: u16, pic: u16, keyframe: bool) -> u16 {
-    let mut seq = seq;
-    let (from, to) = (sim.client(publisher).addr, sim.server_addr());
-    for sid in 0..LAYERS {
-        for i in 0..PER_LAYER {
-            let plain = packet(seq, pic, sid, i, keyframe);
-            let dg = sim
-                .client_mut(publisher)
-                .protect_rtp(plain)
-                .expect("SRTP keyed");
-            sim.inject(from, to, dg);
-            seq = seq.wrapping_add(1);
-        }
-    }
-    sim.run_for(Duration::from_millis(33));
-    seq
-}
 
 /// (extended sequence numbers, marker bits) of what `who` received on `ssrc` since its
 /// packet `from`.
@@ -86,36 +32,10 @@ fn a_capped_subscriber_gets_its_spatial_layers_and_goes_up_at_a_keyframe() {
     assert!(sim.connect_all(Duration::from_secs(5)));
     let track = TrackId(1);
     let peer_of = |sim: &Sim, c: ClientId| sim.client(c).peer;
-    sim.command(Command::Publish(PublishSpec {
-        peer: peer_of(&sim, publisher),
-        track,
-        kind: MediaKind::Video,
-        mid: "1".into(),
-        rids: vec![],
-        ssrcs: vec![SSRC],
-        payload_types: vec![PayloadType {
-            pt: PT,
-            codec: CodecKind::Vp9,
-            clock_rate: 90_000,
-        }],
-        ext: ExtIds::default(),
-        rtx: vec![],
-        rtx_ssrcs: vec![],
-    }));
+    publish(&mut sim, publisher, track);
     let mut ssrcs = Vec::new();
     for (who, ssrc) in [(capped, 0x1111_0001u32), (whole, 0x2222_0001u32)] {
-        sim.client_mut(who)
-            .expect_stream(ssrc, track, CodecKind::Vp9);
-        sim.command(Command::Subscribe(SubscribeSpec {
-            peer: peer_of(&sim, who),
-            track,
-            ssrc,
-            payload_types: vec![(CodecKind::Vp9, PT)],
-            transport_cc: 0,
-            rtx: None,
-            priority: 0,
-            playout_delay: None,
-        }));
+        subscribe(&mut sim, who, track, ssrc);
         ssrcs.push(ssrc);
     }
     sim.command(Command::SetMaxLayer {

@@ -114,3 +114,4 @@ pub fn assert_complete(
     );
     (got.len(), skipped)
 }
+pub mod vp9;
