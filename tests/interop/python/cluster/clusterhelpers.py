@@ -30,7 +30,7 @@ sys.path.insert(0, str(MEDIA_DIR))
 
 import mediahelpers  # noqa: E402  (puts tests/interop/python on sys.path too)
 import lkhelpers  # noqa: E402
-from mediahelpers import API_KEY, API_SECRET, PY_CLIENT, SERVER_IP, ClientProc, MediaEnv, NetNs, python_bin  # noqa: E402
+from mediahelpers import API_KEY, API_SECRET, PY_CLIENT, SERVER_IP, ClientProc, MediaEnv, NetNs, close_all, python_bin  # noqa: E402
 
 ADMIN = HERE / "cluster_admin.py"
 REDIS_PORT = 6379
@@ -409,8 +409,7 @@ class ClusterEnv:
 
     def close_clients(self) -> None:
         clients, self.clients = self.clients, []
-        for c in clients:
-            c.close(timeout=8)
+        close_all(clients)
 
     def redis_call(self, *args: Any) -> Any:
         res = self.admin_call("redis", host=SERVER_IP, port=REDIS_PORT, args=list(args), wait=10)

@@ -255,6 +255,17 @@ class ClientProc:
 
     def close(self, timeout: float = 10) -> Optional[int]:
         """Asks the client to disconnect and exit; kills it if it does not within `timeout`."""
+        self.ask_to_leave()
+        if self.alive():
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.finish()
+
+    def ask_to_leave(self) -> None:
+        """Writes the SDK clients' `disconnect` command and closes stdin (a process that reads
+        no commands, such as livekit-cli or an agent worker, ignores both)."""
         if self.alive():
             try:
                 assert self.proc.stdin is not None
@@ -263,10 +274,16 @@ class ClientProc:
                 self.proc.stdin.close()
             except (BrokenPipeError, ValueError, OSError):
                 pass
+
+    def signal_group(self, sig: int) -> None:
+        if self.alive():
             try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def finish(self) -> Optional[int]:
+        """After the process exited: its output read to the end and its stderr file closed."""
         self._reader.join(timeout=2)
         try:
             self._stderr.close()
@@ -301,6 +318,29 @@ class ClientProc:
             f"--- [{self.label}] stderr tail ---\n{self.stderr_tail(2000)}"
         )
 
+
+
+def close_all(clients: List[ClientProc], timeout: float = 4, term_after: float = 2) -> None:
+    """Closes processes together at the end of a test: each is asked to leave (SDK clients
+    disconnect), those still running after `term_after` seconds get SIGTERM (livekit-cli
+    leaves on it), and those still running after `timeout` SIGKILL (an agent worker drains
+    its jobs on SIGTERM, which may take long)."""
+    for c in clients:
+        c.ask_to_leave()
+    start = time.monotonic()
+    termed = False
+    while any(c.alive() for c in clients):
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            break
+        if not termed and waited >= term_after:
+            termed = True
+            for c in clients:
+                c.signal_group(signal.SIGTERM)
+        time.sleep(0.05)
+    for c in clients:
+        c.kill()
+        c.finish()
 
 class MediaEnv:
     """One namespace + one livekit-server inside it (module scope), plus the clients of a test."""
@@ -495,8 +535,7 @@ class MediaEnv:
 
     def close_clients(self) -> None:
         clients, self.clients = self.clients, []
-        for c in clients:
-            c.close(timeout=8)
+        close_all(clients)
 
     def failure_sections(self) -> List[tuple]:
         sections = [(f"livekit-server log (netns {self.ns.name})", self.server_log_tail() or "<empty>")]
