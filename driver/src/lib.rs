@@ -15,10 +15,12 @@
 //! RFC 4571 packets into the owning shard's ring and frames what the shard sends back.
 //!
 //! This is the one crate of the workspace allowed to use `unsafe`: the system calls in
-//! [`batch`] and the counting allocator in [`alloc_count`]. Each block says why it is sound.
+//! [`batch`] and [`cputime`] and the counting allocator in [`alloc_count`]. Each block says
+//! why it is sound.
 
 pub mod alloc_count;
 pub mod batch;
+pub mod cputime;
 mod driver;
 pub mod ring;
 mod router;

@@ -238,10 +238,28 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// CPU seconds (user + system) and peak resident memory (kB) of a process.
 pub(crate) type Usage = (f64, u64);
 
-/// User and system CPU seconds of a process, from /proc.
+/// User and system CPU seconds of a process. Their sum is the process's CPU-time clock (to
+/// the nanosecond) where there is one, split in the proportion of /proc's tick counts (as
+/// the kernel itself splits it); else /proc's tick counts (10 ms) as they are.
 pub(crate) fn process_cpu(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_cpu(&stat)
+    let (user, system) = stat_cpu(&stat)?;
+    Some(match lkr_driver::cputime::process_cpu_seconds(pid) {
+        Some(total) => split_like(total, user, system),
+        None => (user, system),
+    })
+}
+
+/// `total` split into user and system time in the proportion of `user` to `system` (all
+/// user time when both are 0).
+fn split_like(total: f64, user: f64, system: f64) -> (f64, f64) {
+    let ticks = user + system;
+    let u = if ticks > 0.0 {
+        total * user / ticks
+    } else {
+        total
+    };
+    (u, total - u)
 }
 
 /// The [`Usage`] of a process, from /proc.
@@ -1575,5 +1593,24 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), 0.0);
         let (cpu, hwm) = process_usage(std::process::id()).unwrap();
         assert!(cpu >= 0.0 && hwm > 0);
+    }
+
+    #[test]
+    fn a_precise_total_is_split_like_the_ticks() {
+        let (u, s) = split_like(0.205, 0.15, 0.05);
+        assert!((u - 0.15375).abs() < 1e-9 && (s - 0.05125).abs() < 1e-9);
+        assert_eq!(split_like(0.004, 0.0, 0.0), (0.004, 0.0));
+        // Within a tick of /proc, and finer.
+        #[cfg(target_os = "linux")]
+        {
+            let me = std::process::id();
+            let (u, s) = process_cpu(me).unwrap();
+            let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+            let (tu, ts) = stat_cpu(&stat).unwrap();
+            assert!(
+                (u + s - (tu + ts)).abs() <= 0.02 + 1e-9,
+                "{u} {s} {tu} {ts}"
+            );
+        }
     }
 }
