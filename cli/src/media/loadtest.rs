@@ -238,34 +238,60 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// CPU seconds (user + system) and peak resident memory (kB) of a process.
 pub(crate) type Usage = (f64, u64);
 
-/// User and system CPU seconds of a process. Their sum is the process's CPU-time clock (to
-/// the nanosecond) where there is one, split in the proportion of /proc's tick counts (as
-/// the kernel itself splits it); else /proc's tick counts (10 ms) as they are.
-pub(crate) fn process_cpu(pid: u32) -> Option<(f64, f64)> {
+/// A process's CPU time at one moment: /proc's user and system tick counts (10 ms) and,
+/// where there is one, its CPU-time clock (to the nanosecond).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CpuTime {
+    user: f64,
+    system: f64,
+    exact: Option<f64>,
+}
+
+impl CpuTime {
+    /// CPU seconds so far: the clock's, else the ticks'.
+    pub(crate) fn total(&self) -> f64 {
+        self.exact.unwrap_or(self.user + self.system)
+    }
+
+    /// User and system CPU seconds from `earlier` to this reading: the clock's difference
+    /// split in the proportion of the ticks counted in between (as the kernel itself splits
+    /// it), else the ticks' differences.
+    pub(crate) fn since(&self, earlier: &CpuTime) -> (f64, f64) {
+        let (user, system) = (self.user - earlier.user, self.system - earlier.system);
+        match self.exact.zip(earlier.exact) {
+            Some((now, then)) => split_like(now - then, user, system),
+            None => (user, system),
+        }
+    }
+}
+
+/// A process's [`CpuTime`] now.
+pub(crate) fn process_cpu(pid: u32) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (user, system) = stat_cpu(&stat)?;
-    Some(match lkr_driver::cputime::process_cpu_seconds(pid) {
-        Some(total) => split_like(total, user, system),
-        None => (user, system),
+    Some(CpuTime {
+        user,
+        system,
+        exact: lkr_driver::cputime::process_cpu_seconds(pid),
     })
 }
 
-/// `total` split into user and system time in the proportion of `user` to `system` (all
-/// user time when both are 0).
+/// `total` split into user and system time in the proportion of `user` to `system`; all of
+/// it system time when no tick was counted (the split is unknown, and no user time is
+/// claimed).
 fn split_like(total: f64, user: f64, system: f64) -> (f64, f64) {
     let ticks = user + system;
     let u = if ticks > 0.0 {
-        total * user / ticks
+        (total * user / ticks).clamp(0.0, total.max(0.0))
     } else {
-        total
+        0.0
     };
     (u, total - u)
 }
 
 /// The [`Usage`] of a process, from /proc.
 pub(crate) fn process_usage(pid: u32) -> Option<Usage> {
-    let (user, system) = process_cpu(pid)?;
-    let cpu = user + system;
+    let cpu = process_cpu(pid)?.total();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status
         .lines()
@@ -1133,7 +1159,7 @@ pub(crate) async fn measure(pid: Option<u32>, packets: &AtomicU64, duration: Dur
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SteadyMark {
     at: Instant,
-    server_cpu: Option<(f64, f64)>,
+    server_cpu: Option<CpuTime>,
     packets: u64,
 }
 
@@ -1155,7 +1181,7 @@ impl SteadyMark {
             server_cpu: self
                 .server_cpu
                 .zip(end.server_cpu)
-                .map(|((u0, s0), (u1, s1))| (u1 - u0, s1 - s0)),
+                .map(|(start, end)| end.since(&start)),
         }
     }
 }
@@ -1599,18 +1625,39 @@ mod tests {
     fn a_precise_total_is_split_like_the_ticks() {
         let (u, s) = split_like(0.205, 0.15, 0.05);
         assert!((u - 0.15375).abs() < 1e-9 && (s - 0.05125).abs() < 1e-9);
-        assert_eq!(split_like(0.004, 0.0, 0.0), (0.004, 0.0));
+        assert_eq!(split_like(0.004, 0.0, 0.0), (0.0, 0.004));
+        // A window's split comes from the ticks counted in it, not from the proportions
+        // at its two ends: user time never exceeds the total.
+        let start = CpuTime {
+            user: 0.5,
+            system: 0.5,
+            exact: Some(1.0),
+        };
+        let end = CpuTime {
+            user: 0.9,
+            system: 0.5,
+            exact: Some(1.05),
+        };
+        let (u, s) = end.since(&start);
+        assert!((u - 0.05).abs() < 1e-9 && s.abs() < 1e-9, "{u} {s}");
+        let no_clock = CpuTime {
+            exact: None,
+            ..end
+        };
+        let (u, s) = no_clock.since(&CpuTime {
+            exact: None,
+            ..start
+        });
+        assert!((u - 0.4).abs() < 1e-9 && s.abs() < 1e-9);
         // Within a tick of /proc, and finer.
         #[cfg(target_os = "linux")]
         {
             let me = std::process::id();
-            let (u, s) = process_cpu(me).unwrap();
+            let t = process_cpu(me).unwrap();
             let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
             let (tu, ts) = stat_cpu(&stat).unwrap();
-            assert!(
-                (u + s - (tu + ts)).abs() <= 0.02 + 1e-9,
-                "{u} {s} {tu} {ts}"
-            );
+            assert!((t.total() - (tu + ts)).abs() <= 0.02 + 1e-9, "{t:?} {tu} {ts}");
+            assert!(t.exact.is_some());
         }
     }
 }
