@@ -1640,10 +1640,7 @@ mod tests {
         };
         let (u, s) = end.since(&start);
         assert!((u - 0.05).abs() < 1e-9 && s.abs() < 1e-9, "{u} {s}");
-        let no_clock = CpuTime {
-            exact: None,
-            ..end
-        };
+        let no_clock = CpuTime { exact: None, ..end };
         let (u, s) = no_clock.since(&CpuTime {
             exact: None,
             ..start
@@ -1656,7 +1653,10 @@ mod tests {
             let t = process_cpu(me).unwrap();
             let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
             let (tu, ts) = stat_cpu(&stat).unwrap();
-            assert!((t.total() - (tu + ts)).abs() <= 0.02 + 1e-9, "{t:?} {tu} {ts}");
+            assert!(
+                (t.total() - (tu + ts)).abs() <= 0.02 + 1e-9,
+                "{t:?} {tu} {ts}"
+            );
             assert!(t.exact.is_some());
         }
     }
