@@ -433,6 +433,8 @@ struct OutPacket<'a> {
     ts: u32,
     codec: CodecKind,
     payload: &'a [u8],
+    /// A VP8 payload's descriptor, parsed once for every copy.
+    vp8: Option<&'a lkr_rtp::vp8::Vp8Descriptor>,
 }
 
 /// Stamps downstream packets with a transport-wide sequence number from a subscriber's
@@ -533,8 +535,8 @@ fn write_down(
     }
     let at = buf.len();
     buf.extend_from_slice(body);
-    if p.codec == CodecKind::Vp8 {
-        s.vp8.rewrite(&mut buf[at..]);
+    if let Some(d) = p.vp8 {
+        s.vp8.rewrite(&mut buf[at..], d);
     }
     let len = buf.len();
     if let Some((_, est, now)) = stamp {
@@ -1818,6 +1820,9 @@ impl Engine {
             }
         }
         let payload = view.payload();
+        let vp8 = (codec.codec == CodecKind::Vp8)
+            .then(|| lkr_rtp::vp8::parse(payload).ok())
+            .flatten();
         let mut padding_left_out = false;
         for s in t.subs.iter_mut() {
             if s.paused || s.cc_paused {
@@ -1900,6 +1905,7 @@ impl Engine {
                 ts: out_ts,
                 codec: codec.codec,
                 payload,
+                vp8: vp8.as_ref(),
             };
             if let Some((data, body_len)) = write_down(pool, srtp, s, &out, false, stamp) {
                 s.remember(out_seq, seq, layer, out_ts);
@@ -2263,12 +2269,16 @@ impl Engine {
             return;
         };
         let stamp = sp.bwe.as_deref_mut().map(|b| (b.ext, &mut b.est, now));
+        let vp8 = (codec.codec == CodecKind::Vp8)
+            .then(|| lkr_rtp::vp8::parse(view.payload()).ok())
+            .flatten();
         let out = OutPacket {
             marker,
             seq: out_seq,
             ts: out_ts,
             codec: codec.codec,
             payload: view.payload(),
+            vp8: vp8.as_ref(),
         };
         if let Some((data, _)) = write_down(pool, srtp, s, &out, true, stamp) {
             self.traffic.rtx_out += 1;

@@ -606,11 +606,9 @@ impl Vp8Munger {
         self.restart = true;
     }
 
-    /// Rewrites the descriptor of a VP8 payload in place.
-    pub fn rewrite(&mut self, payload: &mut [u8]) {
-        let Ok(d) = lkr_rtp::vp8::parse(payload) else {
-            return;
-        };
+    /// Rewrites the descriptor `d` (parsed from this payload, or from the one it is a copy
+    /// of) of a VP8 payload in place.
+    pub fn rewrite(&mut self, payload: &mut [u8], d: &lkr_rtp::vp8::Vp8Descriptor) {
         let mask: u16 = if d.picture_id_15bit { 0x7fff } else { 0x7f };
         if self.restart || !self.started {
             if let Some(pid) = d.picture_id {
@@ -636,14 +634,14 @@ impl Vp8Munger {
         }
         if let Some(pid) = d.picture_id {
             let out = self.out_pid.wrapping_add(pid.wrapping_sub(self.in_pid)) & mask;
-            lkr_rtp::vp8::write_picture_id(payload, &d, out);
+            lkr_rtp::vp8::write_picture_id(payload, d, out);
             if (out.wrapping_sub(self.last_pid) & mask) < mask / 2 {
                 self.last_pid = out;
             }
         }
         if let Some(t) = d.tl0picidx {
             let out = self.out_tl0.wrapping_add(t.wrapping_sub(self.in_tl0));
-            lkr_rtp::vp8::write_tl0picidx(payload, &d, out);
+            lkr_rtp::vp8::write_tl0picidx(payload, d, out);
             if out.wrapping_sub(self.last_tl0) < 128 {
                 self.last_tl0 = out;
             }
@@ -1354,23 +1352,30 @@ mod tests {
         vec![0x90, 0xc0, 0x80 | (pid >> 8) as u8, pid as u8, tl0, 0x00]
     }
 
+    /// As the engine does: the descriptor parsed from the packet received, the copy
+    /// rewritten.
+    fn rewrite(m: &mut Vp8Munger, p: &mut [u8]) {
+        let d = lkr_rtp::vp8::parse(p).unwrap();
+        m.rewrite(p, &d);
+    }
+
     #[test]
     fn vp8_ids_continue_across_switch() {
         let mut m = Vp8Munger::default();
         let mut p = vp8(100, 7);
-        m.rewrite(&mut p);
+        rewrite(&mut m, &mut p);
         let d = lkr_rtp::vp8::parse(&p).unwrap();
         assert_eq!((d.picture_id, d.tl0picidx), (Some(100), Some(7)));
         let mut p = vp8(101, 8);
-        m.rewrite(&mut p);
+        rewrite(&mut m, &mut p);
         // Switch to a layer counting from elsewhere.
         m.restart();
         let mut p = vp8(30_000, 200);
-        m.rewrite(&mut p);
+        rewrite(&mut m, &mut p);
         let d = lkr_rtp::vp8::parse(&p).unwrap();
         assert_eq!((d.picture_id, d.tl0picidx), (Some(102), Some(9)));
         let mut p = vp8(30_001, 201);
-        m.rewrite(&mut p);
+        rewrite(&mut m, &mut p);
         let d = lkr_rtp::vp8::parse(&p).unwrap();
         assert_eq!((d.picture_id, d.tl0picidx), (Some(103), Some(10)));
     }
