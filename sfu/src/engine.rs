@@ -437,6 +437,13 @@ struct OutPacket<'a> {
     vp8: Option<&'a lkr_rtp::vp8::Vp8Descriptor>,
 }
 
+/// The payload descriptor of a VP8 packet's payload, parsed once for all its copies.
+fn vp8_descriptor(codec: CodecKind, payload: &[u8]) -> Option<lkr_rtp::vp8::Vp8Descriptor> {
+    (codec == CodecKind::Vp8)
+        .then(|| lkr_rtp::vp8::parse(payload).ok())
+        .flatten()
+}
+
 /// Stamps downstream packets with a transport-wide sequence number from a subscriber's
 /// estimator: the extension id, the estimator and the time.
 type Stamp<'a> = Option<(u8, &'a mut lkr_bwe::Estimator, Instant)>;
@@ -1820,9 +1827,7 @@ impl Engine {
             }
         }
         let payload = view.payload();
-        let vp8 = (codec.codec == CodecKind::Vp8)
-            .then(|| lkr_rtp::vp8::parse(payload).ok())
-            .flatten();
+        let vp8 = vp8_descriptor(codec.codec, payload);
         let mut padding_left_out = false;
         for s in t.subs.iter_mut() {
             if s.paused || s.cc_paused {
@@ -2269,9 +2274,7 @@ impl Engine {
             return;
         };
         let stamp = sp.bwe.as_deref_mut().map(|b| (b.ext, &mut b.est, now));
-        let vp8 = (codec.codec == CodecKind::Vp8)
-            .then(|| lkr_rtp::vp8::parse(view.payload()).ok())
-            .flatten();
+        let vp8 = vp8_descriptor(codec.codec, view.payload());
         let out = OutPacket {
             marker,
             seq: out_seq,

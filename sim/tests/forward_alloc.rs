@@ -116,20 +116,10 @@ fn forwarding_vp9_svc_to_capped_subscribers_allocates_nothing() {
     let per_layer = usize::from(vp9::PER_LAYER);
     let mut pic = 30u16;
     let mut picture = |sim: &mut Sim, keyframe: bool| -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for sid in 0..vp9::LAYERS {
-            for i in 0..vp9::PER_LAYER {
-                let plain = vp9::packet(seq, pic, sid, i, keyframe);
-                out.push(
-                    sim.client_mut(publisher)
-                        .protect_rtp(plain)
-                        .expect("SRTP keyed"),
-                );
-                seq = seq.wrapping_add(1);
-            }
-        }
+        let (datagrams, next) = vp9::picture(sim, publisher, seq, pic, keyframe);
+        seq = next;
         pic = pic.wrapping_add(1);
-        out
+        datagrams
     };
     // Warm up by hand: every slot of the retransmission cache and the buffer pool filled.
     let warm: Vec<Vec<Vec<u8>>> = (0..400).map(|_| picture(&mut sim, false)).collect();

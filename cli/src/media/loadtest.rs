@@ -289,7 +289,7 @@ fn split_like(total: f64, user: f64, system: f64) -> (f64, f64) {
     (u, total - u)
 }
 
-/// The [`Usage`] of a process, from /proc.
+/// The [`Usage`] of a process: its CPU time ([`process_cpu`]) and its peak memory from /proc.
 pub(crate) fn process_usage(pid: u32) -> Option<Usage> {
     let cpu = process_cpu(pid)?.total();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -44,20 +44,37 @@ pub fn packet(seq: u16, pic: u16, sid: u8, i: u16, keyframe: bool) -> Vec<u8> {
     p
 }
 
-/// Sends one picture from the publisher, layer by layer; returns the next sequence number.
-pub fn send_picture(sim: &mut Sim, publisher: ClientId, seq: u16, pic: u16, keyframe: bool) -> u16 {
+/// One picture's packets from the publisher, layer by layer, SRTP-protected, from sequence
+/// number `seq`; and the next sequence number.
+pub fn picture(
+    sim: &mut Sim,
+    publisher: ClientId,
+    seq: u16,
+    pic: u16,
+    keyframe: bool,
+) -> (Vec<Vec<u8>>, u16) {
     let mut seq = seq;
-    let (from, to) = (sim.client(publisher).addr, sim.server_addr());
+    let mut out = Vec::new();
     for sid in 0..LAYERS {
         for i in 0..PER_LAYER {
             let plain = packet(seq, pic, sid, i, keyframe);
-            let dg = sim
-                .client_mut(publisher)
-                .protect_rtp(plain)
-                .expect("SRTP keyed");
-            sim.inject(from, to, dg);
+            out.push(
+                sim.client_mut(publisher)
+                    .protect_rtp(plain)
+                    .expect("SRTP keyed"),
+            );
             seq = seq.wrapping_add(1);
         }
+    }
+    (out, seq)
+}
+
+/// Sends one picture from the publisher, layer by layer; returns the next sequence number.
+pub fn send_picture(sim: &mut Sim, publisher: ClientId, seq: u16, pic: u16, keyframe: bool) -> u16 {
+    let (from, to) = (sim.client(publisher).addr, sim.server_addr());
+    let (datagrams, seq) = picture(sim, publisher, seq, pic, keyframe);
+    for dg in datagrams {
+        sim.inject(from, to, dg);
     }
     sim.run_for(Duration::from_millis(33));
     seq

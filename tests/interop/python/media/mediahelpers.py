@@ -293,10 +293,7 @@ class ClientProc:
 
     def kill(self) -> None:
         if self.alive():
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.signal_group(signal.SIGKILL)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -317,7 +314,6 @@ class ClientProc:
             f"--- [{self.label}] exit={self.proc.poll()} last stdout lines ---\n{out}\n"
             f"--- [{self.label}] stderr tail ---\n{self.stderr_tail(2000)}"
         )
-
 
 
 def close_all(clients: List[ClientProc], timeout: float = 4, term_after: float = 2) -> None:
@@ -341,6 +337,7 @@ def close_all(clients: List[ClientProc], timeout: float = 4, term_after: float =
     for c in clients:
         c.kill()
         c.finish()
+
 
 class MediaEnv:
     """One namespace + one livekit-server inside it (module scope), plus the clients of a test."""
